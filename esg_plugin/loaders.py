@@ -1,0 +1,88 @@
+"""Reading workflow, stack and profile files into model values.
+
+The only file I/O of the planning side. Every failure, from a missing file
+to a cycle in the DAG, becomes one :class:`LoadError` whose message starts
+with the file's path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .model import ModelError, ProfileSet, Workflow, parse_profiles, parse_workflow, workflows_from_stack
+
+
+class LoadError(ValueError):
+    """A file that cannot be read or does not hold what it should."""
+
+
+def _read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LoadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LoadError(f"{path}: is a directory, not a file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise LoadError(f"{path}: cannot read: {err}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    text = _read_text(path)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "syntax error"
+        raise LoadError(f"{path}: not valid YAML: {problem}{where}") from None
+
+
+def read_json(path: str | Path) -> Any:
+    text = _read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LoadError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+
+
+def is_stack(data: Any) -> bool:
+    """A stack.yml (faas-cli) rather than a workflow document."""
+    return isinstance(data, dict) and "functions" in data and "stages" not in data
+
+
+def load_workflows(path: str | Path) -> dict[str, Workflow]:
+    """Every workflow in a workflow YAML (one) or a stack.yml (one per
+    ``com.esg.workflow`` annotation), by name."""
+    data = read_yaml(path)
+    try:
+        if is_stack(data):
+            return workflows_from_stack(data)
+        workflow = parse_workflow(data)
+        return {workflow.name: workflow}
+    except ModelError as err:
+        raise LoadError(f"{path}: {err}") from None
+
+
+def load_workflow(path: str | Path, name: Optional[str] = None) -> Workflow:
+    """One workflow; ``name`` picks one out of a stack.yml that has several."""
+    workflows = load_workflows(path)
+    if name is not None:
+        if name not in workflows:
+            raise LoadError(f"{path}: no workflow named '{name}' (found: {', '.join(sorted(workflows))})")
+        return workflows[name]
+    if len(workflows) > 1:
+        raise LoadError(f"{path} describes several workflows ({', '.join(sorted(workflows))}); pick one with --name")
+    return next(iter(workflows.values()))
+
+
+def load_profiles(path: str | Path) -> ProfileSet:
+    data = read_json(path)
+    try:
+        return parse_profiles(data)
+    except ModelError as err:
+        raise LoadError(f"{path}: {err}") from None

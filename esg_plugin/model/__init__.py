@@ -1,0 +1,30 @@
+"""Pure data of the planning model (SPEC §1–§4): no I/O, no clock."""
+
+from .config import DEFAULT_UTILISATION, Config, StageOption, all_options, evaluate, replicas_needed
+from .errors import ModelError
+from .plan import LATENCY_TOLERANCE_MS, Plan, PlanStats, StagePlan, path_latency_ms
+from .profile import FunctionProfile, ProfileSet, parse_function_profile, parse_profiles
+from .workflow import Stage, Workflow, parse_workflow, workflows_from_stack
+
+__all__ = [
+    "DEFAULT_UTILISATION",
+    "LATENCY_TOLERANCE_MS",
+    "Config",
+    "FunctionProfile",
+    "ModelError",
+    "Plan",
+    "PlanStats",
+    "ProfileSet",
+    "Stage",
+    "StageOption",
+    "StagePlan",
+    "Workflow",
+    "all_options",
+    "evaluate",
+    "parse_function_profile",
+    "parse_profiles",
+    "parse_workflow",
+    "path_latency_ms",
+    "replicas_needed",
+    "workflows_from_stack",
+]

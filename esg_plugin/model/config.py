@@ -1,0 +1,91 @@
+"""Configurations of one stage and the planning model of SPEC §3.
+
+Given a configuration ``(batch_size, gpu_share)`` of a stage and the stage's
+arrival rate, :func:`evaluate` computes everything the planner needs:
+
+==================  ====================================================
+exec_ms             ``e = L_f(b, g)``
+replicas            ``n = max(1, ceil(λ_s / (ρ · μ)))``, ``μ = 1000 · b / e``
+wait_ms             ``w = 1000 · (b − 1) · n / λ_s`` (0 when ``b = 1``)
+latency_ms          ``ℓ = w + e``
+cost_pct            ``n · g``: percent of one GPU held (cost = cost_pct / 100)
+==================  ====================================================
+
+Cost is kept as an integer number of share-percent so that the planners
+compare costs exactly; it becomes GPU-equivalents only in the Plan's JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from .errors import ModelError
+from .profile import FunctionProfile
+
+DEFAULT_UTILISATION = 0.8
+#: Tolerance when rounding ``λ_s / (ρ·μ)`` up, so that 2.0000000001 replicas
+#: computed in floating point count as 2.
+_CEIL_TOLERANCE = 1e-9
+
+
+class Config(NamedTuple):
+    """A batch size and a GPU share (percent)."""
+
+    batch_size: int
+    gpu_share: int
+
+
+class StageOption(NamedTuple):
+    """A configuration of one stage, evaluated at that stage's arrival rate."""
+
+    config: Config
+    exec_ms: float
+    replicas: int
+    wait_ms: float
+    latency_ms: float
+    cost_pct: int
+
+    @property
+    def cost(self) -> float:
+        """GPU-equivalents held."""
+        return self.cost_pct / 100.0
+
+
+def replicas_needed(stage_rate_rps: float, batch_size: int, exec_ms: float, utilisation: float) -> int:
+    """``n = max(1, ceil(λ_s / (ρ · μ)))``."""
+    throughput_rps = 1000.0 * batch_size / exec_ms
+    return max(1, math.ceil(stage_rate_rps / (utilisation * throughput_rps) - _CEIL_TOLERANCE))
+
+
+def evaluate(
+    config: Config, exec_ms: float, stage_rate_rps: float, utilisation: float = DEFAULT_UTILISATION
+) -> StageOption:
+    """The SPEC §3 quantities of one configuration at one arrival rate."""
+    if stage_rate_rps <= 0:
+        raise ModelError(f"the arrival rate must be positive, got {stage_rate_rps:g} rps")
+    if not 0 < utilisation <= 1:
+        raise ModelError(f"the utilisation target must lie in (0, 1], got {utilisation:g}")
+    n = replicas_needed(stage_rate_rps, config.batch_size, exec_ms, utilisation)
+    wait_ms = 0.0 if config.batch_size == 1 else 1000.0 * (config.batch_size - 1) * n / stage_rate_rps
+    return StageOption(
+        config=config,
+        exec_ms=exec_ms,
+        replicas=n,
+        wait_ms=wait_ms,
+        latency_ms=wait_ms + exec_ms,
+        cost_pct=n * config.gpu_share,
+    )
+
+
+def all_options(
+    profile: FunctionProfile, stage_rate_rps: float, utilisation: float = DEFAULT_UTILISATION
+) -> list[StageOption]:
+    """Every runnable configuration of a function, evaluated at one rate."""
+    evaluate(Config(1, 100), 1.0, stage_rate_rps, utilisation)  # validates the rate and utilisation once
+    options = []
+    for b, g, e in profile.configurations():
+        n = max(1, math.ceil(stage_rate_rps * e / (utilisation * 1000.0 * b) - _CEIL_TOLERANCE))
+        wait_ms = 0.0 if b == 1 else 1000.0 * (b - 1) * n / stage_rate_rps
+        options.append(StageOption(Config(b, g), e, n, wait_ms, wait_ms + e, n * g))
+    return options

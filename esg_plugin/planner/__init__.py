@@ -1,0 +1,31 @@
+"""Pure planners: (workflow, profiles, rate) -> Plan. No I/O, no clock of their own."""
+
+from .astar import ChainResult, solve_chain
+from .errors import PlannerError
+from .esg import solve_esg
+from .explain import Rejection, explain_plan
+from .limits import NO_LIMITS, SearchLimits
+from .oracle import solve_optimal
+from .planning import plan_workflow
+from .policies import POLICIES, get_policy
+from .problem import Problem, StageMenu, build_problem
+from .replan import replan_downstream
+
+__all__ = [
+    "NO_LIMITS",
+    "POLICIES",
+    "ChainResult",
+    "PlannerError",
+    "Problem",
+    "Rejection",
+    "SearchLimits",
+    "StageMenu",
+    "build_problem",
+    "explain_plan",
+    "get_policy",
+    "plan_workflow",
+    "replan_downstream",
+    "solve_chain",
+    "solve_esg",
+    "solve_optimal",
+]

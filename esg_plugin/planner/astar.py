@@ -1,0 +1,179 @@
+"""ESG's search for one chain of stages: A* with dual-blade pruning.
+
+A search node is a partial plan: the configurations of the first ``d``
+stages of the chain, with their summed latency ``L`` and cost ``g``. Its
+children extend it by one configuration of stage ``d``.
+
+- **h**, the heuristic, is an admissible lower bound of the cost of the
+  remaining stages that respects the remaining latency budget ``R``: stage
+  ``j`` can be no slower than ``R`` minus the least latency of the other
+  remaining stages, so its cost is at least that of its cheapest
+  configuration within that bound. The sum over remaining stages never
+  exceeds the true remaining cost.
+- The **latency blade** cuts a child when ``L`` plus the least possible
+  remaining latency exceeds the budget. Menus are sorted fastest first, so
+  once one configuration is cut, all slower ones of the stage are too.
+- The **cost blade** cuts a child whose lower bound ``(g + h, L + least
+  remaining latency)`` is not below the best complete plan found so far,
+  compared lexicographically: cost first, latency to break ties, exactly as
+  plans are ranked (SPEC §3).
+- **Dominance**: among partial plans of the same depth, one that is no
+  faster and no cheaper than another is dropped; the other's completions
+  are at least as good.
+
+Nodes are expanded best-first by their lower bound; the search ends when the
+best open bound is no better than the incumbent, which is then optimal. With
+a :class:`SearchLimits` the search may stop early and return its incumbent,
+marked not proven optimal.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from ..model import LATENCY_TOLERANCE_MS, PlanStats
+from .limits import NO_LIMITS, SearchLimits
+from .problem import StageMenu
+
+_INF = float("inf")
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    """The best configuration index per stage, or None when nothing fits."""
+
+    picks: Optional[tuple[int, ...]]
+    latency_ms: float
+    cost_pct: int
+    stats: PlanStats
+
+
+class _Front:
+    """Non-dominated (latency, cost) pairs of one depth: a staircase with
+    latency ascending and cost strictly descending."""
+
+    __slots__ = ("latencies", "costs", "nodes")
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.costs: list[int] = []
+        self.nodes: list[int] = []
+
+    def dominates(self, latency: float, cost: int) -> bool:
+        i = bisect_right(self.latencies, latency) - 1
+        return i >= 0 and self.costs[i] <= cost
+
+    def insert(self, latency: float, cost: int, node: int) -> list[int]:
+        """Add a non-dominated pair; return the nodes it dominates."""
+        p = bisect_left(self.latencies, latency)
+        q = p
+        while q < len(self.costs) and self.costs[q] >= cost:
+            q += 1
+        removed = self.nodes[p:q]
+        self.latencies[p:q] = [latency]
+        self.costs[p:q] = [cost]
+        self.nodes[p:q] = [node]
+        return removed
+
+
+def solve_chain(menus: Sequence[StageMenu], budget_ms: float, limits: SearchLimits = NO_LIMITS) -> ChainResult:
+    """Cheapest configurations for a chain whose latencies must sum to at
+    most ``budget_ms`` (the caller has already taken the hops out)."""
+    k = len(menus)
+    budget = budget_ms + LATENCY_TOLERANCE_MS
+    suffix_lat = [0.0] * (k + 1)
+    for d in range(k - 1, -1, -1):
+        suffix_lat[d] = suffix_lat[d + 1] + menus[d].min_latency_ms
+    if suffix_lat[0] > budget:
+        return ChainResult(None, suffix_lat[0], sum(m.costs_pct[0] for m in menus), PlanStats(pruned_by_latency=1))
+
+    def lower_bound_cost(d: int, remaining_ms: float) -> int:
+        slack = remaining_ms - suffix_lat[d]
+        total = 0
+        for j in range(d, k):
+            menu = menus[j]
+            total += menu.costs_pct[bisect_right(menu.latencies_ms, menu.latencies_ms[0] + slack) - 1]
+        return total
+
+    # node table: parent index, option index, depth, latency, cost
+    parents: list[int] = [-1]
+    picks: list[int] = [-1]
+    depths: list[int] = [0]
+    lats: list[float] = [0.0]
+    costs: list[int] = [0]
+    fronts = [_Front() for _ in range(k + 1)]
+    dead: set[int] = set()
+    best_cost, best_lat, best_node, best_last = _INF, _INF, -1, -1
+    expanded = generated = by_latency = by_cost = by_dominance = 0
+    proven = True
+    watch = limits.start()
+    heap = [(lower_bound_cost(0, budget), suffix_lat[0], 0, 0)]
+    while heap:
+        f_cost, f_lat, _, node = heapq.heappop(heap)
+        if node in dead:
+            continue
+        if (f_cost, f_lat) >= (best_cost, best_lat):
+            break
+        if watch.exhausted(expanded):
+            proven = False
+            break
+        expanded += 1
+        d, lat, cost = depths[node], lats[node], costs[node]
+        menu = menus[d]
+        rest = suffix_lat[d + 1]
+        last = d + 1 == k
+        for i, option_lat in enumerate(menu.latencies_ms):
+            lat2 = lat + option_lat
+            if lat2 + rest > budget:
+                by_latency += len(menu.latencies_ms) - i
+                break
+            generated += 1
+            cost2 = cost + menu.costs_pct[i]
+            if last:
+                if (cost2, lat2) < (best_cost, best_lat):
+                    best_cost, best_lat, best_node, best_last = cost2, lat2, node, i
+                else:
+                    by_cost += 1
+                continue
+            bound = (cost2 + lower_bound_cost(d + 1, budget - lat2), lat2 + rest)
+            if bound >= (best_cost, best_lat):
+                by_cost += 1
+                continue
+            front = fronts[d + 1]
+            if front.dominates(lat2, cost2):
+                by_dominance += 1
+                continue
+            child = len(parents)
+            parents.append(node)
+            picks.append(i)
+            depths.append(d + 1)
+            lats.append(lat2)
+            costs.append(cost2)
+            for loser in front.insert(lat2, cost2, child):
+                dead.add(loser)
+                by_dominance += 1
+            heapq.heappush(heap, (bound[0], bound[1], -(d + 1), child))
+
+    stats_kw = dict(
+        expanded=expanded,
+        generated=generated,
+        pruned_by_latency=by_latency,
+        pruned_by_cost=by_cost,
+        pruned_by_dominance=by_dominance,
+        proven_optimal=proven,
+    )
+    if best_node < 0:
+        # Only reachable when a limit stopped the search before any complete
+        # plan: fall back to the fastest plan, which fits (checked above).
+        fastest = tuple(0 for _ in menus)
+        return ChainResult(fastest, suffix_lat[0], sum(m.costs_pct[0] for m in menus), PlanStats(**stats_kw))
+    path = [best_last]
+    node = best_node
+    while node > 0:
+        path.append(picks[node])
+        node = parents[node]
+    path.reverse()
+    return ChainResult(tuple(path), best_lat, int(best_cost), PlanStats(**stats_kw))

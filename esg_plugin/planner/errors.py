@@ -1,0 +1,6 @@
+"""The planner layer's one error type."""
+
+
+class PlannerError(ValueError):
+    """A planning request that cannot be served: an unknown policy, a stage
+    with no runnable configuration, a search budget given without a clock."""

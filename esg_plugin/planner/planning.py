@@ -1,0 +1,40 @@
+"""``plan_workflow``: the one call that turns (workflow, profiles, rate) into a Plan."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Mapping, Optional
+
+from ..model import DEFAULT_UTILISATION, Config, Plan, ProfileSet, Workflow
+from .limits import NO_LIMITS, SearchLimits
+from .policies import get_policy
+from .problem import build_problem
+
+
+def plan_workflow(
+    workflow: Workflow,
+    profiles: ProfileSet,
+    rate_rps: float,
+    policy: str = "esg",
+    utilisation: float = DEFAULT_UTILISATION,
+    limits: SearchLimits = NO_LIMITS,
+    clock_s: Optional[Callable[[], float]] = None,
+    budget_ms: Optional[float] = None,
+    restrict: Optional[Mapping[str, Config]] = None,
+) -> Plan:
+    """Plan one workflow at one request rate (SPEC §3).
+
+    When no plan meets the budget (the SLO unless ``budget_ms`` is given),
+    the result is the minimum-latency plan with ``feasible: false``.
+    ``clock_s`` (seconds), when given, fills ``stats.elapsed_ms``.
+    """
+    started_s = clock_s() if clock_s is not None else None
+    solve = get_policy(policy)
+    problem = build_problem(workflow, profiles, rate_rps, utilisation, budget_ms=budget_ms, restrict=restrict)
+    picks, stats = solve(problem, limits)
+    if picks is None:
+        picks = problem.fastest()
+    plan = Plan.build(workflow, policy, problem.rate_rps, problem.choices(picks), stats, slo_ms=problem.budget_ms)
+    if started_s is not None:
+        plan = plan.with_stats(replace(plan.stats, elapsed_ms=(clock_s() - started_s) * 1000.0))
+    return plan

@@ -1,0 +1,135 @@
+"""The planning problem: one menu of evaluated configurations per stage.
+
+Every planner starts from :func:`build_problem`. A stage's *menu* keeps only
+its Pareto-optimal configurations (no other configuration of the stage is
+both no slower and no dearer): a dominated configuration can be swapped for
+its dominator in any plan without raising latency or cost, so dropping it
+never loses an optimal plan. The menu is sorted by latency ascending, and so
+by cost strictly descending.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+from ..model import (
+    DEFAULT_UTILISATION,
+    LATENCY_TOLERANCE_MS,
+    Config,
+    ModelError,
+    ProfileSet,
+    StageOption,
+    Workflow,
+    all_options,
+)
+from .errors import PlannerError
+
+
+@dataclass(frozen=True)
+class StageMenu:
+    """The Pareto front of one stage's configurations, fastest first."""
+
+    stage: str
+    options: tuple[StageOption, ...]
+    latencies_ms: tuple[float, ...]
+    costs_pct: tuple[int, ...]
+    every_option: tuple[StageOption, ...] = field(repr=False)
+    """All runnable configurations, dominated ones included (for --explain)."""
+
+    @staticmethod
+    def from_options(stage: str, options: list[StageOption]) -> "StageMenu":
+        if not options:
+            raise PlannerError(f"stage '{stage}' has no runnable configuration")
+        ordered = sorted(options, key=lambda o: (o.latency_ms, o.cost_pct, o.config))
+        front: list[StageOption] = []
+        for option in ordered:
+            if not front or option.cost_pct < front[-1].cost_pct:
+                front.append(option)
+        return StageMenu(
+            stage=stage,
+            options=tuple(front),
+            latencies_ms=tuple(o.latency_ms for o in front),
+            costs_pct=tuple(o.cost_pct for o in front),
+            every_option=tuple(options),
+        )
+
+    @property
+    def min_latency_ms(self) -> float:
+        return self.latencies_ms[0]
+
+    @property
+    def min_cost_pct(self) -> int:
+        return self.costs_pct[-1]
+
+    @property
+    def cheapest_latency_ms(self) -> float:
+        """Latency of the cheapest configuration: more budget than this buys nothing."""
+        return self.latencies_ms[-1]
+
+    def cheapest_within(self, latency_ms: float) -> Optional[int]:
+        """Index of the cheapest option no slower than ``latency_ms``, or None."""
+        i = bisect_right(self.latencies_ms, latency_ms + LATENCY_TOLERANCE_MS) - 1
+        return i if i >= 0 else None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A workflow, its menus at one request rate, and its latency budget."""
+
+    workflow: Workflow
+    rate_rps: float
+    budget_ms: float
+    """End-to-end latency allowed: the SLO, or what is left when replanning."""
+    menus: Mapping[str, StageMenu]
+    utilisation: float = DEFAULT_UTILISATION
+
+    def choices(self, picks: Mapping[str, int]) -> dict[str, StageOption]:
+        return {s: self.menus[s].options[i] for s, i in picks.items()}
+
+    def fastest(self) -> dict[str, int]:
+        """The minimum-latency plan: every stage at its fastest configuration."""
+        return {s: 0 for s in self.menus}
+
+
+def check_rate(rate_rps: float) -> float:
+    if isinstance(rate_rps, bool) or not isinstance(rate_rps, (int, float)) or not math.isfinite(rate_rps):
+        raise ModelError(f"the request rate must be a number, got {rate_rps!r}")
+    if rate_rps <= 0:
+        raise ModelError(f"the request rate must be positive, got {rate_rps:g} rps")
+    return float(rate_rps)
+
+
+def build_problem(
+    workflow: Workflow,
+    profiles: ProfileSet,
+    rate_rps: float,
+    utilisation: float = DEFAULT_UTILISATION,
+    budget_ms: Optional[float] = None,
+    restrict: Optional[Mapping[str, Config]] = None,
+    stage_filter: Optional[Callable[[str, StageOption], bool]] = None,
+) -> Problem:
+    """Evaluate every stage's configurations at ``rate_rps``.
+
+    ``restrict`` pins stages to one configuration (used by ``--explain``);
+    ``stage_filter`` drops options a policy will not consider.
+    """
+    rate_rps = check_rate(rate_rps)
+    if not 0 < utilisation <= 1:
+        raise ModelError(f"the utilisation target must lie in (0, 1], got {utilisation:g}")
+    workflow.check_profiles(profiles)
+    restrict = restrict or {}
+    menus = {}
+    for stage in workflow.stages:
+        options = all_options(profiles[stage.function], rate_rps * stage.fanout, utilisation)
+        if stage.name in restrict:
+            options = [o for o in options if o.config == restrict[stage.name]]
+            if not options:
+                raise PlannerError(f"stage '{stage.name}' cannot run at {restrict[stage.name]}")
+        if stage_filter is not None:
+            options = [o for o in options if stage_filter(stage.name, o)]
+        menus[stage.name] = StageMenu.from_options(stage.name, options)
+    budget = workflow.slo_ms if budget_ms is None else budget_ms
+    return Problem(workflow=workflow, rate_rps=rate_rps, budget_ms=budget, menus=menus, utilisation=utilisation)
