@@ -1,6 +1,15 @@
 """Pure data of the planning model (SPEC §1–§4): no I/O, no clock."""
 
-from .config import DEFAULT_UTILISATION, Config, StageOption, all_options, evaluate, replicas_needed
+from .config import (
+    DEFAULT_UTILISATION,
+    Config,
+    OptionArrays,
+    StageOption,
+    all_options,
+    evaluate,
+    option_arrays,
+    replicas_needed,
+)
 from .errors import ModelError
 from .plan import LATENCY_TOLERANCE_MS, Plan, PlanStats, StagePlan, path_latency_ms
 from .profile import FunctionProfile, ProfileSet, parse_function_profile, parse_profiles
@@ -12,6 +21,7 @@ __all__ = [
     "Config",
     "FunctionProfile",
     "ModelError",
+    "OptionArrays",
     "Plan",
     "PlanStats",
     "ProfileSet",
@@ -21,6 +31,7 @@ __all__ = [
     "Workflow",
     "all_options",
     "evaluate",
+    "option_arrays",
     "parse_function_profile",
     "parse_profiles",
     "parse_workflow",

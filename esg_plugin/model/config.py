@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
+
 from .errors import ModelError
 from .profile import FunctionProfile
 
@@ -53,9 +55,12 @@ class StageOption(NamedTuple):
 
 
 def replicas_needed(stage_rate_rps: float, batch_size: int, exec_ms: float, utilisation: float) -> int:
-    """``n = max(1, ceil(λ_s / (ρ · μ)))``."""
-    throughput_rps = 1000.0 * batch_size / exec_ms
-    return max(1, math.ceil(stage_rate_rps / (utilisation * throughput_rps) - _CEIL_TOLERANCE))
+    """``n = max(1, ceil(λ_s / (ρ · μ)))`` with ``μ = 1000 · b / e``.
+
+    Computed as ``λ_s · e / (ρ · 1000 · b)``, the same operations in the same
+    order as :func:`option_arrays`, so both give identical replica counts.
+    """
+    return max(1, math.ceil(stage_rate_rps * exec_ms / (utilisation * 1000.0 * batch_size) - _CEIL_TOLERANCE))
 
 
 def evaluate(
@@ -82,10 +87,39 @@ def all_options(
     profile: FunctionProfile, stage_rate_rps: float, utilisation: float = DEFAULT_UTILISATION
 ) -> list[StageOption]:
     """Every runnable configuration of a function, evaluated at one rate."""
-    evaluate(Config(1, 100), 1.0, stage_rate_rps, utilisation)  # validates the rate and utilisation once
-    options = []
-    for b, g, e in profile.configurations():
-        n = max(1, math.ceil(stage_rate_rps * e / (utilisation * 1000.0 * b) - _CEIL_TOLERANCE))
-        wait_ms = 0.0 if b == 1 else 1000.0 * (b - 1) * n / stage_rate_rps
-        options.append(StageOption(Config(b, g), e, n, wait_ms, wait_ms + e, n * g))
-    return options
+    return [evaluate(Config(b, g), e, stage_rate_rps, utilisation) for b, g, e in profile.configurations()]
+
+
+class OptionArrays(NamedTuple):
+    """Every runnable configuration of a function at one rate, as arrays
+    (one entry per configuration, batch-major): the vectorised twin of
+    :func:`all_options`, for planners that evaluate thousands of them."""
+
+    batch_size: np.ndarray
+    gpu_share: np.ndarray
+    exec_ms: np.ndarray
+    replicas: np.ndarray
+    wait_ms: np.ndarray
+    latency_ms: np.ndarray
+    cost_pct: np.ndarray
+
+    def option(self, i: int) -> StageOption:
+        return StageOption(
+            Config(int(self.batch_size[i]), int(self.gpu_share[i])),
+            float(self.exec_ms[i]),
+            int(self.replicas[i]),
+            float(self.wait_ms[i]),
+            float(self.latency_ms[i]),
+            int(self.cost_pct[i]),
+        )
+
+
+def option_arrays(
+    profile: FunctionProfile, stage_rate_rps: float, utilisation: float = DEFAULT_UTILISATION
+) -> OptionArrays:
+    """:func:`all_options` as arrays; identical values."""
+    evaluate(Config(1, 100), 1.0, stage_rate_rps, utilisation)  # validates the rate and utilisation
+    b, g, e = profile.runnable_arrays()
+    n = np.maximum(1, np.ceil(stage_rate_rps * e / (utilisation * 1000.0 * b) - _CEIL_TOLERANCE)).astype(np.int64)
+    wait_ms = np.where(b == 1, 0.0, 1000.0 * (b - 1) * n / stage_rate_rps)
+    return OptionArrays(b, g, e, n, wait_ms, wait_ms + e, n * g)

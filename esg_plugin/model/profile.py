@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterator, Mapping, Optional
+
+import numpy as np
 
 from .errors import ModelError
 
@@ -43,6 +46,20 @@ class FunctionProfile:
                 e = self.latency_ms[i][j]
                 if e is not None:
                     yield b, g, e
+
+    @cached_property
+    def _runnable(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = list(self.configurations())
+        return (
+            np.array([r[0] for r in rows], dtype=np.int64),
+            np.array([r[1] for r in rows], dtype=np.int64),
+            np.array([r[2] for r in rows], dtype=np.float64),
+        )
+
+    def runnable_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(batch sizes, shares, exec_ms) of every runnable configuration, as
+        in :meth:`configurations`; computed once per profile."""
+        return self._runnable
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -56,6 +56,8 @@ class Workflow:
     hop_ms: float
     stages: tuple[Stage, ...]
     graph: nx.DiGraph = field(compare=False, repr=False)
+    order: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    """A deterministic topological order (file order breaks ties)."""
 
     @staticmethod
     def build(name: str, slo_ms: float, stages: Iterable[Stage], hop_ms: float = 0.0) -> "Workflow":
@@ -92,7 +94,9 @@ class Workflow:
         if cycle:
             path = " -> ".join([u for u, _ in cycle] + [cycle[0][0]])
             raise ModelError(f"{where} has a cycle: {path}")
-        return Workflow(name=name, slo_ms=slo_ms, hop_ms=hop_ms, stages=stages, graph=graph)
+        position = {s.name: i for i, s in enumerate(stages)}
+        order = tuple(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
+        return Workflow(name=name, slo_ms=slo_ms, hop_ms=hop_ms, stages=stages, graph=graph, order=order)
 
     # --- queries -----------------------------------------------------------
     def stage(self, name: str) -> Stage:
@@ -112,8 +116,7 @@ class Workflow:
 
     def topological_order(self) -> list[str]:
         """Stages in a deterministic topological order (file order breaks ties)."""
-        position = {s.name: i for i, s in enumerate(self.stages)}
-        return list(nx.lexicographical_topological_sort(self.graph, key=position.__getitem__))
+        return list(self.order)
 
     def is_chain(self) -> bool:
         """True when the stages form one path (entry -> ... -> exit)."""

@@ -79,6 +79,47 @@ class _Front:
         return removed
 
 
+def _remaining_cost_bound(menus: Sequence[StageMenu], suffix_lat: list[float]):
+    """``h(d, R)``: a lower bound of the cost of stages ``d..k-1`` within a
+    remaining latency budget ``R``.
+
+    With slack ``σ = R − (least latency of stages d..k-1)``, stage ``j`` can
+    be at most ``σ`` slower than its fastest configuration, so its cost is at
+    least that of its cheapest configuration within ``min_j + σ``. The sum
+    over ``j ≥ d`` is a step function of ``σ``; it is tabulated once per
+    depth (breakpoints and cumulative cost changes), so each evaluation is a
+    single binary search.
+    """
+    k = len(menus)
+    base = [0] * (k + 1)
+    points: list[list[float]] = [[] for _ in range(k + 1)]
+    totals: list[list[int]] = [[] for _ in range(k + 1)]
+    steps: list[tuple[float, int]] = []
+    for d in range(k - 1, -1, -1):
+        menu = menus[d]
+        base[d] = base[d + 1] + menu.costs_pct[0]
+        lat0 = menu.latencies_ms[0]
+        steps.extend(
+            (menu.latencies_ms[i] - lat0, menu.costs_pct[i] - menu.costs_pct[i - 1])
+            for i in range(1, len(menu.latencies_ms))
+        )
+        steps.sort()
+        running = base[d]
+        xs, ys = [], []
+        for x, delta in steps:
+            running += delta
+            xs.append(x)
+            ys.append(running)
+        points[d], totals[d] = xs, ys
+
+    def bound(d: int, remaining_ms: float) -> int:
+        # the tolerance errs on the low (admissible) side of float rounding
+        i = bisect_right(points[d], remaining_ms - suffix_lat[d] + LATENCY_TOLERANCE_MS)
+        return totals[d][i - 1] if i else base[d]
+
+    return bound
+
+
 def solve_chain(menus: Sequence[StageMenu], budget_ms: float, limits: SearchLimits = NO_LIMITS) -> ChainResult:
     """Cheapest configurations for a chain whose latencies must sum to at
     most ``budget_ms`` (the caller has already taken the hops out)."""
@@ -89,14 +130,17 @@ def solve_chain(menus: Sequence[StageMenu], budget_ms: float, limits: SearchLimi
         suffix_lat[d] = suffix_lat[d + 1] + menus[d].min_latency_ms
     if suffix_lat[0] > budget:
         return ChainResult(None, suffix_lat[0], sum(m.costs_pct[0] for m in menus), PlanStats(pruned_by_latency=1))
+    # Exact shortcuts: every stage at its cheapest fits (the cheapest
+    # configuration is unique on a menu), or a single stage.
+    cheapest_lat = sum(m.latencies_ms[-1] for m in menus)
+    if cheapest_lat <= budget:
+        picks = tuple(len(m.latencies_ms) - 1 for m in menus)
+        return ChainResult(picks, cheapest_lat, sum(m.costs_pct[-1] for m in menus), PlanStats(generated=k))
+    if k == 1:
+        i = bisect_right(menus[0].latencies_ms, budget) - 1
+        return ChainResult((i,), menus[0].latencies_ms[i], menus[0].costs_pct[i], PlanStats(generated=i + 1))
 
-    def lower_bound_cost(d: int, remaining_ms: float) -> int:
-        slack = remaining_ms - suffix_lat[d]
-        total = 0
-        for j in range(d, k):
-            menu = menus[j]
-            total += menu.costs_pct[bisect_right(menu.latencies_ms, menu.latencies_ms[0] + slack) - 1]
-        return total
+    lower_bound_cost = _remaining_cost_bound(menus, suffix_lat)
 
     # node table: parent index, option index, depth, latency, cost
     parents: list[int] = [-1]

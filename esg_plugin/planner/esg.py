@@ -1,30 +1,30 @@
 """The ESG policy: chains by A*, DAGs by dominator-based SLO distribution.
 
-1. **Chains** are solved exactly by :func:`~esg_plugin.planner.astar.solve_chain`.
+1. **Chains** are solved exactly by :func:`~esg_plugin.planner.astar.solve_chain`
+   (A* with the latency and cost blades).
 2. **DAGs** are cut at the stages every path passes through
    (:mod:`~esg_plugin.planner.segments`). The budget is shared among the
-   series elements by a *reference latency*: each element first gets its
+   series of segments by a *reference latency*: each segment first gets its
    fastest latency ``fast`` (so that it can always fit), and the slack left
    over is shared in proportion to ``cheap − fast``, where ``cheap`` is the
-   element's latency when every stage runs its cheapest configuration.
-   ``cheap − fast`` is how much time the element can turn into savings:
-   budget beyond ``cheap`` buys nothing, and an element whose fastest and
-   cheapest configurations coincide needs no slack at all. (Sharing by
-   ``fast`` alone, the obvious alternative, starves cheap-but-slow stages
-   of the time that makes them cheap; ``docs/planner.md`` compares both.)
-   Elements are solved in order, and the budget of each is recomputed from
+   segment's latency when every stage runs its cheapest configuration.
+   ``cheap − fast`` is how much time the segment can turn into savings:
+   budget beyond ``cheap`` buys nothing, and a segment whose fastest and
+   cheapest configurations coincide needs no slack at all.
+   (``docs/planner.md`` compares this with sharing by ``fast`` alone.)
+   Segments are solved in order, and each one's budget is recomputed from
    what the earlier ones actually used, so unused slack passes on.
-3. Parallel branches inside a gap each get the gap's budget and are solved
-   recursively (chains by A*). An **irreducible** region (no cut stage, one
-   component) is solved along its critical path: the path that is longest at
-   the cheapest configurations is solved as a chain with the whole budget,
-   and the stages hanging off it get the window that path leaves them. Where
-   a window is too small, the region falls back to a uniform scaling of every
-   stage's time between its fastest and cheapest configurations.
-4. **Slack reclamation**: a final pass gives each stage the cheapest
-   configuration that its float (the time it can grow without making the
-   plan miss the budget) allows, greatest saving first, until nothing changes.
-   It only lowers cost and never breaks the budget.
+3. Parallel branches inside a segment each get the segment's budget and are
+   solved recursively (chains by A*). An **irreducible** region (no cut
+   stage, one component: two paths that cross) is solved along its critical
+   path: the path that is longest at the cheapest configurations is solved
+   as a chain with the whole budget, and the stages hanging off it get the
+   window it leaves them; where a window cannot be expressed as one budget,
+   those stages share their time by uniform scaling (:meth:`_EsgSolver._uniform`).
+4. **Improvement** (:mod:`~esg_plugin.planner.improve`): slack reclamation,
+   then, for workflows of up to ``PATH_SEARCH_MAX_STAGES`` stages, exact
+   re-planning of the longest path through each stage with the others held
+   fixed. Both only lower the cost and keep the budget.
 
 The result is optimal for chains (unless a search limit stopped it) and a
 heuristic for other DAGs; ``bench/dag_quality.py`` measures the gap to the
@@ -33,83 +33,43 @@ oracle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import NamedTuple, Optional
-
-import networkx as nx
+from dataclasses import dataclass
+from typing import Optional
 
 from ..model import LATENCY_TOLERANCE_MS, PlanStats
 from .astar import solve_chain
+from .improve import reclaim_slack, replan_paths
 from .limits import NO_LIMITS, SearchLimits
 from .problem import Problem
-from .segments import Element, critical_path, is_path, series_elements
+from .segments import Element, Region, critical_path, series_elements
+
+#: Workflows up to this many stages get the path re-planning pass; it costs
+#: about a millisecond per stage on a 30-stage DAG and more beyond.
+PATH_SEARCH_MAX_STAGES = 40
 
 
-#: Fractions of an element's usable slack at which its cost is sampled for
-#: the refinement of a series split.
-_REFINE_FRACTIONS = (0.0, 0.125, 0.25, 0.5, 0.75, 1.0)
-#: Series nested deeper than this keep the plain proportional split.
-DEFAULT_REFINE_DEPTH = 2
-
-
-def solve_esg(
-    problem: Problem, limits: SearchLimits = NO_LIMITS, refine_depth: int = DEFAULT_REFINE_DEPTH
-) -> tuple[Optional[dict[str, int]], PlanStats]:
-    """Configuration index per stage (into its menu), or None if no plan fits.
-
-    ``refine_depth`` 0 gives the plain proportional split of the paper.
-    """
-    return _EsgSolver(problem, limits, refine_depth).solve()
-
-
-class _Point(NamedTuple):
-    """One outcome of solving an element at some budget."""
-
-    latency_ms: float
-    cost_pct: int
-    picks: dict[str, int]
-
-
-@dataclass(frozen=True)
-class _PointMenu:
-    """Outcomes of one element as a chain-search menu: the Pareto front of
-    its points, fastest first (what :func:`solve_chain` needs)."""
-
-    points: tuple[_Point, ...]
-    latencies_ms: tuple[float, ...]
-    costs_pct: tuple[int, ...]
-
-    @property
-    def min_latency_ms(self) -> float:
-        return self.latencies_ms[0]
-
-    @staticmethod
-    def from_points(points: list[_Point]) -> "_PointMenu":
-        front: list[_Point] = []
-        for p in sorted(points, key=lambda p: (p.latency_ms, p.cost_pct)):
-            if not front or p.cost_pct < front[-1].cost_pct:
-                front.append(p)
-        return _PointMenu(tuple(front), tuple(p.latency_ms for p in front), tuple(p.cost_pct for p in front))
+def solve_esg(problem: Problem, limits: SearchLimits = NO_LIMITS) -> tuple[Optional[dict[str, int]], PlanStats]:
+    """Configuration index per stage (into its menu), or None if no plan fits."""
+    return _EsgSolver(problem, limits).solve()
 
 
 @dataclass
 class _Shape:
-    """How one region (a set of stages) decomposes; computed once per region."""
+    """How one region decomposes; computed once per region and solve."""
 
-    stages: tuple[str, ...]
-    """Topological order."""
-    preds: tuple[tuple[str, ...], ...]
-    """Predecessors of each stage inside the region."""
+    region: Region
     kind: str
     """'chain', 'series', 'parallel' or 'irreducible'."""
     parts: tuple = ()
     """series: Elements; parallel: stage tuples; irreducible: (critical path, hanging components)."""
     fast_ms: float = 0.0
+    """Longest path with every stage at its fastest configuration."""
     cheap_ms: float = 0.0
+    """Longest path with every stage at its cheapest configuration."""
 
 
 class _EsgSolver:
-    def __init__(self, problem: Problem, limits: SearchLimits, refine_depth: int) -> None:
+    def __init__(self, problem: Problem, limits: SearchLimits) -> None:
         self.problem = problem
         self.limits = limits
         self.graph = problem.workflow.graph
@@ -118,8 +78,6 @@ class _EsgSolver:
         self.fast_ms = {s: m.min_latency_ms for s, m in problem.menus.items()}
         self.cheap_ms = {s: m.cheapest_latency_ms for s, m in problem.menus.items()}
         self.picks: dict[str, int] = {}
-        self.depth = 0
-        self.refine_depth = refine_depth
         self.shapes: dict[frozenset, _Shape] = {}
         self.segments: set[frozenset] = set()
         self.counts = {"expanded": 0, "generated": 0, "latency": 0, "cost": 0, "dominance": 0}
@@ -127,15 +85,19 @@ class _EsgSolver:
 
     # --- entry point -------------------------------------------------------
     def solve(self) -> tuple[Optional[dict[str, int]], PlanStats]:
-        whole = self._shape(tuple(self.problem.workflow.topological_order()))
+        order = tuple(self.problem.workflow.topological_order())
+        whole = self._shape(order)
         budget = self.problem.budget_ms + LATENCY_TOLERANCE_MS
         if whole.fast_ms > budget:
             return None, PlanStats(pruned_by_latency=1, segments=0)
         self._region(whole, self.problem.budget_ms)
-        if self._longest(whole, self._chosen_ms()) > budget:
-            # A bug-free decomposition never gets here; stay safe regardless.
+        if self._longest(whole, self._chosen_ms()) > budget:  # pragma: no cover - defensive
             self.picks = self.problem.fastest()
-        self._reclaim_slack()
+        if whole.kind != "chain":
+            self.picks = reclaim_slack(self.problem, self.picks)
+            if len(order) <= PATH_SEARCH_MAX_STAGES:
+                self.picks, built = replan_paths(self.problem, self.picks)
+                self.counts["generated"] += built
         stats = PlanStats(
             expanded=self.counts["expanded"],
             generated=self.counts["generated"],
@@ -155,40 +117,31 @@ class _EsgSolver:
         """Longest path through the region, hops included."""
         finish: dict[str, float] = {}
         hop = self.hop_ms
-        for s, preds in zip(shape.stages, shape.preds):
-            start = max([finish[p] for p in preds], default=-hop) + hop
-            finish[s] = start + latency_ms[s]
+        preds = shape.region.preds
+        for s in shape.region.stages:
+            finish[s] = max([finish[p] for p in preds[s]], default=-hop) + hop + latency_ms[s]
         return max(finish.values())
 
     def _shape(self, stages: tuple[str, ...]) -> _Shape:
+        """``stages`` in topological order."""
         key = frozenset(stages)
         shape = self.shapes.get(key)
         if shape is not None:
             return shape
-        sub = self.graph.subgraph(stages)
-        order = tuple(nx.topological_sort(sub)) if len(stages) > 1 else stages
-        preds = tuple(tuple(sub.predecessors(s)) for s in order)
-        shape = _Shape(order, preds, "chain")
-        if not is_path(sub):
-            elements = series_elements(sub)
-            components = list(nx.weakly_connected_components(sub))
-            position = {s: i for i, s in enumerate(order)}
+        region = Region.induced(self.graph, stages)
+        shape = _Shape(region, "chain")
+        if not region.is_path():
+            elements = series_elements(region)
+            components = region.components()
             if len(elements) > 1:
                 shape.kind, shape.parts = "series", tuple(elements)
             elif len(components) > 1:
-                shape.kind = "parallel"
-                shape.parts = tuple(tuple(sorted(c, key=position.__getitem__)) for c in components)
+                shape.kind, shape.parts = "parallel", tuple(components)
             else:
-                path = critical_path(sub, self.cheap_ms, self.hop_ms)
+                path = critical_path(region, self.cheap_ms, self.hop_ms)
                 on_path = set(path)
-                rest = sub.subgraph([s for s in order if s not in on_path])
-                hanging = []
-                for component in nx.weakly_connected_components(rest):
-                    members = tuple(sorted(component, key=position.__getitem__))
-                    feeders = tuple({p for s in members for p in sub.predecessors(s) if p in on_path})
-                    consumers = tuple({q for s in members for q in sub.successors(s) if q in on_path})
-                    hanging.append((members, feeders, consumers))
-                shape.kind, shape.parts = "irreducible", (tuple(path), tuple(hanging))
+                rest = Region.induced(self.graph, tuple(s for s in stages if s not in on_path))
+                shape.kind, shape.parts = "irreducible", (tuple(path), tuple(rest.components()))
         shape.fast_ms = self._longest(shape, self.fast_ms)
         shape.cheap_ms = self._longest(shape, self.cheap_ms)
         self.shapes[key] = shape
@@ -207,7 +160,7 @@ class _EsgSolver:
     def _region(self, shape: _Shape, budget_ms: float) -> float:
         """Plan a region within ``budget_ms``; return its resulting latency."""
         if shape.kind == "chain":
-            return self._chain(shape.stages, budget_ms)
+            return self._chain(shape.region.stages, budget_ms)
         if shape.kind == "series":
             return self._series(shape.parts, budget_ms)
         if shape.kind == "parallel":
@@ -219,53 +172,23 @@ class _EsgSolver:
         hops_ms = self.hop_ms * (len(order) - 1)
         result = solve_chain([self.menus[s] for s in order], budget_ms - hops_ms, self.limits)
         self._add_search_stats(result.stats)
-        if result.picks is None:
-            # Callers only hand a chain a budget it can meet; be safe anyway.
+        if result.picks is None:  # pragma: no cover - callers hand chains budgets they can meet
             self.picks.update({s: 0 for s in order})
             return sum(self.fast_ms[s] for s in order) + hops_ms
         self.picks.update(zip(order, result.picks))
         return result.latency_ms + hops_ms
 
-    def _element(self, element: Element, budget_ms: float) -> float:
-        if element.kind == "chain":
-            return self._chain(element.stages, budget_ms)
-        return self._region(self._shape(element.stages), budget_ms)
-
     def _series(self, elements: tuple[Element, ...], budget_ms: float) -> float:
-        """Share the budget among elements in series (see the module doc)."""
+        """ESG's split: each segment gets its fastest latency plus a share of
+        the slack proportional to its room (cheap − fast); solved in order,
+        unused slack passing on to the segments after it."""
         hops_ms = self.hop_ms * (len(elements) - 1)
-        inner_ms = budget_ms - hops_ms
         shapes = [self._shape(e.stages) for e in elements]
         fast = [sh.fast_ms for sh in shapes]
         room = [max(0.0, sh.cheap_ms - sh.fast_ms) for sh in shapes]
-        proportional = self._proportional(elements, inner_ms, fast, room)
-        if self.depth >= self.refine_depth:
-            return sum(p.latency_ms for p in proportional) + hops_ms
-        # Refinement: each element's cost at a few budgets between its fastest
-        # latency and all the slack; the proportional outcome is one of the
-        # points, so the refined split is never dearer.
-        slack_ms = max(0.0, inner_ms - sum(fast))
-        menus = []
-        for i, element in enumerate(elements):
-            points = [proportional[i]]
-            for q in _REFINE_FRACTIONS:
-                points.append(self._solve_isolated(element, fast[i] + min(room[i], slack_ms) * q))
-            menus.append(_PointMenu.from_points(points))
-        result = solve_chain(menus, inner_ms, self.limits)
-        self._add_search_stats(result.stats)
-        chosen = proportional if result.picks is None else [m.points[i] for m, i in zip(menus, result.picks)]
-        for point in chosen:
-            self.picks.update(point.picks)
-        return sum(p.latency_ms for p in chosen) + hops_ms
-
-    def _proportional(
-        self, elements: tuple[Element, ...], inner_ms: float, fast: list[float], room: list[float]
-    ) -> list[_Point]:
-        """ESG's split: each element gets its fastest latency plus a share of
-        the slack proportional to its room; solved in order, slack passing on."""
-        remaining = inner_ms
-        points = []
-        for i, element in enumerate(elements):
+        remaining = budget_ms - hops_ms
+        used_total = 0.0
+        for i, (element, shape) in enumerate(zip(elements, shapes)):
             if i == len(elements) - 1:
                 allotment = remaining
             else:
@@ -273,71 +196,85 @@ class _EsgSolver:
                 weight = sum(room[i:])
                 share = room[i] / weight if weight > 0 else 1.0 / (len(elements) - i)
                 allotment = fast[i] + slack * share
-            point = self._solve_isolated(element, allotment)
-            self.picks.update(point.picks)
-            points.append(point)
-            remaining -= point.latency_ms
-        return points
-
-    def _solve_isolated(self, element: Element, budget_ms: float) -> _Point:
-        """Solve one element one level deeper; return its outcome without
-        leaving its picks behind."""
-        saved = self.picks
-        self.picks = {}
-        self.depth += 1
-        try:
-            latency = self._element(element, budget_ms)
-            picks = self.picks
-        finally:
-            self.depth -= 1
-            self.picks = saved
-        cost = sum(self.menus[s].costs_pct[i] for s, i in picks.items())
-        return _Point(latency, cost, picks)
+            if element.kind == "chain":
+                used = self._chain(element.stages, allotment)
+            else:
+                used = self._region(shape, allotment)
+            used_total += used
+            remaining -= used
+        return used_total + hops_ms
 
     def _irreducible(self, shape: _Shape, budget_ms: float) -> float:
         """A region with no cut stage and one component: its critical path
-        first, then the stages hanging off it within the windows it leaves."""
+        first, with the whole budget; then each component hanging off it.
+
+        A component whose inputs from the path all finish before its outputs
+        to the path must start gets that window as its budget and is solved
+        recursively. Otherwise (its stages sit at several places along the
+        path) it gets uniform scaling under the path's fixed times. If the
+        path left a component no room at all, the whole region falls back to
+        uniform scaling."""
         path, hanging = shape.parts
         saved = dict(self.picks)
         self._chain(path, budget_ms)
+        hop = self.hop_ms
         start: dict[str, float] = {}
         finish: dict[str, float] = {}
         t = 0.0
         for s in path:
             start[s] = t
             finish[s] = t + self.menus[s].latencies_ms[self.picks[s]]
-            t = finish[s] + self.hop_ms
-        for members, feeders, consumers in hanging:
-            low = max((finish[p] + self.hop_ms for p in feeders), default=0.0)
-            high = min((start[q] - self.hop_ms for q in consumers), default=budget_ms)
+            t = finish[s] + hop
+        for members in hanging:
             part = self._shape(members)
-            if high - low + LATENCY_TOLERANCE_MS < part.fast_ms:
+            release = {
+                s: max((finish[p] + hop for p in self.graph.predecessors(s) if p in finish), default=0.0)
+                for s in members
+            }
+            deadline = {
+                s: min((start[q] - hop for q in self.graph.successors(s) if q in start), default=budget_ms)
+                for s in members
+            }
+            low, high = max(release.values()), min(deadline.values())
+            if high - low + LATENCY_TOLERANCE_MS >= part.fast_ms:
+                self._region(part, high - low)
+            elif not self._uniform(part, release, deadline):
                 self.picks = saved
-                return self._uniform(shape, budget_ms)
-            self._region(part, high - low)
-        latency = self._longest(shape, self._chosen_ms())
-        if latency > budget_ms + LATENCY_TOLERANCE_MS:
-            self.picks = saved
-            return self._uniform(shape, budget_ms)
-        return latency
+                stages = shape.region.stages
+                self._uniform(shape, dict.fromkeys(stages, 0.0), dict.fromkeys(stages, budget_ms))
+                break
+        return self._longest(shape, self._chosen_ms())
 
-    def _uniform(self, shape: _Shape, budget_ms: float) -> float:
+    def _uniform(self, shape: _Shape, release_ms: dict[str, float], deadline_ms: dict[str, float]) -> bool:
         """Every stage gets ``fast + α·(cheap − fast)`` with the largest α in
-        [0, 1] (to 1/1024) whose longest path fits; then the cheapest
-        configuration within that. α = 0 is the fastest plan, which fits."""
-        stages = shape.stages
+        [0, 1] (to 1/1024) such that each stage starts no earlier than its
+        release and finishes by its deadline; then the cheapest configuration
+        within that. False (nothing changed) when not even α = 0 fits."""
+        stages = shape.region.stages
+        preds = shape.region.preds
+        hop = self.hop_ms
 
         def node_budgets(alpha: float) -> dict[str, float]:
             return {s: self.fast_ms[s] + alpha * (self.cheap_ms[s] - self.fast_ms[s]) for s in stages}
 
-        budget = budget_ms + LATENCY_TOLERANCE_MS
+        def fits(latency_ms: dict[str, float]) -> bool:
+            finish: dict[str, float] = {}
+            for s in stages:
+                begin = max([finish[p] + hop for p in preds[s]] + [release_ms[s]])
+                finish[s] = begin + latency_ms[s]
+                if finish[s] > deadline_ms[s] + LATENCY_TOLERANCE_MS:
+                    return False
+            return True
+
+        if not fits(self.fast_ms):
+            return False
         low, high = 0.0, 1.0
-        if shape.cheap_ms <= budget:
+        if fits(self.cheap_ms):
             low = 1.0
         else:
             for _ in range(10):
                 mid = (low + high) / 2
-                if self._longest(shape, node_budgets(mid)) <= budget:
+                if fits(node_budgets(mid)):
                     low = mid
                 else:
                     high = mid
@@ -345,33 +282,4 @@ class _EsgSolver:
             pick = self.menus[s].cheapest_within(limit_ms)
             self.picks[s] = 0 if pick is None else pick
         self.segments.add(frozenset(stages))
-        return self._longest(shape, self._chosen_ms())
-
-    # --- the final pass ----------------------------------------------------
-    def _reclaim_slack(self) -> None:
-        """Greedily hand each stage's float to a cheaper configuration."""
-        order = self.problem.workflow.topological_order()
-        preds = {s: tuple(self.graph.predecessors(s)) for s in order}
-        succs = {s: tuple(self.graph.successors(s)) for s in order}
-        menus = self.menus
-        hop = self.hop_ms
-        deadline = self.problem.budget_ms
-        while True:
-            lat = self._chosen_ms()
-            earliest_finish: dict[str, float] = {}
-            for s in order:
-                earliest_finish[s] = max([earliest_finish[p] for p in preds[s]], default=-hop) + hop + lat[s]
-            latest_finish: dict[str, float] = {}
-            for s in reversed(order):
-                latest_finish[s] = min([latest_finish[q] - lat[q] for q in succs[s]], default=deadline + hop) - hop
-            best_saving, best_stage, best_pick = 0, None, None
-            for s in order:
-                pick = menus[s].cheapest_within(lat[s] + latest_finish[s] - earliest_finish[s])
-                if pick is None or pick <= self.picks[s]:
-                    continue
-                saving = menus[s].costs_pct[self.picks[s]] - menus[s].costs_pct[pick]
-                if saving > best_saving:
-                    best_saving, best_stage, best_pick = saving, s, pick
-            if best_stage is None:
-                return
-            self.picks[best_stage] = best_pick
+        return True

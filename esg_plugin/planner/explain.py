@@ -18,7 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..model import LATENCY_TOLERANCE_MS, ModelError, Plan, ProfileSet, StageOption, Workflow, path_latency_ms
+from ..model import (
+    LATENCY_TOLERANCE_MS,
+    ModelError,
+    Plan,
+    ProfileSet,
+    StageOption,
+    Workflow,
+    all_options,
+    path_latency_ms,
+)
 from .errors import PlannerError
 from .planning import plan_workflow
 from .problem import build_problem
@@ -51,15 +60,17 @@ def explain_plan(workflow: Workflow, profiles: ProfileSet, plan: Plan, utilisati
     fastest = {s: m.min_latency_ms for s, m in problem.menus.items()}
     out: dict[str, list[Rejection]] = {}
     for stage, chosen in plan.stages.items():
-        menu = problem.menus[stage]
+        every_option = tuple(
+            all_options(profiles[workflow.stage(stage).function], plan.rate_rps * workflow.stage(stage).fanout, utilisation)
+        )
         chosen_cost_pct = round(chosen.cost * 100)
         cheaper = sorted(
-            (o for o in menu.every_option if o.cost_pct < chosen_cost_pct),
+            (o for o in every_option if o.cost_pct < chosen_cost_pct),
             key=lambda o: (-o.cost_pct, o.latency_ms),
         )
         rejections = []
         for option in cheaper:
-            dominator = _dominator(option, menu.every_option)
+            dominator = _dominator(option, every_option)
             if dominator is not None:
                 c = dominator.config
                 rejections.append(

@@ -1,8 +1,8 @@
 """``optimal``: exact plans under SPEC §3, for tests and benchmarks.
 
-- Chains: dynamic programming over Pareto fronts. After each stage the
-  front holds every non-dominated (latency, cost) pair of the prefix; the
-  answer is the cheapest pair of the last front within the budget.
+- Chains: dynamic programming over Pareto fronts
+  (:func:`~esg_plugin.planner.front.chain_front`); the answer is the
+  cheapest point of the chain's front within the budget.
 - Other DAGs: depth-first branch and bound over the stages in topological
   order, cheapest configuration first. A branch is cut when the longest path
   (chosen latencies, the fastest ones for unchosen stages) exceeds the
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..model import LATENCY_TOLERANCE_MS, PlanStats
+from .front import chain_front
 from .problem import Problem, StageMenu
 
 _INF = float("inf")
@@ -34,31 +35,11 @@ class OracleResult:
 def chain_pareto_dp(menus: Sequence[StageMenu], budget_ms: float) -> tuple[Optional[tuple[int, ...]], int]:
     """Exact cheapest picks for a chain whose latencies sum to at most
     ``budget_ms``; returns (picks or None, number of front entries built)."""
-    budget = budget_ms + LATENCY_TOLERANCE_MS
-    suffix = [0.0] * (len(menus) + 1)
-    for d in range(len(menus) - 1, -1, -1):
-        suffix[d] = suffix[d + 1] + menus[d].min_latency_ms
-    # front entries: (latency, cost, picks)
-    front: list[tuple[float, int, tuple[int, ...]]] = [(0.0, 0, ())]
-    built = 0
-    for d, menu in enumerate(menus):
-        candidates = []
-        for lat, cost, picks in front:
-            for i, (olat, ocost) in enumerate(zip(menu.latencies_ms, menu.costs_pct)):
-                lat2 = lat + olat
-                if lat2 + suffix[d + 1] > budget:
-                    break
-                candidates.append((lat2, cost + ocost, picks + (i,)))
-        candidates.sort(key=lambda c: (c[0], c[1]))
-        front = []
-        for c in candidates:
-            if not front or c[1] < front[-1][1]:
-                front.append(c)
-        built += len(candidates)
-        if not front:
-            return None, built
-    best = min(front, key=lambda c: (c[1], c[0]))
-    return best[2], built
+    front, built = chain_front(menus, budget_ms)
+    if not front:
+        return None, built
+    best = min(front, key=lambda c: (c.cost_pct, c.latency_ms))
+    return best.picks, built
 
 
 def solve_optimal(problem: Problem) -> OracleResult:

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
+
+import numpy as np
 
 from ..model import (
     DEFAULT_UTILISATION,
     LATENCY_TOLERANCE_MS,
     Config,
     ModelError,
+    OptionArrays,
     ProfileSet,
     StageOption,
     Workflow,
     all_options,
+    option_arrays,
 )
 from .errors import PlannerError
 
@@ -36,8 +40,8 @@ class StageMenu:
     options: tuple[StageOption, ...]
     latencies_ms: tuple[float, ...]
     costs_pct: tuple[int, ...]
-    every_option: tuple[StageOption, ...] = field(repr=False)
-    """All runnable configurations, dominated ones included (for --explain)."""
+    considered: int = 0
+    """How many configurations the front was taken from."""
 
     @staticmethod
     def from_options(stage: str, options: list[StageOption]) -> "StageMenu":
@@ -48,12 +52,31 @@ class StageMenu:
         for option in ordered:
             if not front or option.cost_pct < front[-1].cost_pct:
                 front.append(option)
+        return StageMenu._of(stage, front, len(options))
+
+    @staticmethod
+    def from_arrays(stage: str, arrays: OptionArrays) -> "StageMenu":
+        """The same menu as :meth:`from_options`, without building an object
+        per dominated configuration."""
+        if len(arrays.latency_ms) == 0:
+            raise PlannerError(f"stage '{stage}' has no runnable configuration")
+        order = np.lexsort((arrays.gpu_share, arrays.batch_size, arrays.cost_pct, arrays.latency_ms))
+        costs = arrays.cost_pct[order]
+        best_before = np.minimum.accumulate(costs)
+        keep = np.empty(len(order), dtype=bool)
+        keep[0] = True
+        keep[1:] = costs[1:] < best_before[:-1]
+        front = [arrays.option(int(i)) for i in order[keep]]
+        return StageMenu._of(stage, front, len(order))
+
+    @staticmethod
+    def _of(stage: str, front: list[StageOption], considered: int) -> "StageMenu":
         return StageMenu(
             stage=stage,
             options=tuple(front),
             latencies_ms=tuple(o.latency_ms for o in front),
             costs_pct=tuple(o.cost_pct for o in front),
-            every_option=tuple(options),
+            considered=considered,
         )
 
     @property
@@ -123,7 +146,12 @@ def build_problem(
     restrict = restrict or {}
     menus = {}
     for stage in workflow.stages:
-        options = all_options(profiles[stage.function], rate_rps * stage.fanout, utilisation)
+        profile = profiles[stage.function]
+        stage_rate_rps = rate_rps * stage.fanout
+        if stage.name not in restrict and stage_filter is None:
+            menus[stage.name] = StageMenu.from_arrays(stage.name, option_arrays(profile, stage_rate_rps, utilisation))
+            continue
+        options = all_options(profile, stage_rate_rps, utilisation)
         if stage.name in restrict:
             options = [o for o in options if o.config == restrict[stage.name]]
             if not options:

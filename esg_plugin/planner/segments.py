@@ -14,12 +14,15 @@ of elements:
 A region with no cut stage and a single component (a non-series-parallel
 core, e.g. two paths crossing) is *irreducible*; the ESG policy handles it
 by its critical path (see :mod:`esg_plugin.planner.esg`).
+
+Regions are plain adjacency tuples in topological order; networkx computes
+the dominator trees.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Mapping
 
 import networkx as nx
 
@@ -36,14 +39,59 @@ class Element:
     """A chain's stages in order; a gap's stages in topological order."""
 
 
-def _with_terminals(graph: nx.DiGraph) -> nx.DiGraph:
-    g = nx.DiGraph(graph.edges)
-    g.add_nodes_from(graph.nodes)
-    entries = [n for n in graph if graph.in_degree(n) == 0]
-    exits = [n for n in graph if graph.out_degree(n) == 0]
-    g.add_edges_from((_SOURCE, n) for n in entries)
-    g.add_edges_from((n, _SINK) for n in exits)
-    return g
+@dataclass(frozen=True)
+class Region:
+    """The subgraph induced by some stages of a workflow."""
+
+    stages: tuple[str, ...]
+    """Topological order."""
+    preds: Mapping[str, tuple[str, ...]]
+    """Predecessors of each stage inside the region."""
+    succs: Mapping[str, tuple[str, ...]]
+    """Successors of each stage inside the region."""
+
+    @staticmethod
+    def induced(graph: nx.DiGraph, stages: tuple[str, ...]) -> "Region":
+        """``stages`` must be in topological order (any order-preserving
+        subset of a topological order is)."""
+        members = set(stages)
+        preds = {s: tuple(p for p in graph.predecessors(s) if p in members) for s in stages}
+        succs = {s: tuple(q for q in graph.successors(s) if q in members) for s in stages}
+        return Region(stages, preds, succs)
+
+    def entries(self) -> list[str]:
+        return [s for s in self.stages if not self.preds[s]]
+
+    def exits(self) -> list[str]:
+        return [s for s in self.stages if not self.succs[s]]
+
+    def is_path(self) -> bool:
+        """One chain of stages (a single stage counts)."""
+        return all(
+            len(self.preds[s]) == (0 if i == 0 else 1) and (i == 0 or self.preds[s][0] == self.stages[i - 1])
+            for i, s in enumerate(self.stages)
+        )
+
+    def components(self) -> list[tuple[str, ...]]:
+        """Weakly connected components, each in topological order."""
+        label: dict[str, int] = {}
+        count = 0
+        for root in self.stages:
+            if root in label:
+                continue
+            label[root] = count
+            stack = [root]
+            while stack:
+                s = stack.pop()
+                for t in self.preds[s] + self.succs[s]:
+                    if t not in label:
+                        label[t] = count
+                        stack.append(t)
+            count += 1
+        groups: list[list[str]] = [[] for _ in range(count)]
+        for s in self.stages:
+            groups[label[s]].append(s)
+        return [tuple(g) for g in groups]
 
 
 def _nearest_cut(idom: dict, node, cuts: set, terminal):
@@ -54,24 +102,16 @@ def _nearest_cut(idom: dict, node, cuts: set, terminal):
     return current
 
 
-def is_path(graph: nx.DiGraph) -> bool:
-    """One chain of stages (a single stage counts)."""
-    return (
-        nx.is_weakly_connected(graph)
-        and all(graph.in_degree(n) <= 1 and graph.out_degree(n) <= 1 for n in graph)
-        and graph.number_of_edges() == graph.number_of_nodes() - 1
-    )
-
-
-
-
-
-def series_elements(graph: nx.DiGraph) -> list[Element]:
-    """The series decomposition of a (sub-)DAG at its cut stages.
+def series_elements(region: Region) -> list[Element]:
+    """The series decomposition of a region at its cut stages.
 
     Returns a single gap holding every stage when there is no cut stage.
     """
-    g = _with_terminals(graph)
+    g = nx.DiGraph()
+    g.add_nodes_from(region.stages)
+    g.add_edges_from((p, s) for s in region.stages for p in region.preds[s])
+    g.add_edges_from((_SOURCE, s) for s in region.entries())
+    g.add_edges_from((s, _SINK) for s in region.exits())
     dominators = nx.immediate_dominators(g, _SOURCE)
     post_dominators = nx.immediate_dominators(g.reverse(copy=False), _SINK)
     cuts: list = []
@@ -80,13 +120,12 @@ def series_elements(graph: nx.DiGraph) -> list[Element]:
         cuts.append(current)
         current = dominators[current]
     cuts.reverse()
-    topo = list(nx.topological_sort(graph))
     if not cuts:
-        return [Element("gap", tuple(topo))]
+        return [Element("gap", region.stages)]
     position = {c: i for i, c in enumerate(cuts)}
     cut_set = set(cuts)
     gaps: list[list[str]] = [[] for _ in range(len(cuts) + 1)]
-    for node in topo:
+    for node in region.stages:
         if node in cut_set:
             continue
         before = _nearest_cut(dominators, node, cut_set, _SOURCE)
@@ -108,16 +147,18 @@ def series_elements(graph: nx.DiGraph) -> list[Element]:
     return elements
 
 
-def critical_path(graph: nx.DiGraph, weight_ms: dict[str, float], hop_ms: float) -> list[str]:
+def critical_path(region: Region, weight_ms: Mapping[str, float], hop_ms: float) -> list[str]:
     """The entry-to-exit path with the largest summed ``weight_ms`` plus hops."""
-    best: dict[str, tuple[float, list[str]]] = {}
-    for node in nx.topological_sort(graph):
-        before = max(
-            (best[p] for p in graph.predecessors(node)), key=lambda t: t[0], default=None
-        )
-        if before is None:
-            best[node] = (weight_ms[node], [node])
-        else:
-            best[node] = (before[0] + hop_ms + weight_ms[node], before[1] + [node])
-    exits = [n for n in graph if graph.out_degree(n) == 0]
-    return max((best[n] for n in exits), key=lambda t: t[0])[1]
+    length: dict[str, float] = {}
+    parent: dict[str, str | None] = {}
+    for s in region.stages:
+        best = max(region.preds[s], key=length.__getitem__, default=None)
+        parent[s] = best
+        length[s] = weight_ms[s] + (0.0 if best is None else length[best] + hop_ms)
+    node: str | None = max(region.exits(), key=length.__getitem__)
+    path = []
+    while node is not None:
+        path.append(node)
+        node = parent[node]
+    path.reverse()
+    return path

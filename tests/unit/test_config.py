@@ -1,0 +1,48 @@
+"""The planning model of SPEC §3, checked against hand-computed figures."""
+
+import random
+
+import pytest
+
+from esg_plugin.model import Config, ModelError, all_options, evaluate, option_arrays, replicas_needed
+from esg_plugin.synthetic import BATCH_SIZES, GPU_SHARES, random_monotone_profile
+
+
+def test_batch_one_has_no_wait():
+    o = evaluate(Config(1, 40), exec_ms=20.0, stage_rate_rps=30.0)
+    # one instance serves 1000*1/20 = 50 rps; 30 / (0.8*50) = 0.75 -> 1 replica
+    assert (o.replicas, o.wait_ms, o.latency_ms, o.cost_pct) == (1, 0.0, 20.0, 40)
+    assert o.cost == 0.4
+
+
+def test_batching_wait_and_replicas():
+    o = evaluate(Config(4, 50), exec_ms=50.0, stage_rate_rps=200.0)
+    # mu = 1000*4/50 = 80 rps; 200 / (0.8*80) = 3.125 -> 4 replicas
+    # w = 1000 * 3 * 4 / 200 = 60 ms
+    assert o.replicas == 4
+    assert o.wait_ms == pytest.approx(60.0)
+    assert o.latency_ms == pytest.approx(110.0)
+    assert o.cost_pct == 200
+
+
+def test_exact_multiple_is_not_rounded_up_by_float_noise():
+    # 40 rps at 0.8 * 50 rps per instance is exactly 1 instance
+    assert replicas_needed(40.0, 1, 20.0, 0.8) == 1
+    assert replicas_needed(40.0000001, 1, 20.0, 0.8) == 2
+
+
+def test_bad_rate_or_utilisation():
+    with pytest.raises(ModelError, match="arrival rate must be positive"):
+        evaluate(Config(1, 10), 5.0, 0.0)
+    with pytest.raises(ModelError, match="utilisation target"):
+        evaluate(Config(1, 10), 5.0, 10.0, utilisation=1.5)
+
+
+def test_vectorised_evaluation_matches_the_scalar_one():
+    rng = random.Random(7)
+    for _ in range(100):
+        profile = random_monotone_profile(rng, "f", BATCH_SIZES, GPU_SHARES, null_rate=0.5)
+        rate = rng.uniform(0.05, 2000.0)
+        rho = rng.uniform(0.3, 1.0)
+        arrays = option_arrays(profile, rate, rho)
+        assert [arrays.option(i) for i in range(len(arrays.exec_ms))] == all_options(profile, rate, rho)
