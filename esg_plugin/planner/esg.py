@@ -11,7 +11,8 @@
    ``cheap − fast`` is how much time the segment can turn into savings:
    budget beyond ``cheap`` buys nothing, and a segment whose fastest and
    cheapest configurations coincide needs no slack at all.
-   (``docs/planner.md`` compares this with sharing by ``fast`` alone.)
+   (``docs/planner.md`` compares this with sharing the whole budget in
+   proportion to ``fast``, selectable as ``reference="fast"``.)
    Segments are solved in order, and each one's budget is recomputed from
    what the earlier ones actually used, so unused slack passes on.
 3. Parallel branches inside a segment each get the segment's budget and are
@@ -39,6 +40,7 @@ from typing import Optional
 from ..model import LATENCY_TOLERANCE_MS, PlanStats
 from .astar import solve_chain
 from .improve import reclaim_slack, replan_paths
+from .errors import PlannerError
 from .limits import NO_LIMITS, SearchLimits
 from .problem import Problem
 from .segments import Element, Region, critical_path, series_elements
@@ -48,9 +50,22 @@ from .segments import Element, Region, critical_path, series_elements
 PATH_SEARCH_MAX_STAGES = 40
 
 
-def solve_esg(problem: Problem, limits: SearchLimits = NO_LIMITS) -> tuple[Optional[dict[str, int]], PlanStats]:
-    """Configuration index per stage (into its menu), or None if no plan fits."""
-    return _EsgSolver(problem, limits).solve()
+REFERENCES = ("room", "fast")
+
+
+def solve_esg(
+    problem: Problem, limits: SearchLimits = NO_LIMITS, reference: str = "room", improve: bool = True
+) -> tuple[Optional[dict[str, int]], PlanStats]:
+    """Configuration index per stage (into its menu), or None if no plan fits.
+
+    ``reference`` picks how a series' slack is shared: ``room`` (in
+    proportion to cheap − fast, the default) or ``fast`` (the whole budget in
+    proportion to the fastest latencies). ``improve=False`` skips the
+    improvement passes, leaving the dominator split alone (for comparisons).
+    """
+    if reference not in REFERENCES:
+        raise PlannerError(f"unknown reference latency '{reference}'; known: {', '.join(REFERENCES)}")
+    return _EsgSolver(problem, limits, reference, improve).solve()
 
 
 @dataclass
@@ -69,9 +84,11 @@ class _Shape:
 
 
 class _EsgSolver:
-    def __init__(self, problem: Problem, limits: SearchLimits) -> None:
+    def __init__(self, problem: Problem, limits: SearchLimits, reference: str, improve: bool) -> None:
         self.problem = problem
         self.limits = limits
+        self.reference = reference
+        self.improve = improve
         self.graph = problem.workflow.graph
         self.hop_ms = problem.workflow.hop_ms
         self.menus = problem.menus
@@ -93,7 +110,7 @@ class _EsgSolver:
         self._region(whole, self.problem.budget_ms)
         if self._longest(whole, self._chosen_ms()) > budget:  # pragma: no cover - defensive
             self.picks = self.problem.fastest()
-        if whole.kind != "chain":
+        if whole.kind != "chain" and self.improve:
             self.picks = reclaim_slack(self.problem, self.picks)
             if len(order) <= PATH_SEARCH_MAX_STAGES:
                 self.picks, built = replan_paths(self.problem, self.picks)
@@ -191,6 +208,8 @@ class _EsgSolver:
         for i, (element, shape) in enumerate(zip(elements, shapes)):
             if i == len(elements) - 1:
                 allotment = remaining
+            elif self.reference == "fast":
+                allotment = max(fast[i], min(remaining * fast[i] / sum(fast[i:]), remaining - sum(fast[i + 1:])))
             else:
                 slack = max(0.0, remaining - sum(fast[i:]))
                 weight = sum(room[i:])
