@@ -52,7 +52,7 @@ def test_optimal_policy_agrees_on_a_chain():
 
 def test_infeasible_exits_3_and_still_prints_the_fastest_plan(tmp_path):
     tight = tmp_path / "tight.yaml"
-    tight.write_text((WORKFLOWS / "image.yaml").read_text().replace("slo_ms: 200", "slo_ms: 5"))
+    tight.write_text((WORKFLOWS / "image.yaml").read_text().replace("slo_ms: 60", "slo_ms: 5"))
     result = esg("plan", "--workflow", tight, "--profiles", PROFILES, "--rate", 100, "--json")
     assert result.returncode == 3
     plan = json.loads(result.stdout)
