@@ -69,18 +69,6 @@ class PlanStats:
     proven_optimal: bool = True
     """False when a search budget ran out (anytime result) or the policy is a heuristic."""
 
-    def __add__(self, other: "PlanStats") -> "PlanStats":
-        return PlanStats(
-            elapsed_ms=self.elapsed_ms + other.elapsed_ms,
-            expanded=self.expanded + other.expanded,
-            generated=self.generated + other.generated,
-            pruned_by_latency=self.pruned_by_latency + other.pruned_by_latency,
-            pruned_by_cost=self.pruned_by_cost + other.pruned_by_cost,
-            pruned_by_dominance=self.pruned_by_dominance + other.pruned_by_dominance,
-            segments=self.segments + other.segments,
-            proven_optimal=self.proven_optimal and other.proven_optimal,
-        )
-
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["elapsed_ms"] = round(self.elapsed_ms, 3)

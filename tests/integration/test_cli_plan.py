@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 ESG = str(Path(sys.executable).with_name("esg"))
 PROFILES = ROOT / "examples/profiles/synthetic.json"

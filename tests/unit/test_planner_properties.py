@@ -86,3 +86,15 @@ def test_esg_is_within_5_percent_of_the_oracle_on_most_small_dags():
             ratios.append(plan_workflow(workflow, profiles, rate).cost_pct / oracle.cost_pct)
     assert len(ratios) > 200
     assert sum(r <= 1.05 for r in ratios) / len(ratios) >= 0.95
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(10, 60))
+def test_esg_on_large_dags_fits_whenever_the_fastest_plan_does(seed, n):
+    workflow, profiles, rate = random_case(random.Random(seed), n, chain=False, full_axes=True)
+    esg = plan_workflow(workflow, profiles, rate)
+    fastest = plan_workflow(workflow, profiles, rate, budget_ms=-1.0)  # nothing fits: the fastest plan
+    assert esg.feasible == (fastest.latency_ms <= workflow.slo_ms + 1e-9)
+    if esg.feasible:
+        assert esg.latency_ms <= workflow.slo_ms + 1e-9
+        assert esg.cost <= fastest.cost
