@@ -86,3 +86,15 @@ def load_profiles(path: str | Path) -> ProfileSet:
         return parse_profiles(data)
     except ModelError as err:
         raise LoadError(f"{path}: {err}") from None
+
+
+def load_workload(path: str | Path):
+    """A simulator workload (SPEC §7); workflow paths inside it are relative to it."""
+    from .sim.workload import WorkloadError, parse_workload  # the planning side does not need the simulator
+
+    data = read_yaml(path)
+    path = Path(path)
+    try:
+        return parse_workload(data, path.parent, path.stem, lambda p: load_workflow(p))
+    except WorkloadError as err:
+        raise LoadError(f"{path}: {err}") from None

@@ -15,7 +15,10 @@ from .. import __version__
 from ..loaders import LoadError
 from ..model import ModelError
 from ..planner import PlannerError
+from ..sim.report import PlotsUnavailable
+from ..sim.workload import WorkloadError
 from . import plan as plan_command
+from . import simulate as simulate_command
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -42,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"esg {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     plan_command.register(commands)
+    simulate_command.register(commands)
     return parser
 
 
@@ -56,7 +60,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as err:
         print(err, file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (LoadError, ModelError, PlannerError) as err:
+    except (LoadError, ModelError, PlannerError, WorkloadError, PlotsUnavailable) as err:
         print(f"esg: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # `esg plan ... | head`

@@ -31,6 +31,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help=f"planning policy: {', '.join(sorted(POLICIES))} (default: esg)")
     p.add_argument("--utilisation", type=float, default=DEFAULT_UTILISATION, metavar="RHO",
                    help=f"target utilisation of each instance, in (0, 1] (default: {DEFAULT_UTILISATION})")
+    p.add_argument("--queueing-cv2", type=float, metavar="CV2",
+                   help="queueing-aware latency: add the expected wait for a free instance, for arrivals whose "
+                        "inter-arrival times have this squared coefficient of variation (1 = Poisson)")
     p.add_argument("--max-expansions", type=int, metavar="N",
                    help="anytime search: stop each A* after N expansions and keep the best plan so far")
     p.add_argument("--time-limit-ms", type=float, metavar="MS",
@@ -50,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         clock_s=time.perf_counter if args.time_limit_ms is not None else None,
     )
     plan = plan_workflow(workflow, profiles, args.rate, policy=args.policy, utilisation=args.utilisation,
-                         limits=limits, clock_s=time.perf_counter)
-    explained = explain_plan(workflow, profiles, plan, args.utilisation) if args.explain else None
+                         limits=limits, clock_s=time.perf_counter, arrival_cv2=args.queueing_cv2)
+    explained = explain_plan(workflow, profiles, plan, args.utilisation, args.queueing_cv2) if args.explain else None
     if args.json:
         document: dict[str, Any] = plan.to_dict()
         if explained is not None:

@@ -10,6 +10,7 @@ from .config import (
     option_arrays,
     replicas_needed,
 )
+from .deployment import InstanceGroup, group_of
 from .errors import ModelError
 from .plan import LATENCY_TOLERANCE_MS, Plan, PlanStats, StagePlan, path_latency_ms
 from .profile import FunctionProfile, ProfileSet, parse_function_profile, parse_profiles
@@ -20,6 +21,7 @@ __all__ = [
     "LATENCY_TOLERANCE_MS",
     "Config",
     "FunctionProfile",
+    "InstanceGroup",
     "ModelError",
     "OptionArrays",
     "Plan",
@@ -31,6 +33,7 @@ __all__ = [
     "Workflow",
     "all_options",
     "evaluate",
+    "group_of",
     "option_arrays",
     "parse_function_profile",
     "parse_profiles",

@@ -13,6 +13,17 @@ cost_pct            ``n · g``: percent of one GPU held (cost = cost_pct / 100)
 
 Cost is kept as an integer number of share-percent so that the planners
 compare costs exactly; it becomes GPU-equivalents only in the Plan's JSON.
+
+**Extension: queueing-aware latency** (off unless ``arrival_cv2`` is given).
+SPEC §3's latency has no queueing term, yet ``n`` instances at utilisation
+``ρ`` sharing one queue make requests wait. With ``arrival_cv2`` (the squared
+coefficient of variation of request inter-arrival times: 1 for Poisson) the
+latency gains ``queue_ms``, the expected wait of a batch for a free instance:
+the M/M/c wait (Erlang C, ``c = n`` servers, batches arriving at ``λ_s / b``)
+scaled by Allen–Cunneen's ``(c_a² + c_s²) / 2`` with deterministic service
+(``c_s² = 0``) and batch inter-arrival variability ``c_a² = arrival_cv2 / b``
+(a batch is the sum of ``b`` gaps). The simulator's ``esg`` policy plans
+with it; ``esg plan`` does not unless asked (``--queueing-cv2``).
 """
 
 from __future__ import annotations
@@ -47,6 +58,8 @@ class StageOption(NamedTuple):
     wait_ms: float
     latency_ms: float
     cost_pct: int
+    queue_ms: float = 0.0
+    """Expected queueing wait (the queueing-aware extension; 0 without it)."""
 
     @property
     def cost(self) -> float:
@@ -63,31 +76,62 @@ def replicas_needed(stage_rate_rps: float, batch_size: int, exec_ms: float, util
     return max(1, math.ceil(stage_rate_rps * exec_ms / (utilisation * 1000.0 * batch_size) - _CEIL_TOLERANCE))
 
 
+def queueing_delay_ms(stage_rate_rps: float, batch_size: int, exec_ms: float, replicas: int,
+                      arrival_cv2: float) -> float:
+    """Expected wait of a batch for one of ``replicas`` instances (see the
+    module doc): the M/M/c wait (Erlang C) scaled by Allen–Cunneen's
+    ``(c_a² + c_s²) / 2`` with deterministic service."""
+    offered = stage_rate_rps / batch_size * exec_ms / 1000.0  # Erlangs
+    if offered >= replicas:
+        return math.inf
+    blocking = 1.0  # Erlang B by recursion, then Erlang C
+    for k in range(1, replicas + 1):
+        blocking = offered * blocking / (k + offered * blocking)
+    waiting = blocking / (1.0 - offered / replicas * (1.0 - blocking))
+    return waiting * exec_ms / (replicas - offered) * (arrival_cv2 / batch_size) / 2.0
+
+
 def evaluate(
-    config: Config, exec_ms: float, stage_rate_rps: float, utilisation: float = DEFAULT_UTILISATION
+    config: Config,
+    exec_ms: float,
+    stage_rate_rps: float,
+    utilisation: float = DEFAULT_UTILISATION,
+    arrival_cv2: float | None = None,
 ) -> StageOption:
-    """The SPEC §3 quantities of one configuration at one arrival rate."""
+    """The SPEC §3 quantities of one configuration at one arrival rate
+    (plus the queueing term when ``arrival_cv2`` is given)."""
     if stage_rate_rps <= 0:
         raise ModelError(f"the arrival rate must be positive, got {stage_rate_rps:g} rps")
     if not 0 < utilisation <= 1:
         raise ModelError(f"the utilisation target must lie in (0, 1], got {utilisation:g}")
+    if arrival_cv2 is not None and not (math.isfinite(arrival_cv2) and arrival_cv2 >= 0):
+        raise ModelError(f"arrival_cv2 must be a non-negative number, got {arrival_cv2!r}")
     n = replicas_needed(stage_rate_rps, config.batch_size, exec_ms, utilisation)
     wait_ms = 0.0 if config.batch_size == 1 else 1000.0 * (config.batch_size - 1) * n / stage_rate_rps
+    queue_ms = 0.0
+    if arrival_cv2 is not None:
+        queue_ms = queueing_delay_ms(stage_rate_rps, config.batch_size, exec_ms, n, arrival_cv2)
     return StageOption(
         config=config,
         exec_ms=exec_ms,
         replicas=n,
         wait_ms=wait_ms,
-        latency_ms=wait_ms + exec_ms,
+        latency_ms=wait_ms + exec_ms + queue_ms,
         cost_pct=n * config.gpu_share,
+        queue_ms=queue_ms,
     )
 
 
 def all_options(
-    profile: FunctionProfile, stage_rate_rps: float, utilisation: float = DEFAULT_UTILISATION
+    profile: FunctionProfile,
+    stage_rate_rps: float,
+    utilisation: float = DEFAULT_UTILISATION,
+    arrival_cv2: float | None = None,
 ) -> list[StageOption]:
     """Every runnable configuration of a function, evaluated at one rate."""
-    return [evaluate(Config(b, g), e, stage_rate_rps, utilisation) for b, g, e in profile.configurations()]
+    return [
+        evaluate(Config(b, g), e, stage_rate_rps, utilisation, arrival_cv2) for b, g, e in profile.configurations()
+    ]
 
 
 class OptionArrays(NamedTuple):
@@ -102,6 +146,7 @@ class OptionArrays(NamedTuple):
     wait_ms: np.ndarray
     latency_ms: np.ndarray
     cost_pct: np.ndarray
+    queue_ms: np.ndarray
 
     def option(self, i: int) -> StageOption:
         return StageOption(
@@ -111,15 +156,25 @@ class OptionArrays(NamedTuple):
             float(self.wait_ms[i]),
             float(self.latency_ms[i]),
             int(self.cost_pct[i]),
+            float(self.queue_ms[i]),
         )
 
 
 def option_arrays(
-    profile: FunctionProfile, stage_rate_rps: float, utilisation: float = DEFAULT_UTILISATION
+    profile: FunctionProfile,
+    stage_rate_rps: float,
+    utilisation: float = DEFAULT_UTILISATION,
+    arrival_cv2: float | None = None,
 ) -> OptionArrays:
     """:func:`all_options` as arrays; identical values."""
-    evaluate(Config(1, 100), 1.0, stage_rate_rps, utilisation)  # validates the rate and utilisation
+    evaluate(Config(1, 100), 1.0, stage_rate_rps, utilisation, arrival_cv2)  # validates the inputs
     b, g, e = profile.runnable_arrays()
     n = np.maximum(1, np.ceil(stage_rate_rps * e / (utilisation * 1000.0 * b) - _CEIL_TOLERANCE)).astype(np.int64)
     wait_ms = np.where(b == 1, 0.0, 1000.0 * (b - 1) * n / stage_rate_rps)
-    return OptionArrays(b, g, e, n, wait_ms, wait_ms + e, n * g)
+    if arrival_cv2 is None:
+        queue_ms = np.zeros(len(e))
+    else:
+        queue_ms = np.array([
+            queueing_delay_ms(stage_rate_rps, int(bi), float(ei), int(ni), arrival_cv2) for bi, ei, ni in zip(b, e, n)
+        ])
+    return OptionArrays(b, g, e, n, wait_ms, wait_ms + e + queue_ms, n * g, queue_ms)

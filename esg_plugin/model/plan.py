@@ -27,6 +27,8 @@ class StagePlan:
     exec_ms: float
     latency_ms: float
     cost: float
+    queue_ms: float = 0.0
+    """Expected queueing wait, when planned queueing-aware (then in the JSON)."""
 
     @staticmethod
     def from_option(function: str, option: StageOption) -> "StagePlan":
@@ -39,10 +41,11 @@ class StagePlan:
             exec_ms=option.exec_ms,
             latency_ms=option.latency_ms,
             cost=option.cost,
+            queue_ms=option.queue_ms,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "function": self.function,
             "batch_size": self.batch_size,
             "gpu_share": self.gpu_share,
@@ -52,6 +55,9 @@ class StagePlan:
             "latency_ms": round(self.latency_ms, 3),
             "cost": round(self.cost, 2),
         }
+        if self.queue_ms:
+            out["queue_ms"] = round(self.queue_ms, 3)
+        return out
 
 
 @dataclass(frozen=True)

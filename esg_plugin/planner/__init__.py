@@ -7,7 +7,7 @@ from .explain import Rejection, explain_plan
 from .limits import NO_LIMITS, SearchLimits
 from .oracle import solve_optimal
 from .planning import plan_workflow
-from .policies import POLICIES, get_policy
+from .policies import POLICIES, deployment_for, get_policy
 from .problem import Problem, StageMenu, build_problem
 from .replan import replan_downstream
 
@@ -21,6 +21,7 @@ __all__ = [
     "SearchLimits",
     "StageMenu",
     "build_problem",
+    "deployment_for",
     "explain_plan",
     "get_policy",
     "plan_workflow",

@@ -54,14 +54,22 @@ def _dominator(option: StageOption, others: tuple[StageOption, ...]) -> StageOpt
     return None
 
 
-def explain_plan(workflow: Workflow, profiles: ProfileSet, plan: Plan, utilisation: float) -> dict[str, list[Rejection]]:
+def explain_plan(
+    workflow: Workflow, profiles: ProfileSet, plan: Plan, utilisation: float, arrival_cv2: float | None = None
+) -> dict[str, list[Rejection]]:
     """The cheaper configurations of each stage and what rejected them."""
-    problem = build_problem(workflow, profiles, plan.rate_rps, utilisation, budget_ms=plan.slo_ms)
+    problem = build_problem(workflow, profiles, plan.rate_rps, utilisation, budget_ms=plan.slo_ms,
+                            arrival_cv2=arrival_cv2)
     fastest = {s: m.min_latency_ms for s, m in problem.menus.items()}
     out: dict[str, list[Rejection]] = {}
     for stage, chosen in plan.stages.items():
         every_option = tuple(
-            all_options(profiles[workflow.stage(stage).function], plan.rate_rps * workflow.stage(stage).fanout, utilisation)
+            all_options(
+                profiles[workflow.stage(stage).function],
+                plan.rate_rps * workflow.stage(stage).fanout,
+                utilisation,
+                arrival_cv2,
+            )
         )
         chosen_cost_pct = round(chosen.cost * 100)
         cheaper = sorted(
@@ -97,6 +105,7 @@ def explain_plan(workflow: Workflow, profiles: ProfileSet, plan: Plan, utilisati
                     utilisation=utilisation,
                     budget_ms=plan.slo_ms,
                     restrict={stage: option.config},
+                    arrival_cv2=arrival_cv2,
                 )
             except (ModelError, PlannerError) as err:  # pragma: no cover - restrict of a known option
                 rejections.append(Rejection(stage, option, "split", str(err)))

@@ -21,20 +21,23 @@ def plan_workflow(
     clock_s: Optional[Callable[[], float]] = None,
     budget_ms: Optional[float] = None,
     restrict: Optional[Mapping[str, Config]] = None,
+    arrival_cv2: Optional[float] = None,
 ) -> Plan:
     """Plan one workflow at one request rate (SPEC §3).
 
     When no plan meets the budget (the SLO unless ``budget_ms`` is given),
     the result is the minimum-latency plan with ``feasible: false``.
     ``clock_s`` (seconds), when given, fills ``stats.elapsed_ms``.
+    ``arrival_cv2`` turns on the queueing-aware latency (``model/config.py``).
     """
     started_s = clock_s() if clock_s is not None else None
     solve = get_policy(policy)
-    problem = build_problem(workflow, profiles, rate_rps, utilisation, budget_ms=budget_ms, restrict=restrict)
-    picks, stats = solve(problem, limits)
-    if picks is None:
-        picks = problem.fastest()
-    plan = Plan.build(workflow, policy, problem.rate_rps, problem.choices(picks), stats, slo_ms=problem.budget_ms)
+    problem = build_problem(workflow, profiles, rate_rps, utilisation, budget_ms=budget_ms, restrict=restrict,
+                            arrival_cv2=arrival_cv2)
+    choices, stats = solve(problem, limits)
+    if choices is None:
+        choices = problem.choices(problem.fastest())
+    plan = Plan.build(workflow, policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
     if started_s is not None:
         plan = plan.with_stats(replace(plan.stats, elapsed_ms=(clock_s() - started_s) * 1000.0))
     return plan

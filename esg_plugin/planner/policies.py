@@ -1,34 +1,55 @@
 """The registry of planning policies.
 
-A policy is a pure function ``(Problem, SearchLimits) -> (picks, stats)``:
-``picks`` maps each stage to an index into its menu, or is None when the
-policy finds no plan within the budget. The baselines of the evaluation
-register here too, so the simulator and the scaler run the same code.
+A policy is a pure function ``(Problem, SearchLimits) -> (choices, stats)``:
+``choices`` maps each stage to its chosen, evaluated configuration, or is
+None when the policy finds no plan within the budget (the caller then uses
+the fastest plan). The baselines of the evaluation (``planner/baselines.py``)
+register here too, so ``esg plan``, the simulator and the scaler run the
+same code.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Optional
 
-from ..model import PlanStats
+from ..model import InstanceGroup, PlanStats, StageOption, group_of
+from . import baselines
 from .errors import PlannerError
 from .esg import solve_esg
 from .limits import SearchLimits
 from .oracle import solve_optimal
 from .problem import Problem
 
-Policy = Callable[[Problem, SearchLimits], tuple[Optional[dict[str, int]], PlanStats]]
+Choices = Optional[dict[str, StageOption]]
+Policy = Callable[[Problem, SearchLimits], tuple[Choices, PlanStats]]
 
 
-def _optimal(problem: Problem, limits: SearchLimits) -> tuple[Optional[dict[str, int]], PlanStats]:
+def _esg(problem: Problem, limits: SearchLimits) -> tuple[Choices, PlanStats]:
+    picks, stats = solve_esg(problem, limits)
+    return (None if picks is None else problem.choices(picks)), stats
+
+
+def _optimal(problem: Problem, limits: SearchLimits) -> tuple[Choices, PlanStats]:
     result = solve_optimal(problem)
-    return result.picks, result.stats
+    return (None if result.picks is None else problem.choices(result.picks)), result.stats
 
 
 POLICIES: dict[str, Policy] = {
-    "esg": solve_esg,
+    "esg": _esg,
     "optimal": _optimal,
+    **baselines.POLICIES,
 }
+
+
+def deployment_for(name: str, problem: Problem, choices: dict[str, StageOption]) -> dict[str, list[InstanceGroup]]:
+    """The instance groups that run a policy's choices: one group per stage,
+    except for the baselines that run several (a residual instance, a fast
+    lane)."""
+    special = baselines.GROUPS.get(name)
+    if special is not None:
+        budgets = baselines.even_stage_budgets(problem)
+        return {s: special(problem, s, budgets[s]) for s in problem.workflow.stage_names}
+    return {s: [group_of(option)] for s, option in choices.items()}
 
 
 def get_policy(name: str) -> Policy:

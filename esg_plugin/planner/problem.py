@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 import numpy as np
@@ -108,6 +108,9 @@ class Problem:
     """End-to-end latency allowed: the SLO, or what is left when replanning."""
     menus: Mapping[str, StageMenu]
     utilisation: float = DEFAULT_UTILISATION
+    arrays: Mapping[str, OptionArrays] = field(default_factory=dict)
+    """Every runnable configuration of each stage, evaluated (for baselines
+    that consider configurations off the Pareto front)."""
 
     def choices(self, picks: Mapping[str, int]) -> dict[str, StageOption]:
         return {s: self.menus[s].options[i] for s, i in picks.items()}
@@ -133,11 +136,13 @@ def build_problem(
     budget_ms: Optional[float] = None,
     restrict: Optional[Mapping[str, Config]] = None,
     stage_filter: Optional[Callable[[str, StageOption], bool]] = None,
+    arrival_cv2: Optional[float] = None,
 ) -> Problem:
     """Evaluate every stage's configurations at ``rate_rps``.
 
     ``restrict`` pins stages to one configuration (used by ``--explain``);
-    ``stage_filter`` drops options a policy will not consider.
+    ``stage_filter`` drops options a policy will not consider;
+    ``arrival_cv2`` turns on the queueing-aware latency (``model/config.py``).
     """
     rate_rps = check_rate(rate_rps)
     if not 0 < utilisation <= 1:
@@ -145,13 +150,15 @@ def build_problem(
     workflow.check_profiles(profiles)
     restrict = restrict or {}
     menus = {}
+    arrays = {}
     for stage in workflow.stages:
         profile = profiles[stage.function]
         stage_rate_rps = rate_rps * stage.fanout
+        arrays[stage.name] = option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2)
         if stage.name not in restrict and stage_filter is None:
-            menus[stage.name] = StageMenu.from_arrays(stage.name, option_arrays(profile, stage_rate_rps, utilisation))
+            menus[stage.name] = StageMenu.from_arrays(stage.name, arrays[stage.name])
             continue
-        options = all_options(profile, stage_rate_rps, utilisation)
+        options = all_options(profile, stage_rate_rps, utilisation, arrival_cv2)
         if stage.name in restrict:
             options = [o for o in options if o.config == restrict[stage.name]]
             if not options:
@@ -160,4 +167,5 @@ def build_problem(
             options = [o for o in options if stage_filter(stage.name, o)]
         menus[stage.name] = StageMenu.from_options(stage.name, options)
     budget = workflow.slo_ms if budget_ms is None else budget_ms
-    return Problem(workflow=workflow, rate_rps=rate_rps, budget_ms=budget, menus=menus, utilisation=utilisation)
+    return Problem(workflow=workflow, rate_rps=rate_rps, budget_ms=budget, menus=menus, utilisation=utilisation,
+                   arrays=arrays)

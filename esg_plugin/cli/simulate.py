@@ -1,0 +1,101 @@
+"""``esg simulate``: compare scheduling policies on one workload."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..loaders import LoadError, load_profiles, load_workload
+
+DESCRIPTION = """\
+Run the discrete-event simulator (no wall clock) of a GPU cluster serving the
+workload's workflows, once per policy, and compare SLO hit rate, cost
+(average GPUs held), GPU utilisation and latency. Policies observe arrival
+rates in the simulation, never the true ones. See docs/EVALUATION.md."""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from ..sim import POLICY_NAMES
+
+    p = commands.add_parser("simulate", help="compare policies in the simulator", description=DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", required=True, metavar="L", help="workload YAML (SPEC §7)")
+    p.add_argument("--profiles", required=True, metavar="P", help="profiles JSON (SPEC §1)")
+    p.add_argument("--policies", default="esg", metavar="A,B",
+                   help=f"comma-separated policies, or 'all': {', '.join(POLICY_NAMES)} (default: esg)")
+    p.add_argument("--duration", type=float, metavar="S", help="override the workload's duration_s")
+    p.add_argument("--seed", type=int, default=1, metavar="N", help="random seed (default 1)")
+    p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                   help="lognormal sigma of execution-time noise (interference), default 0")
+    p.add_argument("--esg-margin", type=float, metavar="M",
+                   help="share of the SLO that esg and optimal keep in reserve (default 0.35)")
+    p.add_argument("--json", action="store_true", help="print the SPEC §7 JSON instead of the table")
+    p.add_argument("--out", metavar="DIR",
+                   help="also write simulation.json, latencies.csv and PNG plots into DIR")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..sim import POLICY_NAMES, SimConfig, make_policy, simulate
+    from ..sim.policies import DEFAULT_ESG_MARGIN
+    from ..sim.report import document, render_table, write_outputs
+
+    workload = load_workload(args.workload)
+    profiles = load_profiles(args.profiles)
+    for load in workload.workflows:
+        load.workflow.check_profiles(profiles)
+    names = list(POLICY_NAMES) if args.policies == "all" else [n.strip() for n in args.policies.split(",") if n.strip()]
+    unknown = [n for n in names if n not in POLICY_NAMES]
+    if unknown or not names:
+        raise LoadError(f"unknown policy {', '.join(map(repr, unknown)) or '(none)'}; known: {', '.join(POLICY_NAMES)}")
+    if args.duration is not None:
+        if not args.duration > workload.warmup_s:
+            raise LoadError(f"--duration must exceed the workload's warmup_s ({workload.warmup_s:g} s)")
+        workload = dataclasses.replace(workload, duration_s=args.duration)
+    if args.noise < 0:
+        raise LoadError("--noise must not be negative")
+    margin = DEFAULT_ESG_MARGIN if args.esg_margin is None else args.esg_margin
+    if not 0 <= margin < 1:
+        raise LoadError("--esg-margin must lie in [0, 1)")
+    workflows = [load.workflow for load in workload.workflows]
+    results = []
+    for name in names:
+        policy = make_policy(name, workflows, profiles, esg_margin=margin)
+        progress = _Progress(name)
+        results.append(simulate(workload, profiles, policy, SimConfig(seed=args.seed, noise_sigma=args.noise),
+                                progress=progress))
+        progress.close()
+    doc = document(workload.name, args.seed, workload.duration_s, results)
+    if args.out:
+        written = write_outputs(Path(args.out), doc, results)
+        print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    print(json.dumps(doc, indent=2) if args.json else render_table(doc))
+    return 0
+
+
+class _Progress:
+    """A progress bar on stderr, shown only on a terminal and only once a run
+    has taken more than two seconds."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.started = time.monotonic()
+        self.shown = False
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, fraction: float) -> None:
+        if not self.enabled or time.monotonic() - self.started < 2.0:
+            return
+        filled = int(fraction * 30)
+        sys.stderr.write(f"\r{self.label:<12} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r" + " " * 60 + "\r")
+            sys.stderr.flush()

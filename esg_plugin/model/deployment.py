@@ -1,0 +1,29 @@
+"""Desired state of one stage: groups of identical instances.
+
+A plan gives each stage one configuration; a deployment may run several
+groups per stage (a baseline's residual instance at a smaller share, a fast
+lane beside a cheap one). The simulator and the scaler apply deployments.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .config import StageOption
+
+
+class InstanceGroup(NamedTuple):
+    """``count`` instances of one configuration of one stage."""
+
+    batch_size: int
+    gpu_share: int
+    count: int
+    max_wait_ms: float
+    lane: int = 0
+    """Which of the stage's queues the group serves (policies that route
+    requests between groups use several)."""
+
+
+def group_of(option: StageOption, lane: int = 0) -> InstanceGroup:
+    """The group that runs a planned configuration."""
+    return InstanceGroup(option.config.batch_size, option.config.gpu_share, option.replicas, option.wait_ms, lane)

@@ -1,0 +1,581 @@
+"""The discrete-event simulator: an event heap, no wall clock. Times in ms.
+
+What is modelled
+----------------
+- **Queues**: one per (workflow, stage) — ESG's application-function-wise
+  queues — split into *lanes* only for policies that route requests between
+  instance groups (``llama``). A request enters a stage's queue after the
+  hop from its last predecessor; entry stages receive it at its arrival.
+- **Instances** have a batch size, a GPU share and a batching timeout. An
+  idle, ready instance takes a batch when the queue holds a full batch, when
+  the oldest request has waited the timeout, or — for policies with
+  deadline-aware dispatch (``esg``) — when waiting longer would make the
+  oldest request miss its deadline given the plan's latency downstream.
+- **Batch execution time** is the profile's latency at the instance's share
+  for the smallest profiled batch size that holds the batch (a batch of 3
+  on a batch-4 instance takes the batch-4 time), optionally times seeded
+  lognormal noise with mean 1 (``noise_sigma``) to model interference.
+- **Cluster**: ``gpus`` GPUs of 100% share each. New instances are placed
+  first-fit-decreasing by share, except that a stage with no instance gets
+  its first one before any stage gets more; one that does not fit is not
+  started (and counted as ``unplaced``). Creating an instance costs the function's
+  ``cold_start_ms`` before it serves; it holds its share meanwhile.
+- **Reconfiguration** (every ``policy.interval_s``): instance counts change;
+  batch size and timeout change live on instances of the same share; an
+  instance whose share is no longer wanted keeps serving until the new
+  instances of its stage are ready (make before break), then drains.
+- **DAGs**: a stage with ``fanout f`` is called ``f`` times per request; a
+  stage with several predecessors starts for a request when all have
+  finished for it; the request is done when every exit stage has finished.
+- **Accounting**: every arrived request (after ``warmup_s``) is counted
+  exactly once: ``completed`` (finished within its SLO) or ``missed``
+  (``late``, or ``unfinished`` when the run and its drain time end).
+  ``cost`` is the time-average of Σ share/100 over live instances between
+  ``warmup_s`` and ``duration_s``; ``gpu_util`` the busy share-time over the
+  held share-time in that period.
+
+Policies never see the true arrival rates: they see the arrivals of the last
+``window_s`` seconds (:class:`View`).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..model import FunctionProfile, InstanceGroup, ProfileSet
+from .workload import Workload
+
+# event kinds
+_ARRIVE, _ENQUEUE, _TIMER, _DONE, _READY, _CONTROL = range(6)
+_INF = float("inf")
+_EPS = 1e-9
+
+
+#: (workflow name, stage name) -> the instance groups that stage should run
+Deployment = dict[tuple[str, str], list[InstanceGroup]]
+
+
+@dataclass
+class View:
+    """What a policy may observe at a control tick."""
+
+    now_s: float
+    observed_rps: dict[str, float]
+    """Arrivals per second of each workflow over the last ``window_s``."""
+    recent_rps: dict[str, float]
+    """Arrivals per second of each workflow over the last ``interval_s``."""
+    arrival_cv2: dict[str, float]
+    """Squared coefficient of variation of inter-arrival gaps over the last ``window_s`` (1 if too few)."""
+    concurrency: dict[tuple[str, str], int]
+    """Requests queued or in service at each stage, right now."""
+    instances: dict[tuple[str, str], int]
+    """Live instances of each stage (ready or starting)."""
+
+
+class Policy:
+    """The simulator's side of a scheduling policy (see ``sim/policies.py``)."""
+
+    name = "policy"
+    interval_s = 5.0
+    window_s = 30.0
+    deadline_dispatch = False
+    lanes = 1
+
+    def decide(self, view: View) -> Optional[Deployment]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def downstream_ms(self, workflow: str, stage: str) -> float:
+        """Planned latency after ``stage`` (hops included), for deadline dispatch."""
+        return 0.0
+
+    def route(self, workflow: str, stage: str, slack_ms: float) -> int:
+        """Lane of a request entering ``stage`` with ``slack_ms`` to spare."""
+        return 0
+
+
+@dataclass
+class SimConfig:
+    seed: int = 1
+    noise_sigma: float = 0.0
+    """Lognormal sigma of execution-time noise (0: deterministic)."""
+    drain_s: float = 30.0
+    """After the last arrival, keep simulating this long for requests in flight."""
+
+
+class _Instance:
+    __slots__ = ("share", "batch", "wait_ms", "exec_ms", "lane", "stage", "gpu", "ready", "busy", "retiring",
+                 "retire_when_ready")
+
+    def __init__(self, stage, share, batch, wait_ms, exec_ms, lane, gpu):
+        self.stage = stage
+        self.share = share
+        self.batch = batch
+        self.wait_ms = wait_ms
+        self.exec_ms = exec_ms
+        self.lane = lane
+        self.gpu = gpu
+        self.ready = False
+        self.busy = False
+        self.retiring = False
+        self.retire_when_ready = False
+
+
+class _Lane:
+    __slots__ = ("queue", "idle", "timer_at", "stage")
+
+    def __init__(self, stage):
+        self.stage = stage
+        self.queue: deque = deque()
+        self.idle: list[_Instance] = []
+        self.timer_at = _INF
+
+
+class _Stage:
+    __slots__ = ("wf", "index", "name", "key", "profile", "fanout", "succs", "is_exit", "lanes", "instances",
+                 "starting", "in_service", "downstream_ms")
+
+    def __init__(self, wf, index, name, profile, fanout, lanes):
+        self.wf = wf
+        self.index = index
+        self.name = name
+        self.key = (wf.name, name)
+        self.profile = profile
+        self.fanout = fanout
+        self.succs: list[int] = []
+        self.is_exit = False
+        self.lanes = [_Lane(self) for _ in range(lanes)]
+        self.instances: list[_Instance] = []
+        self.starting = 0
+        self.in_service = 0
+        self.downstream_ms = 0.0
+
+
+class _Workflow:
+    __slots__ = ("name", "slo_ms", "hop_ms", "stages", "entries", "need", "exits", "arrivals", "recent")
+
+    def __init__(self, name, slo_ms, hop_ms):
+        self.name = name
+        self.slo_ms = slo_ms
+        self.hop_ms = hop_ms
+        self.stages: list[_Stage] = []
+        self.entries: list[int] = []
+        self.need: list[int] = []
+        self.exits = 0
+        self.arrivals = np.empty(0)
+        self.recent: deque = deque()
+
+
+class _Request:
+    __slots__ = ("wf", "arrival_ms", "deadline_ms", "need", "left", "exits_left", "done_ms")
+
+    def __init__(self, wf, arrival_ms):
+        self.wf = wf
+        self.arrival_ms = arrival_ms
+        self.deadline_ms = arrival_ms + wf.slo_ms
+        self.need = list(wf.need)
+        self.left = [s.fanout for s in wf.stages]
+        self.exits_left = wf.exits
+        self.done_ms = -1.0
+
+
+@dataclass
+class RunResult:
+    """Raw outcome of one run; ``sim/report.py`` turns it into figures."""
+
+    policy: str
+    workload: str
+    seed: int
+    duration_s: float
+    warmup_s: float
+    requests: list[tuple[str, float, float]]
+    """(workflow, arrival_s, latency_ms or -1 when unfinished) per scored request."""
+    slo_ms: dict[str, float]
+    cost_gpu_s: float
+    """GPU-seconds held in [warmup, duration]."""
+    busy_gpu_s: float
+    cost_gpu_s_by_workflow: dict[str, float]
+    held_series: list[tuple[float, float]] = field(default_factory=list)
+    """(time_s, GPUs held) at each control tick, before it acts."""
+    unplaced: int = 0
+    stage_executions: int = 0
+    """Request-stage executions simulated (one request passing one stage)."""
+    batches: int = 0
+
+
+class Simulator:
+    def __init__(self, workload: Workload, profiles: ProfileSet, policy: Policy, config: SimConfig = SimConfig()):
+        self.workload = workload
+        self.policy = policy
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+        self.heap: list = []
+        self.seq = 0
+        self.gpu_free = [100] * workload.gpus
+        self.workflows: list[_Workflow] = []
+        self.stage_by_key: dict[tuple[str, str], _Stage] = {}
+        self._exec_cache: dict[tuple[str, int, int], list[float]] = {}
+        self.noise: Optional[np.ndarray] = None
+        self.noise_i = 0
+        for load in workload.workflows:
+            wf_model = load.workflow
+            wf = _Workflow(wf_model.name, wf_model.slo_ms, wf_model.hop_ms)
+            index = {name: i for i, name in enumerate(wf_model.stage_names)}
+            for name in wf_model.stage_names:
+                st = wf_model.stage(name)
+                stage = _Stage(wf, index[name], name, profiles[st.function], st.fanout, policy.lanes)
+                wf.stages.append(stage)
+                self.stage_by_key[stage.key] = stage
+            for name in wf_model.stage_names:
+                stage = wf.stages[index[name]]
+                stage.succs = [index[t] for t in wf_model.graph.successors(name)]
+                stage.is_exit = not stage.succs
+                wf.need.append(wf_model.graph.in_degree(name))
+            wf.entries = [index[n] for n in wf_model.entries]
+            wf.exits = len(wf_model.exits)
+            wf.arrivals = load.arrivals.times_s(workload.duration_s, self.rng) * 1000.0
+            self.workflows.append(wf)
+        # accounting
+        self.now = 0.0
+        self.held_pct = 0
+        self.held_pct_by_wf: dict[str, int] = {wf.name: 0 for wf in self.workflows}
+        self.last_change = 0.0
+        self.cost_acc = 0.0
+        self.cost_acc_by_wf = {wf.name: 0.0 for wf in self.workflows}
+        self.busy_acc = 0.0
+        self.unplaced = 0
+        self.stage_executions = 0
+        self.batches = 0
+        self.scored: list[_Request] = []
+        self.held_series: list[tuple[float, float]] = []
+
+    # --- events ------------------------------------------------------------
+    def _push(self, t, kind, a=None, b=None):
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, kind, a, b))
+
+    def _noise(self) -> float:
+        sigma = self.config.noise_sigma
+        if sigma <= 0:
+            return 1.0
+        if self.noise is None or self.noise_i >= len(self.noise):
+            self.noise = np.exp(self.rng.normal(-sigma * sigma / 2, sigma, size=65536))
+            self.noise_i = 0
+        value = self.noise[self.noise_i]
+        self.noise_i += 1
+        return float(value)
+
+    # --- accounting --------------------------------------------------------
+    def _account(self, t: float) -> None:
+        """Integrate GPUs held up to ``t`` (clipped to the scored period)."""
+        lo = max(self.last_change, self.workload.warmup_s * 1000.0)
+        hi = min(t, self.workload.duration_s * 1000.0)
+        if hi > lo:
+            dt = (hi - lo) / 1000.0
+            self.cost_acc += self.held_pct / 100.0 * dt
+            for name, pct in self.held_pct_by_wf.items():
+                self.cost_acc_by_wf[name] += pct / 100.0 * dt
+        self.last_change = t
+
+    def _hold(self, stage: _Stage, share: int, sign: int, t: float) -> None:
+        self._account(t)
+        self.held_pct += sign * share
+        self.held_pct_by_wf[stage.wf.name] += sign * share
+
+    # --- instances ---------------------------------------------------------
+    def _exec_table(self, profile: FunctionProfile, share: int, batch: int) -> list[float]:
+        key = (profile.name, share, batch)
+        table = self._exec_cache.get(key)
+        if table is None:
+            j = profile.gpu_shares.index(share)
+            top = profile.latency_ms[profile.batch_sizes.index(batch)][j]
+            table = [0.0]
+            for k in range(1, batch + 1):
+                size = next(b for b in profile.batch_sizes if b >= k)
+                value = profile.latency_ms[profile.batch_sizes.index(size)][j]
+                table.append(top if value is None else value)
+            self._exec_cache[key] = table
+        return table
+
+    def _start_instance(self, stage: _Stage, group: InstanceGroup, t: float) -> Optional[_Instance]:
+        if group.gpu_share > max(self.gpu_free):
+            self.unplaced += 1
+            return None
+        gpu = next((i for i, free in enumerate(self.gpu_free) if free >= group.gpu_share), None)
+        if gpu is None:
+            self.unplaced += 1
+            return None
+        self.gpu_free[gpu] -= group.gpu_share
+        inst = _Instance(stage, group.gpu_share, group.batch_size, group.max_wait_ms,
+                         self._exec_table(stage.profile, group.gpu_share, group.batch_size), group.lane, gpu)
+        stage.instances.append(inst)
+        stage.starting += 1
+        self._hold(stage, group.gpu_share, +1, t)
+        self._push(t + stage.profile.cold_start_ms, _READY, inst)
+        return inst
+
+    def _remove(self, inst: _Instance, t: float) -> None:
+        stage = inst.stage
+        stage.instances.remove(inst)
+        lane = stage.lanes[inst.lane]
+        if inst in lane.idle:
+            lane.idle.remove(inst)
+        self.gpu_free[inst.gpu] += inst.share
+        self._hold(stage, inst.share, -1, t)
+
+    def _retire(self, inst: _Instance, t: float) -> None:
+        if inst.retiring:
+            return
+        inst.retiring = True
+        if not inst.busy:
+            if not inst.ready:
+                inst.stage.starting -= 1
+            self._remove(inst, t)
+
+    def _apply(self, deployment: Deployment, t: float) -> None:
+        new_instances = []
+        for key, groups in deployment.items():
+            stage = self.stage_by_key[key]
+            wanted: dict[tuple[int, int], InstanceGroup] = {}
+            for g in groups:
+                k = (g.gpu_share, g.lane)
+                if k in wanted:
+                    g0 = wanted[k]
+                    wanted[k] = InstanceGroup(g0.batch_size, g0.gpu_share, g0.count + g.count, g0.max_wait_ms, g0.lane)
+                elif g.count > 0:
+                    wanted[k] = g
+            live = [i for i in stage.instances if not i.retiring and not i.retire_when_ready]
+            created = False
+            for k, group in wanted.items():
+                mine = [i for i in live if (i.share, i.lane) == k]
+                for inst in mine:  # batch size and timeout change live
+                    if inst.batch != group.batch_size:
+                        inst.batch = group.batch_size
+                        inst.exec_ms = self._exec_table(stage.profile, inst.share, inst.batch)
+                    inst.wait_ms = group.max_wait_ms
+                if len(mine) < group.count:
+                    missing = group.count - len(mine)
+                    # never ask for more than the whole cluster could hold
+                    missing = min(missing, len(self.gpu_free) * (100 // group.gpu_share))
+                    new_instances.extend((stage, group) for _ in range(missing))
+                    created = True
+                else:
+                    # drop starting ones first, then idle, then busy
+                    mine.sort(key=lambda i: (i.ready, i.busy))
+                    for inst in mine[: len(mine) - group.count]:
+                        self._retire(inst, t)
+            for inst in live:
+                if (inst.share, inst.lane) not in wanted:
+                    if created and inst.ready:
+                        inst.retire_when_ready = True
+                    else:
+                        self._retire(inst, t)
+            for lane in stage.lanes:
+                self._dispatch(lane, t)
+        # Placement: a stage with no instance gets its first before any
+        # stage gets more (a stage without instances blocks its workflow);
+        # within each round, first fit decreasing by share.
+        first_round, rest, seen = [], [], set()
+        for stage, group in new_instances:
+            has_live = any(not i.retiring for i in stage.instances)
+            if not has_live and stage.key not in seen:
+                seen.add(stage.key)
+                first_round.append((stage, group))
+            else:
+                rest.append((stage, group))
+        for batch in (first_round, rest):
+            for stage, group in sorted(batch, key=lambda sg: -sg[1].gpu_share):
+                self._start_instance(stage, group, t)
+        for stage in {s for s, _ in new_instances}:
+            self._check_handover(stage, t)
+
+    def _check_handover(self, stage: _Stage, t: float) -> None:
+        """Once a stage has no instance starting, retire what they replace."""
+        if stage.starting == 0:
+            for inst in list(stage.instances):
+                if inst.retire_when_ready:
+                    inst.retire_when_ready = False
+                    self._retire(inst, t)
+
+    # --- the data path -----------------------------------------------------
+    def _enqueue(self, stage: _Stage, req: _Request, t: float) -> None:
+        lane_index = 0
+        if len(stage.lanes) > 1:
+            slack = req.deadline_ms - t
+            lane_index = self.policy.route(stage.wf.name, stage.name, slack)
+        lane = stage.lanes[lane_index]
+        lane.queue.append((t, req))
+        if lane.idle:
+            self._dispatch(lane, t)
+
+    def _dispatch(self, lane: _Lane, now: float) -> None:
+        queue, idle = lane.queue, lane.idle
+        deadline_dispatch = self.policy.deadline_dispatch
+        while queue and idle:
+            inst = idle[-1]
+            b = inst.batch
+            n = len(queue)
+            if n < b:
+                due = queue[0][0] + inst.wait_ms
+                if deadline_dispatch:
+                    oldest = queue[0][1]
+                    urgent = oldest.deadline_ms - lane.stage.downstream_ms - inst.exec_ms[n]
+                    if urgent < due:
+                        due = urgent
+                if now + _EPS < due:
+                    if due < lane.timer_at or lane.timer_at < now:
+                        lane.timer_at = due
+                        self._push(due, _TIMER, lane)
+                    return
+            k = b if n >= b else n
+            idle.pop()
+            items = [queue.popleft()[1] for _ in range(k)]
+            exec_ms = inst.exec_ms[k] * self._noise()
+            inst.busy = True
+            lane.stage.in_service += k
+            self.busy_acc += inst.share / 100.0 * exec_ms / 1000.0
+            self.batches += 1
+            self._push(now + exec_ms, _DONE, inst, items)
+
+    def _finish_items(self, stage: _Stage, items: list, t: float) -> None:
+        wf = stage.wf
+        s = stage.index
+        stages = wf.stages
+        hop = wf.hop_ms
+        self.stage_executions += len(items)
+        for req in items:
+            left = req.left
+            left[s] -= 1
+            if left[s]:
+                continue
+            for u in stage.succs:
+                req.need[u] -= 1
+                if req.need[u] == 0:
+                    self._push(t + hop, _ENQUEUE, stages[u], req)
+            if stage.is_exit:
+                req.exits_left -= 1
+                if req.exits_left == 0:
+                    req.done_ms = t
+
+    # --- the loop ----------------------------------------------------------
+    def run(self, progress: Optional[Callable[[float], None]] = None) -> RunResult:
+        policy = self.policy
+        duration_ms = self.workload.duration_s * 1000.0
+        warmup_ms = self.workload.warmup_s * 1000.0
+        end_ms = duration_ms + self.config.drain_s * 1000.0
+        for w, wf in enumerate(self.workflows):
+            if len(wf.arrivals):
+                self._push(float(wf.arrivals[0]), _ARRIVE, wf, 0)
+        self._push(0.0, _CONTROL)
+        heap = self.heap
+        pop = heapq.heappop
+        while heap:
+            t, _, kind, a, b = pop(heap)
+            if t > end_ms:
+                break
+            self.now = t
+            if kind == _ENQUEUE:
+                for _ in range(a.fanout):
+                    self._enqueue(a, b, t)
+            elif kind == _DONE:
+                inst = a
+                stage = inst.stage
+                inst.busy = False
+                stage.in_service -= len(b)
+                lane = stage.lanes[inst.lane]
+                if inst.retiring:
+                    self._remove(inst, t)
+                else:
+                    lane.idle.append(inst)
+                self._finish_items(stage, b, t)
+                self._dispatch(lane, t)
+            elif kind == _ARRIVE:
+                wf, i = a, b
+                req = _Request(wf, t)
+                if t >= warmup_ms:
+                    self.scored.append(req)
+                wf.recent.append(t)
+                for s in wf.entries:
+                    stage = wf.stages[s]
+                    for _ in range(stage.fanout):
+                        self._enqueue(stage, req, t)
+                if i + 1 < len(wf.arrivals):
+                    self._push(float(wf.arrivals[i + 1]), _ARRIVE, wf, i + 1)
+            elif kind == _TIMER:
+                lane = a
+                if lane.timer_at == t:
+                    lane.timer_at = _INF
+                self._dispatch(lane, t)
+            elif kind == _READY:
+                inst = a
+                stage = inst.stage
+                if inst.retiring:
+                    continue
+                inst.ready = True
+                stage.starting -= 1
+                lane = stage.lanes[inst.lane]
+                lane.idle.append(inst)
+                self._check_handover(stage, t)
+                self._dispatch(lane, t)
+            elif kind == _CONTROL:
+                self.held_series.append((t / 1000.0, self.held_pct / 100.0))
+                deployment = policy.decide(self._view(t))
+                if deployment is not None:
+                    self._apply(deployment, t)
+                    for stage in self.stage_by_key.values():
+                        stage.downstream_ms = policy.downstream_ms(stage.wf.name, stage.name)
+                if progress is not None:
+                    progress(min(1.0, t / end_ms))
+                if t + policy.interval_s * 1000.0 <= end_ms:
+                    self._push(t + policy.interval_s * 1000.0, _CONTROL)
+        self._account(max(self.now, duration_ms))
+        requests = [
+            (r.wf.name, r.arrival_ms / 1000.0, (r.done_ms - r.arrival_ms) if r.done_ms >= 0 else -1.0)
+            for r in self.scored
+        ]
+        return RunResult(
+            policy=policy.name,
+            workload=self.workload.name,
+            seed=self.config.seed,
+            duration_s=self.workload.duration_s,
+            warmup_s=self.workload.warmup_s,
+            requests=requests,
+            slo_ms={wf.name: wf.slo_ms for wf in self.workflows},
+            cost_gpu_s=self.cost_acc,
+            busy_gpu_s=self.busy_acc,
+            cost_gpu_s_by_workflow=dict(self.cost_acc_by_wf),
+            held_series=self.held_series,
+            unplaced=self.unplaced,
+            stage_executions=self.stage_executions,
+            batches=self.batches,
+        )
+
+    def _view(self, t: float) -> View:
+        window_ms = self.policy.window_s * 1000.0
+        interval_ms = self.policy.interval_s * 1000.0
+        observed, latest, cv2 = {}, {}, {}
+        for wf in self.workflows:
+            recent = wf.recent
+            while recent and recent[0] < t - max(window_ms, interval_ms):
+                recent.popleft()
+            span_ms = min(window_ms, t)
+            observed[wf.name] = sum(1 for a in recent if a >= t - window_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
+            span_ms = min(interval_ms, t)
+            latest[wf.name] = sum(1 for a in recent if a >= t - interval_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
+            gaps = np.diff(np.fromiter((a for a in recent if a >= t - window_ms), dtype=float))
+            cv2[wf.name] = float(gaps.var() / gaps.mean() ** 2) if len(gaps) >= 20 and gaps.mean() > 0 else 1.0
+        concurrency = {}
+        instances = {}
+        for key, stage in self.stage_by_key.items():
+            concurrency[key] = sum(len(lane.queue) for lane in stage.lanes) + stage.in_service
+            instances[key] = sum(1 for i in stage.instances if not i.retiring)
+        return View(t / 1000.0, observed, latest, cv2, concurrency, instances)
+
+
+def simulate(workload: Workload, profiles: ProfileSet, policy: Policy, config: SimConfig = SimConfig(),
+             progress: Optional[Callable[[float], None]] = None) -> RunResult:
+    return Simulator(workload, profiles, policy, config).run(progress)

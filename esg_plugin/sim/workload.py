@@ -1,0 +1,235 @@
+"""Workloads for ``esg simulate`` and ``esg up`` (SPEC §7): several workflows,
+each with an arrival process.
+
+Arrival kinds (rates in requests per second, times in seconds):
+
+==============================================  ==========================================
+``{kind: poisson, rate_rps}``                   exponential gaps
+``{kind: gamma, rate_rps, cv}``                 gamma gaps with coefficient of variation
+                                                ``cv`` (``cv > 1`` is bursty)
+``{kind: steps, steps: [[start_s, rate_rps]…]}``  piecewise-constant Poisson rate
+``{kind: diurnal, mean_rps, amplitude_rps,``    Poisson with rate
+``period_s}``                                   ``mean + amplitude·sin(2πt/period)``
+``{kind: azure2019, file, row}``                per-minute counts of the Azure Functions
+                                                2019 trace layout (a CSV with one row per
+                                                function and minute columns ``1``..``1440``),
+                                                exponential gaps inside each minute
+==============================================  ==========================================
+
+Every generator takes a seeded ``numpy.random.Generator``: the same seed
+gives the same arrivals.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from ..model import ModelError, Workflow, parse_workflow
+
+
+class WorkloadError(ValueError):
+    """A workload file that cannot be read or does not hold what it should."""
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """One arrival process; ``times_s`` draws its arrival times."""
+
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    counts_per_minute: Optional[tuple[int, ...]] = None
+    """azure2019 only: the trace row, loaded at parse time."""
+
+    def times_s(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+        p = self.params
+        if self.kind == "poisson":
+            return _poisson(p["rate_rps"], 0.0, duration_s, rng)
+        if self.kind == "gamma":
+            rate, cv = p["rate_rps"], p["cv"]
+            shape = 1.0 / (cv * cv)
+            scale = 1.0 / (rate * shape)
+            expected = int(duration_s * rate * 1.2 + 50)
+            gaps = rng.gamma(shape, scale, size=expected)
+            times = np.cumsum(gaps)
+            while times[-1] < duration_s:
+                more = times[-1] + np.cumsum(rng.gamma(shape, scale, size=expected))
+                times = np.concatenate([times, more])
+            return times[times < duration_s]
+        if self.kind == "steps":
+            steps = p["steps"]
+            parts = []
+            for i, (start, rate) in enumerate(steps):
+                end = steps[i + 1][0] if i + 1 < len(steps) else duration_s
+                end = min(end, duration_s)
+                if end > start and rate > 0:
+                    parts.append(_poisson(rate, start, end, rng))
+            return np.concatenate(parts) if parts else np.empty(0)
+        if self.kind == "diurnal":
+            mean, amp, period = p["mean_rps"], p["amplitude_rps"], p["period_s"]
+            peak = mean + abs(amp)
+            candidates = _poisson(peak, 0.0, duration_s, rng)  # thinning (Lewis–Shedler)
+            rate = mean + amp * np.sin(2 * math.pi * candidates / period)
+            keep = rng.random(len(candidates)) * peak < np.maximum(rate, 0.0)
+            return candidates[keep]
+        if self.kind == "azure2019":
+            parts = []
+            for minute, count in enumerate(self.counts_per_minute or ()):
+                start = minute * 60.0
+                if start >= duration_s:
+                    break
+                if count > 0:
+                    parts.append(_poisson(count / 60.0, start, min(start + 60.0, duration_s), rng))
+            return np.concatenate(parts) if parts else np.empty(0)
+        raise AssertionError(self.kind)  # pragma: no cover - validated at parse time
+
+    def mean_rate_rps(self, duration_s: float) -> float:
+        """The long-run rate, for reports (not for policies, which observe)."""
+        p = self.params
+        if self.kind in ("poisson", "gamma"):
+            return p["rate_rps"]
+        if self.kind == "diurnal":
+            return p["mean_rps"]
+        if self.kind == "steps":
+            steps = p["steps"]
+            total = 0.0
+            for i, (start, rate) in enumerate(steps):
+                end = min(steps[i + 1][0] if i + 1 < len(steps) else duration_s, duration_s)
+                total += max(0.0, end - start) * rate
+            return total / duration_s
+        minutes = int(math.ceil(duration_s / 60.0))
+        return sum((self.counts_per_minute or ())[:minutes]) / duration_s
+
+
+def _poisson(rate_rps: float, start_s: float, end_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson arrivals on [start, end): a Poisson count, then sorted uniforms."""
+    count = rng.poisson(rate_rps * (end_s - start_s))
+    return np.sort(rng.uniform(start_s, end_s, size=count))
+
+
+@dataclass(frozen=True)
+class WorkflowLoad:
+    workflow: Workflow
+    arrivals: Arrivals
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    gpus: int
+    duration_s: float
+    workflows: tuple[WorkflowLoad, ...]
+    warmup_s: float = 0.0
+    """Requests arriving before this are simulated but not scored."""
+
+
+def _number(value: Any, what: str, low: float = 0.0, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise WorkloadError(f"{what} must be a number, got {value!r}")
+    if value < low or (strict and value == low):
+        raise WorkloadError(f"{what} must be {'>' if strict else '>='} {low:g}, got {value!r}")
+    return float(value)
+
+
+def parse_arrivals(data: Any, where: str, base_dir: Path) -> Arrivals:
+    if not isinstance(data, Mapping) or "kind" not in data:
+        raise WorkloadError(f"{where}: arrivals must be a mapping with a 'kind'")
+    kind = data["kind"]
+    params = {k: v for k, v in data.items() if k != "kind"}
+    if kind == "poisson":
+        return Arrivals(kind, {"rate_rps": _number(params.get("rate_rps"), f"{where}: rate_rps", strict=True)})
+    if kind == "gamma":
+        return Arrivals(kind, {"rate_rps": _number(params.get("rate_rps"), f"{where}: rate_rps", strict=True),
+                               "cv": _number(params.get("cv"), f"{where}: cv", strict=True)})
+    if kind == "steps":
+        steps = params.get("steps")
+        if not isinstance(steps, list) or not steps:
+            raise WorkloadError(f"{where}: steps must be a non-empty list of [start_s, rate_rps]")
+        parsed = []
+        for step in steps:
+            if not isinstance(step, list) or len(step) != 2:
+                raise WorkloadError(f"{where}: each step must be [start_s, rate_rps], got {step!r}")
+            parsed.append((_number(step[0], f"{where}: step start"), _number(step[1], f"{where}: step rate")))
+        if any(b[0] <= a[0] for a, b in zip(parsed, parsed[1:])):
+            raise WorkloadError(f"{where}: step starts must be strictly increasing")
+        return Arrivals(kind, {"steps": tuple(parsed)})
+    if kind == "diurnal":
+        return Arrivals(kind, {
+            "mean_rps": _number(params.get("mean_rps"), f"{where}: mean_rps", strict=True),
+            "amplitude_rps": _number(params.get("amplitude_rps", 0.0), f"{where}: amplitude_rps"),
+            "period_s": _number(params.get("period_s"), f"{where}: period_s", strict=True),
+        })
+    if kind == "azure2019":
+        file, row = params.get("file"), params.get("row", 0)
+        if not isinstance(file, str):
+            raise WorkloadError(f"{where}: azure2019 needs 'file', a CSV path")
+        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+            raise WorkloadError(f"{where}: row must be a non-negative integer, got {row!r}")
+        return Arrivals(kind, {"file": file, "row": row}, read_azure_row(base_dir / file, row, where))
+    raise WorkloadError(f"{where}: unknown arrival kind {kind!r} (poisson, gamma, steps, diurnal, azure2019)")
+
+
+def read_azure_row(path: Path, row: int, where: str) -> tuple[int, ...]:
+    """Minute counts ``1``..``1440`` of data row ``row`` (0-based) of a CSV laid
+    out as the Azure Functions 2019 invocation trace."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise WorkloadError(f"{where}: {path} is empty")
+            columns = [i for i, name in enumerate(header) if name.strip().isdigit()]
+            if not columns:
+                raise WorkloadError(f"{where}: {path} has no minute columns (1..1440)")
+            for i, record in enumerate(reader):
+                if i == row:
+                    try:
+                        return tuple(int(float(record[c])) for c in columns)
+                    except (ValueError, IndexError):
+                        raise WorkloadError(f"{where}: {path} row {row} has a non-numeric minute count") from None
+    except FileNotFoundError:
+        raise WorkloadError(f"{where}: no such trace file {path}") from None
+    except OSError as err:
+        raise WorkloadError(f"{where}: cannot read {path}: {err}") from None
+    raise WorkloadError(f"{where}: {path} has no data row {row}")
+
+
+def parse_workload(data: Any, base_dir: Path, name: str, load_workflow_file) -> Workload:
+    """A Workload from its YAML document, already loaded. ``load_workflow_file``
+    reads a workflow path (relative to ``base_dir``); inline workflows are
+    parsed here."""
+    if not isinstance(data, Mapping):
+        raise WorkloadError("a workload must be a mapping with 'gpus', 'duration_s' and 'workflows'")
+    unknown = set(data) - {"gpus", "duration_s", "warmup_s", "workflows", "description"}
+    if unknown:
+        raise WorkloadError(f"unknown workload field(s): {', '.join(sorted(map(str, unknown)))}")
+    gpus = data.get("gpus")
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise WorkloadError(f"gpus must be a positive integer, got {gpus!r}")
+    duration_s = _number(data.get("duration_s"), "duration_s", strict=True)
+    warmup_s = _number(data.get("warmup_s", 0.0), "warmup_s")
+    if warmup_s >= duration_s:
+        raise WorkloadError(f"warmup_s ({warmup_s:g}) must be shorter than duration_s ({duration_s:g})")
+    entries = data.get("workflows")
+    if not isinstance(entries, list) or not entries:
+        raise WorkloadError("workflows must be a non-empty list")
+    loads = []
+    for i, entry in enumerate(entries):
+        where = f"workflows[{i}]"
+        if not isinstance(entry, Mapping) or "workflow" not in entry or "arrivals" not in entry:
+            raise WorkloadError(f"{where} needs 'workflow' (a path or an inline workflow) and 'arrivals'")
+        spec = entry["workflow"]
+        try:
+            workflow = load_workflow_file(base_dir / spec) if isinstance(spec, str) else parse_workflow(spec)
+        except ModelError as err:
+            raise WorkloadError(f"{where}: {err}") from None
+        loads.append(WorkflowLoad(workflow, parse_arrivals(entry["arrivals"], where, base_dir)))
+    names = [w.workflow.name for w in loads]
+    if len(set(names)) != len(names):
+        raise WorkloadError(f"a workflow appears twice: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
+    return Workload(name=name, gpus=gpus, duration_s=duration_s, workflows=tuple(loads), warmup_s=warmup_s)
