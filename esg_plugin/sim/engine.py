@@ -359,8 +359,11 @@ class Simulator:
                     inst.wait_ms = group.max_wait_ms
                 if len(mine) < group.count:
                     missing = group.count - len(mine)
-                    # never ask for more than the whole cluster could hold
-                    missing = min(missing, len(self.gpu_free) * (100 // group.gpu_share))
+                    # never try to place more than the whole cluster could hold
+                    most = len(self.gpu_free) * (100 // group.gpu_share)
+                    if missing > most:
+                        self.unplaced += missing - most
+                        missing = most
                     new_instances.extend((stage, group) for _ in range(missing))
                     created = True
                 else:

@@ -1,0 +1,82 @@
+"""`esg simulate` as a user runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ESG = str(Path(sys.executable).with_name("esg"))
+PROFILES = ROOT / "examples/profiles/synthetic.json"
+WORKLOADS = ROOT / "examples/workloads"
+
+
+def esg(*args):
+    return subprocess.run([ESG, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_table_json_and_outputs(tmp_path):
+    args = ["simulate", "--workload", WORKLOADS / "diurnal.yaml", "--profiles", PROFILES,
+            "--policies", "esg,fast-gshare,kpa", "--duration", 120, "--seed", 4]
+    table = esg(*args)
+    assert table.returncode == 0, table.stderr
+    for word in ("policy", "slo_hit", "cost_gpus", "esg", "fast-gshare", "kpa"):
+        assert word in table.stdout
+    result = esg(*args, "--json", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["workload"] == "diurnal" and doc["seed"] == 4 and doc["duration_s"] == 120
+    assert set(doc["policies"]) == {"esg", "fast-gshare", "kpa"}
+    for p in doc["policies"].values():
+        assert {"slo_hit_rate", "cost", "gpu_util", "p50_ms", "p99_ms", "completed", "missed", "workflows"} <= set(p)
+        assert set(p["workflows"]) == {"traffic"}
+    out = tmp_path / "out"
+    for name in ("simulation.json", "latencies.csv", "hit_rate_vs_cost.png", "latency_cdf.png", "gpus_over_time.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "hit_rate_vs_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (out / "latencies.csv").read_text().splitlines()
+    assert rows[0] == "policy,workflow,arrival_s,latency_ms,slo_ms,slo_met"
+    assert len(rows) - 1 == sum(p["completed"] + p["missed"] for p in doc["policies"].values())
+    again = json.loads(esg(*args, "--json").stdout)
+    assert again == doc  # the same seed gives the same result
+
+
+@pytest.mark.parametrize("make_args, expected", [
+    (lambda t: ["--workload", t / "none.yaml"], "no such file"),
+    (lambda t: ["--workload", WORKLOADS / "mixed.yaml", "--policies", "magic"], "unknown policy 'magic'"),
+    (lambda t: ["--workload", _write(t, "w.yaml", "gpus: 0\nduration_s: 10\nworkflows: []\n")],
+     "gpus must be a positive integer"),
+    (lambda t: ["--workload", _write(t, "w.yaml", "gpus: 1\nduration_s: 10\nworkflows:\n"
+                                      f"  - workflow: {WORKLOADS.parent / 'workflows/image.yaml'}\n"
+                                      "    arrivals: {kind: lightning}\n")], "unknown arrival kind"),
+    (lambda t: ["--workload", _write(t, "w.yaml", "gpus: 1\nduration_s: 10\nworkflows:\n"
+                                      f"  - workflow: {WORKLOADS.parent / 'workflows/image.yaml'}\n"
+                                      "    arrivals: {kind: steps, steps: [[5, 1], [2, 3]]}\n")],
+     "strictly increasing"),
+    (lambda t: ["--workload", _write(t, "w.yaml", "gpus: 1\nduration_s: 10\nworkflows:\n"
+                                      f"  - workflow: {WORKLOADS.parent / 'workflows/image.yaml'}\n"
+                                      "    arrivals: {kind: azure2019, file: missing.csv, row: 0}\n")],
+     "no such trace file"),
+    (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--duration", -3], "--duration must exceed"),
+])
+def test_bad_input_exits_2_with_one_line(make_args, expected, tmp_path):
+    result = esg("simulate", "--profiles", PROFILES, *make_args(tmp_path))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_help():
+    result = esg("simulate", "--help")
+    assert result.returncode == 0 and "--policies" in result.stdout

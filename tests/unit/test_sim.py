@@ -1,0 +1,168 @@
+"""The simulator against closed forms and its own bookkeeping."""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esg_plugin.model import FunctionProfile, InstanceGroup, ProfileSet, Stage, Workflow
+from esg_plugin.sim import Policy, SimConfig, Simulator, make_policy, simulate
+from esg_plugin.sim.policies import POLICY_NAMES
+from esg_plugin.sim.report import summarize
+from esg_plugin.sim.workload import Arrivals, Workload, WorkflowLoad
+
+
+def constant_profile(name, exec_ms_by_batch, cold_start_ms=0.0):
+    """The same execution time at every share."""
+    batches = tuple(sorted(exec_ms_by_batch))
+    rows = tuple((exec_ms_by_batch[b], exec_ms_by_batch[b]) for b in batches)
+    return FunctionProfile(name, batches, (50, 100), rows, None, cold_start_ms)
+
+
+class Fixed(Policy):
+    """Deploys the same groups once, at time 0."""
+
+    name = "fixed"
+    interval_s = 1e9
+
+    def __init__(self, groups):
+        self.groups = groups
+        self.done = False
+
+    def decide(self, view):
+        if self.done:
+            return None
+        self.done = True
+        return self.groups
+
+
+def one_stage(rate_rps, duration_s, exec_ms, slo_ms=1000.0, kind="poisson", cold_start_ms=0.0, batches=None):
+    wf = Workflow.build("w", slo_ms, [Stage("s", "f")])
+    profiles = ProfileSet("test", {"f": constant_profile("f", batches or {1: exec_ms}, cold_start_ms)})
+    arrivals = Arrivals(kind, {"rate_rps": rate_rps})
+    return Workload("test", 1, duration_s, (WorkflowLoad(wf, arrivals),)), profiles
+
+
+@pytest.mark.parametrize("rho", [0.5, 0.7])
+def test_batch_one_matches_the_md1_mean_wait(rho):
+    exec_ms = 10.0
+    rate = rho * 1000.0 / exec_ms
+    workload, profiles = one_stage(rate, 3000.0, exec_ms)
+    result = simulate(workload, profiles, Fixed({("w", "s"): [InstanceGroup(1, 100, 1, 0.0)]}), SimConfig(seed=3))
+    waits = np.array([lat for _, _, lat in result.requests]) - exec_ms
+    pollaczek_khinchine_ms = rho * exec_ms / (2 * (1 - rho))
+    assert waits.mean() == pytest.approx(pollaczek_khinchine_ms, rel=0.05)
+
+
+def test_evenly_spaced_arrivals_form_batches_of_exactly_b():
+    b, gap_ms = 4, 10.0
+    workload, profiles = one_stage(100.0, 10.0, 5.0, batches={1: 5.0, 2: 6.0, 4: 8.0})
+    sim = Simulator(workload, profiles, Fixed({("w", "s"): [InstanceGroup(b, 100, 1, 1000.0)]}), SimConfig())
+    sim.workflows[0].arrivals = np.arange(1, 1001) * gap_ms  # 1000 arrivals, 10 ms apart
+    result = sim.run()
+    assert result.batches == 1000 // b
+    assert result.stage_executions == 1000
+    latencies = sorted({round(lat, 6) for _, _, lat in result.requests})
+    # the first of each batch waits for three more arrivals, the last for none
+    assert latencies == [8.0, 18.0, 28.0, 38.0]
+
+
+def test_a_timeout_dispatches_a_partial_batch():
+    workload, profiles = one_stage(1.0, 10.0, 5.0, batches={1: 5.0, 4: 8.0})
+    sim = Simulator(workload, profiles, Fixed({("w", "s"): [InstanceGroup(4, 100, 1, 25.0)]}), SimConfig())
+    sim.workflows[0].arrivals = np.array([100.0, 5000.0])
+    result = sim.run()
+    # waits the timeout; one item runs as the smallest profiled batch that holds it (batch 1: 5 ms)
+    assert [round(lat, 6) for _, _, lat in result.requests] == [25.0 + 5.0, 25.0 + 5.0]
+    assert result.batches == 2
+
+
+def test_every_request_is_counted_exactly_once_even_under_overload():
+    workload, profiles = one_stage(200.0, 60.0, 10.0, slo_ms=500.0)  # twice what one instance serves
+    workload = dataclasses.replace(workload, warmup_s=0.2)
+    sim = Simulator(workload, profiles, Fixed({("w", "s"): [InstanceGroup(1, 100, 1, 0.0)]}),
+                    SimConfig(drain_s=1.0))
+    arrived_after_warmup = int((sim.workflows[0].arrivals >= 200.0).sum())
+    summary = summarize(sim.run())
+    assert summary["completed"] + summary["missed"] == arrived_after_warmup
+    assert summary["late"] + summary["unfinished"] == summary["missed"]
+    assert summary["unfinished"] > 0 and summary["late"] > 0 and summary["completed"] > 0
+
+
+def test_same_seed_same_result_and_another_seed_differs():
+    workload, profiles = one_stage(50.0, 60.0, 10.0)
+    fixed = lambda: Fixed({("w", "s"): [InstanceGroup(1, 100, 1, 0.0)]})  # noqa: E731
+    a = simulate(workload, profiles, fixed(), SimConfig(seed=7, noise_sigma=0.2))
+    b = simulate(workload, profiles, fixed(), SimConfig(seed=7, noise_sigma=0.2))
+    c = simulate(workload, profiles, fixed(), SimConfig(seed=8, noise_sigma=0.2))
+    assert a.requests == b.requests
+    assert a.requests != c.requests
+
+
+def test_fanout_join_and_hops():
+    # a -> {b (fanout 2), c} -> d, 3 ms hops, deterministic and unloaded
+    wf = Workflow.build("dag", 1000.0, [Stage("a", "fa"), Stage("b", "fb", ("a",), fanout=2),
+                                        Stage("c", "fc", ("a",)), Stage("d", "fd", ("b", "c"))], hop_ms=3.0)
+    profiles = ProfileSet("t", {
+        "fa": constant_profile("fa", {1: 5.0}), "fb": constant_profile("fb", {1: 7.0}),
+        "fc": constant_profile("fc", {1: 20.0}), "fd": constant_profile("fd", {1: 2.0}),
+    })
+    workload = Workload("t", 2, 10.0, (WorkflowLoad(wf, Arrivals("poisson", {"rate_rps": 1.0})),))
+    groups = {("dag", s): [InstanceGroup(1, 50, 2, 0.0)] for s in "abcd"}
+    sim = Simulator(workload, profiles, Fixed(groups), SimConfig())
+    sim.workflows[0].arrivals = np.array([1000.0, 3000.0, 5000.0])
+    result = sim.run()
+    # longest path: a 5 + hop 3 + c 20 + hop 3 + d 2 = 33 (b's two calls run in parallel: 7 < 20)
+    assert [round(lat, 6) for _, _, lat in result.requests] == [33.0, 33.0, 33.0]
+    assert result.stage_executions == 3 * (1 + 2 + 1 + 1)
+
+
+def test_cost_cold_start_and_utilisation():
+    workload, profiles = one_stage(10.0, 100.0, 10.0, cold_start_ms=2000.0)
+    sim = Simulator(workload, profiles, Fixed({("w", "s"): [InstanceGroup(1, 50, 2, 0.0)]}), SimConfig(seed=1))
+    sim.workflows[0].arrivals = np.array([500.0, 2500.0, 50_000.0])
+    result = sim.run()
+    latencies = [round(lat, 6) for _, _, lat in result.requests]
+    assert latencies[0] == 2000.0 - 500.0 + 10.0  # waited for the cold start
+    assert latencies[1:] == [10.0, 10.0]
+    assert result.cost_gpu_s / workload.duration_s == pytest.approx(1.0)  # 2 x 50% all along
+    assert result.busy_gpu_s == pytest.approx(3 * 0.5 * 0.010)
+
+
+def test_an_instance_that_does_not_fit_is_not_started():
+    workload, profiles = one_stage(10.0, 10.0, 10.0)  # 1 GPU
+    result = simulate(workload, profiles, Fixed({("w", "s"): [InstanceGroup(1, 100, 3, 0.0)]}), SimConfig())
+    assert result.unplaced == 2
+    assert result.cost_gpu_s / workload.duration_s == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_every_policy_runs_and_accounts_for_every_request(policy, examples_dir):
+    from esg_plugin.loaders import load_profiles, load_workload
+
+    workload = dataclasses.replace(load_workload(examples_dir / "workloads/mixed.yaml"), duration_s=90.0,
+                                   warmup_s=30.0)
+    profiles = load_profiles(examples_dir / "profiles/synthetic.json")
+    sim = Simulator(workload, profiles, make_policy(policy, [w.workflow for w in workload.workflows], profiles),
+                    SimConfig(seed=2))
+    arrived = sum(int((wf.arrivals >= 30_000.0).sum()) for wf in sim.workflows)
+    summary = summarize(sim.run())
+    assert summary["completed"] + summary["missed"] == arrived
+    assert 0.0 <= summary["slo_hit_rate"] <= 1.0 and summary["cost"] > 0
+
+
+def test_arrival_processes_have_their_rates():
+    rng = np.random.default_rng(1)
+    duration = 2000.0
+    assert len(Arrivals("poisson", {"rate_rps": 20.0}).times_s(duration, rng)) / duration == pytest.approx(20, rel=0.03)
+    gamma = Arrivals("gamma", {"rate_rps": 20.0, "cv": 2.0}).times_s(duration, rng)
+    gaps = np.diff(gamma)
+    assert len(gamma) / duration == pytest.approx(20, rel=0.1)
+    assert gaps.std() / gaps.mean() == pytest.approx(2.0, rel=0.1)
+    steps = Arrivals("steps", {"steps": ((0.0, 10.0), (1000.0, 30.0))}).times_s(duration, rng)
+    assert (steps < 1000).sum() / 1000 == pytest.approx(10, rel=0.1)
+    assert (steps >= 1000).sum() / 1000 == pytest.approx(30, rel=0.1)
+    diurnal = Arrivals("diurnal", {"mean_rps": 20.0, "amplitude_rps": 10.0, "period_s": 1000.0}).times_s(duration, rng)
+    assert len(diurnal) / duration == pytest.approx(20, rel=0.05)
+    assert (diurnal < 500).sum() > (diurnal[(diurnal >= 500) & (diurnal < 1000)]).size  # the sine's high half first
