@@ -151,16 +151,6 @@ def fast_gshare_groups(problem: Problem, stage: str, budget_ms: float) -> list[I
     return groups
 
 
-def _fast_gshare(problem: Problem, limits: SearchLimits):
-    budgets = even_stage_budgets(problem)
-    choices = {}
-    for stage in problem.workflow.stage_names:
-        groups = fast_gshare_groups(problem, stage, budgets[stage])
-        options = {(o.config.batch_size, o.config.gpu_share): o for o in _options(problem, stage)}
-        choices[stage] = _summary(groups, options)
-    return choices, PlanStats(proven_optimal=False)
-
-
 # --- nexus ---------------------------------------------------------------------
 def nexus_groups(problem: Problem, stage: str, budget_ms: float) -> list[InstanceGroup]:
     rate = _stage_rate(problem, stage)
@@ -188,19 +178,6 @@ def nexus_groups(problem: Problem, stage: str, budget_ms: float) -> list[Instanc
         part = min(squished, key=lambda o: (o.config.gpu_share, o.exec_ms)) if squished else main
         groups.append(InstanceGroup(b, part.config.gpu_share, 1, part.exec_ms))
     return groups
-
-
-def _nexus(problem: Problem, limits: SearchLimits):
-    budgets = even_stage_budgets(problem)
-    choices = {}
-    for stage in problem.workflow.stage_names:
-        groups = nexus_groups(problem, stage, budgets[stage])
-        options = {(o.config.batch_size, o.config.gpu_share): o for o in _options(problem, stage)}
-        summary = _summary(groups, options)
-        # a request waits at most one duty cycle, then runs one
-        duty = max(options[(g.batch_size, g.gpu_share)].exec_ms for g in groups)
-        choices[stage] = summary._replace(wait_ms=duty, latency_ms=2 * duty)
-    return choices, PlanStats(proven_optimal=False)
 
 
 # --- orion -----------------------------------------------------------------------
@@ -265,15 +242,32 @@ def llama_groups(problem: Problem, stage: str, budget_ms: float) -> list[Instanc
     return [group_of(cheap, lane=0), InstanceGroup(1, fast.config.gpu_share, 1, 0.0, lane=1)]
 
 
-def _llama(problem: Problem, limits: SearchLimits):
-    budgets = even_stage_budgets(problem)
-    choices = {}
-    for stage in problem.workflow.stage_names:
-        groups = llama_groups(problem, stage, budgets[stage])
-        options = {(o.config.batch_size, o.config.gpu_share): o for o in _options(problem, stage)}
-        choices[stage] = _summary(groups, options)._replace(
-            latency_ms=options[(groups[0].batch_size, groups[0].gpu_share)].latency_ms)
-    return choices, PlanStats(proven_optimal=False)
+# --- planners of the baselines that run several groups per stage --------------------
+def _from_groups(groups_of, summarize):
+    """A planner that reports, per stage, one StageOption standing for the
+    groups ``groups_of`` deploys (``summarize(groups, options)``)."""
+
+    def plan(problem: Problem, limits: SearchLimits):
+        budgets = even_stage_budgets(problem)
+        choices = {}
+        for stage in problem.workflow.stage_names:
+            groups = groups_of(problem, stage, budgets[stage])
+            options = {(o.config.batch_size, o.config.gpu_share): o for o in _options(problem, stage)}
+            choices[stage] = summarize(groups, options)
+        return choices, PlanStats(proven_optimal=False)
+
+    return plan
+
+
+def _nexus_summary(groups, options) -> StageOption:
+    # a request waits at most one duty cycle, then runs one
+    duty = max(options[(g.batch_size, g.gpu_share)].exec_ms for g in groups)
+    return _summary(groups, options)._replace(wait_ms=duty, latency_ms=2 * duty)
+
+
+def _llama_summary(groups, options) -> StageOption:
+    # requests on time take the cheap group: its latency is the plan's
+    return _summary(groups, options)._replace(latency_ms=options[(groups[0].batch_size, groups[0].gpu_share)].latency_ms)
 
 
 # --- platform defaults ---------------------------------------------------------------
@@ -307,10 +301,10 @@ def _platform(replicas):
 
 POLICIES = {
     "infless": _infless,
-    "fast-gshare": _fast_gshare,
-    "nexus": _nexus,
+    "fast-gshare": _from_groups(fast_gshare_groups, _summary),
+    "nexus": _from_groups(nexus_groups, _nexus_summary),
     "orion": _orion,
-    "llama": _llama,
+    "llama": _from_groups(llama_groups, _llama_summary),
     "kpa": _platform(kpa_replicas),
     "openfaas": _platform(openfaas_replicas),
 }

@@ -208,7 +208,8 @@ class RunResult:
 
 
 class Simulator:
-    def __init__(self, workload: Workload, profiles: ProfileSet, policy: Policy, config: SimConfig = SimConfig()):
+    def __init__(self, workload: Workload, profiles: ProfileSet, policy: Policy, config: Optional[SimConfig] = None):
+        config = config or SimConfig()
         self.workload = workload
         self.policy = policy
         self.config = config
@@ -470,7 +471,7 @@ class Simulator:
         duration_ms = self.workload.duration_s * 1000.0
         warmup_ms = self.workload.warmup_s * 1000.0
         end_ms = duration_ms + self.config.drain_s * 1000.0
-        for w, wf in enumerate(self.workflows):
+        for wf in self.workflows:
             if len(wf.arrivals):
                 self._push(float(wf.arrivals[0]), _ARRIVE, wf, 0)
         self._push(0.0, _CONTROL)
@@ -579,6 +580,6 @@ class Simulator:
         return View(t / 1000.0, observed, latest, cv2, concurrency, instances)
 
 
-def simulate(workload: Workload, profiles: ProfileSet, policy: Policy, config: SimConfig = SimConfig(),
+def simulate(workload: Workload, profiles: ProfileSet, policy: Policy, config: Optional[SimConfig] = None,
              progress: Optional[Callable[[float], None]] = None) -> RunResult:
     return Simulator(workload, profiles, policy, config).run(progress)

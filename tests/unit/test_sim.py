@@ -1,7 +1,6 @@
 """The simulator against closed forms and its own bookkeeping."""
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
