@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 EXAMPLES := image traffic video text
 RATE ?= 200
 
-.PHONY: run test bench evaluate clean
+.PHONY: run test bench evaluate sync-template clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,13 +30,27 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-bench: $(STAMP)
+TORCH_STAMP := $(VENV)/.torch
+
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,torch]'
+	touch $(TORCH_STAMP)
+
+bench: $(TORCH_STAMP)
 	$(BIN)/python bench/planner.py
 	$(BIN)/python bench/dag_quality.py
 	$(BIN)/python bench/sim.py
+	$(BIN)/python bench/runtime.py
 
 evaluate: $(STAMP)
 	$(BIN)/python bench/evaluate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .import_linter_cache *.egg-info
+
+# The template carries a copy of esg_plugin/runtime (faas-cli build sees only
+# the template folder); tests/unit/test_template.py fails when they differ.
+sync-template:
+	rm -rf template/esg-python3/esg_runtime
+	mkdir -p template/esg-python3/esg_runtime
+	cp esg_plugin/runtime/*.py template/esg-python3/esg_runtime/

@@ -1,0 +1,284 @@
+"""The WSGI application of a function built from ``esg-python3`` (SPEC §6).
+
+Routes:
+
+- ``/_esg/health``: 200 while serving, 503 once draining;
+- ``/_esg/metrics``: Prometheus text;
+- ``/_esg/config``: ``GET`` the live batching config; ``PUT`` a new one
+  (JSON ``max_batch_size``, ``max_wait_ms``, ``gpu_share``) with
+  ``Authorization: Bearer <ESG_CONFIG_TOKEN>``. Batch size and wait apply to
+  the next batch; a share change is reported as needing a restart. Without
+  ``ESG_CONFIG_TOKEN`` every change is refused with 403;
+- anything else: the handler, through the batcher.
+
+Handler results follow the OpenFaaS ``python3-http`` template: a dict with
+``statusCode``, ``body`` and ``headers``, or a plain body (``str``,
+``bytes``, or a dict/list sent as JSON). An exception fails its own request
+with 500. Every response carries ``X-ESG-Batch-Size``, ``X-ESG-Queue-Ms``
+and ``X-ESG-Exec-Ms``. Errors are JSON ``{"error": reason}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional
+from urllib.parse import parse_qs
+
+from .batcher import Batcher, Closed, DeadlineExceeded, QueueFull, Request
+from .metrics import RuntimeMetrics
+from .settings import BatchConfig, LiveConfig, RuntimeSettings
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Event:
+    """What a handler receives for one request (as in ``python3-http``)."""
+
+    body: bytes
+    headers: dict[str, str]
+    method: str
+    query: dict[str, str]
+    path: str
+
+
+@dataclass
+class Context:
+    hostname: str
+
+
+_REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
+            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            413: "Payload Too Large", 429: "Too Many Requests", 500: "Internal Server Error",
+            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def _status(code: int) -> str:
+    return f"{code} {_REASONS.get(code, 'Status')}"
+
+
+def batch_runner(handler: Any, context: Context) -> Callable[[list[Event]], list[Any]]:
+    """``handle_batch`` when the handler has it, else ``handle`` per event
+    (an exception then fails only its own event)."""
+    if hasattr(handler, "handle_batch"):
+        return lambda events: handler.handle_batch(events, context)
+
+    def one_by_one(events: list[Event]) -> list[Any]:
+        results = []
+        for event in events:
+            try:
+                results.append(handler.handle(event, context))
+            except Exception as err:
+                results.append(err)
+        return results
+
+    return one_by_one
+
+
+class RuntimeApp:
+    def __init__(self, handler: Any, settings: RuntimeSettings, clock: Callable[[], float] = time.monotonic,
+                 metrics: Optional[RuntimeMetrics] = None, telemetry: Any = None):
+        if not (hasattr(handler, "handle_batch") or hasattr(handler, "handle")):
+            raise TypeError("the handler module defines neither handle_batch(events, context) nor handle(event, context)")
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics or RuntimeMetrics()
+        self.telemetry = telemetry
+        self.live = LiveConfig(BatchConfig(settings.max_batch_size, settings.max_wait_ms))
+        self.pending_gpu_share: Optional[int] = None
+        self.draining = False
+        self.batcher = Batcher(batch_runner(handler, Context(socket.gethostname())), self.live,
+                               settings.max_queue, clock, on_batch=self._on_batch)
+        self.metrics.gpu_share.set(settings.gpu_share_pct)
+        self._publish_config()
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    def drain(self, timeout_s: Optional[float] = None) -> None:
+        """Stop intake (new requests get 503) and finish everything queued."""
+        self.draining = True
+        self.batcher.close(timeout_s)
+
+    # --- WSGI --------------------------------------------------------------
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/") or "/"
+        if path.startswith("/_esg/"):
+            code, headers, body = self._reserved(path, environ)
+        else:
+            code, headers, body = self._invoke(environ, path)
+            self.metrics.requests.labels(code=str(code)).inc()
+        start_response(_status(code), headers + [("Content-Length", str(len(body)))])
+        return [body]
+
+    def _invoke(self, environ: dict, path: str) -> tuple[int, list, bytes]:
+        if self.draining:
+            return self._error(503, "the function is shutting down", reason="draining")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return self._error(400, "Content-Length is not a number", reason="bad_request")
+        if length > MAX_BODY_BYTES:
+            return self._error(413, f"the body exceeds {MAX_BODY_BYTES} bytes", reason="too_large")
+        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        headers = {key[5:].replace("_", "-").title(): value for key, value in environ.items()
+                   if key.startswith("HTTP_")}
+        if environ.get("CONTENT_TYPE"):
+            headers["Content-Type"] = environ["CONTENT_TYPE"]
+        deadline_s = None
+        raw_deadline = headers.get("X-Esg-Deadline-Ms")
+        if raw_deadline is not None:
+            try:
+                deadline_unix_ms = float(raw_deadline)
+            except ValueError:
+                return self._error(400, f"X-ESG-Deadline-Ms must be a Unix time in ms, got {raw_deadline!r}",
+                                   reason="bad_request")
+            deadline_s = self.clock() + (deadline_unix_ms - time.time() * 1000.0) / 1000.0
+            if deadline_s <= self.clock():
+                return self._error(504, "the request's deadline has already passed", reason="deadline")
+        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
+        event = Event(body, headers, environ.get("REQUEST_METHOD", "GET"), query, path)
+        try:
+            request = self.batcher.submit(event, deadline_s)
+        except QueueFull:
+            code, hdrs, payload = self._error(429, f"the queue is full ({self.settings.max_queue} requests)",
+                                              reason="queue_full")
+            return code, hdrs + [("Retry-After", "1")], payload
+        except Closed:
+            return self._error(503, "the function is shutting down", reason="draining")
+        self.metrics.queue_length.set(self.batcher.queue_length())
+        try:
+            result = request.future.result()
+        except DeadlineExceeded:
+            return self._error(504, "the request's deadline passed while it waited", reason="deadline",
+                               request=request)
+        except Exception as err:
+            return self._error(500, f"{type(err).__name__}: {err}", request=request)
+        return self._format(result, request)
+
+    # --- responses ---------------------------------------------------------
+    def _timing_headers(self, request: Optional[Request]) -> list[tuple[str, str]]:
+        if request is None:
+            return [("X-ESG-Batch-Size", "0"), ("X-ESG-Queue-Ms", "0"), ("X-ESG-Exec-Ms", "0")]
+        return [("X-ESG-Batch-Size", str(request.batch_size)), ("X-ESG-Queue-Ms", f"{request.queue_ms:.3f}"),
+                ("X-ESG-Exec-Ms", f"{request.exec_ms:.3f}")]
+
+    def _error(self, code: int, message: str, reason: Optional[str] = None,
+               request: Optional[Request] = None) -> tuple[int, list, bytes]:
+        if reason is not None and code != 500:
+            self.metrics.rejections.labels(reason=reason).inc()
+        body = json.dumps({"error": message}).encode()
+        return code, [("Content-Type", "application/json")] + self._timing_headers(request), body
+
+    def _format(self, result: Any, request: Request) -> tuple[int, list, bytes]:
+        code, extra, body = 200, {}, result
+        if isinstance(result, dict) and ("statusCode" in result or "body" in result):
+            code = int(result.get("statusCode", 200))
+            extra = dict(result.get("headers") or {})
+            body = result.get("body", "")
+        if body is None:
+            payload, content_type = b"", "text/plain"
+        elif isinstance(body, (bytes, bytearray)):
+            payload, content_type = bytes(body), "application/octet-stream"
+        elif isinstance(body, str):
+            payload, content_type = body.encode(), "text/plain; charset=utf-8"
+        else:
+            payload, content_type = json.dumps(body).encode(), "application/json"
+        headers = [("Content-Type", str(extra.pop("Content-Type", extra.pop("content-type", content_type))))]
+        headers += [(str(k), str(v)) for k, v in extra.items()]
+        return code, headers + self._timing_headers(request), payload
+
+    # --- reserved paths ----------------------------------------------------
+    def _reserved(self, path: str, environ: dict) -> tuple[int, list, bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == "/_esg/health":
+            if self.draining:
+                return self._error(503, "draining")
+            return 200, [("Content-Type", "application/json")] + self._timing_headers(None), b'{"status": "ok"}'
+        if path == "/_esg/metrics":
+            self._refresh_gauges()
+            body, content_type = self.metrics.render()
+            return 200, [("Content-Type", content_type)] + self._timing_headers(None), body
+        if path == "/_esg/config":
+            if method == "GET":
+                return self._json(200, self._config_doc())
+            if method == "PUT":
+                return self._put_config(environ)
+            code, headers, body = self._error(405, f"{method} is not allowed on /_esg/config (GET, PUT)")
+            return code, headers + [("Allow", "GET, PUT")], body
+        return self._error(404, f"no such path {path}")
+
+    def _json(self, code: int, doc: Any) -> tuple[int, list, bytes]:
+        return code, [("Content-Type", "application/json")] + self._timing_headers(None), json.dumps(doc).encode()
+
+    def _config_doc(self) -> dict:
+        live = self.live.get()
+        doc = {"max_batch_size": live.max_batch_size, "max_wait_ms": live.max_wait_ms,
+               "gpu_share": self.settings.gpu_share_pct, "max_queue": self.settings.max_queue}
+        if self.pending_gpu_share is not None:
+            doc["pending_gpu_share"] = self.pending_gpu_share
+        return doc
+
+    def _put_config(self, environ: dict) -> tuple[int, list, bytes]:
+        token = self.settings.config_token
+        if token is None:
+            return self._error(403, "live configuration is disabled: ESG_CONFIG_TOKEN is not set")
+        given = environ.get("HTTP_AUTHORIZATION", "")
+        if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
+            code, headers, body = self._error(401, "a valid 'Authorization: Bearer <token>' header is required")
+            return code, headers + [("WWW-Authenticate", 'Bearer realm="esg"')], body
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            doc = json.loads(environ["wsgi.input"].read(length) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            return self._error(400, "the body must be a JSON object")
+        if not isinstance(doc, dict) or not doc:
+            return self._error(400, "the body must be a non-empty JSON object")
+        unknown = set(doc) - {"max_batch_size", "max_wait_ms", "gpu_share"}
+        if unknown:
+            return self._error(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+        live = self.live.get()
+        batch = doc.get("max_batch_size", live.max_batch_size)
+        wait = doc.get("max_wait_ms", live.max_wait_ms)
+        share = doc.get("gpu_share")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
+            return self._error(400, f"max_batch_size must be an integer in 1..4096, got {batch!r}")
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
+            return self._error(400, f"max_wait_ms must be a non-negative number, got {wait!r}")
+        if share is not None and (isinstance(share, bool) or not isinstance(share, int) or not 1 <= share <= 100):
+            return self._error(400, f"gpu_share must be an integer in 1..100, got {share!r}")
+        self.live.set(BatchConfig(batch, float(wait)))
+        self._publish_config()
+        self.batcher.wake()
+        restart = share is not None and share != self.settings.gpu_share_pct
+        if restart:
+            self.pending_gpu_share = share
+        doc = {"config": self._config_doc(), "restart_required": restart}
+        if restart:
+            doc["reason"] = "a GPU share applies when the process starts (CUDA reads its limits then)"
+        return self._json(200, doc)
+
+    # --- metrics -----------------------------------------------------------
+    def _publish_config(self) -> None:
+        live = self.live.get()
+        self.metrics.max_batch_size.set(live.max_batch_size)
+        self.metrics.max_wait.set(live.max_wait_ms / 1000.0)
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.queue_length.set(self.batcher.queue_length())
+        reading = self.telemetry.read() if self.telemetry is not None else None
+        if reading is not None:
+            self.metrics.gpu_utilization.set(reading[0])
+            self.metrics.gpu_memory_used.set(reading[1])
+
+    def _on_batch(self, batch: list[Request], elapsed_s: float) -> None:
+        m = self.metrics
+        m.batch_size.observe(len(batch))
+        m.exec_time.observe(elapsed_s)
+        for request in batch:
+            m.queue_wait.observe(request.queue_ms / 1000.0)
+        m.queue_length.set(self.batcher.queue_length())

@@ -1,0 +1,242 @@
+"""Dynamic batching: requests queue, batches leave, each request is answered
+exactly once.
+
+- One future per request; results are set only if not already done, and a
+  request cancelled before its batch runs is dropped (as Ray Serve does).
+- A batch leaves when it is full (``max_batch_size``), when its oldest
+  request has waited ``max_wait_ms``, or earlier when the oldest request's
+  deadline leaves no more slack than the expected execution time of the
+  batch so far (slack-aware dispatch, as BentoML's dispatcher learns its
+  latency). A request whose deadline has passed is answered with
+  :class:`DeadlineExceeded` without running.
+- The queue is bounded: beyond ``max_queue`` :meth:`Batcher.submit` raises
+  :class:`QueueFull`.
+- The handler's result list must have one result per request; an exception
+  object in it fails that one request.
+
+:func:`decide` is the whole dispatch policy as a pure function of the
+queue, the config, the expected execution time and ``now``; :meth:`Batcher.step`
+applies it, so tests drive the batcher with a fake clock and no threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from .settings import BatchConfig, LiveConfig
+
+_TOLERANCE_S = 1e-9
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_queue`` requests already."""
+
+
+class Closed(Exception):
+    """The batcher no longer takes requests (shutting down)."""
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before it could run."""
+
+
+class BatchSizeMismatch(Exception):
+    """The handler returned a different number of results than requests."""
+
+
+@dataclass
+class Request:
+    payload: Any
+    enqueued_s: float
+    deadline_s: Optional[float] = None
+    """On the batcher's clock; None: no deadline."""
+    future: Future = field(default_factory=Future)
+    batch_size: int = 0
+    queue_ms: float = 0.0
+    exec_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    dispatch: bool
+    wake_at_s: Optional[float] = None
+    """When to look again if not dispatching (None: when a request arrives)."""
+
+
+def decide(queue: Sequence[Request], config: BatchConfig, expected_exec_s: float, now_s: float) -> Decision:
+    """Whether a batch leaves now, and if not, when to look again."""
+    if not queue:
+        return Decision(False)
+    if len(queue) >= config.max_batch_size:
+        return Decision(True)
+    oldest = queue[0]
+    due = oldest.enqueued_s + config.max_wait_ms / 1000.0
+    if oldest.deadline_s is not None:
+        due = min(due, oldest.deadline_s - expected_exec_s)
+    if now_s >= due - _TOLERANCE_S:
+        return Decision(True)
+    return Decision(False, due)
+
+
+class ExecEstimate:
+    """Expected execution time per batch size: an exponentially weighted
+    average of what each size took, the nearest known size for others,
+    0 until anything is known."""
+
+    def __init__(self, weight: float = 0.2):
+        self.weight = weight
+        self.by_size: dict[int, float] = {}
+
+    def observe(self, size: int, seconds: float) -> None:
+        old = self.by_size.get(size)
+        self.by_size[size] = seconds if old is None else old + self.weight * (seconds - old)
+
+    def expected_s(self, size: int) -> float:
+        if size in self.by_size:
+            return self.by_size[size]
+        if not self.by_size:
+            return 0.0
+        nearest = min(self.by_size, key=lambda s: (abs(s - size), -s))
+        return self.by_size[nearest] * size / nearest if nearest < size else self.by_size[nearest]
+
+
+class Batcher:
+    """A thread-safe batcher around ``run_batch(payloads) -> results``."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Any]], Sequence[Any]],
+        config: LiveConfig,
+        max_queue: int,
+        clock: Callable[[], float],
+        on_batch: Optional[Callable[[list[Request], float], None]] = None,
+    ):
+        self.run_batch = run_batch
+        self.config = config
+        self.max_queue = max_queue
+        self.clock = clock
+        self.on_batch = on_batch
+        self.estimate = ExecEstimate()
+        self._queue: deque[Request] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._worker: Optional[threading.Thread] = None
+
+    # --- intake ------------------------------------------------------------
+    def submit(self, payload: Any, deadline_s: Optional[float] = None) -> Request:
+        with self._cond:
+            if self._closing:
+                raise Closed()
+            if len(self._queue) >= self.max_queue:
+                raise QueueFull()
+            request = Request(payload, self.clock(), deadline_s)
+            self._queue.append(request)
+            self._cond.notify()
+            return request
+
+    def queue_length(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    # --- dispatch ----------------------------------------------------------
+    def step(self, now_s: Optional[float] = None) -> tuple[Optional[list[Request]], Optional[float]]:
+        """Take the next batch if one should leave now: (batch, None), or
+        (None, when to look again). Requests cancelled or past their
+        deadline are answered and dropped on the way."""
+        now_s = self.clock() if now_s is None else now_s
+        with self._cond:
+            queue = self._queue
+            while queue and (queue[0].future.cancelled() or
+                             (queue[0].deadline_s is not None and queue[0].deadline_s <= now_s)):
+                request = queue.popleft()
+                if not request.future.cancelled():
+                    _settle(request.future, exception=DeadlineExceeded())
+            config = self.config.get()
+            decision = decide(queue, config, self.estimate.expected_s(min(len(queue), config.max_batch_size)), now_s)
+            if not decision.dispatch and not (self._closing and queue):
+                return None, decision.wake_at_s
+            batch = []
+            while queue and len(batch) < config.max_batch_size:
+                request = queue.popleft()
+                if request.future.set_running_or_notify_cancel():
+                    batch.append(request)
+            return batch, None
+
+    def execute(self, batch: list[Request]) -> None:
+        """Run one batch and answer each of its requests exactly once."""
+        if not batch:
+            return
+        started = self.clock()
+        try:
+            results = list(self.run_batch([r.payload for r in batch]))
+            if len(results) != len(batch):
+                raise BatchSizeMismatch(f"handler returned {len(results)} results for a batch of {len(batch)}")
+        except BaseException as err:  # the whole batch fails, each request learns why
+            results = [err] * len(batch)
+        elapsed = self.clock() - started
+        self.estimate.observe(len(batch), elapsed)
+        for request, result in zip(batch, results):
+            request.batch_size = len(batch)
+            request.queue_ms = (started - request.enqueued_s) * 1000.0
+            request.exec_ms = elapsed * 1000.0
+            if isinstance(result, BaseException):
+                _settle(request.future, exception=result)
+            else:
+                _settle(request.future, result=result)
+        if self.on_batch is not None:
+            self.on_batch(batch, elapsed)
+
+    # --- the worker thread -------------------------------------------------
+    def start(self) -> None:
+        self._worker = threading.Thread(target=self._loop, name="esg-batcher", daemon=True)
+        self._worker.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue and self._closing:
+                    return
+            batch, wake_at = self.step()
+            if batch is not None:
+                self.execute(batch)
+                continue
+            with self._cond:
+                if wake_at is None:
+                    self._cond.wait()
+                else:
+                    timeout = wake_at - self.clock()
+                    if timeout > 0:
+                        self._cond.wait(timeout)
+
+    def wake(self) -> None:
+        """Look at the queue again (after a live config change)."""
+        with self._cond:
+            self._cond.notify()
+
+    def close(self, timeout_s: Optional[float] = None) -> None:
+        """Stop intake, finish every queued request, stop the worker."""
+        with self._cond:
+            self._closing = True
+            # a closing batcher does not wait for batches to fill
+            self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout_s)
+
+
+def _settle(future: Future, result: Any = None, exception: Optional[BaseException] = None) -> None:
+    """Set a future's outcome unless it is already done."""
+    if future.done():
+        return
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except Exception:  # InvalidStateError: raced with a cancel
+        pass

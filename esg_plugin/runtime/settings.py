@@ -1,0 +1,87 @@
+"""Settings of a function's runtime, parsed from an environment mapping
+(SPEC §6), as of-watchdog parses ``os.Environ()``: the mapping is an
+argument, so tests pass their own."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value the runtime cannot use."""
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    host: str = "127.0.0.1"
+    """ESG_HOST: where the server listens (the upstream of the OpenFaaS watchdog)."""
+    port: int = 5000
+    """ESG_PORT."""
+    max_batch_size: int = 1
+    """ESG_MAX_BATCH_SIZE: the largest batch handed to handle_batch."""
+    max_wait_ms: float = 0.0
+    """ESG_MAX_WAIT_MS: the longest a request waits for its batch to fill."""
+    max_queue: int = 1024
+    """ESG_MAX_QUEUE: queued requests beyond which new ones get 429."""
+    gpu_share_pct: int = 100
+    """ESG_GPU_SHARE: share of the GPU in percent (CPU: of the cores)."""
+    config_token: Optional[str] = None
+    """ESG_CONFIG_TOKEN: bearer token for PUT /_esg/config; unset refuses every change."""
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> "RuntimeSettings":
+        def integer(name: str, default: int, low: int, high: Optional[int] = None) -> int:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+            if value < low or (high is not None and value > high):
+                bounds = f"{low}..{high}" if high is not None else f">= {low}"
+                raise SettingsError(f"{name} must lie in {bounds}, got {value}")
+            return value
+
+        raw_wait = env.get("ESG_MAX_WAIT_MS", "") or "0"
+        try:
+            max_wait_ms = float(raw_wait)
+        except ValueError:
+            raise SettingsError(f"ESG_MAX_WAIT_MS must be a number, got {raw_wait!r}") from None
+        if not 0 <= max_wait_ms < float("inf"):
+            raise SettingsError(f"ESG_MAX_WAIT_MS must be a non-negative number, got {raw_wait!r}")
+        return RuntimeSettings(
+            host=env.get("ESG_HOST", "127.0.0.1") or "127.0.0.1",
+            port=integer("ESG_PORT", 5000, 0, 65535),
+            max_batch_size=integer("ESG_MAX_BATCH_SIZE", 1, 1, 4096),
+            max_wait_ms=max_wait_ms,
+            max_queue=integer("ESG_MAX_QUEUE", 1024, 1),
+            gpu_share_pct=integer("ESG_GPU_SHARE", 100, 1, 100),
+            config_token=env.get("ESG_CONFIG_TOKEN") or None,
+        )
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """The part of the settings that changes live (PUT /_esg/config)."""
+
+    max_batch_size: int
+    max_wait_ms: float
+
+
+class LiveConfig:
+    """A thread-safe holder of the current BatchConfig."""
+
+    def __init__(self, config: BatchConfig):
+        self._lock = threading.Lock()
+        self._config = config
+
+    def get(self) -> BatchConfig:
+        with self._lock:
+            return self._config
+
+    def set(self, config: BatchConfig) -> None:
+        with self._lock:
+            self._config = config

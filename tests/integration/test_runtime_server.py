@@ -1,0 +1,226 @@
+"""The function runtime as OpenFaaS runs it: the template folder with a
+handler overlaid into function/, `python index.py`, real HTTP."""
+
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template/esg-python3"
+
+HANDLER = '''
+import json, os, time
+
+LOG = os.environ.get("TEST_PROCESSED_LOG")
+
+
+def handle_batch(events, context):
+    payloads = [json.loads(e.body) for e in events]
+    time.sleep(max(p.get("sleep_ms", 0) for p in payloads) / 1000.0)
+    if LOG:
+        with open(LOG, "a") as f:
+            f.write("".join(f"{p['id']}\\n" for p in payloads))
+    return [ValueError(f"item {p['id']} failed") if p.get("fail") else
+            {"statusCode": 200, "body": {"id": p["id"], "batch": len(events)}} for p in payloads]
+'''
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Function:
+    def __init__(self, tmp_path, **env):
+        folder = tmp_path / "fn"
+        shutil.copytree(TEMPLATE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+        (folder / "function/handler.py").write_text(HANDLER)
+        self.port = free_port()
+        self.log = tmp_path / "processed.log"
+        environment = {**os.environ, "ESG_PORT": str(self.port), "TEST_PROCESSED_LOG": str(self.log),
+                       **{k: str(v) for k, v in env.items()}}
+        self.proc = subprocess.Popen([sys.executable, "index.py"], cwd=folder, env=environment,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/_esg/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("the function did not start: " + self.proc.stderr.read().decode())
+
+    def request(self, method, path, body=b"", headers=None, timeout=30):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    def get(self, path):
+        return self.request("GET", path)
+
+    def call(self, payload, headers=None):
+        return self.request("POST", "/", json.dumps(payload).encode(), headers)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def function(tmp_path):
+    made = []
+
+    def start(**env):
+        f = Function(tmp_path, **env)
+        made.append(f)
+        return f
+
+    yield start
+    for f in made:
+        f.stop()
+
+
+def test_batches_of_8_form_and_every_response_matches_its_request(function):
+    fn = function(ESG_MAX_BATCH_SIZE=8, ESG_MAX_WAIT_MS=200)
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(lambda i: fn.call({"id": i, "sleep_ms": 20}), range(256)))
+    sizes = []
+    for i, (status, headers, body) in enumerate(results):
+        assert status == 200
+        assert json.loads(body)["id"] == i
+        sizes.append(int(headers["X-ESG-Batch-Size"]))
+        assert float(headers["X-ESG-Queue-Ms"]) >= 0 and float(headers["X-ESG-Exec-Ms"]) >= 20
+    assert max(sizes) == 8
+    assert sizes.count(8) >= len(sizes) * 3 // 4
+
+
+def test_10000_requests_with_random_failures_each_answered_once_with_the_right_status(function):
+    fn = function(ESG_MAX_BATCH_SIZE=8, ESG_MAX_WAIT_MS=5)
+    rng = random.Random(42)
+    plan = [rng.random() < 0.1 for _ in range(10_000)]
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(lambda i: fn.call({"id": i, "fail": plan[i]}), range(len(plan))))
+    processed = fn.log.read_text().split()
+    assert sorted(map(int, processed)) == list(range(len(plan)))  # each ran exactly once
+    for i, (status, _, body) in enumerate(results):
+        if plan[i]:
+            assert status == 500 and f"item {i} failed" in json.loads(body)["error"]
+        else:
+            assert status == 200 and json.loads(body)["id"] == i
+    _, _, metrics = fn.get("/_esg/metrics")
+    text = metrics.decode()
+    assert f'esg_requests_total{{code="500"}} {float(sum(plan))}' in text
+    assert f'esg_requests_total{{code="200"}} {float(len(plan) - sum(plan))}' in text
+
+
+def test_overload_beyond_the_queue_gets_429_and_never_hangs(function):
+    fn = function(ESG_MAX_BATCH_SIZE=2, ESG_MAX_WAIT_MS=0, ESG_MAX_QUEUE=4)
+    started = time.monotonic()
+    with ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(lambda i: fn.call({"id": i, "sleep_ms": 100}, ), range(40)))
+    assert time.monotonic() - started < 25
+    statuses = [r[0] for r in results]
+    assert set(statuses) <= {200, 429}
+    assert statuses.count(429) > 0 and statuses.count(200) > 0
+    rejected = [r for r in results if r[0] == 429]
+    assert all(r[1]["Retry-After"] == "1" and "queue is full" in json.loads(r[2])["error"] for r in rejected)
+    assert 'esg_rejections_total{reason="queue_full"}' in fn.get("/_esg/metrics")[2].decode()
+
+
+def test_sigterm_under_load_loses_no_accepted_request(function):
+    fn = function(ESG_MAX_BATCH_SIZE=4, ESG_MAX_WAIT_MS=10)
+
+    def call(i):
+        try:
+            return fn.call({"id": i, "sleep_ms": 50})
+        except OSError as err:  # refused or reset before the server accepted it
+            return ("error", str(err), b"")
+
+    with ThreadPoolExecutor(48) as pool:
+        futures = [pool.submit(call, i) for i in range(300)]
+        time.sleep(0.6)
+        fn.proc.send_signal(signal.SIGTERM)
+        results = [f.result() for f in futures]
+    assert fn.proc.wait(timeout=30) == 0
+    processed = set(map(int, fn.log.read_text().split()))
+    answered = {i for i, r in enumerate(results) if r[0] == 200}
+    assert processed == answered          # every request that ran was answered with 200
+    assert len(answered) > 0
+    for i, r in enumerate(results):
+        assert r[0] in (200, 503, "error"), r
+        if r[0] != 200:
+            assert i not in processed
+
+
+def test_live_config_change_applies_to_the_next_batch_and_needs_the_token(function):
+    fn = function(ESG_MAX_BATCH_SIZE=8, ESG_MAX_WAIT_MS=100, ESG_CONFIG_TOKEN="s3cret")
+    status, _, body = fn.request("PUT", "/_esg/config", b'{"max_batch_size": 2}')
+    assert status == 401
+    status, _, body = fn.request("PUT", "/_esg/config", b'{"max_batch_size": 2, "gpu_share": 30}',
+                                 {"Authorization": "Bearer s3cret"})
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["config"]["max_batch_size"] == 2 and doc["restart_required"] is True
+    assert json.loads(fn.get("/_esg/config")[2])["max_batch_size"] == 2
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda i: fn.call({"id": i, "sleep_ms": 10}), range(32)))
+    assert {int(r[1]["X-ESG-Batch-Size"]) for r in results} <= {1, 2}
+    assert 2 in {int(r[1]["X-ESG-Batch-Size"]) for r in results}
+    status, _, body = fn.request("PUT", "/_esg/config", b'{"max_batch_size": 0}', {"Authorization": "Bearer s3cret"})
+    assert status == 400 and "max_batch_size" in json.loads(body)["error"]
+
+
+def test_without_a_token_every_change_is_refused(function):
+    fn = function()
+    status, _, body = fn.request("PUT", "/_esg/config", b'{"max_batch_size": 4}', {"Authorization": "Bearer x"})
+    assert status == 403 and "ESG_CONFIG_TOKEN is not set" in json.loads(body)["error"]
+
+
+def test_a_past_deadline_gets_504_without_running_and_a_bad_one_400(function):
+    fn = function()
+    past = str(int(time.time() * 1000) - 1000)
+    status, headers, body = fn.call({"id": 1}, {"X-ESG-Deadline-Ms": past})
+    assert status == 504 and headers["X-ESG-Batch-Size"] == "0"
+    status, _, body = fn.call({"id": 2}, {"X-ESG-Deadline-Ms": "tomorrow"})
+    assert status == 400 and "X-ESG-Deadline-Ms" in json.loads(body)["error"]
+    future = str(int(time.time() * 1000) + 10_000)
+    assert fn.call({"id": 3}, {"X-ESG-Deadline-Ms": future})[0] == 200
+    assert not fn.log.exists() or fn.log.read_text().split() == ["3"]
+
+
+def test_metrics_expose_the_runtime(function):
+    fn = function(ESG_MAX_BATCH_SIZE=4, ESG_GPU_SHARE=50)
+    fn.call({"id": 1})
+    text = fn.get("/_esg/metrics")[2].decode()
+    for name in ("esg_requests_total", "esg_queue_length", "esg_batch_size_bucket", "esg_queue_wait_seconds_bucket",
+                 "esg_exec_seconds_bucket", "esg_gpu_share_percent 50.0", "esg_max_batch_size 4.0"):
+        assert name in text, name
+
+
+def test_bad_settings_exit_2_with_one_line(tmp_path):
+    folder = tmp_path / "fn"
+    shutil.copytree(TEMPLATE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    result = subprocess.run([sys.executable, "index.py"], cwd=folder, capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "ESG_MAX_BATCH_SIZE": "lots"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == "esg runtime: ESG_MAX_BATCH_SIZE must be an integer, got 'lots'"

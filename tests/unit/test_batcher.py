@@ -1,0 +1,200 @@
+"""The batcher alone, with an injected clock and no threads."""
+
+from concurrent.futures import CancelledError
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from esg_plugin.runtime import (
+    BatchConfig, Batcher, Closed, DeadlineExceeded, LiveConfig, QueueFull, Request, decide,
+)
+from esg_plugin.runtime.batcher import BatchSizeMismatch, ExecEstimate
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(max_batch=4, wait_ms=10.0, max_queue=1000, run=None):
+    clock = FakeClock()
+    batches = []
+
+    def run_batch(payloads):
+        batches.append(list(payloads))
+        clock.now += 0.001  # each batch takes 1 ms of fake time
+        return run(payloads) if run else [("done", p) for p in payloads]
+
+    b = Batcher(run_batch, LiveConfig(BatchConfig(max_batch, wait_ms)), max_queue, clock)
+    return b, clock, batches
+
+
+def drain(batcher, clock, until_s):
+    """Step the batcher with the fake clock until ``until_s``."""
+    while True:
+        batch, wake = batcher.step()
+        if batch is not None:
+            batcher.execute(batch)
+            continue
+        if wake is None or wake > until_s:
+            return
+        clock.now = max(clock.now, wake)
+
+
+def test_decide():
+    cfg = BatchConfig(4, 10.0)
+    r = lambda t, d=None: Request(None, t, d)  # noqa: E731
+    assert decide([], cfg, 0.0, 5.0).dispatch is False
+    assert decide([r(0)] * 4, cfg, 0.0, 0.0).dispatch is True                 # full
+    assert decide([r(0)], cfg, 0.0, 0.009) == type(decide([r(0)], cfg, 0.0, 0.009))(False, 0.010)
+    assert decide([r(0)], cfg, 0.0, 0.010).dispatch is True                   # waited max_wait
+    assert decide([r(0, 0.020)], cfg, 0.015, 0.005).dispatch is True         # slack 15 ms <= expected 15 ms
+    assert decide([r(0, 0.020)], cfg, 0.005, 0.005).wake_at_s == pytest.approx(0.010)
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.integers(0, 5), st.one_of(st.none(), st.floats(0.0005, 0.05))),
+        st.tuples(st.just("advance"), st.floats(0.0, 0.03), st.none()),
+        st.tuples(st.just("cancel"), st.integers(0, 50), st.none()),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=OPS, max_batch=st.integers(1, 8), wait_ms=st.floats(0.0, 20.0), max_queue=st.integers(1, 30))
+def test_every_request_is_answered_exactly_once_in_order_and_batches_respect_the_limit(ops, max_batch, wait_ms,
+                                                                                     max_queue):
+    batcher, clock, batches = make(max_batch, wait_ms, max_queue)
+    submitted, rejected = [], 0
+    for kind, a, b in ops:
+        if kind == "submit":
+            for _ in range(a):
+                deadline = None if b is None else clock.now + b
+                try:
+                    submitted.append(batcher.submit(len(submitted) + rejected, deadline))
+                except QueueFull:
+                    rejected += 1
+                    assert batcher.queue_length() == max_queue
+        elif kind == "advance":
+            clock.now += a
+        elif submitted:
+            submitted[a % len(submitted)].future.cancel()
+        drain(batcher, clock, clock.now)
+    batcher.close()
+    drain(batcher, clock, float("inf"))
+    # answered exactly once: every future is done, no result was set twice (Future would raise)
+    assert all(r.future.done() for r in submitted)
+    ran = [p for batch in batches for p in batch]
+    assert len(ran) == len(set(ran))
+    assert all(len(batch) <= max_batch for batch in batches)
+    assert ran == sorted(ran)  # first in, first out
+    for r in submitted:
+        if r.future.cancelled():
+            assert r.payload not in ran
+        elif r.payload in ran:
+            assert r.future.result() == ("done", r.payload)
+            assert 1 <= r.batch_size <= max_batch
+        else:
+            with pytest.raises(DeadlineExceeded):
+                r.future.result()
+            assert r.deadline_s is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrivals=st.lists(st.floats(0.0, 0.01), min_size=1, max_size=40), max_batch=st.integers(1, 8),
+       wait_ms=st.floats(0.5, 20.0))
+def test_no_batch_leaves_before_it_is_full_or_its_oldest_waited_max_wait(arrivals, max_batch, wait_ms):
+    batcher, clock, batches = make(max_batch, wait_ms)
+    dispatched_at = []
+    original = batcher.execute
+
+    def execute(batch):
+        dispatched_at.append((clock.now, len(batch), min(r.enqueued_s for r in batch)))
+        original(batch)
+
+    batcher.execute = execute
+    for gap in arrivals:
+        drain(batcher, clock, clock.now + gap)
+        clock.now += gap
+        batcher.submit(object())
+        drain(batcher, clock, clock.now)
+    drain(batcher, clock, float("inf"))
+    for at, size, oldest in dispatched_at:
+        assert size == max_batch or at >= oldest + wait_ms / 1000.0 - 1e-12
+
+
+def test_slack_aware_dispatch_leaves_early_for_a_deadline():
+    batcher, clock, batches = make(max_batch=8, wait_ms=100.0)
+    batcher.estimate.observe(1, 0.004)  # a batch of one takes 4 ms
+    batcher.submit("urgent", deadline_s=0.010)
+    batch, wake = batcher.step()
+    assert batch is None and wake == pytest.approx(0.006)  # 10 ms deadline - 4 ms of work
+    clock.now = 0.006
+    batch, _ = batcher.step()
+    assert [r.payload for r in batch] == ["urgent"]
+
+
+def test_per_item_errors_and_a_wrong_result_count():
+    def run(payloads):
+        return [ValueError(f"bad {p}") if p % 2 else p * 10 for p in payloads]
+
+    batcher, clock, _ = make(max_batch=4, wait_ms=0.0, run=run)
+    reqs = [batcher.submit(i) for i in range(4)]
+    drain(batcher, clock, 1.0)
+    assert [r.future.result() for r in reqs if r.payload % 2 == 0] == [0, 20]
+    with pytest.raises(ValueError, match="bad 1"):
+        reqs[1].future.result()
+
+    batcher, clock, _ = make(max_batch=3, wait_ms=0.0, run=lambda payloads: payloads[:-1])
+    reqs = [batcher.submit(i) for i in range(3)]
+    drain(batcher, clock, 1.0)
+    for r in reqs:
+        with pytest.raises(BatchSizeMismatch, match="2 results for a batch of 3"):
+            r.future.result()
+
+
+def test_closing_refuses_new_requests_and_flushes_partial_batches():
+    batcher, clock, batches = make(max_batch=8, wait_ms=1000.0)
+    first = batcher.submit("a")
+    assert batcher.step()[0] is None  # would wait for the batch to fill
+    batcher.close()
+    with pytest.raises(Closed):
+        batcher.submit("b")
+    batch, _ = batcher.step()
+    batcher.execute(batch)
+    assert first.future.result() == ("done", "a")
+
+
+def test_a_live_config_change_applies_to_the_next_batch():
+    batcher, clock, batches = make(max_batch=8, wait_ms=0.0)
+    batcher.config.set(BatchConfig(2, 0.0))
+    for i in range(5):
+        batcher.submit(i)
+    drain(batcher, clock, 1.0)
+    assert [len(b) for b in batches] == [2, 2, 1]
+
+
+def test_cancelled_requests_are_dropped_before_their_batch_runs():
+    batcher, clock, batches = make(max_batch=4, wait_ms=0.0)
+    keep, drop = batcher.submit("keep"), batcher.submit("drop")
+    drop.future.cancel()
+    drain(batcher, clock, 1.0)
+    assert batches == [["keep"]]
+    with pytest.raises(CancelledError):
+        drop.future.result()
+
+
+def test_exec_estimate():
+    e = ExecEstimate(weight=0.5)
+    assert e.expected_s(4) == 0.0
+    e.observe(2, 0.010)
+    assert e.expected_s(2) == 0.010
+    assert e.expected_s(4) == pytest.approx(0.020)  # scaled up from the nearest smaller size
+    e.observe(2, 0.020)
+    assert e.expected_s(2) == pytest.approx(0.015)

@@ -1,0 +1,135 @@
+"""The WSGI app and the GPU-share hooks, without a server."""
+
+import io
+import json
+import sys
+import types
+
+import pytest
+
+from esg_plugin.runtime import RuntimeApp, RuntimeSettings
+from esg_plugin.runtime.gpu import GpuTelemetry, apply_share
+
+
+def call(app, method="POST", path="/", body=b"", headers=None):
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "a=1&b=2",
+               "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+    for key, value in (headers or {}).items():
+        environ["HTTP_" + key.upper().replace("-", "_")] = value
+    captured = {}
+
+    def start_response(status, headers):
+        captured["status"], captured["headers"] = int(status.split()[0]), dict(headers)
+
+    out = b"".join(app(environ, start_response))
+    return captured["status"], captured["headers"], out
+
+
+def handler_module(**functions):
+    module = types.ModuleType("handler")
+    for name, fn in functions.items():
+        setattr(module, name, fn)
+    return module
+
+
+@pytest.fixture
+def make_app():
+    apps = []
+
+    def make(handler, **env):
+        app = RuntimeApp(handler, RuntimeSettings.from_env({k: str(v) for k, v in env.items()}))
+        app.start()
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.drain(5)
+
+
+@pytest.mark.parametrize("result, status, content_type, body", [
+    ({"statusCode": 201, "body": {"ok": True}, "headers": {"X-Thing": "1"}}, 201, "application/json", b'{"ok": true}'),
+    ("plain text", 200, "text/plain; charset=utf-8", b"plain text"),
+    (b"\x00\x01", 200, "application/octet-stream", b"\x00\x01"),
+    ([1, 2], 200, "application/json", b"[1, 2]"),
+    (None, 200, "text/plain", b""),
+    ({"statusCode": 302, "body": "", "headers": {"Content-Type": "text/html", "Location": "/x"}}, 302, "text/html", b""),
+])
+def test_results_are_formatted_as_python3_http_does(make_app, result, status, content_type, body):
+    app = make_app(handler_module(handle=lambda event, context: result))
+    code, headers, out = call(app)
+    assert (code, headers["Content-Type"], out) == (status, content_type, body)
+    assert headers["X-ESG-Batch-Size"] == "1"
+
+
+def test_handle_sees_the_event_and_an_exception_fails_only_its_request(make_app):
+    seen = []
+
+    def handle(event, context):
+        seen.append(event)
+        if event.body == b"boom":
+            raise RuntimeError("kaboom")
+        return event.body.upper()
+
+    app = make_app(handler_module(handle=handle))
+    assert call(app, body=b"hi", headers={"X-Trace": "t1"})[2] == b"HI"
+    code, _, out = call(app, body=b"boom")
+    assert code == 500 and json.loads(out) == {"error": "RuntimeError: kaboom"}
+    event = seen[0]
+    assert (event.method, event.path, event.query, event.headers["X-Trace"]) == ("POST", "/", {"a": "1", "b": "2"}, "t1")
+
+
+def test_a_handler_without_entry_points_is_refused():
+    with pytest.raises(TypeError, match="neither handle_batch"):
+        RuntimeApp(handler_module(), RuntimeSettings())
+
+
+def test_reserved_paths(make_app):
+    app = make_app(handler_module(handle=lambda e, c: "x"))
+    assert call(app, "GET", "/_esg/health")[0] == 200
+    assert call(app, "GET", "/_esg/nothing")[0] == 404
+    code, headers, _ = call(app, "DELETE", "/_esg/config")
+    assert code == 405 and headers["Allow"] == "GET, PUT"
+    app.drain(5)
+    assert call(app, "GET", "/_esg/health")[0] == 503
+    assert call(app)[0] == 503
+
+
+def test_put_config_validation(make_app):
+    app = make_app(handler_module(handle=lambda e, c: "x"), ESG_CONFIG_TOKEN="tok")
+    auth = {"Authorization": "Bearer tok"}
+    for body, message in [(b"not json", "JSON object"), (b"{}", "non-empty"), (b'{"colour": 1}', "unknown field"),
+                          (b'{"max_wait_ms": -1}', "max_wait_ms"), (b'{"gpu_share": 101}', "gpu_share")]:
+        code, _, out = call(app, "PUT", "/_esg/config", body, auth)
+        assert code == 400 and message in json.loads(out)["error"], body
+    code, _, out = call(app, "PUT", "/_esg/config", b'{"max_wait_ms": 7}', auth)
+    assert code == 200 and json.loads(out) == {
+        "config": {"max_batch_size": 1, "max_wait_ms": 7.0, "gpu_share": 100, "max_queue": 1024},
+        "restart_required": False}
+
+
+def test_gpu_share_hooks_without_a_gpu(monkeypatch):
+    env = {}
+    if "torch" in sys.modules or _has_torch():
+        report = apply_share(50, env, cpu_count=4)
+        import torch
+
+        if torch.cuda.is_available():  # pragma: no cover - only on a GPU machine
+            assert report.device == "cuda" and report.torch_memory_fraction == 0.5
+        else:
+            assert report.device == "cpu" and report.torch_threads == 2 and torch.get_num_threads() == 2
+    else:
+        report = apply_share(50, env)
+        assert report.device == "none"
+    assert env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
+    telemetry = GpuTelemetry()
+    if not telemetry.available:
+        assert telemetry.read() is None
+
+
+def _has_torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True

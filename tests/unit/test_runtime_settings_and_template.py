@@ -1,0 +1,66 @@
+"""Runtime settings from the environment; the template and its runtime copy."""
+
+import filecmp
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from esg_plugin.runtime import RuntimeSettings, SettingsError
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template/esg-python3"
+
+
+def test_defaults_follow_spec_section_6():
+    s = RuntimeSettings.from_env({})
+    assert (s.host, s.port, s.max_batch_size, s.max_wait_ms, s.max_queue, s.gpu_share_pct, s.config_token) == (
+        "127.0.0.1", 5000, 1, 0.0, 1024, 100, None)
+    s = RuntimeSettings.from_env({"ESG_MAX_BATCH_SIZE": "8", "ESG_MAX_WAIT_MS": "12.5", "ESG_GPU_SHARE": "30",
+                                  "ESG_CONFIG_TOKEN": "t", "ESG_PORT": "8081", "ESG_MAX_QUEUE": "16"})
+    assert (s.max_batch_size, s.max_wait_ms, s.gpu_share_pct, s.config_token, s.port, s.max_queue) == (
+        8, 12.5, 30, "t", 8081, 16)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"ESG_MAX_BATCH_SIZE": "eight"}, "ESG_MAX_BATCH_SIZE must be an integer"),
+    ({"ESG_MAX_BATCH_SIZE": "0"}, "ESG_MAX_BATCH_SIZE must lie in 1..4096"),
+    ({"ESG_GPU_SHARE": "150"}, "ESG_GPU_SHARE must lie in 1..100"),
+    ({"ESG_MAX_WAIT_MS": "-1"}, "ESG_MAX_WAIT_MS must be a non-negative number"),
+    ({"ESG_MAX_WAIT_MS": "soon"}, "ESG_MAX_WAIT_MS must be a number"),
+    ({"ESG_MAX_QUEUE": "0"}, "ESG_MAX_QUEUE must lie in >= 1"),
+])
+def test_bad_settings_are_named(env, message):
+    with pytest.raises(SettingsError, match=message):
+        RuntimeSettings.from_env(env)
+
+
+def test_the_template_carries_an_identical_copy_of_the_runtime():
+    source = ROOT / "esg_plugin/runtime"
+    copy = TEMPLATE / "esg_runtime"
+    names = sorted(p.name for p in source.glob("*.py"))
+    assert names == sorted(p.name for p in copy.glob("*.py")), "run `make sync-template`"
+    match, mismatch, errors = filecmp.cmpfiles(source, copy, names, shallow=False)
+    assert not mismatch and not errors, f"run `make sync-template`: {mismatch + errors}"
+
+
+def test_the_runtime_imports_nothing_of_the_rest_of_the_package():
+    for path in (ROOT / "esg_plugin/runtime").glob("*.py"):
+        text = path.read_text()
+        assert "esg_plugin" not in re.sub(r'""".*?"""', "", text, flags=re.S), path
+        assert not re.search(r"^from \.\.", text, flags=re.M), path
+
+
+def test_template_files_follow_openfaas_conventions():
+    spec = yaml.safe_load((TEMPLATE / "template.yml").read_text())
+    assert spec["language"] == "esg-python3" and spec["fprocess"] == "python index.py"
+    assert spec["welcome_message"].strip()
+    docker = (TEMPLATE / "Dockerfile").read_text()
+    for needle in ("of-watchdog", 'mode="http"', 'upstream_url="http://127.0.0.1:5000"', "USER app",
+                   "AS test", "ARG BASE_IMAGE", "TEST_ENABLED", "COPY --from=watchdog /fwatchdog"):
+        assert needle in docker, needle
+    for path in ("index.py", "requirements.txt", "function/handler.py", "function/handler_test.py",
+                 "function/requirements.txt"):
+        assert (TEMPLATE / path).is_file(), path
+    assert "prometheus-client" in (TEMPLATE / "requirements.txt").read_text()
