@@ -18,6 +18,7 @@ from ..planner import PlannerError
 from ..sim.report import PlotsUnavailable
 from ..sim.workload import WorkloadError
 from . import plan as plan_command
+from . import profile as profile_command
 from . import simulate as simulate_command
 
 EXIT_OK = 0
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     plan_command.register(commands)
     simulate_command.register(commands)
+    profile_command.register(commands)
     return parser
 
 

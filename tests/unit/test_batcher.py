@@ -182,7 +182,8 @@ def test_a_live_config_change_applies_to_the_next_batch():
 
 def test_cancelled_requests_are_dropped_before_their_batch_runs():
     batcher, clock, batches = make(max_batch=4, wait_ms=0.0)
-    keep, drop = batcher.submit("keep"), batcher.submit("drop")
+    batcher.submit("keep")
+    drop = batcher.submit("drop")
     drop.future.cancel()
     drain(batcher, clock, 1.0)
     assert batches == [["keep"]]

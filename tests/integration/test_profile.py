@@ -1,0 +1,53 @@
+"""`esg profile` measures real handlers in fresh processes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from esg_plugin.loaders import load_profiles
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ESG = str(Path(sys.executable).with_name("esg"))
+
+
+def esg(*args):
+    return subprocess.run([ESG, *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+def test_two_functions_two_batch_sizes_two_shares(tmp_path):
+    out = tmp_path / "p.json"
+    result = esg("profile", "--functions", "functions", "--names", "resnet18,bert-mini", "--batch-sizes", "1,4",
+                 "--shares", "50,100", "--repetitions", 3, "--warmup", 1, "--out", out)
+    assert result.returncode == 0, result.stderr
+    profiles = load_profiles(out)  # valid SPEC §1
+    doc = json.loads(out.read_text())
+    assert doc["device"].startswith("cpu-") and doc["device_info"]["torch_version"].startswith("2.13.0")
+    assert doc["device_info"]["cores"] >= 1 and doc["device_info"]["cpu_model"]
+    assert doc["measured_by"]["statistic"] == "median"
+    for name in ("resnet18", "bert-mini"):
+        p = profiles[name]
+        assert p.batch_sizes == (1, 4) and p.gpu_shares == (50, 100)
+        for j in range(2):
+            assert p.latency_ms[1][j] > p.latency_ms[0][j]  # latency rises with batch size
+        assert len(doc["functions"][name]["raw_latency_ms"]["4"]["100"]) == 3
+        assert p.cold_start_ms > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--functions", "nowhere"], "no such folder"),
+    (["--functions", "functions", "--names", "gpt5"], "unknown function(s) gpt5"),
+    (["--functions", "functions", "--names", "resnet18", "--batch-sizes", "4,2"], "strictly increasing"),
+    (["--functions", "functions", "--names", "resnet18", "--shares", "0,100"], "shares must lie in 1..100"),
+    (["--functions", "functions", "--batch-sizes", "one"], "expected comma-separated integers"),
+])
+def test_bad_arguments_exit_2_with_one_line(args, message):
+    result = esg("profile", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
