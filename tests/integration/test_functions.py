@@ -208,3 +208,34 @@ def test_the_three_workflows_end_to_end(servers):
     assert translated["source_language"] == language["language"] and isinstance(translated["text"], str)
     mood = s["sentiment"].post({"text": translated["text"] or "empty"})[2]
     assert mood["sentiment"] in ("negative", "neutral", "positive")
+
+
+def test_weights_path_loads_real_weights(tmp_path):
+    import torch
+
+    sys.path.insert(0, str(FUNCTIONS))
+    try:
+        import text as text_models
+    finally:
+        sys.path.remove(str(FUNCTIONS))
+    model = text_models.LangIdCNN()
+    for parameter in model.parameters():
+        torch.nn.init.zeros_(parameter)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save(model.state_dict(), weights / "langid-cnn.pt")
+    folder = tmp_path / "fn"
+    shutil.copytree(TEMPLATE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(folder / "function")
+    shutil.copytree(FUNCTIONS, folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "function/__init__.py").touch()
+    server = Server(folder, {"ESG_FUNCTION": "langid-cnn", "ESG_WEIGHTS_PATH": str(weights)})
+    try:
+        server.wait()
+        server.batch_size(1)
+        status, _, out = server.post({"text": "any text at all"})
+        assert status == 200
+        assert out["confidence"] == pytest.approx(1 / 8)  # zero weights: every language equally likely
+    finally:
+        server.proc.terminate()
+        server.proc.wait()
