@@ -19,6 +19,7 @@ from ..sim.report import PlotsUnavailable
 from ..sim.workload import WorkloadError
 from . import plan as plan_command
 from . import profile as profile_command
+from . import scaler as scaler_command
 from . import simulate as simulate_command
 
 EXIT_OK = 0
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_command.register(commands)
     simulate_command.register(commands)
     profile_command.register(commands)
+    scaler_command.register(commands)
     return parser
 
 

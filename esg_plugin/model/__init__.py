@@ -14,9 +14,24 @@ from .deployment import InstanceGroup, group_of
 from .errors import ModelError
 from .plan import LATENCY_TOLERANCE_MS, Plan, PlanStats, StagePlan, path_latency_ms
 from .profile import FunctionProfile, ProfileSet, parse_function_profile, parse_profiles
-from .workflow import Stage, Workflow, parse_workflow, workflows_from_stack
+from .workflow import (
+    ANNOTATION_AFTER,
+    ANNOTATION_PROFILE,
+    ANNOTATION_SLO_MS,
+    ANNOTATION_STAGE,
+    ANNOTATION_WORKFLOW,
+    Stage,
+    Workflow,
+    parse_workflow,
+    workflows_from_stack,
+)
 
 __all__ = [
+    "ANNOTATION_AFTER",
+    "ANNOTATION_PROFILE",
+    "ANNOTATION_SLO_MS",
+    "ANNOTATION_STAGE",
+    "ANNOTATION_WORKFLOW",
     "DEFAULT_UTILISATION",
     "LATENCY_TOLERANCE_MS",
     "Config",

@@ -1,0 +1,117 @@
+"""``esg scaler``: run the ESG scaler service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+from ..loaders import LoadError, load_profiles, read_yaml
+
+DESCRIPTION = """\
+Run the ESG control loop: every interval, read each workflow's load from the
+OpenFaaS gateway's /metrics (sidecar mode) or Prometheus (standalone mode),
+plan with ESG, and apply replicas, batch settings and GPU shares through the
+actuator (dry-run changes nothing). Serves /healthz, /readyz, /metrics,
+/plan and POST /reconcile (bearer token). Settings: --config FILE (YAML),
+then ESG_SCALER_* environment variables, then these flags."""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from ..scaler.settings import ACTUATORS
+
+    p = commands.add_parser("scaler", help="run the scaler service", description=DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="YAML file of settings (docs/scaler.md lists them)")
+    p.add_argument("--stack", metavar="S", help="stack.yml with com.esg.* annotations")
+    p.add_argument("--profiles", metavar="P", help="profiles JSON")
+    p.add_argument("--metrics-url", metavar="U", help="gateway /metrics URL or Prometheus base URL")
+    p.add_argument("--actuator", choices=ACTUATORS, help="default dry-run")
+    p.add_argument("--interval-s", type=float, metavar="N", help="control loop period (default 5)")
+    p.add_argument("--port", type=int, metavar="N", help="HTTP port (default 8081)")
+    p.add_argument("--namespace", metavar="NS", help="function namespace (default openfaas-fn)")
+    p.add_argument("--kube-api", metavar="URL",
+                   help="Kubernetes API URL without auth (tests); default: in-cluster, else ~/.kube/config")
+    p.add_argument("--once", action="store_true", help="run one iteration, print the plan JSON and exit")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..scaler import Scaler, ScalerSettings, ScalerSettingsError, Topology, make_http_server, make_source
+
+    overrides = {k: v for k, v in {"stack": args.stack, "profiles": args.profiles, "metrics_url": args.metrics_url,
+                                   "actuator": args.actuator, "interval_s": args.interval_s, "port": args.port,
+                                   "namespace": args.namespace}.items() if v is not None}
+    data = read_yaml(args.config) if args.config else {}
+    if data is not None and not isinstance(data, dict):
+        raise LoadError(f"{args.config}: the settings must be a mapping")
+    try:
+        settings = ScalerSettings.load({**(data or {}), **overrides}, os.environ)
+        if args.actuator is not None or args.port is not None:  # flags win over the environment
+            settings = ScalerSettings.load({**(data or {}), **overrides}, {})
+    except ScalerSettingsError as err:
+        raise LoadError(f"scaler settings: {err}") from None
+    topology = Topology.from_stack(read_yaml(settings.stack))
+    profiles = load_profiles(settings.profiles)
+    for workflow in topology.workflows.values():
+        workflow.check_profiles(profiles)
+    actuator = _actuator(settings, args.kube_api)
+    source = make_source(settings.source_kind, settings.metrics_url, settings.window_s, settings.interval_s)
+    scaler = Scaler(topology, profiles, settings, source, actuator)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.once:
+        scaler.iterate()
+        print(json.dumps(scaler.plan_document(), indent=2, default=str))
+        return 0
+    server = make_http_server(scaler, settings.host, settings.port, settings.token)
+    stop = threading.Event()
+    loop = threading.Thread(target=scaler.run, args=(stop,), name="esg-scaler-loop", daemon=True)
+    loop.start()
+
+    def on_signal(signum, frame):
+        stop.set()
+        threading.Thread(target=server.shutdown).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"esg scaler on http://{settings.host}:{server.server_address[1]} ({settings.actuator}, metrics from "
+          f"{settings.metrics_url})", file=sys.stderr, flush=True)
+    server.serve_forever(poll_interval=0.2)
+    loop.join(timeout=settings.interval_s + 1)
+    return 0
+
+
+def _actuator(settings, kube_api):
+    from ..scaler import DryRunActuator, GatewayActuator, KnativeActuator, KubernetesActuator
+
+    if settings.actuator == "dry-run":
+        return DryRunActuator()
+    if settings.actuator == "openfaas-gateway":
+        return GatewayActuator(settings.gateway_url, settings.gateway_user, settings.gateway_password)
+    api = _kube_client(kube_api)
+    if settings.actuator == "knative":
+        return KnativeActuator(api, settings.namespace)
+    return KubernetesActuator(api, settings.namespace, settings.share_mode, settings.gpu_memory_mb,
+                              settings.function_port, settings.function_token)
+
+
+def _kube_client(kube_api):
+    from kubernetes import client, config
+
+    if kube_api:
+        configuration = client.Configuration()
+        configuration.host = kube_api
+        return client.ApiClient(configuration)
+    try:
+        if "KUBERNETES_SERVICE_HOST" in os.environ:
+            config.load_incluster_config()
+        else:
+            config.load_kube_config()
+    except Exception as err:
+        raise LoadError(f"no Kubernetes API: {err}") from None
+    return client.ApiClient()

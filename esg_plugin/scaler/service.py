@@ -1,0 +1,186 @@
+"""The scaler service: observe -> decide -> act every interval, and an HTTP
+endpoint for probes, metrics and the current plan.
+
+Endpoints: ``GET /healthz`` (the process and its loop are alive),
+``GET /readyz`` (200 after the first good observation), ``GET /metrics``
+(the scaler's own Prometheus metrics), ``GET /plan`` (the current plan per
+workflow, the observed rates and why each function is where it is), and
+``POST /reconcile`` (run an iteration now; needs ``Authorization: Bearer
+<token>``, 403 when no token is configured).
+
+A failing metrics source or API never stops the loop: the iteration counts
+the error and changes nothing it could not reason about.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ..model import ProfileSet
+from .actuators import Actuator, Change
+from .decider import Decision, Memory, decide
+from .settings import ScalerSettings
+from .sources import MetricsSource
+from .topology import Topology
+
+log = logging.getLogger("esg.scaler")
+
+
+class ScalerMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.iterations = Counter("esg_scaler_iterations_total", "Control-loop iterations.", registry=r)
+        self.plans = Counter("esg_scaler_plans_total", "Workflow plans made.", registry=r)
+        self.planning = Histogram("esg_scaler_iteration_seconds", "Time of one iteration (observe, plan, act).",
+                                  registry=r)
+        self.changes = Counter("esg_scaler_changes_total", "Changes applied, by kind.", ["kind"], registry=r)
+        self.errors = Counter("esg_scaler_errors_total", "Errors, by stage of the loop.", ["stage"], registry=r)
+        self.staleness = Gauge("esg_scaler_metrics_staleness_seconds", "Seconds since the last good observation.",
+                               registry=r)
+        self.rate = Gauge("esg_scaler_workflow_rate_rps", "Rate each workflow is planned for.", ["workflow"],
+                          registry=r)
+
+
+@dataclass
+class Status:
+    ready: bool = False
+    last_good_s: Optional[float] = None
+    last_iteration_s: Optional[float] = None
+    decision: Optional[Decision] = None
+    changes: list[Change] = field(default_factory=list)
+
+
+class Scaler:
+    def __init__(self, topology: Topology, profiles: ProfileSet, settings: ScalerSettings, source: MetricsSource,
+                 actuator: Actuator, clock: Callable[[], float] = time.monotonic):
+        self.topology = topology
+        self.profiles = profiles
+        self.settings = settings
+        self.source = source
+        self.actuator = actuator
+        self.clock = clock
+        self.memory = Memory()
+        self.metrics = ScalerMetrics()
+        self.status = Status()
+        self.lock = threading.Lock()
+        self.last_plans: dict = {}
+
+    def iterate(self) -> Status:
+        with self.lock:
+            started = time.perf_counter()
+            now = self.clock()
+            m = self.metrics
+            m.iterations.inc()
+            try:
+                observation = self.source.observe(now)
+            except Exception as err:  # a source bug must not stop the loop
+                log.warning("metrics source failed: %s", err)
+                m.errors.labels(stage="observe").inc()
+                observation = None
+            if observation is None:
+                m.errors.labels(stage="no_data").inc()
+            else:
+                self.status.last_good_s = now
+                self.status.ready = True
+            if self.status.last_good_s is not None:
+                m.staleness.set(now - self.status.last_good_s)
+            functions = sorted(set(self.topology.functions.values()))
+            try:
+                current = self.actuator.current(functions) if observation is not None else {}
+                decision = decide(self.topology, self.profiles, self.settings, observation, current, self.memory, now)
+                changes = self.actuator.apply(decision.desired) if decision.desired else []
+            except Exception as err:
+                log.warning("iteration failed: %s", err)
+                m.errors.labels(stage="act").inc()
+                decision, changes = Decision({}, {}, {"*": f"error: {err}"}, {}), []
+            for change in changes:
+                m.changes.labels(kind=change.kind).inc()
+                if change.kind in ("error", "gone"):
+                    m.errors.labels(stage="apply").inc()
+            m.plans.inc(len(decision.plans))
+            for workflow, rate in decision.rates_rps.items():
+                m.rate.labels(workflow=workflow).set(rate)
+            if decision.plans:
+                self.last_plans.update({w: p.to_dict() for w, p in decision.plans.items()})
+            self.status.decision = decision
+            self.status.changes = changes
+            self.status.last_iteration_s = now
+            m.planning.observe(time.perf_counter() - started)
+            return self.status
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.iterate()
+            except Exception as err:  # pragma: no cover - iterate already guards its stages
+                log.exception("iteration crashed: %s", err)
+            stop.wait(self.settings.interval_s)
+
+    def plan_document(self) -> dict:
+        status = self.status
+        decision = status.decision
+        now = self.clock()
+        return {
+            "ready": status.ready,
+            "stale_s": None if status.last_good_s is None else round(now - status.last_good_s, 3),
+            "workflows": dict(self.last_plans),
+            "rates_rps": decision.rates_rps if decision else {},
+            "reasons": decision.reasons if decision else {},
+            "last_changes": [{"function": c.function, "kind": c.kind, "before": c.before, "after": c.after}
+                             for c in status.changes],
+        }
+
+
+def make_http_server(scaler: Scaler, host: str, port: int, token: Optional[str]) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002
+            pass
+
+        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, code: int, doc) -> None:
+            self._send(code, json.dumps(doc, default=str).encode())
+
+        def do_GET(self):  # noqa: N802
+            if self.path == "/healthz":
+                self._json(200, {"status": "ok"})
+            elif self.path == "/readyz":
+                ready = scaler.status.ready
+                self._json(200 if ready else 503, {"ready": ready})
+            elif self.path == "/metrics":
+                self._send(200, generate_latest(scaler.metrics.registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/plan":
+                self._json(200, scaler.plan_document())
+            else:
+                self._json(404, {"error": f"no such path {self.path}"})
+
+        def do_POST(self):  # noqa: N802
+            if self.path != "/reconcile":
+                self._json(404, {"error": f"no such path {self.path}"})
+                return
+            if token is None:
+                self._json(403, {"error": "mutating endpoints are disabled: no token is configured"})
+                return
+            given = self.headers.get("Authorization", "")
+            if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
+                self._json(401, {"error": "a valid 'Authorization: Bearer <token>' header is required"})
+                return
+            scaler.iterate()
+            self._json(200, scaler.plan_document())
+
+    return ThreadingHTTPServer((host, port), Handler)

@@ -1,0 +1,120 @@
+"""Scaler settings: a YAML file, overridden by ESG_SCALER_* environment
+variables, validated at start (one line and exit 2 when wrong)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping, Optional
+
+ACTUATORS = ("dry-run", "openfaas-kubernetes", "openfaas-gateway", "knative")
+SHARE_MODES = ("env", "hami")
+METRICS_KINDS = ("auto", "gateway", "prometheus")
+
+
+class ScalerSettingsError(ValueError):
+    """A scaler setting the service cannot start with."""
+
+
+@dataclass(frozen=True)
+class ScalerSettings:
+    stack: str = "stack.yml"
+    """faas-cli stack with com.esg.* annotations (the workflows and their functions)."""
+    profiles: str = "profiles/cpu-2core.json"
+    """Profiles JSON (SPEC §1)."""
+    metrics_url: str = "http://127.0.0.1:8082/metrics"
+    """The gateway's /metrics (sidecar mode) or a Prometheus base URL (standalone)."""
+    metrics_kind: str = "auto"
+    """gateway, prometheus, or auto (a URL ending in /metrics is a gateway)."""
+    actuator: str = "dry-run"
+    """dry-run, openfaas-kubernetes, openfaas-gateway or knative."""
+    namespace: str = "openfaas-fn"
+    """Where the functions run."""
+    gateway_url: str = "http://127.0.0.1:8080"
+    """For the openfaas-gateway actuator."""
+    gateway_user: Optional[str] = None
+    gateway_password: Optional[str] = None
+    interval_s: float = 5.0
+    """Control loop period."""
+    window_s: float = 30.0
+    """Rates are averaged over this window; data older than it is stale."""
+    slo_margin: float = 0.35
+    """Share of the SLO kept in reserve for queueing (see docs/EVALUATION.md)."""
+    rate_headroom: float = 0.1
+    """Plan for this much more than the observed rate."""
+    scale_down_delay_s: float = 60.0
+    """Lower replicas only after the plan has asked for fewer this long."""
+    min_replicas: int = 1
+    max_replicas: int = 5
+    """OpenFaaS CE allows at most 5 replicas per function."""
+    share_mode: str = "env"
+    """env: ESG_GPU_SHARE and CUDA_MPS_ACTIVE_THREAD_PERCENTAGE; hami: nvidia.com/gpucores and gpumem."""
+    gpu_memory_mb: int = 16000
+    """Per GPU, for hami's nvidia.com/gpumem."""
+    min_share_saving: float = 0.2
+    """Restart pods for a smaller share only when it saves at least this share of the stage's cost."""
+    wait_threshold_ms: float = 1.0
+    """Ignore batching-timeout changes smaller than this."""
+    function_port: int = 8080
+    """Port of the function pods (the watchdog) for live /_esg/config pushes."""
+    function_token: Optional[str] = None
+    """The functions' ESG_CONFIG_TOKEN (env ESG_SCALER_FUNCTION_TOKEN)."""
+    host: str = "0.0.0.0"
+    port: int = 8081
+    token: Optional[str] = None
+    """Bearer token for the scaler's mutating endpoints (env ESG_SCALER_TOKEN)."""
+
+    @staticmethod
+    def load(data: Optional[Mapping[str, Any]], env: Mapping[str, str]) -> "ScalerSettings":
+        data = dict(data or {})
+        names = {f.name: f for f in fields(ScalerSettings)}
+        unknown = set(data) - set(names)
+        if unknown:
+            raise ScalerSettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        for name in names:
+            key = "ESG_SCALER_" + name.upper()
+            if key in env:
+                data[name] = env[key]
+        settings = ScalerSettings()
+        values = {}
+        for name, value in data.items():
+            default = getattr(settings, name)
+            kind = type(default) if default is not None else str
+            try:
+                if kind is bool:
+                    values[name] = str(value).lower() in ("1", "true", "yes")
+                elif kind in (int, float):
+                    if isinstance(value, bool):
+                        raise ValueError
+                    values[name] = kind(value)
+                else:
+                    values[name] = None if value is None else str(value)
+            except (TypeError, ValueError):
+                raise ScalerSettingsError(f"{name} must be {kind.__name__}, got {value!r}") from None
+        settings = replace(settings, **values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        checks = [
+            (self.actuator in ACTUATORS, f"actuator must be one of {', '.join(ACTUATORS)}, got {self.actuator!r}"),
+            (self.share_mode in SHARE_MODES, f"share_mode must be env or hami, got {self.share_mode!r}"),
+            (self.metrics_kind in METRICS_KINDS, "metrics_kind must be auto, gateway or prometheus"),
+            (self.interval_s > 0, "interval_s must be positive"),
+            (self.window_s >= self.interval_s, "window_s must be at least interval_s"),
+            (0 <= self.slo_margin < 1, "slo_margin must lie in [0, 1)"),
+            (self.rate_headroom >= 0, "rate_headroom must not be negative"),
+            (self.scale_down_delay_s >= 0, "scale_down_delay_s must not be negative"),
+            (1 <= self.min_replicas <= self.max_replicas, "need 1 <= min_replicas <= max_replicas"),
+            (0 <= self.min_share_saving < 1, "min_share_saving must lie in [0, 1)"),
+            (0 <= self.port <= 65535, "port must lie in 0..65535"),
+            (self.metrics_url.startswith(("http://", "https://")), "metrics_url must be an http(s) URL"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ScalerSettingsError(message)
+
+    @property
+    def source_kind(self) -> str:
+        if self.metrics_kind != "auto":
+            return self.metrics_kind
+        return "gateway" if self.metrics_url.rstrip("/").endswith("/metrics") else "prometheus"

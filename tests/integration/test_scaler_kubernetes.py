@@ -1,0 +1,175 @@
+"""The scaler against a Kubernetes API over real HTTP (tests/kube_emulator.py)
+and a gateway /metrics endpoint whose counters the test drives, with an
+injected clock (no test depends on wall-clock speed)."""
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+from kubernetes import client
+
+from esg_plugin.loaders import load_profiles, read_yaml
+from esg_plugin.scaler import GatewayScrape, KubernetesActuator, Scaler, ScalerSettings, Topology
+
+from ..kube_emulator import KubeEmulator, deployment
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+INTERVAL_S = 5.0
+
+
+class FakeGateway:
+    """/metrics with the gateway's invocation counters, set by the test."""
+
+    def __init__(self):
+        self.counts = {}
+        self.broken = False
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                if gateway.broken:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                lines = ["# TYPE gateway_function_invocation_total counter"]
+                for fn, n in gateway.counts.items():
+                    lines.append(f'gateway_function_invocation_total{{code="200",function_name="{fn}.openfaas-fn"}} {n}')
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def world():
+    topology = Topology.from_stack(read_yaml(ROOT / "stack.yml"))
+    profiles = load_profiles(ROOT / "profiles/cpu-2core.json")
+    settings = ScalerSettings.load({"interval_s": INTERVAL_S, "window_s": 30, "scale_down_delay_s": 60,
+                                    "max_replicas": 5}, {})
+    gateway = FakeGateway()
+    with KubeEmulator() as kube:
+        for fn in topology.functions.values():
+            kube.add(deployment(fn, env={"ESG_FUNCTION": fn, "ESG_GPU_SHARE": 100}))
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        api = client.ApiClient(configuration)
+        clock = Clock()
+        actuator = KubernetesActuator(api, "openfaas-fn")
+        scaler = Scaler(topology, profiles, settings, GatewayScrape(gateway.url, settings.window_s), actuator, clock)
+        yield topology, scaler, kube, gateway, clock
+    gateway.close()
+
+
+def tick(scaler, gateway, clock, rates):
+    """One interval of traffic at ``rates`` (function -> rps), then one iteration."""
+    clock.now += INTERVAL_S
+    for fn, rps in rates.items():
+        gateway.counts[fn] = gateway.counts.get(fn, 0.0) + rps * INTERVAL_S
+    return scaler.iterate()
+
+
+def image_replicas(kube, topology):
+    return {fn: kube.get(fn)["spec"]["replicas"] for (wf, _), fn in topology.functions.items() if wf == "image"}
+
+
+def test_a_load_step_raises_replicas_within_two_intervals_and_a_drop_lowers_them_after_the_delay(world):
+    topology, scaler, kube, gateway, clock = world
+    low, high = {"image-preprocess": 2.0}, {"image-preprocess": 60.0}
+    for _ in range(10):
+        tick(scaler, gateway, clock, low)
+    before = image_replicas(kube, topology)
+    assert scaler.status.ready
+    for step in range(2):
+        tick(scaler, gateway, clock, high)
+    after = image_replicas(kube, topology)
+    assert sum(after.values()) > sum(before.values()), (before, after)
+    peak = after
+    # the load drops: nothing goes down before the delay window
+    held = []
+    for _ in range(int(60 / INTERVAL_S) - 1):
+        tick(scaler, gateway, clock, low)
+        held.append(sum(image_replicas(kube, topology).values()))
+    assert all(total >= sum(peak.values()) for total in held)
+    for _ in range(4):
+        tick(scaler, gateway, clock, low)
+    assert sum(image_replicas(kube, topology).values()) < sum(peak.values())
+    # every object the patches produced is valid for Kubernetes
+    for obj in kube.deployments.values():
+        kubernetes_validate.validate(obj, "1.30", strict=True)
+    shares = {fn: {e["name"]: e["value"] for e in kube.get(fn)["spec"]["template"]["spec"]["containers"][0]["env"]}
+              for fn in image_replicas(kube, topology)}  # the workflow with traffic; the others were left alone
+    for fn, env in shares.items():
+        assert env["ESG_GPU_SHARE"] == env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"]
+        assert env["ESG_FUNCTION"] == fn  # strategic merge kept the other variables
+
+
+def test_a_failing_api_or_stale_metrics_change_nothing_and_never_stop_the_loop(world):
+    topology, scaler, kube, gateway, clock = world
+    for _ in range(4):
+        tick(scaler, gateway, clock, {"image-preprocess": 5.0, "traffic-detect": 5.0})
+    snapshot = {key: repr(obj) for key, obj in kube.deployments.items()}
+    # stale metrics: the gateway fails; nothing changes
+    gateway.broken = True
+    for _ in range(3):
+        tick(scaler, gateway, clock, {"image-preprocess": 80.0})
+    assert {key: repr(obj) for key, obj in kube.deployments.items()} == snapshot
+    assert "no metrics data" in scaler.plan_document()["reasons"]["*"]
+    gateway.broken = False
+    # the API fails on every call: the iteration reports errors and the loop goes on
+    kube.fail_next(10_000, 500)
+    status = tick(scaler, gateway, clock, {"image-preprocess": 80.0})
+    assert status.changes == [] or all(c.kind == "error" for c in status.changes)
+    kube.failures.clear()
+    assert {key: repr(obj) for key, obj in kube.deployments.items()} == snapshot
+    errors = scaler.metrics.errors
+    assert errors.labels(stage="no_data")._value.get() >= 3
+    # recovered: the next iterations act again
+    for _ in range(2):
+        tick(scaler, gateway, clock, {"image-preprocess": 80.0})
+    assert {key: repr(obj) for key, obj in kube.deployments.items()} != snapshot
+
+
+def test_conflicts_are_retried_and_a_wiped_share_is_reapplied(world):
+    topology, scaler, kube, gateway, clock = world
+    for _ in range(3):
+        tick(scaler, gateway, clock, {"traffic-detect": 10.0})
+    fn = "traffic-detect"
+    planned = {e["name"]: e["value"] for e in kube.get(fn)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # a faas-cli redeploy wipes the share
+    kube.add(deployment(fn, env={"ESG_FUNCTION": fn}, replicas=1))
+    kube.conflicts = 2
+    tick(scaler, gateway, clock, {"traffic-detect": 10.0})
+    env = {e["name"]: e["value"] for e in kube.get(fn)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ESG_GPU_SHARE"] == planned["ESG_GPU_SHARE"]
+    assert kube.conflicts == 0
+
+
+def test_a_deleted_function_is_reported_gone(world):
+    topology, scaler, kube, gateway, clock = world
+    del kube.deployments[("openfaas-fn", "text-langid")]
+    for _ in range(3):
+        status = tick(scaler, gateway, clock, {"text-langid": 10.0})
+    assert any(c.function == "text-langid" and c.kind == "gone" for c in status.changes)

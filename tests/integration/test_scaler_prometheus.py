@@ -1,0 +1,125 @@
+"""The scaler reading real Prometheus (Debian's `prometheus`, started here on
+loopback) that scrapes a gateway-compatible /metrics whose load changes."""
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from esg_plugin.loaders import load_profiles, read_yaml
+from esg_plugin.scaler import DryRunActuator, PrometheusQuery, Scaler, ScalerSettings, Topology
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS = shutil.which("prometheus")
+
+
+class LiveGateway:
+    """Counters that grow in real time at a rate the test sets."""
+
+    def __init__(self, function):
+        self.function = function
+        self.rate = 0.0
+        self.count = 0.0
+        self.since = time.monotonic()
+        self.lock = threading.Lock()
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                body = (f"# TYPE gateway_function_invocation_total counter\n"
+                        f'gateway_function_invocation_total{{code="200",function_name="{gateway.function}.openfaas-fn"}} '
+                        f"{gateway.value()}\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def value(self):
+        with self.lock:
+            now = time.monotonic()
+            self.count += self.rate * (now - self.since)
+            self.since = now
+            return self.count
+
+    def set_rate(self, rps):
+        self.value()
+        with self.lock:
+            self.rate = rps
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="Prometheus is not installed (make test installs Debian's prometheus)")
+def test_observed_rates_follow_the_load_and_the_plan_follows_them(tmp_path):
+    gateway = LiveGateway("image-preprocess")
+    gateway.set_rate(3.0)
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(f"""
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: gateway
+    static_configs:
+      - targets: ["127.0.0.1:{gateway.port}"]
+""")
+    proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(base + "/-/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        topology = Topology.from_stack(read_yaml(ROOT / "stack.yml"))
+        profiles = load_profiles(ROOT / "profiles/cpu-2core.json")
+        settings = ScalerSettings.load({"metrics_url": base, "interval_s": 2, "window_s": 6}, {})
+        scaler = Scaler(topology, profiles, settings, PrometheusQuery(base, window_s=6, recent_s=4), DryRunActuator())
+
+        def settle(seconds):
+            end = time.monotonic() + seconds
+            status = None
+            while time.monotonic() < end:
+                status = scaler.iterate()
+                time.sleep(1.0)
+            return status
+
+        settle(9)
+        low = scaler.plan_document()
+        assert low["ready"]
+        low_rate = low["rates_rps"]["image"] / (1 + settings.rate_headroom)
+        assert 1.5 <= low_rate <= 5.0, low_rate
+        low_cost = low["workflows"]["image"]["cost"]
+        gateway.set_rate(60.0)
+        settle(9)
+        high = scaler.plan_document()
+        high_rate = high["rates_rps"]["image"] / (1 + settings.rate_headroom)
+        assert 40.0 <= high_rate <= 80.0, high_rate
+        assert high["workflows"]["image"]["cost"] > low_cost
+        assert high["workflows"]["image"]["rate_rps"] > low["workflows"]["image"]["rate_rps"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        gateway.server.shutdown()
