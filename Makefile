@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 EXAMPLES := image traffic video text
 RATE ?= 200
 
-.PHONY: run test bench evaluate sync-template clean
+.PHONY: run test bench evaluate sync-template prometheus clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,14 @@ run: $(STAMP)
 	$(BIN)/esg simulate --workload examples/workloads/mixed.yaml --profiles examples/profiles/synthetic.json \
 		--policies all --out out/mixed
 
-test: $(STAMP)
+# Real Prometheus for the scaler's integration test (Debian's package).
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+		else echo "warning: prometheus is missing and cannot be installed without root; its test is skipped"; exit 0; fi; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
+
+test: $(STAMP) prometheus
 	$(BIN)/python -m pytest -q tests
 
 TORCH_STAMP := $(VENV)/.torch
@@ -41,6 +48,7 @@ bench: $(TORCH_STAMP)
 	$(BIN)/python bench/dag_quality.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/runtime.py
+	$(BIN)/python bench/scaler.py
 
 evaluate: $(STAMP)
 	$(BIN)/python bench/evaluate.py

@@ -78,6 +78,7 @@ def deployment(name, namespace="openfaas-fn", replicas=1, env=None, image="ttl.s
 class KubeEmulator:
     def __init__(self):
         self.deployments: dict[tuple[str, str], dict] = {}
+        self.knative: dict[tuple[str, str], dict] = {}
         self.lock = threading.Lock()
         self.failures: list[int] = []
         self.conflicts = 0
@@ -167,6 +168,21 @@ class KubeEmulator:
                     obj.update(merged)
                 obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
                 return 200, self._scale(obj) if scale else obj
+            match = re.match(r"^/apis/serving.knative.dev/v1/namespaces/([^/]+)/services/([^/?]+)$", path)
+            if match:
+                obj = self.knative.get((match.group(1), match.group(2)))
+                if obj is None:
+                    return self.status(404, "NotFound", f'services.serving.knative.dev "{match.group(2)}" not found')
+                if method == "GET":
+                    return 200, obj
+                if "merge-patch" not in content_type:
+                    return self.status(415, "UnsupportedMediaType",
+                                       "strategic merge patch is not supported for custom resources")
+                merged = merge_patch(obj, json.loads(body or b"{}"))
+                obj.clear()
+                obj.update(merged)
+                obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+                return 200, obj
             if re.match(r"^/api/v1/namespaces/[^/]+/pods", path):
                 return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}
             return self.status(404, "NotFound", f"no route {path}")

@@ -46,10 +46,6 @@ class Change:
     after: object
 
 
-class ActuatorError(Exception):
-    """An API call that failed after its retries."""
-
-
 class Actuator:
     name = "actuator"
 
@@ -296,8 +292,9 @@ class KnativeActuator(Actuator):
                                              "autoscaling.knative.dev/max-scale": str(want.replicas)}},
                 "spec": {"containers": containers}}}}
             try:
+                # custom resources take JSON merge patches, not strategic merge
                 self.custom.patch_namespaced_custom_object(self.GROUP, self.VERSION, self.namespace, self.PLURAL,
-                                                           fn, patch)
+                                                           fn, patch, _content_type="application/merge-patch+json")
                 changes.extend(diff)
             except Exception as err:
                 changes.append(Change(fn, "error", None, str(err).splitlines()[0]))

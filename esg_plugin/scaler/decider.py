@@ -147,7 +147,8 @@ def _stabilise(fn, target: FunctionState, cur: Optional[FunctionState], memory: 
         why.append(f"scale up {cur.replicas} -> {target.replicas}")
     elif target.replicas < cur.replicas:
         since = memory.low_since_s.setdefault(fn, now_s)
-        warm = now_s - (memory.first_good_s or now_s) >= settings.window_s
+        started = now_s if memory.first_good_s is None else memory.first_good_s
+        warm = now_s - started >= settings.window_s
         if warm and now_s - since >= settings.scale_down_delay_s:
             replicas = target.replicas
             memory.low_since_s.pop(fn, None)

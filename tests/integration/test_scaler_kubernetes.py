@@ -102,7 +102,7 @@ def test_a_load_step_raises_replicas_within_two_intervals_and_a_drop_lowers_them
         tick(scaler, gateway, clock, low)
     before = image_replicas(kube, topology)
     assert scaler.status.ready
-    for step in range(2):
+    for _ in range(2):
         tick(scaler, gateway, clock, high)
     after = image_replicas(kube, topology)
     assert sum(after.values()) > sum(before.values()), (before, after)

@@ -1,0 +1,93 @@
+"""The Knative and gateway actuators over real HTTP."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from kubernetes import client
+
+from esg_plugin.scaler import FunctionState, GatewayActuator, KnativeActuator
+
+from ..kube_emulator import KubeEmulator
+
+pytestmark = pytest.mark.integration
+
+
+def ksvc(name):
+    return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
+            "spec": {"template": {"metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1"}},
+                                  "spec": {"containers": [{"image": "ttl.sh/esg/fn", "env": [
+                                      {"name": "ESG_FUNCTION", "value": "resnet18"}]}]}}}}
+
+
+def test_knative_sets_scale_bounds_and_env_by_merge_patch():
+    with KubeEmulator() as kube:
+        kube.knative[("default", "classify")] = ksvc("classify")
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        actuator = KnativeActuator(client.ApiClient(configuration), "default")
+        assert actuator.current(["classify"])["classify"].replicas == 1
+        changes = actuator.apply({"classify": FunctionState(3, 4, 12.5, 30)})
+        assert {c.kind for c in changes} == {"replicas", "gpu_share", "batching"}
+        template = kube.knative[("default", "classify")]["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        assert annotations["autoscaling.knative.dev/min-scale"] == annotations["autoscaling.knative.dev/max-scale"] == "3"
+        env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
+        assert env == {"ESG_FUNCTION": "resnet18", "ESG_MAX_BATCH_SIZE": "4", "ESG_MAX_WAIT_MS": "12.5",
+                       "ESG_GPU_SHARE": "30", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "30"}
+        assert actuator.apply({"classify": FunctionState(3, 4, 12.5, 30)}) == []  # nothing differs: no patch
+        assert actuator.apply({"gone": FunctionState(1, 1, 0, 100)})[0].kind == "gone"
+
+
+class FakeGateway:
+    def __init__(self):
+        self.replicas = {"fn-a": 1}
+        self.calls = []
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code, doc=None):
+                body = json.dumps(doc).encode() if doc is not None else b""
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802
+                name = self.path.rsplit("/", 1)[-1]
+                if name not in gateway.replicas:
+                    return self._send(404)
+                self._send(200, {"name": name, "replicas": gateway.replicas[name]})
+
+            def do_POST(self):  # noqa: N802
+                name = self.path.rsplit("/", 1)[-1]
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                gateway.calls.append((self.path, body, self.headers.get("Authorization")))
+                if name not in gateway.replicas:
+                    return self._send(404)
+                gateway.replicas[name] = body["replicas"]
+                self._send(202)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_gateway_actuator_scales_through_the_rest_api():
+    gateway = FakeGateway()
+    try:
+        actuator = GatewayActuator(gateway.url, "admin", "secret")
+        changes = actuator.apply({"fn-a": FunctionState(4, 8, 5.0, 50), "fn-b": FunctionState(2, 1, 0, 100)})
+        assert gateway.replicas["fn-a"] == 4
+        path, body, auth = gateway.calls[0]
+        assert path == "/system/scale-function/fn-a" and body == {"serviceName": "fn-a", "replicas": 4}
+        assert auth.startswith("Basic ")
+        assert {(c.function, c.kind) for c in changes} == {("fn-a", "replicas"), ("fn-b", "gone")}
+        assert actuator.apply({"fn-a": FunctionState(4, 8, 5.0, 50)}) == []
+    finally:
+        gateway.server.shutdown()
