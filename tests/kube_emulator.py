@@ -79,6 +79,8 @@ class KubeEmulator:
     def __init__(self):
         self.deployments: dict[tuple[str, str], dict] = {}
         self.knative: dict[tuple[str, str], dict] = {}
+        self.pod_ips: dict[str, list[str]] = {}
+        """function name -> IPs of its running pods (label faas_function)."""
         self.lock = threading.Lock()
         self.failures: list[int] = []
         self.conflicts = 0
@@ -184,7 +186,11 @@ class KubeEmulator:
                 obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
                 return 200, obj
             if re.match(r"^/api/v1/namespaces/[^/]+/pods", path):
-                return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}
+                selected = re.search(r"labelSelector=faas_function%3D([^&]+)", path)
+                ips = self.pod_ips.get(selected.group(1), []) if selected else []
+                items = [{"metadata": {"name": f"pod-{i}"}, "status": {"podIP": ip, "phase": "Running"}}
+                         for i, ip in enumerate(ips)]
+                return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
             return self.status(404, "NotFound", f"no route {path}")
 
     @staticmethod

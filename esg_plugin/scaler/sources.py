@@ -122,6 +122,15 @@ class PrometheusQuery:
         recent = self._rates(self.query(self.recent_s)) or {}
         return Observation(now_s, rates, "prometheus", self.window_s, recent)
 
+    def exec_ms(self) -> dict[str, float]:
+        """Mean batch execution time per function, from the functions' own
+        ``esg_exec_seconds`` (scraped by the job in deploy/prometheus/)."""
+        w = int(self.window_s)
+        query = (f"sum by (function_name) (rate(esg_exec_seconds_sum[{w}s])) / "
+                 f"sum by (function_name) (rate(esg_exec_seconds_count[{w}s]))")
+        values = self._rates(query) or {}
+        return {fn: v * 1000.0 for fn, v in values.items() if v == v and v > 0}  # drop NaN (no batches)
+
     def _rates(self, query: str) -> Optional[dict[str, float]]:
         url = self.base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
         body = _fetch(url, self.timeout_s)

@@ -2,6 +2,7 @@
 and a gateway /metrics endpoint whose counters the test drives, with an
 injected clock (no test depends on wall-clock speed)."""
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from kubernetes import client
 
 from esg_plugin.loaders import load_profiles, read_yaml
-from esg_plugin.scaler import GatewayScrape, KubernetesActuator, Scaler, ScalerSettings, Topology
+from esg_plugin.scaler import FunctionState, GatewayScrape, KubernetesActuator, Scaler, ScalerSettings, Topology
 
 from ..kube_emulator import KubeEmulator, deployment
 
@@ -173,3 +174,26 @@ def test_a_deleted_function_is_reported_gone(world):
     for _ in range(3):
         status = tick(scaler, gateway, clock, {"text-langid": 10.0})
     assert any(c.function == "text-langid" and c.kind == "gone" for c in status.changes)
+
+
+def test_batch_settings_are_pushed_live_to_running_pods(tmp_path):
+    from .test_runtime_server import Function
+
+    fn = Function(tmp_path, ESG_CONFIG_TOKEN="fn-token", ESG_MAX_BATCH_SIZE=1)
+    try:
+        with KubeEmulator() as kube:
+            kube.add(deployment("image-classify", env={"ESG_GPU_SHARE": 50}))
+            kube.pod_ips["image-classify"] = ["127.0.0.1"]
+            configuration = client.Configuration()
+            configuration.host = kube.url
+            actuator = KubernetesActuator(client.ApiClient(configuration), "openfaas-fn", function_port=fn.port,
+                                          function_token="fn-token")
+            changes = actuator.apply({"image-classify": FunctionState(1, 4, 7.5, 50)})
+            assert [c.kind for c in changes] == ["batching"]
+            live = json.loads(fn.get("/_esg/config")[2])
+            assert (live["max_batch_size"], live["max_wait_ms"]) == (4, 7.5)
+            annotations = kube.get("image-classify")["metadata"]["annotations"]
+            assert annotations == {"com.esg.batch-size": "4", "com.esg.max-wait-ms": "7.5"}
+            assert actuator.apply({"image-classify": FunctionState(1, 4, 7.5, 50)}) == []
+    finally:
+        fn.stop()

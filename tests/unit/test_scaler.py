@@ -133,3 +133,16 @@ def test_http_endpoints(world):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_observed_execution_times_correct_the_profile(world):
+    topology, profiles = world
+    current = {fn: FunctionState(1, 1, 0.0, 50) for fn in topology.functions.values()}
+    plain = decide(topology, profiles, ScalerSettings(), obs(0, image_preprocess=5.0), current, Memory(), 0.0)
+    slow = decide(topology, profiles, ScalerSettings(), obs(0, image_preprocess=5.0), current, Memory(), 0.0,
+                  {"image-classify": 2 * profiles["resnet50"].latency(1, 50)})
+    profiled = plain.plans["image"].stages["classify"]
+    observed = slow.plans["image"].stages["classify"]
+    assert observed.exec_ms / profiles["resnet50"].latency(observed.batch_size, observed.gpu_share) == \
+        pytest.approx(2.0)
+    assert profiled.exec_ms == profiles["resnet50"].latency(profiled.batch_size, profiled.gpu_share)
