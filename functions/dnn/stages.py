@@ -249,6 +249,13 @@ class Aggregator:
                            "person": {"class": "person", "labels": [entry, entry]}}}
 
 
+def _text_probabilities(model, texts: list[str]) -> torch.Tensor:
+    """One padded, masked forward pass of a text classifier over a batch."""
+    ids, padded = T.pad([T.encode(t, 256) for t in texts])
+    with torch.inference_mode():
+        return model(ids.to(DEVICE), padded.to(DEVICE)).cpu()
+
+
 class LanguageId:
     name = "langid-cnn"
 
@@ -260,9 +267,7 @@ class LanguageId:
         return _text_input(event)[0]
 
     def run(self, texts):
-        ids, padded = T.pad([T.encode(t, 256) for t in texts])
-        with torch.inference_mode():
-            probs = self.model(ids.to(DEVICE), padded.to(DEVICE)).cpu()
+        probs = _text_probabilities(self.model, texts)
         return [{"text": t, "language": T.LANGUAGES[int(p.argmax())], "confidence": round(float(p.max()), 6)}
                 for t, p in zip(texts, probs)]
 
@@ -303,9 +308,7 @@ class Sentiment:
         return _text_input(event)[0]
 
     def run(self, texts):
-        ids, padded = T.pad([T.encode(t, 256) for t in texts])
-        with torch.inference_mode():
-            probs = self.model(ids.to(DEVICE), padded.to(DEVICE)).cpu()
+        probs = _text_probabilities(self.model, texts)
         return [{"sentiment": T.SENTIMENTS[int(p.argmax())],
                  "scores": {label: round(float(v), 6) for label, v in zip(T.SENTIMENTS, p)}} for p in probs]
 
