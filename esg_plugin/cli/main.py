@@ -20,6 +20,7 @@ from ..sim.workload import WorkloadError
 from . import plan as plan_command
 from . import profile as profile_command
 from . import scaler as scaler_command
+from . import up as up_command
 from . import simulate as simulate_command
 
 EXIT_OK = 0
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_command.register(commands)
     profile_command.register(commands)
     scaler_command.register(commands)
+    up_command.register(commands)
     return parser
 
 

@@ -1,0 +1,361 @@
+"""The embedded platform: OpenFaaS on one machine, without Kubernetes.
+
+- **Workers**: each function of a stack.yml (``lang: esg-python3``) runs as
+  processes of the template runtime (the template folder with the handler
+  overlaid into ``function/``, ``python index.py``), one per replica, with
+  the stack's environment plus ``ESG_*`` settings.
+- **Gateway** (:func:`make_gateway_server`): ``/function/<name>`` (round
+  robin over the function's workers), ``/system/functions``,
+  ``/system/function/<name>``, ``/system/scale-function/<name>``,
+  ``/healthz`` and ``/metrics`` with OpenFaaS's names and labels:
+  ``gateway_function_invocation_total{function_name, code}``,
+  ``gateway_function_invocation_started{function_name}``,
+  ``gateway_functions_seconds{function_name, code}``,
+  ``gateway_service_count{function_name}``; ``function_name`` is
+  ``name.openfaas-fn``.
+- **LocalActuator**: the scaler's actuator for it — processes per function
+  for replicas, live ``/_esg/config`` for batch settings, a rolling restart
+  for a share (on a CPU, the share of the cores becomes torch's threads).
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Mapping, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ..scaler.actuators import Actuator, Change, _diff
+from ..scaler.decider import FunctionState
+
+NAMESPACE = "openfaas-fn"
+TEMPLATE = Path(__file__).resolve().parents[2] / "template" / "esg-python3"
+FORWARDED = ("Content-Type", "X-ESG-Deadline-Ms", "X-ESG-Request-Id", "Authorization")
+
+
+class PlatformError(RuntimeError):
+    """A function that cannot be prepared or started."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen
+    port: int
+    share: int
+
+
+@dataclass
+class LocalFunction:
+    name: str
+    folder: Path
+    env: dict
+    labels: dict
+    annotations: dict
+    state: FunctionState
+    workers: list = field(default_factory=list)
+    cursor: itertools.count = field(default_factory=itertools.count)
+
+
+class LocalPlatform:
+    def __init__(self, stack: Mapping, stack_dir: Path, workdir: Path, template: Path = TEMPLATE,
+                 start_timeout_s: float = 120.0, extra_env: Optional[Mapping[str, str]] = None):
+        self.workdir = workdir
+        self.template = template
+        self.start_timeout_s = start_timeout_s
+        self.token = "esg-local-" + os.urandom(8).hex()
+        self.extra_env = dict(extra_env or {})
+        self.functions: dict[str, LocalFunction] = {}
+        self.spawned: list[int] = []
+        """Every worker process ever started (for checks that none outlives a shutdown)."""
+        self.lock = threading.RLock()
+        folders: dict[Path, Path] = {}
+        for name, spec in (stack.get("functions") or {}).items():
+            spec = spec or {}
+            if spec.get("lang") != "esg-python3":
+                raise PlatformError(f"function '{name}': the embedded platform runs lang esg-python3 only")
+            handler = (stack_dir / spec.get("handler", name)).resolve()
+            if not (handler / "handler.py").is_file():
+                raise PlatformError(f"function '{name}': no handler.py in {handler}")
+            if handler not in folders:
+                folders[handler] = self._prepare(handler, len(folders))
+            env = {str(k): str(v) for k, v in (spec.get("environment") or {}).items()}
+            state = FunctionState(1, int(env.get("ESG_MAX_BATCH_SIZE", 1)), float(env.get("ESG_MAX_WAIT_MS", 0)),
+                                  int(env.get("ESG_GPU_SHARE", 100)))
+            self.functions[name] = LocalFunction(name, folders[handler], env, dict(spec.get("labels") or {}),
+                                                 dict(spec.get("annotations") or {}), state)
+
+    def _prepare(self, handler: Path, index: int) -> Path:
+        """The template with the handler overlaid into function/, as faas-cli build does."""
+        folder = self.workdir / f"build-{index}-{handler.name}"
+        shutil.copytree(self.template, folder, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.rmtree(folder / "function")
+        shutil.copytree(handler, folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
+        (folder / "function" / "__init__.py").touch()
+        return folder
+
+    # --- processes ---------------------------------------------------------
+    def _spawn(self, fn: LocalFunction, state: FunctionState) -> Worker:
+        port = free_port()
+        env = {**os.environ, **fn.env, **self.extra_env, "ESG_HOST": "127.0.0.1", "ESG_PORT": str(port),
+               "ESG_MAX_BATCH_SIZE": str(state.batch_size), "ESG_MAX_WAIT_MS": str(state.max_wait_ms),
+               "ESG_GPU_SHARE": str(state.gpu_share), "ESG_CONFIG_TOKEN": self.token}
+        proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        self.spawned.append(proc.pid)
+        return Worker(proc, port, state.gpu_share)
+
+    def _wait_ready(self, fn: LocalFunction, workers: list[Worker]) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        for worker in workers:
+            while True:
+                if worker.proc.poll() is not None:
+                    error = worker.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+                    raise PlatformError(f"function '{fn.name}' exited at start: {error[-1] if error else 'no output'}")
+                try:
+                    if _request(worker.port, "GET", "/_esg/health", timeout=1.0)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise PlatformError(f"function '{fn.name}' did not start within {self.start_timeout_s:g} s")
+                time.sleep(0.1)
+
+    def start(self) -> None:
+        """One worker per function, started in parallel."""
+        with self.lock:
+            for fn in self.functions.values():
+                fn.workers = [self._spawn(fn, fn.state)]
+            for fn in self.functions.values():
+                self._wait_ready(fn, fn.workers)
+
+    def _stop(self, workers: list[Worker], timeout_s: float = 30.0) -> None:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)  # drains its queue, then exits
+        for w in workers:
+            try:
+                w.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+
+    def shutdown(self) -> None:
+        with self.lock:
+            workers = [w for fn in self.functions.values() for w in fn.workers]
+            for fn in self.functions.values():
+                fn.workers = []
+        self._stop(workers)
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for fn in self.functions.values() for w in fn.workers]
+
+    # --- control -----------------------------------------------------------
+    def scale(self, name: str, replicas: int) -> None:
+        fn = self.functions[name]
+        with self.lock:
+            current = len(fn.workers)
+            if replicas > current:
+                new = [self._spawn(fn, fn.state) for _ in range(replicas - current)]
+                self._wait_ready(fn, new)
+                fn.workers = fn.workers + new
+            elif replicas < current:
+                removed = fn.workers[replicas:]
+                fn.workers = fn.workers[:replicas]
+                self._stop(removed)
+            fn.state = FunctionState(replicas, fn.state.batch_size, fn.state.max_wait_ms, fn.state.gpu_share)
+
+    def set_batching(self, name: str, batch_size: int, max_wait_ms: float) -> None:
+        fn = self.functions[name]
+        body = json.dumps({"max_batch_size": batch_size, "max_wait_ms": max_wait_ms}).encode()
+        for worker in list(fn.workers):
+            _request(worker.port, "PUT", "/_esg/config", body, {"Authorization": f"Bearer {self.token}",
+                                                                 "Content-Type": "application/json"})
+        fn.state = FunctionState(fn.state.replicas, batch_size, max_wait_ms, fn.state.gpu_share)
+
+    def set_share(self, name: str, share: int) -> None:
+        """A rolling restart: new workers at the new share, then the old ones drain."""
+        fn = self.functions[name]
+        with self.lock:
+            state = FunctionState(fn.state.replicas, fn.state.batch_size, fn.state.max_wait_ms, share)
+            new = [self._spawn(fn, state) for _ in range(max(1, len(fn.workers)))]
+            self._wait_ready(fn, new)
+            old, fn.workers = fn.workers, new
+            fn.state = state
+        self._stop(old)
+
+    def pick(self, name: str) -> Optional[Worker]:
+        fn = self.functions.get(name)
+        if fn is None or not fn.workers:
+            return None
+        workers = fn.workers
+        return workers[next(fn.cursor) % len(workers)]
+
+    def held_share(self) -> float:
+        """GPU-equivalents (CPU: core-equivalents) held now: Σ share/100 over workers."""
+        return sum(w.share / 100.0 for fn in self.functions.values() for w in fn.workers)
+
+
+class LocalActuator(Actuator):
+    name = "local"
+
+    def __init__(self, platform: LocalPlatform):
+        self.platform = platform
+
+    def current(self, functions):
+        return {f: self.platform.functions[f].state for f in functions if f in self.platform.functions}
+
+    def apply(self, desired):
+        changes = []
+        for name, want in desired.items():
+            if name not in self.platform.functions:
+                changes.append(Change(name, "gone", None, None))
+                continue
+            for change in _diff(name, self.platform.functions[name].state, want):
+                try:
+                    if change.kind == "replicas":
+                        self.platform.scale(name, want.replicas)
+                    elif change.kind == "gpu_share":
+                        self.platform.set_share(name, want.gpu_share)
+                    else:
+                        self.platform.set_batching(name, want.batch_size, want.max_wait_ms)
+                    changes.append(change)
+                except (PlatformError, OSError) as err:
+                    changes.append(Change(name, "error", change.kind, str(err)))
+        return changes
+
+
+def _request(port: int, method: str, path: str, body: bytes = b"", headers: Optional[dict] = None,
+             timeout: float = 60.0) -> tuple[int, list, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        conn.close()
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.invocations = Counter("gateway_function_invocation", "Function invocations.", ["function_name", "code"],
+                                   registry=r)
+        # OpenFaaS exposes this counter without the _total suffix, which the
+        # Python client adds to counters: a monotonic gauge keeps the name.
+        self.started = Gauge("gateway_function_invocation_started", "Function invocations started.",
+                             ["function_name"], registry=r)
+        self.seconds = Histogram("gateway_functions_seconds", "Function time taken.", ["function_name", "code"],
+                                 registry=r)
+        self.replicas = Gauge("gateway_service_count", "Current count of replicas for function.", ["function_name"],
+                              registry=r)
+
+
+def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: int = 0,
+                        metrics: Optional[GatewayMetrics] = None) -> ThreadingHTTPServer:
+    metrics = metrics or GatewayMetrics()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code: int, body: bytes, headers: Optional[list] = None,
+                  content_type: str = "application/json") -> None:
+            self.send_response(code)
+            sent = set()
+            for key, value in headers or []:
+                if key.lower() in ("content-length", "date", "server", "connection"):
+                    continue
+                self.send_header(key, value)
+                sent.add(key.lower())
+            if "content-type" not in sent:
+                self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, code: int, doc) -> None:
+            self._send(code, json.dumps(doc).encode())
+
+        def _function(self, method: str) -> None:
+            name = self.path[len("/function/"):].split("?", 1)[0].split("/", 1)[0]
+            label = f"{name}.{NAMESPACE}"
+            worker = platform.pick(name)
+            if name not in platform.functions:
+                return self._json(404, {"error": f"no function {name!r}"})
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            metrics.started.labels(function_name=label).inc()
+            started = time.perf_counter()
+            if worker is None:
+                code, headers, out = 503, [], json.dumps({"error": f"{name} has no replicas"}).encode()
+            else:
+                headers_in = {k: self.headers[k] for k in FORWARDED if self.headers.get(k)}
+                try:
+                    code, headers, out = _request(worker.port, method, "/", body, headers_in)
+                except OSError as err:
+                    code, headers, out = 502, [], json.dumps({"error": f"{name}: {err}"}).encode()
+            metrics.invocations.labels(function_name=label, code=str(code)).inc()
+            metrics.seconds.labels(function_name=label, code=str(code)).observe(time.perf_counter() - started)
+            self._send(code, out, headers)
+
+        def _describe(self, fn: LocalFunction) -> dict:
+            return {"name": fn.name, "namespace": NAMESPACE, "replicas": len(fn.workers),
+                    "availableReplicas": len(fn.workers), "image": "local", "labels": fn.labels,
+                    "annotations": fn.annotations, "envVars": fn.env}
+
+        def do_GET(self):  # noqa: N802
+            if self.path.startswith("/function/"):
+                return self._function("GET")
+            if self.path == "/healthz":
+                return self._json(200, {"status": "ok"})
+            if self.path == "/metrics":
+                for fn in platform.functions.values():
+                    metrics.replicas.labels(function_name=f"{fn.name}.{NAMESPACE}").set(len(fn.workers))
+                return self._send(200, generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+            if self.path == "/system/functions":
+                return self._json(200, [self._describe(fn) for fn in platform.functions.values()])
+            if self.path.startswith("/system/function/"):
+                fn = platform.functions.get(self.path.rsplit("/", 1)[-1])
+                return self._json(200, self._describe(fn)) if fn else self._json(404, {"error": "no such function"})
+            self._json(404, {"error": f"no such path {self.path}"})
+
+        def do_POST(self):  # noqa: N802
+            if self.path.startswith("/function/"):
+                return self._function("POST")
+            if self.path.startswith("/system/scale-function/"):
+                name = self.path.rsplit("/", 1)[-1]
+                if name not in platform.functions:
+                    return self._json(404, {"error": f"no function {name!r}"})
+                try:
+                    replicas = int(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))["replicas"])
+                    if replicas < 0:
+                        raise ValueError
+                except (ValueError, KeyError, TypeError):
+                    return self._json(400, {"error": "expected {\"replicas\": n} with n >= 0"})
+                platform.scale(name, replicas)
+                return self._send(202, b"")
+            self._json(404, {"error": f"no such path {self.path}"})
+
+    return ThreadingHTTPServer((host, port), Handler)

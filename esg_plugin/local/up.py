@@ -1,0 +1,267 @@
+"""``esg up``: the whole system on one machine.
+
+Starts the embedded platform (a worker process per function replica, on the
+template runtime), its gateway, the workflow router and a controller — the
+ESG scaler with the local actuator (``--policy esg``), or an OpenFaaS-style
+autoscaler (``--policy openfaas``: a whole share per replica, no batching,
+replicas = rate over 80% of one replica's throughput) — then drives the
+workload through the router with an open-loop load generator, shows a live
+dashboard, and ends with a report and a clean shutdown of everything it
+started.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..model import ProfileSet
+from ..router import Router, make_router_server
+from ..scaler import FunctionState, GatewayScrape, Scaler, ScalerSettings, Topology
+from ..sim.workload import Workload
+from .platform import GatewayMetrics, LocalActuator, LocalPlatform, make_gateway_server
+
+
+def entry_body(profile_key: str) -> tuple[bytes, str]:
+    """A request body the entry stage of a shipped workflow accepts."""
+    if profile_key in ("preprocess", "ssd-mobilenetv2", "espcn", "resnet50", "resnet18"):
+        from PIL import Image
+
+        rng = np.random.default_rng(7)
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(buffer, format="PNG")
+        return buffer.getvalue(), "image/png"
+    if profile_key in ("langid-cnn", "bert-mini"):
+        return "Das Wetter ist heute schön und die Antwort kam schnell".encode(), "text/plain; charset=utf-8"
+    return b"{}", "application/json"
+
+
+class OpenFaasAutoscaler:
+    """OpenFaaS's rps autoscaling, live: every interval, replicas =
+    ceil(rate / target) with the target 80% of one whole-share batch-1
+    replica's throughput; up at once, down after 60 s."""
+
+    def __init__(self, topology: Topology, profiles: ProfileSet, source, actuator, interval_s: float,
+                 max_replicas: int):
+        self.topology, self.source, self.actuator = topology, source, actuator
+        self.interval_s, self.max_replicas = interval_s, max_replicas
+        self.target_rps = {}
+        for (wf, stage), fn in topology.functions.items():
+            profile = profiles[topology.workflows[wf].stage(stage).function]
+            top = max(profile.gpu_shares)
+            exec_ms = profile.latency(profile.batch_sizes[0], top) or 1.0
+            self.target_rps[fn] = 0.8 * 1000.0 / exec_ms
+        self.lower_since: dict[str, float] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            now = time.monotonic()
+            observation = self.source.observe(now)
+            if observation is not None:
+                current = self.actuator.current(list(self.target_rps))
+                desired = {}
+                for fn, target in self.target_rps.items():
+                    rate = max(observation.rates_rps.get(fn, 0.0), observation.recent_rps.get(fn, 0.0))
+                    want = min(self.max_replicas, max(1, math.ceil(rate / target - 1e-9)))
+                    cur = current.get(fn)
+                    if cur is not None and want < cur.replicas:
+                        since = self.lower_since.setdefault(fn, now)
+                        if now - since < 60.0:
+                            want = cur.replicas
+                    else:
+                        self.lower_since.pop(fn, None)
+                    desired[fn] = FunctionState(want, 1, 0.0, 100)
+                self.actuator.apply(desired)
+            stop.wait(self.interval_s)
+
+
+@dataclass
+class LoadResult:
+    workflow: str
+    sent_s: float
+    latency_ms: float
+    status: int
+    slo_met: bool
+
+
+@dataclass
+class UpReport:
+    policy: str
+    duration_s: float
+    warmup_s: float
+    results: list = field(default_factory=list)
+    gateway_invocations: dict = field(default_factory=dict)
+    """function -> invocations the gateway counted, at the end."""
+    spawned_pids: list = field(default_factory=list)
+    held: list = field(default_factory=list)
+    """(time_s, core- or GPU-equivalents held)."""
+    states: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        out = {"policy": self.policy, "duration_s": self.duration_s, "workflows": {}}
+        scored = [r for r in self.results if r.sent_s >= self.warmup_s]
+        for name in sorted({r.workflow for r in self.results}):
+            mine = [r for r in scored if r.workflow == name]
+            ok = [r.latency_ms for r in mine if r.status == 200]
+            out["workflows"][name] = {
+                "requests": len(mine),
+                "answered": sum(1 for r in mine if r.status > 0),
+                "late": sum(1 for r in mine if r.status == 504 or (r.status == 200 and not r.slo_met)),
+                "errors": sum(1 for r in mine if r.status not in (200, 504)),
+                "slo_hit_rate": round(sum(r.slo_met for r in mine) / len(mine), 4) if mine else None,
+                "p50_ms": round(statistics.median(ok), 1) if ok else None,
+                "p99_ms": round(float(np.percentile(ok, 99)), 1) if ok else None,
+            }
+        held = [h for t, h in self.held if self.warmup_s <= t <= self.duration_s]
+        out["cost"] = round(statistics.fmean(held), 3) if held else None
+        out["cost_unit"] = "core- or GPU-equivalents held (Σ share/100 over replicas), time average after warm-up"
+        total = [r for r in scored]
+        out["slo_hit_rate"] = round(sum(r.slo_met for r in total) / len(total), 4) if total else None
+        out["requests"] = len(total)
+        return out
+
+
+def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSet, workload: Workload,
+           policy: str, seed: int = 1, interval_s: float = 5.0, max_replicas: int = 3,
+           dashboard: Optional[callable] = None, workdir: Optional[Path] = None) -> UpReport:
+    own_workdir = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="esg-up-")) if workdir is None else workdir
+    platform = LocalPlatform(stack, stack_dir, workdir)
+    servers, threads = [], []
+    stop = threading.Event()
+    report = UpReport(policy, workload.duration_s, workload.warmup_s)
+    try:
+        platform.start()
+        gateway_metrics = GatewayMetrics()
+        gateway = make_gateway_server(platform, metrics=gateway_metrics)
+        servers.append(gateway)
+        gateway_url = f"http://127.0.0.1:{gateway.server_address[1]}"
+        router = Router(topology, gateway_url)
+        router_server = make_router_server(router)
+        servers.append(router_server)
+        for server in servers:
+            threads.append(threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True))
+            threads[-1].start()
+        router_url = f"http://127.0.0.1:{router_server.server_address[1]}"
+        source = GatewayScrape(gateway_url + "/metrics", window_s=max(15.0, 3 * interval_s))
+        actuator = LocalActuator(platform)
+        if policy == "esg":
+            settings = ScalerSettings(interval_s=interval_s, window_s=max(15.0, 3 * interval_s),
+                                      scale_down_delay_s=30.0, max_replicas=max_replicas)
+            controller = Scaler(topology, profiles, settings, source, actuator)
+        else:
+            controller = OpenFaasAutoscaler(topology, profiles, source, actuator, interval_s, max_replicas)
+        threads.append(threading.Thread(target=controller.run, args=(stop,), daemon=True, name="esg-up-control"))
+        threads[-1].start()
+        started = time.monotonic()
+
+        def sample():
+            while not stop.is_set():
+                t = time.monotonic() - started
+                report.held.append((t, platform.held_share()))
+                report.states.append((t, {n: f.state for n, f in platform.functions.items()}))
+                if dashboard is not None:
+                    dashboard(t, platform, report, controller)
+                stop.wait(1.0)
+
+        threads.append(threading.Thread(target=sample, daemon=True, name="esg-up-sampler"))
+        threads[-1].start()
+        _drive(router_url, topology, workload, seed, started, report)
+        for sample in gateway_metrics.invocations.collect()[0].samples:
+            if sample.name.endswith("_total"):
+                name = sample.labels["function_name"].split(".", 1)[0]
+                report.gateway_invocations[name] = report.gateway_invocations.get(name, 0) + int(sample.value)
+    finally:
+        stop.set()
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        platform.shutdown()
+        report.spawned_pids = list(platform.spawned)
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def _drive(router_url: str, topology: Topology, workload: Workload, seed: int, started: float,
+           report: UpReport) -> None:
+    """Open-loop load: every arrival is sent at its time, whatever the answers do."""
+    rng = np.random.default_rng(seed)
+    arrivals = []
+    for load in workload.workflows:
+        name = load.workflow.name
+        entry = topology.workflows[name].entries[0]
+        body, content_type = entry_body(topology.workflows[name].stage(entry).function)
+        for t in load.arrivals.times_s(workload.duration_s, rng):
+            arrivals.append((float(t), name, body, content_type))
+    arrivals.sort(key=lambda a: a[0])
+    lock = threading.Lock()
+
+    def send(t, name, body, content_type):
+        request = urllib.request.Request(f"{router_url}/workflow/{name}", data=body, method="POST",
+                                         headers={"Content-Type": content_type})
+        sent = time.monotonic()
+        status, met = 0, False
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status = response.status
+                import json
+
+                met = bool(json.loads(response.read()).get("slo_met"))
+        except urllib.error.HTTPError as err:
+            status = err.code
+        except (urllib.error.URLError, OSError):
+            status = -1
+        latency_ms = (time.monotonic() - sent) * 1000.0
+        with lock:
+            report.results.append(LoadResult(name, t, latency_ms, status, met and status == 200))
+
+    with ThreadPoolExecutor(256, thread_name_prefix="esg-load") as pool:
+        for t, name, body, content_type in arrivals:
+            delay = started + t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(send, t, name, body, content_type)
+
+
+def terminal_dashboard(stream=sys.stderr, every_s: float = 2.0):
+    """A live table on a terminal (redrawn in place), a line now and then otherwise."""
+    last = [0.0]
+    tty = stream.isatty()
+
+    def draw(t, platform, report, controller):
+        if t - last[0] < (every_s if tty else 10.0):
+            return
+        last[0] = t
+        done = report.results
+        lines = [f"esg up — {report.policy} — {t:5.0f} s / {report.duration_s:g} s — "
+                 f"held {platform.held_share():.2f} equivalents — answered {len(done)}"]
+        for name in sorted({r.workflow for r in done}):
+            mine = [r for r in done if r.workflow == name]
+            hit = sum(r.slo_met for r in mine) / len(mine)
+            lines.append(f"  workflow {name:<10} requests {len(mine):>6}  SLO hit {hit:6.1%}")
+        for fn in platform.functions.values():
+            s = fn.state
+            lines.append(f"  {fn.name:<20} replicas {len(fn.workers)}  batch {s.batch_size:>2}  "
+                         f"wait {s.max_wait_ms:6.1f} ms  share {s.gpu_share:>3}%")
+        if tty:
+            stream.write("\x1b[2J\x1b[H" + "\n".join(lines) + "\n")
+        else:
+            stream.write(lines[0] + "\n")
+        stream.flush()
+
+    return draw

@@ -1,0 +1,158 @@
+"""The workflow router: ``POST /workflow/<name>`` runs one request through
+the workflow's DAG, calling each stage's function through the gateway.
+
+- Entry stages receive the client's body; a stage with one predecessor
+  receives that stage's output; a join receives
+  ``{"inputs": {"<stage>": output, ...}}``; a stage with ``fanout f`` is
+  called f times with the same input and passes ``{"outputs": [...]}`` on.
+- Every call carries ``X-ESG-Deadline-Ms`` (the request's arrival plus the
+  SLO, absolute Unix ms) and ``X-ESG-Request-Id``; parallel branches run
+  concurrently.
+- The answer is the exit stage's output (``{"<stage>": output, ...}`` when
+  there are several exits); a failing stage gives 502 naming it; a stage
+  that shed the request because its deadline had passed (504) gives 504,
+  counted as a missed SLO.
+- Metrics (``GET /metrics``): ``esg_workflow_requests_total{workflow,slo}``
+  with slo ``met``, ``missed`` or ``error``, and
+  ``esg_workflow_latency_seconds{workflow}``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ..scaler.topology import Topology
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, detail: str, status: int = 0):
+        super().__init__(f"stage '{stage}' failed: {detail}")
+        self.stage = stage
+        self.status = status
+
+
+class Router:
+    def __init__(self, topology: Topology, gateway_url: str, timeout_s: float = 30.0, threads: int = 64):
+        self.topology = topology
+        self.gateway_url = gateway_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="esg-router")
+        self.registry = CollectorRegistry()
+        self.requests = Counter("esg_workflow_requests_total", "Workflow requests, by SLO outcome.",
+                                ["workflow", "slo"], registry=self.registry)
+        self.latency = Histogram("esg_workflow_latency_seconds", "End-to-end latency of workflow requests.",
+                                 ["workflow"], buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def call_stage(self, function: str, body: bytes, headers: dict) -> bytes:
+        request = urllib.request.Request(f"{self.gateway_url}/function/{function}", data=body, method="POST",
+                                         headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return response.read()
+        except urllib.error.HTTPError as err:
+            detail = err.read()[:300].decode("utf-8", "replace")
+            raise StageFailed(function, f"HTTP {err.code} {detail}", err.code) from None
+        except (urllib.error.URLError, OSError) as err:
+            raise StageFailed(function, str(err)) from None
+
+    def run(self, workflow_name: str, body: bytes, content_type: str) -> tuple[int, Any]:
+        workflow = self.topology.workflows[workflow_name]
+        started = time.time()
+        deadline_ms = started * 1000.0 + workflow.slo_ms
+        request_id = uuid.uuid4().hex
+        outputs: dict[str, Any] = {}
+        lock = threading.Lock()
+
+        def run_stage(stage_name: str) -> None:
+            stage = workflow.stage(stage_name)
+            preds = list(workflow.graph.predecessors(stage_name))
+            if not preds:
+                payload, ctype = body, content_type
+            elif len(preds) == 1:
+                payload, ctype = json.dumps(outputs[preds[0]]).encode(), "application/json"
+            else:
+                payload = json.dumps({"inputs": {p: outputs[p] for p in preds}}).encode()
+                ctype = "application/json"
+            headers = {"Content-Type": ctype or "application/octet-stream", "X-ESG-Request-Id": request_id,
+                       "X-ESG-Deadline-Ms": str(int(deadline_ms))}
+            function = self.topology.functions[(workflow_name, stage_name)]
+            calls = [self.pool.submit(self.call_stage, function, payload, headers) for _ in range(stage.fanout)]
+            results = [json.loads(c.result() or b"null") for c in calls]
+            with lock:
+                outputs[stage_name] = results[0] if stage.fanout == 1 else {"outputs": results}
+
+        try:
+            done: set[str] = set()
+            pending = list(workflow.topological_order())
+            while pending:
+                ready = [s for s in pending if all(p in done for p in workflow.graph.predecessors(s))]
+                futures = {s: self.pool.submit(run_stage, s) for s in ready}
+                for s, f in futures.items():
+                    f.result()
+                    done.add(s)
+                pending = [s for s in pending if s not in done]
+        except StageFailed as err:
+            if err.status == 504:  # a stage shed it: its deadline had passed
+                self.requests.labels(workflow=workflow_name, slo="missed").inc()
+                return 504, {"error": f"deadline exceeded at stage '{err.stage}'", "stage": err.stage,
+                             "request_id": request_id}
+            self.requests.labels(workflow=workflow_name, slo="error").inc()
+            return 502, {"error": str(err), "stage": err.stage, "request_id": request_id}
+        except ValueError as err:
+            self.requests.labels(workflow=workflow_name, slo="error").inc()
+            return 502, {"error": f"a stage answered invalid JSON: {err}", "request_id": request_id}
+        elapsed_s = time.time() - started
+        self.latency.labels(workflow=workflow_name).observe(elapsed_s)
+        met = elapsed_s * 1000.0 <= workflow.slo_ms
+        self.requests.labels(workflow=workflow_name, slo="met" if met else "missed").inc()
+        exits = workflow.exits
+        result = outputs[exits[0]] if len(exits) == 1 else {s: outputs[s] for s in exits}
+        return 200, {"workflow": workflow_name, "request_id": request_id, "latency_ms": round(elapsed_s * 1000, 3),
+                     "slo_met": met, "output": result}
+
+
+def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802
+            if self.path == "/metrics":
+                self._send(200, generate_latest(router.registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                self._send(200, b'{"status": "ok"}')
+            else:
+                self._send(404, json.dumps({"error": f"no such path {self.path}"}).encode())
+
+        def do_POST(self):  # noqa: N802
+            name = self.path[len("/workflow/"):] if self.path.startswith("/workflow/") else None
+            if name is None or name not in router.topology.workflows:
+                known = ", ".join(sorted(router.topology.workflows))
+                self._send(404, json.dumps({"error": f"no workflow {name!r}; known: {known}"}).encode())
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            code, doc = router.run(name, body, self.headers.get("Content-Type", ""))
+            self._send(code, json.dumps(doc).encode())
+
+    return ThreadingHTTPServer((host, port), Handler)

@@ -1,0 +1,90 @@
+"""The embedded platform end to end: two small functions, load through the
+router with a rate step, the ESG scaler acting on live gateway metrics."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from esg_plugin.model import parse_profiles
+from esg_plugin.local import run_up
+from esg_plugin.scaler import Topology
+from esg_plugin.sim.workload import Arrivals, Workload, WorkflowLoad
+
+pytestmark = pytest.mark.integration
+
+HANDLER = '''
+import json, time
+
+def handle_batch(events, context):
+    time.sleep(0.015 + 0.001 * len(events))
+    out = []
+    for e in events:
+        data = json.loads(e.body or b"{}")
+        out.append({"statusCode": 200, "body": {"seen": data.get("seen", 0) + 1, "batch": len(events)}})
+    return out
+'''
+
+
+def stack(handler_dir):
+    common = {"lang": "esg-python3", "handler": str(handler_dir),
+              "environment": {"ESG_MAX_BATCH_SIZE": "1", "ESG_MAX_WAIT_MS": "0", "ESG_GPU_SHARE": "100"}}
+    return {"functions": {
+        "first": {**common, "annotations": {"com.esg.workflow": "pair", "com.esg.stage": "first",
+                                            "com.esg.profile": "tiny", "com.esg.slo-ms": "150"}},
+        "second": {**common, "annotations": {"com.esg.workflow": "pair", "com.esg.stage": "second",
+                                             "com.esg.after": "first", "com.esg.profile": "tiny"}},
+    }}
+
+
+def profiles():
+    # figures for the handler above: 15 ms + 1 ms per item, a bit slower at half share
+    sizes = [1, 2, 4, 8]
+    return parse_profiles({"device": "test", "functions": {"tiny": {
+        "batch_sizes": sizes, "gpu_shares": [50, 100],
+        "latency_ms": [[(16 + n) * 1.3, 16 + n] for n in sizes], "cold_start_ms": 500}}})
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_esg_up_with_two_small_functions(tmp_path):
+    handler = tmp_path / "tiny"
+    handler.mkdir()
+    (handler / "handler.py").write_text(HANDLER)
+    data = stack(handler)
+    topology = Topology.from_stack(data)
+    workload = Workload("pair", 1, 36.0, (WorkflowLoad(topology.workflows["pair"],
+                                                       Arrivals("steps", {"steps": ((0.0, 4.0), (16.0, 60.0))})),),
+                        warmup_s=0.0)
+    report = run_up(data, tmp_path, topology, profiles(), workload, "esg", interval_s=2.0, max_replicas=3,
+                    workdir=tmp_path / "work")
+    sent = len(report.results)
+    assert sent > 500
+    # every request got an answer (200, or 504 when its deadline passed), none was lost
+    assert all(r.status in (200, 504) for r in report.results), {r.status for r in report.results}
+    # the gateway counted every call of the entry function
+    assert report.gateway_invocations["first"] == sent
+    answered = sum(1 for r in report.results if r.status == 200)
+    assert answered <= report.gateway_invocations["second"] <= sent  # every success passed the second stage
+    # the scaler changed replicas or batch size after the rate step
+    before = [s for t, s in report.states if t < 16.0]
+    after = [s for t, s in report.states if t >= 20.0]
+    start = before[-1]
+    changed = any(s[fn].replicas != start[fn].replicas or s[fn].batch_size != start[fn].batch_size
+                  for s in after for fn in ("first", "second"))
+    assert changed, (start, after[-1])
+    summary = report.summary()
+    assert summary["workflows"]["pair"]["requests"] == sent
+    assert json.dumps(summary)
+    # no process outlives the shutdown
+    assert report.spawned_pids and not any(alive(pid) for pid in report.spawned_pids)
