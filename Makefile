@@ -1,5 +1,5 @@
 # One command to run, one to test; each sets itself up on a fresh machine.
-#   make run    plan the example workflows (installs into .venv first)
+#   make run    the whole system on this machine: esg up (installs into .venv first; about 2 minutes)
 #   make test   the whole test suite: import contracts, unit and integration tests
 #   make bench  the planner and simulator benchmarks (figures, not pass/fail)
 #   make evaluate  the standard evaluation of docs/EVALUATION.md (about 2 minutes)
@@ -8,8 +8,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXAMPLES := image traffic video text
-RATE ?= 200
 
 .PHONY: run test bench evaluate sync-template prometheus clean
 
@@ -20,12 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	@for w in $(EXAMPLES); do \
-		$(BIN)/esg plan --workflow examples/workflows/$$w.yaml --profiles examples/profiles/synthetic.json --rate $(RATE); \
-		status=$$?; [ $$status -eq 0 ] || [ $$status -eq 3 ] || exit $$status; echo; \
-	done
-	$(BIN)/esg simulate --workload examples/workloads/mixed.yaml --profiles examples/profiles/synthetic.json \
-		--policies all --out out/mixed
+	$(BIN)/esg up --out out/up
 
 # Real Prometheus for the scaler's integration test (Debian's package).
 prometheus:

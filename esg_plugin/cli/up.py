@@ -68,11 +68,20 @@ def run(args: argparse.Namespace) -> int:
         if args.duration <= workload.warmup_s:
             raise LoadError(f"--duration must exceed the workload's warmup_s ({workload.warmup_s:g} s)")
         workload = dataclasses.replace(workload, duration_s=args.duration)
+    import signal
+
+    def stop_on_sigterm(signum, frame):
+        raise KeyboardInterrupt  # unwinds run_up, which stops everything it started
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         report = run_up(stack, stack_path.parent, topology, profiles, workload, args.policy, seed=args.seed,
                         interval_s=args.interval_s, max_replicas=args.max_replicas, dashboard=terminal_dashboard())
     except PlatformError as err:
         raise LoadError(str(err)) from None
+    except KeyboardInterrupt:
+        print("esg up: interrupted; everything it started has been stopped", file=sys.stderr)
+        return 130
     summary = report.summary()
     if args.out:
         out = Path(args.out)

@@ -120,7 +120,8 @@ class LocalPlatform:
                "ESG_MAX_BATCH_SIZE": str(state.batch_size), "ESG_MAX_WAIT_MS": str(state.max_wait_ms),
                "ESG_GPU_SHARE": str(state.gpu_share), "ESG_CONFIG_TOKEN": self.token}
         proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         self.spawned.append(proc.pid)
         return Worker(proc, port, state.gpu_share)
 
@@ -244,6 +245,17 @@ class LocalActuator(Actuator):
         return changes
 
 
+def _die_with_parent() -> None:
+    """In the worker, before exec: get SIGTERM when the platform process dies,
+    however it dies (Linux prctl PR_SET_PDEATHSIG), so no worker outlives it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
 def _request(port: int, method: str, path: str, body: bytes = b"", headers: Optional[dict] = None,
              timeout: float = 60.0) -> tuple[int, list, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -299,7 +311,10 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
             self._send(code, json.dumps(doc).encode())
 
         def _function(self, method: str) -> None:
-            name = self.path[len("/function/"):].split("?", 1)[0].split("/", 1)[0]
+            rest = self.path[len("/function/"):]
+            name, _, sub = rest.partition("/")
+            name, query = name.split("?", 1) if "?" in name else (name, "")
+            forward_path = "/" + sub if sub else "/" + (f"?{query}" if query else "")
             label = f"{name}.{NAMESPACE}"
             worker = platform.pick(name)
             if name not in platform.functions:
@@ -313,7 +328,7 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
             else:
                 headers_in = {k: self.headers[k] for k in FORWARDED if self.headers.get(k)}
                 try:
-                    code, headers, out = _request(worker.port, method, "/", body, headers_in)
+                    code, headers, out = _request(worker.port, method, forward_path, body, headers_in)
                 except OSError as err:
                     code, headers, out = 502, [], json.dumps({"error": f"{name}: {err}"}).encode()
             metrics.invocations.labels(function_name=label, code=str(code)).inc()

@@ -140,6 +140,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
            dashboard: Optional[callable] = None, workdir: Optional[Path] = None) -> UpReport:
     own_workdir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="esg-up-")) if workdir is None else workdir
+    stages = set(topology.functions.values())  # the router runs beside the platform, not as a function
+    stack = {**stack, "functions": {k: v for k, v in stack["functions"].items() if k in stages}}
     platform = LocalPlatform(stack, stack_dir, workdir)
     servers, threads = [], []
     stop = threading.Event()

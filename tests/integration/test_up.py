@@ -88,3 +88,60 @@ def test_esg_up_with_two_small_functions(tmp_path):
     assert json.dumps(summary)
     # no process outlives the shutdown
     assert report.spawned_pids and not any(alive(pid) for pid in report.spawned_pids)
+
+
+def test_the_router_function_serves_workflows_through_the_gateway(tmp_path):
+    import threading
+    import urllib.request
+
+    from esg_plugin.local import LocalPlatform, make_gateway_server
+
+    handler = tmp_path / "tiny"
+    handler.mkdir()
+    (handler / "handler.py").write_text(HANDLER)
+    data = stack(handler)
+    router_dir = Path(__file__).resolve().parents[2] / "functions/router"
+    data["functions"]["router"] = {"lang": "esg-python3", "handler": str(router_dir),
+                                   "environment": {"ESG_MAX_BATCH_SIZE": "1"}}
+    platform = LocalPlatform(data, tmp_path, tmp_path / "work")
+    gateway = make_gateway_server(platform)
+    url = f"http://127.0.0.1:{gateway.server_address[1]}"
+    platform.functions["router"].env["gateway_url"] = url
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        platform.start()
+        request = urllib.request.Request(f"{url}/function/router/workflow/pair", data=b'{"seen": 0}',
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        doc = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        assert doc["workflow"] == "pair" and doc["output"]["seen"] == 2  # both stages ran, in order
+        missing = urllib.request.Request(f"{url}/function/router/workflow/none", data=b"{}", method="POST")
+        try:
+            urllib.request.urlopen(missing, timeout=30)
+            raise AssertionError("expected 404")
+        except urllib.error.HTTPError as err:
+            assert err.code == 404 and "known: pair" in json.loads(err.read())["error"]
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+        platform.shutdown()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stack", "nope.yml"], "no such file"),
+    (["--workload", "OTHER"], "workflow 'other' is not in stack.yml"),
+    (["--duration", "5"], "--duration must exceed"),
+])
+def test_esg_up_bad_input_exits_2_with_one_line(args, message, tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    other = tmp_path / "other.yaml"
+    other.write_text("gpus: 1\nduration_s: 30\nworkflows:\n  - workflow: {name: other, slo_ms: 100, stages: "
+                     "[{name: a, function: preprocess}]}\n    arrivals: {kind: poisson, rate_rps: 1}\n")
+    args = [str(other) if a == "OTHER" else a for a in args]
+    result = subprocess.run([str(Path(sys.executable).with_name("esg")), "up", *args], capture_output=True, text=True,
+                            cwd=root, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

@@ -1,0 +1,132 @@
+"""The workflow router as an esg-python3 function (stack.yml: `router`).
+
+POST /function/router/workflow/<name> runs one request through the workflow,
+calling each stage through the gateway, exactly as `esg_plugin.router` does
+beside the embedded platform: fan-out, joins ({"inputs": {stage: output}}),
+X-ESG-Deadline-Ms and X-ESG-Request-Id on every call, 502 naming a failing
+stage, 504 when a stage shed the request because its deadline had passed.
+The workflows come from the com.esg.* annotations of the deployed functions
+(GET /system/functions, refreshed every 30 s).
+
+Self-contained on purpose (standard library only): the function image carries
+the template's runtime and this folder, not the esg_plugin package.
+Environment: gateway_url (default http://gateway.openfaas:8080),
+gateway_user / gateway_password for the system API when it needs auth.
+"""
+
+import base64
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+GATEWAY = os.environ.get("gateway_url", "http://gateway.openfaas:8080").rstrip("/")
+POOL = ThreadPoolExecutor(64)
+_cache = {"at": 0.0, "workflows": {}}
+_lock = threading.Lock()
+
+
+def _headers():
+    user = os.environ.get("gateway_user")
+    if not user:
+        return {}
+    token = base64.b64encode(f"{user}:{os.environ.get('gateway_password', '')}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def workflows():
+    """{workflow: {"slo_ms", "stages": {stage: {"function", "after", "fanout"}}}} from annotations."""
+    with _lock:
+        if time.monotonic() - _cache["at"] < 30 and _cache["workflows"]:
+            return _cache["workflows"]
+        request = urllib.request.Request(f"{GATEWAY}/system/functions", headers=_headers())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            functions = json.loads(response.read())
+        found = {}
+        for fn in functions:
+            ann = fn.get("annotations") or {}
+            name = ann.get("com.esg.workflow")
+            if not name:
+                continue
+            wf = found.setdefault(name, {"slo_ms": None, "stages": {}})
+            if ann.get("com.esg.slo-ms"):
+                wf["slo_ms"] = float(ann["com.esg.slo-ms"])
+            after = [a.strip() for a in ann.get("com.esg.after", "").split(",") if a.strip()]
+            wf["stages"][ann.get("com.esg.stage", fn["name"])] = {
+                "function": fn["name"], "after": after, "fanout": int(ann.get("com.esg.fanout", 1))}
+        _cache.update(at=time.monotonic(), workflows=found)
+        return found
+
+
+class Failed(Exception):
+    def __init__(self, stage, status, detail):
+        super().__init__(f"stage '{stage}' failed: HTTP {status} {detail}")
+        self.stage, self.status = stage, status
+
+
+def call(stage, function, body, headers):
+    request = urllib.request.Request(f"{GATEWAY}/function/{function}", data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as err:
+        raise Failed(stage, err.code, err.read()[:300].decode("utf-8", "replace")) from None
+    except (urllib.error.URLError, OSError) as err:
+        raise Failed(stage, 0, str(err)) from None
+
+
+def run(name, wf, body, content_type):
+    started = time.time()
+    base = {"X-ESG-Request-Id": uuid.uuid4().hex,
+            "X-ESG-Deadline-Ms": str(int(started * 1000 + (wf["slo_ms"] or 60_000)))}
+    stages, outputs, done = wf["stages"], {}, set()
+    while len(done) < len(stages):
+        ready = [s for s in stages if s not in done and all(a in done for a in stages[s]["after"])]
+        if not ready:
+            return 500, {"error": f"workflow {name!r} has a cycle or an unknown 'after'"}
+        calls = {}
+        for s in ready:
+            after = stages[s]["after"]
+            if not after:
+                payload, ctype = body, content_type or "application/octet-stream"
+            elif len(after) == 1:
+                payload, ctype = json.dumps(outputs[after[0]]).encode(), "application/json"
+            else:
+                payload, ctype = json.dumps({"inputs": {a: outputs[a] for a in after}}).encode(), "application/json"
+            headers = {**base, "Content-Type": ctype}
+            calls[s] = [POOL.submit(call, s, stages[s]["function"], payload, headers)
+                        for _ in range(stages[s]["fanout"])]
+        try:
+            for s, futures in calls.items():
+                results = [f.result() for f in futures]
+                outputs[s] = results[0] if len(results) == 1 else {"outputs": results}
+                done.add(s)
+        except Failed as err:
+            if err.status == 504:
+                return 504, {"error": f"deadline exceeded at stage '{err.stage}'", "stage": err.stage}
+            return 502, {"error": str(err), "stage": err.stage}
+    exits = [s for s in stages if not any(s in stages[t]["after"] for t in stages)]
+    latency_ms = (time.time() - started) * 1000
+    output = outputs[exits[0]] if len(exits) == 1 else {s: outputs[s] for s in exits}
+    met = wf["slo_ms"] is None or latency_ms <= wf["slo_ms"]
+    return 200, {"workflow": name, "latency_ms": round(latency_ms, 3), "slo_met": met, "output": output}
+
+
+def handle(event, context):
+    path = (event.path or "/").strip("/")
+    if not path.startswith("workflow/"):
+        return {"statusCode": 404, "body": {"error": "POST /workflow/<name>"}}
+    name = path[len("workflow/"):]
+    try:
+        known = workflows()
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        return {"statusCode": 503, "body": {"error": f"cannot read the workflows from the gateway: {err}"}}
+    if name not in known:
+        return {"statusCode": 404, "body": {"error": f"no workflow {name!r}; known: {', '.join(sorted(known))}"}}
+    content_type = next((v for k, v in event.headers.items() if k.lower() == "content-type"), "")
+    status, doc = run(name, known[name], event.body, content_type)
+    return {"statusCode": status, "body": doc}
