@@ -9,7 +9,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench evaluate sync-template prometheus clean
+.PHONY: run test bench evaluate sync-template tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/esg up --out out/up
 
-# Real Prometheus for the scaler's integration test (Debian's package).
-prometheus:
-	@command -v prometheus >/dev/null 2>&1 || { \
+# Debian packages the tests use: real Prometheus (the scaler's integration
+# test) and shellcheck (the cluster scripts).
+TOOLS := prometheus shellcheck
+tools:
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
-		else echo "warning: prometheus is missing and cannot be installed without root; its test is skipped"; exit 0; fi; \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
+		else echo "warning:$$missing missing and not installable without root; their tests are skipped"; exit 0; fi; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
 
-test: $(STAMP) prometheus
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -q tests
 
 TORCH_STAMP := $(VENV)/.torch

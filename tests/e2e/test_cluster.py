@@ -1,0 +1,130 @@
+"""End to end on a real cluster brought up by deploy/minikube/up.sh.
+
+Skipped unless ESG_E2E_KUBECONFIG (a kubeconfig) and ESG_E2E_GATEWAY (the
+OpenFaaS gateway URL, e.g. http://127.0.0.1:8080) are set; ESG_E2E_PASSWORD
+is the gateway's basic-auth password (default: read from the basic-auth
+secret). Never run on the project's own machines (no Docker, no cluster).
+"""
+
+import base64
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+KUBECONFIG = os.environ.get("ESG_E2E_KUBECONFIG")
+GATEWAY = os.environ.get("ESG_E2E_GATEWAY")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not (KUBECONFIG and GATEWAY),
+                       reason="needs a cluster from deploy/minikube/up.sh: set ESG_E2E_KUBECONFIG and ESG_E2E_GATEWAY"),
+]
+ROOT = Path(__file__).resolve().parents[2]
+NS = "openfaas-fn"
+
+
+@pytest.fixture(scope="module")
+def kube():
+    from kubernetes import client, config
+
+    config.load_kube_config(KUBECONFIG)
+    return client.AppsV1Api(), client.CoreV1Api()
+
+
+def auth():
+    password = os.environ.get("ESG_E2E_PASSWORD")
+    if not password:
+        from kubernetes import client
+
+        secret = client.CoreV1Api().read_namespaced_secret("basic-auth", "openfaas")
+        password = base64.b64decode(secret.data["basic-auth-password"]).decode()
+    return "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()
+
+
+def post_workflow(name, body, content_type):
+    request = urllib.request.Request(f"{GATEWAY}/function/router/workflow/{name}", data=body, method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, {}
+
+
+def drive(name, rps, seconds):
+    from esg_plugin.local.up import entry_body
+
+    body, content_type = entry_body({"image": "preprocess", "traffic": "ssd-mobilenetv2"}.get(name, "langid-cnn"))
+    results = []
+    with ThreadPoolExecutor(64) as pool:
+        futures = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            futures.append(pool.submit(post_workflow, name, body, content_type))
+            time.sleep(1.0 / rps)
+        results = [f.result() for f in futures]
+    return results
+
+
+def scaler_plan(kube):
+    out = subprocess.run(["kubectl", "--kubeconfig", KUBECONFIG, "-n", "openfaas", "exec", "deploy/gateway", "-c",
+                          "esg-scaler", "--", "python", "-c",
+                          "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:8081/plan').read().decode())"],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+def state(kube, fn):
+    apps, _ = kube
+    d = apps.read_namespaced_deployment(fn, NS)
+    env = {e.name: e.value for e in d.spec.template.spec.containers[0].env or []}
+    return d.spec.replicas, (d.metadata.annotations or {}).get("com.esg.batch-size"), env.get("ESG_GPU_SHARE")
+
+
+def test_load_step_is_answered_and_the_scaler_reacts(kube):
+    before = state(kube, "image-classify")
+    low = drive("image", 2, 60)
+    high = drive("image", 20, 90)
+    after = state(kube, "image-classify")
+    assert all(status in (200, 504) for status, _ in low + high)  # every request answered
+    assert after[0] != before[0] or after[1] != before[1]  # replicas or batch size changed
+    plan = scaler_plan(kube)
+    assert plan["ready"] and "image" in plan["workflows"]
+    hit = sum(1 for s, d in high if s == 200 and d.get("slo_met")) / len(high)
+    print(f"SLO hit rate under the step: {hit:.1%}; plan cost {plan['workflows']['image']['cost']}")
+
+
+def test_a_redeploy_that_wipes_the_share_is_repaired(kube):
+    planned = state(kube, "traffic-detect")[2]
+    subprocess.run(["faas-cli", "deploy", "-f", str(ROOT / "stack.yml"), "--filter", "traffic-detect",
+                    "--gateway", GATEWAY], check=True, timeout=300, env={**os.environ, "REGISTRY": "esg", "TAG": "dev"})
+    drive("traffic", 2, 30)
+    time.sleep(15)
+    assert state(kube, "traffic-detect")[2] == planned
+
+
+def test_gpu_utilisation_rises_with_load(kube):
+    def utilisation():
+        req = urllib.request.Request(f"{GATEWAY}/function/image-classify/_esg/metrics")
+        text = urllib.request.urlopen(req, timeout=30).read().decode()
+        values = [float(line.split()[-1]) for line in text.splitlines()
+                  if line.startswith("esg_gpu_utilization_ratio")]
+        return max(values) if values else None
+
+    idle = utilisation()
+    if idle is None:
+        pytest.skip("no NVML telemetry: the cluster has no GPU")
+    drive("image", 20, 30)
+    assert utilisation() > idle
+
+
+def test_slo_hit_rate_and_cost_are_reported(kube):
+    text = urllib.request.urlopen(f"{GATEWAY}/function/router/_esg/metrics", timeout=30).read().decode()
+    assert "esg_requests_total" in text
+    plan = scaler_plan(kube)
+    assert all("cost" in p for p in plan["workflows"].values())

@@ -1,0 +1,94 @@
+"""What can be checked here of the cluster path (issue: no Docker, no cluster):
+the scripts, the stack file's format, the versions, the generated objects."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = sorted((ROOT / "deploy").rglob("*.sh"))
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None,
+                    reason="shellcheck is not installed (make test installs Debian's shellcheck)")
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck(script):
+    result = subprocess.run(["shellcheck", "--severity=style", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_scripts_are_strict_and_executable():
+    assert SCRIPTS
+    for script in SCRIPTS:
+        assert "set -euo pipefail" in script.read_text(), script
+        assert script.stat().st_mode & 0o111, f"{script} is not executable"
+
+
+def test_stack_follows_the_faas_cli_stack_format():
+    schema = json.loads((ROOT / "tests/schemas/faas-cli-stack.schema.json").read_text())
+    jsonschema.validate(yaml.safe_load((ROOT / "stack.yml").read_text()), schema)
+
+
+def test_the_script_uses_the_versions_and_settings_the_docs_name():
+    script = (ROOT / "deploy/minikube/up.sh").read_text()
+    doc = (ROOT / "docs/CLUSTER.md").read_text()
+    for variable, label in (("OPENFAAS_CHART_VERSION", "OpenFaaS chart"), ("DEVICE_PLUGIN_VERSION", "NVIDIA device plugin"),
+                            ("KNATIVE_VERSION", "Knative Serving")):
+        version = re.search(rf'{variable}="\$\{{{variable}:-([0-9.]+)\}}"', script).group(1)
+        assert re.search(rf"{label}[^|\n]*\|\s*v?{re.escape(version)}\b", doc), (label, version)
+    assert 'MINIKUBE_MIN_VERSION="1.32.0"' in script and "minikube | ≥ 1.32" in doc
+    # the documented usage of each tool
+    assert "minikube start -p \"${PROFILE}\" --driver docker --container-runtime docker --gpus all" in script
+    for setting in ("functionNamespace=openfaas-fn", "generateBasicAuth=true", "alertmanager.create=false"):
+        assert f"--set {setting}" in script, setting
+    assert "helm repo add openfaas https://openfaas.github.io/faas-netes/" in script
+    assert "faas-cli deploy -f stack.yml" in script and "down.sh" in doc
+
+
+def render_scaler_kustomization():
+    """deploy/scaler/kustomization.yaml rendered as kustomize would (resources +
+    configMapGenerator), with the repository's stack and profiles as the files."""
+    folder = ROOT / "deploy/scaler"
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    objects = [doc for r in kustomization["resources"] for doc in yaml.safe_load_all((folder / r).read_text()) if doc]
+    files = {"scaler.yaml": folder / "scaler.yaml", "stack.yml": ROOT / "stack.yml",
+             "profiles.json": ROOT / "profiles/cpu-2core.json"}
+    for generator in kustomization["configMapGenerator"]:
+        data = {}
+        for entry in generator["files"]:
+            key = entry.split("=", 1)[0]
+            data[key] = files[key].read_text()
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": generator["name"], "namespace": generator["namespace"]}, "data": data})
+    return objects
+
+
+def test_kustomize_output_is_valid():
+    objects = render_scaler_kustomization()
+    assert {o["kind"] for o in objects} == {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
+                                            "ConfigMap"}
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30", strict=True)
+
+
+def test_knative_services_carry_the_stack_and_are_readable_by_the_actuator():
+    from esg_plugin.scaler.actuators import KnativeActuator
+
+    out = subprocess.run([sys.executable, str(ROOT / "deploy/minikube/knative_services.py"), str(ROOT / "stack.yml")],
+                         capture_output=True, text=True, check=True)
+    services = [s for s in yaml.safe_load_all(out.stdout) if s]
+    assert len(services) == 10  # every workflow stage; not the router
+    for svc in services:
+        assert svc["apiVersion"] == "serving.knative.dev/v1" and svc["kind"] == "Service"
+        container = svc["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"].endswith(f"/{svc['metadata']['name']}:dev")
+        state = KnativeActuator._state_of(svc)
+        assert state.replicas == 1 and state.gpu_share == 100
