@@ -51,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if data is not None and not isinstance(data, dict):
         raise LoadError(f"{args.config}: the settings must be a mapping")
     try:
-        settings = ScalerSettings.load({**(data or {}), **overrides}, os.environ)
-        if args.actuator is not None or args.port is not None:  # flags win over the environment
-            settings = ScalerSettings.load({**(data or {}), **overrides}, {})
+        settings = ScalerSettings.load(data, os.environ, overrides)
     except ScalerSettingsError as err:
         raise LoadError(f"scaler settings: {err}") from None
     topology = Topology.from_stack(read_yaml(settings.stack))

@@ -64,7 +64,11 @@ class ScalerSettings:
     """Bearer token for the scaler's mutating endpoints (env ESG_SCALER_TOKEN)."""
 
     @staticmethod
-    def load(data: Optional[Mapping[str, Any]], env: Mapping[str, str]) -> "ScalerSettings":
+    def load(data: Optional[Mapping[str, Any]], env: Mapping[str, str],
+             overrides: Optional[Mapping[str, Any]] = None) -> "ScalerSettings":
+        """Settings from a file's ``data``, then ``ESG_SCALER_<NAME>`` in
+        ``env``, then ``overrides`` (command-line flags): each layer wins
+        over the one before."""
         data = dict(data or {})
         names = {f.name: f for f in fields(ScalerSettings)}
         unknown = set(data) - set(names)
@@ -74,6 +78,7 @@ class ScalerSettings:
             key = "ESG_SCALER_" + name.upper()
             if key in env:
                 data[name] = env[key]
+        data.update(overrides or {})
         settings = ScalerSettings()
         values = {}
         for name, value in data.items():

@@ -91,6 +91,12 @@ def test_environment_overrides_the_file():
     assert s.interval_s == 2.0 and s.token == "t"
 
 
+def test_flags_override_the_environment_without_dropping_it():
+    env = {"ESG_SCALER_TOKEN": "t", "ESG_SCALER_ACTUATOR": "openfaas-gateway", "ESG_SCALER_PORT": "9000"}
+    s = ScalerSettings.load({"interval_s": 5}, env, {"actuator": "dry-run"})
+    assert (s.actuator, s.token, s.port, s.interval_s) == ("dry-run", "t", 9000, 5.0)
+
+
 class StaticSource:
     def __init__(self):
         self.rates = None
