@@ -91,6 +91,16 @@ def queueing_delay_ms(stage_rate_rps: float, batch_size: int, exec_ms: float, re
     return waiting * exec_ms / (replicas - offered) * (arrival_cv2 / batch_size) / 2.0
 
 
+def check_inputs(stage_rate_rps: float, utilisation: float, arrival_cv2: float | None) -> None:
+    """ModelError for a rate, utilisation target or variability the model cannot use."""
+    if stage_rate_rps <= 0:
+        raise ModelError(f"the arrival rate must be positive, got {stage_rate_rps:g} rps")
+    if not 0 < utilisation <= 1:
+        raise ModelError(f"the utilisation target must lie in (0, 1], got {utilisation:g}")
+    if arrival_cv2 is not None and not (math.isfinite(arrival_cv2) and arrival_cv2 >= 0):
+        raise ModelError(f"arrival_cv2 must be a non-negative number, got {arrival_cv2!r}")
+
+
 def evaluate(
     config: Config,
     exec_ms: float,
@@ -100,12 +110,7 @@ def evaluate(
 ) -> StageOption:
     """The SPEC §3 quantities of one configuration at one arrival rate
     (plus the queueing term when ``arrival_cv2`` is given)."""
-    if stage_rate_rps <= 0:
-        raise ModelError(f"the arrival rate must be positive, got {stage_rate_rps:g} rps")
-    if not 0 < utilisation <= 1:
-        raise ModelError(f"the utilisation target must lie in (0, 1], got {utilisation:g}")
-    if arrival_cv2 is not None and not (math.isfinite(arrival_cv2) and arrival_cv2 >= 0):
-        raise ModelError(f"arrival_cv2 must be a non-negative number, got {arrival_cv2!r}")
+    check_inputs(stage_rate_rps, utilisation, arrival_cv2)
     n = replicas_needed(stage_rate_rps, config.batch_size, exec_ms, utilisation)
     wait_ms = 0.0 if config.batch_size == 1 else 1000.0 * (config.batch_size - 1) * n / stage_rate_rps
     queue_ms = 0.0
@@ -159,6 +164,10 @@ class OptionArrays(NamedTuple):
             float(self.queue_ms[i]),
         )
 
+    def options(self) -> list[StageOption]:
+        """Every configuration as a StageOption (what :func:`all_options` returns)."""
+        return [self.option(i) for i in range(len(self.exec_ms))]
+
 
 def option_arrays(
     profile: FunctionProfile,
@@ -167,7 +176,7 @@ def option_arrays(
     arrival_cv2: float | None = None,
 ) -> OptionArrays:
     """:func:`all_options` as arrays; identical values."""
-    evaluate(Config(1, 100), 1.0, stage_rate_rps, utilisation, arrival_cv2)  # validates the inputs
+    check_inputs(stage_rate_rps, utilisation, arrival_cv2)
     b, g, e = profile.runnable_arrays()
     n = np.maximum(1, np.ceil(stage_rate_rps * e / (utilisation * 1000.0 * b) - _CEIL_TOLERANCE)).astype(np.int64)
     wait_ms = np.where(b == 1, 0.0, 1000.0 * (b - 1) * n / stage_rate_rps)

@@ -70,8 +70,7 @@ def even_stage_budgets(problem: Problem) -> dict[str, float]:
 
 
 def _options(problem: Problem, stage: str) -> list[StageOption]:
-    arrays = problem.arrays[stage]
-    return [arrays.option(i) for i in range(len(arrays.exec_ms))]
+    return problem.arrays[stage].options()
 
 
 def _stage_rate(problem: Problem, stage: str) -> float:

@@ -25,7 +25,6 @@ from ..model import (
     ProfileSet,
     StageOption,
     Workflow,
-    all_options,
     path_latency_ms,
 )
 from .errors import PlannerError
@@ -63,14 +62,7 @@ def explain_plan(
     fastest = {s: m.min_latency_ms for s, m in problem.menus.items()}
     out: dict[str, list[Rejection]] = {}
     for stage, chosen in plan.stages.items():
-        every_option = tuple(
-            all_options(
-                profiles[workflow.stage(stage).function],
-                plan.rate_rps * workflow.stage(stage).fanout,
-                utilisation,
-                arrival_cv2,
-            )
-        )
+        every_option = tuple(problem.arrays[stage].options())
         chosen_cost_pct = round(chosen.cost * 100)
         cheaper = sorted(
             (o for o in every_option if o.cost_pct < chosen_cost_pct),

@@ -26,7 +26,6 @@ from ..model import (
     ProfileSet,
     StageOption,
     Workflow,
-    all_options,
     option_arrays,
 )
 from .errors import PlannerError
@@ -158,7 +157,7 @@ def build_problem(
         if stage.name not in restrict and stage_filter is None:
             menus[stage.name] = StageMenu.from_arrays(stage.name, arrays[stage.name])
             continue
-        options = all_options(profile, stage_rate_rps, utilisation, arrival_cv2)
+        options = arrays[stage.name].options()
         if stage.name in restrict:
             options = [o for o in options if o.config == restrict[stage.name]]
             if not options:

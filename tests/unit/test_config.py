@@ -45,4 +45,4 @@ def test_vectorised_evaluation_matches_the_scalar_one():
         rate = rng.uniform(0.05, 2000.0)
         rho = rng.uniform(0.3, 1.0)
         arrays = option_arrays(profile, rate, rho)
-        assert [arrays.option(i) for i in range(len(arrays.exec_ms))] == all_options(profile, rate, rho)
+        assert arrays.options() == all_options(profile, rate, rho)
