@@ -13,7 +13,7 @@ started.
 from __future__ import annotations
 
 import io
-import math
+import json
 import shutil
 import statistics
 import sys
@@ -30,6 +30,7 @@ from typing import Optional
 import numpy as np
 
 from ..model import ProfileSet
+from ..planner.baselines import openfaas_replicas
 from ..router import Router, make_router_server
 from ..scaler import FunctionState, GatewayScrape, Scaler, ScalerSettings, Topology
 from ..sim.workload import Workload
@@ -59,12 +60,10 @@ class OpenFaasAutoscaler:
                  max_replicas: int):
         self.topology, self.source, self.actuator = topology, source, actuator
         self.interval_s, self.max_replicas = interval_s, max_replicas
-        self.target_rps = {}
+        self.exec_ms = {}
         for (wf, stage), fn in topology.functions.items():
             profile = profiles[topology.workflows[wf].stage(stage).function]
-            top = max(profile.gpu_shares)
-            exec_ms = profile.latency(profile.batch_sizes[0], top) or 1.0
-            self.target_rps[fn] = 0.8 * 1000.0 / exec_ms
+            self.exec_ms[fn] = profile.latency(profile.batch_sizes[0], max(profile.gpu_shares)) or 1.0
         self.lower_since: dict[str, float] = {}
 
     def run(self, stop: threading.Event) -> None:
@@ -72,11 +71,11 @@ class OpenFaasAutoscaler:
             now = time.monotonic()
             observation = self.source.observe(now)
             if observation is not None:
-                current = self.actuator.current(list(self.target_rps))
+                current = self.actuator.current(list(self.exec_ms))
                 desired = {}
-                for fn, target in self.target_rps.items():
+                for fn, exec_ms in self.exec_ms.items():
                     rate = max(observation.rates_rps.get(fn, 0.0), observation.recent_rps.get(fn, 0.0))
-                    want = min(self.max_replicas, max(1, math.ceil(rate / target - 1e-9)))
+                    want = min(self.max_replicas, openfaas_replicas(rate, exec_ms))
                     cur = current.get(fn)
                     if cur is not None and want < cur.replicas:
                         since = self.lower_since.setdefault(fn, now)
@@ -221,8 +220,6 @@ def _drive(router_url: str, topology: Topology, workload: Workload, seed: int, s
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 status = response.status
-                import json
-
                 met = bool(json.loads(response.read()).get("slo_met"))
         except urllib.error.HTTPError as err:
             status = err.code

@@ -6,12 +6,14 @@ from .esg import solve_esg
 from .explain import Rejection, explain_plan
 from .limits import NO_LIMITS, SearchLimits
 from .oracle import solve_optimal
-from .planning import plan_workflow
+from .planning import DEGRADED_BUDGET_FACTORS, plan_with_fallback, plan_workflow
 from .policies import POLICIES, deployment_for, get_policy
 from .problem import Problem, StageMenu, build_problem
 from .replan import replan_downstream
 
 __all__ = [
+    "DEGRADED_BUDGET_FACTORS",
+    "plan_with_fallback",
     "NO_LIMITS",
     "POLICIES",
     "ChainResult",

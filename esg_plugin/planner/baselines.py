@@ -276,8 +276,14 @@ def _whole_gpu(problem: Problem, stage: str) -> StageOption:
     return min((o for o in options if o.config.gpu_share == top), key=lambda o: o.exec_ms)
 
 
+def kpa_replicas_for_concurrency(concurrency: float) -> int:
+    """Knative's rule: observed concurrency over the per-instance target."""
+    return max(1, math.ceil(concurrency / KPA_TARGET_CONCURRENCY - 1e-9))
+
+
 def kpa_replicas(stage_rate_rps: float, exec_ms: float) -> int:
-    return max(1, math.ceil(stage_rate_rps * exec_ms / 1000.0 / KPA_TARGET_CONCURRENCY - 1e-9))
+    """The same at a steady rate: concurrency by Little's law."""
+    return kpa_replicas_for_concurrency(stage_rate_rps * exec_ms / 1000.0)
 
 
 def openfaas_replicas(stage_rate_rps: float, exec_ms: float) -> int:

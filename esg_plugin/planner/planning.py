@@ -41,3 +41,34 @@ def plan_workflow(
     if started_s is not None:
         plan = plan.with_stats(replace(plan.stats, elapsed_ms=(clock_s() - started_s) * 1000.0))
     return plan
+
+
+#: When no plan fits the target budget, live policies (the simulator's and the
+#: scaler's) plan against these multiples of the SLO in turn: miss the SLO by
+#: as little as the load allows, rather than deploying the fastest (dearest)
+#: plan, which can ask for more GPUs than exist.
+DEGRADED_BUDGET_FACTORS = (1.0, 1.5, 2.0, 4.0)
+
+
+def plan_with_fallback(
+    workflow: Workflow,
+    profiles: ProfileSet,
+    rate_rps: float,
+    policy: str,
+    first_factor: float,
+    utilisation: float = DEFAULT_UTILISATION,
+    arrival_cv2: Optional[float] = None,
+    stage_filter=None,
+):
+    """Choices against ``SLO × first_factor``, else the first of
+    :data:`DEGRADED_BUDGET_FACTORS` that fits, else the fastest plan at the
+    loosest budget. Returns (problem, choices, stats, fits); the problem's
+    ``budget_ms`` is the budget the choices were made for."""
+    solve = get_policy(policy)
+    for factor in (first_factor,) + DEGRADED_BUDGET_FACTORS:
+        problem = build_problem(workflow, profiles, rate_rps, utilisation, budget_ms=workflow.slo_ms * factor,
+                                stage_filter=stage_filter, arrival_cv2=arrival_cv2)
+        choices, stats = solve(problem, NO_LIMITS)
+        if choices is not None:
+            return problem, choices, stats, True
+    return problem, problem.choices(problem.fastest()), stats, False

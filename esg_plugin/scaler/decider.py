@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from ..model import Plan, ProfileSet
-from ..planner import NO_LIMITS, PlannerError, build_problem, get_policy
+from ..planner import PlannerError, plan_with_fallback
 from .settings import ScalerSettings
 from .sources import Observation
 from .topology import Topology
 
-DEGRADED_BUDGET_FACTORS = (1.0, 1.5, 2.0, 4.0)
 MIN_RATE_RPS = 0.1
 
 
@@ -116,24 +115,12 @@ def _plan(workflow, profiles, rate, settings, pinned: Optional[Mapping[str, int]
     stage_filter = None
     if pinned:
         stage_filter = lambda stage, option: stage not in pinned or option.config.gpu_share == pinned[stage]  # noqa: E731
-    plan = None
-    for factor in (1 - settings.slo_margin,) + DEGRADED_BUDGET_FACTORS:
-        try:
-            plan = _plan_once(workflow, profiles, rate, workflow.slo_ms * factor, stage_filter)
-        except PlannerError:  # a pinned share the profile cannot run
-            return None
-        if plan.feasible:
-            return plan
-    return plan
-
-
-def _plan_once(workflow, profiles, rate, budget_ms, stage_filter) -> Plan:
-    problem = build_problem(workflow, profiles, rate, budget_ms=budget_ms, stage_filter=stage_filter,
-                            arrival_cv2=1.0)
-    choices, stats = get_policy("esg")(problem, NO_LIMITS)
-    if choices is None:
-        choices = problem.choices(problem.fastest())
-    return Plan.build(workflow, "esg", problem.rate_rps, choices, stats, slo_ms=budget_ms)
+    try:
+        problem, choices, stats, _ = plan_with_fallback(workflow, profiles, rate, "esg", 1 - settings.slo_margin,
+                                                        arrival_cv2=1.0, stage_filter=stage_filter)
+    except PlannerError:  # a pinned share the profile cannot run
+        return None
+    return Plan.build(workflow, "esg", problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
 
 
 def _stabilise(fn, target: FunctionState, cur: Optional[FunctionState], memory: Memory, now_s: float,

@@ -41,13 +41,8 @@ from collections import deque
 from typing import Optional
 
 from ..model import DEFAULT_UTILISATION, InstanceGroup, ProfileSet, Workflow
-from ..planner import NO_LIMITS, build_problem, deployment_for, get_policy
-from ..planner.baselines import (
-    KPA_TARGET_CONCURRENCY,
-    OPENFAAS_TARGET_FRACTION,
-    _whole_gpu,
-    even_stage_budgets,
-)
+from ..planner import build_problem, deployment_for, get_policy, plan_with_fallback
+from ..planner.baselines import _whole_gpu, even_stage_budgets, kpa_replicas_for_concurrency, openfaas_replicas
 from .engine import Deployment, Policy, View
 
 DEFAULT_ESG_MARGIN = 0.35
@@ -77,7 +72,7 @@ class PlannedPolicy(Policy):
                  deadline_dispatch: bool = False, interval_s: float = 5.0, queueing_aware: bool = False,
                  utilisation: float = DEFAULT_UTILISATION):
         self.name = name
-        self.planner = get_policy(name)
+        get_policy(name)  # an unknown policy fails here, not at the first tick
         self.workflows = workflows
         self.profiles = profiles
         self.margin = margin
@@ -120,14 +115,8 @@ class PlannedPolicy(Policy):
                 continue
             self.planned_rps[wf.name] = rate
             cv2 = view.arrival_cv2.get(wf.name, 1.0) if self.queueing_aware else None
-            for factor in (1.0 - self.margin,) + DEGRADED_BUDGET_FACTORS:
-                problem = build_problem(wf, self.profiles, rate, self.utilisation, budget_ms=wf.slo_ms * factor,
-                                        arrival_cv2=cv2)
-                choices, _ = self.planner(problem, NO_LIMITS)
-                if choices is not None:
-                    break
-            else:
-                choices = problem.choices(problem.fastest())
+            problem, choices, _, _ = plan_with_fallback(wf, self.profiles, rate, self.name, 1.0 - self.margin,
+                                                        self.utilisation, cv2)
             for stage, groups in deployment_for(self.name, problem, choices).items():
                 deployment[(wf.name, stage)] = groups
             latency = {s: o.latency_ms for s, o in choices.items()}
@@ -203,8 +192,8 @@ class KpaPolicy(_WholeGpuAutoscaler):
             recent = [c for t, c in history if t >= view.now_s - self.panic_window_s]
             panic = sum(recent) / len(recent)
             current = self.current.get(key, 1)
-            want_stable = max(1, math.ceil(stable / KPA_TARGET_CONCURRENCY - 1e-9))
-            want_panic = max(1, math.ceil(panic / KPA_TARGET_CONCURRENCY - 1e-9))
+            want_stable = kpa_replicas_for_concurrency(stable)
+            want_panic = kpa_replicas_for_concurrency(panic)
             if want_panic >= self.panic_threshold * current:
                 self.panic_until[key] = view.now_s + self.stable_window_s
             if view.now_s < self.panic_until.get(key, -1.0):
@@ -231,8 +220,7 @@ class OpenFaasPolicy(_WholeGpuAutoscaler):
             rate = view.observed_rps.get(wf.name, 0.0)
             for s in wf.stage_names:
                 key = (wf.name, s)
-                target_rps = OPENFAAS_TARGET_FRACTION * 1000.0 / self.option[key].exec_ms
-                want = max(1, math.ceil(rate * self.fanout[key] / target_rps - 1e-9))
+                want = openfaas_replicas(rate * self.fanout[key], self.option[key].exec_ms)
                 current = self.current.get(key, 1)
                 if want >= current:
                     self.lower_since.pop(key, None)
