@@ -32,14 +32,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..scaler.actuators import Actuator, Change, _diff
+from ..jsonhttp import JsonRequestHandler
+from ..scaler.actuators import Actuator, Change, diff_states
 from ..scaler.decider import FunctionState
 
 NAMESPACE = "openfaas-fn"
@@ -231,7 +232,7 @@ class LocalActuator(Actuator):
             if name not in self.platform.functions:
                 changes.append(Change(name, "gone", None, None))
                 continue
-            for change in _diff(name, self.platform.functions[name].state, want):
+            for change in diff_states(name, self.platform.functions[name].state, want):
                 try:
                     if change.kind == "replicas":
                         self.platform.scale(name, want.replicas)
@@ -286,29 +287,8 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
                         metrics: Optional[GatewayMetrics] = None) -> ThreadingHTTPServer:
     metrics = metrics or GatewayMetrics()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonRequestHandler):
         protocol_version = "HTTP/1.0"
-
-        def log_message(self, *args):
-            pass
-
-        def _send(self, code: int, body: bytes, headers: Optional[list] = None,
-                  content_type: str = "application/json") -> None:
-            self.send_response(code)
-            sent = set()
-            for key, value in headers or []:
-                if key.lower() in ("content-length", "date", "server", "connection"):
-                    continue
-                self.send_header(key, value)
-                sent.add(key.lower())
-            if "content-type" not in sent:
-                self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, code: int, doc) -> None:
-            self._send(code, json.dumps(doc).encode())
 
         def _function(self, method: str) -> None:
             rest = self.path[len("/function/"):]
@@ -333,7 +313,7 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
                     code, headers, out = 502, [], json.dumps({"error": f"{name}: {err}"}).encode()
             metrics.invocations.labels(function_name=label, code=str(code)).inc()
             metrics.seconds.labels(function_name=label, code=str(code)).observe(time.perf_counter() - started)
-            self._send(code, out, headers)
+            self._send(code, out, headers=headers)
 
         def _describe(self, fn: LocalFunction) -> dict:
             return {"name": fn.name, "namespace": NAMESPACE, "replicas": len(fn.workers),

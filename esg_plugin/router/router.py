@@ -26,12 +26,13 @@ import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..jsonhttp import JsonRequestHandler
 from ..scaler.topology import Topology
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
@@ -125,17 +126,7 @@ class Router:
 
 
 def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(JsonRequestHandler):
         def do_GET(self):  # noqa: N802
             if self.path == "/metrics":
                 self._send(200, generate_latest(router.registry), CONTENT_TYPE_LATEST)

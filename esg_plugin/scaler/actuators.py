@@ -56,7 +56,7 @@ class Actuator:
         raise NotImplementedError
 
 
-def _diff(fn: str, cur: Optional[FunctionState], want: FunctionState) -> list[Change]:
+def diff_states(fn: str, cur: Optional[FunctionState], want: FunctionState) -> list[Change]:
     if cur is None:
         return [Change(fn, "replicas", None, want.replicas), Change(fn, "gpu_share", None, want.gpu_share),
                 Change(fn, "batching", None, (want.batch_size, want.max_wait_ms))]
@@ -82,7 +82,7 @@ class DryRunActuator(Actuator):
     def apply(self, desired):
         changes = []
         for fn, want in desired.items():
-            for change in _diff(fn, self.state.get(fn), want):
+            for change in diff_states(fn, self.state.get(fn), want):
                 log.info("dry-run: %s %s %s -> %s", fn, change.kind, change.before, change.after)
                 changes.append(change)
             self.state[fn] = want
@@ -184,7 +184,7 @@ class KubernetesActuator(Actuator):
                     changes.append(Change(fn, "error", None, f"read: {err}"))
                 continue
             cur = self._state_of(deployment)
-            for change in _diff(fn, cur, want):
+            for change in diff_states(fn, cur, want):
                 try:
                     self._apply_one(fn, deployment, change, want)
                     changes.append(change)
@@ -278,7 +278,7 @@ class KnativeActuator(Actuator):
             except Exception as err:
                 changes.append(Change(fn, "gone" if getattr(err, "status", None) == 404 else "error", None, str(err)))
                 continue
-            diff = _diff(fn, self._state_of(svc), want)
+            diff = diff_states(fn, self._state_of(svc), want)
             if not diff:
                 continue
             containers = svc["spec"]["template"]["spec"]["containers"]

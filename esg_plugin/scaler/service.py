@@ -15,17 +15,17 @@ the error and changes nothing it could not reason about.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..jsonhttp import JsonRequestHandler
 from ..model import ProfileSet
 from .actuators import Actuator, Change
 from .decider import Decision, Memory, decide
@@ -150,20 +150,7 @@ class Scaler:
 
 
 def make_http_server(scaler: Scaler, host: str, port: int, token: Optional[str]) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format, *args):  # noqa: A002
-            pass
-
-        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, code: int, doc) -> None:
-            self._send(code, json.dumps(doc, default=str).encode())
-
+    class Handler(JsonRequestHandler):
         def do_GET(self):  # noqa: N802
             if self.path == "/healthz":
                 self._json(200, {"status": "ok"})
