@@ -20,7 +20,6 @@ the workflow's DAG, calling each stage's function through the gateway.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -75,36 +74,33 @@ class Router:
         deadline_ms = started * 1000.0 + workflow.slo_ms
         request_id = uuid.uuid4().hex
         outputs: dict[str, Any] = {}
-        lock = threading.Lock()
 
-        def run_stage(stage_name: str) -> None:
-            stage = workflow.stage(stage_name)
+        def stage_input(stage_name: str) -> tuple[bytes, str]:
             preds = list(workflow.graph.predecessors(stage_name))
             if not preds:
-                payload, ctype = body, content_type
-            elif len(preds) == 1:
-                payload, ctype = json.dumps(outputs[preds[0]]).encode(), "application/json"
-            else:
-                payload = json.dumps({"inputs": {p: outputs[p] for p in preds}}).encode()
-                ctype = "application/json"
-            headers = {"Content-Type": ctype or "application/octet-stream", "X-ESG-Request-Id": request_id,
-                       "X-ESG-Deadline-Ms": str(int(deadline_ms))}
-            function = self.topology.functions[(workflow_name, stage_name)]
-            calls = [self.pool.submit(self.call_stage, function, payload, headers) for _ in range(stage.fanout)]
-            results = [json.loads(c.result() or b"null") for c in calls]
-            with lock:
-                outputs[stage_name] = results[0] if stage.fanout == 1 else {"outputs": results}
+                return body, content_type or "application/octet-stream"
+            if len(preds) == 1:
+                return json.dumps(outputs[preds[0]]).encode(), "application/json"
+            return json.dumps({"inputs": {p: outputs[p] for p in preds}}).encode(), "application/json"
 
         try:
-            done: set[str] = set()
             pending = list(workflow.topological_order())
             while pending:
-                ready = [s for s in pending if all(p in done for p in workflow.graph.predecessors(s))]
-                futures = {s: self.pool.submit(run_stage, s) for s in ready}
-                for s, f in futures.items():
-                    f.result()
-                    done.add(s)
-                pending = [s for s in pending if s not in done]
+                # the stages whose inputs are all there run together; only the
+                # HTTP calls go to the pool, so its threads never wait on it
+                ready = [s for s in pending if all(p in outputs for p in workflow.graph.predecessors(s))]
+                calls = {}
+                for stage_name in ready:
+                    payload, ctype = stage_input(stage_name)
+                    headers = {"Content-Type": ctype, "X-ESG-Request-Id": request_id,
+                               "X-ESG-Deadline-Ms": str(int(deadline_ms))}
+                    function = self.topology.functions[(workflow_name, stage_name)]
+                    calls[stage_name] = [self.pool.submit(self.call_stage, function, payload, headers)
+                                         for _ in range(workflow.stage(stage_name).fanout)]
+                for stage_name, futures in calls.items():
+                    results = [json.loads(f.result() or b"null") for f in futures]
+                    outputs[stage_name] = results[0] if len(results) == 1 else {"outputs": results}
+                pending = [s for s in pending if s not in outputs]
         except StageFailed as err:
             if err.status == 504:  # a stage shed it: its deadline had passed
                 self.requests.labels(workflow=workflow_name, slo="missed").inc()
