@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"esg up — policy {summary['policy']}, {summary['requests']} requests after warm-up, "
               f"SLO hit rate {summary['slo_hit_rate']:.2%}, cost {summary['cost']} equivalents held")
         for name, w in summary["workflows"].items():
-            print(f"  {name:<10} requests {w['requests']:>5}  late {w['late']:>4}  errors {w['errors']:>3}  "
-                  f"SLO hit {w['slo_hit_rate']:.2%}  "
+            print(f"  {name:<10} requests {w['requests']:>5}  late {w['late']:>4}  rejected {w['rejected']:>3}  "
+                  f"errors {w['errors']:>3}  SLO hit {w['slo_hit_rate']:.2%}  "
                   f"p50 {w['p50_ms']} ms  p99 {w['p99_ms']} ms")
     return 0
 

@@ -16,6 +16,10 @@
 - **LocalActuator**: the scaler's actuator for it — processes per function
   for replicas, live ``/_esg/config`` for batch settings, a rolling restart
   for a share (on a CPU, the share of the cores becomes torch's threads).
+
+A worker leaves the gateway's rotation before it is stopped, as a pod leaves
+its Service's endpoints: it gets SIGTERM only once every request the gateway
+had already sent to it is answered, so no request meets a draining worker.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class Worker:
     proc: subprocess.Popen
     port: int
     share: int
+    in_flight: int = 0
+    """Requests the gateway has sent to it and not yet had answered."""
 
 
 @dataclass
@@ -89,6 +95,8 @@ class LocalPlatform:
         self.spawned: list[int] = []
         """Every worker process ever started (for checks that none outlives a shutdown)."""
         self.lock = threading.RLock()
+        self.answered = threading.Condition()
+        """Guards every worker's in_flight; notified when a request is answered."""
         folders: dict[Path, Path] = {}
         for name, spec in (stack.get("functions") or {}).items():
             spec = spec or {}
@@ -151,6 +159,12 @@ class LocalPlatform:
                 self._wait_ready(fn, fn.workers)
 
     def _stop(self, workers: list[Worker], timeout_s: float = 30.0) -> None:
+        """Workers already out of the rotation: wait for the requests sent to
+        them, then SIGTERM (they drain their queue) and wait for the exit."""
+        deadline = time.monotonic() + timeout_s
+        with self.answered:
+            while any(w.in_flight for w in workers) and time.monotonic() < deadline:
+                self.answered.wait(timeout=max(0.0, deadline - time.monotonic()))
         for w in workers:
             if w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)  # drains its queue, then exits
@@ -173,18 +187,22 @@ class LocalPlatform:
 
     # --- control -----------------------------------------------------------
     def scale(self, name: str, replicas: int) -> None:
+        """More workers join the rotation once ready; fewer leave it first and
+        are stopped once their requests are answered."""
         fn = self.functions[name]
+        removed: list[Worker] = []
         with self.lock:
             current = len(fn.workers)
             if replicas > current:
                 new = [self._spawn(fn, fn.state) for _ in range(replicas - current)]
                 self._wait_ready(fn, new)
-                fn.workers = fn.workers + new
+                with self.answered:
+                    fn.workers = fn.workers + new
             elif replicas < current:
-                removed = fn.workers[replicas:]
-                fn.workers = fn.workers[:replicas]
-                self._stop(removed)
+                with self.answered:
+                    removed, fn.workers = fn.workers[replicas:], fn.workers[:replicas]
             fn.state = FunctionState(replicas, fn.state.batch_size, fn.state.max_wait_ms, fn.state.gpu_share)
+        self._stop(removed)
 
     def set_batching(self, name: str, batch_size: int, max_wait_ms: float) -> None:
         fn = self.functions[name]
@@ -201,16 +219,29 @@ class LocalPlatform:
             state = FunctionState(fn.state.replicas, fn.state.batch_size, fn.state.max_wait_ms, share)
             new = [self._spawn(fn, state) for _ in range(max(1, len(fn.workers)))]
             self._wait_ready(fn, new)
-            old, fn.workers = fn.workers, new
+            with self.answered:
+                old, fn.workers = fn.workers, new
             fn.state = state
         self._stop(old)
 
-    def pick(self, name: str) -> Optional[Worker]:
+    def acquire(self, name: str, avoid: Optional[Worker] = None) -> Optional[Worker]:
+        """The next worker of the function in round robin (not ``avoid`` when
+        there is another), counted in flight until :meth:`release`."""
         fn = self.functions.get(name)
-        if fn is None or not fn.workers:
+        if fn is None:
             return None
-        workers = fn.workers
-        return workers[next(fn.cursor) % len(workers)]
+        with self.answered:
+            workers = [w for w in fn.workers if w is not avoid] or fn.workers
+            if not workers:
+                return None
+            worker = workers[next(fn.cursor) % len(workers)]
+            worker.in_flight += 1
+            return worker
+
+    def release(self, worker: Worker) -> None:
+        with self.answered:
+            worker.in_flight -= 1
+            self.answered.notify_all()
 
     def held_share(self) -> float:
         """GPU-equivalents (CPU: core-equivalents) held now: Σ share/100 over workers."""
@@ -287,6 +318,24 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
                         metrics: Optional[GatewayMetrics] = None) -> ThreadingHTTPServer:
     metrics = metrics or GatewayMetrics()
 
+    def forward(name: str, method: str, path: str, body: bytes, headers: dict) -> tuple[int, list, bytes]:
+        """One call to a worker; a refused connection (the request never
+        reached a process, e.g. one that crashed) is tried once on another."""
+        tried = None
+        for _attempt in range(2):
+            worker = platform.acquire(name, avoid=tried)
+            if worker is None:
+                return 503, [], json.dumps({"error": f"{name} has no replicas"}).encode()
+            try:
+                return _request(worker.port, method, path, body, headers)
+            except ConnectionRefusedError as err:
+                tried, error = worker, err
+            except OSError as err:
+                return 502, [], json.dumps({"error": f"{name}: {err}"}).encode()
+            finally:
+                platform.release(worker)
+        return 502, [], json.dumps({"error": f"{name}: {error}"}).encode()
+
     class Handler(JsonRequestHandler):
         protocol_version = "HTTP/1.0"
 
@@ -296,21 +345,14 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
             name, query = name.split("?", 1) if "?" in name else (name, "")
             forward_path = "/" + sub if sub else "/" + (f"?{query}" if query else "")
             label = f"{name}.{NAMESPACE}"
-            worker = platform.pick(name)
             if name not in platform.functions:
                 return self._json(404, {"error": f"no function {name!r}"})
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             metrics.started.labels(function_name=label).inc()
             started = time.perf_counter()
-            if worker is None:
-                code, headers, out = 503, [], json.dumps({"error": f"{name} has no replicas"}).encode()
-            else:
-                headers_in = {k: self.headers[k] for k in FORWARDED if self.headers.get(k)}
-                try:
-                    code, headers, out = _request(worker.port, method, forward_path, body, headers_in)
-                except OSError as err:
-                    code, headers, out = 502, [], json.dumps({"error": f"{name}: {err}"}).encode()
+            headers_in = {k: self.headers[k] for k in FORWARDED if self.headers.get(k)}
+            code, headers, out = forward(name, method, forward_path, body, headers_in)
             metrics.invocations.labels(function_name=label, code=str(code)).inc()
             metrics.seconds.labels(function_name=label, code=str(code)).observe(time.perf_counter() - started)
             self._send(code, out, headers=headers)

@@ -95,6 +95,8 @@ class LoadResult:
     latency_ms: float
     status: int
     slo_met: bool
+    error: str = ""
+    """The router's reason when the status is not 200 (or the client's own error)."""
 
 
 @dataclass
@@ -120,7 +122,8 @@ class UpReport:
                 "requests": len(mine),
                 "answered": sum(1 for r in mine if r.status > 0),
                 "late": sum(1 for r in mine if r.status == 504 or (r.status == 200 and not r.slo_met)),
-                "errors": sum(1 for r in mine if r.status not in (200, 504)),
+                "rejected": sum(1 for r in mine if r.status == 429),
+                "errors": sum(1 for r in mine if r.status not in (200, 504, 429)),
                 "slo_hit_rate": round(sum(r.slo_met for r in mine) / len(mine), 4) if mine else None,
                 "p50_ms": round(statistics.median(ok), 1) if ok else None,
                 "p99_ms": round(float(np.percentile(ok, 99)), 1) if ok else None,
@@ -216,18 +219,18 @@ def _drive(router_url: str, topology: Topology, workload: Workload, seed: int, s
         request = urllib.request.Request(f"{router_url}/workflow/{name}", data=body, method="POST",
                                          headers={"Content-Type": content_type})
         sent = time.monotonic()
-        status, met = 0, False
+        status, met, error = 0, False, ""
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 status = response.status
                 met = bool(json.loads(response.read()).get("slo_met"))
         except urllib.error.HTTPError as err:
-            status = err.code
-        except (urllib.error.URLError, OSError):
-            status = -1
+            status, error = err.code, err.read()[:300].decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError) as err:
+            status, error = -1, str(err)
         latency_ms = (time.monotonic() - sent) * 1000.0
         with lock:
-            report.results.append(LoadResult(name, t, latency_ms, status, met and status == 200))
+            report.results.append(LoadResult(name, t, latency_ms, status, met and status == 200, error))
 
     with ThreadPoolExecutor(256, thread_name_prefix="esg-load") as pool:
         for t, name, body, content_type in arrivals:

@@ -11,9 +11,10 @@ the workflow's DAG, calling each stage's function through the gateway.
 - The answer is the exit stage's output (``{"<stage>": output, ...}`` when
   there are several exits); a failing stage gives 502 naming it; a stage
   that shed the request because its deadline had passed (504) gives 504,
-  counted as a missed SLO.
+  counted as a missed SLO; an overloaded stage (429, its queue full) gives
+  429 with ``Retry-After``, naming it, so the client backs off.
 - Metrics (``GET /metrics``): ``esg_workflow_requests_total{workflow,slo}``
-  with slo ``met``, ``missed`` or ``error``, and
+  with slo ``met``, ``missed``, ``rejected`` (429) or ``error``, and
   ``esg_workflow_latency_seconds{workflow}``.
 """
 
@@ -56,7 +57,7 @@ class Router:
         self.latency = Histogram("esg_workflow_latency_seconds", "End-to-end latency of workflow requests.",
                                  ["workflow"], buckets=LATENCY_BUCKETS, registry=self.registry)
 
-    def call_stage(self, function: str, body: bytes, headers: dict) -> bytes:
+    def call_stage(self, stage: str, function: str, body: bytes, headers: dict) -> bytes:
         request = urllib.request.Request(f"{self.gateway_url}/function/{function}", data=body, method="POST",
                                          headers=headers)
         try:
@@ -64,9 +65,9 @@ class Router:
                 return response.read()
         except urllib.error.HTTPError as err:
             detail = err.read()[:300].decode("utf-8", "replace")
-            raise StageFailed(function, f"HTTP {err.code} {detail}", err.code) from None
+            raise StageFailed(stage, f"function {function}: HTTP {err.code} {detail}", err.code) from None
         except (urllib.error.URLError, OSError) as err:
-            raise StageFailed(function, str(err)) from None
+            raise StageFailed(stage, f"function {function}: {err}") from None
 
     def run(self, workflow_name: str, body: bytes, content_type: str) -> tuple[int, Any]:
         workflow = self.topology.workflows[workflow_name]
@@ -95,7 +96,7 @@ class Router:
                     headers = {"Content-Type": ctype, "X-ESG-Request-Id": request_id,
                                "X-ESG-Deadline-Ms": str(int(deadline_ms))}
                     function = self.topology.functions[(workflow_name, stage_name)]
-                    calls[stage_name] = [self.pool.submit(self.call_stage, function, payload, headers)
+                    calls[stage_name] = [self.pool.submit(self.call_stage, stage_name, function, payload, headers)
                                          for _ in range(workflow.stage(stage_name).fanout)]
                 for stage_name, futures in calls.items():
                     results = [json.loads(f.result() or b"null") for f in futures]
@@ -105,6 +106,10 @@ class Router:
             if err.status == 504:  # a stage shed it: its deadline had passed
                 self.requests.labels(workflow=workflow_name, slo="missed").inc()
                 return 504, {"error": f"deadline exceeded at stage '{err.stage}'", "stage": err.stage,
+                             "request_id": request_id}
+            if err.status == 429:  # a stage's queue is full: the client should back off
+                self.requests.labels(workflow=workflow_name, slo="rejected").inc()
+                return 429, {"error": f"stage '{err.stage}' is overloaded, retry later", "stage": err.stage,
                              "request_id": request_id}
             self.requests.labels(workflow=workflow_name, slo="error").inc()
             return 502, {"error": str(err), "stage": err.stage, "request_id": request_id}
@@ -140,6 +145,6 @@ def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             code, doc = router.run(name, body, self.headers.get("Content-Type", ""))
-            self._send(code, json.dumps(doc).encode())
+            self._send(code, json.dumps(doc).encode(), headers=[("Retry-After", "1")] if code == 429 else None)
 
     return ThreadingHTTPServer((host, port), Handler)

@@ -4,7 +4,8 @@ POST /function/router/workflow/<name> runs one request through the workflow,
 calling each stage through the gateway, exactly as `esg_plugin.router` does
 beside the embedded platform: fan-out, joins ({"inputs": {stage: output}}),
 X-ESG-Deadline-Ms and X-ESG-Request-Id on every call, 502 naming a failing
-stage, 504 when a stage shed the request because its deadline had passed.
+stage, 504 when a stage shed the request because its deadline had passed,
+429 with Retry-After when a stage is overloaded.
 The workflows come from the com.esg.* annotations of the deployed functions
 (GET /system/functions, refreshed every 30 s).
 
@@ -108,6 +109,8 @@ def run(name, wf, body, content_type):
         except Failed as err:
             if err.status == 504:
                 return 504, {"error": f"deadline exceeded at stage '{err.stage}'", "stage": err.stage}
+            if err.status == 429:
+                return 429, {"error": f"stage '{err.stage}' is overloaded, retry later", "stage": err.stage}
             return 502, {"error": str(err), "stage": err.stage}
     exits = [s for s in stages if not any(s in stages[t]["after"] for t in stages)]
     latency_ms = (time.time() - started) * 1000
@@ -129,4 +132,4 @@ def handle(event, context):
         return {"statusCode": 404, "body": {"error": f"no workflow {name!r}; known: {', '.join(sorted(known))}"}}
     content_type = next((v for k, v in event.headers.items() if k.lower() == "content-type"), "")
     status, doc = run(name, known[name], event.body, content_type)
-    return {"statusCode": status, "body": doc}
+    return {"statusCode": status, "body": doc, "headers": {"Retry-After": "1"} if status == 429 else {}}

@@ -1,15 +1,19 @@
 """The standalone workflow router against a gateway-like HTTP server."""
 
+import importlib.util
 import json
 import threading
+import urllib.error
+import urllib.request
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from esg_plugin.jsonhttp import JsonRequestHandler
-from esg_plugin.router import Router
+from esg_plugin.router import Router, make_router_server
 from esg_plugin.scaler import Topology
 
 pytestmark = pytest.mark.integration
@@ -23,6 +27,8 @@ def gateway():
             name = self.path.rsplit("/", 1)[-1]
             doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
             time.sleep(0.02)
+            if name.startswith("answers-"):  # a stage that fails with the status in its name
+                return self._json(int(name.rsplit("-", 1)[1]), {"error": "as asked"})
             if name == "join":  # a fan-out branch arrives as {"outputs": [...]}
                 branches = [b.get("path") or b["outputs"][0]["path"] for b in doc["inputs"].values()]
                 seen = sorted(s for path in branches for s in path)
@@ -53,6 +59,60 @@ def test_a_small_pool_never_deadlocks_under_concurrent_fan_out():
         for status, doc in results:
             assert status == 200
             assert doc["output"]["path"] == ["head", "head", "left", "right", "join"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+FAILURES = [  # what a stage answers -> what the client gets, and the SLO label
+    (500, 502, "error"),
+    (504, 504, "missed"),
+    (429, 429, "rejected"),
+]
+
+
+@pytest.mark.parametrize("stage_status, client_status, slo", FAILURES)
+def test_a_failing_stage_is_named_with_the_status_the_client_expects(stage_status, client_status, slo):
+    stack = {"functions": {
+        "head": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "10000"}},
+        f"answers-{stage_status}": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "tail",
+                                                    "com.esg.after": "head"}},
+    }}
+    server = gateway()
+    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}")
+    front = make_router_server(router)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{front.server_address[1]}/workflow/w", data=b"{}",
+                                         method="POST", headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+        assert caught.value.code == client_status
+        assert json.loads(caught.value.read())["stage"] == "tail"
+        assert (caught.value.headers.get("Retry-After") is not None) == (client_status == 429)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{front.server_address[1]}/metrics", timeout=30).read()
+        assert f'esg_workflow_requests_total{{slo="{slo}",workflow="w"}} 1.0' in metrics.decode()
+    finally:
+        front.shutdown()
+        front.server_close()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("stage_status, client_status, slo", FAILURES)
+def test_the_router_function_answers_a_failing_stage_the_same_way(stage_status, client_status, slo, monkeypatch):
+    server = gateway()
+    monkeypatch.setenv("gateway_url", f"http://127.0.0.1:{server.server_address[1]}")
+    path = Path(__file__).resolve().parents[2] / "functions/router/handler.py"
+    spec = importlib.util.spec_from_file_location("router_function", path)
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    workflow = {"slo_ms": 10000, "stages": {
+        "head": {"function": "head", "after": [], "fanout": 1},
+        "tail": {"function": f"answers-{stage_status}", "after": ["head"], "fanout": 1}}}
+    try:
+        status, doc = handler.run("w", workflow, b"{}", "application/json")
+        assert status == client_status and doc["stage"] == "tail"
     finally:
         server.shutdown()
         server.server_close()
