@@ -93,6 +93,8 @@ class LocalPlatform:
         self.extra_env = dict(extra_env or {})
         self.functions: dict[str, LocalFunction] = {}
         self.spawned: list[int] = []
+        self.closed = False
+        """Set by shutdown: from then on nothing new is started."""
         """Every worker process ever started (for checks that none outlives a shutdown)."""
         self.lock = threading.RLock()
         self.answered = threading.Condition()
@@ -124,6 +126,9 @@ class LocalPlatform:
 
     # --- processes ---------------------------------------------------------
     def _spawn(self, fn: LocalFunction, state: FunctionState) -> Worker:
+        """A new worker process; callers hold self.lock, which shutdown takes too."""
+        if self.closed:
+            raise PlatformError(f"function '{fn.name}': the platform is shut down")
         port = free_port()
         env = {**os.environ, **fn.env, **self.extra_env, "ESG_HOST": "127.0.0.1", "ESG_PORT": str(port),
                "ESG_MAX_BATCH_SIZE": str(state.batch_size), "ESG_MAX_WAIT_MS": str(state.max_wait_ms),
@@ -149,6 +154,18 @@ class LocalPlatform:
                 if time.monotonic() > deadline:
                     raise PlatformError(f"function '{fn.name}' did not start within {self.start_timeout_s:g} s")
                 time.sleep(0.1)
+
+    def _start_ready(self, fn: LocalFunction, state: FunctionState, count: int) -> list[Worker]:
+        """``count`` new workers, ready; if any fails to start, none is left running."""
+        new: list[Worker] = []
+        try:
+            for _ in range(count):
+                new.append(self._spawn(fn, state))
+            self._wait_ready(fn, new)
+        except PlatformError:
+            self._stop(new, timeout_s=5.0)
+            raise
+        return new
 
     def start(self) -> None:
         """One worker per function, started in parallel."""
@@ -176,7 +193,10 @@ class LocalPlatform:
                 w.proc.wait()
 
     def shutdown(self) -> None:
+        """Stop every worker; a scaling step still running (it holds the
+        lock) finishes first, and any later one is refused."""
         with self.lock:
+            self.closed = True
             workers = [w for fn in self.functions.values() for w in fn.workers]
             for fn in self.functions.values():
                 fn.workers = []
@@ -194,8 +214,7 @@ class LocalPlatform:
         with self.lock:
             current = len(fn.workers)
             if replicas > current:
-                new = [self._spawn(fn, fn.state) for _ in range(replicas - current)]
-                self._wait_ready(fn, new)
+                new = self._start_ready(fn, fn.state, replicas - current)
                 with self.answered:
                     fn.workers = fn.workers + new
             elif replicas < current:
@@ -217,8 +236,7 @@ class LocalPlatform:
         fn = self.functions[name]
         with self.lock:
             state = FunctionState(fn.state.replicas, fn.state.batch_size, fn.state.max_wait_ms, share)
-            new = [self._spawn(fn, state) for _ in range(max(1, len(fn.workers)))]
-            self._wait_ready(fn, new)
+            new = self._start_ready(fn, state, max(1, len(fn.workers)))
             with self.answered:
                 old, fn.workers = fn.workers, new
             fn.state = state

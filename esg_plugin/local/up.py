@@ -191,6 +191,9 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
                 report.gateway_invocations[name] = report.gateway_invocations.get(name, 0) + int(sample.value)
     finally:
         stop.set()
+        for thread in threads:  # the controller may be in a scaling step: let it end
+            if thread.name == "esg-up-control":
+                thread.join(timeout=30.0)
         for server in servers:
             server.shutdown()
             server.server_close()

@@ -5,15 +5,23 @@ import http.client
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from esg_plugin.local import LocalPlatform, make_gateway_server
+from esg_plugin.local.platform import PlatformError
 
 pytestmark = pytest.mark.integration
 
 HANDLER = '''
-import json
+import json, os
+
+try:  # a test breaks the next worker to start by creating this file
+    os.unlink(os.environ["BROKEN_MARKER"])
+    raise RuntimeError("broken on purpose")
+except FileNotFoundError:
+    pass
 
 def handle_batch(events, context):
     return [{"statusCode": 200, "body": {"ok": True}} for e in events]
@@ -26,7 +34,8 @@ def platform(tmp_path):
     handler.mkdir()
     (handler / "handler.py").write_text(HANDLER)
     stack = {"functions": {"echo": {"lang": "esg-python3", "handler": str(handler),
-                                    "environment": {"ESG_MAX_BATCH_SIZE": "1", "ESG_GPU_SHARE": "100"}}}}
+                                    "environment": {"ESG_MAX_BATCH_SIZE": "1", "ESG_GPU_SHARE": "100",
+                                                    "BROKEN_MARKER": str(tmp_path / "broken")}}}}
     platform = LocalPlatform(stack, tmp_path, tmp_path / "work")
     platform.start()
     platform.scale("echo", 2)
@@ -88,3 +97,30 @@ def test_the_gateway_tries_another_worker_when_one_refuses_the_connection(platfo
     finally:
         gateway.shutdown()
         gateway.server_close()
+
+
+def gone(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_when_one_new_worker_fails_to_start_none_is_left_running(platform, tmp_path):
+    before = list(platform.spawned)
+    (tmp_path / "broken").touch()
+    with pytest.raises(PlatformError, match="exited at start: RuntimeError: broken on purpose"):
+        platform.scale("echo", 4)
+    started = [pid for pid in platform.spawned if pid not in before]
+    assert len(started) == 2 and all(gone(pid) for pid in started)  # the healthy one was stopped too
+    assert len(platform.functions["echo"].workers) == 2 and platform.functions["echo"].state.replicas == 2
+
+
+def test_nothing_starts_after_shutdown(platform):
+    platform.shutdown()
+    count = len(platform.spawned)
+    with pytest.raises(PlatformError, match="shut down"):
+        platform.scale("echo", 3)
+    with pytest.raises(PlatformError, match="shut down"):
+        platform.set_share("echo", 50)
+    assert len(platform.spawned) == count and all(gone(pid) for pid in platform.spawned)
