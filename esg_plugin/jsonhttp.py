@@ -1,14 +1,22 @@
-"""The request handler the project's small HTTP services share (the router,
-the scaler's endpoint, the embedded gateway): no access log, and helpers
-that answer bytes or JSON with a Content-Length."""
+"""The server and request handler the project's small HTTP services share
+(the router, the scaler's endpoint, the embedded gateway): a thread per
+connection with a deep listen backlog, no access log, and helpers that
+answer bytes or JSON with a Content-Length."""
 
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Optional
 
 _SET_BY_US = ("content-length", "date", "server", "connection")
+
+
+class JsonHTTPServer(ThreadingHTTPServer):
+    """The standard library's listen backlog is 5 connections: a burst beyond
+    it waits for TCP's one-second SYN retry. 1024, as the function runtime."""
+
+    request_queue_size = 1024
 
 
 class JsonRequestHandler(BaseHTTPRequestHandler):

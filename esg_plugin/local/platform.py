@@ -36,14 +36,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..jsonhttp import JsonRequestHandler
+from ..jsonhttp import JsonHTTPServer, JsonRequestHandler
 from ..scaler.actuators import Actuator, Change, diff_states
 from ..scaler.decider import FunctionState
 
@@ -333,7 +332,7 @@ class GatewayMetrics:
 
 
 def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: int = 0,
-                        metrics: Optional[GatewayMetrics] = None) -> ThreadingHTTPServer:
+                        metrics: Optional[GatewayMetrics] = None) -> JsonHTTPServer:
     metrics = metrics or GatewayMetrics()
 
     def forward(name: str, method: str, path: str, body: bytes, headers: dict) -> tuple[int, list, bytes]:
@@ -413,4 +412,4 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
                 return self._send(202, b"")
             self._json(404, {"error": f"no such path {self.path}"})
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return JsonHTTPServer((host, port), Handler)

@@ -26,13 +26,12 @@ import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..jsonhttp import JsonRequestHandler
+from ..jsonhttp import JsonHTTPServer, JsonRequestHandler
 from ..scaler.topology import Topology
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
@@ -126,7 +125,7 @@ class Router:
                      "slo_met": met, "output": result}
 
 
-def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -> JsonHTTPServer:
     class Handler(JsonRequestHandler):
         def do_GET(self):  # noqa: N802
             if self.path == "/metrics":
@@ -147,4 +146,4 @@ def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -
             code, doc = router.run(name, body, self.headers.get("Content-Type", ""))
             self._send(code, json.dumps(doc).encode(), headers=[("Retry-After", "1")] if code == 429 else None)
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return JsonHTTPServer((host, port), Handler)

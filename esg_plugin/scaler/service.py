@@ -19,13 +19,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..jsonhttp import JsonRequestHandler
+from ..jsonhttp import JsonHTTPServer, JsonRequestHandler
 from ..model import ProfileSet
 from .actuators import Actuator, Change
 from .decider import Decision, Memory, decide
@@ -149,7 +148,7 @@ class Scaler:
         }
 
 
-def make_http_server(scaler: Scaler, host: str, port: int, token: Optional[str]) -> ThreadingHTTPServer:
+def make_http_server(scaler: Scaler, host: str, port: int, token: Optional[str]) -> JsonHTTPServer:
     class Handler(JsonRequestHandler):
         def do_GET(self):  # noqa: N802
             if self.path == "/healthz":
@@ -178,4 +177,4 @@ def make_http_server(scaler: Scaler, host: str, port: int, token: Optional[str])
             scaler.iterate()
             self._json(200, scaler.plan_document())
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return JsonHTTPServer((host, port), Handler)
