@@ -92,9 +92,9 @@ class LocalPlatform:
         self.extra_env = dict(extra_env or {})
         self.functions: dict[str, LocalFunction] = {}
         self.spawned: list[int] = []
+        """Every worker process ever started (for checks that none outlives a shutdown)."""
         self.closed = False
         """Set by shutdown: from then on nothing new is started."""
-        """Every worker process ever started (for checks that none outlives a shutdown)."""
         self.lock = threading.RLock()
         self.answered = threading.Condition()
         """Guards every worker's in_flight; notified when a request is answered."""
@@ -408,7 +408,10 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
                         raise ValueError
                 except (ValueError, KeyError, TypeError):
                     return self._json(400, {"error": "expected {\"replicas\": n} with n >= 0"})
-                platform.scale(name, replicas)
+                try:
+                    platform.scale(name, replicas)
+                except PlatformError as err:
+                    return self._json(503 if platform.closed else 500, {"error": str(err)})
                 return self._send(202, b"")
             self._json(404, {"error": f"no such path {self.path}"})
 

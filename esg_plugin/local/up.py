@@ -145,7 +145,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
     stages = set(topology.functions.values())  # the router runs beside the platform, not as a function
     stack = {**stack, "functions": {k: v for k, v in stack["functions"].items() if k in stages}}
     platform = LocalPlatform(stack, stack_dir, workdir)
-    servers, threads = [], []
+    servers = []
+    control: Optional[threading.Thread] = None
     stop = threading.Event()
     report = UpReport(policy, workload.duration_s, workload.warmup_s)
     try:
@@ -158,8 +159,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         router_server = make_router_server(router)
         servers.append(router_server)
         for server in servers:
-            threads.append(threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True))
-            threads[-1].start()
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         router_url = f"http://127.0.0.1:{router_server.server_address[1]}"
         source = GatewayScrape(gateway_url + "/metrics", window_s=max(15.0, 3 * interval_s))
         actuator = LocalActuator(platform)
@@ -169,8 +169,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
             controller = Scaler(topology, profiles, settings, source, actuator)
         else:
             controller = OpenFaasAutoscaler(topology, profiles, source, actuator, interval_s, max_replicas)
-        threads.append(threading.Thread(target=controller.run, args=(stop,), daemon=True, name="esg-up-control"))
-        threads[-1].start()
+        control = threading.Thread(target=controller.run, args=(stop,), daemon=True, name="esg-up-control")
+        control.start()
         started = time.monotonic()
 
         def sample():
@@ -182,8 +182,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
                     dashboard(t, platform, report, controller)
                 stop.wait(1.0)
 
-        threads.append(threading.Thread(target=sample, daemon=True, name="esg-up-sampler"))
-        threads[-1].start()
+        threading.Thread(target=sample, daemon=True, name="esg-up-sampler").start()
         _drive(router_url, topology, workload, seed, started, report)
         for sample in gateway_metrics.invocations.collect()[0].samples:
             if sample.name.endswith("_total"):
@@ -191,9 +190,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
                 report.gateway_invocations[name] = report.gateway_invocations.get(name, 0) + int(sample.value)
     finally:
         stop.set()
-        for thread in threads:  # the controller may be in a scaling step: let it end
-            if thread.name == "esg-up-control":
-                thread.join(timeout=30.0)
+        if control is not None:  # it may be in a scaling step: let it end
+            control.join(timeout=30.0)
         for server in servers:
             server.shutdown()
             server.server_close()

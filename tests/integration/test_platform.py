@@ -124,3 +124,18 @@ def test_nothing_starts_after_shutdown(platform):
     with pytest.raises(PlatformError, match="shut down"):
         platform.set_share("echo", 50)
     assert len(platform.spawned) == count and all(gone(pid) for pid in platform.spawned)
+
+
+def test_the_gateway_answers_a_scale_it_cannot_carry_out_with_a_json_reason(platform):
+    gateway = make_gateway_server(platform)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        platform.shutdown()
+        conn = http.client.HTTPConnection("127.0.0.1", gateway.server_address[1], timeout=30)
+        conn.request("POST", "/system/scale-function/echo", body=b'{"replicas": 2}')
+        response = conn.getresponse()
+        assert response.status == 503 and "shut down" in json.loads(response.read())["error"]
+        conn.close()
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
