@@ -104,6 +104,19 @@ def retrying(call: Callable, is_conflict: Callable[[Exception], bool], is_transi
             time.sleep(backoff_s * (2 ** attempt))
 
 
+def read_states(functions: list[str], read: Callable[[str], FunctionState]) -> dict[str, FunctionState]:
+    """The current state of each function that can be read; one that is gone
+    (404) is left out quietly, any other failure is logged and left out."""
+    out = {}
+    for fn in functions:
+        try:
+            out[fn] = read(fn)
+        except Exception as err:
+            if getattr(err, "status", None) != 404:
+                log.warning("reading %s failed: %s", fn, err)
+    return out
+
+
 class KubernetesActuator(Actuator):
     """OpenFaaS functions as Deployments, through the official client."""
 
@@ -162,14 +175,7 @@ class KubernetesActuator(Actuator):
         )
 
     def current(self, functions):
-        out = {}
-        for fn in functions:
-            try:
-                out[fn] = self._state_of(self._read(fn))
-            except Exception as err:
-                if self._status(err) != 404:
-                    log.warning("reading %s failed: %s", fn, err)
-        return out
+        return read_states(functions, lambda fn: self._state_of(self._read(fn)))
 
     # --- writing -----------------------------------------------------------
     def apply(self, desired):
@@ -262,13 +268,7 @@ class KnativeActuator(Actuator):
                              int(env.get("ESG_GPU_SHARE", 100)))
 
     def current(self, functions):
-        out = {}
-        for fn in functions:
-            try:
-                out[fn] = self._state_of(self._read(fn))
-            except Exception as err:
-                log.warning("reading %s failed: %s", fn, err)
-        return out
+        return read_states(functions, lambda fn: self._state_of(self._read(fn)))
 
     def apply(self, desired):
         changes = []
