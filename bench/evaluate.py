@@ -37,7 +37,7 @@ def evaluate(seeds: list[int], out_dir: Path) -> dict:
         workflows = [load.workflow for load in workload.workflows]
         results[name] = {}
         for seed in seeds:
-            runs = [simulate(workload, profiles, make_policy(p, workflows, profiles), SimConfig(seed=seed))
+            runs = [simulate(workload, profiles, make_policy(p, workflows, profiles, gpus=workload.gpus), SimConfig(seed=seed))
                     for p in POLICY_NAMES]
             doc = document(name, seed, workload.duration_s, runs)
             results[name][seed] = doc

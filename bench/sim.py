@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     workflow = Workflow.build("chain5", 200.0, stages, hop_ms=2.0)
     workload = Workload("bench-chain5", 8, args.duration,
                         (WorkflowLoad(workflow, Arrivals("poisson", {"rate_rps": args.rate})),), warmup_s=60.0)
-    policy = make_policy(args.policy, [workflow], profiles)
+    policy = make_policy(args.policy, [workflow], profiles, gpus=workload.gpus)
     started = time.perf_counter()
     result = simulate(workload, profiles, policy, SimConfig(seed=args.seed))
     wall_s = time.perf_counter() - started

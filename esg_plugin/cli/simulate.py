@@ -32,7 +32,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                    help="lognormal sigma of execution-time noise (interference), default 0")
     p.add_argument("--esg-margin", type=float, metavar="M",
-                   help="share of the SLO that esg and optimal keep in reserve (default 0.35)")
+                   help="share of the SLO that esg and optimal keep in reserve at start (default 0.25; "
+                        "misses raise it, see docs/control.md)")
+    p.add_argument("--ablation", metavar="MECHANISM",
+                   help="switch one mechanism of esg's control law off: utilisation, step, backlog, feedback, "
+                        "degraded")
     p.add_argument("--json", action="store_true", help="print the SPEC §7 JSON instead of the table")
     p.add_argument("--out", metavar="DIR",
                    help="also write simulation.json, latencies.csv and PNG plots into DIR")
@@ -41,7 +45,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..sim import POLICY_NAMES, SimConfig, make_policy, simulate
-    from ..sim.policies import DEFAULT_ESG_MARGIN
+    from ..control import ABLATIONS, ControlSettings
     from ..sim.report import document, render_table, write_outputs
 
     workload = load_workload(args.workload)
@@ -58,13 +62,17 @@ def run(args: argparse.Namespace) -> int:
         workload = dataclasses.replace(workload, duration_s=args.duration)
     if args.noise < 0:
         raise LoadError("--noise must not be negative")
-    margin = DEFAULT_ESG_MARGIN if args.esg_margin is None else args.esg_margin
-    if not 0 <= margin < 1:
-        raise LoadError("--esg-margin must lie in [0, 1)")
+    settings = ControlSettings(capacity_gpus=float(workload.gpus))
+    margin = settings.slo_margin if args.esg_margin is None else args.esg_margin
+    if not (0 <= margin < settings.max_margin):
+        raise LoadError(f"--esg-margin must lie in [0, {settings.max_margin:g})")
+    settings = dataclasses.replace(settings, slo_margin=margin)
+    if args.ablation is not None and args.ablation not in ABLATIONS:
+        raise LoadError(f"unknown --ablation {args.ablation!r}; known: {', '.join(ABLATIONS)}")
     workflows = [load.workflow for load in workload.workflows]
     results = []
     for name in names:
-        policy = make_policy(name, workflows, profiles, esg_margin=margin)
+        policy = make_policy(name, workflows, profiles, settings=settings, ablation=args.ablation)
         progress = _Progress(name)
         results.append(simulate(workload, profiles, policy, SimConfig(seed=args.seed, noise_sigma=args.noise),
                                 progress=progress))

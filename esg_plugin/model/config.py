@@ -29,7 +29,7 @@ with it; ``esg plan`` does not unless asked (``--queueing-cv2``).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -174,16 +174,68 @@ def option_arrays(
     stage_rate_rps: float,
     utilisation: float = DEFAULT_UTILISATION,
     arrival_cv2: float | None = None,
+    utilisations: Sequence[float] = (),
+    fanout: int = 1,
+    queue_quantile: float | None = None,
 ) -> OptionArrays:
-    """:func:`all_options` as arrays; identical values."""
+    """:func:`all_options` as arrays; identical values.
+
+    ``utilisations`` (an extension, for the control law): evaluate every
+    configuration at each of these targets too, so that the replica count
+    — the utilisation of each instance — becomes a decision of the planner
+    like batch size and share (duplicates removed). ``fanout`` (queueing-aware
+    latency only): the ``fanout`` calls of one request arrive together, so the
+    last of them waits ``ceil(ceil(fanout / b) / n) − 1`` executions for an
+    instance. ``queue_quantile`` (queueing-aware latency only): the wait is
+    that quantile of the waiting time rather than its mean (see
+    :func:`queueing_delays_ms`).
+    """
     check_inputs(stage_rate_rps, utilisation, arrival_cv2)
     b, g, e = profile.runnable_arrays()
-    n = np.maximum(1, np.ceil(stage_rate_rps * e / (utilisation * 1000.0 * b) - _CEIL_TOLERANCE)).astype(np.int64)
+    targets = [utilisation] + [u for u in utilisations if u != utilisation]
+    for u in targets:
+        if not 0 < u <= 1:
+            raise ModelError(f"the utilisation target must lie in (0, 1], got {u:g}")
+    n = np.concatenate([np.maximum(1, np.ceil(stage_rate_rps * e / (u * 1000.0 * b) - _CEIL_TOLERANCE))
+                        for u in targets]).astype(np.int64)
+    if len(targets) > 1:
+        b, g, e = np.tile(b, len(targets)), np.tile(g, len(targets)), np.tile(e, len(targets))
+        _, first = np.unique(np.stack([b, g, n]), axis=1, return_index=True)
+        keep = np.sort(first)
+        b, g, e, n = b[keep], g[keep], e[keep], n[keep]
     wait_ms = np.where(b == 1, 0.0, 1000.0 * (b - 1) * n / stage_rate_rps)
     if arrival_cv2 is None:
         queue_ms = np.zeros(len(e))
     else:
-        queue_ms = np.array([
-            queueing_delay_ms(stage_rate_rps, int(bi), float(ei), int(ni), arrival_cv2) for bi, ei, ni in zip(b, e, n)
-        ])
+        queue_ms = queueing_delays_ms(stage_rate_rps, b, e, n, arrival_cv2, queue_quantile)
+        if fanout > 1:
+            rounds = np.ceil(np.ceil(fanout / b) / n)
+            queue_ms = queue_ms + (rounds - 1) * e
     return OptionArrays(b, g, e, n, wait_ms, wait_ms + e + queue_ms, n * g, queue_ms)
+
+
+def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: np.ndarray,
+                       arrival_cv2: float, quantile: float | None = None) -> np.ndarray:
+    """:func:`queueing_delay_ms` over arrays of configurations (the Erlang B
+    recursion run for all of them at once).
+
+    With ``quantile`` q, the q-quantile of the wait instead of its mean: in
+    M/M/c a batch waits longer than t with probability ``C · exp(−(cμ − λ) t)``
+    (C the Erlang C probability of waiting at all), so the quantile is
+    ``ln(C / (1 − q))⁺ / (cμ − λ)``, scaled like the mean by Allen–Cunneen's
+    factor. A latency objective is about the tail, not the mean.
+    """
+    if quantile is not None and not 0 < quantile < 1:
+        raise ModelError(f"the queueing quantile must lie in (0, 1), got {quantile!r}")
+    offered = stage_rate_rps / b * e / 1000.0
+    blocking = np.ones(len(e))
+    for k in range(1, int(n.max(initial=0)) + 1):
+        step = offered * blocking / (k + offered * blocking)
+        blocking = np.where(k <= n, step, blocking)
+    stable = offered < n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        waiting = blocking / (1.0 - offered / n * (1.0 - blocking))
+        if quantile is not None:
+            waiting = np.log(np.maximum(waiting / (1.0 - quantile), 1.0))
+        delay = waiting * e / (n - offered) * (arrival_cv2 / b) / 2.0
+    return np.where(stable, delay, np.inf)

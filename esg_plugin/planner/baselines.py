@@ -238,7 +238,7 @@ def llama_groups(problem: Problem, stage: str, budget_ms: float) -> list[Instanc
     quick = [o for o in singles if o.exec_ms <= budget_ms / 2]
     fast = (min(quick, key=lambda o: (o.config.gpu_share, o.exec_ms)) if quick
             else min(singles, key=lambda o: (o.exec_ms, -o.config.gpu_share)))
-    return [group_of(cheap, lane=0), InstanceGroup(1, fast.config.gpu_share, 1, 0.0, lane=1)]
+    return [group_of(cheap, lane=0), InstanceGroup(fast.config.batch_size, fast.config.gpu_share, 1, 0.0, lane=1)]
 
 
 # --- planners of the baselines that run several groups per stage --------------------

@@ -59,6 +59,8 @@ def plan_with_fallback(
     utilisation: float = DEFAULT_UTILISATION,
     arrival_cv2: Optional[float] = None,
     stage_filter=None,
+    utilisations: tuple[float, ...] = (),
+    queue_quantile: Optional[float] = None,
 ):
     """Choices against ``SLO × first_factor``, else the first of
     :data:`DEGRADED_BUDGET_FACTORS` that fits, else the fastest plan at the
@@ -67,7 +69,8 @@ def plan_with_fallback(
     solve = get_policy(policy)
     for factor in (first_factor,) + DEGRADED_BUDGET_FACTORS:
         problem = build_problem(workflow, profiles, rate_rps, utilisation, budget_ms=workflow.slo_ms * factor,
-                                stage_filter=stage_filter, arrival_cv2=arrival_cv2)
+                                stage_filter=stage_filter, arrival_cv2=arrival_cv2,
+                                utilisations=utilisations, queue_quantile=queue_quantile)
         choices, stats = solve(problem, NO_LIMITS)
         if choices is not None:
             return problem, choices, stats, True

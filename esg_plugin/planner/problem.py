@@ -136,12 +136,17 @@ def build_problem(
     restrict: Optional[Mapping[str, Config]] = None,
     stage_filter: Optional[Callable[[str, StageOption], bool]] = None,
     arrival_cv2: Optional[float] = None,
+    utilisations: tuple[float, ...] = (),
+    queue_quantile: Optional[float] = None,
 ) -> Problem:
     """Evaluate every stage's configurations at ``rate_rps``.
 
     ``restrict`` pins stages to one configuration (used by ``--explain``);
     ``stage_filter`` drops options a policy will not consider;
-    ``arrival_cv2`` turns on the queueing-aware latency (``model/config.py``).
+    ``arrival_cv2`` turns on the queueing-aware latency (``model/config.py``);
+    ``utilisations`` adds each configuration at these utilisation targets
+    (the replica count becomes a decision, see ``option_arrays``);
+    ``queue_quantile`` plans the queueing wait's quantile, not its mean.
     """
     rate_rps = check_rate(rate_rps)
     if not 0 < utilisation <= 1:
@@ -153,7 +158,8 @@ def build_problem(
     for stage in workflow.stages:
         profile = profiles[stage.function]
         stage_rate_rps = rate_rps * stage.fanout
-        arrays[stage.name] = option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2)
+        arrays[stage.name] = option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisations,
+                                           stage.fanout, queue_quantile)
         if stage.name not in restrict and stage_filter is None:
             menus[stage.name] = StageMenu.from_arrays(stage.name, arrays[stage.name])
             continue

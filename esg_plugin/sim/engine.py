@@ -75,6 +75,13 @@ class View:
     """Requests queued or in service at each stage, right now."""
     instances: dict[tuple[str, str], int]
     """Live instances of each stage (ready or starting)."""
+    backlog: dict[str, float] = field(default_factory=dict)
+    """Per workflow: requests waiting beyond what the ready instances take
+    next (the largest over its stages, in workflow requests)."""
+    answers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per workflow, over the last ``short_window_s``: (finished within the SLO, missed: late or shed)."""
+    exec_ratio: dict[str, float] = field(default_factory=dict)
+    """Per function: executed over profiled time of the batches since the last tick (noise shows here)."""
 
 
 class Policy:
@@ -83,6 +90,8 @@ class Policy:
     name = "policy"
     interval_s = 5.0
     window_s = 30.0
+    short_window_s: Optional[float] = None
+    """The quick rate's window (``View.recent_rps``); None: ``interval_s``."""
     deadline_dispatch = False
     lanes = 1
 
@@ -137,7 +146,7 @@ class _Lane:
 
 class _Stage:
     __slots__ = ("wf", "index", "name", "key", "profile", "fanout", "succs", "is_exit", "lanes", "instances",
-                 "starting", "in_service", "downstream_ms")
+                 "starting", "in_service", "downstream_ms", "min_exec_ms", "min_after_ms")
 
     def __init__(self, wf, index, name, profile, fanout, lanes):
         self.wf = wf
@@ -153,10 +162,13 @@ class _Stage:
         self.starting = 0
         self.in_service = 0
         self.downstream_ms = 0.0
+        self.min_exec_ms = min(v for row in profile.latency_ms for v in row if v is not None)
+        self.min_after_ms = 0.0
+        """The least time after this stage: fastest executions and hops on the longest path on."""
 
 
 class _Workflow:
-    __slots__ = ("name", "slo_ms", "hop_ms", "stages", "entries", "need", "exits", "arrivals", "recent")
+    __slots__ = ("name", "slo_ms", "hop_ms", "stages", "entries", "need", "exits", "arrivals", "recent", "answers")
 
     def __init__(self, name, slo_ms, hop_ms):
         self.name = name
@@ -168,10 +180,12 @@ class _Workflow:
         self.exits = 0
         self.arrivals = np.empty(0)
         self.recent: deque = deque()
+        self.answers: deque = deque()
+        """(time_ms, met the SLO) of each request answered or shed."""
 
 
 class _Request:
-    __slots__ = ("wf", "arrival_ms", "deadline_ms", "need", "left", "exits_left", "done_ms")
+    __slots__ = ("wf", "arrival_ms", "deadline_ms", "need", "left", "exits_left", "done_ms", "shed")
 
     def __init__(self, wf, arrival_ms):
         self.wf = wf
@@ -181,6 +195,7 @@ class _Request:
         self.left = [s.fanout for s in wf.stages]
         self.exits_left = wf.exits
         self.done_ms = -1.0
+        self.shed = False
 
 
 @dataclass
@@ -202,6 +217,9 @@ class RunResult:
     held_series: list[tuple[float, float]] = field(default_factory=list)
     """(time_s, GPUs held) at each control tick, before it acts."""
     unplaced: int = 0
+    """Instance placements that failed (a desired instance that does not fit is tried again every tick)."""
+    shed: int = 0
+    """Requests a stage dropped because they could no longer meet their deadline (counted as missed)."""
     stage_executions: int = 0
     """Request-stage executions simulated (one request passing one stage)."""
     batches: int = 0
@@ -236,6 +254,10 @@ class Simulator:
                 stage.succs = [index[t] for t in wf_model.graph.successors(name)]
                 stage.is_exit = not stage.succs
                 wf.need.append(wf_model.graph.in_degree(name))
+            for name in reversed(wf_model.topological_order()):
+                stage = wf.stages[index[name]]
+                stage.min_after_ms = max((wf.hop_ms + wf.stages[u].min_exec_ms + wf.stages[u].min_after_ms
+                                          for u in stage.succs), default=0.0)
             wf.entries = [index[n] for n in wf_model.entries]
             wf.exits = len(wf_model.exits)
             wf.arrivals = load.arrivals.times_s(workload.duration_s, self.rng) * 1000.0
@@ -249,6 +271,11 @@ class Simulator:
         self.cost_acc_by_wf = {wf.name: 0.0 for wf in self.workflows}
         self.busy_acc = 0.0
         self.unplaced = 0
+        self.shed = 0
+        self.desired: Deployment = {}
+        """The last desired state per stage: re-applied every tick, as a controller reconciles."""
+        self.exec_done: dict[str, list[float]] = {}
+        """Per function since the last tick: [executed ms, profiled ms]."""
         self.stage_executions = 0
         self.batches = 0
         self.scored: list[_Request] = []
@@ -406,7 +433,18 @@ class Simulator:
                     self._retire(inst, t)
 
     # --- the data path -----------------------------------------------------
+    def _shed(self, req: _Request, t: float) -> None:
+        """Drop a request that can no longer meet its deadline (the runtime's early 504)."""
+        req.shed = True
+        self.shed += 1
+        req.wf.answers.append((t, False))
+
     def _enqueue(self, stage: _Stage, req: _Request, t: float) -> None:
+        if req.shed:
+            return
+        if t + stage.min_exec_ms + stage.min_after_ms > req.deadline_ms + _EPS:
+            self._shed(req, t)
+            return
         lane_index = 0
         if len(stage.lanes) > 1:
             slack = req.deadline_ms - t
@@ -419,8 +457,17 @@ class Simulator:
     def _dispatch(self, lane: _Lane, now: float) -> None:
         queue, idle = lane.queue, lane.idle
         deadline_dispatch = self.policy.deadline_dispatch
+        stage = lane.stage
+        after = stage.min_after_ms
         while queue and idle:
             inst = idle[-1]
+            exec_ms = inst.exec_ms
+            while queue and (queue[0][1].shed or now + exec_ms[1] + after > queue[0][1].deadline_ms + _EPS):
+                req = queue.popleft()[1]
+                if not req.shed:
+                    self._shed(req, now)
+            if not queue:
+                return
             b = inst.batch
             n = len(queue)
             if n < b:
@@ -436,9 +483,24 @@ class Simulator:
                         self._push(due, _TIMER, lane)
                     return
             k = b if n >= b else n
+            items = []
+            for _ in range(k):
+                req = queue.popleft()[1]
+                if req.shed:
+                    continue
+                if now + exec_ms[k] + after > req.deadline_ms + _EPS:
+                    self._shed(req, now)
+                    continue
+                items.append(req)
+            if not items:
+                continue
+            k = len(items)
             idle.pop()
-            items = [queue.popleft()[1] for _ in range(k)]
-            exec_ms = inst.exec_ms[k] * self._noise()
+            nominal_ms = exec_ms[k]
+            exec_ms = nominal_ms * self._noise()
+            done = self.exec_done.setdefault(stage.profile.name, [0.0, 0.0])
+            done[0] += exec_ms
+            done[1] += nominal_ms
             inst.busy = True
             lane.stage.in_service += k
             self.busy_acc += inst.share / 100.0 * exec_ms / 1000.0
@@ -452,6 +514,8 @@ class Simulator:
         hop = wf.hop_ms
         self.stage_executions += len(items)
         for req in items:
+            if req.shed:
+                continue
             left = req.left
             left[s] -= 1
             if left[s]:
@@ -464,6 +528,7 @@ class Simulator:
                 req.exits_left -= 1
                 if req.exits_left == 0:
                     req.done_ms = t
+                    wf.answers.append((t, t - req.arrival_ms <= wf.slo_ms + _EPS))
 
     # --- the loop ----------------------------------------------------------
     def run(self, progress: Optional[Callable[[float], None]] = None) -> RunResult:
@@ -529,7 +594,9 @@ class Simulator:
                 self.held_series.append((t / 1000.0, self.held_pct / 100.0))
                 deployment = policy.decide(self._view(t))
                 if deployment is not None:
-                    self._apply(deployment, t)
+                    self.desired.update(deployment)
+                if self.desired:
+                    self._apply(self.desired, t)
                     for stage in self.stage_by_key.values():
                         stage.downstream_ms = policy.downstream_ms(stage.wf.name, stage.name)
                 if progress is not None:
@@ -554,30 +621,43 @@ class Simulator:
             cost_gpu_s_by_workflow=dict(self.cost_acc_by_wf),
             held_series=self.held_series,
             unplaced=self.unplaced,
+            shed=self.shed,
             stage_executions=self.stage_executions,
             batches=self.batches,
         )
 
     def _view(self, t: float) -> View:
         window_ms = self.policy.window_s * 1000.0
-        interval_ms = self.policy.interval_s * 1000.0
-        observed, latest, cv2 = {}, {}, {}
+        short_ms = (self.policy.short_window_s or self.policy.interval_s) * 1000.0
+        observed, latest, cv2, backlog, answers = {}, {}, {}, {}, {}
         for wf in self.workflows:
             recent = wf.recent
-            while recent and recent[0] < t - max(window_ms, interval_ms):
+            while recent and recent[0] < t - max(window_ms, short_ms):
                 recent.popleft()
             span_ms = min(window_ms, t)
             observed[wf.name] = sum(1 for a in recent if a >= t - window_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
-            span_ms = min(interval_ms, t)
-            latest[wf.name] = sum(1 for a in recent if a >= t - interval_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
+            span_ms = min(short_ms, t)
+            latest[wf.name] = sum(1 for a in recent if a >= t - short_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
             gaps = np.diff(np.fromiter((a for a in recent if a >= t - window_ms), dtype=float))
             cv2[wf.name] = float(gaps.var() / gaps.mean() ** 2) if len(gaps) >= 20 and gaps.mean() > 0 else 1.0
+            while wf.answers and wf.answers[0][0] < t - short_ms:
+                wf.answers.popleft()
+            met = sum(1 for _, ok in wf.answers if ok)
+            answers[wf.name] = (met, len(wf.answers) - met)
+            waiting = 0.0
+            for stage in wf.stages:
+                queued = sum(len(lane.queue) for lane in stage.lanes)
+                takes = sum(i.batch for i in stage.instances if i.ready and not i.retiring)
+                waiting = max(waiting, max(0, queued - takes) / stage.fanout)
+            backlog[wf.name] = waiting
         concurrency = {}
         instances = {}
         for key, stage in self.stage_by_key.items():
             concurrency[key] = sum(len(lane.queue) for lane in stage.lanes) + stage.in_service
             instances[key] = sum(1 for i in stage.instances if not i.retiring)
-        return View(t / 1000.0, observed, latest, cv2, concurrency, instances)
+        ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}
+        self.exec_done = {}
+        return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio)
 
 
 def simulate(workload: Workload, profiles: ProfileSet, policy: Policy, config: Optional[SimConfig] = None,

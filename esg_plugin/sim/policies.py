@@ -1,25 +1,27 @@
-"""Scheduling policies as the simulator runs them: a planner plus its
-run-time reaction. Every policy observes arrival rates in the simulation
-(never the true rates) and acts every ``interval_s``.
+"""Scheduling policies as the simulator runs them. Every policy observes the
+simulation (never the true rates) through :class:`View` and acts every
+``interval_s``; the engine re-applies the last desired state at every tick,
+so a placement that failed is tried again.
 
-- Planned policies (``esg``, ``optimal``, ``infless``, ``fast-gshare``,
-  ``nexus``, ``orion``, ``llama``) look every 5 s at the larger of the rates
-  observed over the last 30 s and the last interval, and re-plan a workflow
-  with the planner of the same name (``esg_plugin.planner``) for 10% above
-  it (more for bursty arrivals: 10% × cv of the observed gaps) — at once when the load exceeds what the current plan covers, but down
-  only after it has stayed under 70% of that for 30 s — then deploy its
-  instance groups.
-- When no plan fits, a planned policy tries looser budgets (1, 1.5, 2 and 4
-  times the SLO) before the fastest plan, so that overload degrades latency
-  instead of asking for more GPUs than exist.
-- ``esg`` and ``optimal`` plan queueing-aware (``model/config.py``: the
-  expected wait for a free instance, from the observed variability of
-  arrivals) against ``SLO × (1 − margin)``, margin 0.35 by default — the
-  model gives mean latencies, the objective is that 99% of requests make
-  their SLO — and dispatch deadline-aware: a batch leaves
-  early when waiting longer would make its oldest request miss its deadline
-  given the plan's latency downstream — each request's remaining budget is
-  re-checked at every stage.
+- ``esg`` and ``optimal`` are the control law of ``esg_plugin.control`` —
+  the same code as ``esg scaler`` and ``esg up`` — behind
+  :class:`ControlledPolicy`, which only translates the view into the law's
+  observation (arrival rates over 30 s and 2 s, their variability, the
+  backlog, answers by class, execution times) every second; they dispatch
+  deadline-aware: a batch leaves early when waiting longer would make its
+  oldest request miss its deadline given the plan's latency downstream.
+
+The peers keep their own reaction here (``docs/EVALUATION.md``):
+
+- Planned peers (``infless``, ``fast-gshare``, ``nexus``, ``orion``,
+  ``llama``) look every 5 s at the larger of the rates observed over the
+  last 30 s and the last interval, and re-plan a workflow with the planner
+  of the same name (``esg_plugin.planner``) for 10% above it (more for
+  bursty arrivals: 10% × cv of the observed gaps) — at once when the load
+  exceeds what the current plan covers, but down only after it has stayed
+  under 70% of that for 30 s — then deploy its instance groups. When no
+  plan fits, they try looser budgets (1, 1.5, 2 and 4 times the SLO) before
+  the fastest plan.
 - ``llama`` routes each request, at each stage, to the fast lane when its
   slack is less than the budget of the stages it still has to pass.
 - ``kpa`` (Knative): every 2 s it samples each stage's concurrency (queued +
@@ -40,71 +42,91 @@ import math
 from collections import deque
 from typing import Optional
 
+from ..control import ControlLaw, ControlSettings, DelayWindow, Observation, WorkflowObservation
 from ..model import DEFAULT_UTILISATION, InstanceGroup, ProfileSet, Workflow
 from ..planner import build_problem, deployment_for, get_policy, plan_with_fallback
 from ..planner.baselines import _whole_gpu, even_stage_budgets, kpa_replicas_for_concurrency, openfaas_replicas
 from .engine import Deployment, Policy, View
 
-DEFAULT_ESG_MARGIN = 0.35
+CONTROL_INTERVAL_S = 1.0
+CONTROL_SHORT_WINDOW_S = 2.0
 RATE_HEADROOM = 0.1
-"""Plan for this much more than the observed rate, times the square root of
-the observed squared coefficient of variation of inter-arrival gaps (at
-least 1): 10% for Poisson arrivals, 20% for gaps with cv 2."""
+"""Planned peers: plan for this much more than the observed rate, times the
+square root of the observed squared coefficient of variation of
+inter-arrival gaps (at least 1)."""
 SCALE_DOWN_BELOW = 0.7
 SCALE_DOWN_DELAY_S = 30.0
-"""Re-plan down only after the load has stayed below SCALE_DOWN_BELOW of the
-planned rate for this long (fewer reconfigurations, fewer cold starts)."""
-DEGRADED_BUDGET_FACTORS = (1.0, 1.5, 2.0, 4.0)
-
-"""When no plan fits, plan against these multiples of the SLO in turn: miss
-the SLO by as little as the load allows, rather than deploying the fastest
-(dearest) plan, which can take more GPUs than the cluster has."""
+"""Planned peers re-plan down only after the load has stayed below
+SCALE_DOWN_BELOW of the planned rate for this long."""
 MIN_PLANNING_RATE_RPS = 1.0
-"""Before any arrival is observed, policies plan for this rate."""
+"""Before any arrival is observed, planned peers plan for this rate."""
 
 POLICY_NAMES = ("esg", "optimal", "infless", "fast-gshare", "nexus", "orion", "llama", "kpa", "openfaas")
 
 
-class PlannedPolicy(Policy):
-    """Re-plan every interval with a planner from ``esg_plugin.planner``."""
+def observation_from_view(view: View, short_window_s: float) -> Observation:
+    """The control law's observation, from what the simulator lets a policy see."""
+    workflows = {}
+    for name, long_rps in view.observed_rps.items():
+        ok, missed = view.answers.get(name, (0, 0))
+        workflows[name] = WorkflowObservation(
+            rate_long_rps=long_rps, rate_short_rps=view.recent_rps.get(name, 0.0),
+            short_window_s=min(short_window_s, view.now_s) if view.now_s > 0 else short_window_s,
+            arrival_cv2=view.arrival_cv2.get(name, 1.0), backlog=view.backlog.get(name, 0.0), ok=ok, late=missed)
+    return Observation(view.now_s, workflows, dict(view.exec_ratio))
 
-    def __init__(self, name: str, workflows: list[Workflow], profiles: ProfileSet, margin: float = 0.0,
-                 deadline_dispatch: bool = False, interval_s: float = 5.0, queueing_aware: bool = False,
+
+class ControlledPolicy(Policy):
+    """``esg`` and ``optimal``: the control law, observed from the simulation."""
+
+    deadline_dispatch = True
+    interval_s = CONTROL_INTERVAL_S
+    short_window_s = CONTROL_SHORT_WINDOW_S
+
+    def __init__(self, name: str, workflows: list[Workflow], profiles: ProfileSet,
+                 settings: Optional[ControlSettings] = None):
+        self.name = name
+        self.law = ControlLaw(workflows, profiles, settings or ControlSettings(), policy=name)
+        self.state = self.law.new_state()
+        self.downstream: dict[tuple[str, str], float] = {}
+        self.last_decision = None
+
+    def decide(self, view: View) -> Optional[Deployment]:
+        decision = self.law.step(observation_from_view(view, self.short_window_s), self.state, view.now_s)
+        self.last_decision = decision
+        self.downstream = decision.downstream_ms
+        return decision.desired or None
+
+    def downstream_ms(self, workflow: str, stage: str) -> float:
+        return self.downstream.get((workflow, stage), 0.0)
+
+
+class PlannedPolicy(Policy):
+    """A planned peer: re-plan every interval with a planner from ``esg_plugin.planner``."""
+
+    def __init__(self, name: str, workflows: list[Workflow], profiles: ProfileSet, interval_s: float = 5.0,
                  utilisation: float = DEFAULT_UTILISATION):
         self.name = name
         get_policy(name)  # an unknown policy fails here, not at the first tick
         self.workflows = workflows
         self.profiles = profiles
-        self.margin = margin
-        self.deadline_dispatch = deadline_dispatch
         self.interval_s = interval_s
         self.lanes = 2 if name == "llama" else 1
-        self.queueing_aware = queueing_aware
         self.utilisation = utilisation
-        self.downstream: dict[tuple[str, str], float] = {}
         self.remaining_budget: dict[tuple[str, str], float] = {}
         self.planned_rps: dict[str, float] = {}
-        self.low_since: dict[str, float] = {}
+        self.low: dict[str, DelayWindow] = {wf.name: DelayWindow(SCALE_DOWN_DELAY_S) for wf in workflows}
 
     def _target_rps(self, wf: str, observed_rps: float, cv2: float, now_s: float) -> Optional[float]:
         """The rate to plan for now, or None to keep the current plan:
         up at once when the load passes what the plan covers, down only
-        after it has stayed well below for a while. The headroom above the
-        observed rate grows with the burstiness of arrivals (the spread of
-        a rate estimate grows with the coefficient of variation of gaps)."""
+        after it has stayed well below for a while."""
         planned = self.planned_rps.get(wf)
         wanted = max(observed_rps, MIN_PLANNING_RATE_RPS) * (1 + RATE_HEADROOM * math.sqrt(max(cv2, 1.0)))
         if planned is None or observed_rps > planned:
-            self.low_since.pop(wf, None)
+            self.low[wf].reset()
             return wanted
-        if observed_rps < SCALE_DOWN_BELOW * planned:
-            since = self.low_since.setdefault(wf, now_s)
-            if now_s - since >= SCALE_DOWN_DELAY_S:
-                self.low_since.pop(wf, None)
-                return wanted
-        else:
-            self.low_since.pop(wf, None)
-        return None
+        return wanted if self.low[wf].update(observed_rps < SCALE_DOWN_BELOW * planned, now_s) else None
 
     def decide(self, view: View) -> Optional[Deployment]:
         deployment: Deployment = {}
@@ -114,31 +136,20 @@ class PlannedPolicy(Policy):
             if rate is None:
                 continue
             self.planned_rps[wf.name] = rate
-            cv2 = view.arrival_cv2.get(wf.name, 1.0) if self.queueing_aware else None
-            problem, choices, _, _ = plan_with_fallback(wf, self.profiles, rate, self.name, 1.0 - self.margin,
-                                                        self.utilisation, cv2)
+            problem, choices, _, _ = plan_with_fallback(wf, self.profiles, rate, self.name, 1.0, self.utilisation)
             for stage, groups in deployment_for(self.name, problem, choices).items():
                 deployment[(wf.name, stage)] = groups
-            latency = {s: o.latency_ms for s, o in choices.items()}
-            self._remember(wf, latency, problem)
+            if self.lanes > 1:
+                self._remember_budgets(wf, problem)
         return deployment or None
 
-    def _remember(self, wf: Workflow, latency_ms: dict[str, float], problem) -> None:
-        """Planned latency after each stage, and (llama) the budget of the
-        stages from each one to the exit."""
-        after: dict[str, float] = {}
+    def _remember_budgets(self, wf: Workflow, problem) -> None:
+        """(llama) the budget of the stages from each one to the exit."""
+        budgets = even_stage_budgets(problem)
+        count: dict[str, int] = {}
         for s in reversed(wf.topological_order()):
-            after[s] = max((wf.hop_ms + latency_ms[t] + after[t] for t in wf.graph.successors(s)), default=0.0)
-            self.downstream[(wf.name, s)] = after[s]
-        if self.lanes > 1:
-            budgets = even_stage_budgets(problem)
-            count: dict[str, int] = {}
-            for s in reversed(wf.topological_order()):
-                count[s] = 1 + max((count[t] for t in wf.graph.successors(s)), default=0)
-                self.remaining_budget[(wf.name, s)] = count[s] * budgets[s] + wf.hop_ms * (count[s] - 1)
-
-    def downstream_ms(self, workflow: str, stage: str) -> float:
-        return self.downstream.get((workflow, stage), 0.0)
+            count[s] = 1 + max((count[t] for t in wf.graph.successors(s)), default=0)
+            self.remaining_budget[(wf.name, s)] = count[s] * budgets[s] + wf.hop_ms * (count[s] - 1)
 
     def route(self, workflow: str, stage: str, slack_ms: float) -> int:
         return 1 if slack_ms < self.remaining_budget.get((workflow, stage), 0.0) else 0
@@ -165,7 +176,7 @@ class _WholeGpuAutoscaler(Policy):
 
     def _group(self, key, n):
         o = self.option[key]
-        return InstanceGroup(1, o.config.gpu_share, n, 0.0)
+        return InstanceGroup(o.config.batch_size, o.config.gpu_share, n, 0.0)
 
 
 class KpaPolicy(_WholeGpuAutoscaler):
@@ -211,7 +222,7 @@ class OpenFaasPolicy(_WholeGpuAutoscaler):
 
     def __init__(self, workflows, profiles):
         super().__init__(workflows, profiles)
-        self.lower_since: dict[tuple[str, str], float] = {}
+        self.lower: dict[tuple[str, str], DelayWindow] = {}
         self.fanout = {(wf.name, s): wf.stage(s).fanout for wf in workflows for s in wf.stage_names}
 
     def decide(self, view: View) -> Optional[Deployment]:
@@ -222,24 +233,22 @@ class OpenFaasPolicy(_WholeGpuAutoscaler):
                 key = (wf.name, s)
                 want = openfaas_replicas(rate * self.fanout[key], self.option[key].exec_ms)
                 current = self.current.get(key, 1)
-                if want >= current:
-                    self.lower_since.pop(key, None)
-                    desired[key] = want
-                else:
-                    since = self.lower_since.setdefault(key, view.now_s)
-                    desired[key] = want if view.now_s - since >= self.scale_down_delay_s else current
+                lower = self.lower.setdefault(key, DelayWindow(self.scale_down_delay_s))
+                desired[key] = want if lower.update(want < current, view.now_s) or want >= current else current
         return self._deployment(desired)
 
 
 def make_policy(name: str, workflows: list[Workflow], profiles: ProfileSet,
-                esg_margin: float = DEFAULT_ESG_MARGIN) -> Policy:
+                settings: Optional[ControlSettings] = None, ablation: Optional[str] = None,
+                gpus: Optional[int] = None) -> Policy:
+    """A policy by name. ``settings`` (``esg``/``optimal`` only) default to
+    :class:`ControlSettings` with the cluster's ``gpus`` as capacity;
+    ``ablation`` switches one of the law's mechanisms off."""
     if name == "kpa":
         return KpaPolicy(workflows, profiles)
     if name == "openfaas":
         return OpenFaasPolicy(workflows, profiles)
     if name in ("esg", "optimal"):
-        return PlannedPolicy(name, workflows, profiles, margin=esg_margin, deadline_dispatch=True,
-                             queueing_aware=True)
+        settings = settings or ControlSettings(capacity_gpus=float(gpus) if gpus else None)
+        return ControlledPolicy(name, workflows, profiles, settings.without(ablation))
     return PlannedPolicy(name, workflows, profiles)
-
-

@@ -17,7 +17,9 @@ _TOLERANCE_MS = 1e-9
 
 def summarize(result: RunResult) -> dict[str, Any]:
     """One policy's entry of SPEC §7's ``policies`` object (plus a breakdown
-    of the misses: ``late`` finished after the SLO, ``unfinished`` never did)."""
+    of the misses: ``late`` finished after the SLO, ``unfinished`` never did,
+    ``shed`` of those dropped by a stage once they could no longer meet their
+    deadline)."""
     span_s = result.duration_s - result.warmup_s
     names = [r[0] for r in result.requests]
     latency = np.array([r[2] for r in result.requests], dtype=float)
@@ -46,6 +48,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "missed": int(arrived - hit.sum()),
         "late": int((finished & ~hit).sum()),
         "unfinished": int((~finished).sum()),
+        "shed": result.shed,
         "unplaced_instances": result.unplaced,
         "workflows": workflows,
     }

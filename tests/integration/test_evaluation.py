@@ -1,10 +1,11 @@
 """The evaluation's claims about ESG, on every shipped workload (seed 1).
 
 docs/EVALUATION.md reports all seeds; this checks the claims it makes:
-ESG meets 99% everywhere and is the cheapest policy that does; it is the
-cheapest that reaches 95% on the workloads where the docs say so (on
-`steps` and `diurnal` a baseline reaches 95% more cheaply, as the docs
-explain).
+ESG meets 99% everywhere and is the cheapest of the peers' policies that
+does; it is the cheapest that reaches 95% on the workloads where the docs
+say so (on `steps` and `diurnal` a baseline reaches 95% more cheaply, as the
+docs explain). ``optimal`` is the same control law with the exact oracle
+instead of the A* search: ESG stays within 5% of its cost.
 """
 
 import pytest
@@ -42,13 +43,14 @@ def test_esg_meets_99_percent_and_is_the_cheapest_policy_that_does(outcomes, wor
     runs = outcomes[workload]
     assert runs["esg"]["slo_hit_rate"] >= 0.99
     for name, run in runs.items():
-        if run["slo_hit_rate"] >= 0.99:
+        if run["slo_hit_rate"] >= 0.99 and name != "optimal":
             assert runs["esg"]["cost"] <= run["cost"] + 1e-9, name
+    assert runs["esg"]["cost"] <= runs["optimal"]["cost"] * 1.05
 
 
 @pytest.mark.parametrize("workload", ["mixed", "azure"])
 def test_esg_is_the_cheapest_policy_that_reaches_95_percent(outcomes, workload):
     runs = outcomes[workload]
     for name, run in runs.items():
-        if run["slo_hit_rate"] >= 0.95:
+        if run["slo_hit_rate"] >= 0.95 and name != "optimal":
             assert runs["esg"]["cost"] <= run["cost"] + 1e-9, name

@@ -1,0 +1,26 @@
+"""The one control law (``docs/control.md``): pure, with an injected clock.
+
+The simulator's ``esg`` and ``optimal`` policies, ``esg scaler`` and
+``esg up`` all decide through :class:`ControlLaw`; they differ only in how
+they observe and how they act.
+"""
+
+from .delay import DelayWindow
+from .errors import ControlError
+from .law import ControlLaw, ControlState, Decision, WorkflowState, step_detected
+from .observation import Observation, WorkflowObservation
+from .settings import ABLATIONS, ControlSettings
+
+__all__ = [
+    "ABLATIONS",
+    "ControlError",
+    "ControlLaw",
+    "ControlSettings",
+    "ControlState",
+    "Decision",
+    "DelayWindow",
+    "Observation",
+    "WorkflowObservation",
+    "WorkflowState",
+    "step_detected",
+]

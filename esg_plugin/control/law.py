@@ -1,0 +1,388 @@
+"""The control law: (observation, state, now) -> desired instance groups.
+
+One law for the simulator's ``esg`` and ``optimal`` policies, ``esg scaler``
+and ``esg up``; each only translates its observations in and the desired
+groups out. Pure: no I/O, no clock (``now_s`` is given), all memory in a
+:class:`ControlState` the caller keeps.
+
+Per workflow with data, at every tick (``docs/control.md``):
+
+1. **Feedback** — a short window with misses (late, 504 or 429 answers
+   above ``miss_tolerance``) raises the workflow's SLO margin; a long
+   clean stretch lowers it again, never below ``slo_margin``.
+2. **Rate** — the long window's arrival rate; the short window's as soon
+   as a one-sided test says it is significantly above the planned rate
+   (step detection); plus the backlog drained within ``drain_s``; times a
+   headroom that grows with the arrivals' variability.
+3. **Up at once, down after a delay** — re-plan when the wanted rate
+   exceeds the planned one; re-plan down only after it stayed below
+   ``scale_down_below`` of it for ``scale_down_delay_s``, never while there
+   is backlog or misses, never before ``warmup_s`` of data.
+4. **Plan** — ESG (or the exact oracle) against ``SLO × (1 − margin)``,
+   queueing-aware, with the utilisation of each stage's instances a
+   decision (several targets); a smaller share that saves too little is not
+   taken (it would restart instances). When nothing fits: the degraded plan
+   that still meets the SLO if any, within the capacity, else the least
+   late one that fits.
+5. **Calibration** — profile latencies scaled by observed / profiled
+   execution time (bounded to 0.5..3, smoothed).
+
+The output is level-triggered, as a Kubernetes controller's: every tick
+returns the whole desired state, so an actuator that failed to place
+something earlier tries again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+from ..model import Config, InstanceGroup, ModelError, Plan, ProfileSet, Workflow, path_latency_ms
+from ..planner import PlannerError, build_problem, deployment_for, get_policy, plan_with_fallback
+from ..planner.limits import NO_LIMITS
+from .delay import DelayWindow
+from .errors import ControlError
+from .observation import Observation, WorkflowObservation
+from .settings import ControlSettings
+
+EXEC_FACTOR_RANGE = (0.5, 3.0)
+EXEC_FACTOR_SMOOTHING = 0.3
+"""Weight of a new observed/profiled ratio in the smoothed factor."""
+EXEC_FACTOR_REPLAN = 0.1
+"""Re-plan a workflow when a factor it was planned with moved by more than this (relative)."""
+MARGIN_RELAX_FRACTION = 0.5
+"""A clean stretch lowers the margin by this part of ``margin_step``."""
+MIN_MISSES = 3
+"""Fewer misses than this over the feedback window are noise, not a signal."""
+DEGRADED_QUANTILES = (0.95, 0.9)
+"""Degraded plans: the queueing-wait quantiles tried, in turn, below the
+configured one, before the mean."""
+DEGRADED_BUDGET_FACTORS = (1.1, 1.25, 1.5, 2.0, 4.0)
+"""Then budgets beyond the SLO (the mean wait), tightest first: the cheapest
+plan that the model says is late by the least, before the fastest (dearest)."""
+
+StageKey = tuple[str, str]
+
+
+@dataclass
+class WorkflowState:
+    margin: float
+    scale_down: DelayWindow
+    planned_rps: Optional[float] = None
+    """The rate the current plan covers (headroom included)."""
+    plan: Optional[Plan] = None
+    groups: dict[str, list[InstanceGroup]] = field(default_factory=dict)
+    downstream_ms: dict[str, float] = field(default_factory=dict)
+    factors: dict[str, float] = field(default_factory=dict)
+    """The execution-time factors the plan was made with, per function."""
+    fits: bool = True
+    last_margin_change_s: float = -math.inf
+    clean_since_s: Optional[float] = None
+    answers: deque = field(default_factory=deque)
+    """(time_s, answers, misses) of the last ``feedback_window_s``."""
+
+
+@dataclass
+class ControlState:
+    first_observation_s: Optional[float] = None
+    workflows: dict[str, WorkflowState] = field(default_factory=dict)
+    exec_factor: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: dict[StageKey, list[InstanceGroup]]
+    """Every stage of every workflow that has a plan: the whole desired state."""
+    plans: dict[str, Plan]
+    changed: tuple[str, ...]
+    """Workflows re-planned at this tick."""
+    reasons: dict[str, str]
+    rates_rps: dict[str, float]
+    """The rate each workflow's plan covers."""
+    downstream_ms: dict[StageKey, float]
+    """Planned latency after each stage (hops included), for deadline-aware dispatch."""
+
+
+class ControlLaw:
+    def __init__(self, workflows: Sequence[Workflow], profiles: ProfileSet,
+                 settings: ControlSettings = ControlSettings(), policy: str = "esg"):
+        get_policy(policy)  # an unknown policy fails here
+        self.workflows = {wf.name: wf for wf in workflows}
+        self.profiles = profiles
+        self.settings = settings
+        self.policy = policy
+        self._scaled: dict[tuple[str, float], object] = {}
+
+    def new_state(self) -> ControlState:
+        return ControlState()
+
+    # --- the step -------------------------------------------------------------------------
+    def step(self, observation: Optional[Observation], state: ControlState, now_s: float,
+             current: Optional[Mapping[StageKey, Config]] = None) -> Decision:
+        """One tick. ``current`` is the configuration each stage runs now,
+        where the caller knows it better than the law's own last decision."""
+        reasons: dict[str, str] = {}
+        changed: list[str] = []
+        if observation is None:
+            reasons["*"] = "no data: nothing changes"
+        else:
+            if state.first_observation_s is None:
+                state.first_observation_s = now_s
+            self._calibrate(observation, state)
+            for name, workflow in self.workflows.items():
+                raw = observation.workflows.get(name)
+                if raw is None:
+                    reasons[name] = "no data for this workflow"
+                    continue
+                try:
+                    obs = raw.checked()
+                except ControlError as err:
+                    reasons[name] = f"implausible observation ignored: {err}"
+                    continue
+                why = self._step_workflow(workflow, obs, state, now_s, current or {})
+                if why is not None:
+                    changed.append(name)
+                    reasons[name] = why
+                else:
+                    reasons.setdefault(name, "unchanged")
+        return self._decision(state, tuple(changed), reasons)
+
+    def _step_workflow(self, workflow: Workflow, obs: WorkflowObservation, state: ControlState, now_s: float,
+                       current: Mapping[StageKey, Config]) -> Optional[str]:
+        s = self.settings
+        ws = state.workflows.get(workflow.name)
+        if ws is None:
+            ws = state.workflows[workflow.name] = WorkflowState(s.slo_margin, DelayWindow(s.scale_down_delay_s))
+        missing = self._missing(ws, obs, now_s)
+        why = self._feedback(ws, missing, now_s)
+        backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
+        want, said = self._wanted_rate(ws, obs, backlog)
+        planned = ws.planned_rps
+        target = planned
+        if planned is None:
+            target, why = want, f"first plan for {said}"
+        elif want > planned * (1 + 1e-9):
+            target, why = want, f"up: {said}"
+            ws.scale_down.reset()
+        else:
+            first_s = now_s if state.first_observation_s is None else state.first_observation_s
+            warm = now_s - first_s >= s.warmup_s
+            low = want < planned * s.scale_down_below
+            due = ws.scale_down.update(low and warm, now_s, keep=True)
+            if due and backlog <= 0 and not missing:  # never while requests wait or miss
+                ws.scale_down.reset()
+                target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
+        if why is None and self._factors_moved(workflow, ws, state):
+            why = "execution times moved: re-planned"
+        if why is None:
+            return None
+        self._plan(workflow, ws, state, target, obs.arrival_cv2, current)
+        return why
+
+    def _missing(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> bool:
+        """Is the share of misses over the feedback window above the tolerance?"""
+        window = ws.answers
+        window.append((now_s, obs.answers, obs.late + obs.rejected))
+        while window and window[0][0] <= now_s - self.settings.feedback_window_s:
+            window.popleft()
+        answers = sum(a for _, a, _ in window)
+        misses = sum(m for _, _, m in window)
+        return misses >= MIN_MISSES and misses > self.settings.miss_tolerance * answers
+
+    def _feedback(self, ws: WorkflowState, missing: bool, now_s: float) -> Optional[str]:
+        s = self.settings
+        if not s.feedback:
+            return None
+        if missing:
+            ws.clean_since_s = None
+            if now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and ws.margin < s.max_margin:
+                ws.margin = min(s.max_margin, ws.margin + s.margin_step)
+                ws.last_margin_change_s = now_s
+                return f"misses: margin raised to {ws.margin:.2f}"
+            return None
+        if ws.clean_since_s is None:
+            ws.clean_since_s = now_s
+        elif now_s - ws.clean_since_s >= s.scale_down_delay_s and ws.margin > s.slo_margin:
+            ws.margin = max(s.slo_margin, ws.margin - s.margin_step * MARGIN_RELAX_FRACTION)
+            ws.clean_since_s = now_s
+            ws.last_margin_change_s = now_s
+            return f"no misses for {s.scale_down_delay_s:g} s: margin lowered to {ws.margin:.2f}"
+        return None
+
+    def _wanted_rate(self, ws: WorkflowState, obs: WorkflowObservation, backlog: float) -> tuple[float, str]:
+        """The rate to cover now, with a few words on where it came from."""
+        s = self.settings
+        rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
+        if not s.step_detection or ws.planned_rps is None:
+            if obs.rate_short_rps > rate:
+                rate, said = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)"
+        elif step_detected(obs, ws.planned_rps, s.step_z):
+            rate = max(rate, obs.rate_short_rps)
+            said = f"{obs.rate_short_rps:.2f} rps (step detected in the short window)"
+        if s.backlog_drain and backlog > 0:
+            rate += backlog / s.drain_s
+            said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"
+        rate = max(rate, s.min_rate_rps)
+        return rate * (1 + s.rate_headroom * math.sqrt(max(obs.arrival_cv2, 1.0))), said
+
+    # --- planning -------------------------------------------------------------------------
+    def _plan(self, workflow: Workflow, ws: WorkflowState, state: ControlState, rate_rps: float, cv2: float,
+              current: Mapping[StageKey, Config]) -> None:
+        profiles = self._profiles(workflow, state)
+        arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
+        problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2)
+        pinned = self._pins(workflow, ws, choices, current)
+        if pinned:
+            keep = lambda stage, option: stage not in pinned or option.config.gpu_share == pinned[stage]  # noqa: E731
+            try:
+                again = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, keep)
+            except (PlannerError, ModelError):  # the pinned share cannot run: take the restart
+                again = None
+            if again is not None and (again[3] or not fits):
+                problem, choices, stats, fits = again
+        ws.planned_rps = rate_rps
+        ws.fits = fits
+        ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
+        ws.groups = deployment_for(self.policy, problem, choices)
+        ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
+        after: dict[str, float] = {}
+        for name in reversed(workflow.topological_order()):
+            after[name] = max((workflow.hop_ms + choices[t].latency_ms + after[t]
+                               for t in workflow.graph.successors(name)), default=0.0)
+        ws.downstream_ms = after
+
+    def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, stage_filter=None):
+        """(problem, choices, stats, fits): the plan for the margin budget,
+        else the degraded plan with the highest expected hit rate that fits
+        the capacity: the SLO itself as budget, then less confidence in the
+        tail (lower quantiles of the queueing wait, then its mean), then
+        budgets a little beyond the SLO, tightest first; the fastest plan
+        only when none of those fits."""
+        s = self.settings
+        utilisations = tuple(s.utilisations)
+        first = 1.0 - ws.margin
+        if not s.degraded_cheapest:
+            return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
+                                      stage_filter, utilisations[1:], s.queue_quantile)
+        solve = get_policy(self.policy)
+        capacity = self._capacity_left(workflow, state)
+        quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
+                                          and arrival_cv2 is not None and q < s.queue_quantile] + [None]
+        attempts = [(s.queue_quantile, first), (s.queue_quantile, (first + 1.0) / 2)]
+        attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
+        attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
+        problem = None
+        for quantile, factor in attempts:
+            problem = build_problem(workflow, profiles, rate_rps, utilisations[0], budget_ms=workflow.slo_ms * factor,
+                                    stage_filter=stage_filter, arrival_cv2=arrival_cv2,
+                                    utilisations=utilisations[1:], queue_quantile=quantile)
+            choices, stats = solve(problem, NO_LIMITS)
+            if choices is not None and _cost(choices) <= capacity:
+                return problem, choices, stats, (quantile, factor) == attempts[0]
+        fastest = problem.choices(problem.fastest())
+        if _cost(fastest) <= capacity:
+            return problem, fastest, stats, False
+        cheapest = {stage: len(menu.options) - 1 for stage, menu in problem.menus.items()}
+        return problem, problem.choices(cheapest), stats, False
+
+    def _capacity_left(self, workflow: Workflow, state: ControlState) -> float:
+        if self.settings.capacity_gpus is None:
+            return math.inf
+        others = sum(ws.plan.cost for name, ws in state.workflows.items()
+                     if name != workflow.name and ws.plan is not None)
+        return max(0.0, self.settings.capacity_gpus - others) + 1e-9
+
+    def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, Config]) -> dict:
+        """Stages whose smaller share would save less than ``min_share_saving``."""
+        pinned = {}
+        for stage, option in choices.items():
+            now = current.get((workflow.name, stage))
+            replicas = None
+            if now is None and ws.groups.get(stage):
+                group = ws.groups[stage][0]
+                now, replicas = Config(group.batch_size, group.gpu_share), group.count
+            if now is None or option.config.gpu_share >= now.gpu_share:
+                continue
+            replicas = replicas or option.replicas
+            saving = 1 - option.cost_pct / (now.gpu_share * max(replicas, 1))
+            if saving < self.settings.min_share_saving:
+                pinned[stage] = now.gpu_share
+        return pinned
+
+    # --- calibration ----------------------------------------------------------------------
+    def _calibrate(self, observation: Observation, state: ControlState) -> None:
+        low, high = EXEC_FACTOR_RANGE
+        for function, ratio in observation.exec_ratio.items():
+            if function not in self.profiles or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) \
+                    or ratio <= 0:
+                continue  # no number outside its range is believed
+            ratio = min(high, max(low, float(ratio)))
+            before = state.exec_factor.get(function, 1.0)
+            state.exec_factor[function] = before + EXEC_FACTOR_SMOOTHING * (ratio - before)
+
+    def _factors_moved(self, workflow: Workflow, ws: WorkflowState, state: ControlState) -> bool:
+        for st in workflow.stages:
+            now = state.exec_factor.get(st.function, 1.0)
+            then = ws.factors.get(st.function, 1.0)
+            if abs(now / then - 1.0) > EXEC_FACTOR_REPLAN:
+                return True
+        return False
+
+    def _profiles(self, workflow: Workflow, state: ControlState) -> ProfileSet:
+        """The profiles with each function's latencies times its factor
+        (rounded to 1%, so that similar factors share one scaled copy)."""
+        functions = dict(self.profiles.functions)
+        scaled = False
+        for st in workflow.stages:
+            factor = round(state.exec_factor.get(st.function, 1.0), 2)
+            if factor == 1.0:
+                continue
+            key = (st.function, factor)
+            if key not in self._scaled:
+                p = self.profiles[st.function]
+                rows = tuple(tuple(None if v is None else v * factor for v in row) for row in p.latency_ms)
+                self._scaled[key] = dataclasses.replace(p, latency_ms=rows)
+            functions[st.function] = self._scaled[key]
+            scaled = True
+        return dataclasses.replace(self.profiles, functions=functions) if scaled else self.profiles
+
+    # --- output ---------------------------------------------------------------------------
+    def _decision(self, state: ControlState, changed: tuple[str, ...], reasons: dict[str, str]) -> Decision:
+        desired, plans, rates, downstream = {}, {}, {}, {}
+        for name, ws in state.workflows.items():
+            if ws.plan is None:
+                continue
+            plans[name] = ws.plan
+            rates[name] = ws.planned_rps
+            for stage, groups in ws.groups.items():
+                desired[(name, stage)] = list(groups)
+                downstream[(name, stage)] = ws.downstream_ms.get(stage, 0.0)
+        return Decision(desired, plans, changed, reasons, rates, downstream)
+
+
+def step_detected(obs: WorkflowObservation, planned_rps: float, z: float) -> bool:
+    """Is the short window's count significantly above what the planned rate
+    gives? One-sided, normal approximation of a Poisson count inflated by the
+    arrivals' cv² (bursty arrivals need more evidence)."""
+    expected = planned_rps * obs.short_window_s
+    count = obs.rate_short_rps * obs.short_window_s
+    return count > expected + z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0)) + 1.0
+
+
+def excess_backlog(obs: WorkflowObservation, planned_rps: Optional[float], slo_ms: float) -> float:
+    """The requests waiting beyond what the planned rate serves within one
+    SLO: those the current plan cannot answer in time (a queue that the plan
+    drains within the SLO needs no more capacity)."""
+    served_in_time = (planned_rps or 0.0) * slo_ms / 1000.0
+    return max(0.0, obs.backlog - served_in_time)
+
+
+def _cost(choices) -> float:
+    return sum(o.cost_pct for o in choices.values()) / 100.0
+
+
+def _latency(workflow: Workflow, choices) -> float:
+    return path_latency_ms(workflow, {s: o.latency_ms for s, o in choices.items()})

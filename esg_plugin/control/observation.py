@@ -1,0 +1,69 @@
+"""What the control law observes at a tick: the one contract between the
+sources (the simulator's view, the gateway scrape, Prometheus) and the law.
+
+Sources fill what they can; a field they cannot see keeps its neutral
+default (no backlog, no answers, no execution times). A number outside its
+range is not believed: :func:`WorkflowObservation.checked` raises
+:class:`ControlError`, and the caller treats that workflow as "no data".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .errors import ControlError
+
+
+@dataclass(frozen=True)
+class WorkflowObservation:
+    """One workflow, at one tick."""
+
+    rate_long_rps: float
+    """Workflow requests per second arriving over the long window (smooth)."""
+    rate_short_rps: float
+    """The same over the short window (quick)."""
+    short_window_s: float
+    """Length of the short window, for the step test."""
+    arrival_cv2: float = 1.0
+    """Squared coefficient of variation of inter-arrival gaps (1: Poisson)."""
+    backlog: float = 0.0
+    """Workflow requests waiting beyond what the running instances take next."""
+    ok: int = 0
+    """Answers within the SLO over the short window."""
+    late: int = 0
+    """Answers after the SLO, or 504 / shed, over the short window."""
+    rejected: int = 0
+    """429s over the short window."""
+
+    def checked(self) -> "WorkflowObservation":
+        for name in ("rate_long_rps", "rate_short_rps", "arrival_cv2", "backlog"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise ControlError(f"{name} must be a finite non-negative number, got {value!r}")
+        if not (math.isfinite(self.short_window_s) and self.short_window_s > 0):
+            raise ControlError(f"short_window_s must be positive, got {self.short_window_s!r}")
+        for name in ("ok", "late", "rejected"):
+            if getattr(self, name) < 0:
+                raise ControlError(f"{name} must not be negative")
+        return self
+
+    @property
+    def answers(self) -> int:
+        return self.ok + self.late + self.rejected
+
+    @property
+    def miss_fraction(self) -> float:
+        return (self.late + self.rejected) / self.answers if self.answers else 0.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    at_s: float
+    workflows: Mapping[str, WorkflowObservation]
+    """Workflows with data; a workflow absent here is left as it is."""
+    exec_ratio: Mapping[str, float] = field(default_factory=dict)
+    """Per profile (function) name: observed over profiled execution time of
+    the batches run since the last tick, where known."""

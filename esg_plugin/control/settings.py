@@ -1,0 +1,119 @@
+"""The control law's settings: one frozen dataclass, a docstring per field,
+validated at construction. Each robust mechanism has a switch, so that an
+ablation turns exactly one off (``without``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from .errors import ControlError
+
+#: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
+ABLATIONS = ("utilisation", "step", "backlog", "feedback", "degraded")
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    slo_margin: float = 0.0
+    """Share of the SLO held back at start (and the least it goes back to).
+    The tail is planned for by ``queue_quantile``; the margin is what the
+    feedback adds where the model is still too optimistic."""
+    feedback: bool = True
+    """Misses raise the margin (by ``margin_step`` per ``feedback_cooldown_s``,
+    up to ``max_margin``); a long window without misses lowers it again, never
+    below ``slo_margin``."""
+    margin_step: float = 0.1
+    max_margin: float = 0.6
+    feedback_cooldown_s: float = 5.0
+    miss_tolerance: float = 0.01
+    """Missing: the share of late or rejected answers over ``feedback_window_s``
+    is above this (the objective: 99% of requests within the SLO)."""
+    feedback_window_s: float = 10.0
+    utilisations: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    """Utilisation targets each stage may be planned at (the replica count is
+    a decision of the planner); the first is the base target. Off: 0.8 only."""
+    step_detection: bool = True
+    """Plan for the short window's rate as soon as it is significantly above
+    the planned rate (a one-sided test with overdispersion ``cv²``), not only
+    for the long window's."""
+    step_z: float = 3.0
+    """The test's threshold in standard deviations."""
+    backlog_drain: bool = True
+    """Plan for rate + backlog / ``drain_s``: requests already waiting are
+    served within a bounded time instead of waiting for the queue to shrink."""
+    drain_s: float = 2.0
+    degraded_cheapest: bool = True
+    """When no plan meets the margin budget: the tightest budget up to the SLO
+    that fits the capacity, then the fastest plan, then looser budgets — not
+    the fastest (dearest) plan at once. Off: the planner's fallback budgets
+    (1, 1.5, 2, 4 × SLO)."""
+    rate_headroom: float = 0.1
+    """Plan for this much more than the rate estimate, times the square root
+    of the arrivals' cv² (at least 1)."""
+    scale_down_below: float = 0.85
+    """Re-plan down only once the wanted rate is below this share of the planned one …"""
+    scale_down_delay_s: float = 30.0
+    """… and has stayed there this long, with no backlog and no rising misses
+    (Knative's scale-down delay and panic mode)."""
+    warmup_s: float = 30.0
+    """No scale-down until the law has observed this long (conservative after
+    a restart: a full window of data first)."""
+    min_share_saving: float = 0.2
+    """A smaller share restarts instances: taken only when it saves at least
+    this share of the stage's cost, else the stage keeps its share."""
+    min_rate_rps: float = 0.1
+    """The least rate planned for."""
+    queueing_aware: bool = True
+    """Plan with the queueing-aware latency (``model/config.py``)."""
+    queue_quantile: Optional[float] = None
+    """Plan each stage's queueing wait at this quantile (the SLO is about the
+    tail); None: the mean wait."""
+    capacity_gpus: Optional[float] = None
+    """GPUs (or core-equivalents) there are, for degraded plans; None: no limit."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0 <= self.slo_margin < 1, "slo_margin must lie in [0, 1)"),
+            (self.slo_margin <= self.max_margin < 1, "max_margin must lie in [slo_margin, 1)"),
+            (0 < self.margin_step < 1, "margin_step must lie in (0, 1)"),
+            (self.feedback_cooldown_s >= 0, "feedback_cooldown_s must not be negative"),
+            (0 <= self.miss_tolerance < 1, "miss_tolerance must lie in [0, 1)"),
+            (self.feedback_window_s > 0, "feedback_window_s must be positive"),
+            (len(self.utilisations) > 0 and all(0 < u <= 1 for u in self.utilisations),
+             "utilisations must be a non-empty list of numbers in (0, 1]"),
+            (self.step_z > 0, "step_z must be positive"),
+            (self.drain_s > 0, "drain_s must be positive"),
+            (self.rate_headroom >= 0, "rate_headroom must not be negative"),
+            (0 < self.scale_down_below <= 1, "scale_down_below must lie in (0, 1]"),
+            (self.scale_down_delay_s >= 0, "scale_down_delay_s must not be negative"),
+            (self.warmup_s >= 0, "warmup_s must not be negative"),
+            (0 <= self.min_share_saving < 1, "min_share_saving must lie in [0, 1)"),
+            (self.min_rate_rps > 0, "min_rate_rps must be positive"),
+            (self.capacity_gpus is None or self.capacity_gpus > 0, "capacity_gpus must be positive"),
+            (self.queue_quantile is None or 0 < self.queue_quantile < 1, "queue_quantile must lie in (0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ControlError(message)
+        for name in ("slo_margin", "max_margin", "margin_step", "drain_s", "rate_headroom", "scale_down_delay_s",
+                     "warmup_s", "min_rate_rps", "step_z", "feedback_cooldown_s"):
+            if not math.isfinite(getattr(self, name)):
+                raise ControlError(f"{name} must be a finite number")
+
+    def without(self, mechanism: Optional[str]) -> "ControlSettings":
+        """These settings with one mechanism of :data:`ABLATIONS` switched off."""
+        if mechanism is None:
+            return self
+        if mechanism == "utilisation":
+            return replace(self, utilisations=(0.8,))
+        if mechanism == "step":
+            return replace(self, step_detection=False)
+        if mechanism == "backlog":
+            return replace(self, backlog_drain=False)
+        if mechanism == "feedback":
+            return replace(self, feedback=False)
+        if mechanism == "degraded":
+            return replace(self, degraded_cheapest=False)
+        raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")
