@@ -40,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
-from ..model import Config, InstanceGroup, ModelError, Plan, ProfileSet, Workflow, path_latency_ms
+from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Workflow, path_latency_ms
 from ..planner import PlannerError, build_problem, deployment_for, get_policy, plan_with_fallback
 from ..planner.limits import NO_LIMITS
 from .delay import DelayWindow
@@ -121,9 +121,9 @@ class ControlLaw:
 
     # --- the step -------------------------------------------------------------------------
     def step(self, observation: Optional[Observation], state: ControlState, now_s: float,
-             current: Optional[Mapping[StageKey, Config]] = None) -> Decision:
-        """One tick. ``current`` is the configuration each stage runs now,
-        where the caller knows it better than the law's own last decision."""
+             current: Optional[Mapping[StageKey, InstanceGroup]] = None) -> Decision:
+        """One tick. ``current`` is what each stage runs now, where the caller
+        knows it better than the law's own last decision."""
         reasons: dict[str, str] = {}
         changed: list[str] = []
         if observation is None:
@@ -151,7 +151,7 @@ class ControlLaw:
         return self._decision(state, tuple(changed), reasons)
 
     def _step_workflow(self, workflow: Workflow, obs: WorkflowObservation, state: ControlState, now_s: float,
-                       current: Mapping[StageKey, Config]) -> Optional[str]:
+                       current: Mapping[StageKey, InstanceGroup]) -> Optional[str]:
         s = self.settings
         ws = state.workflows.get(workflow.name)
         if ws is None:
@@ -171,8 +171,8 @@ class ControlLaw:
             first_s = now_s if state.first_observation_s is None else state.first_observation_s
             warm = now_s - first_s >= s.warmup_s
             low = want < planned * s.scale_down_below
-            due = ws.scale_down.update(low and warm, now_s, keep=True)
-            if due and backlog <= 0 and not missing:  # never while requests wait or miss
+            due = ws.scale_down.update(low, now_s, keep=True)
+            if due and warm and backlog <= 0 and not missing:  # never while requests wait or miss
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
         if why is None and self._factors_moved(workflow, ws, state):
@@ -230,7 +230,7 @@ class ControlLaw:
 
     # --- planning -------------------------------------------------------------------------
     def _plan(self, workflow: Workflow, ws: WorkflowState, state: ControlState, rate_rps: float, cv2: float,
-              current: Mapping[StageKey, Config]) -> None:
+              current: Mapping[StageKey, InstanceGroup]) -> None:
         profiles = self._profiles(workflow, state)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2)
@@ -286,7 +286,21 @@ class ControlLaw:
         if _cost(fastest) <= capacity:
             return problem, fastest, stats, False
         cheapest = {stage: len(menu.options) - 1 for stage, menu in problem.menus.items()}
-        return problem, problem.choices(cheapest), stats, False
+        choices = problem.choices(cheapest)
+        if _cost(choices) > capacity and rate_rps > s.min_rate_rps:
+            # even the cheapest plan does not fit: cover the largest rate that does
+            low, high = 0.0, rate_rps
+            for _ in range(40):
+                middle = (low + high) / 2
+                menus = build_problem(workflow, profiles, max(middle, s.min_rate_rps), utilisations[0],
+                                      stage_filter=stage_filter, utilisations=utilisations[1:]).menus
+                if sum(m.min_cost_pct for m in menus.values()) / 100.0 <= capacity:
+                    low = middle
+                else:
+                    high = middle
+            if low > 0:
+                return self._choose(workflow, ws, state, profiles, low, arrival_cv2, stage_filter)
+        return problem, choices, stats, False
 
     def _capacity_left(self, workflow: Workflow, state: ControlState) -> float:
         if self.settings.capacity_gpus is None:
@@ -295,19 +309,17 @@ class ControlLaw:
                      if name != workflow.name and ws.plan is not None)
         return max(0.0, self.settings.capacity_gpus - others) + 1e-9
 
-    def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, Config]) -> dict:
-        """Stages whose smaller share would save less than ``min_share_saving``."""
+    def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup]) -> dict:
+        """Stages whose smaller share would save less than ``min_share_saving``
+        of what they hold now."""
         pinned = {}
         for stage, option in choices.items():
             now = current.get((workflow.name, stage))
-            replicas = None
             if now is None and ws.groups.get(stage):
-                group = ws.groups[stage][0]
-                now, replicas = Config(group.batch_size, group.gpu_share), group.count
+                now = ws.groups[stage][0]
             if now is None or option.config.gpu_share >= now.gpu_share:
                 continue
-            replicas = replicas or option.replicas
-            saving = 1 - option.cost_pct / (now.gpu_share * max(replicas, 1))
+            saving = 1 - option.cost_pct / (now.gpu_share * max(now.count, 1))
             if saving < self.settings.min_share_saving:
                 pinned[stage] = now.gpu_share
         return pinned
@@ -320,8 +332,8 @@ class ControlLaw:
                     or ratio <= 0:
                 continue  # no number outside its range is believed
             ratio = min(high, max(low, float(ratio)))
-            before = state.exec_factor.get(function, 1.0)
-            state.exec_factor[function] = before + EXEC_FACTOR_SMOOTHING * (ratio - before)
+            before = state.exec_factor.get(function)
+            state.exec_factor[function] = ratio if before is None else before + EXEC_FACTOR_SMOOTHING * (ratio - before)
 
     def _factors_moved(self, workflow: Workflow, ws: WorkflowState, state: ControlState) -> bool:
         for st in workflow.stages:

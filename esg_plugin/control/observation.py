@@ -15,6 +15,10 @@ from typing import Mapping
 
 from .errors import ControlError
 
+MAX_RATE_RPS = 1e6
+"""A workflow rate above this is a broken counter, not traffic."""
+MAX_BACKLOG = 1e7
+
 
 @dataclass(frozen=True)
 class WorkflowObservation:
@@ -38,11 +42,13 @@ class WorkflowObservation:
     """429s over the short window."""
 
     def checked(self) -> "WorkflowObservation":
-        for name in ("rate_long_rps", "rate_short_rps", "arrival_cv2", "backlog"):
+        limits = {"rate_long_rps": MAX_RATE_RPS, "rate_short_rps": MAX_RATE_RPS, "arrival_cv2": 1e4,
+                  "backlog": MAX_BACKLOG}
+        for name, most in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value < 0:
-                raise ControlError(f"{name} must be a finite non-negative number, got {value!r}")
+                    or not 0 <= value <= most:
+                raise ControlError(f"{name} must be a number in [0, {most:g}], got {value!r}")
         if not (math.isfinite(self.short_window_s) and self.short_window_s > 0):
             raise ControlError(f"short_window_s must be positive, got {self.short_window_s!r}")
         for name in ("ok", "late", "rejected"):

@@ -232,6 +232,12 @@ def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: n
     for k in range(1, int(n.max(initial=0)) + 1):
         step = offered * blocking / (k + offered * blocking)
         blocking = np.where(k <= n, step, blocking)
+        active = k < n
+        if not active.any():
+            break
+        if k > offered[active].max() and blocking[active].max() < 1e-12:
+            blocking = np.where(active, 0.0, blocking)  # B only falls further: no wait to speak of
+            break
     stable = offered < n
     with np.errstate(divide="ignore", invalid="ignore"):
         waiting = blocking / (1.0 - offered / n * (1.0 - blocking))

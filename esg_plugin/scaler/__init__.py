@@ -4,14 +4,14 @@ shares out through the Kubernetes API (or the gateway)."""
 from .actuators import (
     Actuator, Change, DryRunActuator, GatewayActuator, KnativeActuator, KubernetesActuator,
 )
-from .decider import Decision, FunctionState, Memory, decide
+from .decider import FunctionState, Memory, ScalerDecision, decide
 from .service import Scaler, make_http_server
 from .settings import ScalerSettings, ScalerSettingsError
 from .sources import GatewayScrape, Observation, PrometheusQuery, make_source
 from .topology import Topology
 
 __all__ = [
-    "Actuator", "Change", "Decision", "DryRunActuator", "FunctionState", "GatewayActuator", "GatewayScrape",
+    "Actuator", "Change", "DryRunActuator", "FunctionState", "GatewayActuator", "GatewayScrape",
     "KnativeActuator", "KubernetesActuator", "Memory", "Observation", "PrometheusQuery", "Scaler", "ScalerSettings",
-    "ScalerSettingsError", "Topology", "decide", "make_http_server", "make_source",
+    "ScalerDecision", "ScalerSettingsError", "Topology", "decide", "make_http_server", "make_source",
 ]

@@ -1,41 +1,31 @@
-"""The scaler's decision: observed rates -> ESG plans -> desired state per
-function, stabilised. A pure function of its inputs and ``now_s`` (the clock
-is injected); the loop and the actuators do the effects.
+"""The scaler's decision: what the scaler observes, through the one control
+law (``esg_plugin.control``), to the desired state of each deployed function.
 
-Per workflow with data:
+This module only translates; every decision is the law's, the same code the
+simulator's ``esg`` policy runs:
 
-1. the rate is the entry function's observed rate — the larger of the
-   window's and the last interval's, so that load steps are met at once —
-   over the stage's fan-out, plus ``rate_headroom``;
-2. ESG plans against ``SLO × (1 − slo_margin)`` with the queueing-aware
-   latency (Poisson arrivals assumed), falling back to looser budgets (1,
-   1.5, 2, 4 × SLO) rather than the dearest plan when nothing fits; profile
-   latencies are scaled by the ratio of observed to profiled execution time
-   where functions report it;
-3. stabilisation per function: replicas go up at once and down only after
-   the plan has asked for fewer for ``scale_down_delay_s`` — and never
-   within a full window of the first good observation (conservative after a
-   restart); a smaller GPU share, which restarts pods, is taken only when it
-   saves at least ``min_share_saving`` of the stage's cost, else the
-   workflow is re-planned with that stage's share pinned; timeout changes
-   under ``wait_threshold_ms`` are ignored.
+- in: the entry function's invocation rates over the window and the last
+  interval (over its fan-out) as each workflow's long and short rates; the
+  functions' observed mean execution time over the profile's time at the
+  configuration they run now, as the execution-time ratio; what each
+  function runs now (so that a small share saving does not restart pods);
+- out: per function the law's instance group — replicas (bounded by
+  ``min_replicas``..``max_replicas``), batch size, batching timeout (changes
+  under ``wait_threshold_ms`` ignored) and share.
 
 No observation means no decision: the current state stands.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from ..model import Plan, ProfileSet
-from ..planner import PlannerError, plan_with_fallback
+from ..control import ControlLaw, ControlState, Observation as ControlObservation, WorkflowObservation
+from ..model import InstanceGroup, Plan, ProfileSet
 from .settings import ScalerSettings
 from .sources import Observation
 from .topology import Topology
-
-MIN_RATE_RPS = 0.1
 
 
 @dataclass(frozen=True)
@@ -48,16 +38,15 @@ class FunctionState:
 
 @dataclass
 class Memory:
-    """What the decider remembers between iterations."""
+    """What the scaler remembers between iterations: the law's state."""
 
-    first_good_s: Optional[float] = None
-    low_since_s: dict[str, float] = field(default_factory=dict)
+    state: ControlState = field(default_factory=ControlState)
 
 
 @dataclass(frozen=True)
-class Decision:
+class ScalerDecision:
     desired: dict[str, FunctionState]
-    """Only functions of workflows with data; others are left alone."""
+    """Only functions of workflows with a plan; others are left alone."""
     plans: dict[str, Plan]
     reasons: dict[str, str]
     rates_rps: dict[str, float]
@@ -72,114 +61,69 @@ def decide(
     memory: Memory,
     now_s: float,
     exec_ms_observed: Optional[Mapping[str, float]] = None,
-) -> Decision:
+) -> ScalerDecision:
     if observation is None:
-        return Decision({}, {}, {"*": "no metrics data: nothing changes"}, {})
-    if memory.first_good_s is None:
-        memory.first_good_s = now_s
-    profiles = _corrected(topology, profiles, current, exec_ms_observed or {})
+        return ScalerDecision({}, {}, {"*": "no metrics data: nothing changes"}, {})
+    law = ControlLaw(list(topology.workflows.values()), profiles, settings.control(), policy="esg")
+    running = {key: InstanceGroup(current[fn].batch_size, current[fn].gpu_share, current[fn].replicas,
+                                  current[fn].max_wait_ms)
+               for key, fn in topology.functions.items() if fn in current}
+    decision = law.step(control_observation(topology, profiles, observation, current, exec_ms_observed or {}),
+                        memory.state, now_s, running)
     desired: dict[str, FunctionState] = {}
-    plans: dict[str, Plan] = {}
-    reasons: dict[str, str] = {}
-    rates: dict[str, float] = {}
+    reasons = dict(decision.reasons)
+    for key, groups in decision.desired.items():
+        fn = topology.functions[key]
+        group = groups[0]  # ESG runs one group per stage
+        cur = current.get(fn)
+        wait_ms = round(group.max_wait_ms, 3)
+        if cur is not None and abs(wait_ms - cur.max_wait_ms) < settings.wait_threshold_ms:
+            wait_ms = cur.max_wait_ms
+        want = FunctionState(min(max(group.count, settings.min_replicas), settings.max_replicas),
+                             group.batch_size, wait_ms, group.gpu_share)
+        desired[fn] = want
+        reasons[fn] = describe_change(cur, want)
+    return ScalerDecision(desired, dict(decision.plans), reasons, dict(decision.rates_rps))
+
+
+def control_observation(topology: Topology, profiles: ProfileSet, observation: Observation,
+                        current: Mapping[str, FunctionState], exec_ms: Mapping[str, float]) -> ControlObservation:
+    """The law's observation from the scaler's: per workflow the busiest entry's
+    rates over its fan-out; per profile the observed / profiled execution time."""
+    workflows = {}
     for name, workflow in topology.workflows.items():
-        entry_rates = [max(observation.rates_rps[fn], observation.recent_rps.get(fn, 0.0)) / workflow.stage(stage).fanout
-                       for stage in workflow.entries
-                       if (fn := topology.functions[(name, stage)]) in observation.rates_rps]
-        if not entry_rates:
-            reasons[name] = "no data for this workflow's entry function"
-            continue
-        rate = max(max(entry_rates), MIN_RATE_RPS) * (1 + settings.rate_headroom)
-        rates[name] = rate
-        plan = _plan(workflow, profiles, rate, settings)
-        pinned = {}
-        for stage, sp in plan.stages.items():
+        long_rps, short_rps = [], []
+        for stage in workflow.entries:
             fn = topology.functions[(name, stage)]
-            cur = current.get(fn)
-            if cur is not None and sp.gpu_share < cur.gpu_share:
-                saving = 1 - (sp.gpu_share * sp.replicas) / (cur.gpu_share * max(cur.replicas, 1))
-                if saving < settings.min_share_saving:
-                    pinned[stage] = cur.gpu_share
-        if pinned:
-            plan = _plan(workflow, profiles, rate, settings, pinned) or plan
-        plans[name] = plan
-        for stage, sp in plan.stages.items():
-            fn = topology.functions[(name, stage)]
-            target = FunctionState(min(max(sp.replicas, settings.min_replicas), settings.max_replicas),
-                                   sp.batch_size, round(sp.max_wait_ms, 3), sp.gpu_share)
-            desired[fn], reasons[fn] = _stabilise(fn, target, current.get(fn), memory, now_s, settings)
-    return Decision(desired, plans, reasons, rates)
-
-
-def _plan(workflow, profiles, rate, settings, pinned: Optional[Mapping[str, int]] = None) -> Optional[Plan]:
-    stage_filter = None
-    if pinned:
-        stage_filter = lambda stage, option: stage not in pinned or option.config.gpu_share == pinned[stage]  # noqa: E731
-    try:
-        problem, choices, stats, _ = plan_with_fallback(workflow, profiles, rate, "esg", 1 - settings.slo_margin,
-                                                        arrival_cv2=1.0, stage_filter=stage_filter)
-    except PlannerError:  # a pinned share the profile cannot run
-        return None
-    return Plan.build(workflow, "esg", problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
-
-
-def _stabilise(fn, target: FunctionState, cur: Optional[FunctionState], memory: Memory, now_s: float,
-               settings: ScalerSettings) -> tuple[FunctionState, str]:
-    if cur is None:
-        return target, "first plan"
-    replicas, why = cur.replicas, []
-    if target.replicas > cur.replicas:
-        replicas = target.replicas
-        memory.low_since_s.pop(fn, None)
-        why.append(f"scale up {cur.replicas} -> {target.replicas}")
-    elif target.replicas < cur.replicas:
-        since = memory.low_since_s.setdefault(fn, now_s)
-        started = now_s if memory.first_good_s is None else memory.first_good_s
-        warm = now_s - started >= settings.window_s
-        if warm and now_s - since >= settings.scale_down_delay_s:
-            replicas = target.replicas
-            memory.low_since_s.pop(fn, None)
-            why.append(f"scale down {cur.replicas} -> {target.replicas}")
-        else:
-            why.append(f"hold {cur.replicas} (plan asks {target.replicas}; scale-down waits "
-                       f"{settings.scale_down_delay_s:g} s{'' if warm else ' and a full window after start'})")
-    else:
-        memory.low_since_s.pop(fn, None)
-    wait = cur.max_wait_ms if abs(target.max_wait_ms - cur.max_wait_ms) < settings.wait_threshold_ms \
-        else target.max_wait_ms
-    if target.gpu_share != cur.gpu_share:
-        why.append(f"share {cur.gpu_share}% -> {target.gpu_share}%")
-    if target.batch_size != cur.batch_size or wait != cur.max_wait_ms:
-        why.append(f"batch {cur.batch_size}/{cur.max_wait_ms:g} ms -> {target.batch_size}/{wait:g} ms")
-    return FunctionState(replicas, target.batch_size, wait, target.gpu_share), "; ".join(why) or "unchanged"
-
-
-def _corrected(topology: Topology, profiles: ProfileSet, current: Mapping[str, FunctionState],
-               exec_ms: Mapping[str, float]) -> ProfileSet:
-    """Profiles scaled by observed / profiled execution time (per profile,
-    averaged over the functions that use it; clamped to 0.5..3)."""
-    factors: dict[str, list[float]] = {}
+            if fn in observation.rates_rps:
+                fanout = workflow.stage(stage).fanout
+                long_rps.append(observation.rates_rps[fn] / fanout)
+                short_rps.append(observation.recent_rps.get(fn, 0.0) / fanout)
+        if long_rps:
+            workflows[name] = WorkflowObservation(max(long_rps), max(short_rps), observation.recent_window_s)
+    ratios: dict[str, list[float]] = {}
     for (wf, stage), fn in topology.functions.items():
-        if fn not in exec_ms or fn not in current:
-            continue
+        state = current.get(fn)
         key = topology.workflows[wf].stage(stage).function
-        if key not in profiles:
+        if fn not in exec_ms or state is None or key not in profiles:
             continue
-        state = current[fn]
-        profile = profiles[key]
         try:
-            expected = profile.latency(state.batch_size, state.gpu_share)
-        except Exception:
+            expected = profiles[key].latency(state.batch_size, state.gpu_share)
+        except Exception:  # a configuration the profile does not have: no ratio
             continue
         if expected:
-            factors.setdefault(key, []).append(min(3.0, max(0.5, exec_ms[fn] / expected)))
-    if not factors:
-        return profiles
-    functions = dict(profiles.functions)
-    for key, values in factors.items():
-        scale = sum(values) / len(values)
-        p = functions[key]
-        rows = tuple(tuple(None if v is None else v * scale for v in row) for row in p.latency_ms)
-        functions[key] = dataclasses.replace(p, latency_ms=rows)
-    return dataclasses.replace(profiles, functions=functions)
+            ratios.setdefault(key, []).append(exec_ms[fn] / expected)
+    return ControlObservation(observation.at_s, workflows, {k: sum(v) / len(v) for k, v in ratios.items()})
 
+
+def describe_change(cur: Optional[FunctionState], want: FunctionState) -> str:
+    if cur is None:
+        return "first plan"
+    why = []
+    if want.replicas != cur.replicas:
+        why.append(f"scale {'up' if want.replicas > cur.replicas else 'down'} {cur.replicas} -> {want.replicas}")
+    if want.gpu_share != cur.gpu_share:
+        why.append(f"share {cur.gpu_share}% -> {want.gpu_share}%")
+    if want.batch_size != cur.batch_size or want.max_wait_ms != cur.max_wait_ms:
+        why.append(f"batch {cur.batch_size}/{cur.max_wait_ms:g} ms -> {want.batch_size}/{want.max_wait_ms:g} ms")
+    return "; ".join(why) or "unchanged"

@@ -27,7 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ..jsonhttp import JsonHTTPServer, JsonRequestHandler
 from ..model import ProfileSet
 from .actuators import Actuator, Change
-from .decider import Decision, Memory, decide
+from .decider import Memory, ScalerDecision, decide
 from .settings import ScalerSettings
 from .sources import MetricsSource
 from .topology import Topology
@@ -55,7 +55,7 @@ class Status:
     ready: bool = False
     last_good_s: Optional[float] = None
     last_iteration_s: Optional[float] = None
-    decision: Optional[Decision] = None
+    decision: Optional[ScalerDecision] = None
     changes: list[Change] = field(default_factory=list)
 
 
@@ -109,7 +109,7 @@ class Scaler:
             except Exception as err:
                 log.warning("iteration failed: %s", err)
                 m.errors.labels(stage="act").inc()
-                decision, changes = Decision({}, {}, {"*": f"error: {err}"}, {}), []
+                decision, changes = ScalerDecision({}, {}, {"*": f"error: {err}"}, {}), []
             for change in changes:
                 m.changes.labels(kind=change.kind).inc()
                 if change.kind in ("error", "gone"):

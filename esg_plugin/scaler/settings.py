@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
+from ..control import ControlSettings
+
 ACTUATORS = ("dry-run", "openfaas-kubernetes", "openfaas-gateway", "knative")
 SHARE_MODES = ("env", "hami")
 METRICS_KINDS = ("auto", "gateway", "prometheus")
@@ -37,12 +39,12 @@ class ScalerSettings:
     """Control loop period."""
     window_s: float = 30.0
     """Rates are averaged over this window; data older than it is stale."""
-    slo_margin: float = 0.35
-    """Share of the SLO kept in reserve for queueing (see docs/EVALUATION.md)."""
+    slo_margin: float = 0.0
+    """Share of the SLO kept in reserve at start; misses raise it (docs/control.md)."""
     rate_headroom: float = 0.1
     """Plan for this much more than the observed rate."""
     scale_down_delay_s: float = 60.0
-    """Lower replicas only after the plan has asked for fewer this long."""
+    """Plan for a lower rate only after it has stayed lower this long."""
     min_replicas: int = 1
     max_replicas: int = 5
     """OpenFaaS CE allows at most 5 replicas per function."""
@@ -106,7 +108,7 @@ class ScalerSettings:
             (self.metrics_kind in METRICS_KINDS, "metrics_kind must be auto, gateway or prometheus"),
             (self.interval_s > 0, "interval_s must be positive"),
             (self.window_s >= self.interval_s, "window_s must be at least interval_s"),
-            (0 <= self.slo_margin < 1, "slo_margin must lie in [0, 1)"),
+            (0 <= self.slo_margin < ControlSettings.max_margin, f"slo_margin must lie in [0, {ControlSettings.max_margin:g})"),
             (self.rate_headroom >= 0, "rate_headroom must not be negative"),
             (self.scale_down_delay_s >= 0, "scale_down_delay_s must not be negative"),
             (1 <= self.min_replicas <= self.max_replicas, "need 1 <= min_replicas <= max_replicas"),
@@ -117,6 +119,12 @@ class ScalerSettings:
         for ok, message in checks:
             if not ok:
                 raise ScalerSettingsError(message)
+
+    def control(self) -> ControlSettings:
+        """The control law's settings (``esg_plugin.control``) these stand for."""
+        return ControlSettings(slo_margin=self.slo_margin, rate_headroom=self.rate_headroom,
+                               scale_down_delay_s=self.scale_down_delay_s, warmup_s=self.window_s,
+                               min_share_saving=self.min_share_saving)
 
     @property
     def source_kind(self) -> str:

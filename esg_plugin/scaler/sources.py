@@ -41,6 +41,8 @@ class Observation:
     window_s: float
     recent_rps: dict[str, float] = field(default_factory=dict)
     """Over the last interval: quick, for scaling up."""
+    recent_window_s: float = 5.0
+    """The length of the interval ``recent_rps`` is taken over."""
 
 
 class MetricsSource(Protocol):
@@ -102,7 +104,7 @@ class GatewayScrape:
             return None
         rates = {f: max(0.0, (v - first.get(f, 0.0)) / (t1 - t0)) for f, v in last.items()}
         recent = {f: max(0.0, (v - previous.get(f, 0.0)) / (t1 - tp)) for f, v in last.items()}
-        return Observation(now_s, rates, "gateway", t1 - t0, recent)
+        return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp)
 
 
 @dataclass
@@ -120,7 +122,7 @@ class PrometheusQuery:
         if not rates:
             return None  # no series: Prometheus has not scraped the gateway (yet)
         recent = self._rates(self.query(self.recent_s)) or {}
-        return Observation(now_s, rates, "prometheus", self.window_s, recent)
+        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s)
 
     def exec_ms(self) -> dict[str, float]:
         """Mean batch execution time per function, from the functions' own

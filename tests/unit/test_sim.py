@@ -167,3 +167,59 @@ def test_arrival_processes_have_their_rates():
     diurnal = Arrivals("diurnal", {"mean_rps": 20.0, "amplitude_rps": 10.0, "period_s": 1000.0}).times_s(duration, rng)
     assert len(diurnal) / duration == pytest.approx(20, rel=0.05)
     assert (diurnal < 500).sum() > (diurnal[(diurnal >= 500) & (diurnal < 1000)]).size  # the sine's high half first
+
+
+class Repeating(Policy):
+    """Asks for the same groups at every tick, as a level-triggered controller does."""
+
+    name = "repeating"
+    interval_s = 1.0
+
+    def __init__(self, groups):
+        self.groups = groups
+
+    def decide(self, view):
+        return self.groups
+
+
+def test_a_placement_that_failed_is_tried_again_every_tick():
+    workload, profiles = one_stage(10.0, 10.0, 10.0)  # 1 GPU, 10 s
+    policy = Fixed({("w", "s"): [InstanceGroup(1, 100, 3, 0.0)]})
+    policy.interval_s = 1.0
+    result = simulate(workload, profiles, policy, SimConfig(drain_s=0.0))
+    # the policy spoke once; the engine re-applied its desired state at each of the 11 ticks
+    assert result.unplaced == 2 * 11
+
+
+def test_a_freed_gpu_is_used_by_the_retried_placement():
+    wf_a = Workflow.build("a", 1000.0, [Stage("s", "f")])
+    wf_b = Workflow.build("b", 1000.0, [Stage("s", "f")])
+    profiles = ProfileSet("t", {"f": constant_profile("f", {1: 5.0})})
+    loads = tuple(WorkflowLoad(w, Arrivals("poisson", {"rate_rps": 5.0})) for w in (wf_a, wf_b))
+    workload = Workload("two", 1, 6.0, loads)
+
+    class Handover(Policy):
+        name = "handover"
+        interval_s = 1.0
+
+        def decide(self, view):
+            if view.now_s < 2.5:  # a holds the only GPU; b asks and does not fit
+                return {("a", "s"): [InstanceGroup(1, 100, 1, 0.0)], ("b", "s"): [InstanceGroup(1, 100, 1, 0.0)]}
+            return {("a", "s"): []}  # a lets go; b's earlier wish is re-applied and now fits
+
+    sim = Simulator(workload, profiles, Handover(), SimConfig(drain_s=1.0))
+    sim.run()
+    assert sim.stage_by_key[("b", "s")].instances and not sim.stage_by_key[("a", "s")].instances
+
+
+def test_a_request_that_cannot_meet_its_deadline_is_shed_on_arrival():
+    two = Workflow.build("w", 30.0, [Stage("a", "f"), Stage("b", "f", ("a",))], hop_ms=5.0)
+    profiles = ProfileSet("t", {"f": constant_profile("f", {1: 20.0})})
+    workload = Workload("shed", 1, 5.0, (WorkflowLoad(two, Arrivals("poisson", {"rate_rps": 1.0})),))
+    sim = Simulator(workload, profiles, Fixed({("w", "a"): [InstanceGroup(1, 50, 1, 0.0)],
+                                               ("w", "b"): [InstanceGroup(1, 50, 1, 0.0)]}), SimConfig())
+    sim.workflows[0].arrivals = np.array([100.0, 2000.0])
+    result = sim.run()
+    # 20 + 5 + 20 ms > 30 ms at best: nothing could ever meet it, so nothing runs
+    assert result.shed == 2 and result.stage_executions == 0
+    assert [lat for _, _, lat in result.requests] == [-1.0, -1.0]

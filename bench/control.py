@@ -1,0 +1,95 @@
+"""Time of one control step for 50 functions (the law of esg_plugin/control).
+
+    python bench/control.py [--workflows 10] [--stages 5] [--ticks 300] [--seed 1]
+
+Ten random workflows of five stages (chains and DAGs, random monotone
+profiles on the full 6 batch sizes x 10 shares, seeded), one observation per
+workflow per tick from a rate that wanders and steps. Prints the time of a
+step in three cases: a quiet tick (nothing re-planned), a tick where every
+workflow re-plans at once (a step on all of them: the worst case), and the
+whole run's median and p99. Goal: a step for 50 functions within 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from esg_plugin.control import ControlLaw, ControlSettings, Observation, WorkflowObservation
+from esg_plugin.model import ProfileSet, Stage, Workflow
+from esg_plugin.synthetic import BATCH_SIZES, GPU_SHARES, random_dag_edges, random_monotone_profile
+
+
+def world(workflows: int, stages: int, seed: int):
+    rng = random.Random(seed)
+    functions, flows = {}, []
+    for w in range(workflows):
+        edges = random_dag_edges(rng, stages, chain=rng.random() < 0.5)
+        steps = []
+        for i in range(stages):
+            fn = f"w{w}-f{i}"
+            functions[fn] = random_monotone_profile(rng, fn, BATCH_SIZES, GPU_SHARES)
+            steps.append(Stage(f"s{i}", fn, tuple(f"s{a}" for a, b in edges if b == i)))
+        flows.append(Workflow.build(f"w{w}", rng.uniform(100.0, 400.0), steps, hop_ms=1.0))
+    return flows, ProfileSet("bench", functions)
+
+
+def percentile(values, q):
+    return float(np.percentile(values, q))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workflows", type=int, default=10)
+    parser.add_argument("--stages", type=int, default=5)
+    parser.add_argument("--ticks", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    flows, profiles = world(args.workflows, args.stages, args.seed)
+    law = ControlLaw(flows, profiles, ControlSettings())
+    state = law.new_state()
+    rng = np.random.default_rng(args.seed)
+    base = {wf.name: float(rng.uniform(5.0, 80.0)) for wf in flows}
+
+    def observe(t, factor=1.0):
+        out = {}
+        for wf in flows:
+            rate = base[wf.name] * factor * (1 + 0.1 * np.sin(t / 20.0))
+            short = rng.poisson(rate * 2.0) / 2.0
+            out[wf.name] = WorkflowObservation(rate, short, 2.0, 1.0, 0.0, int(rate * 2), 0)
+        return Observation(float(t), out)
+
+    def timed(observation, t):
+        started = time.perf_counter()
+        decision = law.step(observation, state, float(t))
+        return (time.perf_counter() - started) * 1000.0, decision
+
+    all_ms, quiet_ms, replanned = [], [], []
+    for t in range(args.ticks):
+        factor = 4.0 if args.ticks // 3 <= t < 2 * args.ticks // 3 else 1.0
+        ms, decision = timed(observe(t, factor), t)
+        all_ms.append(ms)
+        if not decision.changed:
+            quiet_ms.append(ms)
+        if len(decision.changed) == len(flows):
+            replanned.append(ms)
+    functions = sum(len(wf.stage_names) for wf in flows)
+    print(f"control step, {functions} functions in {len(flows)} workflows, {args.ticks} ticks "
+          f"(a rate that wanders, x4 for the middle third)")
+    print(f"  quiet tick (nothing re-planned): median {statistics.median(quiet_ms):.2f} ms "
+          f"({len(quiet_ms)} ticks)" if quiet_ms else "  no quiet tick")
+    if replanned:
+        print(f"  every workflow re-planned:       median {statistics.median(replanned):.2f} ms, "
+              f"max {max(replanned):.2f} ms ({len(replanned)} ticks)")
+    print(f"  all ticks:                       median {statistics.median(all_ms):.2f} ms, "
+          f"p99 {percentile(all_ms, 99):.2f} ms, max {max(all_ms):.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

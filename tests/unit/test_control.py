@@ -1,0 +1,207 @@
+"""The control law (esg_plugin/control): its decisions on a fake clock, and
+that the simulator and the scaler run it, decision for decision."""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+
+from esg_plugin.control import (
+    ABLATIONS, ControlError, ControlLaw, ControlSettings, DelayWindow, Observation, WorkflowObservation, step_detected,
+)
+from esg_plugin.loaders import load_profiles, read_yaml
+from esg_plugin.model import InstanceGroup, Stage, Workflow
+from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide
+from esg_plugin.scaler.sources import Observation as ScalerObservation
+from esg_plugin.sim import View
+from esg_plugin.sim.policies import CONTROL_SHORT_WINDOW_S, ControlledPolicy
+from esg_plugin.synthetic import example_profiles
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def chain():
+    profiles = example_profiles()
+    stages = [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))]
+    return Workflow.build("w", 80.0, stages, hop_ms=1.0), profiles
+
+
+def tick(law, state, t, long_rps, short_rps=None, **extra):
+    obs = WorkflowObservation(long_rps, long_rps if short_rps is None else short_rps, 2.0, **extra)
+    return law.step(Observation(t, {"w": obs}), state, t)
+
+
+def replicas(decision):
+    return sum(g.count for groups in decision.desired.values() for g in groups)
+
+
+def test_delay_window_holds_for_the_whole_delay():
+    w = DelayWindow(10.0)
+    assert [w.update(True, t) for t in (0, 5, 9.9)] == [False, False, False]
+    assert w.update(True, 10.0) is True and not w.waiting
+    assert w.update(True, 11.0) is False and w.update(False, 12.0) is False and not w.waiting
+
+
+def test_a_step_is_detected_within_one_tick_and_noise_is_not():
+    assert step_detected(WorkflowObservation(50, 120, 2.0), 55.0, 3.0)
+    assert not step_detected(WorkflowObservation(50, 60, 2.0), 55.0, 3.0)
+    # bursty arrivals need more evidence for the same count
+    assert not step_detected(WorkflowObservation(50, 80, 2.0, arrival_cv2=9.0), 55.0, 3.0)
+
+
+def test_up_at_once_on_a_step_down_only_after_the_delay(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0))
+    state = law.new_state()
+    low = replicas(tick(law, state, 0.0, 20.0))
+    stepped = tick(law, state, 1.0, 22.0, short_rps=200.0)  # the long window has barely moved
+    assert "step detected" in stepped.reasons["w"] and replicas(stepped) > low
+    high = replicas(stepped)
+    for t in range(2, 32):
+        assert replicas(tick(law, state, float(t), 20.0)) == high, t  # held during the delay
+    assert replicas(tick(law, state, 33.0, 20.0)) < high
+
+
+def test_no_scale_down_while_requests_wait_or_miss(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=5.0, warmup_s=0.0, feedback=False))
+    state = law.new_state()
+    tick(law, state, 0.0, 200.0)
+    high = state.workflows["w"].planned_rps
+    for t in range(1, 20):  # the load is gone but every window misses
+        tick(law, state, float(t), 20.0, ok=50, late=10)
+    assert state.workflows["w"].planned_rps == high
+    for t in range(20, 40):  # a backlog the plan cannot serve within one SLO
+        tick(law, state, float(t), 20.0, backlog=500.0)
+    assert state.workflows["w"].planned_rps >= high
+    for t in range(40, 47):  # calm again: down once the delay has passed
+        tick(law, state, float(t), 20.0, ok=50)
+    assert state.workflows["w"].planned_rps < high
+
+
+def test_backlog_is_planned_for_and_drained_in_bounded_time(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(drain_s=2.0, rate_headroom=0.0))
+    state = law.new_state()
+    tick(law, state, 0.0, 50.0)
+    tick(law, state, 1.0, 50.0, backlog=300.0)
+    served_in_slo = 50.0 * wf.slo_ms / 1000.0
+    assert state.workflows["w"].planned_rps == pytest.approx(50.0 + (300.0 - served_in_slo) / 2.0)
+
+
+def test_misses_raise_the_margin_and_a_clean_stretch_lowers_it(chain):
+    wf, profiles = chain
+    settings = ControlSettings(slo_margin=0.0, margin_step=0.1, feedback_cooldown_s=5.0, scale_down_delay_s=20.0)
+    law = ControlLaw([wf], profiles, settings)
+    state = law.new_state()
+    tick(law, state, 0.0, 50.0)
+    decision = tick(law, state, 1.0, 50.0, ok=90, late=10)
+    assert state.workflows["w"].margin == pytest.approx(0.1) and "margin raised" in decision.reasons["w"]
+    tick(law, state, 2.0, 50.0, ok=90, late=10)
+    assert state.workflows["w"].margin == pytest.approx(0.1)  # cooldown
+    assert decision.plans["w"].slo_ms == pytest.approx(wf.slo_ms * 0.9)
+    for t in range(15, 60):
+        tick(law, state, float(t), 50.0, ok=100)
+    assert state.workflows["w"].margin < 0.1
+
+
+def test_utilisation_is_a_decision_and_the_ablation_fixes_it(chain):
+    wf, profiles = chain
+    free = ControlLaw([wf], profiles, ControlSettings())
+    fixed = ControlLaw([wf], profiles, ControlSettings().without("utilisation"))
+    costs = []
+    for law in (free, fixed):
+        state = law.new_state()
+        costs.append(tick(law, state, 0.0, 300.0).plans["w"].cost)
+    assert costs[0] <= costs[1]
+    assert fixed.settings.utilisations == (0.8,)
+    for mechanism in ABLATIONS:
+        assert ControlSettings().without(mechanism) != ControlSettings()
+    with pytest.raises(ControlError):
+        ControlSettings().without("magic")
+
+
+def test_degraded_plans_fit_the_capacity_and_prefer_the_slo(chain):
+    wf, profiles = chain
+    tight = dataclasses.replace(wf, slo_ms=5.0)  # nothing meets this
+    unlimited = ControlLaw([tight], profiles, ControlSettings())
+    capped = ControlLaw([tight], profiles, ControlSettings(capacity_gpus=1.5))
+    states = [law.new_state() for law in (unlimited, capped)]
+    plans = [tick(law, state, 0.0, 400.0).plans["w"] for law, state in zip((unlimited, capped), states)]
+    assert not any(state.workflows["w"].fits for state in states)
+    # the cheapest plan the model says is late by the least, not the fastest (dearest) one
+    assert plans[0].slo_ms > tight.slo_ms and plans[0].cost < unlimited_fastest_cost(tight, profiles)
+    assert plans[1].cost <= 1.5 + 1e-9 and plans[1].cost < plans[0].cost
+
+
+def unlimited_fastest_cost(workflow, profiles):
+    from esg_plugin.planner import build_problem
+
+    problem = build_problem(workflow, profiles, 400.0 * 1.1, arrival_cv2=1.0)
+    return sum(o.cost_pct for o in problem.choices(problem.fastest()).values()) / 100.0
+
+
+def test_implausible_observations_are_not_believed(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings())
+    state = law.new_state()
+    for bad in (math.nan, math.inf, -5.0, 1e300, 2.5e8):
+        obs = WorkflowObservation(bad, 10.0, 2.0)
+        decision = law.step(Observation(0.0, {"w": obs}), state, 0.0)
+        assert decision.desired == {} and "implausible" in decision.reasons["w"]
+    capped = ControlLaw([wf], profiles, ControlSettings(capacity_gpus=8.0))
+    huge = capped.step(Observation(0.0, {"w": WorkflowObservation(1e5, 1e5, 2.0)}), capped.new_state(), 0.0)
+    assert huge.plans["w"].cost <= 8.0 + 1e-9
+    assert law.step(None, state, 1.0).reasons["*"].startswith("no data")
+
+
+def test_execution_times_are_bounded_and_smoothed(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings())
+    state = law.new_state()
+    law.step(Observation(0.0, {"w": WorkflowObservation(50, 50, 2.0)}, {"resnet50": 100.0}), state, 0.0)
+    assert state.exec_factor["resnet50"] == 3.0  # at most 3x the profile
+    law.step(Observation(1.0, {"w": WorkflowObservation(50, 50, 2.0)}, {"resnet50": 1.0, "resnet18": math.nan}),
+             state, 1.0)
+    assert 1.0 < state.exec_factor["resnet50"] < 3.0 and "resnet18" not in state.exec_factor
+
+
+def test_the_simulator_and_the_scaler_run_the_same_law():
+    """One sequence of observations, given to the simulator's esg policy as
+    views and to the scaler's decider as gateway observations: the same
+    desired state at every step."""
+    topology = Topology.from_stack(read_yaml(ROOT / "stack.yml"))
+    profiles = load_profiles(ROOT / "profiles/cpu-2core.json")
+    settings = ScalerSettings(scale_down_delay_s=10.0, window_s=10.0, wait_threshold_ms=0.0, max_replicas=10 ** 6)
+    policy = ControlledPolicy("esg", list(topology.workflows.values()), profiles, settings.control())
+    memory, current = Memory(), {}
+    rates = [(t, 2.0 + (8.0 if 5 <= t < 25 else 0.0) + 0.3 * (t % 3)) for t in range(3, 60)]
+    for t, rate in rates:
+        short = rate * (1.5 if t == 5 else 1.0)
+        names = list(topology.workflows)
+        view = View(float(t), {w: rate for w in names}, {w: short for w in names}, {w: 1.0 for w in names}, {}, {})
+        simulated = policy.decide(view)
+        entries = {topology.functions[(w, wf.entries[0])]: wf.stage(wf.entries[0]).fanout
+                   for w, wf in topology.workflows.items()}
+        observation = ScalerObservation(float(t), {fn: rate * f for fn, f in entries.items()}, "test", 10.0,
+                                        {fn: short * f for fn, f in entries.items()}, CONTROL_SHORT_WINDOW_S)
+        scaled = decide(topology, profiles, settings, observation, current, memory, float(t)).desired
+        assert set(scaled) == {topology.functions[key] for key in simulated}, t
+        for key, groups in simulated.items():
+            want = scaled[topology.functions[key]]
+            group = groups[0]
+            assert (want.replicas, want.batch_size, want.gpu_share) == (group.count, group.batch_size,
+                                                                        group.gpu_share), (t, key)
+            assert want.max_wait_ms == pytest.approx(group.max_wait_ms, abs=1e-3)
+        current = dict(scaled)  # as an actuator would apply it
+    assert isinstance(current[next(iter(current))], FunctionState)
+
+
+def test_the_law_is_given_the_running_state_by_the_scaler(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(min_share_saving=0.99))
+    running = {("w", s): InstanceGroup(1, 100, 1, 0.0) for s in ("a", "b")}
+    decision = law.step(Observation(0.0, {"w": WorkflowObservation(5, 5, 2.0)}), law.new_state(), 0.0, running)
+    assert {groups[0].gpu_share for groups in decision.desired.values()} == {100}
