@@ -13,6 +13,7 @@ whole run's median and p99. Goal: a step for 50 functions within 20 ms.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     flows, profiles = world(args.workflows, args.stages, args.seed)
-    law = ControlLaw(flows, profiles, ControlSettings())
+    law = ControlLaw(flows, profiles, ControlSettings(**eval(os.environ.get("ESG_BENCH_SETTINGS", "{}"))))
     state = law.new_state()
     rng = np.random.default_rng(args.seed)
     base = {wf.name: float(rng.uniform(5.0, 80.0)) for wf in flows}

@@ -55,6 +55,8 @@ EXEC_FACTOR_REPLAN = 0.1
 """Re-plan a workflow when a factor it was planned with moved by more than this (relative)."""
 MARGIN_RELAX_FRACTION = 0.5
 """A clean stretch lowers the margin by this part of ``margin_step``."""
+RATE_GRID = 1.05
+"""Planned rates lie on a geometric grid of this ratio (see :func:`on_rate_grid`)."""
 MIN_MISSES = 3
 """Fewer misses than this over the feedback window are noise, not a signal."""
 DEGRADED_QUANTILES = (0.95, 0.9)
@@ -225,8 +227,8 @@ class ControlLaw:
         if s.backlog_drain and backlog > 0:
             rate += backlog / s.drain_s
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"
-        rate = max(rate, s.min_rate_rps)
-        return rate * (1 + s.rate_headroom * math.sqrt(max(obs.arrival_cv2, 1.0))), said
+        rate = max(rate, s.min_rate_rps) * (1 + s.rate_headroom * math.sqrt(max(obs.arrival_cv2, 1.0)))
+        return on_rate_grid(rate), said
 
     # --- planning -------------------------------------------------------------------------
     def _plan(self, workflow: Workflow, ws: WorkflowState, state: ControlState, rate_rps: float, cv2: float,
@@ -274,11 +276,13 @@ class ControlLaw:
         attempts = [(s.queue_quantile, first), (s.queue_quantile, (first + 1.0) / 2)]
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
-        problem = None
+        problem, built = None, {}
         for quantile, factor in attempts:
-            problem = build_problem(workflow, profiles, rate_rps, utilisations[0], budget_ms=workflow.slo_ms * factor,
-                                    stage_filter=stage_filter, arrival_cv2=arrival_cv2,
-                                    utilisations=utilisations[1:], queue_quantile=quantile)
+            if quantile not in built:  # the menus depend on the quantile, not on the budget
+                built[quantile] = build_problem(workflow, profiles, rate_rps, utilisations[0],
+                                                stage_filter=stage_filter, arrival_cv2=arrival_cv2,
+                                                utilisations=utilisations[1:], queue_quantile=quantile)
+            problem = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * factor)
             choices, stats = solve(problem, NO_LIMITS)
             if choices is not None and _cost(choices) <= capacity:
                 return problem, choices, stats, (quantile, factor) == attempts[0]
@@ -373,6 +377,13 @@ class ControlLaw:
                 desired[(name, stage)] = list(groups)
                 downstream[(name, stage)] = ws.downstream_ms.get(stage, 0.0)
         return Decision(desired, plans, changed, reasons, rates, downstream)
+
+
+def on_rate_grid(rate_rps: float) -> float:
+    """The rate rounded up to the next step of a geometric grid (ratio
+    :data:`RATE_GRID`): a load that creeps up re-plans once per step, not at
+    every tick, and the same loads give the same plans."""
+    return RATE_GRID ** math.ceil(math.log(rate_rps, RATE_GRID) - 1e-9)
 
 
 def step_detected(obs: WorkflowObservation, planned_rps: float, z: float) -> bool:

@@ -200,7 +200,8 @@ def option_arrays(
                         for u in targets]).astype(np.int64)
     if len(targets) > 1:
         b, g, e = np.tile(b, len(targets)), np.tile(g, len(targets)), np.tile(e, len(targets))
-        _, first = np.unique(np.stack([b, g, n]), axis=1, return_index=True)
+        key = (b.astype(np.int64) * 1000 + g) * (int(n.max()) + 1) + n  # one integer per (b, g, n)
+        _, first = np.unique(key, return_index=True)
         keep = np.sort(first)
         b, g, e, n = b[keep], g[keep], e[keep], n[keep]
     wait_ms = np.where(b == 1, 0.0, 1000.0 * (b - 1) * n / stage_rate_rps)

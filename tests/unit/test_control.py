@@ -88,7 +88,8 @@ def test_backlog_is_planned_for_and_drained_in_bounded_time(chain):
     tick(law, state, 0.0, 50.0)
     tick(law, state, 1.0, 50.0, backlog=300.0)
     served_in_slo = 50.0 * wf.slo_ms / 1000.0
-    assert state.workflows["w"].planned_rps == pytest.approx(50.0 + (300.0 - served_in_slo) / 2.0)
+    wanted = 50.0 + (300.0 - served_in_slo) / 2.0
+    assert wanted <= state.workflows["w"].planned_rps < wanted * 1.05  # on the rate grid, rounded up
 
 
 def test_misses_raise_the_margin_and_a_clean_stretch_lowers_it(chain):
