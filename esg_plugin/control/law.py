@@ -83,6 +83,8 @@ class WorkflowState:
     fits: bool = True
     last_margin_change_s: float = -math.inf
     clean_since_s: Optional[float] = None
+    panic_until_s: float = -math.inf
+    """After a step, no scale-down until then (Knative's panic mode)."""
     answers: deque = field(default_factory=deque)
     """(time_s, answers, misses) of the last ``feedback_window_s``."""
 
@@ -161,7 +163,7 @@ class ControlLaw:
         missing = self._missing(ws, obs, now_s)
         why = self._feedback(ws, missing, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
-        want, said = self._wanted_rate(ws, obs, backlog)
+        want, said = self._wanted_rate(ws, obs, backlog, now_s)
         planned = ws.planned_rps
         target = planned
         if planned is None:
@@ -174,7 +176,8 @@ class ControlLaw:
             warm = now_s - first_s >= s.warmup_s
             low = want < planned * s.scale_down_below
             due = ws.scale_down.update(low, now_s, keep=True)
-            if due and warm and backlog <= 0 and not missing:  # never while requests wait or miss
+            calm = backlog <= 0 and not missing and now_s >= ws.panic_until_s
+            if due and warm and calm:  # never while requests wait or miss, nor in panic after a step
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
         if why is None and self._factors_moved(workflow, ws, state):
@@ -214,16 +217,16 @@ class ControlLaw:
             return f"no misses for {s.scale_down_delay_s:g} s: margin lowered to {ws.margin:.2f}"
         return None
 
-    def _wanted_rate(self, ws: WorkflowState, obs: WorkflowObservation, backlog: float) -> tuple[float, str]:
+    def _wanted_rate(self, ws: WorkflowState, obs: WorkflowObservation, backlog: float,
+                     now_s: float) -> tuple[float, str]:
         """The rate to cover now, with a few words on where it came from."""
         s = self.settings
         rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
-        if not s.step_detection or ws.planned_rps is None:
-            if obs.rate_short_rps > rate:
-                rate, said = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)"
-        elif step_detected(obs, ws.planned_rps, s.step_z):
-            rate = max(rate, obs.rate_short_rps)
-            said = f"{obs.rate_short_rps:.2f} rps (step detected in the short window)"
+        if s.step_detection and obs.rate_short_rps > rate:
+            rate, said = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)"
+            if ws.planned_rps is not None and step_detected(obs, ws.planned_rps, s.step_z):
+                ws.panic_until_s = now_s + s.scale_down_delay_s
+                said += ", a step: no scale-down before the delay has passed"
         if s.backlog_drain and backlog > 0:
             rate += backlog / s.drain_s
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"

@@ -57,11 +57,22 @@ def test_up_at_once_on_a_step_down_only_after_the_delay(chain):
     state = law.new_state()
     low = replicas(tick(law, state, 0.0, 20.0))
     stepped = tick(law, state, 1.0, 22.0, short_rps=200.0)  # the long window has barely moved
-    assert "step detected" in stepped.reasons["w"] and replicas(stepped) > low
+    assert "a step" in stepped.reasons["w"] and replicas(stepped) > low
     high = replicas(stepped)
     for t in range(2, 32):
         assert replicas(tick(law, state, float(t), 20.0)) == high, t  # held during the delay
     assert replicas(tick(law, state, 33.0, 20.0)) < high
+
+
+def test_noise_in_the_short_window_is_followed_up_but_is_no_step(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=5.0, warmup_s=0.0))
+    state = law.new_state()
+    tick(law, state, 0.0, 50.0)
+    tick(law, state, 1.0, 50.0, short_rps=58.0)  # above the plan, within the noise: no panic
+    assert state.workflows["w"].panic_until_s == -math.inf
+    tick(law, state, 2.0, 50.0, short_rps=200.0)  # a step: no scale-down for the delay
+    assert state.workflows["w"].panic_until_s == 2.0 + 5.0
 
 
 def test_no_scale_down_while_requests_wait_or_miss(chain):
