@@ -2,7 +2,7 @@
 #   make run    the whole system on this machine: esg up (installs into .venv first; about 2 minutes)
 #   make test   the whole test suite: import contracts, unit and integration tests
 #   make bench  the planner and simulator benchmarks (figures, not pass/fail)
-#   make evaluate  the standard evaluation of docs/EVALUATION.md (about 2 minutes)
+#   make evaluate  the evaluation of docs/EVALUATION.md: shipped workloads, then 30 random ones (about 5 minutes)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -46,9 +46,12 @@ bench: $(TORCH_STAMP)
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/scaler.py
+	$(BIN)/python bench/control.py
 
 evaluate: $(STAMP)
 	$(BIN)/python bench/evaluate.py
+	$(BIN)/python bench/robustness.py --cases 30 --first-seed 201 --ablation --describe \
+		--json docs/evaluation/robustness.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .import_linter_cache *.egg-info

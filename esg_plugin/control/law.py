@@ -271,7 +271,7 @@ class ControlLaw:
         first = 1.0 - ws.margin
         if not s.degraded_cheapest:
             return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
-                                      stage_filter, utilisations[1:], s.queue_quantile)
+                                      stage_filter, utilisations[1:], s.queue_quantile, s.no_wait_options)
         solve = get_policy(self.policy)
         capacity = self._capacity_left(workflow, state)
         quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
@@ -284,7 +284,8 @@ class ControlLaw:
             if quantile not in built:  # the menus depend on the quantile, not on the budget
                 built[quantile] = build_problem(workflow, profiles, rate_rps, utilisations[0],
                                                 stage_filter=stage_filter, arrival_cv2=arrival_cv2,
-                                                utilisations=utilisations[1:], queue_quantile=quantile)
+                                                utilisations=utilisations[1:], queue_quantile=quantile,
+                                                no_wait=s.no_wait_options)
             problem = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * factor)
             choices, stats = solve(problem, NO_LIMITS)
             if choices is not None and _cost(choices) <= capacity:
@@ -300,7 +301,8 @@ class ControlLaw:
             for _ in range(40):
                 middle = (low + high) / 2
                 menus = build_problem(workflow, profiles, max(middle, s.min_rate_rps), utilisations[0],
-                                      stage_filter=stage_filter, utilisations=utilisations[1:]).menus
+                                      stage_filter=stage_filter, utilisations=utilisations[1:],
+                                      no_wait=s.no_wait_options).menus
                 if sum(m.min_cost_pct for m in menus.values()) / 100.0 <= capacity:
                     low = middle
                 else:

@@ -177,6 +177,7 @@ def option_arrays(
     utilisations: Sequence[float] = (),
     fanout: int = 1,
     queue_quantile: float | None = None,
+    no_wait: bool = False,
 ) -> OptionArrays:
     """:func:`all_options` as arrays; identical values.
 
@@ -188,29 +189,38 @@ def option_arrays(
     last of them waits ``ceil(ceil(fanout / b) / n) − 1`` executions for an
     instance. ``queue_quantile`` (queueing-aware latency only): the wait is
     that quantile of the waiting time rather than its mean (see
-    :func:`queueing_delays_ms`).
+    :func:`queueing_delays_ms`). ``no_wait``: each batch size above 1 is also
+    offered with no batching wait (timeout 0): a batch leaves with what is
+    queued, planned as if it held one item (its replicas and queueing sized
+    for that) — the choice a low rate needs when the profile has no batch 1.
     """
     check_inputs(stage_rate_rps, utilisation, arrival_cv2)
     b, g, e = profile.runnable_arrays()
+    fill = b.copy()  # the items a batch is planned to hold
+    if no_wait and (b > 1).any():
+        more = b > 1
+        b, g, e = np.concatenate([b, b[more]]), np.concatenate([g, g[more]]), np.concatenate([e, e[more]])
+        fill = np.concatenate([fill, np.ones(int(more.sum()), dtype=fill.dtype)])
     targets = [utilisation] + [u for u in utilisations if u != utilisation]
     for u in targets:
         if not 0 < u <= 1:
             raise ModelError(f"the utilisation target must lie in (0, 1], got {u:g}")
-    n = np.concatenate([np.maximum(1, np.ceil(stage_rate_rps * e / (u * 1000.0 * b) - _CEIL_TOLERANCE))
+    n = np.concatenate([np.maximum(1, np.ceil(stage_rate_rps * e / (u * 1000.0 * fill) - _CEIL_TOLERANCE))
                         for u in targets]).astype(np.int64)
-    if len(targets) > 1:
-        b, g, e = np.tile(b, len(targets)), np.tile(g, len(targets)), np.tile(e, len(targets))
-        key = (b.astype(np.int64) * 1000 + g) * (int(n.max()) + 1) + n  # one integer per (b, g, n)
+    if len(targets) > 1 or no_wait:
+        copies = len(targets)
+        b, g, e, fill = np.tile(b, copies), np.tile(g, copies), np.tile(e, copies), np.tile(fill, copies)
+        key = ((b.astype(np.int64) * 1000 + g) * (int(n.max()) + 1) + n) * 2 + (fill == b)  # one per (b, g, n, fill)
         _, first = np.unique(key, return_index=True)
         keep = np.sort(first)
-        b, g, e, n = b[keep], g[keep], e[keep], n[keep]
-    wait_ms = np.where(b == 1, 0.0, 1000.0 * (b - 1) * n / stage_rate_rps)
+        b, g, e, n, fill = b[keep], g[keep], e[keep], n[keep], fill[keep]
+    wait_ms = np.where(fill == 1, 0.0, 1000.0 * (fill - 1) * n / stage_rate_rps)
     if arrival_cv2 is None:
         queue_ms = np.zeros(len(e))
     else:
-        queue_ms = queueing_delays_ms(stage_rate_rps, b, e, n, arrival_cv2, queue_quantile)
+        queue_ms = queueing_delays_ms(stage_rate_rps, fill, e, n, arrival_cv2, queue_quantile)
         if fanout > 1:
-            rounds = np.ceil(np.ceil(fanout / b) / n)
+            rounds = np.ceil(np.ceil(fanout / fill) / n)
             queue_ms = queue_ms + (rounds - 1) * e
     return OptionArrays(b, g, e, n, wait_ms, wait_ms + e + queue_ms, n * g, queue_ms)
 

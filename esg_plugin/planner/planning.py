@@ -61,6 +61,7 @@ def plan_with_fallback(
     stage_filter=None,
     utilisations: tuple[float, ...] = (),
     queue_quantile: Optional[float] = None,
+    no_wait: bool = False,
 ):
     """Choices against ``SLO × first_factor``, else the first of
     :data:`DEGRADED_BUDGET_FACTORS` that fits, else the fastest plan at the
@@ -70,7 +71,7 @@ def plan_with_fallback(
     for factor in (first_factor,) + DEGRADED_BUDGET_FACTORS:
         problem = build_problem(workflow, profiles, rate_rps, utilisation, budget_ms=workflow.slo_ms * factor,
                                 stage_filter=stage_filter, arrival_cv2=arrival_cv2,
-                                utilisations=utilisations, queue_quantile=queue_quantile)
+                                utilisations=utilisations, queue_quantile=queue_quantile, no_wait=no_wait)
         choices, stats = solve(problem, NO_LIMITS)
         if choices is not None:
             return problem, choices, stats, True

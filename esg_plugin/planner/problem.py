@@ -138,6 +138,7 @@ def build_problem(
     arrival_cv2: Optional[float] = None,
     utilisations: tuple[float, ...] = (),
     queue_quantile: Optional[float] = None,
+    no_wait: bool = False,
 ) -> Problem:
     """Evaluate every stage's configurations at ``rate_rps``.
 
@@ -146,7 +147,8 @@ def build_problem(
     ``arrival_cv2`` turns on the queueing-aware latency (``model/config.py``);
     ``utilisations`` adds each configuration at these utilisation targets
     (the replica count becomes a decision, see ``option_arrays``);
-    ``queue_quantile`` plans the queueing wait's quantile, not its mean.
+    ``queue_quantile`` plans the queueing wait's quantile, not its mean;
+    ``no_wait`` adds every batch size above 1 without a batching wait.
     """
     rate_rps = check_rate(rate_rps)
     if not 0 < utilisation <= 1:
@@ -159,7 +161,7 @@ def build_problem(
         profile = profiles[stage.function]
         stage_rate_rps = rate_rps * stage.fanout
         arrays[stage.name] = option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisations,
-                                           stage.fanout, queue_quantile)
+                                           stage.fanout, queue_quantile, no_wait)
         if stage.name not in restrict and stage_filter is None:
             menus[stage.name] = StageMenu.from_arrays(stage.name, arrays[stage.name])
             continue

@@ -80,3 +80,12 @@ def _write(tmp_path, name, text):
 def test_help():
     result = esg("simulate", "--help")
     assert result.returncode == 0 and "--policies" in result.stdout
+
+
+def test_an_ablation_runs_and_an_unknown_one_is_one_line_and_exit_2():
+    args = ["simulate", "--workload", WORKLOADS / "steps.yaml", "--profiles", PROFILES, "--duration", 90]
+    ok = esg(*args, "--ablation", "step", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["policies"]["esg"]["slo_hit_rate"] > 0
+    bad = esg(*args, "--ablation", "magic")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "magic" in bad.stderr

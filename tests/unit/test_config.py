@@ -46,3 +46,28 @@ def test_vectorised_evaluation_matches_the_scalar_one():
         rho = rng.uniform(0.3, 1.0)
         arrays = option_arrays(profile, rate, rho)
         assert arrays.options() == all_options(profile, rate, rho)
+
+
+def test_no_wait_options_run_partial_batches_without_a_fill_wait():
+    from esg_plugin.model import FunctionProfile
+
+    profile = FunctionProfile("f", (2, 4), (50, 100), ((10.0, 6.0), (16.0, 9.0)))
+    plain = option_arrays(profile, 5.0, 0.8, 1.0)
+    more = option_arrays(profile, 5.0, 0.8, 1.0, no_wait=True)
+    assert len(more.exec_ms) == 2 * len(plain.exec_ms)
+    extra = more.wait_ms == 0.0
+    assert extra.sum() == len(plain.exec_ms) and (plain.wait_ms > 0).all()
+    # sized as if each batch held one item: at least as many replicas as the waiting ones
+    assert (more.replicas[extra] >= plain.replicas).all()
+
+
+def test_the_vectorised_queueing_wait_equals_the_scalar_one():
+    import numpy as np
+
+    from esg_plugin.model.config import queueing_delay_ms, queueing_delays_ms
+
+    rng = np.random.default_rng(1)
+    b, e, n = rng.choice([1, 2, 4, 8], 200), rng.uniform(1, 50, 200), rng.integers(1, 30, 200)
+    vector = queueing_delays_ms(80.0, b, e, n, 1.7)
+    scalar = np.array([queueing_delay_ms(80.0, int(x), float(y), int(z), 1.7) for x, y, z in zip(b, e, n)])
+    assert np.allclose(vector, scalar)
