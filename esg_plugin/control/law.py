@@ -85,6 +85,8 @@ class WorkflowState:
     clean_since_s: Optional[float] = None
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
+    pending: Optional[tuple[str, float, float]] = None
+    """A re-plan deferred to the next tick (``max_replans_per_tick``)."""
     answers: deque = field(default_factory=deque)
     """(time_s, answers, misses) of the last ``feedback_window_s``."""
 
@@ -136,6 +138,7 @@ class ControlLaw:
             if state.first_observation_s is None:
                 state.first_observation_s = now_s
             self._calibrate(observation, state)
+            wishes = []
             for name, workflow in self.workflows.items():
                 raw = observation.workflows.get(name)
                 if raw is None:
@@ -146,16 +149,30 @@ class ControlLaw:
                 except ControlError as err:
                     reasons[name] = f"implausible observation ignored: {err}"
                     continue
-                why = self._step_workflow(workflow, obs, state, now_s, current or {})
-                if why is not None:
-                    changed.append(name)
-                    reasons[name] = why
+                wish = self._step_workflow(workflow, obs, state, now_s) or state.workflows[name].pending
+                if wish is None:
+                    reasons[name] = "unchanged"
                 else:
-                    reasons.setdefault(name, "unchanged")
+                    wishes.append((name, wish))
+            # the most urgent first: first plans, then the largest rise over what is planned
+            wishes.sort(key=lambda item: _urgency(state.workflows[item[0]], item[1][1]), reverse=True)
+            for i, (name, (why, target, cv2)) in enumerate(wishes):
+                ws = state.workflows[name]
+                if i >= self.settings.max_replans_per_tick:
+                    ws.pending = (why, target, cv2)
+                    reasons[name] = f"deferred to the next tick ({self.settings.max_replans_per_tick} re-plans " \
+                                    f"per tick): {why}"
+                    continue
+                ws.pending = None
+                self._plan(self.workflows[name], ws, state, target, cv2, current or {})
+                changed.append(name)
+                reasons[name] = why
         return self._decision(state, tuple(changed), reasons)
 
-    def _step_workflow(self, workflow: Workflow, obs: WorkflowObservation, state: ControlState, now_s: float,
-                       current: Mapping[StageKey, InstanceGroup]) -> Optional[str]:
+    def _step_workflow(self, workflow: Workflow, obs: WorkflowObservation, state: ControlState,
+                       now_s: float) -> Optional[tuple[str, float, float]]:
+        """What this workflow wants re-planned now, if anything: (why, the
+        rate to plan for, the arrivals' cv²)."""
         s = self.settings
         ws = state.workflows.get(workflow.name)
         if ws is None:
@@ -184,8 +201,7 @@ class ControlLaw:
             why = "execution times moved: re-planned"
         if why is None:
             return None
-        self._plan(workflow, ws, state, target, obs.arrival_cv2, current)
-        return why
+        return why, target, obs.arrival_cv2
 
     def _missing(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> bool:
         """Is the share of misses over the feedback window above the tolerance?"""
@@ -398,6 +414,12 @@ def step_detected(obs: WorkflowObservation, planned_rps: float, z: float) -> boo
     expected = planned_rps * obs.short_window_s
     count = obs.rate_short_rps * obs.short_window_s
     return count > expected + z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0)) + 1.0
+
+
+def _urgency(ws: WorkflowState, target_rps: float) -> tuple[bool, float]:
+    if ws.planned_rps is None:
+        return True, math.inf
+    return False, target_rps / ws.planned_rps
 
 
 def excess_backlog(obs: WorkflowObservation, planned_rps: Optional[float], slo_ms: float) -> float:

@@ -77,6 +77,10 @@ class ControlSettings:
     queue_quantile: Optional[float] = None
     """Plan each stage's queueing wait at this quantile (the SLO is about the
     tail); None: the mean wait."""
+    max_replans_per_tick: int = 3
+    """At most this many workflows are re-planned in one tick (the most urgent
+    first: first plans, then the largest rise); the others at the next tick.
+    Bounds the step's time when a change hits every workflow at once."""
     capacity_gpus: Optional[float] = None
     """GPUs (or core-equivalents) there are, for degraded plans; None: no limit."""
 
@@ -98,6 +102,7 @@ class ControlSettings:
             (self.warmup_s >= 0, "warmup_s must not be negative"),
             (0 <= self.min_share_saving < 1, "min_share_saving must lie in [0, 1)"),
             (self.min_rate_rps > 0, "min_rate_rps must be positive"),
+            (self.max_replans_per_tick >= 1, "max_replans_per_tick must be at least 1"),
             (self.capacity_gpus is None or self.capacity_gpus > 0, "capacity_gpus must be positive"),
             (self.queue_quantile is None or 0 < self.queue_quantile < 1, "queue_quantile must lie in (0, 1)"),
         ]

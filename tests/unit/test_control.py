@@ -217,3 +217,21 @@ def test_the_law_is_given_the_running_state_by_the_scaler(chain):
     running = {("w", s): InstanceGroup(1, 100, 1, 0.0) for s in ("a", "b")}
     decision = law.step(Observation(0.0, {"w": WorkflowObservation(5, 5, 2.0)}), law.new_state(), 0.0, running)
     assert {groups[0].gpu_share for groups in decision.desired.values()} == {100}
+
+
+def test_re_plans_beyond_the_limit_wait_for_the_next_tick(chain):
+    wf, profiles = chain
+    other = dataclasses.replace(wf, name="v")
+    law = ControlLaw([wf, other], profiles, ControlSettings(max_replans_per_tick=1))
+    state = law.new_state()
+
+    def both(t, rate_w, rate_v):
+        return law.step(Observation(t, {"w": WorkflowObservation(rate_w, rate_w, 2.0),
+                                        "v": WorkflowObservation(rate_v, rate_v, 2.0)}), state, t)
+
+    first = both(0.0, 50.0, 50.0)
+    assert len(first.changed) == 1 and any("deferred" in r for r in first.reasons.values())
+    second = both(1.0, 50.0, 50.0)  # nothing new: the deferred one is planned now
+    assert len(second.changed) == 1 and set(first.changed) | set(second.changed) == {"w", "v"}
+    third = both(2.0, 50.0, 400.0)  # only v rose: it goes first
+    assert third.changed == ("v",)
