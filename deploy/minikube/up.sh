@@ -137,13 +137,12 @@ deploy_functions() {
 
 install_scaler_sidecar() {
   say "installing the ESG scaler as a sidecar of the gateway"
-  kubectl apply -f "${ROOT}/deploy/scaler/rbac.yaml"
   local profiles="${ESG_PROFILES:-${ROOT}/profiles/cpu-2core.json}"
-  kubectl -n openfaas create configmap esg-scaler \
-    --from-file=scaler.yaml="${ROOT}/deploy/scaler/scaler.yaml" \
+  kubectl -n openfaas create configmap esg-scaler-workload \
     --from-file=stack.yml="${ROOT}/stack.yml" \
     --from-file=profiles.json="${profiles}" \
     --dry-run=client -o yaml | kubectl apply -f -
+  kubectl apply -k "${ROOT}/deploy/gateway-sidecar"
   kubectl -n openfaas patch deployment gateway --type strategic \
     --patch-file "${ROOT}/deploy/gateway-sidecar/gateway-patch.yaml"
   kubectl -n openfaas set image deployment/gateway esg-scaler=esg/esg-scaler:dev
@@ -163,7 +162,7 @@ install_knative() {
   python3 "${ROOT}/deploy/minikube/knative_services.py" "${ROOT}/stack.yml" --image-prefix esg --tag dev | kubectl apply -f -
   kubectl apply -f "${ROOT}/deploy/knative/rbac.yaml"
   kubectl -n knative-serving create configmap esg-scaler \
-    --from-file=scaler.yaml="${ROOT}/deploy/scaler/scaler.yaml" \
+    --from-file=scaler.yaml="${ROOT}/deploy/scaler-base/scaler.yaml" \
     --from-file=stack.yml="${ROOT}/stack.yml" \
     --from-file=profiles.json="${ESG_PROFILES:-${ROOT}/profiles/cpu-2core.json}" \
     --dry-run=client -o yaml | kubectl apply -f -

@@ -53,22 +53,38 @@ def test_the_script_uses_the_versions_and_settings_the_docs_name():
     assert "faas-cli deploy -f stack.yml" in script and "down.sh" in doc
 
 
-def render_scaler_kustomization():
-    """deploy/scaler/kustomization.yaml rendered as kustomize would (resources +
-    configMapGenerator), with the repository's stack and profiles as the files."""
-    folder = ROOT / "deploy/scaler"
+def render_kustomization(folder: Path) -> list[dict]:
+    """A kustomization rendered as kustomize would (resources, folders of
+    other kustomizations among them, and configMapGenerator files)."""
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    objects = [doc for r in kustomization["resources"] for doc in yaml.safe_load_all((folder / r).read_text()) if doc]
-    files = {"scaler.yaml": folder / "scaler.yaml", "stack.yml": ROOT / "stack.yml",
-             "profiles.json": ROOT / "profiles/cpu-2core.json"}
-    for generator in kustomization["configMapGenerator"]:
-        data = {}
-        for entry in generator["files"]:
-            key = entry.split("=", 1)[0]
-            data[key] = files[key].read_text()
+    objects = []
+    for resource in kustomization.get("resources", []):
+        path = folder / resource
+        if path.is_dir():
+            objects += render_kustomization(path)
+        else:
+            objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    for generator in kustomization.get("configMapGenerator", []):
+        data = {entry.split("=", 1)[0]: (folder / entry.split("=", 1)[-1]).read_text() for entry in generator["files"]}
         objects.append({"apiVersion": "v1", "kind": "ConfigMap",
                         "metadata": {"name": generator["name"], "namespace": generator["namespace"]}, "data": data})
     return objects
+
+
+def render_scaler_kustomization():
+    return render_kustomization(ROOT / "deploy/scaler")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed (its kustomize builds the folders)")
+@pytest.mark.parametrize("folder", ["deploy/scaler", "deploy/gateway-sidecar"])
+def test_kubectl_kustomize_builds_each_folder_on_a_fresh_checkout(folder):
+    """What a user following the docs runs: it must build with nothing copied
+    beside it (the user's stack and profiles are a ConfigMap of their own)."""
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / folder)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    built = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in built) == \
+        sorted((o["kind"], o["metadata"]["name"]) for o in render_kustomization(ROOT / folder))
 
 
 def test_kustomize_output_is_valid():

@@ -57,7 +57,7 @@ def test_rbac_grants_only_what_the_scaler_uses():
 
 
 def test_the_bundled_settings_load_and_the_device_plugin_shares_by_mps():
-    settings = ScalerSettings.load(yaml.safe_load((DEPLOY / "scaler/scaler.yaml").read_text()), {})
+    settings = ScalerSettings.load(yaml.safe_load((DEPLOY / "scaler-base/scaler.yaml").read_text()), {})
     assert settings.actuator == "openfaas-kubernetes" and settings.source_kind == "prometheus"
     plugin = next(doc for _, doc in documents() if doc.get("metadata", {}).get("name") == "nvidia-device-plugin-config")
     config = yaml.safe_load(plugin["data"]["config"])
