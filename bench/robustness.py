@@ -1,7 +1,7 @@
 """Robustness: every policy on randomly generated workloads nobody tuned for.
 
     python bench/robustness.py [--cases 20] [--first-seed 1] [--policies esg,nexus,...]
-                               [--ablation] [--processes 2] [--json FILE]
+                               [--ablation] [--settings JSON] [--processes 2] [--json FILE]
 
 Each case is ``esg_plugin.sim.generate.random_workload(seed)`` (seeded: the
 figures depend only on the seeds and the code), simulated once per policy
@@ -9,7 +9,9 @@ figures depend only on the seeds and the code), simulated once per policy
 policy's SLO hit rate and cost (GPUs held), the best peer, and whether ESG
 is within one point of it and holds no more than whole-GPU Nexus; then the
 means. ``--ablation`` adds ESG with each mechanism of the control law
-switched off in turn (``esg_plugin/control/settings.py``).
+switched off in turn (``esg_plugin/control/settings.py``); ``--settings``
+changes ControlSettings fields for esg and optimal (JSON; a tuple field as a
+list).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Optional
 
-from esg_plugin.control import ABLATIONS
+from esg_plugin.control import ABLATIONS, ControlSettings
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
 from esg_plugin.sim.generate import random_workload
 from esg_plugin.sim.report import summarize
@@ -31,13 +34,14 @@ COST_TOLERANCE = 0.005
 """GPUs: costs are compared as printed (two decimals)."""
 
 
-def run_case(seed: int, policies: list[str]) -> dict:
+def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None) -> dict:
     case = random_workload(seed)
     workflows = [load.workflow for load in case.workload.workflows]
     out = {"seed": seed, "description": case.description, "policies": {}}
     for name in policies:
         policy_name, _, ablation = name.partition("-no-")
-        policy = make_policy(policy_name, workflows, case.profiles, ablation=ablation or None,
+        settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
+        policy = make_policy(policy_name, workflows, case.profiles, settings=settings, ablation=ablation or None,
                              gpus=case.workload.gpus)
         summary = summarize(simulate(case.workload, case.profiles, policy, SimConfig(seed=seed)))
         out["policies"][name] = {"hit": summary["slo_hit_rate"], "cost": summary["cost"]}
@@ -79,6 +83,8 @@ def main(argv=None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--json", default=None)
     parser.add_argument("--describe", action="store_true", help="print each case's description")
+    parser.add_argument("--settings", default=None, metavar="JSON",
+                        help='ControlSettings fields for esg and optimal, e.g. \'{"queue_quantile": 0.95}\'')
     args = parser.parse_args(argv)
     policies = args.policies.split(",")
     if args.ablation:
@@ -86,7 +92,8 @@ def main(argv=None) -> int:
     seeds = list(range(args.first_seed, args.first_seed + args.cases))
     started = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.processes)) as pool:
-        results = list(pool.map(run_case, seeds, [policies] * len(seeds)))
+        overrides = json.loads(args.settings) if args.settings else None
+        results = list(pool.map(run_case, seeds, [policies] * len(seeds), [overrides] * len(seeds)))
     if args.describe:
         for r in results:
             print(f"- random-{r['seed']}: {r['description']}")

@@ -40,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
-from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Workflow, path_latency_ms
+from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Workflow
 from ..planner import PlannerError, build_problem, deployment_for, get_policy, plan_with_fallback
 from ..planner.limits import NO_LIMITS
 from .delay import DelayWindow
@@ -432,7 +432,3 @@ def excess_backlog(obs: WorkflowObservation, planned_rps: Optional[float], slo_m
 
 def _cost(choices) -> float:
     return sum(o.cost_pct for o in choices.values()) / 100.0
-
-
-def _latency(workflow: Workflow, choices) -> float:
-    return path_latency_ms(workflow, {s: o.latency_ms for s, o in choices.items()})

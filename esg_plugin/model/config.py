@@ -80,15 +80,11 @@ def queueing_delay_ms(stage_rate_rps: float, batch_size: int, exec_ms: float, re
                       arrival_cv2: float) -> float:
     """Expected wait of a batch for one of ``replicas`` instances (see the
     module doc): the M/M/c wait (Erlang C) scaled by Allen–Cunneen's
-    ``(c_a² + c_s²) / 2`` with deterministic service."""
-    offered = stage_rate_rps / batch_size * exec_ms / 1000.0  # Erlangs
-    if offered >= replicas:
-        return math.inf
-    blocking = 1.0  # Erlang B by recursion, then Erlang C
-    for k in range(1, replicas + 1):
-        blocking = offered * blocking / (k + offered * blocking)
-    waiting = blocking / (1.0 - offered / replicas * (1.0 - blocking))
-    return waiting * exec_ms / (replicas - offered) * (arrival_cv2 / batch_size) / 2.0
+    ``(c_a² + c_s²) / 2`` with deterministic service. One configuration of
+    :func:`queueing_delays_ms`."""
+    one = queueing_delays_ms(stage_rate_rps, np.array([batch_size]), np.array([float(exec_ms)]),
+                             np.array([replicas]), arrival_cv2)
+    return float(one[0])
 
 
 def check_inputs(stage_rate_rps: float, utilisation: float, arrival_cv2: float | None) -> None:

@@ -89,11 +89,9 @@ class ControlledPolicy(Policy):
         self.law = ControlLaw(workflows, profiles, settings or ControlSettings(), policy=name)
         self.state = self.law.new_state()
         self.downstream: dict[tuple[str, str], float] = {}
-        self.last_decision = None
 
     def decide(self, view: View) -> Optional[Deployment]:
         decision = self.law.step(observation_from_view(view, self.short_window_s), self.state, view.now_s)
-        self.last_decision = decision
         self.downstream = decision.downstream_ms
         return decision.desired or None
 
