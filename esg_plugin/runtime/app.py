@@ -150,6 +150,9 @@ class RuntimeApp:
             return code, hdrs + [("Retry-After", "1")], payload
         except Closed:
             return self._error(503, "the function is shutting down", reason="draining")
+        except DeadlineExceeded:
+            return self._error(504, "the request cannot meet its deadline: the queue ahead of it takes longer",
+                               reason="deadline")
         self.metrics.queue_length.set(self.batcher.queue_length())
         try:
             result = request.future.result()

@@ -7,8 +7,14 @@ exactly once.
   request has waited ``max_wait_ms``, or earlier when the oldest request's
   deadline leaves no more slack than the expected execution time of the
   batch so far (slack-aware dispatch, as BentoML's dispatcher learns its
-  latency). A request whose deadline has passed is answered with
-  :class:`DeadlineExceeded` without running.
+  latency).
+- Early shedding: a request that can no longer meet its deadline is
+  answered with :class:`DeadlineExceeded` at once, without running: on
+  arrival, and wherever it stands in the queue whenever the queue moves.
+  "Can no longer" is a lower bound (:func:`earliest_finish_s`): the
+  requests ahead of it leave in full batches, each as fast as the largest
+  batch seen of at most that size took, and nothing is running now —
+  so a request is never shed that could still have made it.
 - The queue is bounded: beyond ``max_queue`` :meth:`Batcher.submit` raises
   :class:`QueueFull`.
 - The handler's result list must have one result per request; an exception
@@ -82,6 +88,13 @@ def decide(queue: Sequence[Request], config: BatchConfig, expected_exec_s: float
     return Decision(False, due)
 
 
+def earliest_finish_s(position: int, max_batch_size: int, estimate: "ExecEstimate", now_s: float) -> float:
+    """The earliest a request with ``position`` requests ahead of it in the
+    queue can be answered: full batches ahead, then its own."""
+    full, rest = divmod(position, max_batch_size)
+    return now_s + full * estimate.lower_bound_s(max_batch_size) + estimate.lower_bound_s(rest + 1)
+
+
 class ExecEstimate:
     """Expected execution time per batch size: an exponentially weighted
     average of what each size took, the nearest known size for others,
@@ -102,6 +115,12 @@ class ExecEstimate:
             return 0.0
         nearest = min(self.by_size, key=lambda s: (abs(s - size), -s))
         return self.by_size[nearest] * size / nearest if nearest < size else self.by_size[nearest]
+
+    def lower_bound_s(self, size: int) -> float:
+        """At least what a batch of ``size`` takes: the time of the largest
+        size seen that is not larger (a larger batch is not faster), 0 if none."""
+        known = [s for s in self.by_size if s <= size]
+        return self.by_size[max(known)] if known else 0.0
 
 
 class Batcher:
@@ -133,7 +152,11 @@ class Batcher:
                 raise Closed()
             if len(self._queue) >= self.max_queue:
                 raise QueueFull()
-            request = Request(payload, self.clock(), deadline_s)
+            now_s = self.clock()
+            if deadline_s is not None and earliest_finish_s(
+                    len(self._queue), self.config.get().max_batch_size, self.estimate, now_s) > deadline_s:
+                raise DeadlineExceeded()
+            request = Request(payload, now_s, deadline_s)
             self._queue.append(request)
             self._cond.notify()
             return request
@@ -145,17 +168,13 @@ class Batcher:
     # --- dispatch ----------------------------------------------------------
     def step(self, now_s: Optional[float] = None) -> tuple[Optional[list[Request]], Optional[float]]:
         """Take the next batch if one should leave now: (batch, None), or
-        (None, when to look again). Requests cancelled or past their
-        deadline are answered and dropped on the way."""
+        (None, when to look again). Requests cancelled, or that can no
+        longer meet their deadline, are answered and dropped on the way."""
         now_s = self.clock() if now_s is None else now_s
         with self._cond:
-            queue = self._queue
-            while queue and (queue[0].future.cancelled() or
-                             (queue[0].deadline_s is not None and queue[0].deadline_s <= now_s)):
-                request = queue.popleft()
-                if not request.future.cancelled():
-                    _settle(request.future, exception=DeadlineExceeded())
             config = self.config.get()
+            self._shed(now_s, config.max_batch_size)
+            queue = self._queue
             decision = decide(queue, config, self.estimate.expected_s(min(len(queue), config.max_batch_size)), now_s)
             if not decision.dispatch and not (self._closing and queue):
                 return None, decision.wake_at_s
@@ -165,6 +184,21 @@ class Batcher:
                 if request.future.set_running_or_notify_cancel():
                     batch.append(request)
             return batch, None
+
+    def _shed(self, now_s: float, max_batch_size: int) -> None:
+        """Drop cancelled requests and answer 504 to those that cannot make
+        their deadline any more, wherever they stand (caller holds the lock)."""
+        kept: deque[Request] = deque()
+        for request in self._queue:
+            if request.future.cancelled():
+                continue
+            if request.deadline_s is not None and (
+                    request.deadline_s <= now_s or
+                    earliest_finish_s(len(kept), max_batch_size, self.estimate, now_s) > request.deadline_s):
+                _settle(request.future, exception=DeadlineExceeded())
+                continue
+            kept.append(request)
+        self._queue = kept
 
     def execute(self, batch: list[Request]) -> None:
         """Run one batch and answer each of its requests exactly once."""

@@ -81,6 +81,8 @@ def test_every_request_is_answered_exactly_once_in_order_and_batches_respect_the
                 except QueueFull:
                     rejected += 1
                     assert batcher.queue_length() == max_queue
+                except DeadlineExceeded:  # shed on arrival: the queue ahead takes longer
+                    rejected += 1
         elif kind == "advance":
             clock.now += a
         elif submitted:
@@ -138,6 +140,42 @@ def test_slack_aware_dispatch_leaves_early_for_a_deadline():
     clock.now = 0.006
     batch, _ = batcher.step()
     assert [r.payload for r in batch] == ["urgent"]
+
+
+def test_a_request_that_cannot_make_its_deadline_is_shed_on_arrival_not_at_the_front():
+    batcher, clock, batches = make(max_batch=2, wait_ms=100.0)
+    batcher.estimate.observe(1, 0.004)
+    batcher.estimate.observe(2, 0.006)
+    for i in range(4):
+        batcher.submit(i)  # no deadline: two full batches ahead, 12 ms at the least
+    with pytest.raises(DeadlineExceeded):
+        batcher.submit("late", deadline_s=0.015)  # 6 + 6 + 4 = 16 ms > 15 ms
+    ok = batcher.submit("in time", deadline_s=0.016)  # exactly makes it: kept
+    assert batcher.queue_length() == 5 and not ok.future.done()
+
+
+def test_a_queued_request_is_shed_as_soon_as_the_queue_shows_it_cannot_make_it():
+    batcher, clock, batches = make(max_batch=1, wait_ms=0.0)
+    batcher.estimate.observe(1, 0.001)
+    first = batcher.submit("a")
+    middle = batcher.submit("b", deadline_s=0.0025)   # 1 ms ahead + its own 1 ms: fits now
+    last = batcher.submit("c")
+    clock.now = 0.002  # the queue has not moved, but time has: 2 + 1 + 1 > 2.5 ms
+    batch, _ = batcher.step()
+    assert [r.payload for r in batch] == ["a"]
+    with pytest.raises(DeadlineExceeded):
+        middle.future.result(timeout=0)
+    assert batcher.queue_length() == 1 and not last.future.done() and not first.future.done()
+
+
+def test_the_lower_bound_never_exceeds_what_a_batch_took():
+    estimate = ExecEstimate()
+    assert estimate.lower_bound_s(8) == 0.0
+    estimate.observe(2, 0.010)
+    estimate.observe(8, 0.008)  # a larger batch seen faster (noise): its own time counts
+    assert estimate.lower_bound_s(1) == 0.0
+    assert estimate.lower_bound_s(4) == 0.010
+    assert estimate.lower_bound_s(16) == 0.008
 
 
 def test_per_item_errors_and_a_wrong_result_count():

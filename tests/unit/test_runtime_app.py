@@ -2,13 +2,14 @@
 
 import io
 import json
+import os
 import sys
 import types
 
 import pytest
 
 from esg_plugin.runtime import RuntimeApp, RuntimeSettings
-from esg_plugin.runtime.gpu import GpuTelemetry, apply_share
+from esg_plugin.runtime.gpu import GpuTelemetry, apply_share, cpu_allotment, threads_for
 
 
 def call(app, method="POST", path="/", body=b"", headers=None):
@@ -122,6 +123,7 @@ def test_gpu_share_hooks_without_a_gpu(monkeypatch):
         report = apply_share(50, env)
         assert report.device == "none"
     assert env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "50"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(threads_for(50, 4)) == "2"
     telemetry = GpuTelemetry()
     if not telemetry.available:
         assert telemetry.read() is None
@@ -133,3 +135,14 @@ def _has_torch():
     except ImportError:
         return False
     return True
+
+
+def test_threads_follow_the_cpu_allotment(tmp_path):
+    assert [threads_for(s, 2) for s in (10, 50, 99, 100)] == [1, 1, 1, 2]
+    assert threads_for(100, 0.5) == 1 and threads_for(50, 8) == 4
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # a Kubernetes limit of 1.5 CPUs
+    assert cpu_allotment(str(quota)) == min(1.5, len(os.sched_getaffinity(0)))
+    quota.write_text("max 100000\n")
+    assert cpu_allotment(str(quota)) == len(os.sched_getaffinity(0))
+    assert cpu_allotment(str(tmp_path / "absent")) == len(os.sched_getaffinity(0))

@@ -30,6 +30,9 @@ def test_defaults_follow_spec_section_6():
     ({"ESG_MAX_WAIT_MS": "-1"}, "ESG_MAX_WAIT_MS must be a non-negative number"),
     ({"ESG_MAX_WAIT_MS": "soon"}, "ESG_MAX_WAIT_MS must be a number"),
     ({"ESG_MAX_QUEUE": "0"}, "ESG_MAX_QUEUE must lie in >= 1"),
+    ({"ESG_CPU_THREADS": "nan"}, "ESG_CPU_THREADS must be a number in"),
+    ({"ESG_CPU_THREADS": "0"}, "ESG_CPU_THREADS must be a number in"),
+    ({"ESG_CPU_THREADS": "two"}, "ESG_CPU_THREADS must be a number in"),
 ])
 def test_bad_settings_are_named(env, message):
     with pytest.raises(SettingsError, match=message):

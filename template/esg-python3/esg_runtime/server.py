@@ -42,7 +42,7 @@ class QuietHandler(WSGIRequestHandler):
 
 def build(handler_module: str, env: MutableMapping[str, str]) -> tuple[RuntimeApp, RuntimeSettings]:
     settings = RuntimeSettings.from_env(env)
-    apply_share(settings.gpu_share_pct, env)
+    apply_share(settings.gpu_share_pct, env, settings.cpu_threads)
     handler = importlib.import_module(handler_module)
     app = RuntimeApp(handler, settings, telemetry=GpuTelemetry())
     return app, settings

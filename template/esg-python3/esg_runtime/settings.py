@@ -29,6 +29,9 @@ class RuntimeSettings:
     """ESG_GPU_SHARE: share of the GPU in percent (CPU: of the cores)."""
     config_token: Optional[str] = None
     """ESG_CONFIG_TOKEN: bearer token for PUT /_esg/config; unset refuses every change."""
+    cpu_threads: Optional[float] = None
+    """ESG_CPU_THREADS: the CPUs this process may use (torch's threads are
+    the share of them); unset: the cgroup's quota, else the cores it may run on."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> "RuntimeSettings":
@@ -52,6 +55,15 @@ class RuntimeSettings:
             raise SettingsError(f"ESG_MAX_WAIT_MS must be a number, got {raw_wait!r}") from None
         if not 0 <= max_wait_ms < float("inf"):
             raise SettingsError(f"ESG_MAX_WAIT_MS must be a non-negative number, got {raw_wait!r}")
+        raw_cpus = env.get("ESG_CPU_THREADS", "") or None
+        cpu_threads = None
+        if raw_cpus is not None:
+            try:
+                cpu_threads = float(raw_cpus)
+            except ValueError:
+                cpu_threads = float("nan")
+            if not 0 < cpu_threads <= 4096:
+                raise SettingsError(f"ESG_CPU_THREADS must be a number in (0, 4096], got {raw_cpus!r}")
         return RuntimeSettings(
             host=env.get("ESG_HOST", "127.0.0.1") or "127.0.0.1",
             port=integer("ESG_PORT", 5000, 0, 65535),
@@ -60,6 +72,7 @@ class RuntimeSettings:
             max_queue=integer("ESG_MAX_QUEUE", 1024, 1),
             gpu_share_pct=integer("ESG_GPU_SHARE", 100, 1, 100),
             config_token=env.get("ESG_CONFIG_TOKEN") or None,
+            cpu_threads=cpu_threads,
         )
 
 
