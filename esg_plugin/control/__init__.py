@@ -8,11 +8,12 @@ they observe and how they act.
 from .delay import DelayWindow
 from .errors import ControlError
 from .law import ControlLaw, ControlState, Decision, WorkflowState, step_detected
-from .observation import Observation, WorkflowObservation
+from .observation import MAX_RATE_RPS, Observation, WorkflowObservation
 from .settings import ABLATIONS, ControlSettings
 
 __all__ = [
     "ABLATIONS",
+    "MAX_RATE_RPS",
     "ControlError",
     "ControlLaw",
     "ControlSettings",

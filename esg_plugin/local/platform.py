@@ -260,6 +260,12 @@ class LocalPlatform:
             worker.in_flight -= 1
             self.answered.notify_all()
 
+    def replica_metrics_urls(self) -> dict[str, list[str]]:
+        """Each function's replicas' own /_esg/metrics, now (those in the rotation)."""
+        with self.answered:
+            return {name: [f"http://127.0.0.1:{w.port}/_esg/metrics" for w in fn.workers]
+                    for name, fn in self.functions.items()}
+
     def held_share(self) -> float:
         """GPU-equivalents (CPU: core-equivalents) held now: Σ share/100 over workers."""
         return sum(w.share / 100.0 for fn in self.functions.values() for w in fn.workers)

@@ -161,7 +161,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         for server in servers:
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         router_url = f"http://127.0.0.1:{router_server.server_address[1]}"
-        source = GatewayScrape(gateway_url + "/metrics", window_s=max(15.0, 3 * interval_s))
+        source = GatewayScrape(gateway_url + "/metrics", window_s=max(15.0, 3 * interval_s),
+                               router_url=router_url + "/metrics", replicas=platform.replica_metrics_urls)
         actuator = LocalActuator(platform)
         if policy == "esg":
             settings = ScalerSettings(interval_s=interval_s, window_s=max(15.0, 3 * interval_s),

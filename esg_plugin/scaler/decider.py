@@ -4,10 +4,15 @@ law (``esg_plugin.control``), to the desired state of each deployed function.
 This module only translates; every decision is the law's, the same code the
 simulator's ``esg`` policy runs:
 
-- in: the entry function's invocation rates over the window and the last
+- in: the entry function's arrival rates over the window and the last
   interval (over its fan-out) as each workflow's long and short rates; the
-  functions' observed mean execution time over the profile's time at the
-  configuration they run now, as the execution-time ratio; what each
+  workflow's backlog, as the simulator counts it (per stage, requests
+  queued beyond what its replicas take in their next batches, over the
+  stage's fan-out; the largest); the answers of the last interval by class
+  (the router's per workflow when read, else the gateway's status codes:
+  504 late, 429 rejected, 200 from an exit stage ok); the functions'
+  observed mean execution time over the profile's time at the batch size
+  they ran and the share they run, as the execution-time ratio; what each
   function runs now (so that a small share saving does not restart pods);
 - out: per function the law's instance group — replicas (bounded by
   ``min_replicas``..``max_replicas``), batch size, batching timeout (changes
@@ -60,7 +65,6 @@ def decide(
     current: Mapping[str, FunctionState],
     memory: Memory,
     now_s: float,
-    exec_ms_observed: Optional[Mapping[str, float]] = None,
 ) -> ScalerDecision:
     if observation is None:
         return ScalerDecision({}, {}, {"*": "no metrics data: nothing changes"}, {})
@@ -68,8 +72,7 @@ def decide(
     running = {key: InstanceGroup(current[fn].batch_size, current[fn].gpu_share, current[fn].replicas,
                                   current[fn].max_wait_ms)
                for key, fn in topology.functions.items() if fn in current}
-    decision = law.step(control_observation(topology, profiles, observation, current, exec_ms_observed or {}),
-                        memory.state, now_s, running)
+    decision = law.step(control_observation(topology, profiles, observation, current), memory.state, now_s, running)
     desired: dict[str, FunctionState] = {}
     reasons = dict(decision.reasons)
     for key, groups in decision.desired.items():
@@ -87,9 +90,8 @@ def decide(
 
 
 def control_observation(topology: Topology, profiles: ProfileSet, observation: Observation,
-                        current: Mapping[str, FunctionState], exec_ms: Mapping[str, float]) -> ControlObservation:
-    """The law's observation from the scaler's: per workflow the busiest entry's
-    rates over its fan-out; per profile the observed / profiled execution time."""
+                        current: Mapping[str, FunctionState]) -> ControlObservation:
+    """The law's observation from the scaler's (see the module's docstring)."""
     workflows = {}
     for name, workflow in topology.workflows.items():
         long_rps, short_rps = [], []
@@ -99,21 +101,64 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
                 fanout = workflow.stage(stage).fanout
                 long_rps.append(observation.rates_rps[fn] / fanout)
                 short_rps.append(observation.recent_rps.get(fn, 0.0) / fanout)
-        if long_rps:
-            workflows[name] = WorkflowObservation(max(long_rps), max(short_rps), observation.recent_window_s)
+        if not long_rps:
+            continue
+        ok, late, rejected = answers(topology, name, observation)
+        workflows[name] = WorkflowObservation(max(long_rps), max(short_rps), observation.recent_window_s,
+                                              backlog=backlog(topology, name, observation, current),
+                                              ok=int(ok), late=int(late), rejected=int(rejected))
     ratios: dict[str, list[float]] = {}
     for (wf, stage), fn in topology.functions.items():
-        state = current.get(fn)
+        state, reading = current.get(fn), observation.functions.get(fn)
         key = topology.workflows[wf].stage(stage).function
-        if fn not in exec_ms or state is None or key not in profiles:
+        if reading is None or reading.exec_ms is None or state is None or key not in profiles:
             continue
-        try:
-            expected = profiles[key].latency(state.batch_size, state.gpu_share)
-        except Exception:  # a configuration the profile does not have: no ratio
-            continue
+        expected = profiled_ms(profiles[key], reading.batch_mean or state.batch_size, state.gpu_share)
         if expected:
-            ratios.setdefault(key, []).append(exec_ms[fn] / expected)
+            ratios.setdefault(key, []).append(reading.exec_ms / expected)
     return ControlObservation(observation.at_s, workflows, {k: sum(v) / len(v) for k, v in ratios.items()})
+
+
+def answers(topology: Topology, workflow: str, observation: Observation) -> tuple[float, float, float]:
+    """(ok, late, rejected) over the last interval: the router's count when
+    read; else the gateway's codes — 504 at any stage late, 429 rejected,
+    200 from an exit stage ok."""
+    if workflow in observation.workflow_answers:
+        return observation.workflow_answers[workflow]
+    wf = topology.workflows[workflow]
+    ok = late = rejected = 0.0
+    for stage in wf.graph.nodes:
+        codes = observation.codes.get(topology.functions[(workflow, stage)], {})
+        late += codes.get("504", 0.0)
+        rejected += codes.get("429", 0.0)
+        if stage in wf.exits:
+            ok += codes.get("200", 0.0) / wf.stage(stage).fanout
+    return ok, late, rejected
+
+
+def backlog(topology: Topology, workflow: str, observation: Observation,
+            current: Mapping[str, FunctionState]) -> float:
+    """Workflow requests queued beyond what the replicas take next, at the
+    most backed-up stage (as the simulator's view counts it)."""
+    wf = topology.workflows[workflow]
+    most = 0.0
+    for stage in wf.graph.nodes:
+        fn = topology.functions[(workflow, stage)]
+        reading, state = observation.functions.get(fn), current.get(fn)
+        if reading is None or state is None:
+            continue
+        most = max(most, max(0.0, reading.queue - state.replicas * state.batch_size) / wf.stage(stage).fanout)
+    return most
+
+
+def profiled_ms(profile, batch: float, share: int) -> Optional[float]:
+    """The profile's time at the profiled batch size nearest ``batch`` (the
+    mean size observed) and this share; None where it has none."""
+    nearest = min(profile.batch_sizes, key=lambda b: (abs(b - batch), b))
+    try:
+        return profile.latency(nearest, share)
+    except Exception:  # a share the profile does not list: no ratio
+        return None
 
 
 def describe_change(cur: Optional[FunctionState], want: FunctionState) -> str:

@@ -94,17 +94,9 @@ class Scaler:
             if self.status.last_good_s is not None:
                 m.staleness.set(now - self.status.last_good_s)
             functions = sorted(set(self.topology.functions.values()))
-            exec_ms = {}
-            if observation is not None and hasattr(self.source, "exec_ms"):
-                try:
-                    exec_ms = self.source.exec_ms()
-                except Exception as err:
-                    log.warning("reading execution times failed: %s", err)
-                    m.errors.labels(stage="observe").inc()
             try:
                 current = self.actuator.current(functions) if observation is not None else {}
-                decision = decide(self.topology, self.profiles, self.settings, observation, current, self.memory, now,
-                                  exec_ms)
+                decision = decide(self.topology, self.profiles, self.settings, observation, current, self.memory, now)
                 changes = self.actuator.apply(decision.desired) if decision.desired else []
             except Exception as err:
                 log.warning("iteration failed: %s", err)

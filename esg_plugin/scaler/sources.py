@@ -1,53 +1,98 @@
 """Where the scaler learns the load: one interface, where "no data" (None)
 is a valid answer and means "do not act".
 
-- :class:`GatewayScrape` (sidecar mode): the OpenFaaS gateway's own
-  ``/metrics``. ``gateway_function_invocation_total{function_name, code}``
-  is a counter; the rate of a function is the counter's increase over the
-  window of kept scrapes (a counter that goes down was reset: its history
-  restarts). ``function_name`` is ``name.namespace``; the namespace is cut.
-- :class:`PrometheusQuery` (standalone mode): the Prometheus HTTP API,
-  ``sum by (function_name) (rate(gateway_function_invocation_total[W]))``.
-- :func:`function_exec_ms`: a function's own ``/_esg/metrics``: the mean
-  execution time of its batches, to correct profile latencies.
+What an :class:`Observation` holds, and where each part comes from:
 
-Every fetch has a timeout; a failure is "no data", never an exception out
-of the control loop.
+- **offered load** per function: arrivals, not completions — the OpenFaaS
+  gateway's ``gateway_function_invocation_started`` counter (a request is
+  counted when it starts, so a queue that grows, or requests that time out,
+  still count); only a gateway without that counter falls back to the
+  answers ``gateway_function_invocation_total{code}``;
+- **answers by status code** per function over the last interval (the same
+  counter's ``code`` label: 200, 429, 504, ...);
+- **answers by class** per workflow over the last interval, when the
+  workflow router's ``esg_workflow_requests_total{workflow,slo}`` is read
+  (ok = ``met``, late = ``missed``, rejected = ``rejected``);
+- **per function** (:class:`FunctionReading`): requests waiting in its
+  replicas' queues now, the mean execution time and the mean size of the
+  batches it ran over the last interval — from each replica's own
+  ``/_esg/metrics`` (``esg_queue_length``, ``esg_exec_seconds``,
+  ``esg_batch_size``).
+
+Sources:
+
+- :class:`GatewayScrape` (sidecar mode, and ``esg up``): the gateway's
+  ``/metrics``; with ``router_url`` the router's, with ``replicas`` (a
+  callable giving each function's replica metrics URLs) the replicas'.
+- :class:`PrometheusQuery` (standalone mode): the same series through the
+  Prometheus HTTP API.
+
+Rates over the window are increases of counters between the oldest and the
+newest scrape kept; a counter that goes down was reset (a restarted
+process) and its history restarts. Every fetch has a timeout; a failure is
+"no data", never an exception out of the control loop. A number outside its
+range (not finite, negative, a rate above ``MAX_RATE_RPS``) is no data.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Callable, Mapping, Optional, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..control import MAX_RATE_RPS
+
 INVOCATIONS = "gateway_function_invocation_total"
+STARTED = "gateway_function_invocation_started"
+WORKFLOW_REQUESTS = "esg_workflow_requests_total"
+MAX_SCRAPE_BYTES = 8 * 1024 * 1024
+"""A metrics page larger than this is not read (no data)."""
+
+
+@dataclass(frozen=True)
+class FunctionReading:
+    """One function, summed or averaged over its replicas."""
+
+    queue: float = 0.0
+    """Requests waiting for a batch, now, over all replicas."""
+    exec_ms: Optional[float] = None
+    """Mean execution time of the batches run over the last interval."""
+    batch_mean: Optional[float] = None
+    """Mean size of those batches."""
 
 
 @dataclass(frozen=True)
 class Observation:
-    """Requests per second of each function over the window, at ``at_s``."""
+    """What the scaler sees at ``at_s``; parts a source cannot see stay empty."""
 
     at_s: float
     rates_rps: dict[str, float]
-    """Over the window: smooth, for scaling down."""
+    """Requests per second arriving at each function over the window: smooth, for scaling down."""
     source: str
     window_s: float
     recent_rps: dict[str, float] = field(default_factory=dict)
-    """Over the last interval: quick, for scaling up."""
+    """The same over the last interval: quick, for scaling up."""
     recent_window_s: float = 5.0
     """The length of the interval ``recent_rps`` is taken over."""
+    codes: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per function: answers by HTTP status code over the last interval."""
+    workflow_answers: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    """Per workflow: (ok, late, rejected) answers over the last interval (the router's)."""
+    functions: dict[str, FunctionReading] = field(default_factory=dict)
+    """Per function: queue, execution time and batch size (its replicas')."""
 
 
 class MetricsSource(Protocol):
     def observe(self, now_s: float) -> Optional[Observation]:
-        """The current rates, or None when there is no usable data."""
+        """The current observation, or None when there is no usable data."""
 
 
 def _fetch(url: str, timeout_s: float) -> Optional[bytes]:
@@ -55,7 +100,8 @@ def _fetch(url: str, timeout_s: float) -> Optional[bytes]:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             if response.status != 200:
                 return None
-            return response.read()
+            body = response.read(MAX_SCRAPE_BYTES + 1)
+            return None if len(body) > MAX_SCRAPE_BYTES else body
     except (urllib.error.URLError, OSError, ValueError):
         return None
 
@@ -64,15 +110,51 @@ def _function_name(label: str) -> str:
     return label.split(".", 1)[0]
 
 
+def _plausible(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
+def parse_samples(text: str) -> list[tuple[str, dict, float]]:
+    """(name, labels, value) of every sample; ValueError on a broken page."""
+    return [(s.name, s.labels, float(s.value))
+            for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def parse_gateway(text: str) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
+    """(started per function, answers per (function, code)) from gateway metrics text."""
+    started: dict[str, float] = {}
+    answers: dict[tuple[str, str], float] = {}
+    for name, labels, value in parse_samples(text):
+        if "function_name" not in labels or not _plausible(value):
+            continue
+        fn = _function_name(labels["function_name"])
+        if name in (STARTED, STARTED + "_total"):  # the parser adds _total to a counter's sample
+            started[fn] = started.get(fn, 0.0) + value
+        elif name == INVOCATIONS:
+            key = (fn, labels.get("code", ""))
+            answers[key] = answers.get(key, 0.0) + value
+    return started, answers
+
+
 def parse_invocations(text: str) -> dict[str, float]:
-    """Total invocations per function (all status codes) from gateway metrics text."""
+    """Total answers per function (all status codes) from gateway metrics text."""
     totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == INVOCATIONS and "function_name" in sample.labels:
-                name = _function_name(sample.labels["function_name"])
-                totals[name] = totals.get(name, 0.0) + float(sample.value)
+    for (fn, _code), value in parse_gateway(text)[1].items():
+        totals[fn] = totals.get(fn, 0.0) + value
     return totals
+
+
+class Deltas:
+    """Increases of counters between two scrapes: a key seen for the first
+    time, or whose counter went down (reset), has no increase yet."""
+
+    def __init__(self) -> None:
+        self.last: dict = {}
+
+    def update(self, totals: Mapping) -> dict:
+        out = {k: v - self.last[k] for k, v in totals.items() if k in self.last and v >= self.last[k]}
+        self.last = dict(totals)
+        return out
 
 
 @dataclass
@@ -80,31 +162,103 @@ class GatewayScrape:
     url: str
     window_s: float = 30.0
     timeout_s: float = 2.0
+    router_url: Optional[str] = None
+    """The workflow router's /metrics, for answers by class per workflow."""
+    replicas: Optional[Callable[[], Mapping[str, list[str]]]] = None
+    """Each function's replica /_esg/metrics URLs, now."""
     history: deque = field(default_factory=deque)
-    """(time_s, totals per function) of the scrapes within the window."""
+    """(time_s, arrivals per function) of the scrapes within the window."""
+    codes: Deltas = field(default_factory=Deltas)
+    router: Deltas = field(default_factory=Deltas)
+    replica_counters: Deltas = field(default_factory=Deltas)
 
     def observe(self, now_s: float) -> Optional[Observation]:
         body = _fetch(self.url, self.timeout_s)
         if body is None:
             return None
         try:
-            totals = parse_invocations(body.decode("utf-8", "replace"))
+            started, answers = parse_gateway(body.decode("utf-8", "replace"))
         except (ValueError, TypeError):
             return None
-        if self.history and any(totals.get(f, 0.0) < v for f, v in self.history[-1][1].items()):
+        arrivals = dict(started)
+        for (fn, _code), value in answers.items():
+            if fn not in started:  # a gateway without the started counter: answers stand in
+                arrivals[fn] = arrivals.get(fn, 0.0) + value
+        if self.history and any(arrivals.get(f, 0.0) < v for f, v in self.history[-1][1].items()):
             self.history.clear()  # a counter reset: the gateway restarted
-        self.history.append((now_s, totals))
+        self.history.append((now_s, arrivals))
         while len(self.history) > 2 and self.history[0][0] < now_s - self.window_s:
             self.history.popleft()
+        codes: dict[str, dict[str, float]] = {}
+        for (fn, code), value in self.codes.update(answers).items():
+            codes.setdefault(fn, {})[code] = value
+        # every counter is read at every scrape, so that increases span the same interval
+        workflow_answers = self._router_answers() if self.router_url else {}
+        functions = self._replica_readings() if self.replicas is not None else {}
         if len(self.history) < 2:
             return None
         (t0, first), (t1, last) = self.history[0], self.history[-1]
         (tp, previous) = self.history[-2]
         if t1 <= t0 or t1 <= tp:
             return None
-        rates = {f: max(0.0, (v - first.get(f, 0.0)) / (t1 - t0)) for f, v in last.items()}
-        recent = {f: max(0.0, (v - previous.get(f, 0.0)) / (t1 - tp)) for f, v in last.items()}
-        return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp)
+        rates = {f: (v - first.get(f, 0.0)) / (t1 - t0) for f, v in last.items()}
+        recent = {f: (v - previous.get(f, 0.0)) / (t1 - tp) for f, v in last.items()}
+        if any(not 0 <= r <= MAX_RATE_RPS for r in (*rates.values(), *recent.values())):
+            self.history.clear()  # a counter that jumped: not traffic; start again
+            return None
+        return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp, codes, workflow_answers, functions)
+
+    def _router_answers(self) -> dict[str, tuple[float, float, float]]:
+        body = _fetch(self.router_url, self.timeout_s)
+        totals = {}
+        if body is not None:
+            try:
+                for name, labels, value in parse_samples(body.decode("utf-8", "replace")):
+                    if name == WORKFLOW_REQUESTS and _plausible(value):
+                        totals[(labels.get("workflow", ""), labels.get("slo", ""))] = value
+            except (ValueError, TypeError):
+                totals = {}
+        answers: dict[str, list[float]] = {}
+        for (workflow, slo), value in self.router.update(totals).items():
+            row = answers.setdefault(workflow, [0.0, 0.0, 0.0])
+            if slo in ("met", "missed", "rejected"):
+                row[("met", "missed", "rejected").index(slo)] += value
+        return {w: (a[0], a[1], a[2]) for w, a in answers.items()}
+
+    def _replica_readings(self) -> dict[str, FunctionReading]:
+        urls = {url: fn for fn, many in (self.replicas() or {}).items() for url in many}
+        with ThreadPoolExecutor(max(1, min(8, len(urls)))) as pool:
+            pages = dict(zip(urls, pool.map(lambda u: _fetch(u, self.timeout_s), urls)))
+        queue: dict[str, float] = {}
+        counters: dict[tuple[str, str], float] = {}
+        for url, body in pages.items():
+            if body is None:
+                continue
+            try:
+                samples = parse_samples(body.decode("utf-8", "replace"))
+            except (ValueError, TypeError):
+                continue
+            fn = urls[url]
+            for name, _labels, value in samples:
+                if not _plausible(value):
+                    continue
+                if name == "esg_queue_length":
+                    queue[fn] = queue.get(fn, 0.0) + value
+                elif name in ("esg_exec_seconds_sum", "esg_exec_seconds_count", "esg_batch_size_sum"):
+                    counters[(url, name)] = value
+        per_function: dict[str, dict[str, float]] = {}
+        for (url, name), value in self.replica_counters.update(counters).items():
+            sums = per_function.setdefault(urls[url], {})
+            sums[name] = sums.get(name, 0.0) + value
+        readings = {}
+        for fn in set(queue) | set(per_function):
+            sums = per_function.get(fn, {})
+            batches = sums.get("esg_exec_seconds_count", 0.0)
+            readings[fn] = FunctionReading(
+                queue.get(fn, 0.0),
+                sums.get("esg_exec_seconds_sum", 0.0) / batches * 1000.0 if batches else None,
+                sums.get("esg_batch_size_sum", 0.0) / batches if batches else None)
+        return readings
 
 
 @dataclass
@@ -114,26 +268,42 @@ class PrometheusQuery:
     timeout_s: float = 2.0
     recent_s: float = 5.0
 
-    def query(self, window_s: Optional[float] = None) -> str:
-        return f"sum by (function_name) (rate({INVOCATIONS}[{int(window_s or self.window_s)}s]))"
+    def query(self, window_s: Optional[float] = None, counter: str = STARTED) -> str:
+        """Arrivals per function (started invocations) over the window."""
+        return f"sum by (function_name) (rate({counter}[{int(window_s or self.window_s)}s]))"
 
     def observe(self, now_s: float) -> Optional[Observation]:
-        rates = self._rates(self.query())
+        counter = STARTED
+        rates = self._values(self.query())
+        if not rates:  # a gateway without the started counter: answers stand in
+            counter = INVOCATIONS
+            rates = self._values(self.query(counter=counter))
         if not rates:
             return None  # no series: Prometheus has not scraped the gateway (yet)
-        recent = self._rates(self.query(self.recent_s)) or {}
-        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s)
+        recent = self._values(self.query(self.recent_s, counter)) or {}
+        if any(not 0 <= r <= MAX_RATE_RPS for r in (*rates.values(), *recent.values())):
+            return None
+        r = int(self.recent_s)
+        codes: dict[str, dict[str, float]] = {}
+        for (fn, code), value in (self._values(
+                f"sum by (function_name, code) (increase({INVOCATIONS}[{r}s]))", ("function_name", "code"))
+                or {}).items():
+            codes.setdefault(fn, {})[code] = value
+        queue = self._values("sum by (function_name) (esg_queue_length)") or {}
+        exec_ms = self._ratio("esg_exec_seconds_sum", "esg_exec_seconds_count")
+        batch = self._ratio("esg_batch_size_sum", "esg_batch_size_count")
+        functions = {fn: FunctionReading(queue.get(fn, 0.0),
+                                         exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn))
+                     for fn in set(queue) | set(exec_ms)}
+        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, {}, functions)
 
-    def exec_ms(self) -> dict[str, float]:
-        """Mean batch execution time per function, from the functions' own
-        ``esg_exec_seconds`` (scraped by the job in deploy/prometheus/)."""
+    def _ratio(self, numerator: str, denominator: str) -> dict[str, float]:
         w = int(self.window_s)
-        query = (f"sum by (function_name) (rate(esg_exec_seconds_sum[{w}s])) / "
-                 f"sum by (function_name) (rate(esg_exec_seconds_count[{w}s]))")
-        values = self._rates(query) or {}
-        return {fn: v * 1000.0 for fn, v in values.items() if v == v and v > 0}  # drop NaN (no batches)
+        values = self._values(f"sum by (function_name) (rate({numerator}[{w}s])) / "
+                              f"sum by (function_name) (rate({denominator}[{w}s]))") or {}
+        return {fn: v for fn, v in values.items() if v > 0}  # NaN (no batches) was dropped already
 
-    def _rates(self, query: str) -> Optional[dict[str, float]]:
+    def _values(self, query: str, labels: tuple[str, ...] = ("function_name",)) -> Optional[dict]:
         url = self.base_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
         body = _fetch(url, self.timeout_s)
         if body is None:
@@ -142,35 +312,19 @@ class PrometheusQuery:
             doc = json.loads(body)
             if doc.get("status") != "success":
                 return None
-            results = doc["data"]["result"]
-            rates = {}
-            for item in results:
-                name = item["metric"].get("function_name")
-                if name:
-                    rates[_function_name(name)] = rates.get(_function_name(name), 0.0) + float(item["value"][1])
-        except (ValueError, KeyError, TypeError, IndexError):
+            values: dict = {}
+            for item in doc["data"]["result"]:
+                metric = item["metric"]
+                if not all(metric.get(label) for label in labels):
+                    continue
+                key = tuple(_function_name(metric[x]) if x == "function_name" else metric[x] for x in labels)
+                key = key[0] if len(key) == 1 else key
+                value = float(item["value"][1])
+                if _plausible(value):
+                    values[key] = values.get(key, 0.0) + value
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return None
-        return rates
-
-
-def function_exec_ms(url: str, timeout_s: float = 1.0) -> Optional[float]:
-    """Mean batch execution time from a function's /_esg/metrics, or None."""
-    body = _fetch(url, timeout_s)
-    if body is None:
-        return None
-    total = count = None
-    try:
-        for family in text_string_to_metric_families(body.decode("utf-8", "replace")):
-            for sample in family.samples:
-                if sample.name == "esg_exec_seconds_sum":
-                    total = float(sample.value)
-                elif sample.name == "esg_exec_seconds_count":
-                    count = float(sample.value)
-    except ValueError:
-        return None
-    if not total or not count:
-        return None
-    return total / count * 1000.0
+        return values
 
 
 def make_source(kind: str, url: str, window_s: float, interval_s: float = 5.0) -> MetricsSource:

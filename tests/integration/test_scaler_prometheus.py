@@ -36,9 +36,14 @@ class LiveGateway:
                 pass
 
             def do_GET(self):  # noqa: N802
-                body = (f"# TYPE gateway_function_invocation_total counter\n"
-                        f'gateway_function_invocation_total{{code="200",function_name="{gateway.function}.openfaas-fn"}} '
-                        f"{gateway.value()}\n").encode()
+                # as the OpenFaaS gateway: arrivals counted at the start, answers by code (a tenth late)
+                label = f'function_name="{gateway.function}.openfaas-fn"'
+                started = gateway.value()
+                body = (f"# TYPE gateway_function_invocation_started counter\n"
+                        f"gateway_function_invocation_started{{{label}}} {started}\n"
+                        f"# TYPE gateway_function_invocation_total counter\n"
+                        f'gateway_function_invocation_total{{code="200",{label}}} {0.9 * started}\n'
+                        f'gateway_function_invocation_total{{code="504",{label}}} {0.1 * started}\n').encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -119,6 +124,9 @@ scrape_configs:
         assert 40.0 <= high_rate <= 80.0, high_rate
         assert high["workflows"]["image"]["cost"] > low_cost
         assert high["workflows"]["image"]["rate_rps"] > low["workflows"]["image"]["rate_rps"]
+        seen = scaler.source.observe(time.monotonic())
+        late = seen.codes["image-preprocess"]["504"] / sum(seen.codes["image-preprocess"].values())
+        assert late == pytest.approx(0.1, abs=0.02), seen.codes
     finally:
         proc.terminate()
         proc.wait(timeout=30)

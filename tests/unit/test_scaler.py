@@ -1,6 +1,7 @@
 """The scaler's pure parts and its HTTP endpoint, without a cluster."""
 
 import json
+from dataclasses import replace
 import threading
 import urllib.error
 import urllib.request
@@ -13,7 +14,8 @@ from esg_plugin.scaler import (
     DryRunActuator, FunctionState, Memory, Observation, Scaler, ScalerSettings, ScalerSettingsError, Topology, decide,
     make_http_server,
 )
-from esg_plugin.scaler.sources import parse_invocations
+from esg_plugin.scaler.decider import control_observation
+from esg_plugin.scaler.sources import FunctionReading, GatewayScrape, parse_invocations
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -145,10 +147,109 @@ def test_observed_execution_times_correct_the_profile(world):
     topology, profiles = world
     current = {fn: FunctionState(1, 1, 0.0, 50) for fn in topology.functions.values()}
     plain = decide(topology, profiles, ScalerSettings(), obs(0, image_preprocess=5.0), current, Memory(), 0.0)
-    slow = decide(topology, profiles, ScalerSettings(), obs(0, image_preprocess=5.0), current, Memory(), 0.0,
-                  {"image-classify": 2 * profiles["resnet50"].latency(1, 50)})
+    seen = replace(obs(0, image_preprocess=5.0),
+                   functions={"image-classify": FunctionReading(0, 2 * profiles["resnet50"].latency(1, 50), 1.0)})
+    slow = decide(topology, profiles, ScalerSettings(), seen, current, Memory(), 0.0)
     profiled = plain.plans["image"].stages["classify"]
     observed = slow.plans["image"].stages["classify"]
     assert observed.exec_ms / profiles["resnet50"].latency(observed.batch_size, observed.gpu_share) == \
         pytest.approx(2.0)
     assert profiled.exec_ms == profiles["resnet50"].latency(profiled.batch_size, profiled.gpu_share)
+
+
+def test_the_law_sees_backlog_answers_and_the_batch_size_that_ran(world):
+    topology, profiles = world
+    current = {fn: FunctionState(2, 4, 10.0, 50) for fn in topology.functions.values()}
+    seen = replace(obs(0, image_preprocess=6.0), recent_rps={"image-preprocess": 9.0}, recent_window_s=2.0,
+                   codes={"image-preprocess": {"200": 40, "429": 3}, "image-upscale": {"504": 5, "200": 35},
+                          "image-classify": {"200": 30}},
+                   functions={"image-upscale": FunctionReading(queue=20, exec_ms=30.0, batch_mean=2.1),
+                              "image-classify": FunctionReading(queue=3)})
+    law_obs = control_observation(topology, profiles, seen, current)
+    image = law_obs.workflows["image"]
+    assert (image.rate_long_rps, image.rate_short_rps, image.short_window_s) == (6.0, 9.0, 2.0)
+    assert image.backlog == 20 - 2 * 4  # the most backed-up stage, beyond what 2 replicas x batch 4 take next
+    assert (image.ok, image.late, image.rejected) == (30, 5, 3)  # 200s from the exit, 504s anywhere, 429s
+    assert law_obs.exec_ratio["espcn"] == pytest.approx(30.0 / profiles["espcn"].latency(2, 50))
+    routed = replace(seen, workflow_answers={"image": (10.0, 1.0, 0.0)})
+    assert control_observation(topology, profiles, routed, current).workflows["image"].late == 1
+
+
+GATEWAY = """# TYPE gateway_function_invocation_started counter
+gateway_function_invocation_started{{function_name="a.openfaas-fn"}} {started}
+# TYPE gateway_function_invocation_total counter
+gateway_function_invocation_total{{code="200",function_name="a.openfaas-fn"}} {ok}
+gateway_function_invocation_total{{code="504",function_name="a.openfaas-fn"}} {late}
+"""
+REPLICA = """# TYPE esg_queue_length gauge
+esg_queue_length {queue}
+# TYPE esg_exec_seconds histogram
+esg_exec_seconds_sum {exec_sum}
+esg_exec_seconds_count {batches}
+# TYPE esg_batch_size histogram
+esg_batch_size_sum {requests}
+esg_batch_size_count {batches}
+"""
+ROUTER = """# TYPE esg_workflow_requests_total counter
+esg_workflow_requests_total{{workflow="w",slo="met"}} {met}
+esg_workflow_requests_total{{workflow="w",slo="missed"}} {missed}
+"""
+
+
+class Pages:
+    """A metrics server whose pages the test sets (real HTTP on loopback)."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        pages = self.pages = {}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                body = pages.get(self.path, "").encode()
+                self.send_response(200 if self.path in pages else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
+    pages = Pages()
+    try:
+        source = GatewayScrape(pages.url + "/gw", window_s=30.0, router_url=pages.url + "/router",
+                               replicas=lambda: {"a": [pages.url + "/r1", pages.url + "/r2"]})
+        pages.pages.update({"/gw": GATEWAY.format(started=10, ok=8, late=0),
+                            "/router": ROUTER.format(met=8, missed=0),
+                            "/r1": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20),
+                            "/r2": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20)})
+        assert source.observe(0.0) is None  # one scrape: no rate yet
+        # 2 s later: 40 more arrived, 20 answered in time, 6 late; replicas ran 5 + 5 batches of 15 requests
+        pages.pages.update({"/gw": GATEWAY.format(started=50, ok=28, late=6),
+                            "/router": ROUTER.format(met=28, missed=6),
+                            "/r1": REPLICA.format(queue=7, exec_sum=1.5, batches=15, requests=35),
+                            "/r2": REPLICA.format(queue=5, exec_sum=1.5, batches=15, requests=20)})
+        seen = source.observe(2.0)
+        assert seen.rates_rps == {"a": 20.0} and seen.recent_rps == {"a": 20.0}  # arrivals, not answers
+        assert seen.codes == {"a": {"200": 20.0, "504": 6.0}}
+        assert seen.workflow_answers == {"w": (20.0, 6.0, 0.0)}
+        reading = seen.functions["a"]
+        assert reading.queue == 12 and reading.exec_ms == pytest.approx(1000.0 * 1.0 / 10)
+        assert reading.batch_mean == pytest.approx(15 / 10)  # r2's batch counter did not move: r1's only
+        # a counter that jumps to an implausible rate is not traffic: no data, and the history restarts
+        pages.pages["/gw"] = GATEWAY.format(started=1e12, ok=28, late=6)
+        assert source.observe(3.0) is None
+        pages.pages["/gw"] = "not metrics {"
+        assert source.observe(4.0) is None
+    finally:
+        pages.close()
