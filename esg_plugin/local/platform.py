@@ -13,9 +13,12 @@
   ``gateway_functions_seconds{function_name, code}``,
   ``gateway_service_count{function_name}``; ``function_name`` is
   ``name.openfaas-fn``.
-- **LocalActuator**: the scaler's actuator for it — processes per function
-  for replicas, live ``/_esg/config`` for batch settings, a rolling restart
-  for a share (on a CPU, the share of the cores becomes torch's threads).
+- **LocalActuator**: the scaler's actuator for it — it sets each function's
+  desired state and returns; the function's rollout (see
+  :class:`LocalPlatform`) converges processes for replicas, live
+  ``/_esg/config`` for batch settings, a rolling restart one replica at a
+  time for a share (on a CPU, the share of the cores becomes torch's
+  threads), while the control loop keeps observing and deciding.
 
 A worker leaves the gateway's rotation before it is stopped, as a pod leaves
 its Service's endpoints: it gets SIGTERM only once every request the gateway
@@ -48,6 +51,8 @@ from ..scaler.decider import FunctionState
 
 NAMESPACE = "openfaas-fn"
 TEMPLATE = Path(__file__).resolve().parents[2] / "template" / "esg-python3"
+ROLLOUT_CHECK_S = 1.0
+"""An idle rollout looks at its workers this often (a crashed one is replaced)."""
 FORWARDED = ("Content-Type", "X-ESG-Deadline-Ms", "X-ESG-Request-Id", "Authorization")
 
 
@@ -66,6 +71,8 @@ class Worker:
     proc: subprocess.Popen
     port: int
     share: int
+    batching: tuple[int, float] = (1, 0.0)
+    """(batch size, batching timeout in ms) this worker was last given."""
     in_flight: int = 0
     """Requests the gateway has sent to it and not yet had answered."""
 
@@ -78,16 +85,38 @@ class LocalFunction:
     labels: dict
     annotations: dict
     state: FunctionState
+    """The desired state (a Deployment's spec): what the rollout converges to."""
     workers: list = field(default_factory=list)
+    """In the gateway's rotation (ready)."""
+    starting: list = field(default_factory=list)
+    """Started, not yet ready (counted as held, not in the rotation)."""
     cursor: itertools.count = field(default_factory=itertools.count)
+    changed: threading.Event = field(default_factory=threading.Event)
+    """Set when the desired state changes: wakes the function's rollout."""
+    last_error: Optional[str] = None
+    """Why the last rollout step failed (None once it succeeds)."""
+    errors: int = 0
+    """Rollout steps failed so far (to wait on a new failure)."""
 
 
 class LocalPlatform:
+    """Functions as processes, driven as Kubernetes drives a Deployment: the
+    desired state (:meth:`desire`, :meth:`scale`, ...) returns at once; one
+    rollout thread per function converges its processes to it — batching
+    pushed live, new replicas started in parallel, a share change rolled
+    one replica at a time (a new one at the new share joins the rotation
+    when ready, then an old one leaves: capacity never drops), a failed
+    start retried with back-off. A worker leaving the rotation is drained
+    and stopped in the background."""
+
     def __init__(self, stack: Mapping, stack_dir: Path, workdir: Path, template: Path = TEMPLATE,
-                 start_timeout_s: float = 120.0, extra_env: Optional[Mapping[str, str]] = None):
+                 start_timeout_s: float = 120.0, extra_env: Optional[Mapping[str, str]] = None,
+                 retry_s: tuple[float, float] = (1.0, 30.0)):
         self.workdir = workdir
         self.template = template
         self.start_timeout_s = start_timeout_s
+        self.retry_s = retry_s
+        """(first, longest) wait before a failed rollout step is tried again."""
         self.token = "esg-local-" + os.urandom(8).hex()
         self.extra_env = dict(extra_env or {})
         self.functions: dict[str, LocalFunction] = {}
@@ -96,8 +125,11 @@ class LocalPlatform:
         self.closed = False
         """Set by shutdown: from then on nothing new is started."""
         self.lock = threading.RLock()
+        """Guards spawning against shutdown."""
         self.answered = threading.Condition()
-        """Guards every worker's in_flight; notified when a request is answered."""
+        """Guards every worker list and in_flight; notified when a request is answered or a rollout moves."""
+        self.rollouts: list[threading.Thread] = []
+        self.stoppers: list[threading.Thread] = []
         folders: dict[Path, Path] = {}
         for name, spec in (stack.get("functions") or {}).items():
             spec = spec or {}
@@ -125,23 +157,25 @@ class LocalPlatform:
 
     # --- processes ---------------------------------------------------------
     def _spawn(self, fn: LocalFunction, state: FunctionState) -> Worker:
-        """A new worker process; callers hold self.lock, which shutdown takes too."""
-        if self.closed:
-            raise PlatformError(f"function '{fn.name}': the platform is shut down")
-        port = free_port()
-        env = {**os.environ, **fn.env, **self.extra_env, "ESG_HOST": "127.0.0.1", "ESG_PORT": str(port),
-               "ESG_MAX_BATCH_SIZE": str(state.batch_size), "ESG_MAX_WAIT_MS": str(state.max_wait_ms),
-               "ESG_GPU_SHARE": str(state.gpu_share), "ESG_CONFIG_TOKEN": self.token}
-        proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                                preexec_fn=_die_with_parent)
-        self.spawned.append(proc.pid)
-        return Worker(proc, port, state.gpu_share)
+        with self.lock:
+            if self.closed:
+                raise PlatformError(f"function '{fn.name}': the platform is shut down")
+            port = free_port()
+            env = {**os.environ, **fn.env, **self.extra_env, "ESG_HOST": "127.0.0.1", "ESG_PORT": str(port),
+                   "ESG_MAX_BATCH_SIZE": str(state.batch_size), "ESG_MAX_WAIT_MS": str(state.max_wait_ms),
+                   "ESG_GPU_SHARE": str(state.gpu_share), "ESG_CONFIG_TOKEN": self.token}
+            proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
+            self.spawned.append(proc.pid)
+            return Worker(proc, port, state.gpu_share, (state.batch_size, state.max_wait_ms))
 
     def _wait_ready(self, fn: LocalFunction, workers: list[Worker]) -> None:
         deadline = time.monotonic() + self.start_timeout_s
         for worker in workers:
             while True:
+                if self.closed:
+                    raise PlatformError(f"function '{fn.name}': the platform is shut down")
                 if worker.proc.poll() is not None:
                     error = worker.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
                     raise PlatformError(f"function '{fn.name}' exited at start: {error[-1] if error else 'no output'}")
@@ -159,20 +193,31 @@ class LocalPlatform:
         new: list[Worker] = []
         try:
             for _ in range(count):
-                new.append(self._spawn(fn, state))
+                worker = self._spawn(fn, state)
+                new.append(worker)
+                with self.answered:
+                    fn.starting.append(worker)
             self._wait_ready(fn, new)
         except PlatformError:
             self._stop(new, timeout_s=5.0)
             raise
+        finally:
+            with self.answered:
+                fn.starting = [w for w in fn.starting if w not in new]
         return new
 
     def start(self) -> None:
-        """One worker per function, started in parallel."""
+        """One worker per function, started in parallel and ready; then each
+        function's rollout runs."""
         with self.lock:
             for fn in self.functions.values():
                 fn.workers = [self._spawn(fn, fn.state)]
-            for fn in self.functions.values():
-                self._wait_ready(fn, fn.workers)
+        for fn in self.functions.values():
+            self._wait_ready(fn, fn.workers)
+        for fn in self.functions.values():
+            thread = threading.Thread(target=self._rollout, args=(fn,), daemon=True, name=f"esg-rollout-{fn.name}")
+            thread.start()
+            self.rollouts.append(thread)
 
     def _stop(self, workers: list[Worker], timeout_s: float = 30.0) -> None:
         """Workers already out of the rotation: wait for the requests sent to
@@ -191,56 +236,138 @@ class LocalPlatform:
                 w.proc.kill()
                 w.proc.wait()
 
+    def _retire(self, fn: LocalFunction, workers: list[Worker]) -> None:
+        """Out of the rotation now; drained and stopped in the background."""
+        if not workers:
+            return
+        with self.answered:
+            fn.workers = [w for w in fn.workers if w not in workers]
+            self.answered.notify_all()
+        thread = threading.Thread(target=self._stop, args=(workers,), daemon=True, name=f"esg-stop-{fn.name}")
+        thread.start()
+        self.stoppers.append(thread)
+
     def shutdown(self) -> None:
-        """Stop every worker; a scaling step still running (it holds the
-        lock) finishes first, and any later one is refused."""
+        """Stop every worker; rollouts end (a start in progress is abandoned)
+        and nothing new is started."""
         with self.lock:
             self.closed = True
-            workers = [w for fn in self.functions.values() for w in fn.workers]
+        for fn in self.functions.values():
+            fn.changed.set()
+        for thread in self.rollouts:
+            thread.join(timeout=60.0)
+        with self.answered:
+            workers = [w for fn in self.functions.values() for w in fn.workers + fn.starting]
             for fn in self.functions.values():
                 fn.workers = []
         self._stop(workers)
+        for thread in self.stoppers:
+            thread.join(timeout=60.0)
 
     def pids(self) -> list[int]:
         return [w.proc.pid for fn in self.functions.values() for w in fn.workers]
 
-    # --- control -----------------------------------------------------------
-    def scale(self, name: str, replicas: int) -> None:
-        """More workers join the rotation once ready; fewer leave it first and
-        are stopped once their requests are answered."""
+    # --- the desired state --------------------------------------------------
+    def desire(self, name: str, state: FunctionState) -> None:
+        """Set a function's desired state; returns at once (the rollout acts)."""
+        if self.closed:
+            raise PlatformError(f"function '{name}': the platform is shut down")
         fn = self.functions[name]
-        removed: list[Worker] = []
-        with self.lock:
-            current = len(fn.workers)
-            if replicas > current:
-                new = self._start_ready(fn, fn.state, replicas - current)
-                with self.answered:
-                    fn.workers = fn.workers + new
-            elif replicas < current:
-                with self.answered:
-                    removed, fn.workers = fn.workers[replicas:], fn.workers[:replicas]
-            fn.state = FunctionState(replicas, fn.state.batch_size, fn.state.max_wait_ms, fn.state.gpu_share)
-        self._stop(removed)
+        with self.answered:
+            fn.state = state
+        fn.changed.set()
+
+    def scale(self, name: str, replicas: int) -> None:
+        s = self.functions[name].state
+        self.desire(name, FunctionState(replicas, s.batch_size, s.max_wait_ms, s.gpu_share))
 
     def set_batching(self, name: str, batch_size: int, max_wait_ms: float) -> None:
-        fn = self.functions[name]
-        body = json.dumps({"max_batch_size": batch_size, "max_wait_ms": max_wait_ms}).encode()
-        for worker in list(fn.workers):
-            _request(worker.port, "PUT", "/_esg/config", body, {"Authorization": f"Bearer {self.token}",
-                                                                 "Content-Type": "application/json"})
-        fn.state = FunctionState(fn.state.replicas, batch_size, max_wait_ms, fn.state.gpu_share)
+        s = self.functions[name].state
+        self.desire(name, FunctionState(s.replicas, batch_size, max_wait_ms, s.gpu_share))
 
     def set_share(self, name: str, share: int) -> None:
-        """A rolling restart: new workers at the new share, then the old ones drain."""
-        fn = self.functions[name]
-        with self.lock:
-            state = FunctionState(fn.state.replicas, fn.state.batch_size, fn.state.max_wait_ms, share)
-            new = self._start_ready(fn, state, max(1, len(fn.workers)))
-            with self.answered:
-                old, fn.workers = fn.workers, new
-            fn.state = state
-        self._stop(old)
+        s = self.functions[name].state
+        self.desire(name, FunctionState(s.replicas, s.batch_size, s.max_wait_ms, share))
 
+    def converged(self, name: str) -> bool:
+        fn = self.functions[name]
+        with self.answered:
+            want = fn.state
+            return (len(fn.workers) == want.replicas and not fn.starting
+                    and all(w.share == want.gpu_share and w.batching == (want.batch_size, want.max_wait_ms)
+                            for w in fn.workers))
+
+    def wait_converged(self, name: str, timeout_s: float = 180.0) -> None:
+        """Until the function runs its desired state; PlatformError if a
+        rollout step fails meanwhile, or on the timeout."""
+        fn = self.functions[name]
+        deadline = time.monotonic() + timeout_s
+        errors = fn.errors
+        with self.answered:
+            while not self.converged(name):
+                if fn.errors != errors:
+                    raise PlatformError(fn.last_error or "the rollout failed")
+                if self.closed:
+                    raise PlatformError(f"function '{name}': the platform is shut down")
+                if time.monotonic() > deadline:
+                    raise PlatformError(f"function '{name}' did not reach its desired state within {timeout_s:g} s")
+                self.answered.wait(timeout=0.2)
+
+    # --- the rollout ----------------------------------------------------------
+    def _rollout(self, fn: LocalFunction) -> None:
+        backoff = self.retry_s[0]
+        while not self.closed:
+            try:
+                moved = self._rollout_step(fn)
+                fn.last_error = None
+                backoff = self.retry_s[0]
+            except (PlatformError, OSError) as err:
+                with self.answered:
+                    fn.last_error, fn.errors = str(err), fn.errors + 1
+                    self.answered.notify_all()
+                fn.changed.wait(backoff)  # a new desired state retries at once
+                backoff = min(backoff * 2, self.retry_s[1])
+                continue
+            with self.answered:
+                self.answered.notify_all()
+            if not moved:
+                fn.changed.wait(ROLLOUT_CHECK_S)  # also: notice a worker that died
+            fn.changed.clear()
+
+    def _rollout_step(self, fn: LocalFunction) -> bool:
+        """One step toward the desired state; False when there is nothing to do."""
+        with self.answered:
+            want = fn.state
+            workers = list(fn.workers)
+        dead = [w for w in workers if w.proc.poll() is not None]
+        if dead:  # a crashed replica leaves the rotation; the next step replaces it
+            self._retire(fn, dead)
+            return True
+        batching = (want.batch_size, want.max_wait_ms)
+        stale = [w for w in workers if w.batching != batching and w.proc.poll() is None]
+        if stale:  # live, no restart: first, since it is cheap
+            body = json.dumps({"max_batch_size": batching[0], "max_wait_ms": batching[1]}).encode()
+            for worker in stale:
+                _request(worker.port, "PUT", "/_esg/config", body, {"Authorization": f"Bearer {self.token}",
+                                                                     "Content-Type": "application/json"}, timeout=5.0)
+                worker.batching = batching
+            return True
+        current = [w for w in workers if w.share == want.gpu_share]
+        outdated = [w for w in workers if w.share != want.gpu_share]
+        missing = want.replicas - len(current)
+        if missing > 0:
+            # new replicas in parallel; a share change surges one at a time
+            new = self._start_ready(fn, want, 1 if outdated else missing)
+            with self.answered:
+                fn.workers = fn.workers + new
+            self._retire(fn, outdated[:1] if outdated else [])
+            return True
+        if outdated or len(current) > want.replicas:
+            self._retire(fn, outdated + current[want.replicas:])
+            return True
+        return False
+
+    # --- the gateway's side ---------------------------------------------------
     def acquire(self, name: str, avoid: Optional[Worker] = None) -> Optional[Worker]:
         """The next worker of the function in round robin (not ``avoid`` when
         there is another), counted in flight until :meth:`release`."""
@@ -267,11 +394,17 @@ class LocalPlatform:
                     for name, fn in self.functions.items()}
 
     def held_share(self) -> float:
-        """GPU-equivalents (CPU: core-equivalents) held now: Σ share/100 over workers."""
-        return sum(w.share / 100.0 for fn in self.functions.values() for w in fn.workers)
+        """GPU-equivalents (CPU: core-equivalents) held now: Σ share/100 over
+        workers, those still starting included (as a pod's request is)."""
+        with self.answered:
+            return sum(w.share / 100.0 for fn in self.functions.values() for w in fn.workers + fn.starting)
 
 
 class LocalActuator(Actuator):
+    """The scaler's actuator for the embedded platform: it sets the desired
+    state and returns at once; the platform's rollouts act. A function whose
+    last rollout step failed reports an ``error`` change with the reason."""
+
     name = "local"
 
     def __init__(self, platform: LocalPlatform):
@@ -283,20 +416,20 @@ class LocalActuator(Actuator):
     def apply(self, desired):
         changes = []
         for name, want in desired.items():
-            if name not in self.platform.functions:
+            fn = self.platform.functions.get(name)
+            if fn is None:
                 changes.append(Change(name, "gone", None, None))
                 continue
-            for change in diff_states(name, self.platform.functions[name].state, want):
-                try:
-                    if change.kind == "replicas":
-                        self.platform.scale(name, want.replicas)
-                    elif change.kind == "gpu_share":
-                        self.platform.set_share(name, want.gpu_share)
-                    else:
-                        self.platform.set_batching(name, want.batch_size, want.max_wait_ms)
-                    changes.append(change)
-                except (PlatformError, OSError) as err:
-                    changes.append(Change(name, "error", change.kind, str(err)))
+            if fn.last_error:
+                changes.append(Change(name, "error", "rollout", fn.last_error))
+            diff = diff_states(name, fn.state, want)
+            if not diff:
+                continue
+            try:
+                self.platform.desire(name, want)
+                changes.extend(diff)
+            except PlatformError as err:
+                changes.append(Change(name, "error", "desire", str(err)))
         return changes
 
 
@@ -418,7 +551,7 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
                     platform.scale(name, replicas)
                 except PlatformError as err:
                     return self._json(503 if platform.closed else 500, {"error": str(err)})
-                return self._send(202, b"")
+                return self._send(202, b"")  # accepted: the rollout acts, as faas-netes's Deployment does
             self._json(404, {"error": f"no such path {self.path}"})
 
     return JsonHTTPServer((host, port), Handler)

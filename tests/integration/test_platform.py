@@ -15,13 +15,15 @@ from esg_plugin.local.platform import PlatformError
 pytestmark = pytest.mark.integration
 
 HANDLER = '''
-import json, os
+import json, os, time
 
 try:  # a test breaks the next worker to start by creating this file
     os.unlink(os.environ["BROKEN_MARKER"])
     raise RuntimeError("broken on purpose")
 except FileNotFoundError:
     pass
+while os.path.exists(os.environ["HOLD_MARKER"]):  # a test holds new workers in their start-up
+    time.sleep(0.05)
 
 def handle_batch(events, context):
     return [{"statusCode": 200, "body": {"ok": True}} for e in events]
@@ -35,10 +37,12 @@ def platform(tmp_path):
     (handler / "handler.py").write_text(HANDLER)
     stack = {"functions": {"echo": {"lang": "esg-python3", "handler": str(handler),
                                     "environment": {"ESG_MAX_BATCH_SIZE": "1", "ESG_GPU_SHARE": "100",
-                                                    "BROKEN_MARKER": str(tmp_path / "broken")}}}}
-    platform = LocalPlatform(stack, tmp_path, tmp_path / "work")
+                                                    "BROKEN_MARKER": str(tmp_path / "broken"),
+                                                    "HOLD_MARKER": str(tmp_path / "hold")}}}}
+    platform = LocalPlatform(stack, tmp_path, tmp_path / "work", retry_s=(0.5, 1.0))
     platform.start()
     platform.scale("echo", 2)
+    platform.wait_converged("echo")
     yield platform
     platform.shutdown()
 
@@ -67,17 +71,15 @@ def test_a_worker_leaving_the_rotation_answers_what_it_was_sent_before_it_stops(
     while worker is not leaving:  # round robin: the next one is the leaving worker
         platform.release(worker)
         worker = platform.acquire("echo")
-    scaler = threading.Thread(target=platform.scale, args=("echo", 1))
-    scaler.start()
+    platform.scale("echo", 1)  # returns at once: the rollout acts
     wait_until(lambda: leaving not in fn.workers)
     # out of the rotation, but not stopped while the gateway still has a request for it
     assert leaving.proc.poll() is None
     status, body = post(leaving.port)
     assert status == 200 and json.loads(body) == {"ok": True}
-    assert scaler.is_alive()  # still waiting for that request
+    assert leaving.proc.poll() is None  # still waiting for that request to be released
     platform.release(worker)
-    scaler.join(timeout=60)
-    assert not scaler.is_alive() and leaving.proc.poll() is not None
+    wait_until(lambda: leaving.proc.poll() is not None, 60)
     picked = [platform.acquire("echo") for _ in range(3)]
     for w in picked:
         platform.release(w)
@@ -106,14 +108,47 @@ def gone(pid):
         return True
 
 
-def test_when_one_new_worker_fails_to_start_none_is_left_running(platform, tmp_path):
+def test_when_one_new_worker_fails_to_start_none_is_left_running_and_the_rollout_tries_again(platform, tmp_path):
+    fn = platform.functions["echo"]
     before = list(platform.spawned)
     (tmp_path / "broken").touch()
-    with pytest.raises(PlatformError, match="exited at start: RuntimeError: broken on purpose"):
-        platform.scale("echo", 4)
-    started = [pid for pid in platform.spawned if pid not in before]
-    assert len(started) == 2 and all(gone(pid) for pid in started)  # the healthy one was stopped too
-    assert len(platform.functions["echo"].workers) == 2 and platform.functions["echo"].state.replicas == 2
+    platform.scale("echo", 4)
+    wait_until(lambda: fn.errors > 0, 120)
+    assert "exited at start: RuntimeError: broken on purpose" in fn.last_error
+    started = platform.spawned[len(before):len(before) + 2]
+    wait_until(lambda: all(gone(pid) for pid in started))  # the healthy one was stopped too
+    assert len(fn.workers) >= 2  # the capacity that ran kept running
+    platform.wait_converged("echo")  # the marker is gone: the retry succeeds
+    assert len(fn.workers) == 4 and fn.last_error is None
+
+
+def test_the_loop_keeps_deciding_while_a_restart_is_in_progress(platform, tmp_path):
+    from esg_plugin.local import LocalActuator
+    from esg_plugin.scaler import FunctionState
+
+    fn = platform.functions["echo"]
+    actuator = LocalActuator(platform)
+    (tmp_path / "hold").touch()  # new workers stay in their start-up until the test lets them go
+    try:
+        changes = actuator.apply({"echo": FunctionState(2, 1, 0.0, 50)})  # a share change: a rolling restart
+        assert [c.kind for c in changes] == ["gpu_share"]
+        wait_until(lambda: len(fn.starting) == 1)  # surge one new worker at the new share ...
+        assert [w.share for w in fn.workers] == [100, 100]  # ... while the old ones keep serving
+        # the restart is held; the actuator still takes and reports new decisions at once
+        changes = actuator.apply({"echo": FunctionState(3, 4, 5.0, 50)})
+        assert {c.kind for c in changes} == {"replicas", "batching"} and fn.starting
+        assert actuator.current(["echo"])["echo"] == FunctionState(3, 4, 5.0, 50)
+    finally:
+        (tmp_path / "hold").unlink()
+    platform.wait_converged("echo")
+    assert [(w.share, w.batching) for w in fn.workers] == [(50, (4, 5.0))] * 3
+
+
+def test_a_crashed_worker_is_replaced(platform):
+    fn = platform.functions["echo"]
+    crashed = fn.workers[0]
+    crashed.proc.kill()
+    wait_until(lambda: crashed not in fn.workers and len(fn.workers) == 2 and not fn.starting, 120)
 
 
 def test_nothing_starts_after_shutdown(platform):
