@@ -31,7 +31,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-replicas", type=int, default=3, metavar="N", help="per function (default 3)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the final report as JSON")
-    p.add_argument("--out", metavar="DIR", help="also write report.json and gpus_over_time.png")
+    p.add_argument("--out", metavar="DIR",
+                   help="also write report.json, timeline.json (every control iteration and action) and "
+                        "timeline.png (rate, replicas, hit rate and resources on one time axis)")
+    p.add_argument("--cpu-hog", type=int, default=0, metavar="N",
+                   help="run N busy processes beside the system, as a noisy neighbour (default 0)")
     p.set_defaults(run=run)
 
 
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         report = run_up(stack, stack_path.parent, topology, profiles, workload, args.policy, seed=args.seed,
-                        interval_s=args.interval_s, max_replicas=args.max_replicas, dashboard=terminal_dashboard())
+                        interval_s=args.interval_s, max_replicas=args.max_replicas, dashboard=terminal_dashboard(),
+                        cpu_hogs=args.cpu_hog)
     except PlatformError as err:
         raise LoadError(str(err)) from None
     except KeyboardInterrupt:
@@ -87,20 +92,26 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (out / "timeline.json").write_text(json.dumps({"timeline": report.timeline, "actions": report.actions,
+                                                       "steps": report.steps}) + "\n")
         _plot(out, report)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(f"esg up — policy {summary['policy']}, {summary['requests']} requests after warm-up, "
-              f"SLO hit rate {summary['slo_hit_rate']:.2%}, cost {summary['cost']} equivalents held")
+              f"SLO hit rate {summary['slo_hit_rate']:.2%} ({summary['slo_hit_rate_admitted']:.2%} of those "
+              f"admitted), cost {summary['cost']} equivalents held, {summary['actions']} actions")
         for name, w in summary["workflows"].items():
             print(f"  {name:<10} requests {w['requests']:>5}  late {w['late']:>4}  rejected {w['rejected']:>3}  "
                   f"errors {w['errors']:>3}  SLO hit {w['slo_hit_rate']:.2%}  "
-                  f"p50 {w['p50_ms']} ms  p99 {w['p99_ms']} ms")
+                  f"p50 {w['p50_ms']} ms  p99 {w['p99_ms']} ms  planned/offered {w['planned_over_offered_median']}"
+                  f"  step -> scale-up {w['step_to_first_scale_up_s']} s")
     return 0
 
 
 def _plot(out: Path, report) -> None:
+    """timeline.png: per workflow the offered and planned rate, the replicas
+    of its functions, its SLO hit rate per 5 s; the resources held."""
     try:
         import matplotlib
 
@@ -109,13 +120,44 @@ def _plot(out: Path, report) -> None:
     except ImportError:
         print("plots skipped: matplotlib is not installed", file=sys.stderr)
         return
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, (rate, replicas, hit, held) = plt.subplots(4, 1, figsize=(7.0, 8.0), sharex=True)
+    workflows = sorted({r.workflow for r in report.results} | set(report.steps))
+    for i, name in enumerate(workflows):
+        colour = f"C{i}"
+        rows = [r for r in report.timeline if name in r["workflows"]]
+        t = [r["t"] for r in rows]
+        offered = [r["workflows"][name]["offered_rps"] for r in rows]
+        planned = [r["workflows"][name]["planned_rps"] for r in rows]
+        rate.plot(t, [float("nan") if v is None else v for v in offered], color=colour, label=f"{name} offered")
+        rate.plot(t, [float("nan") if v is None else v for v in planned], color=colour, linestyle="--",
+                  label=f"{name} planned")
+        functions = rows[0]["workflows"][name]["functions"] if rows else []
+        replicas.step(t, [sum(r["functions"][f]["replicas"] for f in functions if f in r["functions"]) for r in rows],
+                      where="post", color=colour, label=name)
+        mine = [r for r in report.results if r.workflow == name]
+        bins = {}
+        for r in mine:
+            bins.setdefault(int(r.sent_s // 5), []).append(r.slo_met)
+        keys = sorted(bins)
+        hit.plot([5 * k + 2.5 for k in keys], [100.0 * sum(bins[k]) / len(bins[k]) for k in keys], color=colour,
+                 marker=".", label=name)
+        for step in report.steps.get(name, []):
+            for ax in (rate, replicas, hit):
+                ax.axvline(step, color=colour, linestyle=":", linewidth=0.8)
     if report.held:
-        t, held = zip(*report.held)
-        ax.step(t, held, where="post")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("equivalents held")
-    ax.set_title(f"esg up ({report.policy}): resources held")
+        t, h = zip(*report.held)
+        held.step(t, h, where="post")
+    for ax in (rate, replicas, hit, held):
+        ax.axvline(report.warmup_s, color="grey", linestyle=":", linewidth=0.8)
+    rate.set_ylabel("rate (rps)")
+    replicas.set_ylabel("replicas")
+    hit.set_ylabel("SLO hit (%)")
+    hit.set_ylim(0, 105)
+    held.set_ylabel("equivalents held")
+    held.set_xlabel("time (s)")
+    rate.legend(fontsize=7, ncol=2)
+    replicas.legend(fontsize=7)
+    rate.set_title(f"esg up ({report.policy})")
     fig.tight_layout()
-    fig.savefig(out / "gpus_over_time.png", dpi=110)
+    fig.savefig(out / "timeline.png", dpi=110)
     plt.close(fig)

@@ -238,9 +238,11 @@ class ControlLaw:
         """The rate to cover now, with a few words on where it came from."""
         s = self.settings
         rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
-        if s.step_detection and obs.rate_short_rps > rate:
+        if s.step_detection and obs.rate_short_rps > rate and (
+                ws.planned_rps is None or step_detected(obs, ws.planned_rps, s.step_z)):
+            # the short window only on evidence of a step: its noise is no reason to scale
             rate, said = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)"
-            if ws.planned_rps is not None and step_detected(obs, ws.planned_rps, s.step_z):
+            if ws.planned_rps is not None:
                 ws.panic_until_s = now_s + s.scale_down_delay_s
                 said += ", a step: no scale-down before the delay has passed"
         if s.backlog_drain and backlog > 0:

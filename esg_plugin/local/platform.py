@@ -103,7 +103,8 @@ class LocalPlatform:
     """Functions as processes, driven as Kubernetes drives a Deployment: the
     desired state (:meth:`desire`, :meth:`scale`, ...) returns at once; one
     rollout thread per function converges its processes to it — batching
-    pushed live, new replicas started in parallel, a share change rolled
+    pushed live, new replicas started together (at most ``parallel_starts``
+    starts at once over the machine, default half its cores), a share change rolled
     one replica at a time (a new one at the new share joins the rotation
     when ready, then an old one leaves: capacity never drops), a failed
     start retried with back-off. A worker leaving the rotation is drained
@@ -111,7 +112,7 @@ class LocalPlatform:
 
     def __init__(self, stack: Mapping, stack_dir: Path, workdir: Path, template: Path = TEMPLATE,
                  start_timeout_s: float = 120.0, extra_env: Optional[Mapping[str, str]] = None,
-                 retry_s: tuple[float, float] = (1.0, 30.0)):
+                 retry_s: tuple[float, float] = (1.0, 30.0), parallel_starts: Optional[int] = None):
         self.workdir = workdir
         self.template = template
         self.start_timeout_s = start_timeout_s
@@ -128,6 +129,10 @@ class LocalPlatform:
         """Guards spawning against shutdown."""
         self.answered = threading.Condition()
         """Guards every worker list and in_flight; notified when a request is answered or a rollout moves."""
+        self.starts = threading.Semaphore(parallel_starts or max(1, (os.cpu_count() or 1) // 2))
+        """Workers starting at once, over all functions: a start (torch and a
+        model loading) takes a core for seconds, and on a small machine ten at
+        once starve the replicas that serve."""
         self.rollouts: list[threading.Thread] = []
         self.stoppers: list[threading.Thread] = []
         folders: dict[Path, Path] = {}
@@ -190,6 +195,10 @@ class LocalPlatform:
 
     def _start_ready(self, fn: LocalFunction, state: FunctionState, count: int) -> list[Worker]:
         """``count`` new workers, ready; if any fails to start, none is left running."""
+        with self.starts:
+            return self._start_ready_now(fn, state, count)
+
+    def _start_ready_now(self, fn: LocalFunction, state: FunctionState, count: int) -> list[Worker]:
         new: list[Worker] = []
         try:
             for _ in range(count):

@@ -16,6 +16,7 @@ import io
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +32,7 @@ import numpy as np
 
 from ..model import ProfileSet
 from ..planner.baselines import openfaas_replicas
+from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
 from ..scaler import FunctionState, GatewayScrape, Scaler, ScalerSettings, Topology
 from ..sim.workload import Workload
@@ -57,8 +59,9 @@ class OpenFaasAutoscaler:
     replica's throughput; up at once, down after 60 s."""
 
     def __init__(self, topology: Topology, profiles: ProfileSet, source, actuator, interval_s: float,
-                 max_replicas: int):
+                 max_replicas: int, on_iteration=None):
         self.topology, self.source, self.actuator = topology, source, actuator
+        self.on_iteration = on_iteration
         self.interval_s, self.max_replicas = interval_s, max_replicas
         self.exec_ms = {}
         for (wf, stage), fn in topology.functions.items():
@@ -84,7 +87,9 @@ class OpenFaasAutoscaler:
                     else:
                         self.lower_since.pop(fn, None)
                     desired[fn] = FunctionState(want, 1, 0.0, 100)
-                self.actuator.apply(desired)
+                changes = self.actuator.apply(desired)
+                if self.on_iteration is not None:
+                    self.on_iteration(now, observation, {}, changes)
             stop.wait(self.interval_s)
 
 
@@ -111,6 +116,14 @@ class UpReport:
     held: list = field(default_factory=list)
     """(time_s, core- or GPU-equivalents held)."""
     states: list = field(default_factory=list)
+    timeline: list = field(default_factory=list)
+    """One row per control iteration: per workflow the offered rate (arrivals
+    over the last interval), the planned rate and the answers by class; per
+    function the queue, execution time, batch size and replicas."""
+    actions: list = field(default_factory=list)
+    """Every change the controller asked for: time, function, kind, before, after."""
+    steps: dict = field(default_factory=dict)
+    """workflow -> times of its upward rate steps (from the workload)."""
 
     def summary(self) -> dict:
         out = {"policy": self.policy, "duration_s": self.duration_s, "workflows": {}}
@@ -133,13 +146,45 @@ class UpReport:
         out["cost_unit"] = "core- or GPU-equivalents held (Σ share/100 over replicas), time average after warm-up"
         total = [r for r in scored]
         out["slo_hit_rate"] = round(sum(r.slo_met for r in total) / len(total), 4) if total else None
+        admitted = [r for r in total if r.status != 429]
+        out["slo_hit_rate_admitted"] = round(sum(r.slo_met for r in admitted) / len(admitted), 4) if admitted else None
         out["requests"] = len(total)
+        for name, row in out["workflows"].items():
+            row.update(self.tracking(name))
+        out["actions"] = len(self.actions)
         return out
+
+    def tracking(self, workflow: str) -> dict:
+        """How the plan followed the load: the planned over the offered rate
+        at steady state (ticks after the warm-up and not within 15 s after a
+        step), and the time from each upward rate step to the first scale-up
+        (more replicas or a larger share) of one of the workflow's functions."""
+        steps = self.steps.get(workflow, [])
+        ratios = []
+        for row in self.timeline:
+            wf = row["workflows"].get(workflow)
+            if (wf is None or row["t"] < self.warmup_s or not wf["offered_rps"] or wf["planned_rps"] is None
+                    or any(0 <= row["t"] - t < 15.0 for t in steps)):
+                continue
+            ratios.append(wf["planned_rps"] / wf["offered_rps"])
+        reaction = []
+        functions = {f for row in self.timeline for f in row["workflows"].get(workflow, {}).get("functions", [])}
+        for t in steps:
+            ups = [a["t"] - t for a in self.actions if a["t"] >= t and a["function"] in functions
+                   and a["kind"] in ("replicas", "gpu_share") and a["before"] is not None
+                   and a["after"] is not None and a["after"] > a["before"]]
+            reaction.append(round(min(ups), 2) if ups else None)
+        return {
+            "planned_over_offered_median": round(statistics.median(ratios), 3) if ratios else None,
+            "steady_ticks_within_15pct": round(sum(0.85 <= r <= 1.15 for r in ratios) / len(ratios), 3)
+            if ratios else None,
+            "step_to_first_scale_up_s": reaction,
+        }
 
 
 def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSet, workload: Workload,
            policy: str, seed: int = 1, interval_s: float = 5.0, max_replicas: int = 3,
-           dashboard: Optional[callable] = None, workdir: Optional[Path] = None) -> UpReport:
+           dashboard: Optional[callable] = None, workdir: Optional[Path] = None, cpu_hogs: int = 0) -> UpReport:
     own_workdir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="esg-up-")) if workdir is None else workdir
     stages = set(topology.functions.values())  # the router runs beside the platform, not as a function
@@ -149,13 +194,20 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
     control: Optional[threading.Thread] = None
     stop = threading.Event()
     report = UpReport(policy, workload.duration_s, workload.warmup_s)
+    for load in workload.workflows:
+        if load.arrivals.kind == "steps":
+            steps = load.arrivals.params["steps"]
+            report.steps[load.workflow.name] = [float(t) for (t, r), (_, before) in zip(steps[1:], steps) if r > before]
+    clock = {"started": time.monotonic()}
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL)
+            for _ in range(cpu_hogs)]
     try:
         platform.start()
         gateway_metrics = GatewayMetrics()
         gateway = make_gateway_server(platform, metrics=gateway_metrics)
         servers.append(gateway)
         gateway_url = f"http://127.0.0.1:{gateway.server_address[1]}"
-        router = Router(topology, gateway_url)
+        router = Router(topology, gateway_url, admission=AdmissionSettings() if policy == "esg" else None)
         router_server = make_router_server(router)
         servers.append(router_server)
         for server in servers:
@@ -164,15 +216,24 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         source = GatewayScrape(gateway_url + "/metrics", window_s=max(15.0, 3 * interval_s),
                                router_url=router_url + "/metrics", replicas=platform.replica_metrics_urls)
         actuator = LocalActuator(platform)
+
+        def record(now, observation, planned_rps, changes):
+            report.timeline.append(timeline_row(now - clock["started"], topology, platform, observation, planned_rps))
+            report.actions.extend({"t": round(now - clock["started"], 2), "function": c.function, "kind": c.kind,
+                                   "before": c.before, "after": c.after} for c in changes)
+
         if policy == "esg":
             settings = ScalerSettings(interval_s=interval_s, window_s=max(15.0, 3 * interval_s),
                                       scale_down_delay_s=30.0, max_replicas=max_replicas)
-            controller = Scaler(topology, profiles, settings, source, actuator)
+            controller = Scaler(topology, profiles, settings, source, actuator,
+                                on_iteration=lambda now, obs, decision, changes: record(
+                                    now, obs, decision.rates_rps, changes))
         else:
-            controller = OpenFaasAutoscaler(topology, profiles, source, actuator, interval_s, max_replicas)
+            controller = OpenFaasAutoscaler(topology, profiles, source, actuator, interval_s, max_replicas,
+                                            on_iteration=record)
+        started = clock["started"] = time.monotonic()
         control = threading.Thread(target=controller.run, args=(stop,), daemon=True, name="esg-up-control")
         control.start()
-        started = time.monotonic()
 
         def sample():
             while not stop.is_set():
@@ -190,6 +251,9 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
                 name = sample.labels["function_name"].split(".", 1)[0]
                 report.gateway_invocations[name] = report.gateway_invocations.get(name, 0) + int(sample.value)
     finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
         stop.set()
         if control is not None:  # it may be in a scaling step: let it end
             control.join(timeout=30.0)
@@ -201,6 +265,30 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     return report
+
+
+def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observation, planned_rps) -> dict:
+    """What the controller saw and wanted at one iteration (see UpReport.timeline)."""
+    row = {"t": round(t, 2), "workflows": {}, "functions": {}}
+    for name, workflow in topology.workflows.items():
+        entry = workflow.entries[0]
+        fn = topology.functions[(name, entry)]
+        offered = None
+        if observation is not None and fn in observation.recent_rps:
+            offered = round(observation.recent_rps[fn] / workflow.stage(entry).fanout, 3)
+        answers = observation.workflow_answers.get(name) if observation is not None else None
+        row["workflows"][name] = {
+            "offered_rps": offered, "planned_rps": planned_rps.get(name),
+            "answers": None if answers is None else dict(zip(("ok", "late", "rejected"), answers)),
+            "functions": sorted({f for (w, _s), f in topology.functions.items() if w == name})}
+    for name, fn in platform.functions.items():
+        reading = observation.functions.get(name) if observation is not None else None
+        row["functions"][name] = {
+            "replicas": len(fn.workers), "desired": fn.state.replicas, "share": fn.state.gpu_share,
+            "batch": fn.state.batch_size, "queue": None if reading is None else reading.queue,
+            "exec_ms": None if reading is None or reading.exec_ms is None else round(reading.exec_ms, 2),
+            "batch_mean": None if reading is None or reading.batch_mean is None else round(reading.batch_mean, 2)}
+    return row
 
 
 def _drive(router_url: str, topology: Topology, workload: Workload, seed: int, started: float,

@@ -13,24 +13,32 @@ the workflow's DAG, calling each stage's function through the gateway.
   that shed the request because its deadline had passed (504) gives 504,
   counted as a missed SLO; an overloaded stage (429, its queue full) gives
   429 with ``Retry-After``, naming it, so the client backs off.
+- Admission (optional, ``admission=``): each workflow's requests in flight
+  are limited by an adaptive limit (``esg_plugin.control.admission``);
+  beyond it a request is answered 429 with ``Retry-After`` at once, before
+  any stage runs — shed at the entry rather than time out inside.
 - Metrics (``GET /metrics``): ``esg_workflow_requests_total{workflow,slo}``
-  with slo ``met``, ``missed``, ``rejected`` (429) or ``error``, and
-  ``esg_workflow_latency_seconds{workflow}``.
+  with slo ``met``, ``missed``, ``rejected`` (429 from a stage), ``shed``
+  (429 at the entry) or ``error``, ``esg_workflow_latency_seconds{workflow}``,
+  ``esg_workflow_in_flight{workflow}`` and, with admission,
+  ``esg_workflow_admission_limit{workflow}``.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..control.admission import AdmissionSettings, ConcurrencyLimit
 from ..jsonhttp import JsonHTTPServer, JsonRequestHandler
 from ..scaler.topology import Topology
 
@@ -44,9 +52,16 @@ class StageFailed(Exception):
         self.status = status
 
 
+RETRY_AFTER_S = 1
+
+
 class Router:
-    def __init__(self, topology: Topology, gateway_url: str, timeout_s: float = 30.0, threads: int = 64):
+    def __init__(self, topology: Topology, gateway_url: str, timeout_s: float = 30.0, threads: int = 64,
+                 admission: Optional[AdmissionSettings] = None):
         self.topology = topology
+        self.lock = threading.Lock()
+        self.in_flight = {name: 0 for name in topology.workflows}
+        self.limits = {name: ConcurrencyLimit(admission) for name in topology.workflows} if admission else {}
         self.gateway_url = gateway_url.rstrip("/")
         self.timeout_s = timeout_s
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="esg-router")
@@ -55,6 +70,10 @@ class Router:
                                 ["workflow", "slo"], registry=self.registry)
         self.latency = Histogram("esg_workflow_latency_seconds", "End-to-end latency of workflow requests.",
                                  ["workflow"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.in_flight_gauge = Gauge("esg_workflow_in_flight", "Workflow requests running now.", ["workflow"],
+                                     registry=self.registry)
+        self.limit_gauge = Gauge("esg_workflow_admission_limit", "Workflow requests allowed in flight.",
+                                 ["workflow"], registry=self.registry)
 
     def call_stage(self, stage: str, function: str, body: bytes, headers: dict) -> bytes:
         request = urllib.request.Request(f"{self.gateway_url}/function/{function}", data=body, method="POST",
@@ -69,6 +88,29 @@ class Router:
             raise StageFailed(stage, f"function {function}: {err}") from None
 
     def run(self, workflow_name: str, body: bytes, content_type: str) -> tuple[int, Any]:
+        """One request through the workflow, if admitted: (status, JSON document)."""
+        limit = self.limits.get(workflow_name)
+        with self.lock:
+            if limit is not None and not limit.admit(self.in_flight[workflow_name]):
+                self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
+                self.requests.labels(workflow=workflow_name, slo="shed").inc()
+                return 429, {"error": f"workflow '{workflow_name}' is at its limit of {int(limit.limit)} requests "
+                                      f"in flight; retry after {RETRY_AFTER_S} s", "retry_after_s": RETRY_AFTER_S}
+            self.in_flight[workflow_name] += 1
+            self.in_flight_gauge.labels(workflow=workflow_name).set(self.in_flight[workflow_name])
+        code, doc = 502, {"error": "the router failed"}
+        try:
+            code, doc = self._run(workflow_name, body, content_type)
+            return code, doc
+        finally:
+            with self.lock:
+                self.in_flight[workflow_name] -= 1
+                self.in_flight_gauge.labels(workflow=workflow_name).set(self.in_flight[workflow_name])
+                if limit is not None and code != 502:  # a failing stage says nothing about load
+                    limit.record(missed=not (code == 200 and doc.get("slo_met")))
+                    self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
+
+    def _run(self, workflow_name: str, body: bytes, content_type: str) -> tuple[int, Any]:
         workflow = self.topology.workflows[workflow_name]
         started = time.time()
         deadline_ms = started * 1000.0 + workflow.slo_ms
@@ -144,6 +186,7 @@ def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             code, doc = router.run(name, body, self.headers.get("Content-Type", ""))
-            self._send(code, json.dumps(doc).encode(), headers=[("Retry-After", "1")] if code == 429 else None)
+            self._send(code, json.dumps(doc).encode(),
+                       headers=[("Retry-After", str(RETRY_AFTER_S))] if code == 429 else None)
 
     return JsonHTTPServer((host, port), Handler)

@@ -12,9 +12,13 @@ exactly once.
   answered with :class:`DeadlineExceeded` at once, without running: on
   arrival, and wherever it stands in the queue whenever the queue moves.
   "Can no longer" is a lower bound (:func:`earliest_finish_s`): the
-  requests ahead of it leave in full batches, each as fast as the largest
-  batch seen of at most that size took, and nothing is running now —
-  so a request is never shed that could still have made it.
+  requests ahead of it leave in full batches, each as fast as the fastest
+  run of the largest batch size seen that is not larger (the first run of
+  each size, a cold start, is not counted), and nothing is running now —
+  so a request is never shed that could still have made it. When no batch
+  has run for ``PROBE_S``, the next request is a probe, never shed early:
+  a worker that sheds everything would otherwise never learn that it got
+  faster.
 - The queue is bounded: beyond ``max_queue`` :meth:`Batcher.submit` raises
   :class:`QueueFull`.
 - The handler's result list must have one result per request; an exception
@@ -36,6 +40,8 @@ from typing import Any, Callable, Optional, Sequence
 from .settings import BatchConfig, LiveConfig
 
 _TOLERANCE_S = 1e-9
+PROBE_S = 1.0
+"""With no batch run for this long, the next request is not shed early (see above)."""
 
 
 class QueueFull(Exception):
@@ -64,6 +70,8 @@ class Request:
     batch_size: int = 0
     queue_ms: float = 0.0
     exec_ms: float = 0.0
+    probe: bool = False
+    """Not shed before its deadline passes (see the module)."""
 
 
 @dataclass(frozen=True)
@@ -103,10 +111,14 @@ class ExecEstimate:
     def __init__(self, weight: float = 0.2):
         self.weight = weight
         self.by_size: dict[int, float] = {}
+        self.fastest: dict[int, float] = {}
+        """Per size, the fastest run after the first (for the lower bound)."""
 
     def observe(self, size: int, seconds: float) -> None:
         old = self.by_size.get(size)
         self.by_size[size] = seconds if old is None else old + self.weight * (seconds - old)
+        if old is not None:
+            self.fastest[size] = min(self.fastest.get(size, seconds), seconds)
 
     def expected_s(self, size: int) -> float:
         if size in self.by_size:
@@ -117,10 +129,11 @@ class ExecEstimate:
         return self.by_size[nearest] * size / nearest if nearest < size else self.by_size[nearest]
 
     def lower_bound_s(self, size: int) -> float:
-        """At least what a batch of ``size`` takes: the time of the largest
-        size seen that is not larger (a larger batch is not faster), 0 if none."""
-        known = [s for s in self.by_size if s <= size]
-        return self.by_size[max(known)] if known else 0.0
+        """At least what a batch of ``size`` takes: the fastest run of the
+        largest size seen that is not larger (a larger batch is not faster),
+        0 if none."""
+        known = [s for s in self.fastest if s <= size]
+        return self.fastest[max(known)] if known else 0.0
 
 
 class Batcher:
@@ -144,6 +157,8 @@ class Batcher:
         self._cond = threading.Condition()
         self._closing = False
         self._worker: Optional[threading.Thread] = None
+        self._last_run_s = float("-inf")
+        """When the last batch ended (or the last probe was admitted)."""
 
     # --- intake ------------------------------------------------------------
     def submit(self, payload: Any, deadline_s: Optional[float] = None) -> Request:
@@ -153,10 +168,13 @@ class Batcher:
             if len(self._queue) >= self.max_queue:
                 raise QueueFull()
             now_s = self.clock()
-            if deadline_s is not None and earliest_finish_s(
+            probe = now_s - self._last_run_s >= PROBE_S
+            if deadline_s is not None and not probe and earliest_finish_s(
                     len(self._queue), self.config.get().max_batch_size, self.estimate, now_s) > deadline_s:
                 raise DeadlineExceeded()
-            request = Request(payload, now_s, deadline_s)
+            request = Request(payload, now_s, deadline_s, probe=probe)
+            if probe:
+                self._last_run_s = now_s  # one probe per PROBE_S
             self._queue.append(request)
             self._cond.notify()
             return request
@@ -193,8 +211,8 @@ class Batcher:
             if request.future.cancelled():
                 continue
             if request.deadline_s is not None and (
-                    request.deadline_s <= now_s or
-                    earliest_finish_s(len(kept), max_batch_size, self.estimate, now_s) > request.deadline_s):
+                    request.deadline_s <= now_s or (not request.probe and earliest_finish_s(
+                        len(kept), max_batch_size, self.estimate, now_s) > request.deadline_s)):
                 _settle(request.future, exception=DeadlineExceeded())
                 continue
             kept.append(request)
@@ -212,6 +230,7 @@ class Batcher:
         except BaseException as err:  # the whole batch fails, each request learns why
             results = [err] * len(batch)
         elapsed = self.clock() - started
+        self._last_run_s = self.clock()
         self.estimate.observe(len(batch), elapsed)
         for request, result in zip(batch, results):
             request.batch_size = len(batch)

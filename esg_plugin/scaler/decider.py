@@ -5,7 +5,8 @@ This module only translates; every decision is the law's, the same code the
 simulator's ``esg`` policy runs:
 
 - in: the entry function's arrival rates over the window and the last
-  interval (over its fan-out) as each workflow's long and short rates; the
+  interval (over its fan-out), plus the requests the router shed at the
+  entry over the last interval, as each workflow's long and short rates; the
   workflow's backlog, as the simulator counts it (per stage, requests
   queued beyond what its replicas take in their next batches, over the
   stage's fan-out; the largest); the answers of the last interval by class
@@ -103,8 +104,10 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
                 short_rps.append(observation.recent_rps.get(fn, 0.0) / fanout)
         if not long_rps:
             continue
+        shed_rps = observation.workflow_shed.get(name, 0.0) / observation.recent_window_s
         ok, late, rejected = answers(topology, name, observation)
-        workflows[name] = WorkflowObservation(max(long_rps), max(short_rps), observation.recent_window_s,
+        workflows[name] = WorkflowObservation(max(long_rps) + shed_rps, max(short_rps) + shed_rps,
+                                              observation.recent_window_s,
                                               backlog=backlog(topology, name, observation, current),
                                               ok=int(ok), late=int(late), rejected=int(rejected))
     ratios: dict[str, list[float]] = {}

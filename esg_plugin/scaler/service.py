@@ -61,7 +61,8 @@ class Status:
 
 class Scaler:
     def __init__(self, topology: Topology, profiles: ProfileSet, settings: ScalerSettings, source: MetricsSource,
-                 actuator: Actuator, clock: Callable[[], float] = time.monotonic):
+                 actuator: Actuator, clock: Callable[[], float] = time.monotonic,
+                 on_iteration: Optional[Callable[[float, object, ScalerDecision, list], None]] = None):
         self.topology = topology
         self.profiles = profiles
         self.settings = settings
@@ -73,6 +74,8 @@ class Scaler:
         self.status = Status()
         self.lock = threading.Lock()
         self.last_plans: dict = {}
+        self.on_iteration = on_iteration
+        """Called after every iteration with (now, observation, decision, changes): esg up's report."""
 
     def iterate(self) -> Status:
         with self.lock:
@@ -115,6 +118,8 @@ class Scaler:
             self.status.changes = changes
             self.status.last_iteration_s = now
             m.planning.observe(time.perf_counter() - started)
+            if self.on_iteration is not None:
+                self.on_iteration(now, observation, decision, changes)
             return self.status
 
     def run(self, stop: threading.Event) -> None:

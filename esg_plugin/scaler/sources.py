@@ -12,10 +12,13 @@ What an :class:`Observation` holds, and where each part comes from:
   counter's ``code`` label: 200, 429, 504, ...);
 - **answers by class** per workflow over the last interval, when the
   workflow router's ``esg_workflow_requests_total{workflow,slo}`` is read
-  (ok = ``met``, late = ``missed``, rejected = ``rejected``);
+  (ok = ``met``, late = ``missed``, rejected = ``rejected`` or ``shed``),
+  and the requests the router shed at the entry (they never reached the
+  gateway, so they are offered load the gateway's counters miss);
 - **per function** (:class:`FunctionReading`): requests waiting in its
   replicas' queues now, the mean execution time and the mean size of the
-  batches it ran over the last interval — from each replica's own
+  batches it ran over the last interval (a replica's first
+  ``WARM_BATCHES``, its cold start, left out) — from each replica's own
   ``/_esg/metrics`` (``esg_queue_length``, ``esg_exec_seconds``,
   ``esg_batch_size``).
 
@@ -53,6 +56,9 @@ from ..control import MAX_RATE_RPS
 INVOCATIONS = "gateway_function_invocation_total"
 STARTED = "gateway_function_invocation_started"
 WORKFLOW_REQUESTS = "esg_workflow_requests_total"
+WARM_BATCHES = 3
+"""A replica's first batches (a cold start: lazy initialisation, caches) do
+not count toward its execution times."""
 MAX_SCRAPE_BYTES = 8 * 1024 * 1024
 """A metrics page larger than this is not read (no data)."""
 
@@ -86,6 +92,8 @@ class Observation:
     """Per function: answers by HTTP status code over the last interval."""
     workflow_answers: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     """Per workflow: (ok, late, rejected) answers over the last interval (the router's)."""
+    workflow_shed: dict[str, float] = field(default_factory=dict)
+    """Per workflow: requests shed at the entry (429) over the last interval (the router's)."""
     functions: dict[str, FunctionReading] = field(default_factory=dict)
     """Per function: queue, execution time and batch size (its replicas')."""
 
@@ -193,7 +201,7 @@ class GatewayScrape:
         for (fn, code), value in self.codes.update(answers).items():
             codes.setdefault(fn, {})[code] = value
         # every counter is read at every scrape, so that increases span the same interval
-        workflow_answers = self._router_answers() if self.router_url else {}
+        workflow_answers, shed = self._router_answers() if self.router_url else ({}, {})
         functions = self._replica_readings() if self.replicas is not None else {}
         if len(self.history) < 2:
             return None
@@ -206,9 +214,10 @@ class GatewayScrape:
         if any(not 0 <= r <= MAX_RATE_RPS for r in (*rates.values(), *recent.values())):
             self.history.clear()  # a counter that jumped: not traffic; start again
             return None
-        return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp, codes, workflow_answers, functions)
+        return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp, codes, workflow_answers, shed,
+                           functions)
 
-    def _router_answers(self) -> dict[str, tuple[float, float, float]]:
+    def _router_answers(self) -> tuple[dict[str, tuple[float, float, float]], dict[str, float]]:
         body = _fetch(self.router_url, self.timeout_s)
         totals = {}
         if body is not None:
@@ -219,11 +228,15 @@ class GatewayScrape:
             except (ValueError, TypeError):
                 totals = {}
         answers: dict[str, list[float]] = {}
+        shed: dict[str, float] = {}
         for (workflow, slo), value in self.router.update(totals).items():
             row = answers.setdefault(workflow, [0.0, 0.0, 0.0])
-            if slo in ("met", "missed", "rejected"):
-                row[("met", "missed", "rejected").index(slo)] += value
-        return {w: (a[0], a[1], a[2]) for w, a in answers.items()}
+            column = {"met": 0, "missed": 1, "rejected": 2, "shed": 2}.get(slo)
+            if column is not None:
+                row[column] += value
+            if slo == "shed":
+                shed[workflow] = value
+        return {w: (a[0], a[1], a[2]) for w, a in answers.items()}, shed
 
     def _replica_readings(self) -> dict[str, FunctionReading]:
         urls = {url: fn for fn, many in (self.replicas() or {}).items() for url in many}
@@ -246,8 +259,12 @@ class GatewayScrape:
                     queue[fn] = queue.get(fn, 0.0) + value
                 elif name in ("esg_exec_seconds_sum", "esg_exec_seconds_count", "esg_batch_size_sum"):
                     counters[(url, name)] = value
+        warm = {url for (url, name), value in self.replica_counters.last.items()
+                if name == "esg_exec_seconds_count" and value >= WARM_BATCHES}
         per_function: dict[str, dict[str, float]] = {}
         for (url, name), value in self.replica_counters.update(counters).items():
+            if url not in warm:
+                continue
             sums = per_function.setdefault(urls[url], {})
             sums[name] = sums.get(name, 0.0) + value
         readings = {}
@@ -295,7 +312,7 @@ class PrometheusQuery:
         functions = {fn: FunctionReading(queue.get(fn, 0.0),
                                          exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn))
                      for fn in set(queue) | set(exec_ms)}
-        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, {}, functions)
+        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, {}, {}, functions)
 
     def _ratio(self, numerator: str, denominator: str) -> dict[str, float]:
         w = int(self.window_s)

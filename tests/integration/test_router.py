@@ -116,3 +116,42 @@ def test_the_router_function_answers_a_failing_stage_the_same_way(stage_status, 
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_admission_sheds_at_the_entry_with_429_when_answers_come_late():
+    """Every stage answers in 20 ms against a 5 ms SLO: the admission limit
+    falls, and requests beyond it are refused at once with Retry-After,
+    without reaching a stage."""
+    from esg_plugin.control.admission import AdmissionSettings
+
+    stack = {"functions": {"head": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "5"}}}}
+    server = gateway()
+    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}",
+                    admission=AdmissionSettings(window=4, max_limit=8))
+    router_server = make_router_server(router)
+    threading.Thread(target=router_server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{router_server.server_address[1]}/workflow/w"
+    try:
+        with ThreadPoolExecutor(8) as clients:
+            for _ in range(6):  # late answers from up to 8 in flight: the limit shrinks
+                list(clients.map(lambda _: router.run("w", b"{}", "application/json"), range(8)))
+        assert router.limits["w"].limit < 8
+        held = [router.limits["w"].admit(i) for i in range(8)]
+        assert held.count(True) == int(router.limits["w"].limit)
+        router.in_flight["w"] = 8  # as if 8 were running: the next is shed at the entry
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=30)
+            raise AssertionError("expected 429")
+        except urllib.error.HTTPError as err:
+            assert err.code == 429 and err.headers["Retry-After"] == "1"
+            assert "at its limit" in json.loads(err.read())["error"]
+        finally:
+            router.in_flight["w"] = 0
+        metrics = urllib.request.urlopen(url.replace("/workflow/w", "/metrics"), timeout=30).read().decode()
+        assert 'esg_workflow_requests_total{slo="shed",workflow="w"}' in metrics
+        assert 'esg_workflow_admission_limit{workflow="w"}' in metrics
+    finally:
+        router_server.shutdown()
+        router_server.server_close()
+        server.shutdown()
+        server.server_close()

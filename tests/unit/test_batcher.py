@@ -142,10 +142,17 @@ def test_slack_aware_dispatch_leaves_early_for_a_deadline():
     assert [r.payload for r in batch] == ["urgent"]
 
 
+def learn(batcher, size, seconds):
+    """The batcher has run batches of ``size`` taking ``seconds`` (after a slow cold one), just now."""
+    batcher.estimate.observe(size, 10 * seconds)  # the first run of a size is a cold start: not counted
+    batcher.estimate.observe(size, seconds)
+    batcher._last_run_s = batcher.clock()
+
+
 def test_a_request_that_cannot_make_its_deadline_is_shed_on_arrival_not_at_the_front():
     batcher, clock, batches = make(max_batch=2, wait_ms=100.0)
-    batcher.estimate.observe(1, 0.004)
-    batcher.estimate.observe(2, 0.006)
+    learn(batcher, 1, 0.004)
+    learn(batcher, 2, 0.006)
     for i in range(4):
         batcher.submit(i)  # no deadline: two full batches ahead, 12 ms at the least
     with pytest.raises(DeadlineExceeded):
@@ -156,7 +163,7 @@ def test_a_request_that_cannot_make_its_deadline_is_shed_on_arrival_not_at_the_f
 
 def test_a_queued_request_is_shed_as_soon_as_the_queue_shows_it_cannot_make_it():
     batcher, clock, batches = make(max_batch=1, wait_ms=0.0)
-    batcher.estimate.observe(1, 0.001)
+    learn(batcher, 1, 0.001)
     first = batcher.submit("a")
     middle = batcher.submit("b", deadline_s=0.0025)   # 1 ms ahead + its own 1 ms: fits now
     last = batcher.submit("c")
@@ -171,11 +178,26 @@ def test_a_queued_request_is_shed_as_soon_as_the_queue_shows_it_cannot_make_it()
 def test_the_lower_bound_never_exceeds_what_a_batch_took():
     estimate = ExecEstimate()
     assert estimate.lower_bound_s(8) == 0.0
-    estimate.observe(2, 0.010)
+    estimate.observe(2, 0.500)  # cold: not counted
+    assert estimate.lower_bound_s(2) == 0.0
+    for seconds in (0.012, 0.010, 0.011):
+        estimate.observe(2, seconds)
+    estimate.observe(8, 0.9)
     estimate.observe(8, 0.008)  # a larger batch seen faster (noise): its own time counts
     assert estimate.lower_bound_s(1) == 0.0
-    assert estimate.lower_bound_s(4) == 0.010
+    assert estimate.lower_bound_s(4) == 0.010  # the fastest run, not the average
     assert estimate.lower_bound_s(16) == 0.008
+
+
+def test_a_worker_that_would_shed_everything_still_runs_a_probe_now_and_then():
+    batcher, clock, batches = make(max_batch=1, wait_ms=0.0)
+    learn(batcher, 1, 0.050)  # once slow: every 20 ms deadline looks hopeless
+    with pytest.raises(DeadlineExceeded):
+        batcher.submit("shed", deadline_s=clock.now + 0.020)
+    clock.now += 1.0  # no batch for a second: the next request runs and teaches the batcher
+    probe = batcher.submit("probe", deadline_s=clock.now + 0.020)
+    drain(batcher, clock, clock.now + 0.01)
+    assert probe.future.result(timeout=0) == ("done", "probe")
 
 
 def test_per_item_errors_and_a_wrong_result_count():

@@ -228,17 +228,19 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
     pages = Pages()
     try:
         source = GatewayScrape(pages.url + "/gw", window_s=30.0, router_url=pages.url + "/router",
-                               replicas=lambda: {"a": [pages.url + "/r1", pages.url + "/r2"]})
+                               replicas=lambda: {"a": [pages.url + "/r1", pages.url + "/r2", pages.url + "/r3"]})
         pages.pages.update({"/gw": GATEWAY.format(started=10, ok=8, late=0),
                             "/router": ROUTER.format(met=8, missed=0),
                             "/r1": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20),
-                            "/r2": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20)})
+                            "/r2": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20),
+                            "/r3": REPLICA.format(queue=0, exec_sum=5.0, batches=1, requests=1)})
         assert source.observe(0.0) is None  # one scrape: no rate yet
         # 2 s later: 40 more arrived, 20 answered in time, 6 late; replicas ran 5 + 5 batches of 15 requests
         pages.pages.update({"/gw": GATEWAY.format(started=50, ok=28, late=6),
                             "/router": ROUTER.format(met=28, missed=6),
                             "/r1": REPLICA.format(queue=7, exec_sum=1.5, batches=15, requests=35),
-                            "/r2": REPLICA.format(queue=5, exec_sum=1.5, batches=15, requests=20)})
+                            "/r2": REPLICA.format(queue=5, exec_sum=1.5, batches=15, requests=20),
+                            "/r3": REPLICA.format(queue=0, exec_sum=9.0, batches=4, requests=4)})  # still cold
         seen = source.observe(2.0)
         assert seen.rates_rps == {"a": 20.0} and seen.recent_rps == {"a": 20.0}  # arrivals, not answers
         assert seen.codes == {"a": {"200": 20.0, "504": 6.0}}
