@@ -27,7 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--profiles", default="profiles/cpu-2core.json", metavar="P")
     p.add_argument("--duration", type=float, metavar="S", help="override the workload's duration_s")
     p.add_argument("--policy", default="esg", choices=("esg", "openfaas"))
-    p.add_argument("--interval-s", type=float, default=5.0, metavar="N", help="control interval (default 5)")
+    p.add_argument("--interval-s", type=float, default=2.0, metavar="N", help="control interval (default 2)")
     p.add_argument("--max-replicas", type=int, default=3, metavar="N", help="per function (default 3)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print the final report as JSON")

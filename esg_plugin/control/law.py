@@ -20,8 +20,10 @@ Per workflow with data, at every tick (``docs/control.md``):
    is backlog or misses, never before ``warmup_s`` of data.
 4. **Plan** — ESG (or the exact oracle) against ``SLO × (1 − margin)``,
    queueing-aware, with the utilisation of each stage's instances a
-   decision (several targets); a smaller share that saves too little is not
-   taken (it would restart instances). When nothing fits: the degraded plan
+   decision (several targets). A change of share restarts the stage's
+   instances: a smaller share that saves too little is not taken, nor a
+   larger one when the plan at the running shares meets the SLO too, for at
+   most 1 / (1 − ``min_share_saving``) times the cost. When nothing fits: the degraded plan
    that still meets the SLO if any, within the capacity, else the least
    late one that fits.
 5. **Calibration** — profile latencies scaled by observed / profiled
@@ -257,13 +259,18 @@ class ControlLaw:
         profiles = self._profiles(workflow, state)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2)
-        pinned = self._pins(workflow, ws, choices, current)
-        if pinned:
-            keep = lambda stage, option: stage not in pinned or option.config.gpu_share == pinned[stage]  # noqa: E731
-            try:
-                again = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, keep)
-            except (PlannerError, ModelError):  # the pinned share cannot run: take the restart
-                again = None
+        down, up = self._pins(workflow, ws, choices, current)
+        # a restart for a larger share is not taken when the plan at the running
+        # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
+        if up:
+            again = self._pinned(workflow, ws, state, profiles, rate_rps, arrival_cv2, {**down, **up})
+            if again is not None and again[3] and \
+                    _cost(again[1]) * (1.0 - self.settings.min_share_saving) <= _cost(choices) + 1e-9:
+                problem, choices, stats, fits = again
+                down = {}
+        # a restart for a smaller share that saves too little is not taken
+        if down:
+            again = self._pinned(workflow, ws, state, profiles, rate_rps, arrival_cv2, down)
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
         ws.planned_rps = rate_rps
@@ -276,6 +283,15 @@ class ControlLaw:
             after[name] = max((workflow.hop_ms + choices[t].latency_ms + after[t]
                                for t in workflow.graph.successors(name)), default=0.0)
         ws.downstream_ms = after
+
+    def _pinned(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned: dict):
+        """The plan with the ``pinned`` stages kept at their share, or None
+        when that share cannot run at all."""
+        keep = lambda stage, option: stage not in pinned or option.config.gpu_share == pinned[stage]  # noqa: E731
+        try:
+            return self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, keep)
+        except (PlannerError, ModelError):
+            return None
 
     def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, stage_filter=None):
         """(problem, choices, stats, fits): the plan for the margin budget,
@@ -336,20 +352,24 @@ class ControlLaw:
                      if name != workflow.name and ws.plan is not None)
         return max(0.0, self.settings.capacity_gpus - others) + 1e-9
 
-    def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup]) -> dict:
-        """Stages whose smaller share would save less than ``min_share_saving``
-        of what they hold now."""
-        pinned = {}
+    def _pins(self, workflow: Workflow, ws: WorkflowState, choices,
+              current: Mapping[StageKey, InstanceGroup]) -> tuple[dict, dict]:
+        """Stages the plan would move to another share than they run at now
+        (a restart of every instance of the stage), with the share they run
+        at: (smaller shares that save less than ``min_share_saving`` of what
+        the stage holds now, larger shares)."""
+        down, up = {}, {}
         for stage, option in choices.items():
             now = current.get((workflow.name, stage))
             if now is None and ws.groups.get(stage):
                 now = ws.groups[stage][0]
-            if now is None or option.config.gpu_share >= now.gpu_share:
+            if now is None or option.config.gpu_share == now.gpu_share:
                 continue
-            saving = 1 - option.cost_pct / (now.gpu_share * max(now.count, 1))
-            if saving < self.settings.min_share_saving:
-                pinned[stage] = now.gpu_share
-        return pinned
+            if option.config.gpu_share > now.gpu_share:
+                up[stage] = now.gpu_share
+            elif 1 - option.cost_pct / (now.gpu_share * max(now.count, 1)) < self.settings.min_share_saving:
+                down[stage] = now.gpu_share
+        return down, up
 
     # --- calibration ----------------------------------------------------------------------
     def _calibrate(self, observation: Observation, state: ControlState) -> None:

@@ -68,8 +68,10 @@ class ControlSettings:
     """No scale-down until the law has observed this long (conservative after
     a restart: a full window of data first)."""
     min_share_saving: float = 0.2
-    """A smaller share restarts instances: taken only when it saves at least
-    this share of the stage's cost, else the stage keeps its share."""
+    """Another share restarts a stage's instances: a smaller one is taken only
+    when it saves at least this share of the stage's cost; a larger one only
+    when the plan at the running shares misses the SLO or costs more than
+    1 / (1 - this) times as much."""
     min_rate_rps: float = 0.1
     """The least rate planned for."""
     queueing_aware: bool = True

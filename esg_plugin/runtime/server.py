@@ -2,7 +2,10 @@
 
 Start-up: settings from the environment, then the GPU share (before the
 handler is imported, so before any framework initialises CUDA), then the
-handler, then the server. A thread per connection gives every request of a
+handler, then its warm-up (``warmup(batch_sizes, context)`` when the
+handler defines it: a batch of each size it will be given, so that the
+first requests do not pay for lazy initialisation — as Triton's model
+warm-up), then the server: ``/_esg/health`` answers only once warm. A thread per connection gives every request of a
 batch its own thread, so batches up to ``ESG_MAX_QUEUE`` can form.
 
 SIGTERM (what Kubernetes sends before it kills a pod): new requests get
@@ -15,13 +18,14 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import socket
 import socketserver
 import sys
 import threading
 from typing import Callable, Mapping, MutableMapping, Optional
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .app import RuntimeApp
+from .app import Context, RuntimeApp
 from .gpu import GpuTelemetry, apply_share
 from .settings import RuntimeSettings, SettingsError
 
@@ -44,8 +48,19 @@ def build(handler_module: str, env: MutableMapping[str, str]) -> tuple[RuntimeAp
     settings = RuntimeSettings.from_env(env)
     apply_share(settings.gpu_share_pct, env, settings.cpu_threads)
     handler = importlib.import_module(handler_module)
+    if hasattr(handler, "warmup"):
+        handler.warmup(warmup_sizes(settings.max_batch_size), Context(socket.gethostname()))
     app = RuntimeApp(handler, settings, telemetry=GpuTelemetry())
     return app, settings
+
+
+def warmup_sizes(max_batch_size: int) -> list[int]:
+    """1, 2, 4, ... below the largest batch, and the largest."""
+    sizes, size = [], 1
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return sizes + [max_batch_size]
 
 
 def serve(app: RuntimeApp, settings: RuntimeSettings,

@@ -67,3 +67,18 @@ def test_template_files_follow_openfaas_conventions():
                  "function/requirements.txt"):
         assert (TEMPLATE / path).is_file(), path
     assert "prometheus-client" in (TEMPLATE / "requirements.txt").read_text()
+
+
+def test_the_handler_is_warmed_up_with_each_batch_size_before_it_serves(tmp_path, monkeypatch):
+    from esg_plugin.runtime.server import build, warmup_sizes
+
+    assert warmup_sizes(1) == [1] and warmup_sizes(8) == [1, 2, 4, 8] and warmup_sizes(6) == [1, 2, 4, 6]
+    (tmp_path / "warm_handler.py").write_text(
+        "seen = []\n"
+        "def warmup(batch_sizes, context):\n    seen.extend(batch_sizes)\n"
+        "def handle_batch(events, context):\n    return [1 for e in events]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app, settings = build("warm_handler", {"ESG_MAX_BATCH_SIZE": "4"})
+    import warm_handler
+
+    assert warm_handler.seen == [1, 2, 4]

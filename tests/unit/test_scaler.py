@@ -255,3 +255,30 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
         assert source.observe(4.0) is None
     finally:
         pages.close()
+
+
+def test_the_scaler_never_scales_down_while_504s_or_the_backlog_rise(world):
+    """Through the scaler's own observations: the load falls, but the gateway
+    counts 504s, then the replicas' queues grow; replicas hold until both
+    stop, and only then fall after the delay."""
+    topology, profiles = world
+    settings = ScalerSettings(scale_down_delay_s=10.0, window_s=10.0, interval_s=1.0)
+    memory, current = Memory(), {}
+    functions = sorted(set(topology.functions.values()))
+
+    def step(t, rate, codes=None, queue=0.0):
+        seen = replace(obs(t, image_preprocess=rate), recent_rps={"image-preprocess": rate}, recent_window_s=1.0,
+                       codes=codes or {}, functions={fn: FunctionReading(queue=queue) for fn in functions})
+        desired = decide(topology, profiles, settings, seen, current, memory, float(t)).desired
+        current.update(desired)
+        return sum(current[f].replicas for f in ("image-preprocess", "image-upscale", "image-classify"))
+
+    high = step(0, 40.0)
+    step(1, 40.0)
+    for t in range(2, 25):  # the load fell to a tenth, and every interval has late answers
+        assert step(t, 4.0, codes={"image-upscale": {"504": 5.0 + t, "200": 1.0}}) >= high, t
+    for t in range(25, 45):  # no 504s now, but the queues keep growing
+        assert step(t, 4.0, queue=50.0 + 20 * t) >= high, t
+    for t in range(45, 70):  # calm: down after the delay
+        low = step(t, 4.0, codes={"image-classify": {"200": 4.0}})
+    assert low < high
