@@ -91,6 +91,8 @@ class WorkflowState:
     """A re-plan deferred to the next tick (``max_replans_per_tick``)."""
     answers: deque = field(default_factory=deque)
     """(time_s, answers, misses) of the last ``feedback_window_s``."""
+    share_changed_s: dict[str, float] = field(default_factory=dict)
+    """Per stage, when the plan last moved it to another share."""
 
 
 @dataclass
@@ -166,7 +168,7 @@ class ControlLaw:
                                     f"per tick): {why}"
                     continue
                 ws.pending = None
-                self._plan(self.workflows[name], ws, state, target, cv2, current or {})
+                self._plan(self.workflows[name], ws, state, target, cv2, current or {}, now_s)
                 changed.append(name)
                 reasons[name] = why
         return self._decision(state, tuple(changed), reasons)
@@ -200,7 +202,11 @@ class ControlLaw:
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
         if why is None and self._factors_moved(workflow, ws, state):
-            why = "execution times moved: re-planned"
+            calm = backlog <= 0 and not missing and now_s >= ws.panic_until_s
+            slower = any(state.exec_factor.get(st.function, 1.0) > ws.factors.get(st.function, 1.0)
+                         for st in workflow.stages)
+            if calm or slower:  # faster instances are no reason to shrink in a panic or while requests miss
+                why = "execution times moved: re-planned"
         if why is None:
             return None
         return why, target, obs.arrival_cv2
@@ -255,11 +261,11 @@ class ControlLaw:
 
     # --- planning -------------------------------------------------------------------------
     def _plan(self, workflow: Workflow, ws: WorkflowState, state: ControlState, rate_rps: float, cv2: float,
-              current: Mapping[StageKey, InstanceGroup]) -> None:
+              current: Mapping[StageKey, InstanceGroup], now_s: float) -> None:
         profiles = self._profiles(workflow, state)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2)
-        down, up = self._pins(workflow, ws, choices, current)
+        down, up = self._pins(workflow, ws, choices, current, now_s)
         # a restart for a larger share is not taken when the plan at the running
         # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
         if up:
@@ -276,6 +282,10 @@ class ControlLaw:
         ws.planned_rps = rate_rps
         ws.fits = fits
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
+        for stage, option in choices.items():
+            before = current.get((workflow.name, stage)) or (ws.groups.get(stage) or [None])[0]
+            if before is not None and before.gpu_share != option.config.gpu_share:
+                ws.share_changed_s[stage] = now_s
         ws.groups = deployment_for(self.policy, problem, choices)
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
         after: dict[str, float] = {}
@@ -352,12 +362,13 @@ class ControlLaw:
                      if name != workflow.name and ws.plan is not None)
         return max(0.0, self.settings.capacity_gpus - others) + 1e-9
 
-    def _pins(self, workflow: Workflow, ws: WorkflowState, choices,
-              current: Mapping[StageKey, InstanceGroup]) -> tuple[dict, dict]:
+    def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup],
+              now_s: float) -> tuple[dict, dict]:
         """Stages the plan would move to another share than they run at now
         (a restart of every instance of the stage), with the share they run
         at: (smaller shares that save less than ``min_share_saving`` of what
-        the stage holds now, larger shares)."""
+        the stage holds now, or that come within ``scale_down_delay_s`` of
+        the stage's last change of share; larger shares)."""
         down, up = {}, {}
         for stage, option in choices.items():
             now = current.get((workflow.name, stage))
@@ -367,7 +378,8 @@ class ControlLaw:
                 continue
             if option.config.gpu_share > now.gpu_share:
                 up[stage] = now.gpu_share
-            elif 1 - option.cost_pct / (now.gpu_share * max(now.count, 1)) < self.settings.min_share_saving:
+            elif (1 - option.cost_pct / (now.gpu_share * max(now.count, 1)) < self.settings.min_share_saving
+                  or now_s - ws.share_changed_s.get(stage, -math.inf) < self.settings.scale_down_delay_s):
                 down[stage] = now.gpu_share
         return down, up
 

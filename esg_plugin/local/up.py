@@ -118,7 +118,8 @@ class UpReport:
     states: list = field(default_factory=list)
     timeline: list = field(default_factory=list)
     """One row per control iteration: per workflow the offered rate (arrivals
-    over the last interval), the planned rate and the answers by class; per
+    at the entry plus requests shed there, over the window and over the last
+    interval), the planned rate and the answers by class; per
     function the queue, execution time, batch size and replicas."""
     actions: list = field(default_factory=list)
     """Every change the controller asked for: time, function, kind, before, after."""
@@ -199,6 +200,9 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
             steps = load.arrivals.params["steps"]
             report.steps[load.workflow.name] = [float(t) for (t, r), (_, before) in zip(steps[1:], steps) if r > before]
     clock = {"started": time.monotonic()}
+    if policy == "esg":  # deployed as planned for the least load, so that the first plans restart nothing
+        for fn, state in initial_states(topology, profiles, max_replicas).items():
+            platform.functions[fn].state = state
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL)
             for _ in range(cpu_hogs)]
     try:
@@ -217,8 +221,10 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
                                router_url=router_url + "/metrics", replicas=platform.replica_metrics_urls)
         actuator = LocalActuator(platform)
 
-        def record(now, observation, planned_rps, changes):
-            report.timeline.append(timeline_row(now - clock["started"], topology, platform, observation, planned_rps))
+        def record(now, observation, planned_rps, changes, reasons=None):
+            row = timeline_row(now - clock["started"], topology, platform, observation, planned_rps)
+            row["reasons"] = {k: v for k, v in (reasons or {}).items() if k in topology.workflows}
+            report.timeline.append(row)
             report.actions.extend({"t": round(now - clock["started"], 2), "function": c.function, "kind": c.kind,
                                    "before": c.before, "after": c.after} for c in changes)
 
@@ -227,7 +233,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
                                       scale_down_delay_s=30.0, max_replicas=max_replicas)
             controller = Scaler(topology, profiles, settings, source, actuator,
                                 on_iteration=lambda now, obs, decision, changes: record(
-                                    now, obs, decision.rates_rps, changes))
+                                    now, obs, decision.rates_rps, changes, decision.reasons))
         else:
             controller = OpenFaasAutoscaler(topology, profiles, source, actuator, interval_s, max_replicas,
                                             on_iteration=record)
@@ -267,18 +273,33 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
     return report
 
 
+def initial_states(topology: Topology, profiles: ProfileSet, max_replicas: int) -> dict[str, FunctionState]:
+    """What the ESG scaler would deploy before any request: its decision for
+    no observed load (the law plans for its least rate), as ``esg plan``
+    gives a deployment before ``faas-cli deploy``."""
+    from ..scaler import Memory, Observation, decide
+
+    entries = {topology.functions[(name, stage)]: 0.0 for name, wf in topology.workflows.items() for stage in wf.entries}
+    settings = ScalerSettings(max_replicas=max_replicas)
+    nothing = Observation(0.0, entries, "deploy", settings.window_s, dict(entries), settings.interval_s)
+    return decide(topology, profiles, settings, nothing, {}, Memory(), 0.0).desired
+
+
 def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observation, planned_rps) -> dict:
     """What the controller saw and wanted at one iteration (see UpReport.timeline)."""
     row = {"t": round(t, 2), "workflows": {}, "functions": {}}
     for name, workflow in topology.workflows.items():
         entry = workflow.entries[0]
         fn = topology.functions[(name, entry)]
-        offered = None
-        if observation is not None and fn in observation.recent_rps:
-            offered = round(observation.recent_rps[fn] / workflow.stage(entry).fanout, 3)
+        offered = recent = None
+        if observation is not None and fn in observation.rates_rps:
+            fanout = workflow.stage(entry).fanout
+            shed = observation.workflow_shed.get(name, 0.0) / observation.recent_window_s
+            offered = round(observation.rates_rps[fn] / fanout + shed, 3)
+            recent = round(observation.recent_rps.get(fn, 0.0) / fanout + shed, 3)
         answers = observation.workflow_answers.get(name) if observation is not None else None
         row["workflows"][name] = {
-            "offered_rps": offered, "planned_rps": planned_rps.get(name),
+            "offered_rps": offered, "offered_recent_rps": recent, "planned_rps": planned_rps.get(name),
             "answers": None if answers is None else dict(zip(("ok", "late", "rejected"), answers)),
             "functions": sorted({f for (w, _s), f in topology.functions.items() if w == name})}
     for name, fn in platform.functions.items():

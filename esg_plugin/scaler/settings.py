@@ -39,11 +39,11 @@ class ScalerSettings:
     """Control loop period."""
     window_s: float = 30.0
     """Rates are averaged over this window; data older than it is stale."""
-    slo_margin: float = 0.35
-    """Share of the SLO kept in reserve (the control law's least margin). The
-    law's miss feedback needs answers by class, which the scaler's sources do
-    not observe yet, so here the margin is static: 0.35, measured with
-    ``esg up`` (docs/local.md)."""
+    slo_margin: float = 0.0
+    """Share of the SLO kept in reserve at least (the control law's least
+    margin); the law raises it while answers come late, 504 or 429 (the
+    gateway's status codes, the router's classes) and lowers it back after
+    a clean stretch."""
     rate_headroom: float = 0.1
     """Plan for this much more than the observed rate."""
     scale_down_delay_s: float = 60.0
