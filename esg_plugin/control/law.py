@@ -93,6 +93,8 @@ class WorkflowState:
     """(time_s, answers, misses) of the last ``feedback_window_s``."""
     share_changed_s: dict[str, float] = field(default_factory=dict)
     """Per stage, when the plan last moved it to another share."""
+    calm: bool = True
+    """No excess backlog, no misses, no panic at the last tick: only then may a re-plan hold less."""
 
 
 @dataclass
@@ -187,6 +189,7 @@ class ControlLaw:
         want, said = self._wanted_rate(ws, obs, backlog, now_s)
         planned = ws.planned_rps
         target = planned
+        ws.calm = calm = backlog <= 0 and not missing and now_s >= ws.panic_until_s
         if planned is None:
             target, why = want, f"first plan for {said}"
         elif want > planned * (1 + 1e-9):
@@ -197,12 +200,10 @@ class ControlLaw:
             warm = now_s - first_s >= s.warmup_s
             low = want < planned * s.scale_down_below
             due = ws.scale_down.update(low, now_s, keep=True)
-            calm = backlog <= 0 and not missing and now_s >= ws.panic_until_s
             if due and warm and calm:  # never while requests wait or miss, nor in panic after a step
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
         if why is None and self._factors_moved(workflow, ws, state):
-            calm = backlog <= 0 and not missing and now_s >= ws.panic_until_s
             slower = any(state.exec_factor.get(st.function, 1.0) > ws.factors.get(st.function, 1.0)
                          for st in workflow.stages)
             if calm or slower:  # faster instances are no reason to shrink in a panic or while requests miss
@@ -279,6 +280,12 @@ class ControlLaw:
             again = self._pinned(workflow, ws, state, profiles, rate_rps, arrival_cv2, down)
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
+        if not ws.calm and ws.plan is not None and _cost(choices) < ws.plan.cost - 1e-9:
+            # while requests wait, miss or a step is under way, a re-plan (a higher
+            # margin the model cannot meet, say) never holds less than the plan that runs
+            ws.planned_rps = max(ws.planned_rps or 0.0, rate_rps)
+            ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
+            return
         ws.planned_rps = rate_rps
         ws.fits = fits
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)

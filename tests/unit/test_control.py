@@ -235,3 +235,18 @@ def test_re_plans_beyond_the_limit_wait_for_the_next_tick(chain):
     assert len(second.changed) == 1 and set(first.changed) | set(second.changed) == {"w", "v"}
     third = both(2.0, 50.0, 400.0)  # only v rose: it goes first
     assert third.changed == ("v",)
+
+
+def test_a_share_just_changed_is_not_changed_back_within_the_delay(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, min_share_saving=0.0))
+    state = law.new_state()
+    big = tick(law, state, 0.0, 400.0)
+    ws = state.workflows["w"]
+    ws.share_changed_s = {stage: 0.0 for stage in ("a", "b")}  # as if both had just moved to these shares
+    held = {s: g[0].gpu_share for (_, s), g in big.desired.items()}
+    for t in range(1, 40):
+        decision = tick(law, state, float(t), 20.0)
+        shares = {s: g[0].gpu_share for (_, s), g in decision.desired.items()}
+        if t < 30:
+            assert all(shares[s] >= held[s] for s in shares), (t, shares, held)  # no smaller share yet

@@ -282,3 +282,16 @@ def test_the_scaler_never_scales_down_while_504s_or_the_backlog_rise(world):
     for t in range(45, 70):  # calm: down after the delay
         low = step(t, 4.0, codes={"image-classify": {"200": 4.0}})
     assert low < high
+
+
+def test_esg_up_deploys_each_function_at_the_scalers_plan_for_the_least_load(world):
+    from esg_plugin.local.up import initial_states
+
+    topology, profiles = world
+    states = initial_states(topology, profiles, max_replicas=3)
+    assert set(states) == set(topology.functions.values())
+    # what the scaler decides when it first sees no load: the same states, so nothing restarts
+    seen = obs(0, **{fn.replace("-", "_"): 0.0 for fn in topology.entry_functions("image") +
+                     topology.entry_functions("text") + topology.entry_functions("traffic")})
+    again = decide(topology, profiles, ScalerSettings(max_replicas=3), seen, states, Memory(), 0.0).desired
+    assert {fn: s.gpu_share for fn, s in again.items()} == {fn: s.gpu_share for fn, s in states.items()}
