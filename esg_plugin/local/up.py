@@ -217,7 +217,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         for server in servers:
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         router_url = f"http://127.0.0.1:{router_server.server_address[1]}"
-        source = GatewayScrape(gateway_url + "/metrics", window_s=max(15.0, 3 * interval_s),
+        source = GatewayScrape(gateway_url + "/metrics", window_s=max(30.0, 3 * interval_s),
                                router_url=router_url + "/metrics", replicas=platform.replica_metrics_urls)
         actuator = LocalActuator(platform)
 
@@ -229,7 +229,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
                                    "before": c.before, "after": c.after} for c in changes)
 
         if policy == "esg":
-            settings = ScalerSettings(interval_s=interval_s, window_s=max(15.0, 3 * interval_s),
+            settings = ScalerSettings(interval_s=interval_s, window_s=max(30.0, 3 * interval_s),
                                       scale_down_delay_s=30.0, max_replicas=max_replicas)
             controller = Scaler(topology, profiles, settings, source, actuator,
                                 on_iteration=lambda now, obs, decision, changes: record(
