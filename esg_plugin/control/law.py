@@ -280,10 +280,11 @@ class ControlLaw:
             again = self._pinned(workflow, ws, state, profiles, rate_rps, arrival_cv2, down)
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
-        if not ws.calm and ws.plan is not None and _cost(choices) < ws.plan.cost - 1e-9:
-            # while requests wait, miss or a step is under way, a re-plan (a higher
-            # margin the model cannot meet, say) never holds less than the plan that runs
-            ws.planned_rps = max(ws.planned_rps or 0.0, rate_rps)
+        if not ws.calm and ws.plan is not None and rate_rps <= (ws.planned_rps or 0.0) + 1e-9 \
+                and _cost(choices) < ws.plan.cost - 1e-9:
+            # while requests wait, miss or a step is under way, a re-plan for no more
+            # load (a higher margin the model cannot meet, say) never holds less than
+            # the plan that runs
             ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
             return
         ws.planned_rps = rate_rps
