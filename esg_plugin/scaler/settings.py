@@ -55,6 +55,11 @@ class ScalerSettings:
     """env: ESG_GPU_SHARE and CUDA_MPS_ACTIVE_THREAD_PERCENTAGE; hami: nvidia.com/gpucores and gpumem."""
     gpu_memory_mb: int = 16000
     """Per GPU, for hami's nvidia.com/gpumem."""
+    capacity_gpus: float = 0.0
+    """GPUs the functions may hold in all (the node's, or the quota's): the
+    control law's ``capacity_gpus`` — plans beyond what the other workflows
+    left are degraded to fit, in planning order (the most urgent first); a
+    workflow keeps at least its cheapest deployment. 0: no limit."""
     min_share_saving: float = 0.2
     """Restart pods for a smaller share only when it saves at least this share of the stage's cost."""
     wait_threshold_ms: float = 1.0
@@ -116,6 +121,7 @@ class ScalerSettings:
             (self.scale_down_delay_s >= 0, "scale_down_delay_s must not be negative"),
             (1 <= self.min_replicas <= self.max_replicas, "need 1 <= min_replicas <= max_replicas"),
             (0 <= self.min_share_saving < 1, "min_share_saving must lie in [0, 1)"),
+            (0 <= self.capacity_gpus <= 1e6, "capacity_gpus must lie in [0, 1e6] (0: no limit)"),
             (0 <= self.port <= 65535, "port must lie in 0..65535"),
             (self.metrics_url.startswith(("http://", "https://")), "metrics_url must be an http(s) URL"),
         ]
@@ -127,7 +133,8 @@ class ScalerSettings:
         """The control law's settings (``esg_plugin.control``) these stand for."""
         return ControlSettings(slo_margin=self.slo_margin, rate_headroom=self.rate_headroom,
                                scale_down_delay_s=self.scale_down_delay_s, warmup_s=self.window_s,
-                               min_share_saving=self.min_share_saving)
+                               min_share_saving=self.min_share_saving,
+                               capacity_gpus=self.capacity_gpus or None)
 
     @property
     def source_kind(self) -> str:

@@ -82,6 +82,8 @@ def test_parse_gateway_metrics_sums_codes_and_cuts_the_namespace():
     ({"min_replicas": 3, "max_replicas": 2}, "min_replicas"),
     ({"colour": "red"}, "unknown setting(s): colour"),
     ({"metrics_url": "gateway:8080"}, "http(s) URL"),
+    ({"capacity_gpus": -1}, "capacity_gpus must lie in"),
+    ({"capacity_gpus": "nan"}, "capacity_gpus must lie in"),
 ])
 def test_bad_settings(data, message):
     with pytest.raises(ScalerSettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -295,3 +297,17 @@ def test_esg_up_deploys_each_function_at_the_scalers_plan_for_the_least_load(wor
                      topology.entry_functions("text") + topology.entry_functions("traffic")})
     again = decide(topology, profiles, ScalerSettings(max_replicas=3), seen, states, Memory(), 0.0).desired
     assert {fn: s.gpu_share for fn, s in again.items()} == {fn: s.gpu_share for fn, s in states.items()}
+
+
+def test_the_capacity_reaches_the_law_and_bounds_the_plans(world):
+    topology, profiles = world
+    assert ScalerSettings().control().capacity_gpus is None
+    tight = ScalerSettings.load({"capacity_gpus": 7, "max_replicas": 100}, {})
+    assert tight.control().capacity_gpus == 7.0
+    busy = obs(0, image_preprocess=150.0, text_langid=150.0, traffic_detect=75.0)
+    free = decide(topology, profiles, ScalerSettings(max_replicas=100), busy, {}, Memory(), 0.0)
+    bound = decide(topology, profiles, tight, busy, {}, Memory(), 0.0)
+    held = lambda d: sum(s.replicas * s.gpu_share / 100 for s in d.desired.values())  # noqa: E731
+    # the capacity is shared out in planning order; a workflow keeps at least its cheapest
+    # deployment (one replica per function), so the bound can be passed by that much
+    assert held(bound) < held(free)
