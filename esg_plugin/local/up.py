@@ -125,6 +125,9 @@ class UpReport:
     """Every change the controller asked for: time, function, kind, before, after."""
     steps: dict = field(default_factory=dict)
     """workflow -> times of its upward rate steps (from the workload)."""
+    settle_s: float = 30.0
+    """After a step, the rates are not at steady state for this long (the
+    controller's long window)."""
 
     def summary(self) -> dict:
         out = {"policy": self.policy, "duration_s": self.duration_s, "workflows": {}}
@@ -157,15 +160,15 @@ class UpReport:
 
     def tracking(self, workflow: str) -> dict:
         """How the plan followed the load: the planned over the offered rate
-        at steady state (ticks after the warm-up and not within 15 s after a
-        step), and the time from each upward rate step to the first scale-up
+        at steady state (ticks after the warm-up and not within ``settle_s``
+        — the long window — after a step), and the time from each upward rate step to the first scale-up
         (more replicas or a larger share) of one of the workflow's functions."""
         steps = self.steps.get(workflow, [])
         ratios = []
         for row in self.timeline:
             wf = row["workflows"].get(workflow)
             if (wf is None or row["t"] < self.warmup_s or not wf["offered_rps"] or wf["planned_rps"] is None
-                    or any(0 <= row["t"] - t < 15.0 for t in steps)):
+                    or any(0 <= row["t"] - t < self.settle_s for t in steps)):
                 continue
             ratios.append(wf["planned_rps"] / wf["offered_rps"])
         reaction = []
@@ -217,7 +220,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         for server in servers:
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
         router_url = f"http://127.0.0.1:{router_server.server_address[1]}"
-        source = GatewayScrape(gateway_url + "/metrics", window_s=max(30.0, 3 * interval_s),
+        report.settle_s = max(30.0, 3 * interval_s)
+        source = GatewayScrape(gateway_url + "/metrics", window_s=report.settle_s,
                                router_url=router_url + "/metrics", replicas=platform.replica_metrics_urls)
         actuator = LocalActuator(platform)
 
