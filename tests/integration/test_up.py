@@ -70,13 +70,16 @@ def test_esg_up_with_two_small_functions(tmp_path):
                     workdir=tmp_path / "work")
     sent = len(report.results)
     assert sent > 500
-    # every request got an answer (200, or 504 when its deadline passed), none was lost
-    assert all(r.status in (200, 504) for r in report.results), {(r.status, r.error) for r in report.results
-                                                                 if r.status not in (200, 504)}
-    # the gateway counted every call of the entry function
-    assert report.gateway_invocations["first"] == sent
+    # every request got an answer — 200, 504 when its deadline passed, or 429 when the
+    # router's admission limit shed it at the entry (on a busy machine) — none was lost
+    shed = [r for r in report.results if r.status == 429]
+    assert all("at its limit" in r.error for r in shed), {r.error for r in shed}
+    assert all(r.status in (200, 504, 429) for r in report.results), {
+        (r.status, r.error) for r in report.results if r.status not in (200, 504, 429)}
+    # the gateway counted every call of the entry function: every request not shed at the entry
+    assert report.gateway_invocations["first"] == sent - len(shed)
     answered = sum(1 for r in report.results if r.status == 200)
-    assert answered <= report.gateway_invocations["second"] <= sent  # every success passed the second stage
+    assert answered <= report.gateway_invocations["second"] <= sent - len(shed)  # every success passed both
     # the scaler changed replicas or batch size after the rate step
     before = [s for t, s in report.states if t < 16.0]
     after = [s for t, s in report.states if t >= 20.0]
