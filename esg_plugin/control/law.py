@@ -280,22 +280,21 @@ class ControlLaw:
             again = self._pinned(workflow, ws, state, profiles, rate_rps, arrival_cv2, down)
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
+        ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
         if not ws.calm and ws.plan is not None and rate_rps <= (ws.planned_rps or 0.0) + 1e-9 \
                 and _cost(choices) < ws.plan.cost - 1e-9:
             # while requests wait, miss or a step is under way, a re-plan for no more
             # load (a higher margin the model cannot meet, say) never holds less than
             # the plan that runs
-            ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
             return
         ws.planned_rps = rate_rps
         ws.fits = fits
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
         for stage, option in choices.items():
-            before = current.get((workflow.name, stage)) or (ws.groups.get(stage) or [None])[0]
+            before = _running(workflow, ws, stage, current)
             if before is not None and before.gpu_share != option.config.gpu_share:
                 ws.share_changed_s[stage] = now_s
         ws.groups = deployment_for(self.policy, problem, choices)
-        ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
         after: dict[str, float] = {}
         for name in reversed(workflow.topological_order()):
             after[name] = max((workflow.hop_ms + choices[t].latency_ms + after[t]
@@ -379,9 +378,7 @@ class ControlLaw:
         the stage's last change of share; larger shares)."""
         down, up = {}, {}
         for stage, option in choices.items():
-            now = current.get((workflow.name, stage))
-            if now is None and ws.groups.get(stage):
-                now = ws.groups[stage][0]
+            now = _running(workflow, ws, stage, current)
             if now is None or option.config.gpu_share == now.gpu_share:
                 continue
             if option.config.gpu_share > now.gpu_share:
@@ -470,6 +467,15 @@ def excess_backlog(obs: WorkflowObservation, planned_rps: Optional[float], slo_m
     drains within the SLO needs no more capacity)."""
     served_in_time = (planned_rps or 0.0) * slo_ms / 1000.0
     return max(0.0, obs.backlog - served_in_time)
+
+
+def _running(workflow: Workflow, ws: WorkflowState, stage: str,
+             current: Mapping[StageKey, InstanceGroup]) -> Optional[InstanceGroup]:
+    """What a stage runs now: as the actuator reports it, else as last planned."""
+    now = current.get((workflow.name, stage))
+    if now is None and ws.groups.get(stage):
+        now = ws.groups[stage][0]
+    return now
 
 
 def _cost(choices) -> float:

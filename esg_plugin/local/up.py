@@ -34,7 +34,8 @@ from ..model import ProfileSet
 from ..planner.baselines import openfaas_replicas
 from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
-from ..scaler import FunctionState, GatewayScrape, Scaler, ScalerSettings, Topology
+from ..scaler import FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide
+from ..scaler.decider import offered_rps
 from ..sim.workload import Workload
 from .platform import GatewayMetrics, LocalActuator, LocalPlatform, make_gateway_server
 
@@ -281,8 +282,6 @@ def initial_states(topology: Topology, profiles: ProfileSet, max_replicas: int) 
     """What the ESG scaler would deploy before any request: its decision for
     no observed load (the law plans for its least rate), as ``esg plan``
     gives a deployment before ``faas-cli deploy``."""
-    from ..scaler import Memory, Observation, decide
-
     entries = {topology.functions[(name, stage)]: 0.0 for name, wf in topology.workflows.items() for stage in wf.entries}
     settings = ScalerSettings(max_replicas=max_replicas)
     nothing = Observation(0.0, entries, "deploy", settings.window_s, dict(entries), settings.interval_s)
@@ -292,18 +291,13 @@ def initial_states(topology: Topology, profiles: ProfileSet, max_replicas: int) 
 def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observation, planned_rps) -> dict:
     """What the controller saw and wanted at one iteration (see UpReport.timeline)."""
     row = {"t": round(t, 2), "workflows": {}, "functions": {}}
-    for name, workflow in topology.workflows.items():
-        entry = workflow.entries[0]
-        fn = topology.functions[(name, entry)]
-        offered = recent = None
-        if observation is not None and fn in observation.rates_rps:
-            fanout = workflow.stage(entry).fanout
-            shed = observation.workflow_shed.get(name, 0.0) / observation.recent_window_s
-            offered = round(observation.rates_rps[fn] / fanout + shed, 3)
-            recent = round(observation.recent_rps.get(fn, 0.0) / fanout + shed, 3)
+    for name in topology.workflows:
+        offered = offered_rps(topology, name, observation) if observation is not None else None
         answers = observation.workflow_answers.get(name) if observation is not None else None
         row["workflows"][name] = {
-            "offered_rps": offered, "offered_recent_rps": recent, "planned_rps": planned_rps.get(name),
+            "offered_rps": None if offered is None else round(offered[0], 3),
+            "offered_recent_rps": None if offered is None else round(offered[1], 3),
+            "planned_rps": planned_rps.get(name),
             "answers": None if answers is None else dict(zip(("ok", "late", "rejected"), answers)),
             "functions": sorted({f for (w, _s), f in topology.functions.items() if w == name})}
     for name, fn in platform.functions.items():

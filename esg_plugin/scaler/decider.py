@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from ..control import ControlLaw, ControlState, Observation as ControlObservation, WorkflowObservation
-from ..model import InstanceGroup, Plan, ProfileSet
+from ..model import InstanceGroup, ModelError, Plan, ProfileSet
 from .settings import ScalerSettings
 from .sources import Observation
 from .topology import Topology
@@ -94,20 +94,12 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
                         current: Mapping[str, FunctionState]) -> ControlObservation:
     """The law's observation from the scaler's (see the module's docstring)."""
     workflows = {}
-    for name, workflow in topology.workflows.items():
-        long_rps, short_rps = [], []
-        for stage in workflow.entries:
-            fn = topology.functions[(name, stage)]
-            if fn in observation.rates_rps:
-                fanout = workflow.stage(stage).fanout
-                long_rps.append(observation.rates_rps[fn] / fanout)
-                short_rps.append(observation.recent_rps.get(fn, 0.0) / fanout)
-        if not long_rps:
+    for name in topology.workflows:
+        offered = offered_rps(topology, name, observation)
+        if offered is None:
             continue
-        shed_rps = observation.workflow_shed.get(name, 0.0) / observation.recent_window_s
         ok, late, rejected = answers(topology, name, observation)
-        workflows[name] = WorkflowObservation(max(long_rps) + shed_rps, max(short_rps) + shed_rps,
-                                              observation.recent_window_s,
+        workflows[name] = WorkflowObservation(offered[0], offered[1], observation.recent_window_s,
                                               backlog=backlog(topology, name, observation, current),
                                               ok=int(ok), late=int(late), rejected=int(rejected))
     ratios: dict[str, list[float]] = {}
@@ -120,6 +112,24 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
         if expected:
             ratios.setdefault(key, []).append(reading.exec_ms / expected)
     return ControlObservation(observation.at_s, workflows, {k: sum(v) / len(v) for k, v in ratios.items()})
+
+
+def offered_rps(topology: Topology, workflow: str, observation: Observation) -> Optional[tuple[float, float]]:
+    """The workflow's offered load, (over the window, over the last interval):
+    its busiest entry's arrivals over that stage's fan-out, plus the requests
+    the router shed at the entry over the last interval; None without data."""
+    wf = topology.workflows[workflow]
+    long_rps, short_rps = [], []
+    for stage in wf.entries:
+        fn = topology.functions[(workflow, stage)]
+        if fn in observation.rates_rps:
+            fanout = wf.stage(stage).fanout
+            long_rps.append(observation.rates_rps[fn] / fanout)
+            short_rps.append(observation.recent_rps.get(fn, 0.0) / fanout)
+    if not long_rps:
+        return None
+    shed = observation.workflow_shed.get(workflow, 0.0) / observation.recent_window_s
+    return max(long_rps) + shed, max(short_rps) + shed
 
 
 def answers(topology: Topology, workflow: str, observation: Observation) -> tuple[float, float, float]:
@@ -160,7 +170,7 @@ def profiled_ms(profile, batch: float, share: int) -> Optional[float]:
     nearest = min(profile.batch_sizes, key=lambda b: (abs(b - batch), b))
     try:
         return profile.latency(nearest, share)
-    except Exception:  # a share the profile does not list: no ratio
+    except ModelError:  # a share the profile does not list: no ratio
         return None
 
 
