@@ -18,6 +18,14 @@ autoscaling with --policy openfaas); drive the workload through the router;
 show a live dashboard; print a report; stop everything it started."""
 
 
+def admission_settings(choice, policy: str):
+    """The router's admission limit for ``--admission`` (none given: the policy's default)."""
+    from ..control.admission import AdmissionSettings
+
+    choice = choice or ("machine" if policy == "esg" else "off")
+    return None if choice == "off" else AdmissionSettings(scope=choice)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("up", help="run the whole system on this machine", description=DESCRIPTION,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,6 +35,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--profiles", default="profiles/cpu-2core.json", metavar="P")
     p.add_argument("--duration", type=float, metavar="S", help="override the workload's duration_s")
     p.add_argument("--policy", default="esg", choices=("esg", "openfaas"))
+    p.add_argument("--admission", choices=("machine", "workflow", "off"),
+                   help="shedding at the entry: one adaptive limit over all workflows (machine; the default with "
+                        "--policy esg), one per workflow, or none (the default with --policy openfaas)")
     p.add_argument("--interval-s", type=float, default=2.0, metavar="N", help="control interval (default 2)")
     p.add_argument("--max-replicas", type=int, default=3, metavar="N", help="per function (default 3)")
     p.add_argument("--seed", type=int, default=1)
@@ -81,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = run_up(stack, stack_path.parent, topology, profiles, workload, args.policy, seed=args.seed,
                         interval_s=args.interval_s, max_replicas=args.max_replicas, dashboard=terminal_dashboard(),
-                        cpu_hogs=args.cpu_hog)
+                        cpu_hogs=args.cpu_hog, admission=admission_settings(args.admission, args.policy))
     except PlatformError as err:
         raise LoadError(str(err)) from None
     except KeyboardInterrupt:
@@ -98,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"esg up — policy {summary['policy']}, {summary['requests']} requests after warm-up, "
+        print(f"esg up — policy {summary['policy']} (admission {summary['admission']}), "
+              f"{summary['requests']} requests after warm-up, "
               f"SLO hit rate {summary['slo_hit_rate']:.2%} ({summary['slo_hit_rate_admitted']:.2%} of those "
               f"admitted), cost {summary['cost']} equivalents held, {summary['actions']} actions")
         for name, w in summary["workflows"].items():

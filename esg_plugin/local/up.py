@@ -126,12 +126,14 @@ class UpReport:
     """Every change the controller asked for: time, function, kind, before, after."""
     steps: dict = field(default_factory=dict)
     """workflow -> times of its upward rate steps (from the workload)."""
+    admission: str = "off"
+    """The entry's admission limit: its scope, or off."""
     settle_s: float = 30.0
     """After a step, the rates are not at steady state for this long (the
     controller's long window)."""
 
     def summary(self) -> dict:
-        out = {"policy": self.policy, "duration_s": self.duration_s, "workflows": {}}
+        out = {"policy": self.policy, "admission": self.admission, "duration_s": self.duration_s, "workflows": {}}
         scored = [r for r in self.results if r.sent_s >= self.warmup_s]
         for name in sorted({r.workflow for r in self.results}):
             mine = [r for r in scored if r.workflow == name]
@@ -189,7 +191,8 @@ class UpReport:
 
 def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSet, workload: Workload,
            policy: str, seed: int = 1, interval_s: float = 5.0, max_replicas: int = 3,
-           dashboard: Optional[callable] = None, workdir: Optional[Path] = None, cpu_hogs: int = 0) -> UpReport:
+           dashboard: Optional[callable] = None, workdir: Optional[Path] = None, cpu_hogs: int = 0,
+           admission: Optional[AdmissionSettings] = None) -> UpReport:
     own_workdir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="esg-up-")) if workdir is None else workdir
     stages = set(topology.functions.values())  # the router runs beside the platform, not as a function
@@ -198,7 +201,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
     servers = []
     control: Optional[threading.Thread] = None
     stop = threading.Event()
-    report = UpReport(policy, workload.duration_s, workload.warmup_s)
+    report = UpReport(policy, workload.duration_s, workload.warmup_s,
+                      admission=admission.scope if admission else "off")
     for load in workload.workflows:
         if load.arrivals.kind == "steps":
             steps = load.arrivals.params["steps"]
@@ -215,7 +219,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         gateway = make_gateway_server(platform, metrics=gateway_metrics)
         servers.append(gateway)
         gateway_url = f"http://127.0.0.1:{gateway.server_address[1]}"
-        router = Router(topology, gateway_url, admission=AdmissionSettings() if policy == "esg" else None)
+        router = Router(topology, gateway_url, admission=admission)
         router_server = make_router_server(router)
         servers.append(router_server)
         for server in servers:

@@ -13,10 +13,11 @@ the workflow's DAG, calling each stage's function through the gateway.
   that shed the request because its deadline had passed (504) gives 504,
   counted as a missed SLO; an overloaded stage (429, its queue full) gives
   429 with ``Retry-After``, naming it, so the client backs off.
-- Admission (optional, ``admission=``): each workflow's requests in flight
-  are limited by an adaptive limit (``esg_plugin.control.admission``);
-  beyond it a request is answered 429 with ``Retry-After`` at once, before
-  any stage runs — shed at the entry rather than time out inside.
+- Admission (optional, ``admission=``): the requests in flight — of all
+  workflows together, or of each (the settings' ``scope``) — are limited
+  by an adaptive limit (``esg_plugin.control.admission``); beyond it a
+  request is answered 429 with ``Retry-After`` at once, before any stage
+  runs — shed at the entry rather than time out inside.
 - Metrics (``GET /metrics``): ``esg_workflow_requests_total{workflow,slo}``
   with slo ``met``, ``missed``, ``rejected`` (429 from a stage), ``shed``
   (429 at the entry) or ``error``, ``esg_workflow_latency_seconds{workflow}``,
@@ -27,6 +28,7 @@ the workflow's DAG, calling each stage's function through the gateway.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import urllib.error
@@ -61,7 +63,12 @@ class Router:
         self.topology = topology
         self.lock = threading.Lock()
         self.in_flight = {name: 0 for name in topology.workflows}
-        self.limits = {name: ConcurrencyLimit(admission) for name in topology.workflows} if admission else {}
+        self.admission = admission
+        self.limits: dict[str, ConcurrencyLimit] = {}
+        """By scope (``AdmissionSettings.scope_of``): one for the machine, or one per workflow."""
+        if admission:
+            for name in topology.workflows:
+                self.limits.setdefault(admission.scope_of(name), ConcurrencyLimit(admission))
         self.gateway_url = gateway_url.rstrip("/")
         self.timeout_s = timeout_s
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="esg-router")
@@ -89,13 +96,15 @@ class Router:
 
     def run(self, workflow_name: str, body: bytes, content_type: str) -> tuple[int, Any]:
         """One request through the workflow, if admitted: (status, JSON document)."""
-        limit = self.limits.get(workflow_name)
+        scope = self.admission.scope_of(workflow_name) if self.admission else None
+        limit = self.limits.get(scope) if scope else None
         with self.lock:
-            if limit is not None and not limit.admit(self.in_flight[workflow_name]):
+            if limit is not None and not limit.admit(self._in_flight_in(scope)):
                 self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
                 self.requests.labels(workflow=workflow_name, slo="shed").inc()
-                return 429, {"error": f"workflow '{workflow_name}' is at its limit of {int(limit.limit)} requests "
-                                      f"in flight; retry after {RETRY_AFTER_S} s", "retry_after_s": RETRY_AFTER_S}
+                whose = "the workflows are" if scope == "*" else f"workflow '{workflow_name}' is"
+                return 429, {"error": f"{whose} at the admission limit of {int(limit.limit)} requests in flight; "
+                                      f"retry after {RETRY_AFTER_S} s", "retry_after_s": RETRY_AFTER_S}
             self.in_flight[workflow_name] += 1
             self.in_flight_gauge.labels(workflow=workflow_name).set(self.in_flight[workflow_name])
         code, doc = 502, {"error": "the router failed"}
@@ -107,8 +116,13 @@ class Router:
                 self.in_flight[workflow_name] -= 1
                 self.in_flight_gauge.labels(workflow=workflow_name).set(self.in_flight[workflow_name])
                 if limit is not None and code != 502:  # a failing stage says nothing about load
-                    limit.record(missed=not (code == 200 and doc.get("slo_met")))
+                    slo_ms = self.topology.workflows[workflow_name].slo_ms
+                    limit.record(doc["latency_ms"] / slo_ms if code == 200 else math.inf)
                     self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
+
+    def _in_flight_in(self, scope: str) -> int:
+        """The requests in flight that count against a scope's limit."""
+        return sum(n for name, n in self.in_flight.items() if self.admission.scope_of(name) == scope)
 
     def _run(self, workflow_name: str, body: bytes, content_type: str) -> tuple[int, Any]:
         workflow = self.topology.workflows[workflow_name]

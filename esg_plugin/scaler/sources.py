@@ -12,9 +12,11 @@ What an :class:`Observation` holds, and where each part comes from:
   counter's ``code`` label: 200, 429, 504, ...);
 - **answers by class** per workflow over the last interval, when the
   workflow router's ``esg_workflow_requests_total{workflow,slo}`` is read
-  (ok = ``met``, late = ``missed``, rejected = ``rejected`` or ``shed``),
-  and the requests the router shed at the entry (they never reached the
-  gateway, so they are offered load the gateway's counters miss);
+  (ok = ``met``, late = ``missed``, rejected = ``rejected``: a stage's
+  429), and apart from them the requests the router shed at the entry
+  (``shed``: they never reached the gateway, so they are offered load the
+  gateway's counters miss; they are not answers that judge the plan — the
+  admission limit shed them because the machine was full);
 - **per function** (:class:`FunctionReading`): requests waiting in its
   replicas' queues now, the mean execution time and the mean size of the
   batches it ran over the last interval (a replica's first
@@ -231,7 +233,7 @@ class GatewayScrape:
         shed: dict[str, float] = {}
         for (workflow, slo), value in self.router.update(totals).items():
             row = answers.setdefault(workflow, [0.0, 0.0, 0.0])
-            column = {"met": 0, "missed": 1, "rejected": 2, "shed": 2}.get(slo)
+            column = {"met": 0, "missed": 1, "rejected": 2}.get(slo)
             if column is not None:
                 row[column] += value
             if slo == "shed":

@@ -135,16 +135,17 @@ def test_admission_sheds_at_the_entry_with_429_when_answers_come_late():
         with ThreadPoolExecutor(8) as clients:
             for _ in range(6):  # late answers from up to 8 in flight: the limit shrinks
                 list(clients.map(lambda _: router.run("w", b"{}", "application/json"), range(8)))
-        assert router.limits["w"].limit < 8
-        held = [router.limits["w"].admit(i) for i in range(8)]
-        assert held.count(True) == int(router.limits["w"].limit)
+        limit = router.limits[router.admission.scope_of("w")]
+        assert limit.limit < 8
+        held = [limit.admit(i) for i in range(8)]
+        assert held.count(True) == int(limit.limit)
         router.in_flight["w"] = 8  # as if 8 were running: the next is shed at the entry
         try:
             urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=30)
             raise AssertionError("expected 429")
         except urllib.error.HTTPError as err:
             assert err.code == 429 and err.headers["Retry-After"] == "1"
-            assert "at its limit" in json.loads(err.read())["error"]
+            assert "admission limit" in json.loads(err.read())["error"]
         finally:
             router.in_flight["w"] = 0
         metrics = urllib.request.urlopen(url.replace("/workflow/w", "/metrics"), timeout=30).read().decode()
@@ -153,5 +154,28 @@ def test_admission_sheds_at_the_entry_with_429_when_answers_come_late():
     finally:
         router_server.shutdown()
         router_server.server_close()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("scope", ["machine", "workflow"])
+def test_one_limit_for_the_machine_sheds_every_workflow_that_shares_it(scope):
+    """With the machine's scope, requests in flight of one workflow count
+    against the other's admission too; with the workflow's, they do not."""
+    from esg_plugin.control.admission import AdmissionSettings
+
+    stack = {"functions": {"a": {"annotations": {"com.esg.workflow": "wa", "com.esg.slo-ms": "1000"}},
+                           "b": {"annotations": {"com.esg.workflow": "wb", "com.esg.slo-ms": "1000"}}}}
+    server = gateway()
+    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}",
+                    admission=AdmissionSettings(window=4, max_limit=2, scope=scope))
+    try:
+        router.in_flight["wa"] = 2  # workflow wa holds two requests in flight
+        status, doc = router.run("wb", b"{}", "application/json")
+        if scope == "machine":
+            assert status == 429 and "the workflows are at the admission limit of 2" in doc["error"]
+        else:
+            assert status == 200, doc
+    finally:
         server.shutdown()
         server.server_close()

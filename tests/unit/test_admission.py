@@ -1,5 +1,7 @@
 """The admission limit alone: pure, no clock."""
 
+import math
+
 import pytest
 
 from esg_plugin.control.admission import AdmissionSettings, ConcurrencyLimit
@@ -9,7 +11,7 @@ def test_a_machine_that_keeps_up_is_never_refused():
     limit = ConcurrencyLimit(AdmissionSettings(max_limit=64))
     for _ in range(1000):
         assert limit.admit(10)
-        limit.record(missed=False)
+        limit.record(0.5)
     assert limit.limit == 64 and not limit.admit(64)
 
 
@@ -18,24 +20,57 @@ def test_a_bad_window_cuts_the_limit_below_what_was_in_flight_and_good_answers_r
     limit = ConcurrencyLimit(s)
     for i in range(10):
         assert limit.admit(i % 8)  # at most 8 in flight
-        limit.record(missed=i < 2)  # 20% missed > 10%
+        limit.record(2.0 if i < 2 else 0.5)  # 20% missed > 10%
     assert limit.limit == pytest.approx(4.0)  # half of the 8 in flight, not of 100
     assert limit.admit(3) and not limit.admit(4)
-    for _ in range(4):
-        limit.record(missed=False)  # 4 answers in time: about one more in flight (+1/limit each)
-    assert 4.9 < limit.limit < 5.0
+    for _ in range(9):
+        limit.record(0.5)  # answers in time move nothing until the window is judged
+    assert limit.limit == pytest.approx(4.0)
+    limit.record(0.5)  # a good window: one more in flight
+    assert limit.limit == pytest.approx(5.0)
+
+
+def test_a_limit_that_settles_where_the_misses_are_few():
+    """A machine on which latency grows with the requests in flight (0.3 of
+    the SLO each): the limit settles at 3 (0.9 of the SLO: near, not over)
+    and holds there instead of sawing into 4, where every answer is late."""
+    s = AdmissionSettings(target_miss=0.1, window=20, max_limit=64)
+    limit = ConcurrencyLimit(s)
+    limits = []
+    in_flight = 0
+    for _ in range(4000):
+        in_flight = min(int(limit.limit), 8)
+        assert limit.admit(in_flight - 1)
+        limit.record(0.3 * in_flight)
+        limits.append(limit.limit)
+    assert set(limits[len(limits) // 2:]) == {3.0}
+
+
+def test_answers_near_the_slo_hold_the_limit():
+    limit = ConcurrencyLimit(AdmissionSettings(window=10, max_limit=64, headroom=0.8))
+    limit.limit = 5.0
+    for _ in range(10):
+        limit.admit(2)
+        limit.record(0.9)  # all in time, all near the SLO
+    assert limit.limit == 5.0
 
 
 def test_the_limit_never_falls_below_its_floor():
     limit = ConcurrencyLimit(AdmissionSettings(window=2, min_limit=2))
     for _ in range(50):
         limit.admit(0)
-        limit.record(missed=True)
+        limit.record(math.inf)
     assert limit.limit == 2 and limit.admit(1) and not limit.admit(2)
 
 
-@pytest.mark.parametrize("bad", [dict(target_miss=1.0), dict(window=0), dict(decrease=1.0), dict(min_limit=0),
-                                 dict(min_limit=5, max_limit=4)])
+@pytest.mark.parametrize("bad", [dict(target_miss=1.0), dict(window=0), dict(decrease=1.0), dict(increase=0), dict(headroom=0), dict(min_limit=0),
+                                 dict(min_limit=5, max_limit=4), dict(scope="node")])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         AdmissionSettings(**bad)
+
+
+def test_the_machine_scope_names_one_limit_for_all_workflows():
+    assert AdmissionSettings().scope_of("a") == AdmissionSettings().scope_of("b")
+    per_workflow = AdmissionSettings(scope="workflow")
+    assert per_workflow.scope_of("a") != per_workflow.scope_of("b")

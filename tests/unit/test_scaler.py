@@ -195,6 +195,7 @@ esg_batch_size_count {batches}
 ROUTER = """# TYPE esg_workflow_requests_total counter
 esg_workflow_requests_total{{workflow="w",slo="met"}} {met}
 esg_workflow_requests_total{{workflow="w",slo="missed"}} {missed}
+esg_workflow_requests_total{{workflow="w",slo="shed"}} {shed}
 """
 
 
@@ -232,21 +233,22 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
         source = GatewayScrape(pages.url + "/gw", window_s=30.0, router_url=pages.url + "/router",
                                replicas=lambda: {"a": [pages.url + "/r1", pages.url + "/r2", pages.url + "/r3"]})
         pages.pages.update({"/gw": GATEWAY.format(started=10, ok=8, late=0),
-                            "/router": ROUTER.format(met=8, missed=0),
+                            "/router": ROUTER.format(met=8, missed=0, shed=1),
                             "/r1": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20),
                             "/r2": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20),
                             "/r3": REPLICA.format(queue=0, exec_sum=5.0, batches=1, requests=1)})
         assert source.observe(0.0) is None  # one scrape: no rate yet
         # 2 s later: 40 more arrived, 20 answered in time, 6 late; replicas ran 5 + 5 batches of 15 requests
         pages.pages.update({"/gw": GATEWAY.format(started=50, ok=28, late=6),
-                            "/router": ROUTER.format(met=28, missed=6),
+                            "/router": ROUTER.format(met=28, missed=6, shed=5),
                             "/r1": REPLICA.format(queue=7, exec_sum=1.5, batches=15, requests=35),
                             "/r2": REPLICA.format(queue=5, exec_sum=1.5, batches=15, requests=20),
                             "/r3": REPLICA.format(queue=0, exec_sum=9.0, batches=4, requests=4)})  # still cold
         seen = source.observe(2.0)
         assert seen.rates_rps == {"a": 20.0} and seen.recent_rps == {"a": 20.0}  # arrivals, not answers
         assert seen.codes == {"a": {"200": 20.0, "504": 6.0}}
-        assert seen.workflow_answers == {"w": (20.0, 6.0, 0.0)}
+        assert seen.workflow_answers == {"w": (20.0, 6.0, 0.0)}  # shed at the entry: not an answer ...
+        assert seen.workflow_shed == {"w": 4.0}  # ... but offered load
         reading = seen.functions["a"]
         assert reading.queue == 12 and reading.exec_ms == pytest.approx(1000.0 * 1.0 / 10)
         assert reading.batch_mean == pytest.approx(15 / 10)  # r2's batch counter did not move: r1's only
