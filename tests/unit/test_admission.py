@@ -19,15 +19,30 @@ def test_a_bad_window_cuts_the_limit_below_what_was_in_flight_and_good_answers_r
     s = AdmissionSettings(target_miss=0.1, window=10, decrease=0.5, max_limit=100)
     limit = ConcurrencyLimit(s)
     for i in range(10):
+        assert limit.admit(0)
+        limit.record(0.3)  # at low load: the baseline
+    assert limit.limit == 100
+    for i in range(10):
         assert limit.admit(i % 8)  # at most 8 in flight
-        limit.record(2.0 if i < 2 else 0.5)  # 20% missed > 10%
+        limit.record(2.0 if i < 2 else 0.5)  # 20% missed > 10%, the median inflated (0.5 > 1.3 x 0.3)
     assert limit.limit == pytest.approx(4.0)  # half of the 8 in flight, not of 100
     assert limit.admit(3) and not limit.admit(4)
     for _ in range(9):
-        limit.record(0.5)  # answers in time move nothing until the window is judged
+        limit.record(0.3)  # answers in time move nothing until the window is judged
     assert limit.limit == pytest.approx(4.0)
-    limit.record(0.5)  # a good window: one more in flight
+    limit.record(0.3)  # a good window: one more in flight
     assert limit.limit == pytest.approx(5.0)
+
+
+def test_misses_on_a_machine_slow_for_every_request_shed_nothing():
+    """A third of the answers miss however few are in flight: refusing
+    requests would not help the others, so the limit does not fall."""
+    limit = ConcurrencyLimit(AdmissionSettings(window=10, max_limit=64))
+    for _ in range(100):
+        limit.admit(1)
+        for ratio in (0.7, 0.75, 0.8, 0.7, 0.72, 0.78, 1.2, 1.3, 1.1, 0.74):
+            limit.record(ratio)
+    assert limit.limit == 64
 
 
 def test_a_limit_that_settles_where_the_misses_are_few():
@@ -36,6 +51,9 @@ def test_a_limit_that_settles_where_the_misses_are_few():
     and holds there instead of sawing into 4, where every answer is late."""
     s = AdmissionSettings(target_miss=0.1, window=20, max_limit=64)
     limit = ConcurrencyLimit(s)
+    for _ in range(20):
+        limit.admit(0)
+        limit.record(0.3)  # the baseline: one in flight
     limits = []
     in_flight = 0
     for _ in range(4000):
@@ -63,7 +81,7 @@ def test_the_limit_never_falls_below_its_floor():
     assert limit.limit == 2 and limit.admit(1) and not limit.admit(2)
 
 
-@pytest.mark.parametrize("bad", [dict(target_miss=1.0), dict(window=0), dict(decrease=1.0), dict(increase=0), dict(headroom=0), dict(min_limit=0),
+@pytest.mark.parametrize("bad", [dict(target_miss=1.0), dict(window=0), dict(decrease=1.0), dict(increase=0), dict(headroom=0), dict(inflation=0.9), dict(baseline_drift=1.0), dict(min_limit=0),
                                  dict(min_limit=5, max_limit=4), dict(scope="node")])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
