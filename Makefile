@@ -2,6 +2,7 @@
 #   make run    the whole system on this machine: esg up (installs into .venv first; about 2 minutes)
 #   make test   the whole test suite: import contracts, unit and integration tests
 #   make bench  the planner and simulator benchmarks (figures, not pass/fail)
+#   make fuzz   the seeded fuzz suite at full size: 2,000 CLI runs, 10,000 runtime requests, 4,000 metric pages
 #   make evaluate  the evaluation of docs/EVALUATION.md: shipped workloads, then 30 random ones (about 5 minutes)
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench evaluate sync-template tools clean
+.PHONY: run test fuzz bench evaluate sync-template tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ tools:
 
 test: $(STAMP) tools
 	$(BIN)/python -m pytest -q tests
+
+fuzz: $(STAMP)
+	FUZZ_CASES=2000 $(BIN)/python -m pytest -q -s tests/unit/test_fuzz.py
 
 TORCH_STAMP := $(VENV)/.torch
 

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import yaml
 
+from .limits import MAX_FILE_BYTES, MAX_NESTING, LimitError, check_document
 from .model import ModelError, ProfileSet, Workflow, parse_profiles, parse_workflow, workflows_from_stack
 
 
@@ -22,7 +23,11 @@ class LoadError(ValueError):
 
 def _read_text(path: str | Path) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise LoadError(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise LoadError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -31,10 +36,40 @@ def _read_text(path: str | Path) -> str:
         raise LoadError(f"{path}: cannot read: {err}") from None
 
 
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of brackets and braces (strings not excluded: an
+    over-estimate, checked before a parser recurses into it)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _check_nesting(path: str | Path, text: str) -> None:
+    if _flow_depth(text) > MAX_NESTING or max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()),
+                                              default=0) > 8 * MAX_NESTING:
+        raise LoadError(f"{path}: nested deeper than {MAX_NESTING} levels")
+
+
+def _checked(path: str | Path, data: Any) -> Any:
+    try:
+        check_document(data, str(path))
+    except LimitError as err:
+        raise LoadError(str(err)) from None
+    return data
+
+
 def read_yaml(path: str | Path) -> Any:
     text = _read_text(path)
+    _check_nesting(path, text)
     try:
-        return yaml.safe_load(text)
+        return _checked(path, yaml.safe_load(text))
+    except RecursionError:
+        raise LoadError(f"{path}: nested too deeply") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -44,8 +79,11 @@ def read_yaml(path: str | Path) -> Any:
 
 def read_json(path: str | Path) -> Any:
     text = _read_text(path)
+    _check_nesting(path, text)
     try:
-        return json.loads(text)
+        return _checked(path, json.loads(text))
+    except RecursionError:
+        raise LoadError(f"{path}: nested too deeply") from None
     except json.JSONDecodeError as err:
         raise LoadError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
 

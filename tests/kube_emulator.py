@@ -54,7 +54,7 @@ def merge_patch(target, patch):
     return out
 
 
-def deployment(name, namespace="openfaas-fn", replicas=1, env=None, image="ttl.sh/esg/fn:latest"):
+def deployment(name, namespace="openfaas-fn", replicas=1, env=None, image="localhost:5000/esg/fn:latest"):
     """A Deployment as faas-netes creates one for a function."""
     return {
         "apiVersion": "apps/v1", "kind": "Deployment",

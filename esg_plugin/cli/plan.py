@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+from ..limits import MAX_RATE_RPS, MIN_RATE_RPS, flag
 from ..loaders import load_profiles, load_workflow
 from ..model import DEFAULT_UTILISATION
 from ..planner import POLICIES, SearchLimits, explain_plan, plan_workflow
@@ -26,17 +27,18 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="workflow YAML, or a stack.yml with com.esg.* annotations")
     p.add_argument("--name", metavar="NAME", help="which workflow of a stack.yml that describes several")
     p.add_argument("--profiles", required=True, metavar="P", help="profiles JSON (SPEC §1)")
-    p.add_argument("--rate", required=True, type=float, metavar="R", help="workflow request rate, requests/s")
+    p.add_argument("--rate", required=True, type=flag(float, MIN_RATE_RPS, MAX_RATE_RPS), metavar="R",
+                   help=f"workflow request rate, requests/s, in [{MIN_RATE_RPS:g}, {MAX_RATE_RPS:g}]")
     p.add_argument("--policy", default="esg", metavar="NAME",
                    help=f"planning policy: {', '.join(sorted(POLICIES))} (default: esg)")
-    p.add_argument("--utilisation", type=float, default=DEFAULT_UTILISATION, metavar="RHO",
-                   help=f"target utilisation of each instance, in (0, 1] (default: {DEFAULT_UTILISATION})")
-    p.add_argument("--queueing-cv2", type=float, metavar="CV2",
+    p.add_argument("--utilisation", type=flag(float, 0.01, 1), default=DEFAULT_UTILISATION, metavar="RHO",
+                   help=f"target utilisation of each instance, in [0.01, 1] (default: {DEFAULT_UTILISATION})")
+    p.add_argument("--queueing-cv2", type=flag(float, 0, 1e4), metavar="CV2",
                    help="queueing-aware latency: add the expected wait for a free instance, for arrivals whose "
                         "inter-arrival times have this squared coefficient of variation (1 = Poisson)")
-    p.add_argument("--max-expansions", type=int, metavar="N",
+    p.add_argument("--max-expansions", type=flag(int, 1, 10**9), metavar="N",
                    help="anytime search: stop each A* after N expansions and keep the best plan so far")
-    p.add_argument("--time-limit-ms", type=float, metavar="MS",
+    p.add_argument("--time-limit-ms", type=flag(float, 0, 3.6e6, low_open=True), metavar="MS",
                    help="anytime search: stop each A* after MS milliseconds")
     p.add_argument("--json", action="store_true", help="print the plan as JSON (SPEC §4)")
     p.add_argument("--explain", action="store_true",

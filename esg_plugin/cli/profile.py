@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..limits import flag
 from ..loaders import LoadError
 
 DESCRIPTION = """\
@@ -35,8 +36,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-sizes", type=_int_list, default=[1, 2, 4, 8], metavar="1,2,4,8")
     p.add_argument("--shares", type=_int_list, default=[50, 100], metavar="50,100",
                    help="shares in percent (default 50,100)")
-    p.add_argument("--repetitions", type=int, default=7, metavar="N", help="timed runs per batch size (default 7)")
-    p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed runs first (default 2)")
+    p.add_argument("--repetitions", type=flag(int, 1, 10_000), default=7, metavar="N", help="timed runs per batch size (default 7)")
+    p.add_argument("--warmup", type=flag(int, 0, 10_000), default=2, metavar="N", help="untimed runs first (default 2)")
     p.add_argument("--out", metavar="P", help="write the profiles JSON here (default: stdout)")
     p.set_defaults(run=run)
 

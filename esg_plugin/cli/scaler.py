@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 
+from ..limits import flag
 from ..loaders import LoadError, load_profiles, read_yaml
 
 DESCRIPTION = """\
@@ -30,8 +31,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--profiles", metavar="P", help="profiles JSON")
     p.add_argument("--metrics-url", metavar="U", help="gateway /metrics URL or Prometheus base URL")
     p.add_argument("--actuator", choices=ACTUATORS, help="default dry-run")
-    p.add_argument("--interval-s", type=float, metavar="N", help="control loop period (default 5)")
-    p.add_argument("--port", type=int, metavar="N", help="HTTP port (default 8081)")
+    p.add_argument("--interval-s", type=flag(float, 0.1, 3600), metavar="N", help="control loop period (default 5)")
+    p.add_argument("--port", type=flag(int, 0, 65535), metavar="N", help="HTTP port (default 8081)")
     p.add_argument("--namespace", metavar="NS", help="function namespace (default openfaas-fn)")
     p.add_argument("--kube-api", metavar="URL",
                    help="Kubernetes API URL without auth (tests); default: in-cluster, else ~/.kube/config")

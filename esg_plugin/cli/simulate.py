@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..limits import MAX_DURATION_S, MAX_SEED, flag
 from ..loaders import LoadError, load_profiles, load_workload
 
 DESCRIPTION = """\
@@ -27,11 +28,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--profiles", required=True, metavar="P", help="profiles JSON (SPEC §1)")
     p.add_argument("--policies", default="esg", metavar="A,B",
                    help=f"comma-separated policies, or 'all': {', '.join(POLICY_NAMES)} (default: esg)")
-    p.add_argument("--duration", type=float, metavar="S", help="override the workload's duration_s")
-    p.add_argument("--seed", type=int, default=1, metavar="N", help="random seed (default 1)")
-    p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+    p.add_argument("--duration", type=flag(float, 0, MAX_DURATION_S, low_open=True), metavar="S", help="override the workload's duration_s")
+    p.add_argument("--seed", type=flag(int, 0, MAX_SEED), default=1, metavar="N", help="random seed (default 1)")
+    p.add_argument("--noise", type=flag(float, 0, 10), default=0.0, metavar="SIGMA",
                    help="lognormal sigma of execution-time noise (interference), default 0")
-    p.add_argument("--esg-margin", type=float, metavar="M",
+    p.add_argument("--esg-margin", type=flag(float, 0, 0.9), metavar="M",
                    help="share of the SLO that esg and optimal keep in reserve at start (default 0.25; "
                         "misses raise it, see docs/control.md)")
     p.add_argument("--ablation", metavar="MECHANISM",

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..limits import MAX_DURATION_S, MAX_SEED, flag
 from ..loaders import LoadError, load_profiles, load_workflow, read_yaml
 
 DESCRIPTION = """\
@@ -33,19 +34,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workload", default="workloads/local.yaml", metavar="L",
                    help="workload YAML whose workflows name workflows of the stack (default workloads/local.yaml)")
     p.add_argument("--profiles", default="profiles/cpu-2core.json", metavar="P")
-    p.add_argument("--duration", type=float, metavar="S", help="override the workload's duration_s")
+    p.add_argument("--duration", type=flag(float, 0, MAX_DURATION_S, low_open=True), metavar="S", help="override the workload's duration_s")
     p.add_argument("--policy", default="esg", choices=("esg", "openfaas"))
     p.add_argument("--admission", choices=("machine", "workflow", "off"),
                    help="shedding at the entry: one adaptive limit over all workflows (machine; the default with "
                         "--policy esg), one per workflow, or none (the default with --policy openfaas)")
-    p.add_argument("--interval-s", type=float, default=2.0, metavar="N", help="control interval (default 2)")
-    p.add_argument("--max-replicas", type=int, default=3, metavar="N", help="per function (default 3)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--interval-s", type=flag(float, 0.1, 3600), default=2.0, metavar="N", help="control interval (default 2)")
+    p.add_argument("--max-replicas", type=flag(int, 1, 16), default=3, metavar="N", help="per function (default 3)")
+    p.add_argument("--seed", type=flag(int, 0, MAX_SEED), default=1)
     p.add_argument("--json", action="store_true", help="print the final report as JSON")
     p.add_argument("--out", metavar="DIR",
                    help="also write report.json, timeline.json (every control iteration and action) and "
                         "timeline.png (rate, replicas, hit rate and resources on one time axis)")
-    p.add_argument("--cpu-hog", type=int, default=0, metavar="N",
+    p.add_argument("--cpu-hog", type=flag(int, 0, 64), default=0, metavar="N",
                    help="run N busy processes beside the system, as a noisy neighbour (default 0)")
     p.set_defaults(run=run)
 

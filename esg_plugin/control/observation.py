@@ -13,10 +13,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..limits import MAX_RATE_RPS, is_number  # above MAX_RATE_RPS: a broken counter, not traffic
 from .errors import ControlError
 
-MAX_RATE_RPS = 1e6
-"""A workflow rate above this is a broken counter, not traffic."""
 MAX_BACKLOG = 1e7
 
 
@@ -46,7 +45,7 @@ class WorkflowObservation:
                   "backlog": MAX_BACKLOG}
         for name, most in limits.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            if not is_number(value) \
                     or not 0 <= value <= most:
                 raise ControlError(f"{name} must be a number in [0, {most:g}], got {value!r}")
         if not (math.isfinite(self.short_window_s) and self.short_window_s > 0):

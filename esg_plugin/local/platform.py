@@ -27,6 +27,8 @@ had already sent to it is answered, so no request meets a draining worker.
 
 from __future__ import annotations
 
+import base64
+import hmac
 import http.client
 import itertools
 import json
@@ -58,6 +60,10 @@ FORWARDED = ("Content-Type", "X-ESG-Deadline-Ms", "X-ESG-Request-Id", "Authoriza
 
 class PlatformError(RuntimeError):
     """A function that cannot be prepared or started."""
+
+
+MAX_REPLICAS = 16
+"""The platform's default bound on one function's replicas."""
 
 
 def free_port() -> int:
@@ -112,8 +118,11 @@ class LocalPlatform:
 
     def __init__(self, stack: Mapping, stack_dir: Path, workdir: Path, template: Path = TEMPLATE,
                  start_timeout_s: float = 120.0, extra_env: Optional[Mapping[str, str]] = None,
-                 retry_s: tuple[float, float] = (1.0, 30.0), parallel_starts: Optional[int] = None):
+                 retry_s: tuple[float, float] = (1.0, 30.0), parallel_starts: Optional[int] = None,
+                 max_replicas: int = MAX_REPLICAS):
         self.workdir = workdir
+        self.max_replicas = max_replicas
+        """The most replicas of one function (each is a process of a few hundred MB)."""
         self.template = template
         self.start_timeout_s = start_timeout_s
         self.retry_s = retry_s
@@ -281,6 +290,8 @@ class LocalPlatform:
         """Set a function's desired state; returns at once (the rollout acts)."""
         if self.closed:
             raise PlatformError(f"function '{name}': the platform is shut down")
+        if not 0 <= state.replicas <= self.max_replicas:
+            raise ValueError(f"function '{name}': replicas must lie in 0..{self.max_replicas}, got {state.replicas}")
         fn = self.functions[name]
         with self.answered:
             fn.state = state
@@ -479,6 +490,20 @@ class GatewayMetrics:
                               registry=r)
 
 
+def authorised(header: str, token: str) -> bool:
+    """``Bearer <token>``, or HTTP Basic with the token as the password (as
+    OpenFaaS's gateway takes its admin password), compared in constant time."""
+    if header.startswith("Bearer "):
+        return hmac.compare_digest(header[7:].encode(), token.encode())
+    if header.startswith("Basic "):
+        try:
+            _, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(password.encode(), token.encode())
+    return False
+
+
 def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: int = 0,
                         metrics: Optional[GatewayMetrics] = None) -> JsonHTTPServer:
     metrics = metrics or GatewayMetrics()
@@ -547,15 +572,31 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
             if self.path.startswith("/function/"):
                 return self._function("POST")
             if self.path.startswith("/system/scale-function/"):
+                if not authorised(self.headers.get("Authorization", ""), platform.token):
+                    self.send_response(401)
+                    body = json.dumps({"error": "the gateway's mutating endpoints need its token: "
+                                                "'Authorization: Bearer <token>' or Basic with it as the password"})
+                    self.send_header("WWW-Authenticate", 'Basic realm="esg gateway"')
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    return self.wfile.write(body.encode())
+                if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+                    return self._json(415, {"error": "the body must be JSON (Content-Type: application/json)"})
                 name = self.path.rsplit("/", 1)[-1]
                 if name not in platform.functions:
                     return self._json(404, {"error": f"no function {name!r}"})
                 try:
-                    replicas = int(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))["replicas"])
-                    if replicas < 0:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    if not 0 <= length <= 64 * 1024:
+                        return self._json(413, {"error": "a scale request is at most 64 KiB"})
+                    replicas = json.loads(self.rfile.read(length))["replicas"]
+                    if isinstance(replicas, bool) or not isinstance(replicas, int) \
+                            or not 0 <= replicas <= platform.max_replicas:
                         raise ValueError
-                except (ValueError, KeyError, TypeError):
-                    return self._json(400, {"error": "expected {\"replicas\": n} with n >= 0"})
+                except (ValueError, KeyError, TypeError, RecursionError):
+                    return self._json(400, {"error": f"expected {{\"replicas\": n}} with n an integer in "
+                                                     f"0..{platform.max_replicas}"})
                 try:
                     platform.scale(name, replicas)
                 except PlatformError as err:

@@ -33,6 +33,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from ..limits import MAX_REPLICAS, is_number
 from .errors import ModelError
 from .profile import FunctionProfile
 
@@ -93,7 +94,7 @@ def check_inputs(stage_rate_rps: float, utilisation: float, arrival_cv2: float |
         raise ModelError(f"the arrival rate must be positive, got {stage_rate_rps:g} rps")
     if not 0 < utilisation <= 1:
         raise ModelError(f"the utilisation target must lie in (0, 1], got {utilisation:g}")
-    if arrival_cv2 is not None and not (math.isfinite(arrival_cv2) and arrival_cv2 >= 0):
+    if arrival_cv2 is not None and not (is_number(arrival_cv2) and arrival_cv2 >= 0):
         raise ModelError(f"arrival_cv2 must be a non-negative number, got {arrival_cv2!r}")
 
 
@@ -201,11 +202,18 @@ def option_arrays(
     for u in targets:
         if not 0 < u <= 1:
             raise ModelError(f"the utilisation target must lie in (0, 1], got {u:g}")
-    n = np.concatenate([np.maximum(1, np.ceil(stage_rate_rps * e / (u * 1000.0 * fill) - _CEIL_TOLERANCE))
-                        for u in targets]).astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        wanted = np.concatenate([np.maximum(1, np.ceil(stage_rate_rps * e / (u * 1000.0 * fill) - _CEIL_TOLERANCE))
+                                 for u in targets])
+    copies = len(targets)
+    b, g, e, fill = np.tile(b, copies), np.tile(g, copies), np.tile(e, copies), np.tile(fill, copies)
+    # a configuration that needs more replicas than a platform runs is not one (and an int64 would overflow)
+    possible = np.isfinite(wanted) & (wanted <= MAX_REPLICAS)
+    if not possible.any():
+        raise ModelError(f"function '{profile.name}' needs more than {MAX_REPLICAS} replicas at "
+                         f"{stage_rate_rps:g} rps (utilisation target {utilisation:g}): infeasible")
+    b, g, e, fill, n = b[possible], g[possible], e[possible], fill[possible], wanted[possible].astype(np.int64)
     if len(targets) > 1 or no_wait:
-        copies = len(targets)
-        b, g, e, fill = np.tile(b, copies), np.tile(g, copies), np.tile(e, copies), np.tile(fill, copies)
         key = ((b.astype(np.int64) * 1000 + g) * (int(n.max()) + 1) + n) * 2 + (fill == b)  # one per (b, g, n, fill)
         _, first = np.unique(key, return_index=True)
         keep = np.sort(first)

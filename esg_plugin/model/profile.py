@@ -9,6 +9,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 
+from ..limits import is_number
 from .errors import ModelError
 
 
@@ -116,7 +117,7 @@ def _increasing_ints(value: Any, what: str, low: int, high: Optional[int] = None
 
 
 def _positive(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not is_number(value) or value <= 0:
         raise ModelError(f"{what} must be a positive number, got {value!r}")
     return float(value)
 
@@ -152,7 +153,7 @@ def parse_function_profile(name: str, data: Any) -> FunctionProfile:
             raise ModelError(f"{where}: memory_mb must have one value per batch size ({len(batch_sizes)})")
         memory = tuple(_positive(v, f"{where}: memory_mb[{i}]") for i, v in enumerate(memory))
     cold = data.get("cold_start_ms", 0.0)
-    if isinstance(cold, bool) or not isinstance(cold, (int, float)) or not math.isfinite(cold) or cold < 0:
+    if not is_number(cold) or cold < 0:
         raise ModelError(f"{where}: cold_start_ms must be a non-negative number, got {cold!r}")
     return FunctionProfile(name, batch_sizes, shares, tuple(latency), memory, float(cold))
 

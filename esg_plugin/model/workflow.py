@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import networkx as nx
 
+from ..limits import is_number
 from .errors import ModelError
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ class Workflow:
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_number(value):
         raise ModelError(f"{what} must be a number, got {value!r}")
     return float(value)
 

@@ -17,6 +17,7 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 
+from ..limits import MAX_RATE_RPS, MIN_RATE_RPS, is_number
 from ..model import (
     DEFAULT_UTILISATION,
     LATENCY_TOLERANCE_MS,
@@ -120,10 +121,10 @@ class Problem:
 
 
 def check_rate(rate_rps: float) -> float:
-    if isinstance(rate_rps, bool) or not isinstance(rate_rps, (int, float)) or not math.isfinite(rate_rps):
+    if not is_number(rate_rps):
         raise ModelError(f"the request rate must be a number, got {rate_rps!r}")
-    if rate_rps <= 0:
-        raise ModelError(f"the request rate must be positive, got {rate_rps:g} rps")
+    if not MIN_RATE_RPS <= rate_rps <= MAX_RATE_RPS:
+        raise ModelError(f"the request rate must lie in [{MIN_RATE_RPS:g}, {MAX_RATE_RPS:g}] rps, got {rate_rps:g}")
     return float(rate_rps)
 
 

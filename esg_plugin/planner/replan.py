@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
+from ..limits import is_number
 from ..model import DEFAULT_UTILISATION, Plan, ProfileSet, Workflow
 from .errors import PlannerError
 from .limits import NO_LIMITS, SearchLimits
@@ -37,7 +38,7 @@ def replan_downstream(
     join) are taken as on time and left out of the plan. The returned plan's
     ``slo_ms`` is the budget the downstream stages were planned against.
     """
-    if isinstance(remaining_ms, bool) or not isinstance(remaining_ms, (int, float)) or not math.isfinite(remaining_ms):
+    if not is_number(remaining_ms):
         raise PlannerError(f"remaining_ms must be a number, got {remaining_ms!r}")
     downstream = workflow.downstream_of(after_stage)
     return plan_workflow(

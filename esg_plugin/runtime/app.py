@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import socket
 import threading
 import time
@@ -41,6 +42,8 @@ MAX_CONFIG_BYTES = 64 * 1024
 MAX_BODIES_IN_FLIGHT_BYTES = 256 * 1024 * 1024
 """Request bodies held by the process at once, all together: beyond, 429
 before a body is read (24 clients with 60 MB each took 1.1 GB before)."""
+MAX_DEADLINE_UNIX_MS = 32503680000000.0
+"""Year 3000: a deadline beyond it (or not a finite number) is refused with 400."""
 DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -232,7 +235,9 @@ class RuntimeApp:
             try:
                 deadline_unix_ms = float(raw_deadline)
             except ValueError:
-                return self._error(400, f"X-ESG-Deadline-Ms must be a Unix time in ms, got {raw_deadline!r}",
+                deadline_unix_ms = math.nan
+            if not 0 <= deadline_unix_ms <= MAX_DEADLINE_UNIX_MS:
+                return self._error(400, f"X-ESG-Deadline-Ms must be a Unix time in ms, got {raw_deadline[:40]!r}",
                                    reason="bad_request")
             deadline_s = self.clock() + (deadline_unix_ms - time.time() * 1000.0) / 1000.0
             if deadline_s <= self.clock():

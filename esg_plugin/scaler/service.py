@@ -1,12 +1,20 @@
 """The scaler service: observe -> decide -> act every interval, and an HTTP
 endpoint for probes, metrics and the current plan.
 
-Endpoints: ``GET /healthz`` (the process and its loop are alive),
+Endpoints: ``GET /healthz`` (200 while the loop is alive: 503 once an
+iteration has run past its budget or none has ended for that long — a
+stuck loop, so that the kubelet restarts the scaler),
 ``GET /readyz`` (200 after the first good observation), ``GET /metrics``
 (the scaler's own Prometheus metrics), ``GET /plan`` (the current plan per
 workflow, the observed rates and why each function is where it is), and
 ``POST /reconcile`` (run an iteration now; needs ``Authorization: Bearer
-<token>``, 403 when no token is configured).
+<token>``, 403 when no token is configured; 503 when an iteration is
+already running for longer than the budget).
+
+The budget of an iteration (``ScalerSettings.iteration_budget_s``): one that
+overruns it is counted (``esg_scaler_errors_total{stage="overrun"}``) and
+logged; the sources bound what they read (a rate beyond what a platform can
+carry is no data) so that the plan's work stays bounded.
 
 A failing metrics source or API never stops the loop: the iteration counts
 the error and changes nothing it could not reason about.
@@ -76,9 +84,39 @@ class Scaler:
         self.last_plans: dict = {}
         self.on_iteration = on_iteration
         """Called after every iteration with (now, observation, decision, changes): esg up's report."""
+        self.started_at: Optional[float] = None
+        """time.monotonic() when the running iteration began (None between iterations)."""
+        self.ended_at = time.monotonic()
+        """When the last iteration ended (or the scaler was made)."""
 
-    def iterate(self) -> Status:
-        with self.lock:
+    def healthy(self) -> tuple[bool, str]:
+        """Whether the loop is alive: no iteration over its budget, and one
+        ended within an interval and the budget."""
+        now, budget = time.monotonic(), self.settings.iteration_budget_s
+        if self.started_at is not None and now - self.started_at > budget:
+            return False, f"an iteration has run for {now - self.started_at:.0f} s, over its budget of {budget:g} s"
+        if self.started_at is None and now - self.ended_at > self.settings.interval_s + budget:
+            return False, f"no iteration for {now - self.ended_at:.0f} s"
+        return True, "ok"
+
+    def iterate(self, wait_s: Optional[float] = None) -> Optional[Status]:
+        """One iteration; None if another is running and did not end within ``wait_s``."""
+        if not self.lock.acquire(timeout=-1 if wait_s is None else wait_s):
+            return None
+        self.started_at = time.monotonic()
+        try:
+            return self._iterate()
+        finally:
+            elapsed = time.monotonic() - self.started_at
+            if elapsed > self.settings.iteration_budget_s:
+                log.warning("an iteration took %.1f s, over its budget of %g s", elapsed,
+                            self.settings.iteration_budget_s)
+                self.metrics.errors.labels(stage="overrun").inc()
+            self.started_at, self.ended_at = None, time.monotonic()
+            self.lock.release()
+
+    def _iterate(self) -> Status:
+        if True:
             started = time.perf_counter()
             now = self.clock()
             m = self.metrics
@@ -149,7 +187,8 @@ def make_http_server(scaler: Scaler, host: str, port: int, token: Optional[str])
     class Handler(JsonRequestHandler):
         def do_GET(self):  # noqa: N802
             if self.path == "/healthz":
-                self._json(200, {"status": "ok"})
+                ok, why = scaler.healthy()
+                self._json(200 if ok else 503, {"status": why})
             elif self.path == "/readyz":
                 ready = scaler.status.ready
                 self._json(200 if ready else 503, {"ready": ready})
@@ -171,7 +210,9 @@ def make_http_server(scaler: Scaler, host: str, port: int, token: Optional[str])
             if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
                 self._json(401, {"error": "a valid 'Authorization: Bearer <token>' header is required"})
                 return
-            scaler.iterate()
+            if scaler.iterate(wait_s=scaler.settings.iteration_budget_s) is None:
+                self._json(503, {"error": "an iteration is still running; retry later"})
+                return
             self._json(200, scaler.plan_document())
 
     return JsonHTTPServer((host, port), Handler)

@@ -17,6 +17,10 @@ class ScalerSettingsError(ValueError):
     """A scaler setting the service cannot start with."""
 
 
+MAX_REPLICAS = 10_000
+"""The most replicas of one function the scaler will ask for."""
+
+
 @dataclass(frozen=True)
 class ScalerSettings:
     stack: str = "stack.yml"
@@ -68,7 +72,10 @@ class ScalerSettings:
     """Port of the function pods (the watchdog) for live /_esg/config pushes."""
     function_token: Optional[str] = None
     """The functions' ESG_CONFIG_TOKEN (env ESG_SCALER_FUNCTION_TOKEN)."""
-    host: str = "0.0.0.0"
+    iteration_budget_s: float = 30.0
+    """An iteration over this is counted and logged; one running past it makes /healthz 503."""
+    host: str = "127.0.0.1"
+    """Where the HTTP endpoint listens: loopback unless told (a pod sets 0.0.0.0 for its probes)."""
     port: int = 8081
     token: Optional[str] = None
     """Bearer token for the scaler's mutating endpoints (env ESG_SCALER_TOKEN)."""
@@ -110,16 +117,19 @@ class ScalerSettings:
         return settings
 
     def validate(self) -> None:
+        """Every number finite and in its range (NaN fails every comparison)."""
         checks = [
             (self.actuator in ACTUATORS, f"actuator must be one of {', '.join(ACTUATORS)}, got {self.actuator!r}"),
             (self.share_mode in SHARE_MODES, f"share_mode must be env or hami, got {self.share_mode!r}"),
             (self.metrics_kind in METRICS_KINDS, "metrics_kind must be auto, gateway or prometheus"),
-            (self.interval_s > 0, "interval_s must be positive"),
-            (self.window_s >= self.interval_s, "window_s must be at least interval_s"),
+            (0 < self.interval_s <= 3600, "interval_s must lie in (0, 3600]"),
+            (self.interval_s <= self.window_s <= 86400, "window_s must lie in [interval_s, 86400]"),
             (0 <= self.slo_margin < ControlSettings.max_margin, f"slo_margin must lie in [0, {ControlSettings.max_margin:g})"),
-            (self.rate_headroom >= 0, "rate_headroom must not be negative"),
-            (self.scale_down_delay_s >= 0, "scale_down_delay_s must not be negative"),
-            (1 <= self.min_replicas <= self.max_replicas, "need 1 <= min_replicas <= max_replicas"),
+            (0 <= self.rate_headroom <= 10, "rate_headroom must lie in [0, 10]"),
+            (0 <= self.scale_down_delay_s <= 86400, "scale_down_delay_s must lie in [0, 86400]"),
+            (1 <= self.min_replicas <= self.max_replicas <= MAX_REPLICAS,
+             f"need 1 <= min_replicas <= max_replicas <= {MAX_REPLICAS}"),
+            (0 < self.iteration_budget_s <= 3600, "iteration_budget_s must lie in (0, 3600]"),
             (0 <= self.min_share_saving < 1, "min_share_saving must lie in [0, 1)"),
             (0 <= self.capacity_gpus <= 1e6, "capacity_gpus must lie in [0, 1e6] (0: no limit)"),
             (0 <= self.port <= 65535, "port must lie in 0..65535"),

@@ -54,6 +54,7 @@ from typing import Callable, Mapping, Optional, Protocol
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..control import MAX_RATE_RPS
+from ..limits import is_number
 
 INVOCATIONS = "gateway_function_invocation_total"
 STARTED = "gateway_function_invocation_started"
@@ -121,7 +122,7 @@ def _function_name(label: str) -> str:
 
 
 def _plausible(value: float) -> bool:
-    return math.isfinite(value) and value >= 0
+    return is_number(value) and value >= 0
 
 
 def parse_samples(text: str) -> list[tuple[str, dict, float]]:

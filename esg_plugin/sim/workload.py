@@ -30,6 +30,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from ..limits import MAX_DURATION_S, MAX_RATE_RPS, MAX_SIMULATED_REQUESTS, is_number
 from ..model import ModelError, Workflow, parse_workflow
 
 
@@ -128,12 +129,25 @@ class Workload:
     """Requests arriving before this are simulated but not scored."""
 
 
-def _number(value: Any, what: str, low: float = 0.0, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise WorkloadError(f"{what} must be a number, got {value!r}")
-    if value < low or (strict and value == low):
-        raise WorkloadError(f"{what} must be {'>' if strict else '>='} {low:g}, got {value!r}")
+def _number(value: Any, what: str, low: float = 0.0, strict: bool = False, high: float = MAX_RATE_RPS) -> float:
+    """A finite number in [low, high] ((low, high] if ``strict``); rates by default."""
+    if not is_number(value):
+        raise WorkloadError(f"{what} must be a number, got {repr(value)[:40]}")
+    if value < low or (strict and value == low) or value > high:
+        raise WorkloadError(f"{what} must lie in {'(' if strict else '['}{low:g}, {high:g}], got {value:g}")
     return float(value)
+
+
+def peak_rate_rps(arrivals: "Arrivals") -> float:
+    """The highest rate an arrival process reaches (for the size bound)."""
+    p = arrivals.params
+    if arrivals.kind in ("poisson", "gamma"):
+        return p["rate_rps"]
+    if arrivals.kind == "steps":
+        return max(rate for _, rate in p["steps"])
+    if arrivals.kind == "diurnal":
+        return p["mean_rps"] + p["amplitude_rps"]
+    return max(arrivals.counts_per_minute or (0,)) / 60.0
 
 
 def parse_arrivals(data: Any, where: str, base_dir: Path) -> Arrivals:
@@ -145,7 +159,7 @@ def parse_arrivals(data: Any, where: str, base_dir: Path) -> Arrivals:
         return Arrivals(kind, {"rate_rps": _number(params.get("rate_rps"), f"{where}: rate_rps", strict=True)})
     if kind == "gamma":
         return Arrivals(kind, {"rate_rps": _number(params.get("rate_rps"), f"{where}: rate_rps", strict=True),
-                               "cv": _number(params.get("cv"), f"{where}: cv", strict=True)})
+                               "cv": _number(params.get("cv"), f"{where}: cv", strict=True, high=100.0)})
     if kind == "steps":
         steps = params.get("steps")
         if not isinstance(steps, list) or not steps:
@@ -154,7 +168,8 @@ def parse_arrivals(data: Any, where: str, base_dir: Path) -> Arrivals:
         for step in steps:
             if not isinstance(step, list) or len(step) != 2:
                 raise WorkloadError(f"{where}: each step must be [start_s, rate_rps], got {step!r}")
-            parsed.append((_number(step[0], f"{where}: step start"), _number(step[1], f"{where}: step rate")))
+            parsed.append((_number(step[0], f"{where}: step start", high=MAX_DURATION_S),
+                           _number(step[1], f"{where}: step rate")))
         if any(b[0] <= a[0] for a, b in zip(parsed, parsed[1:])):
             raise WorkloadError(f"{where}: step starts must be strictly increasing")
         return Arrivals(kind, {"steps": tuple(parsed)})
@@ -162,7 +177,7 @@ def parse_arrivals(data: Any, where: str, base_dir: Path) -> Arrivals:
         return Arrivals(kind, {
             "mean_rps": _number(params.get("mean_rps"), f"{where}: mean_rps", strict=True),
             "amplitude_rps": _number(params.get("amplitude_rps", 0.0), f"{where}: amplitude_rps"),
-            "period_s": _number(params.get("period_s"), f"{where}: period_s", strict=True),
+            "period_s": _number(params.get("period_s"), f"{where}: period_s", strict=True, high=MAX_DURATION_S),
         })
     if kind == "azure2019":
         file, row = params.get("file"), params.get("row", 0)
@@ -209,10 +224,10 @@ def parse_workload(data: Any, base_dir: Path, name: str, load_workflow_file) -> 
     if unknown:
         raise WorkloadError(f"unknown workload field(s): {', '.join(sorted(map(str, unknown)))}")
     gpus = data.get("gpus")
-    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
-        raise WorkloadError(f"gpus must be a positive integer, got {gpus!r}")
-    duration_s = _number(data.get("duration_s"), "duration_s", strict=True)
-    warmup_s = _number(data.get("warmup_s", 0.0), "warmup_s")
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or not 1 <= gpus <= 100_000:
+        raise WorkloadError(f"gpus must be an integer in 1..100000, got {repr(gpus)[:40]}")
+    duration_s = _number(data.get("duration_s"), "duration_s", strict=True, high=MAX_DURATION_S)
+    warmup_s = _number(data.get("warmup_s", 0.0), "warmup_s", high=MAX_DURATION_S)
     if warmup_s >= duration_s:
         raise WorkloadError(f"warmup_s ({warmup_s:g}) must be shorter than duration_s ({duration_s:g})")
     entries = data.get("workflows")
@@ -229,6 +244,10 @@ def parse_workload(data: Any, base_dir: Path, name: str, load_workflow_file) -> 
         except ModelError as err:
             raise WorkloadError(f"{where}: {err}") from None
         loads.append(WorkflowLoad(workflow, parse_arrivals(entry["arrivals"], where, base_dir)))
+    requests = sum(peak_rate_rps(load.arrivals) for load in loads) * duration_s
+    if requests > MAX_SIMULATED_REQUESTS:
+        raise WorkloadError(f"up to {requests:.3g} requests (peak rates over duration_s): more than the "
+                            f"{MAX_SIMULATED_REQUESTS:.0e} a simulation takes")
     names = [w.workflow.name for w in loads]
     if len(set(names)) != len(names):
         raise WorkloadError(f"a workflow appears twice: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")

@@ -133,11 +133,15 @@ BAD_CASES = {
                                              "latency_ms": [[1.0]]}}})), "--rate", 10],
                               "one row per batch size"),
     "negative rate": (lambda t: ["--workflow", WORKFLOWS / "image.yaml", "--profiles", PROFILES, "--rate", -5],
-                      "rate must be positive"),
+                      "--rate: must be a number in [1e-06, 1e+06], got -5"),
     "zero rate": (lambda t: ["--workflow", WORKFLOWS / "image.yaml", "--profiles", PROFILES, "--rate", 0],
-                  "rate must be positive"),
+                  "--rate: must be a number in [1e-06, 1e+06], got 0"),
+    "an impossible rate": (lambda t: ["--workflow", WORKFLOWS / "image.yaml", "--profiles", PROFILES, "--rate",
+                                      "1e300"], "--rate: must be a number in [1e-06, 1e+06], got 1e+300"),
+    "a rate that is not a number": (lambda t: ["--workflow", WORKFLOWS / "image.yaml", "--profiles", PROFILES,
+                                               "--rate", "nan"], "--rate: must be a number in [1e-06, 1e+06], got nan"),
     "non-numeric rate": (lambda t: ["--workflow", WORKFLOWS / "image.yaml", "--profiles", PROFILES, "--rate", "lots"],
-                         "invalid float value"),
+                         "expected a number, got 'lots'"),
     "non-positive SLO": (lambda t: ["--workflow", write(t, "s.yaml", "name: s\nslo_ms: 0\nstages:\n"
                                     "  - {name: a, function: preprocess}\n"), "--profiles", PROFILES, "--rate", 10],
                          "slo_ms must be positive"),
@@ -145,7 +149,7 @@ BAD_CASES = {
                                   "--policy", "magic"], "unknown policy 'magic'"),
     "missing flag": (lambda t: ["--workflow", WORKFLOWS / "image.yaml", "--rate", 10], "--profiles"),
     "bad utilisation": (lambda t: ["--workflow", WORKFLOWS / "image.yaml", "--profiles", PROFILES, "--rate", 10,
-                                   "--utilisation", 2], "utilisation target"),
+                                   "--utilisation", 2], "--utilisation: must be a number in [0.01, 1], got 2"),
 }
 
 

@@ -28,7 +28,7 @@ def test_once_with_no_reachable_metrics_changes_nothing_and_says_why():
 @pytest.mark.parametrize("args, message", [
     (["--stack", "nope.yml", "--profiles", "profiles/cpu-2core.json"], "no such file"),
     (["--stack", "stack.yml", "--profiles", "examples/profiles/synthetic.json"], "which has no profile"),
-    (["--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json", "--interval-s", "0"], "interval_s must be positive"),
+    (["--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json", "--interval-s", "0"], "--interval-s: must be a number in [0.1, 3600], got 0"),
     (["--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json", "--metrics-url", "gateway"], "http(s) URL"),
 ])
 def test_bad_settings_exit_2_with_one_line(args, message):

@@ -49,7 +49,7 @@ def test_table_json_and_outputs(tmp_path):
     (lambda t: ["--workload", t / "none.yaml"], "no such file"),
     (lambda t: ["--workload", WORKLOADS / "mixed.yaml", "--policies", "magic"], "unknown policy 'magic'"),
     (lambda t: ["--workload", _write(t, "w.yaml", "gpus: 0\nduration_s: 10\nworkflows: []\n")],
-     "gpus must be a positive integer"),
+     "gpus must be an integer in 1..100000, got 0"),
     (lambda t: ["--workload", _write(t, "w.yaml", "gpus: 1\nduration_s: 10\nworkflows:\n"
                                       f"  - workflow: {WORKLOADS.parent / 'workflows/image.yaml'}\n"
                                       "    arrivals: {kind: lightning}\n")], "unknown arrival kind"),
@@ -61,7 +61,8 @@ def test_table_json_and_outputs(tmp_path):
                                       f"  - workflow: {WORKLOADS.parent / 'workflows/image.yaml'}\n"
                                       "    arrivals: {kind: azure2019, file: missing.csv, row: 0}\n")],
      "no such trace file"),
-    (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--duration", -3], "--duration must exceed"),
+    (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--duration", -3], "--duration: must be a number in (0, 604800], got -3"),
+    (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--duration", 1], "--duration must exceed"),
 ])
 def test_bad_input_exits_2_with_one_line(make_args, expected, tmp_path):
     result = esg("simulate", "--profiles", PROFILES, *make_args(tmp_path))

@@ -167,9 +167,41 @@ def test_the_gateway_answers_a_scale_it_cannot_carry_out_with_a_json_reason(plat
     try:
         platform.shutdown()
         conn = http.client.HTTPConnection("127.0.0.1", gateway.server_address[1], timeout=30)
-        conn.request("POST", "/system/scale-function/echo", body=b'{"replicas": 2}')
+        conn.request("POST", "/system/scale-function/echo", body=b'{"replicas": 2}',
+                     headers={"Authorization": f"Bearer {platform.token}", "Content-Type": "application/json"})
         response = conn.getresponse()
         assert response.status == 503 and "shut down" in json.loads(response.read())["error"]
+        conn.close()
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+
+
+@pytest.mark.parametrize("headers, body, status", [
+    ({"Content-Type": "application/json"}, b'{"replicas": 2}', 401),  # no token
+    ({"Content-Type": "application/json", "Authorization": "Bearer wrong"}, b'{"replicas": 2}', 401),
+    ({"Content-Type": "text/plain", "Authorization": "TOKEN"}, b'{"replicas": 2}', 415),  # a web form can send this
+    ({"Content-Type": "application/json", "Authorization": "TOKEN"}, b'{"replicas": 1e30}', 400),
+    ({"Content-Type": "application/json", "Authorization": "TOKEN"}, b'{"replicas": 17}', 400),  # over the bound
+    ({"Content-Type": "application/json", "Authorization": "TOKEN"}, b'{"replicas": true}', 400),
+    ({"Content-Type": "application/json", "Authorization": "TOKEN"}, b'[' * 10000, 400),
+])
+def test_the_gateway_refuses_a_scale_without_its_token_as_json_within_bounds(tmp_path, headers, body, status):
+    from esg_plugin.local.platform import LocalPlatform
+
+    (tmp_path / "echo").mkdir()
+    (tmp_path / "echo" / "handler.py").write_text(HANDLER)
+    platform = LocalPlatform({"functions": {"echo": {"lang": "esg-python3", "handler": "echo"}}}, tmp_path,
+                             tmp_path / "work")  # never started: a refusal must change nothing
+    gateway = make_gateway_server(platform)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        headers = {k: (f"Bearer {platform.token}" if v == "TOKEN" else v) for k, v in headers.items()}
+        conn = http.client.HTTPConnection("127.0.0.1", gateway.server_address[1], timeout=30)
+        conn.request("POST", "/system/scale-function/echo", body=body, headers=headers)
+        response = conn.getresponse()
+        assert response.status == status and "error" in json.loads(response.read())
+        assert platform.functions["echo"].state.replicas == 1
         conn.close()
     finally:
         gateway.shutdown()

@@ -19,14 +19,22 @@ from esg_plugin.scaler import Topology
 pytestmark = pytest.mark.integration
 
 
-def gateway():
-    """/function/<name>: answers {"path": [...stages seen...]}, after 20 ms."""
+def gateway(shared: bool = False):
+    """/function/<name>: answers {"path": [...stages seen...]}, after 20 ms
+    (``shared``: 20 ms per call in flight, as calls sharing one processor)."""
+    busy = [0]
+    lock = threading.Lock()
 
     class Handler(JsonRequestHandler):
         def do_POST(self):  # noqa: N802
             name = self.path.rsplit("/", 1)[-1]
             doc = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-            time.sleep(0.02)
+            with lock:
+                busy[0] += 1
+                running = busy[0]
+            time.sleep(0.02 * (running if shared else 1))
+            with lock:
+                busy[0] -= 1
             if name.startswith("answers-"):  # a stage that fails with the status in its name
                 return self._json(int(name.rsplit("-", 1)[1]), {"error": "as asked"})
             if name == "join":  # a fan-out branch arrives as {"outputs": [...]}
@@ -119,19 +127,23 @@ def test_the_router_function_answers_a_failing_stage_the_same_way(stage_status, 
 
 
 def test_admission_sheds_at_the_entry_with_429_when_answers_come_late():
-    """Every stage answers in 20 ms against a 5 ms SLO: the admission limit
-    falls, and requests beyond it are refused at once with Retry-After,
-    without reaching a stage."""
+    """A stage that serves calls in 20 ms each, sharing its processor (20 ms
+    per call in flight), against a 50 ms SLO: alone a request takes 20 ms;
+    8 at once are late because of each other — the admission limit falls,
+    and requests beyond it are refused at once with Retry-After, without
+    reaching a stage."""
     from esg_plugin.control.admission import AdmissionSettings
 
-    stack = {"functions": {"head": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "5"}}}}
-    server = gateway()
+    stack = {"functions": {"head": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "50"}}}}
+    server = gateway(shared=True)
     router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}",
                     admission=AdmissionSettings(window=4, max_limit=8))
     router_server = make_router_server(router)
     threading.Thread(target=router_server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{router_server.server_address[1]}/workflow/w"
     try:
+        for _ in range(4):  # one at a time: the latency without load
+            router.run("w", b"{}", "application/json")
         with ThreadPoolExecutor(8) as clients:
             for _ in range(6):  # late answers from up to 8 in flight: the limit shrinks
                 list(clients.map(lambda _: router.run("w", b"{}", "application/json"), range(8)))

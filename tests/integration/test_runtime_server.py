@@ -224,3 +224,85 @@ def test_bad_settings_exit_2_with_one_line(tmp_path):
                             env={**os.environ, "ESG_MAX_BATCH_SIZE": "lots"})
     assert result.returncode == 2
     assert result.stderr.strip() == "esg runtime: ESG_MAX_BATCH_SIZE must be an integer, got 'lots'"
+
+
+def test_a_huge_wait_is_refused_and_the_function_keeps_serving(function):
+    """PUT {"max_wait_ms": 1e13} used to answer 200 and kill the batching
+    thread: every later request hung while /_esg/health said 200."""
+    fn = function(ESG_CONFIG_TOKEN="s3cret")
+    auth = {"Authorization": "Bearer s3cret"}
+    for value in (b"1e13", b"1e999", b"NaN", b"60001"):
+        status, _, body = fn.request("PUT", "/_esg/config", b'{"max_wait_ms": ' + value + b"}", auth)
+        assert status == 400 and "max_wait_ms must be a number in 0..60000" in json.loads(body)["error"], value
+    status, _, body = fn.call({"id": 1})
+    assert status == 200 and json.loads(body)["id"] == 1
+    assert fn.get("/_esg/health")[0] == 200
+
+
+def test_an_idle_connection_does_not_keep_the_process_alive_after_sigterm(function):
+    """A connection that never sends a request used to hold the server's
+    close forever after SIGTERM."""
+    fn = function()
+    idle = socket.create_connection(("127.0.0.1", fn.port), timeout=30)
+    try:
+        assert fn.call({"id": 1})[0] == 200  # accepted after the idle one: the server holds both
+        fn.proc.send_signal(signal.SIGTERM)
+        assert fn.proc.wait(timeout=120) == 0  # before: it never exited
+        assert idle.recv(1) == b""  # the server closed it
+    finally:
+        idle.close()
+
+
+def test_a_request_head_that_never_ends_is_cut(function):
+    """Slow-loris: a head that does not arrive in full within the head
+    timeout is closed, whatever trickles in."""
+    from esg_plugin.runtime.server import HEAD_TIMEOUT_S
+
+    fn = function()
+    sock = socket.create_connection(("127.0.0.1", fn.port), timeout=HEAD_TIMEOUT_S * 6)
+    try:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < HEAD_TIMEOUT_S * 5:
+            try:
+                sock.sendall(b"X-A: b\r\n")
+            except OSError:
+                closed = True
+                break
+            sock.settimeout(1.0)
+            try:
+                if sock.recv(1) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+        assert closed
+        assert fn.call({"id": 2})[0] == 200
+    finally:
+        sock.close()
+
+
+def test_a_chunked_body_reaches_the_handler(function):
+    fn = function()
+    body = json.dumps({"id": 7}).encode()
+    sock = socket.create_connection(("127.0.0.1", fn.port), timeout=30)
+    try:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body
+                     + b"\r\n0\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    finally:
+        sock.close()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"200" and json.loads(payload)["id"] == 7
+
+
+@pytest.mark.parametrize("method", ["CONNECT", "TRACE"])
+def test_connect_and_trace_are_refused_with_405(function, method):
+    fn = function()
+    status, headers, body = fn.request(method, "/")
+    assert status == 405 and "Allow" in headers
+    assert not fn.log.exists()  # the handler never ran

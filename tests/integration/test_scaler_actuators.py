@@ -18,7 +18,7 @@ def ksvc(name):
     return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
             "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
             "spec": {"template": {"metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1"}},
-                                  "spec": {"containers": [{"image": "ttl.sh/esg/fn", "env": [
+                                  "spec": {"containers": [{"image": "localhost:5000/esg/fn", "env": [
                                       {"name": "ESG_FUNCTION", "value": "resnet18"}]}]}}}}
 
 

@@ -259,3 +259,39 @@ def test_exec_estimate():
     assert e.expected_s(4) == pytest.approx(0.020)  # scaled up from the nearest smaller size
     e.observe(2, 0.020)
     assert e.expected_s(2) == pytest.approx(0.015)
+
+
+def test_a_dead_batching_thread_fails_every_request_and_refuses_new_ones():
+    """A bug in the loop (here: the on_batch hook raises) must not leave
+    requests waiting forever: the queued ones fail with Broken, new ones
+    are refused, and the owner is told."""
+    import threading
+
+    from esg_plugin.runtime.batcher import Broken
+
+    told = threading.Event()
+    first_ran = threading.Event()
+    release = threading.Event()
+
+    def run_batch(payloads):
+        first_ran.set()
+        release.wait(30)
+        return payloads
+
+    def on_batch(batch, elapsed):
+        raise RuntimeError("a bug after the batch")
+
+    b = Batcher(run_batch, LiveConfig(BatchConfig(1, 0.0)), 100, __import__("time").monotonic,
+                on_batch=on_batch, on_failure=lambda err: told.set())
+    b.start()
+    running = b.submit("a")
+    assert first_ran.wait(30)
+    queued = b.submit("b")  # waits behind the running batch
+    release.set()
+    assert told.wait(30)
+    assert running.future.result(timeout=30) == "a"  # it ran: its answer stands
+    with pytest.raises(Broken):
+        queued.future.result(timeout=30)
+    with pytest.raises(Broken):
+        b.submit("c")
+    assert isinstance(b.failure, RuntimeError)

@@ -1,5 +1,7 @@
-"""Every manifest under deploy/ is valid for Kubernetes (kubernetes-validate)."""
+"""Every manifest under deploy/ is valid for Kubernetes (kubernetes-validate),
+locked down, and its RBAC grants only what the scaler does."""
 
+import json
 from pathlib import Path
 
 import kubernetes_validate
@@ -45,15 +47,86 @@ def test_every_object_is_valid(path, doc):
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
-def test_rbac_grants_only_what_the_scaler_uses():
-    roles = [doc for _, doc in documents() if doc["kind"] == "Role"]
-    allowed = {("apps", "deployments"): {"get", "list", "patch"}, ("apps", "deployments/scale"): {"get", "patch"},
-               ("", "pods"): {"list"}, ("serving.knative.dev", "services"): {"get", "list", "patch"}}
-    for role in roles:
-        for rule in role["rules"]:
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    assert set(rule["verbs"]) <= allowed[(group, resource)], (role["metadata"], rule)
+def can_i(verb, group, resource, namespace, subject):
+    """``kubectl auth can-i`` over the manifests' Roles and RoleBindings:
+    whether ``subject`` (namespace, service account) may do it."""
+    roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for _, d in documents() if d["kind"] == "Role"}
+    for _, binding in documents():
+        if binding["kind"] != "RoleBinding" or binding["metadata"]["namespace"] != namespace:
+            continue
+        if not any((s.get("namespace"), s["name"]) == subject for s in binding["subjects"]):
+            continue
+        role = roles.get((namespace, binding["roleRef"]["name"]))
+        for rule in (role or {}).get("rules", []):
+            if group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]:
+                return True
+    return False
+
+
+SCALER = ("openfaas", "esg-scaler")
+GATEWAY = ("openfaas", "openfaas-controller")  # the sidecar runs as the gateway's account
+KNATIVE = ("knative-serving", "esg-scaler")
+
+
+@pytest.mark.parametrize("subject", [SCALER, GATEWAY])
+def test_the_scaler_can_scale_and_patch_functions_and_nothing_more(subject):
+    fn = "openfaas-fn"
+    assert can_i("patch", "apps", "deployments/scale", fn, subject)
+    assert can_i("get", "apps", "deployments", fn, subject)
+    assert can_i("patch", "apps", "deployments", fn, subject)  # the share (pod template env) and batching
+    assert can_i("list", "", "pods", fn, subject)              # to push batching live
+    for verb, group, resource in [("create", "apps", "deployments"), ("delete", "apps", "deployments"),
+                                  ("update", "apps", "deployments"), ("list", "apps", "deployments"),
+                                  ("get", "apps", "deployments/scale"), ("get", "", "secrets"),
+                                  ("list", "", "secrets"), ("create", "", "pods"), ("delete", "", "pods"),
+                                  ("create", "", "pods/exec"), ("patch", "", "serviceaccounts"),
+                                  ("patch", "serving.knative.dev", "services"),
+                                  ("create", "rbac.authorization.k8s.io", "rolebindings")]:
+        assert not can_i(verb, group, resource, fn, subject), (verb, group, resource)
+    for namespace in ("openfaas", "default", "kube-system"):  # nothing outside the function namespace
+        assert not can_i("patch", "apps", "deployments", namespace, subject)
+
+
+def test_the_knative_scaler_can_patch_services_in_its_namespace_only():
+    assert can_i("get", "serving.knative.dev", "services", "default", KNATIVE)
+    assert can_i("patch", "serving.knative.dev", "services", "default", KNATIVE)
+    for verb in ("create", "delete", "list", "update"):
+        assert not can_i(verb, "serving.knative.dev", "services", "default", KNATIVE)
+    assert not can_i("patch", "apps", "deployments", "default", KNATIVE)
+    assert not can_i("patch", "serving.knative.dev", "services", "kube-system", KNATIVE)
+
+
+def containers(doc):
+    if doc["kind"] == "Deployment":
+        return doc["spec"]["template"]["spec"].get("containers", [])
+    return []
+
+
+@pytest.mark.parametrize("path, doc", [(p, d) for p, d in documents() if d["kind"] == "Deployment"
+                                       and "esg" in json.dumps(d)], ids=lambda x: str(x) if isinstance(x, Path) else "")
+def test_every_scaler_container_runs_locked_down_from_no_public_registry(path, doc):
+    pod = doc["spec"]["template"]["spec"]
+    if path.name != "gateway-patch.yaml":  # the gateway's pod security is the chart's
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod.get("serviceAccountName") == "esg-scaler"
+    else:
+        assert "serviceAccountName" not in pod  # keeps the gateway's own
+    for container in containers(doc):
+        if not container["name"].startswith("esg"):
+            continue
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert container["image"] == "esg-scaler" or container["image"].startswith("localhost:5000/")
+        ports = [p["containerPort"] for p in container.get("ports", [])]
+        assert path.name != "gateway-patch.yaml" or 8081 not in ports  # faas-netes's port in the gateway pod
+
+
+def test_the_scaler_image_is_named_by_kustomize_images():
+    kustomization = yaml.safe_load((DEPLOY / "scaler/kustomization.yaml").read_text())
+    assert kustomization["images"] == [{"name": "esg-scaler", "newName": "localhost:5000/esg-plugin/esg-scaler",
+                                        "newTag": "dev"}]
 
 
 def test_the_bundled_settings_load_and_the_device_plugin_shares_by_mps():

@@ -146,3 +146,54 @@ def test_threads_follow_the_cpu_allotment(tmp_path):
     quota.write_text("max 100000\n")
     assert cpu_allotment(str(quota)) == len(os.sched_getaffinity(0))
     assert cpu_allotment(str(tmp_path / "absent")) == len(os.sched_getaffinity(0))
+
+
+def test_health_is_503_once_the_batching_thread_died(make_app):
+    app = make_app(handler_module(handle=lambda e, c: "x"))
+    assert call(app, "GET", "/_esg/health")[0] == 200
+    app.batcher.failure = RuntimeError("boom")  # as the supervisor records it
+    code, _, out = call(app, "GET", "/_esg/health")
+    assert code == 503 and "batching thread died" in json.loads(out)["error"]
+    code, _, out = call(app, "POST", "/", b"{}")
+    assert code == 503 and "batching thread failed" in json.loads(out)["error"]
+
+
+def test_bodies_in_flight_are_bounded(make_app, monkeypatch):
+    """Bodies held at once are bounded: a request whose body would pass the
+    budget gets 429 before its body is read; a full queue too."""
+    from esg_plugin.runtime import app as app_module
+
+    app = make_app(handler_module(handle=lambda e, c: "x"), ESG_MAX_QUEUE=1)
+    app.bodies.limit_bytes = 100
+    app.bodies.take(90)  # others hold 90 bytes
+    stream = io.BytesIO(b"y" * 50)
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": "50", "wsgi.input": stream}
+    status = []
+    out = b"".join(app(environ, lambda s, h: status.append((s, dict(h)))))
+    assert status[0][0].startswith("429") and status[0][1]["Retry-After"] == "1"
+    assert stream.tell() == 0 and "bodies in flight" in json.loads(out)["error"]  # not read
+    app.bodies.give(90)
+    assert call(app, "POST", "/", b"y" * 50)[0] == 200
+    assert app.bodies.held_bytes == 0  # given back after the request
+    code, _, out = call(app, "POST", "/", b"z" * (app_module.MAX_BODY_BYTES + 1))
+    assert code == 413
+
+
+@pytest.mark.parametrize("method", ["TRACE", "CONNECT", "PROPFIND"])
+def test_methods_the_handler_does_not_take_get_405(make_app, method):
+    app = make_app(handler_module(handle=lambda e, c: "x"))
+    code, headers, out = call(app, method, "/")
+    assert code == 405 and "POST" in headers["Allow"] and "not allowed" in json.loads(out)["error"]
+
+
+def test_a_chunked_body_is_decoded_and_a_malformed_one_is_400(make_app):
+    app = make_app(handler_module(handle=lambda e, c: {"statusCode": 200, "body": {"got": e.body.decode()}}))
+    for body, code in [(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n", 200), (b"zz\r\nhello", 400),
+                       (b"5\r\nhel", 400)]:
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "HTTP_TRANSFER_ENCODING": "chunked",
+                   "wsgi.input": io.BytesIO(body)}
+        status = []
+        out = b"".join(app(environ, lambda s, h: status.append(s)))
+        assert int(status[0].split()[0]) == code, (body, out)
+        if code == 200:
+            assert json.loads(out) == {"got": "hello world"}

@@ -77,7 +77,10 @@ def test_parse_gateway_metrics_sums_codes_and_cuts_the_namespace():
 
 @pytest.mark.parametrize("data, message", [
     ({"actuator": "magic"}, "actuator must be one of"),
-    ({"interval_s": 0}, "interval_s must be positive"),
+    ({"interval_s": 0}, "interval_s must lie in (0, 3600]"),
+    ({"interval_s": "inf"}, "interval_s must lie in (0, 3600]"),
+    ({"max_replicas": 10**12}, "max_replicas <= 10000"),
+    ({"iteration_budget_s": "nan"}, "iteration_budget_s must lie in"),
     ({"interval_s": "soon"}, "interval_s must be float"),
     ({"min_replicas": 3, "max_replicas": 2}, "min_replicas"),
     ({"colour": "red"}, "unknown setting(s): colour"),
@@ -313,3 +316,75 @@ def test_the_capacity_reaches_the_law_and_bounds_the_plans(world):
     # the capacity is shared out in planning order; a workflow keeps at least its cheapest
     # deployment (one replica per function), so the bound can be passed by that much
     assert held(bound) < held(free)
+
+
+def test_an_implausible_counter_jump_changes_nothing(world, monkeypatch):
+    """One counter jump of 2.5e8 rps made an iteration take 89 s and scale
+    everything; now it is no data: no plan, no change, and the history
+    starts again."""
+    from esg_plugin.scaler import sources
+
+    topology, profiles = world
+    pages = {}
+    monkeypatch.setattr(sources, "_fetch", lambda url, timeout_s: pages.get(url))
+    line = 'gateway_function_invocation_started{{function_name="image-preprocess.openfaas-fn"}} {}\n'
+    source = GatewayScrape("http://gw", window_s=30.0)
+    actuator = DryRunActuator()
+    scaler = Scaler(topology, profiles, ScalerSettings(), source, actuator, clock=lambda: clock[0])
+    clock = [0.0]
+    for t, total in [(0.0, 0), (2.0, 10), (4.0, 10 + 5e8), (6.0, 2.0), (8.0, -1e300), (10.0, float("nan"))]:
+        clock[0] = t
+        pages["http://gw"] = line.format(total).encode()
+        before = dict(actuator.state)
+        status = scaler.iterate()
+        if t >= 4.0:
+            assert actuator.state == before, t  # nothing changed
+            assert all(rate < 100 for rate in status.decision.rates_rps.values()), t  # nothing believed
+    metrics = scaler.metrics.registry.get_sample_value("esg_scaler_errors_total", {"stage": "no_data"})
+    assert metrics >= 4
+
+
+def test_healthz_reports_a_stuck_loop(world):
+    topology, profiles = world
+    started, release = threading.Event(), threading.Event()
+
+    class StuckSource:
+        def observe(self, now):
+            started.set()
+            release.wait(60)
+            return None
+
+    scaler = Scaler(topology, profiles, ScalerSettings(iteration_budget_s=0.2), StuckSource(), DryRunActuator())
+    server = make_http_server(scaler, "127.0.0.1", 0, "tok")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def call(path, method="GET"):
+        request = urllib.request.Request(base + path, method=method, headers={"Authorization": "Bearer tok"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    loop = threading.Thread(target=scaler.iterate)
+    try:
+        assert call("/healthz")[0] == 200
+        loop.start()
+        assert started.wait(30)
+        deadline = __import__("time").monotonic() + 60
+        while call("/healthz")[0] == 200 and __import__("time").monotonic() < deadline:
+            release.wait(0.05)
+        status, doc = call("/healthz")
+        assert status == 503 and "over its budget" in doc["status"]
+        status, doc = call("/reconcile", "POST")  # does not wait for the stuck iteration
+        assert status == 503 and "still running" in doc["error"]
+        release.set()
+        loop.join(30)
+        assert call("/healthz")[0] == 200
+        overruns = scaler.metrics.registry.get_sample_value("esg_scaler_errors_total", {"stage": "overrun"})
+        assert overruns == 1
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()

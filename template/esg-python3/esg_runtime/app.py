@@ -22,17 +22,103 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import socket
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 from urllib.parse import parse_qs
 
-from .batcher import Batcher, Closed, DeadlineExceeded, QueueFull, Request
+from .batcher import Batcher, Broken, Closed, DeadlineExceeded, QueueFull, Request
 from .metrics import RuntimeMetrics
-from .settings import BatchConfig, LiveConfig, RuntimeSettings
+from .settings import MAX_BATCH_SIZE_LIMIT, MAX_WAIT_MS_LIMIT, BatchConfig, LiveConfig, RuntimeSettings, valid_wait_ms
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+"""The largest request body a function takes (413 beyond)."""
+MAX_CONFIG_BYTES = 64 * 1024
+"""The largest PUT /_esg/config body."""
+MAX_BODIES_IN_FLIGHT_BYTES = 256 * 1024 * 1024
+"""Request bodies held by the process at once, all together: beyond, 429
+before a body is read (24 clients with 60 MB each took 1.1 GB before)."""
+MAX_DEADLINE_UNIX_MS = 32503680000000.0
+"""Year 3000: a deadline beyond it (or not a finite number) is refused with 400."""
+DEFAULT_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class BodyError(Exception):
+    def __init__(self, status: int, message: str, reason: str):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class BodyBudget:
+    """Bytes of request bodies the process may hold at once (thread-safe)."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        self.held_bytes = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            if self.held_bytes + n > self.limit_bytes:
+                raise BodyError(429, "too many request bodies in flight; retry later", "queue_full")
+            self.held_bytes += n
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.held_bytes -= n
+
+
+@contextmanager
+def read_body(environ: dict, budget: BodyBudget) -> Iterator[bytes]:
+    """The request body, by Content-Length or chunked, at most MAX_BODY_BYTES,
+    counted against the budget while the request runs."""
+    stream = environ["wsgi.input"]
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    taken = 0
+    try:
+        if chunked:
+            parts = []
+            while True:
+                line = stream.readline(1024)
+                try:
+                    size = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    raise BodyError(400, "a malformed chunk in a chunked body", "bad_request") from None
+                if size < 0 or taken + size > MAX_BODY_BYTES:
+                    raise BodyError(413, f"the body exceeds {MAX_BODY_BYTES} bytes", "too_large")
+                budget.take(size)
+                taken += size
+                if size == 0:
+                    while stream.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                data = stream.read(size)
+                if len(data) != size or stream.readline(1024) not in (b"\r\n", b"\n"):
+                    raise BodyError(400, "a chunked body ended early", "bad_request")
+                parts.append(data)
+            body = b"".join(parts)
+        else:
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                raise BodyError(400, "Content-Length is not a number", "bad_request") from None
+            if length < 0:
+                raise BodyError(400, "Content-Length is negative", "bad_request")
+            if length > MAX_BODY_BYTES:
+                raise BodyError(413, f"the body exceeds {MAX_BODY_BYTES} bytes", "too_large")
+            budget.take(length)
+            taken = length
+            body = stream.read(length) if length else b""
+            if len(body) != length:
+                raise BodyError(400, "the body ended before Content-Length", "bad_request")
+        yield body
+    finally:
+        budget.give(taken)
 
 
 @dataclass
@@ -81,7 +167,8 @@ def batch_runner(handler: Any, context: Context) -> Callable[[list[Event]], list
 
 class RuntimeApp:
     def __init__(self, handler: Any, settings: RuntimeSettings, clock: Callable[[], float] = time.monotonic,
-                 metrics: Optional[RuntimeMetrics] = None, telemetry: Any = None):
+                 metrics: Optional[RuntimeMetrics] = None, telemetry: Any = None,
+                 on_failure: Optional[Callable[[BaseException], None]] = None):
         if not (hasattr(handler, "handle_batch") or hasattr(handler, "handle")):
             raise TypeError("the handler module defines neither handle_batch(events, context) nor handle(event, context)")
         self.settings = settings
@@ -90,9 +177,12 @@ class RuntimeApp:
         self.telemetry = telemetry
         self.live = LiveConfig(BatchConfig(settings.max_batch_size, settings.max_wait_ms))
         self.pending_gpu_share: Optional[int] = None
+        self.methods = frozenset(getattr(handler, "METHODS", DEFAULT_METHODS))
+        """The HTTP methods the handler takes (its ``METHODS``, else the usual ones; never CONNECT or TRACE)."""
+        self.bodies = BodyBudget(MAX_BODIES_IN_FLIGHT_BYTES)
         self.draining = False
         self.batcher = Batcher(batch_runner(handler, Context(socket.gethostname())), self.live,
-                               settings.max_queue, clock, on_batch=self._on_batch)
+                               settings.max_queue, clock, on_batch=self._on_batch, on_failure=on_failure)
         self.metrics.gpu_share.set(settings.gpu_share_pct)
         self._publish_config()
 
@@ -118,13 +208,23 @@ class RuntimeApp:
     def _invoke(self, environ: dict, path: str) -> tuple[int, list, bytes]:
         if self.draining:
             return self._error(503, "the function is shutting down", reason="draining")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in self.methods:
+            allowed = ", ".join(sorted(self.methods))
+            code, hdrs, payload = self._error(405, f"{method} is not allowed ({allowed})", reason="bad_request")
+            return code, hdrs + [("Allow", allowed)], payload
+        if self.batcher.queue_length() >= self.settings.max_queue:  # before the body is read
+            code, hdrs, payload = self._error(429, f"the queue is full ({self.settings.max_queue} requests)",
+                                              reason="queue_full")
+            return code, hdrs + [("Retry-After", "1")], payload
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            return self._error(400, "Content-Length is not a number", reason="bad_request")
-        if length > MAX_BODY_BYTES:
-            return self._error(413, f"the body exceeds {MAX_BODY_BYTES} bytes", reason="too_large")
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
+            with read_body(environ, self.bodies) as body:
+                return self._run(environ, path, method, body)
+        except BodyError as err:
+            code, hdrs, payload = self._error(err.status, str(err), reason=err.reason)
+            return code, hdrs + ([("Retry-After", "1")] if err.status == 429 else []), payload
+
+    def _run(self, environ: dict, path: str, method: str, body: bytes) -> tuple[int, list, bytes]:
         headers = {key[5:].replace("_", "-").title(): value for key, value in environ.items()
                    if key.startswith("HTTP_")}
         if environ.get("CONTENT_TYPE"):
@@ -135,19 +235,23 @@ class RuntimeApp:
             try:
                 deadline_unix_ms = float(raw_deadline)
             except ValueError:
-                return self._error(400, f"X-ESG-Deadline-Ms must be a Unix time in ms, got {raw_deadline!r}",
+                deadline_unix_ms = math.nan
+            if not 0 <= deadline_unix_ms <= MAX_DEADLINE_UNIX_MS:
+                return self._error(400, f"X-ESG-Deadline-Ms must be a Unix time in ms, got {raw_deadline[:40]!r}",
                                    reason="bad_request")
             deadline_s = self.clock() + (deadline_unix_ms - time.time() * 1000.0) / 1000.0
             if deadline_s <= self.clock():
                 return self._error(504, "the request's deadline has already passed", reason="deadline")
         query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
-        event = Event(body, headers, environ.get("REQUEST_METHOD", "GET"), query, path)
+        event = Event(body, headers, method, query, path)
         try:
             request = self.batcher.submit(event, deadline_s)
         except QueueFull:
             code, hdrs, payload = self._error(429, f"the queue is full ({self.settings.max_queue} requests)",
                                               reason="queue_full")
             return code, hdrs + [("Retry-After", "1")], payload
+        except Broken as err:
+            return self._error(503, str(err), reason="broken")
         except Closed:
             return self._error(503, "the function is shutting down", reason="draining")
         except DeadlineExceeded:
@@ -159,6 +263,8 @@ class RuntimeApp:
         except DeadlineExceeded:
             return self._error(504, "the request's deadline passed while it waited", reason="deadline",
                                request=request)
+        except Broken as err:
+            return self._error(503, str(err), reason="broken", request=request)
         except Exception as err:
             return self._error(500, f"{type(err).__name__}: {err}", request=request)
         return self._format(result, request)
@@ -199,6 +305,8 @@ class RuntimeApp:
     def _reserved(self, path: str, environ: dict) -> tuple[int, list, bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         if path == "/_esg/health":
+            if self.batcher.failure is not None:
+                return self._error(503, f"the batching thread died: {self.batcher.failure!r}")
             if self.draining:
                 return self._error(503, "draining")
             return 200, [("Content-Type", "application/json")] + self._timing_headers(None), b'{"status": "ok"}'
@@ -236,8 +344,13 @@ class RuntimeApp:
             return code, headers + [("WWW-Authenticate", 'Bearer realm="esg"')], body
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return self._error(400, "Content-Length is not a number")
+        if not 0 <= length <= MAX_CONFIG_BYTES:
+            return self._error(413, f"a config body is at most {MAX_CONFIG_BYTES} bytes")
+        try:
             doc = json.loads(environ["wsgi.input"].read(length) or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return self._error(400, "the body must be a JSON object")
         if not isinstance(doc, dict) or not doc:
             return self._error(400, "the body must be a non-empty JSON object")
@@ -248,10 +361,10 @@ class RuntimeApp:
         batch = doc.get("max_batch_size", live.max_batch_size)
         wait = doc.get("max_wait_ms", live.max_wait_ms)
         share = doc.get("gpu_share")
-        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 4096:
-            return self._error(400, f"max_batch_size must be an integer in 1..4096, got {batch!r}")
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
-            return self._error(400, f"max_wait_ms must be a non-negative number, got {wait!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH_SIZE_LIMIT:
+            return self._error(400, f"max_batch_size must be an integer in 1..{MAX_BATCH_SIZE_LIMIT}, got {batch!r}")
+        if not valid_wait_ms(wait):
+            return self._error(400, f"max_wait_ms must be a number in 0..{MAX_WAIT_MS_LIMIT:g}, got {wait!r}")
         if share is not None and (isinstance(share, bool) or not isinstance(share, int) or not 1 <= share <= 100):
             return self._error(400, f"gpu_share must be an integer in 1..100, got {share!r}")
         self.live.set(BatchConfig(batch, float(wait)))

@@ -21,6 +21,11 @@ exactly once.
   faster.
 - The queue is bounded: beyond ``max_queue`` :meth:`Batcher.submit` raises
   :class:`QueueFull`.
+- Supervised: if the batching thread itself fails (a bug, not a handler's
+  exception, which fails only its batch), every queued request is answered
+  with :class:`Broken`, new ones are refused with it, ``failure`` says why
+  and ``on_failure`` is called — the server then reports unhealthy and
+  exits, so that the platform restarts it; nothing waits forever.
 - The handler's result list must have one result per request; an exception
   object in it fails that one request.
 
@@ -54,6 +59,10 @@ class Closed(Exception):
 
 class DeadlineExceeded(Exception):
     """The request's deadline passed before it could run."""
+
+
+class Broken(Closed):
+    """The batching thread failed; the process must be restarted."""
 
 
 class BatchSizeMismatch(Exception):
@@ -146,12 +155,16 @@ class Batcher:
         max_queue: int,
         clock: Callable[[], float],
         on_batch: Optional[Callable[[list[Request], float], None]] = None,
+        on_failure: Optional[Callable[[BaseException], None]] = None,
     ):
         self.run_batch = run_batch
         self.config = config
         self.max_queue = max_queue
         self.clock = clock
         self.on_batch = on_batch
+        self.on_failure = on_failure
+        self.failure: Optional[BaseException] = None
+        """Why the batching thread stopped, if it failed."""
         self.estimate = ExecEstimate()
         self._queue: deque[Request] = deque()
         self._cond = threading.Condition()
@@ -163,6 +176,8 @@ class Batcher:
     # --- intake ------------------------------------------------------------
     def submit(self, payload: Any, deadline_s: Optional[float] = None) -> Request:
         with self._cond:
+            if self.failure is not None:
+                raise Broken(f"the batching thread failed: {self.failure!r}")
             if self._closing:
                 raise Closed()
             if len(self._queue) >= self.max_queue:
@@ -249,6 +264,19 @@ class Batcher:
         self._worker.start()
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException as err:  # a bug in the loop: fail loudly, never hang
+            with self._cond:
+                self.failure = err
+                self._closing = True
+                queued, self._queue = list(self._queue), deque()
+            for request in queued:
+                _settle(request.future, exception=Broken(f"the batching thread failed: {err!r}"))
+            if self.on_failure is not None:
+                self.on_failure(err)
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._closing:

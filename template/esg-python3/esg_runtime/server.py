@@ -9,8 +9,23 @@ warm-up), then the server: ``/_esg/health`` answers only once warm. A thread per
 batch its own thread, so batches up to ``ESG_MAX_QUEUE`` can form.
 
 SIGTERM (what Kubernetes sends before it kills a pod): new requests get
-503, every queued and running batch finishes, every response is written,
-then the process exits 0.
+503, connections that have not sent a whole request head are closed, every
+queued and running batch finishes, every response is written, then the
+process exits 0.
+
+The server is the standard library's threaded WSGI server, guarded
+(issue 14): a request head must arrive within ``HEAD_TIMEOUT_S`` in all
+(slow-loris), any one read or write on a connection within
+``IO_TIMEOUT_S``; one request per connection (HTTP/1.0 answers), the
+connection closed gracefully after it even when the body was not read (a
+429 before the body). Bodies, chunked or not, their size and the memory
+they hold are the application's (``app.read_body``). A production server
+with a fixed thread pool (waitress) was not taken: a batch forms only when
+each of its requests has its own thread waiting, and waitress reads every
+body before the application can refuse it.
+
+If the batching thread dies (a bug), ``/_esg/health`` answers 503 and the
+process exits 1, so the platform restarts it: never a silent hang.
 """
 
 from __future__ import annotations
@@ -22,12 +37,52 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from typing import Callable, Mapping, MutableMapping, Optional
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 from .app import Context, RuntimeApp
 from .gpu import GpuTelemetry, apply_share
 from .settings import RuntimeSettings, SettingsError
+
+
+HEAD_TIMEOUT_S = 10.0
+"""The request line and headers must arrive within this, in all."""
+IO_TIMEOUT_S = 30.0
+"""Any one read or write on a connection (a stalled body, a client that does not read)."""
+LINGER_S = 2.0
+"""After the answer, how long the server reads what the client still sends before it closes."""
+
+
+class Connections:
+    """The open connections and when each began to wait for its request head."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: dict[socket.socket, float] = {}
+
+    def waiting(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._waiting[sock] = time.monotonic()
+
+    def done_waiting(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._waiting.pop(sock, None)
+
+    def close_waiting(self, older_than_s: float = 0.0) -> int:
+        """Shut down connections that have waited for a head longer than
+        ``older_than_s``: their thread's read fails at once."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [s for s, since in self._waiting.items() if now - since >= older_than_s]
+            for sock in stale:
+                del self._waiting[sock]
+        for sock in stale:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return len(stale)
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
@@ -36,12 +91,60 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
+    def __init__(self, *args, **kwargs):
+        self.connections = Connections()
+        super().__init__(*args, **kwargs)
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that went away or timed out is not the server's error; the app answers its own
+
 
 class QuietHandler(WSGIRequestHandler):
-    """No access log on stderr (the watchdog logs requests)."""
+    """One request per connection with the guards above; no access log on
+    stderr (the watchdog logs requests)."""
+
+    timeout = IO_TIMEOUT_S  # socketserver sets it on the socket: each read and write
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
         pass
+
+    def handle(self) -> None:
+        connections = self.server.connections
+        connections.waiting(self.connection)
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline, self.request_version, self.command = "", "", ""
+                self.send_error(414)
+                return
+            if not self.raw_requestline or not self.parse_request():
+                return
+        except OSError:  # timed out, or closed by the reaper or at shutdown
+            return
+        finally:
+            connections.done_waiting(self.connection)
+        handler = ServerHandler(self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=True)
+        handler.request_handler = self
+        try:
+            handler.run(self.server.get_app())
+        except OSError:
+            return
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close as a server should when the client may still be sending a
+        body it did not read (a 429 before the body): stop writing, read
+        what comes for a moment, then close — an abrupt close with unread
+        data resets the connection and the client may lose the answer."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_S)
+            deadline = time.monotonic() + LINGER_S
+            while time.monotonic() < deadline and self.connection.recv(65536):
+                pass
+        except OSError:
+            pass
 
 
 def build(handler_module: str, env: MutableMapping[str, str]) -> tuple[RuntimeApp, RuntimeSettings]:
@@ -70,8 +173,29 @@ def serve(app: RuntimeApp, settings: RuntimeSettings,
     stopping = threading.Event()
 
     def shutdown() -> None:
+        server.connections.close_waiting()  # idle connections would hold server_close() forever
         app.drain()           # stop intake, finish queued batches
         server.shutdown()     # stop accepting connections
+        server.connections.close_waiting()
+
+    def reap() -> None:
+        while True:  # a daemon: it ends with the process
+            time.sleep(1.0)
+            server.connections.close_waiting(older_than_s=0.0 if stopping.is_set() else HEAD_TIMEOUT_S)
+
+    failed: list[BaseException] = []
+
+    def on_failure(err: BaseException) -> None:
+        print(f"esg runtime: the batching thread failed ({err!r}); exiting so that the platform restarts "
+              f"the function", file=sys.stderr, flush=True)
+        failed.append(err)
+        if not stopping.is_set():
+            stopping.set()
+            threading.Thread(target=server.shutdown, name="esg-shutdown").start()
+
+    app.batcher.on_failure = on_failure
+
+    threading.Thread(target=reap, name="esg-reaper", daemon=True).start()
 
     def on_sigterm(signum, frame) -> None:
         if not stopping.is_set():
@@ -88,7 +212,7 @@ def serve(app: RuntimeApp, settings: RuntimeSettings,
           file=sys.stderr, flush=True)
     server.serve_forever(poll_interval=0.1)
     server.server_close()     # wait until every response is written
-    return 0
+    return 1 if failed else 0
 
 
 def main(handler_module: str = "function.handler", env: Optional[Mapping[str, str]] = None) -> int:

@@ -13,6 +13,19 @@ class SettingsError(ValueError):
     """An environment variable with a value the runtime cannot use."""
 
 
+MAX_WAIT_MS_LIMIT = 60_000.0
+"""The longest batch-fill wait the runtime takes (ESG_MAX_WAIT_MS and PUT
+/_esg/config): a minute; a larger value is an error, not a wait (1e13 ms
+overflowed the batching thread's timer and killed it)."""
+MAX_BATCH_SIZE_LIMIT = 4096
+
+
+def valid_wait_ms(value: object) -> bool:
+    """A batch-fill wait in 0..MAX_WAIT_MS_LIMIT ms (booleans are not numbers)."""
+    return (not isinstance(value, bool) and isinstance(value, (int, float))
+            and 0 <= value <= MAX_WAIT_MS_LIMIT)
+
+
 @dataclass(frozen=True)
 class RuntimeSettings:
     host: str = "127.0.0.1"
@@ -53,8 +66,8 @@ class RuntimeSettings:
             max_wait_ms = float(raw_wait)
         except ValueError:
             raise SettingsError(f"ESG_MAX_WAIT_MS must be a number, got {raw_wait!r}") from None
-        if not 0 <= max_wait_ms < float("inf"):
-            raise SettingsError(f"ESG_MAX_WAIT_MS must be a non-negative number, got {raw_wait!r}")
+        if not valid_wait_ms(max_wait_ms):
+            raise SettingsError(f"ESG_MAX_WAIT_MS must be a number in 0..{MAX_WAIT_MS_LIMIT:g}, got {raw_wait!r}")
         raw_cpus = env.get("ESG_CPU_THREADS", "") or None
         cpu_threads = None
         if raw_cpus is not None:
@@ -67,9 +80,9 @@ class RuntimeSettings:
         return RuntimeSettings(
             host=env.get("ESG_HOST", "127.0.0.1") or "127.0.0.1",
             port=integer("ESG_PORT", 5000, 0, 65535),
-            max_batch_size=integer("ESG_MAX_BATCH_SIZE", 1, 1, 4096),
+            max_batch_size=integer("ESG_MAX_BATCH_SIZE", 1, 1, MAX_BATCH_SIZE_LIMIT),
             max_wait_ms=max_wait_ms,
-            max_queue=integer("ESG_MAX_QUEUE", 1024, 1),
+            max_queue=integer("ESG_MAX_QUEUE", 1024, 1, 1_000_000),
             gpu_share_pct=integer("ESG_GPU_SHARE", 100, 1, 100),
             config_token=env.get("ESG_CONFIG_TOKEN") or None,
             cpu_threads=cpu_threads,

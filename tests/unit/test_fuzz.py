@@ -1,0 +1,107 @@
+"""Seeded fuzzing of the surfaces hostile input reaches (issue 14): the
+command line, the function runtime's HTTP surface, the scaler's metrics.
+FUZZ_CASES sets the cases per surface (default: a few hundred, for `make
+test`; `make fuzz` runs thousands and prints the figures)."""
+
+import json
+import os
+import random
+import sys
+import types
+
+import pytest
+
+from esg_plugin.control import MAX_RATE_RPS
+from esg_plugin.runtime.app import RuntimeApp
+from esg_plugin.runtime.settings import RuntimeSettings
+
+from .. import fuzzing
+
+CASES = int(os.environ.get("FUZZ_CASES", "0"))
+SEED = int(os.environ.get("FUZZ_SEED", "14"))
+
+
+def report(surface: str, runs: int, failures: list, slow: int = 0) -> None:
+    print(f"\nfuzz {surface}: {runs} cases, {len(failures)} failures" + (f", {slow} over 10 s" if slow else ""),
+          file=sys.stderr)
+    for failure in failures[:20]:
+        print("  " + failure, file=sys.stderr)
+
+
+def test_the_command_line_never_tracebacks_hangs_or_succeeds_wrongly(tmp_path):
+    rng = random.Random(SEED)
+    failures, slow, runs = [], 0, CASES or 400
+    cases = fuzzing.cli_cases(rng, tmp_path)
+    for _ in range(runs):
+        argv, what = next(cases)
+        failure, seconds = fuzzing.check_cli(argv, what)
+        slow += seconds > 10
+        if failure:
+            failures.append(failure)
+    report("cli", runs, failures, slow)
+    assert not failures
+
+
+@pytest.fixture
+def runtime_app():
+    handler = types.ModuleType("fuzz_handler")
+    exec(fuzzing.HANDLER_SOURCE, handler.__dict__)
+    app = RuntimeApp(handler, RuntimeSettings(max_batch_size=4, max_queue=64, config_token="t0ken"))
+    app.start()
+    yield app
+    app.drain(timeout_s=30)
+
+
+def test_the_runtime_answers_every_hostile_request_with_a_status_and_a_reason(runtime_app):
+    rng = random.Random(SEED)
+    failures, runs = [], CASES * 5 or 3000
+    requests = fuzzing.runtime_requests(rng, "t0ken")
+    for _ in range(runs):
+        environ, body, what = next(requests)
+        failure = fuzzing.check_runtime(runtime_app, environ, body, what)
+        if failure:
+            failures.append(failure)
+    # still serving, with a sane configuration
+    status = []
+    out = b"".join(runtime_app({"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": "2",
+                                "wsgi.input": __import__("io").BytesIO(b"hi")}, lambda s, h: status.append(s)))
+    assert status[0].startswith("200") and json.loads(out) == {"echo": "hi"}
+    config = runtime_app.live.get()
+    assert 1 <= config.max_batch_size <= 4096 and 0 <= config.max_wait_ms <= 60_000
+    assert runtime_app.batcher.failure is None
+    report("runtime", runs, failures)
+    assert not failures
+
+
+def test_the_scaler_believes_no_implausible_metric(monkeypatch):
+    from esg_plugin.scaler import sources
+    from esg_plugin.scaler.sources import GatewayScrape
+
+    rng = random.Random(SEED)
+    pages = fuzzing.metric_pages(rng)
+    current = {}
+    monkeypatch.setattr(sources, "_fetch", lambda url, timeout_s: current.get(url))
+    source = GatewayScrape("http://gw/metrics", window_s=30.0, replicas=lambda: {"a": ["http://r1"]})
+    failures, runs = [], CASES * 2 or 1000
+    for i in range(runs):
+        gateway, replica, what = next(pages)
+        current.update({"http://gw/metrics": gateway, "http://r1": replica})
+        try:
+            seen = source.observe(float(i))
+        except Exception as err:  # noqa: BLE001
+            failures.append(f"{what}: {type(err).__name__}: {err}")
+            continue
+        if seen is None:
+            continue
+        for rate in (*seen.rates_rps.values(), *seen.recent_rps.values()):
+            if not 0 <= rate <= MAX_RATE_RPS:
+                failures.append(f"{what}: believed a rate of {rate}")
+        for codes in seen.codes.values():
+            if any(not 0 <= v < float("inf") for v in codes.values()):
+                failures.append(f"{what}: believed answers {codes}")
+        for reading in seen.functions.values():
+            for value in (reading.queue, reading.exec_ms, reading.batch_mean):
+                if value is not None and not 0 <= value < float("inf"):
+                    failures.append(f"{what}: believed a reading {reading}")
+    report("metrics", runs, failures)
+    assert not failures
