@@ -1,7 +1,10 @@
 """The server and request handler the project's small HTTP services share
 (the router, the scaler's endpoint, the embedded gateway): a thread per
-connection with a deep listen backlog, no access log, and helpers that
-answer bytes or JSON with a Content-Length."""
+connection with a deep listen backlog, no access log, a timeout on every
+read and write of a connection (a client that stalls is dropped, never
+held), a bounded body (400 for a bad Content-Length or a chunked body, 413
+beyond the limit), and helpers that answer bytes or JSON with a
+Content-Length."""
 
 from __future__ import annotations
 
@@ -19,9 +22,85 @@ class JsonHTTPServer(ThreadingHTTPServer):
     request_queue_size = 1024
 
 
+IO_TIMEOUT_S = 30.0
+"""Any one read or write on a connection."""
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class BadBody(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 class JsonRequestHandler(BaseHTTPRequestHandler):
+    timeout = IO_TIMEOUT_S  # socketserver sets it on the connection
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:  # the client stalled past the timeout or went away
+            self.close_connection = True
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # a line without a version: no status, no headers
+            self.send_error(400, "HTTP/0.9 requests are not served; send HTTP/1.0 or 1.1")
+            return False
+        return True
+
+    def _body(self, limit_bytes: int = MAX_BODY_BYTES) -> bytes:
+        """The request body by its Content-Length; BadBody (answer it with
+        ``_refuse``) when the length is not a number, too large, or chunked."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise BadBody(411, "send the body with a Content-Length (chunked bodies are not taken here)")
+        raw = self.headers.get("Content-Length") or "0"
+        try:
+            length = int(raw, 10)
+        except ValueError:
+            raise BadBody(400, f"Content-Length is not a number: {raw[:40]!r}") from None
+        if not 0 <= length <= limit_bytes:
+            raise BadBody(413 if length > 0 else 400, f"the body must be 0..{limit_bytes} bytes, not {length}")
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            raise BadBody(400, "the body ended before its Content-Length")
+        return body
+
+    def _refuse(self, err: BadBody) -> None:
+        self.close_connection = True  # what is left of the body is not read
+        self._json(err.status, {"error": str(err)})
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass
+
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """The standard library's errors (a malformed request line, headers
+        too long, a method no ``do_`` takes), as JSON; an unknown method is
+        405 with ``Allow``."""
+        self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # a request line it could not read: answer with a status anyway
+        if code == 501:  # the stdlib's answer to a method without a do_ handler
+            allowed = sorted(name[3:] for name in dir(self) if name.startswith("do_"))
+            body = json.dumps({"error": f"method {self.command!r} is not allowed ({', '.join(allowed)})"}).encode()
+            headers = [("Allow", ", ".join(allowed))]
+            code = 405
+        else:
+            body = json.dumps({"error": message or self.responses.get(code, ("error",))[0]}).encode()
+            headers = []
+        try:
+            self.send_response(code)
+            for key, value in headers:
+                self.send_header(key, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(body)
+        except OSError:
+            pass
 
     def _send(self, code: int, body: bytes, content_type: str = "application/json",
               headers: Optional[Iterable[tuple[str, str]]] = None) -> None:

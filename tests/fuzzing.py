@@ -342,3 +342,77 @@ def metric_pages(rng: random.Random) -> Iterator[tuple[bytes, bytes, str]]:
         replica = REPLICA_PAGE.format(**{k: rng.choice(["0", "3", "NaN", "-1", "1e300", "+Inf", "0.5"])
                                          for k in ("queue", "exec_sum", "batches", "requests")})
         yield gateway.encode("utf-8", "surrogateescape"), replica.encode(), f"{values}"
+
+
+# --- the project's small HTTP services over a real socket (router, gateway) -------------
+def raw_requests(rng: random.Random, paths: list[str]) -> Iterator[tuple[bytes, str]]:
+    """Raw bytes of hostile HTTP requests, and what each is."""
+    while True:
+        method = rng.choice(["GET", "POST", "POST", "PUT", "DELETE", "TRACE", "CONNECT", "BREW", "HEAD", "OPTIONS"])
+        path = rng.choice(paths + ["/", "/nope", "/" + "a" * 70_000, "/%00", "*", "http://x/y"])
+        body = rng.choice([b"", b"{}", b'{"replicas": 2}', b'{"replicas": 1e30}', b"\xff", b"[" * 5000,
+                           b"x" * 100_000])
+        headers = [f"Host: x"]
+        style = rng.random()
+        if style < 0.6:
+            headers.append(f"Content-Length: {len(body)}")
+        elif style < 0.7:
+            headers.append(f"Content-Length: {rng.choice(['-1', 'abc', '99999999999999999999', '1e3', ''])}")
+        elif style < 0.8:
+            headers.append("Transfer-Encoding: chunked")
+            body = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+        if rng.random() < 0.3:
+            headers.append(rng.choice(["Content-Type: application/json", "Content-Type: text/plain",
+                                       "Authorization: Bearer nope", "Authorization: Basic !!!",
+                                       "X-ESG-Deadline-Ms: nan", "X: " + "y" * 70_000]))
+        if rng.random() < 0.05:
+            headers += [f"H{i}: v" for i in range(200)]
+        line = rng.choice([f"{method} {path} HTTP/1.1", f"{method} {path} HTTP/1.0", f"{method} {path}",
+                           "GARBAGE", "", f"{method} {path} HTTP/9.9"])
+        data = (line + "\r\n" + "\r\n".join(headers) + "\r\n\r\n").encode("latin-1", "replace") + body
+        if rng.random() < 0.05:
+            data = data[: rng.randint(0, len(data))]  # cut short: the server must time out, not hang
+        yield data, f"{line[:40]!r} {headers[1][:40] if len(headers) > 1 else ''}"
+
+
+def check_raw(port: int, data: bytes, what: str, timeout_s: float = 45.0) -> Optional[str]:
+    """Send one raw request; the server must answer with a status and a JSON
+    reason, or close the connection, within its timeout — never hang."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+            try:
+                sock.sendall(data)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the server closed early (it refused the request): read what it said
+            answer = b""
+            while True:
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                answer += chunk
+    except socket.timeout:
+        return f"{what}: no answer and no close within {timeout_s:g} s"
+    except OSError as err:
+        return f"{what}: {err}"
+    if not answer:
+        return None  # closed without a word: a request line it could not read
+    head, _, body = answer.partition(b"\r\n\r\n")
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return f"{what}: not an HTTP answer: {answer[:80]!r}"
+    code = int(parts[1])
+    if code >= 500 and code not in (502, 503, 505):  # 505: HTTP/9.9 is not a version
+        return f"{what}: status {code}"
+    if code >= 400 and body and not data.startswith(b"HEAD"):
+        try:
+            if "error" not in json.loads(body):
+                return f"{what}: {code} without an error field"
+        except ValueError:
+            return f"{what}: {code} without a JSON reason: {body[:80]!r}"
+    return None

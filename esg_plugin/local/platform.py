@@ -47,7 +47,7 @@ from typing import Mapping, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..jsonhttp import JsonHTTPServer, JsonRequestHandler
+from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
 from ..scaler.actuators import Actuator, Change, diff_states
 from ..scaler.decider import FunctionState
 
@@ -537,8 +537,10 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
             label = f"{name}.{NAMESPACE}"
             if name not in platform.functions:
                 return self._json(404, {"error": f"no function {name!r}"})
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            try:
+                body = self._body()
+            except BadBody as err:
+                return self._refuse(err)
             metrics.started.labels(function_name=label).inc()
             started = time.perf_counter()
             headers_in = {k: self.headers[k] for k in FORWARDED if self.headers.get(k)}
@@ -587,13 +589,12 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
                 if name not in platform.functions:
                     return self._json(404, {"error": f"no function {name!r}"})
                 try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if not 0 <= length <= 64 * 1024:
-                        return self._json(413, {"error": "a scale request is at most 64 KiB"})
-                    replicas = json.loads(self.rfile.read(length))["replicas"]
+                    replicas = json.loads(self._body(64 * 1024))["replicas"]
                     if isinstance(replicas, bool) or not isinstance(replicas, int) \
                             or not 0 <= replicas <= platform.max_replicas:
                         raise ValueError
+                except BadBody as err:
+                    return self._refuse(err)
                 except (ValueError, KeyError, TypeError, RecursionError):
                     return self._json(400, {"error": f"expected {{\"replicas\": n}} with n an integer in "
                                                      f"0..{platform.max_replicas}"})

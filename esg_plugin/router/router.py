@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..control.admission import AdmissionSettings, ConcurrencyLimit
-from ..jsonhttp import JsonHTTPServer, JsonRequestHandler
+from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
 from ..scaler.topology import Topology
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
@@ -197,8 +197,10 @@ def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -
                 known = ", ".join(sorted(router.topology.workflows))
                 self._send(404, json.dumps({"error": f"no workflow {name!r}; known: {known}"}).encode())
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            try:
+                body = self._body()
+            except BadBody as err:
+                return self._refuse(err)
             code, doc = router.run(name, body, self.headers.get("Content-Type", ""))
             self._send(code, json.dumps(doc).encode(),
                        headers=[("Retry-After", str(RETRY_AFTER_S))] if code == 429 else None)

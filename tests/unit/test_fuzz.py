@@ -105,3 +105,48 @@ def test_the_scaler_believes_no_implausible_metric(monkeypatch):
                     failures.append(f"{what}: believed a reading {reading}")
     report("metrics", runs, failures)
     assert not failures
+
+
+def test_the_router_and_the_embedded_gateway_answer_hostile_requests_and_never_hang(tmp_path):
+    """Raw hostile requests over real sockets to the workflow router and the
+    embedded gateway (no function running: calls get 503); afterwards both
+    still answer a valid request."""
+    import threading
+    import urllib.request
+
+    from esg_plugin.local.platform import LocalPlatform, make_gateway_server
+    from esg_plugin.router import Router, make_router_server
+    from esg_plugin.scaler import Topology
+
+    (tmp_path / "echo").mkdir()
+    (tmp_path / "echo" / "handler.py").write_text("def handle(event, context):\n    return 'x'\n")
+    stack = {"functions": {"echo": {"lang": "esg-python3", "handler": "echo",
+                                    "annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "100"}}}}
+    platform = LocalPlatform(stack, tmp_path, tmp_path / "work")
+    gateway = make_gateway_server(platform)
+    router = make_router_server(Router(Topology.from_stack(stack), f"http://127.0.0.1:{gateway.server_address[1]}"))
+    servers = [gateway, router]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    rng = random.Random(SEED)
+    runs = CASES or 150
+    failures = []
+    try:
+        for server, paths in [(gateway, ["/function/echo", "/system/scale-function/echo", "/system/functions",
+                                         "/metrics", "/healthz"]),
+                              (router, ["/workflow/w", "/workflow/nope", "/metrics", "/healthz"])]:
+            requests = fuzzing.raw_requests(rng, paths)
+            for _ in range(runs):
+                data, what = next(requests)
+                failure = fuzzing.check_raw(server.server_address[1], data, what)
+                if failure:
+                    failures.append(failure)
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/healthz", timeout=30) as r:
+                assert r.status == 200
+        assert platform.functions["echo"].state.replicas == 1  # nothing unauthorised changed it
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    report("router and gateway", 2 * runs, failures)
+    assert not failures
