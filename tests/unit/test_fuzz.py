@@ -107,10 +107,10 @@ def test_the_scaler_believes_no_implausible_metric(monkeypatch):
     assert not failures
 
 
-def test_the_router_and_the_embedded_gateway_answer_hostile_requests_and_never_hang(tmp_path):
-    """Raw hostile requests over real sockets to the workflow router and the
-    embedded gateway (no function running: calls get 503); afterwards both
-    still answer a valid request."""
+def test_the_router_the_gateway_and_the_runtime_answer_hostile_requests_and_never_hang(tmp_path):
+    """Raw hostile requests over real sockets to the workflow router, the
+    embedded gateway (no function running: calls get 503) and a function
+    runtime's server; afterwards each still answers a valid request."""
     import threading
     import urllib.request
 
@@ -125,7 +125,16 @@ def test_the_router_and_the_embedded_gateway_answer_hostile_requests_and_never_h
     platform = LocalPlatform(stack, tmp_path, tmp_path / "work")
     gateway = make_gateway_server(platform)
     router = make_router_server(Router(Topology.from_stack(stack), f"http://127.0.0.1:{gateway.server_address[1]}"))
-    servers = [gateway, router]
+    from wsgiref.simple_server import make_server
+
+    from esg_plugin.runtime.server import QuietHandler, ThreadingWSGIServer
+
+    handler = types.ModuleType("fuzz_handler")
+    exec(fuzzing.HANDLER_SOURCE, handler.__dict__)
+    app = RuntimeApp(handler, RuntimeSettings(max_batch_size=4, max_queue=64, config_token="t0ken"))
+    app.start()
+    function = make_server("127.0.0.1", 0, app, ThreadingWSGIServer, QuietHandler)
+    servers = [gateway, router, function]
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     rng = random.Random(SEED)
@@ -134,19 +143,29 @@ def test_the_router_and_the_embedded_gateway_answer_hostile_requests_and_never_h
     try:
         for server, paths in [(gateway, ["/function/echo", "/system/scale-function/echo", "/system/functions",
                                          "/metrics", "/healthz"]),
-                              (router, ["/workflow/w", "/workflow/nope", "/metrics", "/healthz"])]:
+                              (router, ["/workflow/w", "/workflow/nope", "/metrics", "/healthz"]),
+                              (function, ["/", "/_esg/config", "/_esg/health", "/_esg/metrics"])]:
             requests = fuzzing.raw_requests(rng, paths)
-            for _ in range(runs):
+            for i in range(runs):
                 data, what = next(requests)
                 failure = fuzzing.check_raw(server.server_address[1], data, what)
                 if failure:
                     failures.append(failure)
-            with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/healthz", timeout=30) as r:
+                if server is function and i % 10 == 0:  # valid requests among them: each answered, correctly
+                    body = f"valid-{i}".encode()
+                    request = urllib.request.Request(f"http://127.0.0.1:{server.server_address[1]}/", data=body,
+                                                     method="POST")
+                    with urllib.request.urlopen(request, timeout=30) as r:
+                        if json.loads(r.read()) != {"echo": body.decode()}:
+                            failures.append(f"valid request {i}: a wrong answer")
+            health = "/_esg/health" if server is function else "/healthz"
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}{health}", timeout=30) as r:
                 assert r.status == 200
         assert platform.functions["echo"].state.replicas == 1  # nothing unauthorised changed it
     finally:
         for server in servers:
             server.shutdown()
             server.server_close()
-    report("router and gateway", 2 * runs, failures)
+        app.drain(timeout_s=30)
+    report("router, gateway and runtime over sockets", 3 * runs, failures)
     assert not failures

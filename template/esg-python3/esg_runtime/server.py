@@ -31,6 +31,7 @@ process exits 1, so the platform restarts it: never a silent hang.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import socket
@@ -107,6 +108,33 @@ class QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
         pass
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":  # a line without a version: no status, no headers
+            self.send_error(400, "HTTP/0.9 requests are not served; send HTTP/1.0 or 1.1")
+            return False
+        return True
+
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        """The standard library's refusals (a request line it cannot read,
+        headers too long, an unknown version) as JSON with a status line,
+        as every other error of the runtime."""
+        self.close_connection = True
+        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+        body = json.dumps({"error": message or self.responses.get(code, ("error",))[0]}).encode()
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if getattr(self, "command", "") != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            pass
 
     def handle(self) -> None:
         connections = self.server.connections
