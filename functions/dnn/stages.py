@@ -103,11 +103,15 @@ class Preprocess:
         return _image_input(event)
 
     def run(self, images):
+        return [{"image": encode_tensor(t)} for t in self.run_tensors(images)]
+
+    def run_tensors(self, images):
+        """The resized images as tensors (the Open Inference Protocol's path)."""
         out = []
         for image in images:  # sizes differ before resizing; resizing is cheap
             resized = F.interpolate(image.unsqueeze(0), size=(self.size, self.size), mode="bilinear",
                                     align_corners=False)[0]
-            out.append({"image": encode_tensor(resized.clamp(0, 1))})
+            out.append(resized.clamp(0, 1))
         return out
 
     def sample(self, i):
@@ -125,7 +129,11 @@ class SuperResolution:
         return _image_input(event)
 
     def run(self, images):
-        return [{"image": encode_tensor(t)} for t in _run_grouped(self.model, images)]
+        return [{"image": encode_tensor(t)} for t in self.run_tensors(images)]
+
+    def run_tensors(self, images):
+        """The upscaled images as tensors (the Open Inference Protocol's path)."""
+        return _run_grouped(self.model, images)
 
     def sample(self, i):
         return {"image": encode_tensor(_rng_image(i, _env_int("ESG_IMAGE_SIZE", 56)))}

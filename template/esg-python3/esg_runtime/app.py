@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 from urllib.parse import parse_qs
 
-from .batcher import Batcher, Broken, Closed, DeadlineExceeded, QueueFull, Request
+from .batcher import BatchSizeMismatch, Batcher, Broken, Closed, DeadlineExceeded, QueueFull, Request
 from .metrics import RuntimeMetrics
+from .v2 import HEADER as V2_HEADER, InferRequest, ProtocolError, encode_response, metadata, parse_infer
 from .settings import MAX_BATCH_SIZE_LIMIT, MAX_WAIT_MS_LIMIT, BatchConfig, LiveConfig, RuntimeSettings, valid_wait_ms
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -147,13 +148,14 @@ def _status(code: int) -> str:
     return f"{code} {_REASONS.get(code, 'Status')}"
 
 
-def batch_runner(handler: Any, context: Context) -> Callable[[list[Event]], list[Any]]:
-    """``handle_batch`` when the handler has it, else ``handle`` per event
-    (an exception then fails only its own event)."""
-    if hasattr(handler, "handle_batch"):
-        return lambda events: handler.handle_batch(events, context)
+def batch_runner(handler: Any, context: Context) -> Callable[[list[Any]], list[Any]]:
+    """One batch: its Open Inference Protocol requests to ``infer``, the
+    others to ``handle_batch`` when the handler has it, else ``handle`` per
+    event (an exception then fails only its own event)."""
 
-    def one_by_one(events: list[Event]) -> list[Any]:
+    def plain(events: list[Event]) -> list[Any]:
+        if hasattr(handler, "handle_batch"):
+            return list(handler.handle_batch(events, context))
         results = []
         for event in events:
             try:
@@ -162,7 +164,21 @@ def batch_runner(handler: Any, context: Context) -> Callable[[list[Event]], list
                 results.append(err)
         return results
 
-    return one_by_one
+    def run(payloads: list[Any]) -> list[Any]:
+        v2 = [i for i, p in enumerate(payloads) if isinstance(p, InferRequest)]
+        rest = [i for i, p in enumerate(payloads) if not isinstance(p, InferRequest)]
+        results: list[Any] = [None] * len(payloads)
+        for indices, call in ((v2, lambda items: list(handler.infer(items, context))), (rest, plain)):
+            if not indices:
+                continue
+            outs = call([payloads[i] for i in indices])
+            if len(outs) != len(indices):
+                raise BatchSizeMismatch(f"handler returned {len(outs)} results for a batch of {len(indices)}")
+            for i, out in zip(indices, outs):
+                results[i] = out
+        return results
+
+    return run
 
 
 class RuntimeApp:
@@ -181,6 +197,7 @@ class RuntimeApp:
         """The HTTP methods the handler takes (its ``METHODS``, else the usual ones; never CONNECT or TRACE)."""
         self.bodies = BodyBudget(MAX_BODIES_IN_FLIGHT_BYTES)
         self.draining = False
+        self.handler = handler
         self.batcher = Batcher(batch_runner(handler, Context(socket.gethostname())), self.live,
                                settings.max_queue, clock, on_batch=self._on_batch, on_failure=on_failure)
         self.metrics.gpu_share.set(settings.gpu_share_pct)
@@ -199,6 +216,9 @@ class RuntimeApp:
         path = environ.get("PATH_INFO", "/") or "/"
         if path.startswith("/_esg/"):
             code, headers, body = self._reserved(path, environ)
+        elif path == "/v2" or path.startswith("/v2/"):
+            code, headers, body = self._v2(environ, path)
+            self.metrics.requests.labels(code=str(code)).inc()
         else:
             code, headers, body = self._invoke(environ, path)
             self.metrics.requests.labels(code=str(code)).inc()
@@ -224,13 +244,81 @@ class RuntimeApp:
             code, hdrs, payload = self._error(err.status, str(err), reason=err.reason)
             return code, hdrs + ([("Retry-After", "1")] if err.status == 429 else []), payload
 
+    # --- the Open Inference Protocol (v2.py) ----------------------------------
+    def _v2(self, environ: dict, path: str) -> tuple[int, list, bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        parts = [p for p in path.split("/") if p][1:]  # after "v2"
+        model = getattr(self.handler, "MODEL", None)
+        name = (model or {}).get("name", "")
+        if parts in ([], ["health", "live"], ["health", "ready"]) and method in ("GET", "HEAD"):
+            if parts == ["health", "ready"] and (self.draining or self.batcher.failure is not None):
+                return self._error(503, "not ready")
+            if not parts:
+                return self._json(200, {"name": "esg-python3", "version": "1",
+                                        "extensions": ["binary_tensor_data"]})
+            return self._json(200, {"live": True} if parts[1] == "live" else {"ready": True})
+        if len(parts) < 2 or parts[0] != "models":
+            return self._error(404, f"no such path {path}")
+        if model is None:
+            return self._error(404, "this function does not serve the Open Inference Protocol "
+                                    "(its handler defines no MODEL and infer)")
+        rest = parts[2:]
+        if len(rest) >= 2 and rest[0] == "versions":
+            rest = rest[2:]  # one version: any version names it
+        if parts[1] != name:
+            return self._error(404, f"no model {parts[1]!r}; this function serves {name!r}")
+        if rest == [] and method in ("GET", "HEAD"):
+            return self._json(200, metadata(name, model))
+        if rest == ["ready"] and method in ("GET", "HEAD"):
+            ready = not self.draining and self.batcher.failure is None
+            return self._json(200, {"ready": True}) if ready else self._error(503, "not ready")
+        if rest != ["infer"]:
+            return self._error(404, f"no such path {path}")
+        if method != "POST":
+            code, hdrs, payload = self._error(405, f"{method} is not allowed on infer (POST)")
+            return code, hdrs + [("Allow", "POST")], payload
+        if self.draining:
+            return self._error(503, "the function is shutting down", reason="draining")
+        if self.batcher.queue_length() >= self.settings.max_queue:
+            code, hdrs, payload = self._error(429, f"the queue is full ({self.settings.max_queue} requests)",
+                                              reason="queue_full")
+            return code, hdrs + [("Retry-After", "1")], payload
+        try:
+            with read_body(environ, self.bodies) as body:
+                request = parse_infer(name, body, environ.get("HTTP_" + V2_HEADER.upper().replace("-", "_")))
+        except BodyError as err:
+            code, hdrs, payload = self._error(err.status, str(err), reason=err.reason)
+            return code, hdrs + ([("Retry-After", "1")] if err.status == 429 else []), payload
+        except ProtocolError as err:
+            return self._error(400, str(err), reason="bad_request")
+        code, headers, result = self._submit(environ, request, bad_input=(ValueError,))
+        if code != 200:
+            return code, headers, result
+        if isinstance(result, dict) and all(hasattr(t, "datatype") for t in result.values()):
+            try:
+                payload, extra = encode_response(request, result)
+            except ProtocolError as err:
+                return self._error(400, str(err), reason="bad_request")
+            return 200, list(extra.items()) + headers, payload
+        return self._error(500, f"the handler's infer returned {type(result).__name__}, not a dict of tensors")
+
     def _run(self, environ: dict, path: str, method: str, body: bytes) -> tuple[int, list, bytes]:
         headers = {key[5:].replace("_", "-").title(): value for key, value in environ.items()
                    if key.startswith("HTTP_")}
         if environ.get("CONTENT_TYPE"):
             headers["Content-Type"] = environ["CONTENT_TYPE"]
+        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
+        code, extra, result = self._submit(environ, Event(body, headers, method, query, path))
+        if code != 200:
+            return code, extra, result
+        return self._format(result, extra)
+
+    def _submit(self, environ: dict, payload: Any, bad_input: tuple = ()) -> tuple[int, list, Any]:
+        """Queue one request (a plain event or an infer request) with its
+        deadline and wait for its result: (200, timing headers, result), or
+        an error answer (code, headers, body)."""
         deadline_s = None
-        raw_deadline = headers.get("X-Esg-Deadline-Ms")
+        raw_deadline = environ.get("HTTP_X_ESG_DEADLINE_MS")
         if raw_deadline is not None:
             try:
                 deadline_unix_ms = float(raw_deadline)
@@ -242,14 +330,12 @@ class RuntimeApp:
             deadline_s = self.clock() + (deadline_unix_ms - time.time() * 1000.0) / 1000.0
             if deadline_s <= self.clock():
                 return self._error(504, "the request's deadline has already passed", reason="deadline")
-        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).items()}
-        event = Event(body, headers, method, query, path)
         try:
-            request = self.batcher.submit(event, deadline_s)
+            request = self.batcher.submit(payload, deadline_s)
         except QueueFull:
-            code, hdrs, payload = self._error(429, f"the queue is full ({self.settings.max_queue} requests)",
-                                              reason="queue_full")
-            return code, hdrs + [("Retry-After", "1")], payload
+            code, hdrs, body = self._error(429, f"the queue is full ({self.settings.max_queue} requests)",
+                                           reason="queue_full")
+            return code, hdrs + [("Retry-After", "1")], body
         except Broken as err:
             return self._error(503, str(err), reason="broken")
         except Closed:
@@ -265,9 +351,13 @@ class RuntimeApp:
                                request=request)
         except Broken as err:
             return self._error(503, str(err), reason="broken", request=request)
+        except bad_input as err:  # an infer request the model cannot take
+            return self._error(400, str(err), reason="bad_request", request=request)
         except Exception as err:
             return self._error(500, f"{type(err).__name__}: {err}", request=request)
-        return self._format(result, request)
+        if isinstance(result, BaseException):  # pragma: no cover - the batcher sets exceptions, not results
+            return self._error(500, f"{type(result).__name__}: {result}", request=request)
+        return 200, self._timing_headers(request), result
 
     # --- responses ---------------------------------------------------------
     def _timing_headers(self, request: Optional[Request]) -> list[tuple[str, str]]:
@@ -283,7 +373,7 @@ class RuntimeApp:
         body = json.dumps({"error": message}).encode()
         return code, [("Content-Type", "application/json")] + self._timing_headers(request), body
 
-    def _format(self, result: Any, request: Request) -> tuple[int, list, bytes]:
+    def _format(self, result: Any, timing: list) -> tuple[int, list, bytes]:
         code, extra, body = 200, {}, result
         if isinstance(result, dict) and ("statusCode" in result or "body" in result):
             code = int(result.get("statusCode", 200))
@@ -299,7 +389,7 @@ class RuntimeApp:
             payload, content_type = json.dumps(body).encode(), "application/json"
         headers = [("Content-Type", str(extra.pop("Content-Type", extra.pop("content-type", content_type))))]
         headers += [(str(k), str(v)) for k, v in extra.items()]
-        return code, headers + self._timing_headers(request), payload
+        return code, headers + timing, payload
 
     # --- reserved paths ----------------------------------------------------
     def _reserved(self, path: str, environ: dict) -> tuple[int, list, bytes]:

@@ -1,0 +1,165 @@
+"""The data plane's cost (issue 15): per image function, at batch 1 and 8,
+the model alone, the handler (the runtime's X-ESG-Exec-Ms), and the HTTP
+round trip, for the JSON body with base64 tensors and for the Open
+Inference Protocol with binary tensors; and the overhead ratio, (round
+trip - model) / model.
+
+    .venv/bin/python bench/dataplane.py [--rounds 20] [--size 56]
+
+Each function runs as `esg up` runs it (the template, python index.py,
+loopback), at ESG_GPU_SHARE=50 (one torch thread on this 2-core machine);
+the model alone is timed in a separate process with one thread too. A
+batch of 8 is 8 concurrent requests that the runtime batches; its round
+trip is from the first request sent to the last answer. Medians of
+``--rounds`` rounds. Figures, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = {"espcn": "espcn", "resnet18": "resnet18"}
+
+MODEL_ONLY = """
+import os, sys, time, statistics
+import torch
+torch.set_num_threads(1); torch.set_num_interop_threads(1)
+sys.path.insert(0, {functions!r})
+os.environ["ESG_FUNCTION"] = {stage!r}
+from dnn.handler import STAGE
+batch = torch.rand({batch}, 3, {size}, {size}, generator=torch.Generator().manual_seed(0))
+model = STAGE.model
+with torch.inference_mode():
+    for _ in range(3):
+        model(batch)
+    times = []
+    for _ in range({rounds}):
+        t = time.perf_counter(); model(batch); times.append((time.perf_counter() - t) * 1000)
+print(statistics.median(times))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def model_ms(stage: str, batch: int, size: int, rounds: int) -> float:
+    code = MODEL_ONLY.format(functions=str(ROOT / "functions"), stage=stage, batch=batch, size=size, rounds=rounds)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+class Function:
+    def __init__(self, folder: Path, stage: str, batch: int):
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "index.py"], cwd=folder, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL,
+                                     env={**os.environ, "ESG_FUNCTION": stage, "ESG_PORT": str(self.port),
+                                          "ESG_MAX_BATCH_SIZE": str(batch), "ESG_MAX_WAIT_MS": "2000",
+                                          "ESG_GPU_SHARE": "50"})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if self.call("GET", "/_esg/health", b"", {})[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{stage} did not start")
+
+    def call(self, method, path, body, headers):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            data = r.read()
+            return r.status, float(r.getheader("X-ESG-Exec-Ms") or 0), data
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def json_request(array):
+    doc = {"image": {"b64": base64.b64encode(array.astype("<f4").tobytes()).decode(), "dtype": "float32",
+                     "shape": list(array.shape)}}
+    return "POST", "/", json.dumps(doc).encode(), {"Content-Type": "application/json"}
+
+
+def v2_request(stage, array):
+    head = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": list(array.shape),
+                                   "parameters": {"binary_data_size": array.nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    return "POST", f"/v2/models/{stage}/infer", head + array.astype("<f4").tobytes(), {
+        "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
+
+
+def measure(fn: Function, stage: str, mode: str, batch: int, size: int, rounds: int) -> tuple[float, float]:
+    """(round trip ms, handler ms) medians over rounds of ``batch`` concurrent requests."""
+    arrays = [np.random.default_rng(i).random((3, size, size), dtype=np.float32) for i in range(batch)]
+    requests = [json_request(a) if mode == "json" else v2_request(stage, a) for a in arrays]
+    trips, handler = [], []
+    with ThreadPoolExecutor(batch) as pool:
+        for r in range(rounds + 2):
+            started = time.perf_counter()
+            answers = list(pool.map(lambda req: fn.call(*req), requests))
+            took = (time.perf_counter() - started) * 1000
+            assert all(a[0] == 200 for a in answers), answers[0][2][:200]
+            if r >= 2:  # the first rounds warm up
+                trips.append(took)
+                handler.append(max(a[1] for a in answers))
+    return statistics.median(trips), statistics.median(handler)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--size", type=int, default=56, help="image side (the workflows' preprocess size)")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="esg-dataplane-"))
+    folder = work / "fn"
+    shutil.copytree(ROOT / "template/esg-python3", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(folder / "function")
+    shutil.copytree(ROOT / "functions/dnn", folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "function/__init__.py").touch()
+    print(f"{'function':<10} {'batch':>5} {'model ms':>9} | {'path':<9} {'handler ms':>10} {'round trip ms':>13} "
+          f"{'overhead':>9}")
+    try:
+        for stage in STAGES:
+            for batch in (1, 8):
+                model = model_ms(stage, batch, args.size, args.rounds)
+                fn = Function(folder, stage, batch)
+                try:
+                    for mode in ("json", "v2-binary"):
+                        trip, handler = measure(fn, stage, mode, batch, args.size, args.rounds)
+                        print(f"{stage:<10} {batch:>5} {model:>9.2f} | {mode:<9} {handler:>10.2f} {trip:>13.2f} "
+                              f"{(trip - model) / model:>9.2f}", flush=True)
+                finally:
+                    fn.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

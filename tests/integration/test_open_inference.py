@@ -1,0 +1,113 @@
+"""The Open Inference Protocol (KServe V2) on a real DNN function, through
+the real `tritonclient[http]` client from PyPI: binary and JSON tensors give
+the same outputs as the function's JSON path, bit for bit in float32."""
+
+import base64
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+http = pytest.importorskip("tritonclient.http")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from .test_functions import FUNCTIONS, TEMPLATE, Server  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def functions(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("oip") / "fn"
+    shutil.copytree(TEMPLATE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(folder / "function")
+    shutil.copytree(FUNCTIONS, folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "function/__init__.py").touch()
+    started = {}
+    try:
+        for name in ("espcn", "resnet18", "langid-cnn"):
+            server = Server(folder, {"ESG_FUNCTION": name})
+            started[name] = server
+        for server in started.values():
+            server.wait()
+            server.batch_size(1)
+            assert server.request("PUT", "/_esg/config", b'{"max_wait_ms": 0}', {"Authorization": "Bearer t"})[0] \
+                == 200
+        yield started
+    finally:
+        for server in started.values():
+            server.proc.terminate()
+            server.proc.wait()
+
+
+def image(seed, size=56):
+    return np.random.default_rng(seed).random((3, size, size), dtype=np.float32)
+
+
+def json_path(server, array):
+    doc = {"image": {"b64": base64.b64encode(array.astype("<f4").tobytes()).decode(), "dtype": "float32",
+                     "shape": list(array.shape)}}
+    status, _, out = server.post(doc)
+    assert status == 200, out
+    return out
+
+
+def client(server):
+    return http.InferenceServerClient(url=f"127.0.0.1:{server.port}", network_timeout=120.0)
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_an_image_stage_answers_tritonclient_bit_for_bit_as_its_json_path(functions, binary):
+    server = functions["espcn"]
+    triton = client(server)
+    assert triton.is_server_live() and triton.is_server_ready() and triton.is_model_ready("espcn")
+    meta = triton.get_model_metadata("espcn")
+    assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [3, -1, -1]}]
+    for seed in range(3):
+        array = image(seed)
+        expected = json_path(server, array)["image"]
+        inputs = [http.InferInput("image", list(array.shape), "FP32")]
+        inputs[0].set_data_from_numpy(array, binary_data=binary)
+        result = triton.infer("espcn", inputs, outputs=[http.InferRequestedOutput("image", binary_data=binary)])
+        got = result.as_numpy("image")
+        assert list(got.shape) == expected["shape"] and got.dtype == np.float32
+        assert got.astype("<f4").tobytes() == base64.b64decode(expected["b64"])  # bit for bit
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_a_classifier_answers_tritonclient_as_its_json_path(functions, binary):
+    server = functions["resnet18"]
+    triton = client(server)
+    array = image(7, size=64)
+    expected = json_path(server, array)
+    inputs = [http.InferInput("image", list(array.shape), "FP32")]
+    inputs[0].set_data_from_numpy(array, binary_data=binary)
+    result = triton.infer("resnet18", inputs, outputs=[http.InferRequestedOutput(n, binary_data=binary)
+                                                         for n in ("label", "top5_index", "top5_score")])
+    assert result.as_numpy("label").tolist() == [expected["label"]]
+    assert result.as_numpy("top5_index").tolist() == [i for i, _ in expected["top5"]]
+    assert result.as_numpy("top5_score").tobytes() == np.array([v for _, v in expected["top5"]], "<f4").tobytes()
+
+
+def test_bad_v2_requests_get_400_with_a_reason(functions):
+    server = functions["espcn"]
+    triton = client(server)
+    wrong = [http.InferInput("image", [2, 8, 8], "FP32")]
+    wrong[0].set_data_from_numpy(np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(InferenceServerException, match="must be FP32 \\[3, H, W\\]"):
+        triton.infer("espcn", wrong)
+    with pytest.raises(InferenceServerException, match="no model 'resnet50'"):
+        triton.infer("resnet50", wrong)
+    status, _, body = server.request("POST", "/v2/models/espcn/infer", b'{"inputs": [{"name": "image", '
+                                     b'"datatype": "FP32", "shape": [3, 2, 2], "data": [1, 2]}]}')
+    assert status == 400 and "do not fit shape" in json.loads(body)["error"]
+    status, _, body = server.request("POST", "/v2/models/espcn/infer", b"{}", {"Inference-Header-Content-Length":
+                                                                               "99"})
+    assert status == 400 and "outside the body" in json.loads(body)["error"]
+
+
+def test_a_stage_without_tensor_inputs_says_so(functions):
+    status, _, body = functions["langid-cnn"].request("GET", "/v2/models/langid-cnn")
+    assert status == 404 and "does not serve the Open Inference Protocol" in json.loads(body)["error"]
