@@ -13,6 +13,8 @@ the workflow's DAG, calling each stage's function through the gateway.
   that shed the request because its deadline had passed (504) gives 504,
   counted as a missed SLO; an overloaded stage (429, its queue full) gives
   429 with ``Retry-After``, naming it, so the client backs off.
+- The Open Inference Protocol (``POST /v2/models/<workflow>/infer``): a
+  chain of stages with binary tensors between them (``_run_v2``).
 - Admission (optional, ``admission=``): the requests in flight — of all
   workflows together, or of each (the settings' ``scope``) — are limited
   by an adaptive limit (``esg_plugin.control.admission``); beyond it a
@@ -42,6 +44,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..control.admission import AdmissionSettings, ConcurrencyLimit
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
+from ..runtime import v2
 from ..scaler.topology import Topology
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
@@ -82,20 +85,27 @@ class Router:
         self.limit_gauge = Gauge("esg_workflow_admission_limit", "Workflow requests allowed in flight.",
                                  ["workflow"], registry=self.registry)
 
-    def call_stage(self, stage: str, function: str, body: bytes, headers: dict) -> bytes:
-        request = urllib.request.Request(f"{self.gateway_url}/function/{function}", data=body, method="POST",
+    def call_stage(self, stage: str, function: str, body: bytes, headers: dict, path: str = "") -> bytes:
+        return self.post_stage(stage, function, body, headers, path)[0]
+
+    def post_stage(self, stage: str, function: str, body: bytes, headers: dict, path: str = "") -> tuple[bytes, Any]:
+        """POST to a stage's function through the gateway: (body, response headers); StageFailed."""
+        request = urllib.request.Request(f"{self.gateway_url}/function/{function}{path}", data=body, method="POST",
                                          headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return response.read()
+                return response.read(), response.headers
         except urllib.error.HTTPError as err:
             detail = err.read()[:300].decode("utf-8", "replace")
             raise StageFailed(stage, f"function {function}: HTTP {err.code} {detail}", err.code) from None
         except (urllib.error.URLError, OSError) as err:
             raise StageFailed(stage, f"function {function}: {err}") from None
 
-    def run(self, workflow_name: str, body: bytes, content_type: str) -> tuple[int, Any]:
-        """One request through the workflow, if admitted: (status, JSON document)."""
+    def run(self, workflow_name: str, body: bytes, content_type: str, v2: bool = False,
+            v2_header: Optional[str] = None) -> tuple[int, Any]:
+        """One request through the workflow, if admitted: (status, JSON
+        document); ``v2``: an Open Inference Protocol infer request, whose
+        answer, on success, is the document's ``v2`` (body, headers)."""
         scope = self.admission.scope_of(workflow_name) if self.admission else None
         limit = self.limits.get(scope) if scope else None
         with self.lock:
@@ -109,7 +119,10 @@ class Router:
             self.in_flight_gauge.labels(workflow=workflow_name).set(self.in_flight[workflow_name])
         code, doc = 502, {"error": "the router failed"}
         try:
-            code, doc = self._run(workflow_name, body, content_type)
+            if v2:
+                code, doc = self._run_v2(workflow_name, body, v2_header)
+            else:
+                code, doc = self._run(workflow_name, body, content_type)
             return code, doc
         finally:
             with self.lock:
@@ -158,27 +171,77 @@ class Router:
                     outputs[stage_name] = results[0] if len(results) == 1 else {"outputs": results}
                 pending = [s for s in pending if s not in outputs]
         except StageFailed as err:
-            if err.status == 504:  # a stage shed it: its deadline had passed
-                self.requests.labels(workflow=workflow_name, slo="missed").inc()
-                return 504, {"error": f"deadline exceeded at stage '{err.stage}'", "stage": err.stage,
-                             "request_id": request_id}
-            if err.status == 429:  # a stage's queue is full: the client should back off
-                self.requests.labels(workflow=workflow_name, slo="rejected").inc()
-                return 429, {"error": f"stage '{err.stage}' is overloaded, retry later", "stage": err.stage,
-                             "request_id": request_id}
-            self.requests.labels(workflow=workflow_name, slo="error").inc()
-            return 502, {"error": str(err), "stage": err.stage, "request_id": request_id}
+            return self._failed(workflow_name, err, request_id)
         except ValueError as err:
             self.requests.labels(workflow=workflow_name, slo="error").inc()
             return 502, {"error": f"a stage answered invalid JSON: {err}", "request_id": request_id}
-        elapsed_s = time.time() - started
-        self.latency.labels(workflow=workflow_name).observe(elapsed_s)
-        met = elapsed_s * 1000.0 <= workflow.slo_ms
-        self.requests.labels(workflow=workflow_name, slo="met" if met else "missed").inc()
         exits = workflow.exits
         result = outputs[exits[0]] if len(exits) == 1 else {s: outputs[s] for s in exits}
-        return 200, {"workflow": workflow_name, "request_id": request_id, "latency_ms": round(elapsed_s * 1000, 3),
-                     "slo_met": met, "output": result}
+        return 200, {**self._answered(workflow_name, started, request_id), "output": result}
+
+    def _answered(self, workflow_name: str, started: float, request_id: str) -> dict:
+        """Count a request that went through, and its latency."""
+        elapsed_s = time.time() - started
+        self.latency.labels(workflow=workflow_name).observe(elapsed_s)
+        met = elapsed_s * 1000.0 <= self.topology.workflows[workflow_name].slo_ms
+        self.requests.labels(workflow=workflow_name, slo="met" if met else "missed").inc()
+        return {"workflow": workflow_name, "request_id": request_id, "latency_ms": round(elapsed_s * 1000, 3),
+                "slo_met": met}
+
+    def _failed(self, workflow_name: str, err: StageFailed, request_id: str) -> tuple[int, Any]:
+        """Count and answer a request a stage failed."""
+        if err.status == 504:  # a stage shed it: its deadline had passed
+            self.requests.labels(workflow=workflow_name, slo="missed").inc()
+            return 504, {"error": f"deadline exceeded at stage '{err.stage}'", "stage": err.stage,
+                         "request_id": request_id}
+        if err.status == 429:  # a stage's queue is full: the client should back off
+            self.requests.labels(workflow=workflow_name, slo="rejected").inc()
+            return 429, {"error": f"stage '{err.stage}' is overloaded, retry later", "stage": err.stage,
+                         "request_id": request_id}
+        self.requests.labels(workflow=workflow_name, slo="error").inc()
+        return 502, {"error": str(err), "stage": err.stage, "request_id": request_id}
+
+    def _run_v2(self, workflow_name: str, body: bytes, header_length: Optional[str]) -> tuple[int, Any]:
+        """An Open Inference Protocol request through a chain: each stage
+        called with binary tensors at ``/v2/models/<its function>/infer``,
+        its output tensors the next stage's inputs (by name); the last
+        stage's outputs answered as the client asked (JSON or binary)."""
+        workflow = self.topology.workflows[workflow_name]
+        order = list(workflow.topological_order())
+        if len(workflow.entries) != 1 or any(len(list(workflow.graph.predecessors(s))) > 1
+                                             or workflow.stage(s).fanout > 1 for s in order):
+            self.requests.labels(workflow=workflow_name, slo="error").inc()
+            return 400, {"error": f"workflow '{workflow_name}' is not a chain of stages: the Open Inference "
+                                  f"Protocol is taken for chains; use POST /workflow/{workflow_name}"}
+        try:
+            request = v2.parse_infer(workflow_name, body, header_length)
+        except v2.ProtocolError as err:
+            self.requests.labels(workflow=workflow_name, slo="error").inc()
+            return 400, {"error": str(err)}
+        started = time.time()
+        deadline_ms = started * 1000.0 + workflow.slo_ms
+        request_id = request.id or uuid.uuid4().hex
+        tensors = request.inputs
+        try:
+            for stage in order:
+                payload, headers = v2.encode_request(tensors)
+                headers.update({"X-ESG-Request-Id": request_id, "X-ESG-Deadline-Ms": str(int(deadline_ms))})
+                model = workflow.stage(stage).function
+                out, out_headers = self.post_stage(stage, self.topology.functions[(workflow_name, stage)], payload,
+                                                   headers, f"/v2/models/{model}/infer")
+                tensors = v2.parse_response(out, out_headers.get(v2.HEADER))
+        except StageFailed as err:
+            return self._failed(workflow_name, err, request_id)
+        except v2.ProtocolError as err:
+            self.requests.labels(workflow=workflow_name, slo="error").inc()
+            return 502, {"error": f"a stage answered outside the protocol: {err}", "request_id": request_id}
+        request.id = request_id
+        try:
+            answer = v2.encode_response(request, tensors)
+        except v2.ProtocolError as err:
+            self.requests.labels(workflow=workflow_name, slo="error").inc()
+            return 400, {"error": str(err), "request_id": request_id}
+        return 200, {**self._answered(workflow_name, started, request_id), "v2": answer}
 
 
 def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -> JsonHTTPServer:
@@ -186,12 +249,37 @@ def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -
         def do_GET(self):  # noqa: N802
             if self.path == "/metrics":
                 self._send(200, generate_latest(router.registry), CONTENT_TYPE_LATEST)
-            elif self.path == "/healthz":
+            elif self.path in ("/healthz", "/v2/health/live", "/v2/health/ready"):
                 self._send(200, b'{"status": "ok"}')
+            elif self._v2() is not None and self._v2()[1] in ([], ["ready"]):
+                name = self._v2()[0]
+                self._json(200, {"name": name, "versions": ["1"], "platform": "esg-workflow", "inputs": [],
+                                 "outputs": []} if not self._v2()[1] else {"ready": True})
             else:
                 self._send(404, json.dumps({"error": f"no such path {self.path}"}).encode())
 
+        def _v2(self) -> Optional[tuple[str, list[str]]]:
+            """(workflow, what follows it) of a /v2/models/<workflow>[/versions/<v>]/... path."""
+            parts = [p for p in self.path.split("?")[0].split("/") if p]
+            if len(parts) < 3 or parts[:2] != ["v2", "models"] or parts[2] not in router.topology.workflows:
+                return None
+            rest = parts[3:]
+            return parts[2], rest[2:] if rest[:1] == ["versions"] else rest
+
         def do_POST(self):  # noqa: N802
+            target = self._v2()
+            if target is not None and target[1] == ["infer"]:
+                try:
+                    body = self._body()
+                except BadBody as err:
+                    return self._refuse(err)
+                code, doc = router.run(target[0], body, self.headers.get("Content-Type", ""), v2=True,
+                                       v2_header=self.headers.get(v2.HEADER))
+                if code == 200:
+                    payload, headers = doc["v2"]
+                    return self._send(code, payload, headers=list(headers.items()))
+                return self._send(code, json.dumps(doc).encode(),
+                                  headers=[("Retry-After", str(RETRY_AFTER_S))] if code == 429 else None)
             name = self.path[len("/workflow/"):] if self.path.startswith("/workflow/") else None
             if name is None or name not in router.topology.workflows:
                 known = ", ".join(sorted(router.topology.workflows))

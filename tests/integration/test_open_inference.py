@@ -111,3 +111,72 @@ def test_bad_v2_requests_get_400_with_a_reason(functions):
 def test_a_stage_without_tensor_inputs_says_so(functions):
     status, _, body = functions["langid-cnn"].request("GET", "/v2/models/langid-cnn")
     assert status == 404 and "does not serve the Open Inference Protocol" in json.loads(body)["error"]
+
+
+def test_a_whole_workflow_answers_tritonclient_as_its_json_path(functions):
+    """The router runs a chain (upscale -> classify) with binary tensors
+    between the stages, for a V2 client; the same answer as the router's
+    JSON path for the same image."""
+    import http.client as httpclient
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from esg_plugin.router import Router, make_router_server
+    from esg_plugin.scaler import Topology
+
+    ports = {"up": functions["espcn"].port, "cls": functions["resnet18"].port}
+
+    class Gateway(BaseHTTPRequestHandler):  # forwards /function/<fn>/<path> as OpenFaaS's gateway does
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802
+            _, _, fn, *rest = self.path.split("/")
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            keep = {k: v for k, v in self.headers.items() if k.lower().startswith(("content-type", "inference-",
+                                                                                  "x-esg-"))}
+            conn = httpclient.HTTPConnection("127.0.0.1", ports[fn], timeout=120)
+            conn.request("POST", "/" + "/".join(rest), body=body, headers=keep)
+            answer = conn.getresponse()
+            data = answer.read()
+            self.send_response(answer.status)
+            for key, value in answer.getheaders():
+                if key.lower() not in ("content-length", "date", "server", "connection"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            conn.close()
+
+    gateway = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    stack = {"functions": {
+        "up": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "upscale", "com.esg.profile": "espcn",
+                               "com.esg.slo-ms": "60000"}},
+        "cls": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "classify", "com.esg.profile": "resnet18",
+                                "com.esg.after": "upscale"}}}}
+    router = make_router_server(Router(Topology.from_stack(stack), f"http://127.0.0.1:{gateway.server_address[1]}"))
+    for server in (gateway, router):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        array = image(11, size=32)
+        doc = {"image": {"b64": base64.b64encode(array.astype("<f4").tobytes()).decode(), "dtype": "float32",
+                         "shape": list(array.shape)}}
+        conn = httpclient.HTTPConnection("127.0.0.1", router.server_address[1], timeout=120)
+        conn.request("POST", "/workflow/w", body=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
+        expected = json.loads(conn.getresponse().read())["output"]
+        conn.close()
+        triton = http.InferenceServerClient(url=f"127.0.0.1:{router.server_address[1]}", network_timeout=120.0)
+        assert triton.is_model_ready("w")
+        for binary in (True, False):
+            inputs = [http.InferInput("image", list(array.shape), "FP32")]
+            inputs[0].set_data_from_numpy(array, binary_data=binary)
+            result = triton.infer("w", inputs, outputs=[http.InferRequestedOutput(n, binary_data=binary)
+                                                        for n in ("label", "top5_index", "top5_score")])
+            assert result.as_numpy("label").tolist() == [expected["label"]]
+            assert result.as_numpy("top5_index").tolist() == [i for i, _ in expected["top5"]]
+            assert result.as_numpy("top5_score").tobytes() == np.array([v for _, v in expected["top5"]],
+                                                                        "<f4").tobytes()
+    finally:
+        for server in (gateway, router):
+            server.shutdown()
+            server.server_close()

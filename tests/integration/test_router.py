@@ -191,3 +191,30 @@ def test_one_limit_for_the_machine_sheds_every_workflow_that_shares_it(scope):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_v2_request_for_a_workflow_that_is_not_a_chain_is_refused_with_a_reason():
+    stack = {"functions": {
+        "head": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "1000"}},
+        "left": {"annotations": {"com.esg.workflow": "w", "com.esg.after": "head"}},
+        "right": {"annotations": {"com.esg.workflow": "w", "com.esg.after": "head"}},
+        "join": {"annotations": {"com.esg.workflow": "w", "com.esg.after": "left,right"}},
+    }}
+    server = gateway()
+    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}")
+    router_server = make_router_server(router)
+    threading.Thread(target=router_server.serve_forever, daemon=True).start()
+    try:
+        body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]}'
+        request = urllib.request.Request(f"http://127.0.0.1:{router_server.server_address[1]}/v2/models/w/infer",
+                                         data=body, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=30)
+            raise AssertionError("expected 400")
+        except urllib.error.HTTPError as err:
+            assert err.code == 400 and "not a chain" in json.loads(err.read())["error"]
+    finally:
+        router_server.shutdown()
+        router_server.server_close()
+        server.shutdown()
+        server.server_close()

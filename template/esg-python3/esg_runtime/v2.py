@@ -213,3 +213,41 @@ def encode_response(request: InferRequest, outputs: dict[str, Tensor], version: 
 def metadata(name: str, model: dict, version: str = "1") -> dict:
     return {"name": name, "versions": [version], "platform": "esg-python3",
             "inputs": model.get("inputs", []), "outputs": model.get("outputs", [])}
+
+
+def encode_request(inputs: dict[str, Tensor], outputs: Optional[dict[str, bool]] = None,
+                   request_id: Optional[str] = None) -> tuple[bytes, dict]:
+    """(body, headers) of an infer request with every input in binary;
+    ``outputs``: name -> binary wanted (None: every output, in binary)."""
+    head: dict[str, Any] = {"inputs": [{"name": t.name, "datatype": t.datatype, "shape": t.shape,
+                                        "parameters": {"binary_data_size": len(t.data)}} for t in inputs.values()]}
+    if outputs is None:
+        head["parameters"] = {"binary_data_output": True}
+    else:
+        head["outputs"] = [{"name": n, "parameters": {"binary_data": b}} for n, b in outputs.items()]
+    if request_id is not None:
+        head["id"] = request_id
+    raw = json.dumps(head).encode()
+    return raw + b"".join(t.data for t in inputs.values()), {"Content-Type": "application/octet-stream",
+                                                              HEADER: str(len(raw))}
+
+
+def parse_response(body: bytes, header_length: Optional[str]) -> dict[str, Tensor]:
+    """The output tensors of an infer response (JSON or binary)."""
+    try:
+        n = int(header_length) if header_length is not None else len(body)
+    except ValueError:
+        raise ProtocolError(f"{HEADER} must be an integer") from None
+    if not 0 <= n <= len(body):
+        raise ProtocolError(f"{HEADER} {n} is outside the body")
+    try:
+        doc = json.loads(body[:n])
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ProtocolError("the response header is not JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("outputs"), list):
+        raise ProtocolError("the response has no 'outputs' list")
+    fake = {"inputs": [dict(o, name=o.get("name")) for o in doc["outputs"] if isinstance(o, dict)]}
+    if not fake["inputs"]:
+        raise ProtocolError("the response has no outputs")
+    head = json.dumps(fake).encode()
+    return parse_infer("", head + body[n:], str(len(head))).inputs
