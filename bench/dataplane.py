@@ -10,8 +10,9 @@ Each function runs as `esg up` runs it (the template, python index.py,
 loopback), at ESG_GPU_SHARE=50 (one torch thread on this 2-core machine);
 the model alone is timed in a separate process with one thread too. A
 batch of 8 is 8 concurrent requests that the runtime batches; its round
-trip is from the first request sent to the last answer. Medians of
-``--rounds`` rounds. Figures, not pass/fail.
+trip is from the first request sent to the last answer; ``v2-tensor`` is
+the batch as one request with an [8, 3, H, W] tensor, as a Triton client
+sends a batch. Medians of ``--rounds`` rounds. Figures, not pass/fail.
 """
 
 from __future__ import annotations
@@ -115,11 +116,15 @@ def v2_request(stage, array):
 
 
 def measure(fn: Function, stage: str, mode: str, batch: int, size: int, rounds: int) -> tuple[float, float]:
-    """(round trip ms, handler ms) medians over rounds of ``batch`` concurrent requests."""
+    """(round trip ms, handler ms) medians over rounds of ``batch``
+    concurrent requests, or of one request holding the batch (v2-tensor)."""
     arrays = [np.random.default_rng(i).random((3, size, size), dtype=np.float32) for i in range(batch)]
-    requests = [json_request(a) if mode == "json" else v2_request(stage, a) for a in arrays]
+    if mode == "v2-tensor":
+        requests = [v2_request(stage, np.stack(arrays))]
+    else:
+        requests = [json_request(a) if mode == "json" else v2_request(stage, a) for a in arrays]
     trips, handler = [], []
-    with ThreadPoolExecutor(batch) as pool:
+    with ThreadPoolExecutor(len(requests)) as pool:
         for r in range(rounds + 2):
             started = time.perf_counter()
             answers = list(pool.map(lambda req: fn.call(*req), requests))
@@ -148,14 +153,15 @@ def main() -> int:
         for stage in STAGES:
             for batch in (1, 8):
                 model = model_ms(stage, batch, args.size, args.rounds)
-                fn = Function(folder, stage, batch)
-                try:
-                    for mode in ("json", "v2-binary"):
+                for mode in ("json", "v2-binary") + (("v2-tensor",) if batch > 1 else ()):
+                    # one request holding the batch runs at once (batch 1); else the runtime batches
+                    fn = Function(folder, stage, 1 if mode == "v2-tensor" else batch)
+                    try:
                         trip, handler = measure(fn, stage, mode, batch, args.size, args.rounds)
-                        print(f"{stage:<10} {batch:>5} {model:>9.2f} | {mode:<9} {handler:>10.2f} {trip:>13.2f} "
-                              f"{(trip - model) / model:>9.2f}", flush=True)
-                finally:
-                    fn.stop()
+                    finally:
+                        fn.stop()
+                    print(f"{stage:<10} {batch:>5} {model:>9.2f} | {mode:<9} {handler:>10.2f} {trip:>13.2f} "
+                          f"{(trip - model) / model:>9.2f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -85,51 +85,59 @@ def _model():
 MODEL = _model()
 
 
-def _image(tensor):
-    if tensor.datatype != "FP32" or len(tensor.shape) not in (3, 4) or tensor.shape[-3] != 3 \
-            or (len(tensor.shape) == 4 and tensor.shape[0] != 1):
-        raise BadInput(f"input 'image' must be FP32 [3, H, W] (or [1, 3, H, W]), got {tensor.datatype} "
-                       f"{tensor.shape}")
-    return torch.frombuffer(bytearray(tensor.data), dtype=torch.float32).reshape(tensor.shape[-3:])
+def _images(tensor):
+    """The images of an 'image' input: ([3, H, W] tensors, whether it came as a batch [N, 3, H, W])."""
+    shape = tensor.shape
+    if tensor.datatype != "FP32" or len(shape) not in (3, 4) or shape[-3] != 3 or 0 in shape:
+        raise BadInput(f"input 'image' must be FP32 [3, H, W] or [N, 3, H, W], got {tensor.datatype} {shape}")
+    x = torch.frombuffer(bytearray(tensor.data), dtype=torch.float32).reshape(shape)
+    return (list(x.unbind(0)) if len(shape) == 4 else [x]), len(shape) == 4
 
 
-def _to_tensors(output, make):
-    """A stage's JSON output as named tensors (the same values, bit for bit)."""
-    import base64
-
-    if "image" in output:
-        image = output["image"]
-        return {"image": make("image", "FP32", list(image["shape"]), base64.b64decode(image["b64"]))}
+def _classes(outputs, batched, make):
+    """Classifier outputs (the JSON path's dicts) as tensors: [N, 1], [N, 5], [N, 5] for a batch."""
     import struct
 
-    return {"label": make("label", "INT64", [1], struct.pack("<q", output["label"])),
-            "top5_index": make("top5_index", "INT64", [5], struct.pack("<5q", *[i for i, _ in output["top5"]])),
-            "top5_score": make("top5_score", "FP32", [5], struct.pack("<5f", *[v for _, v in output["top5"]]))}
+    n = len(outputs)
+    lead = [n] if batched else []
+    labels = [o["label"] for o in outputs]
+    index = [i for o in outputs for i, _ in o["top5"]]
+    score = [v for o in outputs for _, v in o["top5"]]
+    return {"label": make("label", "INT64", lead + [1], struct.pack(f"<{n}q", *labels)),
+            "top5_index": make("top5_index", "INT64", lead + [5], struct.pack(f"<{5 * n}q", *index)),
+            "top5_score": make("top5_score", "FP32", lead + [5], struct.pack(f"<{5 * n}f", *score))}
 
 
 def infer(requests, context):
-    """One batch of V2 infer requests: each request's 'image' tensor through
-    the stage, its output as tensors (see MODEL)."""
+    """One batch of V2 infer requests: the images of every request's 'image'
+    tensor ([3, H, W], or a batch [N, 3, H, W]) through the stage together;
+    each request's outputs as tensors (see MODEL), batched as it came."""
     if MODEL is None:
         raise BadInput(f"stage {NAME} takes no tensors: call it with JSON")
     results = [None] * len(requests)
-    parsed = []
+    parsed = []  # (request, its images, batched)
     for i, request in enumerate(requests):
         try:
             if "image" not in request.inputs:
                 raise BadInput("the request needs an input named 'image'")
-            image = _image(request.inputs["image"])
-            parsed.append((i, [image] if NAME.startswith("resnet") else image))
+            images, batched = _images(request.inputs["image"])
+            parsed.append((i, images, batched))
         except BadInput as err:
             results[i] = err
-    if parsed:
-        make = type(next(iter(requests[parsed[0][0]].inputs.values())))  # the runtime's Tensor
-        items = [item for _, item in parsed]
-        if hasattr(STAGE, "run_tensors"):  # image out: the tensor's bytes, no base64 on the way
-            for (i, _), t in zip(parsed, STAGE.run_tensors(items)):
-                t = t.detach().to("cpu", dtype=torch.float32).contiguous()
-                results[i] = {"image": make("image", "FP32", list(t.shape), t.numpy().astype("<f4").tobytes())}
+    if not parsed:
+        return results
+    make = type(requests[parsed[0][0]].inputs["image"])  # the runtime's Tensor
+    flat = [image for _, images, _ in parsed for image in images]
+    if hasattr(STAGE, "run_tensors"):  # image out: the tensor's bytes, no base64 on the way
+        outs = [t.detach().to("cpu", dtype=torch.float32) for t in STAGE.run_tensors(flat)]
+    else:
+        outs = STAGE.run([[image] for image in flat])
+    k = 0
+    for i, images, batched in parsed:
+        mine, k = outs[k: k + len(images)], k + len(images)
+        if hasattr(STAGE, "run_tensors"):
+            t = (torch.stack(mine) if batched else mine[0]).contiguous()
+            results[i] = {"image": make("image", "FP32", list(t.shape), t.numpy().astype("<f4").tobytes())}
         else:
-            for (i, _), output in zip(parsed, STAGE.run(items)):
-                results[i] = _to_tensors(output, make)
+            results[i] = _classes(mine, batched, make)
     return results

@@ -91,12 +91,34 @@ def test_a_classifier_answers_tritonclient_as_its_json_path(functions, binary):
     assert result.as_numpy("top5_score").tobytes() == np.array([v for _, v in expected["top5"]], "<f4").tobytes()
 
 
+def test_a_batch_in_one_tensor_gives_each_image_its_own_answer(functions):
+    """[N, 3, H, W] in one request: the outputs stacked in the same order,
+    each the same as that image's own request."""
+    server = functions["resnet18"]
+    triton = client(server)
+    arrays = np.stack([image(20 + k, size=40) for k in range(4)])
+    inputs = [http.InferInput("image", list(arrays.shape), "FP32")]
+    inputs[0].set_data_from_numpy(arrays, binary_data=True)
+    result = triton.infer("resnet18", inputs)
+    assert result.as_numpy("top5_index").shape == (4, 5) and result.as_numpy("label").shape == (4, 1)
+    for k in range(4):
+        expected = json_path(server, arrays[k])
+        assert result.as_numpy("label")[k].tolist() == [expected["label"]]
+        assert result.as_numpy("top5_index")[k].tolist() == [i for i, _ in expected["top5"]]
+    upscaled = client(functions["espcn"]).infer("espcn", inputs).as_numpy("image")
+    assert upscaled.shape == (4, 3, 80, 80)
+    for k in range(4):
+        assert np.allclose(upscaled[k], np.frombuffer(base64.b64decode(json_path(functions["espcn"], arrays[k])
+                                                                       ["image"]["b64"]), "<f4").reshape(3, 80, 80),
+                           atol=1e-5)
+
+
 def test_bad_v2_requests_get_400_with_a_reason(functions):
     server = functions["espcn"]
     triton = client(server)
     wrong = [http.InferInput("image", [2, 8, 8], "FP32")]
     wrong[0].set_data_from_numpy(np.zeros((2, 8, 8), np.float32))
-    with pytest.raises(InferenceServerException, match="must be FP32 \\[3, H, W\\]"):
+    with pytest.raises(InferenceServerException, match="must be FP32 \\[3, H, W\\] or \\[N, 3, H, W\\]"):
         triton.infer("espcn", wrong)
     with pytest.raises(InferenceServerException, match="no model 'resnet50'"):
         triton.infer("resnet50", wrong)
