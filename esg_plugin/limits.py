@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 from typing import Callable, Union
+from .errors import ESGError
 
 Number = Union[int, float]
 
@@ -46,7 +47,7 @@ def is_number(value: object) -> bool:
     return math.isfinite(value)
 
 
-class LimitError(ValueError):
+class LimitError(ESGError, ValueError):
     """A number outside its documented range (the message names it and the range)."""
 
 

@@ -13,11 +13,12 @@ from typing import Any, Optional
 
 import yaml
 
+from .errors import ESGError
 from .limits import MAX_FILE_BYTES, MAX_NESTING, LimitError, check_document
 from .model import ModelError, ProfileSet, Workflow, parse_profiles, parse_workflow, workflows_from_stack
 
 
-class LoadError(ValueError):
+class LoadError(ESGError, ValueError):
     """A file that cannot be read or does not hold what it should."""
 
 

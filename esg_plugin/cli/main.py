@@ -12,11 +12,7 @@ import sys
 from typing import Optional, Sequence
 
 from .. import __version__
-from ..loaders import LoadError
-from ..model import ModelError
-from ..planner import PlannerError
-from ..sim.report import PlotsUnavailable
-from ..sim.workload import WorkloadError
+from ..errors import ESGError
 from . import plan as plan_command
 from . import profile as profile_command
 from . import scaler as scaler_command
@@ -66,8 +62,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as err:
         print(err, file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (LoadError, ModelError, PlannerError, WorkloadError, PlotsUnavailable) as err:
-        print(f"esg: error: {err}", file=sys.stderr)
+    except ESGError as err:  # every error of the package (esg_plugin/errors.py)
+        print(f"esg: error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BrokenPipeError:  # `esg plan ... | head`
         return EXIT_OK

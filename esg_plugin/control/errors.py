@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import ESGError
 
-class ControlError(ValueError):
+
+class ControlError(ESGError, ValueError):
     """A control setting or observation outside its range."""

@@ -47,6 +47,7 @@ from typing import Mapping, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..errors import ESGError
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
 from ..scaler.actuators import Actuator, Change, diff_states
 from ..scaler.decider import FunctionState
@@ -58,7 +59,7 @@ ROLLOUT_CHECK_S = 1.0
 FORWARDED = ("Content-Type", "X-ESG-Deadline-Ms", "X-ESG-Request-Id", "Authorization")
 
 
-class PlatformError(RuntimeError):
+class PlatformError(ESGError, RuntimeError):
     """A function that cannot be prepared or started."""
 
 

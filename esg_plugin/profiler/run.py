@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
+from ..errors import ESGError
 
 
-class ProfileError(ValueError):
+class ProfileError(ESGError, ValueError):
     """Bad arguments, or a function that cannot be profiled."""
 
 

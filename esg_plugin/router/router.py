@@ -42,6 +42,7 @@ from typing import Any, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..errors import ESGError
 from ..control.admission import AdmissionSettings, ConcurrencyLimit
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
 from ..runtime import v2
@@ -50,7 +51,7 @@ from ..scaler.topology import Topology
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 
 
-class StageFailed(Exception):
+class StageFailed(ESGError):
     def __init__(self, stage: str, detail: str, status: int = 0):
         super().__init__(f"stage '{stage}' failed: {detail}")
         self.stage = stage

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
+from ..errors import ESGError
 from ..control import ControlSettings
 
 ACTUATORS = ("dry-run", "openfaas-kubernetes", "openfaas-gateway", "knative")
@@ -13,7 +14,7 @@ SHARE_MODES = ("env", "hami")
 METRICS_KINDS = ("auto", "gateway", "prometheus")
 
 
-class ScalerSettingsError(ValueError):
+class ScalerSettingsError(ESGError, ValueError):
     """A scaler setting the service cannot start with."""
 
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import ESGError
 from .engine import RunResult
 
 _TOLERANCE_MS = 1e-9
@@ -103,7 +104,7 @@ def write_outputs(out_dir: Path, doc: dict[str, Any], results: Sequence[RunResul
     return written
 
 
-class PlotsUnavailable(RuntimeError):
+class PlotsUnavailable(ESGError, RuntimeError):
     """matplotlib is not installed."""
 
 

@@ -30,11 +30,12 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from ..errors import ESGError
 from ..limits import MAX_DURATION_S, MAX_RATE_RPS, MAX_SIMULATED_REQUESTS, is_number
 from ..model import ModelError, Workflow, parse_workflow
 
 
-class WorkloadError(ValueError):
+class WorkloadError(ESGError, ValueError):
     """A workload file that cannot be read or does not hold what it should."""
 
 
