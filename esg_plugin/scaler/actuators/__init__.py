@@ -1,0 +1,27 @@
+"""Actuators: apply only what differs between the desired and the current
+state of each function, and report each change.
+
+- ``openfaas-kubernetes``: the function's Deployment. Replicas through the
+  scale subresource; the GPU share through the pod template (env
+  ``ESG_GPU_SHARE`` and ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``, or HAMi's
+  ``nvidia.com/gpucores`` and ``nvidia.com/gpumem`` limits) — re-applied
+  whenever a redeploy with faas-cli has wiped it; batch size and timeout as
+  Deployment annotations (no restart) and pushed live to every pod's
+  ``/_esg/config``.
+- ``knative``: the Knative Service's ``autoscaling.knative.dev/min-scale``
+  and ``max-scale`` and the container env.
+- ``openfaas-gateway``: replicas only, ``POST /system/scale-function/<name>``.
+- ``dry-run``: remembers and reports, changes nothing.
+
+Conflicts (409) are retried after re-reading, transient failures (5xx,
+timeouts) with exponential backoff; 404 means the function is gone.
+"""
+
+from .base import ANNOTATION_BATCH, ANNOTATION_WAIT, SHARE_ENV, Actuator, ApiActuator, Change, DryRunActuator, \
+    diff_states, read_states, retrying
+from .gateway import GatewayActuator
+from .knative import KnativeActuator
+from .kubernetes import KubernetesActuator
+
+__all__ = ["ANNOTATION_BATCH", "ANNOTATION_WAIT", "SHARE_ENV", "Actuator", "ApiActuator", "Change", "DryRunActuator",
+           "GatewayActuator", "KnativeActuator", "KubernetesActuator", "diff_states", "read_states", "retrying"]

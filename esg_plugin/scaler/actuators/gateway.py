@@ -1,0 +1,66 @@
+"""The ``openfaas-gateway`` actuator: replicas only, through the gateway's
+REST API (see the package)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Optional
+
+from ..decider import FunctionState
+from .base import Actuator, Change, log, retrying
+
+class GatewayActuator(Actuator):
+    """Replicas only, through the OpenFaaS gateway's REST API."""
+
+    name = "openfaas-gateway"
+
+    def __init__(self, url: str, user: Optional[str] = None, password: Optional[str] = None, timeout_s: float = 5.0):
+        self.url = url.rstrip("/")
+        self.auth = None
+        if user is not None:
+            self.auth = "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        self.timeout_s = timeout_s
+
+    def _request(self, method: str, path: str, body: Optional[dict] = None):
+        headers = {"Content-Type": "application/json"}
+        if self.auth:
+            headers["Authorization"] = self.auth
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            text = response.read()
+            return json.loads(text) if text else None
+
+    def current(self, functions):
+        out = {}
+        for fn in functions:
+            try:
+                doc = self._request("GET", f"/system/function/{fn}")
+                out[fn] = FunctionState(int(doc.get("replicas", 0)), 1, 0.0, 100)
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                log.warning("reading %s failed: %s", fn, err)
+        return out
+
+    def apply(self, desired):
+        changes = []
+        current = self.current(list(desired))
+        for fn, want in desired.items():
+            before = current.get(fn)
+            if before is not None and before.replicas == want.replicas:
+                continue
+
+            def scale(fn=fn, replicas=want.replicas):
+                return self._request("POST", f"/system/scale-function/{fn}", {"serviceName": fn,
+                                                                                "replicas": replicas})
+            try:
+                retrying(scale, lambda e: getattr(e, "code", None) == 409,
+                         lambda e: getattr(e, "code", 500) >= 500 or isinstance(e, OSError))
+                changes.append(Change(fn, "replicas", before.replicas if before else None, want.replicas))
+            except urllib.error.HTTPError as err:
+                changes.append(Change(fn, "gone" if err.code == 404 else "error", None, f"HTTP {err.code}"))
+            except (urllib.error.URLError, OSError) as err:
+                changes.append(Change(fn, "error", None, str(err)))
+        return changes

@@ -1,0 +1,60 @@
+"""The ``knative`` actuator: a Knative Service (see the package)."""
+
+from __future__ import annotations
+
+
+from ..decider import FunctionState
+from .base import ApiActuator, Change, diff_states
+
+class KnativeActuator(ApiActuator):
+    """Knative Services: min-scale = max-scale = replicas, env on the template."""
+
+    name = "knative"
+    GROUP, VERSION, PLURAL = "serving.knative.dev", "v1", "services"
+
+    def __init__(self, api_client, namespace: str):
+        from kubernetes import client
+
+        self.custom = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+
+    def _read(self, fn):
+        return self.custom.get_namespaced_custom_object(self.GROUP, self.VERSION, self.namespace, self.PLURAL, fn)
+
+    @staticmethod
+    def _state_of(svc) -> FunctionState:
+        template = svc.get("spec", {}).get("template", {})
+        annotations = template.get("metadata", {}).get("annotations", {}) or {}
+        container = (template.get("spec", {}).get("containers") or [{}])[0]
+        env = {e.get("name"): e.get("value") for e in container.get("env", []) or []}
+        return FunctionState(int(annotations.get("autoscaling.knative.dev/min-scale", 1)),
+                             int(env.get("ESG_MAX_BATCH_SIZE", 1)), float(env.get("ESG_MAX_WAIT_MS", 0)),
+                             int(env.get("ESG_GPU_SHARE", 100)))
+
+    def apply(self, desired):
+        changes = []
+        for fn, want in desired.items():
+            svc = self._read_or_report(fn, changes)
+            if svc is None:
+                continue
+            diff = diff_states(fn, self._state_of(svc), want)
+            if not diff:
+                continue
+            containers = svc["spec"]["template"]["spec"]["containers"]
+            env = {e["name"]: e for e in containers[0].get("env", []) or []}
+            for name, value in (("ESG_MAX_BATCH_SIZE", want.batch_size), ("ESG_MAX_WAIT_MS", want.max_wait_ms),
+                                ("ESG_GPU_SHARE", want.gpu_share), ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", want.gpu_share)):
+                env[name] = {"name": name, "value": str(value)}
+            containers[0]["env"] = list(env.values())
+            patch = {"spec": {"template": {
+                "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": str(want.replicas),
+                                             "autoscaling.knative.dev/max-scale": str(want.replicas)}},
+                "spec": {"containers": containers}}}}
+            try:
+                # custom resources take JSON merge patches, not strategic merge
+                self.custom.patch_namespaced_custom_object(self.GROUP, self.VERSION, self.namespace, self.PLURAL,
+                                                           fn, patch, _content_type="application/merge-patch+json")
+                changes.extend(diff)
+            except Exception as err:
+                changes.append(Change(fn, "error", None, str(err).splitlines()[0]))
+        return changes

@@ -1,0 +1,128 @@
+"""The ``openfaas-kubernetes`` actuator: a function's Deployment (see the
+package)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Optional
+
+from ..decider import FunctionState
+from .base import ANNOTATION_BATCH, ANNOTATION_WAIT, SHARE_ENV, ApiActuator, Change, diff_states, log, retrying
+
+class KubernetesActuator(ApiActuator):
+    """OpenFaaS functions as Deployments, through the official client."""
+
+    name = "openfaas-kubernetes"
+
+    def __init__(self, api_client, namespace: str, share_mode: str = "env", gpu_memory_mb: int = 16000,
+                 function_port: int = 8080, function_token: Optional[str] = None, push_timeout_s: float = 1.0):
+        from kubernetes import client
+
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.namespace = namespace
+        self.share_mode = share_mode
+        self.gpu_memory_mb = gpu_memory_mb
+        self.function_port = function_port
+        self.function_token = function_token
+        self.push_timeout_s = push_timeout_s
+
+    # --- errors ------------------------------------------------------------
+    @staticmethod
+    def _status(err: Exception) -> Optional[int]:
+        return getattr(err, "status", None)
+
+    def _conflict(self, err):
+        return self._status(err) == 409
+
+    def _transient(self, err):
+        status = self._status(err)
+        if status is not None:
+            return status >= 500 or status == 429
+        import urllib3
+
+        return isinstance(err, (urllib3.exceptions.HTTPError, OSError))
+
+    def _call(self, call):
+        return retrying(call, self._conflict, self._transient)
+
+    # --- reading -----------------------------------------------------------
+    def _read(self, fn: str):
+        return self._call(lambda: self.apps.read_namespaced_deployment(fn, self.namespace))
+
+    def _state_of(self, deployment) -> FunctionState:
+        container = deployment.spec.template.spec.containers[0]
+        env = {e.name: e.value for e in (container.env or [])}
+        annotations = deployment.metadata.annotations or {}
+        if self.share_mode == "hami":
+            limits = (container.resources.limits or {}) if container.resources else {}
+            share = int(limits.get("nvidia.com/gpucores", 100))
+        else:
+            share = int(env.get("ESG_GPU_SHARE", 100))
+        return FunctionState(
+            replicas=int(deployment.spec.replicas or 0),
+            batch_size=int(annotations.get(ANNOTATION_BATCH, env.get("ESG_MAX_BATCH_SIZE", 1))),
+            max_wait_ms=float(annotations.get(ANNOTATION_WAIT, env.get("ESG_MAX_WAIT_MS", 0))),
+            gpu_share=share,
+        )
+
+    # --- writing -----------------------------------------------------------
+    def apply(self, desired):
+        changes = []
+        for fn, want in desired.items():
+            deployment = self._read_or_report(fn, changes)
+            if deployment is None:
+                continue
+            cur = self._state_of(deployment)
+            for change in diff_states(fn, cur, want):
+                try:
+                    self._apply_one(fn, deployment, change, want)
+                    changes.append(change)
+                except Exception as err:
+                    kind = "gone" if self._status(err) == 404 else "error"
+                    changes.append(Change(fn, kind, change.kind, str(err).splitlines()[0]))
+        return changes
+
+    def _apply_one(self, fn, deployment, change: Change, want: FunctionState) -> None:
+        if change.kind == "replicas":
+            self._call(lambda: self.apps.patch_namespaced_deployment_scale(
+                fn, self.namespace, {"spec": {"replicas": want.replicas}}))
+        elif change.kind == "gpu_share":
+            container = deployment.spec.template.spec.containers[0].name
+            patch_container: dict = {"name": container}
+            if self.share_mode == "hami":
+                memory = int(self.gpu_memory_mb * want.gpu_share / 100)
+                patch_container["resources"] = {"limits": {"nvidia.com/gpucores": str(want.gpu_share),
+                                                           "nvidia.com/gpumem": str(memory)}}
+            patch_container["env"] = [{"name": n, "value": str(want.gpu_share)} for n in SHARE_ENV]
+            self._call(lambda: self.apps.patch_namespaced_deployment(
+                fn, self.namespace, {"spec": {"template": {"spec": {"containers": [patch_container]}}}}))
+        elif change.kind == "batching":
+            self._call(lambda: self.apps.patch_namespaced_deployment(fn, self.namespace, {"metadata": {"annotations": {
+                ANNOTATION_BATCH: str(want.batch_size), ANNOTATION_WAIT: str(want.max_wait_ms)}}}))
+            self._push_live(fn, want)
+
+    def _push_live(self, fn: str, want: FunctionState) -> None:
+        """PUT /_esg/config on every running pod of the function (best effort:
+        a pod that starts later reads the annotations through its env at the
+        next redeploy, and is pushed to at the next change)."""
+        try:
+            pods = self._call(lambda: self.core.list_namespaced_pod(self.namespace,
+                                                                    label_selector=f"faas_function={fn}"))
+        except Exception as err:
+            log.warning("listing pods of %s failed: %s", fn, err)
+            return
+        body = json.dumps({"max_batch_size": want.batch_size, "max_wait_ms": want.max_wait_ms}).encode()
+        for pod in pods.items:
+            ip = pod.status.pod_ip if pod.status else None
+            if not ip:
+                continue
+            request = urllib.request.Request(f"http://{ip}:{self.function_port}/_esg/config", data=body, method="PUT",
+                                             headers={"Content-Type": "application/json",
+                                                      "Authorization": f"Bearer {self.function_token or ''}"})
+            try:
+                urllib.request.urlopen(request, timeout=self.push_timeout_s).read()
+            except (urllib.error.URLError, OSError) as err:
+                log.warning("pushing batch settings to %s (%s) failed: %s", fn, ip, err)
