@@ -1,24 +1,12 @@
-"""The embedded platform: OpenFaaS on one machine, without Kubernetes.
+"""The embedded platform's supervisor: OpenFaaS on one machine, without
+Kubernetes — the workers and their rollouts.
 
 - **Workers**: each function of a stack.yml (``lang: esg-python3``) runs as
   processes of the template runtime (the template folder with the handler
   overlaid into ``function/``, ``python index.py``), one per replica, with
   the stack's environment plus ``ESG_*`` settings.
-- **Gateway** (:func:`make_gateway_server`): ``/function/<name>`` (round
-  robin over the function's workers), ``/system/functions``,
-  ``/system/function/<name>``, ``/system/scale-function/<name>``,
-  ``/healthz`` and ``/metrics`` with OpenFaaS's names and labels:
-  ``gateway_function_invocation_total{function_name, code}``,
-  ``gateway_function_invocation_started{function_name}``,
-  ``gateway_functions_seconds{function_name, code}``,
-  ``gateway_service_count{function_name}``; ``function_name`` is
-  ``name.openfaas-fn``.
-- **LocalActuator**: the scaler's actuator for it — it sets each function's
-  desired state and returns; the function's rollout (see
-  :class:`LocalPlatform`) converges processes for replicas, live
-  ``/_esg/config`` for batch settings, a rolling restart one replica at a
-  time for a share (on a CPU, the share of the cores becomes torch's
-  threads), while the control loop keeps observing and deciding.
+- Its gateway is ``gateway.py`` (OpenFaaS's HTTP API and metrics over these
+  workers) and the scaler's actuator for it ``actuator.py``.
 
 A worker leaves the gateway's rotation before it is stopped, as a pod leaves
 its Service's endpoints: it gets SIGTERM only once every request the gateway
@@ -27,8 +15,6 @@ had already sent to it is answered, so no request meets a draining worker.
 
 from __future__ import annotations
 
-import base64
-import hmac
 import http.client
 import itertools
 import json
@@ -44,19 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
 from ..errors import ESGError
-from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
-from ..scaler.actuators import Actuator, Change, diff_states
 from ..scaler.decider import FunctionState
 
-NAMESPACE = "openfaas-fn"
 TEMPLATE = Path(__file__).resolve().parents[2] / "template" / "esg-python3"
 ROLLOUT_CHECK_S = 1.0
 """An idle rollout looks at its workers this often (a crashed one is replaced)."""
-FORWARDED = ("Content-Type", "X-ESG-Deadline-Ms", "X-ESG-Request-Id", "Authorization")
 
 
 class PlatformError(ESGError, RuntimeError):
@@ -195,7 +174,7 @@ class LocalPlatform:
                     error = worker.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
                     raise PlatformError(f"function '{fn.name}' exited at start: {error[-1] if error else 'no output'}")
                 try:
-                    if _request(worker.port, "GET", "/_esg/health", timeout=1.0)[0] == 200:
+                    if call_worker(worker.port, "GET", "/_esg/health", timeout=1.0)[0] == 200:
                         break
                 except OSError:
                     pass
@@ -369,7 +348,7 @@ class LocalPlatform:
         if stale:  # live, no restart: first, since it is cheap
             body = json.dumps({"max_batch_size": batching[0], "max_wait_ms": batching[1]}).encode()
             for worker in stale:
-                _request(worker.port, "PUT", "/_esg/config", body, {"Authorization": f"Bearer {self.token}",
+                call_worker(worker.port, "PUT", "/_esg/config", body, {"Authorization": f"Bearer {self.token}",
                                                                      "Content-Type": "application/json"}, timeout=5.0)
                 worker.batching = batching
             return True
@@ -421,39 +400,6 @@ class LocalPlatform:
             return sum(w.share / 100.0 for fn in self.functions.values() for w in fn.workers + fn.starting)
 
 
-class LocalActuator(Actuator):
-    """The scaler's actuator for the embedded platform: it sets the desired
-    state and returns at once; the platform's rollouts act. A function whose
-    last rollout step failed reports an ``error`` change with the reason."""
-
-    name = "local"
-
-    def __init__(self, platform: LocalPlatform):
-        self.platform = platform
-
-    def current(self, functions):
-        return {f: self.platform.functions[f].state for f in functions if f in self.platform.functions}
-
-    def apply(self, desired):
-        changes = []
-        for name, want in desired.items():
-            fn = self.platform.functions.get(name)
-            if fn is None:
-                changes.append(Change(name, "gone", None, None))
-                continue
-            if fn.last_error:
-                changes.append(Change(name, "error", "rollout", fn.last_error))
-            diff = diff_states(name, fn.state, want)
-            if not diff:
-                continue
-            try:
-                self.platform.desire(name, want)
-                changes.extend(diff)
-            except PlatformError as err:
-                changes.append(Change(name, "error", "desire", str(err)))
-        return changes
-
-
 def _die_with_parent() -> None:
     """In the worker, before exec: get SIGTERM when the platform process dies,
     however it dies (Linux prctl PR_SET_PDEATHSIG), so no worker outlives it."""
@@ -465,8 +411,9 @@ def _die_with_parent() -> None:
         pass
 
 
-def _request(port: int, method: str, path: str, body: bytes = b"", headers: Optional[dict] = None,
-             timeout: float = 60.0) -> tuple[int, list, bytes]:
+def call_worker(port: int, method: str, path: str, body: bytes = b"", headers: Optional[dict] = None,
+                timeout: float = 60.0) -> tuple[int, list, bytes]:
+    """One HTTP call to a worker on loopback: (status, headers, body)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -474,136 +421,3 @@ def _request(port: int, method: str, path: str, body: bytes = b"", headers: Opti
         return response.status, response.getheaders(), response.read()
     finally:
         conn.close()
-
-
-class GatewayMetrics:
-    def __init__(self) -> None:
-        self.registry = r = CollectorRegistry()
-        self.invocations = Counter("gateway_function_invocation", "Function invocations.", ["function_name", "code"],
-                                   registry=r)
-        # OpenFaaS exposes this counter without the _total suffix, which the
-        # Python client adds to counters: a monotonic gauge keeps the name.
-        self.started = Gauge("gateway_function_invocation_started", "Function invocations started.",
-                             ["function_name"], registry=r)
-        self.seconds = Histogram("gateway_functions_seconds", "Function time taken.", ["function_name", "code"],
-                                 registry=r)
-        self.replicas = Gauge("gateway_service_count", "Current count of replicas for function.", ["function_name"],
-                              registry=r)
-
-
-def authorised(header: str, token: str) -> bool:
-    """``Bearer <token>``, or HTTP Basic with the token as the password (as
-    OpenFaaS's gateway takes its admin password), compared in constant time."""
-    if header.startswith("Bearer "):
-        return hmac.compare_digest(header[7:].encode(), token.encode())
-    if header.startswith("Basic "):
-        try:
-            _, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(password.encode(), token.encode())
-    return False
-
-
-def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: int = 0,
-                        metrics: Optional[GatewayMetrics] = None) -> JsonHTTPServer:
-    metrics = metrics or GatewayMetrics()
-
-    def forward(name: str, method: str, path: str, body: bytes, headers: dict) -> tuple[int, list, bytes]:
-        """One call to a worker; a refused connection (the request never
-        reached a process, e.g. one that crashed) is tried once on another."""
-        tried = None
-        for _attempt in range(2):
-            worker = platform.acquire(name, avoid=tried)
-            if worker is None:
-                return 503, [], json.dumps({"error": f"{name} has no replicas"}).encode()
-            try:
-                return _request(worker.port, method, path, body, headers)
-            except ConnectionRefusedError as err:
-                tried, error = worker, err
-            except OSError as err:
-                return 502, [], json.dumps({"error": f"{name}: {err}"}).encode()
-            finally:
-                platform.release(worker)
-        return 502, [], json.dumps({"error": f"{name}: {error}"}).encode()
-
-    class Handler(JsonRequestHandler):
-        protocol_version = "HTTP/1.0"
-
-        def _function(self, method: str) -> None:
-            rest = self.path[len("/function/"):]
-            name, _, sub = rest.partition("/")
-            name, query = name.split("?", 1) if "?" in name else (name, "")
-            forward_path = "/" + sub if sub else "/" + (f"?{query}" if query else "")
-            label = f"{name}.{NAMESPACE}"
-            if name not in platform.functions:
-                return self._json(404, {"error": f"no function {name!r}"})
-            try:
-                body = self._body()
-            except BadBody as err:
-                return self._refuse(err)
-            metrics.started.labels(function_name=label).inc()
-            started = time.perf_counter()
-            headers_in = {k: self.headers[k] for k in FORWARDED if self.headers.get(k)}
-            code, headers, out = forward(name, method, forward_path, body, headers_in)
-            metrics.invocations.labels(function_name=label, code=str(code)).inc()
-            metrics.seconds.labels(function_name=label, code=str(code)).observe(time.perf_counter() - started)
-            self._send(code, out, headers=headers)
-
-        def _describe(self, fn: LocalFunction) -> dict:
-            return {"name": fn.name, "namespace": NAMESPACE, "replicas": len(fn.workers),
-                    "availableReplicas": len(fn.workers), "image": "local", "labels": fn.labels,
-                    "annotations": fn.annotations, "envVars": fn.env}
-
-        def do_GET(self):  # noqa: N802
-            if self.path.startswith("/function/"):
-                return self._function("GET")
-            if self.path == "/healthz":
-                return self._json(200, {"status": "ok"})
-            if self.path == "/metrics":
-                for fn in platform.functions.values():
-                    metrics.replicas.labels(function_name=f"{fn.name}.{NAMESPACE}").set(len(fn.workers))
-                return self._send(200, generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
-            if self.path == "/system/functions":
-                return self._json(200, [self._describe(fn) for fn in platform.functions.values()])
-            if self.path.startswith("/system/function/"):
-                fn = platform.functions.get(self.path.rsplit("/", 1)[-1])
-                return self._json(200, self._describe(fn)) if fn else self._json(404, {"error": "no such function"})
-            self._json(404, {"error": f"no such path {self.path}"})
-
-        def do_POST(self):  # noqa: N802
-            if self.path.startswith("/function/"):
-                return self._function("POST")
-            if self.path.startswith("/system/scale-function/"):
-                if not authorised(self.headers.get("Authorization", ""), platform.token):
-                    self.send_response(401)
-                    body = json.dumps({"error": "the gateway's mutating endpoints need its token: "
-                                                "'Authorization: Bearer <token>' or Basic with it as the password"})
-                    self.send_header("WWW-Authenticate", 'Basic realm="esg gateway"')
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    return self.wfile.write(body.encode())
-                if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
-                    return self._json(415, {"error": "the body must be JSON (Content-Type: application/json)"})
-                name = self.path.rsplit("/", 1)[-1]
-                if name not in platform.functions:
-                    return self._json(404, {"error": f"no function {name!r}"})
-                try:
-                    replicas = json.loads(self._body(64 * 1024))["replicas"]
-                    if isinstance(replicas, bool) or not isinstance(replicas, int) \
-                            or not 0 <= replicas <= platform.max_replicas:
-                        raise ValueError
-                except BadBody as err:
-                    return self._refuse(err)
-                except (ValueError, KeyError, TypeError, RecursionError):
-                    return self._json(400, {"error": f"expected {{\"replicas\": n}} with n an integer in "
-                                                     f"0..{platform.max_replicas}"})
-                try:
-                    platform.scale(name, replicas)
-                except PlatformError as err:
-                    return self._json(503 if platform.closed else 500, {"error": str(err)})
-                return self._send(202, b"")  # accepted: the rollout acts, as faas-netes's Deployment does
-            self._json(404, {"error": f"no such path {self.path}"})
-
-    return JsonHTTPServer((host, port), Handler)

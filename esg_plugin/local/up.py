@@ -37,7 +37,9 @@ from ..router import Router, make_router_server
 from ..scaler import FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide
 from ..scaler.decider import offered_rps
 from ..sim.workload import Workload
-from .platform import GatewayMetrics, LocalActuator, LocalPlatform, make_gateway_server
+from .actuator import LocalActuator
+from .gateway import GatewayMetrics, make_gateway_server
+from .platform import LocalPlatform
 
 
 def entry_body(profile_key: str) -> tuple[bytes, str]:

@@ -114,7 +114,7 @@ def test_the_router_the_gateway_and_the_runtime_answer_hostile_requests_and_neve
     import threading
     import urllib.request
 
-    from esg_plugin.local.platform import LocalPlatform, make_gateway_server
+    from esg_plugin.local import LocalPlatform, make_gateway_server
     from esg_plugin.router import Router, make_router_server
     from esg_plugin.scaler import Topology
 
