@@ -197,3 +197,27 @@ def test_batch_settings_are_pushed_live_to_running_pods(tmp_path):
             assert actuator.apply({"image-classify": FunctionState(1, 4, 7.5, 50)}) == []
     finally:
         fn.stop()
+
+
+def test_a_hami_share_sets_requests_equal_to_limits():
+    """A function that already requests HAMi's GPU cores and memory: the new
+    share sets requests and limits alike (Kubernetes refuses an extended
+    resource whose request differs from its limit)."""
+    from esg_plugin.scaler import FunctionState
+
+    with KubeEmulator() as kube:
+        spec = deployment("fn", env={"ESG_GPU_SHARE": 100})
+        spec["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+            "limits": {"nvidia.com/gpucores": "100", "nvidia.com/gpumem": "16000"},
+            "requests": {"nvidia.com/gpucores": "100", "nvidia.com/gpumem": "16000"}}
+        kube.add(spec)
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        actuator = KubernetesActuator(client.ApiClient(configuration), "openfaas-fn", share_mode="hami",
+                                      gpu_memory_mb=16000)
+        changes = actuator.apply({"fn": FunctionState(1, 1, 0.0, 30)})
+        assert [c.kind for c in changes] == ["gpu_share"]
+        resources = kube.get("fn")["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert resources["limits"] == resources["requests"] == {"nvidia.com/gpucores": "30",
+                                                                 "nvidia.com/gpumem": "4800"}
+        assert actuator.current(["fn"])["fn"].gpu_share == 30

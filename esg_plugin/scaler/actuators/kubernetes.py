@@ -94,8 +94,10 @@ class KubernetesActuator(ApiActuator):
             patch_container: dict = {"name": container}
             if self.share_mode == "hami":
                 memory = int(self.gpu_memory_mb * want.gpu_share / 100)
-                patch_container["resources"] = {"limits": {"nvidia.com/gpucores": str(want.gpu_share),
-                                                           "nvidia.com/gpumem": str(memory)}}
+                # requests equal to limits: an extended resource must have them equal when a
+                # function already requests it (a limits-only patch was refused with 422)
+                hami = {"nvidia.com/gpucores": str(want.gpu_share), "nvidia.com/gpumem": str(memory)}
+                patch_container["resources"] = {"limits": hami, "requests": dict(hami)}
             patch_container["env"] = [{"name": n, "value": str(want.gpu_share)} for n in SHARE_ENV]
             self._call(lambda: self.apps.patch_namespaced_deployment(
                 fn, self.namespace, {"spec": {"template": {"spec": {"containers": [patch_container]}}}}))
