@@ -8,6 +8,7 @@ Content-Length."""
 
 from __future__ import annotations
 
+import hmac
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Optional
@@ -25,6 +26,11 @@ class JsonHTTPServer(ThreadingHTTPServer):
 IO_TIMEOUT_S = 30.0
 """Any one read or write on a connection."""
 MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+def bearer_matches(header: str, token: str) -> bool:
+    """Whether an Authorization header is ``Bearer <token>`` (constant-time)."""
+    return header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), token.encode())
 
 
 class BadBody(Exception):

@@ -20,7 +20,7 @@ from typing import Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
+from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler, bearer_matches
 from .platform import LocalFunction, LocalPlatform, PlatformError, call_worker
 
 NAMESPACE = "openfaas-fn"
@@ -47,7 +47,7 @@ def authorised(header: str, token: str) -> bool:
     """``Bearer <token>``, or HTTP Basic with the token as the password (as
     OpenFaaS's gateway takes its admin password), compared in constant time."""
     if header.startswith("Bearer "):
-        return hmac.compare_digest(header[7:].encode(), token.encode())
+        return bearer_matches(header, token)
     if header.startswith("Basic "):
         try:
             _, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")

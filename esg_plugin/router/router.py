@@ -252,10 +252,9 @@ def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -
                 self._send(200, generate_latest(router.registry), CONTENT_TYPE_LATEST)
             elif self.path in ("/healthz", "/v2/health/live", "/v2/health/ready"):
                 self._send(200, b'{"status": "ok"}')
-            elif self._v2() is not None and self._v2()[1] in ([], ["ready"]):
-                name = self._v2()[0]
-                self._json(200, {"name": name, "versions": ["1"], "platform": "esg-workflow", "inputs": [],
-                                 "outputs": []} if not self._v2()[1] else {"ready": True})
+            elif (target := self._v2()) is not None and target[1] in ([], ["ready"]):
+                self._json(200, {"name": target[0], "versions": ["1"], "platform": "esg-workflow", "inputs": [],
+                                 "outputs": []} if not target[1] else {"ready": True})
             else:
                 self._send(404, json.dumps({"error": f"no such path {self.path}"}).encode())
 

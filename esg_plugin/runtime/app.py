@@ -226,20 +226,27 @@ class RuntimeApp:
         return [body]
 
     def _invoke(self, environ: dict, path: str) -> tuple[int, list, bytes]:
-        if self.draining:
-            return self._error(503, "the function is shutting down", reason="draining")
         method = environ.get("REQUEST_METHOD", "GET")
-        if method not in self.methods:
+        if method not in self.methods and not self.draining:
             allowed = ", ".join(sorted(self.methods))
             code, hdrs, payload = self._error(405, f"{method} is not allowed ({allowed})", reason="bad_request")
             return code, hdrs + [("Allow", allowed)], payload
+        return self._with_body(environ, lambda body: self._run(environ, path, method, body))
+
+    def _with_body(self, environ: dict, serve: Callable[[bytes], tuple[int, list, bytes]]) -> tuple[int, list, bytes]:
+        """The intake of every request that runs the handler: 503 while
+        draining, 429 when the queue is full (before the body is read), the
+        body read within its limits, then ``serve(body)`` while the body
+        counts against the budget of bodies in flight."""
+        if self.draining:
+            return self._error(503, "the function is shutting down", reason="draining")
         if self.batcher.queue_length() >= self.settings.max_queue:  # before the body is read
             code, hdrs, payload = self._error(429, f"the queue is full ({self.settings.max_queue} requests)",
                                               reason="queue_full")
             return code, hdrs + [("Retry-After", "1")], payload
         try:
             with read_body(environ, self.bodies) as body:
-                return self._run(environ, path, method, body)
+                return serve(body)
         except BodyError as err:
             code, hdrs, payload = self._error(err.status, str(err), reason=err.reason)
             return code, hdrs + ([("Retry-After", "1")] if err.status == 429 else []), payload
@@ -277,18 +284,12 @@ class RuntimeApp:
         if method != "POST":
             code, hdrs, payload = self._error(405, f"{method} is not allowed on infer (POST)")
             return code, hdrs + [("Allow", "POST")], payload
-        if self.draining:
-            return self._error(503, "the function is shutting down", reason="draining")
-        if self.batcher.queue_length() >= self.settings.max_queue:
-            code, hdrs, payload = self._error(429, f"the queue is full ({self.settings.max_queue} requests)",
-                                              reason="queue_full")
-            return code, hdrs + [("Retry-After", "1")], payload
+        return self._with_body(environ, lambda body: self._infer(environ, name, body))
+
+    def _infer(self, environ: dict, name: str, body: bytes) -> tuple[int, list, bytes]:
+        """One V2 infer request, its body read: parsed, batched, answered."""
         try:
-            with read_body(environ, self.bodies) as body:
-                request = parse_infer(name, body, environ.get("HTTP_" + V2_HEADER.upper().replace("-", "_")))
-        except BodyError as err:
-            code, hdrs, payload = self._error(err.status, str(err), reason=err.reason)
-            return code, hdrs + ([("Retry-After", "1")] if err.status == 429 else []), payload
+            request = parse_infer(name, body, environ.get("HTTP_" + V2_HEADER.upper().replace("-", "_")))
         except ProtocolError as err:
             return self._error(400, str(err), reason="bad_request")
         code, headers, result = self._submit(environ, request, bad_input=(ValueError,))

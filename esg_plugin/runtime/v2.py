@@ -121,8 +121,8 @@ def _flatten(data: Any) -> list:
     return out
 
 
-def parse_infer(model: str, body: bytes, header_length: Optional[str]) -> InferRequest:
-    """An infer request from its body (and the binary extension's header)."""
+def _split(body: bytes, header_length: Optional[str]) -> tuple[dict, memoryview]:
+    """(the JSON header, the binary part after it) of a request or response."""
     if header_length is not None:
         try:
             n = int(header_length)
@@ -137,12 +137,20 @@ def parse_infer(model: str, body: bytes, header_length: Optional[str]) -> InferR
         doc = json.loads(head)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError("the inference header must be a JSON object") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
-        raise ProtocolError("the request needs a non-empty 'inputs' list")
-    inputs: dict[str, Tensor] = {}
+    if not isinstance(doc, dict):
+        raise ProtocolError("the inference header must be a JSON object")
+    return doc, rest
+
+
+def _tensors(items: Any, rest: memoryview, what: str) -> dict[str, Tensor]:
+    """The tensors a header's ``inputs`` (or ``outputs``) describe, their
+    binary data taken from ``rest`` in order."""
+    if not isinstance(items, list) or not items:
+        raise ProtocolError(f"the header needs a non-empty '{what}' list")
+    tensors: dict[str, Tensor] = {}
     at = 0
-    for i, item in enumerate(doc["inputs"]):
-        where = f"inputs[{i}]"
+    for i, item in enumerate(items):
+        where = f"{what}[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ProtocolError(f"{where} needs a name")
         datatype = item.get("datatype")
@@ -170,9 +178,16 @@ def parse_infer(model: str, body: bytes, header_length: Optional[str]) -> InferR
         width = DATATYPES[datatype][1]
         if width and len(tensor.data) != width * tensor.elements:
             raise ProtocolError(f"{where}: {len(tensor.data)} bytes do not fit {datatype} {shape}")
-        inputs[tensor.name] = tensor
+        tensors[tensor.name] = tensor
     if at != len(rest):
-        raise ProtocolError(f"{len(rest) - at} bytes after the inputs' binary data")
+        raise ProtocolError(f"{len(rest) - at} bytes after the {what}' binary data")
+    return tensors
+
+
+def parse_infer(model: str, body: bytes, header_length: Optional[str]) -> InferRequest:
+    """An infer request from its body (and the binary extension's header)."""
+    doc, rest = _split(body, header_length)
+    inputs = _tensors(doc.get("inputs"), rest, "inputs")
     params = doc.get("parameters") or {}
     binary_all = bool(isinstance(params, dict) and params.get("binary_data_output"))
     wanted: dict[str, bool] = {}
@@ -234,20 +249,5 @@ def encode_request(inputs: dict[str, Tensor], outputs: Optional[dict[str, bool]]
 
 def parse_response(body: bytes, header_length: Optional[str]) -> dict[str, Tensor]:
     """The output tensors of an infer response (JSON or binary)."""
-    try:
-        n = int(header_length) if header_length is not None else len(body)
-    except ValueError:
-        raise ProtocolError(f"{HEADER} must be an integer") from None
-    if not 0 <= n <= len(body):
-        raise ProtocolError(f"{HEADER} {n} is outside the body")
-    try:
-        doc = json.loads(body[:n])
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ProtocolError("the response header is not JSON") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("outputs"), list):
-        raise ProtocolError("the response has no 'outputs' list")
-    fake = {"inputs": [dict(o, name=o.get("name")) for o in doc["outputs"] if isinstance(o, dict)]}
-    if not fake["inputs"]:
-        raise ProtocolError("the response has no outputs")
-    head = json.dumps(fake).encode()
-    return parse_infer("", head + body[n:], str(len(head))).inputs
+    doc, rest = _split(body, header_length)
+    return _tensors(doc.get("outputs"), rest, "outputs")

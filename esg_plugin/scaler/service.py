@@ -22,7 +22,6 @@ the error and changes nothing it could not reason about.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import threading
 import time
@@ -32,7 +31,7 @@ from typing import Callable, Optional
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..jsonhttp import JsonHTTPServer, JsonRequestHandler
+from ..jsonhttp import JsonHTTPServer, JsonRequestHandler, bearer_matches
 from ..model import ProfileSet
 from .actuators import Actuator, Change
 from .decider import Memory, ScalerDecision, decide
@@ -116,49 +115,48 @@ class Scaler:
             self.lock.release()
 
     def _iterate(self) -> Status:
-        if True:
-            started = time.perf_counter()
-            now = self.clock()
-            m = self.metrics
-            m.iterations.inc()
-            try:
-                observation = self.source.observe(now)
-            except Exception as err:  # a source bug must not stop the loop
-                log.warning("metrics source failed: %s", err)
-                m.errors.labels(stage="observe").inc()
-                observation = None
-            if observation is None:
-                m.errors.labels(stage="no_data").inc()
-            else:
-                self.status.last_good_s = now
-                self.status.ready = True
-            if self.status.last_good_s is not None:
-                m.staleness.set(now - self.status.last_good_s)
-            functions = sorted(set(self.topology.functions.values()))
-            try:
-                current = self.actuator.current(functions) if observation is not None else {}
-                decision = decide(self.topology, self.profiles, self.settings, observation, current, self.memory, now)
-                changes = self.actuator.apply(decision.desired) if decision.desired else []
-            except Exception as err:
-                log.warning("iteration failed: %s", err)
-                m.errors.labels(stage="act").inc()
-                decision, changes = ScalerDecision({}, {}, {"*": f"error: {err}"}, {}), []
-            for change in changes:
-                m.changes.labels(kind=change.kind).inc()
-                if change.kind in ("error", "gone"):
-                    m.errors.labels(stage="apply").inc()
-            m.plans.inc(len(decision.plans))
-            for workflow, rate in decision.rates_rps.items():
-                m.rate.labels(workflow=workflow).set(rate)
-            if decision.plans:
-                self.last_plans.update({w: p.to_dict() for w, p in decision.plans.items()})
-            self.status.decision = decision
-            self.status.changes = changes
-            self.status.last_iteration_s = now
-            m.planning.observe(time.perf_counter() - started)
-            if self.on_iteration is not None:
-                self.on_iteration(now, observation, decision, changes)
-            return self.status
+        started = time.perf_counter()
+        now = self.clock()
+        m = self.metrics
+        m.iterations.inc()
+        try:
+            observation = self.source.observe(now)
+        except Exception as err:  # a source bug must not stop the loop
+            log.warning("metrics source failed: %s", err)
+            m.errors.labels(stage="observe").inc()
+            observation = None
+        if observation is None:
+            m.errors.labels(stage="no_data").inc()
+        else:
+            self.status.last_good_s = now
+            self.status.ready = True
+        if self.status.last_good_s is not None:
+            m.staleness.set(now - self.status.last_good_s)
+        functions = sorted(set(self.topology.functions.values()))
+        try:
+            current = self.actuator.current(functions) if observation is not None else {}
+            decision = decide(self.topology, self.profiles, self.settings, observation, current, self.memory, now)
+            changes = self.actuator.apply(decision.desired) if decision.desired else []
+        except Exception as err:
+            log.warning("iteration failed: %s", err)
+            m.errors.labels(stage="act").inc()
+            decision, changes = ScalerDecision({}, {}, {"*": f"error: {err}"}, {}), []
+        for change in changes:
+            m.changes.labels(kind=change.kind).inc()
+            if change.kind in ("error", "gone"):
+                m.errors.labels(stage="apply").inc()
+        m.plans.inc(len(decision.plans))
+        for workflow, rate in decision.rates_rps.items():
+            m.rate.labels(workflow=workflow).set(rate)
+        if decision.plans:
+            self.last_plans.update({w: p.to_dict() for w, p in decision.plans.items()})
+        self.status.decision = decision
+        self.status.changes = changes
+        self.status.last_iteration_s = now
+        m.planning.observe(time.perf_counter() - started)
+        if self.on_iteration is not None:
+            self.on_iteration(now, observation, decision, changes)
+        return self.status
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -206,8 +204,7 @@ def make_http_server(scaler: Scaler, host: str, port: int, token: Optional[str])
             if token is None:
                 self._json(403, {"error": "mutating endpoints are disabled: no token is configured"})
                 return
-            given = self.headers.get("Authorization", "")
-            if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
+            if not bearer_matches(self.headers.get("Authorization", ""), token):
                 self._json(401, {"error": "a valid 'Authorization: Bearer <token>' header is required"})
                 return
             if scaler.iterate(wait_s=scaler.settings.iteration_budget_s) is None:

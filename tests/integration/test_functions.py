@@ -3,6 +3,7 @@ real HTTP: each stage answers, a batch of 8 equals 8 single calls, malformed
 input gets 400, and the three workflows run end to end, stage after stage."""
 
 import base64
+import contextlib
 import io
 import json
 import math
@@ -85,12 +86,24 @@ class Server:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dnn") / "fn"
+    with serving(dnn_folder(tmp_path_factory.mktemp("dnn")), DEPLOYMENTS) as started:
+        yield started
+
+
+def dnn_folder(parent: Path) -> Path:
+    """The template with functions/dnn overlaid, as faas-cli build makes it."""
+    folder = parent / "fn"
     shutil.copytree(TEMPLATE, folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.rmtree(folder / "function")
     shutil.copytree(FUNCTIONS, folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "function/__init__.py").touch()
-    started = {name: Server(folder, env) for name, env in DEPLOYMENTS.items()}
+    return folder
+
+
+@contextlib.contextmanager
+def serving(folder: Path, deployments: dict):
+    """Each deployment (name -> environment) running and healthy; stopped after."""
+    started = {name: Server(folder, env) for name, env in deployments.items()}
     try:
         for server in started.values():
             server.wait()

@@ -4,7 +4,6 @@ the same outputs as the function's JSON path, bit for bit in float32."""
 
 import base64
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -13,33 +12,20 @@ pytest.importorskip("torch")
 http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from .test_functions import FUNCTIONS, TEMPLATE, Server  # noqa: E402
+from .test_functions import dnn_folder, serving  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def functions(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("oip") / "fn"
-    shutil.copytree(TEMPLATE, folder, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(folder / "function")
-    shutil.copytree(FUNCTIONS, folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "function/__init__.py").touch()
-    started = {}
-    try:
-        for name in ("espcn", "resnet18", "langid-cnn"):
-            server = Server(folder, {"ESG_FUNCTION": name})
-            started[name] = server
+    deployments = {name: {"ESG_FUNCTION": name} for name in ("espcn", "resnet18", "langid-cnn")}
+    with serving(dnn_folder(tmp_path_factory.mktemp("oip")), deployments) as started:
         for server in started.values():
-            server.wait()
             server.batch_size(1)
             assert server.request("PUT", "/_esg/config", b'{"max_wait_ms": 0}', {"Authorization": "Bearer t"})[0] \
                 == 200
         yield started
-    finally:
-        for server in started.values():
-            server.proc.terminate()
-            server.proc.wait()
 
 
 def image(seed, size=56):
