@@ -10,7 +10,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test fuzz bench evaluate sync-template tools clean
+.PHONY: run test fuzz bench evaluate tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,10 +59,3 @@ evaluate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .import_linter_cache *.egg-info
-
-# The template carries a copy of esg_plugin/runtime (faas-cli build sees only
-# the template folder); tests/unit/test_template.py fails when they differ.
-sync-template:
-	rm -rf template/esg-python3/esg_runtime
-	mkdir -p template/esg-python3/esg_runtime
-	cp esg_plugin/runtime/*.py template/esg-python3/esg_runtime/

@@ -2,10 +2,10 @@
 a threaded WSGI server with dynamic batching and GPU-share hooks (SPEC §6).
 
 Self-contained on purpose — it imports only the standard library,
-``prometheus_client`` and, lazily, ``torch`` and ``pynvml`` — because the
-template carries a copy of it (``template/esg-python3/esg_runtime``; a test
-keeps the two identical): ``faas-cli build`` sees only the template folder
-and the handler.
+``prometheus_client`` and, lazily, ``torch`` and ``pynvml`` — because a
+function's image holds it without the rest of the package:
+``template/esg-python3/esg_runtime`` is a link to this folder, and
+``faas-cli template pull``/``build`` copy the files it points to.
 """
 
 from .app import Context, Event, RuntimeApp
