@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from esg_plugin.runtime import contract as C
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"espcn": "espcn", "resnet18": "resnet18"}
 
@@ -42,7 +44,7 @@ import os, sys, time, statistics
 import torch
 torch.set_num_threads(1); torch.set_num_interop_threads(1)
 sys.path.insert(0, {functions!r})
-os.environ["ESG_FUNCTION"] = {stage!r}
+os.environ[{env_function!r}] = {stage!r}
 from dnn.handler import STAGE
 batch = torch.rand({batch}, 3, {size}, {size}, generator=torch.Generator().manual_seed(0))
 model = STAGE.model
@@ -63,7 +65,7 @@ def free_port() -> int:
 
 
 def model_ms(stage: str, batch: int, size: int, rounds: int) -> float:
-    code = MODEL_ONLY.format(functions=str(ROOT / "functions"), stage=stage, batch=batch, size=size, rounds=rounds)
+    code = MODEL_ONLY.format(functions=str(ROOT / "functions"), env_function=C.ENV_FUNCTION, stage=stage, batch=batch, size=size, rounds=rounds)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     return float(out.stdout.strip().splitlines()[-1])
@@ -74,13 +76,13 @@ class Function:
         self.port = free_port()
         self.proc = subprocess.Popen([sys.executable, "index.py"], cwd=folder, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL,
-                                     env={**os.environ, "ESG_FUNCTION": stage, "ESG_PORT": str(self.port),
-                                          "ESG_MAX_BATCH_SIZE": str(batch), "ESG_MAX_WAIT_MS": "2000",
-                                          "ESG_GPU_SHARE": "50"})
+                                     env={**os.environ, C.ENV_FUNCTION: stage, C.ENV_PORT: str(self.port),
+                                          C.ENV_MAX_BATCH_SIZE: str(batch), C.ENV_MAX_WAIT_MS: "2000",
+                                          C.ENV_GPU_SHARE_PCT: "50"})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if self.call("GET", "/_esg/health", b"", {})[0] == 200:
+                if self.call("GET", C.HEALTH_PATH, b"", {})[0] == 200:
                     return
             except OSError:
                 time.sleep(0.1)
@@ -92,7 +94,7 @@ class Function:
             conn.request(method, path, body=body, headers=headers)
             r = conn.getresponse()
             data = r.read()
-            return r.status, float(r.getheader("X-ESG-Exec-Ms") or 0), data
+            return r.status, float(r.getheader(C.EXEC_MS_HEADER) or 0), data
         finally:
             conn.close()
 

@@ -25,6 +25,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from esg_plugin.runtime import contract as C
+
 ROOT = Path(__file__).resolve().parents[1]
 HANDLER = "def handle(event, context):\n    return {'statusCode': 200, 'body': {'bytes': len(event.body)}}\n"
 
@@ -73,13 +75,13 @@ def main() -> int:
     shutil.copytree(ROOT / "template/esg-python3", folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "function/handler.py").write_text(HANDLER)
     port = free_port()
-    env = {**os.environ, "ESG_PORT": str(port), "ESG_MAX_BATCH_SIZE": "4", "ESG_MAX_QUEUE": "64"}
+    env = {**os.environ, C.ENV_PORT: str(port), C.ENV_MAX_BATCH_SIZE: "4", C.ENV_MAX_QUEUE: "64"}
     proc = subprocess.Popen([sys.executable, "index.py"], cwd=folder, env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_esg/health", timeout=5)
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{C.HEALTH_PATH}", timeout=5)
                 break
             except OSError:
                 time.sleep(0.1)

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from esg_plugin.runtime import contract as C
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -22,7 +24,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
-    os.environ["ESG_FUNCTION"] = args.stage
+    os.environ[C.ENV_FUNCTION] = args.stage
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "functions"))
     from dnn import handler
 

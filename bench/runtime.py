@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from esg_plugin.runtime import contract as C
+
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template/esg-python3"
 
@@ -117,8 +119,8 @@ def start_runtime(tmp: Path, handler: str, **env) -> tuple[subprocess.Popen, int
     (folder / "function/handler.py").write_text(handler)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "index.py"], cwd=folder, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "ESG_PORT": str(port), **{k: str(v) for k, v in env.items()}})
-    wait_ready(port, "/_esg/health")
+                            env={**os.environ, C.ENV_PORT: str(port), **{k: str(v) for k, v in env.items()}})
+    wait_ready(port, C.HEALTH_PATH)
     return proc, port
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from esg_plugin.loaders import load_profiles
+from esg_plugin.runtime import contract as C
 from esg_plugin.scaler import DryRunActuator, Observation, Scaler, ScalerSettings, Topology
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +31,12 @@ def stack(workflows: int, stages: int, rng: random.Random) -> dict:
     for w in range(workflows):
         for s in range(stages):
             after = [] if s == 0 else ([f"s{s - 1}"] if w % 2 == 0 or s < 2 else [f"s{s - 1}", f"s{s - 2}"])
-            annotations = {"com.esg.workflow": f"wf{w}", "com.esg.stage": f"s{s}",
-                           "com.esg.profile": rng.choice(FUNCTIONS), "com.esg.hop-ms": "2"}
+            annotations = {C.ANNOTATION_WORKFLOW: f"wf{w}", C.ANNOTATION_STAGE: f"s{s}",
+                           C.ANNOTATION_PROFILE: rng.choice(FUNCTIONS), C.ANNOTATION_HOP_MS: "2"}
             if after:
-                annotations["com.esg.after"] = ",".join(after)
+                annotations[C.ANNOTATION_AFTER] = ",".join(after)
             else:
-                annotations["com.esg.slo-ms"] = str(rng.choice([150, 200, 300, 400]))
+                annotations[C.ANNOTATION_SLO_MS] = str(rng.choice([150, 200, 300, 400]))
             functions[f"wf{w}-s{s}"] = {"lang": "esg-python3", "annotations": annotations}
     return {"functions": functions}
 

@@ -9,15 +9,19 @@ scaler's Knative actuator changes both), and its annotations. Prints YAML.
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: its wire contract
+from esg_plugin.runtime import contract as C  # noqa: E402
 
 
 def services(stack: dict, image_prefix: str, tag: str, namespace: str) -> list:
     out = []
     for name, spec in (stack.get("functions") or {}).items():
         annotations = dict((spec or {}).get("annotations") or {})
-        if "com.esg.workflow" not in annotations:
+        if C.ANNOTATION_WORKFLOW not in annotations:
             continue
         env = [{"name": str(k), "value": str(v)} for k, v in ((spec or {}).get("environment") or {}).items()
                if not str(k).endswith("_timeout")]

@@ -7,7 +7,7 @@ keeps observing and deciding."""
 
 from __future__ import annotations
 
-from ..scaler.actuators import Actuator, Change, diff_states
+from ..scaler.actuators import ERROR, GONE, Actuator, Change, diff_states
 from .platform import LocalPlatform, PlatformError
 
 
@@ -29,10 +29,10 @@ class LocalActuator(Actuator):
         for name, want in desired.items():
             fn = self.platform.functions.get(name)
             if fn is None:
-                changes.append(Change(name, "gone", None, None))
+                changes.append(Change(name, GONE, None, None))
                 continue
             if fn.last_error:
-                changes.append(Change(name, "error", "rollout", fn.last_error))
+                changes.append(Change(name, ERROR, "rollout", fn.last_error))
             diff = diff_states(name, fn.state, want)
             if not diff:
                 continue
@@ -40,5 +40,5 @@ class LocalActuator(Actuator):
                 self.platform.desire(name, want)
                 changes.extend(diff)
             except PlatformError as err:
-                changes.append(Change(name, "error", "desire", str(err)))
+                changes.append(Change(name, ERROR, "desire", str(err)))
         return changes

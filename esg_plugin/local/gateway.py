@@ -21,11 +21,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler, bearer_matches
+from ..runtime import contract as C
 from .platform import LocalFunction, LocalPlatform, PlatformError, call_worker
 
 NAMESPACE = "openfaas-fn"
 """The functions' namespace in their labels, as faas-netes names it."""
-FORWARDED = ("Content-Type", "X-ESG-Deadline-Ms", "X-ESG-Request-Id", "Authorization")
+FORWARDED = ("Content-Type", C.DEADLINE_HEADER, C.REQUEST_ID_HEADER, "Authorization")
 
 
 class GatewayMetrics:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from ..errors import ESGError
+from ..runtime import contract as C
 from ..scaler.decider import FunctionState
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template" / "esg-python3"
@@ -135,8 +136,8 @@ class LocalPlatform:
             if handler not in folders:
                 folders[handler] = self._prepare(handler, len(folders))
             env = {str(k): str(v) for k, v in (spec.get("environment") or {}).items()}
-            state = FunctionState(1, int(env.get("ESG_MAX_BATCH_SIZE", 1)), float(env.get("ESG_MAX_WAIT_MS", 0)),
-                                  int(env.get("ESG_GPU_SHARE", 100)))
+            state = FunctionState(1, int(env.get(C.ENV_MAX_BATCH_SIZE, 1)), float(env.get(C.ENV_MAX_WAIT_MS, 0)),
+                                  int(env.get(C.ENV_GPU_SHARE_PCT, 100)))
             self.functions[name] = LocalFunction(name, folders[handler], env, dict(spec.get("labels") or {}),
                                                  dict(spec.get("annotations") or {}), state)
 
@@ -155,9 +156,9 @@ class LocalPlatform:
             if self.closed:
                 raise PlatformError(f"function '{fn.name}': the platform is shut down")
             port = free_port()
-            env = {**os.environ, **fn.env, **self.extra_env, "ESG_HOST": "127.0.0.1", "ESG_PORT": str(port),
-                   "ESG_MAX_BATCH_SIZE": str(state.batch_size), "ESG_MAX_WAIT_MS": str(state.max_wait_ms),
-                   "ESG_GPU_SHARE": str(state.gpu_share), "ESG_CONFIG_TOKEN": self.token}
+            env = {**os.environ, **fn.env, **self.extra_env, C.ENV_HOST: "127.0.0.1", C.ENV_PORT: str(port),
+                   C.ENV_MAX_BATCH_SIZE: str(state.batch_size), C.ENV_MAX_WAIT_MS: str(state.max_wait_ms),
+                   C.ENV_GPU_SHARE_PCT: str(state.gpu_share), C.ENV_CONFIG_TOKEN: self.token}
             proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                                     preexec_fn=_die_with_parent)
@@ -174,7 +175,7 @@ class LocalPlatform:
                     error = worker.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
                     raise PlatformError(f"function '{fn.name}' exited at start: {error[-1] if error else 'no output'}")
                 try:
-                    if call_worker(worker.port, "GET", "/_esg/health", timeout=1.0)[0] == 200:
+                    if call_worker(worker.port, "GET", C.HEALTH_PATH, timeout=1.0)[0] == 200:
                         break
                 except OSError:
                     pass
@@ -346,9 +347,9 @@ class LocalPlatform:
         batching = (want.batch_size, want.max_wait_ms)
         stale = [w for w in workers if w.batching != batching and w.proc.poll() is None]
         if stale:  # live, no restart: first, since it is cheap
-            body = json.dumps({"max_batch_size": batching[0], "max_wait_ms": batching[1]}).encode()
+            body = json.dumps(C.config_update(*batching)).encode()
             for worker in stale:
-                call_worker(worker.port, "PUT", "/_esg/config", body, {"Authorization": f"Bearer {self.token}",
+                call_worker(worker.port, "PUT", C.CONFIG_PATH, body, {"Authorization": f"Bearer {self.token}",
                                                                      "Content-Type": "application/json"}, timeout=5.0)
                 worker.batching = batching
             return True
@@ -390,7 +391,7 @@ class LocalPlatform:
     def replica_metrics_urls(self) -> dict[str, list[str]]:
         """Each function's replicas' own /_esg/metrics, now (those in the rotation)."""
         with self.answered:
-            return {name: [f"http://127.0.0.1:{w.port}/_esg/metrics" for w in fn.workers]
+            return {name: [f"http://127.0.0.1:{w.port}{C.METRICS_PATH}" for w in fn.workers]
                     for name, fn in self.functions.items()}
 
     def held_share(self) -> float:

@@ -35,6 +35,7 @@ from ..planner.baselines import openfaas_replicas
 from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
 from ..scaler import FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide
+from ..scaler.actuators import GPU_SHARE, REPLICAS
 from ..scaler.decider import offered_rps
 from ..sim.workload import Workload
 from .actuator import LocalActuator
@@ -180,7 +181,7 @@ class UpReport:
         functions = {f for row in self.timeline for f in row["workflows"].get(workflow, {}).get("functions", [])}
         for t in steps:
             ups = [a["t"] - t for a in self.actions if a["t"] >= t and a["function"] in functions
-                   and a["kind"] in ("replicas", "gpu_share") and a["before"] is not None
+                   and a["kind"] in (REPLICAS, GPU_SHARE) and a["before"] is not None
                    and a["after"] is not None and a["after"] > a["before"]]
             reaction.append(round(min(ups), 2) if ups else None)
         return {

@@ -20,15 +20,12 @@ from .errors import ModelError
 if TYPE_CHECKING:
     from .profile import ProfileSet
 
-#: Annotation keys of SPEC §2, plus the documented extensions
-#: ``com.esg.hop-ms``, ``com.esg.fanout`` and ``com.esg.profile``.
-ANNOTATION_WORKFLOW = "com.esg.workflow"
-ANNOTATION_STAGE = "com.esg.stage"
-ANNOTATION_AFTER = "com.esg.after"
-ANNOTATION_SLO_MS = "com.esg.slo-ms"
-ANNOTATION_HOP_MS = "com.esg.hop-ms"
-ANNOTATION_FANOUT = "com.esg.fanout"
-ANNOTATION_PROFILE = "com.esg.profile"
+# Annotation keys of SPEC §2, plus the documented extensions hop-ms, fanout
+# and profile: part of the wire contract (a function's annotations).
+from ..runtime.contract import (  # noqa: E402
+    ANNOTATION_AFTER, ANNOTATION_FANOUT, ANNOTATION_HOP_MS, ANNOTATION_PROFILE, ANNOTATION_SLO_MS, ANNOTATION_STAGE,
+    ANNOTATION_WORKFLOW,
+)
 
 
 @dataclass(frozen=True)

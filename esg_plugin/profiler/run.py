@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 from ..errors import ESGError
+from ..runtime import contract as C
 
 
 class ProfileError(ESGError, ValueError):
@@ -118,7 +119,7 @@ def ensure_mps() -> str:
         started = subprocess.run([control, "-d"], capture_output=True, text=True, timeout=10)
         if started.returncode != 0:
             return f"memory-fraction only (MPS daemon did not start: {started.stderr.strip()})"
-    return "mps (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE) + memory fraction"
+    return f"mps ({C.ENV_MPS_SHARE_PCT}) + memory fraction"
 
 
 def profile(request: ProfileRequest, progress: Callable[[str], None] = lambda line: None) -> dict:

@@ -21,6 +21,8 @@ import sys
 import time
 from types import SimpleNamespace
 
+from esg_plugin.runtime import contract as C
+
 
 def load_handler(folder: str):
     spec = importlib.machinery.ModuleSpec("function", None, is_package=True)
@@ -35,7 +37,7 @@ def main(argv: list[str]) -> int:
     batch_sizes = [int(b) for b in sizes.split(",")]
     repetitions, warmups = int(reps), int(warmup)
     started = time.perf_counter()
-    os.environ["ESG_FUNCTION"] = name
+    os.environ[C.ENV_FUNCTION] = name
     from esg_plugin.runtime.gpu import apply_share  # noqa: E402 - before the handler imports torch
 
     report = apply_share(share_pct, os.environ)

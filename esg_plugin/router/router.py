@@ -46,6 +46,7 @@ from ..errors import ESGError
 from ..control.admission import AdmissionSettings, ConcurrencyLimit
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
 from ..runtime import v2
+from ..runtime import contract as C
 from ..scaler.topology import Topology
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
@@ -77,9 +78,9 @@ class Router:
         self.timeout_s = timeout_s
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="esg-router")
         self.registry = CollectorRegistry()
-        self.requests = Counter("esg_workflow_requests_total", "Workflow requests, by SLO outcome.",
+        self.requests = Counter(C.METRIC_WORKFLOW_REQUESTS, "Workflow requests, by SLO outcome.",
                                 ["workflow", "slo"], registry=self.registry)
-        self.latency = Histogram("esg_workflow_latency_seconds", "End-to-end latency of workflow requests.",
+        self.latency = Histogram(C.METRIC_WORKFLOW_LATENCY_SECONDS, "End-to-end latency of workflow requests.",
                                  ["workflow"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.in_flight_gauge = Gauge("esg_workflow_in_flight", "Workflow requests running now.", ["workflow"],
                                      registry=self.registry)
@@ -162,8 +163,8 @@ class Router:
                 calls = {}
                 for stage_name in ready:
                     payload, ctype = stage_input(stage_name)
-                    headers = {"Content-Type": ctype, "X-ESG-Request-Id": request_id,
-                               "X-ESG-Deadline-Ms": str(int(deadline_ms))}
+                    headers = {"Content-Type": ctype, C.REQUEST_ID_HEADER: request_id,
+                               C.DEADLINE_HEADER: str(int(deadline_ms))}
                     function = self.topology.functions[(workflow_name, stage_name)]
                     calls[stage_name] = [self.pool.submit(self.call_stage, stage_name, function, payload, headers)
                                          for _ in range(workflow.stage(stage_name).fanout)]
@@ -226,7 +227,7 @@ class Router:
         try:
             for stage in order:
                 payload, headers = v2.encode_request(tensors)
-                headers.update({"X-ESG-Request-Id": request_id, "X-ESG-Deadline-Ms": str(int(deadline_ms))})
+                headers.update({C.REQUEST_ID_HEADER: request_id, C.DEADLINE_HEADER: str(int(deadline_ms))})
                 model = workflow.stage(stage).function
                 out, out_headers = self.post_stage(stage, self.topology.functions[(workflow_name, stage)], payload,
                                                    headers, f"/v2/models/{model}/infer")

@@ -6,24 +6,8 @@ Self-contained on purpose — it imports only the standard library,
 function's image holds it without the rest of the package:
 ``template/esg-python3/esg_runtime`` is a link to this folder, and
 ``faas-cli template pull``/``build`` copy the files it points to.
+
+Import from the modules (``.app``, ``.batcher``, ``.settings``, ``.server``,
+``.v2``, ``.contract``): this package imports nothing on its own, so the
+control plane reads ``contract`` without loading the server.
 """
-
-from .app import Context, Event, RuntimeApp
-from .batcher import Batcher, Closed, DeadlineExceeded, QueueFull, Request, decide
-from .settings import BatchConfig, LiveConfig, RuntimeSettings, SettingsError
-
-__all__ = [
-    "Batcher",
-    "BatchConfig",
-    "Closed",
-    "Context",
-    "DeadlineExceeded",
-    "Event",
-    "LiveConfig",
-    "QueueFull",
-    "Request",
-    "RuntimeApp",
-    "RuntimeSettings",
-    "SettingsError",
-    "decide",
-]

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 from urllib.parse import parse_qs
 
+from . import contract as C
+from .contract import wsgi_header
 from .batcher import BatchSizeMismatch, Batcher, Broken, Closed, DeadlineExceeded, QueueFull, Request
 from .metrics import RuntimeMetrics
 from .v2 import HEADER as V2_HEADER, InferRequest, ProtocolError, encode_response, metadata, parse_infer
@@ -214,7 +216,7 @@ class RuntimeApp:
     # --- WSGI --------------------------------------------------------------
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/") or "/"
-        if path.startswith("/_esg/"):
+        if path.startswith(C.CONTROL_PREFIX):
             code, headers, body = self._reserved(path, environ)
         elif path == "/v2" or path.startswith("/v2/"):
             code, headers, body = self._v2(environ, path)
@@ -319,14 +321,14 @@ class RuntimeApp:
         deadline and wait for its result: (200, timing headers, result), or
         an error answer (code, headers, body)."""
         deadline_s = None
-        raw_deadline = environ.get("HTTP_X_ESG_DEADLINE_MS")
+        raw_deadline = environ.get(wsgi_header(C.DEADLINE_HEADER))
         if raw_deadline is not None:
             try:
                 deadline_unix_ms = float(raw_deadline)
             except ValueError:
                 deadline_unix_ms = math.nan
             if not 0 <= deadline_unix_ms <= MAX_DEADLINE_UNIX_MS:
-                return self._error(400, f"X-ESG-Deadline-Ms must be a Unix time in ms, got {raw_deadline[:40]!r}",
+                return self._error(400, f"{C.DEADLINE_HEADER} must be a Unix time in ms, got {raw_deadline[:40]!r}",
                                    reason="bad_request")
             deadline_s = self.clock() + (deadline_unix_ms - time.time() * 1000.0) / 1000.0
             if deadline_s <= self.clock():
@@ -363,9 +365,9 @@ class RuntimeApp:
     # --- responses ---------------------------------------------------------
     def _timing_headers(self, request: Optional[Request]) -> list[tuple[str, str]]:
         if request is None:
-            return [("X-ESG-Batch-Size", "0"), ("X-ESG-Queue-Ms", "0"), ("X-ESG-Exec-Ms", "0")]
-        return [("X-ESG-Batch-Size", str(request.batch_size)), ("X-ESG-Queue-Ms", f"{request.queue_ms:.3f}"),
-                ("X-ESG-Exec-Ms", f"{request.exec_ms:.3f}")]
+            return [(C.BATCH_SIZE_HEADER, "0"), (C.QUEUE_MS_HEADER, "0"), (C.EXEC_MS_HEADER, "0")]
+        return [(C.BATCH_SIZE_HEADER, str(request.batch_size)), (C.QUEUE_MS_HEADER, f"{request.queue_ms:.3f}"),
+                (C.EXEC_MS_HEADER, f"{request.exec_ms:.3f}")]
 
     def _error(self, code: int, message: str, reason: Optional[str] = None,
                request: Optional[Request] = None) -> tuple[int, list, bytes]:
@@ -395,22 +397,22 @@ class RuntimeApp:
     # --- reserved paths ----------------------------------------------------
     def _reserved(self, path: str, environ: dict) -> tuple[int, list, bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
-        if path == "/_esg/health":
+        if path == C.HEALTH_PATH:
             if self.batcher.failure is not None:
                 return self._error(503, f"the batching thread died: {self.batcher.failure!r}")
             if self.draining:
                 return self._error(503, "draining")
             return 200, [("Content-Type", "application/json")] + self._timing_headers(None), b'{"status": "ok"}'
-        if path == "/_esg/metrics":
+        if path == C.METRICS_PATH:
             self._refresh_gauges()
             body, content_type = self.metrics.render()
             return 200, [("Content-Type", content_type)] + self._timing_headers(None), body
-        if path == "/_esg/config":
+        if path == C.CONFIG_PATH:
             if method == "GET":
                 return self._json(200, self._config_doc())
             if method == "PUT":
                 return self._put_config(environ)
-            code, headers, body = self._error(405, f"{method} is not allowed on /_esg/config (GET, PUT)")
+            code, headers, body = self._error(405, f"{method} is not allowed on {C.CONFIG_PATH} (GET, PUT)")
             return code, headers + [("Allow", "GET, PUT")], body
         return self._error(404, f"no such path {path}")
 
@@ -419,16 +421,16 @@ class RuntimeApp:
 
     def _config_doc(self) -> dict:
         live = self.live.get()
-        doc = {"max_batch_size": live.max_batch_size, "max_wait_ms": live.max_wait_ms,
-               "gpu_share": self.settings.gpu_share_pct, "max_queue": self.settings.max_queue}
+        doc = {C.CONFIG_MAX_BATCH_SIZE: live.max_batch_size, C.CONFIG_MAX_WAIT_MS: live.max_wait_ms,
+               C.CONFIG_GPU_SHARE_PCT: self.settings.gpu_share_pct, C.CONFIG_MAX_QUEUE: self.settings.max_queue}
         if self.pending_gpu_share is not None:
-            doc["pending_gpu_share"] = self.pending_gpu_share
+            doc["pending_" + C.CONFIG_GPU_SHARE_PCT] = self.pending_gpu_share
         return doc
 
     def _put_config(self, environ: dict) -> tuple[int, list, bytes]:
         token = self.settings.config_token
         if token is None:
-            return self._error(403, "live configuration is disabled: ESG_CONFIG_TOKEN is not set")
+            return self._error(403, f"live configuration is disabled: {C.ENV_CONFIG_TOKEN} is not set")
         given = environ.get("HTTP_AUTHORIZATION", "")
         if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), token.encode()):
             code, headers, body = self._error(401, "a valid 'Authorization: Bearer <token>' header is required")
@@ -445,26 +447,26 @@ class RuntimeApp:
             return self._error(400, "the body must be a JSON object")
         if not isinstance(doc, dict) or not doc:
             return self._error(400, "the body must be a non-empty JSON object")
-        unknown = set(doc) - {"max_batch_size", "max_wait_ms", "gpu_share"}
+        unknown = set(doc) - set(C.CONFIG_WRITABLE)
         if unknown:
             return self._error(400, f"unknown field(s): {', '.join(sorted(unknown))}")
         live = self.live.get()
-        batch = doc.get("max_batch_size", live.max_batch_size)
-        wait = doc.get("max_wait_ms", live.max_wait_ms)
-        share = doc.get("gpu_share")
+        batch = doc.get(C.CONFIG_MAX_BATCH_SIZE, live.max_batch_size)
+        wait = doc.get(C.CONFIG_MAX_WAIT_MS, live.max_wait_ms)
+        share = doc.get(C.CONFIG_GPU_SHARE_PCT)
         if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH_SIZE_LIMIT:
-            return self._error(400, f"max_batch_size must be an integer in 1..{MAX_BATCH_SIZE_LIMIT}, got {batch!r}")
+            return self._error(400, f"{C.CONFIG_MAX_BATCH_SIZE} must be an integer in 1..{MAX_BATCH_SIZE_LIMIT}, got {batch!r}")
         if not valid_wait_ms(wait):
-            return self._error(400, f"max_wait_ms must be a number in 0..{MAX_WAIT_MS_LIMIT:g}, got {wait!r}")
+            return self._error(400, f"{C.CONFIG_MAX_WAIT_MS} must be a number in 0..{MAX_WAIT_MS_LIMIT:g}, got {wait!r}")
         if share is not None and (isinstance(share, bool) or not isinstance(share, int) or not 1 <= share <= 100):
-            return self._error(400, f"gpu_share must be an integer in 1..100, got {share!r}")
+            return self._error(400, f"{C.CONFIG_GPU_SHARE_PCT} must be an integer in 1..100, got {share!r}")
         self.live.set(BatchConfig(batch, float(wait)))
         self._publish_config()
         self.batcher.wake()
         restart = share is not None and share != self.settings.gpu_share_pct
         if restart:
             self.pending_gpu_share = share
-        doc = {"config": self._config_doc(), "restart_required": restart}
+        doc = {"config": self._config_doc(), C.CONFIG_RESTART_REQUIRED: restart}
         if restart:
             doc["reason"] = "a GPU share applies when the process starts (CUDA reads its limits then)"
         return self._json(200, doc)

@@ -27,6 +27,8 @@ import os
 from dataclasses import dataclass
 from typing import MutableMapping, Optional
 
+from . import contract as C
+
 
 @dataclass(frozen=True)
 class ShareReport:
@@ -60,7 +62,7 @@ def threads_for(share_pct: int, allotment: float) -> int:
 
 
 def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Optional[float] = None) -> ShareReport:
-    env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(share_pct)
+    env[C.ENV_MPS_SHARE_PCT] = str(share_pct)
     threads = threads_for(share_pct, cpu_count or cpu_allotment())
     for name in THREAD_VARIABLES:
         env[name] = str(threads)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from . import contract as C
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -16,23 +18,23 @@ class RuntimeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("esg_requests_total", "Function requests answered (not /_esg/*), by HTTP status code.",
+        self.requests = Counter(C.METRIC_REQUESTS, f"Function requests answered (not {C.CONTROL_PREFIX}*), by HTTP status code.",
                                 ["code"], registry=r)
-        self.rejections = Counter("esg_rejections_total", "Requests refused without running, by reason.",
+        self.rejections = Counter(C.METRIC_REJECTIONS, "Requests refused without running, by reason.",
                                   ["reason"], registry=r)
-        self.queue_length = Gauge("esg_queue_length", "Requests waiting for a batch.", registry=r)
-        self.batch_size = Histogram("esg_batch_size", "Requests per batch handed to the handler.",
+        self.queue_length = Gauge(C.METRIC_QUEUE_LENGTH, "Requests waiting for a batch.", registry=r)
+        self.batch_size = Histogram(C.METRIC_BATCH_SIZE, "Requests per batch handed to the handler.",
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.queue_wait = Histogram("esg_queue_wait_seconds", "Time from arrival to the start of its batch.",
+        self.queue_wait = Histogram(C.METRIC_QUEUE_WAIT_SECONDS, "Time from arrival to the start of its batch.",
                                     buckets=SECONDS_BUCKETS, registry=r)
-        self.exec_time = Histogram("esg_exec_seconds", "Execution time of one batch.",
+        self.exec_time = Histogram(C.METRIC_EXEC_SECONDS, "Execution time of one batch.",
                                    buckets=SECONDS_BUCKETS, registry=r)
-        self.max_batch_size = Gauge("esg_max_batch_size", "Live batch size limit.", registry=r)
-        self.max_wait = Gauge("esg_max_wait_seconds", "Live batching timeout.", registry=r)
-        self.gpu_share = Gauge("esg_gpu_share_percent", "GPU share this instance runs at (CPU: of the cores).",
+        self.max_batch_size = Gauge(C.METRIC_MAX_BATCH_SIZE, "Live batch size limit.", registry=r)
+        self.max_wait = Gauge(C.METRIC_MAX_WAIT_SECONDS, "Live batching timeout.", registry=r)
+        self.gpu_share = Gauge(C.METRIC_GPU_SHARE_PCT, "GPU share this instance runs at (CPU: of the cores).",
                                registry=r)
-        self.gpu_utilization = Gauge("esg_gpu_utilization_ratio", "GPU utilisation from NVML, 0..1.", registry=r)
-        self.gpu_memory_used = Gauge("esg_gpu_memory_used_bytes", "GPU memory in use, from NVML.", registry=r)
+        self.gpu_utilization = Gauge(C.METRIC_GPU_UTILIZATION, "GPU utilisation from NVML, 0..1.", registry=r)
+        self.gpu_memory_used = Gauge(C.METRIC_GPU_MEMORY_USED_BYTES, "GPU memory in use, from NVML.", registry=r)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -8,6 +8,8 @@ import threading
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
+from . import contract as C
+
 
 class SettingsError(ValueError):
     """An environment variable with a value the runtime cannot use."""
@@ -61,14 +63,14 @@ class RuntimeSettings:
                 raise SettingsError(f"{name} must lie in {bounds}, got {value}")
             return value
 
-        raw_wait = env.get("ESG_MAX_WAIT_MS", "") or "0"
+        raw_wait = env.get(C.ENV_MAX_WAIT_MS, "") or "0"
         try:
             max_wait_ms = float(raw_wait)
         except ValueError:
-            raise SettingsError(f"ESG_MAX_WAIT_MS must be a number, got {raw_wait!r}") from None
+            raise SettingsError(f"{C.ENV_MAX_WAIT_MS} must be a number, got {raw_wait!r}") from None
         if not valid_wait_ms(max_wait_ms):
-            raise SettingsError(f"ESG_MAX_WAIT_MS must be a number in 0..{MAX_WAIT_MS_LIMIT:g}, got {raw_wait!r}")
-        raw_cpus = env.get("ESG_CPU_THREADS", "") or None
+            raise SettingsError(f"{C.ENV_MAX_WAIT_MS} must be a number in 0..{MAX_WAIT_MS_LIMIT:g}, got {raw_wait!r}")
+        raw_cpus = env.get(C.ENV_CPU_THREADS, "") or None
         cpu_threads = None
         if raw_cpus is not None:
             try:
@@ -76,15 +78,15 @@ class RuntimeSettings:
             except ValueError:
                 cpu_threads = float("nan")
             if not 0 < cpu_threads <= 4096:
-                raise SettingsError(f"ESG_CPU_THREADS must be a number in (0, 4096], got {raw_cpus!r}")
+                raise SettingsError(f"{C.ENV_CPU_THREADS} must be a number in (0, 4096], got {raw_cpus!r}")
         return RuntimeSettings(
-            host=env.get("ESG_HOST", "127.0.0.1") or "127.0.0.1",
-            port=integer("ESG_PORT", 5000, 0, 65535),
-            max_batch_size=integer("ESG_MAX_BATCH_SIZE", 1, 1, MAX_BATCH_SIZE_LIMIT),
+            host=env.get(C.ENV_HOST, "127.0.0.1") or "127.0.0.1",
+            port=integer(C.ENV_PORT, 5000, 0, 65535),
+            max_batch_size=integer(C.ENV_MAX_BATCH_SIZE, 1, 1, MAX_BATCH_SIZE_LIMIT),
             max_wait_ms=max_wait_ms,
-            max_queue=integer("ESG_MAX_QUEUE", 1024, 1, 1_000_000),
-            gpu_share_pct=integer("ESG_GPU_SHARE", 100, 1, 100),
-            config_token=env.get("ESG_CONFIG_TOKEN") or None,
+            max_queue=integer(C.ENV_MAX_QUEUE, 1024, 1, 1_000_000),
+            gpu_share_pct=integer(C.ENV_GPU_SHARE_PCT, 100, 1, 100),
+            config_token=env.get(C.ENV_CONFIG_TOKEN) or None,
             cpu_threads=cpu_threads,
         )
 

@@ -55,10 +55,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..control import MAX_RATE_RPS
 from ..limits import is_number
+from ..runtime import contract as C
 
 INVOCATIONS = "gateway_function_invocation_total"
 STARTED = "gateway_function_invocation_started"
-WORKFLOW_REQUESTS = "esg_workflow_requests_total"
+WORKFLOW_REQUESTS = C.METRIC_WORKFLOW_REQUESTS
+# a function's histograms, as Prometheus exposes them
+EXEC_SUM, EXEC_COUNT = f"{C.METRIC_EXEC_SECONDS}_sum", f"{C.METRIC_EXEC_SECONDS}_count"
+BATCH_SUM = f"{C.METRIC_BATCH_SIZE}_sum"
 WARM_BATCHES = 3
 """A replica's first batches (a cold start: lazy initialisation, caches) do
 not count toward its execution times."""
@@ -258,12 +262,12 @@ class GatewayScrape:
             for name, _labels, value in samples:
                 if not _plausible(value):
                     continue
-                if name == "esg_queue_length":
+                if name == C.METRIC_QUEUE_LENGTH:
                     queue[fn] = queue.get(fn, 0.0) + value
-                elif name in ("esg_exec_seconds_sum", "esg_exec_seconds_count", "esg_batch_size_sum"):
+                elif name in (EXEC_SUM, EXEC_COUNT, BATCH_SUM):
                     counters[(url, name)] = value
         warm = {url for (url, name), value in self.replica_counters.last.items()
-                if name == "esg_exec_seconds_count" and value >= WARM_BATCHES}
+                if name == EXEC_COUNT and value >= WARM_BATCHES}
         per_function: dict[str, dict[str, float]] = {}
         for (url, name), value in self.replica_counters.update(counters).items():
             if url not in warm:
@@ -273,11 +277,11 @@ class GatewayScrape:
         readings = {}
         for fn in set(queue) | set(per_function):
             sums = per_function.get(fn, {})
-            batches = sums.get("esg_exec_seconds_count", 0.0)
+            batches = sums.get(EXEC_COUNT, 0.0)
             readings[fn] = FunctionReading(
                 queue.get(fn, 0.0),
-                sums.get("esg_exec_seconds_sum", 0.0) / batches * 1000.0 if batches else None,
-                sums.get("esg_batch_size_sum", 0.0) / batches if batches else None)
+                sums.get(EXEC_SUM, 0.0) / batches * 1000.0 if batches else None,
+                sums.get(BATCH_SUM, 0.0) / batches if batches else None)
         return readings
 
 
@@ -309,9 +313,9 @@ class PrometheusQuery:
                 f"sum by (function_name, code) (increase({INVOCATIONS}[{r}s]))", ("function_name", "code"))
                 or {}).items():
             codes.setdefault(fn, {})[code] = value
-        queue = self._values("sum by (function_name) (esg_queue_length)") or {}
-        exec_ms = self._ratio("esg_exec_seconds_sum", "esg_exec_seconds_count")
-        batch = self._ratio("esg_batch_size_sum", "esg_batch_size_count")
+        queue = self._values(f"sum by (function_name) ({C.METRIC_QUEUE_LENGTH})") or {}
+        exec_ms = self._ratio(EXEC_SUM, EXEC_COUNT)
+        batch = self._ratio(BATCH_SUM, f"{C.METRIC_BATCH_SIZE}_count")
         functions = {fn: FunctionReading(queue.get(fn, 0.0),
                                          exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn))
                      for fn in set(queue) | set(exec_ms)}

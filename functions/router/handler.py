@@ -25,6 +25,8 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from esg_runtime import contract as C  # the template's runtime: the wire contract, spelled once
+
 GATEWAY = os.environ.get("gateway_url", "http://gateway.openfaas:8080").rstrip("/")
 POOL = ThreadPoolExecutor(64)
 _cache = {"at": 0.0, "workflows": {}}
@@ -50,15 +52,15 @@ def workflows():
         found = {}
         for fn in functions:
             ann = fn.get("annotations") or {}
-            name = ann.get("com.esg.workflow")
+            name = ann.get(C.ANNOTATION_WORKFLOW)
             if not name:
                 continue
             wf = found.setdefault(name, {"slo_ms": None, "stages": {}})
-            if ann.get("com.esg.slo-ms"):
-                wf["slo_ms"] = float(ann["com.esg.slo-ms"])
-            after = [a.strip() for a in ann.get("com.esg.after", "").split(",") if a.strip()]
-            wf["stages"][ann.get("com.esg.stage", fn["name"])] = {
-                "function": fn["name"], "after": after, "fanout": int(ann.get("com.esg.fanout", 1))}
+            if ann.get(C.ANNOTATION_SLO_MS):
+                wf["slo_ms"] = float(ann[C.ANNOTATION_SLO_MS])
+            after = [a.strip() for a in ann.get(C.ANNOTATION_AFTER, "").split(",") if a.strip()]
+            wf["stages"][ann.get(C.ANNOTATION_STAGE, fn["name"])] = {
+                "function": fn["name"], "after": after, "fanout": int(ann.get(C.ANNOTATION_FANOUT, 1))}
         _cache.update(at=time.monotonic(), workflows=found)
         return found
 
@@ -82,8 +84,8 @@ def call(stage, function, body, headers):
 
 def run(name, wf, body, content_type):
     started = time.time()
-    base = {"X-ESG-Request-Id": uuid.uuid4().hex,
-            "X-ESG-Deadline-Ms": str(int(started * 1000 + (wf["slo_ms"] or 60_000)))}
+    base = {C.REQUEST_ID_HEADER: uuid.uuid4().hex,
+            C.DEADLINE_HEADER: str(int(started * 1000 + (wf["slo_ms"] or 60_000)))}
     stages, outputs, done = wf["stages"], {}, set()
     while len(done) < len(stages):
         ready = [s for s in stages if s not in done and all(a in done for a in stages[s]["after"])]

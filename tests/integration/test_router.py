@@ -111,7 +111,9 @@ def test_a_failing_stage_is_named_with_the_status_the_client_expects(stage_statu
 def test_the_router_function_answers_a_failing_stage_the_same_way(stage_status, client_status, slo, monkeypatch):
     server = gateway()
     monkeypatch.setenv("gateway_url", f"http://127.0.0.1:{server.server_address[1]}")
-    path = Path(__file__).resolve().parents[2] / "functions/router/handler.py"
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.syspath_prepend(str(root / "template/esg-python3"))  # esg_runtime, as in the function's image
+    path = root / "functions/router/handler.py"
     spec = importlib.util.spec_from_file_location("router_function", path)
     handler = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(handler)

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from esg_plugin.runtime import (
-    BatchConfig, Batcher, Closed, DeadlineExceeded, LiveConfig, QueueFull, Request, decide,
+from esg_plugin.runtime.batcher import (
+    BatchSizeMismatch, Batcher, Closed, DeadlineExceeded, ExecEstimate, QueueFull, Request, decide,
 )
-from esg_plugin.runtime.batcher import BatchSizeMismatch, ExecEstimate
+from esg_plugin.runtime.settings import BatchConfig, LiveConfig
 
 
 class FakeClock:

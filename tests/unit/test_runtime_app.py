@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-from esg_plugin.runtime import RuntimeApp, RuntimeSettings
+from esg_plugin.runtime.app import RuntimeApp
+from esg_plugin.runtime.settings import RuntimeSettings
 from esg_plugin.runtime.gpu import GpuTelemetry, apply_share, cpu_allotment, threads_for
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from esg_plugin.runtime import RuntimeSettings, SettingsError
+from esg_plugin.runtime.settings import RuntimeSettings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template/esg-python3"

@@ -17,11 +17,11 @@ Conflicts (409) are retried after re-reading, transient failures (5xx,
 timeouts) with exponential backoff; 404 means the function is gone.
 """
 
-from .base import ANNOTATION_BATCH, ANNOTATION_WAIT, SHARE_ENV, Actuator, ApiActuator, Change, DryRunActuator, \
+from .base import BATCHING, ERROR, GONE, GPU_SHARE, REPLICAS, Actuator, ApiActuator, Change, DryRunActuator, \
     diff_states, read_states, retrying
 from .gateway import GatewayActuator
 from .knative import KnativeActuator
 from .kubernetes import KubernetesActuator
 
-__all__ = ["ANNOTATION_BATCH", "ANNOTATION_WAIT", "SHARE_ENV", "Actuator", "ApiActuator", "Change", "DryRunActuator",
+__all__ = ["BATCHING", "ERROR", "GONE", "GPU_SHARE", "REPLICAS", "Actuator", "ApiActuator", "Change", "DryRunActuator",
            "GatewayActuator", "KnativeActuator", "KubernetesActuator", "diff_states", "read_states", "retrying"]

@@ -12,16 +12,18 @@ from ..decider import FunctionState
 
 log = logging.getLogger("esg.scaler")
 
-ANNOTATION_BATCH = "com.esg.batch-size"
-ANNOTATION_WAIT = "com.esg.max-wait-ms"
-SHARE_ENV = ("ESG_GPU_SHARE", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")
+
+#: What a change is to (Change.kind): the plan's field names.
+REPLICAS, GPU_SHARE, BATCHING = "replicas", "gpu_share", "batching"
+#: ... or what went wrong: the function is not there, or the call failed.
+GONE, ERROR = "gone", "error"
 
 
 @dataclass(frozen=True)
 class Change:
     function: str
     kind: str
-    """replicas, gpu_share, batching, gone, error."""
+    """REPLICAS, GPU_SHARE, BATCHING, GONE or ERROR."""
     before: object
     after: object
 
@@ -38,15 +40,15 @@ class Actuator:
 
 def diff_states(fn: str, cur: Optional[FunctionState], want: FunctionState) -> list[Change]:
     if cur is None:
-        return [Change(fn, "replicas", None, want.replicas), Change(fn, "gpu_share", None, want.gpu_share),
-                Change(fn, "batching", None, (want.batch_size, want.max_wait_ms))]
+        return [Change(fn, REPLICAS, None, want.replicas), Change(fn, GPU_SHARE, None, want.gpu_share),
+                Change(fn, BATCHING, None, (want.batch_size, want.max_wait_ms))]
     out = []
     if cur.replicas != want.replicas:
-        out.append(Change(fn, "replicas", cur.replicas, want.replicas))
+        out.append(Change(fn, REPLICAS, cur.replicas, want.replicas))
     if cur.gpu_share != want.gpu_share:
-        out.append(Change(fn, "gpu_share", cur.gpu_share, want.gpu_share))
+        out.append(Change(fn, GPU_SHARE, cur.gpu_share, want.gpu_share))
     if (cur.batch_size, cur.max_wait_ms) != (want.batch_size, want.max_wait_ms):
-        out.append(Change(fn, "batching", (cur.batch_size, cur.max_wait_ms), (want.batch_size, want.max_wait_ms)))
+        out.append(Change(fn, BATCHING, (cur.batch_size, cur.max_wait_ms), (want.batch_size, want.max_wait_ms)))
     return out
 
 
@@ -116,5 +118,5 @@ class ApiActuator(Actuator):
             return self._read(fn)
         except Exception as err:
             gone = getattr(err, "status", None) == 404
-            changes.append(Change(fn, "gone" if gone else "error", None, None if gone else f"read: {err}"))
+            changes.append(Change(fn, GONE if gone else ERROR, None, None if gone else f"read: {err}"))
             return None

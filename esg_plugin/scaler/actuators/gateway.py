@@ -10,7 +10,7 @@ import urllib.request
 from typing import Optional
 
 from ..decider import FunctionState
-from .base import Actuator, Change, log, retrying
+from .base import ERROR, GONE, REPLICAS, Actuator, Change, log, retrying
 
 class GatewayActuator(Actuator):
     """Replicas only, through the OpenFaaS gateway's REST API."""
@@ -58,9 +58,9 @@ class GatewayActuator(Actuator):
             try:
                 retrying(scale, lambda e: getattr(e, "code", None) == 409,
                          lambda e: getattr(e, "code", 500) >= 500 or isinstance(e, OSError))
-                changes.append(Change(fn, "replicas", before.replicas if before else None, want.replicas))
+                changes.append(Change(fn, REPLICAS, before.replicas if before else None, want.replicas))
             except urllib.error.HTTPError as err:
-                changes.append(Change(fn, "gone" if err.code == 404 else "error", None, f"HTTP {err.code}"))
+                changes.append(Change(fn, GONE if err.code == 404 else ERROR, None, f"HTTP {err.code}"))
             except (urllib.error.URLError, OSError) as err:
-                changes.append(Change(fn, "error", None, str(err)))
+                changes.append(Change(fn, ERROR, None, str(err)))
         return changes

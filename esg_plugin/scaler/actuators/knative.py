@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 from ..decider import FunctionState
-from .base import ApiActuator, Change, diff_states
+from ...runtime import contract as C
+from .base import ERROR, ApiActuator, Change, diff_states
 
 class KnativeActuator(ApiActuator):
     """Knative Services: min-scale = max-scale = replicas, env on the template."""
@@ -28,8 +29,8 @@ class KnativeActuator(ApiActuator):
         container = (template.get("spec", {}).get("containers") or [{}])[0]
         env = {e.get("name"): e.get("value") for e in container.get("env", []) or []}
         return FunctionState(int(annotations.get("autoscaling.knative.dev/min-scale", 1)),
-                             int(env.get("ESG_MAX_BATCH_SIZE", 1)), float(env.get("ESG_MAX_WAIT_MS", 0)),
-                             int(env.get("ESG_GPU_SHARE", 100)))
+                             int(env.get(C.ENV_MAX_BATCH_SIZE, 1)), float(env.get(C.ENV_MAX_WAIT_MS, 0)),
+                             int(env.get(C.ENV_GPU_SHARE_PCT, 100)))
 
     def apply(self, desired):
         changes = []
@@ -42,8 +43,8 @@ class KnativeActuator(ApiActuator):
                 continue
             containers = svc["spec"]["template"]["spec"]["containers"]
             env = {e["name"]: e for e in containers[0].get("env", []) or []}
-            for name, value in (("ESG_MAX_BATCH_SIZE", want.batch_size), ("ESG_MAX_WAIT_MS", want.max_wait_ms),
-                                ("ESG_GPU_SHARE", want.gpu_share), ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", want.gpu_share)):
+            settings = [(C.ENV_MAX_BATCH_SIZE, want.batch_size), (C.ENV_MAX_WAIT_MS, want.max_wait_ms)]
+            for name, value in settings + [(share_env, want.gpu_share) for share_env in C.SHARE_ENVS]:
                 env[name] = {"name": name, "value": str(value)}
             containers[0]["env"] = list(env.values())
             patch = {"spec": {"template": {
@@ -56,5 +57,5 @@ class KnativeActuator(ApiActuator):
                                                            fn, patch, _content_type="application/merge-patch+json")
                 changes.extend(diff)
             except Exception as err:
-                changes.append(Change(fn, "error", None, str(err).splitlines()[0]))
+                changes.append(Change(fn, ERROR, None, str(err).splitlines()[0]))
         return changes

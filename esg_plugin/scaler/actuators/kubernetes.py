@@ -9,7 +9,8 @@ import urllib.request
 from typing import Optional
 
 from ..decider import FunctionState
-from .base import ANNOTATION_BATCH, ANNOTATION_WAIT, SHARE_ENV, ApiActuator, Change, diff_states, log, retrying
+from ...runtime import contract as C
+from .base import BATCHING, ERROR, GONE, GPU_SHARE, REPLICAS, ApiActuator, Change, diff_states, log, retrying
 
 class KubernetesActuator(ApiActuator):
     """OpenFaaS functions as Deployments, through the official client."""
@@ -60,11 +61,11 @@ class KubernetesActuator(ApiActuator):
             limits = (container.resources.limits or {}) if container.resources else {}
             share = int(limits.get("nvidia.com/gpucores", 100))
         else:
-            share = int(env.get("ESG_GPU_SHARE", 100))
+            share = int(env.get(C.ENV_GPU_SHARE_PCT, 100))
         return FunctionState(
             replicas=int(deployment.spec.replicas or 0),
-            batch_size=int(annotations.get(ANNOTATION_BATCH, env.get("ESG_MAX_BATCH_SIZE", 1))),
-            max_wait_ms=float(annotations.get(ANNOTATION_WAIT, env.get("ESG_MAX_WAIT_MS", 0))),
+            batch_size=int(annotations.get(C.ANNOTATION_BATCH_SIZE, env.get(C.ENV_MAX_BATCH_SIZE, 1))),
+            max_wait_ms=float(annotations.get(C.ANNOTATION_MAX_WAIT_MS, env.get(C.ENV_MAX_WAIT_MS, 0))),
             gpu_share=share,
         )
 
@@ -81,15 +82,15 @@ class KubernetesActuator(ApiActuator):
                     self._apply_one(fn, deployment, change, want)
                     changes.append(change)
                 except Exception as err:
-                    kind = "gone" if self._status(err) == 404 else "error"
+                    kind = GONE if self._status(err) == 404 else ERROR
                     changes.append(Change(fn, kind, change.kind, str(err).splitlines()[0]))
         return changes
 
     def _apply_one(self, fn, deployment, change: Change, want: FunctionState) -> None:
-        if change.kind == "replicas":
+        if change.kind == REPLICAS:
             self._call(lambda: self.apps.patch_namespaced_deployment_scale(
                 fn, self.namespace, {"spec": {"replicas": want.replicas}}))
-        elif change.kind == "gpu_share":
+        elif change.kind == GPU_SHARE:
             container = deployment.spec.template.spec.containers[0].name
             patch_container: dict = {"name": container}
             if self.share_mode == "hami":
@@ -98,12 +99,12 @@ class KubernetesActuator(ApiActuator):
                 # function already requests it (a limits-only patch was refused with 422)
                 hami = {"nvidia.com/gpucores": str(want.gpu_share), "nvidia.com/gpumem": str(memory)}
                 patch_container["resources"] = {"limits": hami, "requests": dict(hami)}
-            patch_container["env"] = [{"name": n, "value": str(want.gpu_share)} for n in SHARE_ENV]
+            patch_container["env"] = [{"name": n, "value": str(want.gpu_share)} for n in C.SHARE_ENVS]
             self._call(lambda: self.apps.patch_namespaced_deployment(
                 fn, self.namespace, {"spec": {"template": {"spec": {"containers": [patch_container]}}}}))
-        elif change.kind == "batching":
+        elif change.kind == BATCHING:
             self._call(lambda: self.apps.patch_namespaced_deployment(fn, self.namespace, {"metadata": {"annotations": {
-                ANNOTATION_BATCH: str(want.batch_size), ANNOTATION_WAIT: str(want.max_wait_ms)}}}))
+                C.ANNOTATION_BATCH_SIZE: str(want.batch_size), C.ANNOTATION_MAX_WAIT_MS: str(want.max_wait_ms)}}}))
             self._push_live(fn, want)
 
     def _push_live(self, fn: str, want: FunctionState) -> None:
@@ -116,12 +117,12 @@ class KubernetesActuator(ApiActuator):
         except Exception as err:
             log.warning("listing pods of %s failed: %s", fn, err)
             return
-        body = json.dumps({"max_batch_size": want.batch_size, "max_wait_ms": want.max_wait_ms}).encode()
+        body = json.dumps(C.config_update(want.batch_size, want.max_wait_ms)).encode()
         for pod in pods.items:
             ip = pod.status.pod_ip if pod.status else None
             if not ip:
                 continue
-            request = urllib.request.Request(f"http://{ip}:{self.function_port}/_esg/config", data=body, method="PUT",
+            request = urllib.request.Request(f"http://{ip}:{self.function_port}{C.CONFIG_PATH}", data=body, method="PUT",
                                              headers={"Content-Type": "application/json",
                                                       "Authorization": f"Bearer {self.function_token or ''}"})
             try:

@@ -1,0 +1,96 @@
+"""The wire contract between the control plane and a function: every name
+that crosses a process boundary, spelled once.
+
+Both sides import this module: the runtime inside each function (it ships in
+the image as ``esg_runtime.contract``), and the scaler, the local platform,
+the router, the profiler and the model on the other side. A test
+(``tests/unit/test_contract.py``) fails when one of these strings is spelled
+anywhere else in the product's code. Units are in the names: ``_MS`` is
+milliseconds, ``_PCT`` percent of one GPU (on CPU: of the cores a function
+may use).
+
+Standard library only, no imports: ``esg_plugin.model`` reads the workflow
+annotations from here too.
+"""
+
+# --- environment of a function's process (SPEC §6) ---------------------------
+ENV_HOST = "ESG_HOST"
+ENV_PORT = "ESG_PORT"
+ENV_MAX_BATCH_SIZE = "ESG_MAX_BATCH_SIZE"
+ENV_MAX_WAIT_MS = "ESG_MAX_WAIT_MS"
+ENV_MAX_QUEUE = "ESG_MAX_QUEUE"
+ENV_GPU_SHARE_PCT = "ESG_GPU_SHARE"
+ENV_MPS_SHARE_PCT = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
+"""NVIDIA MPS reads it at CUDA initialisation; set together with ENV_GPU_SHARE_PCT."""
+ENV_CPU_THREADS = "ESG_CPU_THREADS"
+ENV_CONFIG_TOKEN = "ESG_CONFIG_TOKEN"
+ENV_FUNCTION = "ESG_FUNCTION"
+"""Which function of a multi-function handler folder this process serves."""
+
+#: Every environment variable that carries a GPU share: a share change sets all.
+SHARE_ENVS = (ENV_GPU_SHARE_PCT, ENV_MPS_SHARE_PCT)
+
+# --- HTTP paths of a function ------------------------------------------------
+HEALTH_PATH = "/_esg/health"
+METRICS_PATH = "/_esg/metrics"
+CONFIG_PATH = "/_esg/config"
+"""GET the live settings; PUT a JSON object of the CONFIG_* keys below."""
+CONTROL_PREFIX = "/_esg/"
+
+# --- the JSON document of CONFIG_PATH -----------------------------------------
+# The same concepts carry the same names in a plan (model/plan.py): one name each.
+CONFIG_MAX_BATCH_SIZE = "max_batch_size"
+CONFIG_MAX_WAIT_MS = "max_wait_ms"
+CONFIG_GPU_SHARE_PCT = "gpu_share"
+CONFIG_MAX_QUEUE = "max_queue"
+CONFIG_RESTART_REQUIRED = "restart_required"
+"""In a PUT's answer: the share changes only when the process restarts."""
+CONFIG_WRITABLE = (CONFIG_MAX_BATCH_SIZE, CONFIG_MAX_WAIT_MS, CONFIG_GPU_SHARE_PCT)
+
+# --- HTTP headers ---------------------------------------------------------------
+DEADLINE_HEADER = "X-ESG-Deadline-Ms"
+"""Absolute Unix time in ms after which the answer is useless (504 instead)."""
+REQUEST_ID_HEADER = "X-ESG-Request-Id"
+BATCH_SIZE_HEADER = "X-ESG-Batch-Size"
+QUEUE_MS_HEADER = "X-ESG-Queue-Ms"
+EXEC_MS_HEADER = "X-ESG-Exec-Ms"
+
+# --- Prometheus metrics a function exports at METRICS_PATH ---------------------
+METRIC_REQUESTS = "esg_requests_total"
+METRIC_REJECTIONS = "esg_rejections_total"
+METRIC_QUEUE_LENGTH = "esg_queue_length"
+METRIC_BATCH_SIZE = "esg_batch_size"
+METRIC_QUEUE_WAIT_SECONDS = "esg_queue_wait_seconds"
+METRIC_EXEC_SECONDS = "esg_exec_seconds"
+METRIC_MAX_BATCH_SIZE = "esg_max_batch_size"
+METRIC_MAX_WAIT_SECONDS = "esg_max_wait_seconds"
+METRIC_GPU_SHARE_PCT = "esg_gpu_share_percent"
+METRIC_GPU_UTILIZATION = "esg_gpu_utilization_ratio"
+METRIC_GPU_MEMORY_USED_BYTES = "esg_gpu_memory_used_bytes"
+
+# --- ... and the workflow router -------------------------------------------------
+METRIC_WORKFLOW_REQUESTS = "esg_workflow_requests_total"
+METRIC_WORKFLOW_LATENCY_SECONDS = "esg_workflow_latency_seconds"
+
+# --- annotations of a function (stack.yml, Deployment, Knative Service) --------
+# The workflow (SPEC §2, plus the documented hop-ms, fanout and profile).
+ANNOTATION_WORKFLOW = "com.esg.workflow"
+ANNOTATION_STAGE = "com.esg.stage"
+ANNOTATION_AFTER = "com.esg.after"
+ANNOTATION_SLO_MS = "com.esg.slo-ms"
+ANNOTATION_HOP_MS = "com.esg.hop-ms"
+ANNOTATION_FANOUT = "com.esg.fanout"
+ANNOTATION_PROFILE = "com.esg.profile"
+# What the scaler last set (a Deployment's metadata; the pods get it pushed).
+ANNOTATION_BATCH_SIZE = "com.esg.batch-size"
+ANNOTATION_MAX_WAIT_MS = "com.esg.max-wait-ms"
+
+
+def config_update(max_batch_size: int, max_wait_ms: float) -> dict:
+    """The body of a PUT to CONFIG_PATH that sets the live batching."""
+    return {CONFIG_MAX_BATCH_SIZE: int(max_batch_size), CONFIG_MAX_WAIT_MS: float(max_wait_ms)}
+
+
+def wsgi_header(header: str) -> str:
+    """The WSGI environ key of an HTTP header (PEP 3333): X-ESG-Deadline-Ms → HTTP_X_ESG_DEADLINE_MS."""
+    return "HTTP_" + header.upper().replace("-", "_")
