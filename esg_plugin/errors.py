@@ -13,14 +13,17 @@ module or beside its code:
   (the machine: a function that cannot start, no matplotlib);
 - ``router.router.StageFailed`` (a stage's call failed; the router turns
   it into 502/504/429).
+- ``scaler.actuators.errors.ApiError`` (the platform's API: ``NotFound``,
+  ``Conflict``, ``Invalid``, ``Forbidden``, ``Unavailable``, mapped from
+  the kubernetes client's ``ApiException``, urllib's ``HTTPError`` or no
+  answer; the actuators report them as changes of kind ``gone``/``error``).
 
 The subclasses also keep the standard type they always were (``ValueError``
 for bad values, ``RuntimeError`` for the machine), so ``except ValueError``
 still works. The function runtime (``esg_plugin.runtime``) is
-self-contained — the template carries it — and keeps its own
+self-contained — a function's image holds it alone — and keeps its own
 ``SettingsError``; HTTP errors are answered, never raised, across
-processes. Kubernetes API errors stay the client's ``ApiException`` inside
-the actuators, which report them as changes of kind ``error`` or ``gone``.
+processes.
 """
 
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 def ksvc(name):
     return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
+            "metadata": {"name": name, "namespace": "default"},
             "spec": {"template": {"metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1"}},
                                   "spec": {"containers": [{"image": "localhost:5000/esg/fn", "env": [
                                       {"name": "ESG_FUNCTION", "value": "resnet18"}]}]}}}}
@@ -24,7 +24,7 @@ def ksvc(name):
 
 def test_knative_sets_scale_bounds_and_env_by_merge_patch():
     with KubeEmulator() as kube:
-        kube.knative[("default", "classify")] = ksvc("classify")
+        kube.add_knative(ksvc("classify"))
         configuration = client.Configuration()
         configuration.host = kube.url
         actuator = KnativeActuator(client.ApiClient(configuration), "default")

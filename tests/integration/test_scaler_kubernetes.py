@@ -153,19 +153,25 @@ def test_a_failing_api_or_stale_metrics_change_nothing_and_never_stop_the_loop(w
     assert {key: repr(obj) for key, obj in kube.deployments.items()} != snapshot
 
 
-def test_conflicts_are_retried_and_a_wiped_share_is_reapplied(world):
+def test_a_wiped_share_is_reapplied_and_a_concurrent_writers_change_survives(world):
     topology, scaler, kube, gateway, clock = world
     for _ in range(3):
         tick(scaler, gateway, clock, {"traffic-detect": 10.0})
     fn = "traffic-detect"
     planned = {e["name"]: e["value"] for e in kube.get(fn)["spec"]["template"]["spec"]["containers"][0]["env"]}
-    # a faas-cli redeploy wipes the share
+    assert planned["ESG_GPU_SHARE"] != "100"
+    # a faas-cli redeploy wipes the share; then, between the scaler's read and
+    # its patch, someone else adds an env entry: the patch (keyed by name, no
+    # resourceVersion) keeps theirs and restores ours, with no conflict
     kube.add(deployment(fn, env={"ESG_FUNCTION": fn}, replicas=1))
-    kube.conflicts = 2
-    tick(scaler, gateway, clock, {"traffic-detect": 10.0})
+
+    def other_writer(obj):
+        obj["spec"]["template"]["spec"]["containers"][0]["env"].append({"name": "LOG_LEVEL", "value": "debug"})
+    kube.interleave("deployments", fn, other_writer)
+    status = tick(scaler, gateway, clock, {"traffic-detect": 10.0})
     env = {e["name"]: e["value"] for e in kube.get(fn)["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["ESG_GPU_SHARE"] == planned["ESG_GPU_SHARE"]
-    assert kube.conflicts == 0
+    assert env["ESG_GPU_SHARE"] == planned["ESG_GPU_SHARE"] and env["LOG_LEVEL"] == "debug"
+    assert not [c for c in status.changes if c.kind == "error"]
 
 
 def test_a_deleted_function_is_reported_gone(world):

@@ -43,3 +43,41 @@ def test_the_command_line_prints_any_of_them_as_one_line(monkeypatch, capsys):
     code = cli.main(["plan", "--workflow", "w", "--profiles", "p", "--rate", "1"])
     err = capsys.readouterr().err
     assert code == 2 and err == "esg: error: function 'x': no handler.py in /nowhere\n"
+
+
+def test_retrying_mends_what_a_retry_can_and_names_the_rest():
+    import urllib.error
+
+    from esg_plugin.scaler.actuators import Conflict, Invalid, NotFound, Unavailable, retrying
+
+    slept = []
+    answers = iter([Conflict("stale", 409), ConnectionResetError("reset"), "patched"])
+
+    def call():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    assert retrying(call, sleep=slept.append) == "patched" and slept == [0.1, 0.2]
+
+    def invalid():
+        raise urllib.error.HTTPError("http://gw/system/scale-function/x", 422, "Unprocessable Entity", {}, None)
+    slept.clear()
+    with pytest.raises(Invalid, match="HTTP 422"):
+        retrying(invalid, sleep=slept.append)
+    assert slept == []  # a refused body does not get better by waiting
+
+    def gone():
+        raise urllib.error.HTTPError("http://gw/system/function/x", 404, "Not Found", {}, None)
+    with pytest.raises(NotFound):
+        retrying(gone, sleep=slept.append)
+
+    def away():
+        raise ConnectionRefusedError("refused")
+    with pytest.raises(Unavailable, match="no answer"):
+        retrying(away, attempts=3, sleep=slept.append)
+
+    def bug():
+        raise KeyError("a bug is not an API failure")
+    with pytest.raises(KeyError):
+        retrying(bug, sleep=slept.append)

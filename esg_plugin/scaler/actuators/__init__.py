@@ -13,15 +13,19 @@ state of each function, and report each change.
 - ``openfaas-gateway``: replicas only, ``POST /system/scale-function/<name>``.
 - ``dry-run``: remembers and reports, changes nothing.
 
-Conflicts (409) are retried after re-reading, transient failures (5xx,
-timeouts) with exponential backoff; 404 means the function is gone.
+API failures are named (``errors.py``: NotFound, Conflict, Invalid,
+Forbidden, Unavailable); a Conflict is retried after reading again, an
+Unavailable server with exponential backoff; NotFound means the function is
+gone.
 """
 
 from .base import BATCHING, ERROR, GONE, GPU_SHARE, REPLICAS, Actuator, ApiActuator, Change, DryRunActuator, \
     diff_states, read_states, retrying
+from .errors import ApiError, Conflict, Forbidden, Invalid, NotFound, Unavailable, api_error
 from .gateway import GatewayActuator
 from .knative import KnativeActuator
 from .kubernetes import KubernetesActuator
 
-__all__ = ["BATCHING", "ERROR", "GONE", "GPU_SHARE", "REPLICAS", "Actuator", "ApiActuator", "Change", "DryRunActuator",
+__all__ = ["BATCHING", "ERROR", "GONE", "GPU_SHARE", "REPLICAS", "ApiError", "Conflict", "Forbidden", "Invalid",
+           "NotFound", "Unavailable", "api_error", "Actuator", "ApiActuator", "Change", "DryRunActuator",
            "GatewayActuator", "KnativeActuator", "KubernetesActuator", "diff_states", "read_states", "retrying"]

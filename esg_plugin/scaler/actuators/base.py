@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
 from ..decider import FunctionState
+from .errors import ApiError, NotFound, api_error
 
 log = logging.getLogger("esg.scaler")
 
@@ -71,32 +72,41 @@ class DryRunActuator(Actuator):
         return changes
 
 
-def retrying(call: Callable, is_conflict: Callable[[Exception], bool], is_transient: Callable[[Exception], bool],
-             attempts: int = 4, backoff_s: float = 0.1, on_conflict: Optional[Callable[[], None]] = None):
-    """Run ``call``; retry conflicts (after ``on_conflict``) and transient
-    failures with exponential backoff; re-raise anything else."""
+def retrying(call: Callable, attempts: int = 4, backoff_s: float = 0.1,
+             sleep: Callable[[float], None] = time.sleep):
+    """Run ``call``; when it fails with an error a retry can mend (a
+    conflict, a busy or absent server: ``ApiError.retry``), run it again
+    after an exponential backoff. ``call`` must read what it patches, so a
+    retry after a conflict re-reads. Raises the named :class:`ApiError`
+    (or a non-API exception unchanged)."""
     for attempt in range(attempts):
         try:
             return call()
-        except Exception as err:
-            if attempt + 1 == attempts or not (is_conflict(err) or is_transient(err)):
+        except Exception as raw:
+            err = api_error(raw)
+            if err is None:
                 raise
-            if is_conflict(err) and on_conflict is not None:
-                on_conflict()
-            time.sleep(backoff_s * (2 ** attempt))
+            if attempt + 1 == attempts or not err.retry:
+                raise err from raw
+            sleep(backoff_s * (2 ** attempt))
 
 
 def read_states(functions: list[str], read: Callable[[str], FunctionState]) -> dict[str, FunctionState]:
     """The current state of each function that can be read; one that is gone
-    (404) is left out quietly, any other failure is logged and left out."""
+    (NotFound) is left out quietly, any other API failure is logged and left out."""
     out = {}
     for fn in functions:
         try:
             out[fn] = read(fn)
-        except Exception as err:
-            if getattr(err, "status", None) != 404:
+        except ApiError as err:
+            if not isinstance(err, NotFound):
                 log.warning("reading %s failed: %s", fn, err)
     return out
+
+
+def reported(fn: str, err: ApiError, what: object = None) -> Change:
+    """A failed change as the loop reports it: GONE for a missing function."""
+    return Change(fn, GONE, what, None) if isinstance(err, NotFound) else Change(fn, ERROR, what, str(err))
 
 
 class ApiActuator(Actuator):
@@ -110,13 +120,12 @@ class ApiActuator(Actuator):
         raise NotImplementedError
 
     def current(self, functions):
-        return read_states(functions, lambda fn: self._state_of(self._read(fn)))
+        return read_states(functions, lambda fn: self._state_of(retrying(lambda: self._read(fn))))
 
     def _read_or_report(self, fn: str, changes: list[Change]):
-        """The object, or None after reporting why it cannot be read (404: gone)."""
+        """The object, or None after reporting why it cannot be read (gone, or an error)."""
         try:
-            return self._read(fn)
-        except Exception as err:
-            gone = getattr(err, "status", None) == 404
-            changes.append(Change(fn, GONE if gone else ERROR, None, None if gone else f"read: {err}"))
+            return retrying(lambda: self._read(fn))
+        except ApiError as err:
+            changes.append(reported(fn, err, "read"))
             return None

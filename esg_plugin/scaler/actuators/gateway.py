@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.error
 import urllib.request
 from typing import Optional
 
 from ..decider import FunctionState
-from .base import ERROR, GONE, REPLICAS, Actuator, Change, log, retrying
+from .base import REPLICAS, Actuator, Change, log, reported, retrying
+from .errors import ApiError, NotFound
 
 class GatewayActuator(Actuator):
     """Replicas only, through the OpenFaaS gateway's REST API."""
@@ -38,10 +38,13 @@ class GatewayActuator(Actuator):
         out = {}
         for fn in functions:
             try:
-                doc = self._request("GET", f"/system/function/{fn}")
+                doc = retrying(lambda fn=fn: self._request("GET", f"/system/function/{fn}"))
                 out[fn] = FunctionState(int(doc.get("replicas", 0)), 1, 0.0, 100)
-            except (urllib.error.URLError, OSError, ValueError) as err:
-                log.warning("reading %s failed: %s", fn, err)
+            except ApiError as err:
+                if not isinstance(err, NotFound):
+                    log.warning("reading %s failed: %s", fn, err)
+            except (ValueError, TypeError, AttributeError) as err:
+                log.warning("reading %s: not a function document: %s", fn, err)
         return out
 
     def apply(self, desired):
@@ -56,11 +59,8 @@ class GatewayActuator(Actuator):
                 return self._request("POST", f"/system/scale-function/{fn}", {"serviceName": fn,
                                                                                 "replicas": replicas})
             try:
-                retrying(scale, lambda e: getattr(e, "code", None) == 409,
-                         lambda e: getattr(e, "code", 500) >= 500 or isinstance(e, OSError))
+                retrying(scale)
                 changes.append(Change(fn, REPLICAS, before.replicas if before else None, want.replicas))
-            except urllib.error.HTTPError as err:
-                changes.append(Change(fn, GONE if err.code == 404 else ERROR, None, f"HTTP {err.code}"))
-            except (urllib.error.URLError, OSError) as err:
-                changes.append(Change(fn, ERROR, None, str(err)))
+            except ApiError as err:
+                changes.append(reported(fn, err, REPLICAS))
         return changes

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ..decider import FunctionState
 from ...runtime import contract as C
-from .base import ERROR, ApiActuator, Change, diff_states
+from .base import ApiActuator, Change, diff_states, reported, retrying
+from .errors import ApiError
 
 class KnativeActuator(ApiActuator):
     """Knative Services: min-scale = max-scale = replicas, env on the template."""
@@ -35,27 +36,33 @@ class KnativeActuator(ApiActuator):
     def apply(self, desired):
         changes = []
         for fn, want in desired.items():
-            svc = self._read_or_report(fn, changes)
-            if svc is None:
-                continue
-            diff = diff_states(fn, self._state_of(svc), want)
-            if not diff:
-                continue
-            containers = svc["spec"]["template"]["spec"]["containers"]
-            env = {e["name"]: e for e in containers[0].get("env", []) or []}
-            settings = [(C.ENV_MAX_BATCH_SIZE, want.batch_size), (C.ENV_MAX_WAIT_MS, want.max_wait_ms)]
-            for name, value in settings + [(share_env, want.gpu_share) for share_env in C.SHARE_ENVS]:
-                env[name] = {"name": name, "value": str(value)}
-            containers[0]["env"] = list(env.values())
-            patch = {"spec": {"template": {
-                "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": str(want.replicas),
-                                             "autoscaling.knative.dev/max-scale": str(want.replicas)}},
-                "spec": {"containers": containers}}}}
             try:
-                # custom resources take JSON merge patches, not strategic merge
-                self.custom.patch_namespaced_custom_object(self.GROUP, self.VERSION, self.namespace, self.PLURAL,
-                                                           fn, patch, _content_type="application/merge-patch+json")
-                changes.extend(diff)
-            except Exception as err:
-                changes.append(Change(fn, ERROR, None, str(err).splitlines()[0]))
+                changes.extend(retrying(lambda fn=fn, want=want: self._patch(fn, want)))
+            except ApiError as err:
+                changes.append(reported(fn, err))
         return changes
+
+    def _patch(self, fn: str, want: FunctionState) -> list[Change]:
+        """Read the Service, patch what differs, report it. A custom resource
+        takes JSON merge patches only, which replace a list whole: the
+        container list is written back as read plus our env, with the
+        resourceVersion it was read at, so a concurrent change answers 409
+        (Conflict) and the retry reads again instead of undoing it."""
+        svc = self._read(fn)
+        diff = diff_states(fn, self._state_of(svc), want)
+        if not diff:
+            return []
+        containers = svc["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in containers[0].get("env", []) or []}
+        settings = [(C.ENV_MAX_BATCH_SIZE, want.batch_size), (C.ENV_MAX_WAIT_MS, want.max_wait_ms)]
+        for name, value in settings + [(share_env, want.gpu_share) for share_env in C.SHARE_ENVS]:
+            env[name] = {"name": name, "value": str(value)}
+        containers[0]["env"] = list(env.values())
+        patch = {"metadata": {"resourceVersion": svc["metadata"]["resourceVersion"]},
+                 "spec": {"template": {
+                     "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": str(want.replicas),
+                                                  "autoscaling.knative.dev/max-scale": str(want.replicas)}},
+                     "spec": {"containers": containers}}}}
+        self.custom.patch_namespaced_custom_object(self.GROUP, self.VERSION, self.namespace, self.PLURAL,
+                                                   fn, patch, _content_type="application/merge-patch+json")
+        return diff

@@ -10,7 +10,8 @@ from typing import Optional
 
 from ..decider import FunctionState
 from ...runtime import contract as C
-from .base import BATCHING, ERROR, GONE, GPU_SHARE, REPLICAS, ApiActuator, Change, diff_states, log, retrying
+from .base import BATCHING, GPU_SHARE, REPLICAS, ApiActuator, Change, diff_states, log, reported, retrying
+from .errors import ApiError
 
 class KubernetesActuator(ApiActuator):
     """OpenFaaS functions as Deployments, through the official client."""
@@ -30,28 +31,9 @@ class KubernetesActuator(ApiActuator):
         self.function_token = function_token
         self.push_timeout_s = push_timeout_s
 
-    # --- errors ------------------------------------------------------------
-    @staticmethod
-    def _status(err: Exception) -> Optional[int]:
-        return getattr(err, "status", None)
-
-    def _conflict(self, err):
-        return self._status(err) == 409
-
-    def _transient(self, err):
-        status = self._status(err)
-        if status is not None:
-            return status >= 500 or status == 429
-        import urllib3
-
-        return isinstance(err, (urllib3.exceptions.HTTPError, OSError))
-
-    def _call(self, call):
-        return retrying(call, self._conflict, self._transient)
-
     # --- reading -----------------------------------------------------------
     def _read(self, fn: str):
-        return self._call(lambda: self.apps.read_namespaced_deployment(fn, self.namespace))
+        return self.apps.read_namespaced_deployment(fn, self.namespace)
 
     def _state_of(self, deployment) -> FunctionState:
         container = deployment.spec.template.spec.containers[0]
@@ -81,14 +63,19 @@ class KubernetesActuator(ApiActuator):
                 try:
                     self._apply_one(fn, deployment, change, want)
                     changes.append(change)
-                except Exception as err:
-                    kind = GONE if self._status(err) == 404 else ERROR
-                    changes.append(Change(fn, kind, change.kind, str(err).splitlines()[0]))
+                except ApiError as err:
+                    changes.append(reported(fn, err, change.kind))
         return changes
 
     def _apply_one(self, fn, deployment, change: Change, want: FunctionState) -> None:
+        """One patch. Deployment patches carry no resourceVersion, on purpose:
+        each sets absolute values on keys the server merges by name (the
+        replicas, one env entry, one annotation), so a concurrent writer's
+        other fields survive and the last writer wins on ours, as with
+        ``kubectl scale``. The Knative actuator, which writes a whole list,
+        does carry one and re-reads on a conflict."""
         if change.kind == REPLICAS:
-            self._call(lambda: self.apps.patch_namespaced_deployment_scale(
+            retrying(lambda: self.apps.patch_namespaced_deployment_scale(
                 fn, self.namespace, {"spec": {"replicas": want.replicas}}))
         elif change.kind == GPU_SHARE:
             container = deployment.spec.template.spec.containers[0].name
@@ -100,10 +87,10 @@ class KubernetesActuator(ApiActuator):
                 hami = {"nvidia.com/gpucores": str(want.gpu_share), "nvidia.com/gpumem": str(memory)}
                 patch_container["resources"] = {"limits": hami, "requests": dict(hami)}
             patch_container["env"] = [{"name": n, "value": str(want.gpu_share)} for n in C.SHARE_ENVS]
-            self._call(lambda: self.apps.patch_namespaced_deployment(
+            retrying(lambda: self.apps.patch_namespaced_deployment(
                 fn, self.namespace, {"spec": {"template": {"spec": {"containers": [patch_container]}}}}))
         elif change.kind == BATCHING:
-            self._call(lambda: self.apps.patch_namespaced_deployment(fn, self.namespace, {"metadata": {"annotations": {
+            retrying(lambda: self.apps.patch_namespaced_deployment(fn, self.namespace, {"metadata": {"annotations": {
                 C.ANNOTATION_BATCH_SIZE: str(want.batch_size), C.ANNOTATION_MAX_WAIT_MS: str(want.max_wait_ms)}}}))
             self._push_live(fn, want)
 
@@ -112,9 +99,8 @@ class KubernetesActuator(ApiActuator):
         a pod that starts later reads the annotations through its env at the
         next redeploy, and is pushed to at the next change)."""
         try:
-            pods = self._call(lambda: self.core.list_namespaced_pod(self.namespace,
-                                                                    label_selector=f"faas_function={fn}"))
-        except Exception as err:
+            pods = retrying(lambda: self.core.list_namespaced_pod(self.namespace, label_selector=f"faas_function={fn}"))
+        except ApiError as err:
             log.warning("listing pods of %s failed: %s", fn, err)
             return
         body = json.dumps(C.config_update(want.batch_size, want.max_wait_ms)).encode()
