@@ -1,6 +1,6 @@
 """Knative Services for the workflow functions of a stack.yml (used by up.sh --knative).
 
-    python3 deploy/minikube/knative_services.py stack.yml [--image-prefix esg] [--tag dev] [--namespace default]
+    python3 deploy/minikube/knative_services.py stack.yml [--image-prefix esg] [--tag dev] [--namespace openfaas-fn]
 
 Each function with com.esg.* annotations becomes a serving.knative.dev/v1
 Service with the stack's environment, min-scale = max-scale = 1 (the ESG
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("stack")
     parser.add_argument("--image-prefix", default="esg")
     parser.add_argument("--tag", default="dev")
-    parser.add_argument("--namespace", default="default")
+    parser.add_argument("--namespace", default="openfaas-fn")  # as faas-cli generate
     args = parser.parse_args(argv)
     with open(args.stack) as f:
         stack = yaml.safe_load(f)

@@ -142,9 +142,10 @@ install_scaler_sidecar() {
     --from-file=stack.yml="${ROOT}/stack.yml" \
     --from-file=profiles.json="${profiles}" \
     --dry-run=client -o yaml | kubectl apply -f -
-  kubectl apply -k "${ROOT}/deploy/gateway-sidecar"
-  kubectl -n openfaas patch deployment gateway --type strategic \
-    --patch-file "${ROOT}/deploy/gateway-sidecar/gateway-patch.yaml"
+  # the same release, re-rendered through the sidecar Component (Helm's post-renderer)
+  helm upgrade openfaas openfaas/openfaas --version "${OPENFAAS_CHART_VERSION}" \
+    --namespace openfaas --reuse-values \
+    --post-renderer "${ROOT}/deploy/gateway-sidecar/post-render.sh" --wait
   kubectl -n openfaas set image deployment/gateway esg-scaler=esg/esg-scaler:dev
   kubectl -n openfaas rollout status deploy/gateway --timeout=300s
 }
@@ -159,14 +160,13 @@ install_knative() {
     -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
   kubectl -n knative-serving rollout status deploy/controller --timeout=300s
   say "deploying the functions as Knative Services"
-  python3 "${ROOT}/deploy/minikube/knative_services.py" "${ROOT}/stack.yml" --image-prefix esg --tag dev | kubectl apply -f -
-  kubectl apply -f "${ROOT}/deploy/knative/rbac.yaml"
-  kubectl -n knative-serving create configmap esg-scaler \
-    --from-file=scaler.yaml="${ROOT}/deploy/scaler-base/scaler.yaml" \
+  kubectl -n knative-serving create configmap esg-scaler-workload \
     --from-file=stack.yml="${ROOT}/stack.yml" \
     --from-file=profiles.json="${ESG_PROFILES:-${ROOT}/profiles/cpu-2core.json}" \
     --dry-run=client -o yaml | kubectl apply -f -
-  kubectl apply -f "${ROOT}/deploy/knative/deployment.yaml"
+  kubectl apply -k "${ROOT}/deploy/knative"   # the openfaas-fn namespace, RBAC, settings, the scaler
+  python3 "${ROOT}/deploy/minikube/knative_services.py" "${ROOT}/stack.yml" --image-prefix esg --tag dev \
+    --namespace openfaas-fn | kubectl apply -f -
   kubectl -n knative-serving set image deployment/esg-scaler esg-scaler=esg/esg-scaler:dev
 }
 
