@@ -121,3 +121,13 @@ def test_the_bundled_settings_load_and_the_device_plugin_shares_by_mps():
     assert config["sharing"]["mps"]["resources"][0]["replicas"] == 10
     scrape = yaml.safe_load((DEPLOY / "prometheus/esg-functions-scrape.yaml").read_text())
     assert scrape["scrape_configs"][0]["metrics_path"] == "/_esg/metrics"
+
+
+def test_the_torch_extra_brings_what_esg_up_and_the_functions_import():
+    """`pip install -e '.[torch]'` then `esg up`: Pillow was only in the dev
+    extra, and esg up ended in a traceback."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {spec.split("=")[0].split(">")[0].split("<")[0].strip().lower() for spec in extras["torch"]}
+    assert {"torch", "pillow"} <= names and "torch==2.13.0" in extras["torch"]
