@@ -59,4 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         print(text)
-    return 0
+    failed = doc["measured_by"].get("failed", {})
+    for name, reason in failed.items():  # what was measured is written; each failure named, exit 1
+        print(f"esg profile: not measured: {reason}", file=sys.stderr)
+    return 1 if failed else 0

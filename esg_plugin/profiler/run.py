@@ -43,13 +43,24 @@ class ProfileRequest:
 
 def discover(functions_dir: Path) -> dict[str, Path]:
     """name -> handler folder. A folder's handler.py may list several names
-    in PROFILE_NAMES (picked with ESG_FUNCTION); otherwise the folder's name."""
+    in PROFILE_NAMES (picked with ESG_FUNCTION); otherwise the folder's name.
+    In a folder of folders, a handler without ``handle_batch`` (a plain
+    function such as functions/router) is passed over: there is no batch to
+    time."""
     if not functions_dir.is_dir():
         raise ProfileError(f"{functions_dir}: no such folder")
-    folders = [functions_dir] if (functions_dir / "handler.py").is_file() else sorted(
-        p for p in functions_dir.iterdir() if (p / "handler.py").is_file())
-    if not folders:
-        raise ProfileError(f"{functions_dir}: no handler.py here or in its subfolders")
+    if (functions_dir / "handler.py").is_file():
+        if not _defines_handle_batch(functions_dir / "handler.py"):
+            raise ProfileError(f"{functions_dir}/handler.py defines no handle_batch(events, context): "
+                               "nothing to profile")
+        folders = [functions_dir]
+    else:
+        handlers = sorted(p for p in functions_dir.iterdir() if (p / "handler.py").is_file())
+        if not handlers:
+            raise ProfileError(f"{functions_dir}: no handler.py here or in its subfolders")
+        folders = [p for p in handlers if _defines_handle_batch(p / "handler.py")]
+        if not folders:
+            raise ProfileError(f"{functions_dir}: no handler.py defines handle_batch(events, context)")
     found = {}
     for folder in folders:
         names = _declared_names(folder / "handler.py") or [folder.name]
@@ -58,12 +69,29 @@ def discover(functions_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _declared_names(handler: Path) -> list[str]:
-    """PROFILE_NAMES, a literal list, read without importing the handler
-    (importing would load torch into this process)."""
+def _module(handler: Path):
+    """The handler's syntax tree, read without importing it (importing would
+    load torch into this process)."""
     import ast
 
-    for node in ast.parse(handler.read_text()).body:
+    try:
+        return ast.parse(handler.read_text())
+    except (SyntaxError, UnicodeDecodeError, ValueError) as err:
+        raise ProfileError(f"{handler}: not Python: {err}") from None
+
+
+def _defines_handle_batch(handler: Path) -> bool:
+    import ast
+
+    return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "handle_batch"
+               for node in _module(handler).body)
+
+
+def _declared_names(handler: Path) -> list[str]:
+    """PROFILE_NAMES, a literal list."""
+    import ast
+
+    for node in _module(handler).body:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
         if any(getattr(t, "id", None) == "PROFILE_NAMES" for t in targets):
             try:
@@ -131,18 +159,23 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] = lambda li
     meta = device_metadata()
     gpu = "gpu_name" in meta
     mechanism = ensure_mps() if gpu else "cpu threads (share of the node's cores)"
-    functions = {}
+    functions, failed = {}, {}
     for name in request.names:
         rows = {b: {} for b in request.batch_sizes}
         raw = {b: {} for b in request.batch_sizes}
         import_ms = []
-        for share in request.shares:
-            progress(f"profiling {name} at share {share}%")
-            result = _run_worker(available[name], name, share, request)
-            for b in request.batch_sizes:
-                rows[b][share] = round(result["median_ms"][str(b)], 4)
-                raw[b][share] = result["raw_ms"][str(b)]
-            import_ms.append(result["import_ms"])
+        try:
+            for share in request.shares:
+                progress(f"profiling {name} at share {share}%")
+                result = _run_worker(available[name], name, share, request)
+                for b in request.batch_sizes:
+                    rows[b][share] = round(result["median_ms"][str(b)], 4)
+                    raw[b][share] = result["raw_ms"][str(b)]
+                import_ms.append(result["import_ms"])
+        except ProfileError as err:  # one function's failure loses nothing measured for the others
+            progress(f"failed: {err}")
+            failed[name] = str(err)
+            continue
         functions[name] = {
             "batch_sizes": list(request.batch_sizes),
             "gpu_shares": list(request.shares),
@@ -150,15 +183,19 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] = lambda li
             "cold_start_ms": round(max(import_ms), 1),
             "raw_latency_ms": {str(b): {str(g): raw[b][g] for g in request.shares} for b in request.batch_sizes},
         }
+    if not functions:
+        raise ProfileError("nothing measured: " + "; ".join(failed.values()))
     device = meta.get("gpu_name") or f"cpu-{meta['cores']}core"
+    measured_by = {"command": "esg profile " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["profile"] else None,
+                   "repetitions": request.repetitions, "warmup": request.warmup, "statistic": "median",
+                   "share_mechanism": mechanism, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if failed:
+        measured_by["failed"] = failed
     return {
         "device": device,
         "share_unit": ("percent of one GPU (MPS active-thread %)" if gpu
                        else "percent of the node's cores (torch threads)"),
-        "measured_by": {"command": "esg profile " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["profile"] else None,
-                        "repetitions": request.repetitions, "warmup": request.warmup, "statistic": "median",
-                        "share_mechanism": mechanism, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                 time.gmtime())},
+        "measured_by": measured_by,
         "device_info": meta,
         "functions": functions,
     }
@@ -181,7 +218,10 @@ def _validate(request: ProfileRequest) -> None:
 def _run_worker(folder: Path, name: str, share: int, request: ProfileRequest) -> dict:
     args = [sys.executable, "-m", "esg_plugin.profiler.worker", str(folder), name, str(share),
             ",".join(map(str, request.batch_sizes)), str(request.repetitions), str(request.warmup)]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=3600)
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=3600)
+    except subprocess.TimeoutExpired:
+        raise ProfileError(f"profiling {name} at share {share}% took over an hour") from None
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or ["no output"])[-1]
         raise ProfileError(f"profiling {name} at share {share}% failed: {last}")

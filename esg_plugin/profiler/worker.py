@@ -68,7 +68,15 @@ def main(argv: list[str]) -> int:
 
 
 def _check(results, name):
-    bad = [r for r in results if not (isinstance(r, dict) and r.get("statusCode", 200) == 200)]
+    """Every sample answered as the runtime would send a 2xx: a body (dict,
+    bytes, str) or a dict with a 2xx statusCode; an exception or an error
+    status is a failed measurement."""
+    def ok(r):
+        if isinstance(r, BaseException):
+            return False
+        status = r.get("statusCode", 200) if isinstance(r, dict) else 200
+        return isinstance(status, int) and 200 <= status < 300
+    bad = [r for r in results if not ok(r)]
     if bad:
         raise SystemExit(f"{name}: the handler answered a sample request with {bad[0]!r}")
 

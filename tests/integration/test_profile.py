@@ -51,3 +51,27 @@ def test_bad_arguments_exit_2_with_one_line(args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_failing_function_loses_nothing_measured_and_plain_handlers_are_passed_over(tmp_path):
+    """`esg profile --functions functions` once failed after minutes on the
+    router (no handle_batch) and threw away what it had measured."""
+    from esg_plugin.profiler import discover
+
+    assert "router" not in discover(ROOT / "functions")
+    root = tmp_path / "fns"
+    for name, body in {"good": "def handle_batch(events, context):\n    return [b'ok' for _ in events]\n",
+                       "broken": "def handle_batch(events, context):\n    raise RuntimeError('no model here')\n",
+                       "plain": "def handle(event, context):\n    return 'not batched'\n"}.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "handler.py").write_text(body)
+    out = tmp_path / "p.json"
+    result = esg("profile", "--functions", root, "--batch-sizes", "1,2", "--shares", "100", "--repetitions", 2,
+                 "--warmup", 0, "--out", out)
+    assert result.returncode == 1
+    assert "not measured: profiling broken at share 100% failed" in result.stderr
+    doc = json.loads(out.read_text())
+    assert set(doc["functions"]) == {"good"} and set(doc["measured_by"]["failed"]) == {"broken"}
+    assert set(load_profiles(out).functions) == {"good"}  # a valid profiles file of what was measured
+    plain = esg("profile", "--functions", root / "plain")
+    assert plain.returncode == 2 and "defines no handle_batch" in plain.stderr
