@@ -32,7 +32,7 @@ from typing import Mapping, Optional
 
 from ..errors import ESGError
 from ..runtime import contract as C
-from ..scaler.decider import FunctionState
+from ..model import FunctionState
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template" / "esg-python3"
 ROLLOUT_CHECK_S = 1.0

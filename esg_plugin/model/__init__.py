@@ -10,10 +10,11 @@ from .config import (
     option_arrays,
     replicas_needed,
 )
-from .deployment import InstanceGroup, group_of
+from .deployment import FunctionState, InstanceGroup, group_of
 from .errors import ModelError
 from .plan import LATENCY_TOLERANCE_MS, Plan, PlanStats, StagePlan, path_latency_ms
 from .profile import FunctionProfile, ProfileSet, parse_function_profile, parse_profiles
+from .topology import Topology
 from .workflow import (
     ANNOTATION_AFTER,
     ANNOTATION_PROFILE,
@@ -36,6 +37,7 @@ __all__ = [
     "LATENCY_TOLERANCE_MS",
     "Config",
     "FunctionProfile",
+    "FunctionState",
     "InstanceGroup",
     "ModelError",
     "OptionArrays",
@@ -45,6 +47,7 @@ __all__ = [
     "Stage",
     "StageOption",
     "StagePlan",
+    "Topology",
     "Workflow",
     "all_options",
     "evaluate",

@@ -1,4 +1,5 @@
-"""Desired state of one stage: groups of identical instances.
+"""Desired state of one stage (groups of identical instances) and of one
+deployed function (FunctionState).
 
 A plan gives each stage one configuration; a deployment may run several
 groups per stage (a baseline's residual instance at a smaller share, a fast
@@ -7,9 +8,22 @@ lane beside a cheap one). The simulator and the scaler apply deployments.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from .config import StageOption
+
+
+@dataclass(frozen=True)
+class FunctionState:
+    """What one deployed function runs, as the platform holds it: desired
+    by the scaler, read back by the actuators (one configuration for all
+    of its replicas, unlike a stage's several InstanceGroups)."""
+
+    replicas: int
+    batch_size: int
+    max_wait_ms: float
+    gpu_share: int
 
 
 class InstanceGroup(NamedTuple):

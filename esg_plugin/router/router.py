@@ -47,7 +47,7 @@ from ..control.admission import AdmissionSettings, ConcurrencyLimit
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
 from ..runtime import v2
 from ..runtime import contract as C
-from ..scaler.topology import Topology
+from ..model import Topology
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 

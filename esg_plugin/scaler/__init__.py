@@ -4,11 +4,11 @@ shares out through the Kubernetes API (or the gateway)."""
 from .actuators import (
     Actuator, Change, DryRunActuator, GatewayActuator, KnativeActuator, KubernetesActuator,
 )
-from .decider import FunctionState, Memory, ScalerDecision, decide
+from ..model import FunctionState, Topology  # the model's types the scaler works on
+from .decider import Memory, ScalerDecision, decide
 from .service import Scaler, make_http_server
 from .settings import ScalerSettings, ScalerSettingsError
 from .sources import GatewayScrape, Observation, PrometheusQuery, make_source
-from .topology import Topology
 
 __all__ = [
     "Actuator", "Change", "DryRunActuator", "FunctionState", "GatewayActuator", "GatewayScrape",

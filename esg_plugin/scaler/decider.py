@@ -28,18 +28,9 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from ..control import ControlLaw, ControlState, Observation as ControlObservation, WorkflowObservation
-from ..model import InstanceGroup, ModelError, Plan, ProfileSet
+from ..model import FunctionState, InstanceGroup, ModelError, Plan, ProfileSet, Topology
 from .settings import ScalerSettings
 from .sources import Observation
-from .topology import Topology
-
-
-@dataclass(frozen=True)
-class FunctionState:
-    replicas: int
-    batch_size: int
-    max_wait_ms: float
-    gpu_share: int
 
 
 @dataclass

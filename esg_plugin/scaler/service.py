@@ -32,12 +32,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..jsonhttp import JsonHTTPServer, JsonRequestHandler, bearer_matches
-from ..model import ProfileSet
+from ..model import ProfileSet, Topology
 from .actuators import Actuator, Change
 from .decider import Memory, ScalerDecision, decide
 from .settings import ScalerSettings
 from .sources import MetricsSource
-from .topology import Topology
 
 log = logging.getLogger("esg.scaler")
 

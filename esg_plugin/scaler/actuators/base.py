@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
-from ..decider import FunctionState
+from ...model import FunctionState
 from .errors import ApiError, NotFound, api_error
 
 log = logging.getLogger("esg.scaler")

@@ -8,7 +8,7 @@ import json
 import urllib.request
 from typing import Optional
 
-from ..decider import FunctionState
+from ...model import FunctionState
 from .base import REPLICAS, Actuator, Change, log, reported, retrying
 from .errors import ApiError, NotFound
 

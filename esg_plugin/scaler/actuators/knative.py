@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from ..decider import FunctionState
+from ...model import FunctionState
 from ...runtime import contract as C
 from .base import ApiActuator, Change, diff_states, reported, retrying
 from .errors import ApiError

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Optional
 
-from ..decider import FunctionState
+from ...model import FunctionState
 from ...runtime import contract as C
 from .base import BATCHING, GPU_SHARE, REPLICAS, ApiActuator, Change, diff_states, log, reported, retrying
 from .errors import ApiError

@@ -1,12 +1,13 @@
 """Which deployed function runs which stage of which workflow, from the
-``com.esg.*`` annotations of a stack.yml (SPEC §2)."""
+``com.esg.*`` annotations of a stack.yml (SPEC §2). Read by the scaler,
+the router and ``esg up``; parsed from already-loaded data."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..model import ANNOTATION_STAGE, ANNOTATION_WORKFLOW, Workflow, workflows_from_stack
+from .workflow import ANNOTATION_STAGE, ANNOTATION_WORKFLOW, Workflow, workflows_from_stack
 
 
 @dataclass(frozen=True)
