@@ -34,7 +34,7 @@ from ..model import ProfileSet
 from ..planner.baselines import openfaas_replicas
 from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
-from ..scaler import FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide
+from ..scaler import FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide_functions
 from ..scaler.actuators import GPU_SHARE, REPLICAS
 from ..scaler.decider import offered_rps
 from ..sim.workload import Workload
@@ -292,7 +292,7 @@ def initial_states(topology: Topology, profiles: ProfileSet, max_replicas: int) 
     entries = {topology.functions[(name, stage)]: 0.0 for name, wf in topology.workflows.items() for stage in wf.entries}
     settings = ScalerSettings(max_replicas=max_replicas)
     nothing = Observation(0.0, entries, "deploy", settings.window_s, dict(entries), settings.interval_s)
-    return decide(topology, profiles, settings, nothing, {}, Memory(), 0.0).desired
+    return decide_functions(topology, profiles, settings, nothing, {}, Memory(), 0.0).desired
 
 
 def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observation, planned_rps) -> dict:

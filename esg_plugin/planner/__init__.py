@@ -7,7 +7,7 @@ from .explain import Rejection, explain_plan
 from .limits import NO_LIMITS, SearchLimits
 from .oracle import solve_optimal
 from .planning import DEGRADED_BUDGET_FACTORS, plan_with_fallback, plan_workflow
-from .policies import POLICIES, deployment_for, get_policy
+from .registry import POLICIES, deployment_for, get_policy
 from .problem import Problem, StageMenu, build_problem
 from .replan import replan_downstream
 

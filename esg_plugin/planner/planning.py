@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Optional
 
 from ..model import DEFAULT_UTILISATION, Config, Plan, ProfileSet, Workflow
 from .limits import NO_LIMITS, SearchLimits
-from .policies import get_policy
+from .registry import get_policy
 from .problem import build_problem
 
 

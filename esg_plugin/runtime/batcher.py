@@ -29,7 +29,7 @@ exactly once.
 - The handler's result list must have one result per request; an exception
   object in it fails that one request.
 
-:func:`decide` is the whole dispatch policy as a pure function of the
+:func:`decide_dispatch` is the whole dispatch policy as a pure function of the
 queue, the config, the expected execution time and ``now``; :meth:`Batcher.step`
 applies it, so tests drive the batcher with a fake clock and no threads.
 """
@@ -84,25 +84,25 @@ class Request:
 
 
 @dataclass(frozen=True)
-class Decision:
-    dispatch: bool
+class Dispatch:
+    now: bool
     wake_at_s: Optional[float] = None
     """When to look again if not dispatching (None: when a request arrives)."""
 
 
-def decide(queue: Sequence[Request], config: BatchConfig, expected_exec_s: float, now_s: float) -> Decision:
+def decide_dispatch(queue: Sequence[Request], config: BatchConfig, expected_exec_s: float, now_s: float) -> Dispatch:
     """Whether a batch leaves now, and if not, when to look again."""
     if not queue:
-        return Decision(False)
+        return Dispatch(False)
     if len(queue) >= config.max_batch_size:
-        return Decision(True)
+        return Dispatch(True)
     oldest = queue[0]
     due = oldest.enqueued_s + config.max_wait_ms / 1000.0
     if oldest.deadline_s is not None:
         due = min(due, oldest.deadline_s - expected_exec_s)
     if now_s >= due - _TOLERANCE_S:
-        return Decision(True)
-    return Decision(False, due)
+        return Dispatch(True)
+    return Dispatch(False, due)
 
 
 def earliest_finish_s(position: int, max_batch_size: int, estimate: "ExecEstimate", now_s: float) -> float:
@@ -208,8 +208,8 @@ class Batcher:
             config = self.config.get()
             self._shed(now_s, config.max_batch_size)
             queue = self._queue
-            decision = decide(queue, config, self.estimate.expected_s(min(len(queue), config.max_batch_size)), now_s)
-            if not decision.dispatch and not (self._closing and queue):
+            decision = decide_dispatch(queue, config, self.estimate.expected_s(min(len(queue), config.max_batch_size)), now_s)
+            if not decision.now and not (self._closing and queue):
                 return None, decision.wake_at_s
             batch = []
             while queue and len(batch) < config.max_batch_size:

@@ -5,7 +5,7 @@ from .actuators import (
     Actuator, Change, DryRunActuator, GatewayActuator, KnativeActuator, KubernetesActuator,
 )
 from ..model import FunctionState, Topology  # the model's types the scaler works on
-from .decider import Memory, ScalerDecision, decide
+from .decider import Memory, ScalerDecision, decide_functions
 from .service import Scaler, make_http_server
 from .settings import ScalerSettings, ScalerSettingsError
 from .sources import GatewayScrape, Observation, PrometheusQuery, make_source
@@ -13,5 +13,5 @@ from .sources import GatewayScrape, Observation, PrometheusQuery, make_source
 __all__ = [
     "Actuator", "Change", "DryRunActuator", "FunctionState", "GatewayActuator", "GatewayScrape",
     "KnativeActuator", "KubernetesActuator", "Memory", "Observation", "PrometheusQuery", "Scaler", "ScalerSettings",
-    "ScalerDecision", "ScalerSettingsError", "Topology", "decide", "make_http_server", "make_source",
+    "ScalerDecision", "ScalerSettingsError", "Topology", "decide_functions", "make_http_server", "make_source",
 ]

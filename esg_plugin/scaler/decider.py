@@ -49,7 +49,7 @@ class ScalerDecision:
     rates_rps: dict[str, float]
 
 
-def decide(
+def decide_functions(
     topology: Topology,
     profiles: ProfileSet,
     settings: ScalerSettings,

@@ -34,7 +34,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ..jsonhttp import JsonHTTPServer, JsonRequestHandler, bearer_matches
 from ..model import ProfileSet, Topology
 from .actuators import Actuator, Change
-from .decider import Memory, ScalerDecision, decide
+from .decider import Memory, ScalerDecision, decide_functions
 from .settings import ScalerSettings
 from .sources import MetricsSource
 
@@ -134,7 +134,7 @@ class Scaler:
         functions = sorted(set(self.topology.functions.values()))
         try:
             current = self.actuator.current(functions) if observation is not None else {}
-            decision = decide(self.topology, self.profiles, self.settings, observation, current, self.memory, now)
+            decision = decide_functions(self.topology, self.profiles, self.settings, observation, current, self.memory, now)
             changes = self.actuator.apply(decision.desired) if decision.desired else []
         except Exception as err:
             log.warning("iteration failed: %s", err)

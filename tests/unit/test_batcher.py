@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esg_plugin.runtime.batcher import (
-    BatchSizeMismatch, Batcher, Closed, DeadlineExceeded, ExecEstimate, QueueFull, Request, decide,
+    BatchSizeMismatch, Batcher, Closed, DeadlineExceeded, ExecEstimate, QueueFull, Request, decide_dispatch,
 )
 from esg_plugin.runtime.settings import BatchConfig, LiveConfig
 
@@ -48,12 +48,12 @@ def drain(batcher, clock, until_s):
 def test_decide():
     cfg = BatchConfig(4, 10.0)
     r = lambda t, d=None: Request(None, t, d)  # noqa: E731
-    assert decide([], cfg, 0.0, 5.0).dispatch is False
-    assert decide([r(0)] * 4, cfg, 0.0, 0.0).dispatch is True                 # full
-    assert decide([r(0)], cfg, 0.0, 0.009) == type(decide([r(0)], cfg, 0.0, 0.009))(False, 0.010)
-    assert decide([r(0)], cfg, 0.0, 0.010).dispatch is True                   # waited max_wait
-    assert decide([r(0, 0.020)], cfg, 0.015, 0.005).dispatch is True         # slack 15 ms <= expected 15 ms
-    assert decide([r(0, 0.020)], cfg, 0.005, 0.005).wake_at_s == pytest.approx(0.010)
+    assert decide_dispatch([], cfg, 0.0, 5.0).now is False
+    assert decide_dispatch([r(0)] * 4, cfg, 0.0, 0.0).now is True                 # full
+    assert decide_dispatch([r(0)], cfg, 0.0, 0.009) == type(decide_dispatch([r(0)], cfg, 0.0, 0.009))(False, 0.010)
+    assert decide_dispatch([r(0)], cfg, 0.0, 0.010).now is True                   # waited max_wait
+    assert decide_dispatch([r(0, 0.020)], cfg, 0.015, 0.005).now is True         # slack 15 ms <= expected 15 ms
+    assert decide_dispatch([r(0, 0.020)], cfg, 0.005, 0.005).wake_at_s == pytest.approx(0.010)
 
 
 OPS = st.lists(

@@ -12,7 +12,7 @@ from esg_plugin.control import (
 )
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.model import InstanceGroup, Stage, Workflow
-from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide
+from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide_functions
 from esg_plugin.scaler.sources import Observation as ScalerObservation
 from esg_plugin.sim import View
 from esg_plugin.sim.policies import CONTROL_SHORT_WINDOW_S, ControlledPolicy
@@ -199,7 +199,7 @@ def test_the_simulator_and_the_scaler_run_the_same_law():
                    for w, wf in topology.workflows.items()}
         observation = ScalerObservation(float(t), {fn: rate * f for fn, f in entries.items()}, "test", 10.0,
                                         {fn: short * f for fn, f in entries.items()}, CONTROL_SHORT_WINDOW_S)
-        scaled = decide(topology, profiles, settings, observation, current, memory, float(t)).desired
+        scaled = decide_functions(topology, profiles, settings, observation, current, memory, float(t)).desired
         assert set(scaled) == {topology.functions[key] for key in simulated}, t
         for key, groups in simulated.items():
             want = scaled[topology.functions[key]]

@@ -11,8 +11,8 @@ import pytest
 
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.scaler import (
-    DryRunActuator, FunctionState, Memory, Observation, Scaler, ScalerSettings, ScalerSettingsError, Topology, decide,
-    make_http_server,
+    DryRunActuator, FunctionState, Memory, Observation, Scaler, ScalerSettings, ScalerSettingsError, Topology,
+    decide_functions, make_http_server,
 )
 from esg_plugin.scaler.decider import control_observation
 from esg_plugin.scaler.sources import FunctionReading, GatewayScrape, parse_invocations
@@ -37,7 +37,7 @@ def test_topology_maps_stages_to_deployed_functions(world):
 
 def test_no_data_means_no_decision(world):
     topology, profiles = world
-    decision = decide(topology, profiles, ScalerSettings(), None, {}, Memory(), 0.0)
+    decision = decide_functions(topology, profiles, ScalerSettings(), None, {}, Memory(), 0.0)
     assert decision.desired == {} and "no metrics data" in decision.reasons["*"]
 
 
@@ -45,14 +45,14 @@ def test_up_at_once_down_after_the_delay_and_never_before_a_full_window(world):
     topology, profiles = world
     settings = ScalerSettings(scale_down_delay_s=60, window_s=30)
     memory = Memory()
-    high = decide(topology, profiles, settings, obs(0, image_preprocess=60.0), {}, memory, 0.0).desired
+    high = decide_functions(topology, profiles, settings, obs(0, image_preprocess=60.0), {}, memory, 0.0).desired
     assert high["image-classify"].replicas > 1
     current = dict(high)
     # low load from t=10: held (delay and warm-up), then lowered after 60 s
     for t in range(10, 70, 5):
-        d = decide(topology, profiles, settings, obs(t, image_preprocess=2.0), current, memory, float(t)).desired
+        d = decide_functions(topology, profiles, settings, obs(t, image_preprocess=2.0), current, memory, float(t)).desired
         assert d["image-classify"].replicas == high["image-classify"].replicas, t
-    d = decide(topology, profiles, settings, obs(75, image_preprocess=2.0), current, memory, 75.0).desired
+    d = decide_functions(topology, profiles, settings, obs(75, image_preprocess=2.0), current, memory, 75.0).desired
     assert d["image-classify"].replicas < high["image-classify"].replicas
 
 
@@ -60,9 +60,9 @@ def test_a_small_share_saving_does_not_restart_pods(world):
     topology, profiles = world
     settings = ScalerSettings(min_share_saving=0.99)  # no saving is ever worth a restart
     current = {fn: FunctionState(3, 1, 0.0, 100) for fn in topology.functions.values()}
-    d = decide(topology, profiles, settings, obs(0, text_langid=5.0), current, Memory(), 0.0).desired
+    d = decide_functions(topology, profiles, settings, obs(0, text_langid=5.0), current, Memory(), 0.0).desired
     assert {d[f].gpu_share for f in ("text-langid", "text-translate", "text-sentiment")} == {100}
-    free = decide(topology, profiles, ScalerSettings(min_share_saving=0.0), obs(0, text_langid=5.0), current,
+    free = decide_functions(topology, profiles, ScalerSettings(min_share_saving=0.0), obs(0, text_langid=5.0), current,
                   Memory(), 0.0).desired
     assert any(free[f].gpu_share < 100 for f in ("text-langid", "text-translate", "text-sentiment"))
 
@@ -151,10 +151,10 @@ def test_http_endpoints(world):
 def test_observed_execution_times_correct_the_profile(world):
     topology, profiles = world
     current = {fn: FunctionState(1, 1, 0.0, 50) for fn in topology.functions.values()}
-    plain = decide(topology, profiles, ScalerSettings(), obs(0, image_preprocess=5.0), current, Memory(), 0.0)
+    plain = decide_functions(topology, profiles, ScalerSettings(), obs(0, image_preprocess=5.0), current, Memory(), 0.0)
     seen = replace(obs(0, image_preprocess=5.0),
                    functions={"image-classify": FunctionReading(0, 2 * profiles["resnet50"].latency(1, 50), 1.0)})
-    slow = decide(topology, profiles, ScalerSettings(), seen, current, Memory(), 0.0)
+    slow = decide_functions(topology, profiles, ScalerSettings(), seen, current, Memory(), 0.0)
     profiled = plain.plans["image"].stages["classify"]
     observed = slow.plans["image"].stages["classify"]
     assert observed.exec_ms / profiles["resnet50"].latency(observed.batch_size, observed.gpu_share) == \
@@ -276,7 +276,7 @@ def test_the_scaler_never_scales_down_while_504s_or_the_backlog_rise(world):
     def step(t, rate, codes=None, queue=0.0):
         seen = replace(obs(t, image_preprocess=rate), recent_rps={"image-preprocess": rate}, recent_window_s=1.0,
                        codes=codes or {}, functions={fn: FunctionReading(queue=queue) for fn in functions})
-        desired = decide(topology, profiles, settings, seen, current, memory, float(t)).desired
+        desired = decide_functions(topology, profiles, settings, seen, current, memory, float(t)).desired
         current.update(desired)
         return sum(current[f].replicas for f in ("image-preprocess", "image-upscale", "image-classify"))
 
@@ -300,7 +300,7 @@ def test_esg_up_deploys_each_function_at_the_scalers_plan_for_the_least_load(wor
     # what the scaler decides when it first sees no load: the same states, so nothing restarts
     seen = obs(0, **{fn.replace("-", "_"): 0.0 for fn in topology.entry_functions("image") +
                      topology.entry_functions("text") + topology.entry_functions("traffic")})
-    again = decide(topology, profiles, ScalerSettings(max_replicas=3), seen, states, Memory(), 0.0).desired
+    again = decide_functions(topology, profiles, ScalerSettings(max_replicas=3), seen, states, Memory(), 0.0).desired
     assert {fn: s.gpu_share for fn, s in again.items()} == {fn: s.gpu_share for fn, s in states.items()}
 
 
@@ -310,8 +310,8 @@ def test_the_capacity_reaches_the_law_and_bounds_the_plans(world):
     tight = ScalerSettings.load({"capacity_gpus": 7, "max_replicas": 100}, {})
     assert tight.control().capacity_gpus == 7.0
     busy = obs(0, image_preprocess=150.0, text_langid=150.0, traffic_detect=75.0)
-    free = decide(topology, profiles, ScalerSettings(max_replicas=100), busy, {}, Memory(), 0.0)
-    bound = decide(topology, profiles, tight, busy, {}, Memory(), 0.0)
+    free = decide_functions(topology, profiles, ScalerSettings(max_replicas=100), busy, {}, Memory(), 0.0)
+    bound = decide_functions(topology, profiles, tight, busy, {}, Memory(), 0.0)
     held = lambda d: sum(s.replicas * s.gpu_share / 100 for s in d.desired.values())  # noqa: E731
     # the capacity is shared out in planning order; a workflow keeps at least its cheapest
     # deployment (one replica per function), so the bound can be passed by that much
