@@ -15,7 +15,8 @@ What is modelled
   for the smallest profiled batch size that holds the batch (a batch of 3
   on a batch-4 instance takes the batch-4 time), optionally times seeded
   lognormal noise with mean 1 (``noise_sigma``) to model interference.
-- **Cluster**: ``gpus`` GPUs of 100% share each. New instances are placed
+- **Cluster** (``cluster.py``: where an instance fits, what holding it
+  costs): ``gpus`` GPUs of 100% share each. New instances are placed
   first-fit-decreasing by share, except that a stage with no instance gets
   its first one before any stage gets more; one that does not fit is not
   started (and counted as ``unplaced``). Creating an instance costs the function's
@@ -48,6 +49,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..model import FunctionProfile, InstanceGroup, ProfileSet
+from .cluster import Cluster
 from .workload import Workload
 
 # event kinds
@@ -234,7 +236,6 @@ class Simulator:
         self.rng = np.random.default_rng(config.seed)
         self.heap: list = []
         self.seq = 0
-        self.gpu_free = [100] * workload.gpus
         self.workflows: list[_Workflow] = []
         self.stage_by_key: dict[tuple[str, str], _Stage] = {}
         self._exec_cache: dict[tuple[str, int, int], list[float]] = {}
@@ -262,15 +263,11 @@ class Simulator:
             wf.exits = len(wf_model.exits)
             wf.arrivals = load.arrivals.times_s(workload.duration_s, self.rng) * 1000.0
             self.workflows.append(wf)
-        # accounting
+        self.cluster = Cluster(workload.gpus, [wf.name for wf in self.workflows], workload.warmup_s * 1000.0,
+                               workload.duration_s * 1000.0)
+        # accounting of requests and busy time (the cluster accounts for what is held)
         self.now = 0.0
-        self.held_pct = 0
-        self.held_pct_by_wf: dict[str, int] = {wf.name: 0 for wf in self.workflows}
-        self.last_change = 0.0
-        self.cost_acc = 0.0
-        self.cost_acc_by_wf = {wf.name: 0.0 for wf in self.workflows}
         self.busy_acc = 0.0
-        self.unplaced = 0
         self.shed = 0
         self.desired: Deployment = {}
         """The last desired state per stage: re-applied every tick, as a controller reconciles."""
@@ -297,23 +294,6 @@ class Simulator:
         self.noise_i += 1
         return float(value)
 
-    # --- accounting --------------------------------------------------------
-    def _account(self, t: float) -> None:
-        """Integrate GPUs held up to ``t`` (clipped to the scored period)."""
-        lo = max(self.last_change, self.workload.warmup_s * 1000.0)
-        hi = min(t, self.workload.duration_s * 1000.0)
-        if hi > lo:
-            dt = (hi - lo) / 1000.0
-            self.cost_acc += self.held_pct / 100.0 * dt
-            for name, pct in self.held_pct_by_wf.items():
-                self.cost_acc_by_wf[name] += pct / 100.0 * dt
-        self.last_change = t
-
-    def _hold(self, stage: _Stage, share: int, sign: int, t: float) -> None:
-        self._account(t)
-        self.held_pct += sign * share
-        self.held_pct_by_wf[stage.wf.name] += sign * share
-
     # --- instances ---------------------------------------------------------
     def _exec_table(self, profile: FunctionProfile, share: int, batch: int) -> list[float]:
         key = (profile.name, share, batch)
@@ -330,19 +310,14 @@ class Simulator:
         return table
 
     def _start_instance(self, stage: _Stage, group: InstanceGroup, t: float) -> Optional[_Instance]:
-        if group.gpu_share > max(self.gpu_free):
-            self.unplaced += 1
-            return None
-        gpu = next((i for i, free in enumerate(self.gpu_free) if free >= group.gpu_share), None)
+        gpu = self.cluster.place(group.gpu_share)
         if gpu is None:
-            self.unplaced += 1
             return None
-        self.gpu_free[gpu] -= group.gpu_share
         inst = _Instance(stage, group.gpu_share, group.batch_size, group.max_wait_ms,
                          self._exec_table(stage.profile, group.gpu_share, group.batch_size), group.lane, gpu)
         stage.instances.append(inst)
         stage.starting += 1
-        self._hold(stage, group.gpu_share, +1, t)
+        self.cluster.hold(stage.wf.name, group.gpu_share, +1, t)
         self._push(t + stage.profile.cold_start_ms, _READY, inst)
         return inst
 
@@ -352,8 +327,8 @@ class Simulator:
         lane = stage.lanes[inst.lane]
         if inst in lane.idle:
             lane.idle.remove(inst)
-        self.gpu_free[inst.gpu] += inst.share
-        self._hold(stage, inst.share, -1, t)
+        self.cluster.release(inst.gpu, inst.share)
+        self.cluster.hold(stage.wf.name, inst.share, -1, t)
 
     def _retire(self, inst: _Instance, t: float) -> None:
         if inst.retiring:
@@ -388,9 +363,9 @@ class Simulator:
                 if len(mine) < group.count:
                     missing = group.count - len(mine)
                     # never try to place more than the whole cluster could hold
-                    most = len(self.gpu_free) * (100 // group.gpu_share)
+                    most = self.cluster.most_instances(group.gpu_share)
                     if missing > most:
-                        self.unplaced += missing - most
+                        self.cluster.unplaced += missing - most
                         missing = most
                     new_instances.extend((stage, group) for _ in range(missing))
                     created = True
@@ -591,7 +566,7 @@ class Simulator:
                 self._check_handover(stage, t)
                 self._dispatch(lane, t)
             elif kind == _CONTROL:
-                self.held_series.append((t / 1000.0, self.held_pct / 100.0))
+                self.held_series.append((t / 1000.0, self.cluster.held_pct / 100.0))
                 deployment = policy.decide(self._view(t))
                 if deployment is not None:
                     self.desired.update(deployment)
@@ -603,7 +578,7 @@ class Simulator:
                     progress(min(1.0, t / end_ms))
                 if t + policy.interval_s * 1000.0 <= end_ms:
                     self._push(t + policy.interval_s * 1000.0, _CONTROL)
-        self._account(max(self.now, duration_ms))
+        self.cluster.account(max(self.now, duration_ms))
         requests = [
             (r.wf.name, r.arrival_ms / 1000.0, (r.done_ms - r.arrival_ms) if r.done_ms >= 0 else -1.0)
             for r in self.scored
@@ -616,11 +591,11 @@ class Simulator:
             warmup_s=self.workload.warmup_s,
             requests=requests,
             slo_ms={wf.name: wf.slo_ms for wf in self.workflows},
-            cost_gpu_s=self.cost_acc,
+            cost_gpu_s=self.cluster.cost_gpu_s,
             busy_gpu_s=self.busy_acc,
-            cost_gpu_s_by_workflow=dict(self.cost_acc_by_wf),
+            cost_gpu_s_by_workflow=dict(self.cluster.cost_gpu_s_by_wf),
             held_series=self.held_series,
-            unplaced=self.unplaced,
+            unplaced=self.cluster.unplaced,
             shed=self.shed,
             stage_executions=self.stage_executions,
             batches=self.batches,
