@@ -13,6 +13,14 @@ batch of 8 is 8 concurrent requests that the runtime batches; its round
 trip is from the first request sent to the last answer; ``v2-tensor`` is
 the batch as one request with an [8, 3, H, W] tensor, as a Triton client
 sends a batch. Medians of ``--rounds`` rounds. Figures, not pass/fail.
+
+Two processes timed minutes apart drift by 10% on a shared machine, more
+than the goal, so a second estimate, ``overhead*``, is composed of parts
+each measured against itself: the handler against the model alone in one
+process, interleaved round by round (the handler's parsing, stacking and
+encoding), plus round trip minus handler time per request (HTTP, the
+runtime's parsing and encoding, forming the batch), over the model alone
+in that process.
 """
 
 from __future__ import annotations
@@ -57,6 +65,52 @@ with torch.inference_mode():
 print(statistics.median(times))
 """
 
+IN_PROCESS = """
+import base64, json, os, statistics, sys, time
+import numpy as np
+import torch
+torch.set_num_threads(1); torch.set_num_interop_threads(1)
+sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r})
+os.environ[{env_function!r}] = {stage!r}
+from dnn import handler
+from esg_runtime.app import Event
+from esg_runtime.v2 import InferRequest, Tensor
+arrays = [np.random.default_rng(i).random((3, {size}, {size}), dtype=np.float32) for i in range({batch})]
+def event(a):
+    doc = {{"image": {{"b64": base64.b64encode(a.astype("<f4").tobytes()).decode(), "dtype": "float32",
+                       "shape": list(a.shape)}}}}
+    return Event(json.dumps(doc).encode(), {{"Content-Type": "application/json"}}, "POST", {{}}, "/")
+def infer_request(a):
+    return InferRequest({stage!r}, None, {{"image": Tensor("image", "FP32", list(a.shape), a.astype("<f4").tobytes())}})
+calls = {{
+    "model": lambda: handler.STAGE.model(torch.from_numpy(np.stack(arrays))),
+    "json": lambda: handler.handle_batch([event(a) for a in arrays], None),
+    "v2-binary": lambda: handler.infer([infer_request(a) for a in arrays], None),
+}}
+if {batch} > 1:
+    calls["v2-tensor"] = lambda: handler.infer([infer_request(np.stack(arrays))], None)
+times = {{k: [] for k in calls}}
+with torch.inference_mode():
+    for r in range({rounds} + 3):
+        for name, call in calls.items():  # interleaved: the same machine state for each
+            t = time.perf_counter(); call(); took = (time.perf_counter() - t) * 1000
+            if r >= 3:
+                times[name].append(took)
+print(json.dumps({{k: statistics.median(v) for k, v in times.items()}}))
+"""
+
+
+def in_process_ms(stage: str, batch: int, size: int, rounds: int) -> dict[str, float]:
+    """Medians, in one process, interleaved round by round: the model alone
+    and the handler on each path's inputs (its parsing, stacking and
+    encoding included): what the handler adds to the model, free of the
+    drift between two processes run at different times."""
+    code = IN_PROCESS.format(functions=str(ROOT / "functions"), template=str(ROOT / "template/esg-python3"),
+                             env_function=C.ENV_FUNCTION, stage=stage, batch=batch, size=size, rounds=rounds)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -65,7 +119,8 @@ def free_port() -> int:
 
 
 def model_ms(stage: str, batch: int, size: int, rounds: int) -> float:
-    code = MODEL_ONLY.format(functions=str(ROOT / "functions"), env_function=C.ENV_FUNCTION, stage=stage, batch=batch, size=size, rounds=rounds)
+    code = MODEL_ONLY.format(functions=str(ROOT / "functions"), env_function=C.ENV_FUNCTION, stage=stage, batch=batch,
+                             size=size, rounds=rounds)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     return float(out.stdout.strip().splitlines()[-1])
@@ -117,15 +172,18 @@ def v2_request(stage, array):
         "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
 
 
-def measure(fn: Function, stage: str, mode: str, batch: int, size: int, rounds: int) -> tuple[float, float]:
-    """(round trip ms, handler ms) medians over rounds of ``batch``
-    concurrent requests, or of one request holding the batch (v2-tensor)."""
+def measure(fn: Function, stage: str, mode: str, batch: int, size: int, rounds: int) -> tuple[float, float, float]:
+    """(round trip ms, handler ms, round trip - handler ms) medians over
+    rounds of ``batch`` concurrent requests, or of one request holding the
+    batch (v2-tensor). The last is taken per round, from the same requests:
+    what HTTP, the runtime's parsing and encoding and the batch's forming
+    add to the handler."""
     arrays = [np.random.default_rng(i).random((3, size, size), dtype=np.float32) for i in range(batch)]
     if mode == "v2-tensor":
         requests = [v2_request(stage, np.stack(arrays))]
     else:
         requests = [json_request(a) if mode == "json" else v2_request(stage, a) for a in arrays]
-    trips, handler = [], []
+    trips, handler, transport = [], [], []
     with ThreadPoolExecutor(len(requests)) as pool:
         for r in range(rounds + 2):
             started = time.perf_counter()
@@ -135,7 +193,8 @@ def measure(fn: Function, stage: str, mode: str, batch: int, size: int, rounds: 
             if r >= 2:  # the first rounds warm up
                 trips.append(took)
                 handler.append(max(a[1] for a in answers))
-    return statistics.median(trips), statistics.median(handler)
+                transport.append(took - handler[-1])
+    return statistics.median(trips), statistics.median(handler), statistics.median(transport)
 
 
 def main() -> int:
@@ -150,20 +209,25 @@ def main() -> int:
     shutil.copytree(ROOT / "functions/dnn", folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "function/__init__.py").touch()
     print(f"{'function':<10} {'batch':>5} {'model ms':>9} | {'path':<9} {'handler ms':>10} {'round trip ms':>13} "
-          f"{'overhead':>9}")
+          f"{'overhead':>9} | {'in-process: model':>17} {'handler':>8} {'rt-handler':>10} {'overhead*':>9}")
     try:
         for stage in STAGES:
             for batch in (1, 8):
                 model = model_ms(stage, batch, args.size, args.rounds)
+                inner = in_process_ms(stage, batch, args.size, args.rounds)
                 for mode in ("json", "v2-binary") + (("v2-tensor",) if batch > 1 else ()):
                     # one request holding the batch runs at once (batch 1); else the runtime batches
                     fn = Function(folder, stage, 1 if mode == "v2-tensor" else batch)
                     try:
-                        trip, handler = measure(fn, stage, mode, batch, args.size, args.rounds)
+                        trip, handler, transport = measure(fn, stage, mode, batch, args.size, args.rounds)
                     finally:
                         fn.stop()
+                    # overhead*: (what the handler adds to the model, in one process) + (round trip - handler,
+                    # per request), over the model alone in that process
+                    composed = (inner[mode] - inner["model"] + transport) / inner["model"]
                     print(f"{stage:<10} {batch:>5} {model:>9.2f} | {mode:<9} {handler:>10.2f} {trip:>13.2f} "
-                          f"{(trip - model) / model:>9.2f}", flush=True)
+                          f"{(trip - model) / model:>9.2f} | {inner['model']:>17.2f} {inner[mode]:>8.2f} "
+                          f"{transport:>10.2f} {composed:>9.2f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
