@@ -51,7 +51,7 @@ MODEL_ONLY = """
 import os, sys, time, statistics
 import torch
 torch.set_num_threads(1); torch.set_num_interop_threads(1)
-sys.path.insert(0, {functions!r})
+sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r})
 os.environ[{env_function!r}] = {stage!r}
 from dnn.handler import STAGE
 batch = torch.rand({batch}, 3, {size}, {size}, generator=torch.Generator().manual_seed(0))
@@ -119,7 +119,8 @@ def free_port() -> int:
 
 
 def model_ms(stage: str, batch: int, size: int, rounds: int) -> float:
-    code = MODEL_ONLY.format(functions=str(ROOT / "functions"), env_function=C.ENV_FUNCTION, stage=stage, batch=batch,
+    code = MODEL_ONLY.format(functions=str(ROOT / "functions"), template=str(ROOT / "template/esg-python3"),
+                             env_function=C.ENV_FUNCTION, stage=stage, batch=batch,
                              size=size, rounds=rounds)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -26,6 +26,7 @@ def main() -> int:
     torch.set_num_interop_threads(1)
     os.environ[C.ENV_FUNCTION] = args.stage
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "functions"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "template/esg-python3"))  # esg_runtime
     from dnn import handler
 
     events = [handler._SampleEvent(body) for body in handler.sample_bodies(1)]

@@ -25,6 +25,10 @@ from esg_plugin.runtime import contract as C
 
 
 def load_handler(folder: str):
+    """The handler folder as the package ``function``, as the template's
+    index.py loads it; ``esg_runtime`` (the runtime a handler may import in
+    its image) is this package's runtime."""
+    sys.modules.setdefault("esg_runtime", importlib.import_module("esg_plugin.runtime"))
     spec = importlib.machinery.ModuleSpec("function", None, is_package=True)
     spec.submodule_search_locations = [folder]
     sys.modules["function"] = importlib.util.module_from_spec(spec)

@@ -13,6 +13,7 @@ import json
 import os
 
 import torch
+from esg_runtime import contract as C  # the template's runtime, as in the function's image
 
 from .common import BadInput
 from .stages import STAGES
@@ -22,9 +23,9 @@ PROFILE_NAMES = ["aggregator", "bert-mini", "espcn", "langid-cnn", "preprocess",
                  "ssd-mobilenetv2", "translator"]
 assert PROFILE_NAMES == sorted(STAGES)
 
-NAME = os.environ.get("ESG_FUNCTION", "")
+NAME = os.environ.get(C.ENV_FUNCTION, "")
 if NAME not in STAGES:
-    raise RuntimeError(f"set ESG_FUNCTION to one of: {', '.join(PROFILE_NAMES)} (got {NAME!r})")
+    raise RuntimeError(f"set {C.ENV_FUNCTION} to one of: {', '.join(PROFILE_NAMES)} (got {NAME!r})")
 STAGE = STAGES[NAME]()
 
 

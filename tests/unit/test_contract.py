@@ -2,12 +2,11 @@
 no string of it appears in the product's code outside that module.
 
 Checked: every string constant that is not a docstring, f-string parts
-included, in esg_plugin/, functions/router/ (it runs on the template, where
-the contract is ``esg_runtime.contract``), deploy/ and bench/. Not checked:
-tests (they spell the contract from outside, on purpose), Markdown and
-YAML (a user's stack.yml spells its annotations), and functions/dnn — the
-example models a user would write: they read their own settings from the
-environment and run without the runtime under ``esg profile``.
+included, in esg_plugin/, functions/ (they run on the template, where the
+contract is ``esg_runtime.contract``; ``esg profile`` gives them the same),
+deploy/ and bench/. Not checked: tests (they spell the contract from
+outside, on purpose), Markdown and YAML (a user's stack.yml spells its
+annotations).
 
 The JSON keys of the live configuration (max_batch_size, max_wait_ms,
 gpu_share ...) are also the plan's own field names — one name per concept —
@@ -22,7 +21,7 @@ from pathlib import Path
 from esg_plugin.runtime import contract
 
 ROOT = Path(__file__).resolve().parents[2]
-SCOPE = ("esg_plugin", "functions/router", "deploy", "bench")
+SCOPE = ("esg_plugin", "functions", "deploy", "bench")
 CONTRACT = ROOT / "esg_plugin/runtime/contract.py"
 
 
