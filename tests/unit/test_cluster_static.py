@@ -77,8 +77,20 @@ def render_scaler_kustomization():
     return render_kustomization(ROOT / "deploy/scaler")
 
 
+BUILT = ["deploy/scaler", "deploy/scaler-base", "deploy/knative", "tests/fixtures/openfaas-chart"]
+
+
+def test_every_kustomization_under_deploy_is_built():
+    """Each folder a user applies is built below; the sidecar Component
+    through the chart-shaped gateway that includes it."""
+    folders = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "deploy").rglob("kustomization.yaml")}
+    assert folders - set(BUILT) == {"deploy/gateway-sidecar"}
+    fixture = yaml.safe_load((ROOT / "tests/fixtures/openfaas-chart/kustomization.yaml").read_text())
+    assert fixture["components"] == ["../../../deploy/gateway-sidecar"]
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed (its kustomize builds the folders)")
-@pytest.mark.parametrize("folder", ["deploy/scaler", "deploy/knative", "tests/fixtures/openfaas-chart"])
+@pytest.mark.parametrize("folder", BUILT)
 def test_kubectl_kustomize_builds_each_folder_on_a_fresh_checkout(folder):
     """What a user following the docs runs: it must build with nothing copied
     beside it (the user's stack and profiles are a ConfigMap of their own)."""
