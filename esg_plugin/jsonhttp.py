@@ -13,6 +13,8 @@ import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Optional
 
+from .runtime.connection import JsonRefusals
+
 _SET_BY_US = ("content-length", "date", "server", "connection")
 
 
@@ -23,8 +25,6 @@ class JsonHTTPServer(ThreadingHTTPServer):
     request_queue_size = 1024
 
 
-IO_TIMEOUT_S = 30.0
-"""Any one read or write on a connection."""
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
@@ -39,22 +39,15 @@ class BadBody(Exception):
         self.status = status
 
 
-class JsonRequestHandler(BaseHTTPRequestHandler):
-    timeout = IO_TIMEOUT_S  # socketserver sets it on the connection
+class JsonRequestHandler(JsonRefusals, BaseHTTPRequestHandler):
+    """A timeout on each read and write, HTTP/0.9 refused, the standard
+    library's refusals as JSON (``runtime/connection.py``)."""
 
     def handle(self) -> None:
         try:
             super().handle()
         except OSError:  # the client stalled past the timeout or went away
             self.close_connection = True
-
-    def parse_request(self) -> bool:
-        if not super().parse_request():
-            return False
-        if self.request_version == "HTTP/0.9":  # a line without a version: no status, no headers
-            self.send_error(400, "HTTP/0.9 requests are not served; send HTTP/1.0 or 1.1")
-            return False
-        return True
 
     def _body(self, limit_bytes: int = MAX_BODY_BYTES) -> bytes:
         """The request body by its Content-Length; BadBody (answer it with
@@ -79,34 +72,6 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass
-
-    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
-        """The standard library's errors (a malformed request line, headers
-        too long, a method no ``do_`` takes), as JSON; an unknown method is
-        405 with ``Allow``."""
-        self.close_connection = True
-        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
-            self.request_version = "HTTP/1.0"  # a request line it could not read: answer with a status anyway
-        if code == 501:  # the stdlib's answer to a method without a do_ handler
-            allowed = sorted(name[3:] for name in dir(self) if name.startswith("do_"))
-            body = json.dumps({"error": f"method {self.command!r} is not allowed ({', '.join(allowed)})"}).encode()
-            headers = [("Allow", ", ".join(allowed))]
-            code = 405
-        else:
-            body = json.dumps({"error": message or self.responses.get(code, ("error",))[0]}).encode()
-            headers = []
-        try:
-            self.send_response(code)
-            for key, value in headers:
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
-                self.wfile.write(body)
-        except OSError:
-            pass
 
     def _send(self, code: int, body: bytes, content_type: str = "application/json",
               headers: Optional[Iterable[tuple[str, str]]] = None) -> None:

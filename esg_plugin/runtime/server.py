@@ -16,7 +16,7 @@ process exits 0.
 The server is the standard library's threaded WSGI server, guarded
 (issue 14): a request head must arrive within ``HEAD_TIMEOUT_S`` in all
 (slow-loris), any one read or write on a connection within
-``IO_TIMEOUT_S``; one request per connection (HTTP/1.0 answers), the
+``connection.IO_TIMEOUT_S``; one request per connection (HTTP/1.0 answers), the
 connection closed gracefully after it even when the body was not read (a
 429 before the body). Bodies, chunked or not, their size and the memory
 they hold are the application's (``app.read_body``). A production server
@@ -31,7 +31,6 @@ process exits 1, so the platform restarts it: never a silent hang.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import signal
 import socket
@@ -43,14 +42,13 @@ from typing import Callable, Mapping, MutableMapping, Optional
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 from .app import Context, RuntimeApp
+from .connection import JsonRefusals
 from .gpu import GpuTelemetry, apply_share
 from .settings import RuntimeSettings, SettingsError
 
 
 HEAD_TIMEOUT_S = 10.0
 """The request line and headers must arrive within this, in all."""
-IO_TIMEOUT_S = 30.0
-"""Any one read or write on a connection (a stalled body, a client that does not read)."""
 LINGER_S = 2.0
 """After the answer, how long the server reads what the client still sends before it closes."""
 
@@ -100,41 +98,12 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
         pass  # a client that went away or timed out is not the server's error; the app answers its own
 
 
-class QuietHandler(WSGIRequestHandler):
-    """One request per connection with the guards above; no access log on
-    stderr (the watchdog logs requests)."""
-
-    timeout = IO_TIMEOUT_S  # socketserver sets it on the socket: each read and write
+class QuietHandler(JsonRefusals, WSGIRequestHandler):
+    """One request per connection with the guards above (and those of
+    ``connection.py``); no access log on stderr (the watchdog logs requests)."""
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
         pass
-
-    def parse_request(self) -> bool:
-        if not super().parse_request():
-            return False
-        if self.request_version == "HTTP/0.9":  # a line without a version: no status, no headers
-            self.send_error(400, "HTTP/0.9 requests are not served; send HTTP/1.0 or 1.1")
-            return False
-        return True
-
-    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
-        """The standard library's refusals (a request line it cannot read,
-        headers too long, an unknown version) as JSON with a status line,
-        as every other error of the runtime."""
-        self.close_connection = True
-        if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
-            self.request_version = "HTTP/1.0"
-        body = json.dumps({"error": message or self.responses.get(code, ("error",))[0]}).encode()
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if getattr(self, "command", "") != "HEAD":
-                self.wfile.write(body)
-        except OSError:
-            pass
 
     def handle(self) -> None:
         connections = self.server.connections
