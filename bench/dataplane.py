@@ -31,7 +31,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from esg_plugin.local.platform import build_folder, free_port
 from esg_plugin.runtime import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,20 +66,20 @@ print(statistics.median(times))
 """
 
 IN_PROCESS = """
-import base64, json, os, statistics, sys, time
+import json, os, statistics, sys, time
 import numpy as np
 import torch
 torch.set_num_threads(1); torch.set_num_interop_threads(1)
-sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r})
+sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r}); sys.path.insert(0, {bench!r})
 os.environ[{env_function!r}] = {stage!r}
 from dnn import handler
 from esg_runtime.app import Event
 from esg_runtime.v2 import InferRequest, Tensor
+from dataplane import json_request  # the very body the HTTP path sends
 arrays = [np.random.default_rng(i).random((3, {size}, {size}), dtype=np.float32) for i in range({batch})]
 def event(a):
-    doc = {{"image": {{"b64": base64.b64encode(a.astype("<f4").tobytes()).decode(), "dtype": "float32",
-                       "shape": list(a.shape)}}}}
-    return Event(json.dumps(doc).encode(), {{"Content-Type": "application/json"}}, "POST", {{}}, "/")
+    method, path, body, headers = json_request(a)
+    return Event(body, headers, method, {{}}, path)
 def infer_request(a):
     return InferRequest({stage!r}, None, {{"image": Tensor("image", "FP32", list(a.shape), a.astype("<f4").tobytes())}})
 calls = {{
@@ -106,16 +106,11 @@ def in_process_ms(stage: str, batch: int, size: int, rounds: int) -> dict[str, f
     encoding included): what the handler adds to the model, free of the
     drift between two processes run at different times."""
     code = IN_PROCESS.format(functions=str(ROOT / "functions"), template=str(ROOT / "template/esg-python3"),
+                             bench=str(ROOT / "bench"),
                              env_function=C.ENV_FUNCTION, stage=stage, batch=batch, size=size, rounds=rounds)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def model_ms(stage: str, batch: int, size: int, rounds: int) -> float:
@@ -204,11 +199,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=56, help="image side (the workflows' preprocess size)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="esg-dataplane-"))
-    folder = work / "fn"
-    shutil.copytree(ROOT / "template/esg-python3", folder, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(folder / "function")
-    shutil.copytree(ROOT / "functions/dnn", folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "function/__init__.py").touch()
+    folder = build_folder(ROOT / "template/esg-python3", ROOT / "functions/dnn", work / "fn")
     print(f"{'function':<10} {'batch':>5} {'model ms':>9} | {'path':<9} {'handler ms':>10} {'round trip ms':>13} "
           f"{'overhead':>9} | {'in-process: model':>17} {'handler':>8} {'rt-handler':>10} {'overhead*':>9}")
     try:

@@ -20,7 +20,6 @@ import argparse
 import http.client
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import threading
 import time
 from pathlib import Path
 
+from esg_plugin.local.platform import free_port
 from esg_plugin.runtime import contract as C
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,12 +81,6 @@ def handle_batch(events, context):
         logits = MODEL(IMAGE.expand(len(events), -1, -1, -1).contiguous())
     return [{"statusCode": 200, "body": {"class": int(i)}} for i in logits.argmax(1)]
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port: int, path: str = "/", body: bytes = b"") -> int:

@@ -260,7 +260,6 @@ class KubeEmulator:
         self.requests: list[tuple[str, str]] = []
         self.verbs: list[tuple[str, str, str, str]] = []
         """(verb, API group, resource[/subresource], namespace) of every request."""
-        self.warnings: list[str] = []
         self.token, self.rules, self.user = token, rules, user
         self.interleaved: dict[tuple[str, str, str], Callable[[dict], None]] = {}
         self.version = 100
@@ -516,8 +515,6 @@ class KubeEmulator:
                 if refused:
                     return refused
         self._store(table, (namespace, name), new, obj)
-        for warning in warnings:
-            self.warnings.append(warning)
         return 200, self._scale(new) if sub else new, [("Warning", w) for w in warnings]
 
     @staticmethod

@@ -47,6 +47,16 @@ MAX_REPLICAS = 16
 """The platform's default bound on one function's replicas."""
 
 
+def build_folder(template: Path, handler: Path, folder: Path) -> Path:
+    """``folder``: the template with the handler folder overlaid into
+    function/, as ``faas-cli build`` lays out a function's build context."""
+    shutil.copytree(template, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(folder / "function")
+    shutil.copytree(handler, folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "function" / "__init__.py").touch()
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -142,13 +152,7 @@ class LocalPlatform:
                                                  dict(spec.get("annotations") or {}), state)
 
     def _prepare(self, handler: Path, index: int) -> Path:
-        """The template with the handler overlaid into function/, as faas-cli build does."""
-        folder = self.workdir / f"build-{index}-{handler.name}"
-        shutil.copytree(self.template, folder, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.rmtree(folder / "function")
-        shutil.copytree(handler, folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
-        (folder / "function" / "__init__.py").touch()
-        return folder
+        return build_folder(self.template, handler, self.workdir / f"build-{index}-{handler.name}")
 
     # --- processes ---------------------------------------------------------
     def _spawn(self, fn: LocalFunction, state: FunctionState) -> Worker:

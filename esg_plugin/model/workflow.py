@@ -15,17 +15,16 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import networkx as nx
 
 from ..limits import is_number
+# Annotation keys of SPEC §2, plus the documented extensions hop-ms, fanout
+# and profile: part of the wire contract (a function's annotations).
+from ..runtime.contract import (
+    ANNOTATION_AFTER, ANNOTATION_FANOUT, ANNOTATION_HOP_MS, ANNOTATION_PROFILE, ANNOTATION_SLO_MS, ANNOTATION_STAGE,
+    ANNOTATION_WORKFLOW,
+)
 from .errors import ModelError
 
 if TYPE_CHECKING:
     from .profile import ProfileSet
-
-# Annotation keys of SPEC §2, plus the documented extensions hop-ms, fanout
-# and profile: part of the wire contract (a function's annotations).
-from ..runtime.contract import (  # noqa: E402
-    ANNOTATION_AFTER, ANNOTATION_FANOUT, ANNOTATION_HOP_MS, ANNOTATION_PROFILE, ANNOTATION_SLO_MS, ANNOTATION_STAGE,
-    ANNOTATION_WORKFLOW,
-)
 
 
 @dataclass(frozen=True)
