@@ -38,7 +38,9 @@ class GatewayActuator(Actuator):
         out = {}
         for fn in functions:
             try:
-                doc = retrying(lambda fn=fn: self._request("GET", f"/system/function/{fn}"))
+                # one attempt: apply() reads again, and so does the next tick (no backoff sleeps per function
+                # while the gateway is away)
+                doc = retrying(lambda fn=fn: self._request("GET", f"/system/function/{fn}"), attempts=1)
                 out[fn] = FunctionState(int(doc.get("replicas", 0)), 1, 0.0, 100)
             except ApiError as err:
                 if not isinstance(err, NotFound):
