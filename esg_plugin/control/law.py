@@ -90,7 +90,9 @@ class WorkflowState:
     pending: Optional[tuple[str, float, float]] = None
     """A re-plan deferred to the next tick (``max_replans_per_tick``)."""
     answers: deque = field(default_factory=deque)
-    """(time_s, answers, misses) of the last ``feedback_window_s``."""
+    """(time_s, start of its short window in s, answers, misses) of each tick of the last ``feedback_window_s``."""
+    last_raise_s: float = -math.inf
+    """When the margin was last raised: the misses that raised it are spent."""
     share_changed_s: dict[str, float] = field(default_factory=dict)
     """Per stage, when the plan last moved it to another share."""
     calm: bool = True
@@ -183,8 +185,8 @@ class ControlLaw:
         ws = state.workflows.get(workflow.name)
         if ws is None:
             ws = state.workflows[workflow.name] = WorkflowState(s.slo_margin, DelayWindow(s.scale_down_delay_s))
-        missing = self._missing(ws, obs, now_s)
-        why = self._feedback(ws, missing, now_s)
+        missing, fresh = self._missing(ws, obs, now_s)
+        why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
         want, said = self._wanted_rate(ws, obs, backlog, now_s)
         planned = ws.planned_rps
@@ -212,25 +214,33 @@ class ControlLaw:
             return None
         return why, target, obs.arrival_cv2
 
-    def _missing(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> bool:
-        """Is the share of misses over the feedback window above the tolerance?"""
+    def _missing(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> tuple[bool, bool]:
+        """(missing, fresh): is the share of misses over the feedback window
+        above the tolerance, and is it so over what was observed after the
+        margin was last raised alone? The misses that raised the margin are
+        its reason, not evidence that it is still too low; they still keep
+        the workflow from calm (no scale-down, no relaxing) for the window."""
         window = ws.answers
-        window.append((now_s, obs.answers, obs.late + obs.rejected))
+        window.append((now_s, now_s - obs.short_window_s, obs.answers, obs.late + obs.rejected))
         while window and window[0][0] <= now_s - self.settings.feedback_window_s:
             window.popleft()
-        answers = sum(a for _, a, _ in window)
-        misses = sum(m for _, _, m in window)
+        fresh = [entry for entry in window if entry[1] >= ws.last_raise_s - 1e-9]
+        return self._over_tolerance(window), bool(fresh) and self._over_tolerance(fresh)
+
+    def _over_tolerance(self, entries) -> bool:
+        answers = sum(a for _, _, a, _ in entries)
+        misses = sum(m for _, _, _, m in entries)
         return misses >= MIN_MISSES and misses > self.settings.miss_tolerance * answers
 
-    def _feedback(self, ws: WorkflowState, missing: bool, now_s: float) -> Optional[str]:
+    def _feedback(self, ws: WorkflowState, missing: bool, fresh: bool, now_s: float) -> Optional[str]:
         s = self.settings
         if not s.feedback:
             return None
         if missing:
             ws.clean_since_s = None
-            if now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and ws.margin < s.max_margin:
+            if fresh and now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and ws.margin < s.max_margin:
                 ws.margin = min(s.max_margin, ws.margin + s.margin_step)
-                ws.last_margin_change_s = now_s
+                ws.last_margin_change_s = ws.last_raise_s = now_s
                 return f"misses: margin raised to {ws.margin:.2f}"
             return None
         if ws.clean_since_s is None:

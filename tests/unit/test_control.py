@@ -119,6 +119,23 @@ def test_misses_raise_the_margin_and_a_clean_stretch_lowers_it(chain):
     assert state.workflows["w"].margin < 0.1
 
 
+def test_one_burst_of_misses_raises_the_margin_once(chain):
+    """The misses that raised the margin are its reason: only misses seen
+    after the raise raise it again, though they keep the workflow from calm."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(feedback_cooldown_s=5.0, feedback_window_s=10.0))
+    state = law.new_state()
+    tick(law, state, 0.0, 50.0)
+    tick(law, state, 1.0, 50.0, ok=50, late=40)  # a cold start's burst
+    for t in range(2, 11):
+        tick(law, state, float(t), 50.0, ok=100)
+        assert not state.workflows["w"].calm  # the burst is still in the (10 s) window
+    assert state.workflows["w"].margin == pytest.approx(0.1)
+    for t in range(12, 16):
+        tick(law, state, float(t), 50.0, ok=90, late=10)  # misses go on after the raise
+    assert state.workflows["w"].margin == pytest.approx(0.2)
+
+
 def test_utilisation_is_a_decision_and_the_ablation_fixes_it(chain):
     wf, profiles = chain
     free = ControlLaw([wf], profiles, ControlSettings())
