@@ -34,13 +34,15 @@ class ControlSettings:
     utilisations: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
     """Utilisation targets each stage may be planned at (the replica count is
     a decision of the planner); the first is the base target. Off: 0.8 only."""
-    no_wait_options: bool = False
+    no_wait_options: bool = True
     """Offer every batch size above 1 also without a batching wait (a batch
-    leaves with what is queued, sized as if it held one item): at a low rate,
-    waiting for a batch to fill costs more latency than running a partial
-    one. Off by default: on the random workloads it bought 0.1 point of hit
-    rate on one development set for 7% more GPUs, and lost 0.15 point on the
-    other (docs/EVALUATION.md)."""
+    leaves with what is queued, sized as if it held one item), as a batcher
+    with a timeout does: at a low rate, waiting for a batch to fill costs
+    more latency than running a partial one, and a profile without batch 1
+    has no other way to answer in time. On by default since the evaluation
+    after issue 12's second pass (``docs/EVALUATION.md``); off, the SPEC's
+    fill wait ``(b − 1) · n / λ`` is the only batching model.
+    """
     step_detection: bool = True
     """Plan for the short window's rate as soon as it is significantly above
     the planned rate (a one-sided test with overdispersion ``cv²``), not only
