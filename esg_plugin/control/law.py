@@ -323,7 +323,8 @@ class ControlLaw:
     def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, stage_filter=None):
         """(problem, choices, stats, fits): the plan for the margin budget,
         else the degraded plan with the highest expected hit rate that fits
-        the capacity: the SLO itself as budget, then less confidence in the
+        the capacity: the smaller margins on the margin's grid, the SLO
+        itself as budget, then less confidence in the
         tail (lower quantiles of the queueing wait, then its mean), then
         budgets a little beyond the SLO, tightest first; the fastest plan
         only when none of those fits."""
@@ -337,7 +338,11 @@ class ControlLaw:
         capacity = self._capacity_left(workflow, state)
         quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
                                           and arrival_cv2 is not None and q < s.queue_quantile] + [None]
-        attempts = [(s.queue_quantile, first), (s.queue_quantile, (first + 1.0) / 2)]
+        # the margin's own grid down to none: a margin out of reach gives the plan
+        # for the largest margin in reach, not a looser one
+        steps = math.ceil(ws.margin / s.margin_step - 1e-9)
+        attempts = [(s.queue_quantile, first + k * (1.0 - first) / steps) for k in range(steps)] if steps \
+            else [(s.queue_quantile, first)]
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
         problem, built = None, {}

@@ -136,6 +136,20 @@ def test_one_burst_of_misses_raises_the_margin_once(chain):
     assert state.workflows["w"].margin == pytest.approx(0.2)
 
 
+def test_a_margin_out_of_reach_plans_for_the_largest_margin_in_reach(chain):
+    """Raising the margin past what any plan meets must not loosen the plan:
+    the budget steps down the margin's own grid, tightest first."""
+    _, profiles = chain
+    stages = [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))]
+    wf = Workflow.build("w", 29.0, stages, hop_ms=1.0)  # fastest ~13 ms: 0.5 of the SLO is in reach, 0.4 not
+    law = ControlLaw([wf], profiles, ControlSettings(margin_step=0.1, max_margin=0.6))
+    state = law.new_state()
+    tick(law, state, 0.0, 50.0)
+    state.workflows["w"].margin = 0.6
+    decision = tick(law, state, 1.0, 80.0)  # a rise: re-planned with the margin out of reach
+    assert decision.plans["w"].slo_ms == pytest.approx(wf.slo_ms * 0.5)
+
+
 def test_utilisation_is_a_decision_and_the_ablation_fixes_it(chain):
     wf, profiles = chain
     free = ControlLaw([wf], profiles, ControlSettings())
