@@ -195,9 +195,9 @@ def option_arrays(
     b, g, e = profile.runnable_arrays()
     fill = b.copy()  # the items a batch is planned to hold
     if no_wait and (b > 1).any():
-        more = b > 1
+        more = _fastest_without_wait(b, g, e)
         b, g, e = np.concatenate([b, b[more]]), np.concatenate([g, g[more]]), np.concatenate([e, e[more]])
-        fill = np.concatenate([fill, np.ones(int(more.sum()), dtype=fill.dtype)])
+        fill = np.concatenate([fill, np.ones(len(more), dtype=fill.dtype)])
     targets = [utilisation] + [u for u in utilisations if u != utilisation]
     for u in targets:
         if not 0 < u <= 1:
@@ -227,6 +227,33 @@ def option_arrays(
             rounds = np.ceil(np.ceil(fanout / fill) / n)
             queue_ms = queue_ms + (rounds - 1) * e
     return OptionArrays(b, g, e, n, wait_ms, wait_ms + e + queue_ms, n * g, queue_ms)
+
+
+def _fastest_without_wait(b: np.ndarray, g: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Indices of the batch sizes worth offering without a fill wait: at one
+    share, every such option (and batch 1) serves one item per execution,
+    so the fastest of them runs no longer and needs no more replicas for a
+    utilisation target than the others. Per share: the fastest batch size
+    above 1, unless batch 1 is at least as fast. (The slower ones could
+    reach the front only through the rounding of their replica count — a
+    replica count the fastest is not offered at — which is no reason to
+    batch; offering them all doubled the menus and the search's time.)"""
+    first = _fastest_per_share(np.flatnonzero(b > 1), g, e)
+    ones = _fastest_per_share(np.flatnonzero(b == 1), g, e)
+    if len(first) and len(ones):
+        at = np.minimum(np.searchsorted(g[ones], g[first]), len(ones) - 1)
+        beaten = (g[ones][at] == g[first]) & (e[ones][at] <= e[first])
+        first = first[~beaten]
+    return first
+
+
+def _fastest_per_share(indices: np.ndarray, g: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Of ``indices``, the one with the least execution time per share, by share."""
+    if len(indices) == 0:
+        return indices
+    ordered = indices[np.lexsort((e[indices], g[indices]))]
+    shares = g[ordered]
+    return ordered[np.r_[True, shares[1:] != shares[:-1]]]
 
 
 def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: np.ndarray,

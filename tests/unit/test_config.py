@@ -2,6 +2,7 @@
 
 import random
 
+import numpy as np
 import pytest
 
 from esg_plugin.model import Config, ModelError, all_options, evaluate, option_arrays, replicas_needed
@@ -54,11 +55,24 @@ def test_no_wait_options_run_partial_batches_without_a_fill_wait():
     profile = FunctionProfile("f", (2, 4), (50, 100), ((10.0, 6.0), (16.0, 9.0)))
     plain = option_arrays(profile, 5.0, 0.8, 1.0)
     more = option_arrays(profile, 5.0, 0.8, 1.0, no_wait=True)
-    assert len(more.exec_ms) == 2 * len(plain.exec_ms)
     extra = more.wait_ms == 0.0
-    assert extra.sum() == len(plain.exec_ms) and (plain.wait_ms > 0).all()
+    assert (plain.wait_ms > 0).all()
+    # per share, the fastest batch size without a wait (batch 2: it is faster than 4)
+    assert sorted(zip(more.batch_size[extra], more.gpu_share[extra])) == [(2, 50), (2, 100)]
     # sized as if each batch held one item: at least as many replicas as the waiting ones
-    assert (more.replicas[extra] >= plain.replicas).all()
+    for i in np.flatnonzero(extra):
+        same = (plain.batch_size == more.batch_size[i]) & (plain.gpu_share == more.gpu_share[i])
+        assert more.replicas[i] >= plain.replicas[same].max()
+
+
+def test_no_batch_without_a_wait_where_batch_1_runs_at_least_as_fast():
+    from esg_plugin.model import FunctionProfile
+
+    profile = FunctionProfile("f", (1, 2, 4), (50, 100), ((8.0, 5.0), (7.0, 6.0), (16.0, 9.0)))
+    more = option_arrays(profile, 5.0, 0.8, 1.0, no_wait=True)
+    extra = (more.wait_ms == 0.0) & (more.batch_size > 1)
+    # at 50% batch 2 (7 ms) beats batch 1 (8 ms); at 100% batch 1 (5 ms) is the fastest
+    assert sorted(zip(more.batch_size[extra], more.gpu_share[extra])) == [(2, 50)]
 
 
 def test_the_vectorised_queueing_wait_equals_the_scalar_one():
