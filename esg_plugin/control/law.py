@@ -314,13 +314,12 @@ class ControlLaw:
     def _pinned(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned: dict):
         """The plan with the ``pinned`` stages kept at their share, or None
         when that share cannot run at all."""
-        keep = lambda stage, option: stage not in pinned or option.config.gpu_share == pinned[stage]  # noqa: E731
         try:
-            return self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, keep)
+            return self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned)
         except (PlannerError, ModelError):
             return None
 
-    def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, stage_filter=None):
+    def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None):
         """(problem, choices, stats, fits): the plan for the margin budget,
         else the degraded plan with the highest expected hit rate that fits
         the capacity: the smaller margins on the margin's grid, the SLO
@@ -333,7 +332,7 @@ class ControlLaw:
         first = 1.0 - ws.margin
         if not s.degraded_cheapest:
             return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
-                                      stage_filter, utilisations[1:], s.queue_quantile, s.no_wait_options)
+                                      shares, utilisations[1:], s.queue_quantile, s.no_wait_options)
         solve = get_policy(self.policy)
         capacity = self._capacity_left(workflow, state)
         quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
@@ -349,7 +348,7 @@ class ControlLaw:
         for quantile, factor in attempts:
             if quantile not in built:  # the menus depend on the quantile, not on the budget
                 built[quantile] = build_problem(workflow, profiles, rate_rps, utilisations[0],
-                                                stage_filter=stage_filter, arrival_cv2=arrival_cv2,
+                                                shares=shares, arrival_cv2=arrival_cv2,
                                                 utilisations=utilisations[1:], queue_quantile=quantile,
                                                 no_wait=s.no_wait_options)
             problem = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * factor)
@@ -367,14 +366,14 @@ class ControlLaw:
             for _ in range(40):
                 middle = (low + high) / 2
                 menus = build_problem(workflow, profiles, max(middle, s.min_rate_rps), utilisations[0],
-                                      stage_filter=stage_filter, utilisations=utilisations[1:],
+                                      shares=shares, utilisations=utilisations[1:],
                                       no_wait=s.no_wait_options).menus
                 if sum(m.min_cost_pct for m in menus.values()) / 100.0 <= capacity:
                     low = middle
                 else:
                     high = middle
             if low > 0:
-                return self._choose(workflow, ws, state, profiles, low, arrival_cv2, stage_filter)
+                return self._choose(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
 
     def _capacity_left(self, workflow: Workflow, state: ControlState) -> float:

@@ -28,6 +28,7 @@ with it; ``esg plan`` does not unless asked (``--queueing-cv2``).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Sequence
 
@@ -161,12 +162,47 @@ class OptionArrays(NamedTuple):
             float(self.queue_ms[i]),
         )
 
+    def where(self, mask: np.ndarray) -> "OptionArrays":
+        """The configurations where ``mask`` holds."""
+        return OptionArrays(*(column[mask] for column in self))
+
     def options(self) -> list[StageOption]:
         """Every configuration as a StageOption (what :func:`all_options` returns)."""
         return [self.option(i) for i in range(len(self.exec_ms))]
 
 
+OPTION_CACHE_ENTRIES = 512
+"""Option arrays kept for reuse (at most about 25 KB each: 60 configurations
+at 5 utilisation targets): the control law re-plans at rates on a 5% grid,
+and a re-plan searches the same stages up to three times (a share pinned or
+not), so most arrays are asked for again."""
+
+
 def option_arrays(
+    profile: FunctionProfile,
+    stage_rate_rps: float,
+    utilisation: float = DEFAULT_UTILISATION,
+    arrival_cv2: float | None = None,
+    utilisations: Sequence[float] = (),
+    fanout: int = 1,
+    queue_quantile: float | None = None,
+    no_wait: bool = False,
+) -> OptionArrays:
+    """See :func:`_option_arrays`; the result is read-only and may be shared."""
+    return _cached_option_arrays(profile, float(stage_rate_rps), float(utilisation),
+                                 None if arrival_cv2 is None else float(arrival_cv2), tuple(utilisations),
+                                 int(fanout), queue_quantile, bool(no_wait))
+
+
+@functools.lru_cache(maxsize=OPTION_CACHE_ENTRIES)
+def _cached_option_arrays(*args) -> OptionArrays:
+    arrays = _option_arrays(*args)
+    for column in arrays:
+        column.setflags(write=False)
+    return arrays
+
+
+def _option_arrays(
     profile: FunctionProfile,
     stage_rate_rps: float,
     utilisation: float = DEFAULT_UTILISATION,

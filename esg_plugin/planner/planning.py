@@ -58,7 +58,7 @@ def plan_with_fallback(
     first_factor: float,
     utilisation: float = DEFAULT_UTILISATION,
     arrival_cv2: Optional[float] = None,
-    stage_filter=None,
+    shares=None,
     utilisations: tuple[float, ...] = (),
     queue_quantile: Optional[float] = None,
     no_wait: bool = False,
@@ -70,7 +70,7 @@ def plan_with_fallback(
     solve = get_policy(policy)
     for factor in (first_factor,) + DEGRADED_BUDGET_FACTORS:
         problem = build_problem(workflow, profiles, rate_rps, utilisation, budget_ms=workflow.slo_ms * factor,
-                                stage_filter=stage_filter, arrival_cv2=arrival_cv2,
+                                shares=shares, arrival_cv2=arrival_cv2,
                                 utilisations=utilisations, queue_quantile=queue_quantile, no_wait=no_wait)
         choices, stats = solve(problem, NO_LIMITS)
         if choices is not None:

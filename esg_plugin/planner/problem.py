@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def build_problem(
     utilisation: float = DEFAULT_UTILISATION,
     budget_ms: Optional[float] = None,
     restrict: Optional[Mapping[str, Config]] = None,
-    stage_filter: Optional[Callable[[str, StageOption], bool]] = None,
+    shares: Optional[Mapping[str, int]] = None,
     arrival_cv2: Optional[float] = None,
     utilisations: tuple[float, ...] = (),
     queue_quantile: Optional[float] = None,
@@ -144,7 +144,8 @@ def build_problem(
     """Evaluate every stage's configurations at ``rate_rps``.
 
     ``restrict`` pins stages to one configuration (used by ``--explain``);
-    ``stage_filter`` drops options a policy will not consider;
+    ``shares`` keeps some stages at one GPU share (a restart the control law
+    will not pay for);
     ``arrival_cv2`` turns on the queueing-aware latency (``model/config.py``);
     ``utilisations`` adds each configuration at these utilisation targets
     (the replica count becomes a decision, see ``option_arrays``);
@@ -163,16 +164,16 @@ def build_problem(
         stage_rate_rps = rate_rps * stage.fanout
         arrays[stage.name] = option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisations,
                                            stage.fanout, queue_quantile, no_wait)
-        if stage.name not in restrict and stage_filter is None:
+        if shares and stage.name in shares:
+            arrays[stage.name] = arrays[stage.name].where(arrays[stage.name].gpu_share == shares[stage.name])
+            if len(arrays[stage.name].exec_ms) == 0:
+                raise PlannerError(f"stage '{stage.name}' cannot run at {shares[stage.name]}% share")
+        if stage.name not in restrict:
             menus[stage.name] = StageMenu.from_arrays(stage.name, arrays[stage.name])
             continue
-        options = arrays[stage.name].options()
-        if stage.name in restrict:
-            options = [o for o in options if o.config == restrict[stage.name]]
-            if not options:
-                raise PlannerError(f"stage '{stage.name}' cannot run at {restrict[stage.name]}")
-        if stage_filter is not None:
-            options = [o for o in options if stage_filter(stage.name, o)]
+        options = [o for o in arrays[stage.name].options() if o.config == restrict[stage.name]]
+        if not options:
+            raise PlannerError(f"stage '{stage.name}' cannot run at {restrict[stage.name]}")
         menus[stage.name] = StageMenu.from_options(stage.name, options)
     budget = workflow.slo_ms if budget_ms is None else budget_ms
     return Problem(workflow=workflow, rate_rps=rate_rps, budget_ms=budget, menus=menus, utilisation=utilisation,
