@@ -257,13 +257,17 @@ class ControlLaw:
         """The rate to cover now, with a few words on where it came from."""
         s = self.settings
         rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
+        panic = now_s < ws.panic_until_s
         if s.step_detection and obs.rate_short_rps > rate and (
-                ws.planned_rps is None or step_detected(obs, ws.planned_rps, s.step_z)):
-            # the short window only on evidence of a step: its noise is no reason to scale
+                ws.planned_rps is None or panic or step_detected(obs, ws.planned_rps, s.step_z)):
+            # the short window only on evidence of a step, or in the panic that
+            # follows one (Knative's panic window): its noise alone is no reason to scale
             rate, said = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)"
-            if ws.planned_rps is not None:
+            if ws.planned_rps is not None and not panic:
                 ws.panic_until_s = now_s + s.scale_down_delay_s
                 said += ", a step: no scale-down before the delay has passed"
+            elif panic:
+                said += ", in the panic after a step"
         if s.backlog_drain and backlog > 0:
             rate += backlog / s.drain_s
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"

@@ -75,6 +75,23 @@ def test_noise_in_the_short_window_is_followed_up_but_is_no_step(chain):
     assert state.workflows["w"].panic_until_s == 2.0 + 5.0
 
 
+def test_in_the_panic_after_a_step_the_short_window_is_followed_without_a_test(chain):
+    """A short window that straddles the step under-reads it; the next
+    windows, above the plan but not significantly, are followed at once (as
+    Knative's panic window is), not only once they pass the test again."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0))
+    state = law.new_state()
+    tick(law, state, 0.0, 20.0)
+    tick(law, state, 1.0, 21.0, short_rps=80.0)  # the step, half seen
+    planned = state.workflows["w"].planned_rps
+    short = planned * 1.1  # within the test's noise band
+    assert not step_detected(WorkflowObservation(22.0, short, 2.0), planned, 3.0)
+    decision = tick(law, state, 2.0, 22.0, short_rps=short)
+    assert "in the panic after a step" in decision.reasons["w"] and state.workflows["w"].planned_rps > planned
+    assert state.workflows["w"].panic_until_s == 1.0 + 30.0  # the panic is not prolonged by its own windows
+
+
 def test_no_scale_down_while_requests_wait_or_miss(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=5.0, warmup_s=0.0, feedback=False))
