@@ -204,39 +204,34 @@ class Router:
         return 502, {"error": str(err), "stage": err.stage, "request_id": request_id}
 
     def _run_v2(self, workflow_name: str, body: bytes, header_length: Optional[str]) -> tuple[int, Any]:
-        """An Open Inference Protocol request through a chain: each stage
-        called with binary tensors at ``/v2/models/<its function>/infer``,
-        its output tensors the next stage's inputs (by name); the last
-        stage's outputs answered as the client asked (JSON or binary)."""
+        """An Open Inference Protocol request through a chain
+        (``v2.infer_chain``): each stage called with binary tensors at
+        ``/v2/models/<its function>/infer``, its output tensors the next
+        stage's inputs (by name); the last stage's outputs answered as the
+        client asked (JSON or binary)."""
         workflow = self.topology.workflows[workflow_name]
-        order = list(workflow.topological_order())
-        if len(workflow.entries) != 1 or any(len(list(workflow.graph.predecessors(s))) > 1
-                                             or workflow.stage(s).fanout > 1 for s in order):
-            self.requests.labels(workflow=workflow_name, slo="error").inc()
-            return 400, {"error": f"workflow '{workflow_name}' is not a chain of stages: the Open Inference "
-                                  f"Protocol is taken for chains; use POST /workflow/{workflow_name}"}
         try:
+            order = v2.chain_order({s: list(workflow.graph.predecessors(s)) for s in workflow.stage_names},
+                                   {s: workflow.stage(s).fanout for s in workflow.stage_names})
             request = v2.parse_infer(workflow_name, body, header_length)
         except v2.ProtocolError as err:
             self.requests.labels(workflow=workflow_name, slo="error").inc()
-            return 400, {"error": str(err)}
+            return 400, {"error": f"workflow '{workflow_name}': {err}"}
         started = time.time()
-        deadline_ms = started * 1000.0 + workflow.slo_ms
         request_id = request.id or uuid.uuid4().hex
-        tensors = request.inputs
+        headers = {C.REQUEST_ID_HEADER: request_id, C.DEADLINE_HEADER: str(int(started * 1000.0 + workflow.slo_ms))}
+
+        def call(stage: str, model: str, payload: bytes, headers: dict):
+            return self.post_stage(stage, self.topology.functions[(workflow_name, stage)], payload, headers,
+                                   f"/v2/models/{model}/infer")
+
         try:
-            for stage in order:
-                payload, headers = v2.encode_request(tensors)
-                headers.update({C.REQUEST_ID_HEADER: request_id, C.DEADLINE_HEADER: str(int(deadline_ms))})
-                model = workflow.stage(stage).function
-                out, out_headers = self.post_stage(stage, self.topology.functions[(workflow_name, stage)], payload,
-                                                   headers, f"/v2/models/{model}/infer")
-                tensors = v2.parse_response(out, out_headers.get(v2.HEADER))
+            tensors = v2.infer_chain(request.inputs, [(s, workflow.stage(s).function) for s in order], call, headers)
         except StageFailed as err:
             return self._failed(workflow_name, err, request_id)
         except v2.ProtocolError as err:
             self.requests.labels(workflow=workflow_name, slo="error").inc()
-            return 502, {"error": f"a stage answered outside the protocol: {err}", "request_id": request_id}
+            return 502, {"error": str(err), "request_id": request_id}
         request.id = request_id
         try:
             answer = v2.encode_response(request, tensors)

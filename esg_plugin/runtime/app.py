@@ -9,6 +9,10 @@ Routes:
   ``Authorization: Bearer <ESG_CONFIG_TOKEN>``. Batch size and wait apply to
   the next batch; a share change is reported as needing a restart. Without
   ``ESG_CONFIG_TOKEN`` every change is refused with 403;
+- ``/v2`` and below: the Open Inference Protocol (``v2.py``) for a handler
+  that defines ``MODEL`` and ``infer``; a handler that sets
+  ``SERVES_V2_PATHS = True`` (the workflow router: one model per workflow)
+  gets these paths as plain events instead;
 - anything else: the handler, through the batcher.
 
 Handler results follow the OpenFaaS ``python3-http`` template: a dict with
@@ -218,7 +222,7 @@ class RuntimeApp:
         path = environ.get("PATH_INFO", "/") or "/"
         if path.startswith(C.CONTROL_PREFIX):
             code, headers, body = self._reserved(path, environ)
-        elif path == "/v2" or path.startswith("/v2/"):
+        elif (path == "/v2" or path.startswith("/v2/")) and not getattr(self.handler, "SERVES_V2_PATHS", False):
             code, headers, body = self._v2(environ, path)
             self.metrics.requests.labels(code=str(code)).inc()
         else:

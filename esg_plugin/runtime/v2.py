@@ -251,3 +251,47 @@ def parse_response(body: bytes, header_length: Optional[str]) -> dict[str, Tenso
     """The output tensors of an infer response (JSON or binary)."""
     doc, rest = _split(body, header_length)
     return _tensors(doc.get("outputs"), rest, "outputs")
+
+
+# --- a whole workflow as one model (both workflow routers: the standalone one and the router function) ---
+def chain_order(after: dict[str, list[str]], fanout: Optional[dict[str, int]] = None) -> list[str]:
+    """The stages of a workflow in order, when they form one chain: one
+    entry, each stage after at most one other and before at most one other,
+    no fan-out. A workflow is one model only as a chain (a join has no one
+    set of inputs); else :class:`ProtocolError` with the reason."""
+    before: dict[str, list[str]] = {stage: [] for stage in after}
+    for stage, previous in after.items():
+        for p in previous:
+            if p not in before:
+                raise ProtocolError(f"stage {stage!r} comes after an unknown stage {p!r}")
+            before[p].append(stage)
+    entries = [s for s, previous in after.items() if not previous]
+    if len(entries) != 1 or any(len(p) > 1 for p in after.values()) or any(len(n) > 1 for n in before.values()) \
+            or any(n > 1 for n in (fanout or {}).values()):
+        raise ProtocolError("the workflow is not a chain of stages: the Open Inference Protocol is taken for "
+                            "chains; use its JSON path")
+    order = entries
+    while before[order[-1]]:
+        order.append(before[order[-1]][0])
+    if len(order) != len(after):
+        raise ProtocolError("the workflow's stages are not connected")
+    return order
+
+
+def infer_chain(inputs: dict[str, Tensor], stages: list[tuple[str, str]], call, headers: dict) -> dict[str, Tensor]:
+    """Tensors through a chain: each stage's output tensors are the next
+    one's inputs, by name, in binary on the wire. ``stages``: (stage, the
+    model its function serves), in order; ``call(stage, model, body,
+    headers)`` posts one infer request and returns (body, response headers);
+    what it raises passes through. A stage that answers outside the protocol
+    raises :class:`ProtocolError`."""
+    tensors = inputs
+    for stage, model in stages:
+        payload, extra = encode_request(tensors)
+        body, answered = call(stage, model, payload, {**headers, **extra})
+        length = next((v for k, v in dict(answered).items() if k.lower() == HEADER.lower()), None)
+        try:
+            tensors = parse_response(body, length)
+        except ProtocolError as err:
+            raise ProtocolError(f"stage {stage!r} answered outside the protocol: {err}") from None
+    return tensors

@@ -9,6 +9,12 @@ stage, 504 when a stage shed the request because its deadline had passed,
 The workflows come from the com.esg.* annotations of the deployed functions
 (GET /system/functions, refreshed every 30 s).
 
+The Open Inference Protocol for a whole workflow, as `esg_plugin.router`
+answers it: POST /function/router/v2/models/<workflow>/infer (JSON or binary
+tensors) runs a chain of stages with binary tensors between them, each at
+/v2/models/<its model>/infer; GET /v2/models/<workflow>[/ready], /v2,
+/v2/health/live|ready. A workflow that is not a chain is refused with 400.
+
 Self-contained on purpose (standard library only): the function image carries
 the template's runtime and this folder, not the esg_plugin package.
 Environment: gateway_url (default http://gateway.openfaas:8080),
@@ -26,6 +32,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from esg_runtime import contract as C  # the template's runtime: the wire contract, spelled once
+from esg_runtime import v2
+
+SERVES_V2_PATHS = True
+"""The runtime hands /v2 paths to handle(): each workflow is a model."""
 
 GATEWAY = os.environ.get("gateway_url", "http://gateway.openfaas:8080").rstrip("/")
 POOL = ThreadPoolExecutor(64)
@@ -60,7 +70,8 @@ def workflows():
                 wf["slo_ms"] = float(ann[C.ANNOTATION_SLO_MS])
             after = [a.strip() for a in ann.get(C.ANNOTATION_AFTER, "").split(",") if a.strip()]
             wf["stages"][ann.get(C.ANNOTATION_STAGE, fn["name"])] = {
-                "function": fn["name"], "after": after, "fanout": int(ann.get(C.ANNOTATION_FANOUT, 1))}
+                "function": fn["name"], "after": after, "fanout": int(ann.get(C.ANNOTATION_FANOUT, 1)),
+                "model": ann.get(C.ANNOTATION_PROFILE, fn["name"])}
         _cache.update(at=time.monotonic(), workflows=found)
         return found
 
@@ -71,15 +82,29 @@ class Failed(Exception):
         self.stage, self.status = stage, status
 
 
-def call(stage, function, body, headers):
-    request = urllib.request.Request(f"{GATEWAY}/function/{function}", data=body, method="POST", headers=headers)
+def post(stage, function, body, headers, path=""):
+    """(body, response headers) of one call to a stage's function; Failed."""
+    request = urllib.request.Request(f"{GATEWAY}/function/{function}{path}", data=body, method="POST",
+                                     headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read() or b"null")
+            return response.read(), response.headers
     except urllib.error.HTTPError as err:
         raise Failed(stage, err.code, err.read()[:300].decode("utf-8", "replace")) from None
     except (urllib.error.URLError, OSError) as err:
         raise Failed(stage, 0, str(err)) from None
+
+
+def call(stage, function, body, headers):
+    return json.loads(post(stage, function, body, headers)[0] or b"null")
+
+
+def _failed(err):
+    if err.status == 504:
+        return 504, {"error": f"deadline exceeded at stage '{err.stage}'", "stage": err.stage}
+    if err.status == 429:
+        return 429, {"error": f"stage '{err.stage}' is overloaded, retry later", "stage": err.stage}
+    return 502, {"error": str(err), "stage": err.stage}
 
 
 def run(name, wf, body, content_type):
@@ -109,11 +134,7 @@ def run(name, wf, body, content_type):
                 outputs[s] = results[0] if len(results) == 1 else {"outputs": results}
                 done.add(s)
         except Failed as err:
-            if err.status == 504:
-                return 504, {"error": f"deadline exceeded at stage '{err.stage}'", "stage": err.stage}
-            if err.status == 429:
-                return 429, {"error": f"stage '{err.stage}' is overloaded, retry later", "stage": err.stage}
-            return 502, {"error": str(err), "stage": err.stage}
+            return _failed(err)
     exits = [s for s in stages if not any(s in stages[t]["after"] for t in stages)]
     latency_ms = (time.time() - started) * 1000
     output = outputs[exits[0]] if len(exits) == 1 else {s: outputs[s] for s in exits}
@@ -121,15 +142,75 @@ def run(name, wf, body, content_type):
     return 200, {"workflow": name, "latency_ms": round(latency_ms, 3), "slo_met": met, "output": output}
 
 
+def run_v2(name, wf, body, header_length):
+    """(status, body bytes, headers): one infer request through a chain of stages."""
+    try:
+        order = v2.chain_order({s: st["after"] for s, st in wf["stages"].items()},
+                               {s: st["fanout"] for s, st in wf["stages"].items()})
+        request = v2.parse_infer(name, body, header_length)
+    except v2.ProtocolError as err:
+        return 400, {"error": f"workflow '{name}': {err}"}, {}
+    started = time.time()
+    request.id = request.id or uuid.uuid4().hex
+    headers = {C.REQUEST_ID_HEADER: request.id,
+               C.DEADLINE_HEADER: str(int(started * 1000 + (wf["slo_ms"] or 60_000)))}
+    stages = wf["stages"]
+
+    def call_stage(stage, model, payload, extra):
+        return post(stage, stages[stage]["function"], payload, extra, f"/v2/models/{model}/infer")
+
+    try:
+        tensors = v2.infer_chain(request.inputs, [(s, stages[s]["model"]) for s in order], call_stage, headers)
+        payload, extra = v2.encode_response(request, tensors)
+    except Failed as err:
+        status, doc = _failed(err)
+        return status, doc, {"Retry-After": "1"} if status == 429 else {}
+    except v2.ProtocolError as err:
+        return 502, {"error": str(err)}, {}
+    return 200, payload, extra
+
+
+def _v2(event, parts, known):
+    """The Open Inference Protocol's paths (after "v2")."""
+    if parts in ([], ["health", "live"], ["health", "ready"]):
+        doc = {"name": "esg-router", "version": "1", "extensions": ["binary_tensor_data"]} if not parts \
+            else {parts[1]: True}
+        return {"statusCode": 200, "body": doc}
+    if len(parts) < 2 or parts[0] != "models":
+        return {"statusCode": 404, "body": {"error": f"no such path /v2/{'/'.join(parts)}"}}
+    name, rest = parts[1], parts[2:]
+    if rest[:1] == ["versions"]:
+        rest = rest[2:]  # one version: any version names it
+    if name not in known:
+        return {"statusCode": 404, "body": {"error": f"no workflow {name!r}; known: {', '.join(sorted(known))}"}}
+    if rest in ([], ["ready"]) and event.method in ("GET", "HEAD"):
+        doc = {"ready": True} if rest else {"name": name, "versions": ["1"], "platform": "esg-workflow",
+                                            "inputs": [], "outputs": []}
+        return {"statusCode": 200, "body": doc}
+    if rest != ["infer"]:
+        return {"statusCode": 404, "body": {"error": f"no such path /v2/{'/'.join(parts)}"}}
+    if event.method != "POST":
+        return {"statusCode": 405, "body": {"error": f"{event.method} is not allowed on infer (POST)"},
+                "headers": {"Allow": "POST"}}
+    length = next((v for k, v in event.headers.items() if k.lower() == v2.HEADER.lower()), None)
+    status, body, headers = run_v2(name, known[name], event.body or b"", length)
+    return {"statusCode": status, "body": body, "headers": headers}
+
+
 def handle(event, context):
     path = (event.path or "/").strip("/")
-    if not path.startswith("workflow/"):
-        return {"statusCode": 404, "body": {"error": "POST /workflow/<name>"}}
-    name = path[len("workflow/"):]
+    parts = path.split("/") if path else []
+    if parts[:1] != ["v2"] and not path.startswith("workflow/"):
+        return {"statusCode": 404, "body": {"error": "POST /workflow/<name> or /v2/models/<name>/infer"}}
+    if parts in (["v2"], ["v2", "health", "live"], ["v2", "health", "ready"]):
+        return _v2(event, parts[1:], {})
     try:
         known = workflows()
     except (urllib.error.URLError, OSError, ValueError) as err:
         return {"statusCode": 503, "body": {"error": f"cannot read the workflows from the gateway: {err}"}}
+    if parts[:1] == ["v2"]:
+        return _v2(event, parts[1:], known)
+    name = path[len("workflow/"):]
     if name not in known:
         return {"statusCode": 404, "body": {"error": f"no workflow {name!r}; known: {', '.join(sorted(known))}"}}
     content_type = next((v for k, v in event.headers.items() if k.lower() == "content-type"), "")

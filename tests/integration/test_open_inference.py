@@ -3,7 +3,12 @@ the real `tritonclient[http]` client from PyPI: binary and JSON tensors give
 the same outputs as the function's JSON path, bit for bit in float32."""
 
 import base64
+import contextlib
+import http.client as httpclient
 import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -12,7 +17,7 @@ pytest.importorskip("torch")
 http = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from .test_functions import dnn_folder, serving  # noqa: E402
+from .test_functions import ROOT, TEMPLATE, dnn_folder, serving  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -121,70 +126,132 @@ def test_a_stage_without_tensor_inputs_says_so(functions):
     assert status == 404 and "does not serve the Open Inference Protocol" in json.loads(body)["error"]
 
 
+STACK = {"functions": {
+    "up": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "upscale", "com.esg.profile": "espcn",
+                           "com.esg.slo-ms": "60000"}},
+    "cls": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "classify", "com.esg.profile": "resnet18",
+                            "com.esg.after": "upscale"}}}}
+
+
+@contextlib.contextmanager
+def gateway(ports: dict):
+    """OpenFaaS's gateway as far as the routers use it: GET /system/functions
+    (STACK's annotations) and /function/<fn>/<path> forwarded to the
+    function's port in ``ports`` (headers and status kept)."""
+
+    class Gateway(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            if self.path == "/system/functions":
+                doc = [{"name": n, "annotations": f["annotations"]} for n, f in STACK["functions"].items()]
+                return self._answer(200, [("Content-Type", "application/json")], json.dumps(doc).encode())
+            self._forward("GET", b"")
+
+        def do_POST(self):  # noqa: N802
+            self._forward("POST", self.rfile.read(int(self.headers["Content-Length"])))
+
+        def _forward(self, method, body):
+            _, _, fn, *rest = self.path.split("/")
+            keep = {k: v for k, v in self.headers.items()
+                    if k.lower().startswith(("content-type", "inference-", "x-esg-"))}
+            conn = httpclient.HTTPConnection("127.0.0.1", ports[fn], timeout=120)
+            conn.request(method, "/" + "/".join(rest), body=body or None, headers=keep)
+            answer = conn.getresponse()
+            data = answer.read()
+            conn.close()
+            self._answer(answer.status, [(k, v) for k, v in answer.getheaders()
+                                         if k.lower() not in ("content-length", "date", "server", "connection")],
+                         data)
+
+        def _answer(self, status, headers, data):
+            self.send_response(status)
+            for key, value in headers:
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def check_workflow_answers(url, expected, array):
+    """A V2 client of the workflow "w" at ``url`` gets, binary and JSON, the JSON path's answer."""
+    triton = http.InferenceServerClient(url=url, network_timeout=120.0)
+    assert triton.is_server_live() and triton.is_model_ready("w")
+    for binary in (True, False):
+        inputs = [http.InferInput("image", list(array.shape), "FP32")]
+        inputs[0].set_data_from_numpy(array, binary_data=binary)
+        result = triton.infer("w", inputs, outputs=[http.InferRequestedOutput(n, binary_data=binary)
+                                                    for n in ("label", "top5_index", "top5_score")])
+        assert result.as_numpy("label").tolist() == [expected["label"]]
+        assert result.as_numpy("top5_index").tolist() == [i for i, _ in expected["top5"]]
+        assert result.as_numpy("top5_score").tobytes() == np.array([v for _, v in expected["top5"]],
+                                                                    "<f4").tobytes()
+
+
+def json_workflow(port, path, array):
+    doc = {"image": {"b64": base64.b64encode(array.astype("<f4").tobytes()).decode(), "dtype": "float32",
+                     "shape": list(array.shape)}}
+    conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.request("POST", path, body=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
+    answer = conn.getresponse()
+    assert answer.status == 200
+    output = json.loads(answer.read())["output"]
+    conn.close()
+    return output
+
+
 def test_a_whole_workflow_answers_tritonclient_as_its_json_path(functions):
     """The router runs a chain (upscale -> classify) with binary tensors
     between the stages, for a V2 client; the same answer as the router's
     JSON path for the same image."""
-    import http.client as httpclient
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from esg_plugin.router import Router, make_router_server
     from esg_plugin.scaler import Topology
 
     ports = {"up": functions["espcn"].port, "cls": functions["resnet18"].port}
+    with gateway(ports) as gateway_url:
+        router = make_router_server(Router(Topology.from_stack(STACK), gateway_url))
+        threading.Thread(target=router.serve_forever, daemon=True).start()
+        try:
+            array = image(11, size=32)
+            expected = json_workflow(router.server_address[1], "/workflow/w", array)
+            check_workflow_answers(f"127.0.0.1:{router.server_address[1]}", expected, array)
+        finally:
+            router.shutdown()
+            router.server_close()
 
-    class Gateway(BaseHTTPRequestHandler):  # forwards /function/<fn>/<path> as OpenFaaS's gateway does
-        def log_message(self, *args):
-            pass
 
-        def do_POST(self):  # noqa: N802
-            _, _, fn, *rest = self.path.split("/")
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            keep = {k: v for k, v in self.headers.items() if k.lower().startswith(("content-type", "inference-",
-                                                                                  "x-esg-"))}
-            conn = httpclient.HTTPConnection("127.0.0.1", ports[fn], timeout=120)
-            conn.request("POST", "/" + "/".join(rest), body=body, headers=keep)
-            answer = conn.getresponse()
-            data = answer.read()
-            self.send_response(answer.status)
-            for key, value in answer.getheaders():
-                if key.lower() not in ("content-length", "date", "server", "connection"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            conn.close()
-
-    gateway = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    stack = {"functions": {
-        "up": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "upscale", "com.esg.profile": "espcn",
-                               "com.esg.slo-ms": "60000"}},
-        "cls": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "classify", "com.esg.profile": "resnet18",
-                                "com.esg.after": "upscale"}}}}
-    router = make_router_server(Router(Topology.from_stack(stack), f"http://127.0.0.1:{gateway.server_address[1]}"))
-    for server in (gateway, router):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        array = image(11, size=32)
-        doc = {"image": {"b64": base64.b64encode(array.astype("<f4").tobytes()).decode(), "dtype": "float32",
-                         "shape": list(array.shape)}}
-        conn = httpclient.HTTPConnection("127.0.0.1", router.server_address[1], timeout=120)
-        conn.request("POST", "/workflow/w", body=json.dumps(doc).encode(), headers={"Content-Type": "application/json"})
-        expected = json.loads(conn.getresponse().read())["output"]
-        conn.close()
-        triton = http.InferenceServerClient(url=f"127.0.0.1:{router.server_address[1]}", network_timeout=120.0)
-        assert triton.is_model_ready("w")
-        for binary in (True, False):
-            inputs = [http.InferInput("image", list(array.shape), "FP32")]
-            inputs[0].set_data_from_numpy(array, binary_data=binary)
-            result = triton.infer("w", inputs, outputs=[http.InferRequestedOutput(n, binary_data=binary)
-                                                        for n in ("label", "top5_index", "top5_score")])
-            assert result.as_numpy("label").tolist() == [expected["label"]]
-            assert result.as_numpy("top5_index").tolist() == [i for i, _ in expected["top5"]]
-            assert result.as_numpy("top5_score").tobytes() == np.array([v for _, v in expected["top5"]],
-                                                                        "<f4").tobytes()
-    finally:
-        for server in (gateway, router):
-            server.shutdown()
-            server.server_close()
+def test_the_router_function_answers_a_whole_workflow_through_the_gateway(functions, tmp_path):
+    """The same for the router as an esg-python3 function (functions/router,
+    in the template's real runtime), called as a client of OpenFaaS calls
+    it: tritonclient at <gateway>/function/router."""
+    folder = tmp_path / "router"
+    shutil.copytree(TEMPLATE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(folder / "function")
+    shutil.copytree(ROOT / "functions/router", folder / "function", ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "function/__init__.py").touch()
+    ports = {"up": functions["espcn"].port, "cls": functions["resnet18"].port}
+    with gateway(ports) as gateway_url:
+        with serving(folder, {"router": {"gateway_url": gateway_url}}) as started:
+            router = started["router"]
+            assert router.request("PUT", "/_esg/config", b'{"max_batch_size": 1, "max_wait_ms": 0}',
+                                  {"Authorization": "Bearer t"})[0] == 200
+            ports["router"] = router.port
+            port = int(gateway_url.rsplit(":", 1)[1])
+            array = image(12, size=32)
+            expected = json_workflow(port, "/function/router/workflow/w", array)
+            check_workflow_answers(f"127.0.0.1:{port}/function/router", expected, array)
+            # a bad request and an unknown workflow: 4xx with a JSON reason, through the gateway
+            status, _, body = router.request("POST", "/v2/models/w/infer", b"{}", {"Inference-Header-Content-Length":
+                                                                                    "99"})
+            assert status == 400 and "outside the body" in json.loads(body)["error"]
+            status, _, body = router.request("GET", "/v2/models/nope")
+            assert status == 404 and "no workflow 'nope'" in json.loads(body)["error"]
