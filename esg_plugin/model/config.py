@@ -228,12 +228,7 @@ def _option_arrays(
     for that) — the choice a low rate needs when the profile has no batch 1.
     """
     check_inputs(stage_rate_rps, utilisation, arrival_cv2)
-    b, g, e = profile.runnable_arrays()
-    fill = b.copy()  # the items a batch is planned to hold
-    if no_wait and (b > 1).any():
-        more = _fastest_without_wait(b, g, e)
-        b, g, e = np.concatenate([b, b[more]]), np.concatenate([g, g[more]]), np.concatenate([e, e[more]])
-        fill = np.concatenate([fill, np.ones(len(more), dtype=fill.dtype)])
+    b, g, e, fill = _configurations(profile, no_wait)
     targets = [utilisation] + [u for u in utilisations if u != utilisation]
     for u in targets:
         if not 0 < u <= 1:
@@ -263,6 +258,22 @@ def _option_arrays(
             rounds = np.ceil(np.ceil(fanout / fill) / n)
             queue_ms = queue_ms + (rounds - 1) * e
     return OptionArrays(b, g, e, n, wait_ms, wait_ms + e + queue_ms, n * g, queue_ms)
+
+
+@functools.lru_cache(maxsize=OPTION_CACHE_ENTRIES)
+def _configurations(profile: FunctionProfile, no_wait: bool) -> tuple[np.ndarray, ...]:
+    """(batch sizes, shares, exec_ms, items a batch is planned to hold) of
+    every configuration offered: the runnable ones, and with ``no_wait`` the
+    batch sizes worth running without a fill wait (holding one item)."""
+    b, g, e = profile.runnable_arrays()
+    fill = b.copy()
+    if no_wait and (b > 1).any():
+        more = _fastest_without_wait(b, g, e)
+        b, g, e = np.concatenate([b, b[more]]), np.concatenate([g, g[more]]), np.concatenate([e, e[more]])
+        fill = np.concatenate([fill, np.ones(len(more), dtype=fill.dtype)])
+    for column in (b, g, e, fill):
+        column.setflags(write=False)
+    return b, g, e, fill
 
 
 def _fastest_without_wait(b: np.ndarray, g: np.ndarray, e: np.ndarray) -> np.ndarray:
