@@ -91,10 +91,10 @@ def queueing_delay_ms(stage_rate_rps: float, batch_size: int, exec_ms: float, re
 
 def check_inputs(stage_rate_rps: float, utilisation: float, arrival_cv2: float | None) -> None:
     """ModelError for a rate, utilisation target or variability the model cannot use."""
-    if stage_rate_rps <= 0:
-        raise ModelError(f"the arrival rate must be positive, got {stage_rate_rps:g} rps")
-    if not 0 < utilisation <= 1:
-        raise ModelError(f"the utilisation target must lie in (0, 1], got {utilisation:g}")
+    if not (is_number(stage_rate_rps) and stage_rate_rps > 0):
+        raise ModelError(f"the arrival rate must be positive (a number), got {stage_rate_rps!r} rps")
+    if not (is_number(utilisation) and 0 < utilisation <= 1):
+        raise ModelError(f"the utilisation target must lie in (0, 1], got {utilisation!r}")
     if arrival_cv2 is not None and not (is_number(arrival_cv2) and arrival_cv2 >= 0):
         raise ModelError(f"arrival_cv2 must be a non-negative number, got {arrival_cv2!r}")
 
@@ -188,30 +188,6 @@ def option_arrays(
     queue_quantile: float | None = None,
     no_wait: bool = False,
 ) -> OptionArrays:
-    """See :func:`_option_arrays`; the result is read-only and may be shared."""
-    return _cached_option_arrays(profile, float(stage_rate_rps), float(utilisation),
-                                 None if arrival_cv2 is None else float(arrival_cv2), tuple(utilisations),
-                                 int(fanout), queue_quantile, bool(no_wait))
-
-
-@functools.lru_cache(maxsize=OPTION_CACHE_ENTRIES)
-def _cached_option_arrays(*args) -> OptionArrays:
-    arrays = _option_arrays(*args)
-    for column in arrays:
-        column.setflags(write=False)
-    return arrays
-
-
-def _option_arrays(
-    profile: FunctionProfile,
-    stage_rate_rps: float,
-    utilisation: float = DEFAULT_UTILISATION,
-    arrival_cv2: float | None = None,
-    utilisations: Sequence[float] = (),
-    fanout: int = 1,
-    queue_quantile: float | None = None,
-    no_wait: bool = False,
-) -> OptionArrays:
     """:func:`all_options` as arrays; identical values.
 
     ``utilisations`` (an extension, for the control law): evaluate every
@@ -226,7 +202,28 @@ def _option_arrays(
     offered with no batching wait (timeout 0): a batch leaves with what is
     queued, planned as if it held one item (its replicas and queueing sized
     for that) — the choice a low rate needs when the profile has no batch 1.
+
+    The result is read-only and may be shared: it is cached
+    (:data:`OPTION_CACHE_ENTRIES`), a pure function of the arguments.
     """
+    key = (profile, stage_rate_rps, utilisation, arrival_cv2, tuple(utilisations), fanout, queue_quantile, no_wait)
+    try:
+        hash(key)
+    except TypeError:  # not numbers: the checks say what is wrong
+        return _option_arrays(*key)
+    return _cached_option_arrays(key)
+
+
+@functools.lru_cache(maxsize=OPTION_CACHE_ENTRIES)
+def _cached_option_arrays(key: tuple) -> OptionArrays:
+    arrays = _option_arrays(*key)
+    for column in arrays:
+        column.setflags(write=False)
+    return arrays
+
+
+def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisations, fanout, queue_quantile,
+                   no_wait) -> OptionArrays:
     check_inputs(stage_rate_rps, utilisation, arrival_cv2)
     b, g, e, fill = _configurations(profile, no_wait)
     targets = [utilisation] + [u for u in utilisations if u != utilisation]

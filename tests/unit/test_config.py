@@ -85,3 +85,11 @@ def test_the_vectorised_queueing_wait_equals_the_scalar_one():
     vector = queueing_delays_ms(80.0, b, e, n, 1.7)
     scalar = np.array([queueing_delay_ms(80.0, int(x), float(y), int(z), 1.7) for x, y, z in zip(b, e, n)])
     assert np.allclose(vector, scalar)
+
+
+@pytest.mark.parametrize("rate", ["x", [1], float("nan"), float("inf"), -1, 0])
+def test_a_rate_that_is_no_positive_number_is_a_model_error_not_a_crash(rate):
+    from esg_plugin.synthetic import example_profiles
+
+    with pytest.raises(ModelError, match="arrival rate must be positive"):
+        option_arrays(example_profiles()["resnet18"], rate)
