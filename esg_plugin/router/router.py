@@ -249,18 +249,15 @@ def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -
             elif self.path in ("/healthz", "/v2/health/live", "/v2/health/ready"):
                 self._send(200, b'{"status": "ok"}')
             elif (target := self._v2()) is not None and target[1] in ([], ["ready"]):
-                self._json(200, {"name": target[0], "versions": ["1"], "platform": "esg-workflow", "inputs": [],
-                                 "outputs": []} if not target[1] else {"ready": True})
+                self._json(200, v2.metadata(target[0], {}, platform="esg-workflow") if not target[1]
+                           else {"ready": True})
             else:
                 self._send(404, json.dumps({"error": f"no such path {self.path}"}).encode())
 
         def _v2(self) -> Optional[tuple[str, list[str]]]:
             """(workflow, what follows it) of a /v2/models/<workflow>[/versions/<v>]/... path."""
-            parts = [p for p in self.path.split("?")[0].split("/") if p]
-            if len(parts) < 3 or parts[:2] != ["v2", "models"] or parts[2] not in router.topology.workflows:
-                return None
-            rest = parts[3:]
-            return parts[2], rest[2:] if rest[:1] == ["versions"] else rest
+            target = v2.model_path(self.path)
+            return target if target is not None and target[0] in router.topology.workflows else None
 
         def do_POST(self):  # noqa: N802
             target = self._v2()

@@ -39,7 +39,8 @@ from . import contract as C
 from .contract import wsgi_header
 from .batcher import BatchSizeMismatch, Batcher, Broken, Closed, DeadlineExceeded, QueueFull, Request
 from .metrics import RuntimeMetrics
-from .v2 import HEADER as V2_HEADER, InferRequest, ProtocolError, encode_response, metadata, parse_infer
+from .v2 import (HEADER as V2_HEADER, InferRequest, ProtocolError, encode_response, metadata, model_path,
+                 parse_infer, server_metadata)
 from .settings import MAX_BATCH_SIZE_LIMIT, MAX_WAIT_MS_LIMIT, BatchConfig, LiveConfig, RuntimeSettings, valid_wait_ms
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -267,19 +268,17 @@ class RuntimeApp:
             if parts == ["health", "ready"] and (self.draining or self.batcher.failure is not None):
                 return self._error(503, "not ready")
             if not parts:
-                return self._json(200, {"name": "esg-python3", "version": "1",
-                                        "extensions": ["binary_tensor_data"]})
+                return self._json(200, server_metadata("esg-python3"))
             return self._json(200, {"live": True} if parts[1] == "live" else {"ready": True})
-        if len(parts) < 2 or parts[0] != "models":
+        target = model_path(path)
+        if target is None:
             return self._error(404, f"no such path {path}")
         if model is None:
             return self._error(404, "this function does not serve the Open Inference Protocol "
                                     "(its handler defines no MODEL and infer)")
-        rest = parts[2:]
-        if len(rest) >= 2 and rest[0] == "versions":
-            rest = rest[2:]  # one version: any version names it
-        if parts[1] != name:
-            return self._error(404, f"no model {parts[1]!r}; this function serves {name!r}")
+        asked, rest = target
+        if asked != name:
+            return self._error(404, f"no model {asked!r}; this function serves {name!r}")
         if rest == [] and method in ("GET", "HEAD"):
             return self._json(200, metadata(name, model))
         if rest == ["ready"] and method in ("GET", "HEAD"):

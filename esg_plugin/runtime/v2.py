@@ -225,9 +225,25 @@ def encode_response(request: InferRequest, outputs: dict[str, Tensor], version: 
     return head + b"".join(blobs), {"Content-Type": "application/octet-stream", HEADER: str(len(head))}
 
 
-def metadata(name: str, model: dict, version: str = "1") -> dict:
-    return {"name": name, "versions": [version], "platform": "esg-python3",
+def metadata(name: str, model: dict, version: str = "1", platform: str = "esg-python3") -> dict:
+    """A model's metadata (``GET /v2/models/<name>``)."""
+    return {"name": name, "versions": [version], "platform": platform,
             "inputs": model.get("inputs", []), "outputs": model.get("outputs", [])}
+
+
+def server_metadata(name: str, version: str = "1") -> dict:
+    """The server's metadata (``GET /v2``)."""
+    return {"name": name, "version": version, "extensions": ["binary_tensor_data"]}
+
+
+def model_path(path: str) -> Optional[tuple[str, list[str]]]:
+    """(model, what follows it) of ``/v2/models/<model>[/versions/<v>]/…``
+    (one version: any version names it), or None for another path."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if len(parts) < 3 or parts[:2] != ["v2", "models"]:
+        return None
+    rest = parts[3:]
+    return parts[2], rest[2:] if len(rest) >= 2 and rest[0] == "versions" else rest
 
 
 def encode_request(inputs: dict[str, Tensor], outputs: Optional[dict[str, bool]] = None,

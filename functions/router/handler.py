@@ -170,25 +170,22 @@ def run_v2(name, wf, body, header_length):
     return 200, payload, extra
 
 
-def _v2(event, parts, known):
-    """The Open Inference Protocol's paths (after "v2")."""
-    if parts in ([], ["health", "live"], ["health", "ready"]):
-        doc = {"name": "esg-router", "version": "1", "extensions": ["binary_tensor_data"]} if not parts \
-            else {parts[1]: True}
+def _v2(event, path, known):
+    """The Open Inference Protocol's paths."""
+    if path in ("v2", "v2/health/live", "v2/health/ready"):
+        doc = v2.server_metadata("esg-router") if path == "v2" else {path.rsplit("/", 1)[1]: True}
         return {"statusCode": 200, "body": doc}
-    if len(parts) < 2 or parts[0] != "models":
-        return {"statusCode": 404, "body": {"error": f"no such path /v2/{'/'.join(parts)}"}}
-    name, rest = parts[1], parts[2:]
-    if rest[:1] == ["versions"]:
-        rest = rest[2:]  # one version: any version names it
+    target = v2.model_path(path)
+    if target is None:
+        return {"statusCode": 404, "body": {"error": f"no such path /{path}"}}
+    name, rest = target
     if name not in known:
         return {"statusCode": 404, "body": {"error": f"no workflow {name!r}; known: {', '.join(sorted(known))}"}}
     if rest in ([], ["ready"]) and event.method in ("GET", "HEAD"):
-        doc = {"ready": True} if rest else {"name": name, "versions": ["1"], "platform": "esg-workflow",
-                                            "inputs": [], "outputs": []}
+        doc = {"ready": True} if rest else v2.metadata(name, {}, platform="esg-workflow")
         return {"statusCode": 200, "body": doc}
     if rest != ["infer"]:
-        return {"statusCode": 404, "body": {"error": f"no such path /v2/{'/'.join(parts)}"}}
+        return {"statusCode": 404, "body": {"error": f"no such path /{path}"}}
     if event.method != "POST":
         return {"statusCode": 405, "body": {"error": f"{event.method} is not allowed on infer (POST)"},
                 "headers": {"Allow": "POST"}}
@@ -199,17 +196,17 @@ def _v2(event, parts, known):
 
 def handle(event, context):
     path = (event.path or "/").strip("/")
-    parts = path.split("/") if path else []
-    if parts[:1] != ["v2"] and not path.startswith("workflow/"):
+    speaks_v2 = path == "v2" or path.startswith("v2/")
+    if not speaks_v2 and not path.startswith("workflow/"):
         return {"statusCode": 404, "body": {"error": "POST /workflow/<name> or /v2/models/<name>/infer"}}
-    if parts in (["v2"], ["v2", "health", "live"], ["v2", "health", "ready"]):
-        return _v2(event, parts[1:], {})
+    if path in ("v2", "v2/health/live", "v2/health/ready"):
+        return _v2(event, path, {})
     try:
         known = workflows()
     except (urllib.error.URLError, OSError, ValueError) as err:
         return {"statusCode": 503, "body": {"error": f"cannot read the workflows from the gateway: {err}"}}
-    if parts[:1] == ["v2"]:
-        return _v2(event, parts[1:], known)
+    if speaks_v2:
+        return _v2(event, path, known)
     name = path[len("workflow/"):]
     if name not in known:
         return {"statusCode": 404, "body": {"error": f"no workflow {name!r}; known: {', '.join(sorted(known))}"}}

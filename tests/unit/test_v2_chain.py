@@ -50,3 +50,13 @@ def test_tensors_pass_through_the_chain_in_binary_by_name():
 def test_a_stage_answering_outside_the_protocol_is_named():
     with pytest.raises(ProtocolError, match="stage 's1' answered outside the protocol"):
         infer_chain({"x": Tensor("x", "UINT8", [1], b"\x01")}, [("s1", "m1")], lambda *a: (b"not json", {}), {})
+
+
+def test_one_parser_for_model_paths_in_the_runtime_and_both_routers():
+    from esg_plugin.runtime.v2 import model_path
+
+    assert model_path("/v2/models/w/infer") == ("w", ["infer"])
+    assert model_path("v2/models/w/versions/3/infer?x=1") == ("w", ["infer"])
+    assert model_path("/v2/models/w") == ("w", [])
+    assert model_path("/v2/models/w/versions") == ("w", ["versions"])  # no version named: not a version path
+    assert model_path("/v2/health/ready") is None and model_path("/workflow/w") is None
