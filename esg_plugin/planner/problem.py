@@ -10,7 +10,6 @@ by cost strictly descending.
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
