@@ -239,14 +239,14 @@ class ControlLaw:
         if missing:
             ws.clean_since_s = None
             if fresh and now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and ws.margin < s.max_margin:
-                ws.margin = min(s.max_margin, ws.margin + s.margin_step)
+                ws.margin = _on_margin_grid(min(s.max_margin, ws.margin + s.margin_step))
                 ws.last_margin_change_s = ws.last_raise_s = now_s
                 return f"misses: margin raised to {ws.margin:.2f}"
             return None
         if ws.clean_since_s is None:
             ws.clean_since_s = now_s
         elif now_s - ws.clean_since_s >= s.scale_down_delay_s and ws.margin > s.slo_margin:
-            ws.margin = max(s.slo_margin, ws.margin - s.margin_step * MARGIN_RELAX_FRACTION)
+            ws.margin = max(s.slo_margin, _on_margin_grid(ws.margin - s.margin_step * MARGIN_RELAX_FRACTION))
             ws.clean_since_s = now_s
             ws.last_margin_change_s = now_s
             return f"no misses for {s.scale_down_delay_s:g} s: margin lowered to {ws.margin:.2f}"
@@ -462,6 +462,13 @@ def on_rate_grid(rate_rps: float) -> float:
     :data:`RATE_GRID`): a load that creeps up re-plans once per step, not at
     every tick, and the same loads give the same plans."""
     return RATE_GRID ** math.ceil(math.log(rate_rps, RATE_GRID) - 1e-9)
+
+
+def _on_margin_grid(margin: float) -> float:
+    """A margin rounded to 1e-9: steps of 0.1 up and 0.05 down come back to
+    exactly where they started (0.1 − 0.05 − 0.05 is 1.4e-17 in floating
+    point, which would be "above" a margin of 0 and re-plan forever)."""
+    return round(margin, 9)
 
 
 def step_detected(obs: WorkflowObservation, planned_rps: float, z: float) -> bool:

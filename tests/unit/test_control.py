@@ -136,6 +136,24 @@ def test_misses_raise_the_margin_and_a_clean_stretch_lowers_it(chain):
     assert state.workflows["w"].margin < 0.1
 
 
+def test_a_relaxed_margin_comes_back_to_its_floor_exactly(chain):
+    """Up by 0.1 twice, down by 0.05 four times: back to 0, not to 2.8e-17
+    — which would count as "above the floor" and re-plan at every clean
+    stretch."""
+    wf, profiles = chain
+    settings = ControlSettings(slo_margin=0.0, margin_step=0.1, feedback_cooldown_s=5.0, scale_down_delay_s=10.0)
+    law = ControlLaw([wf], profiles, settings)
+    state = law.new_state()
+    tick(law, state, 0.0, 50.0)
+    tick(law, state, 1.0, 50.0, ok=90, late=10)
+    for t in range(6, 9):
+        tick(law, state, float(t), 50.0, ok=90, late=10)  # misses after the first raise
+    assert state.workflows["w"].margin == pytest.approx(0.2)
+    reasons = [tick(law, state, float(t), 50.0, ok=100).reasons["w"] for t in range(20, 120)]
+    assert state.workflows["w"].margin == 0.0
+    assert sum("margin lowered" in r for r in reasons) == 4
+
+
 def test_one_burst_of_misses_raises_the_margin_once(chain):
     """The misses that raised the margin are its reason: only misses seen
     after the raise raise it again, though they keep the workflow from calm."""
