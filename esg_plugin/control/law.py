@@ -26,10 +26,7 @@ Per workflow with data, at every tick (``docs/control.md``):
    most 1 / (1 − ``min_share_saving``) times the cost. When nothing fits: the degraded plan
    that still meets the SLO if any, within the capacity, else the least
    late one that fits.
-5. **Surge** — each group may take batches beyond its planned size, up to
-   the largest its profile runs at its share, when requests queue
-   (``surge_batching``; the batcher's rule decides each batch).
-6. **Calibration** — profile latencies scaled by observed / profiled
+5. **Calibration** — profile latencies scaled by observed / profiled
    execution time (bounded to 0.5..3, smoothed).
 
 The output is level-triggered, as a Kubernetes controller's: every tick
@@ -312,9 +309,6 @@ class ControlLaw:
             if before is not None and before.gpu_share != option.config.gpu_share:
                 ws.share_changed_s[stage] = now_s
         ws.groups = deployment_for(self.policy, problem, choices)
-        if self.settings.surge_batching:
-            ws.groups = {stage: [_with_surge(g, profiles[workflow.stage(stage).function]) for g in groups]
-                         for stage, groups in ws.groups.items()}
         after: dict[str, float] = {}
         for name in reversed(workflow.topological_order()):
             after[name] = max((workflow.hop_ms + choices[t].latency_ms + after[t]
@@ -507,12 +501,6 @@ def _running(workflow: Workflow, ws: WorkflowState, stage: str,
     if now is None and ws.groups.get(stage):
         now = ws.groups[stage][0]
     return now
-
-
-def _with_surge(group: InstanceGroup, profile) -> InstanceGroup:
-    """The group with its surge ceiling: the largest batch its profile runs at its share."""
-    largest = profile.largest_batch(group.gpu_share)
-    return group._replace(surge_batch_size=largest if largest > group.batch_size else 0)
 
 
 def _cost(choices) -> float:

@@ -11,7 +11,7 @@ from typing import Optional
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
-ABLATIONS = ("utilisation", "step", "backlog", "feedback", "degraded", "surge")
+ABLATIONS = ("utilisation", "step", "backlog", "feedback", "degraded")
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,6 @@ class ControlSettings:
     that fits the capacity, then the fastest plan, then looser budgets — not
     the fastest (dearest) plan at once. Off: the planner's fallback budgets
     (1, 1.5, 2, 4 × SLO)."""
-    surge_batching: bool = True
-    """Let each instance take a larger batch than planned, up to the largest
-    its profile runs at its share, when requests queue beyond the planned
-    batch (``InstanceGroup.surge_batch_size``; the runtime's and the
-    simulator's rule is ``runtime/batcher.batch_count``): a backlog — a
-    burst, a step while new instances cold-start — drains in fewer, larger
-    batches, never slower per request, never past the oldest's deadline.
-    Off: a batch never exceeds the plan's batch size."""
     rate_headroom: float = 0.1
     """Plan for this much more than the rate estimate, times the square root
     of the arrivals' cv² (at least 1)."""
@@ -140,6 +132,4 @@ class ControlSettings:
             return replace(self, feedback=False)
         if mechanism == "degraded":
             return replace(self, degraded_cheapest=False)
-        if mechanism == "surge":
-            return replace(self, surge_batching=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -69,8 +68,8 @@ class Worker:
     proc: subprocess.Popen
     port: int
     share: int
-    batching: tuple[int, float, int] = (1, 0.0, 0)
-    """(batch size, batching timeout in ms, surge ceiling) this worker was last given."""
+    batching: tuple[int, float] = (1, 0.0)
+    """(batch size, batching timeout in ms) this worker was last given."""
     in_flight: int = 0
     """Requests the gateway has sent to it and not yet had answered."""
 
@@ -148,7 +147,7 @@ class LocalPlatform:
                 folders[handler] = self._prepare(handler, len(folders))
             env = {str(k): str(v) for k, v in (spec.get("environment") or {}).items()}
             state = FunctionState(1, int(env.get(C.ENV_MAX_BATCH_SIZE, 1)), float(env.get(C.ENV_MAX_WAIT_MS, 0)),
-                                  int(env.get(C.ENV_GPU_SHARE_PCT, 100)), int(env.get(C.ENV_SURGE_BATCH_SIZE, 0)))
+                                  int(env.get(C.ENV_GPU_SHARE_PCT, 100)))
             self.functions[name] = LocalFunction(name, folders[handler], env, dict(spec.get("labels") or {}),
                                                  dict(spec.get("annotations") or {}), state)
 
@@ -163,12 +162,12 @@ class LocalPlatform:
             port = free_port()
             env = {**os.environ, **fn.env, **self.extra_env, C.ENV_HOST: "127.0.0.1", C.ENV_PORT: str(port),
                    C.ENV_MAX_BATCH_SIZE: str(state.batch_size), C.ENV_MAX_WAIT_MS: str(state.max_wait_ms),
-                   C.ENV_SURGE_BATCH_SIZE: str(state.surge_batch_size), C.ENV_GPU_SHARE_PCT: str(state.gpu_share), C.ENV_CONFIG_TOKEN: self.token}
+                   C.ENV_GPU_SHARE_PCT: str(state.gpu_share), C.ENV_CONFIG_TOKEN: self.token}
             proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
                                     preexec_fn=_die_with_parent)
             self.spawned.append(proc.pid)
-            return Worker(proc, port, state.gpu_share, state.batching)
+            return Worker(proc, port, state.gpu_share, (state.batch_size, state.max_wait_ms))
 
     def _wait_ready(self, fn: LocalFunction, workers: list[Worker]) -> None:
         deadline = time.monotonic() + self.start_timeout_s
@@ -285,23 +284,22 @@ class LocalPlatform:
 
     def scale(self, name: str, replicas: int) -> None:
         s = self.functions[name].state
-        self.desire(name, dataclasses.replace(s, replicas=replicas))
+        self.desire(name, FunctionState(replicas, s.batch_size, s.max_wait_ms, s.gpu_share))
 
-    def set_batching(self, name: str, batch_size: int, max_wait_ms: float, surge_batch_size: int = 0) -> None:
+    def set_batching(self, name: str, batch_size: int, max_wait_ms: float) -> None:
         s = self.functions[name].state
-        self.desire(name, dataclasses.replace(s, batch_size=batch_size, max_wait_ms=max_wait_ms,
-                                              surge_batch_size=surge_batch_size))
+        self.desire(name, FunctionState(s.replicas, batch_size, max_wait_ms, s.gpu_share))
 
     def set_share(self, name: str, share: int) -> None:
         s = self.functions[name].state
-        self.desire(name, dataclasses.replace(s, gpu_share=share))
+        self.desire(name, FunctionState(s.replicas, s.batch_size, s.max_wait_ms, share))
 
     def converged(self, name: str) -> bool:
         fn = self.functions[name]
         with self.answered:
             want = fn.state
             return (len(fn.workers) == want.replicas and not fn.starting
-                    and all(w.share == want.gpu_share and w.batching == want.batching
+                    and all(w.share == want.gpu_share and w.batching == (want.batch_size, want.max_wait_ms)
                             for w in fn.workers))
 
     def wait_converged(self, name: str, timeout_s: float = 180.0) -> None:
@@ -350,14 +348,14 @@ class LocalPlatform:
         if dead:  # a crashed replica leaves the rotation; the next step replaces it
             self._retire(fn, dead)
             return True
-        wanted = want.batching
-        stale = [w for w in workers if w.batching != wanted and w.proc.poll() is None]
+        batching = (want.batch_size, want.max_wait_ms)
+        stale = [w for w in workers if w.batching != batching and w.proc.poll() is None]
         if stale:  # live, no restart: first, since it is cheap
-            body = json.dumps(C.config_update(*wanted)).encode()
+            body = json.dumps(C.config_update(*batching)).encode()
             for worker in stale:
                 call_worker(worker.port, "PUT", C.CONFIG_PATH, body, {"Authorization": f"Bearer {self.token}",
                                                                      "Content-Type": "application/json"}, timeout=5.0)
-                worker.batching = wanted
+                worker.batching = batching
             return True
         current = [w for w in workers if w.share == want.gpu_share]
         outdated = [w for w in workers if w.share != want.gpu_share]

@@ -24,14 +24,6 @@ class FunctionState:
     batch_size: int
     max_wait_ms: float
     gpu_share: int
-    surge_batch_size: int = 0
-    """The runtime's surge ceiling (0: none); see InstanceGroup."""
-
-    @property
-    def batching(self) -> tuple[int, float, int]:
-        """What changes live, without a restart: (batch size, wait in ms,
-        surge ceiling), the arguments of ``runtime.contract.config_update``."""
-        return self.batch_size, self.max_wait_ms, self.surge_batch_size
 
 
 class InstanceGroup(NamedTuple):
@@ -44,11 +36,6 @@ class InstanceGroup(NamedTuple):
     lane: int = 0
     """Which of the stage's queues the group serves (policies that route
     requests between groups use several)."""
-    surge_batch_size: int = 0
-    """When more than ``batch_size`` requests queue, a batch may take up to
-    this many, if that is no slower per request and the oldest still makes
-    its deadline (``runtime/batcher.batch_count``); 0 or ``batch_size`` or
-    less: never more than ``batch_size``."""
 
 
 def group_of(option: StageOption, lane: int = 0) -> InstanceGroup:

@@ -40,14 +40,6 @@ class FunctionProfile:
             ) from None
         return self.latency_ms[i][j]
 
-    def largest_batch(self, gpu_share: int) -> int:
-        """The largest batch size that runs at this share (0: none does, or
-        a share the profile does not list)."""
-        if gpu_share not in self.gpu_shares:
-            return 0
-        j = self.gpu_shares.index(gpu_share)
-        return max((b for i, b in enumerate(self.batch_sizes) if self.latency_ms[i][j] is not None), default=0)
-
     def configurations(self) -> Iterator[tuple[int, int, float]]:
         """Every runnable (batch_size, gpu_share, exec_ms), batch-major."""
         for i, b in enumerate(self.batch_sizes):

@@ -5,7 +5,7 @@ Routes:
 - ``/_esg/health``: 200 while serving, 503 once draining;
 - ``/_esg/metrics``: Prometheus text;
 - ``/_esg/config``: ``GET`` the live batching config; ``PUT`` a new one
-  (JSON ``max_batch_size``, ``max_wait_ms``, ``surge_batch_size``, ``gpu_share``) with
+  (JSON ``max_batch_size``, ``max_wait_ms``, ``gpu_share``) with
   ``Authorization: Bearer <ESG_CONFIG_TOKEN>``. Batch size and wait apply to
   the next batch; a share change is reported as needing a restart. Without
   ``ESG_CONFIG_TOKEN`` every change is refused with 403;
@@ -198,7 +198,7 @@ class RuntimeApp:
         self.clock = clock
         self.metrics = metrics or RuntimeMetrics()
         self.telemetry = telemetry
-        self.live = LiveConfig(BatchConfig(settings.max_batch_size, settings.max_wait_ms, settings.surge_batch_size))
+        self.live = LiveConfig(BatchConfig(settings.max_batch_size, settings.max_wait_ms))
         self.pending_gpu_share: Optional[int] = None
         self.methods = frozenset(getattr(handler, "METHODS", DEFAULT_METHODS))
         """The HTTP methods the handler takes (its ``METHODS``, else the usual ones; never CONNECT or TRACE)."""
@@ -425,8 +425,7 @@ class RuntimeApp:
     def _config_doc(self) -> dict:
         live = self.live.get()
         doc = {C.CONFIG_MAX_BATCH_SIZE: live.max_batch_size, C.CONFIG_MAX_WAIT_MS: live.max_wait_ms,
-               C.CONFIG_SURGE_BATCH_SIZE: live.surge_batch_size, C.CONFIG_GPU_SHARE_PCT: self.settings.gpu_share_pct,
-               C.CONFIG_MAX_QUEUE: self.settings.max_queue}
+               C.CONFIG_GPU_SHARE_PCT: self.settings.gpu_share_pct, C.CONFIG_MAX_QUEUE: self.settings.max_queue}
         if self.pending_gpu_share is not None:
             doc["pending_" + C.CONFIG_GPU_SHARE_PCT] = self.pending_gpu_share
         return doc
@@ -457,18 +456,14 @@ class RuntimeApp:
         live = self.live.get()
         batch = doc.get(C.CONFIG_MAX_BATCH_SIZE, live.max_batch_size)
         wait = doc.get(C.CONFIG_MAX_WAIT_MS, live.max_wait_ms)
-        surge = doc.get(C.CONFIG_SURGE_BATCH_SIZE, live.surge_batch_size)
         share = doc.get(C.CONFIG_GPU_SHARE_PCT)
         if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH_SIZE_LIMIT:
             return self._error(400, f"{C.CONFIG_MAX_BATCH_SIZE} must be an integer in 1..{MAX_BATCH_SIZE_LIMIT}, got {batch!r}")
-        if isinstance(surge, bool) or not isinstance(surge, int) or not 0 <= surge <= MAX_BATCH_SIZE_LIMIT:
-            return self._error(400, f"{C.CONFIG_SURGE_BATCH_SIZE} must be an integer in 0..{MAX_BATCH_SIZE_LIMIT}, "
-                                    f"got {surge!r}")
         if not valid_wait_ms(wait):
             return self._error(400, f"{C.CONFIG_MAX_WAIT_MS} must be a number in 0..{MAX_WAIT_MS_LIMIT:g}, got {wait!r}")
         if share is not None and (isinstance(share, bool) or not isinstance(share, int) or not 1 <= share <= 100):
             return self._error(400, f"{C.CONFIG_GPU_SHARE_PCT} must be an integer in 1..100, got {share!r}")
-        self.live.set(BatchConfig(batch, float(wait), surge))
+        self.live.set(BatchConfig(batch, float(wait)))
         self._publish_config()
         self.batcher.wake()
         restart = share is not None and share != self.settings.gpu_share_pct

@@ -8,21 +8,12 @@ exactly once.
   deadline leaves no more slack than the expected execution time of the
   batch so far (slack-aware dispatch, as BentoML's dispatcher learns its
   latency).
-- Surge: a batch that leaves while more than ``max_batch_size`` requests
-  queue may take up to ``surge_batch_size`` of them (:func:`batch_count`):
-  the largest count that is no slower per request than ``max_batch_size``
-  by the execution estimate (a size never run counts as linear in its
-  nearest known size, so it is tried once and then known) and that still
-  ends before the oldest request's deadline. A backlog drains in fewer,
-  larger batches while more instances start, as Triton's dynamic batcher
-  takes what is queued up to its model's largest batch.
 - Early shedding: a request that can no longer meet its deadline is
   answered with :class:`DeadlineExceeded` at once, without running: on
   arrival, and wherever it stands in the queue whenever the queue moves.
   "Can no longer" is a lower bound (:func:`earliest_finish_s`): the
-  requests ahead of it leave in batches of the largest size allowed (surge
-  included), each as fast as the fastest run of the largest batch size seen
-  that is not larger (the first run of
+  requests ahead of it leave in full batches, each as fast as the fastest
+  run of the largest batch size seen that is not larger (the first run of
   each size, a cold start, is not counted), and nothing is running now —
   so a request is never shed that could still have made it. When no batch
   has run for ``PROBE_S``, the next request is a probe, never shed early:
@@ -114,26 +105,6 @@ def decide_dispatch(queue: Sequence[Request], config: BatchConfig, expected_exec
     return Dispatch(False, due)
 
 
-def batch_count(queued: int, max_batch_size: int, surge_batch_size: int, exec_time: Callable[[int], float],
-                now: float, deadline: Optional[float]) -> int:
-    """How many of ``queued`` requests the batch leaving ``now`` takes: up to
-    ``max_batch_size``, or more, up to ``surge_batch_size``, when more queue,
-    the larger batch is no slower per request by ``exec_time(count)`` and it
-    still ends by ``deadline`` (the oldest request's; None: none). One rule
-    for the runtime (its execution estimate, seconds) and the simulator
-    (the profile, milliseconds)."""
-    planned = min(queued, max_batch_size)
-    most = min(queued, surge_batch_size)
-    if most <= planned:
-        return planned
-    per_request = exec_time(planned) / planned
-    for count in range(most, planned, -1):
-        took = exec_time(count)
-        if took <= per_request * count * (1 + 1e-9) and (deadline is None or now + took <= deadline):
-            return count
-    return planned
-
-
 def earliest_finish_s(position: int, max_batch_size: int, estimate: "ExecEstimate", now_s: float) -> float:
     """The earliest a request with ``position`` requests ahead of it in the
     queue can be answered: full batches ahead, then its own."""
@@ -214,7 +185,7 @@ class Batcher:
             now_s = self.clock()
             probe = now_s - self._last_run_s >= PROBE_S
             if deadline_s is not None and not probe and earliest_finish_s(
-                    len(self._queue), self.config.get().largest_batch, self.estimate, now_s) > deadline_s:
+                    len(self._queue), self.config.get().max_batch_size, self.estimate, now_s) > deadline_s:
                 raise DeadlineExceeded()
             request = Request(payload, now_s, deadline_s, probe=probe)
             if probe:
@@ -235,15 +206,13 @@ class Batcher:
         now_s = self.clock() if now_s is None else now_s
         with self._cond:
             config = self.config.get()
-            self._shed(now_s, config.largest_batch)
+            self._shed(now_s, config.max_batch_size)
             queue = self._queue
             decision = decide_dispatch(queue, config, self.estimate.expected_s(min(len(queue), config.max_batch_size)), now_s)
             if not decision.now and not (self._closing and queue):
                 return None, decision.wake_at_s
-            count = batch_count(len(queue), config.max_batch_size, config.surge_batch_size, self.estimate.expected_s,
-                                now_s, queue[0].deadline_s)
             batch = []
-            while queue and len(batch) < count:
+            while queue and len(batch) < config.max_batch_size:
                 request = queue.popleft()
                 if request.future.set_running_or_notify_cancel():
                     batch.append(request)

@@ -18,7 +18,6 @@ ENV_HOST = "ESG_HOST"
 ENV_PORT = "ESG_PORT"
 ENV_MAX_BATCH_SIZE = "ESG_MAX_BATCH_SIZE"
 ENV_MAX_WAIT_MS = "ESG_MAX_WAIT_MS"
-ENV_SURGE_BATCH_SIZE = "ESG_SURGE_BATCH_SIZE"
 ENV_MAX_QUEUE = "ESG_MAX_QUEUE"
 ENV_GPU_SHARE_PCT = "ESG_GPU_SHARE"
 ENV_MPS_SHARE_PCT = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
@@ -42,12 +41,11 @@ CONTROL_PREFIX = "/_esg/"
 # The same concepts carry the same names in a plan (model/plan.py): one name each.
 CONFIG_MAX_BATCH_SIZE = "max_batch_size"
 CONFIG_MAX_WAIT_MS = "max_wait_ms"
-CONFIG_SURGE_BATCH_SIZE = "surge_batch_size"
 CONFIG_GPU_SHARE_PCT = "gpu_share"
 CONFIG_MAX_QUEUE = "max_queue"
 CONFIG_RESTART_REQUIRED = "restart_required"
 """In a PUT's answer: the share changes only when the process restarts."""
-CONFIG_WRITABLE = (CONFIG_MAX_BATCH_SIZE, CONFIG_MAX_WAIT_MS, CONFIG_SURGE_BATCH_SIZE, CONFIG_GPU_SHARE_PCT)
+CONFIG_WRITABLE = (CONFIG_MAX_BATCH_SIZE, CONFIG_MAX_WAIT_MS, CONFIG_GPU_SHARE_PCT)
 
 # --- HTTP headers ---------------------------------------------------------------
 DEADLINE_HEADER = "X-ESG-Deadline-Ms"
@@ -86,13 +84,11 @@ ANNOTATION_PROFILE = "com.esg.profile"
 # What the scaler last set (a Deployment's metadata; the pods get it pushed).
 ANNOTATION_BATCH_SIZE = "com.esg.batch-size"
 ANNOTATION_MAX_WAIT_MS = "com.esg.max-wait-ms"
-ANNOTATION_SURGE_BATCH_SIZE = "com.esg.surge-batch-size"
 
 
-def config_update(max_batch_size: int, max_wait_ms: float, surge_batch_size: int = 0) -> dict:
+def config_update(max_batch_size: int, max_wait_ms: float) -> dict:
     """The body of a PUT to CONFIG_PATH that sets the live batching."""
-    return {CONFIG_MAX_BATCH_SIZE: int(max_batch_size), CONFIG_MAX_WAIT_MS: float(max_wait_ms),
-            CONFIG_SURGE_BATCH_SIZE: int(surge_batch_size)}
+    return {CONFIG_MAX_BATCH_SIZE: int(max_batch_size), CONFIG_MAX_WAIT_MS: float(max_wait_ms)}
 
 
 def wsgi_header(header: str) -> str:

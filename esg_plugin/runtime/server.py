@@ -149,8 +149,7 @@ def build(handler_module: str, env: MutableMapping[str, str]) -> tuple[RuntimeAp
     apply_share(settings.gpu_share_pct, env, settings.cpu_threads)
     handler = importlib.import_module(handler_module)
     if hasattr(handler, "warmup"):
-        handler.warmup(warmup_sizes(max(settings.max_batch_size, settings.surge_batch_size)),
-                       Context(socket.gethostname()))
+        handler.warmup(warmup_sizes(settings.max_batch_size), Context(socket.gethostname()))
     app = RuntimeApp(handler, settings, telemetry=GpuTelemetry())
     return app, settings
 

@@ -38,9 +38,6 @@ class RuntimeSettings:
     """ESG_MAX_BATCH_SIZE: the largest batch handed to handle_batch."""
     max_wait_ms: float = 0.0
     """ESG_MAX_WAIT_MS: the longest a request waits for its batch to fill."""
-    surge_batch_size: int = 0
-    """ESG_SURGE_BATCH_SIZE: when more than max_batch_size requests queue, a
-    batch may take up to this many (``batcher.batch_count``); 0: never."""
     max_queue: int = 1024
     """ESG_MAX_QUEUE: queued requests beyond which new ones get 429."""
     gpu_share_pct: int = 100
@@ -87,7 +84,6 @@ class RuntimeSettings:
             port=integer(C.ENV_PORT, 5000, 0, 65535),
             max_batch_size=integer(C.ENV_MAX_BATCH_SIZE, 1, 1, MAX_BATCH_SIZE_LIMIT),
             max_wait_ms=max_wait_ms,
-            surge_batch_size=integer(C.ENV_SURGE_BATCH_SIZE, 0, 0, MAX_BATCH_SIZE_LIMIT),
             max_queue=integer(C.ENV_MAX_QUEUE, 1024, 1, 1_000_000),
             gpu_share_pct=integer(C.ENV_GPU_SHARE_PCT, 100, 1, 100),
             config_token=env.get(C.ENV_CONFIG_TOKEN) or None,
@@ -101,12 +97,6 @@ class BatchConfig:
 
     max_batch_size: int
     max_wait_ms: float
-    surge_batch_size: int = 0
-
-    @property
-    def largest_batch(self) -> int:
-        """The most requests one batch may take (surge included)."""
-        return max(self.max_batch_size, self.surge_batch_size)
 
 
 class LiveConfig:

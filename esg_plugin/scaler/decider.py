@@ -75,7 +75,7 @@ def decide_functions(
         if cur is not None and abs(wait_ms - cur.max_wait_ms) < settings.wait_threshold_ms:
             wait_ms = cur.max_wait_ms
         want = FunctionState(min(max(group.count, settings.min_replicas), settings.max_replicas),
-                             group.batch_size, wait_ms, group.gpu_share, group.surge_batch_size)
+                             group.batch_size, wait_ms, group.gpu_share)
         desired[fn] = want
         reasons[fn] = describe_change(cur, want)
     return ScalerDecision(desired, dict(decision.plans), reasons, dict(decision.rates_rps))
@@ -175,6 +175,4 @@ def describe_change(cur: Optional[FunctionState], want: FunctionState) -> str:
         why.append(f"share {cur.gpu_share}% -> {want.gpu_share}%")
     if want.batch_size != cur.batch_size or want.max_wait_ms != cur.max_wait_ms:
         why.append(f"batch {cur.batch_size}/{cur.max_wait_ms:g} ms -> {want.batch_size}/{want.max_wait_ms:g} ms")
-    if want.surge_batch_size != cur.surge_batch_size:
-        why.append(f"surge {cur.surge_batch_size} -> {want.surge_batch_size}")
     return "; ".join(why) or "unchanged"

@@ -11,11 +11,6 @@ What is modelled
   the oldest request has waited the timeout, or — for policies with
   deadline-aware dispatch (``esg``) — when waiting longer would make the
   oldest request miss its deadline given the plan's latency downstream.
-  An instance with a surge ceiling (``InstanceGroup.surge_batch_size``)
-  takes more than its batch size from a longer queue by the runtime's own
-  rule (``runtime/batcher.batch_count``): no slower per request, and the
-  oldest request still able to finish (the fastest rest of its workflow
-  included) by its deadline.
 - **Batch execution time** is the profile's latency at the instance's share
   for the smallest profiled batch size that holds the batch (a batch of 3
   on a batch-4 instance takes the batch-4 time), optionally times seeded
@@ -27,7 +22,7 @@ What is modelled
   started (and counted as ``unplaced``). Creating an instance costs the function's
   ``cold_start_ms`` before it serves; it holds its share meanwhile.
 - **Reconfiguration** (every ``policy.interval_s``): instance counts change;
-  batch size, surge ceiling and timeout change live on instances of the same share; an
+  batch size and timeout change live on instances of the same share; an
   instance whose share is no longer wanted keeps serving until the new
   instances of its stage are ready (make before break), then drains.
 - **DAGs**: a stage with ``fanout f`` is called ``f`` times per request; a
@@ -54,7 +49,6 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..model import FunctionProfile, InstanceGroup, ProfileSet
-from ..runtime.batcher import batch_count  # the runtime's own surge rule
 from .cluster import Cluster
 from .workload import Workload
 
@@ -125,14 +119,13 @@ class SimConfig:
 
 
 class _Instance:
-    __slots__ = ("share", "batch", "surge", "wait_ms", "exec_ms", "lane", "stage", "gpu", "ready", "busy",
-                 "retiring", "retire_when_ready")
+    __slots__ = ("share", "batch", "wait_ms", "exec_ms", "lane", "stage", "gpu", "ready", "busy", "retiring",
+                 "retire_when_ready")
 
-    def __init__(self, stage, share, batch, surge, wait_ms, exec_ms, lane, gpu):
+    def __init__(self, stage, share, batch, wait_ms, exec_ms, lane, gpu):
         self.stage = stage
         self.share = share
         self.batch = batch
-        self.surge = surge
         self.wait_ms = wait_ms
         self.exec_ms = exec_ms
         self.lane = lane
@@ -320,9 +313,8 @@ class Simulator:
         gpu = self.cluster.place(group.gpu_share)
         if gpu is None:
             return None
-        largest = max(group.batch_size, group.surge_batch_size)
-        inst = _Instance(stage, group.gpu_share, group.batch_size, group.surge_batch_size, group.max_wait_ms,
-                         self._exec_table(stage.profile, group.gpu_share, largest), group.lane, gpu)
+        inst = _Instance(stage, group.gpu_share, group.batch_size, group.max_wait_ms,
+                         self._exec_table(stage.profile, group.gpu_share, group.batch_size), group.lane, gpu)
         stage.instances.append(inst)
         stage.starting += 1
         self.cluster.hold(stage.wf.name, group.gpu_share, +1, t)
@@ -356,17 +348,17 @@ class Simulator:
                 k = (g.gpu_share, g.lane)
                 if k in wanted:
                     g0 = wanted[k]
-                    wanted[k] = g0._replace(count=g0.count + g.count)
+                    wanted[k] = InstanceGroup(g0.batch_size, g0.gpu_share, g0.count + g.count, g0.max_wait_ms, g0.lane)
                 elif g.count > 0:
                     wanted[k] = g
             live = [i for i in stage.instances if not i.retiring and not i.retire_when_ready]
             created = False
             for k, group in wanted.items():
                 mine = [i for i in live if (i.share, i.lane) == k]
-                for inst in mine:  # batch size, surge and timeout change live
-                    if (inst.batch, inst.surge) != (group.batch_size, group.surge_batch_size):
-                        inst.batch, inst.surge = group.batch_size, group.surge_batch_size
-                        inst.exec_ms = self._exec_table(stage.profile, inst.share, max(inst.batch, inst.surge))
+                for inst in mine:  # batch size and timeout change live
+                    if inst.batch != group.batch_size:
+                        inst.batch = group.batch_size
+                        inst.exec_ms = self._exec_table(stage.profile, inst.share, inst.batch)
                     inst.wait_ms = group.max_wait_ms
                 if len(mine) < group.count:
                     missing = group.count - len(mine)
@@ -466,8 +458,6 @@ class Simulator:
                         self._push(due, _TIMER, lane)
                     return
             k = b if n >= b else n
-            if n > b and inst.surge > b:  # the runtime's rule: a backlog may leave in a larger batch
-                k = batch_count(n, b, inst.surge, exec_ms.__getitem__, now, queue[0][1].deadline_ms - after)
             items = []
             for _ in range(k):
                 req = queue.popleft()[1]

@@ -141,7 +141,7 @@ def test_the_loop_keeps_deciding_while_a_restart_is_in_progress(platform, tmp_pa
     finally:
         (tmp_path / "hold").unlink()
     platform.wait_converged("echo")
-    assert [(w.share, w.batching) for w in fn.workers] == [(50, (4, 5.0, 0))] * 3
+    assert [(w.share, w.batching) for w in fn.workers] == [(50, (4, 5.0))] * 3
 
 
 def test_a_crashed_worker_is_replaced(platform):

@@ -29,15 +29,15 @@ def test_knative_sets_scale_bounds_and_env_by_merge_patch():
         configuration.host = kube.url
         actuator = KnativeActuator(client.ApiClient(configuration), "default")
         assert actuator.current(["classify"])["classify"].replicas == 1
-        changes = actuator.apply({"classify": FunctionState(3, 4, 12.5, 30, 8)})
+        changes = actuator.apply({"classify": FunctionState(3, 4, 12.5, 30)})
         assert {c.kind for c in changes} == {"replicas", "gpu_share", "batching"}
         template = kube.knative[("default", "classify")]["spec"]["template"]
         annotations = template["metadata"]["annotations"]
         assert annotations["autoscaling.knative.dev/min-scale"] == annotations["autoscaling.knative.dev/max-scale"] == "3"
         env = {e["name"]: e["value"] for e in template["spec"]["containers"][0]["env"]}
         assert env == {"ESG_FUNCTION": "resnet18", "ESG_MAX_BATCH_SIZE": "4", "ESG_MAX_WAIT_MS": "12.5",
-                       "ESG_SURGE_BATCH_SIZE": "8", "ESG_GPU_SHARE": "30", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "30"}
-        assert actuator.apply({"classify": FunctionState(3, 4, 12.5, 30, 8)}) == []  # nothing differs: no patch
+                       "ESG_GPU_SHARE": "30", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "30"}
+        assert actuator.apply({"classify": FunctionState(3, 4, 12.5, 30)}) == []  # nothing differs: no patch
         assert actuator.apply({"gone": FunctionState(1, 1, 0, 100)})[0].kind == "gone"
 
 

@@ -194,14 +194,13 @@ def test_batch_settings_are_pushed_live_to_running_pods(tmp_path):
             configuration.host = kube.url
             actuator = KubernetesActuator(client.ApiClient(configuration), "openfaas-fn", function_port=fn.port,
                                           function_token="fn-token")
-            changes = actuator.apply({"image-classify": FunctionState(1, 4, 7.5, 50, 8)})
+            changes = actuator.apply({"image-classify": FunctionState(1, 4, 7.5, 50)})
             assert [c.kind for c in changes] == ["batching"]
             live = json.loads(fn.get("/_esg/config")[2])
-            assert (live["max_batch_size"], live["max_wait_ms"], live["surge_batch_size"]) == (4, 7.5, 8)
+            assert (live["max_batch_size"], live["max_wait_ms"]) == (4, 7.5)
             annotations = kube.get("image-classify")["metadata"]["annotations"]
-            assert annotations == {"com.esg.batch-size": "4", "com.esg.max-wait-ms": "7.5",
-                                   "com.esg.surge-batch-size": "8"}
-            assert actuator.apply({"image-classify": FunctionState(1, 4, 7.5, 50, 8)}) == []
+            assert annotations == {"com.esg.batch-size": "4", "com.esg.max-wait-ms": "7.5"}
+            assert actuator.apply({"image-classify": FunctionState(1, 4, 7.5, 50)}) == []
     finally:
         fn.stop()
 

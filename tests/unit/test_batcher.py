@@ -7,8 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from esg_plugin.runtime.batcher import (
-    BatchSizeMismatch, Batcher, Closed, DeadlineExceeded, ExecEstimate, QueueFull, Request, batch_count,
-    decide_dispatch,
+    BatchSizeMismatch, Batcher, Closed, DeadlineExceeded, ExecEstimate, QueueFull, Request, decide_dispatch,
 )
 from esg_plugin.runtime.settings import BatchConfig, LiveConfig
 
@@ -21,7 +20,7 @@ class FakeClock:
         return self.now
 
 
-def make(max_batch=4, wait_ms=10.0, max_queue=1000, run=None, surge=0):
+def make(max_batch=4, wait_ms=10.0, max_queue=1000, run=None):
     clock = FakeClock()
     batches = []
 
@@ -30,7 +29,7 @@ def make(max_batch=4, wait_ms=10.0, max_queue=1000, run=None, surge=0):
         clock.now += 0.001  # each batch takes 1 ms of fake time
         return run(payloads) if run else [("done", p) for p in payloads]
 
-    b = Batcher(run_batch, LiveConfig(BatchConfig(max_batch, wait_ms, surge)), max_queue, clock)
+    b = Batcher(run_batch, LiveConfig(BatchConfig(max_batch, wait_ms)), max_queue, clock)
     return b, clock, batches
 
 
@@ -148,32 +147,6 @@ def learn(batcher, size, seconds):
     batcher.estimate.observe(size, 10 * seconds)  # the first run of a size is a cold start: not counted
     batcher.estimate.observe(size, seconds)
     batcher._last_run_s = batcher.clock()
-
-
-def test_a_backlog_leaves_in_surge_batches_only_when_no_slower_per_request_and_in_time():
-    estimate = ExecEstimate()
-    estimate.observe(1, 0.004)
-    estimate.observe(4, 0.008)  # 2 ms per request at 4, 4 ms at 1
-    def count(queued, surge, now_s):
-        return batch_count(queued, 1, surge, estimate.expected_s, now_s, 0.050)
-
-    assert count(6, 0, 0.0) == 1  # no surge configured
-    assert count(1, 8, 0.0) == 1  # nothing more queued
-    # 6 queued: a size never run counts as linear in the nearest known (4 -> 12 ms for 6): no slower
-    assert count(6, 8, 0.0) == 6
-    assert count(6, 8, 0.041) == 4  # 5 or 6 would end after 50 ms
-    assert count(6, 8, 0.0491) == 1  # none larger ends in time
-    estimate.observe(6, 0.030)
-    estimate.observe(6, 0.030)  # 5 ms per request at 6: slower than at 1
-    assert count(6, 8, 0.0) == 4  # and 5 counts as 6 (the larger neighbour)
-
-
-def test_a_surge_batch_drains_a_backlog_and_answers_everyone():
-    batcher, clock, batches = make(max_batch=2, wait_ms=0.0, surge=8)
-    requests = [batcher.submit(i) for i in range(11)]
-    drain(batcher, clock, 1.0)
-    assert [len(b) for b in batches] == [8, 3] and all(r.future.result(timeout=0)[1] == i
-                                                         for i, r in enumerate(requests))
 
 
 def test_a_request_that_cannot_make_its_deadline_is_shed_on_arrival_not_at_the_front():

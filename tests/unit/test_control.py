@@ -185,19 +185,6 @@ def test_a_margin_out_of_reach_plans_for_the_largest_margin_in_reach(chain):
     assert decision.plans["w"].slo_ms == pytest.approx(wf.slo_ms * 0.5)
 
 
-def test_each_group_may_surge_to_the_largest_batch_its_profile_runs_at_its_share(chain):
-    wf, profiles = chain
-    for settings, on in ((ControlSettings(), True), (ControlSettings().without("surge"), False)):
-        law = ControlLaw([wf], profiles, settings)
-        decision = tick(law, law.new_state(), 0.0, 50.0)
-        for (_, stage), groups in decision.desired.items():
-            profile = profiles[wf.stage(stage).function]
-            for g in groups:
-                largest = profile.largest_batch(g.gpu_share)
-                assert g.surge_batch_size == (largest if on and largest > g.batch_size else 0)
-        assert not on or any(g.surge_batch_size for gs in decision.desired.values() for g in gs)
-
-
 def test_utilisation_is_a_decision_and_the_ablation_fixes_it(chain):
     wf, profiles = chain
     free = ControlLaw([wf], profiles, ControlSettings())
@@ -283,8 +270,8 @@ def test_the_simulator_and_the_scaler_run_the_same_law():
         for key, groups in simulated.items():
             want = scaled[topology.functions[key]]
             group = groups[0]
-            assert (want.replicas, want.batch_size, want.gpu_share, want.surge_batch_size) == (
-                group.count, group.batch_size, group.gpu_share, group.surge_batch_size), (t, key)
+            assert (want.replicas, want.batch_size, want.gpu_share) == (group.count, group.batch_size,
+                                                                        group.gpu_share), (t, key)
             assert want.max_wait_ms == pytest.approx(group.max_wait_ms, abs=1e-3)
         current = dict(scaled)  # as an actuator would apply it
     assert isinstance(current[next(iter(current))], FunctionState)

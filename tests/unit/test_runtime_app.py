@@ -101,15 +101,12 @@ def test_put_config_validation(make_app):
     app = make_app(handler_module(handle=lambda e, c: "x"), ESG_CONFIG_TOKEN="tok")
     auth = {"Authorization": "Bearer tok"}
     for body, message in [(b"not json", "JSON object"), (b"{}", "non-empty"), (b'{"colour": 1}', "unknown field"),
-                          (b'{"max_wait_ms": -1}', "max_wait_ms"), (b'{"gpu_share": 101}', "gpu_share"),
-                          (b'{"surge_batch_size": -1}', "surge_batch_size"),
-                          (b'{"surge_batch_size": 2.5}', "surge_batch_size")]:
+                          (b'{"max_wait_ms": -1}', "max_wait_ms"), (b'{"gpu_share": 101}', "gpu_share")]:
         code, _, out = call(app, "PUT", "/_esg/config", body, auth)
         assert code == 400 and message in json.loads(out)["error"], body
-    code, _, out = call(app, "PUT", "/_esg/config", b'{"max_wait_ms": 7, "surge_batch_size": 8}', auth)
+    code, _, out = call(app, "PUT", "/_esg/config", b'{"max_wait_ms": 7}', auth)
     assert code == 200 and json.loads(out) == {
-        "config": {"max_batch_size": 1, "max_wait_ms": 7.0, "surge_batch_size": 8, "gpu_share": 100,
-                   "max_queue": 1024},
+        "config": {"max_batch_size": 1, "max_wait_ms": 7.0, "gpu_share": 100, "max_queue": 1024},
         "restart_required": False}
 
 

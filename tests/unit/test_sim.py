@@ -223,29 +223,3 @@ def test_a_request_that_cannot_meet_its_deadline_is_shed_on_arrival():
     # 20 + 5 + 20 ms > 30 ms at best: nothing could ever meet it, so nothing runs
     assert result.shed == 2 and result.stage_executions == 0
     assert [lat for _, _, lat in result.requests] == [-1.0, -1.0]
-
-
-def test_a_burst_leaves_in_surge_batches_only_within_the_deadline():
-    """Eight requests at once on a batch-1 instance with a surge ceiling of 8
-    (the runtime's batcher.batch_count): the first alone (the queue held
-    one), then the seven queued behind it together — 4 ms for 8 against 8 × 2
-    ms — as long as the oldest still makes its deadline."""
-    batches = {1: 2.0, 2: 2.5, 4: 3.0, 8: 4.0}
-    latencies = {}
-    for surge in (0, 8):
-        workload, profiles = one_stage(1.0, 10.0, 2.0, slo_ms=100.0, batches=batches)
-        sim = Simulator(workload, profiles, Fixed({("w", "s"): [InstanceGroup(1, 100, 1, 0.0, 0, surge)]}),
-                        SimConfig())
-        sim.workflows[0].arrivals = np.full(8, 100.0)
-        result = sim.run()
-        latencies[surge] = sorted(round(lat, 6) for _, _, lat in result.requests)
-    assert latencies[0] == [2.0 * i for i in range(1, 9)]
-    assert latencies[8] == [2.0] + [2.0 + 4.0] * 7  # 7 queued: runs as the profiled batch of 8
-    for slo_ms, expected in ((5.0, [2.0, 4.5, 4.5]), (4.0, [-1.0, 2.0, 4.0])):
-        workload, profiles = one_stage(1.0, 10.0, 2.0, slo_ms=slo_ms, batches=batches)
-        sim = Simulator(workload, profiles, Fixed({("w", "s"): [InstanceGroup(1, 100, 1, 0.0, 0, 8)]}), SimConfig())
-        sim.workflows[0].arrivals = np.full(3, 100.0)
-        result = sim.run()
-        # after the first (2 ms), a batch of 2 (2.5 ms) ends at 4.5 ms: within a 5 ms SLO it is
-        # taken; against 4 ms the batch stays at 1 and the third request is shed (-1)
-        assert sorted(round(lat, 6) for _, _, lat in result.requests) == expected

@@ -42,14 +42,14 @@ class Actuator:
 def diff_states(fn: str, cur: Optional[FunctionState], want: FunctionState) -> list[Change]:
     if cur is None:
         return [Change(fn, REPLICAS, None, want.replicas), Change(fn, GPU_SHARE, None, want.gpu_share),
-                Change(fn, BATCHING, None, want.batching)]
+                Change(fn, BATCHING, None, (want.batch_size, want.max_wait_ms))]
     out = []
     if cur.replicas != want.replicas:
         out.append(Change(fn, REPLICAS, cur.replicas, want.replicas))
     if cur.gpu_share != want.gpu_share:
         out.append(Change(fn, GPU_SHARE, cur.gpu_share, want.gpu_share))
-    if cur.batching != want.batching:
-        out.append(Change(fn, BATCHING, cur.batching, want.batching))
+    if (cur.batch_size, cur.max_wait_ms) != (want.batch_size, want.max_wait_ms):
+        out.append(Change(fn, BATCHING, (cur.batch_size, cur.max_wait_ms), (want.batch_size, want.max_wait_ms)))
     return out
 
 

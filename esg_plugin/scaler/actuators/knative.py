@@ -31,7 +31,7 @@ class KnativeActuator(ApiActuator):
         env = {e.get("name"): e.get("value") for e in container.get("env", []) or []}
         return FunctionState(int(annotations.get("autoscaling.knative.dev/min-scale", 1)),
                              int(env.get(C.ENV_MAX_BATCH_SIZE, 1)), float(env.get(C.ENV_MAX_WAIT_MS, 0)),
-                             int(env.get(C.ENV_GPU_SHARE_PCT, 100)), int(env.get(C.ENV_SURGE_BATCH_SIZE, 0)))
+                             int(env.get(C.ENV_GPU_SHARE_PCT, 100)))
 
     def apply(self, desired):
         changes = []
@@ -54,8 +54,7 @@ class KnativeActuator(ApiActuator):
             return []
         containers = svc["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e for e in containers[0].get("env", []) or []}
-        settings = [(C.ENV_MAX_BATCH_SIZE, want.batch_size), (C.ENV_MAX_WAIT_MS, want.max_wait_ms),
-                    (C.ENV_SURGE_BATCH_SIZE, want.surge_batch_size)]
+        settings = [(C.ENV_MAX_BATCH_SIZE, want.batch_size), (C.ENV_MAX_WAIT_MS, want.max_wait_ms)]
         for name, value in settings + [(share_env, want.gpu_share) for share_env in C.SHARE_ENVS]:
             env[name] = {"name": name, "value": str(value)}
         containers[0]["env"] = list(env.values())

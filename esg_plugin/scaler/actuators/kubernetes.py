@@ -49,7 +49,6 @@ class KubernetesActuator(ApiActuator):
             batch_size=int(annotations.get(C.ANNOTATION_BATCH_SIZE, env.get(C.ENV_MAX_BATCH_SIZE, 1))),
             max_wait_ms=float(annotations.get(C.ANNOTATION_MAX_WAIT_MS, env.get(C.ENV_MAX_WAIT_MS, 0))),
             gpu_share=share,
-            surge_batch_size=int(annotations.get(C.ANNOTATION_SURGE_BATCH_SIZE, env.get(C.ENV_SURGE_BATCH_SIZE, 0))),
         )
 
     # --- writing -----------------------------------------------------------
@@ -92,8 +91,7 @@ class KubernetesActuator(ApiActuator):
                 fn, self.namespace, {"spec": {"template": {"spec": {"containers": [patch_container]}}}}))
         elif change.kind == BATCHING:
             retrying(lambda: self.apps.patch_namespaced_deployment(fn, self.namespace, {"metadata": {"annotations": {
-                C.ANNOTATION_BATCH_SIZE: str(want.batch_size), C.ANNOTATION_MAX_WAIT_MS: str(want.max_wait_ms),
-                C.ANNOTATION_SURGE_BATCH_SIZE: str(want.surge_batch_size)}}}))
+                C.ANNOTATION_BATCH_SIZE: str(want.batch_size), C.ANNOTATION_MAX_WAIT_MS: str(want.max_wait_ms)}}}))
             self._push_live(fn, want)
 
     def _push_live(self, fn: str, want: FunctionState) -> None:
@@ -105,7 +103,7 @@ class KubernetesActuator(ApiActuator):
         except ApiError as err:
             log.warning("listing pods of %s failed: %s", fn, err)
             return
-        body = json.dumps(C.config_update(*want.batching)).encode()
+        body = json.dumps(C.config_update(want.batch_size, want.max_wait_ms)).encode()
         for pod in pods.items:
             ip = pod.status.pod_ip if pod.status else None
             if not ip:
