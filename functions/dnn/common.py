@@ -21,6 +21,16 @@ import torch
 DEVICE = torch.device(os.environ.get("ESG_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def to_device(batch: torch.Tensor) -> torch.Tensor:
+    """A batch on DEVICE, copied once: on a GPU from pinned (page-locked)
+    host memory without blocking the host, so the copy overlaps what the
+    host does next and the GPU orders it before the kernels that use it; on
+    the CPU, the tensor itself."""
+    if DEVICE.type != "cuda":
+        return batch
+    return batch.pin_memory().to(DEVICE, non_blocking=True)
+
+
 class BadInput(ValueError):
     """A request this stage cannot use; answered with 400 and the reason."""
 

@@ -11,7 +11,9 @@ random weights). See stages.py for each stage's input and output.
 
 import json
 import os
+from collections import defaultdict
 
+import numpy as np
 import torch
 from esg_runtime import contract as C  # the template's runtime, as in the function's image
 
@@ -87,12 +89,18 @@ MODEL = _model()
 
 
 def _images(tensor):
-    """The images of an 'image' input: ([3, H, W] tensors, whether it came as a batch [N, 3, H, W])."""
+    """An 'image' input as one [N, 3, H, W] tensor over a copy of its bytes,
+    and whether it came as a batch ([N, 3, H, W]) or as one image ([3, H, W])."""
     shape = tensor.shape
     if tensor.datatype != "FP32" or len(shape) not in (3, 4) or shape[-3] != 3 or 0 in shape:
         raise BadInput(f"input 'image' must be FP32 [3, H, W] or [N, 3, H, W], got {tensor.datatype} {shape}")
     x = torch.frombuffer(bytearray(tensor.data), dtype=torch.float32).reshape(shape)
-    return (list(x.unbind(0)) if len(shape) == 4 else [x]), len(shape) == 4
+    return (x if len(shape) == 4 else x.unsqueeze(0)), len(shape) == 4
+
+
+def _fp32_bytes(t):
+    """A CPU float32 tensor's values, little-endian and row-major, copied once."""
+    return np.ascontiguousarray(t.numpy(), dtype="<f4").tobytes()
 
 
 def _classes(outputs, batched, make):
@@ -116,7 +124,7 @@ def infer(requests, context):
     if MODEL is None:
         raise BadInput(f"stage {NAME} takes no tensors: call it with JSON")
     results = [None] * len(requests)
-    parsed = []  # (request, its images, batched)
+    parsed = []  # (index of the request, its images as [N, 3, H, W], whether it came as a batch)
     for i, request in enumerate(requests):
         try:
             if "image" not in request.inputs:
@@ -128,17 +136,24 @@ def infer(requests, context):
     if not parsed:
         return results
     make = type(requests[parsed[0][0]].inputs["image"])  # the runtime's Tensor
-    flat = [image for _, images, _ in parsed for image in images]
-    if hasattr(STAGE, "run_tensors"):  # image out: the tensor's bytes, no base64 on the way
-        outs = [t.detach().to("cpu", dtype=torch.float32) for t in STAGE.run_tensors(flat)]
-    else:
-        outs = STAGE.run([[image] for image in flat])
+    if hasattr(STAGE, "run_batch"):  # image out: one call per image size, the tensor's bytes out
+        by_size = defaultdict(list)
+        for item in parsed:
+            by_size[tuple(item[1].shape[1:])].append(item)
+        for items in by_size.values():
+            # one request's batch runs as it came (no copy); several are joined once
+            batch = items[0][1] if len(items) == 1 else torch.cat([images for _, images, _ in items])
+            out = STAGE.run_batch(batch).detach().to("cpu", dtype=torch.float32)
+            k = 0
+            for i, images, batched in items:
+                n = images.shape[0]
+                t, k = (out[k: k + n] if batched else out[k]), k + n
+                results[i] = {"image": make("image", "FP32", list(t.shape), _fp32_bytes(t))}
+        return results
+    flat = [image for _, images, _ in parsed for image in images.unbind(0)]
+    outs = STAGE.run([[image] for image in flat])
     k = 0
     for i, images, batched in parsed:
-        mine, k = outs[k: k + len(images)], k + len(images)
-        if hasattr(STAGE, "run_tensors"):
-            t = (torch.stack(mine) if batched else mine[0]).contiguous()
-            results[i] = {"image": make("image", "FP32", list(t.shape), t.numpy().astype("<f4").tobytes())}
-        else:
-            results[i] = _classes(mine, batched, make)
+        mine, k = outs[k: k + images.shape[0]], k + images.shape[0]
+        results[i] = _classes(mine, batched, make)
     return results

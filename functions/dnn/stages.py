@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from . import text as T
 from . import vision as V
 from .common import (
-    DEVICE, BadInput, content_type, decode_image, decode_tensor, encode_tensor, init_seed, parse_json, seeded,
+    BadInput, content_type, decode_image, decode_tensor, encode_tensor, init_seed, parse_json, seeded, to_device,
 )
 
 
@@ -80,7 +80,7 @@ def _run_grouped(model, tensors: list[torch.Tensor]) -> list[Any]:
     outputs: list[Any] = [None] * len(tensors)
     with torch.inference_mode():
         for _, indices in _by_shape(tensors).items():
-            result = model(torch.stack([tensors[i] for i in indices]).to(DEVICE)).cpu()
+            result = model(to_device(torch.stack([tensors[i] for i in indices]))).cpu()
             for k, i in enumerate(indices):
                 outputs[i] = result[k]
     return outputs
@@ -105,8 +105,13 @@ class Preprocess:
     def run(self, images):
         return [{"image": encode_tensor(t)} for t in self.run_tensors(images)]
 
+    def run_batch(self, images):
+        """[N, 3, H, W] resized to [N, 3, size, size] in one call (the Open Inference Protocol's path)."""
+        resized = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return resized.clamp(0, 1)
+
     def run_tensors(self, images):
-        """The resized images as tensors (the Open Inference Protocol's path)."""
+        """The resized images as tensors, one call per image (their sizes may differ)."""
         out = []
         for image in images:  # sizes differ before resizing; resizing is cheap
             resized = F.interpolate(image.unsqueeze(0), size=(self.size, self.size), mode="bilinear",
@@ -132,8 +137,13 @@ class SuperResolution:
         return [{"image": encode_tensor(t)} for t in self.run_tensors(images)]
 
     def run_tensors(self, images):
-        """The upscaled images as tensors (the Open Inference Protocol's path)."""
+        """The upscaled images as tensors."""
         return _run_grouped(self.model, images)
+
+    def run_batch(self, images):
+        """[N, 3, H, W] upscaled in one forward pass (the Open Inference Protocol's path)."""
+        with torch.inference_mode():
+            return self.model(to_device(images)).cpu()
 
     def sample(self, i):
         return {"image": encode_tensor(_rng_image(i, _env_int("ESG_IMAGE_SIZE", 56)))}
@@ -201,7 +211,7 @@ class Detector:
 
     def run(self, images):
         with torch.inference_mode():
-            scores, boxes = (t.cpu() for t in self.model(torch.stack(images).to(DEVICE)))
+            scores, boxes = (t.cpu() for t in self.model(to_device(torch.stack(images))))
         out = []
         for image, score, box in zip(images, scores, boxes):
             detections, crops = [], {}
@@ -261,7 +271,7 @@ def _text_probabilities(model, texts: list[str]) -> torch.Tensor:
     """One padded, masked forward pass of a text classifier over a batch."""
     ids, padded = T.pad([T.encode(t, 256) for t in texts])
     with torch.inference_mode():
-        return model(ids.to(DEVICE), padded.to(DEVICE)).cpu()
+        return model(to_device(ids), to_device(padded)).cpu()
 
 
 class LanguageId:
@@ -297,7 +307,7 @@ class Translator:
 
     def run(self, items):
         ids, padded = T.pad([T.encode(text, 128) for text, _ in items])
-        outputs = self.model.translate(ids.to(DEVICE), padded.to(DEVICE), self.max_new)
+        outputs = self.model.translate(to_device(ids), to_device(padded), self.max_new)
         return [{"text": T.decode(seq), "source_language": lang, "target_language": "en"}
                 for seq, (_, lang) in zip(outputs, items)]
 

@@ -8,6 +8,7 @@ import http.client as httpclient
 import json
 import shutil
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -80,6 +81,40 @@ def test_a_classifier_answers_tritonclient_as_its_json_path(functions, binary):
     assert result.as_numpy("label").tolist() == [expected["label"]]
     assert result.as_numpy("top5_index").tolist() == [i for i, _ in expected["top5"]]
     assert result.as_numpy("top5_score").tobytes() == np.array([v for _, v in expected["top5"]], "<f4").tobytes()
+
+
+def test_requests_of_mixed_sizes_batched_together_each_get_their_own_images(functions):
+    """One runtime batch holding a [2, 3, 56, 56] request, a [3, 56, 56] one
+    and a [3, 40, 40] one: the stage runs once per image size, and each
+    request gets its own images back in its own shape, the same as alone."""
+    server = functions["espcn"]
+    requests = [np.stack([image(40), image(41)]), image(42), image(43, size=40)]
+    alone = [client(server).infer("espcn", [_tensor(a)]).as_numpy("image") for a in requests]
+    server.batch_size(8)
+    assert server.request("PUT", "/_esg/config", b'{"max_wait_ms": 2000}', {"Authorization": "Bearer t"})[0] == 200
+    try:
+        before = _batches(server)
+        with ThreadPoolExecutor(3) as pool:
+            together = list(pool.map(lambda a: client(server).infer("espcn", [_tensor(a)]), requests))
+        assert _batches(server) == before + 1  # one batch for the three (the wait is long)
+    finally:
+        server.batch_size(1)
+        assert server.request("PUT", "/_esg/config", b'{"max_wait_ms": 0}', {"Authorization": "Bearer t"})[0] == 200
+    for got, want in zip(together, alone):
+        assert got.as_numpy("image").shape == want.shape
+        assert np.allclose(got.as_numpy("image"), want, atol=1e-5)
+
+
+def _batches(server):
+    """Batches the function has run (its esg_batch_size histogram's count)."""
+    text = server.request("GET", "/_esg/metrics")[2].decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("esg_batch_size_count"))
+
+
+def _tensor(array):
+    tensor = http.InferInput("image", list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array, binary_data=True)
+    return tensor
 
 
 def test_a_batch_in_one_tensor_gives_each_image_its_own_answer(functions):
