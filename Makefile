@@ -3,7 +3,7 @@
 #   make test   the whole test suite: import contracts, unit and integration tests
 #   make bench  the planner and simulator benchmarks (figures, not pass/fail)
 #   make fuzz   the seeded fuzz suite at full size: 2,000 CLI runs, 10,000 runtime requests, 4,000 metric pages
-#   make evaluate  the evaluation of docs/EVALUATION.md: shipped workloads, then 30 random ones (about 5 minutes)
+#   make evaluate  the evaluation of docs/EVALUATION.md: shipped workloads, then 30 random ones (about 7 minutes on 2 cores)
 
 PYTHON ?= python3
 VENV   ?= .venv
