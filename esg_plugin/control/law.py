@@ -466,8 +466,9 @@ def on_rate_grid(rate_rps: float) -> float:
 
 def _on_margin_grid(margin: float) -> float:
     """A margin rounded to 1e-9: steps of 0.1 up and 0.05 down come back to
-    exactly where they started (0.1 − 0.05 − 0.05 is 1.4e-17 in floating
-    point, which would be "above" a margin of 0 and re-plan forever)."""
+    exactly where they started (0.1 + 0.1, then four times − 0.05, is
+    1.4e-17 in floating point, which would be "above" a margin of 0 and
+    re-plan at every clean stretch)."""
     return round(margin, 9)
 
 

@@ -137,7 +137,7 @@ def test_misses_raise_the_margin_and_a_clean_stretch_lowers_it(chain):
 
 
 def test_a_relaxed_margin_comes_back_to_its_floor_exactly(chain):
-    """Up by 0.1 twice, down by 0.05 four times: back to 0, not to 2.8e-17
+    """Up by 0.1 twice, down by 0.05 four times: back to 0, not to 1.4e-17
     — which would count as "above the floor" and re-plan at every clean
     stretch."""
     wf, profiles = chain
