@@ -50,6 +50,27 @@ def client(server):
     return http.InferenceServerClient(url=f"127.0.0.1:{server.port}", network_timeout=120.0)
 
 
+def image_input(array, binary=True):
+    """The 'image' input of an infer request, as tritonclient sends it."""
+    tensor = http.InferInput("image", list(array.shape), "FP32")
+    tensor.set_data_from_numpy(array, binary_data=binary)
+    return tensor
+
+
+def infer_classes(triton, model, array, binary):
+    """A classifier's outputs for one image, binary or JSON both ways."""
+    return triton.infer(model, [image_input(array, binary)],
+                        outputs=[http.InferRequestedOutput(n, binary_data=binary)
+                                 for n in ("label", "top5_index", "top5_score")])
+
+
+def assert_same_classes(result, expected):
+    """A V2 classifier answer holds the JSON path's answer, the scores bit for bit."""
+    assert result.as_numpy("label").tolist() == [expected["label"]]
+    assert result.as_numpy("top5_index").tolist() == [i for i, _ in expected["top5"]]
+    assert result.as_numpy("top5_score").tobytes() == np.array([v for _, v in expected["top5"]], "<f4").tobytes()
+
+
 @pytest.mark.parametrize("binary", [True, False])
 def test_an_image_stage_answers_tritonclient_bit_for_bit_as_its_json_path(functions, binary):
     server = functions["espcn"]
@@ -60,9 +81,8 @@ def test_an_image_stage_answers_tritonclient_bit_for_bit_as_its_json_path(functi
     for seed in range(3):
         array = image(seed)
         expected = json_path(server, array)["image"]
-        inputs = [http.InferInput("image", list(array.shape), "FP32")]
-        inputs[0].set_data_from_numpy(array, binary_data=binary)
-        result = triton.infer("espcn", inputs, outputs=[http.InferRequestedOutput("image", binary_data=binary)])
+        result = triton.infer("espcn", [image_input(array, binary)],
+                              outputs=[http.InferRequestedOutput("image", binary_data=binary)])
         got = result.as_numpy("image")
         assert list(got.shape) == expected["shape"] and got.dtype == np.float32
         assert got.astype("<f4").tobytes() == base64.b64decode(expected["b64"])  # bit for bit
@@ -74,13 +94,7 @@ def test_a_classifier_answers_tritonclient_as_its_json_path(functions, binary):
     triton = client(server)
     array = image(7, size=64)
     expected = json_path(server, array)
-    inputs = [http.InferInput("image", list(array.shape), "FP32")]
-    inputs[0].set_data_from_numpy(array, binary_data=binary)
-    result = triton.infer("resnet18", inputs, outputs=[http.InferRequestedOutput(n, binary_data=binary)
-                                                         for n in ("label", "top5_index", "top5_score")])
-    assert result.as_numpy("label").tolist() == [expected["label"]]
-    assert result.as_numpy("top5_index").tolist() == [i for i, _ in expected["top5"]]
-    assert result.as_numpy("top5_score").tobytes() == np.array([v for _, v in expected["top5"]], "<f4").tobytes()
+    assert_same_classes(infer_classes(triton, "resnet18", array, binary), expected)
 
 
 def test_requests_of_mixed_sizes_batched_together_each_get_their_own_images(functions):
@@ -89,13 +103,13 @@ def test_requests_of_mixed_sizes_batched_together_each_get_their_own_images(func
     request gets its own images back in its own shape, the same as alone."""
     server = functions["espcn"]
     requests = [np.stack([image(40), image(41)]), image(42), image(43, size=40)]
-    alone = [client(server).infer("espcn", [_tensor(a)]).as_numpy("image") for a in requests]
+    alone = [client(server).infer("espcn", [image_input(a)]).as_numpy("image") for a in requests]
     server.batch_size(8)
     assert server.request("PUT", "/_esg/config", b'{"max_wait_ms": 2000}', {"Authorization": "Bearer t"})[0] == 200
     try:
         before = _batches(server)
         with ThreadPoolExecutor(3) as pool:
-            together = list(pool.map(lambda a: client(server).infer("espcn", [_tensor(a)]), requests))
+            together = list(pool.map(lambda a: client(server).infer("espcn", [image_input(a)]), requests))
         assert _batches(server) == before + 1  # one batch for the three (the wait is long)
     finally:
         server.batch_size(1)
@@ -111,20 +125,13 @@ def _batches(server):
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("esg_batch_size_count"))
 
 
-def _tensor(array):
-    tensor = http.InferInput("image", list(array.shape), "FP32")
-    tensor.set_data_from_numpy(array, binary_data=True)
-    return tensor
-
-
 def test_a_batch_in_one_tensor_gives_each_image_its_own_answer(functions):
     """[N, 3, H, W] in one request: the outputs stacked in the same order,
     each the same as that image's own request."""
     server = functions["resnet18"]
     triton = client(server)
     arrays = np.stack([image(20 + k, size=40) for k in range(4)])
-    inputs = [http.InferInput("image", list(arrays.shape), "FP32")]
-    inputs[0].set_data_from_numpy(arrays, binary_data=True)
+    inputs = [image_input(arrays)]
     result = triton.infer("resnet18", inputs)
     assert result.as_numpy("top5_index").shape == (4, 5) and result.as_numpy("label").shape == (4, 1)
     for k in range(4):
@@ -222,14 +229,7 @@ def check_workflow_answers(url, expected, array):
     triton = http.InferenceServerClient(url=url, network_timeout=120.0)
     assert triton.is_server_live() and triton.is_model_ready("w")
     for binary in (True, False):
-        inputs = [http.InferInput("image", list(array.shape), "FP32")]
-        inputs[0].set_data_from_numpy(array, binary_data=binary)
-        result = triton.infer("w", inputs, outputs=[http.InferRequestedOutput(n, binary_data=binary)
-                                                    for n in ("label", "top5_index", "top5_score")])
-        assert result.as_numpy("label").tolist() == [expected["label"]]
-        assert result.as_numpy("top5_index").tolist() == [i for i, _ in expected["top5"]]
-        assert result.as_numpy("top5_score").tobytes() == np.array([v for _, v in expected["top5"]],
-                                                                    "<f4").tobytes()
+        assert_same_classes(infer_classes(triton, "w", array, binary), expected)
 
 
 def json_workflow(port, path, array):
