@@ -9,13 +9,17 @@ from pathlib import Path
 
 from ..limits import flag
 from ..loaders import LoadError
+from ..runtime.settings import SHARE_MECHANISMS
 
 DESCRIPTION = """\
-Measure how long each function's handle_batch takes at each batch size and
-share, on this machine, and write a profiles file (SPEC §1). Every
-(function, share) runs in a fresh process that applies the share before the
-framework initialises (CPU: the share of the cores sets torch's threads;
-GPU: MPS active-thread percentage and a memory fraction). Each batch size is
+Measure how long each function takes per batch at each batch size and
+share, on this machine, and write a profiles file (SPEC §1). A batch is what
+the runtime runs: Open Inference Protocol requests with binary tensors
+through the handler's infer where it offers V2 samples, else handle_batch on
+JSON bodies. Every (function, share) runs in a fresh process that applies
+the share before the framework initialises (CPU: the share of the cores sets
+torch's threads; GPU: a memory fraction, and the kernels limited by MPS or by
+a green context of the share's SMs, see --share-mechanism). Each batch size is
 timed --repetitions times after --warmup runs; the profile keeps the median,
 and the raw timings ride along under raw_latency_ms."""
 
@@ -38,6 +42,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="shares in percent (default 50,100)")
     p.add_argument("--repetitions", type=flag(int, 1, 10_000), default=7, metavar="N", help="timed runs per batch size (default 7)")
     p.add_argument("--warmup", type=flag(int, 0, 10_000), default=2, metavar="N", help="untimed runs first (default 2)")
+    p.add_argument("--share-mechanism", choices=SHARE_MECHANISMS, default="auto",
+                   help="on a GPU, what limits the kernels: auto (MPS when nvidia-cuda-mps-control is found, "
+                        "else a green context), mps, or green-context")
     p.add_argument("--out", metavar="P", help="write the profiles JSON here (default: stdout)")
     p.set_defaults(run=run)
 
@@ -48,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.functions)
     try:
         names = args.names.split(",") if args.names else sorted(discover(folder))
-        doc = profile(ProfileRequest(folder, names, args.batch_sizes, args.shares, args.repetitions, args.warmup),
+        doc = profile(ProfileRequest(folder, names, args.batch_sizes, args.shares, args.repetitions, args.warmup,
+                                             args.share_mechanism),
                       progress=lambda line: print(line, file=sys.stderr, flush=True))
     except ProfileError as err:
         raise LoadError(str(err)) from None

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 from ..errors import ESGError
 from ..runtime import contract as C
+from ..runtime.settings import SHARE_MECHANISMS
 
 
 class ProfileError(ESGError, ValueError):
@@ -39,6 +40,8 @@ class ProfileRequest:
     shares: Sequence[int]
     repetitions: int = 7
     warmup: int = 2
+    share_mechanism: str = "auto"
+    """On a GPU: auto (MPS when its daemon runs or starts, else green contexts), mps or green-context."""
 
 
 def discover(functions_dir: Path) -> dict[str, Path]:
@@ -158,8 +161,9 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] = lambda li
         raise ProfileError(f"unknown function(s) {', '.join(unknown)}; found: {', '.join(sorted(available))}")
     meta = device_metadata()
     gpu = "gpu_name" in meta
-    mechanism = ensure_mps() if gpu else "cpu threads (share of the node's cores)"
-    functions, failed = {}, {}
+    if gpu and request.share_mechanism != "green-context":
+        progress(f"MPS: {ensure_mps()}")
+    functions, failed, mechanisms, paths = {}, {}, set(), {}
     for name in request.names:
         rows = {b: {} for b in request.batch_sizes}
         raw = {b: {} for b in request.batch_sizes}
@@ -172,6 +176,8 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] = lambda li
                     rows[b][share] = round(result["median_ms"][str(b)], 4)
                     raw[b][share] = result["raw_ms"][str(b)]
                 import_ms.append(result["import_ms"])
+                mechanisms.add(result.get("mechanism", "?") + (f" ({result['detail']})" if result.get("detail") else ""))
+                paths[name] = result.get("path", "json")
         except ProfileError as err:  # one function's failure loses nothing measured for the others
             progress(f"failed: {err}")
             failed[name] = str(err)
@@ -188,7 +194,7 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] = lambda li
     device = meta.get("gpu_name") or f"cpu-{meta['cores']}core"
     measured_by = {"command": "esg profile " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["profile"] else None,
                    "repetitions": request.repetitions, "warmup": request.warmup, "statistic": "median",
-                   "share_mechanism": mechanism, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                   "share_mechanism": ", ".join(sorted(mechanisms)), "paths": paths, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if failed:
         measured_by["failed"] = failed
     return {
@@ -211,6 +217,8 @@ def _validate(request: ProfileRequest) -> None:
             raise ProfileError(f"{what} must be strictly increasing, got {list(values)}")
     if request.repetitions < 1 or request.warmup < 0:
         raise ProfileError("repetitions must be at least 1 and warmup at least 0")
+    if request.share_mechanism not in SHARE_MECHANISMS:
+        raise ProfileError(f"share mechanism must be one of {', '.join(SHARE_MECHANISMS)}, got {request.share_mechanism!r}")
     if not request.names:
         raise ProfileError("no function names given")
 
@@ -218,8 +226,9 @@ def _validate(request: ProfileRequest) -> None:
 def _run_worker(folder: Path, name: str, share: int, request: ProfileRequest) -> dict:
     args = [sys.executable, "-m", "esg_plugin.profiler.worker", str(folder), name, str(share),
             ",".join(map(str, request.batch_sizes)), str(request.repetitions), str(request.warmup)]
+    env = dict(os.environ, **{C.ENV_GPU_SHARE_MECHANISM: request.share_mechanism})
     try:
-        out = subprocess.run(args, capture_output=True, text=True, timeout=3600)
+        out = subprocess.run(args, capture_output=True, text=True, timeout=3600, env=env)
     except subprocess.TimeoutExpired:
         raise ProfileError(f"profiling {name} at share {share}% took over an hour") from None
     if out.returncode != 0:

@@ -5,8 +5,12 @@ Run by :mod:`esg_plugin.profiler.run` as
 It applies the share first (before torch is imported, as the runtime does),
 then imports the handler folder as the ``function`` package with
 ``ESG_FUNCTION=NAME``, and prints one JSON line: the median and raw
-execution times of ``handle_batch`` per batch size, and how long the import
-took (the process's share of a cold start).
+execution times of a batch per batch size, and how long the import took
+(the process's share of a cold start). A batch is what the runtime runs:
+the handler's ``infer`` on Open Inference Protocol requests when it offers
+``sample_infer(count)`` (binary tensors, the path between a workflow's
+stages), else ``handle_batch`` on ``sample_bodies(count)``; inside the
+share's limit (a green context on a GPU without MPS), as the runtime runs it.
 """
 
 from __future__ import annotations
@@ -43,32 +47,44 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     os.environ[C.ENV_FUNCTION] = name
     from esg_plugin.runtime.gpu import apply_share  # noqa: E402 - before the handler imports torch
+    from esg_plugin.runtime.settings import share_mechanism
 
-    report = apply_share(share_pct, os.environ)
+    report = apply_share(share_pct, os.environ, mechanism=share_mechanism(os.environ))
     handler = load_handler(folder)
     import_ms = (time.perf_counter() - started) * 1000.0
-    bodies = handler.sample_bodies(max(batch_sizes)) if hasattr(handler, "sample_bodies") else [b"{}"] * max(batch_sizes)
-    events = [SimpleNamespace(body=b, headers={"Content-Type": "application/json"}, method="POST", query={}, path="/")
-              for b in bodies]
+    run, path = _batch(handler, max(batch_sizes))
     sync = _synchronizer()
     medians, raw = {}, {}
     for b in batch_sizes:
-        batch = events[:b]
-        for _ in range(warmups):
-            _check(handler.handle_batch(batch, None), name)
-        times = []
-        for _ in range(repetitions):
-            sync()
-            t0 = time.perf_counter()
-            results = handler.handle_batch(batch, None)
-            sync()
-            times.append((time.perf_counter() - t0) * 1000.0)
-            _check(results, name)
+        with report.limit():
+            for _ in range(warmups):
+                _check(run(b), name)
+            times = []
+            for _ in range(repetitions):
+                sync()
+                t0 = time.perf_counter()
+                results = run(b)
+                sync()
+                times.append((time.perf_counter() - t0) * 1000.0)
+                _check(results, name)
         medians[b] = statistics.median(times)
         raw[b] = [round(t, 4) for t in times]
     print(json.dumps({"name": name, "share": share_pct, "median_ms": medians, "raw_ms": raw,
-                      "import_ms": import_ms, "device": report.device, "torch_threads": report.torch_threads}))
+                      "import_ms": import_ms, "device": report.device, "torch_threads": report.torch_threads,
+                      "mechanism": report.mechanism, "detail": report.detail, "path": path}))
     return 0
+
+
+def _batch(handler, largest: int):
+    """(run a batch of n samples, which path): V2 ``infer`` when the handler
+    gives V2 samples, else ``handle_batch`` on JSON sample bodies."""
+    requests = handler.sample_infer(largest) if hasattr(handler, "sample_infer") else None
+    if requests:
+        return (lambda n: handler.infer(requests[:n], None)), "v2-binary"
+    bodies = handler.sample_bodies(largest) if hasattr(handler, "sample_bodies") else [b"{}"] * largest
+    events = [SimpleNamespace(body=b, headers={"Content-Type": "application/json"}, method="POST", query={}, path="/")
+              for b in bodies]
+    return (lambda n: handler.handle_batch(events[:n], None)), "json"
 
 
 def _check(results, name):
@@ -80,7 +96,7 @@ def _check(results, name):
             return False
         status = r.get("statusCode", 200) if isinstance(r, dict) else 200
         return isinstance(status, int) and 200 <= status < 300
-    bad = [r for r in results if not ok(r)]
+    bad = [r for r in results if r is None or not ok(r)]
     if bad:
         raise SystemExit(f"{name}: the handler answered a sample request with {bad[0]!r}")
 

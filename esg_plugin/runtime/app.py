@@ -30,9 +30,9 @@ import math
 import socket
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Optional
 from urllib.parse import parse_qs
 
 from . import contract as C
@@ -155,10 +155,12 @@ def _status(code: int) -> str:
     return f"{code} {_REASONS.get(code, 'Status')}"
 
 
-def batch_runner(handler: Any, context: Context) -> Callable[[list[Any]], list[Any]]:
+def batch_runner(handler: Any, context: Context,
+                 limit: Callable[[], ContextManager] = nullcontext) -> Callable[[list[Any]], list[Any]]:
     """One batch: its Open Inference Protocol requests to ``infer``, the
     others to ``handle_batch`` when the handler has it, else ``handle`` per
-    event (an exception then fails only its own event)."""
+    event (an exception then fails only its own event); the whole batch
+    inside ``limit()``, the GPU share's hook (``gpu.ShareReport.limit``)."""
 
     def plain(events: list[Event]) -> list[Any]:
         if hasattr(handler, "handle_batch"):
@@ -178,7 +180,8 @@ def batch_runner(handler: Any, context: Context) -> Callable[[list[Any]], list[A
         for indices, call in ((v2, lambda items: list(handler.infer(items, context))), (rest, plain)):
             if not indices:
                 continue
-            outs = call([payloads[i] for i in indices])
+            with limit():
+                outs = call([payloads[i] for i in indices])
             if len(outs) != len(indices):
                 raise BatchSizeMismatch(f"handler returned {len(outs)} results for a batch of {len(indices)}")
             for i, out in zip(indices, outs):
@@ -191,7 +194,8 @@ def batch_runner(handler: Any, context: Context) -> Callable[[list[Any]], list[A
 class RuntimeApp:
     def __init__(self, handler: Any, settings: RuntimeSettings, clock: Callable[[], float] = time.monotonic,
                  metrics: Optional[RuntimeMetrics] = None, telemetry: Any = None,
-                 on_failure: Optional[Callable[[BaseException], None]] = None):
+                 on_failure: Optional[Callable[[BaseException], None]] = None,
+                 limit: Callable[[], ContextManager] = nullcontext):
         if not (hasattr(handler, "handle_batch") or hasattr(handler, "handle")):
             raise TypeError("the handler module defines neither handle_batch(events, context) nor handle(event, context)")
         self.settings = settings
@@ -205,7 +209,7 @@ class RuntimeApp:
         self.bodies = BodyBudget(MAX_BODIES_IN_FLIGHT_BYTES)
         self.draining = False
         self.handler = handler
-        self.batcher = Batcher(batch_runner(handler, Context(socket.gethostname())), self.live,
+        self.batcher = Batcher(batch_runner(handler, Context(socket.gethostname()), limit), self.live,
                                settings.max_queue, clock, on_batch=self._on_batch, on_failure=on_failure)
         self.metrics.gpu_share.set(settings.gpu_share_pct)
         self._publish_config()

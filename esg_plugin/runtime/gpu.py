@@ -5,6 +5,12 @@ imported, because CUDA reads its limits when it initialises:
 
 - ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` is set to the share, which an MPS
   server (``nvidia-cuda-mps-control``) enforces as a compute limit;
+- with CUDA and no MPS server (``ESG_GPU_SHARE_MECHANISM`` auto or
+  green-context), the share's streaming multiprocessors become a CUDA green
+  context (:class:`GreenContextLimit`): every batch runs inside it
+  (``ShareReport.limit``, entered by the runtime and the profiler around each
+  batch), so the kernels get the share's SMs and no more, with no daemon;
+  the driver rounds the SM count up to its granularity (8 on Hopper);
 - if torch is installed: with CUDA, ``torch.cuda.set_per_process_memory_fraction``
   limits this process to its share of the GPU's memory;
 - with or without CUDA, torch's threads follow the process's CPU allotment
@@ -22,10 +28,11 @@ failing, when there is none.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from dataclasses import dataclass
-from typing import MutableMapping, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, MutableMapping, Optional
 
 from . import contract as C
 
@@ -38,6 +45,13 @@ class ShareReport:
     torch_threads: Optional[int]
     device: str
     """'cuda', 'cpu', or 'none' (torch not installed)."""
+    mechanism: str = "none"
+    """What limits the kernels: 'mps', 'green-context', 'memory-fraction'
+    (CUDA without either: only memory is limited), 'cpu-threads' or 'none'."""
+    limit: Callable[[], ContextManager] = field(default=contextlib.nullcontext, compare=False, repr=False)
+    """Entered around every batch: the green context, else nothing."""
+    detail: str = ""
+    """Why the mechanism is not the one asked for, when it is not."""
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -61,7 +75,73 @@ def threads_for(share_pct: int, allotment: float) -> int:
     return max(1, math.floor(allotment * share_pct / 100.0 + 1e-9))
 
 
-def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Optional[float] = None) -> ShareReport:
+DEFAULT_MPS_PIPE_DIRECTORY = "/tmp/nvidia-mps"
+
+
+def mps_server_running(env: MutableMapping[str, str]) -> bool:
+    """An MPS control daemon's pipe exists where this process would look for it."""
+    pipe = env.get(C.ENV_MPS_PIPE_DIRECTORY) or DEFAULT_MPS_PIPE_DIRECTORY
+    return os.path.exists(os.path.join(pipe, "control"))
+
+
+def choose_mechanism(requested: str, share_pct: int, mps_running: bool, green_supported: bool) -> str:
+    """What limits a CUDA process's kernels to its share (pure).
+
+    mps: the MPS server does (asked for, or auto with a server running);
+    green-context: the share's SMs (asked for, or auto without MPS, when the
+    torch build supports green contexts and the share is below 100%);
+    memory-fraction: nothing limits the kernels (auto without either)."""
+    if requested == "mps" or (requested == "auto" and mps_running):
+        return "mps"
+    if share_pct >= 100:
+        return "memory-fraction"  # the whole GPU: nothing to partition
+    if requested == "green-context" or green_supported:
+        return "green-context"
+    return "memory-fraction"
+
+
+def sms_for(share_pct: int, multiprocessors: int) -> int:
+    """The SMs a share asks for: its part of the GPU's, rounded up, at least one."""
+    return min(multiprocessors, max(1, math.ceil(multiprocessors * share_pct / 100.0 - 1e-9)))
+
+
+class GreenContextLimit:
+    """A CUDA green context holding ``sms`` of the GPU's multiprocessors;
+    calling it gives a context manager under which this thread's kernels run
+    there. Torch's API moved between releases: a stream of the context
+    (2.12 on), else pushing the context on this thread (2.8-2.11)."""
+
+    def __init__(self, torch: Any, sms: int, device: int = 0):
+        self._torch = torch
+        self.sms = sms
+        self._context = torch.cuda.green_contexts.GreenContext.create(num_sms=sms, device_id=device)
+        self._stream = self._context.Stream() if hasattr(self._context, "Stream") else None
+
+    @contextlib.contextmanager
+    def __call__(self):
+        if self._stream is not None:
+            with self._torch.cuda.stream(self._stream):
+                yield
+            return
+        enter = getattr(self._context, "set_context", None) or self._context.make_current
+        leave = getattr(self._context, "pop_context", None) or self._context.pop_current
+        enter()
+        try:
+            yield
+        finally:
+            leave()
+
+
+def _green_contexts_supported(torch: Any) -> bool:
+    try:
+        from torch.cuda import green_contexts
+    except ImportError:
+        return False
+    return bool(getattr(green_contexts, "SUPPORTED", hasattr(green_contexts, "GreenContext")))
+
+
+def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Optional[float] = None,
+                mechanism: str = "auto") -> ShareReport:
     env[C.ENV_MPS_SHARE_PCT] = str(share_pct)
     threads = threads_for(share_pct, cpu_count or cpu_allotment())
     for name in THREAD_VARIABLES:
@@ -70,7 +150,7 @@ def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Option
     try:
         import torch
     except ImportError:
-        return ShareReport(share_pct, share_pct, None, None, "none")
+        return ShareReport(share_pct, share_pct, None, None, "none", "none")
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
@@ -80,8 +160,19 @@ def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Option
         fraction = share_pct / 100.0
         for index in range(torch.cuda.device_count()):
             torch.cuda.set_per_process_memory_fraction(fraction, index)
-        return ShareReport(share_pct, share_pct, fraction, threads, "cuda")
-    return ShareReport(share_pct, share_pct, None, threads, "cpu")
+        chosen = choose_mechanism(mechanism, share_pct, mps_server_running(env), _green_contexts_supported(torch))
+        limit: Callable[[], ContextManager] = contextlib.nullcontext
+        detail = ""
+        if chosen == "green-context":
+            sms = sms_for(share_pct, torch.cuda.get_device_properties(0).multi_processor_count)
+            try:
+                limit = GreenContextLimit(torch, sms)
+            except Exception as err:  # an old driver, a build without them
+                if mechanism == "green-context":
+                    raise  # asked for by name: a share must not be silently ignored
+                chosen, detail = "memory-fraction", f"green context of {sms} SMs failed: {err}"
+        return ShareReport(share_pct, share_pct, fraction, threads, "cuda", chosen, limit, detail)
+    return ShareReport(share_pct, share_pct, None, threads, "cpu", "cpu-threads")
 
 
 class GpuTelemetry:

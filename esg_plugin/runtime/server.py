@@ -146,11 +146,15 @@ class QuietHandler(JsonRefusals, WSGIRequestHandler):
 
 def build(handler_module: str, env: MutableMapping[str, str]) -> tuple[RuntimeApp, RuntimeSettings]:
     settings = RuntimeSettings.from_env(env)
-    apply_share(settings.gpu_share_pct, env, settings.cpu_threads)
+    share = apply_share(settings.gpu_share_pct, env, settings.cpu_threads, settings.share_mechanism)
+    if share.device == "cuda":
+        print(f"esg runtime: GPU share {share.share_pct}% limited by {share.mechanism}"
+              + (f" ({share.detail})" if share.detail else ""), file=sys.stderr)
     handler = importlib.import_module(handler_module)
     if hasattr(handler, "warmup"):
-        handler.warmup(warmup_sizes(settings.max_batch_size), Context(socket.gethostname()))
-    app = RuntimeApp(handler, settings, telemetry=GpuTelemetry())
+        with share.limit():
+            handler.warmup(warmup_sizes(settings.max_batch_size), Context(socket.gethostname()))
+    app = RuntimeApp(handler, settings, telemetry=GpuTelemetry(), limit=share.limit)
     return app, settings
 
 

@@ -20,6 +20,9 @@ MAX_WAIT_MS_LIMIT = 60_000.0
 /_esg/config): a minute; a larger value is an error, not a wait (1e13 ms
 overflowed the batching thread's timer and killed it)."""
 MAX_BATCH_SIZE_LIMIT = 4096
+SHARE_MECHANISMS = ("auto", "mps", "green-context")
+"""How a GPU share limits the kernels (runtime/gpu.py): ``auto`` takes MPS
+when an MPS server is running, else a green context of the share's SMs."""
 
 
 def valid_wait_ms(value: object) -> bool:
@@ -47,6 +50,8 @@ class RuntimeSettings:
     cpu_threads: Optional[float] = None
     """ESG_CPU_THREADS: the CPUs this process may use (torch's threads are
     the share of them); unset: the cgroup's quota, else the cores it may run on."""
+    share_mechanism: str = "auto"
+    """ESG_GPU_SHARE_MECHANISM: one of SHARE_MECHANISMS."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> "RuntimeSettings":
@@ -80,6 +85,7 @@ class RuntimeSettings:
             if not 0 < cpu_threads <= 4096:
                 raise SettingsError(f"{C.ENV_CPU_THREADS} must be a number in (0, 4096], got {raw_cpus!r}")
         return RuntimeSettings(
+            share_mechanism=share_mechanism(env),
             host=env.get(C.ENV_HOST, "127.0.0.1") or "127.0.0.1",
             port=integer(C.ENV_PORT, 5000, 0, 65535),
             max_batch_size=integer(C.ENV_MAX_BATCH_SIZE, 1, 1, MAX_BATCH_SIZE_LIMIT),
@@ -89,6 +95,14 @@ class RuntimeSettings:
             config_token=env.get(C.ENV_CONFIG_TOKEN) or None,
             cpu_threads=cpu_threads,
         )
+
+
+def share_mechanism(env: Mapping[str, str]) -> str:
+    """ESG_GPU_SHARE_MECHANISM, checked (unset: auto)."""
+    value = env.get(C.ENV_GPU_SHARE_MECHANISM, "") or "auto"
+    if value not in SHARE_MECHANISMS:
+        raise SettingsError(f"{C.ENV_GPU_SHARE_MECHANISM} must be one of {', '.join(SHARE_MECHANISMS)}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from esg_runtime import contract as C  # the template's runtime, as in the function's image
 
-from .common import BadInput
+from .common import BadInput, decode_tensor
 from .stages import STAGES
 
 #: What `esg profile` can measure here (a literal list: the profiler reads it without importing torch).
@@ -115,6 +115,17 @@ def _classes(outputs, batched, make):
     return {"label": make("label", "INT64", lead + [1], struct.pack(f"<{n}q", *labels)),
             "top5_index": make("top5_index", "INT64", lead + [5], struct.pack(f"<{5 * n}q", *index)),
             "top5_score": make("top5_score", "FP32", lead + [5], struct.pack(f"<{5 * n}f", *score))}
+
+
+def sample_infer(count):
+    """Valid V2 requests (one binary FP32 image each) for the profiler, or
+    None where this stage takes no tensors (the profiler then times the JSON path)."""
+    if MODEL is None:
+        return None
+    from esg_runtime.v2 import InferRequest, Tensor
+
+    images = [decode_tensor(STAGE.sample(i)["image"]) for i in range(count)]
+    return [InferRequest(NAME, None, {"image": Tensor("image", "FP32", list(x.shape), _fp32_bytes(x))}) for x in images]
 
 
 def infer(requests, context):

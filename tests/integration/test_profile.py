@@ -38,6 +38,9 @@ def test_two_functions_two_batch_sizes_two_shares(tmp_path):
         assert all(0 < v < 60_000 for row in p.latency_ms for v in row)
         assert len(doc["functions"][name]["raw_latency_ms"]["4"]["100"]) == 3
         assert p.cold_start_ms > 0
+    # what the runtime runs: resnet18 takes binary V2 tensors; bert-mini only JSON
+    assert doc["measured_by"]["paths"] == {"resnet18": "v2-binary", "bert-mini": "json"}
+    assert doc["measured_by"]["share_mechanism"] == "cpu-threads"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -46,6 +49,7 @@ def test_two_functions_two_batch_sizes_two_shares(tmp_path):
     (["--functions", "functions", "--names", "resnet18", "--batch-sizes", "4,2"], "strictly increasing"),
     (["--functions", "functions", "--names", "resnet18", "--shares", "0,100"], "shares must lie in 1..100"),
     (["--functions", "functions", "--batch-sizes", "one"], "expected comma-separated integers"),
+    (["--functions", "functions", "--share-mechanism", "vgpu"], "invalid choice: 'vgpu'"),
 ])
 def test_bad_arguments_exit_2_with_one_line(args, message):
     result = esg("profile", *args)

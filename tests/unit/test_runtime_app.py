@@ -10,7 +10,9 @@ import pytest
 
 from esg_plugin.runtime.app import RuntimeApp
 from esg_plugin.runtime.settings import RuntimeSettings
-from esg_plugin.runtime.gpu import GpuTelemetry, apply_share, cpu_allotment, threads_for
+from esg_plugin.runtime.gpu import (GpuTelemetry, GreenContextLimit, apply_share, choose_mechanism, cpu_allotment,
+                                    sms_for, threads_for)
+from esg_plugin.runtime.settings import SettingsError
 
 
 def call(app, method="POST", path="/", body=b"", headers=None):
@@ -198,3 +200,105 @@ def test_a_chunked_body_is_decoded_and_a_malformed_one_is_400(make_app):
         assert int(status[0].split()[0]) == code, (body, out)
         if code == 200:
             assert json.loads(out) == {"got": "hello world"}
+
+
+@pytest.mark.parametrize("requested, share, mps, green, chosen", [
+    ("auto", 30, True, True, "mps"),                 # an MPS server runs: it limits the kernels
+    ("auto", 30, False, True, "green-context"),      # no daemon: the share's SMs in-process
+    ("auto", 30, False, False, "memory-fraction"),   # neither: say that nothing limits the kernels
+    ("auto", 100, False, True, "memory-fraction"),   # the whole GPU: nothing to partition
+    ("mps", 30, False, True, "mps"),                 # asked for by name
+    ("green-context", 30, True, False, "green-context"),  # asked for by name (fails at start if unsupported)
+])
+def test_the_share_mechanism_on_a_gpu(requested, share, mps, green, chosen):
+    assert choose_mechanism(requested, share, mps, green) == chosen
+
+
+def test_a_share_asks_for_its_part_of_the_multiprocessors_rounded_up():
+    assert [sms_for(s, 132) for s in (1, 10, 20, 30, 50, 100)] == [2, 14, 27, 40, 66, 132]
+    assert sms_for(1, 10) == 1 and sms_for(100, 10) == 10
+
+
+def test_an_unknown_share_mechanism_is_refused():
+    with pytest.raises(SettingsError, match="ESG_GPU_SHARE_MECHANISM must be one of auto, mps, green-context"):
+        RuntimeSettings.from_env({"ESG_GPU_SHARE_MECHANISM": "vgpu"})
+    assert RuntimeSettings.from_env({}).share_mechanism == "auto"
+
+
+class _FakeTorch:
+    """Torch's green-context API in its two shapes: a stream of the context
+    (2.12 on) or pushing the context on the thread (2.8-2.11)."""
+
+    def __init__(self, with_stream):
+        self.log = []
+        log = self.log
+
+        class Context:
+            if with_stream:
+                def Stream(self):  # noqa: N802 - torch's name
+                    return "green-stream"
+            else:
+                def set_context(self):
+                    log.append("push")
+
+                def pop_context(self):
+                    log.append("pop")
+
+        class GreenContext:
+            @staticmethod
+            def create(num_sms, device_id):
+                log.append(("create", num_sms, device_id))
+                return Context()
+
+        class Cuda:
+            green_contexts = types.SimpleNamespace(GreenContext=GreenContext)
+
+            @staticmethod
+            def stream(s):
+                import contextlib
+
+                @contextlib.contextmanager
+                def on():
+                    log.append(("enter", s))
+                    try:
+                        yield
+                    finally:
+                        log.append(("leave", s))
+                return on()
+
+        self.cuda = Cuda
+
+
+@pytest.mark.parametrize("with_stream", [True, False])
+def test_a_green_context_wraps_each_batch_whichever_torch_api(with_stream):
+    torch = _FakeTorch(with_stream)
+    limit = GreenContextLimit(torch, 40)
+    with limit():
+        torch.log.append("kernels")
+    inside = [("enter", "green-stream"), "kernels", ("leave", "green-stream")] if with_stream else ["push", "kernels", "pop"]
+    assert torch.log == [("create", 40, 0)] + inside
+    with pytest.raises(RuntimeError):  # an error in the batch still leaves the context
+        with limit():
+            raise RuntimeError("boom")
+    assert torch.log[-1] == (("leave", "green-stream") if with_stream else "pop")
+
+
+def test_the_runtime_runs_every_batch_inside_the_share_limit(make_app):
+    import contextlib
+
+    seen = []
+
+    @contextlib.contextmanager
+    def limit():
+        seen.append("in")
+        yield
+        seen.append("out")
+
+    def handle_batch(events, context):
+        seen.append(len(events))
+        return ["ok"] * len(events)
+
+    from esg_plugin.runtime.app import Context, batch_runner
+
+    run = batch_runner(handler_module(handle_batch=handle_batch), Context("h"), limit)
+    assert run(["a", "b"]) == ["ok", "ok"] and seen == ["in", 2, "out"]
