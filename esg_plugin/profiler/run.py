@@ -199,7 +199,7 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] = lambda li
         measured_by["failed"] = failed
     return {
         "device": device,
-        "share_unit": ("percent of one GPU (MPS active-thread %)" if gpu
+        "share_unit": ("percent of one GPU (MPS active-thread %, or a green context's SMs)" if gpu
                        else "percent of the node's cores (torch threads)"),
         "measured_by": measured_by,
         "device_info": meta,

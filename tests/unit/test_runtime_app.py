@@ -302,3 +302,10 @@ def test_the_runtime_runs_every_batch_inside_the_share_limit(make_app):
 
     run = batch_runner(handler_module(handle_batch=handle_batch), Context("h"), limit)
     assert run(["a", "b"]) == ["ok", "ok"] and seen == ["in", 2, "out"]
+
+
+def test_a_cuda_process_dispatches_with_its_cpu_threads_or_one():
+    from esg_plugin.runtime.gpu import gpu_host_threads
+
+    assert gpu_host_threads(None) == 1 and gpu_host_threads(4) == 4 and gpu_host_threads(2.5) == 2
+    assert gpu_host_threads(0.5) == 1
