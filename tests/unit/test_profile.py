@@ -75,3 +75,25 @@ def test_rejects_a_document_without_functions():
         parse_profiles({"device": "x", "functions": {}})
     with pytest.raises(ModelError, match="JSON object"):
         parse_profiles([1, 2])
+
+
+def test_the_shipped_gpu_profile_was_measured_through_the_functions_and_falls_with_the_share():
+    """profiles/gpu-h200.json (bench/gpu_profile.sh on a lent H200): a valid
+    SPEC §1 file, the image stages timed through binary V2 inside green
+    contexts, and at the largest batch the smallest share slower than the
+    whole GPU for the ResNets and ESPCN (the issue's bar; the data, not a
+    speed measured by this test)."""
+    import json
+    from pathlib import Path
+
+    from esg_plugin.loaders import load_profiles
+
+    path = Path(__file__).resolve().parents[2] / "profiles" / "gpu-h200.json"
+    profiles = load_profiles(path)
+    doc = json.loads(path.read_text())
+    assert doc["device"] == "NVIDIA H200" and "green-context" in doc["measured_by"]["share_mechanism"]
+    for name in ("resnet50", "resnet18", "espcn"):
+        assert doc["measured_by"]["paths"][name] == "v2-binary"
+        p = profiles[name]
+        assert p.gpu_shares[0] == 10 and p.gpu_shares[-1] == 100
+        assert p.latency_ms[-1][0] > 1.3 * p.latency_ms[-1][-1], name
