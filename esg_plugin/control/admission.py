@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 
 SCOPES = ("machine", "workflow")
@@ -135,3 +136,39 @@ class ConcurrencyLimit:
         elif near <= s.target_miss * len(ratios):
             self.limit = min(float(s.max_limit), self.limit + s.increase)
         self.peak = 0
+
+
+class RateLimit:
+    """At most ``rate_rps`` admissions a second on average and ``burst`` at
+    once: a token bucket, for a workflow the control law planned below its
+    rate because the node is full (``Decision.admit_rps``). Pure: the
+    caller gives the time."""
+
+    def __init__(self, rate_rps: float, now_s: float, burst: Optional[float] = None):
+        self.rate_rps = 0.0
+        self.burst = 1.0
+        self.tokens = 0.0
+        self.at_s = now_s
+        self.set(rate_rps, now_s, burst)
+        self.tokens = self.burst  # a new limit starts full
+
+    def set(self, rate_rps: float, now_s: float, burst: Optional[float] = None) -> None:
+        """A new rate (and burst: one second's worth, at least one, unless given)."""
+        if not (math.isfinite(rate_rps) and rate_rps > 0):
+            raise ValueError(f"a rate limit needs a positive rate, got {rate_rps!r}")
+        self._refill(now_s)
+        self.rate_rps = rate_rps
+        self.burst = max(1.0, rate_rps if burst is None else burst)
+        self.tokens = min(self.tokens, self.burst)
+
+    def admit(self, now_s: float) -> bool:
+        self._refill(now_s)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def _refill(self, now_s: float) -> None:
+        elapsed = max(0.0, now_s - self.at_s)  # a clock that steps back refills nothing
+        self.tokens = min(self.burst, self.tokens + elapsed * self.rate_rps)
+        self.at_s = max(self.at_s, now_s)

@@ -28,6 +28,12 @@ Per workflow with data, at every tick (``docs/control.md``):
    late one that fits.
 5. **Calibration** — profile latencies scaled by observed / profiled
    execution time (bounded to 0.5..3, smoothed).
+6. **A time-shared node** (``busy_capacity``, ``esg up`` on a CPU) — a plan
+   whose busy time (:func:`plan_busy`, with the calibrated execution
+   times: contention shows as longer ones) exceeds what the other
+   workflows' plans leave is made again for the rate that fits, in
+   planning order, and that rate is the workflow's ``admit_rps``: the rest
+   is shed at the entry (429) rather than slowing every request down.
 
 The output is level-triggered, as a Kubernetes controller's: every tick
 returns the whole desired state, so an actuator that failed to place
@@ -68,6 +74,10 @@ DEGRADED_BUDGET_FACTORS = (1.1, 1.25, 1.5, 2.0, 4.0)
 """Then budgets beyond the SLO (the mean wait), tightest first: the cheapest
 plan that the model says is late by the least, before the fastest (dearest)."""
 
+BUSY_FREED = 0.1
+"""A workflow held below its rate by ``busy_capacity`` re-plans when the
+others leave this much more (relative) than its plan keeps busy."""
+
 StageKey = tuple[str, str]
 
 
@@ -97,6 +107,10 @@ class WorkflowState:
     """Per stage, when the plan last moved it to another share."""
     calm: bool = True
     """No excess backlog, no misses, no panic at the last tick: only then may a re-plan hold less."""
+    busy: float = 0.0
+    """The plan's busy time on a time-shared node (:func:`plan_busy`)."""
+    admit_rps: Optional[float] = None
+    """The rate the plan covers when ``busy_capacity`` held it below the wanted rate."""
 
 
 @dataclass
@@ -118,6 +132,9 @@ class Decision:
     """The rate each workflow's plan covers."""
     downstream_ms: dict[StageKey, float]
     """Planned latency after each stage (hops included), for deadline-aware dispatch."""
+    admit_rps: dict[str, float] = field(default_factory=dict)
+    """Workflows planned below their wanted rate for lack of busy capacity:
+    the rate to admit at the entry (the rest is shed with 429)."""
 
 
 class ControlLaw:
@@ -210,6 +227,9 @@ class ControlLaw:
                          for st in workflow.stages)
             if calm or slower:  # faster instances are no reason to shrink in a panic or while requests miss
                 why = "execution times moved: re-planned"
+        if why is None and ws.admit_rps is not None and \
+                self._busy_left(workflow, state) > ws.busy * (1 + BUSY_FREED) + 1e-9:
+            why = "node capacity freed: re-planned"  # another workflow holds less now
         if why is None:
             return None
         return why, target, obs.arrival_cv2
@@ -280,18 +300,26 @@ class ControlLaw:
         profiles = self._profiles(workflow, state)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2)
+        covered_rps, admit_rps = rate_rps, None
+        left = self._busy_left(workflow, state)
+        busy = plan_busy(workflow, problem.rate_rps, choices)
+        if busy > left and problem.rate_rps > self.settings.min_rate_rps:
+            # the node is full: plan for the rate that fits (busy time grows with the rate) and admit that
+            covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * left / busy)
+            problem, choices, stats, _ = self._choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
+            fits = False
         down, up = self._pins(workflow, ws, choices, current, now_s)
         # a restart for a larger share is not taken when the plan at the running
         # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
         if up:
-            again = self._pinned(workflow, ws, state, profiles, rate_rps, arrival_cv2, {**down, **up})
+            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**down, **up})
             if again is not None and again[3] and \
                     _cost(again[1]) * (1.0 - self.settings.min_share_saving) <= _cost(choices) + 1e-9:
                 problem, choices, stats, fits = again
                 down = {}
         # a restart for a smaller share that saves too little is not taken
         if down:
-            again = self._pinned(workflow, ws, state, profiles, rate_rps, arrival_cv2, down)
+            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, down)
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
@@ -303,6 +331,8 @@ class ControlLaw:
             return
         ws.planned_rps = rate_rps
         ws.fits = fits
+        ws.admit_rps = admit_rps
+        ws.busy = plan_busy(workflow, problem.rate_rps, choices)
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
         for stage, option in choices.items():
             before = _running(workflow, ws, stage, current)
@@ -380,6 +410,13 @@ class ControlLaw:
                 return self._choose(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
 
+    def _busy_left(self, workflow: Workflow, state: ControlState) -> float:
+        """The busy time the other workflows' plans leave on the node (∞ without ``busy_capacity``)."""
+        if self.settings.busy_capacity is None:
+            return math.inf
+        others = sum(ws.busy for name, ws in state.workflows.items() if name != workflow.name)
+        return max(0.0, self.settings.busy_capacity - others)
+
     def _capacity_left(self, workflow: Workflow, state: ControlState) -> float:
         if self.settings.capacity_gpus is None:
             return math.inf
@@ -445,16 +482,18 @@ class ControlLaw:
 
     # --- output ---------------------------------------------------------------------------
     def _decision(self, state: ControlState, changed: tuple[str, ...], reasons: dict[str, str]) -> Decision:
-        desired, plans, rates, downstream = {}, {}, {}, {}
+        desired, plans, rates, downstream, admit = {}, {}, {}, {}, {}
         for name, ws in state.workflows.items():
             if ws.plan is None:
                 continue
             plans[name] = ws.plan
             rates[name] = ws.planned_rps
+            if ws.admit_rps is not None:
+                admit[name] = ws.admit_rps
             for stage, groups in ws.groups.items():
                 desired[(name, stage)] = list(groups)
                 downstream[(name, stage)] = ws.downstream_ms.get(stage, 0.0)
-        return Decision(desired, plans, changed, reasons, rates, downstream)
+        return Decision(desired, plans, changed, reasons, rates, downstream, admit)
 
 
 def on_rate_grid(rate_rps: float) -> float:
@@ -502,6 +541,16 @@ def _running(workflow: Workflow, ws: WorkflowState, stage: str,
     if now is None and ws.groups.get(stage):
         now = ws.groups[stage][0]
     return now
+
+
+def plan_busy(workflow: Workflow, rate_rps: float, choices) -> float:
+    """How much of a time-shared node a plan keeps busy, in share units (1.0:
+    the whole node): Σ over stages of the stage's rate × its execution time
+    per request (a batch's over the batch size) × its share. On a CPU
+    profile a share is that part of the node's cores, so this is the mean
+    number of busy cores over the node's."""
+    return sum(rate_rps * workflow.stage(name).fanout * option.exec_ms / 1000.0 / option.config.batch_size
+               * option.config.gpu_share / 100.0 for name, option in choices.items())
 
 
 def _cost(choices) -> float:

@@ -87,6 +87,14 @@ class ControlSettings:
     Bounds the step's time when a change hits every workflow at once."""
     capacity_gpus: Optional[float] = None
     """GPUs (or core-equivalents) there are, for degraded plans; None: no limit."""
+    busy_capacity: Optional[float] = None
+    """How much of a time-shared node (a CPU: its cores, in share units, 1.0
+    the whole node) the plans may keep busy in all: Σ over stages of rate ×
+    execution time per request × share (:func:`law.plan_busy`). A workflow
+    whose plan would need more than the others leave is planned for the rate
+    that fits, and that rate is what it admits (``Decision.admit_rps``); the
+    rest is shed at the entry. None: no limit (GPU shares are reserved, not
+    time-shared: ``capacity_gpus``)."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -108,6 +116,7 @@ class ControlSettings:
             (self.min_rate_rps > 0, "min_rate_rps must be positive"),
             (self.max_replans_per_tick >= 1, "max_replans_per_tick must be at least 1"),
             (self.capacity_gpus is None or self.capacity_gpus > 0, "capacity_gpus must be positive"),
+            (self.busy_capacity is None or 0 < self.busy_capacity <= 1e6, "busy_capacity must lie in (0, 1e6]"),
             (self.queue_quantile is None or 0 < self.queue_quantile < 1, "queue_quantile must lie in (0, 1)"),
         ]
         for ok, message in checks:

@@ -43,6 +43,20 @@ from .gateway import GatewayMetrics, make_gateway_server
 from .platform import LocalPlatform
 
 
+UP_BUSY_CAPACITY = 0.8
+"""With CPU profiles (a share is a share of the machine's cores), the part
+of the machine the ESG plans may keep busy in all: not the whole of it, for
+``esg up``'s own process (the router, the gateway, the load; about a tenth
+of a 2-core machine at 3x) and for the bursts of random arrivals. A
+workflow beyond what the others leave is planned for, and admits, the rate
+that fits; the rest gets 429 at the entry (``ControlSettings.busy_capacity``)."""
+
+
+def time_shared(profiles: ProfileSet) -> bool:
+    """Whether a share in these profiles is a share of CPU cores (time-shared), not of a GPU."""
+    return profiles.device.startswith("cpu") or "core" in profiles.share_unit
+
+
 def entry_body(profile_key: str) -> tuple[bytes, str]:
     """A request body the entry stage of a shipped workflow accepts."""
     if profile_key in ("preprocess", "ssd-mobilenetv2", "espcn", "resnet50", "resnet18"):
@@ -233,19 +247,25 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
                                router_url=router_url + "/metrics", replicas=platform.replica_metrics_urls)
         actuator = LocalActuator(platform)
 
-        def record(now, observation, planned_rps, changes, reasons=None):
+        def record(now, observation, planned_rps, changes, reasons=None, admit_rps=None):
             row = timeline_row(now - clock["started"], topology, platform, observation, planned_rps)
             row["reasons"] = {k: v for k, v in (reasons or {}).items() if k in topology.workflows}
+            row["admit_rps"] = dict(admit_rps or {})
             report.timeline.append(row)
             report.actions.extend({"t": round(now - clock["started"], 2), "function": c.function, "kind": c.kind,
                                    "before": c.before, "after": c.after} for c in changes)
 
         if policy == "esg":
             settings = ScalerSettings(interval_s=interval_s, window_s=max(30.0, 3 * interval_s),
-                                      scale_down_delay_s=30.0, max_replicas=max_replicas)
-            controller = Scaler(topology, profiles, settings, source, actuator,
-                                on_iteration=lambda now, obs, decision, changes: record(
-                                    now, obs, decision.rates_rps, changes, decision.reasons))
+                                      scale_down_delay_s=30.0, max_replicas=max_replicas,
+                                      busy_capacity=UP_BUSY_CAPACITY if admission and time_shared(profiles) else 0.0)
+
+            def on_iteration(now, obs, decision, changes):
+                if admission:  # the plan's own limit: what the node cannot serve is shed at once
+                    router.set_admit_rates(decision.admit_rps)
+                record(now, obs, decision.rates_rps, changes, decision.reasons, decision.admit_rps)
+
+            controller = Scaler(topology, profiles, settings, source, actuator, on_iteration=on_iteration)
         else:
             controller = OpenFaasAutoscaler(topology, profiles, source, actuator, interval_s, max_replicas,
                                             on_iteration=record)

@@ -37,13 +37,13 @@ import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..errors import ESGError
-from ..control.admission import AdmissionSettings, ConcurrencyLimit
+from ..control.admission import AdmissionSettings, ConcurrencyLimit, RateLimit
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
 from ..runtime import v2
 from ..runtime import contract as C
@@ -64,8 +64,11 @@ RETRY_AFTER_S = 1
 
 class Router:
     def __init__(self, topology: Topology, gateway_url: str, timeout_s: float = 30.0, threads: int = 64,
-                 admission: Optional[AdmissionSettings] = None):
+                 admission: Optional[AdmissionSettings] = None, clock: Callable[[], float] = time.monotonic):
         self.topology = topology
+        self.clock = clock
+        self.rate_limits: dict[str, RateLimit] = {}
+        """Per workflow the control law holds below its rate (the node is full): the rate it admits."""
         self.lock = threading.Lock()
         self.in_flight = {name: 0 for name in topology.workflows}
         self.admission = admission
@@ -86,6 +89,22 @@ class Router:
                                      registry=self.registry)
         self.limit_gauge = Gauge("esg_workflow_admission_limit", "Workflow requests allowed in flight.",
                                  ["workflow"], registry=self.registry)
+
+    def set_admit_rates(self, rates_rps: Mapping[str, float]) -> None:
+        """The rate each workflow may admit (the control law's ``admit_rps``);
+        a workflow not named admits everything again."""
+        now = self.clock()
+        with self.lock:
+            for name in list(self.rate_limits):
+                if name not in rates_rps:
+                    del self.rate_limits[name]
+            for name, rate in rates_rps.items():
+                if name not in self.topology.workflows or not (math.isfinite(rate) and rate > 0):
+                    continue  # an unknown workflow or an implausible rate limits nothing
+                if name in self.rate_limits:
+                    self.rate_limits[name].set(rate, now)
+                else:
+                    self.rate_limits[name] = RateLimit(rate, now)
 
     def call_stage(self, stage: str, function: str, body: bytes, headers: dict, path: str = "") -> bytes:
         return self.post_stage(stage, function, body, headers, path)[0]
@@ -111,6 +130,12 @@ class Router:
         scope = self.admission.scope_of(workflow_name) if self.admission else None
         limit = self.limits.get(scope) if scope else None
         with self.lock:
+            rate = self.rate_limits.get(workflow_name)
+            if rate is not None and not rate.admit(self.clock()):
+                self.requests.labels(workflow=workflow_name, slo="shed").inc()
+                return 429, {"error": f"workflow '{workflow_name}' is over what the node can serve: it admits "
+                                      f"{rate.rate_rps:.2f} requests/s now; retry after {RETRY_AFTER_S} s",
+                             "retry_after_s": RETRY_AFTER_S}
             if limit is not None and not limit.admit(self._in_flight_in(scope)):
                 self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
                 self.requests.labels(workflow=workflow_name, slo="shed").inc()

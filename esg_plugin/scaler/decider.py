@@ -47,6 +47,8 @@ class ScalerDecision:
     plans: dict[str, Plan]
     reasons: dict[str, str]
     rates_rps: dict[str, float]
+    admit_rps: dict[str, float] = field(default_factory=dict)
+    """Workflows the node's busy capacity holds below their rate: the rate to admit at the entry."""
 
 
 def decide_functions(
@@ -78,7 +80,7 @@ def decide_functions(
                              group.batch_size, wait_ms, group.gpu_share)
         desired[fn] = want
         reasons[fn] = describe_change(cur, want)
-    return ScalerDecision(desired, dict(decision.plans), reasons, dict(decision.rates_rps))
+    return ScalerDecision(desired, dict(decision.plans), reasons, dict(decision.rates_rps), dict(decision.admit_rps))
 
 
 def control_observation(topology: Topology, profiles: ProfileSet, observation: Observation,

@@ -65,6 +65,10 @@ class ScalerSettings:
     control law's ``capacity_gpus`` — plans beyond what the other workflows
     left are degraded to fit, in planning order (the most urgent first); a
     workflow keeps at least its cheapest deployment. 0: no limit."""
+    busy_capacity: float = 0.0
+    """On a time-shared node (``esg up`` on a CPU): the share of it the plans
+    may keep busy in all (the control law's ``busy_capacity``); a workflow
+    beyond it is planned for, and admits, the rate that fits. 0: no limit."""
     min_share_saving: float = 0.2
     """Restart pods for a smaller share only when it saves at least this share of the stage's cost."""
     wait_threshold_ms: float = 1.0
@@ -133,6 +137,7 @@ class ScalerSettings:
             (0 < self.iteration_budget_s <= 3600, "iteration_budget_s must lie in (0, 3600]"),
             (0 <= self.min_share_saving < 1, "min_share_saving must lie in [0, 1)"),
             (0 <= self.capacity_gpus <= 1e6, "capacity_gpus must lie in [0, 1e6] (0: no limit)"),
+            (0 <= self.busy_capacity <= 1e6, "busy_capacity must lie in [0, 1e6] (0: no limit)"),
             (0 <= self.port <= 65535, "port must lie in 0..65535"),
             (self.metrics_url.startswith(("http://", "https://")), "metrics_url must be an http(s) URL"),
         ]
@@ -145,7 +150,8 @@ class ScalerSettings:
         return ControlSettings(slo_margin=self.slo_margin, rate_headroom=self.rate_headroom,
                                scale_down_delay_s=self.scale_down_delay_s, warmup_s=self.window_s,
                                min_share_saving=self.min_share_saving,
-                               capacity_gpus=self.capacity_gpus or None)
+                               capacity_gpus=self.capacity_gpus or None,
+                               busy_capacity=self.busy_capacity or None)
 
     @property
     def source_kind(self) -> str:

@@ -220,3 +220,31 @@ def test_a_v2_request_for_a_workflow_that_is_not_a_chain_is_refused_with_a_reaso
         router_server.server_close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_workflow_over_the_nodes_capacity_admits_the_planned_rate_and_sheds_the_rest_with_429():
+    """``set_admit_rates`` (the control law's ``admit_rps`` under ``esg up``):
+    beyond the rate, 429 at once with the reason, counted as shed (offered
+    load the scaler still sees); without it, everything is admitted again."""
+    stack = {"functions": {"a": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "1000"}}}}
+    server = gateway()
+    now = [100.0]
+    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}",
+                    clock=lambda: now[0])
+    try:
+        router.set_admit_rates({"w": 2.0, "unknown": 5.0, "nan": float("nan")})
+        assert set(router.rate_limits) == {"w"}
+        codes = [router.run("w", b"{}", "application/json") for _ in range(4)]
+        assert [c for c, _ in codes] == [200, 200, 429, 429]  # a second's worth, then nothing until time passes
+        assert "over what the node can serve" in codes[2][1]["error"] and codes[2][1]["retry_after_s"] >= 1
+        now[0] += 0.5
+        assert router.run("w", b"{}", "application/json")[0] == 200
+        from prometheus_client import generate_latest
+
+        metrics = generate_latest(router.registry).decode()
+        assert 'esg_workflow_requests_total{slo="shed",workflow="w"} 2.0' in metrics
+        router.set_admit_rates({})
+        assert all(router.run("w", b"{}", "application/json")[0] == 200 for _ in range(4))
+    finally:
+        server.shutdown()
+        server.server_close()

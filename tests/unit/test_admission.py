@@ -92,3 +92,18 @@ def test_the_machine_scope_names_one_limit_for_all_workflows():
     assert AdmissionSettings().scope_of("a") == AdmissionSettings().scope_of("b")
     per_workflow = AdmissionSettings(scope="workflow")
     assert per_workflow.scope_of("a") != per_workflow.scope_of("b")
+
+
+def test_a_rate_limit_admits_its_rate_on_average_and_a_second_of_it_at_once():
+    from esg_plugin.control.admission import RateLimit
+
+    limit = RateLimit(4.0, now_s=0.0)
+    assert [limit.admit(0.0) for _ in range(5)] == [True] * 4 + [False]  # one second's worth at once
+    assert limit.admit(0.1) is False and limit.admit(0.25) is True        # then one every 1/4 s
+    admitted = sum(limit.admit(t / 100) for t in range(100, 1100))        # 10 s at 100 tries a second
+    assert 40 <= admitted <= 44  # 4 a second, plus what was banked before (at most the burst)
+    limit.set(1.0, now_s=11.0)                                            # a lower rate holds at once
+    assert limit.burst == 1.0 and sum(limit.admit(11.0 + t / 10) for t in range(50)) <= 6
+    assert limit.admit(5.0) is False  # a clock that steps back refills nothing
+    with pytest.raises(ValueError, match="positive rate"):
+        limit.set(float("nan"), 20.0)

@@ -324,3 +324,43 @@ def test_a_share_just_changed_is_not_changed_back_within_the_delay(chain):
     assert any(free[s] < before[s] for s in before), (before, free)  # without the hold: a smaller share
     before, held = shares_after_faster_instances(just_changed=True)
     assert all(held[s] >= before[s] for s in before), (before, held)  # within the delay: kept
+
+
+def test_a_full_node_plans_for_the_rate_that_fits_and_admits_only_that(chain):
+    """busy_capacity (esg up on a CPU): a plan whose busy time exceeds the
+    node is made again for the rate that fits, which the decision gives as
+    the rate to admit; a second workflow gets what the first left; when the
+    load falls back under the capacity, nothing is held back any more."""
+    wf, profiles = chain
+    other = Workflow.build("v", 80.0, [Stage("a", "resnet18")], hop_ms=1.0)
+    unlimited = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0))
+    alone = unlimited.new_state()
+    assert tick(unlimited, alone, 0.0, 400.0).admit_rps == {}
+    need = alone.workflows["w"].busy
+    assert need > 0
+
+    law = ControlLaw([wf, other], profiles, ControlSettings(warmup_s=0.0, busy_capacity=need / 2))
+    state = law.new_state()
+    obs = {"w": WorkflowObservation(400.0, 400.0, 2.0), "v": WorkflowObservation(50.0, 50.0, 2.0)}
+    decision = law.step(Observation(0.0, obs), state, 0.0)
+    w, v = state.workflows["w"], state.workflows["v"]
+    assert 0 < decision.admit_rps["w"] < decision.rates_rps["w"]  # held below the wanted rate
+    assert decision.plans["w"].rate_rps == pytest.approx(decision.admit_rps["w"])
+    assert w.busy + v.busy <= need / 2 * 1.25  # the node's capacity, within the plans' granularity
+    assert w.busy > 0 and v.busy > 0
+    # the load falls: every workflow fits again and nothing is held back
+    calm = {"w": WorkflowObservation(20.0, 20.0, 2.0), "v": WorkflowObservation(5.0, 5.0, 2.0)}
+    for t in range(1, 200):
+        decision = law.step(Observation(float(t), calm), state, float(t))
+    assert decision.admit_rps == {}
+
+
+def test_busy_time_counts_rate_execution_per_request_and_share():
+    from esg_plugin.control.law import plan_busy
+    from esg_plugin.model.config import Config, StageOption
+
+    wf = Workflow.build("x", 100.0, [Stage("a", "f"), Stage("b", "g", ("a",), fanout=2)])
+    choices = {"a": StageOption(Config(4, 50), 40.0, 1, 0.0, 40.0, 50),   # 10 ms a request at half the node
+               "b": StageOption(Config(1, 100), 5.0, 1, 0.0, 5.0, 100)}   # twice per request, whole node
+    assert plan_busy(wf, 10.0, choices) == pytest.approx(10 * 0.010 * 0.5 + 20 * 0.005 * 1.0)
+
