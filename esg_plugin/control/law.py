@@ -28,12 +28,15 @@ Per workflow with data, at every tick (``docs/control.md``):
    late one that fits.
 5. **Calibration** — profile latencies scaled by observed / profiled
    execution time (bounded to 0.5..3, smoothed).
-6. **A time-shared node** (``busy_capacity``, ``esg up`` on a CPU) — a plan
-   whose busy time (:func:`plan_busy`, with the calibrated execution
-   times: contention shows as longer ones) exceeds what the other
-   workflows' plans leave is made again for the rate that fits, in
-   planning order, and that rate is the workflow's ``admit_rps``: the rest
-   is shed at the entry (429) rather than slowing every request down.
+6. **A time-shared node** (``busy_capacity``, ``esg up`` on a CPU) — each
+   workflow's demand is the busy time of its plan for its wanted rate
+   (:func:`plan_busy`, with the calibrated execution times: contention
+   shows as longer ones). When the demands exceed the capacity, each
+   workflow gets the capacity in proportion to its demand (no workflow
+   starves while another grows), its plan is made again for the rate that
+   fits its part, and that rate is its ``admit_rps``: the rest is shed at
+   the entry (429) rather than slowing every request down. A workflow
+   re-plans when its part moves by more than ``BUSY_FREED``.
 
 The output is level-triggered, as a Kubernetes controller's: every tick
 returns the whole desired state, so an actuator that failed to place
@@ -75,8 +78,8 @@ DEGRADED_BUDGET_FACTORS = (1.1, 1.25, 1.5, 2.0, 4.0)
 plan that the model says is late by the least, before the fastest (dearest)."""
 
 BUSY_FREED = 0.1
-"""A workflow held below its rate by ``busy_capacity`` re-plans when the
-others leave this much more (relative) than its plan keeps busy."""
+"""A workflow re-plans when its part of ``busy_capacity`` moved this much
+(relative) away from what its plan keeps busy."""
 
 StageKey = tuple[str, str]
 
@@ -109,6 +112,8 @@ class WorkflowState:
     """No excess backlog, no misses, no panic at the last tick: only then may a re-plan hold less."""
     busy: float = 0.0
     """The plan's busy time on a time-shared node (:func:`plan_busy`)."""
+    demand: float = 0.0
+    """The busy time of the plan for the wanted rate, before any capacity held it back."""
     admit_rps: Optional[float] = None
     """The rate the plan covers when ``busy_capacity`` held it below the wanted rate."""
 
@@ -227,9 +232,11 @@ class ControlLaw:
                          for st in workflow.stages)
             if calm or slower:  # faster instances are no reason to shrink in a panic or while requests miss
                 why = "execution times moved: re-planned"
-        if why is None and ws.admit_rps is not None and \
-                self._busy_left(workflow, state) > ws.busy * (1 + BUSY_FREED) + 1e-9:
-            why = "node capacity freed: re-planned"  # another workflow holds less now
+        if why is None and ws.plan is not None and s.busy_capacity is not None:
+            part = self._busy_part(workflow.name, state, ws.demand)
+            if ws.busy > part * (1 + BUSY_FREED) + 1e-9 or \
+                    (ws.admit_rps is not None and part > ws.busy * (1 + BUSY_FREED) + 1e-9):
+                why = "the node's capacity shared anew: re-planned"  # another workflow wants more, or less
         if why is None:
             return None
         return why, target, obs.arrival_cv2
@@ -301,11 +308,11 @@ class ControlLaw:
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2)
         covered_rps, admit_rps = rate_rps, None
-        left = self._busy_left(workflow, state)
-        busy = plan_busy(workflow, problem.rate_rps, choices)
-        if busy > left and problem.rate_rps > self.settings.min_rate_rps:
-            # the node is full: plan for the rate that fits (busy time grows with the rate) and admit that
-            covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * left / busy)
+        ws.demand = busy = plan_busy(workflow, problem.rate_rps, choices)
+        part = self._busy_part(workflow.name, state, busy)
+        if busy > part * (1 + 1e-9) and problem.rate_rps > self.settings.min_rate_rps:
+            # the node is full: plan for the rate that fits its part (busy time grows with the rate), admit that
+            covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
             problem, choices, stats, _ = self._choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
             fits = False
         down, up = self._pins(workflow, ws, choices, current, now_s)
@@ -410,12 +417,15 @@ class ControlLaw:
                 return self._choose(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
 
-    def _busy_left(self, workflow: Workflow, state: ControlState) -> float:
-        """The busy time the other workflows' plans leave on the node (∞ without ``busy_capacity``)."""
-        if self.settings.busy_capacity is None:
+    def _busy_part(self, name: str, state: ControlState, demand: float) -> float:
+        """A workflow's part of ``busy_capacity`` for its ``demand``: all of
+        it while every demand fits, else the capacity in proportion to the
+        demands (∞ without a capacity)."""
+        capacity = self.settings.busy_capacity
+        if capacity is None:
             return math.inf
-        others = sum(ws.busy for name, ws in state.workflows.items() if name != workflow.name)
-        return max(0.0, self.settings.busy_capacity - others)
+        total = demand + sum(ws.demand for other, ws in state.workflows.items() if other != name)
+        return demand if total <= capacity else capacity * demand / total
 
     def _capacity_left(self, workflow: Workflow, state: ControlState) -> float:
         if self.settings.capacity_gpus is None:

@@ -327,10 +327,10 @@ def test_a_share_just_changed_is_not_changed_back_within_the_delay(chain):
 
 
 def test_a_full_node_plans_for_the_rate_that_fits_and_admits_only_that(chain):
-    """busy_capacity (esg up on a CPU): a plan whose busy time exceeds the
-    node is made again for the rate that fits, which the decision gives as
-    the rate to admit; a second workflow gets what the first left; when the
-    load falls back under the capacity, nothing is held back any more."""
+    """busy_capacity (esg up on a CPU): when the plans' busy time exceeds
+    the node, each workflow gets its part in proportion to its demand, is
+    planned for the rate that fits it and admits that rate; when the load
+    falls back under the capacity, nothing is held back any more."""
     wf, profiles = chain
     other = Workflow.build("v", 80.0, [Stage("a", "resnet18")], hop_ms=1.0)
     unlimited = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0))
@@ -347,7 +347,10 @@ def test_a_full_node_plans_for_the_rate_that_fits_and_admits_only_that(chain):
     assert 0 < decision.admit_rps["w"] < decision.rates_rps["w"]  # held below the wanted rate
     assert decision.plans["w"].rate_rps == pytest.approx(decision.admit_rps["w"])
     assert w.busy + v.busy <= need / 2 * 1.25  # the node's capacity, within the plans' granularity
-    assert w.busy > 0 and v.busy > 0
+    # shared in proportion to the demands: neither starves, whichever planned first
+    capacity, total = need / 2, w.demand + v.demand
+    for ws in (w, v):
+        assert 0.5 * capacity * ws.demand / total <= ws.busy <= 1.25 * capacity * ws.demand / total
     # the load falls: every workflow fits again and nothing is held back
     calm = {"w": WorkflowObservation(20.0, 20.0, 2.0), "v": WorkflowObservation(5.0, 5.0, 2.0)}
     for t in range(1, 200):
