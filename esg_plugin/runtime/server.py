@@ -30,6 +30,7 @@ process exits 1, so the platform restarts it: never a silent hang.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import os
 import signal
@@ -205,6 +206,8 @@ def serve(app: RuntimeApp, settings: RuntimeSettings,
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.signal(signal.SIGINT, on_sigterm)
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: every thread's stack on stderr, the process runs on
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     if on_ready is not None:
         on_ready(server)
     host, port = server.server_address[:2]
