@@ -45,7 +45,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the final report as JSON")
     p.add_argument("--out", metavar="DIR",
                    help="also write report.json, timeline.json (every control iteration and action) and "
-                        "timeline.png (rate, replicas, hit rate and resources on one time axis)")
+                        "timeline.png (rate, replicas, hit rate and resources on one time axis), and logs/ "
+                        "(every worker's stdout and stderr)")
     p.add_argument("--cpu-hog", type=flag(int, 0, 64), default=0, metavar="N",
                    help="run N busy processes beside the system, as a noisy neighbour (default 0)")
     p.set_defaults(run=run)
@@ -93,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = run_up(stack, stack_path.parent, topology, profiles, workload, args.policy, seed=args.seed,
                         interval_s=args.interval_s, max_replicas=args.max_replicas, dashboard=terminal_dashboard(),
-                        cpu_hogs=args.cpu_hog, admission=admission_settings(args.admission, args.policy))
+                        cpu_hogs=args.cpu_hog, admission=admission_settings(args.admission, args.policy),
+                        logs_to=Path(args.out) / "logs" if args.out else None)
     except PlatformError as err:
         raise LoadError(str(err)) from None
     except KeyboardInterrupt:

@@ -72,6 +72,8 @@ class Worker:
     """(batch size, batching timeout in ms) this worker was last given."""
     in_flight: int = 0
     """Requests the gateway has sent to it and not yet had answered."""
+    log: Optional[Path] = None
+    """Its stdout and stderr (a file: a pipe nobody reads would block a worker that writes much)."""
 
 
 @dataclass
@@ -112,6 +114,9 @@ class LocalPlatform:
                  retry_s: tuple[float, float] = (1.0, 30.0), parallel_starts: Optional[int] = None,
                  max_replicas: int = MAX_REPLICAS):
         self.workdir = workdir
+        self.logs = workdir / "logs"
+        """Each worker's stdout and stderr: ``<function>.<port>.log``."""
+        self.logs.mkdir(parents=True, exist_ok=True)
         self.max_replicas = max_replicas
         """The most replicas of one function (each is a process of a few hundred MB)."""
         self.template = template
@@ -163,11 +168,13 @@ class LocalPlatform:
             env = {**os.environ, **fn.env, **self.extra_env, C.ENV_HOST: "127.0.0.1", C.ENV_PORT: str(port),
                    C.ENV_MAX_BATCH_SIZE: str(state.batch_size), C.ENV_MAX_WAIT_MS: str(state.max_wait_ms),
                    C.ENV_GPU_SHARE_PCT: str(state.gpu_share), C.ENV_CONFIG_TOKEN: self.token}
-            proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
+            log = self.logs / f"{fn.name}.{port}.log"
+            with open(log, "ab") as out:  # the child keeps its own descriptor
+                proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
+                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
             self.spawned.append(proc.pid)
-            return Worker(proc, port, state.gpu_share, (state.batch_size, state.max_wait_ms))
+            return Worker(proc, port, state.gpu_share, (state.batch_size, state.max_wait_ms), log=log)
 
     def _wait_ready(self, fn: LocalFunction, workers: list[Worker]) -> None:
         deadline = time.monotonic() + self.start_timeout_s
@@ -176,7 +183,7 @@ class LocalPlatform:
                 if self.closed:
                     raise PlatformError(f"function '{fn.name}': the platform is shut down")
                 if worker.proc.poll() is not None:
-                    error = worker.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
+                    error = worker.log.read_text(errors="replace").strip().splitlines() if worker.log else []
                     raise PlatformError(f"function '{fn.name}' exited at start: {error[-1] if error else 'no output'}")
                 try:
                     if call_worker(worker.port, "GET", C.HEALTH_PATH, timeout=1.0)[0] == 200:

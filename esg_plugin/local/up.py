@@ -209,7 +209,8 @@ class UpReport:
 def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSet, workload: Workload,
            policy: str, seed: int = 1, interval_s: float = 5.0, max_replicas: int = 3,
            dashboard: Optional[callable] = None, workdir: Optional[Path] = None, cpu_hogs: int = 0,
-           admission: Optional[AdmissionSettings] = None) -> UpReport:
+           admission: Optional[AdmissionSettings] = None, logs_to: Optional[Path] = None) -> UpReport:
+    """``logs_to``: where the workers' logs (stdout and stderr) are copied at the end."""
     own_workdir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="esg-up-")) if workdir is None else workdir
     stages = set(topology.functions.values())  # the router runs beside the platform, not as a function
@@ -300,6 +301,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
             server.server_close()
         platform.shutdown()
         report.spawned_pids = list(platform.spawned)
+        if logs_to is not None:
+            shutil.copytree(platform.logs, logs_to, dirs_exist_ok=True)
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     return report

@@ -26,6 +26,9 @@ while os.path.exists(os.environ["HOLD_MARKER"]):  # a test holds new workers in 
     time.sleep(0.05)
 
 def handle_batch(events, context):
+    for e in events:
+        if e.body and json.loads(e.body).get("loud"):  # a function that logs much: 16 KB a request
+            print("log line " + "x" * 16384, file=__import__("sys").stderr, flush=True)
     return [{"statusCode": 200, "body": {"ok": True}} for e in events]
 '''
 
@@ -47,10 +50,10 @@ def platform(tmp_path):
     platform.shutdown()
 
 
-def post(port, path="/"):
+def post(port, path="/", body=b"{}"):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("POST", path, body=b"{}", headers={"Content-Type": "application/json"})
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -203,6 +206,23 @@ def test_the_gateway_refuses_a_scale_without_its_token_as_json_within_bounds(tmp
         assert response.status == status and "error" in json.loads(response.read())
         assert platform.functions["echo"].state.replicas == 1
         conn.close()
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+
+
+def test_a_worker_that_logs_much_keeps_serving_and_its_log_is_kept(platform):
+    """Workers write to a file each, not to a pipe nobody reads: 40 requests
+    of 16 KB of log each (ten times a pipe's buffer) are all answered, and
+    the lines are in the worker's log under the platform's logs folder."""
+    gateway = make_gateway_server(platform)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        port = gateway.server_address[1]
+        for _ in range(40):
+            assert post(port, "/function/echo", b'{"loud": true}')[0] == 200
+        logs = list(platform.logs.glob("echo.*.log"))
+        assert len(logs) >= 2 and sum(p.read_text().count("log line") for p in logs) == 40
     finally:
         gateway.shutdown()
         gateway.server_close()
