@@ -181,8 +181,10 @@ class UpReport:
     def tracking(self, workflow: str) -> dict:
         """How the plan followed the load: the planned over the offered rate
         at steady state (ticks after the warm-up and not within ``settle_s``
-        — the long window — after a step), and the time from each upward rate step to the first scale-up
-        (more replicas or a larger share) of one of the workflow's functions."""
+        — the long window — after a step), the time from each upward rate step to the first scale-up
+        (more replicas or a larger share) of one of the workflow's functions, and, for a workflow the
+        machine's capacity held to a rate before the step (``admit_rps``), to the first tick that
+        admits more (5% or more, or no limit)."""
         steps = self.steps.get(workflow, [])
         ratios = []
         for row in self.timeline:
@@ -198,11 +200,22 @@ class UpReport:
                    and a["kind"] in (REPLICAS, GPU_SHARE) and a["before"] is not None
                    and a["after"] is not None and a["after"] > a["before"]]
             reaction.append(round(min(ups), 2) if ups else None)
+        # a workflow held at its part of the machine answers a step by admitting more, not by scaling
+        admits = [(row["t"], row.get("admit_rps", {}).get(workflow)) for row in self.timeline]
+        admitted_more = []
+        for t in steps:
+            before = [a for at, a in admits if at < t]
+            if not before or before[-1] is None:
+                admitted_more.append(None)  # not held before the step: its reaction is a scale-up
+                continue
+            rises = [at - t for at, a in admits if at >= t and (a is None or a > before[-1] * 1.05)]
+            admitted_more.append(round(min(rises), 2) if rises else None)
         return {
             "planned_over_offered_median": round(statistics.median(ratios), 3) if ratios else None,
             "steady_ticks_within_15pct": round(sum(0.85 <= r <= 1.15 for r in ratios) / len(ratios), 3)
             if ratios else None,
             "step_to_first_scale_up_s": reaction,
+            "step_to_admitting_more_s": admitted_more,
         }
 
 
