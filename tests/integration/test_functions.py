@@ -45,10 +45,13 @@ DEPLOYMENTS = {
 class Server:
     def __init__(self, folder: Path, env: dict):
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "index.py"], cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, **env, "ESG_PORT": str(self.port), "ESG_MAX_BATCH_SIZE": "8",
-                 "ESG_MAX_WAIT_MS": "3000", "ESG_CONFIG_TOKEN": "t", "OMP_NUM_THREADS": "1"})
+        # stderr to a file, not a pipe: a pipe nobody reads blocks the process once it fills
+        self.err_path = folder / f"stderr-{self.port}.txt"
+        with open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "index.py"], cwd=folder, stdout=subprocess.DEVNULL, stderr=err,
+                env={**os.environ, **env, "ESG_PORT": str(self.port), "ESG_MAX_BATCH_SIZE": "8",
+                     "ESG_MAX_WAIT_MS": "3000", "ESG_CONFIG_TOKEN": "t", "OMP_NUM_THREADS": "1"})
 
     def wait(self):
         deadline = time.monotonic() + 120
@@ -58,7 +61,7 @@ class Server:
                     return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stderr.read().decode()) from None
+                    raise RuntimeError(self.err_path.read_text(errors="replace")) from None
                 time.sleep(0.1)
         raise RuntimeError("function did not start")
 
