@@ -52,11 +52,6 @@ workflow beyond what the others leave is planned for, and admits, the rate
 that fits; the rest gets 429 at the entry (``ControlSettings.busy_capacity``)."""
 
 
-def time_shared(profiles: ProfileSet) -> bool:
-    """Whether a share in these profiles is a share of CPU cores (time-shared), not of a GPU."""
-    return profiles.device.startswith("cpu") or "core" in profiles.share_unit
-
-
 def entry_body(profile_key: str) -> tuple[bytes, str]:
     """A request body the entry stage of a shipped workflow accepts."""
     if profile_key in ("preprocess", "ssd-mobilenetv2", "espcn", "resnet50", "resnet18"):
@@ -272,7 +267,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         if policy == "esg":
             settings = ScalerSettings(interval_s=interval_s, window_s=max(30.0, 3 * interval_s),
                                       scale_down_delay_s=30.0, max_replicas=max_replicas,
-                                      busy_capacity=UP_BUSY_CAPACITY if admission and time_shared(profiles) else 0.0)
+                                      busy_capacity=UP_BUSY_CAPACITY if admission and profiles.time_shared else 0.0)
 
             def on_iteration(now, obs, decision, changes):
                 if admission:  # the plan's own limit: what the node cannot serve is shed at once

@@ -84,6 +84,12 @@ class ProfileSet:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     """Anything else the file carries (device details, the command that measured it)."""
 
+    @property
+    def time_shared(self) -> bool:
+        """Whether a share here is a share of CPU cores (threads, time-shared:
+        ``esg profile`` names such a device ``cpu-<N>core``), not of a GPU."""
+        return self.device.startswith("cpu") or "core" in self.share_unit
+
     def __contains__(self, name: str) -> bool:
         return name in self.functions
 

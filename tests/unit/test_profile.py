@@ -92,6 +92,8 @@ def test_the_shipped_gpu_profile_was_measured_through_the_functions_and_falls_wi
     profiles = load_profiles(path)
     doc = json.loads(path.read_text())
     assert doc["device"] == "NVIDIA H200" and "green-context" in doc["measured_by"]["share_mechanism"]
+    # a GPU share is reserved; a CPU share (threads) is time-shared (esg up's busy capacity)
+    assert not profiles.time_shared and load_profiles(path.with_name("cpu-2core.json")).time_shared
     for name in ("resnet50", "resnet18", "espcn"):
         assert doc["measured_by"]["paths"][name] == "v2-binary"
         p = profiles[name]
