@@ -22,9 +22,11 @@ imported, because CUDA reads its limits when it initialises:
   is a share of the allotment (``share_unit`` of the CPU profiles);
 - with CUDA the share is a share of the GPU, not of the cores: the host
   only decodes and dispatches kernels, so torch gets ``ESG_CPU_THREADS``
-  threads when set, else one (:func:`gpu_host_threads`). On an H200, 8 and
-  16 intra-op threads made ResNet-50 at batch 1 dispatch in 6.1-7.6 ms
-  against 3.8-4.3 ms with 1-4 (``bench/gpu_profile.sh``, 2026-11-30).
+  threads when set, else one (:func:`gpu_host_threads`). On an H200,
+  ResNet-50 alone at batch 1 took 6.3-6.8 ms with 8 and 16 intra-op
+  threads against 3.8-4.1 ms with 1-4, and 3.2-3.6 ms with one thread at
+  every share from 20% (``bench/gpu_share.py`` in ``bench/gpu_profile.sh``,
+  2026-11-30; ``docs/evaluation/gpu-share-h200*.json``).
 
 :class:`GpuTelemetry` reads utilisation and memory through NVML
 (``nvidia-ml-py``) when a GPU is present, and reports nothing, without
