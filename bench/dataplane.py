@@ -8,11 +8,20 @@ trip - model) / model.
 
 Each function runs as `esg up` runs it (the template, python index.py,
 loopback), at ESG_GPU_SHARE=50 (one torch thread on this 2-core machine);
-the model alone is timed in a separate process with one thread too. A
+the model alone is timed in a separate process with one thread too, its C
+heap set as the runtime sets a function's (``runtime/memory.py``: without
+it the model alone ran up to 35% slower on a main thread, which flattered
+the functions). A
 batch of 8 is 8 concurrent requests that the runtime batches; its round
 trip is from the first request sent to the last answer; ``v2-tensor`` is
 the batch as one request with an [8, 3, H, W] tensor, as a Triton client
 sends a batch. Medians of ``--rounds`` rounds. Figures, not pass/fail.
+
+Each client thread keeps its connection (HTTP/1.1 keep-alive, through the
+project's ``ConnectionPool``, as the router and the gateway call functions,
+and as Triton's clients and the OpenFaaS gateway do);
+``--new-connections`` opens one per request instead (what every call cost
+before the runtime kept connections).
 
 Two processes timed minutes apart drift by 10% on a shared machine, more
 than the goal, so a second estimate, ``overhead*``, is composed of parts
@@ -43,15 +52,18 @@ import numpy as np
 
 from esg_plugin.local.platform import build_folder, free_port
 from esg_plugin.runtime import contract as C
+from esg_plugin.runtime.client import ConnectionPool
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"espcn": "espcn", "resnet18": "resnet18"}
 
 MODEL_ONLY = """
 import os, sys, time, statistics
+sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r})
+from esg_runtime.memory import keep_heap
+keep_heap()  # as the runtime sets up a function's process
 import torch
 torch.set_num_threads(1); torch.set_num_interop_threads(1)
-sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r})
 os.environ[{env_function!r}] = {stage!r}
 from dnn.handler import STAGE
 batch = torch.rand({batch}, 3, {size}, {size}, generator=torch.Generator().manual_seed(0))
@@ -67,10 +79,12 @@ print(statistics.median(times))
 
 IN_PROCESS = """
 import json, os, statistics, sys, time
+sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r}); sys.path.insert(0, {bench!r})
+from esg_runtime.memory import keep_heap
+keep_heap()  # as the runtime sets up a function's process
 import numpy as np
 import torch
 torch.set_num_threads(1); torch.set_num_interop_threads(1)
-sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r}); sys.path.insert(0, {bench!r})
 os.environ[{env_function!r}] = {stage!r}
 from dnn import handler
 from esg_runtime.app import Event
@@ -123,8 +137,9 @@ def model_ms(stage: str, batch: int, size: int, rounds: int) -> float:
 
 
 class Function:
-    def __init__(self, folder: Path, stage: str, batch: int):
+    def __init__(self, folder: Path, stage: str, batch: int, keep_alive: bool = True):
         self.port = free_port()
+        self.pool = ConnectionPool() if keep_alive else None
         self.proc = subprocess.Popen([sys.executable, "index.py"], cwd=folder, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL,
                                      env={**os.environ, C.ENV_FUNCTION: stage, C.ENV_PORT: str(self.port),
@@ -140,6 +155,9 @@ class Function:
         raise RuntimeError(f"{stage} did not start")
 
     def call(self, method, path, body, headers):
+        if self.pool is not None:
+            r = self.pool.request(method, f"http://127.0.0.1:{self.port}{path}", body, headers, timeout_s=120)
+            return r.status, float(r.headers.get(C.EXEC_MS_HEADER) or 0), r.body
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
         try:
             conn.request(method, path, body=body, headers=headers)
@@ -150,6 +168,8 @@ class Function:
             conn.close()
 
     def stop(self):
+        if self.pool is not None:
+            self.pool.close()
         self.proc.terminate()
         self.proc.wait()
 
@@ -197,6 +217,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--size", type=int, default=56, help="image side (the workflows' preprocess size)")
+    ap.add_argument("--new-connections", action="store_true",
+                    help="a new connection per request (default: each client thread keeps its own)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="esg-dataplane-"))
     folder = build_folder(ROOT / "template/esg-python3", ROOT / "functions/dnn", work / "fn")
@@ -209,7 +231,8 @@ def main() -> int:
                 inner = in_process_ms(stage, batch, args.size, args.rounds)
                 for mode in ("json", "v2-binary") + (("v2-tensor",) if batch > 1 else ()):
                     # one request holding the batch runs at once (batch 1); else the runtime batches
-                    fn = Function(folder, stage, 1 if mode == "v2-tensor" else batch)
+                    fn = Function(folder, stage, 1 if mode == "v2-tensor" else batch,
+                                  keep_alive=not args.new_connections)
                     try:
                         trip, handler, transport = measure(fn, stage, mode, batch, args.size, args.rounds)
                     finally:

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Optional
 
 from .runtime.connection import JsonRefusals
 
-_SET_BY_US = ("content-length", "date", "server", "connection")
+_SET_BY_US = ("content-length", "date", "server", "connection", "keep-alive", "transfer-encoding")
+"""Set by this server, or hop-by-hop (RFC 9110 §7.6.1): never copied from a forwarded answer."""
 
 
 class JsonHTTPServer(ThreadingHTTPServer):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import http.client
 import json
 import time
 from typing import Optional
@@ -74,8 +75,8 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
                 return call_worker(worker.port, method, path, body, headers)
             except ConnectionRefusedError as err:
                 tried, error = worker, err
-            except OSError as err:
-                return 502, [], json.dumps({"error": f"{name}: {err}"}).encode()
+            except (OSError, http.client.HTTPException) as err:
+                return 502, [], json.dumps({"error": f"{name}: {err or type(err).__name__}"}).encode()
             finally:
                 platform.release(worker)
         return 502, [], json.dumps({"error": f"{name}: {error}"}).encode()

@@ -33,8 +33,7 @@ import json
 import math
 import threading
 import time
-import urllib.error
-import urllib.request
+import http.client
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
@@ -47,6 +46,7 @@ from ..control.admission import AdmissionSettings, ConcurrencyLimit, RateLimit
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
 from ..runtime import v2
 from ..runtime import contract as C
+from ..runtime.client import ConnectionPool
 from ..model import Topology
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
@@ -80,6 +80,8 @@ class Router:
         self.gateway_url = gateway_url.rstrip("/")
         self.timeout_s = timeout_s
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="esg-router")
+        self.connections = ConnectionPool(max_idle_per_host=threads)
+        """Keep-alive connections to the gateway, reused across stage calls."""
         self.registry = CollectorRegistry()
         self.requests = Counter(C.METRIC_WORKFLOW_REQUESTS, "Workflow requests, by SLO outcome.",
                                 ["workflow", "slo"], registry=self.registry)
@@ -111,16 +113,15 @@ class Router:
 
     def post_stage(self, stage: str, function: str, body: bytes, headers: dict, path: str = "") -> tuple[bytes, Any]:
         """POST to a stage's function through the gateway: (body, response headers); StageFailed."""
-        request = urllib.request.Request(f"{self.gateway_url}/function/{function}{path}", data=body, method="POST",
-                                         headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return response.read(), response.headers
-        except urllib.error.HTTPError as err:
-            detail = err.read()[:300].decode("utf-8", "replace")
-            raise StageFailed(stage, f"function {function}: HTTP {err.code} {detail}", err.code) from None
-        except (urllib.error.URLError, OSError) as err:
-            raise StageFailed(stage, f"function {function}: {err}") from None
+            response = self.connections.request("POST", f"{self.gateway_url}/function/{function}{path}", body,
+                                                headers, timeout_s=self.timeout_s)
+        except (OSError, http.client.HTTPException) as err:
+            raise StageFailed(stage, f"function {function}: {err or type(err).__name__}") from None
+        if not 200 <= response.status < 300:
+            detail = response.body[:300].decode("utf-8", "replace")
+            raise StageFailed(stage, f"function {function}: HTTP {response.status} {detail}", response.status)
+        return response.body, response.headers
 
     def run(self, workflow_name: str, body: bytes, content_type: str, v2: bool = False,
             v2_header: Optional[str] = None) -> tuple[int, Any]:

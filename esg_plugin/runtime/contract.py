@@ -28,6 +28,7 @@ ENV_CPU_THREADS = "ESG_CPU_THREADS"
 ENV_GPU_SHARE_MECHANISM = "ESG_GPU_SHARE_MECHANISM"
 """How a GPU share limits the kernels: auto (default), mps or green-context (runtime/gpu.py)."""
 ENV_CONFIG_TOKEN = "ESG_CONFIG_TOKEN"
+ENV_HEAP_RETAIN_MB = "ESG_HEAP_RETAIN_MB"
 ENV_FUNCTION = "ESG_FUNCTION"
 """Which function of a multi-function handler folder this process serves."""
 

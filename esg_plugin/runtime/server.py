@@ -1,6 +1,8 @@
 """The threaded WSGI server of a function, and its start-up order.
 
-Start-up: settings from the environment, then the GPU share (before the
+Start-up: settings from the environment, then the C heap's thresholds
+(``memory.py``: a batch's activations reuse freed memory instead of fresh
+pages), then the GPU share (before the
 handler is imported, so before any framework initialises CUDA), then the
 handler, then its warm-up (``warmup(batch_sizes, context)`` when the
 handler defines it: a batch of each size it will be given, so that the
@@ -16,9 +18,16 @@ process exits 0.
 The server is the standard library's threaded WSGI server, guarded
 (issue 14): a request head must arrive within ``HEAD_TIMEOUT_S`` in all
 (slow-loris), any one read or write on a connection within
-``connection.IO_TIMEOUT_S``; one request per connection (HTTP/1.0 answers), the
-connection closed gracefully after it even when the body was not read (a
-429 before the body). Bodies, chunked or not, their size and the memory
+``connection.IO_TIMEOUT_S``. Connections persist as HTTP/1.1 says
+(keep-alive, as the OpenFaaS gateway's and Triton's clients expect: no
+connect and no new thread per request, issue 15): the next request is read
+on the same connection when the client spoke HTTP/1.1 without
+``Connection: close``, its body was read to the end by Content-Length, and
+the answer has a Content-Length; otherwise the answer says
+``Connection: close`` and the connection is closed gracefully, even when the
+body was not read (a 429 before the body). An idle connection waits for its
+next request head under the same ``HEAD_TIMEOUT_S``, and is closed at once
+when the function drains. Bodies, chunked or not, their size and the memory
 they hold are the application's (``app.read_body``). A production server
 with a fixed thread pool (waitress) was not taken: a batch forms only when
 each of its requests has its own thread waiting, and waitress reads every
@@ -45,6 +54,7 @@ from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer,
 from .app import Context, RuntimeApp
 from .connection import JsonRefusals
 from .gpu import GpuTelemetry, apply_share
+from .memory import keep_heap
 from .settings import RuntimeSettings, SettingsError
 
 
@@ -98,15 +108,72 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
     def handle_error(self, request, client_address) -> None:
         pass  # a client that went away or timed out is not the server's error; the app answers its own
 
+    def draining(self) -> bool:
+        app = self.get_app()
+        return bool(getattr(app, "draining", False))
+
+
+class CountingBody:
+    """A request's ``wsgi.input``: the connection's reader, counting what the
+    application read, so the server knows whether the next request on the
+    connection starts where the reader stands."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.taken = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.taken += len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self._stream.readline(size)
+        self.taken += len(data)
+        return data
+
+
+class ResponseHandler(ServerHandler):
+    """wsgiref's handler answering HTTP/1.1, with ``Connection: close`` when
+    the connection will not carry another request."""
+
+    http_version = "1.1"
+    keep_alive = False
+
+    def cleanup_headers(self) -> None:
+        super().cleanup_headers()
+        self.keep_alive = "Content-Length" in self.headers and self.request_handler.may_keep_alive()
+        if not self.keep_alive:
+            self.headers["Connection"] = "close"
+
 
 class QuietHandler(JsonRefusals, WSGIRequestHandler):
-    """One request per connection with the guards above (and those of
-    ``connection.py``); no access log on stderr (the watchdog logs requests)."""
+    """Requests on one connection, in turn, with the guards above (and those
+    of ``connection.py``); no access log on stderr (the watchdog logs requests)."""
+
+    protocol_version = "HTTP/1.1"  # its refusals, and 100 Continue to a client that expects it
+    disable_nagle_algorithm = True  # a persistent connection's small writes must not wait for an ACK
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
         pass
 
     def handle(self) -> None:
+        while self._read_head():
+            body = CountingBody(self.rfile)
+            handler = ResponseHandler(body, self.wfile, self.get_stderr(), self.get_environ(), multithread=True)
+            handler.request_handler = self
+            self.body = body
+            try:
+                handler.run(self.server.get_app())
+            except OSError:
+                return
+            if not handler.keep_alive:
+                break
+        self._linger()
+
+    def _read_head(self) -> bool:
+        """The next request's line and headers; False when the connection
+        ends (closed, timed out, reaped, or a head refused with its error)."""
         connections = self.server.connections
         connections.waiting(self.connection)
         try:
@@ -114,20 +181,26 @@ class QuietHandler(JsonRefusals, WSGIRequestHandler):
             if len(self.raw_requestline) > 65536:
                 self.requestline, self.request_version, self.command = "", "", ""
                 self.send_error(414)
-                return
-            if not self.raw_requestline or not self.parse_request():
-                return
+                return False
+            return bool(self.raw_requestline) and self.parse_request()
         except OSError:  # timed out, or closed by the reaper or at shutdown
-            return
+            return False
         finally:
             connections.done_waiting(self.connection)
-        handler = ServerHandler(self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=True)
-        handler.request_handler = self
+
+    def may_keep_alive(self) -> bool:
+        """Whether the connection may carry another request after this one:
+        HTTP/1.1 without ``Connection: close``, the body read to its
+        Content-Length (none chunked), and the function not draining."""
+        if self.request_version != "HTTP/1.1" or self.server.draining():
+            return False
+        if "close" in self.headers.get("Connection", "").lower() or self.headers.get("Transfer-Encoding"):
+            return False
         try:
-            handler.run(self.server.get_app())
-        except OSError:
-            return
-        self._linger()
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return False
+        return self.body.taken == length
 
     def _linger(self) -> None:
         """Close as a server should when the client may still be sending a
@@ -147,6 +220,7 @@ class QuietHandler(JsonRefusals, WSGIRequestHandler):
 
 def build(handler_module: str, env: MutableMapping[str, str]) -> tuple[RuntimeApp, RuntimeSettings]:
     settings = RuntimeSettings.from_env(env)
+    keep_heap(settings.heap_retain_mb)
     share = apply_share(settings.gpu_share_pct, env, settings.cpu_threads, settings.share_mechanism)
     if share.device == "cuda":
         print(f"esg runtime: GPU share {share.share_pct}% limited by {share.mechanism}"

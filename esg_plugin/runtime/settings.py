@@ -52,6 +52,9 @@ class RuntimeSettings:
     the share of them); unset: the cgroup's quota, else the cores it may run on."""
     share_mechanism: str = "auto"
     """ESG_GPU_SHARE_MECHANISM: one of SHARE_MECHANISMS."""
+    heap_retain_mb: int = 256
+    """ESG_HEAP_RETAIN_MB: freed C heap the process keeps for its next batch
+    (runtime/memory.py); 0 leaves the C library's defaults."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> "RuntimeSettings":
@@ -94,6 +97,7 @@ class RuntimeSettings:
             gpu_share_pct=integer(C.ENV_GPU_SHARE_PCT, 100, 1, 100),
             config_token=env.get(C.ENV_CONFIG_TOKEN) or None,
             cpu_threads=cpu_threads,
+            heap_retain_mb=integer(C.ENV_HEAP_RETAIN_MB, 256, 0, 65536),
         )
 
 

@@ -22,6 +22,7 @@ gateway_user / gateway_password for the system API when it needs auth.
 """
 
 import base64
+import http.client
 import json
 import os
 import threading
@@ -33,12 +34,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from esg_runtime import contract as C  # the template's runtime: the wire contract, spelled once
 from esg_runtime import v2
+from esg_runtime.client import ConnectionPool
 
 SERVES_V2_PATHS = True
 """The runtime hands /v2 paths to handle(): each workflow is a model."""
 
 GATEWAY = os.environ.get("gateway_url", "http://gateway.openfaas:8080").rstrip("/")
 POOL = ThreadPoolExecutor(64)
+CONNECTIONS = ConnectionPool(max_idle_per_host=64)
+"""Keep-alive connections to the gateway, reused across stage calls."""
 _cache = {"at": 0.0, "workflows": {}}
 _lock = threading.Lock()
 
@@ -84,15 +88,13 @@ class Failed(Exception):
 
 def post(stage, function, body, headers, path=""):
     """(body, response headers) of one call to a stage's function; Failed."""
-    request = urllib.request.Request(f"{GATEWAY}/function/{function}{path}", data=body, method="POST",
-                                     headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.read(), response.headers
-    except urllib.error.HTTPError as err:
-        raise Failed(stage, err.code, err.read()[:300].decode("utf-8", "replace")) from None
-    except (urllib.error.URLError, OSError) as err:
-        raise Failed(stage, 0, str(err)) from None
+        response = CONNECTIONS.request("POST", f"{GATEWAY}/function/{function}{path}", body, headers, timeout_s=60)
+    except (OSError, http.client.HTTPException) as err:
+        raise Failed(stage, 0, str(err) or type(err).__name__) from None
+    if not 200 <= response.status < 300:
+        raise Failed(stage, response.status, response.body[:300].decode("utf-8", "replace"))
+    return response.body, response.headers
 
 
 def call(stage, function, body, headers):

@@ -331,3 +331,73 @@ def test_sigusr1_dumps_every_threads_stack_and_the_function_serves_on(function):
         time.sleep(0.05)
     assert "most recent call first" in fn.stderr() and "serve_forever" in fn.stderr()
     assert fn.call({"id": 1})[0] == 200 and fn.proc.poll() is None
+
+
+def _answer(sock) -> tuple[bytes, bytes]:
+    """(head, body) of one response read from a raw socket, by Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the whole body"
+        body += chunk
+    return head, body
+
+
+def test_a_connection_carries_request_after_request_until_the_client_says_close(function):
+    """HTTP/1.1 keep-alive (issue 15): the same connection answers each
+    request in turn; `Connection: close` is answered with it, then closed."""
+    fn = function(ESG_MAX_BATCH_SIZE=4, ESG_MAX_WAIT_MS=0)
+    conn = http.client.HTTPConnection("127.0.0.1", fn.port, timeout=30)
+    try:
+        sock = None
+        for i in range(5):
+            conn.request("POST", "/", body=json.dumps({"id": i}).encode(), headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["id"] == i
+            assert resp.version == 11 and resp.getheader("Connection") is None
+            sock = sock or conn.sock
+            assert conn.sock is sock  # not reconnected
+        conn.request("POST", "/", body=json.dumps({"id": 9}).encode(), headers={"Connection": "close"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Connection") == "close" and json.loads(resp.read())["id"] == 9
+        assert conn.sock is None  # the client took the answer's word and closed (the raw test below reads the close)
+    finally:
+        conn.close()
+
+
+def test_http_1_0_an_unread_body_and_a_chunked_body_end_the_connection(function):
+    from esg_plugin.runtime.app import MAX_BODY_BYTES
+
+    fn = function()
+    cases = [
+        (b"POST / HTTP/1.0\r\nContent-Length: 9\r\n\r\n{\"id\": 1}", b"200"),
+        # refused before its body is read: the rest of the stream is not a request head
+        (f"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode(), b"413"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{\"id\": 2}\r\n0\r\n\r\n", b"200"),
+    ]
+    for raw, status in cases:
+        with socket.create_connection(("127.0.0.1", fn.port), timeout=30) as sock:
+            sock.sendall(raw)
+            head, _ = _answer(sock)
+            assert head.split()[1] == status, head
+            assert b"\r\nConnection: close" in head, head
+            assert sock.recv(1) == b""
+
+
+def test_an_idle_kept_connection_is_closed_at_sigterm_and_the_process_exits(function):
+    fn = function()
+    with socket.create_connection(("127.0.0.1", fn.port), timeout=120) as sock:
+        body = json.dumps({"id": 3}).encode()
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        head, answer = _answer(sock)
+        assert head.split()[1] == b"200" and b"Connection: close" not in head  # kept open
+        fn.proc.send_signal(signal.SIGTERM)
+        assert fn.proc.wait(timeout=120) == 0
+        assert sock.recv(1) == b""

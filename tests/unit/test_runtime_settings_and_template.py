@@ -38,6 +38,8 @@ def test_defaults_follow_spec_section_6():
     ({"ESG_CPU_THREADS": "nan"}, "ESG_CPU_THREADS must be a number in"),
     ({"ESG_CPU_THREADS": "0"}, "ESG_CPU_THREADS must be a number in"),
     ({"ESG_CPU_THREADS": "two"}, "ESG_CPU_THREADS must be a number in"),
+    ({"ESG_HEAP_RETAIN_MB": "-1"}, "ESG_HEAP_RETAIN_MB must lie in 0..65536"),
+    ({"ESG_HEAP_RETAIN_MB": "lots"}, "ESG_HEAP_RETAIN_MB must be an integer"),
 ])
 def test_bad_settings_are_named(env, message):
     with pytest.raises(SettingsError, match=message):
@@ -96,3 +98,12 @@ def test_the_handler_is_warmed_up_with_each_batch_size_before_it_serves(tmp_path
     import warm_handler
 
     assert warm_handler.seen == [1, 2, 4]
+
+
+def test_the_heap_is_kept_as_set_and_zero_leaves_the_c_librarys_defaults():
+    from esg_plugin.runtime.memory import DEFAULT_RETAIN_MB, keep_heap
+
+    assert RuntimeSettings.from_env({}).heap_retain_mb == DEFAULT_RETAIN_MB
+    assert RuntimeSettings.from_env({"ESG_HEAP_RETAIN_MB": "0"}).heap_retain_mb == 0
+    assert keep_heap(0) == "glibc's defaults"
+    assert keep_heap(64) in ("heap kept up to 64 MiB", "not glibc: the allocator's defaults")
