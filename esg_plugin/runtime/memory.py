@@ -6,10 +6,10 @@ malloc serves such blocks from fresh ``mmap`` pages, or gives the top of its
 heap back to the kernel when freed, depending on a threshold it moves as the
 process runs, and on which thread allocates; every page of a fresh block is
 then faulted in and zeroed by the kernel again. Measured on this project's
-2-core machine (one torch thread, ESPCN at batch 8): 52–56 ms a batch on the
-process's main thread against 38–41 ms on another thread, and 81–85 ms with
-the threshold fixed at glibc's default; 38–41 ms on both with the settings
-below (``bench/heap.py`` prints the same comparison). Python
+2-core machine with ``bench/heap.py`` (one torch thread, ESPCN at batch 8,
+two runs on 2026-11-30): 52.8 and 51.1 ms a batch on the process's main
+thread against 40.0 and 40.7 ms on another thread with glibc's defaults;
+40.6 / 38.4 and 43.5 / 42.2 ms with the settings below. Python
 servings (TorchServe, Intel's PyTorch guides) swap the allocator for
 jemalloc or tcmalloc for this reason; the runtime keeps glibc and sets it:
 
