@@ -4,7 +4,11 @@ connection with a deep listen backlog, no access log, a timeout on every
 read and write of a connection (a client that stalls is dropped, never
 held), a bounded body (400 for a bad Content-Length or a chunked body, 413
 beyond the limit), and helpers that answer bytes or JSON with a
-Content-Length."""
+Content-Length. Connections persist (HTTP/1.1 keep-alive, so the router's
+calls through the gateway reuse them) while each request's body was read
+whole; a request whose body was not read (refused, or not wanted) is
+answered with ``Connection: close`` and its connection closed, so no byte
+of an unread body is ever taken for the next request."""
 
 from __future__ import annotations
 
@@ -44,6 +48,21 @@ class JsonRequestHandler(JsonRefusals, BaseHTTPRequestHandler):
     """A timeout on each read and write, HTTP/0.9 refused, the standard
     library's refusals as JSON (``runtime/connection.py``)."""
 
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # the head and the body are two writes: neither waits for an ACK
+    body_read = False
+
+    def handle_one_request(self) -> None:
+        self.body_read = False
+        super().handle_one_request()
+        if not self.body_read and self._has_body():
+            self.close_connection = True  # whatever the answer said: the rest is not a request
+
+    def _has_body(self) -> bool:
+        headers = getattr(self, "headers", None)
+        return headers is not None and (bool(headers.get("Transfer-Encoding"))
+                                        or (headers.get("Content-Length") or "0").strip() not in ("0", ""))
+
     def handle(self) -> None:
         try:
             super().handle()
@@ -65,6 +84,7 @@ class JsonRequestHandler(JsonRefusals, BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         if len(body) != length:
             raise BadBody(400, "the body ended before its Content-Length")
+        self.body_read = True
         return body
 
     def _refuse(self, err: BadBody) -> None:
@@ -87,6 +107,8 @@ class JsonRequestHandler(JsonRefusals, BaseHTTPRequestHandler):
             sent.add(key.lower())
         if "content-type" not in sent:
             self.send_header("Content-Type", content_type)
+        if not self.body_read and self._has_body():
+            self.send_header("Connection", "close")  # the body was not read: this connection ends here
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

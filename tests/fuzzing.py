@@ -402,17 +402,24 @@ def check_raw(port: int, data: bytes, what: str, timeout_s: float = 45.0) -> Opt
         return f"{what}: {err}"
     if not answer:
         return None  # closed without a word: a request line it could not read
-    head, _, body = answer.partition(b"\r\n\r\n")
-    parts = head.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        return f"{what}: not an HTTP answer: {answer[:80]!r}"
-    code = int(parts[1])
-    if code >= 500 and code not in (502, 503, 505):  # 505: HTTP/9.9 is not a version
-        return f"{what}: status {code}"
-    if code >= 400 and body and not data.startswith(b"HEAD"):
-        try:
-            if "error" not in json.loads(body):
-                return f"{what}: {code} without an error field"
-        except ValueError:
-            return f"{what}: {code} without a JSON reason: {body[:80]!r}"
+    # HTTP/1.1 keeps the connection: bytes after a request without a body are
+    # the next request (pipelined), and each gets its own answer, in turn
+    while answer:
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        parts = head.split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            return f"{what}: not an HTTP answer: {answer[:80]!r}"
+        lengths = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:]
+                   if line.lower().startswith(b"content-length:")]
+        size = int(lengths[0]) if lengths and lengths[0].isdigit() and not data.startswith(b"HEAD") else len(rest)
+        body, answer = rest[:size], rest[size:]
+        code = int(parts[1])
+        if code >= 500 and code not in (502, 503, 505):  # 505: HTTP/9.9 is not a version
+            return f"{what}: status {code}"
+        if code >= 400 and body and not data.startswith(b"HEAD"):
+            try:
+                if "error" not in json.loads(body):
+                    return f"{what}: {code} without an error field"
+            except ValueError:
+                return f"{what}: {code} without a JSON reason: {body[:80]!r}"
     return None

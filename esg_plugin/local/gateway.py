@@ -82,8 +82,6 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
         return 502, [], json.dumps({"error": f"{name}: {error}"}).encode()
 
     class Handler(JsonRequestHandler):
-        protocol_version = "HTTP/1.0"
-
         def _function(self, method: str) -> None:
             rest = self.path[len("/function/"):]
             name, _, sub = rest.partition("/")
