@@ -24,7 +24,9 @@ and as Triton's clients and the OpenFaaS gateway do);
 before the runtime kept connections).
 
 Two processes timed minutes apart drift by 10% on a shared machine, more
-than the goal, so a second estimate, ``overhead*``, is composed of parts
+than the goal. ``paired`` is the same ratio with the model alone timed in
+its own process just before each round (its median over rounds), so both
+see the machine as it is then. A third estimate, ``overhead*``, is composed of parts
 each measured against itself: the handler against the model alone in one
 process, interleaved round by round (the handler's parsing, stacking and
 encoding), plus round trip minus handler time per request (HTTP, the
@@ -76,6 +78,50 @@ with torch.inference_mode():
         t = time.perf_counter(); model(batch); times.append((time.perf_counter() - t) * 1000)
 print(statistics.median(times))
 """
+
+MODEL_PAIRED = """
+import os, sys, time
+sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r})
+from esg_runtime.memory import keep_heap
+keep_heap()  # as the runtime sets up a function's process
+import torch
+torch.set_num_threads(1); torch.set_num_interop_threads(1)
+os.environ[{env_function!r}] = {stage!r}
+from dnn.handler import STAGE
+batch = torch.rand({batch}, 3, {size}, {size}, generator=torch.Generator().manual_seed(0))
+model = STAGE.model
+with torch.inference_mode():
+    for _ in range(3):
+        model(batch)
+    print("ready", flush=True)
+    for _ in sys.stdin:  # one line: one timed call
+        t = time.perf_counter(); model(batch); print((time.perf_counter() - t) * 1000, flush=True)
+"""
+
+
+class PairedModel:
+    """The model alone in its own process, timed once just before each
+    round trip, so that each round's overhead is taken against the model's
+    speed at that moment (this machine drifts by more than the goals
+    between two runs minutes apart)."""
+
+    def __init__(self, stage: str, batch: int, size: int):
+        code = MODEL_PAIRED.format(functions=str(ROOT / "functions"), template=str(ROOT / "template/esg-python3"),
+                                   env_function=C.ENV_FUNCTION, stage=stage, batch=batch, size=size)
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the model-alone process did not start")
+
+    def ms(self) -> float:
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
 
 IN_PROCESS = """
 import json, os, statistics, sys, time
@@ -188,20 +234,24 @@ def v2_request(stage, array):
         "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))}
 
 
-def measure(fn: Function, stage: str, mode: str, batch: int, size: int, rounds: int) -> tuple[float, float, float]:
-    """(round trip ms, handler ms, round trip - handler ms) medians over
-    rounds of ``batch`` concurrent requests, or of one request holding the
-    batch (v2-tensor). The last is taken per round, from the same requests:
-    what HTTP, the runtime's parsing and encoding and the batch's forming
-    add to the handler."""
+def measure(fn: Function, stage: str, mode: str, batch: int, size: int, rounds: int,
+            paired: PairedModel) -> tuple[float, float, float, float]:
+    """(round trip ms, handler ms, round trip - handler ms, paired overhead)
+    medians over rounds of ``batch`` concurrent requests, or of one request
+    holding the batch (v2-tensor). Round trip - handler is taken per round,
+    from the same requests: what HTTP, the runtime's parsing and encoding
+    and the batch's forming add to the handler. The paired overhead is
+    (round trip - model) / model with the model alone timed just before
+    each round (``PairedModel``)."""
     arrays = [np.random.default_rng(i).random((3, size, size), dtype=np.float32) for i in range(batch)]
     if mode == "v2-tensor":
         requests = [v2_request(stage, np.stack(arrays))]
     else:
         requests = [json_request(a) if mode == "json" else v2_request(stage, a) for a in arrays]
-    trips, handler, transport = [], [], []
+    trips, handler, transport, overheads = [], [], [], []
     with ThreadPoolExecutor(len(requests)) as pool:
         for r in range(rounds + 2):
+            alone = paired.ms()
             started = time.perf_counter()
             answers = list(pool.map(lambda req: fn.call(*req), requests))
             took = (time.perf_counter() - started) * 1000
@@ -210,7 +260,9 @@ def measure(fn: Function, stage: str, mode: str, batch: int, size: int, rounds: 
                 trips.append(took)
                 handler.append(max(a[1] for a in answers))
                 transport.append(took - handler[-1])
-    return statistics.median(trips), statistics.median(handler), statistics.median(transport)
+                overheads.append((took - alone) / alone)
+    return (statistics.median(trips), statistics.median(handler), statistics.median(transport),
+            statistics.median(overheads))
 
 
 def main() -> int:
@@ -223,26 +275,29 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="esg-dataplane-"))
     folder = build_folder(ROOT / "template/esg-python3", ROOT / "functions/dnn", work / "fn")
     print(f"{'function':<10} {'batch':>5} {'model ms':>9} | {'path':<9} {'handler ms':>10} {'round trip ms':>13} "
-          f"{'overhead':>9} | {'in-process: model':>17} {'handler':>8} {'rt-handler':>10} {'overhead*':>9}")
+          f"{'overhead':>9} {'paired':>7} | {'in-process: model':>17} {'handler':>8} {'rt-handler':>10} {'overhead*':>9}")
     try:
         for stage in STAGES:
             for batch in (1, 8):
                 model = model_ms(stage, batch, args.size, args.rounds)
                 inner = in_process_ms(stage, batch, args.size, args.rounds)
+                paired = PairedModel(stage, batch, args.size)
                 for mode in ("json", "v2-binary") + (("v2-tensor",) if batch > 1 else ()):
                     # one request holding the batch runs at once (batch 1); else the runtime batches
                     fn = Function(folder, stage, 1 if mode == "v2-tensor" else batch,
                                   keep_alive=not args.new_connections)
                     try:
-                        trip, handler, transport = measure(fn, stage, mode, batch, args.size, args.rounds)
+                        trip, handler, transport, paired_overhead = measure(fn, stage, mode, batch, args.size,
+                                                                            args.rounds, paired)
                     finally:
                         fn.stop()
                     # overhead*: (what the handler adds to the model, in one process) + (round trip - handler,
                     # per request), over the model alone in that process
                     composed = (inner[mode] - inner["model"] + transport) / inner["model"]
                     print(f"{stage:<10} {batch:>5} {model:>9.2f} | {mode:<9} {handler:>10.2f} {trip:>13.2f} "
-                          f"{(trip - model) / model:>9.2f} | {inner['model']:>17.2f} {inner[mode]:>8.2f} "
+                          f"{(trip - model) / model:>9.2f} {paired_overhead:>7.2f} | {inner['model']:>17.2f} {inner[mode]:>8.2f} "
                           f"{transport:>10.2f} {composed:>9.2f}", flush=True)
+                paired.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
