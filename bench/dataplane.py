@@ -59,7 +59,7 @@ from esg_plugin.runtime.client import ConnectionPool
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"espcn": "espcn", "resnet18": "resnet18"}
 
-MODEL_ONLY = """
+MODEL_SETUP = """
 import os, sys, time, statistics
 sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r})
 from esg_runtime.memory import keep_heap
@@ -70,32 +70,23 @@ os.environ[{env_function!r}] = {stage!r}
 from dnn.handler import STAGE
 batch = torch.rand({batch}, 3, {size}, {size}, generator=torch.Generator().manual_seed(0))
 model = STAGE.model
-with torch.inference_mode():
-    for _ in range(3):
-        model(batch)
-    times = []
-    for _ in range({rounds}):
-        t = time.perf_counter(); model(batch); times.append((time.perf_counter() - t) * 1000)
+torch.inference_mode().__enter__()
+for _ in range(3):
+    model(batch)
+"""
+"""The model alone in a process set up as the runtime sets up a function's, warm."""
+
+MODEL_ONLY = MODEL_SETUP + """
+times = []
+for _ in range({rounds}):
+    t = time.perf_counter(); model(batch); times.append((time.perf_counter() - t) * 1000)
 print(statistics.median(times))
 """
 
-MODEL_PAIRED = """
-import os, sys, time
-sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r})
-from esg_runtime.memory import keep_heap
-keep_heap()  # as the runtime sets up a function's process
-import torch
-torch.set_num_threads(1); torch.set_num_interop_threads(1)
-os.environ[{env_function!r}] = {stage!r}
-from dnn.handler import STAGE
-batch = torch.rand({batch}, 3, {size}, {size}, generator=torch.Generator().manual_seed(0))
-model = STAGE.model
-with torch.inference_mode():
-    for _ in range(3):
-        model(batch)
-    print("ready", flush=True)
-    for _ in sys.stdin:  # one line: one timed call
-        t = time.perf_counter(); model(batch); print((time.perf_counter() - t) * 1000, flush=True)
+MODEL_PAIRED = MODEL_SETUP + """
+print("ready", flush=True)
+for _ in sys.stdin:  # one line: one timed call
+    t = time.perf_counter(); model(batch); print((time.perf_counter() - t) * 1000, flush=True)
 """
 
 
