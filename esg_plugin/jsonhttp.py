@@ -17,7 +17,7 @@ import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Optional
 
-from .runtime.connection import JsonRefusals
+from .runtime.connection import JsonRefusals, body_read_whole
 
 _SET_BY_US = ("content-length", "date", "server", "connection", "keep-alive", "transfer-encoding")
 """Set by this server, or hop-by-hop (RFC 9110 §7.6.1): never copied from a forwarded answer."""
@@ -50,18 +50,18 @@ class JsonRequestHandler(JsonRefusals, BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # the head and the body are two writes: neither waits for an ACK
-    body_read = False
+    body_taken = 0
+    """Bytes of this request's body read (``_body``)."""
 
     def handle_one_request(self) -> None:
-        self.body_read = False
+        self.body_taken = 0
         super().handle_one_request()
-        if not self.body_read and self._has_body():
+        if not self._body_read_whole():
             self.close_connection = True  # whatever the answer said: the rest is not a request
 
-    def _has_body(self) -> bool:
-        headers = getattr(self, "headers", None)
-        return headers is not None and (bool(headers.get("Transfer-Encoding"))
-                                        or (headers.get("Content-Length") or "0").strip() not in ("0", ""))
+    def _body_read_whole(self) -> bool:
+        headers = getattr(self, "headers", None)  # none when the request line itself was refused
+        return headers is None or body_read_whole(headers, self.body_taken)
 
     def handle(self) -> None:
         try:
@@ -84,7 +84,7 @@ class JsonRequestHandler(JsonRefusals, BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         if len(body) != length:
             raise BadBody(400, "the body ended before its Content-Length")
-        self.body_read = True
+        self.body_taken = length
         return body
 
     def _refuse(self, err: BadBody) -> None:
@@ -107,7 +107,7 @@ class JsonRequestHandler(JsonRefusals, BaseHTTPRequestHandler):
             sent.add(key.lower())
         if "content-type" not in sent:
             self.send_header("Content-Type", content_type)
-        if not self.body_read and self._has_body():
+        if not self._body_read_whole():
             self.send_header("Connection", "close")  # the body was not read: this connection ends here
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -423,12 +423,12 @@ def _die_with_parent() -> None:
         pass
 
 
+WORKER_CONNECTIONS = ConnectionPool()
+"""Keep-alive connections from the gateway to the workers (the runtime keeps them open)."""
+
+
 def call_worker(port: int, method: str, path: str, body: bytes = b"", headers: Optional[dict] = None,
                 timeout: float = 60.0) -> tuple[int, list, bytes]:
     """One HTTP call to a worker on loopback, on a kept connection: (status, headers, body)."""
     response = WORKER_CONNECTIONS.request(method, f"http://127.0.0.1:{port}{path}", body, headers, timeout_s=timeout)
     return response.status, response.headers.items(), response.body
-
-
-WORKER_CONNECTIONS = ConnectionPool()
-"""Keep-alive connections from the gateway to the workers (the runtime keeps them open)."""

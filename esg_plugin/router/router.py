@@ -29,11 +29,11 @@ the workflow's DAG, calling each stage's function through the gateway.
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import threading
 import time
-import http.client
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional

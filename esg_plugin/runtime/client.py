@@ -61,21 +61,14 @@ class ConnectionPool:
         key = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         conn, reused = self._take(key, timeout_s)
-        try:
-            return self._send(key, conn, method, path, body, headers or {})
-        except STALE:
-            conn.close()
-            if not reused:
-                raise
-        except BaseException:
-            conn.close()
-            raise
-        conn = self._new(key, timeout_s)
-        try:
-            return self._send(key, conn, method, path, body, headers or {})
-        except BaseException:
-            conn.close()
-            raise
+        while True:
+            try:
+                return self._send(key, conn, method, path, body, headers or {})
+            except BaseException as err:
+                conn.close()
+                if not (reused and isinstance(err, STALE)):
+                    raise
+            conn, reused = self._new(key, timeout_s), False  # the server had closed it: once more, anew
 
     def close(self) -> None:
         """Close every idle connection."""

@@ -16,6 +16,19 @@ IO_TIMEOUT_S = 30.0
 """Any one read or write on a connection (a stalled body, a client that does not read)."""
 
 
+def body_read_whole(headers, taken_bytes: int) -> bool:
+    """Whether a request's body was read to its end, so that the next
+    request on a kept connection starts where the reader stands: not chunked
+    (a chunked body ends the connection), and exactly its Content-Length
+    (none: 0) taken."""
+    if headers.get("Transfer-Encoding"):
+        return False
+    try:
+        return int(headers.get("Content-Length") or 0) == taken_bytes
+    except ValueError:
+        return False
+
+
 class JsonRefusals:
     """A mixin for a ``BaseHTTPRequestHandler``, before it in the bases."""
 

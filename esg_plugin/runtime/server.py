@@ -52,7 +52,7 @@ from typing import Callable, Mapping, MutableMapping, Optional
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 from .app import Context, RuntimeApp
-from .connection import JsonRefusals
+from .connection import JsonRefusals, body_read_whole
 from .gpu import GpuTelemetry, apply_share
 from .memory import keep_heap
 from .settings import RuntimeSettings, SettingsError
@@ -107,10 +107,6 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
     def handle_error(self, request, client_address) -> None:
         pass  # a client that went away or timed out is not the server's error; the app answers its own
-
-    def draining(self) -> bool:
-        app = self.get_app()
-        return bool(getattr(app, "draining", False))
 
 
 class CountingBody:
@@ -192,15 +188,11 @@ class QuietHandler(JsonRefusals, WSGIRequestHandler):
         """Whether the connection may carry another request after this one:
         HTTP/1.1 without ``Connection: close``, the body read to its
         Content-Length (none chunked), and the function not draining."""
-        if self.request_version != "HTTP/1.1" or self.server.draining():
+        if self.request_version != "HTTP/1.1" or self.server.get_app().draining:
             return False
-        if "close" in self.headers.get("Connection", "").lower() or self.headers.get("Transfer-Encoding"):
+        if "close" in self.headers.get("Connection", "").lower():
             return False
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return False
-        return self.body.taken == length
+        return body_read_whole(self.headers, self.body.taken)
 
     def _linger(self) -> None:
         """Close as a server should when the client may still be sending a
@@ -220,7 +212,7 @@ class QuietHandler(JsonRefusals, WSGIRequestHandler):
 
 def build(handler_module: str, env: MutableMapping[str, str]) -> tuple[RuntimeApp, RuntimeSettings]:
     settings = RuntimeSettings.from_env(env)
-    keep_heap(settings.heap_retain_mb)
+    print(f"esg runtime: C heap: {keep_heap(settings.heap_retain_mb)}", file=sys.stderr)
     share = apply_share(settings.gpu_share_pct, env, settings.cpu_threads, settings.share_mechanism)
     if share.device == "cuda":
         print(f"esg runtime: GPU share {share.share_pct}% limited by {share.mechanism}"
