@@ -244,7 +244,9 @@ def measure(fn: Function, stage: str, mode: str, batch: int, size: int, rounds: 
         for r in range(rounds + 2):
             alone = paired.ms()
             started = time.perf_counter()
-            answers = list(pool.map(lambda req: fn.call(*req), requests))
+            # one request is sent from this thread, as a Triton client sends a batch (no hand-off to a pool)
+            answers = [fn.call(*requests[0])] if len(requests) == 1 else list(pool.map(lambda req: fn.call(*req),
+                                                                                        requests))
             took = (time.perf_counter() - started) * 1000
             assert all(a[0] == 200 for a in answers), answers[0][2][:200]
             if r >= 2:  # the first rounds warm up

@@ -103,18 +103,13 @@ def _fp32_bytes(t):
     return np.ascontiguousarray(t.numpy(), dtype="<f4").tobytes()
 
 
-def _classes(outputs, batched, make):
-    """Classifier outputs (the JSON path's dicts) as tensors: [N, 1], [N, 5], [N, 5] for a batch."""
-    import struct
-
-    n = len(outputs)
-    lead = [n] if batched else []
-    labels = [o["label"] for o in outputs]
-    index = [i for o in outputs for i, _ in o["top5"]]
-    score = [v for o in outputs for _, v in o["top5"]]
-    return {"label": make("label", "INT64", lead + [1], struct.pack(f"<{n}q", *labels)),
-            "top5_index": make("top5_index", "INT64", lead + [5], struct.pack(f"<{5 * n}q", *index)),
-            "top5_score": make("top5_score", "FP32", lead + [5], struct.pack(f"<{5 * n}f", *score))}
+def _classes(classes, scores, batched, make):
+    """A classifier's ranking (``Classifier.top5``) as tensors: label [N, 1],
+    top5_index [N, 5], top5_score [N, 5] for a batch ([1], [5], [5] for one image)."""
+    lead = [len(classes)] if batched else []
+    return {"label": make("label", "INT64", lead + [1], np.array([c[0] for c in classes], "<i8").tobytes()),
+            "top5_index": make("top5_index", "INT64", lead + [5], np.array(classes, "<i8").tobytes()),
+            "top5_score": make("top5_score", "FP32", lead + [5], np.array(scores, "<f4").tobytes())}
 
 
 def sample_infer(count):
@@ -147,24 +142,24 @@ def infer(requests, context):
     if not parsed:
         return results
     make = type(requests[parsed[0][0]].inputs["image"])  # the runtime's Tensor
-    if hasattr(STAGE, "run_batch"):  # image out: one call per image size, the tensor's bytes out
-        by_size = defaultdict(list)
-        for item in parsed:
-            by_size[tuple(item[1].shape[1:])].append(item)
-        for items in by_size.values():
-            # one request's batch runs as it came (no copy); several are joined once
-            batch = items[0][1] if len(items) == 1 else torch.cat([images for _, images, _ in items])
+    by_size = defaultdict(list)  # one forward pass per image size
+    for item in parsed:
+        by_size[tuple(item[1].shape[1:])].append(item)
+    for items in by_size.values():
+        # one request's batch runs as it came (no copy); several are joined once
+        batch = items[0][1] if len(items) == 1 else torch.cat([images for _, images, _ in items])
+        image_out = hasattr(STAGE, "run_batch")
+        if image_out:  # an image out: the tensor's bytes
             out = STAGE.run_batch(batch).detach().to("cpu", dtype=torch.float32)
-            k = 0
-            for i, images, batched in items:
-                n = images.shape[0]
-                t, k = (out[k: k + n] if batched else out[k]), k + n
+        else:  # a classifier: its ranking
+            classes, scores = STAGE.top5(batch)
+        k = 0
+        for i, images, batched in items:
+            n = images.shape[0]
+            if image_out:
+                t = out[k: k + n] if batched else out[k]
                 results[i] = {"image": make("image", "FP32", list(t.shape), _fp32_bytes(t))}
-        return results
-    flat = [image for _, images, _ in parsed for image in images.unbind(0)]
-    outs = STAGE.run([[image] for image in flat])
-    k = 0
-    for i, images, batched in parsed:
-        mine, k = outs[k: k + images.shape[0]], k + images.shape[0]
-        results[i] = _classes(mine, batched, make)
+            else:
+                results[i] = _classes(classes[k: k + n], scores[k: k + n], batched, make)
+            k += n
     return results
