@@ -31,9 +31,12 @@ class ControlSettings:
     """Missing: the share of late or rejected answers over ``feedback_window_s``
     is above this (the objective: 99% of requests within the SLO)."""
     feedback_window_s: float = 10.0
-    utilisations: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+    utilisations: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.4, 0.3, 0.2)
     """Utilisation targets each stage may be planned at (the replica count is
-    a decision of the planner); the first is the base target. Off: 0.8 only."""
+    a decision of the planner); the first is the base target. The low ones
+    (0.4–0.2: more replicas than the load needs) are what a tight SLO needs,
+    where the model's mean wait at 0.5 is already most of the slack; the
+    cheapest plan that meets the budget still wins. Off: 0.8 only."""
     no_wait_options: bool = True
     """Offer every batch size above 1 also without a batching wait (a batch
     leaves with what is queued, sized as if it held one item), as a batcher

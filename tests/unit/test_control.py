@@ -176,8 +176,10 @@ def test_a_margin_out_of_reach_plans_for_the_largest_margin_in_reach(chain):
     the budget steps down the margin's own grid, tightest first."""
     _, profiles = chain
     stages = [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))]
-    wf = Workflow.build("w", 29.0, stages, hop_ms=1.0)  # fastest ~13 ms: 0.5 of the SLO is in reach, 0.4 not
-    law = ControlLaw([wf], profiles, ControlSettings(margin_step=0.1, max_margin=0.6))
+    wf = Workflow.build("w", 29.0, stages, hop_ms=1.0)
+    # at utilisations of 0.5 and more, 0.5 of the SLO is in reach, 0.4 not
+    law = ControlLaw([wf], profiles, ControlSettings(margin_step=0.1, max_margin=0.6,
+                                                     utilisations=(0.5, 0.6, 0.7, 0.8, 0.9)))
     state = law.new_state()
     tick(law, state, 0.0, 50.0)
     state.workflows["w"].margin = 0.6
