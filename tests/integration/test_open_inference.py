@@ -97,26 +97,28 @@ def test_a_classifier_answers_tritonclient_as_its_json_path(functions, binary):
     assert_same_classes(infer_classes(triton, "resnet18", array, binary), expected)
 
 
-def test_requests_of_mixed_sizes_batched_together_each_get_their_own_images(functions):
+@pytest.mark.parametrize("stage, outputs", [("espcn", ["image"]), ("resnet18", ["label", "top5_index", "top5_score"])])
+def test_requests_of_mixed_sizes_batched_together_each_get_their_own_answers(functions, stage, outputs):
     """One runtime batch holding a [2, 3, 56, 56] request, a [3, 56, 56] one
     and a [3, 40, 40] one: the stage runs once per image size, and each
-    request gets its own images back in its own shape, the same as alone."""
-    server = functions["espcn"]
+    request gets its own answers back in its own shape, the same as alone."""
+    server = functions[stage]
     requests = [np.stack([image(40), image(41)]), image(42), image(43, size=40)]
-    alone = [client(server).infer("espcn", [image_input(a)]).as_numpy("image") for a in requests]
+    alone = [client(server).infer(stage, [image_input(a)]) for a in requests]
     server.batch_size(8)
     assert server.request("PUT", "/_esg/config", b'{"max_wait_ms": 2000}', {"Authorization": "Bearer t"})[0] == 200
     try:
         before = _batches(server)
         with ThreadPoolExecutor(3) as pool:
-            together = list(pool.map(lambda a: client(server).infer("espcn", [image_input(a)]), requests))
+            together = list(pool.map(lambda a: client(server).infer(stage, [image_input(a)]), requests))
         assert _batches(server) == before + 1  # one batch for the three (the wait is long)
     finally:
         server.batch_size(1)
         assert server.request("PUT", "/_esg/config", b'{"max_wait_ms": 0}', {"Authorization": "Bearer t"})[0] == 200
     for got, want in zip(together, alone):
-        assert got.as_numpy("image").shape == want.shape
-        assert np.allclose(got.as_numpy("image"), want, atol=1e-5)
+        for name in outputs:
+            assert got.as_numpy(name).shape == want.as_numpy(name).shape
+            assert np.allclose(got.as_numpy(name), want.as_numpy(name), atol=1e-5)
 
 
 def _batches(server):
