@@ -142,13 +142,13 @@ def infer(requests, context):
     if not parsed:
         return results
     make = type(requests[parsed[0][0]].inputs["image"])  # the runtime's Tensor
+    image_out = hasattr(STAGE, "run_batch")  # else a classifier
     by_size = defaultdict(list)  # one forward pass per image size
     for item in parsed:
         by_size[tuple(item[1].shape[1:])].append(item)
     for items in by_size.values():
         # one request's batch runs as it came (no copy); several are joined once
         batch = items[0][1] if len(items) == 1 else torch.cat([images for _, images, _ in items])
-        image_out = hasattr(STAGE, "run_batch")
         if image_out:  # an image out: the tensor's bytes
             out = STAGE.run_batch(batch).detach().to("cpu", dtype=torch.float32)
         else:  # a classifier: its ranking
