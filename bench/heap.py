@@ -25,7 +25,7 @@ ONE = """
 import json, os, queue, statistics, sys, threading, time
 sys.path.insert(0, {functions!r}); sys.path.insert(0, {template!r})
 from esg_runtime.memory import keep_heap
-how = keep_heap({retain_mb}) if {retain_mb} else "glibc's defaults"
+how = keep_heap({retain_mb})  # 0: glibc's defaults
 import torch
 torch.set_num_threads(1); torch.set_num_interop_threads(1)
 os.environ[{env_function!r}] = {stage!r}

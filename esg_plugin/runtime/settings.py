@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 from . import contract as C
+from .memory import DEFAULT_RETAIN_MB
 
 
 class SettingsError(ValueError):
@@ -52,7 +53,7 @@ class RuntimeSettings:
     the share of them); unset: the cgroup's quota, else the cores it may run on."""
     share_mechanism: str = "auto"
     """ESG_GPU_SHARE_MECHANISM: one of SHARE_MECHANISMS."""
-    heap_retain_mb: int = 256
+    heap_retain_mb: int = DEFAULT_RETAIN_MB
     """ESG_HEAP_RETAIN_MB: freed C heap the process keeps for its next batch
     (runtime/memory.py); 0 leaves the C library's defaults."""
 
@@ -97,7 +98,7 @@ class RuntimeSettings:
             gpu_share_pct=integer(C.ENV_GPU_SHARE_PCT, 100, 1, 100),
             config_token=env.get(C.ENV_CONFIG_TOKEN) or None,
             cpu_threads=cpu_threads,
-            heap_retain_mb=integer(C.ENV_HEAP_RETAIN_MB, 256, 0, 65536),
+            heap_retain_mb=integer(C.ENV_HEAP_RETAIN_MB, DEFAULT_RETAIN_MB, 0, 65536),
         )
 
 
