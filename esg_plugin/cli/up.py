@@ -44,7 +44,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=flag(int, 0, MAX_SEED), default=1)
     p.add_argument("--json", action="store_true", help="print the final report as JSON")
     p.add_argument("--out", metavar="DIR",
-                   help="also write report.json, timeline.json (every control iteration and action) and "
+                   help="also write report.json, timeline.json (every control iteration and action), "
+                        "requests.json (every request: sent, latency, status, why rejected) and "
                         "timeline.png (rate, replicas, hit rate and resources on one time axis), and logs/ "
                         "(every worker's stdout and stderr)")
     p.add_argument("--cpu-hog", type=flag(int, 0, 64), default=0, metavar="N",
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         (out / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
         (out / "timeline.json").write_text(json.dumps({"timeline": report.timeline, "actions": report.actions,
                                                        "steps": report.steps}) + "\n")
+        (out / "requests.json").write_text(json.dumps(report.requests()) + "\n")
         _plot(out, report)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -117,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
               f"SLO hit rate {summary['slo_hit_rate']:.2%} ({summary['slo_hit_rate_admitted']:.2%} of those "
               f"admitted), cost {summary['cost']} equivalents held, {summary['actions']} actions")
         for name, w in summary["workflows"].items():
-            print(f"  {name:<10} requests {w['requests']:>5}  late {w['late']:>4}  rejected {w['rejected']:>3}  "
+            why = ", ".join(f"{k} {n}" for k, n in w["rejected_by"].items())
+            print(f"  {name:<10} requests {w['requests']:>5}  late {w['late']:>4}  rejected {w['rejected']:>3}"
+                  f"{f' ({why})' if why else ''}  "
                   f"errors {w['errors']:>3}  SLO hit {w['slo_hit_rate']:.2%}  "
                   f"p50 {w['p50_ms']} ms  p99 {w['p99_ms']} ms  planned/offered {w['planned_over_offered_median']}"
                   f"  step -> scale-up {w['step_to_first_scale_up_s']} s")

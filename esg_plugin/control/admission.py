@@ -15,8 +15,11 @@ band in which it holds:
     baseline, the lowest window median seen lately — the limit falls to
     ``decrease`` times the most that were in flight during that window (or
     the limit, if lower);
-  - at most ``target_miss`` of them over ``headroom`` (near the SLO): the
-    limit rises by ``increase``, up to ``max_limit``;
+  - at most ``target_miss`` of them missed, and either at most
+    ``target_miss`` over ``headroom`` (near the SLO) or the median within
+    ``calm_inflation`` of the median latency of the recent requests that
+    were *alone* when admitted (nothing else in flight in their scope: no
+    queueing shows): the limit rises by ``increase``, up to ``max_limit``;
   - else it holds.
 
 Misses without inflated latency (a machine that is slow for every
@@ -28,6 +31,18 @@ This is the gradient of Netflix's ``Gradient2`` limit (the long-run
 latency over the current one), used as a gate. The baseline drifts up by
 ``baseline_drift`` per window, so a machine that became slower for good
 (a busy neighbour) becomes the new baseline.
+
+The second way up is for a workflow whose answers lie near its SLO even
+without load (an image classifier of 100 ms in a 200 ms SLO, on a shared
+core): judged on nearness alone, its limit never rose again after a rate
+step had cut it — measured under ``esg up`` beside a one-core hog, the
+replicas the step called for were serving and every admitted answer met
+the SLO, yet the limit, near the mean in flight, turned away a fifth of
+the arrivals for the rest of the run (and the other workflows' with them,
+under the machine scope). It is judged against the requests that ran
+alone, not against the baseline: the baseline drifts up to whatever the
+latency has been for a while, queueing included, so "near the baseline"
+would let a limit at which every answer queues rise into misses, and saw.
 
 The limit moves only at a judgement. Raising it with each good answer (by
 1/limit, as TCP does per acknowledgement) adds window/limit within one
@@ -52,6 +67,7 @@ share hardware.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
@@ -73,6 +89,9 @@ class AdmissionSettings:
     """An answer later than this fraction of its SLO is near it: the limit does not grow."""
     inflation: float = 1.3
     """A window's median latency over the baseline beyond which misses are load's doing."""
+    calm_inflation: float = 1.1
+    """A window's median latency within this of the alone requests' shows no queueing:
+    with few misses, the limit rises even when answers lie near the SLO."""
     baseline_drift: float = 0.05
     """The baseline's rise per window towards the current medians."""
     min_limit: int = 1
@@ -82,10 +101,11 @@ class AdmissionSettings:
 
     def __post_init__(self) -> None:
         if not (0 <= self.target_miss < 1 and self.window >= 1 and 0 < self.decrease < 1 and self.increase > 0
-                and 0 < self.headroom <= 1 and self.inflation >= 1 and 0 <= self.baseline_drift < 1
+                and 0 < self.headroom <= 1 and 1 <= self.calm_inflation <= self.inflation
+                and 0 <= self.baseline_drift < 1
                 and 1 <= self.min_limit <= self.max_limit):
             raise ValueError("admission settings: need 0 <= target_miss < 1, window >= 1, 0 < decrease < 1, "
-                             "increase > 0, 0 < headroom <= 1, inflation >= 1, 0 <= baseline_drift < 1, "
+                             "increase > 0, 0 < headroom <= 1, 1 <= calm_inflation <= inflation, 0 <= baseline_drift < 1, "
                              "1 <= min_limit <= max_limit")
         if self.scope not in SCOPES:
             raise ValueError(f"admission settings: scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
@@ -107,6 +127,8 @@ class ConcurrencyLimit:
         """The lowest window median latency over SLO lately (see the module)."""
         self.peak = 0
         """The most requests in flight since the last judgement."""
+        self.alone: deque[float] = deque(maxlen=settings.window)
+        """Latency over SLO of the last answers to requests admitted with nothing else in flight."""
 
     def admit(self, in_flight: int) -> bool:
         """Whether one more request may start while ``in_flight`` are running."""
@@ -115,12 +137,15 @@ class ConcurrencyLimit:
         self.peak = max(self.peak, in_flight + 1)
         return True
 
-    def record(self, latency_over_slo: float) -> None:
+    def record(self, latency_over_slo: float, alone: bool = False) -> None:
         """The answer to an admitted request: its latency over its SLO
-        (``math.inf`` for a request that failed the SLO without a latency)."""
+        (``math.inf`` for a request that failed the SLO without a latency);
+        ``alone``: nothing else was in flight in its scope when it was admitted."""
         s = self.settings
         value = latency_over_slo if latency_over_slo >= 0 else math.inf  # NaN or negative: a miss
         self.ratios.append(value)
+        if alone and math.isfinite(value):
+            self.alone.append(value)
         if len(self.ratios) < s.window:
             return
         ratios, self.ratios = sorted(self.ratios), []
@@ -131,9 +156,13 @@ class ConcurrencyLimit:
             self.baseline = min(median, self.baseline * (1 + s.baseline_drift)) if math.isfinite(self.baseline) \
                 else median
         inflated = not math.isfinite(median) or median > s.inflation * self.baseline
-        if missed > s.target_miss * len(ratios) and inflated:
+        alone = sorted(self.alone)
+        calm = (len(alone) * 4 >= s.window and math.isfinite(median)
+                and median <= s.calm_inflation * alone[len(alone) // 2])
+        few = s.target_miss * len(ratios)
+        if missed > few and inflated:
             self.limit = max(float(s.min_limit), min(self.limit, float(self.peak)) * s.decrease)
-        elif near <= s.target_miss * len(ratios):
+        elif missed <= few and (near <= few or calm):
             self.limit = min(float(s.max_limit), self.limit + s.increase)
         self.peak = 0
 

@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from ..planner.baselines import openfaas_replicas
 from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
 from ..scaler import FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide_functions
+from ..runtime import contract as C
 from ..scaler.actuators import GPU_SHARE, REPLICAS
 from ..scaler.decider import offered_rps
 from ..sim.workload import Workload
@@ -115,6 +117,8 @@ class LoadResult:
     slo_met: bool
     error: str = ""
     """The router's reason when the status is not 200 (or the client's own error)."""
+    rejected_by: str = ""
+    """For a 429: what turned it away (``contract.REJECTED_BY_*``), as the router said."""
 
 
 @dataclass
@@ -155,6 +159,8 @@ class UpReport:
                 "answered": sum(1 for r in mine if r.status > 0),
                 "late": sum(1 for r in mine if r.status == 504 or (r.status == 200 and not r.slo_met)),
                 "rejected": sum(1 for r in mine if r.status == 429),
+                "rejected_by": dict(sorted(Counter(r.rejected_by or "unknown" for r in mine
+                                                   if r.status == 429).items())),
                 "errors": sum(1 for r in mine if r.status not in (200, 504, 429)),
                 "slo_hit_rate": round(sum(r.slo_met for r in mine) / len(mine), 4) if mine else None,
                 "p50_ms": round(statistics.median(ok), 1) if ok else None,
@@ -172,6 +178,14 @@ class UpReport:
             row.update(self.tracking(name))
         out["actions"] = len(self.actions)
         return out
+
+    def requests(self) -> list[dict]:
+        """Every request the load generator sent, in the order sent: workflow,
+        time sent (s from the start), latency, status, SLO met, and for a 429
+        what turned it away."""
+        return [{"workflow": r.workflow, "sent_s": round(r.sent_s, 4), "latency_ms": round(r.latency_ms, 2),
+                 "status": r.status, "slo_met": r.slo_met, **({"rejected_by": r.rejected_by} if r.status == 429 else {})}
+                for r in sorted(self.results, key=lambda r: r.sent_s)]
 
     def tracking(self, workflow: str) -> dict:
         """How the plan followed the load: the planned over the offered rate
@@ -348,6 +362,16 @@ def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observat
     return row
 
 
+def _rejected_by(body: str) -> str:
+    """What a 429's JSON says turned the request away; "" when it does not say."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ""
+    reason = doc.get(C.REJECTED_BY) if isinstance(doc, dict) else None
+    return reason if isinstance(reason, str) else ""
+
+
 def _drive(router_url: str, topology: Topology, workload: Workload, seed: int, started: float,
            report: UpReport) -> None:
     """Open-loop load: every arrival is sent at its time, whatever the answers do."""
@@ -372,12 +396,13 @@ def _drive(router_url: str, topology: Topology, workload: Workload, seed: int, s
                 status = response.status
                 met = bool(json.loads(response.read()).get("slo_met"))
         except urllib.error.HTTPError as err:
-            status, error = err.code, err.read()[:300].decode("utf-8", "replace")
+            status, error = err.code, err.read()[:1000].decode("utf-8", "replace")
         except (urllib.error.URLError, OSError) as err:
             status, error = -1, str(err)
         latency_ms = (time.monotonic() - sent) * 1000.0
         with lock:
-            report.results.append(LoadResult(name, t, latency_ms, status, met and status == 200, error))
+            report.results.append(LoadResult(name, t, latency_ms, status, met and status == 200, error,
+                                             _rejected_by(error) if status == 429 else ""))
 
     with ThreadPoolExecutor(256, thread_name_prefix="esg-load") as pool:
         for t, name, body, content_type in arrivals:

@@ -19,7 +19,9 @@ the workflow's DAG, calling each stage's function through the gateway.
   workflows together, or of each (the settings' ``scope``) — are limited
   by an adaptive limit (``esg_plugin.control.admission``); beyond it a
   request is answered 429 with ``Retry-After`` at once, before any stage
-  runs — shed at the entry rather than time out inside.
+  runs — shed at the entry rather than time out inside. Every 429's JSON
+  names what turned the request away (``contract.REJECTED_BY``: the
+  workflow's admitted rate, the in-flight limit, or a stage's full queue).
 - Metrics (``GET /metrics``): ``esg_workflow_requests_total{workflow,slo}``
   with slo ``met``, ``missed``, ``rejected`` (429 from a stage), ``shed``
   (429 at the entry) or ``error``, ``esg_workflow_latency_seconds{workflow}``,
@@ -136,13 +138,15 @@ class Router:
                 self.requests.labels(workflow=workflow_name, slo="shed").inc()
                 return 429, {"error": f"workflow '{workflow_name}' is over what the node can serve: it admits "
                                       f"{rate.rate_rps:.2f} requests/s now; retry after {RETRY_AFTER_S} s",
-                             "retry_after_s": RETRY_AFTER_S}
+                             "retry_after_s": RETRY_AFTER_S, C.REJECTED_BY: C.REJECTED_BY_RATE}
+            alone = limit is not None and self._in_flight_in(scope) == 0
             if limit is not None and not limit.admit(self._in_flight_in(scope)):
                 self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
                 self.requests.labels(workflow=workflow_name, slo="shed").inc()
                 whose = "the workflows are" if scope == "*" else f"workflow '{workflow_name}' is"
                 return 429, {"error": f"{whose} at the admission limit of {int(limit.limit)} requests in flight; "
-                                      f"retry after {RETRY_AFTER_S} s", "retry_after_s": RETRY_AFTER_S}
+                                      f"retry after {RETRY_AFTER_S} s", "retry_after_s": RETRY_AFTER_S,
+                             C.REJECTED_BY: C.REJECTED_BY_IN_FLIGHT}
             self.in_flight[workflow_name] += 1
             self.in_flight_gauge.labels(workflow=workflow_name).set(self.in_flight[workflow_name])
         code, doc = 502, {"error": "the router failed"}
@@ -158,7 +162,7 @@ class Router:
                 self.in_flight_gauge.labels(workflow=workflow_name).set(self.in_flight[workflow_name])
                 if limit is not None and code != 502:  # a failing stage says nothing about load
                     slo_ms = self.topology.workflows[workflow_name].slo_ms
-                    limit.record(doc["latency_ms"] / slo_ms if code == 200 else math.inf)
+                    limit.record(doc["latency_ms"] / slo_ms if code == 200 else math.inf, alone)
                     self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
 
     def _in_flight_in(self, scope: str) -> int:
@@ -225,7 +229,7 @@ class Router:
         if err.status == 429:  # a stage's queue is full: the client should back off
             self.requests.labels(workflow=workflow_name, slo="rejected").inc()
             return 429, {"error": f"stage '{err.stage}' is overloaded, retry later", "stage": err.stage,
-                         "request_id": request_id}
+                         "request_id": request_id, C.REJECTED_BY: C.REJECTED_BY_STAGE}
         self.requests.labels(workflow=workflow_name, slo="error").inc()
         return 502, {"error": str(err), "stage": err.stage, "request_id": request_id}
 

@@ -77,6 +77,16 @@ METRIC_GPU_MEMORY_USED_BYTES = "esg_gpu_memory_used_bytes"
 METRIC_WORKFLOW_REQUESTS = "esg_workflow_requests_total"
 METRIC_WORKFLOW_LATENCY_SECONDS = "esg_workflow_latency_seconds"
 
+# --- the workflow router's 429 answers ------------------------------------------
+REJECTED_BY = "rejected_by"
+"""In the JSON of a 429 from the router: what turned the request away."""
+REJECTED_BY_RATE = "rate"
+"""The workflow's admitted rate: its part of a full node (``Decision.admit_rps``)."""
+REJECTED_BY_IN_FLIGHT = "in_flight"
+"""The entry's adaptive limit of requests in flight (``control/admission.py``)."""
+REJECTED_BY_STAGE = "stage"
+"""A stage's queue was full (the function answered 429)."""
+
 # --- annotations of a function (stack.yml, Deployment, Knative Service) --------
 # The workflow (SPEC §2, plus the documented hop-ms, fanout and profile).
 ANNOTATION_WORKFLOW = "com.esg.workflow"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from esg_plugin.runtime import contract as C
+
 from esg_plugin.jsonhttp import JsonRequestHandler
 from esg_plugin.router import Router, make_router_server
 from esg_plugin.scaler import Topology
@@ -96,7 +98,9 @@ def test_a_failing_stage_is_named_with_the_status_the_client_expects(stage_statu
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(request, timeout=30)
         assert caught.value.code == client_status
-        assert json.loads(caught.value.read())["stage"] == "tail"
+        answer = json.loads(caught.value.read())
+        assert answer["stage"] == "tail"
+        assert answer.get(C.REJECTED_BY) == (C.REJECTED_BY_STAGE if client_status == 429 else None)
         assert (caught.value.headers.get("Retry-After") is not None) == (client_status == 429)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{front.server_address[1]}/metrics", timeout=30).read()
         assert f'esg_workflow_requests_total{{slo="{slo}",workflow="w"}} 1.0' in metrics.decode()
@@ -159,7 +163,8 @@ def test_admission_sheds_at_the_entry_with_429_when_answers_come_late():
             raise AssertionError("expected 429")
         except urllib.error.HTTPError as err:
             assert err.code == 429 and err.headers["Retry-After"] == "1"
-            assert "admission limit" in json.loads(err.read())["error"]
+            answer = json.loads(err.read())
+            assert "admission limit" in answer["error"] and answer[C.REJECTED_BY] == C.REJECTED_BY_IN_FLIGHT
         finally:
             router.in_flight["w"] = 0
         metrics = urllib.request.urlopen(url.replace("/workflow/w", "/metrics"), timeout=30).read().decode()
@@ -237,6 +242,7 @@ def test_a_workflow_over_the_nodes_capacity_admits_the_planned_rate_and_sheds_th
         codes = [router.run("w", b"{}", "application/json") for _ in range(4)]
         assert [c for c, _ in codes] == [200, 200, 429, 429]  # a second's worth, then nothing until time passes
         assert "over what the node can serve" in codes[2][1]["error"] and codes[2][1]["retry_after_s"] >= 1
+        assert codes[2][1][C.REJECTED_BY] == C.REJECTED_BY_RATE
         now[0] += 0.5
         assert router.run("w", b"{}", "application/json")[0] == 200
         from prometheus_client import generate_latest

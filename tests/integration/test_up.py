@@ -10,6 +10,7 @@ import pytest
 from esg_plugin.control.admission import AdmissionSettings
 from esg_plugin.model import parse_profiles
 from esg_plugin.local import run_up
+from esg_plugin.runtime import contract as C
 from esg_plugin.scaler import Topology
 from esg_plugin.sim.workload import Arrivals, Workload, WorkflowLoad
 
@@ -75,7 +76,7 @@ def test_esg_up_with_two_small_functions(tmp_path):
     # every request got an answer — 200, 504 when its deadline passed, or 429 when the
     # router's admission limit shed it at the entry (on a busy machine) — none was lost
     shed = [r for r in report.results if r.status == 429]
-    assert all("admission limit" in r.error for r in shed), {r.error for r in shed}
+    assert all("admission limit" in r.error and r.rejected_by == C.REJECTED_BY_IN_FLIGHT for r in shed), {r.error for r in shed}
     assert all(r.status in (200, 504, 429) for r in report.results), {
         (r.status, r.error) for r in report.results if r.status not in (200, 504, 429)}
     # the gateway counted every call of the entry function: every request not shed at the entry
@@ -91,6 +92,9 @@ def test_esg_up_with_two_small_functions(tmp_path):
     assert changed, (start, after[-1])
     summary = report.summary()
     assert summary["workflows"]["pair"]["requests"] == sent
+    assert sum(summary["workflows"]["pair"]["rejected_by"].values()) == summary["workflows"]["pair"]["rejected"]
+    times = [r["sent_s"] for r in report.requests()]
+    assert len(times) == sent and times == sorted(times)
     assert json.dumps(summary)
     # no process outlives the shutdown
     assert report.spawned_pids and not any(alive(pid) for pid in report.spawned_pids)

@@ -53,23 +53,56 @@ def test_a_limit_that_settles_where_the_misses_are_few():
     limit = ConcurrencyLimit(s)
     for _ in range(20):
         limit.admit(0)
-        limit.record(0.3)  # the baseline: one in flight
+        limit.record(0.3, alone=True)  # the baseline: one in flight
     limits = []
     in_flight = 0
     for _ in range(4000):
         in_flight = min(int(limit.limit), 8)
         assert limit.admit(in_flight - 1)
-        limit.record(0.3 * in_flight)
+        limit.record(0.3 * in_flight, alone=in_flight == 1)
         limits.append(limit.limit)
     assert set(limits[len(limits) // 2:]) == {3.0}
 
 
-def test_answers_near_the_slo_hold_the_limit():
+def test_answers_near_the_slo_and_slowed_by_load_hold_the_limit():
     limit = ConcurrencyLimit(AdmissionSettings(window=10, max_limit=64, headroom=0.8))
     limit.limit = 5.0
     for _ in range(10):
+        limit.admit(0)
+        limit.record(0.5, alone=True)
+    assert limit.limit == 6.0
+    for _ in range(10):
         limit.admit(2)
-        limit.record(0.9)  # all in time, all near the SLO
+        limit.record(0.9)  # all in time, all near the SLO, 1.8 x what they take alone: queueing
+    assert limit.limit == 6.0
+
+
+def test_answers_near_the_slo_without_queueing_raise_a_limit_a_step_had_cut():
+    """A workflow whose answers lie near its SLO even alone (a classifier
+    of 0.8 of the SLO): after a burst of misses cut its limit, calm windows
+    at the baseline raise it again, one a window."""
+    limit = ConcurrencyLimit(AdmissionSettings(window=10, max_limit=64, headroom=0.8))
+    for _ in range(10):
+        limit.admit(0)
+        limit.record(0.85, alone=True)  # near the SLO, one in flight
+    assert limit.limit == 64
+    for i in range(10):
+        limit.admit(i % 4)  # a step: 4 in flight, most late
+        limit.record(2.0 if i < 6 else 0.9)
+    assert limit.limit == pytest.approx(3.0)
+    for _ in range(5):
+        for i in range(10):
+            limit.admit(i % 2)  # in time again, half of them alone
+            limit.record(0.86, alone=i % 2 == 0)
+    assert limit.limit == pytest.approx(8.0)
+
+
+def test_without_answers_of_requests_alone_near_answers_still_hold_the_limit():
+    limit = ConcurrencyLimit(AdmissionSettings(window=10, max_limit=64, headroom=0.8))
+    limit.limit = 5.0
+    for _ in range(30):
+        limit.admit(3)
+        limit.record(0.85)  # never alone: nothing says this is not queueing
     assert limit.limit == 5.0
 
 
@@ -81,7 +114,8 @@ def test_the_limit_never_falls_below_its_floor():
     assert limit.limit == 2 and limit.admit(1) and not limit.admit(2)
 
 
-@pytest.mark.parametrize("bad", [dict(target_miss=1.0), dict(window=0), dict(decrease=1.0), dict(increase=0), dict(headroom=0), dict(inflation=0.9), dict(baseline_drift=1.0), dict(min_limit=0),
+@pytest.mark.parametrize("bad", [dict(target_miss=1.0), dict(window=0), dict(decrease=1.0), dict(increase=0), dict(headroom=0), dict(inflation=0.9),
+                                 dict(calm_inflation=0.9), dict(calm_inflation=1.5, inflation=1.3), dict(baseline_drift=1.0), dict(min_limit=0),
                                  dict(min_limit=5, max_limit=4), dict(scope="node")])
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
