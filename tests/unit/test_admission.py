@@ -122,21 +122,42 @@ def test_bad_settings_are_refused(bad):
         AdmissionSettings(**bad)
 
 
+@pytest.mark.parametrize("rate_rps", [1.2, 1.6, 2.0, 5.0, 20.0])
+def test_a_rate_limit_lets_random_arrivals_below_its_rate_through_and_holds_an_excess(rate_rps):
+    """Poisson arrivals at 80% of the limit: few refused (a one-second
+    bucket refused up to a quarter at these rates); at twice the limit:
+    the rate admitted, give or take the bucket."""
+    import random
+
+    from esg_plugin.control.admission import RateLimit
+
+    for load, check in ((0.8, lambda refused, n, admitted, span: refused / n <= 0.05),
+                        (2.0, lambda refused, n, admitted, span: admitted <= rate_rps * span + limit.burst)):
+        rng = random.Random(7)
+        limit = RateLimit(rate_rps, now_s=0.0)
+        t, refused, n = 0.0, 0, 4000
+        for _ in range(n):
+            t += rng.expovariate(load * rate_rps)
+            refused += not limit.admit(t)
+        assert check(refused, n, n - refused, t), (load, refused, n, t)
+
+
 def test_the_machine_scope_names_one_limit_for_all_workflows():
     assert AdmissionSettings().scope_of("a") == AdmissionSettings().scope_of("b")
     per_workflow = AdmissionSettings(scope="workflow")
     assert per_workflow.scope_of("a") != per_workflow.scope_of("b")
 
 
-def test_a_rate_limit_admits_its_rate_on_average_and_a_second_of_it_at_once():
-    from esg_plugin.control.admission import RateLimit
+def test_a_rate_limit_admits_its_rate_on_average_and_its_burst_at_once():
+    from esg_plugin.control.admission import RATE_BURST_S, RateLimit
 
     limit = RateLimit(4.0, now_s=0.0)
-    assert [limit.admit(0.0) for _ in range(5)] == [True] * 4 + [False]  # one second's worth at once
+    burst = int(4.0 * RATE_BURST_S)
+    assert [limit.admit(0.0) for _ in range(burst + 1)] == [True] * burst + [False]  # the bucket at once
     assert limit.admit(0.1) is False and limit.admit(0.25) is True        # then one every 1/4 s
     admitted = sum(limit.admit(t / 100) for t in range(100, 1100))        # 10 s at 100 tries a second
-    assert 40 <= admitted <= 44  # 4 a second, plus what was banked before (at most the burst)
-    limit.set(1.0, now_s=11.0)                                            # a lower rate holds at once
+    assert 40 <= admitted <= 40 + burst  # 4 a second, plus what was banked before (at most the burst)
+    limit.set(1.0, now_s=11.0, burst=1.0)                                 # a lower rate holds at once
     assert limit.burst == 1.0 and sum(limit.admit(11.0 + t / 10) for t in range(50)) <= 6
     assert limit.admit(5.0) is False  # a clock that steps back refills nothing
     with pytest.raises(ValueError, match="positive rate"):
