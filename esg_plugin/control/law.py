@@ -27,7 +27,9 @@ Per workflow with data, at every tick (``docs/control.md``):
    that still meets the SLO if any, within the capacity, else the least
    late one that fits.
 5. **Calibration** — profile latencies scaled by observed / profiled
-   execution time (bounded to 0.5..3, smoothed).
+   execution time (bounded to 0.5..3, smoothed). Slower instances re-plan
+   at once; faster ones only after they stayed faster for the scale-down
+   delay, when calm (a re-plan for faster instances holds less).
 6. **A time-shared node** (``busy_capacity``, ``esg up`` on a CPU) — each
    workflow's demand is the busy time of its plan for its wanted rate
    (:func:`plan_busy`, with the calibrated execution times: contention
@@ -88,6 +90,8 @@ StageKey = tuple[str, str]
 class WorkflowState:
     margin: float
     scale_down: DelayWindow
+    faster: DelayWindow = field(default_factory=lambda: DelayWindow(0.0))
+    """How long the instances have run faster than the plan assumed (a re-plan for that is a scale-down)."""
     planned_rps: Optional[float] = None
     """The rate the current plan covers (headroom included)."""
     plan: Optional[Plan] = None
@@ -206,7 +210,8 @@ class ControlLaw:
         s = self.settings
         ws = state.workflows.get(workflow.name)
         if ws is None:
-            ws = state.workflows[workflow.name] = WorkflowState(s.slo_margin, DelayWindow(s.scale_down_delay_s))
+            ws = state.workflows[workflow.name] = WorkflowState(s.slo_margin, DelayWindow(s.scale_down_delay_s),
+                                                                faster=DelayWindow(s.scale_down_delay_s))
         missing, fresh = self._missing(ws, obs, now_s)
         why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
@@ -227,11 +232,15 @@ class ControlLaw:
             if due and warm and calm:  # never while requests wait or miss, nor in panic after a step
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
-        if why is None and self._factors_moved(workflow, ws, state):
-            slower = any(state.exec_factor.get(st.function, 1.0) > ws.factors.get(st.function, 1.0)
-                         for st in workflow.stages)
-            if calm or slower:  # faster instances are no reason to shrink in a panic or while requests miss
-                why = "execution times moved: re-planned"
+        moved = self._factors_moved(workflow, ws, state)
+        slower = moved and any(state.exec_factor.get(st.function, 1.0) > ws.factors.get(st.function, 1.0)
+                               for st in workflow.stages)
+        # faster instances are a scale-down: only once they stayed faster for the
+        # scale-down delay, and never in a panic or while requests wait or miss
+        faster_due = ws.faster.update(moved and not slower, now_s, keep=True)
+        if why is None and (slower or (faster_due and calm)):
+            ws.faster.reset()
+            why = "execution times moved: re-planned"
         if why is None and ws.plan is not None and s.busy_capacity is not None:
             part = self._busy_part(workflow.name, state, ws.demand)
             if ws.busy > part * (1 + BUSY_FREED) + 1e-9 or \

@@ -305,6 +305,27 @@ def test_re_plans_beyond_the_limit_wait_for_the_next_tick(chain):
     assert third.changed == ("v",)
 
 
+def test_faster_instances_shrink_the_plan_only_after_the_scale_down_delay(chain):
+    """Instances twice as fast as profiled: the plan holds for the scale-down
+    delay, then shrinks; slower ones grow it at once. Under ``esg up`` at 3x,
+    contention moved a function's execution time by more than 10% up and
+    down within seconds, and each move re-planned: a replica started and
+    was stopped two seconds later."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, min_share_saving=0.0))
+    state = law.new_state()
+    normal, fast, slow = ({"resnet18": f, "resnet50": f} for f in (1.0, 0.5, 2.0))
+    at = lambda t, factors: law.step(Observation(t, {"w": WorkflowObservation(200, 200, 2.0)}, factors), state, t)  # noqa: E731
+    base = at(0.0, normal).plans["w"].cost
+    for t in range(1, 30):
+        decision = at(float(t), fast)
+        assert decision.changed == () and decision.plans["w"].cost == base, t  # held through the delay
+    shrunk = [at(float(t), fast) for t in range(30, 36)]
+    assert any(d.changed for d in shrunk) and shrunk[-1].plans["w"].cost < base
+    grown = at(36.0, slow)
+    assert grown.changed == ("w",) and grown.plans["w"].cost > shrunk[-1].plans["w"].cost
+
+
 def test_a_share_just_changed_is_not_changed_back_within_the_delay(chain):
     """Instances turn out twice as fast as profiled: the re-plan would move a
     stage to a smaller share, unless that stage changed share within the
@@ -316,8 +337,10 @@ def test_a_share_just_changed_is_not_changed_back_within_the_delay(chain):
         state = law.new_state()
         slow, fast = {"resnet18": 3.0, "resnet50": 3.0}, {"resnet18": 0.5, "resnet50": 0.5}
         first = law.step(Observation(0.0, {"w": WorkflowObservation(200, 200, 2.0)}, slow), state, 0.0)
-        state.workflows["w"].share_changed_s = {"a": 0.0, "b": 0.0} if just_changed else {}
-        for t in range(1, 10):
+        # faster instances re-plan once they stayed faster for the delay (30 s): at 31 s;
+        # "just changed": a share change 20 s before that re-plan
+        state.workflows["w"].share_changed_s = {"a": 11.0, "b": 11.0} if just_changed else {}
+        for t in range(1, 36):
             last = law.step(Observation(float(t), {"w": WorkflowObservation(200, 200, 2.0)}, fast), state, float(t))
         shares = lambda d: {s: g[0].gpu_share for (_, s), g in d.desired.items()}  # noqa: E731
         return shares(first), shares(last)
