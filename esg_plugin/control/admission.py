@@ -128,7 +128,8 @@ class ConcurrencyLimit:
         self.peak = 0
         """The most requests in flight since the last judgement."""
         self.alone: deque[float] = deque(maxlen=settings.window)
-        """Latency over SLO of the last answers to requests admitted with nothing else in flight."""
+        """Latency over SLO of the last answers to requests admitted with nothing else in flight
+        (judged on once they fill a quarter of a window)."""
 
     def admit(self, in_flight: int) -> bool:
         """Whether one more request may start while ``in_flight`` are running."""

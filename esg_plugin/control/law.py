@@ -90,7 +90,7 @@ StageKey = tuple[str, str]
 class WorkflowState:
     margin: float
     scale_down: DelayWindow
-    faster: DelayWindow = field(default_factory=lambda: DelayWindow(0.0))
+    faster: DelayWindow
     """How long the instances have run faster than the plan assumed (a re-plan for that is a scale-down)."""
     planned_rps: Optional[float] = None
     """The rate the current plan covers (headroom included)."""
@@ -211,7 +211,7 @@ class ControlLaw:
         ws = state.workflows.get(workflow.name)
         if ws is None:
             ws = state.workflows[workflow.name] = WorkflowState(s.slo_margin, DelayWindow(s.scale_down_delay_s),
-                                                                faster=DelayWindow(s.scale_down_delay_s))
+                                                                DelayWindow(s.scale_down_delay_s))
         missing, fresh = self._missing(ws, obs, now_s)
         why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)

@@ -35,8 +35,8 @@ from ..model import ProfileSet
 from ..planner.baselines import openfaas_replicas
 from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
-from ..scaler import FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide_functions
 from ..runtime import contract as C
+from ..scaler import FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide_functions
 from ..scaler.actuators import GPU_SHARE, REPLICAS
 from ..scaler.decider import offered_rps
 from ..sim.workload import Workload

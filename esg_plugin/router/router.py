@@ -139,8 +139,9 @@ class Router:
                 return 429, {"error": f"workflow '{workflow_name}' is over what the node can serve: it admits "
                                       f"{rate.rate_rps:.2f} requests/s now; retry after {RETRY_AFTER_S} s",
                              "retry_after_s": RETRY_AFTER_S, C.REJECTED_BY: C.REJECTED_BY_RATE}
-            alone = limit is not None and self._in_flight_in(scope) == 0
-            if limit is not None and not limit.admit(self._in_flight_in(scope)):
+            others = self._in_flight_in(scope) if limit is not None else 0
+            alone = others == 0
+            if limit is not None and not limit.admit(others):
                 self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
                 self.requests.labels(workflow=workflow_name, slo="shed").inc()
                 whose = "the workflows are" if scope == "*" else f"workflow '{workflow_name}' is"
