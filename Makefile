@@ -51,6 +51,7 @@ bench: $(TORCH_STAMP)
 	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/scaler.py
 	$(BIN)/python bench/control.py
+	$(BIN)/python bench/ratelimit.py
 
 evaluate: $(STAMP)
 	$(BIN)/python bench/evaluate.py

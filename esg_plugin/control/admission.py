@@ -176,7 +176,7 @@ full node, as under ``esg up`` — were a quarter of them refused: the limit
 meant to hold the average rate shed the random bursts of a rate well below
 it. With five seconds (and at least five), Poisson arrivals at 80% of the
 limit are refused about 2% of the time at 1.2 requests/s and under 0.1%
-from 5 requests/s up (a seeded simulation, ``tests/unit/test_admission.py``);
+from 5 requests/s up (``python bench/ratelimit.py`` prints the table);
 a sustained excess is still held to the rate, after at most one bucket."""
 RATE_MIN_BURST = 5.0
 
