@@ -74,6 +74,9 @@ class Worker:
     """Requests the gateway has sent to it and not yet had answered."""
     log: Optional[Path] = None
     """Its stdout and stderr (a file: a pipe nobody reads would block a worker that writes much)."""
+    live_share: bool = True
+    """Whether it may take another share without a restart (a CPU worker: its
+    threads); False once it answered that a restart is required (CUDA)."""
 
 
 @dataclass
@@ -102,9 +105,9 @@ class LocalPlatform:
     """Functions as processes, driven as Kubernetes drives a Deployment: the
     desired state (:meth:`desire`, :meth:`scale`, ...) returns at once; one
     rollout thread per function converges its processes to it — batching
-    pushed live, new replicas started together (at most ``parallel_starts``
-    starts at once over the machine, default half its cores), a share change rolled
-    one replica at a time (a new one at the new share joins the rotation
+    pushed live, a CPU worker's share too (its threads), new replicas started together (at most ``parallel_starts``
+    starts at once over the machine, default half its cores), a share change that
+    needs a restart (CUDA) rolled one replica at a time (a new one at the new share joins the rotation
     when ready, then an old one leaves: capacity never drops), a failed
     start retried with back-off. A worker leaving the rotation is drained
     and stopped in the background."""
@@ -356,13 +359,31 @@ class LocalPlatform:
             self._retire(fn, dead)
             return True
         batching = (want.batch_size, want.max_wait_ms)
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
         stale = [w for w in workers if w.batching != batching and w.proc.poll() is None]
         if stale:  # live, no restart: first, since it is cheap
             body = json.dumps(C.config_update(*batching)).encode()
             for worker in stale:
-                call_worker(worker.port, "PUT", C.CONFIG_PATH, body, {"Authorization": f"Bearer {self.token}",
-                                                                     "Content-Type": "application/json"}, timeout=5.0)
+                call_worker(worker.port, "PUT", C.CONFIG_PATH, body, headers, timeout=5.0)
                 worker.batching = batching
+            return True
+        reshare = [w for w in workers if w.share != want.gpu_share and w.live_share and w.proc.poll() is None]
+        if reshare:  # a CPU worker takes another share live (its threads); a CUDA one says it needs a restart
+            body = json.dumps({C.CONFIG_GPU_SHARE_PCT: want.gpu_share}).encode()
+            for worker in reshare:
+                status, _, answer = call_worker(worker.port, "PUT", C.CONFIG_PATH, body, headers, timeout=5.0)
+                if status != 200:
+                    raise PlatformError(f"function '{fn.name}': a share change was answered {status}: "
+                                        f"{answer[:200].decode(errors='replace')}")
+                try:
+                    restart = json.loads(answer).get(C.CONFIG_RESTART_REQUIRED, True) is not False
+                except (ValueError, AttributeError):
+                    restart = True  # an answer not understood: the restart is the safe way
+                if restart:
+                    worker.live_share = False  # rolled below, one replica at a time
+                else:
+                    with self.answered:
+                        worker.share = want.gpu_share
             return True
         current = [w for w in workers if w.share == want.gpu_share]
         outdated = [w for w in workers if w.share != want.gpu_share]

@@ -195,7 +195,8 @@ class RuntimeApp:
     def __init__(self, handler: Any, settings: RuntimeSettings, clock: Callable[[], float] = time.monotonic,
                  metrics: Optional[RuntimeMetrics] = None, telemetry: Any = None,
                  on_failure: Optional[Callable[[BaseException], None]] = None,
-                 limit: Callable[[], ContextManager] = nullcontext):
+                 limit: Callable[[], ContextManager] = nullcontext,
+                 reshare: Optional[Callable[[int], int]] = None):
         if not (hasattr(handler, "handle_batch") or hasattr(handler, "handle")):
             raise TypeError("the handler module defines neither handle_batch(events, context) nor handle(event, context)")
         self.settings = settings
@@ -204,6 +205,10 @@ class RuntimeApp:
         self.telemetry = telemetry
         self.live = LiveConfig(BatchConfig(settings.max_batch_size, settings.max_wait_ms))
         self.pending_gpu_share: Optional[int] = None
+        self.gpu_share_pct = settings.gpu_share_pct
+        """The share this instance runs at now (a CPU instance's changes live)."""
+        self.reshare = reshare
+        """Applies another share in this process (``gpu.ShareReport.reshare``); None: a share needs a restart."""
         self.methods = frozenset(getattr(handler, "METHODS", DEFAULT_METHODS))
         """The HTTP methods the handler takes (its ``METHODS``, else the usual ones; never CONNECT or TRACE)."""
         self.bodies = BodyBudget(MAX_BODIES_IN_FLIGHT_BYTES)
@@ -211,7 +216,7 @@ class RuntimeApp:
         self.handler = handler
         self.batcher = Batcher(batch_runner(handler, Context(socket.gethostname()), limit), self.live,
                                settings.max_queue, clock, on_batch=self._on_batch, on_failure=on_failure)
-        self.metrics.gpu_share.set(settings.gpu_share_pct)
+        self.metrics.gpu_share.set(self.gpu_share_pct)
         self._publish_config()
 
     def start(self) -> None:
@@ -429,7 +434,7 @@ class RuntimeApp:
     def _config_doc(self) -> dict:
         live = self.live.get()
         doc = {C.CONFIG_MAX_BATCH_SIZE: live.max_batch_size, C.CONFIG_MAX_WAIT_MS: live.max_wait_ms,
-               C.CONFIG_GPU_SHARE_PCT: self.settings.gpu_share_pct, C.CONFIG_MAX_QUEUE: self.settings.max_queue}
+               C.CONFIG_GPU_SHARE_PCT: self.gpu_share_pct, C.CONFIG_MAX_QUEUE: self.settings.max_queue}
         if self.pending_gpu_share is not None:
             doc["pending_" + C.CONFIG_GPU_SHARE_PCT] = self.pending_gpu_share
         return doc
@@ -470,7 +475,11 @@ class RuntimeApp:
         self.live.set(BatchConfig(batch, float(wait)))
         self._publish_config()
         self.batcher.wake()
-        restart = share is not None and share != self.settings.gpu_share_pct
+        restart = share is not None and share != self.gpu_share_pct
+        if restart and self.reshare is not None:  # a CPU share is a thread count: live, at the next batch
+            self.reshare(share)
+            self.gpu_share_pct, self.pending_gpu_share, restart = share, None, False
+            self.metrics.gpu_share.set(share)
         if restart:
             self.pending_gpu_share = share
         doc = {"config": self._config_doc(), C.CONFIG_RESTART_REQUIRED: restart}

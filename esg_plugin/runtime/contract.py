@@ -29,6 +29,8 @@ ENV_GPU_SHARE_MECHANISM = "ESG_GPU_SHARE_MECHANISM"
 """How a GPU share limits the kernels: auto (default), mps or green-context (runtime/gpu.py)."""
 ENV_CONFIG_TOKEN = "ESG_CONFIG_TOKEN"
 ENV_HEAP_RETAIN_MB = "ESG_HEAP_RETAIN_MB"
+ENV_LIVE_SHARE = "ESG_LIVE_SHARE"
+"""1 (default): a CPU instance takes another share live (its threads); 0: a share change needs a restart, as on a GPU."""
 ENV_FUNCTION = "ESG_FUNCTION"
 """Which function of a multi-function handler folder this process serves."""
 

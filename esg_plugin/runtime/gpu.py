@@ -59,6 +59,10 @@ class ShareReport:
     """Entered around every batch: the green context, else nothing."""
     detail: str = ""
     """Why the mechanism is not the one asked for, when it is not."""
+    reshare: Optional[Callable[[int], int]] = field(default=None, compare=False, repr=False)
+    """Applies another share live and returns the threads it gives (CPU:
+    :class:`CpuShare`); None where a share applies only at start (CUDA
+    reads its limits when it initialises)."""
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -162,7 +166,8 @@ def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Option
     try:
         import torch
     except ImportError:
-        return ShareReport(share_pct, share_pct, None, None, "none", "none")
+        live = CpuShare(share_pct, cpu_count or cpu_allotment())
+        return ShareReport(share_pct, share_pct, None, None, "none", "none", reshare=live.set)
     if torch.cuda.is_available():
         threads = gpu_host_threads(cpu_count)
         for name in THREAD_VARIABLES:
@@ -188,7 +193,38 @@ def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Option
                     raise  # asked for by name: a share must not be silently ignored
                 chosen, detail = "memory-fraction", f"green context of {sms} SMs failed: {err}"
         return ShareReport(share_pct, share_pct, fraction, threads, "cuda", chosen, limit, detail)
-    return ShareReport(share_pct, share_pct, None, threads, "cpu", "cpu-threads")
+    live = CpuShare(share_pct, cpu_count or cpu_allotment(), torch)
+    return ShareReport(share_pct, share_pct, None, threads, "cpu", "cpu-threads", live, reshare=live.set)
+
+
+class CpuShare:
+    """A CPU process's share, changeable while it serves: torch's intra-op
+    threads are the share's part of the allotment (:func:`threads_for`), so
+    another share is another thread count, not another process (a restart
+    takes a core for seconds to load torch and a model, on the node that
+    is short of cores). Torch keeps its thread count per thread (OpenMP's),
+    so the count is set in the thread that runs the batches, as it enters
+    the next one: an instance is the ``limit`` entered around each batch."""
+
+    def __init__(self, share_pct: int, allotment: float, torch: Any = None):
+        self.allotment = allotment
+        self._torch = torch
+        self._threads = threads_for(share_pct, allotment)
+        self._applied: Optional[int] = None
+
+    def set(self, share_pct: int) -> int:
+        """The threads for ``share_pct``, applied at the next batch."""
+        self._threads = threads_for(share_pct, self.allotment)
+        return self._threads
+
+    @contextlib.contextmanager
+    def __call__(self):
+        threads = self._threads
+        if threads != self._applied:
+            if self._torch is not None:
+                self._torch.set_num_threads(threads)
+            self._applied = threads
+        yield
 
 
 class GpuTelemetry:

@@ -221,7 +221,8 @@ def build(handler_module: str, env: MutableMapping[str, str]) -> tuple[RuntimeAp
     if hasattr(handler, "warmup"):
         with share.limit():
             handler.warmup(warmup_sizes(settings.max_batch_size), Context(socket.gethostname()))
-    app = RuntimeApp(handler, settings, telemetry=GpuTelemetry(), limit=share.limit)
+    app = RuntimeApp(handler, settings, telemetry=GpuTelemetry(), limit=share.limit,
+                     reshare=share.reshare if settings.live_share else None)
     return app, settings
 
 

@@ -56,6 +56,11 @@ class RuntimeSettings:
     heap_retain_mb: int = DEFAULT_RETAIN_MB
     """ESG_HEAP_RETAIN_MB: freed C heap the process keeps for its next batch
     (runtime/memory.py); 0 leaves the C library's defaults."""
+    live_share: bool = True
+    """ESG_LIVE_SHARE: 1 lets a CPU instance take another share through PUT
+    /_esg/config without a restart (torch's threads, from the next batch);
+    0 answers every share change ``restart_required``, as on a GPU (a share
+    fixed for the process's life; what restarts cost can be measured so)."""
 
     @staticmethod
     def from_env(env: Mapping[str, str]) -> "RuntimeSettings":
@@ -99,6 +104,7 @@ class RuntimeSettings:
             config_token=env.get(C.ENV_CONFIG_TOKEN) or None,
             cpu_threads=cpu_threads,
             heap_retain_mb=integer(C.ENV_HEAP_RETAIN_MB, DEFAULT_RETAIN_MB, 0, 65536),
+            live_share=bool(integer(C.ENV_LIVE_SHARE, 1, 0, 1)),
         )
 
 

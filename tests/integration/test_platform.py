@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from esg_plugin.local import LocalPlatform, make_gateway_server
-from esg_plugin.local.platform import PlatformError
+from esg_plugin.local.platform import PlatformError, call_worker
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +33,44 @@ def handle_batch(events, context):
 '''
 
 
-@pytest.fixture
-def platform(tmp_path):
+def echo_platform(tmp_path, **env):
     handler = tmp_path / "echo"
     handler.mkdir()
     (handler / "handler.py").write_text(HANDLER)
     stack = {"functions": {"echo": {"lang": "esg-python3", "handler": str(handler),
                                     "environment": {"ESG_MAX_BATCH_SIZE": "1", "ESG_GPU_SHARE": "100",
                                                     "BROKEN_MARKER": str(tmp_path / "broken"),
-                                                    "HOLD_MARKER": str(tmp_path / "hold")}}}}
+                                                    "HOLD_MARKER": str(tmp_path / "hold"), **env}}}}
     platform = LocalPlatform(stack, tmp_path, tmp_path / "work", retry_s=(0.5, 1.0))
     platform.start()
     platform.scale("echo", 2)
     platform.wait_converged("echo")
+    return platform
+
+
+@pytest.fixture
+def platform(tmp_path):
+    # a share change restarts here, as on a GPU (ESG_LIVE_SHARE=0): the rolling restart is what is tested
+    platform = echo_platform(tmp_path, ESG_LIVE_SHARE="0")
     yield platform
     platform.shutdown()
+
+
+def test_a_cpu_share_change_restarts_nothing(tmp_path):
+    platform = echo_platform(tmp_path)
+    try:
+        fn = platform.functions["echo"]
+        pids = sorted(w.proc.pid for w in fn.workers)
+        spawned = len(platform.spawned)
+        platform.set_share("echo", 50)
+        platform.wait_converged("echo")
+        assert [w.share for w in fn.workers] == [50, 50] and sorted(w.proc.pid for w in fn.workers) == pids
+        assert len(platform.spawned) == spawned and not fn.starting
+        for w in fn.workers:  # each worker says it runs at the new share
+            status, _, body = call_worker(w.port, "GET", "/_esg/config")
+            assert status == 200 and json.loads(body)["gpu_share"] == 50
+    finally:
+        platform.shutdown()
 
 
 def post(port, path="/", body=b"{}"):

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import sys
+import threading
 import types
 
 import pytest
@@ -110,6 +111,50 @@ def test_put_config_validation(make_app):
     assert code == 200 and json.loads(out) == {
         "config": {"max_batch_size": 1, "max_wait_ms": 7.0, "gpu_share": 100, "max_queue": 1024},
         "restart_required": False}
+
+
+def test_a_cpu_share_changes_live_in_the_thread_that_runs_the_batches():
+    from esg_plugin.runtime.gpu import CpuShare
+
+    calls = []
+
+    class FakeTorch:
+        @staticmethod
+        def set_num_threads(n):
+            calls.append((threading.current_thread().name, n))
+
+    share = CpuShare(50, 4.0, FakeTorch)
+    assert share.set(100) == 4 and calls == []  # nothing until the next batch ...
+
+    def batch():
+        with share():
+            pass
+    worker = threading.Thread(target=batch, name="batcher")
+    worker.start()
+    worker.join()
+    assert calls == [("batcher", 4)]  # ... then in the batch's thread (torch's count is per thread)
+    with share():
+        pass
+    assert len(calls) == 1  # set once per change
+    assert share.set(10) == 1  # at least one thread
+
+
+def test_a_share_put_is_live_where_the_runtime_can_reshare_and_a_restart_elsewhere():
+    handler = handler_module(handle=lambda e, c: "x")
+    auth = {"Authorization": "Bearer tok"}
+    given = []
+    live = RuntimeApp(handler, RuntimeSettings.from_env({"ESG_CONFIG_TOKEN": "tok", "ESG_GPU_SHARE": "50"}),
+                      reshare=lambda pct: given.append(pct) or 1)
+    code, _, out = call(live, "PUT", "/_esg/config", b'{"gpu_share": 20}', auth)
+    doc = json.loads(out)
+    assert code == 200 and doc["restart_required"] is False and doc["config"]["gpu_share"] == 20 and given == [20]
+    assert "esg_gpu_share_percent 20.0" in call(live, "GET", "/_esg/metrics")[2].decode()
+    fixed = RuntimeApp(handler, RuntimeSettings.from_env({"ESG_CONFIG_TOKEN": "tok", "ESG_GPU_SHARE": "50"}))
+    doc = json.loads(call(fixed, "PUT", "/_esg/config", b'{"gpu_share": 20}', auth)[2])
+    assert doc["restart_required"] is True and doc["config"]["gpu_share"] == 50 and doc["config"]["pending_gpu_share"] == 20
+    with pytest.raises(SettingsError, match="ESG_LIVE_SHARE"):
+        RuntimeSettings.from_env({"ESG_LIVE_SHARE": "yes"})
+    assert RuntimeSettings.from_env({}).live_share and not RuntimeSettings.from_env({"ESG_LIVE_SHARE": "0"}).live_share
 
 
 def test_gpu_share_hooks_without_a_gpu(monkeypatch):
