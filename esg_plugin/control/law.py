@@ -17,7 +17,9 @@ Per workflow with data, at every tick (``docs/control.md``):
 3. **Up at once, down after a delay** — re-plan when the wanted rate
    exceeds the planned one; re-plan down only after it stayed below
    ``scale_down_below`` of it for ``scale_down_delay_s``, never while there
-   is backlog or misses, never before ``warmup_s`` of data.
+   is backlog or misses, never before ``warmup_s`` of data. A scale-down
+   followed by misses within the delay is undone (``rollback``), and the
+   next one waits twice as long.
 4. **Plan** — ESG (or the exact oracle) against ``SLO × (1 − margin)``,
    queueing-aware, with the utilisation of each stage's instances a
    decision (several targets). A change of share restarts the stage's
@@ -79,6 +81,9 @@ DEGRADED_BUDGET_FACTORS = (1.1, 1.25, 1.5, 2.0, 4.0)
 """Then budgets beyond the SLO (the mean wait), tightest first: the cheapest
 plan that the model says is late by the least, before the fastest (dearest)."""
 
+MAX_ROLLBACK_DOUBLINGS = 3
+"""A scale-down undone again and again waits at most 2³ × the scale-down delay before the next."""
+
 BUSY_FREED = 0.1
 """A workflow re-plans when its part of ``busy_capacity`` moved this much
 (relative) away from what its plan keeps busy."""
@@ -120,6 +125,13 @@ class WorkflowState:
     """The busy time of the plan for the wanted rate, before any capacity held it back."""
     admit_rps: Optional[float] = None
     """The rate the plan covers when ``busy_capacity`` held it below the wanted rate."""
+    down_from_rps: Optional[float] = None
+    """The rate planned before the last scale-down, while it is watched for misses (``rollback``)."""
+    down_at_s: float = -math.inf
+    rollbacks: int = 0
+    """Scale-downs undone in a row; the next one waits 2^this × the delay."""
+    down_hold_until_s: float = -math.inf
+    """No scale-down before then (after a rollback)."""
 
 
 @dataclass
@@ -229,9 +241,16 @@ class ControlLaw:
             warm = now_s - first_s >= s.warmup_s
             low = want < planned * s.scale_down_below
             due = ws.scale_down.update(low, now_s, keep=True)
-            if due and warm and calm:  # never while requests wait or miss, nor in panic after a step
+            if due and warm and calm and now_s >= ws.down_hold_until_s:
+                # never while requests wait or miss, nor in panic after a step, nor soon after a rollback
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
+                ws.down_from_rps, ws.down_at_s = planned, now_s
+        rolled = self._rollback(ws, fresh, now_s)
+        if rolled is not None and rolled > (target or 0.0):
+            target, why = rolled, f"misses after a scale-down: planned again for {rolled:.2f} rps, halfway back " \
+                                  f"to the {ws.down_from_rps:.2f} rps planned before it (next scale-down not " \
+                                  f"before {ws.down_hold_until_s:.0f} s)"
         moved = self._factors_moved(workflow, ws, state)
         slower = moved and any(state.exec_factor.get(st.function, 1.0) > ws.factors.get(st.function, 1.0)
                                for st in workflow.stages)
@@ -249,6 +268,28 @@ class ControlLaw:
         if why is None:
             return None
         return why, target, obs.arrival_cv2
+
+    def _rollback(self, ws: WorkflowState, fresh: bool, now_s: float) -> Optional[float]:
+        """The rate to go back to when the last scale-down brought fresh
+        misses within the scale-down delay, else None (``rollback``): halfway
+        (geometrically) from the rate planned now back to the one planned
+        before the scale-down, a bisection between a plan that met the SLO
+        and one that did not — the plan before may have covered far more
+        than was needed (a backlog's drain, a step's panic). The new plan is
+        watched in turn: misses again within the delay bisect again."""
+        s = self.settings
+        if not s.rollback or ws.down_from_rps is None or ws.planned_rps is None:
+            return None
+        if now_s - ws.down_at_s > s.scale_down_delay_s:
+            ws.down_from_rps, ws.rollbacks = None, 0  # the scale-down held: the back-off starts again
+            return None
+        if not fresh or (ws.rollbacks and now_s - ws.down_at_s < s.feedback_cooldown_s):
+            return None  # as the margin's feedback: at most once per cooldown
+        ws.last_raise_s = ws.down_at_s = now_s  # these misses are answered: only later ones count again
+        ws.rollbacks = min(ws.rollbacks + 1, MAX_ROLLBACK_DOUBLINGS)
+        ws.down_hold_until_s = now_s + s.scale_down_delay_s * 2 ** ws.rollbacks
+        halfway = on_rate_grid(math.sqrt(ws.down_from_rps * ws.planned_rps))
+        return min(ws.down_from_rps, max(halfway, ws.planned_rps * RATE_GRID))
 
     def _missing(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> tuple[bool, bool]:
         """(missing, fresh): is the share of misses over the feedback window

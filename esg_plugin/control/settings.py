@@ -11,7 +11,7 @@ from typing import Optional
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
-ABLATIONS = ("utilisation", "step", "backlog", "feedback", "degraded")
+ABLATIONS = ("utilisation", "step", "backlog", "feedback", "degraded", "rollback")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,14 @@ class ControlSettings:
     scale_down_delay_s: float = 30.0
     """… and has stayed there this long, with no backlog and no rising misses
     (Knative's scale-down delay and panic mode)."""
+    rollback: bool = True
+    """A scale-down followed within ``scale_down_delay_s`` by misses above
+    the tolerance is undone: the workflow is planned again for the rate it
+    covered before, and its next scale-down waits twice as long as the last
+    (up to ``MAX_ROLLBACK_DOUBLINGS`` doublings), as a crash-looping pod's
+    restarts back off. The plan before the scale-down met the SLO at that
+    rate; the one after it is the model's guess. Off: a scale-down that
+    brings misses back is met only by the margin's feedback."""
     warmup_s: float = 30.0
     """No scale-down until the law has observed this long (conservative after
     a restart: a full window of data first)."""
@@ -144,4 +152,6 @@ class ControlSettings:
             return replace(self, feedback=False)
         if mechanism == "degraded":
             return replace(self, degraded_cheapest=False)
+        if mechanism == "rollback":
+            return replace(self, rollback=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

@@ -11,6 +11,7 @@ from esg_plugin.control import (
     ABLATIONS, ControlError, ControlLaw, ControlSettings, DelayWindow, Observation, WorkflowObservation, step_detected,
 )
 from esg_plugin.loaders import load_profiles, read_yaml
+from esg_plugin.control.law import on_rate_grid
 from esg_plugin.model import InstanceGroup, Stage, Workflow
 from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide_functions
 from esg_plugin.scaler.sources import Observation as ScalerObservation
@@ -107,6 +108,50 @@ def test_no_scale_down_while_requests_wait_or_miss(chain):
     for t in range(40, 47):  # calm again: down once the delay has passed
         tick(law, state, float(t), 20.0, ok=50)
     assert state.workflows["w"].planned_rps < high
+
+
+def test_a_scale_down_that_brings_misses_back_is_undone_and_the_next_waits_longer(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=10.0, warmup_s=0.0, feedback=False))
+    state = law.new_state()
+    ws = lambda: state.workflows["w"]  # noqa: E731
+    tick(law, state, 0.0, 200.0)
+    high = ws().planned_rps
+    for t in range(1, 12):  # the load fell: down after the delay
+        tick(law, state, float(t), 20.0, ok=100)
+    low = ws().planned_rps
+    assert low < high / 4
+    decision = tick(law, state, 12.0, 20.0, ok=70, late=30)  # misses right after it: undone, halfway
+    middle = ws().planned_rps
+    assert "misses after a scale-down" in decision.reasons["w"]
+    assert middle == pytest.approx(on_rate_grid((low * high) ** 0.5))
+    assert ws().down_hold_until_s == 12.0 + 2 * 10.0  # the next scale-down waits twice the delay
+    assert tick(law, state, 13.0, 20.0, ok=70, late=30).reasons["w"] == "unchanged"  # the same misses: answered
+    tick(law, state, 16.0, 20.0, ok=100)
+    tick(law, state, 17.0, 20.0, ok=70, late=30)  # misses again: halfway again, toward the plan that held
+    assert middle < ws().planned_rps <= high and ws().down_hold_until_s == 17.0 + 4 * 10.0
+    again = ws().planned_rps
+    for t in range(20, 57):
+        tick(law, state, float(t), 20.0, ok=100)
+    assert ws().planned_rps == again  # held past the plain delay, for the back-off
+    for t in range(57, 70):
+        tick(law, state, float(t), 20.0, ok=100)
+    assert ws().planned_rps < again  # down again once the back-off has passed ...
+    for t in range(70, 82):
+        tick(law, state, float(t), 20.0, ok=100)
+    assert ws().down_from_rps is None and ws().rollbacks == 0  # ... and, without misses, it stays down
+
+
+def test_without_the_rollback_misses_after_a_scale_down_only_raise_the_margin(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=10.0, warmup_s=0.0).without("rollback"))
+    state = law.new_state()
+    tick(law, state, 0.0, 200.0)
+    high = state.workflows["w"].planned_rps
+    for t in range(1, 12):
+        tick(law, state, float(t), 50.0, ok=100)
+    decision = tick(law, state, 12.0, 50.0, ok=70, late=30)
+    assert "margin raised" in decision.reasons["w"] and state.workflows["w"].planned_rps < high
 
 
 def test_backlog_is_planned_for_and_drained_in_bounded_time(chain):
