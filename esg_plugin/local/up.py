@@ -142,6 +142,8 @@ class UpReport:
     """Every change the controller asked for: time, function, kind, before, after."""
     steps: dict = field(default_factory=dict)
     """workflow -> times of its upward rate steps (from the workload)."""
+    step_rates: dict = field(default_factory=dict)
+    """workflow -> the rate after each of those steps (from the workload)."""
     admission: str = "off"
     """The entry's admission limit: its scope, or off."""
     settle_s: float = 30.0
@@ -193,7 +195,8 @@ class UpReport:
         — the long window — after a step), the time from each upward rate step to the first scale-up
         (more replicas or a larger share) of one of the workflow's functions, and, for a workflow the
         machine's capacity held to a rate before the step (``admit_rps``), to the first tick that
-        admits more (5% or more, or no limit)."""
+        admits more (5% or more, or no limit); and the time to the first tick whose plan covers the
+        step's new rate (a re-plan that may need no new replica: the running ones can carry it)."""
         steps = self.steps.get(workflow, [])
         ratios = []
         for row in self.timeline:
@@ -219,12 +222,19 @@ class UpReport:
                 continue
             rises = [at - t for at, a in admits if at >= t and (a is None or a > before[-1] * 1.05)]
             admitted_more.append(round(min(rises), 2) if rises else None)
+        covering = []
+        for t, rate in zip(steps, self.step_rates.get(workflow, [None] * len(steps))):
+            planned = [row["t"] - t for row in self.timeline if row["t"] >= t and rate is not None
+                       and (row["workflows"].get(workflow) or {}).get("planned_rps") is not None
+                       and row["workflows"][workflow]["planned_rps"] >= rate]
+            covering.append(round(min(planned), 2) if planned else None)
         return {
             "planned_over_offered_median": round(statistics.median(ratios), 3) if ratios else None,
             "steady_ticks_within_15pct": round(sum(0.85 <= r <= 1.15 for r in ratios) / len(ratios), 3)
             if ratios else None,
             "step_to_first_scale_up_s": reaction,
             "step_to_admitting_more_s": admitted_more,
+            "step_to_plan_covering_s": covering,
         }
 
 
@@ -246,7 +256,9 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
     for load in workload.workflows:
         if load.arrivals.kind == "steps":
             steps = load.arrivals.params["steps"]
-            report.steps[load.workflow.name] = [float(t) for (t, r), (_, before) in zip(steps[1:], steps) if r > before]
+            ups = [(float(t), float(r)) for (t, r), (_, before) in zip(steps[1:], steps) if r > before]
+            report.steps[load.workflow.name] = [t for t, _ in ups]
+            report.step_rates[load.workflow.name] = [r for _, r in ups]
     clock = {"started": time.monotonic()}
     if policy == "esg":  # deployed as planned for the least load, so that the first plans restart nothing
         for fn, state in initial_states(topology, profiles, max_replicas).items():

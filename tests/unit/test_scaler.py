@@ -395,11 +395,13 @@ def test_the_up_report_times_a_held_workflows_answer_to_a_step():
     admitting more, not by scaling: the report times that too."""
     from esg_plugin.local.up import UpReport
 
-    report = UpReport("esg", 80.0, 0.0, steps={"w": [40.0]}, settle_s=30.0)
-    report.timeline = [{"t": t, "workflows": {"w": {"offered_rps": 2.0, "planned_rps": 2.2, "functions": ["f"]}},
+    report = UpReport("esg", 80.0, 0.0, steps={"w": [40.0]}, step_rates={"w": [6.0]}, settle_s=30.0)
+    report.timeline = [{"t": t, "workflows": {"w": {"offered_rps": 2.0, "planned_rps": p, "functions": ["f"]}},
                         "admit_rps": {"w": a} if a is not None else {}}
-                       for t, a in ((30.0, 4.0), (38.0, 4.0), (42.0, 4.1), (44.0, 6.0), (46.0, None))]
+                       for t, a, p in ((30.0, 4.0, 2.2), (38.0, 4.0, 2.2), (42.0, 4.1, 4.4), (44.0, 6.0, 4.4),
+                                       (46.0, None, 6.6))]
     tracking = report.tracking("w")
     assert tracking["step_to_admitting_more_s"] == [4.0] and tracking["step_to_first_scale_up_s"] == [None]
+    assert tracking["step_to_plan_covering_s"] == [6.0]  # the first plan for at least the step's new rate
     report.timeline = [{**row, "admit_rps": {}} for row in report.timeline]  # never held: no such time
     assert report.tracking("w")["step_to_admitting_more_s"] == [None]
