@@ -52,6 +52,7 @@ bench: $(TORCH_STAMP)
 	$(BIN)/python bench/scaler.py
 	$(BIN)/python bench/control.py
 	$(BIN)/python bench/ratelimit.py
+	$(BIN)/python bench/live_share.py
 
 evaluate: $(STAMP)
 	$(BIN)/python bench/evaluate.py

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, MutableMapping, Optional
 
@@ -210,7 +211,8 @@ class CpuShare:
         self.allotment = allotment
         self._torch = torch
         self._threads = threads_for(share_pct, allotment)
-        self._applied: Optional[int] = None
+        self._applied = threading.local()
+        """Per thread: the count last set in it (torch's count is per thread)."""
 
     def set(self, share_pct: int) -> int:
         """The threads for ``share_pct``, applied at the next batch."""
@@ -220,10 +222,10 @@ class CpuShare:
     @contextlib.contextmanager
     def __call__(self):
         threads = self._threads
-        if threads != self._applied:
+        if threads != getattr(self._applied, "threads", None):
             if self._torch is not None:
                 self._torch.set_num_threads(threads)
-            self._applied = threads
+            self._applied.threads = threads
         yield
 
 

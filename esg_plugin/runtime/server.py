@@ -219,11 +219,36 @@ def build(handler_module: str, env: MutableMapping[str, str]) -> tuple[RuntimeAp
               + (f" ({share.detail})" if share.detail else ""), file=sys.stderr)
     handler = importlib.import_module(handler_module)
     if hasattr(handler, "warmup"):
-        with share.limit():
-            handler.warmup(warmup_sizes(settings.max_batch_size), Context(socket.gethostname()))
+        def warm() -> None:
+            with share.limit():
+                handler.warmup(warmup_sizes(settings.max_batch_size), Context(socket.gethostname()))
+        in_passing_thread(warm)
     app = RuntimeApp(handler, settings, telemetry=GpuTelemetry(), limit=share.limit,
                      reshare=share.reshare if settings.live_share else None)
     return app, settings
+
+
+def in_passing_thread(work: Callable[[], None]) -> None:
+    """Run ``work`` in a thread of its own that ends with it (its exception
+    re-raised here). Torch's OpenMP keeps a team of threads for each thread
+    that ran parallel work; a warm-up in the main thread left a team there,
+    idle while the batch thread ran its own, and ResNet-50 at two threads
+    on two cores took 44 ms a batch instead of 22 (1 thread: 33 ms) —
+    `bench/live_share.py` and docs/runtime.md. A team whose thread has
+    ended is gone."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as err:  # re-raised in the caller's thread
+            failure.append(err)
+
+    thread = threading.Thread(target=run, name="esg-warmup")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def warmup_sizes(max_batch_size: int) -> list[int]:

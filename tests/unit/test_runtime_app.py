@@ -126,17 +126,31 @@ def test_a_cpu_share_changes_live_in_the_thread_that_runs_the_batches():
     share = CpuShare(50, 4.0, FakeTorch)
     assert share.set(100) == 4 and calls == []  # nothing until the next batch ...
 
-    def batch():
-        with share():
-            pass
-    worker = threading.Thread(target=batch, name="batcher")
+    def batches():
+        for _ in range(3):
+            with share():
+                pass
+    worker = threading.Thread(target=batches, name="batcher")
     worker.start()
     worker.join()
-    assert calls == [("batcher", 4)]  # ... then in the batch's thread (torch's count is per thread)
+    assert calls == [("batcher", 4)]  # ... then once, in the batch's thread (torch's count is per thread)
     with share():
         pass
-    assert len(calls) == 1  # set once per change
+    assert calls[-1] == (threading.current_thread().name, 4)  # another thread sets its own count
     assert share.set(10) == 1  # at least one thread
+
+
+def test_the_warm_up_runs_in_a_thread_that_ends_and_its_failure_reaches_the_caller():
+    from esg_plugin.runtime.server import in_passing_thread
+
+    seen = []
+    in_passing_thread(lambda: seen.append(threading.current_thread()))
+    assert seen[0] is not threading.current_thread() and not seen[0].is_alive()
+
+    def broken():
+        raise RuntimeError("model file missing")
+    with pytest.raises(RuntimeError, match="model file missing"):
+        in_passing_thread(broken)
 
 
 def test_a_share_put_is_live_where_the_runtime_can_reshare_and_a_restart_elsewhere():
