@@ -68,6 +68,19 @@ class ShareReport:
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
+OMP_SPIN_COUNT = 10_000
+"""``GOMP_SPINCOUNT`` unless the environment sets it or ``OMP_WAIT_POLICY``:
+how long an idle OpenMP thread (torch's CPU wheel uses GNU OpenMP) spins
+at a barrier before it sleeps. libgomp's default spins about 300,000
+times, which on a shared node collapses a worker whose threads fill its
+cores: ResNet-50 at two threads on two cores beside one busy process took
+1,514 ms a batch against 24 ms alone (one thread: 35–38 ms either way);
+spinning 10,000 times gave 25 ms alone and 109 ms beside it, 1,000 times
+41 and 53 ms, and no spinning (``OMP_WAIT_POLICY=PASSIVE``) 46 and 48 ms
+(`/tmp` script timing the runtime's ``X-ESG-Exec-Ms`` through the local
+platform, 2026-12-01 04:15–04:20 UTC; docs/runtime.md). A node is shared
+in every deployment this runtime is for."""
+
 
 def cpu_allotment(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> float:
     """The CPUs this process may use: the cgroup v2 quota (a Kubernetes CPU
@@ -164,6 +177,8 @@ def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Option
     for name in THREAD_VARIABLES:
         env[name] = str(threads)
         os.environ[name] = str(threads)  # read by the libraries torch loads, at import
+    if not any(os.environ.get(name) or env.get(name) for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")):
+        env["GOMP_SPINCOUNT"] = os.environ["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)  # read when libgomp loads
     try:
         import torch
     except ImportError:

@@ -171,6 +171,20 @@ def test_a_share_put_is_live_where_the_runtime_can_reshare_and_a_restart_elsewhe
     assert RuntimeSettings.from_env({}).live_share and not RuntimeSettings.from_env({"ESG_LIVE_SHARE": "0"}).live_share
 
 
+def test_openmp_threads_spin_briefly_unless_the_environment_says_otherwise(monkeypatch):
+    from esg_plugin.runtime.gpu import OMP_SPIN_COUNT
+
+    for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    env = {}
+    apply_share(50, env, cpu_count=2)
+    assert env["GOMP_SPINCOUNT"] == str(OMP_SPIN_COUNT)
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    env = {"OMP_WAIT_POLICY": "PASSIVE"}  # the user's choice stands
+    apply_share(50, env, cpu_count=2)
+    assert "GOMP_SPINCOUNT" not in env
+
+
 def test_gpu_share_hooks_without_a_gpu(monkeypatch):
     env = {}
     if "torch" in sys.modules or _has_torch():
