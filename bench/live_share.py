@@ -6,12 +6,12 @@ change costs and what it does.
 Starts one function of ``stack.yml`` (default the ResNet-50 classifier) on
 the embedded platform at 50% of ``--cpus`` (ESG_CPU_THREADS: torch gets
 that share of them as intra-op threads), times ``--requests`` sequential
-requests on its worker (the runtime's ``X-ESG-Exec-Ms``), moves it to 100%
+requests on its worker (the runtime's execution-time header), moves it to 100%
 and back to 50% with ``set_share`` — as the scaler's local actuator does —
 and times again after each. Prints, per share, the median execution time,
 the threads the worker reports, how long the platform took to converge, and
 whether the worker process stayed the same (a live change starts no
-process); then the same with ESG_LIVE_SHARE=0, where a share change rolls
+process); then the same with live shares off, where a share change rolls
 a new worker (a restart: torch and the model loaded again).
 Needs torch==2.13.0 (pip install 'esg-plugin[torch]').
 """
@@ -52,7 +52,7 @@ def exec_ms(port: int, body: bytes, count: int) -> float:
         status, headers, _ = call_worker(port, "POST", "/", body, {"Content-Type": "application/json"})
         if status != 200:
             raise RuntimeError(f"the function answered {status}")
-        times.append(float(dict(headers)["X-ESG-Exec-Ms"]))
+        times.append(float(dict(headers)[C.EXEC_MS_HEADER]))
     return statistics.median(times)
 
 
@@ -67,7 +67,7 @@ def run(stack: dict, name: str, body: bytes, count: int, cpus: float, live: bool
             platform.wait_converged(name)
             fn = platform.functions[name]
             exec_ms(fn.workers[0].port, body, 3)  # warm
-            print(f"ESG_LIVE_SHARE={int(live)}")
+            print(f"{C.ENV_LIVE_SHARE}={int(live)}")
             for share in (50, 100, 50):
                 started = time.monotonic()
                 platform.set_share(name, share)
