@@ -71,12 +71,14 @@ class ControlSettings:
     (Knative's scale-down delay and panic mode)."""
     rollback: bool = True
     """A scale-down followed within ``scale_down_delay_s`` by misses above
-    the tolerance is undone: the workflow is planned again for the rate it
-    covered before, and its next scale-down waits twice as long as the last
-    (up to ``MAX_ROLLBACK_DOUBLINGS`` doublings), as a crash-looping pod's
-    restarts back off. The plan before the scale-down met the SLO at that
-    rate; the one after it is the model's guess. Off: a scale-down that
-    brings misses back is met only by the margin's feedback."""
+    the tolerance is undone halfway: the workflow is planned again for the
+    geometric mean of the rates planned after and before it (a bisection:
+    the plan before met the SLO, the one after it was the model's guess,
+    and the rate before may have been a backlog's drain), and its next
+    scale-down waits twice as long as the last (up to
+    ``MAX_ROLLBACK_DOUBLINGS`` doublings), as a crash-looping pod's
+    restarts back off. Off: a scale-down that brings misses back is met
+    only by the margin's feedback."""
     warmup_s: float = 30.0
     """No scale-down until the law has observed this long (conservative after
     a restart: a full window of data first)."""
