@@ -29,7 +29,8 @@ Per workflow with data, at every tick (``docs/control.md``):
    that still meets the SLO if any, within the capacity, else the least
    late one that fits.
 5. **Calibration** — profile latencies scaled by observed / profiled
-   execution time (bounded to 0.5..3, smoothed). Slower instances re-plan
+   execution time (bounded to 0.5..3, smoothed), per function and, for a
+   while, per share it was observed at. Slower instances re-plan
    at once; faster ones only after they stayed faster for the scale-down
    delay, when calm (a re-plan for faster instances holds less).
 6. **A time-shared node** (``busy_capacity``, ``esg up`` on a CPU) — each
@@ -66,6 +67,10 @@ from .settings import ControlSettings
 EXEC_FACTOR_RANGE = (0.5, 3.0)
 EXEC_FACTOR_SMOOTHING = 0.3
 """Weight of a new observed/profiled ratio in the smoothed factor."""
+SHARE_FACTOR_MEMORY_S = 300.0
+"""A factor observed at one share is believed for that share this long after
+it was last observed; after that the share gets the function's latest
+factor again (contention on a node comes and goes)."""
 EXEC_FACTOR_REPLAN = 0.1
 """Re-plan a workflow when a factor it was planned with moved by more than this (relative)."""
 MARGIN_RELAX_FRACTION = 0.5
@@ -139,6 +144,9 @@ class ControlState:
     first_observation_s: Optional[float] = None
     workflows: dict[str, WorkflowState] = field(default_factory=dict)
     exec_factor: dict[str, float] = field(default_factory=dict)
+    """Per function: observed over profiled execution time, smoothed (at whatever share it ran)."""
+    share_factor: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
+    """Per (function, share): the same factor, observed at that share, and when it was last observed."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +174,7 @@ class ControlLaw:
         self.profiles = profiles
         self.settings = settings
         self.policy = policy
-        self._scaled: dict[tuple[str, float], object] = {}
+        self._scaled: dict[tuple[str, tuple[float, ...]], object] = {}
 
     def new_state(self) -> ControlState:
         return ControlState()
@@ -183,7 +191,7 @@ class ControlLaw:
         else:
             if state.first_observation_s is None:
                 state.first_observation_s = now_s
-            self._calibrate(observation, state)
+            self._calibrate(observation, state, self._running_shares(state, current or {}), now_s)
             wishes = []
             for name, workflow in self.workflows.items():
                 raw = observation.workflows.get(name)
@@ -354,7 +362,7 @@ class ControlLaw:
     # --- planning -------------------------------------------------------------------------
     def _plan(self, workflow: Workflow, ws: WorkflowState, state: ControlState, rate_rps: float, cv2: float,
               current: Mapping[StageKey, InstanceGroup], now_s: float) -> None:
-        profiles = self._profiles(workflow, state)
+        profiles = self._profiles(workflow, state, now_s)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2)
         covered_rps, admit_rps = rate_rps, None
@@ -504,15 +512,37 @@ class ControlLaw:
         return down, up
 
     # --- calibration ----------------------------------------------------------------------
-    def _calibrate(self, observation: Observation, state: ControlState) -> None:
+    def _calibrate(self, observation: Observation, state: ControlState, shares: Mapping[str, int],
+                   now_s: float) -> None:
+        """Each function's factor, and its factor at the share it runs at
+        (``shares``): a share that fills a shared node's cores slows down
+        beside a busy neighbour far more than a smaller one (two threads on
+        two cores: 3x, one thread: 1.1x; docs/runtime.md), so one factor
+        per function would price the other shares wrongly."""
         low, high = EXEC_FACTOR_RANGE
         for function, ratio in observation.exec_ratio.items():
             if function not in self.profiles or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) \
                     or ratio <= 0:
                 continue  # no number outside its range is believed
             ratio = min(high, max(low, float(ratio)))
-            before = state.exec_factor.get(function)
-            state.exec_factor[function] = ratio if before is None else before + EXEC_FACTOR_SMOOTHING * (ratio - before)
+            state.exec_factor[function] = _smoothed(state.exec_factor.get(function), ratio)
+            share = shares.get(function)
+            if share is not None:
+                before = state.share_factor.get((function, share))
+                fresh = before is not None and now_s - before[1] <= SHARE_FACTOR_MEMORY_S
+                state.share_factor[(function, share)] = (_smoothed(before[0] if fresh else None, ratio), now_s)
+
+    def _running_shares(self, state: ControlState, current: Mapping[StageKey, InstanceGroup]) -> dict[str, int]:
+        """The share each function runs at: as the actuator reports it, else as last planned."""
+        out = {}
+        for workflow in self.workflows.values():
+            ws = state.workflows.get(workflow.name)
+            for st in workflow.stages:
+                group = current.get((workflow.name, st.name)) or (ws.groups[st.name][0] if ws is not None
+                                                                    and ws.groups.get(st.name) else None)
+                if group is not None:
+                    out[st.function] = group.gpu_share
+        return out
 
     def _factors_moved(self, workflow: Workflow, ws: WorkflowState, state: ControlState) -> bool:
         for st in workflow.stages:
@@ -522,19 +552,26 @@ class ControlLaw:
                 return True
         return False
 
-    def _profiles(self, workflow: Workflow, state: ControlState) -> ProfileSet:
-        """The profiles with each function's latencies times its factor
-        (rounded to 1%, so that similar factors share one scaled copy)."""
+    def _profiles(self, workflow: Workflow, state: ControlState, now_s: float) -> ProfileSet:
+        """The profiles with each function's latencies times its factor — at
+        a share observed within ``SHARE_FACTOR_MEMORY_S``, that share's, else
+        the function's — rounded to 1%, so that similar factors share one
+        scaled copy."""
         functions = dict(self.profiles.functions)
         scaled = False
         for st in workflow.stages:
-            factor = round(state.exec_factor.get(st.function, 1.0), 2)
-            if factor == 1.0:
+            p = self.profiles[st.function]
+            base = state.exec_factor.get(st.function, 1.0)
+            factors = []
+            for share in p.gpu_shares:
+                seen = state.share_factor.get((st.function, share))
+                factors.append(round(seen[0] if seen is not None and now_s - seen[1] <= SHARE_FACTOR_MEMORY_S
+                                     else base, 2))
+            if all(f == 1.0 for f in factors):
                 continue
-            key = (st.function, factor)
+            key = (st.function, tuple(factors))
             if key not in self._scaled:
-                p = self.profiles[st.function]
-                rows = tuple(tuple(None if v is None else v * factor for v in row) for row in p.latency_ms)
+                rows = tuple(tuple(None if v is None else v * f for v, f in zip(row, factors)) for row in p.latency_ms)
                 self._scaled[key] = dataclasses.replace(p, latency_ms=rows)
             functions[st.function] = self._scaled[key]
             scaled = True
@@ -584,6 +621,10 @@ def _urgency(ws: WorkflowState, target_rps: float) -> tuple[bool, float]:
     if ws.planned_rps is None:
         return True, math.inf
     return False, target_rps / ws.planned_rps
+
+
+def _smoothed(before: Optional[float], ratio: float) -> float:
+    return ratio if before is None else before + EXEC_FACTOR_SMOOTHING * (ratio - before)
 
 
 def excess_backlog(obs: WorkflowObservation, planned_rps: Optional[float], slo_ms: float) -> float:

@@ -293,6 +293,32 @@ def test_execution_times_are_bounded_and_smoothed(chain):
     assert 1.0 < state.exec_factor["resnet50"] < 3.0 and "resnet18" not in state.exec_factor
 
 
+def test_a_factor_observed_at_one_share_prices_that_share_for_a_while(chain):
+    """Two threads on two cores slow down beside a busy neighbour far more
+    than one: the factor seen at a share is that share's, the others keep
+    the function's latest one, and a share's own factor is forgotten after
+    SHARE_FACTOR_MEMORY_S."""
+    from esg_plugin.control.law import SHARE_FACTOR_MEMORY_S
+
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings())
+    state = law.new_state()
+    p = profiles["resnet50"]
+    full, half = p.gpu_shares[-1], p.gpu_shares[len(p.gpu_shares) // 2]
+    obs = {"w": WorkflowObservation(50, 50, 2.0)}
+    law.step(Observation(0.0, obs, {"resnet50": 3.0}), state, 0.0, current={("w", "b"): InstanceGroup(1, full, 1, 0.0)})
+    law.step(Observation(1.0, obs, {"resnet50": 1.0}), state, 1.0, current={("w", "b"): InstanceGroup(1, half, 1, 0.0)})
+    assert state.share_factor[("resnet50", full)][0] == 3.0 and state.share_factor[("resnet50", half)][0] == 1.0
+    scaled = law._profiles(wf, state, 2.0)["resnet50"]
+    base = state.exec_factor["resnet50"]  # 3.0 smoothed toward 1.0
+    assert scaled.latency(1, full) == pytest.approx(p.latency(1, full) * 3.0)
+    assert scaled.latency(1, half) == pytest.approx(p.latency(1, half) * 1.0)
+    other = next(g for g in p.gpu_shares if g not in (full, half) and p.latency(1, g) is not None)
+    assert scaled.latency(1, other) == pytest.approx(p.latency(1, other) * round(base, 2))
+    later = law._profiles(wf, state, 1.0 + SHARE_FACTOR_MEMORY_S + 1.0)["resnet50"]
+    assert later.latency(1, full) == pytest.approx(p.latency(1, full) * round(base, 2))  # forgotten
+
+
 def test_the_simulator_and_the_scaler_run_the_same_law():
     """One sequence of observations, given to the simulator's esg policy as
     views and to the scaler's decider as gateway observations: the same
