@@ -538,8 +538,8 @@ class ControlLaw:
         for workflow in self.workflows.values():
             ws = state.workflows.get(workflow.name)
             for st in workflow.stages:
-                group = current.get((workflow.name, st.name)) or (ws.groups[st.name][0] if ws is not None
-                                                                    and ws.groups.get(st.name) else None)
+                group = _running(workflow, ws, st.name, current) if ws is not None \
+                    else current.get((workflow.name, st.name))
                 if group is not None:
                     out[st.function] = group.gpu_share
         return out

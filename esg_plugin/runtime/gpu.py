@@ -173,7 +173,8 @@ def gpu_host_threads(cpu_count: Optional[float]) -> int:
 def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Optional[float] = None,
                 mechanism: str = "auto") -> ShareReport:
     env[C.ENV_MPS_SHARE_PCT] = str(share_pct)
-    threads = threads_for(share_pct, cpu_count or cpu_allotment())
+    allotment = cpu_count or cpu_allotment()
+    threads = threads_for(share_pct, allotment)
     for name in THREAD_VARIABLES:
         env[name] = str(threads)
         os.environ[name] = str(threads)  # read by the libraries torch loads, at import
@@ -182,7 +183,7 @@ def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Option
     try:
         import torch
     except ImportError:
-        live = CpuShare(share_pct, cpu_count or cpu_allotment())
+        live = CpuShare(share_pct, allotment)
         return ShareReport(share_pct, share_pct, None, None, "none", "none", reshare=live.set)
     if torch.cuda.is_available():
         threads = gpu_host_threads(cpu_count)
@@ -209,7 +210,7 @@ def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Option
                     raise  # asked for by name: a share must not be silently ignored
                 chosen, detail = "memory-fraction", f"green context of {sms} SMs failed: {err}"
         return ShareReport(share_pct, share_pct, fraction, threads, "cuda", chosen, limit, detail)
-    live = CpuShare(share_pct, cpu_count or cpu_allotment(), torch)
+    live = CpuShare(share_pct, allotment, torch)
     return ShareReport(share_pct, share_pct, None, threads, "cpu", "cpu-threads", live, reshare=live.set)
 
 
