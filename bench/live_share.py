@@ -12,7 +12,13 @@ and times again after each. Prints, per share, the median execution time,
 the threads the worker reports, how long the platform took to converge, and
 whether the worker process stayed the same (a live change starts no
 process); then the same with live shares off, where a share change rolls
-a new worker (a restart: torch and the model loaded again).
+a new worker (a restart: torch and the model loaded again). Last, at 100%
+(threads that fill the cores), the median alone and beside one busy
+process (``while True: pass``) for each OpenMP wait setting: the runtime's
+bounded spin (``gpu.OMP_SPIN_COUNT``), libgomp's default (300,000 spins),
+1,000 spins, and no spinning (``OMP_WAIT_POLICY=PASSIVE``); and at 50%
+(one thread) for comparison; ``--neighbour-requests`` of them (a
+collapsed worker takes seconds a batch).
 Needs torch==2.13.0 (pip install 'esg-plugin[torch]').
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,11 +89,41 @@ def run(stack: dict, name: str, body: bytes, count: int, cpus: float, live: bool
             platform.shutdown()
 
 
+SPIN_SETTINGS = (("the runtime's bound", 100, {}), ("libgomp's default", 100, {"GOMP_SPINCOUNT": "300000"}),
+                 ("1,000 spins", 100, {"GOMP_SPINCOUNT": "1000"}), ("passive", 100, {"OMP_WAIT_POLICY": "PASSIVE"}),
+                 ("one thread (50%)", 50, {}))
+
+
+def beside_a_neighbour(stack: dict, name: str, body: bytes, count: int, cpus: float) -> None:
+    one = {"functions": {name: stack["functions"][name]}}
+    print(f"at 100% of {cpus:g} CPUs, alone and beside one busy process (median exec over {count}):")
+    for label, share, extra in SPIN_SETTINGS:
+        with tempfile.TemporaryDirectory(prefix="esg-spin-") as work:
+            platform = LocalPlatform(one, ROOT, Path(work), extra_env={C.ENV_CPU_THREADS: str(cpus), **extra})
+            try:
+                platform.start()
+                platform.set_share(name, share)
+                platform.wait_converged(name)
+                port = platform.functions[name].workers[0].port
+                exec_ms(port, body, 3)
+                alone = exec_ms(port, body, count)
+                busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                try:
+                    beside = exec_ms(port, body, count)
+                finally:
+                    busy.kill()
+                    busy.wait()
+            finally:
+                platform.shutdown()
+        print(f"  {label:<20} alone {alone:7.1f} ms   beside it {beside:7.1f} ms")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--function", default="image-classify")
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--cpus", type=float, default=2.0)
+    parser.add_argument("--neighbour-requests", type=int, default=10)
     args = parser.parse_args(argv)
     stack = read_yaml(ROOT / "stack.yml")
     if args.function not in stack["functions"]:
@@ -95,6 +132,7 @@ def main(argv=None) -> int:
     body = sample_body(stack, args.function)
     for live in (True, False):
         run(stack, args.function, body, args.requests, args.cpus, live)
+    beside_a_neighbour(stack, args.function, body, args.neighbour_requests, args.cpus)
     return 0
 
 

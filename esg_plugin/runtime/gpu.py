@@ -74,12 +74,12 @@ how long an idle OpenMP thread (torch's CPU wheel uses GNU OpenMP) spins
 at a barrier before it sleeps. libgomp's default spins about 300,000
 times, which on a shared node collapses a worker whose threads fill its
 cores: ResNet-50 at two threads on two cores beside one busy process took
-1,514 ms a batch against 24 ms alone (one thread: 35–38 ms either way);
-spinning 10,000 times gave 25 ms alone and 109 ms beside it, 1,000 times
-41 and 53 ms, and no spinning (``OMP_WAIT_POLICY=PASSIVE``) 46 and 48 ms
-(`/tmp` script timing the runtime's ``X-ESG-Exec-Ms`` through the local
-platform, 2026-12-01 04:15–04:20 UTC; docs/runtime.md). A node is shared
-in every deployment this runtime is for."""
+1.1–1.7 s a batch against 24–26 ms alone (one thread: 38 ms either way);
+spinning 10,000 times gave 25 ms alone and 104–107 ms beside it, 1,000
+times 40–42 and 52–55 ms, and no spinning (``OMP_WAIT_POLICY=PASSIVE``)
+48–49 and 47–49 ms (``python bench/live_share.py``, its last table, two
+runs, 2026-12-01 05:02 UTC; docs/runtime.md). A node is shared in every
+deployment this runtime is for."""
 
 
 def cpu_allotment(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> float:

@@ -233,9 +233,9 @@ def in_passing_thread(work: Callable[[], None]) -> None:
     re-raised here). Torch's OpenMP keeps a team of threads for each thread
     that ran parallel work; a warm-up in the main thread left a team there,
     idle while the batch thread ran its own, and ResNet-50 at two threads
-    on two cores took 44 ms a batch instead of 22 (1 thread: 33 ms) —
-    `bench/live_share.py` and docs/runtime.md. A team whose thread has
-    ended is gone."""
+    on two cores took 42–46 ms a batch instead of 22–25 (1 thread: 33–36
+    ms) — `bench/live_share.py` with the warm-up put back in the main
+    thread; docs/runtime.md. A team whose thread has ended is gone."""
     failure: list[BaseException] = []
 
     def run() -> None:
