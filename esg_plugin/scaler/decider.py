@@ -110,7 +110,7 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
 def offered_rps(topology: Topology, workflow: str, observation: Observation) -> Optional[tuple[float, float]]:
     """The workflow's offered load, (over the window, over the last interval):
     its busiest entry's arrivals over that stage's fan-out, plus the requests
-    the router shed at the entry over the last interval; None without data."""
+    the router shed at the entry over the same span; None without data."""
     wf = topology.workflows[workflow]
     long_rps, short_rps = [], []
     for stage in wf.entries:
@@ -121,8 +121,9 @@ def offered_rps(topology: Topology, workflow: str, observation: Observation) -> 
             short_rps.append(observation.recent_rps.get(fn, 0.0) / fanout)
     if not long_rps:
         return None
-    shed = observation.workflow_shed.get(workflow, 0.0) / observation.recent_window_s
-    return max(long_rps) + shed, max(short_rps) + shed
+    shed_recent = observation.workflow_shed.get(workflow, 0.0) / observation.recent_window_s
+    shed_long = observation.workflow_shed_window.get(workflow, 0.0) / observation.window_s
+    return max(long_rps) + shed_long, max(short_rps) + shed_recent
 
 
 def answers(topology: Topology, workflow: str, observation: Observation) -> tuple[float, float, float]:

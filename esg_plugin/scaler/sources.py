@@ -101,6 +101,10 @@ class Observation:
     """Per workflow: (ok, late, rejected) answers over the last interval (the router's)."""
     workflow_shed: dict[str, float] = field(default_factory=dict)
     """Per workflow: requests shed at the entry (429) over the last interval (the router's)."""
+    workflow_shed_window: dict[str, float] = field(default_factory=dict)
+    """The same over the window (the span of ``rates_rps``): shed requests are
+    offered load, and their count over the last interval alone would put one
+    interval's burst into the window's rate."""
     functions: dict[str, FunctionReading] = field(default_factory=dict)
     """Per function: queue, execution time and batch size (its replicas')."""
 
@@ -182,7 +186,7 @@ class GatewayScrape:
     replicas: Optional[Callable[[], Mapping[str, list[str]]]] = None
     """Each function's replica /_esg/metrics URLs, now."""
     history: deque = field(default_factory=deque)
-    """(time_s, arrivals per function) of the scrapes within the window."""
+    """(time_s, arrivals per function, shed per workflow since the scrape before) of the scrapes within the window."""
     codes: Deltas = field(default_factory=Deltas)
     router: Deltas = field(default_factory=Deltas)
     replica_counters: Deltas = field(default_factory=Deltas)
@@ -199,21 +203,25 @@ class GatewayScrape:
         for (fn, _code), value in answers.items():
             if fn not in started:  # a gateway without the started counter: answers stand in
                 arrivals[fn] = arrivals.get(fn, 0.0) + value
-        if self.history and any(arrivals.get(f, 0.0) < v for f, v in self.history[-1][1].items()):
-            self.history.clear()  # a counter reset: the gateway restarted
-        self.history.append((now_s, arrivals))
-        while len(self.history) > 2 and self.history[0][0] < now_s - self.window_s:
-            self.history.popleft()
         codes: dict[str, dict[str, float]] = {}
         for (fn, code), value in self.codes.update(answers).items():
             codes.setdefault(fn, {})[code] = value
         # every counter is read at every scrape, so that increases span the same interval
         workflow_answers, shed = self._router_answers() if self.router_url else ({}, {})
         functions = self._replica_readings() if self.replicas is not None else {}
+        if self.history and any(arrivals.get(f, 0.0) < v for f, v in self.history[-1][1].items()):
+            self.history.clear()  # a counter reset: the gateway restarted
+        self.history.append((now_s, arrivals, shed))
+        while len(self.history) > 2 and self.history[0][0] < now_s - self.window_s:
+            self.history.popleft()
         if len(self.history) < 2:
             return None
-        (t0, first), (t1, last) = self.history[0], self.history[-1]
-        (tp, previous) = self.history[-2]
+        (t0, first, _), (t1, last, _) = self.history[0], self.history[-1]
+        (tp, previous, _) = self.history[-2]
+        shed_window: dict[str, float] = {}
+        for _, _, increases in list(self.history)[1:]:  # each entry's increase spans the interval before it
+            for workflow, value in increases.items():
+                shed_window[workflow] = shed_window.get(workflow, 0.0) + value
         if t1 <= t0 or t1 <= tp:
             return None
         rates = {f: (v - first.get(f, 0.0)) / (t1 - t0) for f, v in last.items()}
@@ -222,7 +230,7 @@ class GatewayScrape:
             self.history.clear()  # a counter that jumped: not traffic; start again
             return None
         return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp, codes, workflow_answers, shed,
-                           functions)
+                           shed_window, functions)
 
     def _router_answers(self) -> tuple[dict[str, tuple[float, float, float]], dict[str, float]]:
         body = _fetch(self.router_url, self.timeout_s)
@@ -319,7 +327,7 @@ class PrometheusQuery:
         functions = {fn: FunctionReading(queue.get(fn, 0.0),
                                          exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn))
                      for fn in set(queue) | set(exec_ms)}
-        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, {}, {}, functions)
+        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, functions=functions)
 
     def _ratio(self, numerator: str, denominator: str) -> dict[str, float]:
         w = int(self.window_s)

@@ -14,7 +14,8 @@ from esg_plugin.scaler import (
     DryRunActuator, FunctionState, Memory, Observation, Scaler, ScalerSettings, ScalerSettingsError, Topology,
     decide_functions, make_http_server,
 )
-from esg_plugin.scaler.decider import control_observation
+from esg_plugin.model.workflow import Stage, Workflow
+from esg_plugin.scaler.decider import control_observation, offered_rps
 from esg_plugin.scaler.sources import FunctionReading, GatewayScrape, parse_invocations
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,6 +196,7 @@ esg_exec_seconds_count {batches}
 esg_batch_size_sum {requests}
 esg_batch_size_count {batches}
 """
+TOPOLOGY_W = Topology({"w": Workflow.build("w", 100.0, [Stage("s", "resnet50")])}, {("w", "s"): "a"})
 ROUTER = """# TYPE esg_workflow_requests_total counter
 esg_workflow_requests_total{{workflow="w",slo="met"}} {met}
 esg_workflow_requests_total{{workflow="w",slo="missed"}} {missed}
@@ -252,14 +254,20 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
         assert seen.codes == {"a": {"200": 20.0, "504": 6.0}}
         assert seen.workflow_answers == {"w": (20.0, 6.0, 0.0)}  # shed at the entry: not an answer ...
         assert seen.workflow_shed == {"w": 4.0}  # ... but offered load
+        assert seen.workflow_shed_window == {"w": 4.0}
         reading = seen.functions["a"]
         assert reading.queue == 12 and reading.exec_ms == pytest.approx(1000.0 * 1.0 / 10)
         assert reading.batch_mean == pytest.approx(15 / 10)  # r2's batch counter did not move: r1's only
+        # 2 s later: nothing more shed; over the window (4 s) the 4 shed still count, over the last interval not
+        pages.pages.update({"/gw": GATEWAY.format(started=90, ok=48, late=6)})
+        seen = source.observe(4.0)
+        assert seen.workflow_shed == {"w": 0.0} and seen.workflow_shed_window == {"w": 4.0}
+        assert offered_rps(TOPOLOGY_W, "w", seen) == pytest.approx((80 / 4 + 4 / 4, 40 / 2))
         # a counter that jumps to an implausible rate is not traffic: no data, and the history restarts
         pages.pages["/gw"] = GATEWAY.format(started=1e12, ok=28, late=6)
-        assert source.observe(3.0) is None
+        assert source.observe(5.0) is None
         pages.pages["/gw"] = "not metrics {"
-        assert source.observe(4.0) is None
+        assert source.observe(6.0) is None
     finally:
         pages.close()
 
