@@ -104,6 +104,8 @@ class WorkflowState:
     """How long the instances have run faster than the plan assumed (a re-plan for that is a scale-down)."""
     planned_rps: Optional[float] = None
     """The rate the current plan covers (headroom included)."""
+    estimate_rps: Optional[float] = None
+    """The offered rate the current plan was made for: ``planned_rps`` over its headroom factor."""
     plan: Optional[Plan] = None
     groups: dict[str, list[InstanceGroup]] = field(default_factory=dict)
     downstream_ms: dict[str, float] = field(default_factory=dict)
@@ -164,6 +166,8 @@ class Decision:
     admit_rps: dict[str, float] = field(default_factory=dict)
     """Workflows planned below their wanted rate for lack of busy capacity:
     the rate to admit at the entry (the rest is shed with 429)."""
+    estimates_rps: dict[str, float] = field(default_factory=dict)
+    """The offered rate each workflow's plan was made for (``rates_rps`` less the headroom)."""
 
 
 class ControlLaw:
@@ -356,8 +360,11 @@ class ControlLaw:
         if s.backlog_drain and backlog > 0:
             rate += backlog / s.drain_s
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"
-        rate = max(rate, s.min_rate_rps) * (1 + s.rate_headroom * math.sqrt(max(obs.arrival_cv2, 1.0)))
-        return on_rate_grid(rate), said
+        return on_rate_grid(max(rate, s.min_rate_rps) * self._headroom(obs.arrival_cv2)), said
+
+    def _headroom(self, arrival_cv2: float) -> float:
+        """The factor over the offered rate a plan covers: more for more variable arrivals."""
+        return 1 + self.settings.rate_headroom * math.sqrt(max(arrival_cv2, 1.0))
 
     # --- planning -------------------------------------------------------------------------
     def _plan(self, workflow: Workflow, ws: WorkflowState, state: ControlState, rate_rps: float, cv2: float,
@@ -395,6 +402,7 @@ class ControlLaw:
             # the plan that runs
             return
         ws.planned_rps = rate_rps
+        ws.estimate_rps = rate_rps / self._headroom(cv2)
         ws.fits = fits
         ws.admit_rps = admit_rps
         ws.busy = plan_busy(workflow, problem.rate_rps, choices)
@@ -579,18 +587,19 @@ class ControlLaw:
 
     # --- output ---------------------------------------------------------------------------
     def _decision(self, state: ControlState, changed: tuple[str, ...], reasons: dict[str, str]) -> Decision:
-        desired, plans, rates, downstream, admit = {}, {}, {}, {}, {}
+        desired, plans, rates, downstream, admit, estimates = {}, {}, {}, {}, {}, {}
         for name, ws in state.workflows.items():
             if ws.plan is None:
                 continue
             plans[name] = ws.plan
             rates[name] = ws.planned_rps
+            estimates[name] = ws.estimate_rps
             if ws.admit_rps is not None:
                 admit[name] = ws.admit_rps
             for stage, groups in ws.groups.items():
                 desired[(name, stage)] = list(groups)
                 downstream[(name, stage)] = ws.downstream_ms.get(stage, 0.0)
-        return Decision(desired, plans, changed, reasons, rates, downstream, admit)
+        return Decision(desired, plans, changed, reasons, rates, downstream, admit, estimates)
 
 
 def on_rate_grid(rate_rps: float) -> float:

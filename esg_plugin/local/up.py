@@ -136,7 +136,7 @@ class UpReport:
     timeline: list = field(default_factory=list)
     """One row per control iteration: per workflow the offered rate (arrivals
     at the entry plus requests shed there, over the window and over the last
-    interval), the planned rate and the answers by class; per
+    interval), the planned rate, the offered rate the plan was made for, and the answers by class; per
     function the queue, execution time, batch size and replicas."""
     actions: list = field(default_factory=list)
     """Every change the controller asked for: time, function, kind, before, after."""
@@ -192,19 +192,24 @@ class UpReport:
     def tracking(self, workflow: str) -> dict:
         """How the plan followed the load: the planned over the offered rate
         at steady state (ticks after the warm-up and not within ``settle_s``
-        — the long window — after a step), the time from each upward rate step to the first scale-up
+        — the long window — after a step), both the rate the plan covers
+        (headroom included) and the offered rate it was made for (the law's
+        estimate: its headroom is a target utilisation, not a misreading of
+        the load), the time from each upward rate step to the first scale-up
         (more replicas or a larger share) of one of the workflow's functions, and, for a workflow the
         machine's capacity held to a rate before the step (``admit_rps``), to the first tick that
         admits more (5% or more, or no limit); and the time to the first tick whose plan covers the
         step's new rate (a re-plan that may need no new replica: the running ones can carry it)."""
         steps = self.steps.get(workflow, [])
-        ratios = []
+        ratios, estimates = [], []
         for row in self.timeline:
             wf = row["workflows"].get(workflow)
             if (wf is None or row["t"] < self.warmup_s or not wf["offered_rps"] or wf["planned_rps"] is None
                     or any(0 <= row["t"] - t < self.settle_s for t in steps)):
                 continue
             ratios.append(wf["planned_rps"] / wf["offered_rps"])
+            if wf.get("estimate_rps") is not None:
+                estimates.append(wf["estimate_rps"] / wf["offered_rps"])
         reaction = []
         functions = {f for row in self.timeline for f in row["workflows"].get(workflow, {}).get("functions", [])}
         for t in steps:
@@ -232,6 +237,9 @@ class UpReport:
             "planned_over_offered_median": round(statistics.median(ratios), 3) if ratios else None,
             "steady_ticks_within_15pct": round(sum(0.85 <= r <= 1.15 for r in ratios) / len(ratios), 3)
             if ratios else None,
+            "estimate_over_offered_median": round(statistics.median(estimates), 3) if estimates else None,
+            "steady_ticks_estimate_within_15pct": round(sum(0.85 <= r <= 1.15 for r in estimates) / len(estimates), 3)
+            if estimates else None,
             "step_to_first_scale_up_s": reaction,
             "step_to_admitting_more_s": admitted_more,
             "step_to_plan_covering_s": covering,
@@ -282,8 +290,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
                                router_url=router_url + "/metrics", replicas=platform.replica_metrics_urls)
         actuator = LocalActuator(platform)
 
-        def record(now, observation, planned_rps, changes, reasons=None, admit_rps=None):
-            row = timeline_row(now - clock["started"], topology, platform, observation, planned_rps)
+        def record(now, observation, planned_rps, changes, reasons=None, admit_rps=None, estimates_rps=None):
+            row = timeline_row(now - clock["started"], topology, platform, observation, planned_rps, estimates_rps)
             row["reasons"] = {k: v for k, v in (reasons or {}).items() if k in topology.workflows}
             row["admit_rps"] = dict(admit_rps or {})
             report.timeline.append(row)
@@ -298,7 +306,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
             def on_iteration(now, obs, decision, changes):
                 if admission:  # the plan's own limit: what the node cannot serve is shed at once
                     router.set_admit_rates(decision.admit_rps)
-                record(now, obs, decision.rates_rps, changes, decision.reasons, decision.admit_rps)
+                record(now, obs, decision.rates_rps, changes, decision.reasons, decision.admit_rps,
+                       decision.estimates_rps)
 
             controller = Scaler(topology, profiles, settings, source, actuator, on_iteration=on_iteration)
         else:
@@ -352,7 +361,8 @@ def initial_states(topology: Topology, profiles: ProfileSet, max_replicas: int) 
     return decide_functions(topology, profiles, settings, nothing, {}, Memory(), 0.0).desired
 
 
-def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observation, planned_rps) -> dict:
+def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observation, planned_rps,
+                 estimates_rps=None) -> dict:
     """What the controller saw and wanted at one iteration (see UpReport.timeline)."""
     row = {"t": round(t, 2), "workflows": {}, "functions": {}}
     for name in topology.workflows:
@@ -362,6 +372,7 @@ def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observat
             "offered_rps": None if offered is None else round(offered[0], 3),
             "offered_recent_rps": None if offered is None else round(offered[1], 3),
             "planned_rps": planned_rps.get(name),
+            "estimate_rps": (estimates_rps or {}).get(name),
             "answers": None if answers is None else dict(zip(("ok", "late", "rejected"), answers)),
             "functions": sorted({f for (w, _s), f in topology.functions.items() if w == name})}
     for name, fn in platform.functions.items():

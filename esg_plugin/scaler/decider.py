@@ -49,6 +49,8 @@ class ScalerDecision:
     rates_rps: dict[str, float]
     admit_rps: dict[str, float] = field(default_factory=dict)
     """Workflows the node's busy capacity holds below their rate: the rate to admit at the entry."""
+    estimates_rps: dict[str, float] = field(default_factory=dict)
+    """The offered rate each plan was made for (``rates_rps`` less the headroom)."""
 
 
 def decide_functions(
@@ -80,7 +82,8 @@ def decide_functions(
                              group.batch_size, wait_ms, group.gpu_share)
         desired[fn] = want
         reasons[fn] = describe_change(cur, want)
-    return ScalerDecision(desired, dict(decision.plans), reasons, dict(decision.rates_rps), dict(decision.admit_rps))
+    return ScalerDecision(desired, dict(decision.plans), reasons, dict(decision.rates_rps), dict(decision.admit_rps),
+                          dict(decision.estimates_rps))
 
 
 def control_observation(topology: Topology, profiles: ProfileSet, observation: Observation,

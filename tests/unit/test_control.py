@@ -52,6 +52,15 @@ def test_a_step_is_detected_within_one_tick_and_noise_is_not():
     assert not step_detected(WorkflowObservation(50, 80, 2.0, arrival_cv2=9.0), 55.0, 3.0)
 
 
+def test_the_decision_says_the_rate_planned_for_and_the_rate_covered(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(rate_headroom=0.1))
+    decision = tick(law, law.new_state(), 0.0, 40.0, arrival_cv2=4.0)
+    # the headroom grows with the arrivals' variability (cv 2: 20%); the rate grid rounds up by less than a step
+    assert 40.0 * 1.2 <= decision.rates_rps["w"] < 40.0 * 1.2 * 1.05
+    assert decision.estimates_rps["w"] == pytest.approx(decision.rates_rps["w"] / 1.2)
+
+
 def test_up_at_once_on_a_step_down_only_after_the_delay(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0))

@@ -413,3 +413,12 @@ def test_the_up_report_times_a_held_workflows_answer_to_a_step():
     assert tracking["step_to_plan_covering_s"] == [6.0]  # the first plan for at least the step's new rate
     report.timeline = [{**row, "admit_rps": {}} for row in report.timeline]  # never held: no such time
     assert report.tracking("w")["step_to_admitting_more_s"] == [None]
+    # at steady state (before the step, and its settling), the rate planned for against the rate offered:
+    # the covered rate includes the headroom; the estimate it was made for is the law's reading of the load
+    report.timeline = [{"t": t, "workflows": {"w": {"offered_rps": 2.0, "planned_rps": 2.4, "estimate_rps": e,
+                                                    "functions": ["f"]}}}
+                       for t, e in ((10.0, 2.1), (20.0, 2.2), (30.0, 2.5), (75.0, 1.6))]
+    tracking = report.tracking("w")
+    assert tracking["planned_over_offered_median"] == 1.2 and tracking["steady_ticks_within_15pct"] == 0.0
+    assert tracking["estimate_over_offered_median"] == pytest.approx(1.075)
+    assert tracking["steady_ticks_estimate_within_15pct"] == 0.5
