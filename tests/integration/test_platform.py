@@ -73,6 +73,44 @@ def test_a_cpu_share_change_restarts_nothing(tmp_path):
         platform.shutdown()
 
 
+def test_cpu_shares_changed_back_and_forth_under_load_lose_no_request(tmp_path):
+    """The live share under traffic: requests flow through the gateway while
+    the share goes 100 → 50 → 100 → 50; every one is answered 200 and no
+    worker is started or stopped."""
+    platform = echo_platform(tmp_path)
+    gateway = make_gateway_server(platform)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        fn = platform.functions["echo"]
+        pids = sorted(w.proc.pid for w in fn.workers)
+        spawned = len(platform.spawned)
+        statuses, stop = [], threading.Event()
+
+        def client():
+            while not stop.is_set():
+                statuses.append(post(gateway.server_address[1], "/function/echo")[0])
+
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for c in clients:
+            c.start()
+        for share in (50, 100, 50):
+            seen = len(statuses)
+            platform.set_share("echo", share)
+            platform.wait_converged("echo")
+            wait_until(lambda: len(statuses) >= seen + 20)  # requests were served at this share
+        stop.set()
+        for c in clients:
+            c.join(60)
+        assert statuses and set(statuses) == {200}, sorted(set(statuses))
+        assert sorted(w.proc.pid for w in fn.workers) == pids and len(platform.spawned) == spawned
+        for w in fn.workers:
+            assert json.loads(call_worker(w.port, "GET", "/_esg/config")[2])["gpu_share"] == 50
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+        platform.shutdown()
+
+
 def post(port, path="/", body=b"{}"):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
