@@ -68,9 +68,10 @@ EXEC_FACTOR_RANGE = (0.5, 3.0)
 EXEC_FACTOR_SMOOTHING = 0.3
 """Weight of a new observed/profiled ratio in the smoothed factor."""
 SHARE_FACTOR_MEMORY_S = 300.0
-"""A factor observed at one share is believed for that share this long after
-it was last observed; after that the share gets the function's latest
-factor again (contention on a node comes and goes)."""
+"""A factor observed at one share (and batch size) is believed for that
+share (and batch size) this long after it was last observed; after that it
+gets the share's, else the function's latest factor again (contention on a
+node comes and goes)."""
 EXEC_FACTOR_REPLAN = 0.1
 """Re-plan a workflow when a factor it was planned with moved by more than this (relative)."""
 MARGIN_RELAX_FRACTION = 0.5
@@ -149,6 +150,8 @@ class ControlState:
     """Per function: observed over profiled execution time, smoothed (at whatever share it ran)."""
     share_factor: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
     """Per (function, share): the same factor, observed at that share, and when it was last observed."""
+    batch_factor: dict[tuple[str, int, int], tuple[float, float]] = field(default_factory=dict)
+    """Per (function, share, batch size of the profile): the same, observed at that share and batch size."""
 
 
 @dataclass(frozen=True)
@@ -535,10 +538,18 @@ class ControlLaw:
             ratio = min(high, max(low, float(ratio)))
             state.exec_factor[function] = _smoothed(state.exec_factor.get(function), ratio)
             share = shares.get(function)
-            if share is not None:
-                before = state.share_factor.get((function, share))
+            if share is None:
+                continue
+            keys = [(state.share_factor, (function, share))]
+            batch = observation.exec_batch.get(function)
+            if isinstance(batch, (int, float)) and math.isfinite(batch) and batch > 0:
+                sizes = self.profiles[function].batch_sizes
+                keys.append((state.batch_factor, (function, share,
+                                                  min(sizes, key=lambda b: abs(math.log(b / batch))))))
+            for memory, key in keys:
+                before = memory.get(key)
                 fresh = before is not None and now_s - before[1] <= SHARE_FACTOR_MEMORY_S
-                state.share_factor[(function, share)] = (_smoothed(before[0] if fresh else None, ratio), now_s)
+                memory[key] = (_smoothed(before[0] if fresh else None, ratio), now_s)
 
     def _running_shares(self, state: ControlState, current: Mapping[StageKey, InstanceGroup]) -> dict[str, int]:
         """The share each function runs at: as the actuator reports it, else as last planned."""
@@ -562,24 +573,30 @@ class ControlLaw:
 
     def _profiles(self, workflow: Workflow, state: ControlState, now_s: float) -> ProfileSet:
         """The profiles with each function's latencies times its factor — at
-        a share observed within ``SHARE_FACTOR_MEMORY_S``, that share's, else
-        the function's — rounded to 1%, so that similar factors share one
-        scaled copy."""
+        a share and batch size observed within ``SHARE_FACTOR_MEMORY_S``,
+        that cell's; else at a share so observed, that share's; else the
+        function's — rounded to 1%, so that similar factors share one scaled
+        copy."""
         functions = dict(self.profiles.functions)
         scaled = False
+
+        def believed(memory, key, otherwise):
+            seen = memory.get(key)
+            return seen[0] if seen is not None and now_s - seen[1] <= SHARE_FACTOR_MEMORY_S else otherwise
+
         for st in workflow.stages:
             p = self.profiles[st.function]
             base = state.exec_factor.get(st.function, 1.0)
-            factors = []
-            for share in p.gpu_shares:
-                seen = state.share_factor.get((st.function, share))
-                factors.append(round(seen[0] if seen is not None and now_s - seen[1] <= SHARE_FACTOR_MEMORY_S
-                                     else base, 2))
-            if all(f == 1.0 for f in factors):
+            per_share = [believed(state.share_factor, (st.function, share), base) for share in p.gpu_shares]
+            factors = tuple(tuple(round(believed(state.batch_factor, (st.function, share, batch), f), 2)
+                                  for share, f in zip(p.gpu_shares, per_share))
+                            for batch in p.batch_sizes)
+            if all(f == 1.0 for row in factors for f in row):
                 continue
-            key = (st.function, tuple(factors))
+            key = (st.function, factors)
             if key not in self._scaled:
-                rows = tuple(tuple(None if v is None else v * f for v, f in zip(row, factors)) for row in p.latency_ms)
+                rows = tuple(tuple(None if v is None else v * f for v, f in zip(row, row_factors))
+                             for row, row_factors in zip(p.latency_ms, factors))
                 self._scaled[key] = dataclasses.replace(p, latency_ms=rows)
             functions[st.function] = self._scaled[key]
             scaled = True

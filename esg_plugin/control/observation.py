@@ -72,3 +72,6 @@ class Observation:
     exec_ratio: Mapping[str, float] = field(default_factory=dict)
     """Per profile (function) name: observed over profiled execution time of
     the batches run since the last tick, where known."""
+    exec_batch: Mapping[str, float] = field(default_factory=dict)
+    """Per profile name: the mean size of those batches, where known (the
+    ratio is then also that batch size's)."""

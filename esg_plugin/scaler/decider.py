@@ -99,15 +99,19 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
                                               backlog=backlog(topology, name, observation, current),
                                               ok=int(ok), late=int(late), rejected=int(rejected))
     ratios: dict[str, list[float]] = {}
+    batches: dict[str, list[float]] = {}
     for (wf, stage), fn in topology.functions.items():
         state, reading = current.get(fn), observation.functions.get(fn)
         key = topology.workflows[wf].stage(stage).function
         if reading is None or reading.exec_ms is None or state is None or key not in profiles:
             continue
-        expected = profiled_ms(profiles[key], reading.batch_mean or state.batch_size, state.gpu_share)
+        batch = reading.batch_mean or state.batch_size
+        expected = profiled_ms(profiles[key], batch, state.gpu_share)
         if expected:
             ratios.setdefault(key, []).append(reading.exec_ms / expected)
-    return ControlObservation(observation.at_s, workflows, {k: sum(v) / len(v) for k, v in ratios.items()})
+            batches.setdefault(key, []).append(batch)
+    return ControlObservation(observation.at_s, workflows, {k: sum(v) / len(v) for k, v in ratios.items()},
+                              {k: sum(v) / len(v) for k, v in batches.items()})
 
 
 def offered_rps(topology: Topology, workflow: str, observation: Observation) -> Optional[tuple[float, float]]:

@@ -328,6 +328,31 @@ def test_a_factor_observed_at_one_share_prices_that_share_for_a_while(chain):
     assert later.latency(1, full) == pytest.approx(p.latency(1, full) * round(base, 2))  # forgotten
 
 
+def test_a_factor_observed_at_one_batch_size_prices_that_batch_size_at_that_share(chain):
+    """Contention need not slow a batch of one as much as a large batch: the
+    factor seen at a share and batch size is that cell's; the other batch
+    sizes at that share take the share's factor."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings())
+    state = law.new_state()
+    p = profiles["resnet50"]
+    share = p.gpu_shares[-1]
+    small, large = p.batch_sizes[0], p.batch_sizes[-1]
+    current = {("w", "b"): InstanceGroup(small, share, 1, 0.0)}
+    obs = {"w": WorkflowObservation(50, 50, 2.0)}
+    law.step(Observation(0.0, obs, {"resnet50": 2.0}, {"resnet50": small}), state, 0.0, current=current)
+    law.step(Observation(1.0, obs, {"resnet50": 1.0}, {"resnet50": large * 0.9}), state, 1.0, current=current)
+    assert state.batch_factor[("resnet50", share, small)][0] == 2.0
+    assert state.batch_factor[("resnet50", share, large)][0] == 1.0  # 0.9 × the largest: its nearest size
+    scaled = law._profiles(wf, state, 2.0)["resnet50"]
+    assert scaled.latency(small, share) == pytest.approx(p.latency(small, share) * 2.0)
+    assert scaled.latency(large, share) == pytest.approx(p.latency(large, share) * 1.0)
+    middle = next((b for b in p.batch_sizes if b not in (small, large) and p.latency(b, share) is not None), None)
+    if middle is not None:  # a size not seen: the share's factor (2.0 smoothed toward 1.0)
+        shared = state.share_factor[("resnet50", share)][0]
+        assert scaled.latency(middle, share) == pytest.approx(p.latency(middle, share) * round(shared, 2))
+
+
 def test_the_simulator_and_the_scaler_run_the_same_law():
     """One sequence of observations, given to the simulator's esg policy as
     views and to the scaler's decider as gateway observations: the same
