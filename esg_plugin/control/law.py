@@ -398,11 +398,11 @@ class ControlLaw:
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
-        if not ws.calm and ws.plan is not None and rate_rps <= (ws.planned_rps or 0.0) + 1e-9 \
+        if not ws.calm and not fits and ws.plan is not None and rate_rps <= (ws.planned_rps or 0.0) + 1e-9 \
                 and _cost(choices) < ws.plan.cost - 1e-9:
-            # while requests wait, miss or a step is under way, a re-plan for no more
-            # load (a higher margin the model cannot meet, say) never holds less than
-            # the plan that runs
+            # while requests wait, miss or a step is under way, a degraded re-plan for
+            # no more load (a higher margin the model cannot meet, say) never holds
+            # less than the plan that runs; one that meets its budget may
             return
         ws.planned_rps = rate_rps
         ws.estimate_rps = rate_rps / self._headroom(cv2)

@@ -270,6 +270,33 @@ def test_degraded_plans_fit_the_capacity_and_prefer_the_slo(chain):
     assert plans[1].cost <= 1.5 + 1e-9 and plans[1].cost < plans[0].cost
 
 
+def test_while_requests_miss_a_cheaper_plan_is_taken_only_if_it_meets_its_budget(chain):
+    """Misses raise the margin; the re-plan for that tighter budget may hold
+    less than the plan that runs when the running one was made under other
+    numbers (here: slower execution times, calibrated since) and the new one
+    meets the budget — a degraded plan that holds less is never taken then."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(feedback_cooldown_s=1.0))
+    state = law.new_state()
+    ratio = {"resnet18": 3.0, "resnet50": 3.0}
+    first = law.step(Observation(0.0, {"w": WorkflowObservation(50, 50, 2.0)}, ratio), state, 0.0)
+    assert state.workflows["w"].fits
+    cost = first.plans["w"].cost
+    for t in range(1, 12):  # the instances turn out three times faster, and a few requests miss
+        obs = WorkflowObservation(50, 50, 2.0, ok=90, late=10)
+        decision = law.step(Observation(float(t), {"w": obs}, {"resnet18": 1.0, "resnet50": 1.0}), state, float(t))
+    ws = state.workflows["w"]
+    assert ws.margin > 0 and ws.fits and decision.plans["w"].cost < cost
+    # a budget nothing meets: the degraded plan would hold less, and is refused while requests miss
+    tight = ControlLaw([dataclasses.replace(wf, slo_ms=5.0)], profiles, ControlSettings(feedback_cooldown_s=1.0))
+    state = tight.new_state()
+    held = tight.step(Observation(0.0, {"w": WorkflowObservation(400, 400, 2.0)}), state, 0.0).plans["w"].cost
+    for t in range(1, 12):
+        obs = WorkflowObservation(400, 400, 2.0, ok=10, late=90)
+        decision = tight.step(Observation(float(t), {"w": obs}), state, float(t))
+        assert not state.workflows["w"].fits and decision.plans["w"].cost >= held - 1e-9
+
+
 def unlimited_fastest_cost(workflow, profiles):
     from esg_plugin.planner import build_problem
 
