@@ -65,7 +65,8 @@ def plan_with_fallback(
 ):
     """Choices against ``SLO × first_factor``, else the first of
     :data:`DEGRADED_BUDGET_FACTORS` that fits, else the fastest plan at the
-    loosest budget. Returns (problem, choices, stats, fits); the problem's
+    loosest budget. Returns (problem, choices, stats, fits): ``fits`` when
+    the choices meet ``SLO × first_factor`` itself; the problem's
     ``budget_ms`` is the budget the choices were made for."""
     solve = get_policy(policy)
     for factor in (first_factor,) + DEGRADED_BUDGET_FACTORS:
@@ -74,5 +75,5 @@ def plan_with_fallback(
                                 utilisations=utilisations, queue_quantile=queue_quantile, no_wait=no_wait)
         choices, stats = solve(problem, NO_LIMITS)
         if choices is not None:
-            return problem, choices, stats, True
+            return problem, choices, stats, factor == first_factor
     return problem, problem.choices(problem.fastest()), stats, False

@@ -297,6 +297,25 @@ def test_while_requests_miss_a_cheaper_plan_is_taken_only_if_it_meets_its_budget
         assert not state.workflows["w"].fits and decision.plans["w"].cost >= held - 1e-9
 
 
+def test_the_planners_fallback_says_a_plan_fits_only_for_the_budget_asked(chain):
+    from esg_plugin.planner import plan_with_fallback
+
+    wf, profiles = chain
+    fastest = unlimited_fastest_latency(wf, profiles)
+    tight = dataclasses.replace(wf, slo_ms=fastest * 0.9)  # only a looser budget has a plan
+    problem, _, _, fits = plan_with_fallback(tight, profiles, 400.0, "esg", 1.0, arrival_cv2=1.0)
+    assert problem.budget_ms > tight.slo_ms and not fits
+    problem, _, _, fits = plan_with_fallback(wf, profiles, 400.0, "esg", 1.0, arrival_cv2=1.0)
+    assert problem.budget_ms == wf.slo_ms and fits
+
+
+def unlimited_fastest_latency(workflow, profiles):
+    from esg_plugin.planner import build_problem
+
+    problem = build_problem(workflow, profiles, 400.0, arrival_cv2=1.0)
+    return max(sum(o.latency_ms for o in problem.choices(problem.fastest()).values()), 1e-3)
+
+
 def unlimited_fastest_cost(workflow, profiles):
     from esg_plugin.planner import build_problem
 
