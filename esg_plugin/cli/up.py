@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
                   f"errors {w['errors']:>3}  SLO hit {w['slo_hit_rate']:.2%}  "
                   f"p50 {w['p50_ms']} ms  p99 {w['p99_ms']} ms  planned/offered {w['planned_over_offered_median']}"
                   f" (planned for/offered {w['estimate_over_offered_median']}, "
-                  f"{w['steady_ticks_estimate_within_15pct']} of steady ticks within 15%)"
+                  f"{w['steady_ticks_estimate_within_15pct']} of steady ticks within 15%; the offered rate's "
+                  f"own noise {w['offered_window_noise_median']})"
                   f"  step -> plan covering it {w['step_to_plan_covering_s']} s, "
                   f"-> scale-up {w['step_to_first_scale_up_s']} s")
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -196,18 +197,21 @@ class UpReport:
         (headroom included) and the offered rate it was made for (the law's
         estimate: its headroom is a target utilisation, not a misreading of
         the load), the time from each upward rate step to the first scale-up
-        (more replicas or a larger share) of one of the workflow's functions, and, for a workflow the
+        (more replicas or a larger share) of one of the workflow's functions — with the relative
+        noise of the offered rate itself (a Poisson count over the window: 1/√(rate·window)), against
+        which "within 15%" is to be read —, and, for a workflow the
         machine's capacity held to a rate before the step (``admit_rps``), to the first tick that
         admits more (5% or more, or no limit); and the time to the first tick whose plan covers the
         step's new rate (a re-plan that may need no new replica: the running ones can carry it)."""
         steps = self.steps.get(workflow, [])
-        ratios, estimates = [], []
+        ratios, estimates, noise = [], [], []
         for row in self.timeline:
             wf = row["workflows"].get(workflow)
             if (wf is None or row["t"] < self.warmup_s or not wf["offered_rps"] or wf["planned_rps"] is None
                     or any(0 <= row["t"] - t < self.settle_s for t in steps)):
                 continue
             ratios.append(wf["planned_rps"] / wf["offered_rps"])
+            noise.append(1.0 / math.sqrt(wf["offered_rps"] * self.settle_s))
             if wf.get("estimate_rps") is not None:
                 estimates.append(wf["estimate_rps"] / wf["offered_rps"])
         reaction = []
@@ -240,6 +244,8 @@ class UpReport:
             "estimate_over_offered_median": round(statistics.median(estimates), 3) if estimates else None,
             "steady_ticks_estimate_within_15pct": round(sum(0.85 <= r <= 1.15 for r in estimates) / len(estimates), 3)
             if estimates else None,
+            # how much the offered rate itself moves: a Poisson count over the window, 1/sqrt(rate x window)
+            "offered_window_noise_median": round(statistics.median(noise), 3) if noise else None,
             "step_to_first_scale_up_s": reaction,
             "step_to_admitting_more_s": admitted_more,
             "step_to_plan_covering_s": covering,

@@ -1,6 +1,7 @@
 """The scaler's pure parts and its HTTP endpoint, without a cluster."""
 
 import json
+import math
 from dataclasses import replace
 import threading
 import urllib.error
@@ -422,3 +423,4 @@ def test_the_up_report_times_a_held_workflows_answer_to_a_step():
     assert tracking["planned_over_offered_median"] == 1.2 and tracking["steady_ticks_within_15pct"] == 0.0
     assert tracking["estimate_over_offered_median"] == pytest.approx(1.075)
     assert tracking["steady_ticks_estimate_within_15pct"] == 0.5
+    assert tracking["offered_window_noise_median"] == pytest.approx(1 / math.sqrt(2.0 * 30.0), abs=1e-3)
