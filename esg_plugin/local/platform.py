@@ -369,7 +369,7 @@ class LocalPlatform:
             return True
         reshare = [w for w in workers if w.share != want.gpu_share and w.live_share and w.proc.poll() is None]
         if reshare:  # a CPU worker takes another share live (its threads); a CUDA one says it needs a restart
-            body = json.dumps({C.CONFIG_GPU_SHARE_PCT: want.gpu_share}).encode()
+            body = json.dumps(C.share_update(want.gpu_share)).encode()
             for worker in reshare:
                 status, _, answer = call_worker(worker.port, "PUT", C.CONFIG_PATH, body, headers, timeout=5.0)
                 if status != 200:

@@ -108,6 +108,12 @@ def config_update(max_batch_size: int, max_wait_ms: float) -> dict:
     return {CONFIG_MAX_BATCH_SIZE: int(max_batch_size), CONFIG_MAX_WAIT_MS: float(max_wait_ms)}
 
 
+def share_update(gpu_share_pct: int) -> dict:
+    """The body of a PUT to CONFIG_PATH that asks for another share (its
+    answer's ``CONFIG_RESTART_REQUIRED`` says whether it took it live)."""
+    return {CONFIG_GPU_SHARE_PCT: int(gpu_share_pct)}
+
+
 def wsgi_header(header: str) -> str:
     """The WSGI environ key of an HTTP header (PEP 3333): X-ESG-Deadline-Ms → HTTP_X_ESG_DEADLINE_MS."""
     return "HTTP_" + header.upper().replace("-", "_")
