@@ -204,7 +204,7 @@ class UpReport:
         admits more (5% or more, or no limit); and the time to the first tick whose plan covers the
         step's new rate (a re-plan that may need no new replica: the running ones can carry it)."""
         steps = self.steps.get(workflow, [])
-        ratios, estimates, noise = [], [], []
+        ratios, estimates, noise, nominal = [], [], [], []
         for row in self.timeline:
             wf = row["workflows"].get(workflow)
             if (wf is None or row["t"] < self.warmup_s or not wf["offered_rps"] or wf["planned_rps"] is None
@@ -214,6 +214,8 @@ class UpReport:
             noise.append(1.0 / math.sqrt(wf["offered_rps"] * self.settle_s))
             if wf.get("estimate_rps") is not None:
                 estimates.append(wf["estimate_rps"] / wf["offered_rps"])
+                if wf.get("nominal_rps"):
+                    nominal.append(wf["estimate_rps"] / wf["nominal_rps"])
         reaction = []
         functions = {f for row in self.timeline for f in row["workflows"].get(workflow, {}).get("functions", [])}
         for t in steps:
@@ -244,6 +246,10 @@ class UpReport:
             "estimate_over_offered_median": round(statistics.median(estimates), 3) if estimates else None,
             "steady_ticks_estimate_within_15pct": round(sum(0.85 <= r <= 1.15 for r in estimates) / len(estimates), 3)
             if estimates else None,
+            # against the intensity the load generator draws from, free of the window's own noise
+            "estimate_over_nominal_median": round(statistics.median(nominal), 3) if nominal else None,
+            "steady_ticks_estimate_within_15pct_of_nominal":
+                round(sum(0.85 <= r <= 1.15 for r in nominal) / len(nominal), 3) if nominal else None,
             # how much the offered rate itself moves: a Poisson count over the window, 1/sqrt(rate x window)
             "offered_window_noise_median": round(statistics.median(noise), 3) if noise else None,
             "step_to_first_scale_up_s": reaction,
@@ -300,6 +306,9 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
             row = timeline_row(now - clock["started"], topology, platform, observation, planned_rps, estimates_rps)
             row["reasons"] = {k: v for k, v in (reasons or {}).items() if k in topology.workflows}
             row["admit_rps"] = dict(admit_rps or {})
+            for load in workload.workflows:  # the intensity the load generator draws from: the true offered rate
+                if load.workflow.name in row["workflows"]:
+                    row["workflows"][load.workflow.name]["nominal_rps"] = round(load.arrivals.rate_at_rps(row["t"]), 3)
             report.timeline.append(row)
             report.actions.extend({"t": round(now - clock["started"], 2), "function": c.function, "kind": c.kind,
                                    "before": c.before, "after": c.after} for c in changes)

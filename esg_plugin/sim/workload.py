@@ -90,6 +90,26 @@ class Arrivals:
             return np.concatenate(parts) if parts else np.empty(0)
         raise AssertionError(self.kind)  # pragma: no cover - validated at parse time
 
+    def rate_at_rps(self, t_s: float) -> float:
+        """The intensity the arrivals are drawn with at ``t_s`` (the long-run
+        rate of a gamma process; an azure row's minute): the offered rate a
+        report compares the policies' readings with (not for policies, which
+        observe)."""
+        p = self.params
+        if self.kind in ("poisson", "gamma"):
+            return p["rate_rps"]
+        if self.kind == "steps":
+            current = 0.0
+            for start, rate in p["steps"]:
+                if start <= t_s:
+                    current = rate
+            return current
+        if self.kind == "diurnal":
+            return max(0.0, p["mean_rps"] + p["amplitude_rps"] * math.sin(2 * math.pi * t_s / p["period_s"]))
+        counts = self.counts_per_minute or ()
+        minute = int(t_s // 60.0)
+        return counts[minute] / 60.0 if 0 <= minute < len(counts) else 0.0
+
     def mean_rate_rps(self, duration_s: float) -> float:
         """The long-run rate, for reports (not for policies, which observe)."""
         p = self.params

@@ -417,10 +417,13 @@ def test_the_up_report_times_a_held_workflows_answer_to_a_step():
     # at steady state (before the step, and its settling), the rate planned for against the rate offered:
     # the covered rate includes the headroom; the estimate it was made for is the law's reading of the load
     report.timeline = [{"t": t, "workflows": {"w": {"offered_rps": 2.0, "planned_rps": 2.4, "estimate_rps": e,
-                                                    "functions": ["f"]}}}
+                                                    "nominal_rps": 2.5, "functions": ["f"]}}}
                        for t, e in ((10.0, 2.1), (20.0, 2.2), (30.0, 2.5), (75.0, 1.6))]
     tracking = report.tracking("w")
     assert tracking["planned_over_offered_median"] == 1.2 and tracking["steady_ticks_within_15pct"] == 0.0
     assert tracking["estimate_over_offered_median"] == pytest.approx(1.075)
     assert tracking["steady_ticks_estimate_within_15pct"] == 0.5
     assert tracking["offered_window_noise_median"] == pytest.approx(1 / math.sqrt(2.0 * 30.0), abs=1e-3)
+    # and against the intensity the load generator drew from (2.5 rps here), free of the window's noise
+    assert tracking["estimate_over_nominal_median"] == pytest.approx(0.86)
+    assert tracking["steady_ticks_estimate_within_15pct_of_nominal"] == 0.5

@@ -169,6 +169,18 @@ def test_arrival_processes_have_their_rates():
     assert (diurnal < 500).sum() > (diurnal[(diurnal >= 500) & (diurnal < 1000)]).size  # the sine's high half first
 
 
+def test_the_intensity_at_a_time_is_the_rate_each_process_draws_from():
+    """``rate_at_rps``: what a report compares a policy's reading with."""
+    assert Arrivals("poisson", {"rate_rps": 20.0}).rate_at_rps(5.0) == 20.0
+    assert Arrivals("gamma", {"rate_rps": 7.0, "cv": 3.0}).rate_at_rps(5.0) == 7.0
+    steps = Arrivals("steps", {"steps": ((0.0, 10.0), (1000.0, 30.0))})
+    assert (steps.rate_at_rps(999.9), steps.rate_at_rps(1000.0)) == (10.0, 30.0)
+    diurnal = Arrivals("diurnal", {"mean_rps": 20.0, "amplitude_rps": 10.0, "period_s": 1000.0})
+    assert diurnal.rate_at_rps(250.0) == pytest.approx(30.0) and diurnal.rate_at_rps(750.0) == pytest.approx(10.0)
+    azure = Arrivals("azure2019", {}, counts_per_minute=(60, 120))
+    assert (azure.rate_at_rps(30.0), azure.rate_at_rps(90.0), azure.rate_at_rps(200.0)) == (1.0, 2.0, 0.0)
+
+
 class Repeating(Policy):
     """Asks for the same groups at every tick, as a level-triggered controller does."""
 
