@@ -24,7 +24,9 @@ What is modelled
 - **Reconfiguration** (every ``policy.interval_s``): instance counts change;
   batch size and timeout change live on instances of the same share; an
   instance whose share is no longer wanted keeps serving until the new
-  instances of its stage are ready (make before break), then drains.
+  instances of its stage are ready (make before break), then drains; where
+  the new ones found no room, the old ones leave one per reconfiguration
+  (a rolling update), the last serving one not before its replacement.
 - **DAGs**: a stage with ``fanout f`` is called ``f`` times per request; a
   stage with several predecessors starts for a request when all have
   finished for it; the request is done when every exit stage has finished.
@@ -148,7 +150,7 @@ class _Lane:
 
 class _Stage:
     __slots__ = ("wf", "index", "name", "key", "profile", "fanout", "succs", "is_exit", "lanes", "instances",
-                 "starting", "in_service", "downstream_ms", "min_exec_ms", "min_after_ms")
+                 "starting", "short", "in_service", "downstream_ms", "min_exec_ms", "min_after_ms")
 
     def __init__(self, wf, index, name, profile, fanout, lanes):
         self.wf = wf
@@ -162,6 +164,8 @@ class _Stage:
         self.lanes = [_Lane(self) for _ in range(lanes)]
         self.instances: list[_Instance] = []
         self.starting = 0
+        self.short = 0
+        """Instances the last reconfiguration wanted but found no room for."""
         self.in_service = 0
         self.downstream_ms = 0.0
         self.min_exec_ms = min(v for row in profile.latency_ms for v in row if v is not None)
@@ -351,6 +355,7 @@ class Simulator:
                     wanted[k] = InstanceGroup(g0.batch_size, g0.gpu_share, g0.count + g.count, g0.max_wait_ms, g0.lane)
                 elif g.count > 0:
                     wanted[k] = g
+            stage.short = 0
             live = [i for i in stage.instances if not i.retiring and not i.retire_when_ready]
             created = False
             for k, group in wanted.items():
@@ -395,17 +400,28 @@ class Simulator:
                 rest.append((stage, group))
         for batch in (first_round, rest):
             for stage, group in sorted(batch, key=lambda sg: -sg[1].gpu_share):
-                self._start_instance(stage, group, t)
+                if self._start_instance(stage, group, t) is None:
+                    stage.short += 1
         for stage in {s for s, _ in new_instances}:
             self._check_handover(stage, t)
 
     def _check_handover(self, stage: _Stage, t: float) -> None:
-        """Once a stage has no instance starting, retire what they replace."""
-        if stage.starting == 0:
-            for inst in list(stage.instances):
-                if inst.retire_when_ready:
-                    inst.retire_when_ready = False
-                    self._retire(inst, t)
+        """Once a stage has no instance starting, retire what they replace —
+        all of it when every replacement found room; else one at a time
+        (a rolling update's one unavailable replica: it frees room for the
+        next reconfiguration to place one more), never the stage's last
+        serving instance."""
+        if stage.starting:
+            return
+        replaced = [i for i in stage.instances if i.retire_when_ready]
+        if stage.short:
+            serving = any(i.ready and not i.retiring and not i.retire_when_ready for i in stage.instances)
+            if not replaced or (not serving and len(replaced) < 2):
+                return
+            replaced = [min(replaced, key=lambda i: (i.busy, i.ready))]
+        for inst in replaced:
+            inst.retire_when_ready = False
+            self._retire(inst, t)
 
     # --- the data path -----------------------------------------------------
     def _shed(self, req: _Request, t: float) -> None:

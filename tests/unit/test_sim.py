@@ -224,6 +224,38 @@ def test_a_freed_gpu_is_used_by_the_retried_placement():
     assert sim.stage_by_key[("b", "s")].instances and not sim.stage_by_key[("a", "s")].instances
 
 
+def test_a_share_change_without_room_rolls_one_instance_at_a_time_and_the_stage_keeps_serving():
+    """Make before break holds when the new instances find no room: the old
+    ones leave one per reconfiguration (a rolling update), the stage's last
+    serving one not before its replacement — never all at once."""
+    workload, profiles = one_stage(20.0, 10.0, 5.0, cold_start_ms=500.0)
+    workload = dataclasses.replace(workload, gpus=2)
+
+    class Reshare(Policy):
+        name = "reshare"
+        interval_s = 1.0
+
+        def decide(self, view):
+            if view.now_s < 1.5:  # four instances at 50% fill both GPUs
+                return {("w", "s"): [InstanceGroup(1, 50, 4, 0.0)]}
+            return {("w", "s"): [InstanceGroup(1, 100, 2, 0.0)]}  # no room until old ones leave
+
+    sim = Simulator(workload, profiles, Reshare(), SimConfig(drain_s=1.0))
+    serving = []
+    check = sim._check_handover
+
+    def watched(stage, t):
+        check(stage, t)
+        serving.append(sum(1 for i in stage.instances if i.ready and not i.retiring))
+
+    sim._check_handover = watched
+    result = sim.run()
+    stage = sim.stage_by_key[("w", "s")]
+    assert min(serving[1:]) >= 1  # after the first instances came up, never none serving
+    assert sorted(i.share for i in stage.instances) == [100, 100]  # and the new shares rolled out in the end
+    assert result.unplaced > 0
+
+
 def test_a_request_that_cannot_meet_its_deadline_is_shed_on_arrival():
     two = Workflow.build("w", 30.0, [Stage("a", "f"), Stage("b", "f", ("a",))], hop_ms=5.0)
     profiles = ProfileSet("t", {"f": constant_profile("f", {1: 20.0})})
