@@ -242,13 +242,13 @@ class ControlLaw:
         missing, fresh = self._missing(ws, obs, now_s)
         why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
-        want, said = self._wanted_rate(ws, obs, backlog, now_s)
+        want, said, quick = self._wanted_rate(ws, obs, backlog, now_s)
         planned = ws.planned_rps
         target = planned
         ws.calm = calm = backlog <= 0 and not missing and now_s >= ws.panic_until_s
         if planned is None:
             target, why = want, f"first plan for {said}"
-        elif want > planned * (1 + 1e-9):
+        elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs)):
             target, why = want, f"up: {said}"
             ws.scale_down.reset()
         else:
@@ -345,16 +345,18 @@ class ControlLaw:
         return None
 
     def _wanted_rate(self, ws: WorkflowState, obs: WorkflowObservation, backlog: float,
-                     now_s: float) -> tuple[float, str]:
-        """The rate to cover now, with a few words on where it came from."""
+                     now_s: float) -> tuple[float, str, bool]:
+        """The rate to cover now, a few words on where it came from, and
+        whether the short window or a backlog made it (not the long window alone)."""
         s = self.settings
         rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
+        quick = False
         panic = now_s < ws.panic_until_s
         if s.step_detection and obs.rate_short_rps > rate and (
                 ws.planned_rps is None or panic or step_detected(obs, ws.planned_rps, s.step_z)):
             # the short window only on evidence of a step, or in the panic that
             # follows one (Knative's panic window): its noise alone is no reason to scale
-            rate, said = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)"
+            rate, said, quick = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)", True
             if ws.planned_rps is not None and not panic:
                 ws.panic_until_s = now_s + s.scale_down_delay_s
                 said += ", a step: no scale-down before the delay has passed"
@@ -363,7 +365,19 @@ class ControlLaw:
         if s.backlog_drain and backlog > 0:
             rate += backlog / s.drain_s
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"
-        return on_rate_grid(max(rate, s.min_rate_rps) * self._headroom(obs.arrival_cv2)), said
+            quick = True
+        return on_rate_grid(max(rate, s.min_rate_rps) * self._headroom(obs.arrival_cv2)), said, quick
+
+    def _rise_is_real(self, ws: WorkflowState, obs: WorkflowObservation) -> bool:
+        """Is the long window's count significantly above the rate the plan
+        was made for (``rise_z``)? Without the window's length, or for a
+        plan made without an estimate, every rise is."""
+        z = self.settings.rise_z
+        if z <= 0 or obs.long_window_s is None or ws.estimate_rps is None:
+            return True
+        expected = ws.estimate_rps * obs.long_window_s
+        count = obs.rate_long_rps * obs.long_window_s
+        return count > expected + z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0))
 
     def _headroom(self, arrival_cv2: float) -> float:
         """The factor over the offered rate a plan covers: more for more variable arrivals."""

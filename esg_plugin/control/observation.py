@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Optional
 
 from ..limits import MAX_RATE_RPS, is_number  # above MAX_RATE_RPS: a broken counter, not traffic
 from .errors import ControlError
@@ -39,6 +39,9 @@ class WorkflowObservation:
     """Answers after the SLO, or 504 / shed, over the short window."""
     rejected: int = 0
     """429s over the short window."""
+    long_window_s: Optional[float] = None
+    """Length of the long window, for the test of a rise (None: not known —
+    every rise of the long window counts)."""
 
     def checked(self) -> "WorkflowObservation":
         limits = {"rate_long_rps": MAX_RATE_RPS, "rate_short_rps": MAX_RATE_RPS, "arrival_cv2": 1e4,
@@ -48,8 +51,12 @@ class WorkflowObservation:
             if not is_number(value) \
                     or not 0 <= value <= most:
                 raise ControlError(f"{name} must be a number in [0, {most:g}], got {value!r}")
-        if not (math.isfinite(self.short_window_s) and self.short_window_s > 0):
-            raise ControlError(f"short_window_s must be positive, got {self.short_window_s!r}")
+        for name in ("short_window_s", "long_window_s"):
+            value = getattr(self, name)
+            if value is None and name == "long_window_s":
+                continue
+            if not (is_number(value) and math.isfinite(value) and value > 0):
+                raise ControlError(f"{name} must be positive, got {value!r}")
         for name in ("ok", "late", "rejected"):
             if getattr(self, name) < 0:
                 raise ControlError(f"{name} must not be negative")

@@ -11,7 +11,7 @@ from typing import Optional
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
-ABLATIONS = ("utilisation", "step", "backlog", "feedback", "degraded", "rollback")
+ABLATIONS = ("utilisation", "step", "rise", "backlog", "feedback", "degraded", "rollback")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,15 @@ class ControlSettings:
     rate_headroom: float = 0.1
     """Plan for this much more than the rate estimate, times the square root
     of the arrivals' cv² (at least 1)."""
+    rise_z: float = 2.0
+    """A rise of the long window re-plans up only when its count is this
+    many standard deviations (of a Poisson count inflated by the arrivals'
+    cv²) above the rate the plan was made for: noise is no reason to
+    re-plan, and re-planning up on every noisy rise, down only below
+    ``scale_down_below`` after a delay, ratchets the plan above the load
+    (the upper envelope of the window's noise). 0: every rise re-plans. A
+    step (the short window) and a backlog re-plan without it; misses raise
+    the margin."""
     scale_down_below: float = 0.9
     """Re-plan down only once the wanted rate is below this share of the planned one …"""
     scale_down_delay_s: float = 30.0
@@ -123,6 +132,7 @@ class ControlSettings:
             (self.drain_s > 0, "drain_s must be positive"),
             (self.rate_headroom >= 0, "rate_headroom must not be negative"),
             (0 < self.scale_down_below <= 1, "scale_down_below must lie in (0, 1]"),
+            (self.rise_z >= 0, "rise_z must not be negative"),
             (self.scale_down_delay_s >= 0, "scale_down_delay_s must not be negative"),
             (self.warmup_s >= 0, "warmup_s must not be negative"),
             (0 <= self.min_share_saving < 1, "min_share_saving must lie in [0, 1)"),
@@ -148,6 +158,8 @@ class ControlSettings:
             return replace(self, utilisations=(0.8,))
         if mechanism == "step":
             return replace(self, step_detection=False)
+        if mechanism == "rise":
+            return replace(self, rise_z=0.0)
         if mechanism == "backlog":
             return replace(self, backlog_drain=False)
         if mechanism == "feedback":

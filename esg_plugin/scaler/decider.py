@@ -97,7 +97,8 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
         ok, late, rejected = answers(topology, name, observation)
         workflows[name] = WorkflowObservation(offered[0], offered[1], observation.recent_window_s,
                                               backlog=backlog(topology, name, observation, current),
-                                              ok=int(ok), late=int(late), rejected=int(rejected))
+                                              ok=int(ok), late=int(late), rejected=int(rejected),
+                                              long_window_s=observation.window_s)
     ratios: dict[str, list[float]] = {}
     batches: dict[str, list[float]] = {}
     for (wf, stage), fn in topology.functions.items():

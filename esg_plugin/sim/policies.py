@@ -64,7 +64,7 @@ MIN_PLANNING_RATE_RPS = 1.0
 POLICY_NAMES = ("esg", "optimal", "infless", "fast-gshare", "nexus", "orion", "llama", "kpa", "openfaas")
 
 
-def observation_from_view(view: View, short_window_s: float) -> Observation:
+def observation_from_view(view: View, short_window_s: float, long_window_s: Optional[float] = None) -> Observation:
     """The control law's observation, from what the simulator lets a policy see."""
     workflows = {}
     for name, long_rps in view.observed_rps.items():
@@ -72,7 +72,8 @@ def observation_from_view(view: View, short_window_s: float) -> Observation:
         workflows[name] = WorkflowObservation(
             rate_long_rps=long_rps, rate_short_rps=view.recent_rps.get(name, 0.0),
             short_window_s=min(short_window_s, view.now_s) if view.now_s > 0 else short_window_s,
-            arrival_cv2=view.arrival_cv2.get(name, 1.0), backlog=view.backlog.get(name, 0.0), ok=ok, late=missed)
+            arrival_cv2=view.arrival_cv2.get(name, 1.0), backlog=view.backlog.get(name, 0.0), ok=ok, late=missed,
+            long_window_s=min(long_window_s, view.now_s) if long_window_s and view.now_s > 0 else None)
     return Observation(view.now_s, workflows, dict(view.exec_ratio))
 
 
@@ -91,7 +92,8 @@ class ControlledPolicy(Policy):
         self.downstream: dict[tuple[str, str], float] = {}
 
     def decide(self, view: View) -> Optional[Deployment]:
-        decision = self.law.step(observation_from_view(view, self.short_window_s), self.state, view.now_s)
+        decision = self.law.step(observation_from_view(view, self.short_window_s, self.window_s), self.state,
+                                 view.now_s)
         self.downstream = decision.downstream_ms
         return decision.desired or None
 

@@ -61,6 +61,30 @@ def test_the_decision_says_the_rate_planned_for_and_the_rate_covered(chain):
     assert decision.estimates_rps["w"] == pytest.approx(decision.rates_rps["w"] / 1.2)
 
 
+def test_a_rise_of_the_long_window_within_its_noise_does_not_re_plan(chain):
+    """Planned for about 6 rps, a 30 s window counts about 185 ± 14: a
+    reading of 6.5 rps (195) is noise the headroom covers, 7.5 rps (225) is
+    a rise. A source that does not say its window's length has every rise
+    count, as before the test."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(rise_z=1.0))
+
+    def obs(rate, window=30.0):
+        return Observation(0.0, {"w": WorkflowObservation(rate, rate, 2.0, long_window_s=window)})
+
+    state = law.new_state()
+    law.step(obs(6.0), state, 0.0)
+    planned = state.workflows["w"].planned_rps
+    assert law.step(obs(6.5), state, 1.0).reasons["w"] == "unchanged"
+    assert state.workflows["w"].planned_rps == planned
+    assert law.step(obs(7.5), state, 2.0).reasons["w"].startswith("up:")
+    unknown = law.new_state()
+    law.step(obs(6.0, None), unknown, 0.0)
+    assert law.step(obs(6.5, None), unknown, 1.0).reasons["w"].startswith("up:")
+    with pytest.raises(ControlError):
+        WorkflowObservation(6.0, 6.0, 2.0, long_window_s=0.0).checked()
+
+
 def test_up_at_once_on_a_step_down_only_after_the_delay(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0))
