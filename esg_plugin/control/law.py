@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Workflow
+from ..model.config import queueing_delay_ms
+from ..model.plan import path_latency_ms
 from ..planner import PlannerError, build_problem, deployment_for, get_policy, plan_with_fallback
 from ..planner.limits import NO_LIMITS
 from .delay import DelayWindow
@@ -413,10 +415,14 @@ class ControlLaw:
                 problem, choices, stats, fits = again
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
         if not ws.calm and not fits and ws.plan is not None and rate_rps <= (ws.planned_rps or 0.0) + 1e-9 \
-                and _cost(choices) < ws.plan.cost - 1e-9:
+                and _cost(choices) < ws.plan.cost - 1e-9 \
+                and self._running_ms(workflow, ws, profiles, problem.rate_rps, arrival_cv2, current) \
+                <= path_latency_ms(workflow, {name: option.latency_ms for name, option in choices.items()}) + 1e-9:
             # while requests wait, miss or a step is under way, a degraded re-plan for
             # no more load (a higher margin the model cannot meet, say) never holds
-            # less than the plan that runs; one that meets its budget may
+            # less than the plan that runs — unless the plan that runs, priced with
+            # today's execution times, is slower than it (a larger share that turned
+            # out slow beside a busy neighbour); one that meets its budget may
             return
         ws.planned_rps = rate_rps
         ws.estimate_rps = rate_rps / self._headroom(cv2)
@@ -434,6 +440,29 @@ class ControlLaw:
             after[name] = max((workflow.hop_ms + choices[t].latency_ms + after[t]
                                for t in workflow.graph.successors(name)), default=0.0)
         ws.downstream_ms = after
+
+    def _running_ms(self, workflow: Workflow, ws: WorkflowState, profiles: ProfileSet, rate_rps: float,
+                    arrival_cv2: Optional[float], current: Mapping[StageKey, InstanceGroup]) -> float:
+        """The end-to-end latency the model gives the groups that run now,
+        priced with the calibrated profiles (∞ where a stage has none, or
+        cannot keep up)."""
+        stage_ms = {}
+        for st in workflow.stages:
+            group = _running(workflow, ws, st.name, current)
+            try:
+                exec_ms = None if group is None else profiles[st.function].latency(group.batch_size, group.gpu_share)
+            except ModelError:
+                exec_ms = None
+            stage_rps = rate_rps * st.fanout
+            if exec_ms is None or group.count < 1 or stage_rps * exec_ms >= 1000.0 * group.batch_size * group.count:
+                return math.inf
+            fill_ms = 0.0 if group.batch_size == 1 else 1000.0 * (group.batch_size - 1) * group.count / stage_rps
+            if group.max_wait_ms > 0:
+                fill_ms = min(fill_ms, group.max_wait_ms)
+            queue_ms = 0.0 if arrival_cv2 is None else queueing_delay_ms(stage_rps, group.batch_size, exec_ms,
+                                                                         group.count, arrival_cv2)
+            stage_ms[st.name] = fill_ms + exec_ms + queue_ms
+        return path_latency_ms(workflow, stage_ms)
 
     def _pinned(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned: dict):
         """The plan with the ``pinned`` stages kept at their share, or None

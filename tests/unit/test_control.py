@@ -321,6 +321,30 @@ def test_while_requests_miss_a_cheaper_plan_is_taken_only_if_it_meets_its_budget
         assert not state.workflows["w"].fits and decision.plans["w"].cost >= held - 1e-9
 
 
+def test_the_plan_that_runs_is_priced_with_todays_execution_times(chain):
+    """What the guard above compares: the groups that run, priced with the
+    calibrated profiles — the plan's own latency while nothing moved, more
+    when its execution times grew (a share that turned slow), ∞ when the
+    groups can no longer keep up; a degraded re-plan that holds less is
+    refused only while the plan that runs is no slower than it."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles)
+    state = law.new_state()
+    law.step(Observation(0.0, {"w": WorkflowObservation(50, 50, 2.0)}), state, 0.0)
+    ws = state.workflows["w"]
+    now_ms = law._running_ms(wf, ws, profiles, ws.plan.rate_rps, 1.0, {})
+    assert now_ms == pytest.approx(ws.plan.latency_ms, rel=0.05)
+
+    def slower(factor):
+        return dataclasses.replace(profiles, functions={
+            name: dataclasses.replace(p, latency_ms=tuple(tuple(None if v is None else v * factor for v in row)
+                                                          for row in p.latency_ms))
+            for name, p in profiles.functions.items()})
+
+    assert now_ms < law._running_ms(wf, ws, slower(1.5), ws.plan.rate_rps, 1.0, {}) < math.inf
+    assert law._running_ms(wf, ws, slower(100.0), ws.plan.rate_rps, 1.0, {}) == math.inf
+
+
 def test_the_planners_fallback_says_a_plan_fits_only_for_the_budget_asked(chain):
     from esg_plugin.planner import plan_with_fallback
 
