@@ -154,6 +154,8 @@ class ControlState:
     """Per (function, share): the same factor, observed at that share, and when it was last observed."""
     batch_factor: dict[tuple[str, int, int], tuple[float, float]] = field(default_factory=dict)
     """Per (function, share, batch size of the profile): the same, observed at that share and batch size."""
+    running_shares: dict[str, int] = field(default_factory=dict)
+    """Per function: the share it runs at (as of the last tick)."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,8 @@ class ControlLaw:
         else:
             if state.first_observation_s is None:
                 state.first_observation_s = now_s
-            self._calibrate(observation, state, self._running_shares(state, current or {}), now_s)
+            state.running_shares = self._running_shares(state, current or {})
+            self._calibrate(observation, state, state.running_shares, now_s)
             wishes = []
             for name, workflow in self.workflows.items():
                 raw = observation.workflows.get(name)
@@ -634,6 +637,8 @@ class ControlLaw:
             factors = tuple(tuple(round(believed(state.batch_factor, (st.function, share, batch), f), 2)
                                   for share, f in zip(p.gpu_shares, per_share))
                             for batch in p.batch_sizes)
+            if self.settings.busy_capacity is not None:
+                factors = self._no_faster_unseen(st.function, p, factors, state, now_s)
             if all(f == 1.0 for row in factors for f in row):
                 continue
             key = (st.function, factors)
@@ -644,6 +649,33 @@ class ControlLaw:
             functions[st.function] = self._scaled[key]
             scaled = True
         return dataclasses.replace(self.profiles, functions=functions) if scaled else self.profiles
+
+    def _no_faster_unseen(self, function: str, profile, factors, state: ControlState, now_s: float):
+        """On a time-shared node, a larger share never observed is believed no
+        faster than the running share runs now, once that runs slower than
+        profiled (contention): a busy CPU gives a worker no more time for its
+        having more threads — two threads beside busy neighbours ran 2–4 ×
+        slower than profiled, where one ran 1.1 × (``docs/runtime.md``). What
+        was observed at that share (within ``SHARE_FACTOR_MEMORY_S``) stands."""
+        running = state.running_shares.get(function)
+        seen = state.share_factor.get((function, running)) if running is not None else None
+        if seen is None or now_s - seen[1] > SHARE_FACTOR_MEMORY_S or seen[0] <= 1.0 + EXEC_FACTOR_REPLAN \
+                or running not in profile.gpu_shares:
+            return factors
+        j = profile.gpu_shares.index(running)
+        out = []
+        for i, row in enumerate(factors):
+            at_running = profile.latency_ms[i][j]
+            cells = []
+            for k, (share, f) in enumerate(zip(profile.gpu_shares, row)):
+                own = profile.latency_ms[i][k]
+                fresh = state.share_factor.get((function, share))
+                unseen = fresh is None or now_s - fresh[1] > SHARE_FACTOR_MEMORY_S
+                if share > running and unseen and own and at_running:
+                    f = max(f, round(factors[i][j] * at_running / own, 2))
+                cells.append(f)
+            out.append(tuple(cells))
+        return tuple(out)
 
     # --- output ---------------------------------------------------------------------------
     def _decision(self, state: ControlState, changed: tuple[str, ...], reasons: dict[str, str]) -> Decision:

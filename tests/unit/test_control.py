@@ -345,6 +345,32 @@ def test_the_plan_that_runs_is_priced_with_todays_execution_times(chain):
     assert law._running_ms(wf, ws, slower(100.0), ws.plan.rate_rps, 1.0, {}) == math.inf
 
 
+def test_on_a_time_shared_node_a_larger_share_never_seen_is_no_faster_than_the_slow_running_one(chain):
+    """Contention slows the running share; a larger one not yet observed is
+    believed no faster than that (a busy CPU gives more threads no more
+    time) — on a time-shared node only: GPU shares are reserved."""
+    wf, profiles = chain
+    for busy, bounded in ((100.0, True), (None, False)):
+        law = ControlLaw([wf], profiles, ControlSettings(busy_capacity=busy))
+        state = law.new_state()
+        law.step(Observation(0.0, {"w": WorkflowObservation(5, 5, 2.0)}), state, 0.0)
+        law.step(Observation(1.0, {"w": WorkflowObservation(5, 5, 2.0)}, {"resnet50": 2.0}), state, 1.0)
+        running = state.running_shares["resnet50"]
+        seen = law._profiles(wf, state, 1.0)["resnet50"]
+        p = profiles["resnet50"]
+        j = p.gpu_shares.index(running)
+        larger = [k for k, share in enumerate(p.gpu_shares) if share > running]
+        assert larger
+        for i in range(len(p.batch_sizes)):
+            if p.latency_ms[i][j] is None:
+                continue
+            slow_now = 2.0 * p.latency_ms[i][j]
+            assert seen.latency_ms[i][j] == pytest.approx(slow_now)
+            for k in larger:
+                if p.latency_ms[i][k] is not None:
+                    assert (seen.latency_ms[i][k] >= slow_now - 0.01 * slow_now) is bounded
+
+
 def test_the_planners_fallback_says_a_plan_fits_only_for_the_budget_asked(chain):
     from esg_plugin.planner import plan_with_fallback
 
