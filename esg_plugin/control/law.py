@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Workflow
-from ..model.config import queueing_delay_ms
+from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
 from ..planner import PlannerError, build_problem, deployment_for, get_policy, plan_with_fallback
 from ..planner.limits import NO_LIMITS
@@ -459,12 +459,10 @@ class ControlLaw:
             stage_rps = rate_rps * st.fanout
             if exec_ms is None or group.count < 1 or stage_rps * exec_ms >= 1000.0 * group.batch_size * group.count:
                 return math.inf
-            fill_ms = 0.0 if group.batch_size == 1 else 1000.0 * (group.batch_size - 1) * group.count / stage_rps
-            if group.max_wait_ms > 0:
-                fill_ms = min(fill_ms, group.max_wait_ms)
-            queue_ms = 0.0 if arrival_cv2 is None else queueing_delay_ms(stage_rps, group.batch_size, exec_ms,
-                                                                         group.count, arrival_cv2)
-            stage_ms[st.name] = fill_ms + exec_ms + queue_ms
+            option = evaluate(Config(group.batch_size, group.gpu_share), exec_ms, stage_rps,
+                              arrival_cv2=arrival_cv2, replicas=group.count)
+            # the batcher's timeout bounds the fill wait (0: a batch leaves with what is queued)
+            stage_ms[st.name] = option.latency_ms - option.wait_ms + min(option.wait_ms, group.max_wait_ms)
         return path_latency_ms(workflow, stage_ms)
 
     def _pinned(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned: dict):

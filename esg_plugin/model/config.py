@@ -105,11 +105,13 @@ def evaluate(
     stage_rate_rps: float,
     utilisation: float = DEFAULT_UTILISATION,
     arrival_cv2: float | None = None,
+    replicas: int | None = None,
 ) -> StageOption:
     """The SPEC §3 quantities of one configuration at one arrival rate
-    (plus the queueing term when ``arrival_cv2`` is given)."""
+    (plus the queueing term when ``arrival_cv2`` is given), with the fewest
+    replicas that keep the utilisation target, or with ``replicas``."""
     check_inputs(stage_rate_rps, utilisation, arrival_cv2)
-    n = replicas_needed(stage_rate_rps, config.batch_size, exec_ms, utilisation)
+    n = replicas_needed(stage_rate_rps, config.batch_size, exec_ms, utilisation) if replicas is None else replicas
     wait_ms = 0.0 if config.batch_size == 1 else 1000.0 * (config.batch_size - 1) * n / stage_rate_rps
     queue_ms = 0.0
     if arrival_cv2 is not None:
