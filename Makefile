@@ -51,6 +51,7 @@ bench: $(TORCH_STAMP)
 	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/scaler.py
 	$(BIN)/python bench/control.py
+	$(BIN)/python bench/tracking.py
 	$(BIN)/python bench/ratelimit.py
 	$(BIN)/python bench/live_share.py
 
