@@ -232,11 +232,11 @@ def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisatio
     for u in targets:
         if not 0 < u <= 1:
             raise ModelError(f"the utilisation target must lie in (0, 1], got {u:g}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        wanted = np.concatenate([np.maximum(1, np.ceil(stage_rate_rps * e / (u * 1000.0 * fill) - _CEIL_TOLERANCE))
-                                 for u in targets])
+    with np.errstate(over="ignore", invalid="ignore"):  # one row per target, then flattened target by target
+        wanted = np.maximum(1, np.ceil(stage_rate_rps * e / (np.array(targets)[:, None] * 1000.0 * fill)
+                                       - _CEIL_TOLERANCE)).ravel()
     copies = len(targets)
-    b, g, e, fill = np.tile(b, copies), np.tile(g, copies), np.tile(e, copies), np.tile(fill, copies)
+    b, g, e, fill = (np.broadcast_to(column, (copies, len(column))).ravel() for column in (b, g, e, fill))
     # a configuration that needs more replicas than a platform runs is not one (and an int64 would overflow)
     possible = np.isfinite(wanted) & (wanted <= MAX_REPLICAS)
     if not possible.any():

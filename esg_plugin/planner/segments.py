@@ -21,6 +21,7 @@ the dominator trees.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
@@ -106,7 +107,20 @@ def series_elements(region: Region) -> list[Element]:
     """The series decomposition of a region at its cut stages.
 
     Returns a single gap holding every stage when there is no cut stage.
+    Depends on the region's shape only, so each shape is decomposed once
+    (a control loop re-plans the same workflows every few seconds).
     """
+    return list(_series_elements(region.stages, tuple(region.preds[s] for s in region.stages)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _series_elements(stages: tuple[str, ...], preds_in_order: tuple[tuple[str, ...], ...]) -> tuple[Element, ...]:
+    preds = dict(zip(stages, preds_in_order))
+    succs: dict[str, list[str]] = {s: [] for s in stages}
+    for s, ps in preds.items():
+        for p in ps:
+            succs[p].append(s)
+    region = Region(stages, preds, {s: tuple(v) for s, v in succs.items()})
     g = nx.DiGraph()
     g.add_nodes_from(region.stages)
     g.add_edges_from((p, s) for s in region.stages for p in region.preds[s])
@@ -121,7 +135,7 @@ def series_elements(region: Region) -> list[Element]:
         current = dominators[current]
     cuts.reverse()
     if not cuts:
-        return [Element("gap", region.stages)]
+        return (Element("gap", region.stages),)
     position = {c: i for i, c in enumerate(cuts)}
     cut_set = set(cuts)
     gaps: list[list[str]] = [[] for _ in range(len(cuts) + 1)]
@@ -144,7 +158,7 @@ def series_elements(region: Region) -> list[Element]:
                 elements[-1] = Element("chain", elements[-1].stages + (cuts[i],))
             else:
                 elements.append(Element("chain", (cuts[i],)))
-    return elements
+    return tuple(elements)
 
 
 def critical_path(region: Region, weight_ms: Mapping[str, float], hop_ms: float) -> list[str]:
