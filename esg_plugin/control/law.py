@@ -78,6 +78,8 @@ EXEC_FACTOR_REPLAN = 0.1
 """Re-plan a workflow when a factor it was planned with moved by more than this (relative)."""
 MARGIN_RELAX_FRACTION = 0.5
 """A clean stretch lowers the margin by this part of ``margin_step``."""
+BOOST_STEP = 1.2
+"""Each answer of ``capacity_feedback`` plans for this factor more (a clean stretch takes one back)."""
 RATE_GRID = 1.05
 """Planned rates lie on a geometric grid of this ratio (see :func:`on_rate_grid`)."""
 MIN_MISSES = 3
@@ -116,6 +118,9 @@ class WorkflowState:
     """The execution-time factors the plan was made with, per function."""
     fits: bool = True
     last_margin_change_s: float = -math.inf
+    boost: float = 1.0
+    """The factor over the observed rate that misses at the largest margin
+    added (``capacity_feedback``)."""
     clean_since_s: Optional[float] = None
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
@@ -253,6 +258,8 @@ class ControlLaw:
         ws.calm = calm = backlog <= 0 and not missing and now_s >= ws.panic_until_s
         if planned is None:
             target, why = want, f"first plan for {said}"
+        elif why is not None and why.startswith("misses at the largest margin"):
+            target = max(planned, want)
         elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs)):
             target, why = want, f"up: {said}"
             ws.scale_down.reset()
@@ -339,9 +346,21 @@ class ControlLaw:
                 ws.margin = _on_margin_grid(min(s.max_margin, ws.margin + s.margin_step))
                 ws.last_margin_change_s = ws.last_raise_s = now_s
                 return f"misses: margin raised to {ws.margin:.2f}"
+            if fresh and now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and s.capacity_feedback \
+                    and ws.boost < s.max_boost:
+                # the largest margin still misses: the model is wrong about more than
+                # the latency (bursts it does not see): capacity is the lever left
+                ws.boost = round(min(s.max_boost, ws.boost * BOOST_STEP), 9)
+                ws.last_margin_change_s = ws.last_raise_s = now_s
+                return f"misses at the largest margin: planning for {ws.boost:.2f} x the rate"
             return None
         if ws.clean_since_s is None:
             ws.clean_since_s = now_s
+        elif now_s - ws.clean_since_s >= s.scale_down_delay_s and ws.boost > 1.0:
+            ws.boost = round(max(1.0, ws.boost / BOOST_STEP), 9)  # back to 1 exactly
+            ws.clean_since_s = now_s
+            ws.last_margin_change_s = now_s
+            return f"no misses for {s.scale_down_delay_s:g} s: planning for {ws.boost:.2f} x the rate"
         elif now_s - ws.clean_since_s >= s.scale_down_delay_s and ws.margin > s.slo_margin:
             ws.margin = max(s.slo_margin, _on_margin_grid(ws.margin - s.margin_step * MARGIN_RELAX_FRACTION))
             ws.clean_since_s = now_s
@@ -367,6 +386,9 @@ class ControlLaw:
                 said += ", a step: no scale-down before the delay has passed"
             elif panic:
                 said += ", in the panic after a step"
+        if ws.boost > 1.0:
+            rate *= ws.boost
+            said += f" x {ws.boost:.2f} (misses at the largest margin)"
         if s.backlog_drain and backlog > 0:
             rate += backlog / s.drain_s
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"

@@ -11,7 +11,7 @@ from typing import Optional
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
-ABLATIONS = ("utilisation", "step", "rise", "backlog", "feedback", "degraded", "rollback")
+ABLATIONS = ("utilisation", "step", "rise", "backlog", "feedback", "capacity", "degraded", "rollback")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,14 @@ class ControlSettings:
     below ``slo_margin``."""
     margin_step: float = 0.1
     max_margin: float = 0.6
+    capacity_feedback: bool = True
+    """Misses that go on at ``max_margin`` raise the rate planned for (by
+    ``law.BOOST_STEP`` per ``feedback_cooldown_s``, up to ``max_boost`` times
+    the observed rate): when even the tightest budget misses, the model
+    errs about more than latency (bursts its queueing formula does not
+    see), and capacity is the lever left. A clean stretch of
+    ``scale_down_delay_s`` takes one step back, before the margin."""
+    max_boost: float = 2.0
     feedback_cooldown_s: float = 5.0
     miss_tolerance: float = 0.01
     """Missing: the share of late or rejected answers over ``feedback_window_s``
@@ -126,6 +134,7 @@ class ControlSettings:
             (self.feedback_cooldown_s >= 0, "feedback_cooldown_s must not be negative"),
             (0 <= self.miss_tolerance < 1, "miss_tolerance must lie in [0, 1)"),
             (self.feedback_window_s > 0, "feedback_window_s must be positive"),
+            (1.0 <= self.max_boost <= 10.0, "max_boost must lie in [1, 10]"),
             (len(self.utilisations) > 0 and all(0 < u <= 1 for u in self.utilisations),
              "utilisations must be a non-empty list of numbers in (0, 1]"),
             (self.step_z > 0, "step_z must be positive"),
@@ -164,6 +173,8 @@ class ControlSettings:
             return replace(self, backlog_drain=False)
         if mechanism == "feedback":
             return replace(self, feedback=False)
+        if mechanism == "capacity":
+            return replace(self, capacity_feedback=False)
         if mechanism == "degraded":
             return replace(self, degraded_cheapest=False)
         if mechanism == "rollback":

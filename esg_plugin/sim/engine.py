@@ -27,6 +27,12 @@ What is modelled
   instances of its stage are ready (make before break), then drains; where
   the new ones found no room, the old ones leave one per reconfiguration
   (a rolling update), the last serving one not before its replacement.
+- **Shedding** (the runtime's early 504): a request that can no longer
+  meet its deadline — now + the stage's fastest execution + the fastest
+  path after it — is shed when it reaches a stage, when it reaches the
+  front of a queue an idle instance serves, and, at every control tick,
+  wherever it waits, also where no instance is ready (a cold start), so
+  that the backlog a policy sees holds only requests that can still make it.
 - **DAGs**: a stage with ``fanout f`` is called ``f`` times per request; a
   stage with several predecessors starts for a request when all have
   finished for it; the request is done when every exit stage has finished.
@@ -430,6 +436,31 @@ class Simulator:
         self.shed += 1
         req.wf.answers.append((t, False))
 
+    def _shed_hopeless(self, t: float) -> None:
+        """Shed every queued request that can no longer meet its deadline,
+        wherever it waits — also where no instance is ready to take it (a
+        cold start): the runtime's early 504 checks its whole queue, and a
+        queue of requests already lost is no load to plan for. Run at each
+        control tick, before the policy's view; between ticks a request is
+        shed when it arrives at a stage or reaches an idle instance."""
+        for stage in self.stage_by_key.values():
+            floor_ms = t + stage.min_exec_ms + stage.min_after_ms - _EPS
+            for lane in stage.lanes:
+                queue = lane.queue
+                if not any(req.shed or floor_ms > req.deadline_ms for _, req in queue):
+                    continue
+                kept = []
+                for entry in queue:
+                    req = entry[1]
+                    if req.shed:
+                        continue
+                    if floor_ms > req.deadline_ms:
+                        self._shed(req, t)
+                        continue
+                    kept.append(entry)
+                queue.clear()
+                queue.extend(kept)
+
     def _enqueue(self, stage: _Stage, req: _Request, t: float) -> None:
         if req.shed:
             return
@@ -583,6 +614,7 @@ class Simulator:
                 self._dispatch(lane, t)
             elif kind == _CONTROL:
                 self.held_series.append((t / 1000.0, self.cluster.held_pct / 100.0))
+                self._shed_hopeless(t)
                 deployment = policy.decide(self._view(t))
                 if deployment is not None:
                     self.desired.update(deployment)

@@ -249,6 +249,33 @@ def test_one_burst_of_misses_raises_the_margin_once(chain):
     assert state.workflows["w"].margin == pytest.approx(0.2)
 
 
+def test_misses_at_the_largest_margin_raise_the_rate_planned_for_and_a_clean_stretch_lowers_it(chain):
+    """When even the largest margin misses, the law plans for more than the
+    observed rate (by steps, up to ``max_boost``); clean stretches take the
+    steps back, and then the plan comes down. Switched off, the rate stays."""
+    wf, profiles = chain
+    settings = ControlSettings(max_margin=0.2, margin_step=0.1, feedback_cooldown_s=5.0, scale_down_delay_s=20.0,
+                               warmup_s=0.0, max_boost=1.5)
+    for on in (True, False):
+        law = ControlLaw([wf], profiles, dataclasses.replace(settings, capacity_feedback=on))
+        state = law.new_state()
+        tick(law, state, 0.0, 50.0)
+        first = state.workflows["w"].planned_rps
+        reasons = [tick(law, state, float(t), 50.0, ok=90, late=10).reasons["w"] for t in range(1, 40)]
+        ws = state.workflows["w"]
+        assert ws.margin == pytest.approx(0.2)
+        if not on:
+            assert ws.boost == 1.0 and ws.planned_rps == first
+            continue
+        assert ws.boost == pytest.approx(1.5)  # 1.2, 1.44, then the cap
+        assert sum("misses at the largest margin" in r for r in reasons) == 3
+        assert ws.planned_rps == pytest.approx(on_rate_grid(first * 1.5), rel=0.06)
+        for t in range(40, 200):
+            tick(law, state, float(t), 50.0, ok=100)
+        assert ws.boost == 1.0 and ws.margin == 0.0
+        assert ws.planned_rps == pytest.approx(first)
+
+
 def test_a_margin_out_of_reach_plans_for_the_largest_margin_in_reach(chain):
     """Raising the margin past what any plan meets must not loosen the plan:
     the budget steps down the margin's own grid, tightest first."""

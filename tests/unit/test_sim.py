@@ -256,6 +256,32 @@ def test_a_share_change_without_room_rolls_one_instance_at_a_time_and_the_stage_
     assert result.unplaced > 0
 
 
+def test_requests_lost_while_no_instance_is_ready_are_shed_at_the_tick_and_are_no_backlog():
+    """A cold start of 3 s against a 100-ms SLO: the requests that queue
+    meanwhile can no longer make it; each tick sheds them (the runtime's
+    early 504 looks at its whole queue), so the policy sees only requests
+    that can still be served, and each is counted once."""
+    workload, profiles = one_stage(50.0, 6.0, 5.0, slo_ms=100.0, cold_start_ms=3000.0)
+
+    class Watch(Fixed):
+        interval_s = 1.0
+
+        def __init__(self, groups):
+            super().__init__(groups)
+            self.backlog = []
+
+        def decide(self, view):
+            self.backlog.append((view.now_s, view.backlog["w"], view.answers["w"][1]))
+            return super().decide(view)
+
+    policy = Watch({("w", "s"): [InstanceGroup(1, 100, 1, 0.0)]})
+    result = simulate(workload, profiles, policy, SimConfig(seed=1, drain_s=1.0))
+    during = [(backlog, missed) for t, backlog, missed in policy.backlog if 1.0 <= t <= 3.0]
+    assert all(backlog <= 50.0 * 0.1 + 5 for backlog, _ in during)  # at most the last SLO's arrivals
+    assert sum(missed for _, missed in during) > 50  # the others were shed, and counted
+    assert result.shed + sum(1 for _, _, lat in result.requests if lat >= 0) == len(result.requests)
+
+
 def test_a_request_that_cannot_meet_its_deadline_is_shed_on_arrival():
     two = Workflow.build("w", 30.0, [Stage("a", "f"), Stage("b", "f", ("a",))], hop_ms=5.0)
     profiles = ProfileSet("t", {"f": constant_profile("f", {1: 20.0})})
