@@ -420,8 +420,10 @@ class ControlLaw:
         ws.demand = busy = plan_busy(workflow, problem.rate_rps, choices)
         part = self._busy_part(workflow.name, state, busy)
         if busy > part * (1 + 1e-9) and problem.rate_rps > self.settings.min_rate_rps:
-            # the node is full: plan for the rate that fits its part (busy time grows with the rate), admit that
-            covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
+            # the node is full: plan for the rate that fits its part (busy time grows with the rate), admit
+            # that — less the capacity feedback's factor, which is capacity per request, not requests
+            covered_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
+            admit_rps = max(self.settings.min_rate_rps, covered_rps / ws.boost)
             problem, choices, stats, _ = self._choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
             fits = False
         down, up = self._pins(workflow, ws, choices, current, now_s)
