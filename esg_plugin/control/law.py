@@ -347,9 +347,11 @@ class ControlLaw:
                 ws.last_margin_change_s = ws.last_raise_s = now_s
                 return f"misses: margin raised to {ws.margin:.2f}"
             if fresh and now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and s.capacity_feedback \
-                    and ws.boost < s.max_boost:
+                    and ws.boost < s.max_boost and s.busy_capacity is None:
                 # the largest margin still misses: the model is wrong about more than
-                # the latency (bursts it does not see): capacity is the lever left
+                # the latency (bursts it does not see): capacity is the lever left — where
+                # capacity is reserved (GPU shares); on a time-shared node more replicas
+                # share the same cores, and contention is what calibration measures
                 ws.boost = round(min(s.max_boost, ws.boost * BOOST_STEP), 9)
                 ws.last_margin_change_s = ws.last_raise_s = now_s
                 return f"misses at the largest margin: planning for {ws.boost:.2f} x the rate"

@@ -32,7 +32,11 @@ class ControlSettings:
     the observed rate): when even the tightest budget misses, the model
     errs about more than latency (bursts its queueing formula does not
     see), and capacity is the lever left. A clean stretch of
-    ``scale_down_delay_s`` takes one step back, before the margin."""
+    ``scale_down_delay_s`` takes one step back, before the margin. Not on a
+    time-shared node (``busy_capacity`` set: ``esg up`` on CPU cores), where
+    more replicas share the same cores and misses come from contention,
+    which calibration measures: there it planned for twice the load while
+    a slow host's misses went on (``docs/local.md``)."""
     max_boost: float = 2.0
     feedback_cooldown_s: float = 5.0
     miss_tolerance: float = 0.01

@@ -252,19 +252,22 @@ def test_one_burst_of_misses_raises_the_margin_once(chain):
 def test_misses_at_the_largest_margin_raise_the_rate_planned_for_and_a_clean_stretch_lowers_it(chain):
     """When even the largest margin misses, the law plans for more than the
     observed rate (by steps, up to ``max_boost``); clean stretches take the
-    steps back, and then the plan comes down. Switched off, the rate stays."""
+    steps back, and then the plan comes down. Switched off, or on a
+    time-shared node (more replicas there share the same cores), the rate
+    stays."""
     wf, profiles = chain
     settings = ControlSettings(max_margin=0.2, margin_step=0.1, feedback_cooldown_s=5.0, scale_down_delay_s=20.0,
                                warmup_s=0.0, max_boost=1.5)
-    for on in (True, False):
-        law = ControlLaw([wf], profiles, dataclasses.replace(settings, capacity_feedback=on))
+    for on, busy_capacity in ((True, None), (False, None), (True, 1e6)):
+        law = ControlLaw([wf], profiles, dataclasses.replace(settings, capacity_feedback=on,
+                                                             busy_capacity=busy_capacity))
         state = law.new_state()
         tick(law, state, 0.0, 50.0)
         first = state.workflows["w"].planned_rps
         reasons = [tick(law, state, float(t), 50.0, ok=90, late=10).reasons["w"] for t in range(1, 40)]
         ws = state.workflows["w"]
         assert ws.margin == pytest.approx(0.2)
-        if not on:
+        if not on or busy_capacity is not None:
             assert ws.boost == 1.0 and ws.planned_rps == first
             continue
         assert ws.boost == pytest.approx(1.5)  # 1.2, 1.44, then the cap
