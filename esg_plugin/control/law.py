@@ -124,6 +124,10 @@ class WorkflowState:
     clean_since_s: Optional[float] = None
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
+    step_cv2: Optional[float] = None
+    """The arrivals' cv² when the last step was detected: in the panic after
+    it the long window holds gaps at two rates, which read as bursts, so the
+    cv² planned with is at most this one (``step_cv2_hold``)."""
     pending: Optional[tuple[str, float, float]] = None
     """A re-plan deferred to the next tick (``max_replans_per_tick``)."""
     answers: deque = field(default_factory=deque)
@@ -249,6 +253,9 @@ class ControlLaw:
         if ws is None:
             ws = state.workflows[workflow.name] = WorkflowState(s.slo_margin, DelayWindow(s.scale_down_delay_s),
                                                                 DelayWindow(s.scale_down_delay_s))
+        if s.step_cv2_hold and ws.step_cv2 is not None and now_s < ws.panic_until_s \
+                and obs.arrival_cv2 > ws.step_cv2:
+            obs = dataclasses.replace(obs, arrival_cv2=ws.step_cv2)
         missing, fresh = self._missing(ws, obs, now_s)
         why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
@@ -385,6 +392,7 @@ class ControlLaw:
             rate, said, quick = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)", True
             if ws.planned_rps is not None and not panic:
                 ws.panic_until_s = now_s + s.scale_down_delay_s
+                ws.step_cv2 = obs.arrival_cv2
                 said += ", a step: no scale-down before the delay has passed"
             elif panic:
                 said += ", in the panic after a step"

@@ -64,6 +64,12 @@ class ControlSettings:
     for the long window's."""
     step_z: float = 3.0
     """The test's threshold in standard deviations."""
+    step_cv2_hold: bool = True
+    """In the panic after a step, plan with the arrivals' cv² as it was when
+    the step was detected, when the window's reads higher: a window that
+    holds gaps at the old rate and at the new one reads as bursty
+    (random-745: cv² 1.0 → 2.4 after a 5.6× step of Poisson arrivals),
+    and a plan for bursts holds more for the whole panic."""
     backlog_drain: bool = True
     """Plan for rate + backlog / ``drain_s``: requests already waiting are
     served within a bounded time instead of waiting for the queue to shrink."""

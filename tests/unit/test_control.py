@@ -98,6 +98,23 @@ def test_up_at_once_on_a_step_down_only_after_the_delay(chain):
     assert replicas(tick(law, state, 33.0, 20.0)) < high
 
 
+def test_in_the_panic_after_a_step_the_step_cv2_is_planned_with_not_the_mixed_windows(chain):
+    """A window holding gaps at the old rate and at the new reads as bursty;
+    in the panic the law plans with the cv² seen when the step was detected."""
+    wf, profiles = chain
+    planned = {}
+    for hold in (True, False):
+        law = ControlLaw([wf], profiles, ControlSettings(step_cv2_hold=hold))
+        state = law.new_state()
+        tick(law, state, 0.0, 20.0)
+        tick(law, state, 1.0, 20.0, short_rps=100.0)  # the step, detected at cv² 1
+        assert state.workflows["w"].step_cv2 == 1.0
+        tick(law, state, 2.0, 40.0, short_rps=150.0, arrival_cv2=4.0)  # in the panic: the window reads bursty
+        planned[hold] = state.workflows["w"].planned_rps
+    assert planned[True] == on_rate_grid(150.0 * 1.1)
+    assert planned[False] == on_rate_grid(150.0 * 1.2)
+
+
 def test_noise_in_the_short_window_is_followed_up_but_is_no_step(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=5.0, warmup_s=0.0))
