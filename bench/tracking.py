@@ -15,6 +15,7 @@ fields, e.g. ``'{"rise_z": 0}'`` for the law without the rise test.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import random
 import statistics
@@ -39,8 +40,9 @@ def run(rate_rps: float, seed: int, settings: ControlSettings) -> list[tuple[flo
     out = []
     for k in range(1, int(DURATION_S / TICK_S)):
         now = k * TICK_S
-        long_count = sum(1 for a in arrivals if now - LONG_S <= a < now)
-        short_count = sum(1 for a in arrivals if now - SHORT_S <= a < now)
+        end = bisect.bisect_left(arrivals, now)  # arrivals are sorted: counts in [now - window, now)
+        long_count = end - bisect.bisect_left(arrivals, now - LONG_S)
+        short_count = end - bisect.bisect_left(arrivals, now - SHORT_S)
         obs = WorkflowObservation(long_count / min(LONG_S, now), short_count / SHORT_S, SHORT_S,
                                   ok=short_count, long_window_s=min(LONG_S, now))
         law.step(Observation(now, {workflow.name: obs}), state, now)

@@ -257,6 +257,7 @@ class ControlLaw:
                 and obs.arrival_cv2 > ws.step_cv2:
             obs = dataclasses.replace(obs, arrival_cv2=ws.step_cv2)
         missing, fresh = self._missing(ws, obs, now_s)
+        boost_before = ws.boost
         why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
         want, said, quick = self._wanted_rate(ws, obs, backlog, now_s)
@@ -265,7 +266,7 @@ class ControlLaw:
         ws.calm = calm = backlog <= 0 and not missing and now_s >= ws.panic_until_s
         if planned is None:
             target, why = want, f"first plan for {said}"
-        elif why is not None and why.startswith("misses at the largest margin"):
+        elif ws.boost > boost_before:  # the capacity feedback: more rate planned for at once
             target = max(planned, want)
         elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs)):
             target, why = want, f"up: {said}"
@@ -430,10 +431,8 @@ class ControlLaw:
         ws.demand = busy = plan_busy(workflow, problem.rate_rps, choices)
         part = self._busy_part(workflow.name, state, busy)
         if busy > part * (1 + 1e-9) and problem.rate_rps > self.settings.min_rate_rps:
-            # the node is full: plan for the rate that fits its part (busy time grows with the rate), admit
-            # that — less the capacity feedback's factor, which is capacity per request, not requests
-            covered_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
-            admit_rps = max(self.settings.min_rate_rps, covered_rps / ws.boost)
+            # the node is full: plan for the rate that fits its part (busy time grows with the rate), admit that
+            covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
             problem, choices, stats, _ = self._choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
             fits = False
         down, up = self._pins(workflow, ws, choices, current, now_s)

@@ -110,17 +110,15 @@ def series_elements(region: Region) -> list[Element]:
     Depends on the region's shape only, so each shape is decomposed once
     (a control loop re-plans the same workflows every few seconds).
     """
-    return list(_series_elements(region.stages, tuple(region.preds[s] for s in region.stages)))
+    stages = region.stages
+    return list(_series_elements(stages, tuple(region.preds[s] for s in stages),
+                                 tuple(region.succs[s] for s in stages)))
 
 
 @functools.lru_cache(maxsize=1024)
-def _series_elements(stages: tuple[str, ...], preds_in_order: tuple[tuple[str, ...], ...]) -> tuple[Element, ...]:
-    preds = dict(zip(stages, preds_in_order))
-    succs: dict[str, list[str]] = {s: [] for s in stages}
-    for s, ps in preds.items():
-        for p in ps:
-            succs[p].append(s)
-    region = Region(stages, preds, {s: tuple(v) for s, v in succs.items()})
+def _series_elements(stages: tuple[str, ...], preds: tuple[tuple[str, ...], ...],
+                     succs: tuple[tuple[str, ...], ...]) -> tuple[Element, ...]:
+    region = Region(stages, dict(zip(stages, preds)), dict(zip(stages, succs)))
     g = nx.DiGraph()
     g.add_nodes_from(region.stages)
     g.add_edges_from((p, s) for s in region.stages for p in region.preds[s])

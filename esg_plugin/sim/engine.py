@@ -444,27 +444,22 @@ class Simulator:
         control tick, before the policy's view; between ticks a request is
         shed when it arrives at a stage or reaches an idle instance."""
         for stage in self.stage_by_key.values():
-            floor_ms = t + stage.min_exec_ms + stage.min_after_ms - _EPS
             for lane in stage.lanes:
-                queue = lane.queue
-                if not any(req.shed or floor_ms > req.deadline_ms for _, req in queue):
-                    continue
                 kept = []
-                for entry in queue:
+                for entry in lane.queue:
                     req = entry[1]
-                    if req.shed:
-                        continue
-                    if floor_ms > req.deadline_ms:
+                    if not req.shed and _hopeless(stage, req, t):
                         self._shed(req, t)
-                        continue
-                    kept.append(entry)
-                queue.clear()
-                queue.extend(kept)
+                    if not req.shed:
+                        kept.append(entry)
+                if len(kept) < len(lane.queue):
+                    lane.queue.clear()
+                    lane.queue.extend(kept)
 
     def _enqueue(self, stage: _Stage, req: _Request, t: float) -> None:
         if req.shed:
             return
-        if t + stage.min_exec_ms + stage.min_after_ms > req.deadline_ms + _EPS:
+        if _hopeless(stage, req, t):
             self._shed(req, t)
             return
         lane_index = 0
@@ -681,6 +676,12 @@ class Simulator:
         ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}
         self.exec_done = {}
         return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio)
+
+
+def _hopeless(stage: _Stage, req: _Request, t: float) -> bool:
+    """Not even the stage's fastest execution and the fastest path after it
+    bring ``req`` in before its deadline (the runtime's early 504)."""
+    return t + stage.min_exec_ms + stage.min_after_ms > req.deadline_ms + _EPS
 
 
 def simulate(workload: Workload, profiles: ProfileSet, policy: Policy, config: Optional[SimConfig] = None,

@@ -296,26 +296,6 @@ def test_misses_at_the_largest_margin_raise_the_rate_planned_for_and_a_clean_str
         assert ws.planned_rps == pytest.approx(first)
 
 
-def test_on_a_full_node_the_capacity_feedback_buys_capacity_per_request_not_admissions(chain):
-    """A plan for the boosted rate on a full node covers what fits; the
-    rate admitted is that over the boost (more capacity per request, the
-    point of the feedback), not more requests."""
-    wf, profiles = chain
-    need = None
-    for boost in (1.0, 1.5):
-        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, busy_capacity=1e6))
-        state = law.new_state()
-        tick(law, state, 0.0, 400.0)
-        need = need or state.workflows["w"].busy
-        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, busy_capacity=need / 2))
-        state = law.new_state()
-        tick(law, state, 0.0, 1.0)
-        state.workflows["w"].boost = boost
-        decision = tick(law, state, 1.0, 400.0, short_rps=400.0)
-        covered = decision.plans["w"].rate_rps
-        assert decision.admit_rps["w"] == pytest.approx(covered / boost)
-
-
 def test_a_margin_out_of_reach_plans_for_the_largest_margin_in_reach(chain):
     """Raising the margin past what any plan meets must not loosen the plan:
     the budget steps down the margin's own grid, tightest first."""
