@@ -17,9 +17,11 @@ Per workflow with data, at every tick (``docs/control.md``):
 3. **Up at once, down after a delay** — re-plan when the wanted rate
    exceeds the planned one; re-plan down only after it stayed below
    ``scale_down_below`` of it for ``scale_down_delay_s``, never while there
-   is backlog or misses, never before ``warmup_s`` of data. A scale-down
+   is backlog or misses (on a time-shared node: misses above the share
+   seen before them, ``steady_misses``), never before ``warmup_s`` of data. A scale-down
    followed by misses within the delay is undone (``rollback``), and the
-   next one waits twice as long.
+   next one waits twice as long (on a time-shared node, misses at the
+   share seen before it undo nothing).
 4. **Plan** — ESG (or the exact oracle) against ``SLO × (1 − margin)``,
    queueing-aware, with the utilisation of each stage's instances a
    decision (several targets). A change of share restarts the stage's
@@ -84,6 +86,10 @@ RATE_GRID = 1.05
 """Planned rates lie on a geometric grid of this ratio (see :func:`on_rate_grid`)."""
 MIN_MISSES = 3
 """Fewer misses than this over the feedback window are noise, not a signal."""
+MISS_RISE_Z = 3.0
+"""Misses are rising (``steady_misses``) when the feedback window's count is
+this many standard deviations (binomial) above the count the share seen
+before gives."""
 DEGRADED_QUANTILES = (0.95, 0.9)
 """Degraded plans: the queueing-wait quantiles tried, in turn, below the
 configured one, before the mean."""
@@ -110,7 +116,10 @@ class WorkflowState:
     planned_rps: Optional[float] = None
     """The rate the current plan covers (headroom included)."""
     estimate_rps: Optional[float] = None
-    """The offered rate the current plan was made for: ``planned_rps`` over its headroom factor."""
+    """The offered rate the current plan was made for: ``planned_rps`` over its
+    headroom factor — kept by a re-plan for the same rate (margin, execution
+    times, the node's capacity), and after a rollback the rate observed then
+    (the capacity the rollback brought back is not a reading of the load)."""
     plan: Optional[Plan] = None
     groups: dict[str, list[InstanceGroup]] = field(default_factory=dict)
     downstream_ms: dict[str, float] = field(default_factory=dict)
@@ -128,10 +137,11 @@ class WorkflowState:
     """The arrivals' cv² when the last step was detected: in the panic after
     it the long window holds gaps at two rates, which read as bursts, so the
     cv² planned with is at most this one (``step_cv2_hold``)."""
-    pending: Optional[tuple[str, float, float]] = None
+    pending: Optional[tuple[str, float, float, Optional[float]]] = None
     """A re-plan deferred to the next tick (``max_replans_per_tick``)."""
     answers: deque = field(default_factory=deque)
-    """(time_s, start of its short window in s, answers, misses) of each tick of the last ``feedback_window_s``."""
+    """(time_s, start of its short window in s, answers, misses) of each tick
+    of the last ``feedback_window_s`` and the ``scale_down_delay_s`` before it."""
     last_raise_s: float = -math.inf
     """When the margin was last raised: the misses that raised it are spent."""
     share_changed_s: dict[str, float] = field(default_factory=dict)
@@ -146,6 +156,8 @@ class WorkflowState:
     """The rate the plan covers when ``busy_capacity`` held it below the wanted rate."""
     down_from_rps: Optional[float] = None
     """The rate planned before the last scale-down, while it is watched for misses (``rollback``)."""
+    down_miss_share: float = 0.0
+    """The share of misses over the scale-down delay before the last scale-down (``steady_misses``)."""
     down_at_s: float = -math.inf
     rollbacks: int = 0
     """Scale-downs undone in a row; the next one waits 2^this × the delay."""
@@ -183,7 +195,8 @@ class Decision:
     """Workflows planned below their wanted rate for lack of busy capacity:
     the rate to admit at the entry (the rest is shed with 429)."""
     estimates_rps: dict[str, float] = field(default_factory=dict)
-    """The offered rate each workflow's plan was made for (``rates_rps`` less the headroom)."""
+    """The offered rate each workflow's plan was made for (``rates_rps`` less
+    the headroom, and less the capacity a rollback brought back)."""
 
 
 class ControlLaw:
@@ -231,23 +244,24 @@ class ControlLaw:
                     wishes.append((name, wish))
             # the most urgent first: first plans, then the largest rise over what is planned
             wishes.sort(key=lambda item: _urgency(state.workflows[item[0]], item[1][1]), reverse=True)
-            for i, (name, (why, target, cv2)) in enumerate(wishes):
+            for i, (name, (why, target, cv2, offered)) in enumerate(wishes):
                 ws = state.workflows[name]
                 if i >= self.settings.max_replans_per_tick:
-                    ws.pending = (why, target, cv2)
+                    ws.pending = (why, target, cv2, offered)
                     reasons[name] = f"deferred to the next tick ({self.settings.max_replans_per_tick} re-plans " \
                                     f"per tick): {why}"
                     continue
                 ws.pending = None
-                self._plan(self.workflows[name], ws, state, target, cv2, current or {}, now_s)
+                self._plan(self.workflows[name], ws, state, target, cv2, current or {}, now_s, offered)
                 changed.append(name)
                 reasons[name] = why
         return self._decision(state, tuple(changed), reasons)
 
     def _step_workflow(self, workflow: Workflow, obs: WorkflowObservation, state: ControlState,
-                       now_s: float) -> Optional[tuple[str, float, float]]:
+                       now_s: float) -> Optional[tuple[str, float, float, Optional[float]]]:
         """What this workflow wants re-planned now, if anything: (why, the
-        rate to plan for, the arrivals' cv²)."""
+        rate to plan for, the arrivals' cv², the offered rate it is for
+        where that is not the rate over its headroom)."""
         s = self.settings
         ws = state.workflows.get(workflow.name)
         if ws is None:
@@ -257,13 +271,15 @@ class ControlLaw:
                 and obs.arrival_cv2 > ws.step_cv2:
             obs = dataclasses.replace(obs, arrival_cv2=ws.step_cv2)
         missing, fresh = self._missing(ws, obs, now_s)
+        before_share = self._miss_share_before(ws, now_s)
+        rising = missing and self._misses_above(ws, now_s, before_share)
         boost_before = ws.boost
         why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
         want, said, quick = self._wanted_rate(ws, obs, backlog, now_s)
         planned = ws.planned_rps
         target = planned
-        ws.calm = calm = backlog <= 0 and not missing and now_s >= ws.panic_until_s
+        ws.calm = calm = backlog <= 0 and not rising and now_s >= ws.panic_until_s
         if planned is None:
             target, why = want, f"first plan for {said}"
         elif ws.boost > boost_before:  # the capacity feedback: more rate planned for at once
@@ -280,9 +296,12 @@ class ControlLaw:
                 # never while requests wait or miss, nor in panic after a step, nor soon after a rollback
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
-                ws.down_from_rps, ws.down_at_s = planned, now_s
-        rolled = self._rollback(ws, fresh, now_s)
+                ws.down_from_rps, ws.down_at_s, ws.down_miss_share = planned, now_s, before_share
+        rolled = self._rollback(ws, fresh and self._misses_above(ws, now_s, ws.down_miss_share), now_s)
+        offered = None if target is None or abs(target - (planned or 0.0)) > 1e-9 else ws.estimate_rps
         if rolled is not None and rolled > (target or 0.0):
+            # capacity held back: the load it is for is still the one observed
+            offered = min(want, rolled) / self._headroom(obs.arrival_cv2)
             target, why = rolled, f"misses after a scale-down: planned again for {rolled:.2f} rps, halfway back " \
                                   f"to the {ws.down_from_rps:.2f} rps planned before it (next scale-down not " \
                                   f"before {ws.down_hold_until_s:.0f} s)"
@@ -302,7 +321,7 @@ class ControlLaw:
                 why = "the node's capacity shared anew: re-planned"  # another workflow wants more, or less
         if why is None:
             return None
-        return why, target, obs.arrival_cv2
+        return why, target, obs.arrival_cv2, offered
 
     def _rollback(self, ws: WorkflowState, fresh: bool, now_s: float) -> Optional[float]:
         """The rate to go back to when the last scale-down brought fresh
@@ -331,13 +350,37 @@ class ControlLaw:
         above the tolerance, and is it so over what was observed after the
         margin was last raised alone? The misses that raised the margin are
         its reason, not evidence that it is still too low; they still keep
-        the workflow from calm (no scale-down, no relaxing) for the window."""
-        window = ws.answers
-        window.append((now_s, now_s - obs.short_window_s, obs.answers, obs.late + obs.rejected))
-        while window and window[0][0] <= now_s - self.settings.feedback_window_s:
-            window.popleft()
+        the workflow from relaxing for the window (and from calm while they rise)."""
+        s = self.settings
+        history = ws.answers  # the feedback window, and the scale-down delay before it
+        history.append((now_s, now_s - obs.short_window_s, obs.answers, obs.late + obs.rejected))
+        while history and history[0][0] <= now_s - s.feedback_window_s - s.scale_down_delay_s:
+            history.popleft()
+        window = [entry for entry in history if entry[0] > now_s - s.feedback_window_s]
         fresh = [entry for entry in window if entry[1] >= ws.last_raise_s - 1e-9]
         return self._over_tolerance(window), bool(fresh) and self._over_tolerance(fresh)
+
+    def _miss_share_before(self, ws: WorkflowState, now_s: float) -> float:
+        """The share of misses over the scale-down delay before the feedback
+        window (0 without ``steady_misses`` on a time-shared node, or
+        without answers then)."""
+        if not (self.settings.steady_misses and self.settings.busy_capacity is not None):
+            return 0.0
+        before = _disjoint([e for e in ws.answers if e[0] <= now_s - self.settings.feedback_window_s])
+        answers = sum(a for _, _, a, _ in before)
+        return sum(m for _, _, _, m in before) / answers if answers else 0.0
+
+    def _misses_above(self, ws: WorkflowState, now_s: float, share: float) -> bool:
+        """Are the feedback window's misses significantly more than ``share``
+        of its answers gives (``MISS_RISE_Z``)? Counted over disjoint short
+        windows (the ticks' windows overlap)."""
+        if share <= 0.0:
+            return True
+        recent = _disjoint([e for e in ws.answers if e[0] > now_s - self.settings.feedback_window_s])
+        answers = sum(a for _, _, a, _ in recent)
+        expected = answers * share
+        misses = sum(m for _, _, _, m in recent)
+        return misses > expected + MISS_RISE_Z * math.sqrt(max(expected * (1.0 - share), 1.0))
 
     def _over_tolerance(self, entries) -> bool:
         answers = sum(a for _, _, a, _ in entries)
@@ -395,6 +438,9 @@ class ControlLaw:
                 ws.panic_until_s = now_s + s.scale_down_delay_s
                 ws.step_cv2 = obs.arrival_cv2
                 said += ", a step: no scale-down before the delay has passed"
+                if s.step_projection:
+                    rate = 2.0 * obs.rate_short_rps - obs.rate_long_rps
+                    said += f"; projected to {rate:.2f} rps (the window straddles the step)"
             elif panic:
                 said += ", in the panic after a step"
         if ws.boost > 1.0:
@@ -423,7 +469,10 @@ class ControlLaw:
 
     # --- planning -------------------------------------------------------------------------
     def _plan(self, workflow: Workflow, ws: WorkflowState, state: ControlState, rate_rps: float, cv2: float,
-              current: Mapping[StageKey, InstanceGroup], now_s: float) -> None:
+              current: Mapping[StageKey, InstanceGroup], now_s: float,
+              offered_rps: Optional[float] = None) -> None:
+        """Plan ``workflow`` for ``rate_rps`` (headroom included); the offered
+        rate it is for is ``offered_rps``, else the rate over its headroom."""
         profiles = self._profiles(workflow, state, now_s)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2)
@@ -461,7 +510,7 @@ class ControlLaw:
             # out slow beside a busy neighbour); one that meets its budget may
             return
         ws.planned_rps = rate_rps
-        ws.estimate_rps = rate_rps / self._headroom(cv2)
+        ws.estimate_rps = rate_rps / self._headroom(cv2) if offered_rps is None else offered_rps
         ws.fits = fits
         ws.admit_rps = admit_rps
         ws.busy = plan_busy(workflow, problem.rate_rps, choices)
@@ -747,6 +796,18 @@ def step_detected(obs: WorkflowObservation, planned_rps: float, z: float) -> boo
     expected = planned_rps * obs.short_window_s
     count = obs.rate_short_rps * obs.short_window_s
     return count > expected + z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0)) + 1.0
+
+
+def _disjoint(entries: list) -> list:
+    """Of the ticks' (time, window start, answers, misses), the newest and
+    then each one whose window ends before the last taken one starts: the
+    answers of each request counted once."""
+    taken, start = [], math.inf
+    for entry in reversed(entries):
+        if entry[0] <= start + 1e-9:
+            taken.append(entry)
+            start = entry[1]
+    return taken
 
 
 def _urgency(ws: WorkflowState, target_rps: float) -> tuple[bool, float]:

@@ -70,6 +70,11 @@ class ControlSettings:
     holds gaps at the old rate and at the new one reads as bursty
     (random-745: cv² 1.0 → 2.4 after a 5.6× step of Poisson arrivals),
     and a plan for bursts holds more for the whole panic."""
+    step_projection: bool = False
+    """At the tick that detects a step, plan for the long window's rate plus
+    twice the short window's excess over it: the window that detected the
+    step straddles it, and with the step anywhere in it, half of it lies
+    after the step on average."""
     backlog_drain: bool = True
     """Plan for rate + backlog / ``drain_s``: requests already waiting are
     served within a bounded time instead of waiting for the queue to shrink."""
@@ -106,6 +111,15 @@ class ControlSettings:
     ``MAX_ROLLBACK_DOUBLINGS`` doublings), as a crash-looping pod's
     restarts back off. Off: a scale-down that brings misses back is met
     only by the margin's feedback."""
+    steady_misses: bool = True
+    """On a time-shared node (``busy_capacity``): misses that hold steady do
+    not block a scale-down, nor undo one; only misses significantly above
+    the share seen over the scale-down delay before (``MISS_RISE_Z``) do —
+    there a host slower than any plan misses at a steady share whatever is
+    held, and a plan held above the load for them never came back to it.
+    Where capacity is reserved (GPU shares, the simulator), and with this
+    off, any misses over the tolerance block a scale-down and undo one
+    made within the delay: there held capacity is what helps with them."""
     warmup_s: float = 30.0
     """No scale-down until the law has observed this long (conservative after
     a restart: a full window of data first)."""

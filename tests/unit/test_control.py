@@ -143,14 +143,14 @@ def test_in_the_panic_after_a_step_the_short_window_is_followed_without_a_test(c
     assert state.workflows["w"].panic_until_s == 1.0 + 30.0  # the panic is not prolonged by its own windows
 
 
-def test_no_scale_down_while_requests_wait_or_miss(chain):
+def test_no_scale_down_while_requests_wait_or_misses_rise(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=5.0, warmup_s=0.0, feedback=False))
     state = law.new_state()
     tick(law, state, 0.0, 200.0)
     high = state.workflows["w"].planned_rps
-    for t in range(1, 20):  # the load is gone but every window misses
-        tick(law, state, float(t), 20.0, ok=50, late=10)
+    for t in range(1, 20):  # the load is gone but every window misses more
+        tick(law, state, float(t), 20.0, ok=50, late=2 * t)
     assert state.workflows["w"].planned_rps == high
     for t in range(20, 40):  # a backlog the plan cannot serve within one SLO
         tick(law, state, float(t), 20.0, backlog=500.0)
@@ -158,6 +158,28 @@ def test_no_scale_down_while_requests_wait_or_miss(chain):
     for t in range(40, 47):  # calm again: down once the delay has passed
         tick(law, state, float(t), 20.0, ok=50)
     assert state.workflows["w"].planned_rps < high
+
+
+def test_on_a_time_shared_node_misses_at_a_steady_share_neither_hold_a_plan_nor_undo_its_scale_down(chain):
+    """A host slower than any plan misses a steady share whatever is held:
+    only misses above that share are the load's (``steady_misses``). Where
+    capacity is reserved, held capacity is what helps: any misses hold."""
+    wf, profiles = chain
+    shared = ControlSettings(scale_down_delay_s=5.0, warmup_s=0.0, feedback=False, busy_capacity=1000.0)
+    planned = {}
+    for name, law in (("steady", ControlLaw([wf], profiles, shared)),
+                      ("off", ControlLaw([wf], profiles, dataclasses.replace(shared, steady_misses=False))),
+                      ("reserved", ControlLaw([wf], profiles, dataclasses.replace(shared, busy_capacity=None)))):
+        state = law.new_state()
+        tick(law, state, 0.0, 200.0)
+        high = state.workflows["w"].planned_rps
+        for t in range(1, 11):  # 5% late at the high load ...
+            tick(law, state, float(t), 200.0, ok=500, late=25)
+        for t in range(11, 40):  # ... and at the low one
+            decision = tick(law, state, float(t), 20.0, ok=50, late=3)
+            assert "misses after a scale-down" not in decision.reasons["w"]
+        planned[name] = state.workflows["w"].planned_rps / high
+    assert planned["steady"] < 0.25 and planned["off"] == 1.0 and planned["reserved"] == 1.0
 
 
 def test_a_scale_down_that_brings_misses_back_is_undone_and_the_next_waits_longer(chain):
@@ -169,11 +191,13 @@ def test_a_scale_down_that_brings_misses_back_is_undone_and_the_next_waits_longe
     high = ws().planned_rps
     for t in range(1, 12):  # the load fell: down after the delay
         tick(law, state, float(t), 20.0, ok=100)
-    low = ws().planned_rps
+    low, offered = ws().planned_rps, ws().estimate_rps
     assert low < high / 4
     decision = tick(law, state, 12.0, 20.0, ok=70, late=30)  # misses right after it: undone, halfway
     middle = ws().planned_rps
     assert "misses after a scale-down" in decision.reasons["w"]
+    # the capacity comes back, not the reading of the load: the plan is for the same offered rate
+    assert decision.estimates_rps["w"] == pytest.approx(offered) and decision.rates_rps["w"] == middle
     assert middle == pytest.approx(on_rate_grid((low * high) ** 0.5))
     assert ws().down_hold_until_s == 12.0 + 2 * 10.0  # the next scale-down waits twice the delay
     assert tick(law, state, 13.0, 20.0, ok=70, late=30).reasons["w"] == "unchanged"  # the same misses: answered
