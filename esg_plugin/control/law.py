@@ -438,9 +438,6 @@ class ControlLaw:
                 ws.panic_until_s = now_s + s.scale_down_delay_s
                 ws.step_cv2 = obs.arrival_cv2
                 said += ", a step: no scale-down before the delay has passed"
-                if s.step_projection:
-                    rate = 2.0 * obs.rate_short_rps - obs.rate_long_rps
-                    said += f"; projected to {rate:.2f} rps (the window straddles the step)"
             elif panic:
                 said += ", in the panic after a step"
         if ws.boost > 1.0:

@@ -70,11 +70,6 @@ class ControlSettings:
     holds gaps at the old rate and at the new one reads as bursty
     (random-745: cv² 1.0 → 2.4 after a 5.6× step of Poisson arrivals),
     and a plan for bursts holds more for the whole panic."""
-    step_projection: bool = False
-    """At the tick that detects a step, plan for the long window's rate plus
-    twice the short window's excess over it: the window that detected the
-    step straddles it, and with the step anywhere in it, half of it lies
-    after the step on average."""
     backlog_drain: bool = True
     """Plan for rate + backlog / ``drain_s``: requests already waiting are
     served within a bounded time instead of waiting for the queue to shrink."""
