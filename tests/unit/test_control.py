@@ -255,6 +255,17 @@ def test_misses_raise_the_margin_and_a_clean_stretch_lowers_it(chain):
     assert state.workflows["w"].margin < 0.1
 
 
+def test_a_re_plan_at_the_same_rate_keeps_the_offered_rate_its_plan_was_made_for(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(feedback_cooldown_s=5.0))
+    state = law.new_state()
+    first = tick(law, state, 0.0, 50.0, arrival_cv2=4.0)  # bursty: planned with more headroom
+    # misses raise the margin: a new plan for the same rate, whatever the window's cv² reads now
+    decision = tick(law, state, 1.0, 50.0, ok=90, late=10, arrival_cv2=1.0)
+    assert "margin raised" in decision.reasons["w"] and decision.rates_rps["w"] == first.rates_rps["w"]
+    assert decision.estimates_rps["w"] == first.estimates_rps["w"]
+
+
 def test_a_relaxed_margin_comes_back_to_its_floor_exactly(chain):
     """Up by 0.1 twice, down by 0.05 four times: back to 0, not to 1.4e-17
     — which would count as "above the floor" and re-plan at every clean
