@@ -147,7 +147,9 @@ class WorkflowState:
     share_changed_s: dict[str, float] = field(default_factory=dict)
     """Per stage, when the plan last moved it to another share."""
     calm: bool = True
-    """No excess backlog, no misses, no panic at the last tick: only then may a re-plan hold less."""
+    """No excess backlog, no misses (on a time-shared node: none above the
+    share seen before, ``steady_misses``), no panic at the last tick: only
+    then may a re-plan hold less."""
     busy: float = 0.0
     """The plan's busy time on a time-shared node (:func:`plan_busy`)."""
     demand: float = 0.0
@@ -293,7 +295,7 @@ class ControlLaw:
             low = want < planned * s.scale_down_below
             due = ws.scale_down.update(low, now_s, keep=True)
             if due and warm and calm and now_s >= ws.down_hold_until_s:
-                # never while requests wait or miss, nor in panic after a step, nor soon after a rollback
+                # never while requests wait or misses rise, nor in panic after a step, nor soon after a rollback
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
                 ws.down_from_rps, ws.down_at_s, ws.down_miss_share = planned, now_s, before_share
@@ -373,7 +375,8 @@ class ControlLaw:
     def _misses_above(self, ws: WorkflowState, now_s: float, share: float) -> bool:
         """Are the feedback window's misses significantly more than ``share``
         of its answers gives (``MISS_RISE_Z``)? Counted over disjoint short
-        windows (the ticks' windows overlap)."""
+        windows (the ticks' windows overlap). With no share seen before,
+        yes: the callers ask only when the misses are over the tolerance."""
         if share <= 0.0:
             return True
         recent = _disjoint([e for e in ws.answers if e[0] > now_s - self.settings.feedback_window_s])
