@@ -52,6 +52,7 @@ bench: $(TORCH_STAMP)
 	$(BIN)/python bench/scaler.py
 	$(BIN)/python bench/control.py
 	$(BIN)/python bench/tracking.py
+	$(BIN)/python bench/tracking.py --tick-s 2 --step 3 --misses 0.03 --settings '{"busy_capacity": 100}'
 	$(BIN)/python bench/ratelimit.py
 	$(BIN)/python bench/live_share.py
 
