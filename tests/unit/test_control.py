@@ -182,6 +182,13 @@ def test_on_a_time_shared_node_misses_at_a_steady_share_neither_hold_a_plan_nor_
     assert planned["steady"] < 0.25 and planned["off"] == 1.0 and planned["reserved"] == 1.0
 
 
+def test_misses_are_counted_over_disjoint_windows_where_the_ticks_windows_overlap():
+    from esg_plugin.control.law import _disjoint
+    ticks = [(float(t), t - 2.0, 10, 1) for t in range(1, 7)]  # a tick a second, 2-s windows
+    assert [e[0] for e in _disjoint(ticks)] == [6.0, 4.0, 2.0]
+    assert _disjoint([]) == []
+
+
 def test_a_scale_down_that_brings_misses_back_is_undone_and_the_next_waits_longer(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=10.0, warmup_s=0.0, feedback=False))
