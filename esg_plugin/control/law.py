@@ -273,8 +273,7 @@ class ControlLaw:
                 and obs.arrival_cv2 > ws.step_cv2:
             obs = dataclasses.replace(obs, arrival_cv2=ws.step_cv2)
         missing, fresh = self._missing(ws, obs, now_s)
-        before_share = self._miss_share_before(ws, now_s)
-        rising = missing and self._misses_above(ws, now_s, before_share)
+        rising = missing and self._misses_above(ws, now_s, self._miss_share_before(ws, now_s))
         boost_before = ws.boost
         why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
@@ -298,7 +297,8 @@ class ControlLaw:
                 # never while requests wait or misses rise, nor in panic after a step, nor soon after a rollback
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
-                ws.down_from_rps, ws.down_at_s, ws.down_miss_share = planned, now_s, before_share
+                ws.down_from_rps, ws.down_at_s = planned, now_s
+                ws.down_miss_share = self._miss_share_before(ws, now_s)
         rolled = self._rollback(ws, fresh and self._misses_above(ws, now_s, ws.down_miss_share), now_s)
         offered = None if target is None or abs(target - (planned or 0.0)) > 1e-9 else ws.estimate_rps
         if rolled is not None and rolled > (target or 0.0):
@@ -368,9 +368,8 @@ class ControlLaw:
         without answers then)."""
         if not (self.settings.steady_misses and self.settings.busy_capacity is not None):
             return 0.0
-        before = _disjoint([e for e in ws.answers if e[0] <= now_s - self.settings.feedback_window_s])
-        answers = sum(a for _, _, a, _ in before)
-        return sum(m for _, _, _, m in before) / answers if answers else 0.0
+        answers, misses = _totals(_disjoint([e for e in ws.answers if e[0] <= now_s - self.settings.feedback_window_s]))
+        return misses / answers if answers else 0.0
 
     def _misses_above(self, ws: WorkflowState, now_s: float, share: float) -> bool:
         """Are the feedback window's misses significantly more than ``share``
@@ -379,15 +378,12 @@ class ControlLaw:
         yes: the callers ask only when the misses are over the tolerance."""
         if share <= 0.0:
             return True
-        recent = _disjoint([e for e in ws.answers if e[0] > now_s - self.settings.feedback_window_s])
-        answers = sum(a for _, _, a, _ in recent)
+        answers, misses = _totals(_disjoint([e for e in ws.answers if e[0] > now_s - self.settings.feedback_window_s]))
         expected = answers * share
-        misses = sum(m for _, _, _, m in recent)
         return misses > expected + MISS_RISE_Z * math.sqrt(max(expected * (1.0 - share), 1.0))
 
     def _over_tolerance(self, entries) -> bool:
-        answers = sum(a for _, _, a, _ in entries)
-        misses = sum(m for _, _, _, m in entries)
+        answers, misses = _totals(entries)
         return misses >= MIN_MISSES and misses > self.settings.miss_tolerance * answers
 
     def _feedback(self, ws: WorkflowState, missing: bool, fresh: bool, now_s: float) -> Optional[str]:
@@ -796,6 +792,11 @@ def step_detected(obs: WorkflowObservation, planned_rps: float, z: float) -> boo
     expected = planned_rps * obs.short_window_s
     count = obs.rate_short_rps * obs.short_window_s
     return count > expected + z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0)) + 1.0
+
+
+def _totals(entries) -> tuple[int, int]:
+    """(answers, misses) over ticks' (time, window start, answers, misses)."""
+    return sum(e[2] for e in entries), sum(e[3] for e in entries)
 
 
 def _disjoint(entries: list) -> list:
