@@ -402,8 +402,13 @@ class LocalPlatform:
 
     # --- the gateway's side ---------------------------------------------------
     def acquire(self, name: str, avoid: Optional[Worker] = None) -> Optional[Worker]:
-        """The next worker of the function in round robin (not ``avoid`` when
-        there is another), counted in flight until :meth:`release`."""
+        """The worker with the fewest requests in flight, ties in round robin
+        (not ``avoid`` when there is another), counted in flight until
+        :meth:`release`. The planner's model is one queue per stage that every
+        instance takes from (``SPEC.md``); each worker here has its own queue,
+        and the least-loaded pick — Knative's activator, Envoy's
+        ``LEAST_REQUEST`` — keeps a request from waiting behind a busy worker
+        while another is idle, which round robin does not."""
         fn = self.functions.get(name)
         if fn is None:
             return None
@@ -411,7 +416,9 @@ class LocalPlatform:
             workers = [w for w in fn.workers if w is not avoid] or fn.workers
             if not workers:
                 return None
-            worker = workers[next(fn.cursor) % len(workers)]
+            start = next(fn.cursor)
+            worker = min((workers[(start + i) % len(workers)] for i in range(len(workers))),
+                         key=lambda w: w.in_flight)
             worker.in_flight += 1
             return worker
 

@@ -120,6 +120,9 @@ class LoadResult:
     """The router's reason when the status is not 200 (or the client's own error)."""
     rejected_by: str = ""
     """For a 429: what turned it away (``contract.REJECTED_BY_*``), as the router said."""
+    send_lag_ms: float = 0.0
+    """How late the load generator sent it after its drawn time (``sent_s``): an open-loop
+    generator that falls behind offers less load than the workload says, then a burst."""
 
 
 @dataclass
@@ -168,6 +171,7 @@ class UpReport:
                 "slo_hit_rate": round(sum(r.slo_met for r in mine) / len(mine), 4) if mine else None,
                 "p50_ms": round(statistics.median(ok), 1) if ok else None,
                 "p99_ms": round(float(np.percentile(ok, 99)), 1) if ok else None,
+                **_send_lag(mine),
             }
         held = [h for t, h in self.held if self.warmup_s <= t <= self.duration_s]
         out["cost"] = round(statistics.fmean(held), 3) if held else None
@@ -186,7 +190,8 @@ class UpReport:
         """Every request the load generator sent, in the order sent: workflow,
         time sent (s from the start), latency, status, SLO met, and for a 429
         what turned it away."""
-        return [{"workflow": r.workflow, "sent_s": round(r.sent_s, 4), "latency_ms": round(r.latency_ms, 2),
+        return [{"workflow": r.workflow, "sent_s": round(r.sent_s, 4), "send_lag_ms": round(r.send_lag_ms, 2),
+                 "latency_ms": round(r.latency_ms, 2),
                  "status": r.status, "slo_met": r.slo_met, **({"rejected_by": r.rejected_by} if r.status == 429 else {})}
                 for r in sorted(self.results, key=lambda r: r.sent_s)]
 
@@ -400,6 +405,22 @@ def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observat
     return row
 
 
+SEND_LATE_MS = 100.0
+"""A request the load generator sent this much after its drawn time was not
+offered when the workload says: the report counts them."""
+
+
+def _send_lag(results: list) -> dict:
+    """How faithfully the load generator kept the drawn times: the median and
+    99th percentile of its lag, and the share of requests sent ``SEND_LATE_MS`` late."""
+    lags = [r.send_lag_ms for r in results]
+    if not lags:
+        return {"send_lag_p50_ms": None, "send_lag_p99_ms": None, "sent_late_share": None}
+    return {"send_lag_p50_ms": round(statistics.median(lags), 1),
+            "send_lag_p99_ms": round(float(np.percentile(lags, 99)), 1),
+            "sent_late_share": round(sum(lag >= SEND_LATE_MS for lag in lags) / len(lags), 4)}
+
+
 def _rejected_by(body: str) -> str:
     """What a 429's JSON says turned the request away; "" when it does not say."""
     try:
@@ -428,6 +449,7 @@ def _drive(router_url: str, topology: Topology, workload: Workload, seed: int, s
         request = urllib.request.Request(f"{router_url}/workflow/{name}", data=body, method="POST",
                                          headers={"Content-Type": content_type})
         sent = time.monotonic()
+        lag_ms = max(0.0, (sent - started - t) * 1000.0)
         status, met, error = 0, False, ""
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
@@ -440,7 +462,7 @@ def _drive(router_url: str, topology: Topology, workload: Workload, seed: int, s
         latency_ms = (time.monotonic() - sent) * 1000.0
         with lock:
             report.results.append(LoadResult(name, t, latency_ms, status, met and status == 200, error,
-                                             _rejected_by(error) if status == 429 else ""))
+                                             _rejected_by(error) if status == 429 else "", lag_ms))
 
     with ThreadPoolExecutor(256, thread_name_prefix="esg-load") as pool:
         for t, name, body, content_type in arrivals:

@@ -150,6 +150,26 @@ def test_a_worker_leaving_the_rotation_answers_what_it_was_sent_before_it_stops(
     assert picked == [fn.workers[0]] * 3
 
 
+def test_a_request_goes_to_the_worker_with_the_fewest_in_flight(platform):
+    """Not behind a busy worker while another is idle, as round robin would
+    send every other one (the planner's model: one queue per stage)."""
+    busy = platform.acquire("echo")
+    picked = []
+    for _ in range(4):
+        worker = platform.acquire("echo")
+        picked.append(worker)
+        platform.release(worker)
+    platform.release(busy)
+    assert busy not in picked and len(set(map(id, picked))) == 1
+    # all idle: round robin among equals
+    both = []
+    for _ in range(2):
+        worker = platform.acquire("echo")
+        both.append(worker)
+        platform.release(worker)
+    assert both[0] is not both[1]
+
+
 def test_the_gateway_tries_another_worker_when_one_refuses_the_connection(platform):
     gateway = make_gateway_server(platform)
     threading.Thread(target=gateway.serve_forever, daemon=True).start()

@@ -95,6 +95,7 @@ def test_esg_up_with_two_small_functions(tmp_path):
     assert sum(summary["workflows"]["pair"]["rejected_by"].values()) == summary["workflows"]["pair"]["rejected"]
     rows = report.requests()
     assert len(rows) == sent and all(("rejected_by" in r) == (r["status"] == 429) for r in rows)
+    assert all(r["send_lag_ms"] >= 0.0 for r in rows) and summary["workflows"]["pair"]["send_lag_p99_ms"] is not None
     assert json.dumps(summary)
     # no process outlives the shutdown
     assert report.spawned_pids and not any(alive(pid) for pid in report.spawned_pids)

@@ -427,3 +427,17 @@ def test_the_up_report_times_a_held_workflows_answer_to_a_step():
     # and against the intensity the load generator drew from (2.5 rps here), free of the window's noise
     assert tracking["estimate_over_nominal_median"] == pytest.approx(0.86)
     assert tracking["steady_ticks_estimate_within_15pct_of_nominal"] == 0.5
+
+
+def test_the_up_report_says_how_late_the_load_generator_sent():
+    """An open-loop generator that falls behind offers less than the workload
+    says, then a burst: the report gives its lag, per workflow."""
+    from esg_plugin.local.up import SEND_LATE_MS, LoadResult, UpReport
+
+    report = UpReport("esg", 10.0, 0.0)
+    lags = [0.0, 1.0, 2.0, 3.0, SEND_LATE_MS + 50.0]
+    report.results = [LoadResult("w", float(i), 50.0, 200, True, send_lag_ms=lag) for i, lag in enumerate(lags)]
+    row = report.summary()["workflows"]["w"]
+    assert row["send_lag_p50_ms"] == 2.0 and row["send_lag_p99_ms"] > 3.0
+    assert row["sent_late_share"] == 0.2
+    assert [r["send_lag_ms"] for r in report.requests()] == lags
