@@ -15,6 +15,7 @@ had already sent to it is answered, so no request meets a draining worker.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -45,6 +46,53 @@ class PlatformError(ESGError, RuntimeError):
 
 MAX_REPLICAS = 16
 """The platform's default bound on one function's replicas."""
+
+START_NICE = 10
+"""A worker starts (torch and its model: a core for seconds) at this nice
+value and runs at the platform's own once ready — where the platform may
+raise a process's priority again (``CAP_SYS_NICE``, as root has it, or an
+``RLIMIT_NICE`` that allows it): on a 2-core machine a start at full
+priority takes a core from the replicas that serve, and the requests they
+hold miss while a scale-up is under way. Kubernetes gives a serving pod
+its CPU request however many pods start beside it; a nice value is the
+nearest a plain process gets. Without that right workers start at the
+platform's priority, as before."""
+
+
+def can_raise_priority() -> bool:
+    """Whether this process may lower a nice value again: ``CAP_SYS_NICE``
+    in its effective capabilities, or an ``RLIMIT_NICE`` that allows nice 0."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:") and int(line.split()[1], 16) >> 23 & 1:  # CAP_SYS_NICE = 23
+                return True
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        return resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20 - os.getpriority(os.PRIO_PROCESS, 0)
+    except (ImportError, OSError, ValueError, AttributeError):
+        return False
+
+
+def set_nice(pid: int, nice: int) -> bool:
+    """Every thread of process ``pid`` at ``nice`` (Linux's nice value is a
+    thread's: torch's threads keep the one they were started with); False
+    when not allowed or the process is gone."""
+    for _ in range(2):  # a thread started meanwhile by one not yet changed
+        try:
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            return False
+        for tid in threads:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except ProcessLookupError:
+                pass
+            except OSError:
+                return False
+    return True
 
 
 def build_folder(template: Path, handler: Path, folder: Path) -> Path:
@@ -115,7 +163,7 @@ class LocalPlatform:
     def __init__(self, stack: Mapping, stack_dir: Path, workdir: Path, template: Path = TEMPLATE,
                  start_timeout_s: float = 120.0, extra_env: Optional[Mapping[str, str]] = None,
                  retry_s: tuple[float, float] = (1.0, 30.0), parallel_starts: Optional[int] = None,
-                 max_replicas: int = MAX_REPLICAS):
+                 max_replicas: int = MAX_REPLICAS, start_nice: Optional[int] = None):
         self.workdir = workdir
         self.logs = workdir / "logs"
         """Each worker's stdout and stderr: ``<function>.<port>.log``."""
@@ -141,6 +189,9 @@ class LocalPlatform:
         """Workers starting at once, over all functions: a start (torch and a
         model loading) takes a core for seconds, and on a small machine ten at
         once starve the replicas that serve."""
+        self.nice = os.getpriority(os.PRIO_PROCESS, 0)
+        self.start_nice = (START_NICE if can_raise_priority() else 0) if start_nice is None else start_nice
+        """Added to a worker's nice value until it is ready (:data:`START_NICE`; 0: none)."""
         self.rollouts: list[threading.Thread] = []
         self.stoppers: list[threading.Thread] = []
         folders: dict[Path, Path] = {}
@@ -175,7 +226,7 @@ class LocalPlatform:
             with open(log, "ab") as out:  # the child keeps its own descriptor
                 proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=functools.partial(_in_worker, self.start_nice))
             self.spawned.append(proc.pid)
             return Worker(proc, port, state.gpu_share, (state.batch_size, state.max_wait_ms), log=log)
 
@@ -190,6 +241,9 @@ class LocalPlatform:
                     raise PlatformError(f"function '{fn.name}' exited at start: {error[-1] if error else 'no output'}")
                 try:
                     if call_worker(worker.port, "GET", C.HEALTH_PATH, timeout=1.0)[0] == 200:
+                        if self.start_nice and not set_nice(worker.proc.pid, self.nice) \
+                                and worker.proc.poll() is None:
+                            self.start_nice = 0  # not allowed after all: the next ones start at ours
                         break
                 except OSError:
                     pass
@@ -438,6 +492,13 @@ class LocalPlatform:
         workers, those still starting included (as a pod's request is)."""
         with self.answered:
             return sum(w.share / 100.0 for fn in self.functions.values() for w in fn.workers + fn.starting)
+
+
+def _in_worker(start_nice: int) -> None:
+    """In the worker, before exec: die with the platform, start at a lower priority."""
+    _die_with_parent()
+    if start_nice:
+        os.nice(start_nice)
 
 
 def _die_with_parent() -> None:

@@ -3,6 +3,7 @@ rotation before it is stopped, and a refused connection is tried again."""
 
 import http.client
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -148,6 +149,30 @@ def test_a_worker_leaving_the_rotation_answers_what_it_was_sent_before_it_stops(
     for w in picked:
         platform.release(w)
     assert picked == [fn.workers[0]] * 3
+
+
+def thread_nices(pid):
+    """The nice value of every thread of a process (field 19 of /proc's stat)."""
+    root = Path(f"/proc/{pid}/task")
+    return {int((root / tid / "stat").read_text().rsplit(")", 1)[1].split()[16]) for tid in os.listdir(root)}
+
+
+def test_a_worker_starts_at_a_lower_priority_and_serves_at_the_platforms(platform):
+    """A start (torch, a model) must not take the cores from the replicas that serve."""
+    from esg_plugin.local.platform import set_nice
+
+    if not platform.start_nice:
+        pytest.skip("this process may not raise a priority again (no CAP_SYS_NICE): workers start at its own")
+    fn = platform.functions["echo"]
+    assert all(thread_nices(w.proc.pid) == {platform.nice} for w in fn.workers)  # ready: serving
+    worker = platform._spawn(fn, fn.state)
+    try:
+        assert thread_nices(worker.proc.pid) == {platform.nice + platform.start_nice}
+        platform._wait_ready(fn, [worker])
+        assert thread_nices(worker.proc.pid) == {platform.nice}
+    finally:
+        platform._stop([worker], timeout_s=5.0)
+    assert not set_nice(worker.proc.pid, 0)  # gone: says so
 
 
 def test_a_request_goes_to_the_worker_with_the_fewest_in_flight(platform):
