@@ -49,7 +49,8 @@ MAX_REPLICAS = 16
 
 START_NICE = 10
 """A worker starts (torch and its model: a core for seconds) at this nice
-value and runs at the platform's own once ready — where the platform may
+value and runs at the platform's own once ready, or after
+:data:`START_NICE_S` at the latest — where the platform may
 raise a process's priority again (``CAP_SYS_NICE``, as root has it, or an
 ``RLIMIT_NICE`` that allows it): on a 2-core machine a start at full
 priority takes a core from the replicas that serve, and the requests they
@@ -57,6 +58,14 @@ hold miss while a scale-up is under way. Kubernetes gives a serving pod
 its CPU request however many pods start beside it; a nice value is the
 nearest a plain process gets. Without that right workers start at the
 platform's priority, as before."""
+
+START_NICE_S = 5.0
+"""The longest a worker starts at :data:`START_NICE`: about what a start
+takes beside the load the machine serves (4–6 s for a ResNet-50 worker on
+2 cores under ``esg up`` at 1x). On a machine saturated by load a worker at
+nice 10 has a tenth of the weight of each one serving, and the capacity a
+scale-up is for must not wait on that: past this bound the start competes
+as an equal (``docs/local.md``)."""
 
 
 def can_raise_priority() -> bool:
@@ -125,6 +134,9 @@ class Worker:
     live_share: bool = True
     """Whether it may take another share without a restart (a CPU worker: its
     threads); False once it answered that a restart is required (CUDA)."""
+    niced_until_s: Optional[float] = None
+    """While it starts at a lower priority: the monotonic time it gets the
+    platform's back at the latest (:data:`START_NICE_S`); None once it has."""
 
 
 @dataclass
@@ -228,7 +240,8 @@ class LocalPlatform:
                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                         preexec_fn=functools.partial(_in_worker, self.start_nice))
             self.spawned.append(proc.pid)
-            return Worker(proc, port, state.gpu_share, (state.batch_size, state.max_wait_ms), log=log)
+            return Worker(proc, port, state.gpu_share, (state.batch_size, state.max_wait_ms), log=log,
+                          niced_until_s=time.monotonic() + START_NICE_S if self.start_nice else None)
 
     def _wait_ready(self, fn: LocalFunction, workers: list[Worker]) -> None:
         deadline = time.monotonic() + self.start_timeout_s
@@ -241,15 +254,23 @@ class LocalPlatform:
                     raise PlatformError(f"function '{fn.name}' exited at start: {error[-1] if error else 'no output'}")
                 try:
                     if call_worker(worker.port, "GET", C.HEALTH_PATH, timeout=1.0)[0] == 200:
-                        if self.start_nice and not set_nice(worker.proc.pid, self.nice) \
-                                and worker.proc.poll() is None:
-                            self.start_nice = 0  # not allowed after all: the next ones start at ours
+                        self._unnice(worker)  # it serves now: the platform's priority
                         break
                 except OSError:
                     pass
+                for other in workers:  # a start that takes longer gets the platform's priority too
+                    if other.niced_until_s is not None and time.monotonic() >= other.niced_until_s:
+                        self._unnice(other)
                 if time.monotonic() > deadline:
                     raise PlatformError(f"function '{fn.name}' did not start within {self.start_timeout_s:g} s")
                 time.sleep(0.1)
+
+    def _unnice(self, worker: Worker) -> None:
+        if worker.niced_until_s is None:
+            return
+        worker.niced_until_s = None
+        if not set_nice(worker.proc.pid, self.nice) and worker.proc.poll() is None:
+            self.start_nice = 0  # not allowed after all: the next ones start at the platform's priority
 
     def _start_ready(self, fn: LocalFunction, state: FunctionState, count: int) -> list[Worker]:
         """``count`` new workers, ready; if any fails to start, none is left running."""

@@ -159,7 +159,7 @@ def thread_nices(pid):
 
 def test_a_worker_starts_at_a_lower_priority_and_serves_at_the_platforms(platform):
     """A start (torch, a model) must not take the cores from the replicas that serve."""
-    from esg_plugin.local.platform import set_nice
+    from esg_plugin.local.platform import START_NICE_S, set_nice
 
     if not platform.start_nice:
         pytest.skip("this process may not raise a priority again (no CAP_SYS_NICE): workers start at its own")
@@ -168,8 +168,9 @@ def test_a_worker_starts_at_a_lower_priority_and_serves_at_the_platforms(platfor
     worker = platform._spawn(fn, fn.state)
     try:
         assert thread_nices(worker.proc.pid) == {platform.nice + platform.start_nice}
+        assert 0 < worker.niced_until_s - time.monotonic() <= START_NICE_S  # for so long at the most
         platform._wait_ready(fn, [worker])
-        assert thread_nices(worker.proc.pid) == {platform.nice}
+        assert thread_nices(worker.proc.pid) == {platform.nice} and worker.niced_until_s is None
     finally:
         platform._stop([worker], timeout_s=5.0)
     assert not set_nice(worker.proc.pid, 0)  # gone: says so
