@@ -481,9 +481,11 @@ class LocalPlatform:
         (not ``avoid`` when there is another), counted in flight until
         :meth:`release`. The planner's model is one queue per stage that every
         instance takes from (``SPEC.md``); each worker here has its own queue,
-        and the least-loaded pick — Knative's activator, Envoy's
-        ``LEAST_REQUEST`` — keeps a request from waiting behind a busy worker
-        while another is idle, which round robin does not."""
+        and the least-loaded pick keeps a request from waiting behind a busy
+        worker while another is idle, which round robin does not. (Knative's
+        activator and Envoy's ``LEAST_REQUEST`` take the less loaded of two
+        random replicas, which scales to many balancers and replicas; over a
+        machine's handful, all are compared.)"""
         fn = self.functions.get(name)
         if fn is None:
             return None
