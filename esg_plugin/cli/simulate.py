@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..control import ABLATIONS
 from ..limits import MAX_DURATION_S, MAX_SEED, flag
 from ..loaders import LoadError, load_profiles, load_workload
 
@@ -36,8 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="share of the SLO that esg and optimal keep in reserve at start (default 0.25; "
                         "misses raise it, see docs/control.md)")
     p.add_argument("--ablation", metavar="MECHANISM",
-                   help="switch one mechanism of esg's control law off: utilisation, step, backlog, feedback, "
-                        "degraded")
+                   help="switch one mechanism of esg's control law off: " + ", ".join(ABLATIONS))
     p.add_argument("--json", action="store_true", help="print the SPEC §7 JSON instead of the table")
     p.add_argument("--out", metavar="DIR",
                    help="also write simulation.json, latencies.csv and PNG plots into DIR")

@@ -146,6 +146,9 @@ class WorkflowState:
     """When the margin was last raised: the misses that raised it are spent."""
     share_changed_s: dict[str, float] = field(default_factory=dict)
     """Per stage, when the plan last moved it to another share."""
+    started_s: dict[str, float] = field(default_factory=dict)
+    """Per stage, when the plan last started instances (more replicas, or
+    another share): they start for the function's cold start (``keep_starting``)."""
     calm: bool = True
     """No excess backlog, no misses (on a time-shared node: none above the
     share seen before, ``steady_misses``), no panic at the last tick: only
@@ -480,18 +483,26 @@ class ControlLaw:
             covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
             problem, choices, stats, _ = self._choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
             fits = False
-        down, up = self._pins(workflow, ws, choices, current, now_s)
+        down, up, starting = self._pins(workflow, ws, choices, current, now_s)
+        kept: dict = {}
+        if starting:
+            # in a step, instances still starting keep their share: more of them, not a restart of the restart
+            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**down, **starting})
+            if again is not None and (again[3] or not fits):
+                problem, choices, stats, fits = again
+                kept = starting
+                down, up, _ = self._pins(workflow, ws, choices, current, now_s)
         # a restart for a larger share is not taken when the plan at the running
         # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
         if up:
-            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**down, **up})
+            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down, **up})
             if again is not None and again[3] and \
                     _cost(again[1]) * (1.0 - self.settings.min_share_saving) <= _cost(choices) + 1e-9:
                 problem, choices, stats, fits = again
                 down = {}
         # a restart for a smaller share that saves too little is not taken
         if down:
-            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, down)
+            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down})
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
@@ -515,6 +526,8 @@ class ControlLaw:
             before = _running(workflow, ws, stage, current)
             if before is not None and before.gpu_share != option.config.gpu_share:
                 ws.share_changed_s[stage] = now_s
+            if before is None or before.gpu_share != option.config.gpu_share or option.replicas > before.count:
+                ws.started_s[stage] = now_s
         ws.groups = deployment_for(self.policy, problem, choices)
         after: dict[str, float] = {}
         for name in reversed(workflow.topological_order()):
@@ -626,23 +639,29 @@ class ControlLaw:
         return max(0.0, self.settings.capacity_gpus - others) + 1e-9
 
     def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup],
-              now_s: float) -> tuple[dict, dict]:
+              now_s: float) -> tuple[dict, dict, dict]:
         """Stages the plan would move to another share than they run at now
         (a restart of every instance of the stage), with the share they run
         at: (smaller shares that save less than ``min_share_saving`` of what
         the stage holds now, or that come within ``scale_down_delay_s`` of
-        the stage's last change of share; larger shares)."""
-        down, up = {}, {}
+        the stage's last change of share; larger shares; either, where the
+        stage's instances started less than a cold start ago and
+        ``keep_starting`` holds)."""
+        down, up, starting = {}, {}, {}
         for stage, option in choices.items():
             now = _running(workflow, ws, stage, current)
             if now is None or option.config.gpu_share == now.gpu_share:
                 continue
-            if option.config.gpu_share > now.gpu_share:
+            cold_s = self.profiles[workflow.stage(stage).function].cold_start_ms / 1000.0
+            if self.settings.keep_starting and now_s < ws.panic_until_s \
+                    and now_s - ws.started_s.get(stage, -math.inf) < cold_s:
+                starting[stage] = now.gpu_share
+            elif option.config.gpu_share > now.gpu_share:
                 up[stage] = now.gpu_share
             elif (1 - option.cost_pct / (now.gpu_share * max(now.count, 1)) < self.settings.min_share_saving
                   or now_s - ws.share_changed_s.get(stage, -math.inf) < self.settings.scale_down_delay_s):
                 down[stage] = now.gpu_share
-        return down, up
+        return down, up, starting
 
     # --- calibration ----------------------------------------------------------------------
     def _calibrate(self, observation: Observation, state: ControlState, shares: Mapping[str, int],

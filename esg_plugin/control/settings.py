@@ -11,7 +11,8 @@ from typing import Optional
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
-ABLATIONS = ("utilisation", "step", "rise", "backlog", "feedback", "capacity", "degraded", "rollback")
+ABLATIONS = ("utilisation", "step", "rise", "backlog", "feedback", "capacity", "degraded", "rollback",
+             "starting")
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,16 @@ class ControlSettings:
     when it saves at least this share of the stage's cost; a larger one only
     when the plan at the running shares misses the SLO or costs more than
     1 / (1 - this) times as much."""
+    keep_starting: bool = True
+    """In the panic after a step, a stage whose plan started instances less
+    than its function's cold start ago keeps their share when it is
+    re-planned (more replicas of it, where that meets the budget), rather
+    than moving to another share: a rolling update to a third version
+    scales the second, still starting, away (Kubernetes does so too), and
+    the stage then waits a whole cold start again while the load that
+    called for it queues — in a step, which re-plans at every tick as the
+    short window fills, one cold start after another. Off: each re-plan
+    picks its shares afresh."""
     min_rate_rps: float = 0.1
     """The least rate planned for."""
     queueing_aware: bool = True
@@ -198,4 +209,6 @@ class ControlSettings:
             return replace(self, degraded_cheapest=False)
         if mechanism == "rollback":
             return replace(self, rollback=False)
+        if mechanism == "starting":
+            return replace(self, keep_starting=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

@@ -3,6 +3,7 @@ that the simulator and the scaler run it, decision for decision."""
 
 import dataclasses
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,12 @@ from esg_plugin.control import (
 )
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.control.law import on_rate_grid
-from esg_plugin.model import InstanceGroup, Stage, Workflow
+from esg_plugin.model import InstanceGroup, ProfileSet, Stage, Workflow
 from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide_functions
 from esg_plugin.scaler.sources import Observation as ScalerObservation
 from esg_plugin.sim import View
 from esg_plugin.sim.policies import CONTROL_SHORT_WINDOW_S, ControlledPolicy
-from esg_plugin.synthetic import example_profiles
+from esg_plugin.synthetic import BATCH_SIZES, GPU_SHARES, example_profiles, random_monotone_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -706,3 +707,31 @@ def test_busy_time_counts_rate_execution_per_request_and_share():
                "b": StageOption(Config(1, 100), 5.0, 1, 0.0, 5.0, 100)}   # twice per request, whole node
     assert plan_busy(wf, 10.0, choices) == pytest.approx(10 * 0.010 * 0.5 + 20 * 0.005 * 1.0)
 
+
+
+def test_in_a_step_a_stage_whose_instances_still_start_keeps_their_share():
+    """A step re-plans at every tick while the short window fills: the
+    instances the first re-plan started are still starting at the next one
+    (a cold start of 2 s), and moving the stage to another share then would
+    throw them away and start again. They keep their share — more replicas
+    of it — until their cold start has passed."""
+    rng = random.Random(0)  # two random monotone profiles whose best share grows with the rate
+    functions = {name: dataclasses.replace(random_monotone_profile(rng, name, BATCH_SIZES, GPU_SHARES),
+                                           cold_start_ms=2000.0) for name in ("fa", "fb")}
+    profiles = ProfileSet("step", functions)
+    wf = Workflow.build("w", rng.uniform(100, 300), [Stage("a", "fa"), Stage("b", "fb", ("a",))], hop_ms=1.0)
+
+    def shares(keep: bool, second_s: float):
+        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, keep_starting=keep))
+        state = law.new_state()
+        law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 2.0)}), state, 0.0)
+        first = law.step(Observation(1.0, {"w": WorkflowObservation(21, 80, 2.0)}), state, 1.0)  # the step
+        second = law.step(Observation(second_s, {"w": WorkflowObservation(22, 200, 2.0)}), state, second_s)
+        assert "a step" in first.reasons["w"] and "panic" in second.reasons["w"]
+        return [{s: g[0].gpu_share for (_, s), g in d.desired.items()} for d in (first, second)]
+
+    first, moved = shares(keep=False, second_s=2.0)
+    assert moved != first  # afresh, the second re-plan moves a stage to another share
+    first, kept = shares(keep=True, second_s=2.0)
+    assert kept == first
+    assert shares(keep=True, second_s=3.5)[1] == shares(keep=False, second_s=3.5)[1]  # once started, free again
