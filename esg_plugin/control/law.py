@@ -133,6 +133,8 @@ class WorkflowState:
     clean_since_s: Optional[float] = None
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
+    last_short: Optional[tuple[float, float, float]] = None
+    """(time_s, the short window's rate, its length) at the last tick."""
     step_cv2: Optional[float] = None
     """The arrivals' cv² when the last step was detected: in the panic after
     it the long window holds gaps at two rates, which read as bursts, so the
@@ -430,12 +432,15 @@ class ControlLaw:
         s = self.settings
         rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
         quick = False
+        latest = self._latest_rate(ws, obs, now_s)
         panic = now_s < ws.panic_until_s
         if s.step_detection and obs.rate_short_rps > rate and (
                 ws.planned_rps is None or panic or step_detected(obs, ws.planned_rps, s.step_z)):
             # the short window only on evidence of a step, or in the panic that
             # follows one (Knative's panic window): its noise alone is no reason to scale
             rate, said, quick = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)", True
+            if latest is not None and latest > rate:
+                rate, said = latest, f"{latest:.2f} rps (the short window's newest part)"
             if ws.planned_rps is not None and not panic:
                 ws.panic_until_s = now_s + s.scale_down_delay_s
                 ws.step_cv2 = obs.arrival_cv2
@@ -450,6 +455,22 @@ class ControlLaw:
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"
             quick = True
         return on_rate_grid(max(rate, s.min_rate_rps) * self._headroom(obs.arrival_cv2)), said, quick
+
+    def _latest_rate(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> Optional[float]:
+        """The rate since the last tick, less one standard deviation, where
+        the short window is longer than a tick: its count less the last
+        tick's, plus what left the window, at the rate planned for before."""
+        last, ws.last_short = ws.last_short, (now_s, obs.rate_short_rps, obs.short_window_s)
+        if not self.settings.latest_rate or last is None or ws.estimate_rps is None:
+            return None
+        at_s, rate_rps, window_s = last
+        tick_s = now_s - at_s
+        if abs(window_s - obs.short_window_s) > 1e-9 or not 0 < tick_s < window_s - 1e-9:
+            return None
+        before_rps = min(ws.estimate_rps, obs.rate_long_rps)
+        count = (obs.rate_short_rps - rate_rps) * window_s + before_rps * tick_s
+        sd = math.sqrt(max(count + before_rps * tick_s, 1.0) * max(obs.arrival_cv2, 1.0))
+        return max(0.0, count - sd) / tick_s
 
     def _rise_is_real(self, ws: WorkflowState, obs: WorkflowObservation) -> bool:
         """Is the long window's count significantly above the rate the plan

@@ -12,7 +12,7 @@ from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "rise", "backlog", "feedback", "capacity", "degraded", "rollback",
-             "starting")
+             "starting", "latest")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,17 @@ class ControlSettings:
     """Plan for the short window's rate as soon as it is significantly above
     the planned rate (a one-sided test with overdispersion ``cv²``), not only
     for the long window's."""
+    latest_rate: bool = True
+    """In a step (and the panic after it), plan for the rate since the last
+    tick where that is higher than the short window's: where the short
+    window is longer than a tick (the simulator's 2 s at 1-s ticks, a
+    Prometheus range above the interval), the window that detects a step
+    straddles it and under-reads the new rate by the part before the step
+    — by half, on average — and the instances the plan starts for the rest
+    come a tick, and a cold start, later. The rate since the last tick is
+    the window's count less the last tick's, plus what left the window
+    (counted at the rate planned for before), less one standard deviation
+    of those counts. Off: the short window's rate alone."""
     step_z: float = 3.0
     """The test's threshold in standard deviations."""
     step_cv2_hold: bool = True
@@ -211,4 +222,6 @@ class ControlSettings:
             return replace(self, rollback=False)
         if mechanism == "starting":
             return replace(self, keep_starting=False)
+        if mechanism == "latest":
+            return replace(self, latest_rate=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

@@ -105,7 +105,7 @@ def test_in_the_panic_after_a_step_the_step_cv2_is_planned_with_not_the_mixed_wi
     wf, profiles = chain
     planned = {}
     for hold in (True, False):
-        law = ControlLaw([wf], profiles, ControlSettings(step_cv2_hold=hold))
+        law = ControlLaw([wf], profiles, ControlSettings(step_cv2_hold=hold, latest_rate=False))
         state = law.new_state()
         tick(law, state, 0.0, 20.0)
         tick(law, state, 1.0, 20.0, short_rps=100.0)  # the step, detected at cv² 1
@@ -722,7 +722,7 @@ def test_in_a_step_a_stage_whose_instances_still_start_keeps_their_share():
     wf = Workflow.build("w", rng.uniform(100, 300), [Stage("a", "fa"), Stage("b", "fb", ("a",))], hop_ms=1.0)
 
     def shares(keep: bool, second_s: float):
-        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, keep_starting=keep))
+        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, keep_starting=keep, latest_rate=False))
         state = law.new_state()
         law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 2.0)}), state, 0.0)
         first = law.step(Observation(1.0, {"w": WorkflowObservation(21, 80, 2.0)}), state, 1.0)  # the step
@@ -735,3 +735,25 @@ def test_in_a_step_a_stage_whose_instances_still_start_keeps_their_share():
     first, kept = shares(keep=True, second_s=2.0)
     assert kept == first
     assert shares(keep=True, second_s=3.5)[1] == shares(keep=False, second_s=3.5)[1]  # once started, free again
+
+
+def test_a_step_is_planned_for_at_the_rate_since_the_last_tick_where_the_window_straddles_it(chain):
+    """A 2-s short window read every second: the step came a second ago, so
+    the window that detects it holds one second at 20 rps and one at 100.
+    Its rate (60) under-reads the step; the count since the last tick does
+    not (100, less its noise)."""
+    wf, profiles = chain
+
+    def planned(latest: bool):
+        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, latest_rate=latest))
+        state = law.new_state()
+        for t in range(6):
+            tick(law, state, float(t), 20.0)
+        decision = tick(law, state, 6.0, 20.0, short_rps=60.0)
+        return state.workflows["w"].planned_rps, decision.reasons["w"]
+
+    without, why = planned(False)
+    assert "60.00 rps (short window), a step" in why
+    with_latest, why = planned(True)
+    assert "the short window's newest part" in why
+    assert with_latest >= on_rate_grid((100.0 - 2 * math.sqrt(120.0)) * 1.1) > without
