@@ -674,7 +674,7 @@ class ControlLaw:
             if now is None or option.config.gpu_share == now.gpu_share:
                 continue
             cold_s = self.profiles[workflow.stage(stage).function].cold_start_ms / 1000.0
-            if self.settings.keep_starting and now_s < ws.panic_until_s \
+            if self.settings.keep_starting and self.settings.busy_capacity is None and now_s < ws.panic_until_s \
                     and now_s - ws.started_s.get(stage, -math.inf) < cold_s:
                 starting[stage] = now.gpu_share
             elif option.config.gpu_share > now.gpu_share:

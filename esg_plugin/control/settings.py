@@ -146,8 +146,10 @@ class ControlSettings:
     scales the second, still starting, away (Kubernetes does so too), and
     the stage then waits a whole cold start again while the load that
     called for it queues — in a step, which re-plans at every tick as the
-    short window fills, one cold start after another. Off: each re-plan
-    picks its shares afresh."""
+    short window fills, one cold start after another. Not on a
+    time-shared node (``busy_capacity`` set: ``esg up`` on CPU cores),
+    where a share change is applied live to the running workers and
+    throws nothing away. Off: each re-plan picks its shares afresh."""
     min_rate_rps: float = 0.1
     """The least rate planned for."""
     queueing_aware: bool = True

@@ -721,8 +721,9 @@ def test_in_a_step_a_stage_whose_instances_still_start_keeps_their_share():
     profiles = ProfileSet("step", functions)
     wf = Workflow.build("w", rng.uniform(100, 300), [Stage("a", "fa"), Stage("b", "fb", ("a",))], hop_ms=1.0)
 
-    def shares(keep: bool, second_s: float):
-        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, keep_starting=keep, latest_rate=False))
+    def shares(keep: bool, second_s: float, busy_capacity=None):
+        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, keep_starting=keep, latest_rate=False,
+                                                         busy_capacity=busy_capacity))
         state = law.new_state()
         law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 2.0)}), state, 0.0)
         first = law.step(Observation(1.0, {"w": WorkflowObservation(21, 80, 2.0)}), state, 1.0)  # the step
@@ -735,6 +736,9 @@ def test_in_a_step_a_stage_whose_instances_still_start_keeps_their_share():
     first, kept = shares(keep=True, second_s=2.0)
     assert kept == first
     assert shares(keep=True, second_s=3.5)[1] == shares(keep=False, second_s=3.5)[1]  # once started, free again
+    # on a time-shared node a share change is live (nothing starts again): no hold
+    first, live = shares(keep=True, second_s=2.0, busy_capacity=1e6)
+    assert live != first and live == shares(keep=False, second_s=2.0, busy_capacity=1e6)[1]
 
 
 def test_a_step_is_planned_for_at_the_rate_since_the_last_tick_where_the_window_straddles_it(chain):
