@@ -12,7 +12,7 @@ from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "rise", "backlog", "feedback", "capacity", "degraded", "rollback",
-             "starting", "latest")
+             "starting")
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,12 @@ class ControlSettings:
     """Plan for the short window's rate as soon as it is significantly above
     the planned rate (a one-sided test with overdispersion ``cv²``), not only
     for the long window's."""
-    latest_rate: bool = True
-    """In a step (and the panic after it), plan for the rate since the last
+    latest_rate: bool = False
+    """Off by default: with a Prometheus source (``rate()`` over a range,
+    extrapolated, read at scrape times that are not the law's ticks) the
+    difference of two overlapping windows is no count — a step from 3 to
+    60 rps read as 248 (``tests/integration/test_scaler_prometheus.py``);
+    it is exact only for the simulator's windows. On, in a step (and the panic after it), plan for the rate since the last
     tick where that is higher than the short window's: where the short
     window is longer than a tick (the simulator's 2 s at 1-s ticks, a
     Prometheus range above the interval), the window that detects a step
@@ -227,6 +231,4 @@ class ControlSettings:
             return replace(self, rollback=False)
         if mechanism == "starting":
             return replace(self, keep_starting=False)
-        if mechanism == "latest":
-            return replace(self, latest_rate=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")
