@@ -460,8 +460,10 @@ class ControlLaw:
         """The rate since the last tick, less one standard deviation, where
         the short window is longer than a tick: its count less the last
         tick's, plus what left the window, at the rate planned for before."""
+        if not self.settings.latest_rate:
+            return None
         last, ws.last_short = ws.last_short, (now_s, obs.rate_short_rps, obs.short_window_s)
-        if not self.settings.latest_rate or last is None or ws.estimate_rps is None:
+        if last is None or ws.estimate_rps is None:
             return None
         at_s, rate_rps, window_s = last
         tick_s = now_s - at_s
@@ -673,9 +675,9 @@ class ControlLaw:
             now = _running(workflow, ws, stage, current)
             if now is None or option.config.gpu_share == now.gpu_share:
                 continue
-            cold_s = self.profiles[workflow.stage(stage).function].cold_start_ms / 1000.0
             if self.settings.keep_starting and self.settings.busy_capacity is None and now_s < ws.panic_until_s \
-                    and now_s - ws.started_s.get(stage, -math.inf) < cold_s:
+                    and now_s - ws.started_s.get(stage, -math.inf) \
+                    < self.profiles[workflow.stage(stage).function].cold_start_ms / 1000.0:
                 starting[stage] = now.gpu_share
             elif option.config.gpu_share > now.gpu_share:
                 up[stage] = now.gpu_share
