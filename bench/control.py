@@ -1,6 +1,7 @@
 """Time of one control step for 50 functions (the law of esg_plugin/control).
 
-    python bench/control.py [--workflows 10] [--stages 5] [--ticks 300] [--seed 1]
+    python bench/control.py [--workflows 10] [--stages 5] [--ticks 300] [--seed 1] [--calibrated]
+    python bench/control.py --memory 4000
 
 Ten random workflows of five stages (chains and DAGs, random monotone
 profiles on the full 6 batch sizes x 10 shares, seeded), one observation per
@@ -11,6 +12,17 @@ worst case; a step on every workflow spreads over four ticks), and the whole
 run's median and p99. Goal: a step for 50 functions within 20 ms.
 ``ESG_BENCH_SETTINGS`` (a Python dict of ControlSettings fields) overrides
 settings, e.g. ``"{'max_replans_per_tick': 10}"`` for all at once.
+``--calibrated``: each observation also carries every function's observed
+over profiled execution time (a ratio that drifts between 1.05 and 1.35,
+as the scaler's and the simulator's with ``--noise`` do), so that every
+re-plan prices calibrated profiles — the law's case in a deployment, and
+a slower one: scaled profiles are new objects, whose option arrays are
+not in the cache.
+``--memory TICKS``: the law's memory over a long run instead (a scaler's
+life): the same world at a steady rate, each function's execution-time
+ratio a random walk (5% a tick, within 0.6–2.5); prints the process's
+peak resident memory every 1,000 ticks — flat once the law's caches are
+full.
 Times are wall-clock; the re-planning ticks are also given in the CPU time
 of the step's thread (``time.thread_time``), which leaves out the time a
 busy host gives to other processes (the machine is shared) but counts the
@@ -22,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import statistics
 import sys
 import time
@@ -47,6 +60,22 @@ def world(workflows: int, stages: int, seed: int):
     return flows, ProfileSet("bench", functions)
 
 
+def memory(flows, profiles, ticks: int, seed: int) -> int:
+    law = ControlLaw(flows, profiles, ControlSettings())
+    state = law.new_state()
+    rng = np.random.default_rng(seed)
+    ratio = {fn: 1.2 for fn in profiles.functions}
+    print(f"control law's memory, {len(ratio)} functions, execution times drifting, {ticks} ticks")
+    for t in range(ticks):
+        out = {wf.name: WorkflowObservation(20.0, 20.0, 2.0, 1.0, 0.0, 40, 0) for wf in flows}
+        ratio = {fn: min(2.5, max(0.6, r * float(np.exp(rng.normal(0.0, 0.05))))) for fn, r in ratio.items()}
+        law.step(Observation(float(t), out, ratio), state, float(t))
+        if (t + 1) % 1000 == 0 or t + 1 == ticks:
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            print(f"  after {t + 1:>6} ticks: peak resident memory {peak_mb:.0f} MB", flush=True)
+    return 0
+
+
 def percentile(values, q):
     return float(np.percentile(values, q))
 
@@ -57,8 +86,14 @@ def main(argv=None) -> int:
     parser.add_argument("--stages", type=int, default=5)
     parser.add_argument("--ticks", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--calibrated", action="store_true",
+                        help="observations carry execution-time ratios, as a deployment's do")
+    parser.add_argument("--memory", type=int, metavar="TICKS",
+                        help="print the peak resident memory over a long run with drifting execution times")
     args = parser.parse_args(argv)
     flows, profiles = world(args.workflows, args.stages, args.seed)
+    if args.memory:
+        return memory(flows, profiles, args.memory, args.seed)
     law = ControlLaw(flows, profiles, ControlSettings(**eval(os.environ.get("ESG_BENCH_SETTINGS", "{}"))))
     state = law.new_state()
     rng = np.random.default_rng(args.seed)
@@ -70,7 +105,10 @@ def main(argv=None) -> int:
             rate = base[wf.name] * factor * (1 + 0.1 * np.sin(t / 20.0))
             short = rng.poisson(rate * 2.0) / 2.0
             out[wf.name] = WorkflowObservation(rate, short, 2.0, 1.0, 0.0, int(rate * 2), 0)
-        return Observation(float(t), out)
+        if not args.calibrated:
+            return Observation(float(t), out)
+        ratio = {fn: 1.2 + 0.15 * np.sin(t / 15.0 + k) for k, fn in enumerate(profiles.functions)}
+        return Observation(float(t), out, ratio)
 
     def timed(observation, t):
         started, started_cpu = time.perf_counter(), time.thread_time()
@@ -89,7 +127,7 @@ def main(argv=None) -> int:
             replanned_cpu.append(cpu_ms)
     functions = sum(len(wf.stage_names) for wf in flows)
     print(f"control step, {functions} functions in {len(flows)} workflows, {args.ticks} ticks "
-          f"(a rate that wanders, x4 for the middle third)")
+          f"(a rate that wanders, x4 for the middle third{'; execution times observed' if args.calibrated else ''})")
     print(f"  quiet tick (nothing re-planned): median {statistics.median(quiet_ms):.2f} ms "
           f"({len(quiet_ms)} ticks)" if quiet_ms else "  no quiet tick")
     if replanned:

@@ -512,6 +512,26 @@ def test_execution_times_are_bounded_and_smoothed(chain):
     assert 1.0 < state.exec_factor["resnet50"] < 3.0 and "resnet18" not in state.exec_factor
 
 
+def test_the_calibrated_profiles_kept_are_bounded_and_the_newest_is_kept(chain):
+    """A long-running scaler sees drifting execution times: the calibrated
+    copies of the profiles are a bounded cache (least recently used out), not
+    one copy per set of factors ever seen."""
+    from esg_plugin.control.law import SCALED_PROFILES_MIN
+
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings())
+    state = law.new_state()
+    obs = {"w": WorkflowObservation(50, 50, 2.0)}
+    for t in range(SCALED_PROFILES_MIN + 50):
+        factor = 1.1 + 0.01 * t  # each tick a factor not seen before (bounded at 3 x: the first ~190 differ)
+        law.step(Observation(float(t), obs, {"resnet50": factor, "resnet18": factor}), state, float(t))
+        law._profiles(wf, state, float(t))
+    assert len(law._scaled) <= SCALED_PROFILES_MIN
+    newest = law._profiles(wf, state, 1e3)["resnet50"]
+    again = law._profiles(wf, state, 1e3)["resnet50"]
+    assert newest is again and newest.latency(1, 100) > profiles["resnet50"].latency(1, 100)
+
+
 def test_a_factor_observed_at_one_share_prices_that_share_for_a_while(chain):
     """Two threads on two cores slow down beside a busy neighbour far more
     than one: the factor seen at a share is that share's, the others keep
