@@ -80,9 +80,10 @@ SCALED_PROFILES_PER_FUNCTION = 8
 """Calibrated copies of the profiles kept for reuse, per function (at least
 ``SCALED_PROFILES_MIN``), the least recently used dropped first: factors
 drift, and a copy kept for every set of factors ever seen grew without end
-in a long-running scaler — 10,566 copies and 137 MB after 4,000 ticks of
-drifting execution times for 50 functions (``bench/control.py
---memory``)."""
+in a long-running scaler — peak resident memory 96 MB after 1,000 ticks
+of drifting execution times for 50 functions, 138 MB after 4,000, and
+rising (``python bench/control.py --memory 4000``; 61 MB flat with this
+bound)."""
 SCALED_PROFILES_MIN = 256
 EXEC_FACTOR_REPLAN = 0.1
 """Re-plan a workflow when a factor it was planned with moved by more than this (relative)."""
