@@ -71,8 +71,9 @@ class ControlSettings:
     extrapolated, read at scrape times that are not the law's ticks) the
     difference of two overlapping windows is no count — a step from 3 to
     60 rps read as 248 (``tests/integration/test_scaler_prometheus.py``);
-    it is exact only for the simulator's windows. On, in a step (and the panic after it), plan for the rate since the last
-    tick where that is higher than the short window's: where the short
+    it is exact only for the simulator's windows. On, in a step (and the
+    panic after it), plan for the rate since the last tick where that is
+    higher than the short window's: where the short
     window is longer than a tick (the simulator's 2 s at 1-s ticks, a
     Prometheus range above the interval), the window that detects a step
     straddles it and under-reads the new rate by the part before the step
