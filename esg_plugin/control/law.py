@@ -29,7 +29,10 @@ Per workflow with data, at every tick (``docs/control.md``):
    larger one when the plan at the running shares meets the SLO too, for at
    most 1 / (1 − ``min_share_saving``) times the cost. When nothing fits: the degraded plan
    that still meets the SLO if any, within the capacity, else the least
-   late one that fits.
+   late one that fits. While replicas added beside a stage's running ones
+   start, every group of the stage runs at the largest-throughput batch
+   size that fits the stage's part of the SLO, with no wait (a batch
+   leaves with what is queued; ``bridge_batching``).
 5. **Calibration** — profile latencies scaled by observed / profiled
    execution time (bounded to 0.5..3, smoothed), per function and, for a
    while, per share it was observed at. Slower instances re-plan
@@ -58,7 +61,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
-from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Workflow
+from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow
 from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
 from ..planner import PlannerError, build_problem, deployment_for, get_policy, plan_with_fallback
@@ -160,6 +163,12 @@ class WorkflowState:
     started_s: dict[str, float] = field(default_factory=dict)
     """Per stage, when the plan last started instances (more replicas, or
     another share): they start for the function's cold start (``keep_starting``)."""
+    larger: dict[str, list[InstanceGroup]] = field(default_factory=dict)
+    """Per stage, its groups at the batch size that carries the most within
+    the stage's part of the SLO, with no batching wait (:meth:`ControlLaw._larger_batches`)."""
+    bridge_until_s: dict[str, float] = field(default_factory=dict)
+    """Per stage, until when its running instances carry the load of the
+    replicas added beside them at their share, which still start (``bridge_batching``)."""
     calm: bool = True
     """No excess backlog, no misses (on a time-shared node: none above the
     share seen before, ``steady_misses``), no panic at the last tick: only
@@ -272,7 +281,7 @@ class ControlLaw:
                 self._plan(self.workflows[name], ws, state, target, cv2, current or {}, now_s, offered)
                 changed.append(name)
                 reasons[name] = why
-        return self._decision(state, tuple(changed), reasons)
+        return self._decision(state, tuple(changed), reasons, now_s)
 
     def _step_workflow(self, workflow: Workflow, obs: WorkflowObservation, state: ControlState,
                        now_s: float) -> Optional[tuple[str, float, float, Optional[float]]]:
@@ -561,7 +570,13 @@ class ControlLaw:
                 ws.share_changed_s[stage] = now_s
             if before is None or before.gpu_share != option.config.gpu_share or option.replicas > before.count:
                 ws.started_s[stage] = now_s
+            if before is None or before.gpu_share != option.config.gpu_share:
+                ws.bridge_until_s.pop(stage, None)  # no instance of this share runs yet: nothing to bridge with
+            elif option.replicas > before.count >= 1:
+                cold_start_s = self.profiles[workflow.stage(stage).function].cold_start_ms / 1000.0
+                ws.bridge_until_s[stage] = now_s + cold_start_s
         ws.groups = deployment_for(self.policy, problem, choices)
+        ws.larger = self._larger_batches(workflow, ws.groups, choices, profiles)
         after: dict[str, float] = {}
         for name in reversed(workflow.topological_order()):
             after[name] = max((workflow.hop_ms + choices[t].latency_ms + after[t]
@@ -810,7 +825,8 @@ class ControlLaw:
         return tuple(out)
 
     # --- output ---------------------------------------------------------------------------
-    def _decision(self, state: ControlState, changed: tuple[str, ...], reasons: dict[str, str]) -> Decision:
+    def _decision(self, state: ControlState, changed: tuple[str, ...], reasons: dict[str, str],
+                  now_s: float) -> Decision:
         desired, plans, rates, downstream, admit, estimates = {}, {}, {}, {}, {}, {}
         for name, ws in state.workflows.items():
             if ws.plan is None:
@@ -821,9 +837,49 @@ class ControlLaw:
             if ws.admit_rps is not None:
                 admit[name] = ws.admit_rps
             for stage, groups in ws.groups.items():
-                desired[(name, stage)] = list(groups)
+                desired[(name, stage)] = self._batches_now(ws, stage, groups, now_s)
                 downstream[(name, stage)] = ws.downstream_ms.get(stage, 0.0)
         return Decision(desired, plans, changed, reasons, rates, downstream, admit, estimates)
+
+    def _batches_now(self, ws: WorkflowState, stage: str, groups: list[InstanceGroup],
+                     now_s: float) -> list[InstanceGroup]:
+        """The stage's groups as they run now: at their larger batch size
+        while replicas added beside them still start (``bridge_batching``),
+        or, with ``burst_batching``, where they were planned without a
+        batching wait; else as planned."""
+        s = self.settings
+        bridging = s.bridge_batching and now_s < ws.bridge_until_s.get(stage, -math.inf)
+        larger = ws.larger.get(stage, groups)
+        return [big if bridging or (s.burst_batching and group.max_wait_ms == 0) else group
+                for group, big in zip(groups, larger)]
+
+    @staticmethod
+    def _larger_batches(workflow: Workflow, groups: Mapping[str, list[InstanceGroup]],
+                        choices: Mapping[str, StageOption], profiles: ProfileSet) -> dict[str, list[InstanceGroup]]:
+        """Per stage, its groups at the profile's batch size (at the group's
+        share, calibrated) with the most items per millisecond among those
+        no smaller than the plan's whose execution fits the stage's part of
+        the SLO — its planned latency times the SLO over the plan's latency —
+        with no batching wait: a batch leaves with what is queued, so at a
+        low queue it runs as planned, and a queue that builds drains in
+        larger batches (Triton's dynamic batcher, a maximum batch size and
+        no queue delay)."""
+        path_ms = path_latency_ms(workflow, {name: option.latency_ms for name, option in choices.items()})
+        stretch = workflow.slo_ms / path_ms if path_ms > 0 else 1.0
+        out: dict[str, list[InstanceGroup]] = {}
+        for stage, stage_groups in groups.items():
+            profile = profiles[workflow.stage(stage).function]
+            budget_ms = choices[stage].latency_ms * stretch
+            out[stage] = []
+            for group in stage_groups:
+                j = profile.gpu_shares.index(group.gpu_share)
+                best, most = group.batch_size, -1.0
+                for i, b in enumerate(profile.batch_sizes):
+                    exec_ms = profile.latency_ms[i][j]
+                    if b >= group.batch_size and exec_ms is not None and exec_ms <= budget_ms and b / exec_ms > most:
+                        best, most = b, b / exec_ms
+                out[stage].append(group._replace(batch_size=best, max_wait_ms=0.0))
+        return out
 
 
 def on_rate_grid(rate_rps: float) -> float:

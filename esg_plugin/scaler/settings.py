@@ -151,7 +151,10 @@ class ScalerSettings:
                                scale_down_delay_s=self.scale_down_delay_s, warmup_s=self.window_s,
                                min_share_saving=self.min_share_saving,
                                capacity_gpus=self.capacity_gpus or None,
-                               busy_capacity=self.busy_capacity or None)
+                               busy_capacity=self.busy_capacity or None,
+                               # under Knative a batch size is the template's env: a change is a new
+                               # revision (a restart), which a larger batch and back would cost
+                               bridge_batching=self.actuator != "knative")
 
     @property
     def source_kind(self) -> str:

@@ -781,3 +781,69 @@ def test_a_step_is_planned_for_at_the_rate_since_the_last_tick_where_the_window_
     with_latest, why = planned(True)
     assert "the short window's newest part" in why
     assert with_latest >= on_rate_grid((100.0 - 2 * math.sqrt(120.0)) * 1.1) > without
+
+
+def test_while_added_replicas_start_the_running_ones_carry_the_step_in_larger_batches():
+    """A step adds replicas at the share the stage runs at; until their cold
+    start is over the running ones take the load alone, so their batch size
+    is raised (live, no restart) to the one with the most throughput whose
+    execution fits the stage's part of the SLO, with no batching wait — and
+    set back to the plan's once the new replicas are up."""
+    from esg_plugin.model import FunctionProfile
+    profile = FunctionProfile("f", (1, 2, 4, 8, 16), (50,), ((10.0,), (19.0,), (37.0,), (72.0,), (140.0,)),
+                              cold_start_ms=2000.0)
+    wf = Workflow.build("w", 100.0, [Stage("a", "f")], hop_ms=1.0)
+
+    def run(bridge: bool):
+        law = ControlLaw([wf], ProfileSet("bridge", {"f": profile}),
+                         ControlSettings(warmup_s=0.0, latest_rate=False, bridge_batching=bridge))
+        state = law.new_state()
+        law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 2.0)}), state, 0.0)
+        before = state.workflows["w"].groups["a"][0]
+        step = law.step(Observation(10.0, {"w": WorkflowObservation(21, 150, 2.0)}), state, 10.0)
+        later = law.step(Observation(12.5, {"w": WorkflowObservation(22, 150, 2.0)}), state, 12.5)
+        return before, step.desired[("w", "a")][0], later.desired[("w", "a")][0], step.plans["w"], later.plans["w"]
+
+    before, during, after, plan, plan_after = run(bridge=True)
+    planned = plan.stages["a"]
+    assert during.count > before.count and during.gpu_share == before.gpu_share  # replicas added at its share
+    budget_ms = planned.latency_ms * wf.slo_ms / plan.latency_ms
+    fitting = [b for b, (e,) in zip(profile.batch_sizes, profile.latency_ms) if b >= planned.batch_size and e <= budget_ms]
+    best = max(fitting, key=lambda b: b / profile.latency(b, 50))
+    assert best > planned.batch_size and (during.batch_size, during.max_wait_ms) == (best, 0.0)
+    now = plan_after.stages["a"]
+    assert (after.batch_size, after.max_wait_ms, after.count) == (now.batch_size, now.max_wait_ms, now.replicas)
+    _, during, _, plan, _ = run(bridge=False)
+    assert during.batch_size == plan.stages["a"].batch_size
+    assert ControlSettings().without("bridge").bridge_batching is False
+
+
+def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(chain):
+    """With ``burst_batching`` (off by default): a batch leaves with what is
+    queued, so the largest batch size that fits the stage's part of the SLO
+    changes nothing at a low queue and drains a burst faster. A group
+    planned with a fill wait keeps its batch size."""
+    wf, profiles = chain
+
+    def run(burst: bool):
+        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, burst_batching=burst))
+        return tick(law, law.new_state(), 0.0, 40.0)
+
+    assert ControlSettings().burst_batching is False
+    plain, burst = run(False), run(True)
+    plan = burst.plans["w"]
+    for key, groups in burst.desired.items():
+        planned, now = plain.desired[key][0], groups[0]
+        stage = plan.stages[key[1]]
+        assert (planned.batch_size, planned.gpu_share, planned.count) == (stage.batch_size, stage.gpu_share,
+                                                                          stage.replicas)
+        if planned.max_wait_ms > 0:
+            assert now == planned
+            continue
+        profile = profiles[stage.function]
+        budget_ms = stage.latency_ms * wf.slo_ms / plan.latency_ms
+        fitting = [b for b in profile.batch_sizes
+                   if b >= planned.batch_size and (profile.latency(b, planned.gpu_share) or math.inf) <= budget_ms]
+        best = max(fitting, key=lambda b: b / profile.latency(b, planned.gpu_share))
+        assert now == planned._replace(batch_size=best)
+    assert any(g[0].batch_size > plain.desired[k][0].batch_size for k, g in burst.desired.items())

@@ -441,3 +441,9 @@ def test_the_up_report_says_how_late_the_load_generator_sent():
     assert row["send_lag_p50_ms"] == 2.0 and row["send_lag_p99_ms"] > 3.0
     assert row["sent_late_share"] == 0.2
     assert [r["send_lag_ms"] for r in report.requests()] == lags
+
+
+def test_the_bridge_batches_only_where_a_batch_size_changes_without_a_restart():
+    # under Knative a batch size is the revision's env: every change would restart the pods
+    assert ScalerSettings(actuator="knative").control().bridge_batching is False
+    assert ScalerSettings(actuator="openfaas-kubernetes").control().bridge_batching is True
