@@ -165,7 +165,7 @@ class WorkflowState:
     another share): they start for the function's cold start (``keep_starting``)."""
     larger: dict[str, list[InstanceGroup]] = field(default_factory=dict)
     """Per stage, its groups at the batch size that carries the most within
-    the stage's part of the SLO, with no batching wait (:meth:`ControlLaw._larger_batches`)."""
+    the stage's part of the SLO, with no batching wait (:func:`_larger_batches`)."""
     bridge_until_s: dict[str, float] = field(default_factory=dict)
     """Per stage, until when its running instances carry the load of the
     replicas added beside them at their share, which still start (``bridge_batching``)."""
@@ -576,7 +576,8 @@ class ControlLaw:
                 cold_start_s = self.profiles[workflow.stage(stage).function].cold_start_ms / 1000.0
                 ws.bridge_until_s[stage] = now_s + cold_start_s
         ws.groups = deployment_for(self.policy, problem, choices)
-        ws.larger = self._larger_batches(workflow, ws.groups, choices, profiles)
+        if self.settings.bridge_batching or self.settings.burst_batching:
+            ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
         after: dict[str, float] = {}
         for name in reversed(workflow.topological_order()):
             after[name] = max((workflow.hop_ms + choices[t].latency_ms + after[t]
@@ -853,33 +854,32 @@ class ControlLaw:
         return [big if bridging or (s.burst_batching and group.max_wait_ms == 0) else group
                 for group, big in zip(groups, larger)]
 
-    @staticmethod
-    def _larger_batches(workflow: Workflow, groups: Mapping[str, list[InstanceGroup]],
-                        choices: Mapping[str, StageOption], profiles: ProfileSet) -> dict[str, list[InstanceGroup]]:
-        """Per stage, its groups at the profile's batch size (at the group's
-        share, calibrated) with the most items per millisecond among those
-        no smaller than the plan's whose execution fits the stage's part of
-        the SLO — its planned latency times the SLO over the plan's latency —
-        with no batching wait: a batch leaves with what is queued, so at a
-        low queue it runs as planned, and a queue that builds drains in
-        larger batches (Triton's dynamic batcher, a maximum batch size and
-        no queue delay)."""
-        path_ms = path_latency_ms(workflow, {name: option.latency_ms for name, option in choices.items()})
-        stretch = workflow.slo_ms / path_ms if path_ms > 0 else 1.0
-        out: dict[str, list[InstanceGroup]] = {}
-        for stage, stage_groups in groups.items():
-            profile = profiles[workflow.stage(stage).function]
-            budget_ms = choices[stage].latency_ms * stretch
-            out[stage] = []
-            for group in stage_groups:
-                j = profile.gpu_shares.index(group.gpu_share)
-                best, most = group.batch_size, -1.0
-                for i, b in enumerate(profile.batch_sizes):
-                    exec_ms = profile.latency_ms[i][j]
-                    if b >= group.batch_size and exec_ms is not None and exec_ms <= budget_ms and b / exec_ms > most:
-                        best, most = b, b / exec_ms
-                out[stage].append(group._replace(batch_size=best, max_wait_ms=0.0))
-        return out
+
+def _larger_batches(workflow: Workflow, groups: Mapping[str, list[InstanceGroup]], choices: Mapping[str, StageOption],
+                profiles: ProfileSet, path_ms: float) -> dict[str, list[InstanceGroup]]:
+    """Per stage, its groups at the profile's batch size (at the group's
+    share, calibrated) with the most items per millisecond among those
+    no smaller than the plan's whose execution fits the stage's part of
+    the SLO — its planned latency times the SLO over the plan's, ``path_ms`` —
+    with no batching wait: a batch leaves with what is queued, so at a
+    low queue it runs as planned, and a queue that builds drains in
+    larger batches (Triton's dynamic batcher, a maximum batch size and
+    no queue delay)."""
+    stretch = workflow.slo_ms / path_ms if path_ms > 0 else 1.0
+    out: dict[str, list[InstanceGroup]] = {}
+    for stage, stage_groups in groups.items():
+        profile = profiles[workflow.stage(stage).function]
+        budget_ms = choices[stage].latency_ms * stretch
+        out[stage] = []
+        for group in stage_groups:
+            j = profile.gpu_shares.index(group.gpu_share)
+            best, most = group.batch_size, -1.0
+            for i, b in enumerate(profile.batch_sizes):
+                exec_ms = profile.latency_ms[i][j]
+                if b >= group.batch_size and exec_ms is not None and exec_ms <= budget_ms and b / exec_ms > most:
+                    best, most = b, b / exec_ms
+            out[stage].append(group._replace(batch_size=best, max_wait_ms=0.0))
+    return out
 
 
 def on_rate_grid(rate_rps: float) -> float:
