@@ -109,6 +109,11 @@ DEGRADED_BUDGET_FACTORS = (1.1, 1.25, 1.5, 2.0, 4.0)
 """Then budgets beyond the SLO (the mean wait), tightest first: the cheapest
 plan that the model says is late by the least, before the fastest (dearest)."""
 
+MAX_START_S = 120.0
+"""Instances the platform reports as starting count as starting at most this
+long after the re-plan that started them (the embedded platform gives up on
+a worker after 120 s); a start that takes longer is a failure, not a start."""
+
 MAX_ROLLBACK_DOUBLINGS = 3
 """A scale-down undone again and again waits at most 2³ × the scale-down delay before the next."""
 
@@ -166,9 +171,10 @@ class WorkflowState:
     larger: dict[str, list[InstanceGroup]] = field(default_factory=dict)
     """Per stage, its groups at the batch size that carries the most within
     the stage's part of the SLO, with no batching wait (:func:`_larger_batches`)."""
-    bridge_until_s: dict[str, float] = field(default_factory=dict)
-    """Per stage, until when its running instances carry the load of the
-    replicas added beside them at their share, which still start (``bridge_batching``)."""
+    bridge_from_s: dict[str, float] = field(default_factory=dict)
+    """Per stage, when a re-plan added replicas beside its running ones at
+    their share: while those start, the running ones carry their load
+    (``bridge_batching``, :meth:`ControlLaw._still_starting`)."""
     calm: bool = True
     """No excess backlog, no misses (on a time-shared node: none above the
     share seen before, ``steady_misses``), no panic at the last tick: only
@@ -202,6 +208,9 @@ class ControlState:
     """Per (function, share, batch size of the profile): the same, observed at that share and batch size."""
     running_shares: dict[str, int] = field(default_factory=dict)
     """Per function: the share it runs at (as of the last tick)."""
+    starting: Mapping[StageKey, int] = field(default_factory=dict)
+    """Per stage: its instances not yet in service, as the last observation
+    said (``Observation.starting``; a stage absent: not known)."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +260,7 @@ class ControlLaw:
             if state.first_observation_s is None:
                 state.first_observation_s = now_s
             state.running_shares = self._running_shares(state, current or {})
+            state.starting = dict(observation.starting)
             self._calibrate(observation, state, state.running_shares, now_s)
             wishes = []
             for name, workflow in self.workflows.items():
@@ -525,7 +535,7 @@ class ControlLaw:
             covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
             problem, choices, stats, _ = self._choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
             fits = False
-        down, up, starting = self._pins(workflow, ws, choices, current, now_s)
+        down, up, starting = self._pins(workflow, ws, choices, current, now_s, state)
         kept: dict = {}
         if starting:
             # in a step, instances still starting keep their share: more of them, not a restart of the restart
@@ -533,7 +543,7 @@ class ControlLaw:
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
                 kept = starting
-                down, up, _ = self._pins(workflow, ws, choices, current, now_s)
+                down, up, _ = self._pins(workflow, ws, choices, current, now_s, state)
         # a restart for a larger share is not taken when the plan at the running
         # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
         if up:
@@ -571,10 +581,9 @@ class ControlLaw:
             if before is None or before.gpu_share != option.config.gpu_share or option.replicas > before.count:
                 ws.started_s[stage] = now_s
             if before is None or before.gpu_share != option.config.gpu_share:
-                ws.bridge_until_s.pop(stage, None)  # no instance of this share runs yet: nothing to bridge with
+                ws.bridge_from_s.pop(stage, None)  # no instance of this share runs yet: nothing to bridge with
             elif option.replicas > before.count >= 1:
-                cold_start_s = self.profiles[workflow.stage(stage).function].cold_start_ms / 1000.0
-                ws.bridge_until_s[stage] = now_s + cold_start_s
+                ws.bridge_from_s[stage] = now_s
         ws.groups = deployment_for(self.policy, problem, choices)
         if self.settings.bridge_batching or self.settings.burst_batching:
             ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
@@ -688,13 +697,13 @@ class ControlLaw:
         return max(0.0, self.settings.capacity_gpus - others) + 1e-9
 
     def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup],
-              now_s: float) -> tuple[dict, dict, dict]:
+              now_s: float, state: ControlState) -> tuple[dict, dict, dict]:
         """Stages the plan would move to another share than they run at now
         (a restart of every instance of the stage), with the share they run
         at: (smaller shares that save less than ``min_share_saving`` of what
         the stage holds now, or that come within ``scale_down_delay_s`` of
         the stage's last change of share; larger shares; either, where the
-        stage's instances started less than a cold start ago and
+        stage's instances still start (:meth:`_still_starting`) and
         ``keep_starting`` holds)."""
         down, up, starting = {}, {}, {}
         for stage, option in choices.items():
@@ -702,8 +711,7 @@ class ControlLaw:
             if now is None or option.config.gpu_share == now.gpu_share:
                 continue
             if self.settings.keep_starting and self.settings.busy_capacity is None and now_s < ws.panic_until_s \
-                    and now_s - ws.started_s.get(stage, -math.inf) \
-                    < self.profiles[workflow.stage(stage).function].cold_start_ms / 1000.0:
+                    and self._still_starting(workflow, stage, ws.started_s.get(stage), now_s, state):
                 starting[stage] = now.gpu_share
             elif option.config.gpu_share > now.gpu_share:
                 up[stage] = now.gpu_share
@@ -711,6 +719,21 @@ class ControlLaw:
                   or now_s - ws.share_changed_s.get(stage, -math.inf) < self.settings.scale_down_delay_s):
                 down[stage] = now.gpu_share
         return down, up, starting
+
+    def _still_starting(self, workflow: Workflow, stage: str, since_s: Optional[float], now_s: float,
+                        state: ControlState) -> bool:
+        """Whether instances a re-plan started at ``since_s`` still start: for
+        the function's profiled cold start at least, and after it while the
+        platform says the stage has instances not yet in service
+        (``Observation.starting``; a real start — a pod scheduled, an image
+        pulled, a model loaded — often takes longer than the profile's), at
+        most :data:`MAX_START_S`."""
+        if since_s is None:
+            return False
+        elapsed_s = now_s - since_s
+        if elapsed_s < self.profiles[workflow.stage(stage).function].cold_start_ms / 1000.0:
+            return True
+        return elapsed_s < MAX_START_S and state.starting.get((workflow.name, stage), 0) > 0
 
     # --- calibration ----------------------------------------------------------------------
     def _calibrate(self, observation: Observation, state: ControlState, shares: Mapping[str, int],
@@ -838,18 +861,19 @@ class ControlLaw:
             if ws.admit_rps is not None:
                 admit[name] = ws.admit_rps
             for stage, groups in ws.groups.items():
-                desired[(name, stage)] = self._batches_now(ws, stage, groups, now_s)
+                desired[(name, stage)] = self._batches_now(self.workflows[name], ws, stage, groups, now_s, state)
                 downstream[(name, stage)] = ws.downstream_ms.get(stage, 0.0)
         return Decision(desired, plans, changed, reasons, rates, downstream, admit, estimates)
 
-    def _batches_now(self, ws: WorkflowState, stage: str, groups: list[InstanceGroup],
-                     now_s: float) -> list[InstanceGroup]:
+    def _batches_now(self, workflow: Workflow, ws: WorkflowState, stage: str, groups: list[InstanceGroup],
+                     now_s: float, state: ControlState) -> list[InstanceGroup]:
         """The stage's groups as they run now: at their larger batch size
-        while replicas added beside them still start (``bridge_batching``),
-        or, with ``burst_batching``, where they were planned without a
-        batching wait; else as planned."""
+        while replicas added beside them still start (``bridge_batching``,
+        :meth:`_still_starting`), or, with ``burst_batching``, where they
+        were planned without a batching wait; else as planned."""
         s = self.settings
-        bridging = s.bridge_batching and now_s < ws.bridge_until_s.get(stage, -math.inf)
+        bridging = s.bridge_batching and self._still_starting(workflow, stage, ws.bridge_from_s.get(stage), now_s,
+                                                              state)
         larger = ws.larger.get(stage, groups)
         return [big if bridging or (s.burst_batching and group.max_wait_ms == 0) else group
                 for group, big in zip(groups, larger)]

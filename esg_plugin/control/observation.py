@@ -82,3 +82,8 @@ class Observation:
     exec_batch: Mapping[str, float] = field(default_factory=dict)
     """Per profile name: the mean size of those batches, where known (the
     ratio is then also that batch size's)."""
+    starting: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Per (workflow, stage): its instances wanted and not yet in service
+    (placed and starting, or not placed yet), where the platform says; a
+    stage absent here is not known (its instances are taken to start for
+    the profile's cold start)."""

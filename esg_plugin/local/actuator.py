@@ -7,6 +7,8 @@ keeps observing and deciding."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..scaler.actuators import ERROR, GONE, Actuator, Change, diff_states
 from .platform import LocalPlatform, PlatformError
 
@@ -22,7 +24,8 @@ class LocalActuator(Actuator):
         self.platform = platform
 
     def current(self, functions):
-        return {f: self.platform.functions[f].state for f in functions if f in self.platform.functions}
+        return {f: dataclasses.replace(fn.state, ready_replicas=len(fn.workers))
+                for f, fn in ((f, self.platform.functions.get(f)) for f in functions) if fn is not None}
 
     def apply(self, desired):
         changes = []

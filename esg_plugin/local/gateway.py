@@ -103,7 +103,7 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
             self._send(code, out, headers=headers)
 
         def _describe(self, fn: LocalFunction) -> dict:
-            return {"name": fn.name, "namespace": NAMESPACE, "replicas": len(fn.workers),
+            return {"name": fn.name, "namespace": NAMESPACE, "replicas": fn.state.replicas,
                     "availableReplicas": len(fn.workers), "image": "local", "labels": fn.labels,
                     "annotations": fn.annotations, "envVars": fn.env}
 

@@ -8,8 +8,8 @@ lane beside a cheap one). The simulator and the scaler apply deployments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple, Optional
 
 from .config import StageOption
 
@@ -24,6 +24,18 @@ class FunctionState:
     batch_size: int
     max_wait_ms: float
     gpu_share: int
+    ready_replicas: Optional[int] = field(default=None, compare=False)
+    """Read back only: the replicas in service now (a Deployment's
+    ``status.readyReplicas``, the OpenFaaS gateway's ``availableReplicas``,
+    the embedded platform's workers in the rotation); None where the
+    platform does not say. Not part of the desired state: not compared."""
+
+    @property
+    def starting(self) -> Optional[int]:
+        """Replicas wanted and not yet in service (None: not known)."""
+        if self.ready_replicas is None:
+            return None
+        return max(0, self.replicas - self.ready_replicas)
 
 
 class InstanceGroup(NamedTuple):

@@ -92,6 +92,8 @@ class View:
     """Per workflow, over the last ``short_window_s``: (finished within the SLO, missed: late or shed)."""
     exec_ratio: dict[str, float] = field(default_factory=dict)
     """Per function: executed over profiled time of the batches since the last tick (noise shows here)."""
+    starting: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Instances of each stage placed and not yet ready (in their cold start)."""
 
 
 class Policy:
@@ -668,14 +670,14 @@ class Simulator:
                 takes = sum(i.batch for i in stage.instances if i.ready and not i.retiring)
                 waiting = max(waiting, max(0, queued - takes) / stage.fanout)
             backlog[wf.name] = waiting
-        concurrency = {}
-        instances = {}
+        concurrency, instances, starting = {}, {}, {}
         for key, stage in self.stage_by_key.items():
             concurrency[key] = sum(len(lane.queue) for lane in stage.lanes) + stage.in_service
             instances[key] = sum(1 for i in stage.instances if not i.retiring)
+            starting[key] = sum(1 for i in stage.instances if not i.retiring and not i.ready)
         ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}
         self.exec_done = {}
-        return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio)
+        return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting)
 
 
 def _hopeless(stage: _Stage, req: _Request, t: float) -> bool:

@@ -248,6 +248,7 @@ def test_the_loop_keeps_deciding_while_a_restart_is_in_progress(platform, tmp_pa
         changes = actuator.apply({"echo": FunctionState(3, 4, 5.0, 50)})
         assert {c.kind for c in changes} == {"replicas", "batching"} and fn.starting
         assert actuator.current(["echo"])["echo"] == FunctionState(3, 4, 5.0, 50)
+        assert actuator.current(["echo"])["echo"].starting == 1  # three wanted, the two old ones serve
     finally:
         (tmp_path / "hold").unlink()
     platform.wait_converged("echo")

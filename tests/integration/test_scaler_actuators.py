@@ -42,8 +42,13 @@ def test_knative_sets_scale_bounds_and_env_by_merge_patch():
 
 
 class FakeGateway:
+    """The OpenFaaS gateway's ``/system/function/<name>`` and
+    ``/system/scale-function/<name>``: ``replicas`` is the Deployment's
+    spec, ``availableReplicas`` its ready pods (faas-netes)."""
+
     def __init__(self):
         self.replicas = {"fn-a": 1}
+        self.available = {"fn-a": 1}
         self.calls = []
         gateway = self
 
@@ -62,7 +67,10 @@ class FakeGateway:
                 name = self.path.rsplit("/", 1)[-1]
                 if name not in gateway.replicas:
                     return self._send(404)
-                self._send(200, {"name": name, "replicas": gateway.replicas[name]})
+                doc = {"name": name, "replicas": gateway.replicas[name]}
+                if gateway.available.get(name) is not None:
+                    doc["availableReplicas"] = gateway.available[name]
+                self._send(200, doc)
 
             def do_POST(self):  # noqa: N802
                 name = self.path.rsplit("/", 1)[-1]
@@ -89,5 +97,33 @@ def test_gateway_actuator_scales_through_the_rest_api():
         assert auth.startswith("Basic ")
         assert {(c.function, c.kind) for c in changes} == {("fn-a", "replicas"), ("fn-b", "gone")}
         assert actuator.apply({"fn-a": FunctionState(4, 8, 5.0, 50)}) == []
+        assert actuator.current(["fn-a"])["fn-a"].starting == 3  # 4 wanted, 1 available
+        gateway.available["fn-a"] = 4
+        assert actuator.current(["fn-a"])["fn-a"].starting == 0
+        for unknown in (None, -1, "2", 2.5):  # not said, or not a count: not known
+            gateway.available["fn-a"] = unknown
+            assert actuator.current(["fn-a"])["fn-a"].starting is None
     finally:
         gateway.server.shutdown()
+
+
+def test_the_kubernetes_actuator_reads_the_replicas_not_yet_ready_from_the_deployment_status():
+    """``status.readyReplicas`` (left out while zero) against
+    ``spec.replicas``: what the control law bridges over while it starts."""
+    from esg_plugin.scaler import KubernetesActuator
+
+    from ..kube_emulator import deployment
+    with KubeEmulator() as kube:
+        for name, replicas, status in (("three", 3, {"replicas": 3, "readyReplicas": 1}),
+                                       ("none-ready", 2, {"replicas": 2}), ("ready", 2, None)):
+            obj = deployment(name, replicas=replicas, env={"ESG_GPU_SHARE": 50})
+            if status is not None:
+                obj["status"] = status
+            kube.add(obj)
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        states = KubernetesActuator(client.ApiClient(configuration), "openfaas-fn").current(
+            ["three", "none-ready", "ready"])
+        assert {name: (s.replicas, s.ready_replicas, s.starting) for name, s in states.items()} == {
+            "three": (3, 1, 2), "none-ready": (2, 0, 2), "ready": (2, 2, 0)}
+        assert states["three"] == FunctionState(3, 1, 0.0, 50)  # readiness is not part of the desired state

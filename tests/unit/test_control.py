@@ -818,6 +818,42 @@ def test_while_added_replicas_start_the_running_ones_carry_the_step_in_larger_ba
     assert ControlSettings().without("bridge").bridge_batching is False
 
 
+def test_the_running_replicas_carry_the_step_until_the_platform_says_the_added_ones_are_in_service():
+    """A real start (a pod scheduled, a model loaded) often takes longer
+    than the profile's cold start: where the platform reports the stage's
+    instances not yet in service, the larger batches last until none is
+    left starting, at most MAX_START_S; where it does not say, the
+    profile's cold start."""
+    from esg_plugin.control.law import MAX_START_S
+    from esg_plugin.model import FunctionProfile
+    profile = FunctionProfile("f", (1, 2, 4, 8, 16), (50,), ((10.0,), (19.0,), (37.0,), (72.0,), (140.0,)),
+                              cold_start_ms=2000.0)
+    wf = Workflow.build("w", 100.0, [Stage("a", "f")], hop_ms=1.0)
+    law = ControlLaw([wf], ProfileSet("bridge", {"f": profile}), ControlSettings(warmup_s=0.0, latest_rate=False))
+
+    def batches(starting_at: dict[float, int]) -> dict[float, int]:
+        state = law.new_state()
+        law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 2.0)}), state, 0.0)
+        step = law.step(Observation(10.0, {"w": WorkflowObservation(21, 150, 2.0)}), state, 10.0)
+        planned = step.plans["w"].stages["a"].batch_size
+        out = {10.0: step.desired[("w", "a")][0].batch_size}
+        for t, starting in starting_at.items():
+            seen = {} if starting is None else {("w", "a"): starting}
+            decision = law.step(Observation(t, {"w": WorkflowObservation(22, 150, 2.0)}, starting=seen), state, t)
+            out[t] = decision.desired[("w", "a")][0].batch_size
+        return planned, out
+
+    planned, seen = batches({11.0: 2, 13.0: 2, 20.0: 1, 25.0: 0, 26.0: 0})
+    larger = seen[10.0]
+    assert larger > planned
+    assert seen[11.0] == seen[13.0] == seen[20.0] == larger  # past the 2-s cold start: still starting
+    assert seen[25.0] == seen[26.0] == planned  # all in service: as planned
+    planned, seen = batches({11.0: None, 13.0: None})
+    assert seen[11.0] == larger and seen[13.0] == planned  # not known: the profile's cold start
+    planned, seen = batches({10.0 + MAX_START_S - 1: 1, 10.0 + MAX_START_S: 1})
+    assert seen[10.0 + MAX_START_S - 1] == larger and seen[10.0 + MAX_START_S] == planned  # a start that never ends
+
+
 def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(chain):
     """With ``burst_batching`` (off by default): a batch leaves with what is
     queued, so the largest batch size that fits the stage's part of the SLO

@@ -180,6 +180,11 @@ def test_the_law_sees_backlog_answers_and_the_batch_size_that_ran(world):
     assert law_obs.exec_ratio["espcn"] == pytest.approx(30.0 / profiles["espcn"].latency(2, 50))
     routed = replace(seen, workflow_answers={"image": (10.0, 1.0, 0.0)})
     assert control_observation(topology, profiles, routed, current).workflows["image"].late == 1
+    assert law_obs.starting == {}  # the platform did not say how many are ready
+    current["image-upscale"] = FunctionState(3, 4, 10.0, 50, ready_replicas=1)
+    current["image-classify"] = FunctionState(2, 4, 10.0, 50, ready_replicas=2)
+    assert control_observation(topology, profiles, seen, current).starting == {("image", "upscale"): 2,
+                                                                               ("image", "classify"): 0}
 
 
 GATEWAY = """# TYPE gateway_function_invocation_started counter

@@ -39,6 +39,14 @@ class Actuator:
         raise NotImplementedError
 
 
+def ready_count(value) -> Optional[int]:
+    """A platform's count of ready replicas, believed only as a whole
+    number in [0, 10⁶]; else None (not known)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        return None
+    return value
+
+
 def diff_states(fn: str, cur: Optional[FunctionState], want: FunctionState) -> list[Change]:
     if cur is None:
         return [Change(fn, REPLICAS, None, want.replicas), Change(fn, GPU_SHARE, None, want.gpu_share),

@@ -9,7 +9,7 @@ import urllib.request
 from typing import Optional
 
 from ...model import FunctionState
-from .base import REPLICAS, Actuator, Change, log, reported, retrying
+from .base import REPLICAS, Actuator, Change, log, ready_count, reported, retrying
 from .errors import ApiError, NotFound
 
 class GatewayActuator(Actuator):
@@ -41,7 +41,8 @@ class GatewayActuator(Actuator):
                 # one attempt: apply() reads again, and so does the next tick (no backoff sleeps per function
                 # while the gateway is away)
                 doc = retrying(lambda fn=fn: self._request("GET", f"/system/function/{fn}"), attempts=1)
-                out[fn] = FunctionState(int(doc.get("replicas", 0)), 1, 0.0, 100)
+                out[fn] = FunctionState(int(doc.get("replicas", 0)), 1, 0.0, 100,
+                                        ready_replicas=ready_count(doc.get("availableReplicas")))
             except ApiError as err:
                 if not isinstance(err, NotFound):
                     log.warning("reading %s failed: %s", fn, err)

@@ -10,7 +10,8 @@ from typing import Optional
 
 from ...model import FunctionState
 from ...runtime import contract as C
-from .base import BATCHING, GPU_SHARE, REPLICAS, ApiActuator, Change, diff_states, log, reported, retrying
+from .base import BATCHING, GPU_SHARE, REPLICAS, ApiActuator, Change, diff_states, log, ready_count, reported, \
+    retrying
 from .errors import ApiError
 
 class KubernetesActuator(ApiActuator):
@@ -49,6 +50,8 @@ class KubernetesActuator(ApiActuator):
             batch_size=int(annotations.get(C.ANNOTATION_BATCH_SIZE, env.get(C.ENV_MAX_BATCH_SIZE, 1))),
             max_wait_ms=float(annotations.get(C.ANNOTATION_MAX_WAIT_MS, env.get(C.ENV_MAX_WAIT_MS, 0))),
             gpu_share=share,
+            # a Deployment's status leaves readyReplicas out while it is zero
+            ready_replicas=ready_count((deployment.status.ready_replicas or 0) if deployment.status else None),
         )
 
     # --- writing -----------------------------------------------------------
