@@ -320,6 +320,16 @@ class KubeEmulator:
     def get(self, name, namespace="openfaas-fn"):
         return self.deployments[(namespace, name)]
 
+    def set_ready(self, name: str, ready: int, namespace: str = "openfaas-fn"):
+        """What a Deployment controller reports once ``ready`` pods pass their
+        readiness probes (this emulator runs no controller): the status's
+        ``readyReplicas``, left out while zero as the real server does."""
+        with self.lock:
+            status = self.deployments[(namespace, name)].setdefault("status", {})
+            status.pop("readyReplicas", None)
+            if ready:
+                status["readyReplicas"] = ready
+
     def fail_next(self, count, status=500):
         self.failures.extend([status] * count)
 

@@ -127,6 +127,35 @@ def test_a_load_step_raises_replicas_within_two_intervals_and_a_drop_lowers_them
         assert env["ESG_FUNCTION"] == fn  # strategic merge kept the other variables
 
 
+def test_after_a_step_the_running_pods_carry_larger_batches_until_the_added_ones_are_ready(world):
+    """The bridge (docs/control.md point 4) through the real client: while
+    the Deployment's ``status.readyReplicas`` is below ``spec.replicas`` —
+    far past the profile's cold start — the batch-size annotation is the
+    larger batch; once the added pods are ready, the plan's."""
+    from esg_plugin.runtime import contract as C
+    topology, scaler, kube, gateway, clock = world
+    fn = "image-classify"
+
+    def batch():
+        return int(kube.get(fn)["metadata"]["annotations"].get(C.ANNOTATION_BATCH_SIZE, 1))
+
+    for _ in range(10):
+        tick(scaler, gateway, clock, {"image-preprocess": 2.0})
+    before = kube.get(fn)["spec"]["replicas"]
+    kube.set_ready(fn, before)
+    status = tick(scaler, gateway, clock, {"image-preprocess": 30.0})
+    planned = status.decision.plans["image"].stages["classify"]
+    wanted = kube.get(fn)["spec"]["replicas"]
+    assert wanted > before and batch() > planned.batch_size  # replicas added, the running ones batch more
+    cold_start_s = scaler.profiles[planned.function].cold_start_ms / 1000.0
+    for _ in range(2):  # 10 s: far past the profile's cold start, the pods not ready yet
+        tick(scaler, gateway, clock, {"image-preprocess": 30.0})
+        assert INTERVAL_S > cold_start_s and batch() > planned.batch_size
+    kube.set_ready(fn, kube.get(fn)["spec"]["replicas"])
+    status = tick(scaler, gateway, clock, {"image-preprocess": 30.0})
+    assert batch() == status.decision.plans["image"].stages["classify"].batch_size
+
+
 def test_a_failing_api_or_stale_metrics_change_nothing_and_never_stop_the_loop(world):
     topology, scaler, kube, gateway, clock = world
     for _ in range(4):
