@@ -13,6 +13,12 @@ state of each function, and report each change.
 - ``openfaas-gateway``: replicas only, ``POST /system/scale-function/<name>``.
 - ``dry-run``: remembers and reports, changes nothing.
 
+Reading back (``current``), the Deployment's ``status.readyReplicas`` and
+the gateway's ``availableReplicas`` give ``FunctionState.ready_replicas``:
+the control law's bridge lasts while added replicas are not yet ready
+(``docs/control.md`` point 4). Knative's Service says nothing of its pods
+there (None: the profile's cold start stands in).
+
 API failures are named (``errors.py``: NotFound, Conflict, Invalid,
 Forbidden, Unavailable); a Conflict is retried after reading again, an
 Unavailable server with exponential backoff; NotFound means the function is
