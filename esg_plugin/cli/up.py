@@ -48,6 +48,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "requests.json (every request: sent, latency, status, why rejected) and "
                         "timeline.png (rate, replicas, hit rate and resources on one time axis), and logs/ "
                         "(every worker's stdout and stderr)")
+    p.add_argument("--no-zygote", action="store_true",
+                   help="start every worker as a plain process (default: forked from one that imported torch once)")
     p.add_argument("--cpu-hog", type=flag(int, 0, 64), default=0, metavar="N",
                    help="run N busy processes beside the system, as a noisy neighbour (default 0)")
     p.set_defaults(run=run)
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         report = run_up(stack, stack_path.parent, topology, profiles, workload, args.policy, seed=args.seed,
                         interval_s=args.interval_s, max_replicas=args.max_replicas, dashboard=terminal_dashboard(),
                         cpu_hogs=args.cpu_hog, admission=admission_settings(args.admission, args.policy),
-                        logs_to=Path(args.out) / "logs" if args.out else None)
+                        logs_to=Path(args.out) / "logs" if args.out else None, zygote=not args.no_zygote)
     except PlatformError as err:
         raise LoadError(str(err)) from None
     except KeyboardInterrupt:
@@ -118,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
               f"{summary['requests']} requests after warm-up, "
               f"SLO hit rate {summary['slo_hit_rate']:.2%} ({summary['slo_hit_rate_admitted']:.2%} of those "
               f"admitted), cost {summary['cost']} equivalents held, {summary['actions']} actions")
+        starts = summary["worker_starts"]
+        print(f"  worker starts: {starts['count']} ({starts['forked']} forked by the zygote), ready after "
+              f"{starts['ready_after_median_s']} s (median), {starts['ready_after_max_s']} s at most")
         for name, w in summary["workflows"].items():
             why = ", ".join(f"{k} {n}" for k, n in w["rejected_by"].items())
             print(f"  {name:<10} requests {w['requests']:>5}  late {w['late']:>4}  rejected {w['rejected']:>3}"

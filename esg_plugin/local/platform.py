@@ -4,7 +4,9 @@ Kubernetes — the workers and their rollouts.
 - **Workers**: each function of a stack.yml (``lang: esg-python3``) runs as
   processes of the template runtime (the template folder with the handler
   overlaid into ``function/``, ``python index.py``), one per replica, with
-  the stack's environment plus ``ESG_*`` settings.
+  the stack's environment plus ``ESG_*`` settings — forked from a zygote
+  that has imported torch once (``zygote.py``: a start takes about 1 s
+  instead of 3–15 s), else started as plain processes.
 - Its gateway is ``gateway.py`` (OpenFaaS's HTTP API and metrics over these
   workers) and the scaler's actuator for it ``actuator.py``.
 
@@ -33,7 +35,9 @@ from typing import Mapping, Optional
 from ..errors import ESGError
 from ..runtime import contract as C
 from ..runtime.client import ConnectionPool
+from ..runtime.gpu import OMP_SPIN_COUNT
 from ..model import FunctionState
+from .zygote import Zygote
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template" / "esg-python3"
 ROLLOUT_CHECK_S = 1.0
@@ -123,6 +127,7 @@ def free_port() -> int:
 @dataclass
 class Worker:
     proc: subprocess.Popen
+    """The process (a ``zygote.ForkedProcess`` where the zygote forked it)."""
     port: int
     share: int
     batching: tuple[int, float] = (1, 0.0)
@@ -137,6 +142,10 @@ class Worker:
     niced_until_s: Optional[float] = None
     """While it starts at a lower priority: the monotonic time it gets the
     platform's back at the latest (:data:`START_NICE_S`); None once it has."""
+    spawned_at_s: float = 0.0
+    """Monotonic time it was started."""
+    forked: bool = False
+    """Forked by the zygote (``zygote.py``), not started as a plain process."""
 
 
 @dataclass
@@ -175,7 +184,7 @@ class LocalPlatform:
     def __init__(self, stack: Mapping, stack_dir: Path, workdir: Path, template: Path = TEMPLATE,
                  start_timeout_s: float = 120.0, extra_env: Optional[Mapping[str, str]] = None,
                  retry_s: tuple[float, float] = (1.0, 30.0), parallel_starts: Optional[int] = None,
-                 max_replicas: int = MAX_REPLICAS, start_nice: Optional[int] = None):
+                 max_replicas: int = MAX_REPLICAS, start_nice: Optional[int] = None, zygote: bool = True):
         self.workdir = workdir
         self.logs = workdir / "logs"
         """Each worker's stdout and stderr: ``<function>.<port>.log``."""
@@ -206,6 +215,15 @@ class LocalPlatform:
         """Added to a worker's nice value until it is ready (:data:`START_NICE`; 0: none)."""
         self.rollouts: list[threading.Thread] = []
         self.stoppers: list[threading.Thread] = []
+        self.started: list[tuple[str, float, bool]] = []
+        """Every worker that became ready: (function, seconds from its start, forked by the zygote)."""
+        self.zygote: Optional[Zygote] = None
+        """Forks workers with torch imported already (``zygote.py``); None: every worker a plain process."""
+        if zygote:
+            try:
+                self.zygote = Zygote(_with_spin_default({**os.environ, **self.extra_env}))
+            except OSError:
+                self.zygote = None
         folders: dict[Path, Path] = {}
         for name, spec in (stack.get("functions") or {}).items():
             spec = spec or {}
@@ -231,17 +249,22 @@ class LocalPlatform:
             if self.closed:
                 raise PlatformError(f"function '{fn.name}': the platform is shut down")
             port = free_port()
-            env = {**os.environ, **fn.env, **self.extra_env, C.ENV_HOST: "127.0.0.1", C.ENV_PORT: str(port),
-                   C.ENV_MAX_BATCH_SIZE: str(state.batch_size), C.ENV_MAX_WAIT_MS: str(state.max_wait_ms),
-                   C.ENV_GPU_SHARE_PCT: str(state.gpu_share), C.ENV_CONFIG_TOKEN: self.token}
+            env = _with_spin_default({
+                **os.environ, **fn.env, **self.extra_env, C.ENV_HOST: "127.0.0.1", C.ENV_PORT: str(port),
+                C.ENV_MAX_BATCH_SIZE: str(state.batch_size), C.ENV_MAX_WAIT_MS: str(state.max_wait_ms),
+                C.ENV_GPU_SHARE_PCT: str(state.gpu_share), C.ENV_CONFIG_TOKEN: self.token})
             log = self.logs / f"{fn.name}.{port}.log"
-            with open(log, "ab") as out:  # the child keeps its own descriptor
-                proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
-                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=functools.partial(_in_worker, self.start_nice))
+            proc = self.zygote.fork(str(fn.folder), env, str(log), self.start_nice) if self.zygote else None
+            forked = proc is not None
+            if proc is None:
+                with open(log, "ab") as out:  # the child keeps its own descriptor
+                    proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
+                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=functools.partial(_in_worker, self.start_nice))
             self.spawned.append(proc.pid)
             return Worker(proc, port, state.gpu_share, (state.batch_size, state.max_wait_ms), log=log,
-                          niced_until_s=time.monotonic() + START_NICE_S if self.start_nice else None)
+                          niced_until_s=time.monotonic() + START_NICE_S if self.start_nice else None,
+                          spawned_at_s=time.monotonic(), forked=forked)
 
     def _wait_ready(self, fn: LocalFunction, workers: list[Worker]) -> None:
         deadline = time.monotonic() + self.start_timeout_s
@@ -255,6 +278,7 @@ class LocalPlatform:
                 try:
                     if call_worker(worker.port, "GET", C.HEALTH_PATH, timeout=1.0)[0] == 200:
                         self._unnice(worker)  # it serves now: the platform's priority
+                        self.started.append((fn.name, time.monotonic() - worker.spawned_at_s, worker.forked))
                         break
                 except OSError:
                     pass
@@ -351,6 +375,8 @@ class LocalPlatform:
         self._stop(workers)
         for thread in self.stoppers:
             thread.join(timeout=60.0)
+        if self.zygote is not None:
+            self.zygote.close()
 
     def pids(self) -> list[int]:
         return [w.proc.pid for fn in self.functions.values() for w in fn.workers]
@@ -515,6 +541,15 @@ class LocalPlatform:
         workers, those still starting included (as a pod's request is)."""
         with self.answered:
             return sum(w.share / 100.0 for fn in self.functions.values() for w in fn.workers + fn.starting)
+
+
+def _with_spin_default(env: dict) -> dict:
+    """``env`` with ``GOMP_SPINCOUNT`` as the runtime sets it where neither
+    it nor ``OMP_WAIT_POLICY`` is set (``runtime/gpu.py``): libgomp reads it
+    when torch loads it, in the zygote for a forked worker."""
+    if not (env.get("GOMP_SPINCOUNT") or env.get("OMP_WAIT_POLICY")):
+        env["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
+    return env
 
 
 def _in_worker(start_nice: int) -> None:

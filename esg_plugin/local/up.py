@@ -134,6 +134,8 @@ class UpReport:
     gateway_invocations: dict = field(default_factory=dict)
     """function -> invocations the gateway counted, at the end."""
     spawned_pids: list = field(default_factory=list)
+    worker_starts: list = field(default_factory=list)
+    """(function, seconds from its start to ready, forked by the zygote) of every worker that became ready."""
     held: list = field(default_factory=list)
     """(time_s, core- or GPU-equivalents held)."""
     states: list = field(default_factory=list)
@@ -175,6 +177,10 @@ class UpReport:
             }
         held = [h for t, h in self.held if self.warmup_s <= t <= self.duration_s]
         out["cost"] = round(statistics.fmean(held), 3) if held else None
+        ready_s = [s for _, s, _ in self.worker_starts]
+        out["worker_starts"] = {"count": len(ready_s), "forked": sum(1 for *_, f in self.worker_starts if f),
+                                "ready_after_median_s": round(statistics.median(ready_s), 2) if ready_s else None,
+                                "ready_after_max_s": round(max(ready_s), 2) if ready_s else None}
         out["cost_unit"] = "core- or GPU-equivalents held (Σ share/100 over replicas), time average after warm-up"
         total = [r for r in scored]
         out["slo_hit_rate"] = round(sum(r.slo_met for r in total) / len(total), 4) if total else None
@@ -266,13 +272,15 @@ class UpReport:
 def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSet, workload: Workload,
            policy: str, seed: int = 1, interval_s: float = 5.0, max_replicas: int = 3,
            dashboard: Optional[callable] = None, workdir: Optional[Path] = None, cpu_hogs: int = 0,
-           admission: Optional[AdmissionSettings] = None, logs_to: Optional[Path] = None) -> UpReport:
-    """``logs_to``: where the workers' logs (stdout and stderr) are copied at the end."""
+           admission: Optional[AdmissionSettings] = None, logs_to: Optional[Path] = None,
+           zygote: bool = True) -> UpReport:
+    """``logs_to``: where the workers' logs (stdout and stderr) are copied at the end; ``zygote``:
+    workers forked from a process that imported torch once (``zygote.py``), else each a plain process."""
     own_workdir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="esg-up-")) if workdir is None else workdir
     stages = set(topology.functions.values())  # the router runs beside the platform, not as a function
     stack = {**stack, "functions": {k: v for k, v in stack["functions"].items() if k in stages}}
-    platform = LocalPlatform(stack, stack_dir, workdir)
+    platform = LocalPlatform(stack, stack_dir, workdir, zygote=zygote)
     servers = []
     control: Optional[threading.Thread] = None
     stop = threading.Event()
@@ -364,6 +372,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
             server.server_close()
         platform.shutdown()
         report.spawned_pids = list(platform.spawned)
+        report.worker_starts = list(platform.started)
         if logs_to is not None:
             shutil.copytree(platform.logs, logs_to, dirs_exist_ok=True)
         if own_workdir:

@@ -334,3 +334,45 @@ def test_a_worker_that_logs_much_keeps_serving_and_its_log_is_kept(platform):
     finally:
         gateway.shutdown()
         gateway.server_close()
+
+
+def ppid(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_workers_are_forked_from_the_zygote_unless_their_environment_differs_at_import(tmp_path):
+    """A worker's start is mostly importing torch: the zygote has done it
+    once and forks each worker (its parent); a worker whose environment
+    sets a variable read at torch's import differently is a plain process
+    of the platform; with the zygote gone, workers still start."""
+    platform = echo_platform(tmp_path)
+    other = None
+    try:
+        fn = platform.functions["echo"]
+        zygote = platform.zygote.proc.pid
+        assert [ppid(w.proc.pid) for w in fn.workers] == [zygote, zygote]
+        assert len(os.listdir(f"/proc/{zygote}/task")) == 1  # torch imported, no thread started: safe to fork
+        status, _, body = call_worker(fn.workers[0].port, "GET", "/_esg/config")
+        assert status == 200 and json.loads(body)["gpu_share"] == 100  # its own environment, not the zygote's
+        platform.zygote.proc.kill()
+        platform.zygote.proc.wait()
+        platform.scale("echo", 3)
+        platform.wait_converged("echo")
+        newest = max(fn.workers, key=lambda w: w.proc.pid)
+        assert len(fn.workers) == 3 and ppid(newest.proc.pid) == os.getpid()  # a plain process now
+        (tmp_path / "other").mkdir()
+        other = echo_platform(tmp_path / "other", OMP_WAIT_POLICY="PASSIVE")
+        assert all(ppid(w.proc.pid) == os.getpid() for w in other.functions["echo"].workers)
+    finally:
+        platform.shutdown()
+        if other is not None:
+            other.shutdown()
+    assert all(gone(pid) for pid in platform.spawned + other.spawned)
+
+
+def test_a_worker_fits_the_zygote_only_where_every_variable_read_at_import_is_the_same():
+    from esg_plugin.local.zygote import fits
+
+    assert fits({"A": "1", "OMP_NUM_THREADS": "2"}, {"OMP_NUM_THREADS": "2"})
+    assert not fits({"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"})
+    assert not fits({}, {"GOMP_SPINCOUNT": "10000"}) and not fits({"CUDA_VISIBLE_DEVICES": "0"}, {})
