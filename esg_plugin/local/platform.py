@@ -219,11 +219,6 @@ class LocalPlatform:
         """Every worker that became ready: (function, seconds from its start, forked by the zygote)."""
         self.zygote: Optional[Zygote] = None
         """Forks workers with torch imported already (``zygote.py``); None: every worker a plain process."""
-        if zygote:
-            try:
-                self.zygote = Zygote(_with_spin_default({**os.environ, **self.extra_env}))
-            except OSError:
-                self.zygote = None
         folders: dict[Path, Path] = {}
         for name, spec in (stack.get("functions") or {}).items():
             spec = spec or {}
@@ -239,6 +234,11 @@ class LocalPlatform:
                                   int(env.get(C.ENV_GPU_SHARE_PCT, 100)))
             self.functions[name] = LocalFunction(name, folders[handler], env, dict(spec.get("labels") or {}),
                                                  dict(spec.get("annotations") or {}), state)
+        if zygote:  # once the stack is known good: it imports torch meanwhile
+            try:
+                self.zygote = Zygote(_with_spin_default({**os.environ, **self.extra_env}))
+            except OSError:
+                self.zygote = None
 
     def _prepare(self, handler: Path, index: int) -> Path:
         return build_folder(self.template, handler, self.workdir / f"build-{index}-{handler.name}")
@@ -375,8 +375,9 @@ class LocalPlatform:
         self._stop(workers)
         for thread in self.stoppers:
             thread.join(timeout=60.0)
-        if self.zygote is not None:
-            self.zygote.close()
+        with self.lock:
+            if self.zygote is not None:
+                self.zygote.close()
 
     def pids(self) -> list[int]:
         return [w.proc.pid for fn in self.functions.values() for w in fn.workers]

@@ -41,6 +41,11 @@ import sys
 import traceback
 from typing import Mapping, Optional
 
+ANSWER_TIMEOUT_S = 60.0
+"""The longest the platform waits for the zygote's answer (its first one
+waits for torch's import, seconds); past it the zygote is closed and the
+worker starts as a plain process."""
+
 LOADED_AT_IMPORT = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "CUDA_", "PYTORCH_", "TORCH_", "LD_", "MALLOC_",
                     "PYTHON", "NVIDIA_")
 """Prefixes of the variables that torch, the libraries it loads, or Python
@@ -172,26 +177,33 @@ class ForkedProcess:
 
 class Zygote:
     """The platform's side: starts the zygote, asks it for workers. Any
-    failure (it cannot start, it died, it answers nonsense) makes
-    :meth:`fork` answer None, and the platform starts a plain process."""
+    failure (it cannot start, it died, it answers late or nonsense) makes
+    :meth:`fork` answer None from then on, and the platform starts plain
+    processes; the zygote is left running (the workers it forked die with
+    it) until :meth:`close`, at the platform's shutdown."""
 
     def __init__(self, env: Mapping[str, str]):
         self.env = dict(env)
+        self.usable = True
         self.proc: Optional[subprocess.Popen] = subprocess.Popen(
             [sys.executable, "-c", "import sys; from esg_plugin.local.zygote import serve; "
                                    "sys.exit(serve(sys.stdin, sys.stdout))"], env=self.env, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
 
     def fork(self, cwd: str, env: Mapping[str, str], log: str, nice: int) -> Optional[ForkedProcess]:
-        if self.proc is None or self.proc.poll() is not None or not fits(env, self.env):
+        """A worker forked from the zygote, or None (then start a plain one).
+        Not thread-safe: the platform asks under its lock."""
+        if not self.usable or self.proc is None or self.proc.poll() is not None or not fits(env, self.env):
             return None
         try:
             self.proc.stdin.write(json.dumps({"cwd": cwd, "env": dict(env), "log": log, "nice": nice}) + "\n")
             self.proc.stdin.flush()
+            if not select.select([self.proc.stdout], [], [], ANSWER_TIMEOUT_S)[0]:
+                raise OSError(f"the zygote did not answer within {ANSWER_TIMEOUT_S:g} s")
             answer = json.loads(self.proc.stdout.readline() or "{}")
             return ForkedProcess(int(answer["pid"]))
         except (OSError, ValueError, KeyError, TypeError):
-            self.close()
+            self.usable = False
             return None
 
     def close(self) -> None:

@@ -344,7 +344,8 @@ def test_workers_are_forked_from_the_zygote_unless_their_environment_differs_at_
     """A worker's start is mostly importing torch: the zygote has done it
     once and forks each worker (its parent); a worker whose environment
     sets a variable read at torch's import differently is a plain process
-    of the platform; with the zygote gone, workers still start."""
+    of the platform. The workers it forked die with it; the rollout
+    replaces them with plain processes."""
     platform = echo_platform(tmp_path)
     other = None
     try:
@@ -354,12 +355,13 @@ def test_workers_are_forked_from_the_zygote_unless_their_environment_differs_at_
         assert len(os.listdir(f"/proc/{zygote}/task")) == 1  # torch imported, no thread started: safe to fork
         status, _, body = call_worker(fn.workers[0].port, "GET", "/_esg/config")
         assert status == 200 and json.loads(body)["gpu_share"] == 100  # its own environment, not the zygote's
+        forked = [w.proc.pid for w in fn.workers]
         platform.zygote.proc.kill()
         platform.zygote.proc.wait()
+        wait_until(lambda: all(gone(pid) for pid in forked), 60)  # they die with it ...
         platform.scale("echo", 3)
-        platform.wait_converged("echo")
-        newest = max(fn.workers, key=lambda w: w.proc.pid)
-        assert len(fn.workers) == 3 and ppid(newest.proc.pid) == os.getpid()  # a plain process now
+        wait_until(lambda: len(fn.workers) == 3 and not fn.starting, 120)  # ... and plain processes take over
+        assert all(ppid(w.proc.pid) == os.getpid() for w in fn.workers)
         (tmp_path / "other").mkdir()
         other = echo_platform(tmp_path / "other", OMP_WAIT_POLICY="PASSIVE")
         assert all(ppid(w.proc.pid) == os.getpid() for w in other.functions["echo"].workers)
