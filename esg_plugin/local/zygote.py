@@ -137,8 +137,11 @@ class ForkedProcess:
 
     def __init__(self, pid: int):
         self.pid = pid
-        self.fd = os.pidfd_open(pid)
         self.returncode: Optional[int] = None
+        try:
+            self.fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # it exited (and was reaped) already: a start that failed at once
+            self.fd, self.returncode = -1, -1
 
     def poll(self) -> Optional[int]:
         if self.returncode is None and select.select([self.fd], [], [], 0)[0]:
@@ -183,6 +186,8 @@ class Zygote:
     it) until :meth:`close`, at the platform's shutdown."""
 
     def __init__(self, env: Mapping[str, str]):
+        if not hasattr(os, "pidfd_open"):
+            raise OSError("no pidfd_open here (Linux 5.3 or later): workers start as plain processes")
         self.env = dict(env)
         self.usable = True
         self.proc: Optional[subprocess.Popen] = subprocess.Popen(
