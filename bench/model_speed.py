@@ -14,17 +14,14 @@ from pathlib import Path
 from esg_plugin.runtime import contract as C
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", default="resnet50")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=20)
-    args = ap.parse_args()
+def stage_handler(stage: str, threads: int):
+    """The stage's handler in this process (``threads`` torch threads, one
+    inter-op thread) and a batch-1 request, warmed up: (handler, events)."""
     import torch
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
-    os.environ[C.ENV_FUNCTION] = args.stage
+    os.environ[C.ENV_FUNCTION] = stage
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "functions"))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "template/esg-python3"))  # esg_runtime
     from dnn import handler
@@ -32,6 +29,16 @@ def main() -> int:
     events = [handler._SampleEvent(body) for body in handler.sample_bodies(1)]
     for _ in range(3):
         handler.handle_batch(events, None)
+    return handler, events
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stage", default="resnet50")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=20)
+    args = ap.parse_args()
+    handler, events = stage_handler(args.stage, args.threads)
     times = []
     for _ in range(args.runs):
         started = time.perf_counter()

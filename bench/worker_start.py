@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from esg_plugin.runtime import contract as C
+from model_speed import stage_handler  # bench/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = [str(ROOT / "functions"), str(ROOT / "template/esg-python3"), str(ROOT)]
@@ -60,23 +61,6 @@ def start_once(stage: str, nice: int = 0) -> list[list[float]]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def serving_worker():
-    """ResNet-50's handler in this process (one torch thread) and a batch-1 request."""
-    import torch
-
-    torch.set_num_threads(1)
-    torch.set_num_interop_threads(1)
-    os.environ[C.ENV_FUNCTION] = "resnet50"
-    for path in reversed(PATHS):
-        sys.path.insert(0, path)
-    from dnn import handler
-
-    events = [handler._SampleEvent(body) for body in handler.sample_bodies(1)]
-    for _ in range(3):
-        handler.handle_batch(events, None)
-    return handler, events
-
-
 def serving_times_ms(handler, events, runs: int, beside_nice: int | None) -> list[float]:
     """The request timed ``runs`` times; with ``beside_nice``, while fresh
     processes start ResNet-50 workers one after the other at that nice value."""
@@ -103,17 +87,6 @@ def serving_times_ms(handler, events, runs: int, beside_nice: int | None) -> lis
     return times
 
 
-BUSY = r"""
-import os, sys
-from dnn import handler
-import torch
-torch.set_num_threads(1)
-events = [handler._SampleEvent(body) for body in handler.sample_bodies(1)]
-while True:
-    handler.handle_batch(events, None)
-"""
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stages", default="resnet50,translator,ssd-mobilenetv2")
@@ -127,9 +100,10 @@ def main() -> int:
         print(f"  {stage:16s} import torch {torch_w:.2f} s ({torch_c:.2f} s CPU), model {model_w:.2f} s "
               f"({model_c:.2f}), warm-up at batch 1 {warm_w:.2f} s ({warm_c:.2f}); "
               f"total {torch_w + model_w + warm_w:.2f} s")
-    handler, events = serving_worker()
-    env = {**os.environ, C.ENV_FUNCTION: "resnet50", "PYTHONPATH": os.pathsep.join(PATHS)}
-    busy = [subprocess.Popen([sys.executable, "-c", BUSY], env=env) for _ in range(args.busy)]
+    handler, events = stage_handler("resnet50", 1)
+    # a serving loop each, until killed: bench/model_speed.py with runs nobody waits for
+    busy = [subprocess.Popen([sys.executable, str(ROOT / "bench" / "model_speed.py"), "--runs", str(10 ** 9)],
+                             stdout=subprocess.DEVNULL) for _ in range(args.busy)]
     try:
         time.sleep(5.0 if busy else 0.0)  # the busy ones past their own start
         alone = serving_times_ms(handler, events, args.runs, None)

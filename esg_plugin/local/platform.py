@@ -35,9 +35,9 @@ from typing import Mapping, Optional
 from ..errors import ESGError
 from ..runtime import contract as C
 from ..runtime.client import ConnectionPool
-from ..runtime.gpu import OMP_SPIN_COUNT
+from ..runtime.gpu import spin_count_default
 from ..model import FunctionState
-from .zygote import Zygote
+from .zygote import ForkedProcess, Zygote, die_with_parent
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template" / "esg-python3"
 ROLLOUT_CHECK_S = 1.0
@@ -144,8 +144,6 @@ class Worker:
     platform's back at the latest (:data:`START_NICE_S`); None once it has."""
     spawned_at_s: float = 0.0
     """Monotonic time it was started."""
-    forked: bool = False
-    """Forked by the zygote (``zygote.py``), not started as a plain process."""
 
 
 @dataclass
@@ -255,16 +253,15 @@ class LocalPlatform:
                 C.ENV_GPU_SHARE_PCT: str(state.gpu_share), C.ENV_CONFIG_TOKEN: self.token})
             log = self.logs / f"{fn.name}.{port}.log"
             proc = self.zygote.fork(str(fn.folder), env, str(log), self.start_nice) if self.zygote else None
-            forked = proc is not None
             if proc is None:
                 with open(log, "ab") as out:  # the child keeps its own descriptor
                     proc = subprocess.Popen([sys.executable, "index.py"], cwd=fn.folder, env=env,
                                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                             preexec_fn=functools.partial(_in_worker, self.start_nice))
             self.spawned.append(proc.pid)
+            now_s = time.monotonic()
             return Worker(proc, port, state.gpu_share, (state.batch_size, state.max_wait_ms), log=log,
-                          niced_until_s=time.monotonic() + START_NICE_S if self.start_nice else None,
-                          spawned_at_s=time.monotonic(), forked=forked)
+                          niced_until_s=now_s + START_NICE_S if self.start_nice else None, spawned_at_s=now_s)
 
     def _wait_ready(self, fn: LocalFunction, workers: list[Worker]) -> None:
         deadline = time.monotonic() + self.start_timeout_s
@@ -278,7 +275,8 @@ class LocalPlatform:
                 try:
                     if call_worker(worker.port, "GET", C.HEALTH_PATH, timeout=1.0)[0] == 200:
                         self._unnice(worker)  # it serves now: the platform's priority
-                        self.started.append((fn.name, time.monotonic() - worker.spawned_at_s, worker.forked))
+                        self.started.append((fn.name, time.monotonic() - worker.spawned_at_s,
+                                             isinstance(worker.proc, ForkedProcess)))
                         break
                 except OSError:
                     pass
@@ -545,30 +543,22 @@ class LocalPlatform:
 
 
 def _with_spin_default(env: dict) -> dict:
-    """``env`` with ``GOMP_SPINCOUNT`` as the runtime sets it where neither
-    it nor ``OMP_WAIT_POLICY`` is set (``runtime/gpu.py``): libgomp reads it
-    when torch loads it, in the zygote for a forked worker."""
-    if not (env.get("GOMP_SPINCOUNT") or env.get("OMP_WAIT_POLICY")):
-        env["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
+    """``env`` with ``GOMP_SPINCOUNT`` as the runtime sets it
+    (:func:`runtime.gpu.spin_count_default`): libgomp reads it when torch
+    loads it, in the zygote for a forked worker."""
+    spin = spin_count_default(env)
+    if spin is not None:
+        env["GOMP_SPINCOUNT"] = spin
     return env
 
 
 def _in_worker(start_nice: int) -> None:
     """In the worker, before exec: die with the platform, start at a lower priority."""
-    _die_with_parent()
+    die_with_parent()
     if start_nice:
         os.nice(start_nice)
 
 
-def _die_with_parent() -> None:
-    """In the worker, before exec: get SIGTERM when the platform process dies,
-    however it dies (Linux prctl PR_SET_PDEATHSIG), so no worker outlives it."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass
 
 
 WORKER_CONNECTIONS = ConnectionPool()

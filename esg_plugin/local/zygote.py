@@ -43,8 +43,8 @@ from typing import Mapping, Optional
 
 ANSWER_TIMEOUT_S = 60.0
 """The longest the platform waits for the zygote's answer (its first one
-waits for torch's import, seconds); past it the zygote is closed and the
-worker starts as a plain process."""
+waits for torch's import, seconds); past it the zygote is not asked again
+and workers start as plain processes (:meth:`Zygote.fork`)."""
 
 LOADED_AT_IMPORT = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "CUDA_", "PYTORCH_", "TORCH_", "LD_", "MALLOC_",
                     "PYTHON", "NVIDIA_")
@@ -89,7 +89,7 @@ def _become_worker(request: dict) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
-        _die_with_parent()
+        die_with_parent()
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -119,12 +119,14 @@ def _become_worker(request: dict) -> None:
             os._exit(code)
 
 
-def _die_with_parent() -> None:
-    """SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+def die_with_parent() -> None:
+    """In a child, before it runs: SIGTERM when its parent dies, however it
+    dies (Linux ``prctl(PR_SET_PDEATHSIG)``), so that nothing outlives the
+    platform (a plain worker, the zygote, a worker the zygote forked)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         pass
 
@@ -193,7 +195,7 @@ class Zygote:
         self.proc: Optional[subprocess.Popen] = subprocess.Popen(
             [sys.executable, "-c", "import sys; from esg_plugin.local.zygote import serve; "
                                    "sys.exit(serve(sys.stdin, sys.stdout))"], env=self.env, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+            stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
 
     def fork(self, cwd: str, env: Mapping[str, str], log: str, nice: int) -> Optional[ForkedProcess]:
         """A worker forked from the zygote, or None (then start a plain one).

@@ -40,7 +40,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, MutableMapping, Optional
+from typing import Any, Callable, ContextManager, Mapping, MutableMapping, Optional
 
 from . import contract as C
 
@@ -80,6 +80,14 @@ times 40–42 and 52–55 ms, and no spinning (``OMP_WAIT_POLICY=PASSIVE``)
 48–49 and 47–49 ms (``python bench/live_share.py``, its last table, two
 runs, 2026-12-01 05:02 UTC; docs/runtime.md). A node is shared in every
 deployment this runtime is for."""
+
+
+def spin_count_default(*envs: Mapping[str, str]) -> Optional[str]:
+    """The ``GOMP_SPINCOUNT`` to set (:data:`OMP_SPIN_COUNT`) where none of
+    ``envs`` sets it or ``OMP_WAIT_POLICY``; None where one does."""
+    if any(env.get(name) for env in envs for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")):
+        return None
+    return str(OMP_SPIN_COUNT)
 
 
 def cpu_allotment(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> float:
@@ -178,8 +186,9 @@ def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Option
     for name in THREAD_VARIABLES:
         env[name] = str(threads)
         os.environ[name] = str(threads)  # read by the libraries torch loads, at import
-    if not any(os.environ.get(name) or env.get(name) for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")):
-        env["GOMP_SPINCOUNT"] = os.environ["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)  # read when libgomp loads
+    spin = spin_count_default(os.environ, env)
+    if spin is not None:
+        env["GOMP_SPINCOUNT"] = os.environ["GOMP_SPINCOUNT"] = spin  # read when libgomp loads
     try:
         import torch
     except ImportError:
