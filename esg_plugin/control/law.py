@@ -150,6 +150,12 @@ class WorkflowState:
     clean_since_s: Optional[float] = None
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
+    step_at_s: float = -math.inf
+    """When the last step was detected (its panic started)."""
+    since_step: list = field(default_factory=list)
+    """(time_s, start of its short window in s, arrivals in it) of each tick
+    in the panic whose short window starts after the step was detected
+    (``step_settle``)."""
     last_short: Optional[tuple[float, float, float]] = None
     """(time_s, the short window's rate, its length) at the last tick."""
     step_cv2: Optional[float] = None
@@ -311,7 +317,7 @@ class ControlLaw:
         boost_before = ws.boost
         why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
-        want, said, quick = self._wanted_rate(ws, obs, backlog, now_s)
+        want, said, quick, settled = self._wanted_rate(ws, obs, backlog, now_s)
         planned = ws.planned_rps
         target = planned
         ws.calm = calm = backlog <= 0 and not rising and now_s >= ws.panic_until_s
@@ -322,6 +328,13 @@ class ControlLaw:
         elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs)):
             target, why = want, f"up: {said}"
             ws.scale_down.reset()
+        elif settled and want < planned * s.scale_down_below and backlog <= 0 and not rising:
+            # the panic's plan was made for a short window that read high: down to
+            # what the arrivals since the step say, the panic (and its hold on any
+            # further scale-down) going on; watched for misses as a scale-down
+            target, why = want, f"settled: {said}"
+            ws.down_from_rps, ws.down_at_s = planned, now_s
+            ws.down_miss_share = self._miss_share_before(ws, now_s)
         else:
             first_s = now_s if state.first_observation_s is None else state.first_observation_s
             warm = now_s - first_s >= s.warmup_s
@@ -339,8 +352,8 @@ class ControlLaw:
             # capacity held back: the load it is for is still the one observed
             offered = min(want, rolled) / self._headroom(obs.arrival_cv2)
             target, why = rolled, f"misses after a scale-down: planned again for {rolled:.2f} rps, halfway back " \
-                                  f"to the {ws.down_from_rps:.2f} rps planned before it (next scale-down not " \
-                                  f"before {ws.down_hold_until_s:.0f} s)"
+                                  f"to the {ws.down_from_rps:.2f} rps planned before it (no scale-down for " \
+                                  f"{ws.down_hold_until_s - now_s:.0f} s)"
         moved = self._factors_moved(workflow, ws, state)
         slower = moved and any(state.exec_factor.get(st.function, 1.0) > ws.factors.get(st.function, 1.0)
                                for st in workflow.stages)
@@ -455,25 +468,43 @@ class ControlLaw:
         return None
 
     def _wanted_rate(self, ws: WorkflowState, obs: WorkflowObservation, backlog: float,
-                     now_s: float) -> tuple[float, str, bool]:
-        """The rate to cover now, a few words on where it came from, and
-        whether the short window or a backlog made it (not the long window alone)."""
+                     now_s: float) -> tuple[float, str, bool, bool]:
+        """The rate to cover now, a few words on where it came from, whether
+        the short window, the arrivals since a step or a backlog made it (not
+        the long window alone), and whether the arrivals since a step did
+        (``step_settle``)."""
         s = self.settings
         rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
         quick = False
         latest = self._latest_rate(ws, obs, now_s)
         panic = now_s < ws.panic_until_s
-        if s.step_detection and obs.rate_short_rps > rate and (
-                ws.planned_rps is None or panic or step_detected(obs, ws.planned_rps, s.step_z)):
+        stepped = ws.planned_rps is not None and step_detected(obs, ws.planned_rps, s.step_z)
+        since = self._since_step_rate(ws, obs, now_s) if panic and not stepped else None
+        if s.step_detection and since is not None:
+            # in the panic, once the arrivals since the step are counted, they
+            # say the new rate better than any one short window does: the plan
+            # is for their rate when it is above the rate the plan was made for,
+            # or significantly below it (as the long window's rise test); else it holds
+            mean, upper = since
+            estimate = ws.estimate_rps if ws.estimate_rps is not None else mean
+            held = mean if (estimate < mean or estimate > upper) else estimate
+            if held >= rate:  # else the long window's, as outside the panic (its rise is tested)
+                rate, said, quick = held, f"{held:.2f} rps (since the step: {mean:.2f} counted), " \
+                                          "in the panic after it", True
+        elif s.step_detection and obs.rate_short_rps > rate and (ws.planned_rps is None or panic or stepped):
             # the short window only on evidence of a step, or in the panic that
             # follows one (Knative's panic window): its noise alone is no reason to scale
             rate, said, quick = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)", True
             if latest is not None and latest > rate:
                 rate, said = latest, f"{latest:.2f} rps (the short window's newest part)"
-            if ws.planned_rps is not None and not panic:
-                ws.panic_until_s = now_s + s.scale_down_delay_s
-                ws.step_cv2 = obs.arrival_cv2
-                said += ", a step: no scale-down before the delay has passed"
+            if ws.planned_rps is not None and (stepped or not panic):
+                ws.step_at_s, ws.since_step = now_s, []  # another step in the panic: counted from it
+                if panic:
+                    said += ", a step again, in the panic after a step"
+                else:
+                    ws.panic_until_s = now_s + s.scale_down_delay_s
+                    ws.step_cv2 = obs.arrival_cv2
+                    said += ", a step: no scale-down before the delay has passed"
             elif panic:
                 said += ", in the panic after a step"
         if ws.boost > 1.0:
@@ -483,7 +514,29 @@ class ControlLaw:
             rate += backlog / s.drain_s
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"
             quick = True
-        return on_rate_grid(max(rate, s.min_rate_rps) * self._headroom(obs.arrival_cv2)), said, quick
+        return on_rate_grid(max(rate, s.min_rate_rps) * self._headroom(obs.arrival_cv2)), said, quick, \
+            since is not None and s.step_detection
+
+    def _since_step_rate(self, ws: WorkflowState, obs: WorkflowObservation,
+                         now_s: float) -> Optional[tuple[float, float]]:
+        """In the panic after a step (``step_settle``), the arrival rate since
+        the step, and that plus ``step_z`` standard deviations (of a Poisson
+        count inflated by the arrivals' cv²): counted over the short windows
+        that start after the tick that detected it — not that tick's window,
+        the one chosen because it read high — each arrival once (disjoint
+        windows). None before there is one such window."""
+        if not self.settings.step_settle:
+            return None
+        start_s = now_s - obs.short_window_s
+        if start_s >= ws.step_at_s - 1e-9:
+            ws.since_step.append((now_s, start_s, obs.rate_short_rps * obs.short_window_s))
+        taken = _disjoint(ws.since_step)
+        span_s = sum(end - start for end, start, _ in taken)
+        if span_s <= 0:
+            return None
+        count = sum(n for _, _, n in taken)
+        sd = math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))
+        return count / span_s, (count + self.settings.step_z * sd) / span_s
 
     def _latest_rate(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> Optional[float]:
         """The rate since the last tick, less one standard deviation, where

@@ -11,8 +11,8 @@ from typing import Optional
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
-ABLATIONS = ("utilisation", "step", "rise", "backlog", "feedback", "capacity", "degraded", "rollback",
-             "starting", "bridge")
+ABLATIONS = ("utilisation", "step", "settle", "rise", "backlog", "feedback", "capacity", "degraded",
+             "rollback", "starting", "bridge")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,22 @@ class ControlSettings:
     of those counts. Off: the short window's rate alone."""
     step_z: float = 3.0
     """The test's threshold in standard deviations."""
+    step_settle: bool = True
+    """In the panic after a step, once a short window that starts after the
+    tick that detected it has passed, plan for the arrivals counted since
+    the step, not for each short window: the plan is for their rate when
+    that is above the rate the plan was made for, or significantly below it
+    (by more than ``step_z`` standard deviations of the count), else it
+    holds. A panic plan made for one
+    short window that read high — a burst of bursty arrivals, or a plan
+    still at a quiet start when the rate rose — comes down as soon as the
+    arrivals since say so (when below ``scale_down_below`` of the plan,
+    with no backlog and no rising misses; watched as a scale-down,
+    ``rollback``), not after the whole ``scale_down_delay_s``; one that read
+    low goes up; the noise of later short windows moves nothing. The
+    panic's hold on any other scale-down goes on. A step detected again in
+    the panic counts from there. Off: the short window (when above the long
+    one) throughout the panic."""
     step_cv2_hold: bool = True
     """In the panic after a step, plan with the arrivals' cv² as it was when
     the step was detected, when the window's reads higher: a window that
@@ -239,6 +255,8 @@ class ControlSettings:
             return replace(self, utilisations=(0.8,))
         if mechanism == "step":
             return replace(self, step_detection=False)
+        if mechanism == "settle":
+            return replace(self, step_settle=False)
         if mechanism == "rise":
             return replace(self, rise_z=0.0)
         if mechanism == "backlog":

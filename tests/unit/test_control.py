@@ -87,8 +87,9 @@ def test_a_rise_of_the_long_window_within_its_noise_does_not_re_plan(chain):
 
 
 def test_up_at_once_on_a_step_down_only_after_the_delay(chain):
+    """With ``step_settle`` off: the panic's plan holds for the whole delay."""
     wf, profiles = chain
-    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0))
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, step_settle=False))
     state = law.new_state()
     low = replicas(tick(law, state, 0.0, 20.0))
     stepped = tick(law, state, 1.0, 22.0, short_rps=200.0)  # the long window has barely moved
@@ -97,6 +98,55 @@ def test_up_at_once_on_a_step_down_only_after_the_delay(chain):
     for t in range(2, 32):
         assert replicas(tick(law, state, float(t), 20.0)) == high, t  # held during the delay
     assert replicas(tick(law, state, 33.0, 20.0)) < high
+
+
+def test_a_panic_made_for_a_burst_comes_down_to_the_arrivals_counted_since(chain):
+    """One short window read 200 rps where 20 arrive: the panic plans for it
+    at once; once a window that starts after that tick is counted, the plan
+    comes down to the rate since, and windows within the noise below it
+    move it no more, the panic still going on."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, rate_headroom=0.1))
+    state = law.new_state()
+    tick(law, state, 0.0, 20.0)
+    tick(law, state, 1.0, 22.0, short_rps=200.0)
+    ws = state.workflows["w"]
+    high = ws.planned_rps
+    assert high == on_rate_grid(200.0 * 1.1) and ws.panic_until_s == 31.0
+    assert tick(law, state, 2.0, 20.0).reasons["w"] == "unchanged"  # its window holds the detecting tick's second
+    settled = tick(law, state, 3.0, 20.0)  # the window from 1 s to 3 s: 40 arrivals
+    assert settled.reasons["w"].startswith("settled: ") and "since the step" in settled.reasons["w"]
+    assert ws.planned_rps == on_rate_grid(20.0 * 1.1)
+    for t in range(4, 31):  # noise within the band moves nothing
+        tick(law, state, float(t), 20.0, short_rps=18.0 + t % 3)
+        assert ws.planned_rps == on_rate_grid(20.0 * 1.1) and ws.panic_until_s == 31.0
+    # off: the panic's plan holds
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, step_settle=False))
+    state = law.new_state()
+    tick(law, state, 0.0, 20.0)
+    tick(law, state, 1.0, 22.0, short_rps=200.0)
+    for t in range(2, 31):
+        tick(law, state, float(t), 20.0)
+        assert state.workflows["w"].planned_rps == high
+
+
+def test_a_real_step_stays_planned_for_and_another_step_in_the_panic_counts_from_there(chain):
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, rate_headroom=0.1))
+    state = law.new_state()
+    ws = state.workflows
+    tick(law, state, 0.0, 20.0)
+    tick(law, state, 1.0, 22.0, short_rps=200.0)
+    high = ws["w"].planned_rps
+    for t in range(2, 12):
+        tick(law, state, float(t), 20.0 + 6.0 * t, short_rps=200.0)  # the long window catches up
+        assert ws["w"].planned_rps >= high, t
+    decision = tick(law, state, 12.0, 90.0, short_rps=600.0)  # a second step
+    assert "a step" in decision.reasons["w"] and ws["w"].step_at_s == 12.0 and ws["w"].since_step == []
+    assert ws["w"].planned_rps == on_rate_grid(600.0 * 1.1) and ws["w"].panic_until_s == 31.0
+    tick(law, state, 13.0, 100.0, short_rps=600.0)
+    tick(law, state, 14.0, 110.0, short_rps=600.0)  # counted from 12 s: 1,200 arrivals, no settling
+    assert ws["w"].planned_rps >= on_rate_grid(600.0 * 1.1)
 
 
 def test_in_the_panic_after_a_step_the_step_cv2_is_planned_with_not_the_mixed_windows(chain):
