@@ -92,19 +92,24 @@ def can_raise_priority() -> bool:
 def set_nice(pid: int, nice: int) -> bool:
     """Every thread of process ``pid`` at ``nice`` (Linux's nice value is a
     thread's: torch's threads keep the one they were started with); False
-    when not allowed or the process is gone."""
+    when not allowed or the process is gone (every thread it listed gone
+    before it could be changed)."""
     for _ in range(2):  # a thread started meanwhile by one not yet changed
         try:
             threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
         except OSError:
             return False
+        changed = 0
         for tid in threads:
             try:
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
+                changed += 1
             except ProcessLookupError:
-                pass
+                pass  # this thread ended meanwhile
             except OSError:
                 return False
+        if not changed:
+            return False
     return True
 
 
