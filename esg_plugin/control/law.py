@@ -40,8 +40,10 @@ Per workflow with data, at every tick (``docs/control.md``):
    delay, when calm (a re-plan for faster instances holds less).
 6. **A time-shared node** (``busy_capacity``, ``esg up`` on a CPU) — each
    workflow's demand is the busy time of its plan for its wanted rate
-   (:func:`plan_busy`, with the calibrated execution times: contention
-   shows as longer ones). When the demands exceed the capacity, each
+   (:func:`plan_busy`: the calibrated execution times, where contention
+   shows as longer ones, times how busy the share's cores were while they
+   ran — the runtime's processor time over its execution time — so an
+   execution that waited for a core is not counted as keeping one busy). When the demands exceed the capacity, each
    workflow gets the capacity in proportion to its demand (no workflow
    starves while another grows), its plan is made again for the rate that
    fits its part, and that rate is its ``admit_rps``: the rest is shed at
@@ -65,6 +67,7 @@ from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Wo
 from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
 from ..planner import PlannerError, build_problem, deployment_for, get_policy, plan_with_fallback
+from ..limits import is_number
 from ..planner.limits import NO_LIMITS
 from .delay import DelayWindow
 from .errors import ControlError
@@ -72,6 +75,10 @@ from .observation import Observation, WorkflowObservation
 from .settings import ControlSettings
 
 EXEC_FACTOR_RANGE = (0.5, 3.0)
+CPU_FACTOR_RANGE = (0.02, 10.0)
+"""A function's processor time over its execution time, per core its share
+allots, outside this is not believed (a share below one core may run one
+whole thread: up to 1 / share of the cores)."""
 EXEC_FACTOR_SMOOTHING = 0.3
 """Weight of a new observed/profiled ratio in the smoothed factor."""
 SHARE_FACTOR_MEMORY_S = 300.0
@@ -207,6 +214,9 @@ class ControlState:
     first_observation_s: Optional[float] = None
     workflows: dict[str, WorkflowState] = field(default_factory=dict)
     exec_factor: dict[str, float] = field(default_factory=dict)
+    cpu_factor: dict[str, float] = field(default_factory=dict)
+    """Per function: how busy its share's cores are while it executes
+    (``Observation.cpu_ratio``), smoothed; for :func:`plan_busy`."""
     """Per function: observed over profiled execution time, smoothed (at whatever share it ran)."""
     share_factor: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
     """Per (function, share): the same factor, observed at that share, and when it was last observed."""
@@ -581,7 +591,7 @@ class ControlLaw:
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2)
         covered_rps, admit_rps = rate_rps, None
-        ws.demand = busy = plan_busy(workflow, problem.rate_rps, choices)
+        ws.demand = busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
         part = self._busy_part(workflow.name, state, busy)
         if busy > part * (1 + 1e-9) and problem.rate_rps > self.settings.min_rate_rps:
             # the node is full: plan for the rate that fits its part (busy time grows with the rate), admit that
@@ -625,7 +635,7 @@ class ControlLaw:
         ws.estimate_rps = rate_rps / self._headroom(cv2) if offered_rps is None else offered_rps
         ws.fits = fits
         ws.admit_rps = admit_rps
-        ws.busy = plan_busy(workflow, problem.rate_rps, choices)
+        ws.busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
         for stage, option in choices.items():
             before = _running(workflow, ws, stage, current)
@@ -796,6 +806,10 @@ class ControlLaw:
         beside a busy neighbour far more than a smaller one (two threads on
         two cores: 3x, one thread: 1.1x; docs/runtime.md), so one factor
         per function would price the other shares wrongly."""
+        for function, ratio in observation.cpu_ratio.items():
+            if function in self.profiles and is_number(ratio) and math.isfinite(ratio) \
+                    and CPU_FACTOR_RANGE[0] <= ratio <= CPU_FACTOR_RANGE[1]:  # else not believed
+                state.cpu_factor[function] = _smoothed(state.cpu_factor.get(function), float(ratio))
         low, high = EXEC_FACTOR_RANGE
         for function, ratio in observation.exec_ratio.items():
             if function not in self.profiles or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) \
@@ -1027,14 +1041,18 @@ def _running(workflow: Workflow, ws: WorkflowState, stage: str,
     return now
 
 
-def plan_busy(workflow: Workflow, rate_rps: float, choices) -> float:
+def plan_busy(workflow: Workflow, rate_rps: float, choices, cpu_factor: Mapping[str, float] = {}) -> float:
     """How much of a time-shared node a plan keeps busy, in share units (1.0:
     the whole node): Σ over stages of the stage's rate × its execution time
-    per request (a batch's over the batch size) × its share. On a CPU
-    profile a share is that part of the node's cores, so this is the mean
-    number of busy cores over the node's."""
+    per request (a batch's over the batch size) × its share × how busy the
+    share's cores are while it executes (``cpu_factor``, per function; 1
+    where not known). On a CPU profile a share is that part of the node's
+    cores, so this is the mean number of busy cores over the node's: an
+    execution that waits for a core (the calibrated time counts the wait)
+    does not keep one busy meanwhile."""
     return sum(rate_rps * workflow.stage(name).fanout * option.exec_ms / 1000.0 / option.config.batch_size
-               * option.config.gpu_share / 100.0 for name, option in choices.items())
+               * option.config.gpu_share / 100.0 * cpu_factor.get(workflow.stage(name).function, 1.0)
+               for name, option in choices.items())
 
 
 def _cost(choices) -> float:

@@ -87,3 +87,8 @@ class Observation:
     (placed and starting, or not placed yet), where the platform says; a
     stage absent here is not known (its instances are taken to start for
     the profile's cold start)."""
+    cpu_ratio: Mapping[str, float] = field(default_factory=dict)
+    """Per profile name: how busy the share's cores were while its batches
+    ran since the last tick — processor time over execution time (1: the
+    whole execution on a core; less: waiting for one, on a time-shared
+    node), where the runtime says (``esg_exec_cpu_seconds``)."""

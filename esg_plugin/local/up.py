@@ -410,7 +410,8 @@ def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observat
             "replicas": len(fn.workers), "desired": fn.state.replicas, "share": fn.state.gpu_share,
             "batch": fn.state.batch_size, "queue": None if reading is None else reading.queue,
             "exec_ms": None if reading is None or reading.exec_ms is None else round(reading.exec_ms, 2),
-            "batch_mean": None if reading is None or reading.batch_mean is None else round(reading.batch_mean, 2)}
+            "batch_mean": None if reading is None or reading.batch_mean is None else round(reading.batch_mean, 2),
+            "cpu_ratio": None if reading is None or reading.cpu_ratio is None else round(reading.cpu_ratio, 3)}
     return row
 
 

@@ -196,7 +196,7 @@ class RuntimeApp:
                  metrics: Optional[RuntimeMetrics] = None, telemetry: Any = None,
                  on_failure: Optional[Callable[[BaseException], None]] = None,
                  limit: Callable[[], ContextManager] = nullcontext,
-                 reshare: Optional[Callable[[int], int]] = None):
+                 reshare: Optional[Callable[[int], int]] = None, cpu_cores: Optional[float] = None):
         if not (hasattr(handler, "handle_batch") or hasattr(handler, "handle")):
             raise TypeError("the handler module defines neither handle_batch(events, context) nor handle(event, context)")
         self.settings = settings
@@ -209,6 +209,9 @@ class RuntimeApp:
         """The share this instance runs at now (a CPU instance's changes live)."""
         self.reshare = reshare
         """Applies another share in this process (``gpu.ShareReport.reshare``); None: a share needs a restart."""
+        self.cpu_cores = cpu_cores
+        """The cores this process may run on (its CPU allotment) when its share is
+        a share of them; None: not a CPU instance (no ``esg_exec_cpu_seconds``)."""
         self.methods = frozenset(getattr(handler, "METHODS", DEFAULT_METHODS))
         """The HTTP methods the handler takes (its ``METHODS``, else the usual ones; never CONNECT or TRACE)."""
         self.bodies = BodyBudget(MAX_BODIES_IN_FLIGHT_BYTES)
@@ -504,6 +507,8 @@ class RuntimeApp:
         m = self.metrics
         m.batch_size.observe(len(batch))
         m.exec_time.observe(elapsed_s)
+        if self.cpu_cores and batch:
+            m.exec_cpu.inc(batch[0].cpu_ms / 1000.0 / (self.gpu_share_pct / 100.0 * self.cpu_cores))
         for request in batch:
             m.queue_wait.observe(request.queue_ms / 1000.0)
         m.queue_length.set(self.batcher.queue_length())

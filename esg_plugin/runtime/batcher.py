@@ -37,6 +37,7 @@ applies it, so tests drive the batcher with a fake clock and no threads.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ class Request:
     batch_size: int = 0
     queue_ms: float = 0.0
     exec_ms: float = 0.0
+    cpu_ms: float = 0.0
+    """The processor time of this process while its batch ran (every thread)."""
     probe: bool = False
     """Not shed before its deadline passes (see the module)."""
 
@@ -156,8 +159,10 @@ class Batcher:
         clock: Callable[[], float],
         on_batch: Optional[Callable[[list[Request], float], None]] = None,
         on_failure: Optional[Callable[[BaseException], None]] = None,
+        cpu_clock: Callable[[], float] = time.process_time,
     ):
         self.run_batch = run_batch
+        self.cpu_clock = cpu_clock
         self.config = config
         self.max_queue = max_queue
         self.clock = clock
@@ -237,7 +242,7 @@ class Batcher:
         """Run one batch and answer each of its requests exactly once."""
         if not batch:
             return
-        started = self.clock()
+        started, cpu_started = self.clock(), self.cpu_clock()
         try:
             results = list(self.run_batch([r.payload for r in batch]))
             if len(results) != len(batch):
@@ -245,12 +250,14 @@ class Batcher:
         except BaseException as err:  # the whole batch fails, each request learns why
             results = [err] * len(batch)
         elapsed = self.clock() - started
+        cpu_ms = max(0.0, self.cpu_clock() - cpu_started) * 1000.0
         self._last_run_s = self.clock()
         self.estimate.observe(len(batch), elapsed)
         for request, result in zip(batch, results):
             request.batch_size = len(batch)
             request.queue_ms = (started - request.enqueued_s) * 1000.0
             request.exec_ms = elapsed * 1000.0
+            request.cpu_ms = cpu_ms
             if isinstance(result, BaseException):
                 _settle(request.future, exception=result)
             else:

@@ -69,6 +69,13 @@ METRIC_QUEUE_LENGTH = "esg_queue_length"
 METRIC_BATCH_SIZE = "esg_batch_size"
 METRIC_QUEUE_WAIT_SECONDS = "esg_queue_wait_seconds"
 METRIC_EXEC_SECONDS = "esg_exec_seconds"
+METRIC_EXEC_CPU_SECONDS = "esg_exec_cpu_seconds"
+"""A counter (exposed with ``_total``): the processor time the instance used
+while its batches ran, over the cores its share allots it (a CPU instance
+only) — so its ratio to ``esg_exec_seconds_sum`` is how busy the share's
+cores were while it executed: about 1 alone, less where it waited for a
+core (time-sharing: the execution time counts the wait, the processor time
+does not)."""
 METRIC_MAX_BATCH_SIZE = "esg_max_batch_size"
 METRIC_MAX_WAIT_SECONDS = "esg_max_wait_seconds"
 METRIC_GPU_SHARE_PCT = "esg_gpu_share_percent"

@@ -60,6 +60,8 @@ class ShareReport:
     """Entered around every batch: the green context, else nothing."""
     detail: str = ""
     """Why the mechanism is not the one asked for, when it is not."""
+    cpu_allotment: Optional[float] = None
+    """A CPU instance: the cores its share is a share of (:func:`cpu_allotment`)."""
     reshare: Optional[Callable[[int], int]] = field(default=None, compare=False, repr=False)
     """Applies another share live and returns the threads it gives (CPU:
     :class:`CpuShare`); None where a share applies only at start (CUDA
@@ -220,7 +222,8 @@ def apply_share(share_pct: int, env: MutableMapping[str, str], cpu_count: Option
                 chosen, detail = "memory-fraction", f"green context of {sms} SMs failed: {err}"
         return ShareReport(share_pct, share_pct, fraction, threads, "cuda", chosen, limit, detail)
     live = CpuShare(share_pct, allotment, torch)
-    return ShareReport(share_pct, share_pct, None, threads, "cpu", "cpu-threads", live, reshare=live.set)
+    return ShareReport(share_pct, share_pct, None, threads, "cpu", "cpu-threads", live, reshare=live.set,
+                       cpu_allotment=allotment)
 
 
 class CpuShare:

@@ -29,6 +29,8 @@ class RuntimeMetrics:
                                     buckets=SECONDS_BUCKETS, registry=r)
         self.exec_time = Histogram(C.METRIC_EXEC_SECONDS, "Execution time of one batch.",
                                    buckets=SECONDS_BUCKETS, registry=r)
+        self.exec_cpu = Counter(C.METRIC_EXEC_CPU_SECONDS, "Processor time used while batches ran, over the "
+                                "cores this instance's share allots (a CPU instance).", registry=r)
         self.max_batch_size = Gauge(C.METRIC_MAX_BATCH_SIZE, "Live batch size limit.", registry=r)
         self.max_wait = Gauge(C.METRIC_MAX_WAIT_SECONDS, "Live batching timeout.", registry=r)
         self.gpu_share = Gauge(C.METRIC_GPU_SHARE_PCT, "GPU share this instance runs at (CPU: of the cores).",

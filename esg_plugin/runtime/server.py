@@ -224,7 +224,7 @@ def build(handler_module: str, env: MutableMapping[str, str]) -> tuple[RuntimeAp
                 handler.warmup(warmup_sizes(settings.max_batch_size), Context(socket.gethostname()))
         in_passing_thread(warm)
     app = RuntimeApp(handler, settings, telemetry=GpuTelemetry(), limit=share.limit,
-                     reshare=share.reshare if settings.live_share else None)
+                     reshare=share.reshare if settings.live_share else None, cpu_cores=share.cpu_allotment)
     return app, settings
 
 

@@ -102,12 +102,15 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
                                               long_window_s=observation.window_s)
     ratios: dict[str, list[float]] = {}
     batches: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     for (wf, stage), fn in topology.functions.items():
         state, reading = current.get(fn), observation.functions.get(fn)
         key = topology.workflows[wf].stage(stage).function
         if reading is None or reading.exec_ms is None or state is None or key not in profiles:
             continue
         batch = reading.batch_mean or state.batch_size
+        if reading.cpu_ratio is not None:
+            cpu.setdefault(key, []).append(reading.cpu_ratio)
         expected = profiled_ms(profiles[key], batch, state.gpu_share)
         if expected:
             ratios.setdefault(key, []).append(reading.exec_ms / expected)
@@ -115,7 +118,8 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
     starting = {key: current[fn].starting for key, fn in topology.functions.items()
                 if fn in current and current[fn].starting is not None}
     return ControlObservation(observation.at_s, workflows, {k: sum(v) / len(v) for k, v in ratios.items()},
-                              {k: sum(v) / len(v) for k, v in batches.items()}, starting)
+                              {k: sum(v) / len(v) for k, v in batches.items()}, starting,
+                              {k: sum(v) / len(v) for k, v in cpu.items()})
 
 
 def offered_rps(topology: Topology, workflow: str, observation: Observation) -> Optional[tuple[float, float]]:

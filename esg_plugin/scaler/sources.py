@@ -62,6 +62,7 @@ STARTED = "gateway_function_invocation_started"
 WORKFLOW_REQUESTS = C.METRIC_WORKFLOW_REQUESTS
 # a function's histograms, as Prometheus exposes them
 EXEC_SUM, EXEC_COUNT = f"{C.METRIC_EXEC_SECONDS}_sum", f"{C.METRIC_EXEC_SECONDS}_count"
+EXEC_CPU = f"{C.METRIC_EXEC_CPU_SECONDS}_total"
 BATCH_SUM = f"{C.METRIC_BATCH_SIZE}_sum"
 WARM_BATCHES = 3
 """A replica's first batches (a cold start: lazy initialisation, caches) do
@@ -80,6 +81,9 @@ class FunctionReading:
     """Mean execution time of the batches run over the last interval."""
     batch_mean: Optional[float] = None
     """Mean size of those batches."""
+    cpu_ratio: Optional[float] = None
+    """How busy the share's cores were while those batches ran: processor
+    time over execution time (``esg_exec_cpu_seconds``; CPU instances)."""
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,7 @@ class GatewayScrape:
                     continue
                 if name == C.METRIC_QUEUE_LENGTH:
                     queue[fn] = queue.get(fn, 0.0) + value
-                elif name in (EXEC_SUM, EXEC_COUNT, BATCH_SUM):
+                elif name in (EXEC_SUM, EXEC_COUNT, BATCH_SUM, EXEC_CPU):
                     counters[(url, name)] = value
         warm = {url for (url, name), value in self.replica_counters.last.items()
                 if name == EXEC_COUNT and value >= WARM_BATCHES}
@@ -285,11 +289,12 @@ class GatewayScrape:
         readings = {}
         for fn in set(queue) | set(per_function):
             sums = per_function.get(fn, {})
-            batches = sums.get(EXEC_COUNT, 0.0)
+            batches, busy_s = sums.get(EXEC_COUNT, 0.0), sums.get(EXEC_SUM, 0.0)
             readings[fn] = FunctionReading(
                 queue.get(fn, 0.0),
-                sums.get(EXEC_SUM, 0.0) / batches * 1000.0 if batches else None,
-                sums.get(BATCH_SUM, 0.0) / batches if batches else None)
+                busy_s / batches * 1000.0 if batches else None,
+                sums.get(BATCH_SUM, 0.0) / batches if batches else None,
+                sums[EXEC_CPU] / busy_s if batches and busy_s > 0 and EXEC_CPU in sums else None)
         return readings
 
 
@@ -324,8 +329,9 @@ class PrometheusQuery:
         queue = self._values(f"sum by (function_name) ({C.METRIC_QUEUE_LENGTH})") or {}
         exec_ms = self._ratio(EXEC_SUM, EXEC_COUNT)
         batch = self._ratio(BATCH_SUM, f"{C.METRIC_BATCH_SIZE}_count")
+        cpu = self._ratio(EXEC_CPU, EXEC_SUM)
         functions = {fn: FunctionReading(queue.get(fn, 0.0),
-                                         exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn))
+                                         exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn), cpu.get(fn))
                      for fn in set(queue) | set(exec_ms)}
         return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, functions=functions)
 

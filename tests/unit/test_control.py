@@ -776,6 +776,34 @@ def test_busy_time_counts_rate_execution_per_request_and_share():
     choices = {"a": StageOption(Config(4, 50), 40.0, 1, 0.0, 40.0, 50),   # 10 ms a request at half the node
                "b": StageOption(Config(1, 100), 5.0, 1, 0.0, 5.0, 100)}   # twice per request, whole node
     assert plan_busy(wf, 10.0, choices) == pytest.approx(10 * 0.010 * 0.5 + 20 * 0.005 * 1.0)
+    # an execution that waits for a core half the time keeps half of one busy
+    assert plan_busy(wf, 10.0, choices, {"f": 0.5}) == pytest.approx(10 * 0.010 * 0.5 * 0.5 + 20 * 0.005 * 1.0)
+
+
+def test_on_a_time_shared_node_the_busy_time_counts_the_cores_the_executions_used(chain):
+    """Where the runtime says its share's cores were busy for only part of
+    each execution (the rest waiting for a core), the law counts that part:
+    more of the offered rate fits the node's capacity. A ratio outside its
+    range is not believed."""
+    wf, profiles = chain
+    unlimited = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0))
+    alone = unlimited.new_state()
+    tick(unlimited, alone, 0.0, 400.0)
+    need = alone.workflows["w"].busy
+
+    def admitted(cpu_ratio):
+        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, busy_capacity=need / 2))
+        state = law.new_state()
+        decision = law.step(Observation(0.0, {"w": WorkflowObservation(400.0, 400.0, 2.0)}, cpu_ratio=cpu_ratio),
+                            state, 0.0)
+        return decision.admit_rps.get("w", math.inf), state.cpu_factor
+
+    held, factors = admitted({})
+    assert held < 400.0 and factors == {}
+    more, factors = admitted({"resnet18": 0.5, "resnet50": 0.5})
+    assert more > held * 1.5 and factors == {"resnet18": 0.5, "resnet50": 0.5}
+    for wrong in (0.0, -1.0, 50.0, float("nan"), float("inf"), "0.5", True):
+        assert admitted({"resnet18": wrong})[1] == {}
 
 
 

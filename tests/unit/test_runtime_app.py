@@ -382,3 +382,45 @@ def test_a_cuda_process_dispatches_with_its_cpu_threads_or_one():
 
     assert gpu_host_threads(None) == 1 and gpu_host_threads(4) == 4 and gpu_host_threads(2.5) == 2
     assert gpu_host_threads(0.5) == 1
+
+
+def test_a_cpu_instance_says_how_busy_its_share_cores_were_while_it_executed():
+    """``esg_exec_cpu_seconds``: the processor time of the batches over the
+    cores the share allots — a handler that burns the CPU for its whole
+    batch at a 50% share of 2 cores counts about its execution time; one
+    that waits (sleeps) counts next to nothing. A GPU instance exports none."""
+    import time as clock
+
+    def burn(event, context):
+        end = clock.thread_time() + 0.05
+        while clock.thread_time() < end:
+            pass
+        return "burnt"
+
+    def wait(event, context):
+        clock.sleep(0.05)
+        return "waited"
+
+    def counted(app):
+        text = app.metrics.render()[0].decode()
+        values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                  if line.startswith(("esg_exec_cpu_seconds_total", "esg_exec_seconds_sum"))}
+        return values.get("esg_exec_cpu_seconds_total"), values["esg_exec_seconds_sum"]
+
+    apps = []
+    try:
+        for handle, cores in ((burn, 2.0), (wait, 2.0), (burn, None)):
+            app = RuntimeApp(handler_module(handle=handle), RuntimeSettings.from_env({"ESG_GPU_SHARE": "50"}),
+                             cpu_cores=cores)
+            app.start()
+            apps.append(app)
+            for _ in range(3):
+                assert call(app, body=b"x")[0] == 200
+        burnt, waited, gpu = (counted(app) for app in apps)
+        # the burn's processor time is its own (the test's other threads may add a little)
+        assert 0.1 <= burnt[0] and burnt[0] <= burnt[1] * 1.5
+        assert waited[0] < 0.5 * waited[1]
+        assert gpu[0] in (None, 0.0)
+    finally:
+        for app in apps:
+            app.drain(timeout_s=5.0)

@@ -201,6 +201,8 @@ esg_exec_seconds_count {batches}
 # TYPE esg_batch_size histogram
 esg_batch_size_sum {requests}
 esg_batch_size_count {batches}
+# TYPE esg_exec_cpu_seconds counter
+esg_exec_cpu_seconds_total {cpu}
 """
 TOPOLOGY_W = Topology({"w": Workflow.build("w", 100.0, [Stage("s", "resnet50")])}, {("w", "s"): "a"})
 ROUTER = """# TYPE esg_workflow_requests_total counter
@@ -245,16 +247,16 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
                                replicas=lambda: {"a": [pages.url + "/r1", pages.url + "/r2", pages.url + "/r3"]})
         pages.pages.update({"/gw": GATEWAY.format(started=10, ok=8, late=0),
                             "/router": ROUTER.format(met=8, missed=0, shed=1),
-                            "/r1": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20),
-                            "/r2": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20),
-                            "/r3": REPLICA.format(queue=0, exec_sum=5.0, batches=1, requests=1)})
+                            "/r1": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20, cpu=1.0),
+                            "/r2": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20, cpu=1.0),
+                            "/r3": REPLICA.format(queue=0, exec_sum=5.0, batches=1, requests=1, cpu=5.0)})
         assert source.observe(0.0) is None  # one scrape: no rate yet
         # 2 s later: 40 more arrived, 20 answered in time, 6 late; replicas ran 5 + 5 batches of 15 requests
         pages.pages.update({"/gw": GATEWAY.format(started=50, ok=28, late=6),
                             "/router": ROUTER.format(met=28, missed=6, shed=5),
-                            "/r1": REPLICA.format(queue=7, exec_sum=1.5, batches=15, requests=35),
-                            "/r2": REPLICA.format(queue=5, exec_sum=1.5, batches=15, requests=20),
-                            "/r3": REPLICA.format(queue=0, exec_sum=9.0, batches=4, requests=4)})  # still cold
+                            "/r1": REPLICA.format(queue=7, exec_sum=1.5, batches=15, requests=35, cpu=1.3),
+                            "/r2": REPLICA.format(queue=5, exec_sum=1.5, batches=15, requests=20, cpu=1.4),
+                            "/r3": REPLICA.format(queue=0, exec_sum=9.0, batches=4, requests=4, cpu=9.0)})  # still cold
         seen = source.observe(2.0)
         assert seen.rates_rps == {"a": 20.0} and seen.recent_rps == {"a": 20.0}  # arrivals, not answers
         assert seen.codes == {"a": {"200": 20.0, "504": 6.0}}
@@ -264,6 +266,7 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
         reading = seen.functions["a"]
         assert reading.queue == 12 and reading.exec_ms == pytest.approx(1000.0 * 1.0 / 10)
         assert reading.batch_mean == pytest.approx(15 / 10)  # r2's batch counter did not move: r1's only
+        assert reading.cpu_ratio == pytest.approx((0.3 + 0.4) / 1.0)  # the cores busy for 70% of the executions
         # 2 s later: nothing more shed; over the window (4 s) the 4 shed still count, over the last interval not
         pages.pages.update({"/gw": GATEWAY.format(started=90, ok=48, late=6)})
         seen = source.observe(4.0)
