@@ -534,7 +534,11 @@ class ControlLaw:
         count inflated by the arrivals' cv²): counted over the short windows
         that start after the tick that detected it — not that tick's window,
         the one chosen because it read high — each arrival once (disjoint
-        windows). None before there is one such window."""
+        windows). None before there is one such window, and None while one
+        of them reads significantly above the rate since (the step's own
+        test): the arrivals since are then no one rate — a load that rose
+        and fell again — and a fall waits for the scale-down delay, as
+        outside the count."""
         if not self.settings.step_settle:
             return None
         start_s = now_s - obs.short_window_s
@@ -545,8 +549,12 @@ class ControlLaw:
         if span_s <= 0:
             return None
         count = sum(n for _, _, n in taken)
-        sd = math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))
-        return count / span_s, (count + self.settings.step_z * sd) / span_s
+        z, cv2 = self.settings.step_z, max(obs.arrival_cv2, 1.0)
+        mean = count / span_s
+        if any(n > mean * (end - start) + z * math.sqrt(max(mean * (end - start), 1.0) * cv2) + 1.0
+               for end, start, n in taken):
+            return None
+        return mean, (count + z * math.sqrt(max(count, 1.0) * cv2)) / span_s
 
     def _latest_rate(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> Optional[float]:
         """The rate since the last tick, less one standard deviation, where

@@ -98,8 +98,11 @@ class ControlSettings:
     ``rollback``), not after the whole ``scale_down_delay_s``; one that read
     low goes up; the noise of later short windows moves nothing. The
     panic's hold on any other scale-down goes on. A step detected again in
-    the panic counts from there. Off: the short window (when above the long
-    one) throughout the panic."""
+    the panic counts from there. While one of the windows counted reads
+    significantly above the rate since (the step's own test), the arrivals
+    are no one rate — a load that rose and fell again — and the panic goes
+    on as without the count: a fall waits for ``scale_down_delay_s``. Off:
+    the short window (when above the long one) throughout the panic."""
     step_cv2_hold: bool = True
     """In the panic after a step, plan with the arrivals' cv² as it was when
     the step was detected, when the window's reads higher: a window that

@@ -130,6 +130,24 @@ def test_a_panic_made_for_a_burst_comes_down_to_the_arrivals_counted_since(chain
         assert state.workflows["w"].planned_rps == high
 
 
+def test_a_load_that_rose_and_fell_again_in_the_panic_waits_for_the_delay(chain):
+    """The arrivals since the step are no one rate when a window counted
+    since reads significantly above their rate: a load that stayed high a
+    while and fell is a fall, and waits for the scale-down delay."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, rate_headroom=0.1))
+    state = law.new_state()
+    tick(law, state, 0.0, 20.0)
+    tick(law, state, 1.0, 22.0, short_rps=200.0)
+    high = state.workflows["w"].planned_rps
+    tick(law, state, 3.0, 80.0, short_rps=200.0)  # counted: the step held for a window
+    for t in range(5, 31, 2):
+        tick(law, state, float(t), 20.0)  # then it fell
+        assert state.workflows["w"].planned_rps >= high, t
+    reasons = [tick(law, state, float(t), 20.0).reasons["w"] for t in range(33, 75, 2)]
+    assert any(r.startswith("down after") for r in reasons) and not any(r.startswith("settled") for r in reasons)
+
+
 def test_a_real_step_stays_planned_for_and_another_step_in_the_panic_counts_from_there(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, rate_headroom=0.1))
