@@ -549,12 +549,10 @@ class ControlLaw:
         if span_s <= 0:
             return None
         count = sum(n for _, _, n in taken)
-        z, cv2 = self.settings.step_z, max(obs.arrival_cv2, 1.0)
-        mean = count / span_s
-        if any(n > mean * (end - start) + z * math.sqrt(max(mean * (end - start), 1.0) * cv2) + 1.0
-               for end, start, n in taken):
+        z, mean = self.settings.step_z, count / span_s
+        if any(significantly_above(n, mean * (end - start), z, obs.arrival_cv2) for end, start, n in taken):
             return None
-        return mean, (count + z * math.sqrt(max(count, 1.0) * cv2)) / span_s
+        return mean, (count + z * math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))) / span_s
 
     def _latest_rate(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> Optional[float]:
         """The rate since the last tick, less one standard deviation, where
@@ -1000,9 +998,15 @@ def step_detected(obs: WorkflowObservation, planned_rps: float, z: float) -> boo
     """Is the short window's count significantly above what the planned rate
     gives? One-sided, normal approximation of a Poisson count inflated by the
     arrivals' cv² (bursty arrivals need more evidence)."""
-    expected = planned_rps * obs.short_window_s
-    count = obs.rate_short_rps * obs.short_window_s
-    return count > expected + z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0)) + 1.0
+    return significantly_above(obs.rate_short_rps * obs.short_window_s, planned_rps * obs.short_window_s, z,
+                               obs.arrival_cv2)
+
+
+def significantly_above(count: float, expected: float, z: float, arrival_cv2: float) -> bool:
+    """The step test: is ``count`` more than ``z`` standard deviations (and
+    one arrival) above the ``expected`` count of a Poisson stream whose
+    variance is inflated by the arrivals' cv²?"""
+    return count > expected + z * math.sqrt(max(expected, 1.0) * max(arrival_cv2, 1.0)) + 1.0
 
 
 def _totals(entries) -> tuple[int, int]:
