@@ -214,10 +214,10 @@ class ControlState:
     first_observation_s: Optional[float] = None
     workflows: dict[str, WorkflowState] = field(default_factory=dict)
     exec_factor: dict[str, float] = field(default_factory=dict)
+    """Per function: observed over profiled execution time, smoothed (at whatever share it ran)."""
     cpu_factor: dict[str, float] = field(default_factory=dict)
     """Per function: how busy its share's cores are while it executes
     (``Observation.cpu_ratio``), smoothed; for :func:`plan_busy`."""
-    """Per function: observed over profiled execution time, smoothed (at whatever share it ran)."""
     share_factor: dict[tuple[str, int], tuple[float, float]] = field(default_factory=dict)
     """Per (function, share): the same factor, observed at that share, and when it was last observed."""
     batch_factor: dict[tuple[str, int, int], tuple[float, float]] = field(default_factory=dict)
@@ -489,8 +489,8 @@ class ControlLaw:
         latest = self._latest_rate(ws, obs, now_s)
         panic = now_s < ws.panic_until_s
         stepped = ws.planned_rps is not None and step_detected(obs, ws.planned_rps, s.step_z)
-        since = self._since_step_rate(ws, obs, now_s) if panic and not stepped else None
-        if s.step_detection and since is not None:
+        since = self._since_step_rate(ws, obs, now_s) if panic and not stepped else None  # a panic: a step seen
+        if since is not None:
             # in the panic, once the arrivals since the step are counted, they
             # say the new rate better than any one short window does: the plan
             # is for their rate when it is above the rate the plan was made for,
@@ -525,7 +525,7 @@ class ControlLaw:
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"
             quick = True
         return on_rate_grid(max(rate, s.min_rate_rps) * self._headroom(obs.arrival_cv2)), said, quick, \
-            since is not None and s.step_detection
+            since is not None
 
     def _since_step_rate(self, ws: WorkflowState, obs: WorkflowObservation,
                          now_s: float) -> Optional[tuple[float, float]]:
@@ -534,7 +534,8 @@ class ControlLaw:
         count inflated by the arrivals' cv²): counted over the short windows
         that start after the tick that detected it — not that tick's window,
         the one chosen because it read high — each arrival once (disjoint
-        windows). None before there is one such window, and None while one
+        windows); this tick's window is recorded for the next. None before
+        there is one such window, and None while one
         of them reads significantly above the rate since (the step's own
         test): the arrivals since are then no one rate — a load that rose
         and fell again — and a fall waits for the scale-down delay, as
@@ -813,7 +814,7 @@ class ControlLaw:
         two cores: 3x, one thread: 1.1x; docs/runtime.md), so one factor
         per function would price the other shares wrongly."""
         for function, ratio in observation.cpu_ratio.items():
-            if function in self.profiles and is_number(ratio) and math.isfinite(ratio) \
+            if function in self.profiles and is_number(ratio) \
                     and CPU_FACTOR_RANGE[0] <= ratio <= CPU_FACTOR_RANGE[1]:  # else not believed
                 state.cpu_factor[function] = _smoothed(state.cpu_factor.get(function), float(ratio))
         low, high = EXEC_FACTOR_RANGE

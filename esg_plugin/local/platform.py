@@ -564,8 +564,6 @@ def _in_worker(start_nice: int) -> None:
         os.nice(start_nice)
 
 
-
-
 WORKER_CONNECTIONS = ConnectionPool()
 """Keep-alive connections from the gateway to the workers (the runtime keeps them open)."""
 

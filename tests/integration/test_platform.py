@@ -181,6 +181,19 @@ def test_a_worker_starts_at_a_lower_priority_and_serves_at_the_platforms(platfor
     assert not set_nice(worker.proc.pid, 0)
 
 
+def test_set_nice_says_a_process_whose_threads_all_ended_meanwhile_is_gone(monkeypatch):
+    """/proc still lists the threads of a process that is exiting (a forked
+    worker until the zygote reaps it); when every one has ended before it
+    could be changed, the process is gone, not re-niced."""
+    from esg_plugin.local.platform import set_nice
+
+    def gone(which, tid, nice):
+        raise ProcessLookupError(tid)
+
+    monkeypatch.setattr(os, "setpriority", gone)
+    assert not set_nice(os.getpid(), os.getpriority(os.PRIO_PROCESS, 0))
+
+
 def test_a_request_goes_to_the_worker_with_the_fewest_in_flight(platform):
     """Not behind a busy worker while another is idle, as round robin would
     send every other one (the planner's model: one queue per stage)."""
