@@ -21,6 +21,7 @@ import functools
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -123,7 +124,41 @@ def build_folder(template: Path, handler: Path, folder: Path) -> Path:
     return folder
 
 
-def free_port() -> int:
+LISTEN_PORTS = (10000, 32768)
+"""Where a worker's port is drawn from when the kernel's range of
+ephemeral ports cannot be read: below Linux's default one."""
+
+PORT_ATTEMPTS = 3
+"""Starts of a worker on fresh ports when the port it was given was taken
+before it could bind it ("Address already in use")."""
+
+
+def ephemeral_ports(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
+    """The kernel's range of local ports for outgoing connections, (first, last)."""
+    try:
+        first, last = (int(v) for v in Path(path).read_text().split())
+    except (OSError, ValueError):
+        return LISTEN_PORTS[1], 60999
+    return first, last
+
+
+def free_port(rng=random) -> int:
+    """A port no socket holds now, for a worker to listen on. It is free only
+    until the worker binds it, and a port the kernel picked (``bind`` to 0)
+    lies in its ephemeral range, where it may meanwhile become the local end
+    of an outgoing connection — the gateway's, the load generator's: the
+    worker then fails to start, "Address already in use". So it is drawn
+    below that range, where only a listener that binds an explicit port can
+    take it (a worker that loses the race is started again on another port:
+    ``_wait_ready``); the kernel's pick only where no port there is free."""
+    low, high = LISTEN_PORTS[0], min(LISTEN_PORTS[1], ephemeral_ports()[0])
+    for _ in range(64 if high - low > 1000 else 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", rng.randrange(low, high)))
+            except OSError:
+                continue
+            return s.getsockname()[1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -149,6 +184,8 @@ class Worker:
     platform's back at the latest (:data:`START_NICE_S`); None once it has."""
     spawned_at_s: float = 0.0
     """Monotonic time it was started."""
+    port_attempts: int = 0
+    """Times it was started again because its port was taken first."""
 
 
 @dataclass
@@ -268,6 +305,15 @@ class LocalPlatform:
             return Worker(proc, port, state.gpu_share, (state.batch_size, state.max_wait_ms), log=log,
                           niced_until_s=now_s + START_NICE_S if self.start_nice else None, spawned_at_s=now_s)
 
+    def _respawn(self, fn: LocalFunction, worker: Worker) -> None:
+        """``worker`` started again, as it was, on a new port (in place: the
+        lists that hold it hold the new process)."""
+        batch_size, max_wait_ms = worker.batching
+        again = self._spawn(fn, FunctionState(1, batch_size, max_wait_ms, worker.share))
+        worker.proc, worker.port, worker.log = again.proc, again.port, again.log
+        worker.niced_until_s, worker.spawned_at_s = again.niced_until_s, again.spawned_at_s
+        worker.port_attempts += 1
+
     def _wait_ready(self, fn: LocalFunction, workers: list[Worker]) -> None:
         deadline = time.monotonic() + self.start_timeout_s
         for worker in workers:
@@ -276,6 +322,9 @@ class LocalPlatform:
                     raise PlatformError(f"function '{fn.name}': the platform is shut down")
                 if worker.proc.poll() is not None:
                     error = worker.log.read_text(errors="replace").strip().splitlines() if worker.log else []
+                    if error and "Address already in use" in error[-1] and worker.port_attempts < PORT_ATTEMPTS:
+                        self._respawn(fn, worker)  # its port was taken before it bound it: another port
+                        continue
                     raise PlatformError(f"function '{fn.name}' exited at start: {error[-1] if error else 'no output'}")
                 try:
                     if call_worker(worker.port, "GET", C.HEALTH_PATH, timeout=1.0)[0] == 200:

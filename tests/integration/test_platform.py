@@ -4,6 +4,7 @@ rotation before it is stopped, and a refused connection is tried again."""
 import http.client
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from esg_plugin.local import LocalPlatform, make_gateway_server
 from esg_plugin.local.platform import PlatformError, call_worker
+from esg_plugin.runtime import contract as C
 
 pytestmark = pytest.mark.integration
 
@@ -278,6 +280,37 @@ def test_a_crashed_worker_is_replaced(platform):
     crashed = fn.workers[0]
     crashed.proc.kill()
     wait_until(lambda: crashed not in fn.workers and len(fn.workers) == 2 and not fn.starting, 120)
+
+
+def test_a_worker_whose_port_was_taken_before_it_bound_it_is_started_on_another(platform, monkeypatch):
+    # what esg up met once: the port the platform chose became another
+    # socket's before the worker could listen on it, and the start failed
+    import esg_plugin.local.platform as module
+    fn = platform.functions["echo"]
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = [taken.getsockname()[1]]
+    real = module.free_port
+    monkeypatch.setattr(module, "free_port", lambda: ports.pop() if ports else real())
+    try:
+        platform.scale("echo", 3)
+        platform.wait_converged("echo")
+    finally:
+        taken.close()
+    assert len(fn.workers) == 3 and fn.last_error is None
+    assert [w.port_attempts for w in fn.workers].count(1) == 1
+    assert all(call_worker(w.port, "GET", C.HEALTH_PATH)[0] == 200 for w in fn.workers)
+
+
+def test_a_workers_port_is_drawn_below_the_kernels_ephemeral_ports():
+    from esg_plugin.local.platform import LISTEN_PORTS, ephemeral_ports, free_port
+    first, last = ephemeral_ports()
+    assert 0 < first <= last
+    ports = [free_port() for _ in range(20)]
+    if first - LISTEN_PORTS[0] > 1000:
+        assert all(LISTEN_PORTS[0] <= port < first for port in ports)
+    assert ephemeral_ports("/nonexistent") == (LISTEN_PORTS[1], 60999)
 
 
 def test_nothing_starts_after_shutdown(platform):
