@@ -124,14 +124,6 @@ a worker after 120 s); a start that takes longer is a failure, not a start."""
 MAX_ROLLBACK_DOUBLINGS = 3
 """A scale-down undone again and again waits at most 2³ × the scale-down delay before the next."""
 
-COUNT_SPAN_S = 120.0
-"""The arrivals since a plan are counted over at most this long
-(``count_since_plan``): a load that drifts is read by the newer windows."""
-
-COUNT_LONG_WINDOWS = 1
-"""The arrivals since a plan are believed once they span this many long
-windows (``count_since_plan``)."""
-
 BUSY_FREED = 0.1
 """A workflow re-plans when its part of ``busy_capacity`` moved this much
 (relative) away from what its plan keeps busy."""
@@ -171,12 +163,6 @@ class WorkflowState:
     """(time_s, start of its short window in s, arrivals in it) of each tick
     in the panic whose short window starts after the step was detected
     (``step_settle``)."""
-    since_plan: list = field(default_factory=list)
-    """(time_s, start of its short window in s, arrivals in it) of each tick
-    whose short window starts after the rate the plan was made for last
-    changed, within :data:`COUNT_SPAN_S` (``count_since_plan``)."""
-    estimate_at_s: float = -math.inf
-    """When the rate the plan was made for last changed."""
     last_short: Optional[tuple[float, float, float]] = None
     """(time_s, the short window's rate, its length) at the last tick."""
     step_cv2: Optional[float] = None
@@ -364,17 +350,7 @@ class ControlLaw:
             warm = now_s - first_s >= s.warmup_s
             low = want < planned * s.scale_down_below
             due = ws.scale_down.update(low, now_s, keep=True)
-            counted = self._since_plan_rate(ws, obs, now_s) if not settled else None
-            if counted is not None and warm and calm and now_s >= ws.down_hold_until_s \
-                    and counted[0] < planned * s.scale_down_below:
-                # the plan was made for a window that read high (the rise test
-                # lets through the upper tail of the noise, and nothing but the
-                # delay brings it down): the arrivals since say the rate
-                ws.scale_down.reset()
-                target, why = counted
-                ws.down_from_rps, ws.down_at_s = planned, now_s
-                ws.down_miss_share = self._miss_share_before(ws, now_s)
-            elif due and warm and calm and now_s >= ws.down_hold_until_s:
+            if due and warm and calm and now_s >= ws.down_hold_until_s:
                 # never while requests wait or misses rise, nor in panic after a step, nor soon after a rollback
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
@@ -566,37 +542,18 @@ class ControlLaw:
         outside the count."""
         if not self.settings.step_settle:
             return None
-        return _rate_since(ws.since_step, ws.step_at_s, obs, now_s, self.settings.step_z)
-
-    def _since_plan_rate(self, ws: WorkflowState, obs: WorkflowObservation,
-                         now_s: float) -> Optional[tuple[float, str]]:
-        """Outside a panic (``count_since_plan``): the rate to plan for when
-        the arrivals counted since the rate the plan was made for last
-        changed (over at most :data:`COUNT_SPAN_S`, disjoint short windows
-        that start after it, as :meth:`_since_step_rate` counts) are
-        significantly below it — the plan's estimate above their rate plus
-        ``step_z`` standard deviations — and the long window is below it
-        too; with a few words. The rate: theirs or the long window's,
-        whichever is higher, times the headroom. None otherwise (and while
-        misses boost the rate planned for), before :data:`COUNT_LONG_WINDOWS`
-        long windows' worth is counted, while one window reads significantly
-        above the rest, and while the long window reads significantly below
-        them: a load that moves, not a plan made for a noisy reading."""
-        s = self.settings
-        if not s.count_since_plan or ws.estimate_rps is None or now_s < ws.panic_until_s or ws.boost > 1.0:
-            return None  # a boosted plan covers more than the load on purpose (``capacity_feedback``)
-        while ws.since_plan and ws.since_plan[0][0] < now_s - COUNT_SPAN_S:
-            ws.since_plan.pop(0)
-        since = _rate_since(ws.since_plan, ws.estimate_at_s, obs, now_s, s.step_z,
-                            min_span_s=COUNT_LONG_WINDOWS * (obs.long_window_s or 0.0))
-        if since is None or ws.estimate_rps <= since[1] or obs.rate_long_rps >= ws.estimate_rps:
+        start_s = now_s - obs.short_window_s
+        if start_s >= ws.step_at_s - 1e-9:
+            ws.since_step.append((now_s, start_s, obs.rate_short_rps * obs.short_window_s))
+        taken = _disjoint(ws.since_step)
+        span_s = sum(end - start for end, start, _ in taken)
+        if span_s <= 0:
             return None
-        mean, long_s = since[0], obs.long_window_s or 0.0
-        if significantly_above(mean * long_s, obs.rate_long_rps * long_s, s.step_z, obs.arrival_cv2):
-            return None  # the load falls (the newest arrivals well below those since): the delay's to follow
-        rate = max(mean, obs.rate_long_rps, s.min_rate_rps) * ws.boost
-        return on_rate_grid(rate * self._headroom(obs.arrival_cv2)), \
-            f"settled: {mean:.2f} rps counted since the plan for {ws.estimate_rps:.2f}"
+        count = sum(n for _, _, n in taken)
+        z, mean = self.settings.step_z, count / span_s
+        if any(significantly_above(n, mean * (end - start), z, obs.arrival_cv2) for end, start, n in taken):
+            return None
+        return mean, (count + z * math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))) / span_s
 
     def _latest_rate(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> Optional[float]:
         """The rate since the last tick, less one standard deviation, where
@@ -682,10 +639,7 @@ class ControlLaw:
             # out slow beside a busy neighbour); one that meets its budget may
             return
         ws.planned_rps = rate_rps
-        estimate = rate_rps / self._headroom(cv2) if offered_rps is None else offered_rps
-        if ws.estimate_rps is None or abs(estimate - ws.estimate_rps) > 1e-9:
-            ws.estimate_at_s, ws.since_plan = now_s, []  # counted again from here (``count_since_plan``)
-        ws.estimate_rps = estimate
+        ws.estimate_rps = rate_rps / self._headroom(cv2) if offered_rps is None else offered_rps
         ws.fits = fits
         ws.admit_rps = admit_rps
         ws.busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
@@ -1054,29 +1008,6 @@ def significantly_above(count: float, expected: float, z: float, arrival_cv2: fl
     one arrival) above the ``expected`` count of a Poisson stream whose
     variance is inflated by the arrivals' cv²?"""
     return count > expected + z * math.sqrt(max(expected, 1.0) * max(arrival_cv2, 1.0)) + 1.0
-
-
-def _rate_since(entries: list, from_s: float, obs: WorkflowObservation, now_s: float, z: float,
-                min_span_s: float = 0.0) -> Optional[tuple[float, float]]:
-    """The arrival rate counted since ``from_s``, and that plus ``z``
-    standard deviations (of a Poisson count inflated by the arrivals' cv²):
-    over the short windows that start after it, each arrival once (disjoint
-    windows); this tick's window is appended to ``entries`` for the next.
-    None before the windows span ``min_span_s`` (and some time), and while
-    one of them reads significantly above the rate since (the step's own
-    test): the arrivals are then no one rate."""
-    start_s = now_s - obs.short_window_s
-    if start_s >= from_s - 1e-9:
-        entries.append((now_s, start_s, obs.rate_short_rps * obs.short_window_s))
-    taken = _disjoint(entries)
-    span_s = sum(end - start for end, start, _ in taken)
-    if span_s <= 0 or span_s < min_span_s - 1e-9:
-        return None
-    count = sum(n for _, _, n in taken)
-    mean = count / span_s
-    if any(significantly_above(n, mean * (end - start), z, obs.arrival_cv2) for end, start, n in taken):
-        return None
-    return mean, (count + z * math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))) / span_s
 
 
 def _totals(entries) -> tuple[int, int]:

@@ -103,18 +103,6 @@ class ControlSettings:
     are no one rate — a load that rose and fell again — and the panic goes
     on as without the count: a fall waits for ``scale_down_delay_s``. Off:
     the short window (when above the long one) throughout the panic."""
-    count_since_plan: bool = False
-    """Outside a panic, a plan comes down as soon as the arrivals counted
-    since the rate it was made for last changed (over at most
-    ``law.COUNT_SPAN_S``, at least a long window's worth) are significantly
-    below that rate — by more than ``step_z`` standard deviations of the
-    count — and the long window is below it too (when below
-    ``scale_down_below`` of the plan, calm, as a scale-down: ``rollback``
-    watches it), rather than after ``scale_down_delay_s`` of every tick
-    low. A re-plan up is made when a window reads high — the rise test
-    lets the upper tail of its noise through — and is then held: at a
-    steady load, the plan sits at the upper envelope of the window's
-    noise. Off: the delay alone."""
     step_cv2_hold: bool = True
     """In the panic after a step, plan with the arrivals' cv² as it was when
     the step was detected, when the window's reads higher: a window that
