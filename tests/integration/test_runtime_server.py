@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from esg_plugin.local.platform import free_port  # a worker's port, as the platform draws it
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,11 +39,6 @@ def handle_batch(events, context):
             {"statusCode": 200, "body": {"id": p["id"], "batch": len(events)}} for p in payloads]
 '''
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Function:

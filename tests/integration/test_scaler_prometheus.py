@@ -2,7 +2,6 @@
 loopback) that scrapes a gateway-compatible /metrics whose load changes."""
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from esg_plugin.loaders import load_profiles, read_yaml
+from esg_plugin.local.platform import free_port
 from esg_plugin.scaler import DryRunActuator, PrometheusQuery, Scaler, ScalerSettings, Topology
 
 pytestmark = pytest.mark.integration
@@ -65,11 +65,6 @@ class LiveGateway:
         with self.lock:
             self.rate = rps
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(PROMETHEUS is None, reason="Prometheus is not installed (make test installs Debian's prometheus)")
