@@ -120,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
               f"{summary['requests']} requests after warm-up, "
               f"SLO hit rate {summary['slo_hit_rate']:.2%} ({summary['slo_hit_rate_admitted']:.2%} of those "
               f"admitted), cost {summary['cost']} equivalents held, {summary['actions']} actions")
+        machine = summary["machine"]
+        idle = machine["idle_share_after_warmup"]
+        print(f"  machine: {machine['cores']} cores, "
+              f"{'idle time not readable' if idle is None else f'{idle:.0%} of their time idle after warm-up'}")
         starts = summary["worker_starts"]
         print(f"  worker starts: {starts['count']} ({starts['forked']} forked by the zygote), ready after "
               f"{starts['ready_after_median_s']} s (median), {starts['ready_after_max_s']} s at most")

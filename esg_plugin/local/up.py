@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -155,6 +156,9 @@ class UpReport:
     settle_s: float = 30.0
     """After a step, the rates are not at steady state for this long (the
     controller's long window)."""
+    cpu: list = field(default_factory=list)
+    """(time_s, the machine's idle and total CPU time in clock ticks) once a
+    second, where ``/proc/stat`` can be read (:func:`cpu_times`)."""
 
     def summary(self) -> dict:
         out = {"policy": self.policy, "admission": self.admission, "duration_s": self.duration_s, "workflows": {}}
@@ -182,6 +186,7 @@ class UpReport:
                                 "ready_after_median_s": round(statistics.median(ready_s), 2) if ready_s else None,
                                 "ready_after_max_s": round(max(ready_s), 2) if ready_s else None}
         out["cost_unit"] = "core- or GPU-equivalents held (Σ share/100 over replicas), time average after warm-up"
+        out["machine"] = self.machine()
         total = [r for r in scored]
         out["slo_hit_rate"] = round(sum(r.slo_met for r in total) / len(total), 4) if total else None
         admitted = [r for r in total if r.status != 429]
@@ -191,6 +196,17 @@ class UpReport:
             row.update(self.tracking(name))
         out["actions"] = len(self.actions)
         return out
+
+    def machine(self) -> dict:
+        """The machine's cores and the share of their time idle after the
+        warm-up (every process's, the load generator's and any hog's
+        included; ``/proc/stat``): what the plans left unused — or, near 0,
+        that the machine was full. None where it could not be read."""
+        scored = [(t, idle, total) for t, idle, total in self.cpu if self.warmup_s <= t <= self.duration_s]
+        idle_share = None
+        if len(scored) >= 2 and scored[-1][2] > scored[0][2]:
+            idle_share = round((scored[-1][1] - scored[0][1]) / (scored[-1][2] - scored[0][2]), 3)
+        return {"cores": os.cpu_count(), "idle_share_after_warmup": idle_share}
 
     def requests(self) -> list[dict]:
         """Every request the load generator sent, in the order sent: workflow,
@@ -349,6 +365,9 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
             while not stop.is_set():
                 t = time.monotonic() - started
                 report.held.append((t, platform.held_share()))
+                times = cpu_times()
+                if times is not None:
+                    report.cpu.append((t, *times))
                 report.states.append((t, {n: f.state for n, f in platform.functions.items()}))
                 if dashboard is not None:
                     dashboard(t, platform, report, controller)
@@ -378,6 +397,24 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         if own_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     return report
+
+
+def cpu_times(path: str = "/proc/stat") -> Optional[tuple[int, int]]:
+    """(idle, total) CPU time of the whole machine since boot, in clock
+    ticks, from the first line of ``/proc/stat`` (idle and iowait count as
+    idle; guest time is already in user time and is not counted twice).
+    None where it cannot be read or does not parse."""
+    try:
+        with open(path) as f:
+            fields = f.readline().split()
+        if not fields or fields[0] != "cpu":
+            return None
+        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 5 or min(ticks) < 0:
+        return None
+    return ticks[3] + ticks[4], sum(ticks)
 
 
 def initial_states(topology: Topology, profiles: ProfileSet, max_replicas: int) -> dict[str, FunctionState]:

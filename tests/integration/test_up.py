@@ -99,6 +99,8 @@ def test_esg_up_with_two_small_functions(tmp_path):
     # measured on the generator's own clock: a lag as long as the run would be another time base
     assert max(r["send_lag_ms"] for r in rows) < workload.duration_s * 1000.0
     assert json.dumps(summary)
+    idle = summary["machine"]["idle_share_after_warmup"]  # /proc/stat on Linux
+    assert idle is None or 0.0 <= idle <= 1.0
     # no process outlives the shutdown
     assert report.spawned_pids and not any(alive(pid) for pid in report.spawned_pids)
 

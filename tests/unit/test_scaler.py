@@ -437,6 +437,25 @@ def test_the_up_report_times_a_held_workflows_answer_to_a_step():
     assert tracking["steady_ticks_estimate_within_15pct_of_nominal"] == 0.5
 
 
+def test_the_up_report_says_how_much_of_the_machine_idled_after_the_warm_up(tmp_path):
+    from esg_plugin.local.up import UpReport, cpu_times
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 50 800 45 0 0 0 0 0\ncpu0 50 2 25 400 20 0 0 0 0 0\n")
+    assert cpu_times(str(stat)) == (845, 1000)  # idle and iowait idle; user nice system irq softirq steal busy
+    for bad in ("", "intr 1 2 3\n", "cpu  a b c d e\n", "cpu  1 2\n", "cpu  1 2 3 -4 5\n"):
+        stat.write_text(bad)
+        assert cpu_times(str(stat)) is None, bad
+    assert cpu_times(str(tmp_path / "missing")) is None
+    report = UpReport("esg", 80.0, 20.0)
+    # the first 20 s not counted; from 20 to 80 s, 300 of 1000 ticks idle
+    report.cpu = [(10.0, 100, 200), (20.0, 150, 400), (50.0, 300, 900), (80.0, 450, 1400), (85.0, 1400, 1500)]
+    machine = report.summary()["machine"]
+    assert machine["idle_share_after_warmup"] == 0.3 and machine["cores"] >= 1
+    report.cpu = [(30.0, 1, 2)]  # one reading after the warm-up: no share
+    assert report.summary()["machine"]["idle_share_after_warmup"] is None
+
+
 def test_the_up_report_says_how_late_the_load_generator_sent():
     """An open-loop generator that falls behind offers less than the workload
     says, then a burst: the report gives its lag, per workflow."""
