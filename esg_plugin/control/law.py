@@ -158,7 +158,10 @@ class WorkflowState:
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
     step_at_s: float = -math.inf
-    """When the last step was detected (its panic started)."""
+    """When the last step was detected (its panic started), or the first plan was made."""
+    first_until_s: float = -math.inf
+    """Until then after the first plan, a count since it that reads
+    significantly below it brings it down (``step_settle``)."""
     since_step: list = field(default_factory=list)
     """(time_s, start of its short window in s, arrivals in it) of each tick
     in the panic whose short window starts after the step was detected
@@ -333,6 +336,8 @@ class ControlLaw:
         ws.calm = calm = backlog <= 0 and not rising and now_s >= ws.panic_until_s
         if planned is None:
             target, why = want, f"first plan for {said}"
+            if s.step_settle:  # made from the first windows: the arrivals counted from here may say it read high
+                ws.step_at_s, ws.since_step, ws.first_until_s = now_s, [], now_s + s.scale_down_delay_s
         elif ws.boost > boost_before:  # the capacity feedback: more rate planned for at once
             target = max(planned, want)
         elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs)):
@@ -489,7 +494,14 @@ class ControlLaw:
         latest = self._latest_rate(ws, obs, now_s)
         panic = now_s < ws.panic_until_s
         stepped = ws.planned_rps is not None and step_detected(obs, ws.planned_rps, s.step_z)
-        since = self._since_step_rate(ws, obs, now_s) if panic and not stepped else None  # a panic: a step seen
+        since, after = None, "the step"
+        if panic and not stepped:  # a panic: a step seen
+            since = self._since_step_rate(ws, obs, now_s)
+        elif now_s < ws.first_until_s and not stepped and ws.estimate_rps is not None:
+            # after the first plan, made from the first windows, the count since
+            # only brings it down: a rise goes through the rise test as ever
+            counted, after = self._since_step_rate(ws, obs, now_s), "the first plan"
+            since = counted if counted is not None and ws.estimate_rps > counted[1] else None
         if since is not None:
             # in the panic, once the arrivals since the step are counted, they
             # say the new rate better than any one short window does: the plan
@@ -499,8 +511,8 @@ class ControlLaw:
             estimate = ws.estimate_rps if ws.estimate_rps is not None else mean
             held = mean if (estimate < mean or estimate > upper) else estimate
             if held >= rate:  # else the long window's, as outside the panic (its rise is tested)
-                rate, said, quick = held, f"{held:.2f} rps (since the step: {mean:.2f} counted), " \
-                                          "in the panic after it", True
+                rate, said, quick = held, f"{held:.2f} rps (since {after}: {mean:.2f} counted)" + \
+                    (", in the panic after it" if panic else ""), True
         elif s.step_detection and obs.rate_short_rps > rate and (ws.planned_rps is None or panic or stepped):
             # the short window only on evidence of a step, or in the panic that
             # follows one (Knative's panic window): its noise alone is no reason to scale
