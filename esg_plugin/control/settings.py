@@ -101,8 +101,11 @@ class ControlSettings:
     the panic counts from there. While one of the windows counted reads
     significantly above the rate since (the step's own test), the arrivals
     are no one rate — a load that rose and fell again — and the panic goes
-    on as without the count: a fall waits for ``scale_down_delay_s``. Off:
-    the short window (when above the long one) throughout the panic."""
+    on as without the count: a fall waits for ``scale_down_delay_s``. The
+    first plan, made from the first windows, is counted after the same way
+    for ``scale_down_delay_s``, but only to come down. Off: the short window
+    (when above the long one) throughout the panic, and the first plan
+    held like any other."""
     step_cv2_hold: bool = True
     """In the panic after a step, plan with the arrivals' cv² as it was when
     the step was detected, when the window's reads higher: a window that
