@@ -162,6 +162,8 @@ class WorkflowState:
     first_until_s: float = -math.inf
     """Until then after the first plan, a count since it that reads
     significantly below it brings it down (``step_settle``)."""
+    first_window: tuple[float, float] = (0.0, 0.0)
+    """(arrivals, length in s) of the window the first plan was made from."""
     since_step: list = field(default_factory=list)
     """(time_s, start of its short window in s, arrivals in it) of each tick
     in the panic whose short window starts after the step was detected
@@ -338,6 +340,8 @@ class ControlLaw:
             target, why = want, f"first plan for {said}"
             if s.step_settle:  # made from the first windows: the arrivals counted from here may say it read high
                 ws.step_at_s, ws.since_step, ws.first_until_s = now_s, [], now_s + s.scale_down_delay_s
+                window_s = obs.short_window_s if quick else (obs.long_window_s or obs.short_window_s)
+                ws.first_window = ((obs.rate_short_rps if quick else obs.rate_long_rps) * window_s, window_s)
         elif ws.boost > boost_before:  # the capacity feedback: more rate planned for at once
             target = max(planned, want)
         elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs)):
@@ -500,8 +504,13 @@ class ControlLaw:
         elif now_s < ws.first_until_s and not stepped and ws.estimate_rps is not None:
             # after the first plan, made from the first windows, the count since
             # only brings it down: a rise goes through the rise test as ever
+            # — when that window's own count is within the noise of the rate
+            # since: one well above it is a load that fell, which waits for the delay
             counted, after = self._since_step_rate(ws, obs, now_s), "the first plan"
-            since = counted if counted is not None and ws.estimate_rps > counted[1] else None
+            arrivals, window_s = ws.first_window
+            if counted is not None and ws.estimate_rps > counted[1] and \
+                    not significantly_above(arrivals, counted[0] * window_s, s.step_z, obs.arrival_cv2):
+                since = counted
         if since is not None:
             # in the panic, once the arrivals since the step are counted, they
             # say the new rate better than any one short window does: the plan

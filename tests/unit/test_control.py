@@ -131,27 +131,33 @@ def test_a_panic_made_for_a_burst_comes_down_to_the_arrivals_counted_since(chain
 
 
 def test_a_first_plan_made_for_a_window_that_read_high_comes_down_to_the_arrivals_counted_since(chain):
-    """The first plan is made from the first windows: one that read 200 rps
-    where 20 arrive comes down as soon as a window after it is counted —
-    within the warm-up, which holds any other scale-down. The count since
-    only brings it down: a reading a little above it goes through the rise
-    test, as ever."""
+    """The first plan is made from the first windows: one whose 2 s read 28
+    rps (56 arrivals, within the noise of 20 rps) where 20 arrive comes down
+    as soon as the arrivals counted since are significantly below it —
+    within the warm-up, which holds any other scale-down. A first window
+    far above the count since (200 rps) is a load that fell: that waits for
+    the delay. The count only brings a first plan down: a reading a little
+    above it goes through the rise test, as ever."""
     wf, profiles = chain
-    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, rate_headroom=0.1))
+    settings = ControlSettings(scale_down_delay_s=30.0, rate_headroom=0.1)
+    law = ControlLaw([wf], profiles, settings)
     state = law.new_state()
-    assert tick(law, state, 0.0, 20.0, short_rps=200.0).reasons["w"].startswith("first plan for 200.00")
-    settled = tick(law, state, 2.0, 20.0)
-    assert settled.reasons["w"] == "settled: 20.00 rps (since the first plan: 20.00 counted)"
+    assert tick(law, state, 0.0, 20.0, short_rps=28.0).reasons["w"].startswith("first plan for 28.00")
+    assert tick(law, state, 2.0, 20.0).reasons["w"] == "unchanged"  # 40 arrivals: within 3 sd of 28 rps
+    assert tick(law, state, 4.0, 20.0).reasons["w"] == "settled: 20.00 rps (since the first plan: 20.00 counted)"
     assert state.workflows["w"].planned_rps == on_rate_grid(20.0 * 1.1)
-    for t in range(4, 30, 2):  # the noise of a 2-s window at 20 rps moves nothing
+    for t in range(6, 30, 2):  # the noise of a 2-s window at 20 rps moves nothing
         assert tick(law, state, float(t), 20.0, short_rps=18.0 + t % 5).reasons["w"] == "unchanged", t
+    fell = law.new_state()
+    tick(law, fell, 0.0, 20.0, short_rps=200.0)
+    assert all(tick(law, fell, float(t), 20.0).reasons["w"] == "unchanged" for t in range(2, 30, 2))
     low = law.new_state()
     tick(law, low, 0.0, 18.0, long_window_s=30.0)
     assert tick(law, low, 2.0, 19.0, short_rps=21.0, long_window_s=30.0).reasons["w"] == "unchanged"
     off = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, step_settle=False))
     state = off.new_state()
-    tick(off, state, 0.0, 20.0, short_rps=200.0)
-    assert tick(off, state, 2.0, 20.0).reasons["w"] == "unchanged"
+    tick(off, state, 0.0, 20.0, short_rps=28.0)
+    assert all(tick(off, state, float(t), 20.0).reasons["w"] == "unchanged" for t in range(2, 30, 2))
 
 
 def test_a_load_that_rose_and_fell_again_in_the_panic_waits_for_the_delay(chain):
