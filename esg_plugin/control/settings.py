@@ -103,7 +103,9 @@ class ControlSettings:
     are no one rate — a load that rose and fell again — and the panic goes
     on as without the count: a fall waits for ``scale_down_delay_s``. The
     first plan, made from the first windows, is counted after the same way
-    for ``scale_down_delay_s``, but only to come down. Off: the short window
+    for ``scale_down_delay_s``, but only to come down, and only while the
+    window it was made from is within the noise of the count (else the
+    load fell: the delay's). Off: the short window
     (when above the long one) throughout the panic, and the first plan
     held like any other."""
     step_cv2_hold: bool = True
