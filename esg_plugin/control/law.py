@@ -551,7 +551,7 @@ class ControlLaw:
     def _since_step_rate(self, ws: WorkflowState, obs: WorkflowObservation,
                          now_s: float) -> Optional[tuple[float, float]]:
         """In the panic after a step (``step_settle``), the arrival rate since
-        the step, and that plus ``step_z`` standard deviations (of a Poisson
+        the step (after the first plan: since it, ``step_at_s`` either way), and that plus ``step_z`` standard deviations (of a Poisson
         count inflated by the arrivals' cv²): counted over the short windows
         that start after the tick that detected it — not that tick's window,
         the one chosen because it read high — each arrival once (disjoint

@@ -142,7 +142,7 @@ def ephemeral_ports(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tup
     return first, last
 
 
-def free_port(rng=random) -> int:
+def free_port() -> int:
     """A port no socket holds now, for a worker to listen on. It is free only
     until the worker binds it, and a port the kernel picked (``bind`` to 0)
     lies in its ephemeral range, where it may meanwhile become the local end
@@ -155,7 +155,7 @@ def free_port(rng=random) -> int:
     for _ in range(64 if high - low > 1000 else 0):
         with socket.socket() as s:
             try:
-                s.bind(("127.0.0.1", rng.randrange(low, high)))
+                s.bind(("127.0.0.1", random.randrange(low, high)))
             except OSError:
                 continue
             return s.getsockname()[1]

@@ -40,7 +40,6 @@ def handle_batch(events, context):
 '''
 
 
-
 class Function:
     def __init__(self, tmp_path, **env):
         folder = tmp_path / "fn"

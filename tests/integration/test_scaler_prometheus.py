@@ -66,7 +66,6 @@ class LiveGateway:
             self.rate = rps
 
 
-
 @pytest.mark.skipif(PROMETHEUS is None, reason="Prometheus is not installed (make test installs Debian's prometheus)")
 def test_observed_rates_follow_the_load_and_the_plan_follows_them(tmp_path):
     gateway = LiveGateway("image-preprocess")
