@@ -649,15 +649,20 @@ class ControlLaw:
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
-        if not ws.calm and not fits and ws.plan is not None and rate_rps <= (ws.planned_rps or 0.0) + 1e-9 \
+        if not ws.calm and not fits and ws.plan is not None \
+                and (rate_rps <= (ws.planned_rps or 0.0) + 1e-9
+                     or not self._adds_capacity(workflow, ws, profiles, choices, current)) \
                 and _cost(choices) < ws.plan.cost - 1e-9 \
                 and self._running_ms(workflow, ws, profiles, problem.rate_rps, arrival_cv2, current) \
                 <= path_latency_ms(workflow, {name: option.latency_ms for name, option in choices.items()}) + 1e-9:
             # while requests wait, miss or a step is under way, a degraded re-plan for
-            # no more load (a higher margin the model cannot meet, say) never holds
-            # less than the plan that runs — unless the plan that runs, priced with
-            # today's execution times, is slower than it (a larger share that turned
-            # out slow beside a busy neighbour); one that meets its budget may
+            # no more load (a higher margin the model cannot meet, say) — or for more
+            # that serves no more requests a second at any stage (the capacity
+            # feedback's rate, where a tight budget no longer fits and a looser one's
+            # cheapest plan runs a smaller share) — never holds less than the plan
+            # that runs, unless the plan that runs, priced with today's execution
+            # times, is slower than it (a larger share that turned out slow beside a
+            # busy neighbour); one that meets its budget may
             return
         ws.planned_rps = rate_rps
         ws.estimate_rps = rate_rps / self._headroom(cv2) if offered_rps is None else offered_rps
@@ -683,6 +688,24 @@ class ControlLaw:
             after[name] = max((workflow.hop_ms + choices[t].latency_ms + after[t]
                                for t in workflow.graph.successors(name)), default=0.0)
         ws.downstream_ms = after
+
+    def _adds_capacity(self, workflow: Workflow, ws: WorkflowState, profiles: ProfileSet, choices,
+                       current: Mapping[StageKey, InstanceGroup]) -> bool:
+        """Does the plan ``choices`` serve more requests a second than the
+        groups that run now at some stage (instances × batch size over the
+        calibrated execution time)? Yes where a stage runs nothing yet."""
+        for st in workflow.stages:
+            group, option = _running(workflow, ws, st.name, current), choices[st.name]
+            try:
+                exec_ms = None if group is None else profiles[st.function].latency(group.batch_size, group.gpu_share)
+            except ModelError:
+                exec_ms = None
+            if exec_ms is None or group.count < 1:
+                return True
+            if option.replicas * option.config.batch_size / option.exec_ms > \
+                    group.count * group.batch_size / exec_ms * (1 + 1e-9):
+                return True
+        return False
 
     def _running_ms(self, workflow: Workflow, ws: WorkflowState, profiles: ProfileSet, rate_rps: float,
                     arrival_cv2: Optional[float], current: Mapping[StageKey, InstanceGroup]) -> float:

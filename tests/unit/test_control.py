@@ -509,6 +509,36 @@ def test_while_requests_miss_a_cheaper_plan_is_taken_only_if_it_meets_its_budget
         assert not state.workflows["w"].fits and decision.plans["w"].cost >= held - 1e-9
 
 
+def test_misses_at_the_largest_margin_never_trade_capacity_for_a_looser_budget(chain):
+    """Misses the largest margin cannot answer plan for more rate; at a
+    higher rate the tight budgets no longer fit, and the cheapest plan for
+    a looser one may serve fewer requests a second at every stage (a smaller
+    share, as many instances). Such a degraded re-plan is not taken while
+    requests miss: every cheaper one taken adds capacity at some stage
+    (held-out random-1136: 74% with it, 94% without)."""
+    wf, profiles = chain
+    law = ControlLaw([dataclasses.replace(wf, slo_ms=5.0)], profiles,
+                     ControlSettings(feedback_cooldown_s=1.0, max_margin=0.1))
+
+    def served_rps(groups):
+        return {stage: sum(g.count * g.batch_size * 1000.0 / profiles[f].latency(g.batch_size, g.gpu_share)
+                           for g in gs)
+                for (_, stage), gs in groups.items() for f in [{"a": "resnet18", "b": "resnet50"}[stage]]}
+
+    state = law.new_state()
+    decision = law.step(Observation(0.0, {"w": WorkflowObservation(40, 40, 2.0)}), state, 0.0)
+    before, cost, cheaper = served_rps(decision.desired), decision.plans["w"].cost, 0
+    for t in range(1, 40):
+        obs = WorkflowObservation(40, 40, 2.0, ok=10, late=90)
+        decision = law.step(Observation(float(t), {"w": obs}), state, float(t))
+        now = served_rps(decision.desired)
+        if decision.plans["w"].cost < cost - 1e-9:
+            cheaper += 1
+            assert any(now[stage] > before[stage] * (1 + 1e-9) for stage in now)
+        before, cost = now, decision.plans["w"].cost
+    assert state.workflows["w"].boost > 1.0 and cheaper  # (a smaller share, more instances of it)
+
+
 def test_the_plan_that_runs_is_priced_with_todays_execution_times(chain):
     """What the guard above compares: the groups that run, priced with the
     calibrated profiles — the plan's own latency while nothing moved, more
