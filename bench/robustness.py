@@ -100,6 +100,11 @@ def report(results: list[dict], policies: list[str]) -> str:
     lines.append("| **mean** | " + " | ".join(means) + f" | | {len(results) - failures}/{len(results)} |")
     mins = [f"{min(r['policies'][p]['hit'] for r in results):.1%}" for p in policies]
     lines.append("| min hit | " + " | ".join(mins) + " | | |")
+    lines += ["", "| policy | mean SLO hit rate | workloads ≥ 99% | mean cost (GPUs) |", "| --- | --- | --- | --- |"]
+    for p in policies:
+        hits = [r["policies"][p]["hit"] for r in results]
+        lines.append(f"| {p} | {statistics.fmean(hits):.1%} | {sum(h >= 0.99 for h in hits)} / {len(results)} | "
+                     f"{statistics.fmean(r['policies'][p]['cost'] for r in results):.2f} |")
     if "esg" in policies:
         counts = ([f"within a point of the best peer on {within_count}"] if peers else []) + \
                  ([f"no dearer than nexus on {cheap_count}"] if "nexus" in policies else [])
