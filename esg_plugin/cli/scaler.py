@@ -43,7 +43,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..scaler import Scaler, ScalerSettings, ScalerSettingsError, Topology, make_http_server, make_source
+    from ..scaler import (Scaler, ScalerSettings, ScalerSettingsError, Topology, freeze_start_up_heap, make_http_server,
+                          make_source)
 
     overrides = {k: v for k, v in {"stack": args.stack, "profiles": args.profiles, "metrics_url": args.metrics_url,
                                    "actuator": args.actuator, "interval_s": args.interval_s, "port": args.port,
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(scaler.plan_document(), indent=2, default=str))
         return 0
     server = make_http_server(scaler, settings.host, settings.port, settings.token)
+    freeze_start_up_heap()
     stop = threading.Event()
     loop = threading.Thread(target=scaler.run, args=(stop,), name="esg-scaler-loop", daemon=True)
     loop.start()

@@ -38,7 +38,8 @@ from ..planner.baselines import openfaas_replicas
 from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
 from ..runtime import contract as C
-from ..scaler import FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide_functions
+from ..scaler import (FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide_functions,
+                      freeze_start_up_heap)
 from ..scaler.actuators import GPU_SHARE, REPLICAS
 from ..scaler.decider import offered_rps
 from ..sim.workload import Workload
@@ -357,6 +358,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         else:
             controller = OpenFaasAutoscaler(topology, profiles, source, actuator, interval_s, max_replicas,
                                             on_iteration=record)
+        freeze_start_up_heap()
         started = clock["started"] = time.monotonic()
         control = threading.Thread(target=controller.run, args=(stop,), daemon=True, name="esg-up-control")
         control.start()

@@ -18,10 +18,17 @@ carry is no data) so that the plan's work stays bounded.
 
 A failing metrics source or API never stops the loop: the iteration counts
 the error and changes nothing it could not reason about.
+
+The heap a process holds once it has started (modules, clients, profiles)
+is moved out of the garbage collector's reach (:func:`freeze_start_up_heap`):
+a full collection scans every object the process holds, 12–18 ms for an
+``esg scaler`` process on a fast host, and it falls within whichever
+control step allocates when it is due.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -178,6 +185,17 @@ class Scaler:
             "last_changes": [{"function": c.function, "kind": c.kind, "before": c.before, "after": c.after}
                              for c in status.changes],
         }
+
+
+def freeze_start_up_heap() -> None:
+    """Collect once, then move every object that survived start-up into the
+    collector's permanent generation (``gc.freeze``): a later full
+    collection scans only what the loop itself keeps, not the modules,
+    clients and profiles loaded before it (``bench/control.py`` prints the
+    collections that fall within its ticks). Called once, after start-up,
+    by ``esg scaler`` and ``esg up``."""
+    gc.collect()
+    gc.freeze()
 
 
 def make_http_server(scaler: Scaler, host: str, port: int, token: Optional[str]) -> JsonHTTPServer:
