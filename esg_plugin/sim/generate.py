@@ -19,6 +19,12 @@ never tuned on:
 
 The draw depends only on the seed. ``python -m esg_plugin.sim.generate SEED``
 prints a workload's description.
+
+``random_live_workload(seed, mean_rps)`` draws the same kinds of arrivals
+for ``esg up``, whose workflows are the stack's (their profiles measured,
+not drawn): each workflow's mean rate 0.5–2 times its rate in the default
+workload (``mean_rps``) times ``scale``, one arrival kind per workflow, for
+a workload file (``bench/up_random.py`` runs them).
 """
 
 from __future__ import annotations
@@ -123,6 +129,34 @@ def random_workload(seed: int, duration_s: float = DURATION_S, warmup_s: float =
     workload = Workload(f"random-{seed}", GPUS, duration_s, tuple(loads), warmup_s=warmup_s)
     profiles = ProfileSet(device="synthetic-random (not measured)", functions=functions)
     return RandomCase(seed, workload, profiles, "; ".join(words))
+
+
+LIVE_DURATION_S = 80.0
+LIVE_WARMUP_S = 20.0
+LIVE_RATE_RANGE = (0.5, 2.0)
+"""Each workflow's mean rate: this range (log-uniform) times its default rate."""
+
+
+def random_live_workload(seed: int, mean_rps: dict[str, float], scale: float = 1.0,
+                         duration_s: float = LIVE_DURATION_S, warmup_s: float = LIVE_WARMUP_S) -> tuple[dict, str]:
+    """(a workload file's content, a few words about it) for ``esg up``:
+    the workflows of ``mean_rps`` (name → its mean rate in the default
+    workload), each with an arrival kind drawn as :func:`random_workload`'s
+    are and a mean rate log-uniform in :data:`LIVE_RATE_RANGE` times its
+    default rate times ``scale``. Depends only on the arguments."""
+    rng = random.Random(seed)
+    entries, words = [], []
+    for name, default_rps in mean_rps.items():
+        kind = rng.choice(ARRIVAL_KINDS)
+        low, high = LIVE_RATE_RANGE
+        rate = default_rps * scale * math.exp(rng.uniform(math.log(low), math.log(high)))
+        arrivals, _, said = _arrivals(random.Random(rng.random()), kind, rate, duration_s)
+        params = {k: [list(step) for step in v] if k == "steps" else round(v, 3) for k, v in arrivals.params.items()}
+        entries.append({"workflow": name, "arrivals": {"kind": arrivals.kind, **params}})
+        words.append(f"{name}: {said}")
+    data = {"description": f"random live workload {seed} (x{scale:g})", "gpus": 1, "duration_s": duration_s,
+            "warmup_s": warmup_s, "workflows": entries}
+    return data, "; ".join(words)
 
 
 def main(argv=None) -> int:  # pragma: no cover - a printout

@@ -1,6 +1,7 @@
 """The simulator against closed forms and its own bookkeeping."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -293,3 +294,31 @@ def test_a_request_that_cannot_meet_its_deadline_is_shed_on_arrival():
     # 20 + 5 + 20 ms > 30 ms at best: nothing could ever meet it, so nothing runs
     assert result.shed == 2 and result.stage_executions == 0
     assert [lat for _, _, lat in result.requests] == [-1.0, -1.0]
+
+
+def test_random_live_workloads_are_files_esg_up_reads_and_depend_on_the_seed_alone():
+    """``random_live_workload`` (``bench/up_random.py``): the stack's
+    workflows by name, one drawn arrival kind each, rates around the default
+    ones times the scale; a file that parses as ``esg up`` parses it."""
+    import yaml
+
+    from esg_plugin.sim.generate import LIVE_RATE_RANGE, random_live_workload
+    from esg_plugin.sim.workload import parse_workload
+
+    rates = {"image": 4.0, "traffic": 1.0, "text": 2.0}
+    stand_in = Workflow.build("x", 200.0, [Stage("a", "f")])
+    kinds = set()
+    for seed in range(1, 41):
+        data, words = random_live_workload(seed, rates, scale=3.0)
+        assert (data, words) == random_live_workload(seed, rates, scale=3.0)
+        text = yaml.safe_dump(data, sort_keys=False)
+        workload = parse_workload(yaml.safe_load(text), Path("."), "random",
+                                  lambda path: dataclasses.replace(stand_in, name=path.name))
+        assert [load.workflow.name for load in workload.workflows] == list(rates) and words.count(":") == 3
+        for load, (name, rate) in zip(workload.workflows, rates.items()):
+            kinds.add(load.arrivals.kind)
+            low, high = (3.0 * rate * bound for bound in LIVE_RATE_RANGE)
+            if load.arrivals.kind in ("poisson", "gamma"):
+                assert low * 0.999 <= load.arrivals.params["rate_rps"] <= high * 1.001
+            assert load.arrivals.mean_rate_rps(workload.duration_s) > 0
+    assert kinds == {"poisson", "gamma", "steps", "diurnal"}
