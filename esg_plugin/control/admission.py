@@ -13,8 +13,8 @@ band in which it holds:
   - more than ``target_miss`` of them over 1 (missed) **and** the window's
     median latency inflated by load — over ``inflation`` times the
     baseline, the lowest window median seen lately — the limit falls to
-    ``decrease`` times the most that were in flight during that window (or
-    the limit, if lower);
+    ``decrease`` times the most that were in flight during that window or
+    when any of its answers was admitted (or the limit, if lower);
   - at most ``target_miss`` of them missed, and either at most
     ``target_miss`` over ``headroom`` (near the SLO) or the median within
     ``calm_inflation`` of the median latency of the recent requests that
@@ -50,6 +50,15 @@ window — +10 at a limit of 2 with a window of 20 — before its misses can be
 counted; and without the band, the limit saws between the last value that
 met the SLO and the first that did not, so half the windows miss. Both were
 measured under ``esg up`` at 3x: 38% of the admitted requests met the SLO.
+
+The level a window's answers were admitted at counts, not only the
+concurrency seen while the window was open: a burst of 25 requests
+admitted at once is answered over two windows, and the second, opened
+after the burst was admitted, saw 2–3 in flight — judged on that peak
+alone, its misses (the burst's own) cut the limit to 2, and it took 40 s
+of good windows to climb back while the cores were 88% idle (``python
+bench/up_random.py``, seed 4: gamma arrivals with cv 3.9 on the image
+workflow, which then turned away requests with one to three in flight).
 
 The limit starts at ``max_limit``: a machine that keeps up never refuses a
 request. Pure: no clock, no I/O; the router owns the limits and calls them
@@ -126,7 +135,8 @@ class ConcurrencyLimit:
         self.baseline = math.inf
         """The lowest window median latency over SLO lately (see the module)."""
         self.peak = 0
-        """The most requests in flight since the last judgement."""
+        """The most requests in flight since the last judgement, or when one of
+        this window's answers was admitted."""
         self.alone: deque[float] = deque(maxlen=settings.window)
         """Latency over SLO of the last answers to requests admitted with nothing else in flight
         (judged on once they fill a quarter of a window)."""
@@ -138,12 +148,15 @@ class ConcurrencyLimit:
         self.peak = max(self.peak, in_flight + 1)
         return True
 
-    def record(self, latency_over_slo: float, alone: bool = False) -> None:
+    def record(self, latency_over_slo: float, alone: bool = False, others: Optional[int] = None) -> None:
         """The answer to an admitted request: its latency over its SLO
         (``math.inf`` for a request that failed the SLO without a latency);
-        ``alone``: nothing else was in flight in its scope when it was admitted."""
+        ``alone``: nothing else was in flight in its scope when it was admitted;
+        ``others``: how many were (``alone`` is ``others == 0``), where known."""
         s = self.settings
         value = latency_over_slo if latency_over_slo >= 0 else math.inf  # NaN or negative: a miss
+        if others is not None and others >= 0:
+            self.peak = max(self.peak, others + 1)
         self.ratios.append(value)
         if alone and math.isfinite(value):
             self.alone.append(value)

@@ -163,7 +163,7 @@ class Router:
                 self.in_flight_gauge.labels(workflow=workflow_name).set(self.in_flight[workflow_name])
                 if limit is not None and code != 502:  # a failing stage says nothing about load
                     slo_ms = self.topology.workflows[workflow_name].slo_ms
-                    limit.record(doc["latency_ms"] / slo_ms if code == 200 else math.inf, alone)
+                    limit.record(doc["latency_ms"] / slo_ms if code == 200 else math.inf, alone, others)
                     self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
 
     def _in_flight_in(self, scope: str) -> int:

@@ -34,6 +34,40 @@ def test_a_bad_window_cuts_the_limit_below_what_was_in_flight_and_good_answers_r
     assert limit.limit == pytest.approx(5.0)
 
 
+def test_a_bursts_misses_answered_in_the_next_window_are_charged_to_the_level_it_was_admitted_at():
+    """A burst of 20 admitted at once is answered over two windows; the
+    second opened after the burst was admitted and saw few in flight. Its
+    misses are the burst's: the limit falls from what the burst had in
+    flight, not from the second window's own peak (which cut it to 2)."""
+    s = AdmissionSettings(target_miss=0.1, window=10, decrease=0.75, max_limit=64)
+    limit = ConcurrencyLimit(s)
+    for _ in range(10):
+        assert limit.admit(0)
+        limit.record(0.3, alone=True, others=0)  # the baseline
+    burst = list(range(20))  # the others in flight as each is admitted
+    for others in burst:
+        assert limit.admit(others)
+    for others in burst[:10]:
+        limit.record(0.5 if others < 5 else math.inf, others=others)
+    assert limit.limit == pytest.approx(15.0)  # 0.75 x the 20 in flight
+    assert limit.admit(0) and limit.admit(1)  # the next window sees two in flight
+    for others in burst[10:]:
+        limit.record(math.inf, others=others)
+    assert limit.limit == pytest.approx(15.0 * 0.75)  # not 0.75 x 2
+    old = ConcurrencyLimit(s)  # without the level each answer was admitted at
+    for _ in range(10):
+        old.admit(0)
+        old.record(0.3, alone=True)
+    for others in burst:
+        old.admit(others)
+    for others in burst[:10]:
+        old.record(0.5 if others < 5 else math.inf)
+    old.admit(0), old.admit(1)
+    for _ in burst[10:]:
+        old.record(math.inf)
+    assert old.limit == pytest.approx(1.5)
+
+
 def test_misses_on_a_machine_slow_for_every_request_shed_nothing():
     """A third of the answers miss however few are in flight: refusing
     requests would not help the others, so the limit does not fall."""
