@@ -145,7 +145,8 @@ class UpReport:
     """One row per control iteration: per workflow the offered rate (arrivals
     at the entry plus requests shed there, over the window and over the last
     interval), the planned rate, the offered rate the plan was made for, and the answers by class; per
-    function the queue, execution time, batch size and replicas."""
+    function the queue, execution time, batch size and replicas; the rate each workflow may admit
+    (``admit_rps``) and the requests each admission scope lets in flight (``admission_limit``)."""
     actions: list = field(default_factory=list)
     """Every change the controller asked for: time, function, kind, before, after."""
     steps: dict = field(default_factory=dict)
@@ -336,6 +337,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
             row = timeline_row(now - clock["started"], topology, platform, observation, planned_rps, estimates_rps)
             row["reasons"] = {k: v for k, v in (reasons or {}).items() if k in topology.workflows}
             row["admit_rps"] = dict(admit_rps or {})
+            row["admission_limit"] = router.admission_limits()
             for load in workload.workflows:  # the intensity the load generator draws from: the true offered rate
                 if load.workflow.name in row["workflows"]:
                     row["workflows"][load.workflow.name]["nominal_rps"] = round(load.arrivals.rate_at_rps(row["t"]), 3)

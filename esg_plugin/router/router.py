@@ -94,6 +94,12 @@ class Router:
         self.limit_gauge = Gauge("esg_workflow_admission_limit", "Workflow requests allowed in flight.",
                                  ["workflow"], registry=self.registry)
 
+    def admission_limits(self) -> dict[str, int]:
+        """The requests each admission scope lets in flight now (``"*"``: the
+        machine's one limit); empty without admission."""
+        with self.lock:
+            return {scope: int(limit.limit) for scope, limit in self.limits.items()}
+
     def set_admit_rates(self, rates_rps: Mapping[str, float]) -> None:
         """The rate each workflow may admit (the control law's ``admit_rps``);
         a workflow not named admits everything again."""

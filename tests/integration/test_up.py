@@ -99,6 +99,9 @@ def test_esg_up_with_two_small_functions(tmp_path):
     # measured on the generator's own clock: a lag as long as the run would be another time base
     assert max(r["send_lag_ms"] for r in rows) < workload.duration_s * 1000.0
     assert json.dumps(summary)
+    # the timeline says how many requests the admission let in flight at each iteration
+    limits = [row["admission_limit"]["*"] for row in report.timeline]
+    assert limits and all(1 <= n <= AdmissionSettings().max_limit for n in limits)
     idle = summary["machine"]["idle_share_after_warmup"]  # /proc/stat on Linux
     assert idle is None or 0.0 <= idle <= 1.0
     # no process outlives the shutdown
