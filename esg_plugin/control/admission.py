@@ -55,10 +55,11 @@ The level a window's answers were admitted at counts, not only the
 concurrency seen while the window was open: a burst of 25 requests
 admitted at once is answered over two windows, and the second, opened
 after the burst was admitted, saw 2–3 in flight — judged on that peak
-alone, its misses (the burst's own) cut the limit to 2, and it took 40 s
-of good windows to climb back while the cores were 88% idle (``python
-bench/up_random.py``, seed 4: gamma arrivals with cv 3.9 on the image
-workflow, which then turned away requests with one to three in flight).
+alone, its misses (the burst's own) cut the limit to about 2, and good
+windows took tens of seconds to raise it again while the cores were 88%
+idle (``python bench/up_random.py``, seed 4: gamma arrivals with cv 3.9 on
+the image workflow, which then turned away requests with one to three in
+flight; ``tests/unit/test_admission.py`` replays the two windows).
 
 The limit starts at ``max_limit``: a machine that keeps up never refuses a
 request. Pure: no clock, no I/O; the router owns the limits and calls them
@@ -151,12 +152,14 @@ class ConcurrencyLimit:
     def record(self, latency_over_slo: float, alone: bool = False, others: Optional[int] = None) -> None:
         """The answer to an admitted request: its latency over its SLO
         (``math.inf`` for a request that failed the SLO without a latency);
-        ``alone``: nothing else was in flight in its scope when it was admitted;
-        ``others``: how many were (``alone`` is ``others == 0``), where known."""
+        ``others``: how many other requests were in flight in its scope when it
+        was admitted, where known; ``alone`` (nothing else was) says the same
+        where the count is not known."""
         s = self.settings
         value = latency_over_slo if latency_over_slo >= 0 else math.inf  # NaN or negative: a miss
         if others is not None and others >= 0:
             self.peak = max(self.peak, others + 1)
+            alone = others == 0
         self.ratios.append(value)
         if alone and math.isfinite(value):
             self.alone.append(value)

@@ -696,10 +696,7 @@ class ControlLaw:
         calibrated execution time)? Yes where a stage runs nothing yet."""
         for st in workflow.stages:
             group, option = _running(workflow, ws, st.name, current), choices[st.name]
-            try:
-                exec_ms = None if group is None else profiles[st.function].latency(group.batch_size, group.gpu_share)
-            except ModelError:
-                exec_ms = None
+            exec_ms = _running_exec_ms(profiles, st.function, group)
             if exec_ms is None or group.count < 1:
                 return True
             if option.replicas * option.config.batch_size / option.exec_ms > \
@@ -715,10 +712,7 @@ class ControlLaw:
         stage_ms = {}
         for st in workflow.stages:
             group = _running(workflow, ws, st.name, current)
-            try:
-                exec_ms = None if group is None else profiles[st.function].latency(group.batch_size, group.gpu_share)
-            except ModelError:
-                exec_ms = None
+            exec_ms = _running_exec_ms(profiles, st.function, group)
             stage_rps = rate_rps * st.fanout
             if exec_ms is None or group.count < 1 or stage_rps * exec_ms >= 1000.0 * group.batch_size * group.count:
                 return math.inf
@@ -1096,6 +1090,17 @@ def _running(workflow: Workflow, ws: WorkflowState, stage: str,
     if now is None and ws.groups.get(stage):
         now = ws.groups[stage][0]
     return now
+
+
+def _running_exec_ms(profiles: ProfileSet, function: str, group: Optional[InstanceGroup]) -> Optional[float]:
+    """A running group's execution time in ``profiles`` (None without a
+    group, or where the profile has no such configuration)."""
+    if group is None:
+        return None
+    try:
+        return profiles[function].latency(group.batch_size, group.gpu_share)
+    except ModelError:
+        return None
 
 
 def plan_busy(workflow: Workflow, rate_rps: float, choices, cpu_factor: Mapping[str, float] = {}) -> float:

@@ -146,7 +146,6 @@ class Router:
                                       f"{rate.rate_rps:.2f} requests/s now; retry after {RETRY_AFTER_S} s",
                              "retry_after_s": RETRY_AFTER_S, C.REJECTED_BY: C.REJECTED_BY_RATE}
             others = self._in_flight_in(scope) if limit is not None else 0
-            alone = others == 0
             if limit is not None and not limit.admit(others):
                 self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
                 self.requests.labels(workflow=workflow_name, slo="shed").inc()
@@ -169,7 +168,7 @@ class Router:
                 self.in_flight_gauge.labels(workflow=workflow_name).set(self.in_flight[workflow_name])
                 if limit is not None and code != 502:  # a failing stage says nothing about load
                     slo_ms = self.topology.workflows[workflow_name].slo_ms
-                    limit.record(doc["latency_ms"] / slo_ms if code == 200 else math.inf, alone, others)
+                    limit.record(doc["latency_ms"] / slo_ms if code == 200 else math.inf, others=others)
                     self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
 
     def _in_flight_in(self, scope: str) -> int:
