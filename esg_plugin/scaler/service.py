@@ -21,9 +21,9 @@ the error and changes nothing it could not reason about.
 
 The heap a process holds once it has started (modules, clients, profiles)
 is moved out of the garbage collector's reach (:func:`freeze_start_up_heap`):
-a full collection scans every object the process holds, 12–18 ms for an
-``esg scaler`` process on a fast host, and it falls within whichever
-control step allocates when it is due.
+a full collection scans every object the process holds (10–11 ms in
+``bench/control.py --no-freeze`` on a fast host), and it falls within
+whichever control step allocates when it is due.
 """
 
 from __future__ import annotations
