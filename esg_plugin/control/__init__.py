@@ -8,7 +8,7 @@ they observe and how they act.
 from .delay import DelayWindow
 from .errors import ControlError
 from .law import ControlLaw, ControlState, Decision, WorkflowState, step_detected
-from .observation import MAX_RATE_RPS, Observation, WorkflowObservation
+from .observation import MAX_RATE_RPS, Observation, WorkflowObservation, gap_cv2
 from .settings import ABLATIONS, ControlSettings
 
 __all__ = [
@@ -23,5 +23,6 @@ __all__ = [
     "Observation",
     "WorkflowObservation",
     "WorkflowState",
+    "gap_cv2",
     "step_detected",
 ]

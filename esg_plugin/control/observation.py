@@ -17,6 +17,22 @@ from ..limits import MAX_RATE_RPS, is_number  # above MAX_RATE_RPS: a broken cou
 from .errors import ControlError
 
 MAX_BACKLOG = 1e7
+MAX_ARRIVAL_CV2 = 1e4
+MIN_GAPS_FOR_CV2 = 20
+"""Fewer gaps between arrivals than this say nothing of their variability:
+the arrivals are taken as Poisson (cv² 1)."""
+
+
+def gap_cv2(count: float, sum_s: float, sum_squares_s2: float) -> float:
+    """The squared coefficient of variation of gaps between arrivals, from
+    their number, sum and sum of squares over a window — the three counters a
+    source can keep (the router exports them; the simulator sums its own
+    arrivals): variance over squared mean, ``n·Σg² / (Σg)² − 1``. Below
+    ``MIN_GAPS_FOR_CV2`` gaps, or with no time between them, 1 (Poisson)."""
+    if not (is_number(count) and is_number(sum_s) and is_number(sum_squares_s2)) \
+            or count < MIN_GAPS_FOR_CV2 or not sum_s > 0 or sum_squares_s2 < 0:
+        return 1.0
+    return min(max(count * sum_squares_s2 / sum_s ** 2 - 1.0, 0.0), MAX_ARRIVAL_CV2)
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,7 @@ class WorkflowObservation:
     every rise of the long window counts)."""
 
     def checked(self) -> "WorkflowObservation":
-        limits = {"rate_long_rps": MAX_RATE_RPS, "rate_short_rps": MAX_RATE_RPS, "arrival_cv2": 1e4,
+        limits = {"rate_long_rps": MAX_RATE_RPS, "rate_short_rps": MAX_RATE_RPS, "arrival_cv2": MAX_ARRIVAL_CV2,
                   "backlog": MAX_BACKLOG}
         for name, most in limits.items():
             value = getattr(self, name)

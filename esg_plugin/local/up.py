@@ -144,7 +144,9 @@ class UpReport:
     timeline: list = field(default_factory=list)
     """One row per control iteration: per workflow the offered rate (arrivals
     at the entry plus requests shed there, over the window and over the last
-    interval), the planned rate, the offered rate the plan was made for, and the answers by class; per
+    interval), the squared coefficient of variation of its gaps between arrivals over the window
+    (``arrival_cv2``: 1, Poisson, below 20 gaps; None without the router's counters), the planned rate, the offered rate the plan
+    was made for, and the answers by class; per
     function the queue, execution time, batch size and replicas; the rate each workflow may admit
     (``admit_rps``) and the requests each admission scope lets in flight (``admission_limit``)."""
     actions: list = field(default_factory=list)
@@ -441,6 +443,8 @@ def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observat
         row["workflows"][name] = {
             "offered_rps": None if offered is None else round(offered[0], 3),
             "offered_recent_rps": None if offered is None else round(offered[1], 3),
+            "arrival_cv2": None if observation is None or name not in observation.workflow_arrival_cv2
+            else round(observation.workflow_arrival_cv2[name], 2),
             "planned_rps": planned_rps.get(name),
             "estimate_rps": (estimates_rps or {}).get(name),
             "answers": None if answers is None else dict(zip(("ok", "late", "rejected"), answers)),

@@ -25,7 +25,10 @@ the workflow's DAG, calling each stage's function through the gateway.
 - Metrics (``GET /metrics``): ``esg_workflow_requests_total{workflow,slo}``
   with slo ``met``, ``missed``, ``rejected`` (429 from a stage), ``shed``
   (429 at the entry) or ``error``, ``esg_workflow_latency_seconds{workflow}``,
-  ``esg_workflow_in_flight{workflow}`` and, with admission,
+  ``esg_workflow_in_flight{workflow}``, the gaps between arrivals
+  (``esg_workflow_arrival_gap_seconds{workflow}``, a summary, and the sum of
+  their squares, ``esg_workflow_arrival_gap_squared_seconds_total``: the
+  scaler reads how bursty the arrivals are from them) and, with admission,
   ``esg_workflow_admission_limit{workflow}``.
 """
 
@@ -40,7 +43,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..errors import ESGError
@@ -93,6 +96,12 @@ class Router:
                                      registry=self.registry)
         self.limit_gauge = Gauge("esg_workflow_admission_limit", "Workflow requests allowed in flight.",
                                  ["workflow"], registry=self.registry)
+        self.gaps = Summary(C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS, "Gaps between a workflow's arrivals.",
+                            ["workflow"], registry=self.registry)
+        self.gap_squares = Counter(C.METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS,
+                                   "Sum of the squared gaps between a workflow's arrivals (s^2).", ["workflow"],
+                                   registry=self.registry)
+        self.last_arrival_s: dict[str, float] = {}
 
     def admission_limits(self) -> dict[str, int]:
         """The requests each admission scope lets in flight now (``"*"``: the
@@ -139,6 +148,7 @@ class Router:
         scope = self.admission.scope_of(workflow_name) if self.admission else None
         limit = self.limits.get(scope) if scope else None
         with self.lock:
+            self._arrived(workflow_name)
             rate = self.rate_limits.get(workflow_name)
             if rate is not None and not rate.admit(self.clock()):
                 self.requests.labels(workflow=workflow_name, slo="shed").inc()
@@ -170,6 +180,15 @@ class Router:
                     slo_ms = self.topology.workflows[workflow_name].slo_ms
                     limit.record(doc["latency_ms"] / slo_ms if code == 200 else math.inf, others=others)
                     self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
+
+    def _arrived(self, workflow_name: str) -> None:
+        """Counts the gap since the workflow's last arrival (under the lock)."""
+        now = self.clock()
+        last = self.last_arrival_s.get(workflow_name)
+        self.last_arrival_s[workflow_name] = now
+        if last is not None and now >= last:
+            self.gaps.labels(workflow=workflow_name).observe(now - last)
+            self.gap_squares.labels(workflow=workflow_name).inc((now - last) ** 2)
 
     def _in_flight_in(self, scope: str) -> int:
         """The requests in flight that count against a scope's limit."""

@@ -85,6 +85,13 @@ METRIC_GPU_MEMORY_USED_BYTES = "esg_gpu_memory_used_bytes"
 # --- ... and the workflow router -------------------------------------------------
 METRIC_WORKFLOW_REQUESTS = "esg_workflow_requests_total"
 METRIC_WORKFLOW_LATENCY_SECONDS = "esg_workflow_latency_seconds"
+METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS = "esg_workflow_arrival_gap_seconds"
+"""A summary (``_count``, ``_sum``) of the gaps between a workflow's
+arrivals at the router's entry — every request, admitted or shed."""
+METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS = "esg_workflow_arrival_gap_squared_seconds"
+"""A counter (exposed with ``_total``): the sum of the same gaps' squares, in
+s². With the summary's count and sum over a window it gives the gaps'
+variability (``control.gap_cv2``): bursts that a rate alone hides."""
 
 # --- the workflow router's 429 answers ------------------------------------------
 REJECTED_BY = "rejected_by"

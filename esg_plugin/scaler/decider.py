@@ -9,7 +9,9 @@ simulator's ``esg`` policy runs:
   entry over the last interval, as each workflow's long and short rates; the
   workflow's backlog, as the simulator counts it (per stage, requests
   queued beyond what its replicas take in their next batches, over the
-  stage's fan-out; the largest); the answers of the last interval by class
+  stage's fan-out; the largest); how bursty its arrivals were over the
+  window (the router's gaps between arrivals; Poisson without them); the
+  answers of the last interval by class
   (the router's per workflow when read, else the gateway's status codes:
   504 late, 429 rejected, 200 from an exit stage ok); the functions'
   observed mean execution time over the profile's time at the batch size
@@ -97,6 +99,7 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
             continue
         ok, late, rejected = answers(topology, name, observation)
         workflows[name] = WorkflowObservation(offered[0], offered[1], observation.recent_window_s,
+                                              arrival_cv2=observation.workflow_arrival_cv2.get(name, 1.0),
                                               backlog=backlog(topology, name, observation, current),
                                               ok=int(ok), late=int(late), rejected=int(rejected),
                                               long_window_s=observation.window_s)

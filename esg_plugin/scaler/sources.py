@@ -17,6 +17,13 @@ What an :class:`Observation` holds, and where each part comes from:
   (``shed``: they never reached the gateway, so they are offered load the
   gateway's counters miss; they are not answers that judge the plan — the
   admission limit shed them because the machine was full);
+- **how bursty the arrivals are** per workflow over the window: the squared
+  coefficient of variation of the gaps between arrivals at the router's
+  entry (``control.gap_cv2`` of the increases of the router's
+  ``esg_workflow_arrival_gap_seconds`` count and sum and of
+  ``esg_workflow_arrival_gap_squared_seconds_total``) — a rate alone cannot
+  tell ten requests a second one at a time from ten at once; without the
+  router's counters, the arrivals are taken as Poisson;
 - **per function** (:class:`FunctionReading`): requests waiting in its
   replicas' queues now, the mean execution time and the mean size of the
   batches it ran over the last interval (a replica's first
@@ -30,7 +37,8 @@ Sources:
   ``/metrics``; with ``router_url`` the router's, with ``replicas`` (a
   callable giving each function's replica metrics URLs) the replicas'.
 - :class:`PrometheusQuery` (standalone mode): the same series through the
-  Prometheus HTTP API.
+  Prometheus HTTP API (but the router's answers by class; its arrival gaps
+  where Prometheus scrapes the router).
 
 Rates over the window are increases of counters between the oldest and the
 newest scrape kept; a counter that goes down was reset (a restarted
@@ -53,7 +61,7 @@ from typing import Callable, Mapping, Optional, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..control import MAX_RATE_RPS
+from ..control import MAX_RATE_RPS, gap_cv2
 from ..limits import is_number
 from ..runtime import contract as C
 
@@ -64,6 +72,9 @@ WORKFLOW_REQUESTS = C.METRIC_WORKFLOW_REQUESTS
 EXEC_SUM, EXEC_COUNT = f"{C.METRIC_EXEC_SECONDS}_sum", f"{C.METRIC_EXEC_SECONDS}_count"
 EXEC_CPU = f"{C.METRIC_EXEC_CPU_SECONDS}_total"
 BATCH_SUM = f"{C.METRIC_BATCH_SIZE}_sum"
+# the router's arrival gaps: (count, sum, sum of squares)
+GAP_COUNTERS = (f"{C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS}_count", f"{C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS}_sum",
+                f"{C.METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS}_total")
 WARM_BATCHES = 3
 """A replica's first batches (a cold start: lazy initialisation, caches) do
 not count toward its execution times."""
@@ -111,6 +122,9 @@ class Observation:
     interval's burst into the window's rate."""
     functions: dict[str, FunctionReading] = field(default_factory=dict)
     """Per function: queue, execution time and batch size (its replicas')."""
+    workflow_arrival_cv2: dict[str, float] = field(default_factory=dict)
+    """Per workflow: the squared coefficient of variation of the gaps between
+    its arrivals over the window (the router's; 1 is Poisson)."""
 
 
 class MetricsSource(Protocol):
@@ -190,9 +204,11 @@ class GatewayScrape:
     replicas: Optional[Callable[[], Mapping[str, list[str]]]] = None
     """Each function's replica /_esg/metrics URLs, now."""
     history: deque = field(default_factory=deque)
-    """(time_s, arrivals per function, shed per workflow since the scrape before) of the scrapes within the window."""
+    """(time_s, arrivals per function, shed per workflow since the scrape before, arrival gaps per workflow
+    since the scrape before: (count, sum, sum of squares)) of the scrapes within the window."""
     codes: Deltas = field(default_factory=Deltas)
     router: Deltas = field(default_factory=Deltas)
+    router_gaps: Deltas = field(default_factory=Deltas)
     replica_counters: Deltas = field(default_factory=Deltas)
 
     def observe(self, now_s: float) -> Optional[Observation]:
@@ -211,21 +227,24 @@ class GatewayScrape:
         for (fn, code), value in self.codes.update(answers).items():
             codes.setdefault(fn, {})[code] = value
         # every counter is read at every scrape, so that increases span the same interval
-        workflow_answers, shed = self._router_answers() if self.router_url else ({}, {})
+        workflow_answers, shed, gaps = self._router_answers() if self.router_url else ({}, {}, {})
         functions = self._replica_readings() if self.replicas is not None else {}
         if self.history and any(arrivals.get(f, 0.0) < v for f, v in self.history[-1][1].items()):
             self.history.clear()  # a counter reset: the gateway restarted
-        self.history.append((now_s, arrivals, shed))
+        self.history.append((now_s, arrivals, shed, gaps))
         while len(self.history) > 2 and self.history[0][0] < now_s - self.window_s:
             self.history.popleft()
         if len(self.history) < 2:
             return None
-        (t0, first, _), (t1, last, _) = self.history[0], self.history[-1]
-        (tp, previous, _) = self.history[-2]
+        (t0, first, _, _), (t1, last, _, _) = self.history[0], self.history[-1]
+        (tp, previous, _, _) = self.history[-2]
         shed_window: dict[str, float] = {}
-        for _, _, increases in list(self.history)[1:]:  # each entry's increase spans the interval before it
+        gap_window: dict[str, list[float]] = {}
+        for _, _, increases, gap_increases in list(self.history)[1:]:  # each entry's increase spans the interval before it
             for workflow, value in increases.items():
                 shed_window[workflow] = shed_window.get(workflow, 0.0) + value
+            for workflow, moments in gap_increases.items():
+                gap_window[workflow] = [a + b for a, b in zip(gap_window.get(workflow, (0.0, 0.0, 0.0)), moments)]
         if t1 <= t0 or t1 <= tp:
             return None
         rates = {f: (v - first.get(f, 0.0)) / (t1 - t0) for f, v in last.items()}
@@ -233,19 +252,30 @@ class GatewayScrape:
         if any(not 0 <= r <= MAX_RATE_RPS for r in (*rates.values(), *recent.values())):
             self.history.clear()  # a counter that jumped: not traffic; start again
             return None
+        cv2 = {workflow: gap_cv2(*moments) for workflow, moments in gap_window.items()}
         return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp, codes, workflow_answers, shed,
-                           shed_window, functions)
+                           shed_window, functions, cv2)
 
-    def _router_answers(self) -> tuple[dict[str, tuple[float, float, float]], dict[str, float]]:
+    def _router_answers(self) -> tuple[dict[str, tuple[float, float, float]], dict[str, float],
+                                       dict[str, tuple[float, float, float]]]:
+        """From the router's counters, over the interval since the scrape
+        before: answers by class and requests shed per workflow, and the gaps
+        between its arrivals (count, sum, sum of squares)."""
         body = _fetch(self.router_url, self.timeout_s)
-        totals = {}
+        totals, gap_totals = {}, {}
         if body is not None:
             try:
                 for name, labels, value in parse_samples(body.decode("utf-8", "replace")):
                     if name == WORKFLOW_REQUESTS and _plausible(value):
                         totals[(labels.get("workflow", ""), labels.get("slo", ""))] = value
+                    elif name in GAP_COUNTERS and _plausible(value):
+                        gap_totals[(labels.get("workflow", ""), name)] = value
             except (ValueError, TypeError):
-                totals = {}
+                totals, gap_totals = {}, {}
+        gap_increases = self.router_gaps.update(gap_totals)
+        gaps = {workflow: tuple(gap_increases[(workflow, name)] for name in GAP_COUNTERS)
+                for workflow in {w for w, _ in gap_increases}
+                if all((workflow, name) in gap_increases for name in GAP_COUNTERS)}
         answers: dict[str, list[float]] = {}
         shed: dict[str, float] = {}
         for (workflow, slo), value in self.router.update(totals).items():
@@ -255,7 +285,7 @@ class GatewayScrape:
                 row[column] += value
             if slo == "shed":
                 shed[workflow] = value
-        return {w: (a[0], a[1], a[2]) for w, a in answers.items()}, shed
+        return {w: (a[0], a[1], a[2]) for w, a in answers.items()}, shed, gaps
 
     def _replica_readings(self) -> dict[str, FunctionReading]:
         urls = {url: fn for fn, many in (self.replicas() or {}).items() for url in many}
@@ -333,7 +363,19 @@ class PrometheusQuery:
         functions = {fn: FunctionReading(queue.get(fn, 0.0),
                                          exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn), cpu.get(fn))
                      for fn in set(queue) | set(exec_ms)}
-        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, functions=functions)
+        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, functions=functions,
+                           workflow_arrival_cv2=self._arrival_cv2())
+
+    def _arrival_cv2(self) -> dict[str, float]:
+        """Per workflow, the gaps' cv² over the window, from the router's
+        counters where Prometheus scrapes the router (else none: Poisson).
+        ``increase`` extrapolates the three sums alike, which the ratio
+        ``n·Σg² / (Σg)²`` does not see."""
+        w = int(self.window_s)
+        sums = [self._values(f"sum by (workflow) (increase({name}[{w}s]))", ("workflow",)) or {}
+                for name in GAP_COUNTERS]
+        return {workflow: gap_cv2(*(s[workflow] for s in sums)) for workflow in sums[0]
+                if all(workflow in s for s in sums)}
 
     def _ratio(self, numerator: str, denominator: str) -> dict[str, float]:
         w = int(self.window_s)

@@ -56,6 +56,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..control import gap_cv2
 from ..model import FunctionProfile, InstanceGroup, ProfileSet
 from .cluster import Cluster
 from .workload import Workload
@@ -659,7 +660,7 @@ class Simulator:
             span_ms = min(short_ms, t)
             latest[wf.name] = sum(1 for a in recent if a >= t - short_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
             gaps = np.diff(np.fromiter((a for a in recent if a >= t - window_ms), dtype=float))
-            cv2[wf.name] = float(gaps.var() / gaps.mean() ** 2) if len(gaps) >= 20 and gaps.mean() > 0 else 1.0
+            cv2[wf.name] = gap_cv2(len(gaps), float(gaps.sum()), float((gaps ** 2).sum()))
             while wf.answers and wf.answers[0][0] < t - short_ms:
                 wf.answers.popleft()
             met = sum(1 for _, ok in wf.answers if ok)

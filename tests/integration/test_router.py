@@ -255,3 +255,36 @@ def test_a_workflow_over_the_nodes_capacity_admits_the_planned_rate_and_sheds_th
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_router_counts_the_gaps_between_arrivals_admitted_or_shed():
+    """The gaps between a workflow's arrivals (count, sum, sum of squares),
+    shed requests included, are what the scaler reads its burstiness from:
+    their cv² from the exported counters is the gaps' own."""
+    from prometheus_client import generate_latest
+
+    from esg_plugin.control import gap_cv2
+    from esg_plugin.scaler.sources import GAP_COUNTERS, parse_samples
+
+    stack = {"functions": {"a": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "1000"}}}}
+    server = gateway()
+    now = [100.0]
+    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}",
+                    clock=lambda: now[0])
+    try:
+        router.set_admit_rates({"w": 1.0})  # most of the bursts are shed: they still arrived
+        gaps = ([0.0] * 4 + [2.0]) * 6  # bursts of five every two seconds
+        for gap in gaps:
+            now[0] += gap
+            router.run("w", b"{}", "application/json")
+        samples = {name: value for name, labels, value in parse_samples(generate_latest(router.registry).decode())
+                   if name in GAP_COUNTERS and labels.get("workflow") == "w"}
+        count, total, squares = (samples[name] for name in GAP_COUNTERS)
+        assert count == len(gaps) - 1  # the first arrival has no gap before it
+        mean = sum(gaps[1:]) / len(gaps[1:])
+        variance = sum((g - mean) ** 2 for g in gaps[1:]) / len(gaps[1:])
+        assert gap_cv2(count, total, squares) == pytest.approx(variance / mean ** 2)
+        assert gap_cv2(count, total, squares) > 3.0  # Poisson would be 1
+    finally:
+        server.shutdown()
+        server.server_close()

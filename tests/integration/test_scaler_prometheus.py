@@ -27,6 +27,9 @@ class LiveGateway:
         self.function = function
         self.rate = 0.0
         self.count = 0.0
+        self.elapsed_s = 0.0
+        self.squares = 0.0
+        """Gaps in bursts of five, one gap of 5/rate and four of none: Σg² grows 5/rate a second."""
         self.since = time.monotonic()
         self.lock = threading.Lock()
         gateway = self
@@ -43,7 +46,14 @@ class LiveGateway:
                         f"gateway_function_invocation_started{{{label}}} {started}\n"
                         f"# TYPE gateway_function_invocation_total counter\n"
                         f'gateway_function_invocation_total{{code="200",{label}}} {0.9 * started}\n'
-                        f'gateway_function_invocation_total{{code="504",{label}}} {0.1 * started}\n').encode()
+                        f'gateway_function_invocation_total{{code="504",{label}}} {0.1 * started}\n'
+                        # as the workflow router: its arrivals come in bursts of five (gaps' cv² 4)
+                        f"# TYPE esg_workflow_arrival_gap_seconds summary\n"
+                        f'esg_workflow_arrival_gap_seconds_count{{workflow="image"}} {started}\n'
+                        f'esg_workflow_arrival_gap_seconds_sum{{workflow="image"}} {gateway.elapsed_s}\n'
+                        f"# TYPE esg_workflow_arrival_gap_squared_seconds counter\n"
+                        f'esg_workflow_arrival_gap_squared_seconds_total{{workflow="image"}} {gateway.squares}\n'
+                        ).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -57,6 +67,9 @@ class LiveGateway:
         with self.lock:
             now = time.monotonic()
             self.count += self.rate * (now - self.since)
+            if self.rate > 0:
+                self.elapsed_s += now - self.since
+                self.squares += 5.0 / self.rate * (now - self.since)
             self.since = now
             return self.count
 
@@ -125,6 +138,16 @@ scrape_configs:
         seen = scaler.source.observe(time.monotonic())
         late = seen.codes["image-preprocess"]["504"] / sum(seen.codes["image-preprocess"].values())
         assert late == pytest.approx(0.1, abs=0.02), seen.codes
+        # the router's bursts of five: cv² 4 once the window holds the new rate alone (a window across the
+        # step mixes the two rates' gaps, and reads burstier)
+        deadline = time.monotonic() + 90
+        while True:
+            seen = scaler.source.observe(time.monotonic())
+            cv2 = seen.workflow_arrival_cv2.get("image") if seen is not None else None
+            if cv2 is not None and cv2 == pytest.approx(4.0, abs=0.2):
+                break
+            assert time.monotonic() < deadline, f"the gaps' cv2 read {cv2}"
+            time.sleep(0.5)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

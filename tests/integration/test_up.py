@@ -102,6 +102,9 @@ def test_esg_up_with_two_small_functions(tmp_path):
     # the timeline says how many requests the admission let in flight at each iteration
     limits = [row["admission_limit"]["*"] for row in report.timeline]
     assert limits and all(1 <= n <= AdmissionSettings().max_limit for n in limits)
+    # ... and how bursty each workflow's arrivals were, as the law saw them (the router's gaps)
+    cv2 = [row["workflows"]["pair"]["arrival_cv2"] for row in report.timeline]
+    assert any(v is not None for v in cv2) and all(v is None or 0.0 <= v < 1e4 for v in cv2)
     idle = summary["machine"]["idle_share_after_warmup"]  # /proc/stat on Linux
     assert idle is None or 0.0 <= idle <= 1.0
     # no process outlives the shutdown

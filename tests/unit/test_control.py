@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from esg_plugin.control import (
-    ABLATIONS, ControlError, ControlLaw, ControlSettings, DelayWindow, Observation, WorkflowObservation, step_detected,
+    ABLATIONS, ControlError, ControlLaw, ControlSettings, DelayWindow, Observation, WorkflowObservation, gap_cv2,
+    step_detected,
 )
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.control.law import on_rate_grid
@@ -44,6 +45,17 @@ def test_delay_window_holds_for_the_whole_delay():
     assert [w.update(True, t) for t in (0, 5, 9.9)] == [False, False, False]
     assert w.update(True, 10.0) is True and not w.waiting
     assert w.update(True, 11.0) is False and w.update(False, 12.0) is False and not w.waiting
+
+
+def test_the_gaps_cv2_from_three_sums_and_too_few_gaps_say_poisson():
+    gaps = [0.01, 0.01, 0.01, 1.0] * 10
+    n, total, squares = len(gaps), sum(gaps), sum(g * g for g in gaps)
+    mean = total / n
+    assert gap_cv2(n, total, squares) == pytest.approx(sum((g - mean) ** 2 for g in gaps) / n / mean ** 2)
+    assert gap_cv2(n, total, n * mean ** 2) == pytest.approx(0.0, abs=1e-9)  # evenly spaced
+    assert gap_cv2(19, total, squares) == 1.0  # fewer than 20 gaps: no evidence either way
+    for broken in ((n, 0.0, squares), (n, total, -1.0), (n, math.nan, squares), (math.inf, total, squares)):
+        assert gap_cv2(*broken) == 1.0
 
 
 def test_a_step_is_detected_within_one_tick_and_noise_is_not():

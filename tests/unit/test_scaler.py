@@ -2,6 +2,7 @@
 
 import json
 import math
+import statistics
 from dataclasses import replace
 import threading
 import urllib.error
@@ -181,6 +182,9 @@ def test_the_law_sees_backlog_answers_and_the_batch_size_that_ran(world):
     routed = replace(seen, workflow_answers={"image": (10.0, 1.0, 0.0)})
     assert control_observation(topology, profiles, routed, current).workflows["image"].late == 1
     assert law_obs.starting == {}  # the platform did not say how many are ready
+    assert image.arrival_cv2 == 1.0  # no router's gaps: taken as Poisson
+    bursty = replace(seen, workflow_arrival_cv2={"image": 9.5})
+    assert control_observation(topology, profiles, bursty, current).workflows["image"].arrival_cv2 == 9.5
     current["image-upscale"] = FunctionState(3, 4, 10.0, 50, ready_replicas=1)
     current["image-classify"] = FunctionState(2, 4, 10.0, 50, ready_replicas=2)
     assert control_observation(topology, profiles, seen, current).starting == {("image", "upscale"): 2,
@@ -209,6 +213,11 @@ ROUTER = """# TYPE esg_workflow_requests_total counter
 esg_workflow_requests_total{{workflow="w",slo="met"}} {met}
 esg_workflow_requests_total{{workflow="w",slo="missed"}} {missed}
 esg_workflow_requests_total{{workflow="w",slo="shed"}} {shed}
+# TYPE esg_workflow_arrival_gap_seconds summary
+esg_workflow_arrival_gap_seconds_count{{workflow="w"}} {gaps}
+esg_workflow_arrival_gap_seconds_sum{{workflow="w"}} {gap_sum}
+# TYPE esg_workflow_arrival_gap_squared_seconds counter
+esg_workflow_arrival_gap_squared_seconds_total{{workflow="w"}} {gap_squares}
 """
 
 
@@ -246,14 +255,17 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
         source = GatewayScrape(pages.url + "/gw", window_s=30.0, router_url=pages.url + "/router",
                                replicas=lambda: {"a": [pages.url + "/r1", pages.url + "/r2", pages.url + "/r3"]})
         pages.pages.update({"/gw": GATEWAY.format(started=10, ok=8, late=0),
-                            "/router": ROUTER.format(met=8, missed=0, shed=1),
+                            "/router": ROUTER.format(met=8, missed=0, shed=1, gaps=9, gap_sum=0.9,
+                                                     gap_squares=0.09),
                             "/r1": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20, cpu=1.0),
                             "/r2": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20, cpu=1.0),
                             "/r3": REPLICA.format(queue=0, exec_sum=5.0, batches=1, requests=1, cpu=5.0)})
         assert source.observe(0.0) is None  # one scrape: no rate yet
         # 2 s later: 40 more arrived, 20 answered in time, 6 late; replicas ran 5 + 5 batches of 15 requests
         pages.pages.update({"/gw": GATEWAY.format(started=50, ok=28, late=6),
-                            "/router": ROUTER.format(met=28, missed=6, shed=5),
+                            # 40 more gaps over 2 s: 30 of 0.001 s and 10 of 0.197 s (bursts)
+                            "/router": ROUTER.format(met=28, missed=6, shed=5, gaps=49, gap_sum=0.9 + 2.0,
+                                                     gap_squares=0.09 + 30 * 0.001 ** 2 + 10 * 0.197 ** 2),
                             "/r1": REPLICA.format(queue=7, exec_sum=1.5, batches=15, requests=35, cpu=1.3),
                             "/r2": REPLICA.format(queue=5, exec_sum=1.5, batches=15, requests=20, cpu=1.4),
                             "/r3": REPLICA.format(queue=0, exec_sum=9.0, batches=4, requests=4, cpu=9.0)})  # still cold
@@ -263,6 +275,9 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
         assert seen.workflow_answers == {"w": (20.0, 6.0, 0.0)}  # shed at the entry: not an answer ...
         assert seen.workflow_shed == {"w": 4.0}  # ... but offered load
         assert seen.workflow_shed_window == {"w": 4.0}
+        gaps = [0.001] * 30 + [0.197] * 10  # the gaps' cv² over the window, from the increases of the counters
+        assert seen.workflow_arrival_cv2["w"] == pytest.approx(statistics.pvariance(gaps) / statistics.mean(gaps) ** 2)
+        assert seen.workflow_arrival_cv2["w"] > 2.0
         reading = seen.functions["a"]
         assert reading.queue == 12 and reading.exec_ms == pytest.approx(1000.0 * 1.0 / 10)
         assert reading.batch_mean == pytest.approx(15 / 10)  # r2's batch counter did not move: r1's only
