@@ -322,3 +322,28 @@ def test_random_live_workloads_are_files_esg_up_reads_and_depend_on_the_seed_alo
                 assert low * 0.999 <= load.arrivals.params["rate_rps"] <= high * 1.001
             assert load.arrivals.mean_rate_rps(workload.duration_s) > 0
     assert kinds == {"poisson", "gamma", "steps", "diurnal"}
+
+
+def test_the_fluid_ceiling_of_a_burst_is_what_the_cores_finish_in_time():
+    """``bench/up_random.py``'s fluid ceiling: ten requests at once, 40 ms of
+    work each along one path, on two cores with a 200-ms SLO — the pool
+    finishes the first nine by 180 ms, the tenth would end at 220 ms and is
+    turned away; a request alone later meets it; the warm-up is not scored."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from up_random import critical_path_ms, fluid_ceiling
+
+    from esg_plugin.model import Topology
+
+    stack = {"functions": {
+        "a": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "200", "com.esg.stage": "first"}},
+        "b": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "second", "com.esg.after": "first"}}}}
+    topology = Topology.from_stack(stack)
+    workflow = topology.workflows["w"]
+    assert critical_path_ms(workflow, {"first": 10.0, "second": 30.0}) == 40.0
+    burst = [{"workflow": "w", "sent_s": 30.0} for _ in range(10)] + [{"workflow": "w", "sent_s": 40.0},
+                                                                      {"workflow": "w", "sent_s": 1.0}]
+    ceiling = fluid_ceiling(burst, topology, {"a": 10.0, "b": 30.0}, cores=2, warmup_s=20.0)
+    assert ceiling == {"w": pytest.approx(10 / 11), "*": pytest.approx(10 / 11)}
+    assert fluid_ceiling(burst, topology, {"a": 10.0}, cores=2, warmup_s=20.0) == {}  # b never seen: no ceiling
