@@ -3,7 +3,9 @@
 Routes:
 
 - ``/_esg/health``: 200 while serving, 503 once draining;
-- ``/_esg/metrics``: Prometheus text;
+- ``/_esg/metrics``: Prometheus text — the runtime's metrics, and those of
+  a handler that defines ``METRICS_REGISTRY`` (a ``prometheus_client``
+  ``CollectorRegistry``: the workflow router's counters);
 - ``/_esg/config``: ``GET`` the live batching config; ``PUT`` a new one
   (JSON ``max_batch_size``, ``max_wait_ms``, ``gpu_share``) with
   ``Authorization: Bearer <ESG_CONFIG_TOKEN>``. Batch size and wait apply to
@@ -420,7 +422,7 @@ class RuntimeApp:
             return 200, [("Content-Type", "application/json")] + self._timing_headers(None), b'{"status": "ok"}'
         if path == C.METRICS_PATH:
             self._refresh_gauges()
-            body, content_type = self.metrics.render()
+            body, content_type = self.metrics.render(getattr(self.handler, "METRICS_REGISTRY", None))
             return 200, [("Content-Type", content_type)] + self._timing_headers(None), body
         if path == C.CONFIG_PATH:
             if method == "GET":

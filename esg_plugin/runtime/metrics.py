@@ -38,5 +38,9 @@ class RuntimeMetrics:
         self.gpu_utilization = Gauge(C.METRIC_GPU_UTILIZATION, "GPU utilisation from NVML, 0..1.", registry=r)
         self.gpu_memory_used = Gauge(C.METRIC_GPU_MEMORY_USED_BYTES, "GPU memory in use, from NVML.", registry=r)
 
-    def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def render(self, handler_registry=None) -> tuple[bytes, str]:
+        """The page: the runtime's metrics, then the handler's own registry's, if it has one."""
+        body = generate_latest(self.registry)
+        if handler_registry is not None:
+            body += generate_latest(handler_registry)
+        return body, CONTENT_TYPE_LATEST

@@ -37,8 +37,9 @@ Sources:
   ``/metrics``; with ``router_url`` the router's, with ``replicas`` (a
   callable giving each function's replica metrics URLs) the replicas'.
 - :class:`PrometheusQuery` (standalone mode): the same series through the
-  Prometheus HTTP API (but the router's answers by class; its arrival gaps
-  where Prometheus scrapes the router).
+  Prometheus HTTP API (the router's where Prometheus scrapes the router:
+  the job in ``deploy/prometheus/`` scrapes the ``router`` function with
+  the others).
 
 Rates over the window are increases of counters between the oldest and the
 newest scrape kept; a counter that goes down was reset (a restarted
@@ -363,8 +364,26 @@ class PrometheusQuery:
         functions = {fn: FunctionReading(queue.get(fn, 0.0),
                                          exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn), cpu.get(fn))
                      for fn in set(queue) | set(exec_ms)}
-        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, functions=functions,
-                           workflow_arrival_cv2=self._arrival_cv2())
+        answers, shed = self._router_answers(r)
+        _, shed_window = self._router_answers(int(self.window_s))
+        return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, answers, shed,
+                           shed_window, functions, self._arrival_cv2())
+
+    def _router_answers(self, span_s: int) -> tuple[dict[str, tuple[float, float, float]], dict[str, float]]:
+        """Per workflow, (ok, late, rejected) answers and requests shed at the
+        entry over the span, where Prometheus scrapes the router (its
+        ``esg_workflow_requests_total{workflow,slo}``); else none."""
+        values = self._values(f"sum by (workflow, slo) (increase({WORKFLOW_REQUESTS}[{span_s}s]))",
+                              ("workflow", "slo")) or {}
+        answers: dict[str, list[float]] = {}
+        shed: dict[str, float] = {}
+        for (workflow, slo), value in values.items():
+            column = {"met": 0, "missed": 1, "rejected": 2}.get(slo)
+            if column is not None:
+                answers.setdefault(workflow, [0.0, 0.0, 0.0])[column] += value
+            elif slo == "shed":
+                shed[workflow] = value
+        return {w: (a[0], a[1], a[2]) for w, a in answers.items()}, shed
 
     def _arrival_cv2(self) -> dict[str, float]:
         """Per workflow, the gaps' cv² over the window, from the router's

@@ -15,8 +15,18 @@ tensors) runs a chain of stages with binary tensors between them, each at
 /v2/models/<its model>/infer; GET /v2/models/<workflow>[/ready], /v2,
 /v2/health/live|ready. A workflow that is not a chain is refused with 400.
 
-Self-contained on purpose (standard library only): the function image carries
-the template's runtime and this folder, not the esg_plugin package.
+Metrics, on the runtime's /_esg/metrics beside its own (``METRICS_REGISTRY``),
+as ``esg_plugin.router`` exports them: ``esg_workflow_requests_total{workflow,
+slo}`` (``met``, ``missed`` — late or a stage's 504 —, ``rejected`` — a
+stage's 429 — or ``error``), and the gaps between each workflow's arrivals
+(``esg_workflow_arrival_gap_seconds`` and
+``esg_workflow_arrival_gap_squared_seconds_total``), from which the scaler
+reads how bursty they are; the job in ``deploy/prometheus/`` scrapes them
+with the functions'.
+
+Self-contained on purpose (the standard library and the runtime's own
+prometheus_client): the function image carries the template's runtime and
+this folder, not the esg_plugin package.
 Environment: gateway_url (default http://gateway.openfaas:8080),
 gateway_user / gateway_password for the system API when it needs auth.
 """
@@ -32,6 +42,8 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+from prometheus_client import CollectorRegistry, Counter, Summary  # the runtime's dependency
+
 from esg_runtime import contract as C  # the template's runtime: the wire contract, spelled once
 from esg_runtime import v2
 from esg_runtime.client import ConnectionPool
@@ -45,6 +57,34 @@ CONNECTIONS = ConnectionPool(max_idle_per_host=64)
 """Keep-alive connections to the gateway, reused across stage calls."""
 _cache = {"at": 0.0, "workflows": {}}
 _lock = threading.Lock()
+
+METRICS_REGISTRY = CollectorRegistry()
+"""Served by the runtime on /_esg/metrics beside its own (see the module)."""
+REQUESTS = Counter(C.METRIC_WORKFLOW_REQUESTS, "Workflow requests, by SLO outcome.", ["workflow", "slo"],
+                   registry=METRICS_REGISTRY)
+GAPS = Summary(C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS, "Gaps between a workflow's arrivals.", ["workflow"],
+               registry=METRICS_REGISTRY)
+GAP_SQUARES = Counter(C.METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS,
+                      "Sum of the squared gaps between a workflow's arrivals (s^2).", ["workflow"],
+                      registry=METRICS_REGISTRY)
+_last_arrival = {}
+
+
+def arrived(name):
+    """Counts the gap since the workflow's last arrival."""
+    now = time.monotonic()
+    with _lock:
+        last = _last_arrival.get(name)
+        _last_arrival[name] = now
+    if last is not None and now >= last:
+        GAPS.labels(workflow=name).observe(now - last)
+        GAP_SQUARES.labels(workflow=name).inc((now - last) ** 2)
+
+
+def counted(name, status, met=False):
+    """Counts one answered request by its SLO outcome, as esg_plugin.router does."""
+    slo = ("met" if met else "missed") if status in (200, 504) else "rejected" if status == 429 else "error"
+    REQUESTS.labels(workflow=name, slo=slo).inc()
 
 
 def _headers():
@@ -192,7 +232,11 @@ def _v2(event, path, known):
         return {"statusCode": 405, "body": {"error": f"{event.method} is not allowed on infer (POST)"},
                 "headers": {"Allow": "POST"}}
     length = next((v for k, v in event.headers.items() if k.lower() == v2.HEADER.lower()), None)
+    arrived(name)
+    started = time.time()
     status, body, headers = run_v2(name, known[name], event.body or b"", length)
+    slo_ms = known[name]["slo_ms"]
+    counted(name, status, slo_ms is None or (time.time() - started) * 1000 <= slo_ms)
     return {"statusCode": status, "body": body, "headers": headers}
 
 
@@ -213,5 +257,7 @@ def handle(event, context):
     if name not in known:
         return {"statusCode": 404, "body": {"error": f"no workflow {name!r}; known: {', '.join(sorted(known))}"}}
     content_type = next((v for k, v in event.headers.items() if k.lower() == "content-type"), "")
+    arrived(name)
     status, doc = run(name, known[name], event.body, content_type)
+    counted(name, status, status == 200 and doc.get("slo_met", False))
     return {"statusCode": status, "body": doc, "headers": {"Retry-After": "1"} if status == 429 else {}}

@@ -288,3 +288,55 @@ def test_the_router_counts_the_gaps_between_arrivals_admitted_or_shed():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_router_function_exports_the_workflow_counters_beside_the_runtimes(monkeypatch):
+    """The cluster's router (a function on the esg-python3 runtime) counts
+    what ``esg_plugin.router`` counts — answers by SLO outcome and the gaps
+    between arrivals — on the runtime's /_esg/metrics, beside the runtime's
+    own, where the job in deploy/prometheus scrapes every function."""
+    import io
+
+    from esg_plugin.scaler.sources import GAP_COUNTERS, parse_samples
+
+    server = gateway()
+    monkeypatch.setenv("gateway_url", f"http://127.0.0.1:{server.server_address[1]}")
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.syspath_prepend(str(root / "template/esg-python3"))  # esg_runtime, as in the function's image
+    spec = importlib.util.spec_from_file_location("router_function_metrics", root / "functions/router/handler.py")
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    from esg_runtime.app import RuntimeApp
+    from esg_runtime.settings import RuntimeSettings
+
+    def stages(tail):
+        return {"head": {"function": "head", "after": [], "fanout": 1},
+                "tail": {"function": tail, "after": ["head"], "fanout": 1}}
+
+    monkeypatch.setattr(handler, "workflows", lambda: {"w": {"slo_ms": 10000, "stages": stages("tail")},
+                                                        "v": {"slo_ms": 10000, "stages": stages("answers-504")}})
+    app = RuntimeApp(handler, RuntimeSettings())
+    app.start()
+
+    def call(method, path, body=b""):
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "CONTENT_TYPE": "application/json",
+                   "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+        status = []
+        out = b"".join(app(environ, lambda s, headers: status.append(int(s.split()[0]))))
+        return status[0], out
+
+    try:
+        assert [call("POST", "/workflow/w", b"{}")[0] for _ in range(3)] == [200] * 3
+        assert call("POST", "/workflow/v", b"{}")[0] == 504
+        code, page = call("GET", "/_esg/metrics")
+        assert code == 200
+        samples = {(name, tuple(sorted(labels.items()))): value for name, labels, value in parse_samples(page.decode())}
+        assert samples[("esg_workflow_requests_total", (("slo", "met"), ("workflow", "w")))] == 3.0
+        assert samples[("esg_workflow_requests_total", (("slo", "missed"), ("workflow", "v")))] == 1.0
+        assert samples[(GAP_COUNTERS[0], (("workflow", "w"),))] == 2.0  # three arrivals, two gaps
+        assert samples[(GAP_COUNTERS[2], (("workflow", "w"),))] >= 0.0
+        assert any(name == "esg_requests_total" for name, _ in samples)  # the runtime's own metrics still there
+    finally:
+        app.drain(5)
+        server.shutdown()
+        server.server_close()

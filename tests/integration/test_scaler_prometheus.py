@@ -47,7 +47,13 @@ class LiveGateway:
                         f"# TYPE gateway_function_invocation_total counter\n"
                         f'gateway_function_invocation_total{{code="200",{label}}} {0.9 * started}\n'
                         f'gateway_function_invocation_total{{code="504",{label}}} {0.1 * started}\n'
-                        # as the workflow router: its arrivals come in bursts of five (gaps' cv² 4)
+                        # as the workflow router: a tenth of its answers late, its arrivals in bursts of five
+                        # (gaps' cv² 4)
+                        f"# TYPE esg_workflow_requests_total counter\n"
+                        f'esg_workflow_requests_total{{workflow="image",slo="met",function_name="router"}} '
+                        f"{0.9 * started}\n"
+                        f'esg_workflow_requests_total{{workflow="image",slo="missed",function_name="router"}} '
+                        f"{0.1 * started}\n"
                         f"# TYPE esg_workflow_arrival_gap_seconds summary\n"
                         f'esg_workflow_arrival_gap_seconds_count{{workflow="image"}} {started}\n'
                         f'esg_workflow_arrival_gap_seconds_sum{{workflow="image"}} {gateway.elapsed_s}\n'
@@ -138,6 +144,8 @@ scrape_configs:
         seen = scaler.source.observe(time.monotonic())
         late = seen.codes["image-preprocess"]["504"] / sum(seen.codes["image-preprocess"].values())
         assert late == pytest.approx(0.1, abs=0.02), seen.codes
+        ok, missed, rejected = seen.workflow_answers["image"]  # the router's answers by class
+        assert missed / (ok + missed) == pytest.approx(0.1, abs=0.02) and rejected == 0.0
         # the router's bursts of five: cv² 4 once the window holds the new rate alone (a window across the
         # step mixes the two rates' gaps, and reads burstier)
         deadline = time.monotonic() + 90
