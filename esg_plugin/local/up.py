@@ -125,6 +125,8 @@ class LoadResult:
     send_lag_ms: float = 0.0
     """How late the load generator sent it after its drawn time (``sent_s``): an open-loop
     generator that falls behind offers less load than the workload says, then a burst."""
+    stages_ms: Optional[dict] = None
+    """For a 200: per stage, its queue and execution time, as the router answered them (``stages_ms``)."""
 
 
 @dataclass
@@ -215,10 +217,12 @@ class UpReport:
     def requests(self) -> list[dict]:
         """Every request the load generator sent, in the order sent: workflow,
         time sent (s from the start), latency, status, SLO met, and for a 429
-        what turned it away."""
+        what turned it away, for a 200 each stage's queue and execution time
+        (what the latency beyond them went to is the hops)."""
         return [{"workflow": r.workflow, "sent_s": round(r.sent_s, 4), "send_lag_ms": round(r.send_lag_ms, 2),
                  "latency_ms": round(r.latency_ms, 2),
-                 "status": r.status, "slo_met": r.slo_met, **({"rejected_by": r.rejected_by} if r.status == 429 else {})}
+                 "status": r.status, "slo_met": r.slo_met, **({"rejected_by": r.rejected_by} if r.status == 429 else {}),
+                 **({"stages_ms": r.stages_ms} if r.stages_ms is not None else {})}
                 for r in sorted(self.results, key=lambda r: r.sent_s)]
 
     def tracking(self, workflow: str) -> dict:
@@ -505,11 +509,12 @@ def _drive(router_url: str, topology: Topology, workload: Workload, seed: int, s
                                          headers={"Content-Type": content_type})
         sent = time.monotonic()
         lag_ms = max(0.0, (sent - started - t) * 1000.0)
-        status, met, error = 0, False, ""
+        status, met, error, stages_ms = 0, False, "", None
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 status = response.status
-                met = bool(json.loads(response.read()).get("slo_met"))
+                answer = json.loads(response.read())
+                met, stages_ms = bool(answer.get("slo_met")), answer.get("stages_ms")
         except urllib.error.HTTPError as err:
             status, error = err.code, err.read()[:1000].decode("utf-8", "replace")
         except (urllib.error.URLError, OSError) as err:
@@ -517,7 +522,7 @@ def _drive(router_url: str, topology: Topology, workload: Workload, seed: int, s
         latency_ms = (time.monotonic() - sent) * 1000.0
         with lock:
             report.results.append(LoadResult(name, t, latency_ms, status, met and status == 200, error,
-                                             _rejected_by(error) if status == 429 else "", lag_ms))
+                                             _rejected_by(error) if status == 429 else "", lag_ms, stages_ms))
 
     with ThreadPoolExecutor(256, thread_name_prefix="esg-load") as pool:
         for t, name, body, content_type in arrivals:

@@ -9,7 +9,11 @@ the workflow's DAG, calling each stage's function through the gateway.
   SLO, absolute Unix ms) and ``X-ESG-Request-Id``; parallel branches run
   concurrently.
 - The answer is the exit stage's output (``{"<stage>": output, ...}`` when
-  there are several exits); a failing stage gives 502 naming it; a stage
+  there are several exits), with ``stages_ms``: per stage, the time its
+  request waited in the function's queue and the time its batch executed
+  (the runtime's ``X-ESG-Queue-Ms`` and ``X-ESG-Exec-Ms``; the longest
+  call of a fan-out) — what the latency beyond them went to is the hops
+  (HTTP, the gateway, this router); a failing stage gives 502 naming it; a stage
   that shed the request because its deadline had passed (504) gives 504,
   counted as a missed SLO; an overloaded stage (429, its queue full) gives
   429 with ``Retry-After``, naming it, so the client backs off.
@@ -125,9 +129,6 @@ class Router:
                 else:
                     self.rate_limits[name] = RateLimit(rate, now)
 
-    def call_stage(self, stage: str, function: str, body: bytes, headers: dict, path: str = "") -> bytes:
-        return self.post_stage(stage, function, body, headers, path)[0]
-
     def post_stage(self, stage: str, function: str, body: bytes, headers: dict, path: str = "") -> tuple[bytes, Any]:
         """POST to a stage's function through the gateway: (body, response headers); StageFailed."""
         try:
@@ -200,6 +201,7 @@ class Router:
         deadline_ms = started * 1000.0 + workflow.slo_ms
         request_id = uuid.uuid4().hex
         outputs: dict[str, Any] = {}
+        timing: dict[str, dict[str, float]] = {}
 
         def stage_input(stage_name: str) -> tuple[bytes, str]:
             preds = list(workflow.graph.predecessors(stage_name))
@@ -221,11 +223,13 @@ class Router:
                     headers = {"Content-Type": ctype, C.REQUEST_ID_HEADER: request_id,
                                C.DEADLINE_HEADER: str(int(deadline_ms))}
                     function = self.topology.functions[(workflow_name, stage_name)]
-                    calls[stage_name] = [self.pool.submit(self.call_stage, stage_name, function, payload, headers)
+                    calls[stage_name] = [self.pool.submit(self.post_stage, stage_name, function, payload, headers)
                                          for _ in range(workflow.stage(stage_name).fanout)]
                 for stage_name, futures in calls.items():
-                    results = [json.loads(f.result() or b"null") for f in futures]
+                    answers = [f.result() for f in futures]
+                    results = [json.loads(answer or b"null") for answer, _ in answers]
                     outputs[stage_name] = results[0] if len(results) == 1 else {"outputs": results}
+                    timing[stage_name] = _stage_timing([h for _, h in answers])
                 pending = [s for s in pending if s not in outputs]
         except StageFailed as err:
             return self._failed(workflow_name, err, request_id)
@@ -234,7 +238,7 @@ class Router:
             return 502, {"error": f"a stage answered invalid JSON: {err}", "request_id": request_id}
         exits = workflow.exits
         result = outputs[exits[0]] if len(exits) == 1 else {s: outputs[s] for s in exits}
-        return 200, {**self._answered(workflow_name, started, request_id), "output": result}
+        return 200, {**self._answered(workflow_name, started, request_id), "stages_ms": timing, "output": result}
 
     def _answered(self, workflow_name: str, started: float, request_id: str) -> dict:
         """Count a request that went through, and its latency."""
@@ -294,6 +298,24 @@ class Router:
             self.requests.labels(workflow=workflow_name, slo="error").inc()
             return 400, {"error": str(err), "request_id": request_id}
         return 200, {**self._answered(workflow_name, started, request_id), "v2": answer}
+
+
+def _stage_timing(headers: list) -> dict[str, float]:
+    """A stage's queue and execution time from its calls' answers (the
+    longest call of a fan-out); a header missing or not a number is left out."""
+    out: dict[str, float] = {}
+    for key, header in (("queue_ms", C.QUEUE_MS_HEADER), ("exec_ms", C.EXEC_MS_HEADER)):
+        values = []
+        for h in headers:
+            try:
+                value = float(h.get(header)) if h is not None and h.get(header) is not None else None
+            except (TypeError, ValueError):
+                value = None
+            if value is not None and math.isfinite(value) and value >= 0:
+                values.append(value)
+        if values:
+            out[key] = round(max(values), 3)
+    return out
 
 
 def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -> JsonHTTPServer:

@@ -46,7 +46,9 @@ def gateway(shared: bool = False):
                 seen = doc["outputs"][0]["path"]
             else:
                 seen = doc.get("path", [])
-            self._json(200, {"path": seen + [name]})
+            # as the runtime: the request's time in the queue and its batch's execution
+            self._send(200, json.dumps({"path": seen + [name]}).encode(),
+                       headers=[(C.QUEUE_MS_HEADER, "1.5"), (C.EXEC_MS_HEADER, str(len(name)))])
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -69,6 +71,9 @@ def test_a_small_pool_never_deadlocks_under_concurrent_fan_out():
         for status, doc in results:
             assert status == 200
             assert doc["output"]["path"] == ["head", "head", "left", "right", "join"]
+            # where the time went, per stage: the runtime's queue and execution times
+            assert doc["stages_ms"] == {s: {"queue_ms": 1.5, "exec_ms": float(len(s))}
+                                        for s in ("head", "left", "right", "join")}
     finally:
         server.shutdown()
         server.server_close()

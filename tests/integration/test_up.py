@@ -95,6 +95,10 @@ def test_esg_up_with_two_small_functions(tmp_path):
     assert sum(summary["workflows"]["pair"]["rejected_by"].values()) == summary["workflows"]["pair"]["rejected"]
     rows = report.requests()
     assert len(rows) == sent and all(("rejected_by" in r) == (r["status"] == 429) for r in rows)
+    # every answered request says where its time went: each stage's queue and execution time
+    answered_rows = [r for r in rows if r["status"] == 200]
+    assert answered_rows and all(r["stages_ms"] and all(0.0 <= t["exec_ms"] <= r["latency_ms"]
+                                                        for t in r["stages_ms"].values()) for r in answered_rows)
     assert all(r["send_lag_ms"] >= 0.0 for r in rows) and summary["workflows"]["pair"]["send_lag_p99_ms"] is not None
     # measured on the generator's own clock: a lag as long as the run would be another time base
     assert max(r["send_lag_ms"] for r in rows) < workload.duration_s * 1000.0
