@@ -3,7 +3,8 @@
 POST /function/router/workflow/<name> runs one request through the workflow,
 calling each stage through the gateway, exactly as `esg_plugin.router` does
 beside the embedded platform: fan-out, joins ({"inputs": {stage: output}}),
-X-ESG-Deadline-Ms and X-ESG-Request-Id on every call, 502 naming a failing
+X-ESG-Deadline-Ms and X-ESG-Request-Id on every call, each stage's queue and
+execution time in the answer (``stages_ms``), 502 naming a failing
 stage, 504 when a stage shed the request because its deadline had passed,
 429 with Retry-After when a stage is overloaded.
 The workflows come from the com.esg.* annotations of the deployed functions
@@ -138,7 +139,17 @@ def post(stage, function, body, headers, path=""):
 
 
 def call(stage, function, body, headers):
-    return json.loads(post(stage, function, body, headers)[0] or b"null")
+    """(the stage's JSON answer, its queue and execution time as the runtime reported them)."""
+    answer, answer_headers = post(stage, function, body, headers)
+    timing = {}
+    for key, header in (("queue_ms", C.QUEUE_MS_HEADER), ("exec_ms", C.EXEC_MS_HEADER)):
+        try:
+            value = float(answer_headers.get(header))
+        except (TypeError, ValueError):
+            continue
+        if value == value and 0 <= value < float("inf"):
+            timing[key] = round(value, 3)
+    return json.loads(answer or b"null"), timing
 
 
 def _failed(err):
@@ -153,7 +164,7 @@ def run(name, wf, body, content_type):
     started = time.time()
     base = {C.REQUEST_ID_HEADER: uuid.uuid4().hex,
             C.DEADLINE_HEADER: str(int(started * 1000 + (wf["slo_ms"] or 60_000)))}
-    stages, outputs, done = wf["stages"], {}, set()
+    stages, outputs, timing, done = wf["stages"], {}, {}, set()
     while len(done) < len(stages):
         ready = [s for s in stages if s not in done and all(a in done for a in stages[s]["after"])]
         if not ready:
@@ -172,8 +183,11 @@ def run(name, wf, body, content_type):
                         for _ in range(stages[s]["fanout"])]
         try:
             for s, futures in calls.items():
-                results = [f.result() for f in futures]
+                answers = [f.result() for f in futures]
+                results = [answer for answer, _ in answers]
                 outputs[s] = results[0] if len(results) == 1 else {"outputs": results}
+                timing[s] = {k: max(t[k] for _, t in answers if k in t)
+                             for k in ("queue_ms", "exec_ms") if any(k in t for _, t in answers)}
                 done.add(s)
         except Failed as err:
             return _failed(err)
@@ -181,7 +195,8 @@ def run(name, wf, body, content_type):
     latency_ms = (time.time() - started) * 1000
     output = outputs[exits[0]] if len(exits) == 1 else {s: outputs[s] for s in exits}
     met = wf["slo_ms"] is None or latency_ms <= wf["slo_ms"]
-    return 200, {"workflow": name, "latency_ms": round(latency_ms, 3), "slo_met": met, "output": output}
+    return 200, {"workflow": name, "latency_ms": round(latency_ms, 3), "slo_met": met, "stages_ms": timing,
+                 "output": output}
 
 
 def run_v2(name, wf, body, header_length):

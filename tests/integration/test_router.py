@@ -331,7 +331,11 @@ def test_the_router_function_exports_the_workflow_counters_beside_the_runtimes(m
         return status[0], out
 
     try:
-        assert [call("POST", "/workflow/w", b"{}")[0] for _ in range(3)] == [200] * 3
+        answers = [call("POST", "/workflow/w", b"{}") for _ in range(3)]
+        assert [code for code, _ in answers] == [200] * 3
+        # each stage's queue and execution time, as the runtime reported them (as esg_plugin.router answers)
+        assert json.loads(answers[0][1])["stages_ms"] == {"head": {"queue_ms": 1.5, "exec_ms": 4.0},
+                                                          "tail": {"queue_ms": 1.5, "exec_ms": 4.0}}
         assert call("POST", "/workflow/v", b"{}")[0] == 504
         code, page = call("GET", "/_esg/metrics")
         assert code == 200
