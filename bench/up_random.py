@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -51,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from esg_plugin.loaders import read_yaml  # noqa: E402
-from esg_plugin.model import Topology, Workflow  # noqa: E402
+from esg_plugin.model import Topology, path_latency_ms  # noqa: E402
 from esg_plugin.sim.generate import random_live_workload  # noqa: E402
 from esg_plugin.sim.workload import parse_arrivals  # noqa: E402
 from robustness import parse_seeds  # noqa: E402
@@ -81,15 +82,6 @@ def observed_exec_ms(timeline: list[dict]) -> dict[str, float]:
     return out
 
 
-def critical_path_ms(workflow: Workflow, stage_ms: dict[str, float]) -> float:
-    """The longest path through the workflow's stages, each taking its time."""
-    finish: dict[str, float] = {}
-    for name in workflow.topological_order():
-        stage = workflow.stage(name)
-        finish[name] = max((finish[p] for p in stage.after), default=0.0) + stage_ms[name]
-    return max(finish.values())
-
-
 def fluid_ceiling(requests: list[dict], topology: Topology, exec_ms: dict[str, float], cores: int,
                   warmup_s: float) -> dict[str, float]:
     """Per workflow and ``"*"`` (all): the share of the requests sent after
@@ -99,7 +91,8 @@ def fluid_ceiling(requests: list[dict], topology: Topology, exec_ms: dict[str, f
     for name, wf in topology.workflows.items():
         stage_ms = {s.name: exec_ms.get(topology.functions[(name, s.name)]) for s in wf.stages}
         if all(ms is not None for ms in stage_ms.values()):
-            shapes[name] = (critical_path_ms(wf, stage_ms), sum(stage_ms[s.name] * s.fanout for s in wf.stages),
+            shapes[name] = (path_latency_ms(replace(wf, hop_ms=0.0), stage_ms),  # the stages alone
+                            sum(stage_ms[s.name] * s.fanout for s in wf.stages),
                             wf.slo_ms)
     pooled_ms, last_s = 0.0, None
     met: dict[str, list[bool]] = {}

@@ -27,13 +27,13 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from ..model import ProfileSet
+from ..model import ProfileSet, Workflow, path_latency_ms
 from ..planner.baselines import openfaas_replicas
 from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
@@ -165,6 +165,8 @@ class UpReport:
     cpu: list = field(default_factory=list)
     """(time_s, the machine's idle and total CPU time in clock ticks) once a
     second, where ``/proc/stat`` can be read (:func:`cpu_times`)."""
+    workflows: dict = field(default_factory=dict)
+    """workflow -> its :class:`Workflow` (for where an answer's time went)."""
 
     def summary(self) -> dict:
         out = {"policy": self.policy, "admission": self.admission, "duration_s": self.duration_s, "workflows": {}}
@@ -183,6 +185,7 @@ class UpReport:
                 "slo_hit_rate": round(sum(r.slo_met for r in mine) / len(mine), 4) if mine else None,
                 "p50_ms": round(statistics.median(ok), 1) if ok else None,
                 "p99_ms": round(float(np.percentile(ok, 99)), 1) if ok else None,
+                **_time_split(mine, self.workflows.get(name)),
                 **_send_lag(mine),
             }
         held = [h for t, h in self.held if self.warmup_s <= t <= self.duration_s]
@@ -309,7 +312,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
     control: Optional[threading.Thread] = None
     stop = threading.Event()
     report = UpReport(policy, workload.duration_s, workload.warmup_s,
-                      admission=admission.scope if admission else "off")
+                      admission=admission.scope if admission else "off", workflows=dict(topology.workflows))
     for load in workload.workflows:
         if load.arrivals.kind == "steps":
             steps = load.arrivals.params["steps"]
@@ -467,6 +470,24 @@ def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observat
 SEND_LATE_MS = 100.0
 """A request the load generator sent this much after its drawn time was not
 offered when the workload says: the report counts them."""
+
+
+def _time_split(results: list, workflow: Optional[Workflow]) -> dict:
+    """Where the answered requests' time went, at the median: in the stages
+    (queue and execution, as the runtime reported them, along the longest
+    path of the workflow) and in the hops (the rest of the latency: HTTP,
+    the gateway, the router)."""
+    in_stages, hops = [], []
+    for r in results:
+        if r.status != 200 or not r.stages_ms or workflow is None \
+                or set(r.stages_ms) != set(workflow.stage_names):
+            continue
+        path = path_latency_ms(replace(workflow, hop_ms=0.0),
+                               {s: t.get("queue_ms", 0.0) + t.get("exec_ms", 0.0) for s, t in r.stages_ms.items()})
+        in_stages.append(path)
+        hops.append(max(0.0, r.latency_ms - path))
+    return {"stages_p50_ms": round(statistics.median(in_stages), 1) if in_stages else None,
+            "hops_p50_ms": round(statistics.median(hops), 1) if hops else None}
 
 
 def _send_lag(results: list) -> dict:

@@ -92,6 +92,9 @@ def test_esg_up_with_two_small_functions(tmp_path):
     assert changed, (start, after[-1])
     summary = report.summary()
     assert summary["workflows"]["pair"]["requests"] == sent
+    # where the answers' time went, at the median: the stages (queue and execution) and the hops
+    split = summary["workflows"]["pair"]
+    assert split["stages_p50_ms"] > 0 and 0 <= split["hops_p50_ms"] <= split["p50_ms"]
     assert sum(summary["workflows"]["pair"]["rejected_by"].values()) == summary["workflows"]["pair"]["rejected"]
     rows = report.requests()
     assert len(rows) == sent and all(("rejected_by" in r) == (r["status"] == 429) for r in rows)

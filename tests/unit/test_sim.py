@@ -332,7 +332,7 @@ def test_the_fluid_ceiling_of_a_burst_is_what_the_cores_finish_in_time():
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    from up_random import critical_path_ms, fluid_ceiling
+    from up_random import fluid_ceiling
 
     from esg_plugin.model import Topology
 
@@ -340,8 +340,6 @@ def test_the_fluid_ceiling_of_a_burst_is_what_the_cores_finish_in_time():
         "a": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "200", "com.esg.stage": "first"}},
         "b": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "second", "com.esg.after": "first"}}}}
     topology = Topology.from_stack(stack)
-    workflow = topology.workflows["w"]
-    assert critical_path_ms(workflow, {"first": 10.0, "second": 30.0}) == 40.0
     burst = [{"workflow": "w", "sent_s": 30.0} for _ in range(10)] + [{"workflow": "w", "sent_s": 40.0},
                                                                       {"workflow": "w", "sent_s": 1.0}]
     ceiling = fluid_ceiling(burst, topology, {"a": 10.0, "b": 30.0}, cores=2, warmup_s=20.0)
