@@ -232,15 +232,19 @@ def test_a_v2_request_for_a_workflow_that_is_not_a_chain_is_refused_with_a_reaso
         server.server_close()
 
 
+def one_stage_router(server, now: list) -> Router:
+    """A router for workflow "w" (one stage, a 1-s SLO) through ``server``, on the clock ``now[0]``."""
+    stack = {"functions": {"a": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "1000"}}}}
+    return Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}", clock=lambda: now[0])
+
+
 def test_a_workflow_over_the_nodes_capacity_admits_the_planned_rate_and_sheds_the_rest_with_429():
     """``set_admit_rates`` (the control law's ``admit_rps`` under ``esg up``):
     beyond the rate, 429 at once with the reason, counted as shed (offered
     load the scaler still sees); without it, everything is admitted again."""
-    stack = {"functions": {"a": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "1000"}}}}
     server = gateway()
     now = [100.0]
-    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}",
-                    clock=lambda: now[0])
+    router = one_stage_router(server, now)
     try:
         router.set_admit_rates({"w": 2.0, "unknown": 5.0, "nan": float("nan")})
         assert set(router.rate_limits) == {"w"}
@@ -271,11 +275,9 @@ def test_the_router_counts_the_gaps_between_arrivals_admitted_or_shed():
     from esg_plugin.control import gap_cv2
     from esg_plugin.scaler.sources import GAP_COUNTERS, parse_samples
 
-    stack = {"functions": {"a": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "1000"}}}}
     server = gateway()
     now = [100.0]
-    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}",
-                    clock=lambda: now[0])
+    router = one_stage_router(server, now)
     try:
         router.set_admit_rates({"w": 1.0})  # most of the bursts are shed: they still arrived
         gaps = ([0.0] * 4 + [2.0]) * 6  # bursts of five every two seconds
