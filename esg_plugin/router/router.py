@@ -47,7 +47,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..errors import ESGError
@@ -55,6 +55,7 @@ from ..control.admission import AdmissionSettings, ConcurrencyLimit, RateLimit
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
 from ..runtime import v2
 from ..runtime import contract as C
+from ..runtime.metrics import WorkflowMetrics
 from ..runtime.client import ConnectionPool
 from ..model import Topology
 
@@ -92,20 +93,15 @@ class Router:
         self.connections = ConnectionPool(max_idle_per_host=threads)
         """Keep-alive connections to the gateway, reused across stage calls."""
         self.registry = CollectorRegistry()
-        self.requests = Counter(C.METRIC_WORKFLOW_REQUESTS, "Workflow requests, by SLO outcome.",
-                                ["workflow", "slo"], registry=self.registry)
+        self.workflow_metrics = WorkflowMetrics(self.registry)
+        """Requests by SLO outcome and the gaps between arrivals (shared with the router function)."""
+        self.requests = self.workflow_metrics.requests
         self.latency = Histogram(C.METRIC_WORKFLOW_LATENCY_SECONDS, "End-to-end latency of workflow requests.",
                                  ["workflow"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.in_flight_gauge = Gauge("esg_workflow_in_flight", "Workflow requests running now.", ["workflow"],
                                      registry=self.registry)
         self.limit_gauge = Gauge("esg_workflow_admission_limit", "Workflow requests allowed in flight.",
                                  ["workflow"], registry=self.registry)
-        self.gaps = Summary(C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS, "Gaps between a workflow's arrivals.",
-                            ["workflow"], registry=self.registry)
-        self.gap_squares = Counter(C.METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS,
-                                   "Sum of the squared gaps between a workflow's arrivals (s^2).", ["workflow"],
-                                   registry=self.registry)
-        self.last_arrival_s: dict[str, float] = {}
 
     def admission_limits(self) -> dict[str, int]:
         """The requests each admission scope lets in flight now (``"*"``: the
@@ -149,7 +145,7 @@ class Router:
         scope = self.admission.scope_of(workflow_name) if self.admission else None
         limit = self.limits.get(scope) if scope else None
         with self.lock:
-            self._arrived(workflow_name)
+            self.workflow_metrics.arrived(workflow_name, self.clock())
             rate = self.rate_limits.get(workflow_name)
             if rate is not None and not rate.admit(self.clock()):
                 self.requests.labels(workflow=workflow_name, slo="shed").inc()
@@ -181,15 +177,6 @@ class Router:
                     slo_ms = self.topology.workflows[workflow_name].slo_ms
                     limit.record(doc["latency_ms"] / slo_ms if code == 200 else math.inf, others=others)
                     self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
-
-    def _arrived(self, workflow_name: str) -> None:
-        """Counts the gap since the workflow's last arrival (under the lock)."""
-        now = self.clock()
-        last = self.last_arrival_s.get(workflow_name)
-        self.last_arrival_s[workflow_name] = now
-        if last is not None and now >= last:
-            self.gaps.labels(workflow=workflow_name).observe(now - last)
-            self.gap_squares.labels(workflow=workflow_name).inc((now - last) ** 2)
 
     def _in_flight_in(self, scope: str) -> int:
         """The requests in flight that count against a scope's limit."""
@@ -229,7 +216,7 @@ class Router:
                     answers = [f.result() for f in futures]
                     results = [json.loads(answer or b"null") for answer, _ in answers]
                     outputs[stage_name] = results[0] if len(results) == 1 else {"outputs": results}
-                    timing[stage_name] = _stage_timing([h for _, h in answers])
+                    timing[stage_name] = C.stage_timing([h for _, h in answers])
                 pending = [s for s in pending if s not in outputs]
         except StageFailed as err:
             return self._failed(workflow_name, err, request_id)
@@ -298,24 +285,6 @@ class Router:
             self.requests.labels(workflow=workflow_name, slo="error").inc()
             return 400, {"error": str(err), "request_id": request_id}
         return 200, {**self._answered(workflow_name, started, request_id), "v2": answer}
-
-
-def _stage_timing(headers: list) -> dict[str, float]:
-    """A stage's queue and execution time from its calls' answers (the
-    longest call of a fan-out); a header missing or not a number is left out."""
-    out: dict[str, float] = {}
-    for key, header in (("queue_ms", C.QUEUE_MS_HEADER), ("exec_ms", C.EXEC_MS_HEADER)):
-        values = []
-        for h in headers:
-            try:
-                value = float(h.get(header)) if h is not None and h.get(header) is not None else None
-            except (TypeError, ValueError):
-                value = None
-            if value is not None and math.isfinite(value) and value >= 0:
-                values.append(value)
-        if values:
-            out[key] = round(max(values), 3)
-    return out
 
 
 def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -> JsonHTTPServer:

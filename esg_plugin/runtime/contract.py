@@ -128,6 +128,26 @@ def share_update(gpu_share_pct: int) -> dict:
     return {CONFIG_GPU_SHARE_PCT: int(gpu_share_pct)}
 
 
+def stage_timing(answers_headers) -> dict:
+    """A stage's ``queue_ms`` and ``exec_ms`` from the headers of its calls'
+    answers (``QUEUE_MS_HEADER``, ``EXEC_MS_HEADER``; the longest call of a
+    fan-out); a header missing, or not a finite non-negative number, is left
+    out."""
+    out = {}
+    for key, header in (("queue_ms", QUEUE_MS_HEADER), ("exec_ms", EXEC_MS_HEADER)):
+        values = []
+        for headers in answers_headers:
+            try:
+                value = float(headers.get(header))
+            except (AttributeError, TypeError, ValueError):
+                continue
+            if 0 <= value < float("inf"):
+                values.append(value)
+        if values:
+            out[key] = round(max(values), 3)
+    return out
+
+
 def wsgi_header(header: str) -> str:
     """The WSGI environ key of an HTTP header (PEP 3333): X-ESG-Deadline-Ms → HTTP_X_ESG_DEADLINE_MS."""
     return "HTTP_" + header.upper().replace("-", "_")

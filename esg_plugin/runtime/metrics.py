@@ -1,8 +1,12 @@
-"""The runtime's own Prometheus metrics (served on /_esg/metrics)."""
+"""The runtime's own Prometheus metrics (served on /_esg/metrics), and the
+workflow router's counters (:class:`WorkflowMetrics`: ``esg_plugin.router``
+and the cluster's router function, which runs on this runtime)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from . import contract as C
@@ -44,3 +48,32 @@ class RuntimeMetrics:
         if handler_registry is not None:
             body += generate_latest(handler_registry)
         return body, CONTENT_TYPE_LATEST
+
+
+class WorkflowMetrics:
+    """A workflow router's counters: requests by SLO outcome
+    (``esg_workflow_requests_total{workflow,slo}``) and the gaps between each
+    workflow's arrivals (``esg_workflow_arrival_gap_seconds``, a summary, and
+    ``esg_workflow_arrival_gap_squared_seconds_total``), from which the
+    scaler reads how bursty the arrivals are."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(C.METRIC_WORKFLOW_REQUESTS, "Workflow requests, by SLO outcome.",
+                                ["workflow", "slo"], registry=self.registry)
+        self.gaps = Summary(C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS, "Gaps between a workflow's arrivals.",
+                            ["workflow"], registry=self.registry)
+        self.gap_squares = Counter(C.METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS,
+                                   "Sum of the squared gaps between a workflow's arrivals (s^2).", ["workflow"],
+                                   registry=self.registry)
+        self._last_arrival_s: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def arrived(self, workflow: str, now_s: float) -> None:
+        """Counts the gap since the workflow's last arrival (every request, admitted or not)."""
+        with self._lock:
+            last = self._last_arrival_s.get(workflow)
+            self._last_arrival_s[workflow] = now_s
+        if last is not None and now_s >= last:
+            self.gaps.labels(workflow=workflow).observe(now_s - last)
+            self.gap_squares.labels(workflow=workflow).inc((now_s - last) ** 2)

@@ -43,11 +43,10 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from prometheus_client import CollectorRegistry, Counter, Summary  # the runtime's dependency
-
 from esg_runtime import contract as C  # the template's runtime: the wire contract, spelled once
 from esg_runtime import v2
 from esg_runtime.client import ConnectionPool
+from esg_runtime.metrics import WorkflowMetrics
 
 SERVES_V2_PATHS = True
 """The runtime hands /v2 paths to handle(): each workflow is a model."""
@@ -59,33 +58,15 @@ CONNECTIONS = ConnectionPool(max_idle_per_host=64)
 _cache = {"at": 0.0, "workflows": {}}
 _lock = threading.Lock()
 
-METRICS_REGISTRY = CollectorRegistry()
+METRICS = WorkflowMetrics()
+METRICS_REGISTRY = METRICS.registry
 """Served by the runtime on /_esg/metrics beside its own (see the module)."""
-REQUESTS = Counter(C.METRIC_WORKFLOW_REQUESTS, "Workflow requests, by SLO outcome.", ["workflow", "slo"],
-                   registry=METRICS_REGISTRY)
-GAPS = Summary(C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS, "Gaps between a workflow's arrivals.", ["workflow"],
-               registry=METRICS_REGISTRY)
-GAP_SQUARES = Counter(C.METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS,
-                      "Sum of the squared gaps between a workflow's arrivals (s^2).", ["workflow"],
-                      registry=METRICS_REGISTRY)
-_last_arrival = {}
-
-
-def arrived(name):
-    """Counts the gap since the workflow's last arrival."""
-    now = time.monotonic()
-    with _lock:
-        last = _last_arrival.get(name)
-        _last_arrival[name] = now
-    if last is not None and now >= last:
-        GAPS.labels(workflow=name).observe(now - last)
-        GAP_SQUARES.labels(workflow=name).inc((now - last) ** 2)
 
 
 def counted(name, status, met=False):
     """Counts one answered request by its SLO outcome, as esg_plugin.router does."""
     slo = ("met" if met else "missed") if status in (200, 504) else "rejected" if status == 429 else "error"
-    REQUESTS.labels(workflow=name, slo=slo).inc()
+    METRICS.requests.labels(workflow=name, slo=slo).inc()
 
 
 def _headers():
@@ -139,17 +120,9 @@ def post(stage, function, body, headers, path=""):
 
 
 def call(stage, function, body, headers):
-    """(the stage's JSON answer, its queue and execution time as the runtime reported them)."""
+    """(the stage's JSON answer, the answer's headers: its queue and execution time among them)."""
     answer, answer_headers = post(stage, function, body, headers)
-    timing = {}
-    for key, header in (("queue_ms", C.QUEUE_MS_HEADER), ("exec_ms", C.EXEC_MS_HEADER)):
-        try:
-            value = float(answer_headers.get(header))
-        except (TypeError, ValueError):
-            continue
-        if value == value and 0 <= value < float("inf"):
-            timing[key] = round(value, 3)
-    return json.loads(answer or b"null"), timing
+    return json.loads(answer or b"null"), answer_headers
 
 
 def _failed(err):
@@ -186,8 +159,7 @@ def run(name, wf, body, content_type):
                 answers = [f.result() for f in futures]
                 results = [answer for answer, _ in answers]
                 outputs[s] = results[0] if len(results) == 1 else {"outputs": results}
-                timing[s] = {k: max(t[k] for _, t in answers if k in t)
-                             for k in ("queue_ms", "exec_ms") if any(k in t for _, t in answers)}
+                timing[s] = C.stage_timing([h for _, h in answers])
                 done.add(s)
         except Failed as err:
             return _failed(err)
@@ -247,7 +219,7 @@ def _v2(event, path, known):
         return {"statusCode": 405, "body": {"error": f"{event.method} is not allowed on infer (POST)"},
                 "headers": {"Allow": "POST"}}
     length = next((v for k, v in event.headers.items() if k.lower() == v2.HEADER.lower()), None)
-    arrived(name)
+    METRICS.arrived(name, time.monotonic())
     started = time.time()
     status, body, headers = run_v2(name, known[name], event.body or b"", length)
     slo_ms = known[name]["slo_ms"]
@@ -272,7 +244,7 @@ def handle(event, context):
     if name not in known:
         return {"statusCode": 404, "body": {"error": f"no workflow {name!r}; known: {', '.join(sorted(known))}"}}
     content_type = next((v for k, v in event.headers.items() if k.lower() == "content-type"), "")
-    arrived(name)
+    METRICS.arrived(name, time.monotonic())
     status, doc = run(name, known[name], event.body, content_type)
     counted(name, status, status == 200 and doc.get("slo_met", False))
     return {"statusCode": status, "body": doc, "headers": {"Retry-After": "1"} if status == 429 else {}}

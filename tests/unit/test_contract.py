@@ -92,3 +92,12 @@ def test_the_check_bites():
 def test_every_value_of_the_contract_is_distinct():
     values = [v for n, v in vars(contract).items() if n.isupper() and isinstance(v, str)]
     assert len(values) == len(set(values))
+
+
+def test_a_stages_timing_is_the_longest_call_and_no_number_outside_its_range_is_believed():
+    from esg_plugin.runtime.contract import EXEC_MS_HEADER, QUEUE_MS_HEADER, stage_timing
+
+    calls = [{QUEUE_MS_HEADER: "1.5", EXEC_MS_HEADER: "20"}, {QUEUE_MS_HEADER: "4", EXEC_MS_HEADER: "nan"},
+             {QUEUE_MS_HEADER: "-3", EXEC_MS_HEADER: "inf"}, {}, None]
+    assert stage_timing(calls) == {"queue_ms": 4.0, "exec_ms": 20.0}
+    assert stage_timing([{EXEC_MS_HEADER: "x"}]) == {}  # nothing believable: nothing said
