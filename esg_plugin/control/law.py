@@ -176,6 +176,8 @@ class WorkflowState:
     cv² planned with is at most this one (``step_cv2_hold``)."""
     pending: Optional[tuple[str, float, float, Optional[float]]] = None
     """A re-plan deferred to the next tick (``max_replans_per_tick``)."""
+    hop_ms: Optional[float] = None
+    """The hop between stages as last measured (``measured_hops``)."""
     answers: deque = field(default_factory=deque)
     """(time_s, start of its short window in s, answers, misses) of each tick
     of the last ``feedback_window_s`` and the ``scale_down_delay_s`` before it."""
@@ -309,10 +311,18 @@ class ControlLaw:
                                     f"per tick): {why}"
                     continue
                 ws.pending = None
-                self._plan(self.workflows[name], ws, state, target, cv2, current or {}, now_s, offered)
+                self._plan(self._as_measured(self.workflows[name], ws), ws, state, target, cv2, current or {},
+                           now_s, offered)
                 changed.append(name)
                 reasons[name] = why
         return self._decision(state, tuple(changed), reasons, now_s)
+
+    def _as_measured(self, workflow: Workflow, ws: WorkflowState) -> Workflow:
+        """The workflow as it is planned: with the hop between stages as
+        measured where that is longer than the workflow says (``measured_hops``)."""
+        if self.settings.measured_hops and ws.hop_ms is not None and ws.hop_ms > workflow.hop_ms:
+            return dataclasses.replace(workflow, hop_ms=round(ws.hop_ms, 1))
+        return workflow
 
     def _step_workflow(self, workflow: Workflow, obs: WorkflowObservation, state: ControlState,
                        now_s: float) -> Optional[tuple[str, float, float, Optional[float]]]:
@@ -324,6 +334,8 @@ class ControlLaw:
         if ws is None:
             ws = state.workflows[workflow.name] = WorkflowState(s.slo_margin, DelayWindow(s.scale_down_delay_s),
                                                                 DelayWindow(s.scale_down_delay_s))
+        if obs.hop_ms is not None:
+            ws.hop_ms = obs.hop_ms
         if s.step_cv2_hold and ws.step_cv2 is not None and now_s < ws.panic_until_s \
                 and obs.arrival_cv2 > ws.step_cv2:
             obs = dataclasses.replace(obs, arrival_cv2=ws.step_cv2)

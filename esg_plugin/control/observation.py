@@ -18,6 +18,7 @@ from .errors import ControlError
 
 MAX_BACKLOG = 1e7
 MAX_ARRIVAL_CV2 = 1e4
+MAX_HOP_MS = 1e4
 MIN_GAPS_FOR_CV2 = 20
 """Fewer gaps between arrivals than this say nothing of their variability:
 the arrivals are taken as Poisson (cv² 1)."""
@@ -58,6 +59,9 @@ class WorkflowObservation:
     long_window_s: Optional[float] = None
     """Length of the long window, for the test of a rise (None: not known —
     every rise of the long window counts)."""
+    hop_ms: Optional[float] = None
+    """The time one hop between stages took over the window, as measured
+    (the router's); None: not measured."""
 
     def checked(self) -> "WorkflowObservation":
         limits = {"rate_long_rps": MAX_RATE_RPS, "rate_short_rps": MAX_RATE_RPS, "arrival_cv2": MAX_ARRIVAL_CV2,
@@ -67,6 +71,8 @@ class WorkflowObservation:
             if not is_number(value) \
                     or not 0 <= value <= most:
                 raise ControlError(f"{name} must be a number in [0, {most:g}], got {value!r}")
+        if self.hop_ms is not None and not (is_number(self.hop_ms) and 0 <= self.hop_ms <= MAX_HOP_MS):
+            raise ControlError(f"hop_ms must be a number in [0, {MAX_HOP_MS:g}], got {self.hop_ms!r}")
         for name in ("short_window_s", "long_window_s"):
             value = getattr(self, name)
             if value is None and name == "long_window_s":

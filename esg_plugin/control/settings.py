@@ -123,6 +123,12 @@ class ControlSettings:
     that fits the capacity, then the fastest plan, then looser budgets — not
     the fastest (dearest) plan at once. Off: the planner's fallback budgets
     (1, 1.5, 2, 4 × SLO)."""
+    measured_hops: bool = True
+    """Plan with the hop between stages as measured (``WorkflowObservation.hop_ms``)
+    where it is longer than the workflow's ``hop_ms``: the planner budgets
+    ``hop_ms`` per edge, and a hop that takes longer spends SLO the plan
+    thinks it has. Never shorter than the workflow says. The simulator's hops
+    are the workflow's own: nothing changes there."""
     rate_headroom: float = 0.1
     """Plan for this much more than the rate estimate, times the square root
     of the arrivals' cv² (at least 1)."""

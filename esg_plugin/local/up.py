@@ -147,7 +147,8 @@ class UpReport:
     """One row per control iteration: per workflow the offered rate (arrivals
     at the entry plus requests shed there, over the window and over the last
     interval), the squared coefficient of variation of its gaps between arrivals over the window
-    (``arrival_cv2``: 1, Poisson, below 20 gaps; None without the router's counters), the planned rate, the offered rate the plan
+    (``arrival_cv2``: 1, Poisson, below 20 gaps; None without the router's counters), the time a hop between
+    stages took (``hop_ms``, the router's), the planned rate, the offered rate the plan
     was made for, and the answers by class; per
     function the queue, execution time, batch size and replicas; the rate each workflow may admit
     (``admit_rps``) and the requests each admission scope lets in flight (``admission_limit``)."""
@@ -452,6 +453,8 @@ def timeline_row(t: float, topology: Topology, platform: LocalPlatform, observat
             "offered_recent_rps": None if offered is None else round(offered[1], 3),
             "arrival_cv2": None if observation is None or name not in observation.workflow_arrival_cv2
             else round(observation.workflow_arrival_cv2[name], 2),
+            "hop_ms": None if observation is None or name not in observation.workflow_hop_ms
+            else round(observation.workflow_hop_ms[name], 2),
             "planned_rps": planned_rps.get(name),
             "estimate_rps": (estimates_rps or {}).get(name),
             "answers": None if answers is None else dict(zip(("ok", "late", "rejected"), answers)),

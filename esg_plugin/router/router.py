@@ -32,12 +32,16 @@ the workflow's DAG, calling each stage's function through the gateway.
   ``esg_workflow_in_flight{workflow}``, the gaps between arrivals
   (``esg_workflow_arrival_gap_seconds{workflow}``, a summary, and the sum of
   their squares, ``esg_workflow_arrival_gap_squared_seconds_total``: the
-  scaler reads how bursty the arrivals are from them) and, with admission,
+  scaler reads how bursty the arrivals are from them), the time a hop
+  between stages took (``esg_workflow_hop_seconds{workflow}``, per answered
+  request: its latency less its stages' times, over the longest path's
+  edges; the law plans with it) and, with admission,
   ``esg_workflow_admission_limit{workflow}``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import math
@@ -47,6 +51,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
+import networkx as nx
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -57,7 +62,7 @@ from ..runtime import v2
 from ..runtime import contract as C
 from ..runtime.metrics import WorkflowMetrics
 from ..runtime.client import ConnectionPool
-from ..model import Topology
+from ..model import Topology, path_latency_ms
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 
@@ -93,6 +98,8 @@ class Router:
         self.connections = ConnectionPool(max_idle_per_host=threads)
         """Keep-alive connections to the gateway, reused across stage calls."""
         self.registry = CollectorRegistry()
+        self.edges = {name: nx.dag_longest_path_length(wf.graph) for name, wf in topology.workflows.items()}
+        """Per workflow, the edges of its longest path (in stages): what a request's hops are spread over."""
         self.workflow_metrics = WorkflowMetrics(self.registry)
         """Requests by SLO outcome and the gaps between arrivals (shared with the router function)."""
         self.requests = self.workflow_metrics.requests
@@ -225,7 +232,21 @@ class Router:
             return 502, {"error": f"a stage answered invalid JSON: {err}", "request_id": request_id}
         exits = workflow.exits
         result = outputs[exits[0]] if len(exits) == 1 else {s: outputs[s] for s in exits}
-        return 200, {**self._answered(workflow_name, started, request_id), "stages_ms": timing, "output": result}
+        answered = self._answered(workflow_name, started, request_id)
+        self._hop(workflow, answered["latency_ms"], timing)
+        return 200, {**answered, "stages_ms": timing, "output": result}
+
+    def _hop(self, workflow, latency_ms: float, timing: dict) -> None:
+        """Counts the time a hop between stages took for this request: its
+        latency less its stages' queue and execution along the longest path,
+        over that path's edges (a workflow of one stage has none)."""
+        edges = self.edges.get(workflow.name, 0)
+        if edges < 1 or set(timing) != set(workflow.stage_names) or not all("exec_ms" in t for t in timing.values()):
+            return
+        in_stages = path_latency_ms(dataclasses.replace(workflow, hop_ms=0.0),
+                                    {s: t.get("queue_ms", 0.0) + t["exec_ms"] for s, t in timing.items()})
+        self.workflow_metrics.hops.labels(workflow=workflow.name).observe(max(0.0, latency_ms - in_stages) / edges
+                                                                          / 1000.0)
 
     def _answered(self, workflow_name: str, started: float, request_id: str) -> dict:
         """Count a request that went through, and its latency."""

@@ -93,6 +93,12 @@ METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS = "esg_workflow_arrival_gap_squared_
 s². With the summary's count and sum over a window it gives the gaps'
 variability (``control.gap_cv2``): bursts that a rate alone hides."""
 
+METRIC_WORKFLOW_HOP_SECONDS = "esg_workflow_hop_seconds"
+"""A summary (``_count``, ``_sum``): per answered request, its latency less
+the time in its stages (queue and execution along the longest path), over
+the edges of that path — the time one hop between stages takes, which the
+planner budgets as a workflow's ``hop_ms``."""
+
 # --- the workflow router's 429 answers ------------------------------------------
 REJECTED_BY = "rejected_by"
 """In the JSON of a 429 from the router: what turned the request away."""

@@ -66,6 +66,9 @@ class WorkflowMetrics:
         self.gap_squares = Counter(C.METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS,
                                    "Sum of the squared gaps between a workflow's arrivals (s^2).", ["workflow"],
                                    registry=self.registry)
+        self.hops = Summary(C.METRIC_WORKFLOW_HOP_SECONDS, "Per answered request, the time a hop between "
+                            "stages took: latency less the stages' queue and execution, over the path's edges.",
+                            ["workflow"], registry=self.registry)
         self._last_arrival_s: dict[str, float] = {}
         self._lock = threading.Lock()
 

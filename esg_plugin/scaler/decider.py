@@ -11,6 +11,8 @@ simulator's ``esg`` policy runs:
   queued beyond what its replicas take in their next batches, over the
   stage's fan-out; the largest); how bursty its arrivals were over the
   window (the router's gaps between arrivals; Poisson without them); the
+  time a hop between stages took (the router's; the workflow's own
+  ``hop_ms`` without it); the
   answers of the last interval by class
   (the router's per workflow when read, else the gateway's status codes:
   504 late, 429 rejected, 200 from an exit stage ok); the functions'
@@ -100,6 +102,7 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
         ok, late, rejected = answers(topology, name, observation)
         workflows[name] = WorkflowObservation(offered[0], offered[1], observation.recent_window_s,
                                               arrival_cv2=observation.workflow_arrival_cv2.get(name, 1.0),
+                                              hop_ms=observation.workflow_hop_ms.get(name),
                                               backlog=backlog(topology, name, observation, current),
                                               ok=int(ok), late=int(late), rejected=int(rejected),
                                               long_window_s=observation.window_s)

@@ -24,6 +24,8 @@ What an :class:`Observation` holds, and where each part comes from:
   ``esg_workflow_arrival_gap_squared_seconds_total``) — a rate alone cannot
   tell ten requests a second one at a time from ten at once; without the
   router's counters, the arrivals are taken as Poisson;
+- **the time a hop between stages takes** per workflow over the window: the
+  router's ``esg_workflow_hop_seconds`` (its sum over its count);
 - **per function** (:class:`FunctionReading`): requests waiting in its
   replicas' queues now, the mean execution time and the mean size of the
   batches it ran over the last interval (a replica's first
@@ -63,6 +65,7 @@ from typing import Callable, Mapping, Optional, Protocol
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..control import MAX_RATE_RPS, gap_cv2
+from ..control.observation import MAX_HOP_MS
 from ..limits import is_number
 from ..runtime import contract as C
 
@@ -76,6 +79,8 @@ BATCH_SUM = f"{C.METRIC_BATCH_SIZE}_sum"
 # the router's arrival gaps: (count, sum, sum of squares)
 GAP_COUNTERS = (f"{C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS}_count", f"{C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS}_sum",
                 f"{C.METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS}_total")
+# ... and the time a hop between stages took: (count, sum)
+HOP_COUNTERS = (f"{C.METRIC_WORKFLOW_HOP_SECONDS}_count", f"{C.METRIC_WORKFLOW_HOP_SECONDS}_sum")
 WARM_BATCHES = 3
 """A replica's first batches (a cold start: lazy initialisation, caches) do
 not count toward its execution times."""
@@ -126,6 +131,8 @@ class Observation:
     workflow_arrival_cv2: dict[str, float] = field(default_factory=dict)
     """Per workflow: the squared coefficient of variation of the gaps between
     its arrivals over the window (the router's; 1 is Poisson)."""
+    workflow_hop_ms: dict[str, float] = field(default_factory=dict)
+    """Per workflow: the mean time a hop between stages took over the window (the router's)."""
 
 
 class MetricsSource(Protocol):
@@ -205,11 +212,12 @@ class GatewayScrape:
     replicas: Optional[Callable[[], Mapping[str, list[str]]]] = None
     """Each function's replica /_esg/metrics URLs, now."""
     history: deque = field(default_factory=deque)
-    """(time_s, arrivals per function, shed per workflow since the scrape before, arrival gaps per workflow
-    since the scrape before: (count, sum, sum of squares)) of the scrapes within the window."""
+    """(time_s, arrivals per function, shed per workflow since the scrape before, the increases of the
+    router's sums per workflow since the scrape before — arrival gaps and hops, by counter name) of the
+    scrapes within the window."""
     codes: Deltas = field(default_factory=Deltas)
     router: Deltas = field(default_factory=Deltas)
-    router_gaps: Deltas = field(default_factory=Deltas)
+    router_sums: Deltas = field(default_factory=Deltas)
     replica_counters: Deltas = field(default_factory=Deltas)
 
     def observe(self, now_s: float) -> Optional[Observation]:
@@ -228,11 +236,11 @@ class GatewayScrape:
         for (fn, code), value in self.codes.update(answers).items():
             codes.setdefault(fn, {})[code] = value
         # every counter is read at every scrape, so that increases span the same interval
-        workflow_answers, shed, gaps = self._router_answers() if self.router_url else ({}, {}, {})
+        workflow_answers, shed, sums = self._router_answers() if self.router_url else ({}, {}, {})
         functions = self._replica_readings() if self.replicas is not None else {}
         if self.history and any(arrivals.get(f, 0.0) < v for f, v in self.history[-1][1].items()):
             self.history.clear()  # a counter reset: the gateway restarted
-        self.history.append((now_s, arrivals, shed, gaps))
+        self.history.append((now_s, arrivals, shed, sums))
         while len(self.history) > 2 and self.history[0][0] < now_s - self.window_s:
             self.history.popleft()
         if len(self.history) < 2:
@@ -240,12 +248,14 @@ class GatewayScrape:
         (t0, first, _, _), (t1, last, _, _) = self.history[0], self.history[-1]
         (tp, previous, _, _) = self.history[-2]
         shed_window: dict[str, float] = {}
-        gap_window: dict[str, list[float]] = {}
-        for _, _, increases, gap_increases in list(self.history)[1:]:  # each entry's increase spans the interval before it
+        sums_window: dict[str, dict[str, float]] = {}
+        for _, _, increases, sum_increases in list(self.history)[1:]:  # each entry's increase spans the interval before it
             for workflow, value in increases.items():
                 shed_window[workflow] = shed_window.get(workflow, 0.0) + value
-            for workflow, moments in gap_increases.items():
-                gap_window[workflow] = [a + b for a, b in zip(gap_window.get(workflow, (0.0, 0.0, 0.0)), moments)]
+            for workflow, by_name in sum_increases.items():
+                window = sums_window.setdefault(workflow, {})
+                for name, value in by_name.items():
+                    window[name] = window.get(name, 0.0) + value
         if t1 <= t0 or t1 <= tp:
             return None
         rates = {f: (v - first.get(f, 0.0)) / (t1 - t0) for f, v in last.items()}
@@ -253,15 +263,18 @@ class GatewayScrape:
         if any(not 0 <= r <= MAX_RATE_RPS for r in (*rates.values(), *recent.values())):
             self.history.clear()  # a counter that jumped: not traffic; start again
             return None
-        cv2 = {workflow: gap_cv2(*moments) for workflow, moments in gap_window.items()}
+        cv2 = {workflow: gap_cv2(*(s[name] for name in GAP_COUNTERS)) for workflow, s in sums_window.items()
+               if all(name in s for name in GAP_COUNTERS)}
+        hops = {workflow: hop_ms(s.get(HOP_COUNTERS[0], 0.0), s.get(HOP_COUNTERS[1], 0.0))
+                for workflow, s in sums_window.items()}
         return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp, codes, workflow_answers, shed,
-                           shed_window, functions, cv2)
+                           shed_window, functions, cv2, {w: ms for w, ms in hops.items() if ms is not None})
 
     def _router_answers(self) -> tuple[dict[str, tuple[float, float, float]], dict[str, float],
-                                       dict[str, tuple[float, float, float]]]:
+                                       dict[str, dict[str, float]]]:
         """From the router's counters, over the interval since the scrape
-        before: answers by class and requests shed per workflow, and the gaps
-        between its arrivals (count, sum, sum of squares)."""
+        before: answers by class and requests shed per workflow, and the
+        increases of its sums (arrival gaps, hops) by counter name."""
         body = _fetch(self.router_url, self.timeout_s)
         totals, gap_totals = {}, {}
         if body is not None:
@@ -269,14 +282,13 @@ class GatewayScrape:
                 for name, labels, value in parse_samples(body.decode("utf-8", "replace")):
                     if name == WORKFLOW_REQUESTS and _plausible(value):
                         totals[(labels.get("workflow", ""), labels.get("slo", ""))] = value
-                    elif name in GAP_COUNTERS and _plausible(value):
+                    elif name in GAP_COUNTERS + HOP_COUNTERS and _plausible(value):
                         gap_totals[(labels.get("workflow", ""), name)] = value
             except (ValueError, TypeError):
                 totals, gap_totals = {}, {}
-        gap_increases = self.router_gaps.update(gap_totals)
-        gaps = {workflow: tuple(gap_increases[(workflow, name)] for name in GAP_COUNTERS)
-                for workflow in {w for w, _ in gap_increases}
-                if all((workflow, name) in gap_increases for name in GAP_COUNTERS)}
+        sums: dict[str, dict[str, float]] = {}
+        for (workflow, name), value in self.router_sums.update(gap_totals).items():
+            sums.setdefault(workflow, {})[name] = value
         answers: dict[str, list[float]] = {}
         shed: dict[str, float] = {}
         for (workflow, slo), value in self.router.update(totals).items():
@@ -286,7 +298,7 @@ class GatewayScrape:
                 row[column] += value
             if slo == "shed":
                 shed[workflow] = value
-        return {w: (a[0], a[1], a[2]) for w, a in answers.items()}, shed, gaps
+        return {w: (a[0], a[1], a[2]) for w, a in answers.items()}, shed, sums
 
     def _replica_readings(self) -> dict[str, FunctionReading]:
         urls = {url: fn for fn, many in (self.replicas() or {}).items() for url in many}
@@ -367,7 +379,7 @@ class PrometheusQuery:
         answers, shed = self._router_answers(r)
         _, shed_window = self._router_answers(int(self.window_s))
         return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, answers, shed,
-                           shed_window, functions, self._arrival_cv2())
+                           shed_window, functions, self._arrival_cv2(), self._hop_ms())
 
     def _router_answers(self, span_s: int) -> tuple[dict[str, tuple[float, float, float]], dict[str, float]]:
         """Per workflow, (ok, late, rejected) answers and requests shed at the
@@ -395,6 +407,14 @@ class PrometheusQuery:
                 for name in GAP_COUNTERS]
         return {workflow: gap_cv2(*(s[workflow] for s in sums)) for workflow in sums[0]
                 if all(workflow in s for s in sums)}
+
+    def _hop_ms(self) -> dict[str, float]:
+        """Per workflow, the mean time a hop between stages took over the window (the router's)."""
+        w = int(self.window_s)
+        count, total = (self._values(f"sum by (workflow) (increase({name}[{w}s]))", ("workflow",)) or {}
+                        for name in HOP_COUNTERS)
+        hops = {workflow: hop_ms(count[workflow], total.get(workflow, 0.0)) for workflow in count}
+        return {workflow: ms for workflow, ms in hops.items() if ms is not None}
 
     def _ratio(self, numerator: str, denominator: str) -> dict[str, float]:
         w = int(self.window_s)
@@ -424,6 +444,15 @@ class PrometheusQuery:
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return None
         return values
+
+
+def hop_ms(count: float, sum_s: float) -> Optional[float]:
+    """The mean hop in ms from the router's hop summary over a window; None
+    without hops, or where the mean is beyond any plausible hop."""
+    if not (count > 0 and sum_s >= 0):
+        return None
+    mean_ms = sum_s / count * 1000.0
+    return mean_ms if mean_ms <= MAX_HOP_MS else None
 
 
 def make_source(kind: str, url: str, window_s: float, interval_s: float = 5.0) -> MetricsSource:

@@ -74,6 +74,17 @@ def test_a_small_pool_never_deadlocks_under_concurrent_fan_out():
             # where the time went, per stage: the runtime's queue and execution times
             assert doc["stages_ms"] == {s: {"queue_ms": 1.5, "exec_ms": float(len(s))}
                                         for s in ("head", "left", "right", "join")}
+        # the rest is the hops: per request, latency less the stages along the longest path, over its 2 edges
+        from esg_plugin.scaler.sources import HOP_COUNTERS, parse_samples
+
+        from prometheus_client import generate_latest
+
+        samples = {name: value for name, labels, value in parse_samples(generate_latest(router.registry).decode())
+                   if name in HOP_COUNTERS and labels.get("workflow") == "w"}
+        in_stages_ms = (1.5 + 4) + (1.5 + 5) + (1.5 + 4)  # head, then right (5 > left's 4), then join
+        hops_ms = [(doc["latency_ms"] - in_stages_ms) / 2 for _, doc in results]
+        assert samples[HOP_COUNTERS[0]] == 8.0
+        assert samples[HOP_COUNTERS[1]] * 1000.0 == pytest.approx(sum(max(0.0, h) for h in hops_ms), abs=0.01)
     finally:
         server.shutdown()
         server.server_close()

@@ -59,6 +59,10 @@ class LiveGateway:
                         f'esg_workflow_arrival_gap_seconds_sum{{workflow="image"}} {gateway.elapsed_s}\n'
                         f"# TYPE esg_workflow_arrival_gap_squared_seconds counter\n"
                         f'esg_workflow_arrival_gap_squared_seconds_total{{workflow="image"}} {gateway.squares}\n'
+                        # ... and each request's hops took 3 ms each
+                        f"# TYPE esg_workflow_hop_seconds summary\n"
+                        f'esg_workflow_hop_seconds_count{{workflow="image"}} {started}\n'
+                        f'esg_workflow_hop_seconds_sum{{workflow="image"}} {0.003 * started}\n'
                         ).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -144,6 +148,7 @@ scrape_configs:
         seen = scaler.source.observe(time.monotonic())
         late = seen.codes["image-preprocess"]["504"] / sum(seen.codes["image-preprocess"].values())
         assert late == pytest.approx(0.1, abs=0.02), seen.codes
+        assert seen.workflow_hop_ms["image"] == pytest.approx(3.0, abs=0.01)  # the router's hops
         ok, missed, rejected = seen.workflow_answers["image"]  # the router's answers by class
         assert missed / (ok + missed) == pytest.approx(0.1, abs=0.02) and rejected == 0.0
         # the router's bursts of five: cv² 4 once the window holds the new rate alone (a window across the

@@ -1051,3 +1051,24 @@ def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(c
         best = max(fitting, key=lambda b: b / profile.latency(b, planned.gpu_share))
         assert now == planned._replace(batch_size=best)
     assert any(g[0].batch_size > plain.desired[k][0].batch_size for k, g in burst.desired.items())
+
+
+def test_a_hop_measured_longer_than_the_workflow_says_is_planned_with_and_a_shorter_one_is_not(chain):
+    """``measured_hops``: the planner budgets the workflow's ``hop_ms`` per
+    edge (1 ms here); a hop measured at 12 ms spends SLO the plan thinks it
+    has, so the plan is made with it — its latency holds the 12 ms, within the
+    SLO; a hop measured shorter than the workflow says changes nothing, and
+    nothing does with the mechanism off; an implausible one is no data."""
+    wf, profiles = chain
+    plans = {}
+    for label, hop, on in (("none", None, True), ("long", 12.0, True), ("short", 0.2, True), ("off", 12.0, False)):
+        law = ControlLaw([wf], profiles, ControlSettings(measured_hops=on))
+        decision = tick(law, law.new_state(), 0.0, 40.0, hop_ms=hop)
+        plans[label] = decision.plans["w"]
+    assert plans["long"].latency_ms >= 12.0 + min(plans["long"].stages[s].exec_ms for s in ("a", "b"))
+    assert plans["long"].latency_ms <= wf.slo_ms and plans["long"].latency_ms != plans["none"].latency_ms
+    same = {label: (p.latency_ms, p.cost, dict(p.stages)) for label, p in plans.items()}
+    assert same["short"] == same["none"] and same["off"] == same["none"]
+    law = ControlLaw([wf], profiles)
+    decision = tick(law, law.new_state(), 0.0, 40.0, hop_ms=-1.0)
+    assert "w" not in decision.plans and "implausible" in decision.reasons["w"]

@@ -183,8 +183,10 @@ def test_the_law_sees_backlog_answers_and_the_batch_size_that_ran(world):
     assert control_observation(topology, profiles, routed, current).workflows["image"].late == 1
     assert law_obs.starting == {}  # the platform did not say how many are ready
     assert image.arrival_cv2 == 1.0  # no router's gaps: taken as Poisson
-    bursty = replace(seen, workflow_arrival_cv2={"image": 9.5})
+    bursty = replace(seen, workflow_arrival_cv2={"image": 9.5}, workflow_hop_ms={"image": 4.2})
     assert control_observation(topology, profiles, bursty, current).workflows["image"].arrival_cv2 == 9.5
+    assert control_observation(topology, profiles, bursty, current).workflows["image"].hop_ms == 4.2
+    assert image.hop_ms is None  # not measured: the workflow's own hop_ms stands
     current["image-upscale"] = FunctionState(3, 4, 10.0, 50, ready_replicas=1)
     current["image-classify"] = FunctionState(2, 4, 10.0, 50, ready_replicas=2)
     assert control_observation(topology, profiles, seen, current).starting == {("image", "upscale"): 2,
@@ -218,6 +220,9 @@ esg_workflow_arrival_gap_seconds_count{{workflow="w"}} {gaps}
 esg_workflow_arrival_gap_seconds_sum{{workflow="w"}} {gap_sum}
 # TYPE esg_workflow_arrival_gap_squared_seconds counter
 esg_workflow_arrival_gap_squared_seconds_total{{workflow="w"}} {gap_squares}
+# TYPE esg_workflow_hop_seconds summary
+esg_workflow_hop_seconds_count{{workflow="w"}} {gaps}
+esg_workflow_hop_seconds_sum{{workflow="w"}} {hop_sum}
 """
 
 
@@ -256,7 +261,7 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
                                replicas=lambda: {"a": [pages.url + "/r1", pages.url + "/r2", pages.url + "/r3"]})
         pages.pages.update({"/gw": GATEWAY.format(started=10, ok=8, late=0),
                             "/router": ROUTER.format(met=8, missed=0, shed=1, gaps=9, gap_sum=0.9,
-                                                     gap_squares=0.09),
+                                                     gap_squares=0.09, hop_sum=0.009),
                             "/r1": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20, cpu=1.0),
                             "/r2": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20, cpu=1.0),
                             "/r3": REPLICA.format(queue=0, exec_sum=5.0, batches=1, requests=1, cpu=5.0)})
@@ -265,7 +270,8 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
         pages.pages.update({"/gw": GATEWAY.format(started=50, ok=28, late=6),
                             # 40 more gaps over 2 s: 30 of 0.001 s and 10 of 0.197 s (bursts)
                             "/router": ROUTER.format(met=28, missed=6, shed=5, gaps=49, gap_sum=0.9 + 2.0,
-                                                     gap_squares=0.09 + 30 * 0.001 ** 2 + 10 * 0.197 ** 2),
+                                                     gap_squares=0.09 + 30 * 0.001 ** 2 + 10 * 0.197 ** 2,
+                                                     hop_sum=0.009 + 40 * 0.004),  # 40 hops of 4 ms
                             "/r1": REPLICA.format(queue=7, exec_sum=1.5, batches=15, requests=35, cpu=1.3),
                             "/r2": REPLICA.format(queue=5, exec_sum=1.5, batches=15, requests=20, cpu=1.4),
                             "/r3": REPLICA.format(queue=0, exec_sum=9.0, batches=4, requests=4, cpu=9.0)})  # still cold
@@ -278,6 +284,7 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
         gaps = [0.001] * 30 + [0.197] * 10  # the gaps' cv² over the window, from the increases of the counters
         assert seen.workflow_arrival_cv2["w"] == pytest.approx(statistics.pvariance(gaps) / statistics.mean(gaps) ** 2)
         assert seen.workflow_arrival_cv2["w"] > 2.0
+        assert seen.workflow_hop_ms["w"] == pytest.approx(4.0)  # the hops over the window, not since the start
         reading = seen.functions["a"]
         assert reading.queue == 12 and reading.exec_ms == pytest.approx(1000.0 * 1.0 / 10)
         assert reading.batch_mean == pytest.approx(15 / 10)  # r2's batch counter did not move: r1's only
