@@ -22,7 +22,8 @@ slo}`` (``met``, ``missed`` — late or a stage's 504 —, ``rejected`` — a
 stage's 429 — or ``error``), and the gaps between each workflow's arrivals
 (``esg_workflow_arrival_gap_seconds`` and
 ``esg_workflow_arrival_gap_squared_seconds_total``), from which the scaler
-reads how bursty they are; the job in ``deploy/prometheus/`` scrapes them
+reads how bursty they are, and the time a hop between stages took
+(``esg_workflow_hop_seconds``), which the law plans with; the job in ``deploy/prometheus/`` scrapes them
 with the functions'.
 
 Self-contained on purpose (the standard library and the runtime's own
@@ -167,8 +168,32 @@ def run(name, wf, body, content_type):
     latency_ms = (time.time() - started) * 1000
     output = outputs[exits[0]] if len(exits) == 1 else {s: outputs[s] for s in exits}
     met = wf["slo_ms"] is None or latency_ms <= wf["slo_ms"]
+    _count_hop(name, stages, latency_ms, timing)
     return 200, {"workflow": name, "latency_ms": round(latency_ms, 3), "slo_met": met, "stages_ms": timing,
                  "output": output}
+
+
+def _longest(stages, weight):
+    """The heaviest entry-to-exit path's weight (each stage's ``weight``)."""
+    finish = {}
+
+    def at(stage):
+        if stage not in finish:
+            finish[stage] = max((at(a) for a in stages[stage]["after"]), default=0.0) + weight(stage)
+        return finish[stage]
+
+    return max(at(s) for s in stages)
+
+
+def _count_hop(name, stages, latency_ms, timing):
+    """The time a hop between stages took for this request, as esg_plugin.router
+    counts it: latency less the stages' queue and execution along the longest
+    path, over the edges of the longest path (a one-stage workflow has none)."""
+    edges = round(_longest(stages, lambda s: 1.0)) - 1
+    if edges < 1 or set(timing) != set(stages) or not all("exec_ms" in t for t in timing.values()):
+        return
+    in_stages = _longest(stages, lambda s: timing[s].get("queue_ms", 0.0) + timing[s]["exec_ms"])
+    METRICS.hops.labels(workflow=name).observe(max(0.0, latency_ms - in_stages) / edges / 1000.0)
 
 
 def run_v2(name, wf, body, header_length):

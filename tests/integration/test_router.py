@@ -315,7 +315,7 @@ def test_the_router_function_exports_the_workflow_counters_beside_the_runtimes(m
     own, where the job in deploy/prometheus scrapes every function."""
     import io
 
-    from esg_plugin.scaler.sources import GAP_COUNTERS, parse_samples
+    from esg_plugin.scaler.sources import GAP_COUNTERS, HOP_COUNTERS, parse_samples
 
     server = gateway()
     monkeypatch.setenv("gateway_url", f"http://127.0.0.1:{server.server_address[1]}")
@@ -357,6 +357,9 @@ def test_the_router_function_exports_the_workflow_counters_beside_the_runtimes(m
         assert samples[("esg_workflow_requests_total", (("slo", "missed"), ("workflow", "v")))] == 1.0
         assert samples[(GAP_COUNTERS[0], (("workflow", "w"),))] == 2.0  # three arrivals, two gaps
         assert samples[(GAP_COUNTERS[2], (("workflow", "w"),))] >= 0.0
+        assert samples[(HOP_COUNTERS[0], (("workflow", "w"),))] == 3.0  # each answer's hop over the one edge
+        assert 0.0 <= samples[(HOP_COUNTERS[1], (("workflow", "w"),))] * 1000.0 <= sum(
+            json.loads(out)["latency_ms"] for _, out in answers)
         assert any(name == "esg_requests_total" for name, _ in samples)  # the runtime's own metrics still there
     finally:
         app.drain(5)
