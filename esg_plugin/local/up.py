@@ -27,16 +27,17 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from ..model import ProfileSet, Workflow, path_latency_ms
+from ..model import ProfileSet, Workflow
 from ..planner.baselines import openfaas_replicas
 from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
+from ..router.router import time_in_stages_ms
 from ..runtime import contract as C
 from ..scaler import (FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide_functions,
                       freeze_start_up_heap)
@@ -482,13 +483,10 @@ def _time_split(results: list, workflow: Optional[Workflow]) -> dict:
     the gateway, the router)."""
     in_stages, hops = [], []
     for r in results:
-        if r.status != 200 or not r.stages_ms or workflow is None \
-                or set(r.stages_ms) != set(workflow.stage_names):
-            continue
-        path = path_latency_ms(replace(workflow, hop_ms=0.0),
-                               {s: t.get("queue_ms", 0.0) + t.get("exec_ms", 0.0) for s, t in r.stages_ms.items()})
-        in_stages.append(path)
-        hops.append(max(0.0, r.latency_ms - path))
+        path = time_in_stages_ms(workflow, r.stages_ms) if r.status == 200 and r.stages_ms and workflow else None
+        if path is not None:
+            in_stages.append(path)
+            hops.append(max(0.0, r.latency_ms - path))
     return {"stages_p50_ms": round(statistics.median(in_stages), 1) if in_stages else None,
             "hops_p50_ms": round(statistics.median(hops), 1) if hops else None}
 

@@ -241,10 +241,9 @@ class Router:
         latency less its stages' queue and execution along the longest path,
         over that path's edges (a workflow of one stage has none)."""
         edges = self.edges.get(workflow.name, 0)
-        if edges < 1 or set(timing) != set(workflow.stage_names) or not all("exec_ms" in t for t in timing.values()):
+        in_stages = time_in_stages_ms(workflow, timing)
+        if edges < 1 or in_stages is None:
             return
-        in_stages = path_latency_ms(dataclasses.replace(workflow, hop_ms=0.0),
-                                    {s: t.get("queue_ms", 0.0) + t["exec_ms"] for s, t in timing.items()})
         self.workflow_metrics.hops.labels(workflow=workflow.name).observe(max(0.0, latency_ms - in_stages) / edges
                                                                           / 1000.0)
 
@@ -306,6 +305,16 @@ class Router:
             self.requests.labels(workflow=workflow_name, slo="error").inc()
             return 400, {"error": str(err), "request_id": request_id}
         return 200, {**self._answered(workflow_name, started, request_id), "v2": answer}
+
+
+def time_in_stages_ms(workflow, timing: Mapping[str, Mapping[str, float]]) -> Optional[float]:
+    """A request's time in its stages — queue and execution along the
+    workflow's longest path, from its answer's ``stages_ms``; the rest of its
+    latency is the hops. None unless every stage reported its execution."""
+    if set(timing) != set(workflow.stage_names) or not all("exec_ms" in t for t in timing.values()):
+        return None
+    return path_latency_ms(dataclasses.replace(workflow, hop_ms=0.0),
+                           {s: t.get("queue_ms", 0.0) + t["exec_ms"] for s, t in timing.items()})
 
 
 def make_router_server(router: Router, host: str = "127.0.0.1", port: int = 0) -> JsonHTTPServer:

@@ -276,29 +276,20 @@ class GatewayScrape:
         before: answers by class and requests shed per workflow, and the
         increases of its sums (arrival gaps, hops) by counter name."""
         body = _fetch(self.router_url, self.timeout_s)
-        totals, gap_totals = {}, {}
+        totals, sum_totals = {}, {}
         if body is not None:
             try:
                 for name, labels, value in parse_samples(body.decode("utf-8", "replace")):
                     if name == WORKFLOW_REQUESTS and _plausible(value):
                         totals[(labels.get("workflow", ""), labels.get("slo", ""))] = value
                     elif name in GAP_COUNTERS + HOP_COUNTERS and _plausible(value):
-                        gap_totals[(labels.get("workflow", ""), name)] = value
+                        sum_totals[(labels.get("workflow", ""), name)] = value
             except (ValueError, TypeError):
-                totals, gap_totals = {}, {}
+                totals, sum_totals = {}, {}
         sums: dict[str, dict[str, float]] = {}
-        for (workflow, name), value in self.router_sums.update(gap_totals).items():
+        for (workflow, name), value in self.router_sums.update(sum_totals).items():
             sums.setdefault(workflow, {})[name] = value
-        answers: dict[str, list[float]] = {}
-        shed: dict[str, float] = {}
-        for (workflow, slo), value in self.router.update(totals).items():
-            row = answers.setdefault(workflow, [0.0, 0.0, 0.0])
-            column = {"met": 0, "missed": 1, "rejected": 2}.get(slo)
-            if column is not None:
-                row[column] += value
-            if slo == "shed":
-                shed[workflow] = value
-        return {w: (a[0], a[1], a[2]) for w, a in answers.items()}, shed, sums
+        return (*answers_by_class(self.router.update(totals)), sums)
 
     def _replica_readings(self) -> dict[str, FunctionReading]:
         urls = {url: fn for fn, many in (self.replicas() or {}).items() for url in many}
@@ -385,36 +376,27 @@ class PrometheusQuery:
         """Per workflow, (ok, late, rejected) answers and requests shed at the
         entry over the span, where Prometheus scrapes the router (its
         ``esg_workflow_requests_total{workflow,slo}``); else none."""
-        values = self._values(f"sum by (workflow, slo) (increase({WORKFLOW_REQUESTS}[{span_s}s]))",
-                              ("workflow", "slo")) or {}
-        answers: dict[str, list[float]] = {}
-        shed: dict[str, float] = {}
-        for (workflow, slo), value in values.items():
-            column = {"met": 0, "missed": 1, "rejected": 2}.get(slo)
-            if column is not None:
-                answers.setdefault(workflow, [0.0, 0.0, 0.0])[column] += value
-            elif slo == "shed":
-                shed[workflow] = value
-        return {w: (a[0], a[1], a[2]) for w, a in answers.items()}, shed
+        return answers_by_class(self._values(
+            f"sum by (workflow, slo) (increase({WORKFLOW_REQUESTS}[{span_s}s]))", ("workflow", "slo")) or {})
 
     def _arrival_cv2(self) -> dict[str, float]:
         """Per workflow, the gaps' cv² over the window, from the router's
         counters where Prometheus scrapes the router (else none: Poisson).
         ``increase`` extrapolates the three sums alike, which the ratio
         ``n·Σg² / (Σg)²`` does not see."""
-        w = int(self.window_s)
-        sums = [self._values(f"sum by (workflow) (increase({name}[{w}s]))", ("workflow",)) or {}
-                for name in GAP_COUNTERS]
+        sums = [self._window_increase(name) for name in GAP_COUNTERS]
         return {workflow: gap_cv2(*(s[workflow] for s in sums)) for workflow in sums[0]
                 if all(workflow in s for s in sums)}
 
     def _hop_ms(self) -> dict[str, float]:
         """Per workflow, the mean time a hop between stages took over the window (the router's)."""
-        w = int(self.window_s)
-        count, total = (self._values(f"sum by (workflow) (increase({name}[{w}s]))", ("workflow",)) or {}
-                        for name in HOP_COUNTERS)
+        count, total = (self._window_increase(name) for name in HOP_COUNTERS)
         hops = {workflow: hop_ms(count[workflow], total.get(workflow, 0.0)) for workflow in count}
         return {workflow: ms for workflow, ms in hops.items() if ms is not None}
+
+    def _window_increase(self, counter: str) -> dict[str, float]:
+        """Per workflow, a router counter's increase over the window."""
+        return self._values(f"sum by (workflow) (increase({counter}[{int(self.window_s)}s]))", ("workflow",)) or {}
 
     def _ratio(self, numerator: str, denominator: str) -> dict[str, float]:
         w = int(self.window_s)
@@ -444,6 +426,22 @@ class PrometheusQuery:
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return None
         return values
+
+
+def answers_by_class(increases: Mapping[tuple[str, str], float]) -> tuple[dict[str, tuple[float, float, float]],
+                                                                          dict[str, float]]:
+    """Per workflow, (ok, late, rejected) answers and the requests shed at the
+    entry, from the increases of the router's requests counter by (workflow, slo)."""
+    answers: dict[str, list[float]] = {}
+    shed: dict[str, float] = {}
+    for (workflow, slo), value in increases.items():
+        row = answers.setdefault(workflow, [0.0, 0.0, 0.0])  # a workflow the router counts has its answers read
+        column = {"met": 0, "missed": 1, "rejected": 2}.get(slo)
+        if column is not None:
+            row[column] += value
+        elif slo == "shed":
+            shed[workflow] = value
+    return {w: (a[0], a[1], a[2]) for w, a in answers.items()}, shed
 
 
 def hop_ms(count: float, sum_s: float) -> Optional[float]:
