@@ -168,6 +168,9 @@ class WorkflowState:
     """(time_s, start of its short window in s, arrivals in it) of each tick
     in the panic whose short window starts after the step was detected
     (``step_settle``)."""
+    pool: list = field(default_factory=list)
+    """(time_s, start of its short window in s, arrivals in it) of disjoint
+    short windows since the arrival rate last moved (``pooled_rate``)."""
     last_short: Optional[tuple[float, float, float]] = None
     """(time_s, the short window's rate, its length) at the last tick."""
     step_cv2: Optional[float] = None
@@ -344,7 +347,7 @@ class ControlLaw:
         boost_before = ws.boost
         why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
-        want, said, quick, settled = self._wanted_rate(ws, obs, backlog, now_s)
+        want, wanted_rps, said, quick, settled = self._wanted_rate(ws, obs, backlog, now_s)
         planned = ws.planned_rps
         target = planned
         ws.calm = calm = backlog <= 0 and not rising and now_s >= ws.panic_until_s
@@ -356,7 +359,7 @@ class ControlLaw:
                 ws.first_window = ((obs.rate_short_rps if quick else obs.rate_long_rps) * window_s, window_s)
         elif ws.boost > boost_before:  # the capacity feedback: more rate planned for at once
             target = max(planned, want)
-        elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs)):
+        elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs, now_s)):
             target, why = want, f"up: {said}"
             ws.scale_down.reset()
         elif settled and want < planned * s.scale_down_below and backlog <= 0 and not rising:
@@ -378,10 +381,13 @@ class ControlLaw:
                 ws.down_from_rps, ws.down_at_s = planned, now_s
                 ws.down_miss_share = self._miss_share_before(ws, now_s)
         rolled = self._rollback(ws, fresh and self._misses_above(ws, now_s, ws.down_miss_share), now_s)
-        offered = None if target is None or abs(target - (planned or 0.0)) > 1e-9 else ws.estimate_rps
+        # the offered rate the plan is for: the grid rounds the rate to cover up, not the estimate
+        # (else each re-plan for the same count raises the estimate a step, and a held one with it)
+        offered = None if target is None else ws.estimate_rps if abs(target - (planned or 0.0)) <= 1e-9 \
+            else wanted_rps if abs(target - want) <= 1e-9 else None
         if rolled is not None and rolled > (target or 0.0):
             # capacity held back: the load it is for is still the one observed
-            offered = min(want, rolled) / self._headroom(obs.arrival_cv2)
+            offered = min(wanted_rps, rolled / self._headroom(obs.arrival_cv2))
             target, why = rolled, f"misses after a scale-down: planned again for {rolled:.2f} rps, halfway back " \
                                   f"to the {ws.down_from_rps:.2f} rps planned before it (no scale-down for " \
                                   f"{ws.down_hold_until_s - now_s:.0f} s)"
@@ -499,13 +505,17 @@ class ControlLaw:
         return None
 
     def _wanted_rate(self, ws: WorkflowState, obs: WorkflowObservation, backlog: float,
-                     now_s: float) -> tuple[float, str, bool, bool]:
-        """The rate to cover now, a few words on where it came from, whether
+                     now_s: float) -> tuple[float, float, str, bool, bool]:
+        """The rate to cover now (headroom included, on the rate grid), the
+        offered rate it is for (neither), a few words on where it came from, whether
         the short window, the arrivals since a step or a backlog made it (not
         the long window alone), and whether the arrivals since a step did
         (``step_settle``)."""
         s = self.settings
         rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
+        pooled = self._pooled_rate(ws, obs, now_s)
+        if pooled is not None:
+            rate, said = pooled[0], f"{pooled[0]:.2f} rps (counted over {pooled[2]:.0f} s)"
         quick = False
         latest = self._latest_rate(ws, obs, now_s)
         panic = now_s < ws.panic_until_s
@@ -557,8 +567,8 @@ class ControlLaw:
             rate += backlog / s.drain_s
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"
             quick = True
-        return on_rate_grid(max(rate, s.min_rate_rps) * self._headroom(obs.arrival_cv2)), said, quick, \
-            since is not None
+        offered = max(rate, s.min_rate_rps)
+        return on_rate_grid(offered * self._headroom(obs.arrival_cv2)), offered, said, quick, since is not None
 
     def _since_step_rate(self, ws: WorkflowState, obs: WorkflowObservation,
                          now_s: float) -> Optional[tuple[float, float]]:
@@ -606,16 +616,59 @@ class ControlLaw:
         sd = math.sqrt(max(count + before_rps * tick_s, 1.0) * max(obs.arrival_cv2, 1.0))
         return max(0.0, count - sd) / tick_s
 
-    def _rise_is_real(self, ws: WorkflowState, obs: WorkflowObservation) -> bool:
-        """Is the long window's count significantly above the rate the plan
-        was made for (``rise_z``)? Without the window's length, or for a
-        plan made without an estimate, every rise is."""
+    def _rise_is_real(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> bool:
+        """Is the long window's count — or the count pooled since the rate
+        last moved, where there is one (``pooled_rate``) — significantly
+        above the rate the plan was made for (``rise_z``)? Without the
+        window's length, or for a plan made without an estimate, every rise is."""
         z = self.settings.rise_z
         if z <= 0 or obs.long_window_s is None or ws.estimate_rps is None:
             return True
-        expected = ws.estimate_rps * obs.long_window_s
-        count = obs.rate_long_rps * obs.long_window_s
+        count, span_s = obs.rate_long_rps * obs.long_window_s, obs.long_window_s
+        pooled = self._pooled(ws)
+        if pooled is not None and pooled[1] > span_s + 1e-9 and ws.pool[-1][0] >= now_s - 1e-9:
+            count, span_s = pooled  # this tick's pool, longer than the long window
+        expected = ws.estimate_rps * span_s
         return count > expected + z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0))
+
+    def _pooled_rate(self, ws: WorkflowState, obs: WorkflowObservation,
+                     now_s: float) -> Optional[tuple[float, float, float]]:
+        """The arrival rate counted since it last moved (``pooled_rate``):
+        (rate, arrivals, seconds counted) over the disjoint short windows
+        since the last step (or the first plan) and within ``pool_max_s``,
+        where they span more than the long window — else None, and the long
+        window's rate is the estimate. A long window whose count is more
+        than ``rise_z`` standard deviations (of a Poisson count inflated by
+        the arrivals' cv²) from what the pooled rate gives says the rate
+        moved: the count starts again from the next window. At a steady rate
+        the estimate is then the mean over minutes, not over one window: a
+        window that read high (at 1 rps a 30-s window is ±18%) no longer
+        holds the plan above the load until the scale-down delay."""
+        s = self.settings
+        if not s.pooled_rate or obs.long_window_s is None:
+            ws.pool = []
+            return None
+        start_s = now_s - obs.short_window_s
+        if not ws.pool or start_s >= ws.pool[-1][0] - 1e-9:
+            ws.pool.append((now_s, start_s, obs.rate_short_rps * obs.short_window_s))
+        floor_s = max(ws.step_at_s, now_s - s.pool_max_s)
+        ws.pool = [entry for entry in ws.pool if entry[1] >= floor_s - 1e-9]
+        pooled = self._pooled(ws)
+        if pooled is None or pooled[1] <= obs.long_window_s + 1e-9:
+            return None
+        count, span_s = pooled
+        expected = count / span_s * obs.long_window_s
+        if abs(obs.rate_long_rps * obs.long_window_s - expected) > \
+                s.rise_z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0)):
+            ws.pool = []  # counted again from here: until then the long window's rate, as without the count
+            return None
+        return count / span_s, count, span_s
+
+    @staticmethod
+    def _pooled(ws: WorkflowState) -> Optional[tuple[float, float]]:
+        """(arrivals, seconds) over the pool's windows, None when it is empty."""
+        span_s = sum(end - start for end, start, _ in ws.pool)
+        return (sum(n for _, _, n in ws.pool), span_s) if span_s > 0 else None
 
     def _headroom(self, arrival_cv2: float) -> float:
         """The factor over the offered rate a plan covers: more for more variable arrivals."""

@@ -11,7 +11,7 @@ from typing import Optional
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
-ABLATIONS = ("utilisation", "step", "settle", "rise", "backlog", "feedback", "capacity", "degraded",
+ABLATIONS = ("utilisation", "step", "settle", "rise", "pooled", "backlog", "feedback", "capacity", "degraded",
              "rollback", "starting", "bridge")
 
 
@@ -141,6 +141,18 @@ class ControlSettings:
     (the upper envelope of the window's noise). 0: every rise re-plans. A
     step (the short window) and a backlog re-plan without it; misses raise
     the margin."""
+    pooled_rate: bool = True
+    """At a steady rate, plan for the arrivals counted since the rate last
+    moved (up to ``pool_max_s``), not for the long window alone: re-planning
+    up on a window that read high and down only after a delay ratchets the
+    plan above the load, by more the lower the rate (a 30-s window at 1 rps
+    reads ±18%). The count starts again when the long window reads more than
+    ``rise_z`` standard deviations from it, and at each step. Off: the long
+    window's rate. A scale-down goes no lower than the long window says: in
+    a slow rise of bursty arrivals the count lags it."""
+    pool_max_s: float = 120.0
+    """The longest the arrivals are counted for ``pooled_rate``: a slow drift
+    (a diurnal load) is followed within this."""
     scale_down_below: float = 0.9
     """Re-plan down only once the wanted rate is below this share of the planned one …"""
     scale_down_delay_s: float = 30.0
@@ -241,6 +253,7 @@ class ControlSettings:
              "utilisations must be a non-empty list of numbers in (0, 1]"),
             (self.step_z > 0, "step_z must be positive"),
             (self.drain_s > 0, "drain_s must be positive"),
+            (self.pool_max_s > 0, "pool_max_s must be positive"),
             (self.rate_headroom >= 0, "rate_headroom must not be negative"),
             (0 < self.scale_down_below <= 1, "scale_down_below must lie in (0, 1]"),
             (self.rise_z >= 0, "rise_z must not be negative"),
@@ -257,7 +270,7 @@ class ControlSettings:
             if not ok:
                 raise ControlError(message)
         for name in ("slo_margin", "max_margin", "margin_step", "drain_s", "rate_headroom", "scale_down_delay_s",
-                     "warmup_s", "min_rate_rps", "step_z", "feedback_cooldown_s"):
+                     "warmup_s", "min_rate_rps", "step_z", "feedback_cooldown_s", "pool_max_s"):
             if not math.isfinite(getattr(self, name)):
                 raise ControlError(f"{name} must be a finite number")
 
@@ -273,6 +286,8 @@ class ControlSettings:
             return replace(self, step_settle=False)
         if mechanism == "rise":
             return replace(self, rise_z=0.0)
+        if mechanism == "pooled":
+            return replace(self, pooled_rate=False)
         if mechanism == "backlog":
             return replace(self, backlog_drain=False)
         if mechanism == "feedback":

@@ -71,14 +71,14 @@ def test_the_decision_says_the_rate_planned_for_and_the_rate_covered(chain):
     decision = tick(law, law.new_state(), 0.0, 40.0, arrival_cv2=4.0)
     # the headroom grows with the arrivals' variability (cv 2: 20%); the rate grid rounds up by less than a step
     assert 40.0 * 1.2 <= decision.rates_rps["w"] < 40.0 * 1.2 * 1.05
-    assert decision.estimates_rps["w"] == pytest.approx(decision.rates_rps["w"] / 1.2)
+    assert decision.estimates_rps["w"] == pytest.approx(40.0)  # the offered rate itself: the grid rounds the other
 
 
 def test_a_rise_of_the_long_window_within_its_noise_does_not_re_plan(chain):
-    """Planned for about 6 rps, a 30 s window counts about 185 ± 14: a
-    reading of 6.5 rps (195) is noise the headroom covers, 7.5 rps (225) is
-    a rise. A source that does not say its window's length has every rise
-    count, as before the test."""
+    """Planned for 6 rps, a 30 s window counts 180 ± 13: a reading of 6.4
+    rps (192) is noise the headroom covers, 7.5 rps (225) is a rise. A
+    source that does not say its window's length has every rise count, as
+    before the test."""
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(rise_z=1.0))
 
@@ -88,14 +88,80 @@ def test_a_rise_of_the_long_window_within_its_noise_does_not_re_plan(chain):
     state = law.new_state()
     law.step(obs(6.0), state, 0.0)
     planned = state.workflows["w"].planned_rps
-    assert law.step(obs(6.5), state, 1.0).reasons["w"] == "unchanged"
+    assert law.step(obs(6.4), state, 1.0).reasons["w"] == "unchanged"
     assert state.workflows["w"].planned_rps == planned
     assert law.step(obs(7.5), state, 2.0).reasons["w"].startswith("up:")
     unknown = law.new_state()
     law.step(obs(6.0, None), unknown, 0.0)
-    assert law.step(obs(6.5, None), unknown, 1.0).reasons["w"].startswith("up:")
+    assert law.step(obs(6.4, None), unknown, 1.0).reasons["w"].startswith("up:")
     with pytest.raises(ControlError):
         WorkflowObservation(6.0, 6.0, 2.0, long_window_s=0.0).checked()
+
+
+def test_at_a_steady_rate_the_plan_comes_to_the_arrivals_counted_since_not_to_one_window(chain):
+    """A first plan made for a window that read 12 rps where 10 arrive, then
+    long windows that read 9 and 11 by turns (within their noise: 300 ± 17
+    arrivals in 30 s): once more than a long window's arrivals are counted,
+    the scale-down after the delay is to the count, 10 rps — not to the
+    reading of the tick it falls on. Off (``pooled_rate``): every other
+    window reads within ``scale_down_below`` of the plan, the delay never
+    runs out, and the plan stays at the first reading."""
+    wf, profiles = chain
+
+    def run(settings):
+        law = ControlLaw([wf], profiles, settings)
+        state = law.new_state()
+        obs = lambda t, long: Observation(t, {"w": WorkflowObservation(long, 10.0, 2.0, long_window_s=30.0)})
+        law.step(Observation(0.0, {"w": WorkflowObservation(12.0, 12.0, 2.0, long_window_s=30.0)}), state, 0.0)
+        reasons = [law.step(obs(float(t), 9.0 if t % 4 else 11.0), state, float(t)).reasons["w"]
+                   for t in range(2, 90, 2)]
+        return state.workflows["w"].estimate_rps, [r for r in reasons if r.startswith("down")]
+
+    settings = ControlSettings(scale_down_delay_s=30.0, warmup_s=30.0, rate_headroom=0.1)
+    estimate, downs = run(settings)
+    assert estimate == pytest.approx(10.0) and len(downs) == 1 and "counted over" in downs[0]
+    estimate, downs = run(dataclasses.replace(settings, pooled_rate=False))
+    assert estimate == pytest.approx(12.0) and not downs
+
+
+def test_the_count_starts_again_when_the_long_window_says_the_rate_moved(chain):
+    """Counted at 10 rps for a minute, a long window that reads 14 (420
+    arrivals against 300 ± 35) is no noise: the count starts again from the
+    long window, and the plan goes up for it."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(rate_headroom=0.1))
+    state = law.new_state()
+    for t in range(0, 62, 2):
+        law.step(Observation(float(t), {"w": WorkflowObservation(10.0, 10.0, 2.0, long_window_s=30.0)}), state,
+                 float(t))
+    ws = state.workflows["w"]
+    assert sum(end - start for end, start, _ in ws.pool) > 30.0
+    up = law.step(Observation(62.0, {"w": WorkflowObservation(14.0, 12.0, 2.0, long_window_s=30.0)}), state, 62.0)
+    assert up.reasons["w"].startswith("up: 14.00 rps (long window)")
+    assert sum(end - start for end, start, _ in ws.pool) <= 30.0 and ws.estimate_rps == pytest.approx(14.0)
+
+
+def test_re_plans_for_the_same_count_keep_its_estimate(chain):
+    """The rate to cover is rounded up to the rate grid; the estimate of the
+    offered rate is not: in the panic after a step, re-plans for the same
+    count (here more headroom as the arrivals read burstier) keep it at the
+    count, where each used to raise it by up to a grid step — and a held
+    estimate with it."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, rate_headroom=0.1,
+                                                     step_cv2_hold=False))
+    state = law.new_state()
+    tick(law, state, 0.0, 20.0)
+    tick(law, state, 1.0, 22.0, short_rps=200.0)
+    tick(law, state, 2.0, 20.0)
+    assert tick(law, state, 3.0, 20.0).reasons["w"].startswith("settled: ")
+    ws = state.workflows["w"]
+    assert ws.estimate_rps == pytest.approx(20.0)
+    ups = 0
+    for t, cv2 in zip(range(4, 12), (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)):
+        ups += tick(law, state, float(t), 20.0, arrival_cv2=cv2).reasons["w"].startswith("up: ")
+        assert ws.estimate_rps == pytest.approx(20.0), t
+    assert ups >= 2
 
 
 def test_up_at_once_on_a_step_down_only_after_the_delay(chain):
