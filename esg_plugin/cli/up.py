@@ -138,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{w['steady_ticks_estimate_within_15pct']} of steady ticks within 15%; the offered rate's "
                   f"own noise {w['offered_window_noise_median']}; planned for/the generator's rate "
                   f"{w['estimate_over_nominal_median']}, {w['steady_ticks_estimate_within_15pct_of_nominal']} "
-                  f"within 15%)  generator lag p99 {w['send_lag_p99_ms']} ms"
+                  f"within 15%; planned for/the arrivals' own mean {w['estimate_over_arrivals_median']}, "
+                  f"{w['steady_ticks_estimate_within_15pct_of_arrivals']} within 15%)  "
+                  f"generator lag p99 {w['send_lag_p99_ms']} ms"
                   f"  step -> plan covering it {w['step_to_plan_covering_s']} s, "
                   f"-> scale-up {w['step_to_first_scale_up_s']} s")
     return 0

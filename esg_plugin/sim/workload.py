@@ -110,6 +110,22 @@ class Arrivals:
         minute = int(t_s // 60.0)
         return counts[minute] / 60.0 if 0 <= minute < len(counts) else 0.0
 
+    def constant_spans_s(self, duration_s: float) -> list[tuple[float, float]]:
+        """The stretches of the run over which the intensity is constant —
+        the whole run for Poisson and gamma arrivals, each step's, each
+        minute of an azure row, none for a diurnal load: over each, the
+        arrivals' own mean is the offered rate a reading of the load can
+        know (for reports, not for policies)."""
+        if self.kind in ("poisson", "gamma"):
+            return [(0.0, duration_s)]
+        if self.kind == "steps":
+            starts = [float(start) for start, _ in self.params["steps"]] + [duration_s]
+            return [(a, min(b, duration_s)) for a, b in zip(starts, starts[1:]) if min(b, duration_s) > a]
+        if self.kind == "azure2019":
+            minutes = len(self.counts_per_minute or ())
+            return [(m * 60.0, min((m + 1) * 60.0, duration_s)) for m in range(minutes) if m * 60.0 < duration_s]
+        return []
+
     def mean_rate_rps(self, duration_s: float) -> float:
         """The long-run rate, for reports (not for policies, which observe)."""
         p = self.params

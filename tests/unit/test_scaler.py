@@ -457,6 +457,14 @@ def test_the_up_report_times_a_held_workflows_answer_to_a_step():
     # and against the intensity the load generator drew from (2.5 rps here), free of the window's noise
     assert tracking["estimate_over_nominal_median"] == pytest.approx(0.86)
     assert tracking["steady_ticks_estimate_within_15pct_of_nominal"] == 0.5
+    # and against the arrivals' own mean over the stretch of constant intensity (none known: none)
+    assert tracking["estimate_over_arrivals_median"] is None
+    from esg_plugin.local.up import LoadResult
+    report.constant_spans = {"w": [(0.0, 40.0), (40.0, 80.0)]}
+    report.results = [LoadResult("w", 0.5 * i, 50.0, 200, True) for i in range(80)]  # 2 rps, then none
+    tracking = report.tracking("w")
+    assert tracking["estimate_over_arrivals_median"] == pytest.approx(1.1)  # 2.1, 2.2, 2.5 over 2; none to read 1.6 by
+    assert tracking["steady_ticks_estimate_within_15pct_of_arrivals"] == pytest.approx(0.667)
 
 
 def test_the_up_report_says_how_much_of_the_machine_idled_after_the_warm_up(tmp_path):

@@ -182,6 +182,16 @@ def test_the_intensity_at_a_time_is_the_rate_each_process_draws_from():
     assert (azure.rate_at_rps(30.0), azure.rate_at_rps(90.0), azure.rate_at_rps(200.0)) == (1.0, 2.0, 0.0)
 
 
+def test_the_stretches_of_constant_intensity_a_report_reads_the_arrivals_over():
+    assert Arrivals("gamma", {"rate_rps": 7.0, "cv": 3.0}).constant_spans_s(80.0) == [(0.0, 80.0)]
+    steps = Arrivals("steps", {"steps": ((0.0, 10.0), (40.0, 30.0), (100.0, 5.0))})
+    assert steps.constant_spans_s(80.0) == [(0.0, 40.0), (40.0, 80.0)]  # a step after the end is no stretch
+    diurnal = Arrivals("diurnal", {"mean_rps": 20.0, "amplitude_rps": 10.0, "period_s": 1000.0})
+    assert diurnal.constant_spans_s(80.0) == []
+    assert Arrivals("azure2019", {}, counts_per_minute=(60, 120, 30)).constant_spans_s(90.0) == [(0.0, 60.0),
+                                                                                                (60.0, 90.0)]
+
+
 class Repeating(Policy):
     """Asks for the same groups at every tick, as a level-triggered controller does."""
 
