@@ -514,7 +514,8 @@ class ControlLaw:
         s = self.settings
         rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
         pooled = self._pooled_rate(ws, obs, now_s)
-        if pooled is not None:
+        if pooled is not None and (obs.arrival_cv2 <= s.pooled_max_cv2 or pooled[0] >= rate):
+            # bursty arrivals: a long window that reads above the count is planned for (``pooled_max_cv2``)
             rate, said = pooled[0], f"{pooled[0]:.2f} rps (counted over {pooled[2]:.0f} s)"
         quick = False
         latest = self._latest_rate(ws, obs, now_s)

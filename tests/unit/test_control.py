@@ -105,14 +105,18 @@ def test_at_a_steady_rate_the_plan_comes_to_the_arrivals_counted_since_not_to_on
     the scale-down after the delay is to the count, 10 rps — not to the
     reading of the tick it falls on. Off (``pooled_rate``): every other
     window reads within ``scale_down_below`` of the plan, the delay never
-    runs out, and the plan stays at the first reading."""
+    runs out, and the plan stays at the first reading. So it does for bursty
+    arrivals (cv² 4, above ``pooled_max_cv2``): a long window that reads
+    above the count is planned for."""
     wf, profiles = chain
 
-    def run(settings):
+    def run(settings, cv2=1.0):
         law = ControlLaw([wf], profiles, settings)
         state = law.new_state()
-        obs = lambda t, long: Observation(t, {"w": WorkflowObservation(long, 10.0, 2.0, long_window_s=30.0)})
-        law.step(Observation(0.0, {"w": WorkflowObservation(12.0, 12.0, 2.0, long_window_s=30.0)}), state, 0.0)
+        obs = lambda t, long: Observation(t, {"w": WorkflowObservation(long, 10.0, 2.0, long_window_s=30.0,
+                                                                       arrival_cv2=cv2)})
+        law.step(Observation(0.0, {"w": WorkflowObservation(12.0, 12.0, 2.0, long_window_s=30.0,
+                                                             arrival_cv2=cv2)}), state, 0.0)
         reasons = [law.step(obs(float(t), 9.0 if t % 4 else 11.0), state, float(t)).reasons["w"]
                    for t in range(2, 90, 2)]
         return state.workflows["w"].estimate_rps, [r for r in reasons if r.startswith("down")]
@@ -122,6 +126,10 @@ def test_at_a_steady_rate_the_plan_comes_to_the_arrivals_counted_since_not_to_on
     assert estimate == pytest.approx(10.0) and len(downs) == 1 and "counted over" in downs[0]
     estimate, downs = run(dataclasses.replace(settings, pooled_rate=False))
     assert estimate == pytest.approx(12.0) and not downs
+    estimate, downs = run(settings, cv2=4.0)
+    assert estimate == pytest.approx(12.0) and not downs
+    estimate, downs = run(dataclasses.replace(settings, pooled_max_cv2=math.inf), cv2=4.0)
+    assert estimate == pytest.approx(10.0) and len(downs) == 1
 
 
 def test_the_count_starts_again_when_the_long_window_says_the_rate_moved(chain):
