@@ -10,7 +10,9 @@ Per workflow with data, at every tick (``docs/control.md``):
 1. **Feedback** — a short window with misses (late, 504 or 429 answers
    above ``miss_tolerance``) raises the workflow's SLO margin; a long
    clean stretch lowers it again, never below ``slo_margin``.
-2. **Rate** — the long window's arrival rate; the short window's as soon
+2. **Rate** — the long window's arrival rate, or at a steady rate the
+   arrivals counted since it last moved (``pooled_rate``; for bursty
+   arrivals only where that is higher); the short window's as soon
    as a one-sided test says it is significantly above the planned rate
    (step detection); plus the backlog drained within ``drain_s``; times a
    headroom that grows with the arrivals' variability.
