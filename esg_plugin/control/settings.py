@@ -148,8 +148,7 @@ class ControlSettings:
     plan above the load, by more the lower the rate (a 30-s window at 1 rps
     reads ±18%). The count starts again when the long window reads more than
     ``rise_z`` standard deviations from it, and at each step. Off: the long
-    window's rate. A scale-down goes no lower than the long window says: in
-    a slow rise of bursty arrivals the count lags it."""
+    window's rate."""
     pooled_max_cv2: float = 2.0
     """Where the arrivals' cv² is above this (bursty: gamma arrivals of cv
     1.5 and more; Poisson reads about 1), a long window that reads above the
