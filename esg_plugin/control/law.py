@@ -173,6 +173,9 @@ class WorkflowState:
     pool: list = field(default_factory=list)
     """(time_s, start of its short window in s, arrivals in it) of disjoint
     short windows since the arrival rate last moved (``pooled_rate``)."""
+    counted: Optional[tuple[float, float]] = None
+    """(arrivals, seconds) the pool held at this tick, where the tick added a
+    window to it and it spans more than the long window: what the rise test reads."""
     last_short: Optional[tuple[float, float, float]] = None
     """(time_s, the short window's rate, its length) at the last tick."""
     step_cv2: Optional[float] = None
@@ -361,7 +364,7 @@ class ControlLaw:
                 ws.first_window = ((obs.rate_short_rps if quick else obs.rate_long_rps) * window_s, window_s)
         elif ws.boost > boost_before:  # the capacity feedback: more rate planned for at once
             target = max(planned, want)
-        elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs, now_s)):
+        elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs)):
             target, why = want, f"up: {said}"
             ws.scale_down.reset()
         elif settled and want < planned * s.scale_down_below and backlog <= 0 and not rising:
@@ -619,7 +622,7 @@ class ControlLaw:
         sd = math.sqrt(max(count + before_rps * tick_s, 1.0) * max(obs.arrival_cv2, 1.0))
         return max(0.0, count - sd) / tick_s
 
-    def _rise_is_real(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> bool:
+    def _rise_is_real(self, ws: WorkflowState, obs: WorkflowObservation) -> bool:
         """Is the long window's count — or the count pooled since the rate
         last moved, where there is one (``pooled_rate``) — significantly
         above the rate the plan was made for (``rise_z``)? Without the
@@ -627,10 +630,7 @@ class ControlLaw:
         z = self.settings.rise_z
         if z <= 0 or obs.long_window_s is None or ws.estimate_rps is None:
             return True
-        count, span_s = obs.rate_long_rps * obs.long_window_s, obs.long_window_s
-        pooled = self._pooled(ws)
-        if pooled is not None and pooled[1] > span_s + 1e-9 and ws.pool[-1][0] >= now_s - 1e-9:
-            count, span_s = pooled  # this tick's pool, longer than the long window
+        count, span_s = ws.counted or (obs.rate_long_rps * obs.long_window_s, obs.long_window_s)
         expected = ws.estimate_rps * span_s
         return count > expected + z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0))
 
@@ -648,6 +648,7 @@ class ControlLaw:
         window that read high (at 1 rps a 30-s window is ±18%) no longer
         holds the plan above the load until the scale-down delay."""
         s = self.settings
+        ws.counted = None
         if not s.pooled_rate or obs.long_window_s is None:
             ws.pool = []
             return None
@@ -656,22 +657,18 @@ class ControlLaw:
             ws.pool.append((now_s, start_s, obs.rate_short_rps * obs.short_window_s))
         floor_s = max(ws.step_at_s, now_s - s.pool_max_s)
         ws.pool = [entry for entry in ws.pool if entry[1] >= floor_s - 1e-9]
-        pooled = self._pooled(ws)
-        if pooled is None or pooled[1] <= obs.long_window_s + 1e-9:
+        span_s = sum(end - start for end, start, _ in ws.pool)
+        if span_s <= obs.long_window_s + 1e-9:
             return None
-        count, span_s = pooled
+        count = sum(n for _, _, n in ws.pool)
         expected = count / span_s * obs.long_window_s
         if abs(obs.rate_long_rps * obs.long_window_s - expected) > \
                 s.rise_z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0)):
             ws.pool = []  # counted again from here: until then the long window's rate, as without the count
             return None
+        if ws.pool[-1][0] >= now_s - 1e-9:  # this tick's window is in it
+            ws.counted = (count, span_s)
         return count / span_s, count, span_s
-
-    @staticmethod
-    def _pooled(ws: WorkflowState) -> Optional[tuple[float, float]]:
-        """(arrivals, seconds) over the pool's windows, None when it is empty."""
-        span_s = sum(end - start for end, start, _ in ws.pool)
-        return (sum(n for _, _, n in ws.pool), span_s) if span_s > 0 else None
 
     def _headroom(self, arrival_cv2: float) -> float:
         """The factor over the offered rate a plan covers: more for more variable arrivals."""

@@ -294,26 +294,31 @@ class UpReport:
                        and row["workflows"][workflow]["planned_rps"] >= rate]
             covering.append(round(min(planned), 2) if planned else None)
         return {
-            "planned_over_offered_median": round(statistics.median(ratios), 3) if ratios else None,
-            "steady_ticks_within_15pct": round(sum(0.85 <= r <= 1.15 for r in ratios) / len(ratios), 3)
-            if ratios else None,
-            "estimate_over_offered_median": round(statistics.median(estimates), 3) if estimates else None,
-            "steady_ticks_estimate_within_15pct": round(sum(0.85 <= r <= 1.15 for r in estimates) / len(estimates), 3)
-            if estimates else None,
+            "planned_over_offered_median": _median(ratios),
+            "steady_ticks_within_15pct": _within_15pct(ratios),
+            "estimate_over_offered_median": _median(estimates),
+            "steady_ticks_estimate_within_15pct": _within_15pct(estimates),
             # against the intensity the load generator draws from, free of the window's own noise
-            "estimate_over_nominal_median": round(statistics.median(nominal), 3) if nominal else None,
-            "steady_ticks_estimate_within_15pct_of_nominal":
-                round(sum(0.85 <= r <= 1.15 for r in nominal) / len(nominal), 3) if nominal else None,
+            "estimate_over_nominal_median": _median(nominal),
+            "steady_ticks_estimate_within_15pct_of_nominal": _within_15pct(nominal),
             # against the arrivals' own mean over the stretch of constant intensity
-            "estimate_over_arrivals_median": round(statistics.median(counted), 3) if counted else None,
-            "steady_ticks_estimate_within_15pct_of_arrivals":
-                round(sum(0.85 <= r <= 1.15 for r in counted) / len(counted), 3) if counted else None,
+            "estimate_over_arrivals_median": _median(counted),
+            "steady_ticks_estimate_within_15pct_of_arrivals": _within_15pct(counted),
             # how much the offered rate itself moves: a Poisson count over the window, 1/sqrt(rate x window)
-            "offered_window_noise_median": round(statistics.median(noise), 3) if noise else None,
+            "offered_window_noise_median": _median(noise),
             "step_to_first_scale_up_s": reaction,
             "step_to_admitting_more_s": admitted_more,
             "step_to_plan_covering_s": covering,
         }
+
+
+def _median(ratios: list[float]) -> Optional[float]:
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
+def _within_15pct(ratios: list[float]) -> Optional[float]:
+    """The share of the ratios within 15% of 1."""
+    return round(sum(0.85 <= r <= 1.15 for r in ratios) / len(ratios), 3) if ratios else None
 
 
 def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSet, workload: Workload,
