@@ -171,9 +171,11 @@ class ForkedProcess:
         self.send_signal(signal.SIGKILL)
 
     def _exited(self) -> None:
+        # the pidfd stays open until the object goes (``__del__``): the platform's
+        # stopper and its status poll may both see the exit at once, and a second
+        # close — or a select on a number the first close freed for another file —
+        # raced (EBADF in ``esg-stop-echo``); an exited process's pidfd stays readable
         self.returncode = -1
-        os.close(self.fd)
-        self.fd = -1
 
     def __del__(self):
         if getattr(self, "fd", -1) >= 0:
