@@ -159,6 +159,8 @@ class WorkflowState:
     clean_since_s: Optional[float] = None
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
+    panic_ending: bool = False
+    """A panic is on and its end not yet seen by a tick (``panic_exit``)."""
     step_at_s: float = -math.inf
     """When the last step was detected (its panic started), or the first plan was made."""
     first_until_s: float = -math.inf
@@ -174,8 +176,8 @@ class WorkflowState:
     """(time_s, start of its short window in s, arrivals in it) of disjoint
     short windows since the arrival rate last moved (``pooled_rate``)."""
     counted: Optional[tuple[float, float]] = None
-    """(arrivals, seconds) the pool held at this tick, where the tick added a
-    window to it and it spans more than the long window: what the rise test reads."""
+    """(arrivals, seconds) the pool holds at this tick, where it spans more
+    than the long window: what the rise test reads (else the long window)."""
     last_short: Optional[tuple[float, float, float]] = None
     """(time_s, the short window's rate, its length) at the last tick."""
     step_cv2: Optional[float] = None
@@ -526,8 +528,11 @@ class ControlLaw:
         latest = self._latest_rate(ws, obs, now_s)
         panic = now_s < ws.panic_until_s
         stepped = ws.planned_rps is not None and step_detected(obs, ws.planned_rps, s.step_z)
+        ending = ws.panic_ending and not panic  # the first tick after the panic (``panic_exit``)
+        if ending:
+            ws.panic_ending = False
         since, after = None, "the step"
-        if panic and not stepped:  # a panic: a step seen
+        if (panic or (ending and s.panic_exit)) and not stepped:  # a panic: a step seen
             since = self._since_step_rate(ws, obs, now_s)
         elif now_s < ws.first_until_s and not stepped and ws.estimate_rps is not None:
             # after the first plan, made from the first windows, the count since
@@ -544,12 +549,14 @@ class ControlLaw:
             # say the new rate better than any one short window does: the plan
             # is for their rate when it is above the rate the plan was made for,
             # or significantly below it (as the long window's rise test); else it holds
+            # — at the panic's end, for their rate: the panic held the plan for
+            # the scale-down delay since the step (``panic_exit``)
             mean, upper = since
             estimate = ws.estimate_rps if ws.estimate_rps is not None else mean
-            held = mean if (estimate < mean or estimate > upper) else estimate
-            if held >= rate:  # else the long window's, as outside the panic (its rise is tested)
+            held = mean if (ending or estimate < mean or estimate > upper) else estimate
+            if held >= rate or ending:  # else the long window's, as outside the panic (its rise is tested)
                 rate, said, quick = held, f"{held:.2f} rps (since {after}: {mean:.2f} counted)" + \
-                    (", in the panic after it" if panic else ""), True
+                    (", in the panic after it" if panic else ", the panic over" if ending else ""), not ending
         elif s.step_detection and obs.rate_short_rps > rate and (ws.planned_rps is None or panic or stepped):
             # the short window only on evidence of a step, or in the panic that
             # follows one (Knative's panic window): its noise alone is no reason to scale
@@ -562,6 +569,7 @@ class ControlLaw:
                     said += ", a step again, in the panic after a step"
                 else:
                     ws.panic_until_s = now_s + s.scale_down_delay_s
+                    ws.panic_ending = True
                     ws.step_cv2 = obs.arrival_cv2
                     said += ", a step: no scale-down before the delay has passed"
             elif panic:
@@ -666,8 +674,7 @@ class ControlLaw:
                 s.rise_z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0)):
             ws.pool = []  # counted again from here: until then the long window's rate, as without the count
             return None
-        if ws.pool[-1][0] >= now_s - 1e-9:  # this tick's window is in it
-            ws.counted = (count, span_s)
+        ws.counted = (count, span_s)
         return count / span_s, count, span_s
 
     def _headroom(self, arrival_cv2: float) -> float:

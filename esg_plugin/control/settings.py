@@ -11,7 +11,7 @@ from typing import Optional
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
-ABLATIONS = ("utilisation", "step", "settle", "rise", "pooled", "backlog", "feedback", "capacity", "degraded",
+ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "degraded",
              "rollback", "starting", "bridge")
 
 
@@ -108,6 +108,18 @@ class ControlSettings:
     load fell: the delay's). Off: the short window
     (when above the long one) throughout the panic, and the first plan
     held like any other."""
+    panic_exit: bool = True
+    """At the end of the panic after a step — which held the plan for
+    ``scale_down_delay_s`` since it — the plan is for the arrivals counted
+    since the step (``step_settle``), not held within their noise: it comes
+    down at once where they are below ``scale_down_below`` of it, with no
+    backlog and no rising misses, watched as a scale-down (``rollback``);
+    Knative's panic mode, where on leaving the panic the stable window
+    decides. Not where the arrivals since are no one rate (a load that
+    rose and fell: that waits for the delay), and a count above the plan
+    goes through the rise test. Off: the count's noise band holds the plan
+    to the end of the panic, and then the long window (or the pooled count)
+    must stay below it for a further ``scale_down_delay_s``."""
     step_cv2_hold: bool = True
     """In the panic after a step, plan with the arrivals' cv² as it was when
     the step was detected, when the window's reads higher: a window that
@@ -293,6 +305,8 @@ class ControlSettings:
             return replace(self, step_detection=False)
         if mechanism == "settle":
             return replace(self, step_settle=False)
+        if mechanism == "exit":
+            return replace(self, panic_exit=False)
         if mechanism == "rise":
             return replace(self, rise_z=0.0)
         if mechanism == "pooled":

@@ -246,6 +246,37 @@ def test_a_first_plan_made_for_a_window_that_read_high_comes_down_to_the_arrival
     assert all(tick(off, state, float(t), 20.0).reasons["w"] == "unchanged" for t in range(2, 30, 2))
 
 
+def test_at_the_end_of_the_panic_the_plan_comes_to_the_arrivals_counted_since_at_once(chain):
+    """A plan at 1 rps sees 3.9 rps in one short window: a step. Then 3 rps
+    arrive: at that rate the count since the step stays within its noise
+    of the 3.9 planned for (3 sd of 84 arrivals is 1 rps over 28 s), so
+    the panic holds it. The panic itself held the plan for the scale-down
+    delay: at its end the plan comes down to the count at once
+    (``panic_exit``), not after a further delay. (A load that rose and
+    fell in the panic still waits for the delay: the test after this.)"""
+    wf, profiles = chain
+
+    def run(settings):
+        law = ControlLaw([wf], profiles, settings)
+        state = law.new_state()
+        reasons = {}
+        for t in range(0, 72, 2):
+            short = 1.0 if t == 0 else 3.9 if t == 2 else 3.0
+            long = min(3.0, 1.0 + 2.0 * t / 30.0)  # the 30-s window fills with the new rate
+            reasons[t] = tick(law, state, float(t), long, short_rps=short, long_window_s=30.0).reasons["w"]
+        return reasons, state.workflows["w"]
+
+    settings = ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, rate_headroom=0.1)
+    reasons, ws = run(settings)
+    assert "a step" in reasons[2] and ws.panic_until_s == 32.0
+    assert all(reasons[t] == "unchanged" for t in range(4, 32, 2))
+    assert reasons[32] == "settled: 3.00 rps (since the step: 3.00 counted), the panic over"
+    assert ws.estimate_rps == pytest.approx(3.0)
+    reasons, ws = run(dataclasses.replace(settings, panic_exit=False))
+    assert reasons[32] == "unchanged" and ws.estimate_rps == pytest.approx(3.0)
+    assert [t for t, r in reasons.items() if r.startswith("down after")] == [62]
+
+
 def test_a_load_that_rose_and_fell_again_in_the_panic_waits_for_the_delay(chain):
     """The arrivals since the step are no one rate when a window counted
     since reads significantly above their rate: a load that stayed high a
