@@ -73,7 +73,7 @@ from ..limits import is_number
 from ..planner.limits import NO_LIMITS
 from .delay import DelayWindow
 from .errors import ControlError
-from .observation import Observation, WorkflowObservation
+from .observation import MIN_GAPS_FOR_CV2, Observation, WorkflowObservation
 from .settings import ControlSettings
 
 EXEC_FACTOR_RANGE = (0.5, 3.0)
@@ -570,7 +570,7 @@ class ControlLaw:
                 else:
                     ws.panic_until_s = now_s + s.scale_down_delay_s
                     ws.panic_ending = True
-                    ws.step_cv2 = obs.arrival_cv2
+                    ws.step_cv2 = obs.arrival_cv2 if cv2_measured(obs) else None  # unknown: nothing to hold
                     said += ", a step: no scale-down before the delay has passed"
             elif panic:
                 said += ", in the panic after a step"
@@ -1111,6 +1111,14 @@ def step_detected(obs: WorkflowObservation, planned_rps: float, z: float) -> boo
     arrivals' cv² (bursty arrivals need more evidence)."""
     return significantly_above(obs.rate_short_rps * obs.short_window_s, planned_rps * obs.short_window_s, z,
                                obs.arrival_cv2)
+
+
+def cv2_measured(obs: WorkflowObservation) -> bool:
+    """Was the arrivals' cv² read from enough gaps (``MIN_GAPS_FOR_CV2``)?
+    Below, the source says 1 (Poisson) for want of a reading: at the start
+    of a run, a window of a few seconds. Without the long window's length,
+    taken as read."""
+    return obs.long_window_s is None or obs.rate_long_rps * obs.long_window_s >= MIN_GAPS_FOR_CV2 + 1
 
 
 def significantly_above(count: float, expected: float, z: float, arrival_cv2: float) -> bool:

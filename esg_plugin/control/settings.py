@@ -125,7 +125,11 @@ class ControlSettings:
     the step was detected, when the window's reads higher: a window that
     holds gaps at the old rate and at the new one reads as bursty
     (random-745: cv² 1.0 → 2.4 after a 5.6× step of Poisson arrivals),
-    and a plan for bursts holds more for the whole panic."""
+    and a plan for bursts holds more for the whole panic. Not a cv² read
+    from fewer than ``MIN_GAPS_FOR_CV2`` gaps (the source's 1 for want of
+    a reading, at the start of a run): that is no measurement to hold, and
+    held, it planned bursty arrivals as Poisson for a whole panic (``esg
+    up``, random live seed 18: a burst 4 s in)."""
     backlog_drain: bool = True
     """Plan for rate + backlog / ``drain_s``: requests already waiting are
     served within a bounded time instead of waiting for the queue to shrink."""

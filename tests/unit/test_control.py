@@ -331,6 +331,24 @@ def test_in_the_panic_after_a_step_the_step_cv2_is_planned_with_not_the_mixed_wi
     assert planned[False] == on_rate_grid(150.0 * 1.2)
 
 
+def test_a_cv2_read_from_too_few_arrivals_is_not_held_in_the_panic(chain):
+    """At the start of a run the long window holds a few arrivals, and the
+    source says cv² 1 for want of a reading: a step then has no cv² to
+    hold, and the panic plans with the cv² the windows read once they can."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(latest_rate=False))
+    state = law.new_state()
+    tick(law, state, 0.0, 0.5, long_window_s=2.0)  # one arrival
+    tick(law, state, 2.0, 2.5, short_rps=5.0, long_window_s=4.0)  # ten arrivals: a step, no cv² yet
+    assert state.workflows["w"].step_cv2 is None
+    tick(law, state, 4.0, 2.5, short_rps=20.0, arrival_cv2=9.0, long_window_s=6.0)  # the bursts read
+    assert state.workflows["w"].planned_rps == on_rate_grid(20.0 * 1.3)
+    measured = law.new_state()
+    tick(law, measured, 0.0, 5.0, long_window_s=30.0)
+    tick(law, measured, 2.0, 5.0, short_rps=30.0, long_window_s=30.0)  # 150 arrivals read Poisson
+    assert measured.workflows["w"].step_cv2 == 1.0
+
+
 def test_noise_in_the_short_window_is_followed_up_but_is_no_step(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=5.0, warmup_s=0.0))
