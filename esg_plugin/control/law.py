@@ -554,7 +554,9 @@ class ControlLaw:
             mean, upper = since
             estimate = ws.estimate_rps if ws.estimate_rps is not None else mean
             held = mean if (ending or estimate < mean or estimate > upper) else estimate
-            if held >= rate or ending:  # else the long window's, as outside the panic (its rise is tested)
+            # else the long window's, as outside the panic (its rise is tested; for bursty
+            # arrivals, a long window above the count is planned for, ``pooled_max_cv2``)
+            if held >= rate or (ending and obs.arrival_cv2 <= s.pooled_max_cv2):
                 rate, said, quick = held, f"{held:.2f} rps (since {after}: {mean:.2f} counted)" + \
                     (", in the panic after it" if panic else ", the panic over" if ending else ""), not ending
         elif s.step_detection and obs.rate_short_rps > rate and (ws.planned_rps is None or panic or stepped):

@@ -116,8 +116,9 @@ class ControlSettings:
     backlog and no rising misses, watched as a scale-down (``rollback``);
     Knative's panic mode, where on leaving the panic the stable window
     decides. Not where the arrivals since are no one rate (a load that
-    rose and fell: that waits for the delay), and a count above the plan
-    goes through the rise test. Off: the count's noise band holds the plan
+    rose and fell: that waits for the delay), nor below a long window
+    that reads higher for bursty arrivals (``pooled_max_cv2``); a count
+    above the plan goes through the rise test. Off: the count's noise band holds the plan
     to the end of the panic, and then the long window (or the pooled count)
     must stay below it for a further ``scale_down_delay_s``."""
     step_cv2_hold: bool = True
