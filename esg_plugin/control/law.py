@@ -160,7 +160,8 @@ class WorkflowState:
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
     panic_ending: bool = False
-    """A panic is on and its end not yet seen by a tick (``panic_exit``)."""
+    """A panic (or the first plan's count after it) is on and its end not
+    yet seen by a tick (``panic_exit``)."""
     step_at_s: float = -math.inf
     """When the last step was detected (its panic started), or the first plan was made."""
     first_until_s: float = -math.inf
@@ -362,6 +363,7 @@ class ControlLaw:
             target, why = want, f"first plan for {said}"
             if s.step_settle:  # made from the first windows: the arrivals counted from here may say it read high
                 ws.step_at_s, ws.since_step, ws.first_until_s = now_s, [], now_s + s.scale_down_delay_s
+                ws.panic_ending = True  # its count's end as a panic's (``panic_exit``)
                 window_s = obs.short_window_s if quick else (obs.long_window_s or obs.short_window_s)
                 ws.first_window = ((obs.rate_short_rps if quick else obs.rate_long_rps) * window_s, window_s)
         elif ws.boost > boost_before:  # the capacity feedback: more rate planned for at once
@@ -528,20 +530,24 @@ class ControlLaw:
         latest = self._latest_rate(ws, obs, now_s)
         panic = now_s < ws.panic_until_s
         stepped = ws.planned_rps is not None and step_detected(obs, ws.planned_rps, s.step_z)
-        ending = ws.panic_ending and not panic  # the first tick after the panic (``panic_exit``)
+        ending = ws.panic_ending and not panic and now_s >= ws.first_until_s  # the first tick after (``panic_exit``)
         if ending:
             ws.panic_ending = False
+        ending = ending and s.panic_exit
+        first = ws.step_at_s == ws.first_until_s - s.scale_down_delay_s  # counting since the first plan
         since, after = None, "the step"
-        if (panic or (ending and s.panic_exit)) and not stepped:  # a panic: a step seen
+        if (panic or (ending and not first)) and not stepped:  # a panic: a step seen
             since = self._since_step_rate(ws, obs, now_s)
-        elif now_s < ws.first_until_s and not stepped and ws.estimate_rps is not None:
+        elif (now_s < ws.first_until_s or (ending and obs.arrival_cv2 <= s.pooled_max_cv2)) and not stepped \
+                and ws.estimate_rps is not None:
             # after the first plan, made from the first windows, the count since
-            # only brings it down: a rise goes through the rise test as ever
-            # — when that window's own count is within the noise of the rate
-            # since: one well above it is a load that fell, which waits for the delay
+            # only brings it down (at the end of its count, to it): a rise goes
+            # through the rise test as ever — when that window's own count is within
+            # the noise of the rate since: one well above it is a load that fell,
+            # which waits for the delay
             counted, after = self._since_step_rate(ws, obs, now_s), "the first plan"
             arrivals, window_s = ws.first_window
-            if counted is not None and ws.estimate_rps > counted[1] and \
+            if counted is not None and (ending or ws.estimate_rps > counted[1]) and \
                     not significantly_above(arrivals, counted[0] * window_s, s.step_z, obs.arrival_cv2):
                 since = counted
         if since is not None:
@@ -558,7 +564,8 @@ class ControlLaw:
             # arrivals, a long window above the count is planned for, ``pooled_max_cv2``)
             if held >= rate or (ending and obs.arrival_cv2 <= s.pooled_max_cv2):
                 rate, said, quick = held, f"{held:.2f} rps (since {after}: {mean:.2f} counted)" + \
-                    (", in the panic after it" if panic else ", the panic over" if ending else ""), not ending
+                    (", in the panic after it" if panic else ", its count over" if ending and first
+                     else ", the panic over" if ending else ""), not ending
         elif s.step_detection and obs.rate_short_rps > rate and (ws.planned_rps is None or panic or stepped):
             # the short window only on evidence of a step, or in the panic that
             # follows one (Knative's panic window): its noise alone is no reason to scale

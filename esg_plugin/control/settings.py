@@ -118,7 +118,10 @@ class ControlSettings:
     decides. Not where the arrivals since are no one rate (a load that
     rose and fell: that waits for the delay), nor below a long window
     that reads higher for bursty arrivals (``pooled_max_cv2``); a count
-    above the plan goes through the rise test. Off: the count's noise band holds the plan
+    above the plan goes through the rise test. The first plan's
+    ``scale_down_delay_s`` of counting after it (``step_settle``) ends the
+    same way, where its first window is within the noise of the count (one
+    far above it is a load that fell) and the arrivals are not bursty. Off: the count's noise band holds the plan
     to the end of the panic, and then the long window (or the pooled count)
     must stay below it for a further ``scale_down_delay_s``."""
     step_cv2_hold: bool = True

@@ -107,7 +107,9 @@ def test_at_a_steady_rate_the_plan_comes_to_the_arrivals_counted_since_not_to_on
     window reads within ``scale_down_below`` of the plan, the delay never
     runs out, and the plan stays at the first reading. So it does for bursty
     arrivals (cv² 4, above ``pooled_max_cv2``): a long window that reads
-    above the count is planned for."""
+    above the count is planned for. (The first window, 360 arrivals against
+    a count of 10 rps, is a load that fell for the first plan's count: it
+    moves nothing at the end of that count either.)"""
     wf, profiles = chain
 
     def run(settings, cv2=1.0):
@@ -119,16 +121,21 @@ def test_at_a_steady_rate_the_plan_comes_to_the_arrivals_counted_since_not_to_on
                                                              arrival_cv2=cv2)}), state, 0.0)
         reasons = [law.step(obs(float(t), 9.0 if t % 4 else 11.0), state, float(t)).reasons["w"]
                    for t in range(2, 90, 2)]
-        return state.workflows["w"].estimate_rps, [r for r in reasons if r.startswith("down")]
+        return state.workflows["w"].estimate_rps, [r for r in reasons if r.startswith("down")], reasons
 
     settings = ControlSettings(scale_down_delay_s=30.0, warmup_s=30.0, rate_headroom=0.1)
-    estimate, downs = run(settings)
+    estimate, downs, _ = run(settings)
     assert estimate == pytest.approx(10.0) and len(downs) == 1 and "counted over" in downs[0]
-    estimate, downs = run(dataclasses.replace(settings, pooled_rate=False))
+    estimate, downs, _ = run(dataclasses.replace(settings, pooled_rate=False))
     assert estimate == pytest.approx(12.0) and not downs
-    estimate, downs = run(settings, cv2=4.0)
+    estimate, downs, _ = run(settings, cv2=4.0)
     assert estimate == pytest.approx(12.0) and not downs
-    estimate, downs = run(dataclasses.replace(settings, pooled_max_cv2=math.inf), cv2=4.0)
+    estimate, downs, reasons = run(dataclasses.replace(settings, pooled_max_cv2=math.inf), cv2=4.0)
+    # the count for all arrivals: down to it at the end of the first plan's count (the first
+    # window within the noise of a bursty count), or after the delay where the first
+    # plan's count is off (``panic_exit``)
+    assert estimate == pytest.approx(10.0) and reasons[14].endswith("its count over") and not downs
+    estimate, downs, _ = run(dataclasses.replace(settings, pooled_max_cv2=math.inf, panic_exit=False), cv2=4.0)
     assert estimate == pytest.approx(10.0) and len(downs) == 1
 
 
@@ -329,6 +336,33 @@ def test_in_the_panic_after_a_step_the_step_cv2_is_planned_with_not_the_mixed_wi
         planned[hold] = state.workflows["w"].planned_rps
     assert planned[True] == on_rate_grid(150.0 * 1.1)
     assert planned[False] == on_rate_grid(150.0 * 1.2)
+
+
+def test_at_the_end_of_the_first_plans_count_the_plan_comes_to_it(chain):
+    """A first plan made from 2 s that read 7 rps where 6 arrive, the long
+    window reading 6.5 (within 10% of the plan): the count since stays
+    within its noise of 7 (3 sd of 168 arrivals over 28 s is 1.4 rps), so
+    it holds; at the end of the first plan's count (30 s, as a panic's)
+    the plan comes to the count at once (``panic_exit``). Off: once the
+    pooled count spans more than the long window it is wanted, and the
+    scale-down waits 30 s more (62 s)."""
+    wf, profiles = chain
+
+    def run(settings):
+        law = ControlLaw([wf], profiles, settings)
+        state = law.new_state()
+        tick(law, state, 0.0, 7.0, long_window_s=2.0)
+        reasons = {t: tick(law, state, float(t), 6.5, short_rps=6.0, long_window_s=min(30.0, float(t))).reasons["w"]
+                   for t in range(2, 80, 2)}  # the long window reads a little high: within 10% of the plan
+        return reasons, state.workflows["w"]
+
+    settings = ControlSettings(scale_down_delay_s=30.0, rate_headroom=0.1, latest_rate=False)
+    reasons, ws = run(settings)
+    assert all(reasons[t] == "unchanged" for t in range(2, 30, 2))
+    assert reasons[30] == "settled: 6.00 rps (since the first plan: 6.00 counted), its count over"
+    reasons, ws = run(dataclasses.replace(settings, panic_exit=False))
+    changed = [t for t, r in reasons.items() if r != "unchanged"]
+    assert changed == [62] and ws.estimate_rps == pytest.approx(6.0)
 
 
 def test_a_cv2_read_from_too_few_arrivals_is_not_held_in_the_panic(chain):
