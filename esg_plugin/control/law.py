@@ -534,7 +534,8 @@ class ControlLaw:
         if ending:
             ws.panic_ending = False
         ending = ending and s.panic_exit
-        first = ws.step_at_s == ws.first_until_s - s.scale_down_delay_s  # counting since the first plan
+        # counting since the first plan (the sum as the first plan made it: exact in floating point)
+        first = ws.step_at_s + s.scale_down_delay_s == ws.first_until_s
         since, after = None, "the step"
         if (panic or (ending and not first)) and not stepped:  # a panic: a step seen
             since = self._since_step_rate(ws, obs, now_s)
