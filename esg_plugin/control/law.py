@@ -159,9 +159,10 @@ class WorkflowState:
     clean_since_s: Optional[float] = None
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
-    panic_ending: bool = False
-    """A panic (or the first plan's count after it) is on and its end not
-    yet seen by a tick (``panic_exit``)."""
+    counting_since: Optional[str] = None
+    """While a panic ("the step") or the first plan's count after it ("the
+    first plan") is on and its end not yet seen by a tick: which
+    (``panic_exit``)."""
     step_at_s: float = -math.inf
     """When the last step was detected (its panic started), or the first plan was made."""
     first_until_s: float = -math.inf
@@ -176,9 +177,6 @@ class WorkflowState:
     pool: list = field(default_factory=list)
     """(time_s, start of its short window in s, arrivals in it) of disjoint
     short windows since the arrival rate last moved (``pooled_rate``)."""
-    counted: Optional[tuple[float, float]] = None
-    """(arrivals, seconds) the pool holds at this tick, where it spans more
-    than the long window: what the rise test reads (else the long window)."""
     last_short: Optional[tuple[float, float, float]] = None
     """(time_s, the short window's rate, its length) at the last tick."""
     step_cv2: Optional[float] = None
@@ -355,7 +353,8 @@ class ControlLaw:
         boost_before = ws.boost
         why = self._feedback(ws, missing, fresh, now_s)
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
-        want, wanted_rps, said, quick, settled = self._wanted_rate(ws, obs, backlog, now_s)
+        pooled = self._pooled_rate(ws, obs, now_s)
+        want, wanted_rps, said, quick, settled = self._wanted_rate(ws, obs, backlog, now_s, pooled)
         planned = ws.planned_rps
         target = planned
         ws.calm = calm = backlog <= 0 and not rising and now_s >= ws.panic_until_s
@@ -363,12 +362,12 @@ class ControlLaw:
             target, why = want, f"first plan for {said}"
             if s.step_settle:  # made from the first windows: the arrivals counted from here may say it read high
                 ws.step_at_s, ws.since_step, ws.first_until_s = now_s, [], now_s + s.scale_down_delay_s
-                ws.panic_ending = True  # its count's end as a panic's (``panic_exit``)
+                ws.counting_since = "the first plan"  # its count's end as a panic's (``panic_exit``)
                 window_s = obs.short_window_s if quick else (obs.long_window_s or obs.short_window_s)
                 ws.first_window = ((obs.rate_short_rps if quick else obs.rate_long_rps) * window_s, window_s)
         elif ws.boost > boost_before:  # the capacity feedback: more rate planned for at once
             target = max(planned, want)
-        elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs)):
+        elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs, pooled)):
             target, why = want, f"up: {said}"
             ws.scale_down.reset()
         elif settled and want < planned * s.scale_down_below and backlog <= 0 and not rising:
@@ -513,34 +512,33 @@ class ControlLaw:
             return f"no misses for {s.scale_down_delay_s:g} s: margin lowered to {ws.margin:.2f}"
         return None
 
-    def _wanted_rate(self, ws: WorkflowState, obs: WorkflowObservation, backlog: float,
-                     now_s: float) -> tuple[float, float, str, bool, bool]:
-        """The rate to cover now (headroom included, on the rate grid), the
+    def _wanted_rate(self, ws: WorkflowState, obs: WorkflowObservation, backlog: float, now_s: float,
+                     pooled: Optional[tuple[float, float, float]]) -> tuple[float, float, str, bool, bool]:
+        """From this tick's count since the rate last moved (``pooled``, or
+        None): the rate to cover now (headroom included, on the rate grid), the
         offered rate it is for (neither), a few words on where it came from, whether
         the short window, the arrivals since a step or a backlog made it (not
         the long window alone), and whether the arrivals since a step did
         (``step_settle``)."""
         s = self.settings
         rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
-        pooled = self._pooled_rate(ws, obs, now_s)
-        if pooled is not None and (obs.arrival_cv2 <= s.pooled_max_cv2 or pooled[0] >= rate):
+        bursty = obs.arrival_cv2 > s.pooled_max_cv2
+        if pooled is not None and (not bursty or pooled[0] >= rate):
             # bursty arrivals: a long window that reads above the count is planned for (``pooled_max_cv2``)
             rate, said = pooled[0], f"{pooled[0]:.2f} rps (counted over {pooled[2]:.0f} s)"
         quick = False
         latest = self._latest_rate(ws, obs, now_s)
         panic = now_s < ws.panic_until_s
         stepped = ws.planned_rps is not None and step_detected(obs, ws.planned_rps, s.step_z)
-        ending = ws.panic_ending and not panic and now_s >= ws.first_until_s  # the first tick after (``panic_exit``)
-        if ending:
-            ws.panic_ending = False
-        ending = ending and s.panic_exit
-        # counting since the first plan (the sum as the first plan made it: exact in floating point)
-        first = ws.step_at_s + s.scale_down_delay_s == ws.first_until_s
+        ended = ws.counting_since if not panic and now_s >= ws.first_until_s else None  # the first tick after
+        if ended is not None:
+            ws.counting_since = None
+        ending = ended is not None and s.panic_exit  # (``panic_exit``)
+        first = ended == "the first plan"
         since, after = None, "the step"
         if (panic or (ending and not first)) and not stepped:  # a panic: a step seen
             since = self._since_step_rate(ws, obs, now_s)
-        elif (now_s < ws.first_until_s or (ending and obs.arrival_cv2 <= s.pooled_max_cv2)) and not stepped \
-                and ws.estimate_rps is not None:
+        elif (now_s < ws.first_until_s or (ending and not bursty)) and not stepped and ws.estimate_rps is not None:
             # after the first plan, made from the first windows, the count since
             # only brings it down (at the end of its count, to it): a rise goes
             # through the rise test as ever — when that window's own count is within
@@ -563,7 +561,7 @@ class ControlLaw:
             held = mean if (ending or estimate < mean or estimate > upper) else estimate
             # else the long window's, as outside the panic (its rise is tested; for bursty
             # arrivals, a long window above the count is planned for, ``pooled_max_cv2``)
-            if held >= rate or (ending and obs.arrival_cv2 <= s.pooled_max_cv2):
+            if held >= rate or (ending and not bursty):
                 rate, said, quick = held, f"{held:.2f} rps (since {after}: {mean:.2f} counted)" + \
                     (", in the panic after it" if panic else ", its count over" if ending and first
                      else ", the panic over" if ending else ""), not ending
@@ -579,7 +577,7 @@ class ControlLaw:
                     said += ", a step again, in the panic after a step"
                 else:
                     ws.panic_until_s = now_s + s.scale_down_delay_s
-                    ws.panic_ending = True
+                    ws.counting_since = "the step"
                     ws.step_cv2 = obs.arrival_cv2 if cv2_measured(obs) else None  # unknown: nothing to hold
                     said += ", a step: no scale-down before the delay has passed"
             elif panic:
@@ -640,7 +638,8 @@ class ControlLaw:
         sd = math.sqrt(max(count + before_rps * tick_s, 1.0) * max(obs.arrival_cv2, 1.0))
         return max(0.0, count - sd) / tick_s
 
-    def _rise_is_real(self, ws: WorkflowState, obs: WorkflowObservation) -> bool:
+    def _rise_is_real(self, ws: WorkflowState, obs: WorkflowObservation,
+                      pooled: Optional[tuple[float, float, float]]) -> bool:
         """Is the long window's count — or the count pooled since the rate
         last moved, where there is one (``pooled_rate``) — significantly
         above the rate the plan was made for (``rise_z``)? Without the
@@ -648,7 +647,8 @@ class ControlLaw:
         z = self.settings.rise_z
         if z <= 0 or obs.long_window_s is None or ws.estimate_rps is None:
             return True
-        count, span_s = ws.counted or (obs.rate_long_rps * obs.long_window_s, obs.long_window_s)
+        count, span_s = pooled[1:] if pooled is not None else (obs.rate_long_rps * obs.long_window_s,
+                                                               obs.long_window_s)
         expected = ws.estimate_rps * span_s
         return count > expected + z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0))
 
@@ -666,7 +666,6 @@ class ControlLaw:
         window that read high (at 1 rps a 30-s window is ±18%) no longer
         holds the plan above the load until the scale-down delay."""
         s = self.settings
-        ws.counted = None
         if not s.pooled_rate or obs.long_window_s is None:
             ws.pool = []
             return None
@@ -684,7 +683,6 @@ class ControlLaw:
                 s.rise_z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0)):
             ws.pool = []  # counted again from here: until then the long window's rate, as without the count
             return None
-        ws.counted = (count, span_s)
         return count / span_s, count, span_s
 
     def _headroom(self, arrival_cv2: float) -> float:
