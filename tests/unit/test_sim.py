@@ -355,3 +355,22 @@ def test_the_fluid_ceiling_of_a_burst_is_what_the_cores_finish_in_time():
     ceiling = fluid_ceiling(burst, topology, {"a": 10.0, "b": 30.0}, cores=2, warmup_s=20.0)
     assert ceiling == {"w": pytest.approx(10 / 11), "*": pytest.approx(10 / 11)}
     assert fluid_ceiling(burst, topology, {"a": 10.0}, cores=2, warmup_s=20.0) == {}  # b never seen: no ceiling
+
+
+def test_a_miss_is_classed_by_what_its_arrivals_were_doing():
+    """``bench/miss_causes.py``: the class comes from the workload's truth —
+    within the settle time after an upward step a rise, after a downward
+    one a fall, gamma arrivals with cv above 1 bursty, the rest steady."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from miss_causes import miss_class
+
+    from esg_plugin.sim.workload import Arrivals
+
+    steps = Arrivals("steps", {"steps": [[0.0, 5.0], [100.0, 20.0], [200.0, 5.0]]})
+    assert [miss_class(steps, t, 30.0) for t in (10.0, 90.0, 100.0, 129.9, 130.0, 210.0, 240.0)] == \
+        ["steady", "steady", "rise", "rise", "steady", "fall", "steady"]
+    assert miss_class(Arrivals("gamma", {"rate_rps": 5.0, "cv": 2.5}), 10.0, 30.0) == "bursty"
+    assert miss_class(Arrivals("gamma", {"rate_rps": 5.0, "cv": 1.0}), 10.0, 30.0) == "steady"
+    assert miss_class(Arrivals("poisson", {"rate_rps": 5.0}), 10.0, 30.0) == "steady"
