@@ -60,6 +60,7 @@ evaluate: $(STAMP)
 	$(BIN)/python bench/evaluate.py
 	$(BIN)/python bench/robustness.py --cases 30 --first-seed 561 --ablation --describe \
 		--json docs/evaluation/robustness.json
+	$(BIN)/python bench/miss_causes.py --seeds 561-590
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .import_linter_cache *.egg-info

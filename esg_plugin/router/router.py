@@ -6,8 +6,11 @@ the workflow's DAG, calling each stage's function through the gateway.
   ``{"inputs": {"<stage>": output, ...}}``; a stage with ``fanout f`` is
   called f times with the same input and passes ``{"outputs": [...]}`` on.
 - Every call carries ``X-ESG-Deadline-Ms`` (the request's arrival plus the
-  SLO, absolute Unix ms) and ``X-ESG-Request-Id``; parallel branches run
-  concurrently.
+  SLO, absolute Unix ms) and ``X-ESG-Request-Id``, and, where the control
+  law has planned the workflow (``set_downstream_ms``), ``X-ESG-Downstream-Ms``:
+  what the plan expects the stages after this one to take (the batcher's
+  slack-aware dispatch, and its newest-first order when behind its plan);
+  parallel branches run concurrently.
 - The answer is the exit stage's output (``{"<stage>": output, ...}`` when
   there are several exits), with ``stages_ms``: per stage, the time its
   request waited in the function's queue and the time its batch executed
@@ -56,6 +59,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..errors import ESGError
+from ..limits import is_number
 from ..control.admission import AdmissionSettings, ConcurrencyLimit, RateLimit
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
 from ..runtime import v2
@@ -84,6 +88,8 @@ class Router:
         self.clock = clock
         self.rate_limits: dict[str, RateLimit] = {}
         """Per workflow the control law holds below its rate (the node is full): the rate it admits."""
+        self.downstream_ms: dict[tuple[str, str], float] = {}
+        """Per (workflow, stage): what the plan expects after the stage (``X-ESG-Downstream-Ms``)."""
         self.lock = threading.Lock()
         self.in_flight = {name: 0 for name in topology.workflows}
         self.admission = admission
@@ -131,6 +137,20 @@ class Router:
                     self.rate_limits[name].set(rate, now)
                 else:
                     self.rate_limits[name] = RateLimit(rate, now)
+
+    def set_downstream_ms(self, downstream_ms: Mapping[tuple[str, str], float]) -> None:
+        """What the plan expects after each stage (the control law's
+        ``Decision.downstream_ms``); a stage not named is sent none. A number
+        outside [0, an hour] or a stage not in the topology is not believed."""
+        kept = {key: float(ms) for key, ms in downstream_ms.items()
+                if key in self.topology.functions and is_number(ms) and 0 <= ms <= C.MAX_DOWNSTREAM_MS}
+        with self.lock:
+            self.downstream_ms = kept
+
+    def _stage_headers(self, workflow_name: str, stage: str, headers: dict) -> dict:
+        """``headers`` with the stage's planned downstream, where there is one."""
+        downstream = self.downstream_ms.get((workflow_name, stage))
+        return headers if downstream is None else {**headers, C.DOWNSTREAM_HEADER: f"{downstream:.1f}"}
 
     def post_stage(self, stage: str, function: str, body: bytes, headers: dict, path: str = "") -> tuple[bytes, Any]:
         """POST to a stage's function through the gateway: (body, response headers); StageFailed."""
@@ -217,6 +237,7 @@ class Router:
                     headers = {"Content-Type": ctype, C.REQUEST_ID_HEADER: request_id,
                                C.DEADLINE_HEADER: str(int(deadline_ms))}
                     function = self.topology.functions[(workflow_name, stage_name)]
+                    headers = self._stage_headers(workflow_name, stage_name, headers)
                     calls[stage_name] = [self.pool.submit(self.post_stage, stage_name, function, payload, headers)
                                          for _ in range(workflow.stage(stage_name).fanout)]
                 for stage_name, futures in calls.items():
@@ -288,8 +309,8 @@ class Router:
         headers = {C.REQUEST_ID_HEADER: request_id, C.DEADLINE_HEADER: str(int(started * 1000.0 + workflow.slo_ms))}
 
         def call(stage: str, model: str, payload: bytes, headers: dict):
-            return self.post_stage(stage, self.topology.functions[(workflow_name, stage)], payload, headers,
-                                   f"/v2/models/{model}/infer")
+            return self.post_stage(stage, self.topology.functions[(workflow_name, stage)], payload,
+                                   self._stage_headers(workflow_name, stage, headers), f"/v2/models/{model}/infer")
 
         try:
             tensors = v2.infer_chain(request.inputs, [(s, workflow.stage(s).function) for s in order], call, headers)

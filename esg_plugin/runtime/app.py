@@ -350,8 +350,20 @@ class RuntimeApp:
             deadline_s = self.clock() + (deadline_unix_ms - time.time() * 1000.0) / 1000.0
             if deadline_s <= self.clock():
                 return self._error(504, "the request's deadline has already passed", reason="deadline")
+        downstream_s = 0.0
+        raw_downstream = environ.get(wsgi_header(C.DOWNSTREAM_HEADER))
+        if raw_downstream is not None:
+            try:
+                downstream_ms = float(raw_downstream)
+            except ValueError:
+                downstream_ms = math.nan
+            if not 0 <= downstream_ms <= C.MAX_DOWNSTREAM_MS:
+                return self._error(400, f"{C.DOWNSTREAM_HEADER} must be a number of ms in "
+                                        f"[0, {C.MAX_DOWNSTREAM_MS:g}], got {raw_downstream[:40]!r}",
+                                   reason="bad_request")
+            downstream_s = downstream_ms / 1000.0
         try:
-            request = self.batcher.submit(payload, deadline_s)
+            request = self.batcher.submit(payload, deadline_s, downstream_s)
         except QueueFull:
             code, hdrs, body = self._error(429, f"the queue is full ({self.settings.max_queue} requests)",
                                            reason="queue_full")

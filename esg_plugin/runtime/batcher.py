@@ -6,8 +6,18 @@ exactly once.
 - A batch leaves when it is full (``max_batch_size``), when its oldest
   request has waited ``max_wait_ms``, or earlier when the oldest request's
   deadline leaves no more slack than the expected execution time of the
-  batch so far (slack-aware dispatch, as BentoML's dispatcher learns its
-  latency).
+  batch so far and the stages planned after this one (slack-aware dispatch,
+  as BentoML's dispatcher learns its latency; the router says what is
+  planned downstream, ``X-ESG-Downstream-Ms``, else nothing is).
+- Newest first when the stage is behind its plan (adaptive LIFO, as in
+  Facebook's "Fail at Scale"): while the oldest request can no longer meet
+  its deadline after this execution and the downstream planned for it, a
+  batch takes the newest requests — those with the most slack — instead of
+  the oldest, which would then miss at a later stage after taking this
+  one's capacity; the oldest wait, and are shed once not even the fastest
+  path could bring them in. In order again as soon as the oldest is within
+  its plan. Without a downstream figure this never happens: the test is
+  then the one that sheds.
 - Early shedding: a request that can no longer meet its deadline is
   answered with :class:`DeadlineExceeded` at once, without running: on
   arrival, and wherever it stands in the queue whenever the queue moves.
@@ -76,6 +86,8 @@ class Request:
     enqueued_s: float
     deadline_s: Optional[float] = None
     """On the batcher's clock; None: no deadline."""
+    downstream_s: float = 0.0
+    """What the plan expects the stages after this one to take (0: not known)."""
     future: Future = field(default_factory=Future)
     batch_size: int = 0
     queue_ms: float = 0.0
@@ -102,10 +114,20 @@ def decide_dispatch(queue: Sequence[Request], config: BatchConfig, expected_exec
     oldest = queue[0]
     due = oldest.enqueued_s + config.max_wait_ms / 1000.0
     if oldest.deadline_s is not None:
-        due = min(due, oldest.deadline_s - expected_exec_s)
+        due = min(due, oldest.deadline_s - oldest.downstream_s - expected_exec_s)
     if now_s >= due - _TOLERANCE_S:
         return Dispatch(True)
     return Dispatch(False, due)
+
+
+def behind_plan(now_s: float, expected_exec_s: float, downstream_s: float, deadline_s: Optional[float]) -> bool:
+    """Whether the oldest request (``deadline_s``, ``downstream_s`` planned
+    after this stage), run now, would still miss its deadline: the stage is
+    behind its plan and serves the newest first (see the module). Never
+    without a deadline or a downstream figure. The simulator's stages take
+    the same rule (``sim/engine.py``)."""
+    return deadline_s is not None and downstream_s > 0 \
+        and now_s + expected_exec_s + downstream_s > deadline_s + _TOLERANCE_S
 
 
 def earliest_finish_s(position: int, max_batch_size: int, estimate: "ExecEstimate", now_s: float) -> float:
@@ -179,7 +201,7 @@ class Batcher:
         """When the last batch ended (or the last probe was admitted)."""
 
     # --- intake ------------------------------------------------------------
-    def submit(self, payload: Any, deadline_s: Optional[float] = None) -> Request:
+    def submit(self, payload: Any, deadline_s: Optional[float] = None, downstream_s: float = 0.0) -> Request:
         with self._cond:
             if self.failure is not None:
                 raise Broken(f"the batching thread failed: {self.failure!r}")
@@ -192,7 +214,7 @@ class Batcher:
             if deadline_s is not None and not probe and earliest_finish_s(
                     len(self._queue), self.config.get().max_batch_size, self.estimate, now_s) > deadline_s:
                 raise DeadlineExceeded()
-            request = Request(payload, now_s, deadline_s, probe=probe)
+            request = Request(payload, now_s, deadline_s, max(0.0, downstream_s), probe=probe)
             if probe:
                 self._last_run_s = now_s  # one probe per PROBE_S
             self._queue.append(request)
@@ -213,12 +235,16 @@ class Batcher:
             config = self.config.get()
             self._shed(now_s, config.max_batch_size)
             queue = self._queue
-            decision = decide_dispatch(queue, config, self.estimate.expected_s(min(len(queue), config.max_batch_size)), now_s)
+            expected_s = self.estimate.expected_s(min(len(queue), config.max_batch_size))
+            decision = decide_dispatch(queue, config, expected_s, now_s)
             if not decision.now and not (self._closing and queue):
                 return None, decision.wake_at_s
+            oldest = queue[0]
+            take = queue.pop if behind_plan(now_s, expected_s, oldest.downstream_s, oldest.deadline_s) \
+                else queue.popleft
             batch = []
             while queue and len(batch) < config.max_batch_size:
-                request = queue.popleft()
+                request = take()
                 if request.future.set_running_or_notify_cancel():
                     batch.append(request)
             return batch, None

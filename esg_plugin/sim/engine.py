@@ -11,6 +11,10 @@ What is modelled
   the oldest request has waited the timeout, or — for policies with
   deadline-aware dispatch (``esg``) — when waiting longer would make the
   oldest request miss its deadline given the plan's latency downstream.
+  A batch takes the oldest requests, except, for policies with
+  ``newest_first`` (``esg``), while the oldest would miss by the plan's
+  downstream even run now: then the newest (the runtime's rule,
+  ``runtime/batcher.py: behind_plan``).
 - **Batch execution time** is the profile's latency at the instance's share
   for the smallest profiled batch size that holds the batch (a batch of 3
   on a batch-4 instance takes the batch-4 time), optionally times seeded
@@ -58,6 +62,7 @@ import numpy as np
 
 from ..control import gap_cv2
 from ..model import FunctionProfile, InstanceGroup, ProfileSet
+from ..runtime.batcher import behind_plan
 from .cluster import Cluster
 from .workload import Workload
 
@@ -106,6 +111,8 @@ class Policy:
     short_window_s: Optional[float] = None
     """The quick rate's window (``View.recent_rps``); None: ``interval_s``."""
     deadline_dispatch = False
+    newest_first = False
+    """Whether a stage behind its plan serves the newest requests first (the runtime's ``behind_plan``)."""
     lanes = 1
 
     def decide(self, view: View) -> Optional[Deployment]:  # pragma: no cover - interface
@@ -477,6 +484,7 @@ class Simulator:
     def _dispatch(self, lane: _Lane, now: float) -> None:
         queue, idle = lane.queue, lane.idle
         deadline_dispatch = self.policy.deadline_dispatch
+        newest_first = self.policy.newest_first
         stage = lane.stage
         after = stage.min_after_ms
         while queue and idle:
@@ -504,8 +512,12 @@ class Simulator:
                     return
             k = b if n >= b else n
             items = []
+            # behind the plan: the newest first, as the runtime's batcher (``newest_first``)
+            behind = newest_first and behind_plan(now / 1000.0, exec_ms[k] / 1000.0, stage.downstream_ms / 1000.0,
+                                                  queue[0][1].deadline_ms / 1000.0)
+            take = queue.pop if behind else queue.popleft
             for _ in range(k):
-                req = queue.popleft()[1]
+                req = take()[1]
                 if req.shed:
                     continue
                 if now + exec_ms[k] + after > req.deadline_ms + _EPS:

@@ -88,6 +88,7 @@ class ControlledPolicy(Policy):
                  settings: Optional[ControlSettings] = None):
         self.name = name
         self.law = ControlLaw(workflows, profiles, settings or ControlSettings(), policy=name)
+        self.newest_first = self.law.settings.newest_first
         self.state = self.law.new_state()
         self.downstream: dict[tuple[str, str], float] = {}
 

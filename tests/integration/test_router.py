@@ -365,3 +365,34 @@ def test_the_router_function_exports_the_workflow_counters_beside_the_runtimes(m
         app.drain(5)
         server.shutdown()
         server.server_close()
+
+
+def test_each_stage_call_carries_the_downstream_the_plan_expects_after_it():
+    """``set_downstream_ms`` (the control law's ``Decision.downstream_ms``):
+    each stage's call carries what is planned after it; a stage not named, a
+    stage not in the topology or a number out of range sends none."""
+    seen = {}
+
+    class Handler(JsonRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen[self.path.rsplit("/", 1)[-1]] = self.headers.get(C.DOWNSTREAM_HEADER)
+            self._send(200, b'{"ok": true}')
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stack = {"functions": {
+        "head": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "10000", "com.esg.stage": "a"}},
+        "tail": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "b", "com.esg.after": "a"}},
+    }}
+    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        router.set_downstream_ms({("w", "a"): 42.25, ("w", "b"): -1.0, ("w", "nowhere"): 5.0})
+        assert router.run("w", b"{}", "application/json")[0] == 200
+        assert seen == {"head": "42.2", "tail": None}
+        router.set_downstream_ms({})
+        assert router.run("w", b"{}", "application/json")[0] == 200
+        assert seen == {"head": None, "tail": None}
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -295,3 +295,42 @@ def test_a_dead_batching_thread_fails_every_request_and_refuses_new_ones():
     with pytest.raises(Broken):
         b.submit("c")
     assert isinstance(b.failure, RuntimeError)
+
+
+def test_the_downstream_planned_for_a_request_makes_its_batch_leave_earlier():
+    """Slack-aware dispatch counts what the plan expects after this stage:
+    a lone request due at 100 ms by its deadline leaves at 70 when 30 ms
+    are planned downstream (10 of them its own execution)."""
+    cfg = BatchConfig(4, 1000.0)
+    alone = Request(None, 0.0, 0.100)
+    planned = Request(None, 0.0, 0.100, 0.030)
+    assert decide_dispatch([alone], cfg, 0.010, 0.0).wake_at_s == pytest.approx(0.090)
+    assert decide_dispatch([planned], cfg, 0.010, 0.0).wake_at_s == pytest.approx(0.060)
+
+
+def test_a_stage_behind_its_plan_serves_the_newest_first_and_in_order_again_once_caught_up():
+    """Adaptive LIFO: while the oldest request, run now, would miss by the
+    downstream planned for it, a batch takes the newest requests (the most
+    slack); once the oldest is within its plan, the oldest go first again.
+    Without a downstream figure, always the oldest first."""
+    b, clock, batches = make(max_batch=2, wait_ms=0.0)
+    b.estimate.observe(1, 0.001)
+    b.estimate.observe(2, 0.001)
+    for i, deadline in enumerate((0.050, 0.200, 0.300, 0.400)):
+        b.submit(i, deadline_s=deadline, downstream_s=0.060)  # the first is behind: 0 + 1 + 60 ms > 50 ms
+    batch, _ = b.step()
+    assert [r.payload for r in batch] == [3, 2]
+    b.execute(batch)
+    batch, _ = b.step()  # the oldest (deadline 50 ms) is still behind: the newest left go first
+    assert [r.payload for r in batch] == [1, 0]
+    b.execute(batch)
+    c, clock, batches = make(max_batch=2, wait_ms=0.0)
+    for i, deadline in enumerate((0.050, 0.200, 0.300)):
+        c.submit(i, deadline_s=deadline)
+    batch, _ = c.step()
+    assert [r.payload for r in batch] == [0, 1]
+    d, clock, batches = make(max_batch=2, wait_ms=0.0)
+    for i, deadline in enumerate((0.100, 0.200, 0.300)):
+        d.submit(i, deadline_s=deadline, downstream_s=0.060)  # within plan: 0 + 60 ms < 100 ms
+    batch, _ = d.step()
+    assert [r.payload for r in batch] == [0, 1]

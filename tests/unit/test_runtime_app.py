@@ -424,3 +424,16 @@ def test_a_cpu_instance_says_how_busy_its_share_cores_were_while_it_executed():
     finally:
         for app in apps:
             app.drain(timeout_s=5.0)
+
+
+@pytest.mark.parametrize("value, status", [("12.5", 200), ("0", 200), ("-1", 400), ("nan", 400), ("soon", 400),
+                                           ("1e12", 400)])
+def test_the_downstream_header_is_a_number_of_ms_in_range_or_a_400(make_app, value, status):
+    """``X-ESG-Downstream-Ms`` (what the plan expects after this stage) is
+    believed only as a number of milliseconds in [0, an hour]; anything else
+    is a 400 with a JSON reason, and the request is not queued."""
+    app = make_app(handler_module(handle=lambda event, context: "ok"))
+    code, _, body = call(app, body=b"x", headers={"X-ESG-Downstream-Ms": value})
+    assert code == status
+    if status == 400:
+        assert "X-ESG-Downstream-Ms" in json.loads(body)["error"]
