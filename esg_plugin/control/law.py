@@ -149,6 +149,7 @@ class WorkflowState:
     plan: Optional[Plan] = None
     groups: dict[str, list[InstanceGroup]] = field(default_factory=dict)
     downstream_ms: dict[str, float] = field(default_factory=dict)
+    downstream_exec_ms: dict[str, float] = field(default_factory=dict)
     factors: dict[str, float] = field(default_factory=dict)
     """The execution-time factors the plan was made with, per function."""
     fits: bool = True
@@ -257,6 +258,11 @@ class Decision:
     """The rate each workflow's plan covers."""
     downstream_ms: dict[StageKey, float]
     """Planned latency after each stage (hops included), for deadline-aware dispatch."""
+    downstream_exec_ms: dict[StageKey, float] = field(default_factory=dict)
+    """The planned executions after each stage, hops included and no wait: a
+    request that cannot make its deadline even so is behind the plan, and
+    its stage serves the newest first (``newest_first``; the router sends it
+    as ``X-ESG-Downstream-Ms``)."""
     admit_rps: dict[str, float] = field(default_factory=dict)
     """Workflows planned below their wanted rate for lack of busy capacity:
     the rate to admit at the entry (the rest is shed with 429)."""
@@ -763,11 +769,8 @@ class ControlLaw:
         ws.groups = deployment_for(self.policy, problem, choices)
         if self.settings.bridge_batching or self.settings.burst_batching:
             ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
-        after: dict[str, float] = {}
-        for name in reversed(workflow.topological_order()):
-            after[name] = max((workflow.hop_ms + choices[t].latency_ms + after[t]
-                               for t in workflow.graph.successors(name)), default=0.0)
-        ws.downstream_ms = after
+        ws.downstream_ms = _after(workflow, {name: option.latency_ms for name, option in choices.items()})
+        ws.downstream_exec_ms = _after(workflow, {name: option.exec_ms for name, option in choices.items()})
 
     def _adds_capacity(self, workflow: Workflow, ws: WorkflowState, profiles: ProfileSet, choices,
                        current: Mapping[StageKey, InstanceGroup]) -> bool:
@@ -1043,7 +1046,7 @@ class ControlLaw:
     # --- output ---------------------------------------------------------------------------
     def _decision(self, state: ControlState, changed: tuple[str, ...], reasons: dict[str, str],
                   now_s: float) -> Decision:
-        desired, plans, rates, downstream, admit, estimates = {}, {}, {}, {}, {}, {}
+        desired, plans, rates, downstream, admit, estimates, executions = {}, {}, {}, {}, {}, {}, {}
         for name, ws in state.workflows.items():
             if ws.plan is None:
                 continue
@@ -1055,7 +1058,8 @@ class ControlLaw:
             for stage, groups in ws.groups.items():
                 desired[(name, stage)] = self._batches_now(self.workflows[name], ws, stage, groups, now_s, state)
                 downstream[(name, stage)] = ws.downstream_ms.get(stage, 0.0)
-        return Decision(desired, plans, changed, reasons, rates, downstream, admit, estimates)
+                executions[(name, stage)] = ws.downstream_exec_ms.get(stage, 0.0)
+        return Decision(desired, plans, changed, reasons, rates, downstream, executions, admit, estimates)
 
     def _batches_now(self, workflow: Workflow, ws: WorkflowState, stage: str, groups: list[InstanceGroup],
                      now_s: float, state: ControlState) -> list[InstanceGroup]:
@@ -1189,6 +1193,15 @@ def _running_exec_ms(profiles: ProfileSet, function: str, group: Optional[Instan
         return profiles[function].latency(group.batch_size, group.gpu_share)
     except ModelError:
         return None
+
+
+def _after(workflow: Workflow, stage_ms: Mapping[str, float]) -> dict[str, float]:
+    """Per stage, the longest path after it: each stage's ``stage_ms`` and the hops."""
+    after: dict[str, float] = {}
+    for name in reversed(workflow.topological_order()):
+        after[name] = max((workflow.hop_ms + stage_ms[t] + after[t] for t in workflow.graph.successors(name)),
+                          default=0.0)
+    return after
 
 
 def plan_busy(workflow: Workflow, rate_rps: float, choices, cpu_factor: Mapping[str, float] = {}) -> float:

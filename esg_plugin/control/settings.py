@@ -236,19 +236,21 @@ class ControlSettings:
     session."""
     newest_first: bool = True
     """A stage behind its plan serves the newest requests first: while the
-    oldest queued request, run now, would still miss its deadline by the
-    downstream the plan expects after the stage (``Decision.downstream_ms``),
-    a batch takes the newest — those with the most slack — rather than the
-    oldest, which would take this stage's capacity and miss at a later one
-    (adaptive LIFO, as in Facebook's "Fail at Scale"). Enacted where the
-    requests queue: the runtime's batcher (``runtime/batcher.py:
-    behind_plan``; the router sends each stage's downstream as
-    ``X-ESG-Downstream-Ms`` under ``esg up``) and the simulator's stages,
-    which take the same rule; this switch is the simulator's (its ablation
-    ``newest``). Over the 590 development workloads it put 12 more within a
-    point of the best peer, nearly all rate steps whose first seconds had
-    missed almost every request: ``docs/EVALUATION.md``, the twenty-sixth
-    session."""
+    oldest queued request cannot meet its deadline even if it ran now and
+    every execution the plan runs after the stage followed at once
+    (``Decision.downstream_exec_ms``), a batch takes the newest — those with
+    the most slack — rather than the oldest, which would take this stage's
+    capacity and miss at a later one (adaptive LIFO, as in Facebook's "Fail
+    at Scale"). Enacted where the requests queue: the runtime's batcher
+    (``runtime/batcher.py: behind_plan``; the router sends each stage's
+    figure as ``X-ESG-Downstream-Ms`` under ``esg up``) and the simulator's
+    stages, which call the same rule; this switch is the simulator's (its
+    ablation ``newest``). Over the 590 development workloads it put 9 more
+    within a point of the best peer for 0.4% fewer GPUs, nearly all rate
+    steps whose first seconds had missed almost every request; judged by
+    the plan's latency downstream (waits included) instead, it also
+    deferred bursts' requests that would have made it, and cost 0.7% more
+    GPUs: ``docs/EVALUATION.md``, the twenty-sixth session."""
     keep_starting: bool = True
     """In the panic after a step, a stage whose plan started instances less
     than its function's cold start ago keeps their share when it is

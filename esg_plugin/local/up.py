@@ -388,7 +388,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
             def on_iteration(now, obs, decision, changes):
                 if admission:  # the plan's own limit: what the node cannot serve is shed at once
                     router.set_admit_rates(decision.admit_rps)
-                router.set_downstream_ms(decision.downstream_ms)  # each stage's batcher: what comes after it
+                router.set_downstream_ms(decision.downstream_exec_ms)  # each stage's batcher: what runs after it
                 record(now, obs, decision.rates_rps, changes, decision.reasons, decision.admit_rps,
                        decision.estimates_rps)
 

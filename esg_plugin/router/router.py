@@ -8,7 +8,7 @@ the workflow's DAG, calling each stage's function through the gateway.
 - Every call carries ``X-ESG-Deadline-Ms`` (the request's arrival plus the
   SLO, absolute Unix ms) and ``X-ESG-Request-Id``, and, where the control
   law has planned the workflow (``set_downstream_ms``), ``X-ESG-Downstream-Ms``:
-  what the plan expects the stages after this one to take (the batcher's
+  what the executions the plan runs after this stage take (the batcher's
   slack-aware dispatch, and its newest-first order when behind its plan);
   parallel branches run concurrently.
 - The answer is the exit stage's output (``{"<stage>": output, ...}`` when
@@ -89,7 +89,7 @@ class Router:
         self.rate_limits: dict[str, RateLimit] = {}
         """Per workflow the control law holds below its rate (the node is full): the rate it admits."""
         self.downstream_ms: dict[tuple[str, str], float] = {}
-        """Per (workflow, stage): what the plan expects after the stage (``X-ESG-Downstream-Ms``)."""
+        """Per (workflow, stage): the executions the plan runs after it (``X-ESG-Downstream-Ms``)."""
         self.lock = threading.Lock()
         self.in_flight = {name: 0 for name in topology.workflows}
         self.admission = admission
@@ -139,8 +139,8 @@ class Router:
                     self.rate_limits[name] = RateLimit(rate, now)
 
     def set_downstream_ms(self, downstream_ms: Mapping[tuple[str, str], float]) -> None:
-        """What the plan expects after each stage (the control law's
-        ``Decision.downstream_ms``); a stage not named is sent none. A number
+        """What the executions the plan runs after each stage take (the control
+        law's ``Decision.downstream_exec_ms``); a stage not named is sent none. A number
         outside [0, an hour] or a stage not in the topology is not believed."""
         kept = {key: float(ms) for key, ms in downstream_ms.items()
                 if key in self.topology.functions and is_number(ms) and 0 <= ms <= C.MAX_DOWNSTREAM_MS}

@@ -6,18 +6,19 @@ exactly once.
 - A batch leaves when it is full (``max_batch_size``), when its oldest
   request has waited ``max_wait_ms``, or earlier when the oldest request's
   deadline leaves no more slack than the expected execution time of the
-  batch so far and the stages planned after this one (slack-aware dispatch,
-  as BentoML's dispatcher learns its latency; the router says what is
-  planned downstream, ``X-ESG-Downstream-Ms``, else nothing is).
+  batch so far and the executions planned after this stage (slack-aware
+  dispatch, as BentoML's dispatcher learns its latency; the router sends
+  what the plan runs downstream, ``X-ESG-Downstream-Ms``, else nothing
+  is counted).
 - Newest first when the stage is behind its plan (adaptive LIFO, as in
-  Facebook's "Fail at Scale"): while the oldest request can no longer meet
-  its deadline after this execution and the downstream planned for it, a
-  batch takes the newest requests — those with the most slack — instead of
-  the oldest, which would then miss at a later stage after taking this
-  one's capacity; the oldest wait, and are shed once not even the fastest
-  path could bring them in. In order again as soon as the oldest is within
-  its plan. Without a downstream figure this never happens: the test is
-  then the one that sheds.
+  Facebook's "Fail at Scale"): while the oldest request cannot meet its
+  deadline even if this batch and every planned execution after it ran at
+  once, a batch takes the newest requests — those with the most slack —
+  instead of the oldest, which would miss at a later stage after taking
+  this one's capacity; the oldest wait, and are shed once not even the
+  fastest path could bring them in. In order again as soon as the oldest
+  can make it. Without a downstream figure this never happens: the test
+  is then the one that sheds.
 - Early shedding: a request that can no longer meet its deadline is
   answered with :class:`DeadlineExceeded` at once, without running: on
   arrival, and wherever it stands in the queue whenever the queue moves.
@@ -87,7 +88,7 @@ class Request:
     deadline_s: Optional[float] = None
     """On the batcher's clock; None: no deadline."""
     downstream_s: float = 0.0
-    """What the plan expects the stages after this one to take (0: not known)."""
+    """What the executions the plan runs after this stage take (0: not known)."""
     future: Future = field(default_factory=Future)
     batch_size: int = 0
     queue_ms: float = 0.0
@@ -121,11 +122,11 @@ def decide_dispatch(queue: Sequence[Request], config: BatchConfig, expected_exec
 
 
 def behind_plan(now_s: float, expected_exec_s: float, downstream_s: float, deadline_s: Optional[float]) -> bool:
-    """Whether the oldest request (``deadline_s``, ``downstream_s`` planned
-    after this stage), run now, would still miss its deadline: the stage is
-    behind its plan and serves the newest first (see the module). Never
-    without a deadline or a downstream figure. The simulator's stages take
-    the same rule (``sim/engine.py``)."""
+    """Whether the oldest request (``deadline_s``; ``downstream_s``, the
+    executions planned after this stage), run now, would still miss its
+    deadline: the stage is behind its plan and serves the newest first (see
+    the module). Never without a deadline or a downstream figure. The
+    simulator's stages take the same rule (``sim/engine.py``)."""
     return deadline_s is not None and downstream_s > 0 \
         and now_s + expected_exec_s + downstream_s > deadline_s + _TOLERANCE_S
 

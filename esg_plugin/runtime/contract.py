@@ -58,9 +58,10 @@ CONFIG_WRITABLE = (CONFIG_MAX_BATCH_SIZE, CONFIG_MAX_WAIT_MS, CONFIG_GPU_SHARE_P
 DEADLINE_HEADER = "X-ESG-Deadline-Ms"
 """Absolute Unix time in ms after which the answer is useless (504 instead)."""
 DOWNSTREAM_HEADER = "X-ESG-Downstream-Ms"
-"""Milliseconds the plan expects the stages after this one to take (the
-router sends the control law's ``Decision.downstream_ms`` where it has one):
-the batcher's slack-aware dispatch and its newest-first order when behind."""
+"""Milliseconds the executions the plan runs after this stage take, hops
+included and no waits (the router sends the control law's
+``Decision.downstream_exec_ms`` where it has one): the batcher's slack-aware
+dispatch, and its newest-first order when behind the plan."""
 MAX_DOWNSTREAM_MS = 3_600_000.0
 """An hour: a downstream figure beyond it (or not a finite number) is not believed (400)."""
 REQUEST_ID_HEADER = "X-ESG-Request-Id"

@@ -56,8 +56,8 @@ class ScalerDecision:
     """Workflows the node's busy capacity holds below their rate: the rate to admit at the entry."""
     estimates_rps: dict[str, float] = field(default_factory=dict)
     """The offered rate each plan was made for (``rates_rps`` less the headroom)."""
-    downstream_ms: dict[tuple[str, str], float] = field(default_factory=dict)
-    """Per (workflow, stage): what the plan expects after the stage (the router sends it on)."""
+    downstream_exec_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Per (workflow, stage): the executions the plan runs after the stage (the router sends it on)."""
 
 
 def decide_functions(
@@ -90,7 +90,7 @@ def decide_functions(
         desired[fn] = want
         reasons[fn] = describe_change(cur, want)
     return ScalerDecision(desired, dict(decision.plans), reasons, dict(decision.rates_rps), dict(decision.admit_rps),
-                          dict(decision.estimates_rps), dict(decision.downstream_ms))
+                          dict(decision.estimates_rps), dict(decision.downstream_exec_ms))
 
 
 def control_observation(topology: Topology, profiles: ProfileSet, observation: Observation,

@@ -122,6 +122,10 @@ class Policy:
         """Planned latency after ``stage`` (hops included), for deadline dispatch."""
         return 0.0
 
+    def downstream_exec_ms(self, workflow: str, stage: str) -> float:
+        """The planned executions after ``stage`` (hops included, no wait), for ``newest_first``."""
+        return 0.0
+
     def route(self, workflow: str, stage: str, slack_ms: float) -> int:
         """Lane of a request entering ``stage`` with ``slack_ms`` to spare."""
         return 0
@@ -166,7 +170,8 @@ class _Lane:
 
 class _Stage:
     __slots__ = ("wf", "index", "name", "key", "profile", "fanout", "succs", "is_exit", "lanes", "instances",
-                 "starting", "short", "in_service", "downstream_ms", "min_exec_ms", "min_after_ms")
+                 "starting", "short", "in_service", "downstream_ms", "downstream_exec_ms", "min_exec_ms",
+                 "min_after_ms")
 
     def __init__(self, wf, index, name, profile, fanout, lanes):
         self.wf = wf
@@ -184,6 +189,7 @@ class _Stage:
         """Instances the last reconfiguration wanted but found no room for."""
         self.in_service = 0
         self.downstream_ms = 0.0
+        self.downstream_exec_ms = 0.0
         self.min_exec_ms = min(v for row in profile.latency_ms for v in row if v is not None)
         self.min_after_ms = 0.0
         """The least time after this stage: fastest executions and hops on the longest path on."""
@@ -513,7 +519,7 @@ class Simulator:
             k = b if n >= b else n
             items = []
             # behind the plan: the newest first, as the runtime's batcher (``newest_first``)
-            behind = newest_first and behind_plan(now / 1000.0, exec_ms[k] / 1000.0, stage.downstream_ms / 1000.0,
+            behind = newest_first and behind_plan(now / 1000.0, exec_ms[k] / 1000.0, stage.downstream_exec_ms / 1000.0,
                                                   queue[0][1].deadline_ms / 1000.0)
             take = queue.pop if behind else queue.popleft
             for _ in range(k):
@@ -632,6 +638,7 @@ class Simulator:
                     self._apply(self.desired, t)
                     for stage in self.stage_by_key.values():
                         stage.downstream_ms = policy.downstream_ms(stage.wf.name, stage.name)
+                        stage.downstream_exec_ms = policy.downstream_exec_ms(stage.wf.name, stage.name)
                 if progress is not None:
                     progress(min(1.0, t / end_ms))
                 if t + policy.interval_s * 1000.0 <= end_ms:

@@ -91,15 +91,20 @@ class ControlledPolicy(Policy):
         self.newest_first = self.law.settings.newest_first
         self.state = self.law.new_state()
         self.downstream: dict[tuple[str, str], float] = {}
+        self.downstream_exec: dict[tuple[str, str], float] = {}
 
     def decide(self, view: View) -> Optional[Deployment]:
         decision = self.law.step(observation_from_view(view, self.short_window_s, self.window_s), self.state,
                                  view.now_s)
         self.downstream = decision.downstream_ms
+        self.downstream_exec = decision.downstream_exec_ms
         return decision.desired or None
 
     def downstream_ms(self, workflow: str, stage: str) -> float:
         return self.downstream.get((workflow, stage), 0.0)
+
+    def downstream_exec_ms(self, workflow: str, stage: str) -> float:
+        return self.downstream_exec.get((workflow, stage), 0.0)
 
 
 class PlannedPolicy(Policy):
