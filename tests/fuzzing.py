@@ -364,7 +364,9 @@ def raw_requests(rng: random.Random, paths: list[str]) -> Iterator[tuple[bytes, 
         if rng.random() < 0.3:
             headers.append(rng.choice(["Content-Type: application/json", "Content-Type: text/plain",
                                        "Authorization: Bearer nope", "Authorization: Basic !!!",
-                                       "X-ESG-Deadline-Ms: nan", "X: " + "y" * 70_000]))
+                                       "X-ESG-Deadline-Ms: nan", "X-ESG-Downstream-Ms: -5",
+                                       "X-ESG-Downstream-Ms: 1e300", "X-ESG-Downstream-Ms: 20",
+                                       "X: " + "y" * 70_000]))
         if rng.random() < 0.05:
             headers += [f"H{i}: v" for i in range(200)]
         line = rng.choice([f"{method} {path} HTTP/1.1", f"{method} {path} HTTP/1.0", f"{method} {path}",
