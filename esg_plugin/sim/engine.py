@@ -12,8 +12,9 @@ What is modelled
   deadline-aware dispatch (``esg``) — when waiting longer would make the
   oldest request miss its deadline given the plan's latency downstream.
   A batch takes the oldest requests, except, for policies with
-  ``newest_first`` (``esg``), while the oldest would miss by the plan's
-  downstream even run now: then the newest (the runtime's rule,
+  ``newest_first`` (``esg``), while the oldest would miss its deadline
+  even run now with the executions the plan runs after the stage
+  (``Policy.downstream_exec_ms``): then the newest (the runtime's rule,
   ``runtime/batcher.py: behind_plan``).
 - **Batch execution time** is the profile's latency at the instance's share
   for the smallest profiled batch size that holds the batch (a batch of 3
@@ -519,8 +520,8 @@ class Simulator:
             k = b if n >= b else n
             items = []
             # behind the plan: the newest first, as the runtime's batcher (``newest_first``)
-            behind = newest_first and behind_plan(now / 1000.0, exec_ms[k] / 1000.0, stage.downstream_exec_ms / 1000.0,
-                                                  queue[0][1].deadline_ms / 1000.0)
+            behind = newest_first and behind_plan(now / 1000.0, exec_ms[k] / 1000.0,
+                                                  stage.downstream_exec_ms / 1000.0, queue[0][1].deadline_ms / 1000.0)
             take = queue.pop if behind else queue.popleft
             for _ in range(k):
                 req = take()[1]
