@@ -153,6 +153,19 @@ _REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: 
             502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
+def _ms_header(environ: dict, name: str, high_ms: float) -> tuple[Optional[float], str]:
+    """A header holding a number of milliseconds: (None, "") when absent,
+    (NaN, what it said) when it is not a number in [0, ``high_ms``]."""
+    raw = environ.get(wsgi_header(name))
+    if raw is None:
+        return None, ""
+    try:
+        value = float(raw)
+    except ValueError:
+        return math.nan, raw
+    return (value if 0 <= value <= high_ms else math.nan), raw
+
+
 def _status(code: int) -> str:
     return f"{code} {_REASONS.get(code, 'Status')}"
 
@@ -338,30 +351,19 @@ class RuntimeApp:
         deadline and wait for its result: (200, timing headers, result), or
         an error answer (code, headers, body)."""
         deadline_s = None
-        raw_deadline = environ.get(wsgi_header(C.DEADLINE_HEADER))
-        if raw_deadline is not None:
-            try:
-                deadline_unix_ms = float(raw_deadline)
-            except ValueError:
-                deadline_unix_ms = math.nan
-            if not 0 <= deadline_unix_ms <= MAX_DEADLINE_UNIX_MS:
-                return self._error(400, f"{C.DEADLINE_HEADER} must be a Unix time in ms, got {raw_deadline[:40]!r}",
+        deadline_unix_ms, raw = _ms_header(environ, C.DEADLINE_HEADER, MAX_DEADLINE_UNIX_MS)
+        if deadline_unix_ms is not None:
+            if math.isnan(deadline_unix_ms):
+                return self._error(400, f"{C.DEADLINE_HEADER} must be a Unix time in ms, got {raw[:40]!r}",
                                    reason="bad_request")
             deadline_s = self.clock() + (deadline_unix_ms - time.time() * 1000.0) / 1000.0
             if deadline_s <= self.clock():
                 return self._error(504, "the request's deadline has already passed", reason="deadline")
-        downstream_s = 0.0
-        raw_downstream = environ.get(wsgi_header(C.DOWNSTREAM_HEADER))
-        if raw_downstream is not None:
-            try:
-                downstream_ms = float(raw_downstream)
-            except ValueError:
-                downstream_ms = math.nan
-            if not 0 <= downstream_ms <= C.MAX_DOWNSTREAM_MS:
-                return self._error(400, f"{C.DOWNSTREAM_HEADER} must be a number of ms in "
-                                        f"[0, {C.MAX_DOWNSTREAM_MS:g}], got {raw_downstream[:40]!r}",
-                                   reason="bad_request")
-            downstream_s = downstream_ms / 1000.0
+        downstream_ms, raw = _ms_header(environ, C.DOWNSTREAM_HEADER, C.MAX_DOWNSTREAM_MS)
+        if downstream_ms is not None and math.isnan(downstream_ms):
+            return self._error(400, f"{C.DOWNSTREAM_HEADER} must be a number of ms in [0, {C.MAX_DOWNSTREAM_MS:g}], "
+                                    f"got {raw[:40]!r}", reason="bad_request")
+        downstream_s = (downstream_ms or 0.0) / 1000.0
         try:
             request = self.batcher.submit(payload, deadline_s, downstream_s)
         except QueueFull:
