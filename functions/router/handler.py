@@ -3,7 +3,10 @@
 POST /function/router/workflow/<name> runs one request through the workflow,
 calling each stage through the gateway, exactly as `esg_plugin.router` does
 beside the embedded platform: fan-out, joins ({"inputs": {stage: output}}),
-X-ESG-Deadline-Ms and X-ESG-Request-Id on every call, each stage's queue and
+X-ESG-Deadline-Ms and X-ESG-Request-Id on every call, X-ESG-Downstream-Ms
+(the executions after the stage: here, with no plan at hand, what the later
+stages' answers reported, X-ESG-Exec-Ms, averaged, with the hops — where
+esg_plugin.router sends the control law's planned ones), each stage's queue and
 execution time in the answer (``stages_ms``), 502 naming a failing
 stage, 504 when a stage shed the request because its deadline had passed,
 429 with Retry-After when a stage is overloaded.
@@ -58,6 +61,10 @@ CONNECTIONS = ConnectionPool(max_idle_per_host=64)
 """Keep-alive connections to the gateway, reused across stage calls."""
 _cache = {"at": 0.0, "workflows": {}}
 _lock = threading.Lock()
+_observed = {"exec_ms": {}, "hop_ms": {}}
+"""Per (workflow, stage) the batch execution its answers reported (X-ESG-Exec-Ms),
+per workflow one hop: each a moving average (``OBSERVED_WEIGHT``), for X-ESG-Downstream-Ms."""
+OBSERVED_WEIGHT = 0.2
 
 METRICS = WorkflowMetrics()
 METRICS_REGISTRY = METRICS.registry
@@ -152,7 +159,7 @@ def run(name, wf, body, content_type):
                 payload, ctype = json.dumps(outputs[after[0]]).encode(), "application/json"
             else:
                 payload, ctype = json.dumps({"inputs": {a: outputs[a] for a in after}}).encode(), "application/json"
-            headers = {**base, "Content-Type": ctype}
+            headers = {**base, "Content-Type": ctype, **_downstream_header(name, stages, s)}
             calls[s] = [POOL.submit(call, s, stages[s]["function"], payload, headers)
                         for _ in range(stages[s]["fanout"])]
         try:
@@ -188,12 +195,51 @@ def _longest(stages, weight):
 def _count_hop(name, stages, latency_ms, timing):
     """The time a hop between stages took for this request, as esg_plugin.router
     counts it: latency less the stages' queue and execution along the longest
-    path, over the edges of the longest path (a one-stage workflow has none)."""
-    edges = round(_longest(stages, lambda s: 1.0)) - 1
-    if edges < 1 or set(timing) != set(stages) or not all("exec_ms" in t for t in timing.values()):
+    path, over the edges of the longest path (a one-stage workflow has none);
+    learnt with the stages' executions for X-ESG-Downstream-Ms."""
+    if set(timing) != set(stages) or not all("exec_ms" in t for t in timing.values()):
         return
-    in_stages = _longest(stages, lambda s: timing[s].get("queue_ms", 0.0) + timing[s]["exec_ms"])
-    METRICS.hops.labels(workflow=name).observe(max(0.0, latency_ms - in_stages) / edges / 1000.0)
+    edges = round(_longest(stages, lambda s: 1.0)) - 1
+    hop_ms = None
+    if edges >= 1:
+        in_stages = _longest(stages, lambda s: timing[s].get("queue_ms", 0.0) + timing[s]["exec_ms"])
+        hop_ms = max(0.0, latency_ms - in_stages) / edges
+        METRICS.hops.labels(workflow=name).observe(hop_ms / 1000.0)
+    with _lock:
+        for s, t in timing.items():
+            _average(_observed["exec_ms"], (name, s), t["exec_ms"])
+        if hop_ms is not None:
+            _average(_observed["hop_ms"], name, hop_ms)
+
+
+def _average(memory, key, value):
+    old = memory.get(key)
+    memory[key] = value if old is None else old + OBSERVED_WEIGHT * (value - old)
+
+
+def _downstream_header(name, stages, stage):
+    """``X-ESG-Downstream-Ms`` for a call of ``stage``: the executions its
+    answers reported for the stages after it, with the hops, on the longest
+    path — what the plan's executions are where a plan runs them (under
+    ``esg up`` the control law sends its own figure); none until each of
+    those stages has answered once (the batcher then counts nothing)."""
+    with _lock:
+        executions, hop_ms = dict(_observed["exec_ms"]), _observed["hop_ms"].get(name, 0.0)
+    after = {}
+
+    def at(s):
+        if s not in after:
+            later = [t for t in stages if s in stages[t]["after"]]
+            if any((name, t) not in executions for t in later):
+                after[s] = None
+            else:
+                paths = [at(t) for t in later]
+                after[s] = None if None in paths else \
+                    max((hop_ms + executions[(name, t)] + p for t, p in zip(later, paths)), default=0.0)
+        return after[s]
+
+    ms = at(stage)
+    return {} if not ms or not 0 <= ms <= C.MAX_DOWNSTREAM_MS else {C.DOWNSTREAM_HEADER: f"{ms:.1f}"}
 
 
 def run_v2(name, wf, body, header_length):
@@ -211,7 +257,8 @@ def run_v2(name, wf, body, header_length):
     stages = wf["stages"]
 
     def call_stage(stage, model, payload, extra):
-        return post(stage, stages[stage]["function"], payload, extra, f"/v2/models/{model}/infer")
+        return post(stage, stages[stage]["function"], payload, {**extra, **_downstream_header(name, stages, stage)},
+                    f"/v2/models/{model}/infer")
 
     try:
         tensors = v2.infer_chain(request.inputs, [(s, stages[s]["model"]) for s in order], call_stage, headers)

@@ -396,3 +396,44 @@ def test_each_stage_call_carries_the_downstream_the_plan_expects_after_it():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_router_function_sends_each_stage_the_executions_observed_after_it(monkeypatch):
+    """In a cluster the router function has no plan: it sends each stage the
+    executions the later stages' answers reported (``X-ESG-Exec-Ms``), with
+    the hops, on the longest path — none until each later stage has answered."""
+    seen = []
+
+    class Handler(JsonRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            name = self.path.rsplit("/", 1)[-1]
+            seen.append((name, self.headers.get(C.DOWNSTREAM_HEADER)))
+            self._send(200, b'{"ok": true}', headers=[(C.QUEUE_MS_HEADER, "0"),
+                                                      (C.EXEC_MS_HEADER, {"head": "5", "mid": "30", "tail": "12"}[name])])
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("gateway_url", f"http://127.0.0.1:{server.server_address[1]}")
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.syspath_prepend(str(root / "template/esg-python3"))
+    spec = importlib.util.spec_from_file_location("router_function_downstream", root / "functions/router/handler.py")
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    workflow = {"slo_ms": 10000, "stages": {
+        "head": {"function": "head", "after": [], "fanout": 1},
+        "mid": {"function": "mid", "after": ["head"], "fanout": 1},
+        "tail": {"function": "tail", "after": ["mid"], "fanout": 1}}}
+    try:
+        assert handler.run("w", workflow, b"{}", "application/json")[0] == 200
+        assert dict(seen) == {"head": None, "mid": None, "tail": None}  # nothing observed yet
+        hop_ms = handler._observed["hop_ms"]["w"]  # what the second request's headers are made from
+        seen.clear()
+        assert handler.run("w", workflow, b"{}", "application/json")[0] == 200
+        sent = {name: float(value) if value else None for name, value in seen}
+        assert sent["head"] == pytest.approx(30 + 12 + 2 * hop_ms, abs=0.1)
+        assert sent["mid"] == pytest.approx(12 + hop_ms, abs=0.1)
+        assert sent["tail"] is None  # nothing after it
+    finally:
+        server.shutdown()
+        server.server_close()
