@@ -1,7 +1,7 @@
 """Where each policy's missed requests come from, on random workloads.
 
     python bench/miss_causes.py [--seeds 1-20,...] [--policies esg,kpa,...] [--settle-s 30]
-                                [--processes 2] [--json FILE]
+                                [--settings JSON] [--processes 2] [--json FILE]
 
 Each case is ``random_workload(seed)`` (as in ``bench/robustness.py``),
 simulated once per policy. Every scored request that missed its SLO (late,
@@ -16,7 +16,9 @@ policy, not any policy's reading of it:
 - ``bursty``: a ``gamma`` workflow with cv > 1 (clustered arrivals);
 - ``steady``: the rest (Poisson, steps outside their transients, diurnal).
 
-Prints one row per case (each policy's hit rate and its misses by class, as
+``--settings`` changes ControlSettings fields for esg and optimal (JSON),
+as ``bench/robustness.py`` takes them: a variant of the law read by where
+its misses fall. Prints one row per case (each policy's hit rate and its misses by class, as
 a share of the case's scored requests; the best peer; whether ESG is within
 one point of it), then, over the cases where ESG is not within a point,
 how ESG's misses and the best peer's split by class. A class's share says
@@ -31,6 +33,7 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from typing import Optional
 
 from esg_plugin.control import ControlSettings
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
@@ -59,13 +62,13 @@ def miss_class(arrivals: Arrivals, arrival_s: float, settle_s: float) -> str:
     return "steady"
 
 
-def run_case(seed: int, policies: list[str], settle_s: float) -> dict:
+def run_case(seed: int, policies: list[str], settle_s: float, overrides: Optional[dict] = None) -> dict:
     case = random_workload(seed)
     workflows = [load.workflow for load in case.workload.workflows]
     arrivals = {load.workflow.name: load.arrivals for load in case.workload.workflows}
     out = {"seed": seed, "description": case.description, "policies": {}}
     for name in policies:
-        settings = ControlSettings(capacity_gpus=float(case.workload.gpus))
+        settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
         policy = make_policy(name, workflows, case.profiles, settings=settings, gpus=case.workload.gpus)
         result = simulate(case.workload, case.profiles, policy, SimConfig(seed=seed))
         missed = dict.fromkeys(CLASSES, 0)
@@ -122,6 +125,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-20"), metavar="RANGES")
     parser.add_argument("--policies", default=",".join(POLICY_NAMES[:1] + POLICY_NAMES[2:]))
     parser.add_argument("--settle-s", type=float, default=30.0)
+    parser.add_argument("--settings", default=None, metavar="JSON",
+                        help='ControlSettings fields for esg and optimal, e.g. \'{"newest_first": false}\'')
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -131,10 +136,15 @@ def main(argv=None) -> int:
         parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)})")
     if not args.settle_s > 0:
         parser.error("--settle-s must be positive")
+    try:
+        overrides = json.loads(args.settings) if args.settings else None
+        ControlSettings(**(overrides or {}))
+    except (ValueError, TypeError) as err:
+        parser.error(f"--settings: {err}")
     started = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.processes)) as pool:
         results = list(pool.map(run_case, args.seeds, [policies] * len(args.seeds),
-                                [args.settle_s] * len(args.seeds)))
+                                [args.settle_s] * len(args.seeds), [overrides] * len(args.seeds)))
     print(report(results, policies))
     print(f"({len(results)} cases x {len(policies)} policies in {time.perf_counter() - started:.0f} s, "
           f"{max(1, args.processes)} processes)")
