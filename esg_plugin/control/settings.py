@@ -242,8 +242,9 @@ class ControlSettings:
     the most slack — rather than the oldest, which would take this stage's
     capacity and miss at a later one (adaptive LIFO, as in Facebook's "Fail
     at Scale"). Enacted where the requests queue: the runtime's batcher
-    (``runtime/batcher.py: behind_plan``; the router sends each stage's
-    figure as ``X-ESG-Downstream-Ms`` under ``esg up``) and the simulator's
+    (``runtime/batcher.py: behind_plan``; each stage's figure comes as
+    ``X-ESG-Downstream-Ms`` — from this decision under ``esg up``, from the
+    executions the stages report in a cluster's router function) and the simulator's
     stages, which call the same rule; this switch is the simulator's (its
     ablation ``newest``). Over the 590 development workloads it put 9 more
     within a point of the best peer for 0.4% fewer GPUs, nearly all rate

@@ -59,8 +59,9 @@ DEADLINE_HEADER = "X-ESG-Deadline-Ms"
 """Absolute Unix time in ms after which the answer is useless (504 instead)."""
 DOWNSTREAM_HEADER = "X-ESG-Downstream-Ms"
 """Milliseconds the executions the plan runs after this stage take, hops
-included and no waits (the router sends the control law's
-``Decision.downstream_exec_ms`` where it has one): the batcher's slack-aware
+included and no waits (``esg_plugin.router`` sends the control law's
+``Decision.downstream_exec_ms``; the cluster's router function, with no
+plan, what the later stages' answers reported): the batcher's slack-aware
 dispatch, and its newest-first order when behind the plan."""
 MAX_DOWNSTREAM_MS = 3_600_000.0
 """An hour: a downstream figure beyond it (or not a finite number) is not believed (400)."""
