@@ -1,7 +1,7 @@
 """Where each policy's missed requests come from, on random workloads.
 
     python bench/miss_causes.py [--seeds 1-20,...] [--policies esg,kpa,...] [--settle-s 30]
-                                [--settings JSON] [--processes 2] [--json FILE]
+                                [--first-s S] [--settings JSON] [--processes 2] [--json FILE]
 
 Each case is ``random_workload(seed)`` (as in ``bench/robustness.py``),
 simulated once per policy. Every scored request that missed its SLO (late,
@@ -16,6 +16,9 @@ policy, not any policy's reading of it:
 - ``bursty``: a ``gamma`` workflow with cv > 1 (clustered arrivals);
 - ``steady``: the rest (Poisson, steps outside their transients, diurnal).
 
+``--first-s S`` also prints, for every upward step, each policy's missed
+over arrived requests among those that arrived in the first S seconds
+after it (the transient before new instances serve).
 ``--settings`` changes ControlSettings fields for esg and optimal (JSON),
 as ``bench/robustness.py`` takes them: a variant of the law read by where
 its misses fall. Prints one row per case (each policy's hit rate and its misses by class, as
@@ -38,6 +41,7 @@ from typing import Optional
 from esg_plugin.control import ControlSettings
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
 from esg_plugin.sim.generate import random_workload
+from esg_plugin.sim.report import met
 from esg_plugin.sim.workload import Arrivals
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -62,7 +66,14 @@ def miss_class(arrivals: Arrivals, arrival_s: float, settle_s: float) -> str:
     return "steady"
 
 
-def run_case(seed: int, policies: list[str], settle_s: float, overrides: Optional[dict] = None) -> dict:
+def rises(arrivals: Arrivals) -> list[float]:
+    """When a ``steps`` workflow's rate goes up (its first entry is the start, not a step)."""
+    steps = arrivals.params["steps"] if arrivals.kind == "steps" else []
+    return [float(start_s) for (_, before), (start_s, rate) in zip(steps, steps[1:]) if rate > before]
+
+
+def run_case(seed: int, policies: list[str], settle_s: float, overrides: Optional[dict] = None,
+             first_s: Optional[float] = None) -> dict:
     case = random_workload(seed)
     workflows = [load.workflow for load in case.workload.workflows]
     arrivals = {load.workflow.name: load.arrivals for load in case.workload.workflows}
@@ -73,11 +84,18 @@ def run_case(seed: int, policies: list[str], settle_s: float, overrides: Optiona
         result = simulate(case.workload, case.profiles, policy, SimConfig(seed=seed))
         missed = dict.fromkeys(CLASSES, 0)
         for workflow, arrival_s, latency_ms in result.requests:
-            if not 0 <= latency_ms <= result.slo_ms[workflow] + 1e-6:
+            if not met(latency_ms, result.slo_ms[workflow]):
                 missed[miss_class(arrivals[workflow], arrival_s, settle_s)] += 1
         scored = len(result.requests)
         out["policies"][name] = {"hit": 1.0 - sum(missed.values()) / scored if scored else 0.0,
                                  "scored": scored, "missed": missed}
+        if first_s is not None:
+            first = out.setdefault("first", {})
+            for workflow, load in arrivals.items():
+                for at_s in rises(load):
+                    seen = [met(latency_ms, result.slo_ms[workflow]) for w, arrival_s, latency_ms in result.requests
+                            if w == workflow and at_s <= arrival_s < at_s + first_s]
+                    first.setdefault(f"{workflow} at {at_s:g} s", {})[name] = (seen.count(False), len(seen))
     return out
 
 
@@ -117,6 +135,12 @@ def report(results: list[dict], policies: list[str]) -> str:
                         for c in CLASSES}
             lines += ["", "Cases where one class alone costs ESG more than a point: "
                       + ", ".join(f"{c} {n}" for c, n in by_class.items()) + "."]
+    firsts = [(r["seed"], step, counts) for r in results for step, counts in r.get("first", {}).items()]
+    if firsts:
+        lines += ["", "Requests missed of those that arrived in the first seconds after each rise:", "",
+                  "| case | rise | " + " | ".join(policies) + " |", "|" + " --- |" * (len(policies) + 2)]
+        lines += [f"| {seed} | {step} | " + " | ".join(f"{counts[p][0]} / {counts[p][1]}" for p in policies) + " |"
+                  for seed, step, counts in firsts]
     return "\n".join(lines)
 
 
@@ -125,6 +149,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-20"), metavar="RANGES")
     parser.add_argument("--policies", default=",".join(POLICY_NAMES[:1] + POLICY_NAMES[2:]))
     parser.add_argument("--settle-s", type=float, default=30.0)
+    parser.add_argument("--first-s", type=float, default=None, metavar="S",
+                        help="also the misses among the requests of the first S seconds after each rise")
     parser.add_argument("--settings", default=None, metavar="JSON",
                         help='ControlSettings fields for esg and optimal, e.g. \'{"newest_first": false}\'')
     parser.add_argument("--processes", type=int, default=2)
@@ -134,8 +160,8 @@ def main(argv=None) -> int:
     unknown = [p for p in policies if p not in POLICY_NAMES]
     if unknown:
         parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)})")
-    if not args.settle_s > 0:
-        parser.error("--settle-s must be positive")
+    if not args.settle_s > 0 or (args.first_s is not None and not args.first_s > 0):
+        parser.error("--settle-s and --first-s must be positive")
     try:
         overrides = json.loads(args.settings) if args.settings else None
         ControlSettings(**(overrides or {}))
@@ -144,7 +170,8 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.processes)) as pool:
         results = list(pool.map(run_case, args.seeds, [policies] * len(args.seeds),
-                                [args.settle_s] * len(args.seeds), [overrides] * len(args.seeds)))
+                                [args.settle_s] * len(args.seeds), [overrides] * len(args.seeds),
+                                [args.first_s] * len(args.seeds)))
     print(report(results, policies))
     print(f"({len(results)} cases x {len(policies)} policies in {time.perf_counter() - started:.0f} s, "
           f"{max(1, args.processes)} processes)")

@@ -16,6 +16,12 @@ from .engine import RunResult
 _TOLERANCE_MS = 1e-9
 
 
+def met(latency_ms, slo_ms):
+    """Whether a request met its SLO: it finished (latency ≥ 0; -1 is
+    unfinished) within it. Numbers or numpy arrays alike."""
+    return (latency_ms >= 0) & (latency_ms <= slo_ms + _TOLERANCE_MS)
+
+
 def summarize(result: RunResult) -> dict[str, Any]:
     """One policy's entry of SPEC §7's ``policies`` object (plus a breakdown
     of the misses: ``late`` finished after the SLO, ``unfinished`` never did,
@@ -26,7 +32,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
     latency = np.array([r[2] for r in result.requests], dtype=float)
     slo = np.array([result.slo_ms[n] for n in names], dtype=float)
     finished = latency >= 0
-    hit = finished & (latency <= slo + _TOLERANCE_MS)
+    hit = met(latency, slo)
     arrived = len(latency)
     done = latency[finished]
     workflows = {}

@@ -364,7 +364,7 @@ def test_a_miss_is_classed_by_what_its_arrivals_were_doing():
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-    from miss_causes import miss_class
+    from miss_causes import miss_class, rises
 
     from esg_plugin.sim.workload import Arrivals
 
@@ -374,6 +374,7 @@ def test_a_miss_is_classed_by_what_its_arrivals_were_doing():
     assert miss_class(Arrivals("gamma", {"rate_rps": 5.0, "cv": 2.5}), 10.0, 30.0) == "bursty"
     assert miss_class(Arrivals("gamma", {"rate_rps": 5.0, "cv": 1.0}), 10.0, 30.0) == "steady"
     assert miss_class(Arrivals("poisson", {"rate_rps": 5.0}), 10.0, 30.0) == "steady"
+    assert rises(steps) == [100.0] and rises(Arrivals("poisson", {"rate_rps": 5.0})) == []
 
 
 def test_a_stage_behind_its_plan_serves_the_newest_first_and_meets_more_deadlines():
