@@ -146,6 +146,7 @@ def run(name, wf, body, content_type):
     base = {C.REQUEST_ID_HEADER: uuid.uuid4().hex,
             C.DEADLINE_HEADER: str(int(started * 1000 + (wf["slo_ms"] or 60_000)))}
     stages, outputs, timing, done = wf["stages"], {}, {}, set()
+    downstream = _downstream_headers(name, stages)
     while len(done) < len(stages):
         ready = [s for s in stages if s not in done and all(a in done for a in stages[s]["after"])]
         if not ready:
@@ -159,7 +160,7 @@ def run(name, wf, body, content_type):
                 payload, ctype = json.dumps(outputs[after[0]]).encode(), "application/json"
             else:
                 payload, ctype = json.dumps({"inputs": {a: outputs[a] for a in after}}).encode(), "application/json"
-            headers = {**base, "Content-Type": ctype, **_downstream_header(name, stages, s)}
+            headers = {**base, "Content-Type": ctype, **downstream[s]}
             calls[s] = [POOL.submit(call, s, stages[s]["function"], payload, headers)
                         for _ in range(stages[s]["fanout"])]
         try:
@@ -217,29 +218,31 @@ def _average(memory, key, value):
     memory[key] = value if old is None else old + OBSERVED_WEIGHT * (value - old)
 
 
-def _downstream_header(name, stages, stage):
-    """``X-ESG-Downstream-Ms`` for a call of ``stage``: the executions its
-    answers reported for the stages after it, with the hops, on the longest
-    path — what the plan's executions are where a plan runs them (under
-    ``esg up`` the control law sends its own figure); none until each of
-    those stages has answered once (the batcher then counts nothing)."""
+def _downstream_headers(name, stages):
+    """Per stage, the headers that carry ``X-ESG-Downstream-Ms`` for its
+    calls (made once per request): the executions the answers reported for
+    the stages after it, with the hops, on the longest path — what the plan's
+    executions are where a plan runs them (under ``esg up`` the control law
+    sends its own figure); none until each of those stages has answered once
+    (the batcher then counts nothing)."""
     with _lock:
-        executions, hop_ms = dict(_observed["exec_ms"]), _observed["hop_ms"].get(name, 0.0)
+        executions = {stage: _observed["exec_ms"].get((name, stage)) for stage in stages}
+        hop_ms = _observed["hop_ms"].get(name, 0.0)
     after = {}
 
     def at(s):
         if s not in after:
             later = [t for t in stages if s in stages[t]["after"]]
-            if any((name, t) not in executions for t in later):
+            if any(executions[t] is None for t in later):
                 after[s] = None
             else:
                 paths = [at(t) for t in later]
                 after[s] = None if None in paths else \
-                    max((hop_ms + executions[(name, t)] + p for t, p in zip(later, paths)), default=0.0)
+                    max((hop_ms + executions[t] + p for t, p in zip(later, paths)), default=0.0)
         return after[s]
 
-    ms = at(stage)
-    return {} if not ms or not 0 <= ms <= C.MAX_DOWNSTREAM_MS else {C.DOWNSTREAM_HEADER: f"{ms:.1f}"}
+    return {s: {C.DOWNSTREAM_HEADER: f"{ms:.1f}"} if ms and 0 <= ms <= C.MAX_DOWNSTREAM_MS else {}
+            for s, ms in ((s, at(s)) for s in stages)}
 
 
 def run_v2(name, wf, body, header_length):
@@ -255,9 +258,10 @@ def run_v2(name, wf, body, header_length):
     headers = {C.REQUEST_ID_HEADER: request.id,
                C.DEADLINE_HEADER: str(int(started * 1000 + (wf["slo_ms"] or 60_000)))}
     stages = wf["stages"]
+    downstream = _downstream_headers(name, stages)
 
     def call_stage(stage, model, payload, extra):
-        return post(stage, stages[stage]["function"], payload, {**extra, **_downstream_header(name, stages, stage)},
+        return post(stage, stages[stage]["function"], payload, {**extra, **downstream[stage]},
                     f"/v2/models/{model}/infer")
 
     try:
