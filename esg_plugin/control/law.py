@@ -107,6 +107,26 @@ RATE_GRID = 1.05
 """Planned rates lie on a geometric grid of this ratio (see :func:`on_rate_grid`)."""
 MIN_MISSES = 3
 """Fewer misses than this over the feedback window are noise, not a signal."""
+WAIT_RATIO_RAISE = 1.5
+"""``wait_calibration``: a stage's requests waited, on average over the
+feedback window, more than this many times what the plan's model gives
+its stage (its batching and queueing wait, at least
+``WAIT_FLOOR_EXEC_FRACTION`` of its execution): the model is wrong about
+the queue there."""
+WAIT_FLOOR_EXEC_FRACTION = 0.25
+"""Waits shorter than this part of a stage's execution time say nothing of
+the model (the model gives a wait near 0 there, and any jitter reads as a
+large ratio)."""
+WAIT_FLOOR_MS = 0.1
+"""... and shorter than this at any stage."""
+WAIT_MIN_REQUESTS = 20
+"""Fewer waits than this at a stage over the feedback window are noise."""
+WAIT_FACTOR_MAX = 8.0
+"""The most the arrivals' cv² is multiplied by for the queue the model sees."""
+WAIT_FACTOR_STEP_MAX = 2.0
+"""At most this factor more at one raise: the plan it gives is watched before the next."""
+WAIT_FACTOR_RELAX = 1.5
+"""A clean stretch of ``scale_down_delay_s`` divides the factor by this (down to 1)."""
 MISS_RISE_Z = 3.0
 """Misses are rising (``steady_misses``) when the feedback window's count is
 this many standard deviations (binomial) above the count the share seen
@@ -158,6 +178,15 @@ class WorkflowState:
     """The factor over the observed rate that misses at the largest margin
     added (``capacity_feedback``)."""
     clean_since_s: Optional[float] = None
+    wait_factor: float = 1.0
+    """What the arrivals' cv² is multiplied by for planning: the queue the
+    stages' requests were seen to wait over the one the model gave
+    (``wait_calibration``)."""
+    wait_changed_s: float = -math.inf
+    waits: deque = field(default_factory=deque)
+    """(time_s, stage, requests, their summed wait in ms) of each tick of the feedback window."""
+    planned_wait_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per stage: (the batching and queueing wait, the execution) the plan's model gives it."""
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
     counting_since: Optional[str] = None
@@ -357,7 +386,13 @@ class ControlLaw:
         missing, fresh = self._missing(ws, obs, now_s)
         rising = missing and self._misses_above(ws, now_s, self._miss_share_before(ws, now_s))
         boost_before = ws.boost
-        why = self._feedback(ws, missing, fresh, now_s)
+        waited = self._wait_feedback(workflow, ws, state, obs, missing and fresh, now_s)
+        if waited is not None:  # these misses are answered by the queue's factor: the margin waits its cooldown
+            ws.last_raise_s = ws.last_margin_change_s = now_s
+            why = self._feedback(ws, missing, False, now_s) or waited
+        else:
+            relaxed = self._wait_relax(ws, now_s)  # before the margin's clean stretch restarts
+            why = self._feedback(ws, missing, fresh, now_s) or relaxed
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
         pooled = self._pooled_rate(ws, obs, now_s)
         want, wanted_rps, said, quick, settled = self._wanted_rate(ws, obs, backlog, now_s, pooled)
@@ -421,7 +456,7 @@ class ControlLaw:
                 why = "the node's capacity shared anew: re-planned"  # another workflow wants more, or less
         if why is None:
             return None
-        return why, target, obs.arrival_cv2, offered
+        return why, target, obs.arrival_cv2 * ws.wait_factor, offered
 
     def _rollback(self, ws: WorkflowState, fresh: bool, now_s: float) -> Optional[float]:
         """The rate to go back to when the last scale-down brought fresh
@@ -483,6 +518,73 @@ class ControlLaw:
     def _over_tolerance(self, entries) -> bool:
         answers, misses = _totals(entries)
         return misses >= MIN_MISSES and misses > self.settings.miss_tolerance * answers
+
+    def _wait_feedback(self, workflow: Workflow, ws: WorkflowState, state: ControlState,
+                       obs: WorkflowObservation, missing: bool, now_s: float) -> Optional[str]:
+        """``wait_calibration``: while fresh misses go on, is some stage's
+        queue longer than the plan's model gives it (``WAIT_RATIO_RAISE``)?
+        Then the model is wrong about the queue — bursts it does not see —
+        and the workflow is planned with the arrivals' cv² times the factor
+        by which it is (at most ``WAIT_FACTOR_STEP_MAX`` more at once, up
+        to ``WAIT_FACTOR_MAX``): more replicas where the queue is, rather
+        than a tighter budget for every stage. Not while a stage's
+        instances start, nor before ``warmup_s`` (the queue a cold start
+        leaves is no error of the model), nor where the plan at that factor
+        does not meet its budget (the margin's feedback answers then)."""
+        s = self.settings
+        if not s.wait_calibration:
+            return None
+        waits = ws.waits
+        first_s = now_s if state.first_observation_s is None else state.first_observation_s
+        if now_s - first_s < s.warmup_s or any(
+                self._still_starting(workflow, st.name, ws.started_s.get(st.name), now_s, state)
+                for st in workflow.stages):
+            waits.clear()
+            return None
+        for stage, reading in obs.stage_wait.items():
+            count, total_ms = reading
+            if is_number(count) and is_number(total_ms) and count > 0 and total_ms >= 0:  # else not believed
+                waits.append((now_s, stage, float(count), float(total_ms)))
+        while waits and waits[0][0] <= now_s - s.feedback_window_s:
+            waits.popleft()
+        if not missing or ws.planned_rps is None or now_s - ws.wait_changed_s < s.feedback_cooldown_s \
+                or ws.wait_factor >= WAIT_FACTOR_MAX:
+            return None
+        sums: dict[str, list[float]] = {}
+        for _, stage, count, total_ms in waits:
+            pair = sums.setdefault(stage, [0.0, 0.0])
+            pair[0] += count
+            pair[1] += total_ms
+        ratio, where = 0.0, None
+        for stage, (wait_ms, exec_ms) in ws.planned_wait_ms.items():
+            count, total_ms = sums.get(stage, (0.0, 0.0))
+            if count >= WAIT_MIN_REQUESTS:
+                r = total_ms / count / max(wait_ms, WAIT_FLOOR_EXEC_FRACTION * exec_ms, WAIT_FLOOR_MS)
+                if r > ratio:
+                    ratio, where = r, stage
+        if ratio <= WAIT_RATIO_RAISE:
+            return None
+        factor = min(WAIT_FACTOR_MAX, ws.wait_factor * min(ratio, WAIT_FACTOR_STEP_MAX))
+        try:
+            fits = self._choose(workflow, ws, state, self._profiles(workflow, state, now_s), ws.planned_rps,
+                                max(obs.arrival_cv2, 0.0) * factor)[3]
+        except (PlannerError, ModelError):
+            fits = False
+        if not fits:
+            return None
+        ws.wait_factor, ws.wait_changed_s = round(factor, 9), now_s
+        return f"misses, and {where}'s requests waited {ratio:.1f} x what the model gives: " \
+               f"planned with {ws.wait_factor:.2f} x the arrivals' cv2"
+
+    def _wait_relax(self, ws: WorkflowState, now_s: float) -> Optional[str]:
+        """A clean stretch of ``scale_down_delay_s`` takes the queue's factor a step back toward 1."""
+        s = self.settings
+        if ws.wait_factor <= 1.0 or ws.clean_since_s is None or now_s - ws.clean_since_s < s.scale_down_delay_s \
+                or now_s - ws.wait_changed_s < s.scale_down_delay_s:
+            return None
+        ws.wait_factor = max(1.0, round(ws.wait_factor / WAIT_FACTOR_RELAX, 9))
+        ws.wait_changed_s = now_s
+        return f"no misses for {s.scale_down_delay_s:g} s: planned with {ws.wait_factor:.2f} x the arrivals' cv2"
 
     def _feedback(self, ws: WorkflowState, missing: bool, fresh: bool, now_s: float) -> Optional[str]:
         s = self.settings
@@ -771,6 +873,8 @@ class ControlLaw:
             ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
         ws.downstream_ms = _after(workflow, {name: option.latency_ms for name, option in choices.items()})
         ws.downstream_exec_ms = _after(workflow, {name: option.exec_ms for name, option in choices.items()})
+        ws.planned_wait_ms = {name: (option.latency_ms - option.exec_ms, option.exec_ms)
+                              for name, option in choices.items()}
 
     def _adds_capacity(self, workflow: Workflow, ws: WorkflowState, profiles: ProfileSet, choices,
                        current: Mapping[StageKey, InstanceGroup]) -> bool:

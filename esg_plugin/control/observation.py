@@ -59,6 +59,11 @@ class WorkflowObservation:
     long_window_s: Optional[float] = None
     """Length of the long window, for the test of a rise (None: not known —
     every rise of the long window counts)."""
+    stage_wait: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """Per stage: (requests that left its queue for a batch since the last
+    tick, the time they waited there in ms, summed), where the source sees
+    it; a pair that is no pair of non-negative numbers is not believed
+    (the law skips it)."""
     hop_ms: Optional[float] = None
     """The time one hop between stages took over the window, as measured
     (the router's); None: not measured."""

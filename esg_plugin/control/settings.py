@@ -12,7 +12,7 @@ from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "degraded",
-             "rollback", "starting", "bridge", "newest")
+             "rollback", "starting", "bridge", "newest", "waits")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,16 @@ class ControlSettings:
     more replicas share the same cores and misses come from contention,
     which calibration measures: there it planned for twice the load while
     a slow host's misses went on (``docs/local.md``)."""
+    wait_calibration: bool = True
+    """Misses while a stage's requests wait longer than the model gives it
+    plan the workflow with its arrivals' cv² times that factor (the law's
+    ``WAIT_*`` constants) — more replicas where the queue is — rather than
+    raise the margin, which tightens every stage's budget. The queueing
+    formula (Allen–Cunneen) gives bursts at a low load a short wait that a
+    burst of ten requests on one replica does not have. Needs the stages'
+    waits in the observation (``WorkflowObservation.stage_wait``: the
+    simulator's, the runtime's ``esg_queue_wait_seconds``); without them,
+    off."""
     max_boost: float = 4.0
     """2 before the sixteenth session: over the 500 development workloads
     4 lifted ESG's mean hit rate by 0.24 point for 2.5% more GPUs, almost
@@ -353,4 +363,6 @@ class ControlSettings:
             return replace(self, bridge_batching=False)
         if mechanism == "newest":
             return replace(self, newest_first=False)
+        if mechanism == "waits":
+            return replace(self, wait_calibration=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

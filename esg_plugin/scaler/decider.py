@@ -96,6 +96,11 @@ def decide_functions(
 def control_observation(topology: Topology, profiles: ProfileSet, observation: Observation,
                         current: Mapping[str, FunctionState]) -> ControlObservation:
     """The law's observation from the scaler's (see the module's docstring)."""
+    waits: dict[str, dict[str, tuple[float, float]]] = {}
+    for (wf, stage), fn in topology.functions.items():
+        reading = observation.functions.get(fn)
+        if reading is not None and reading.queue_waits is not None:
+            waits.setdefault(wf, {})[stage] = reading.queue_waits
     workflows = {}
     for name in topology.workflows:
         offered = offered_rps(topology, name, observation)
@@ -107,7 +112,7 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
                                               hop_ms=observation.workflow_hop_ms.get(name),
                                               backlog=backlog(topology, name, observation, current),
                                               ok=int(ok), late=int(late), rejected=int(rejected),
-                                              long_window_s=observation.window_s)
+                                              long_window_s=observation.window_s, stage_wait=waits.get(name, {}))
     ratios: dict[str, list[float]] = {}
     batches: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}

@@ -76,6 +76,7 @@ WORKFLOW_REQUESTS = C.METRIC_WORKFLOW_REQUESTS
 EXEC_SUM, EXEC_COUNT = f"{C.METRIC_EXEC_SECONDS}_sum", f"{C.METRIC_EXEC_SECONDS}_count"
 EXEC_CPU = f"{C.METRIC_EXEC_CPU_SECONDS}_total"
 BATCH_SUM = f"{C.METRIC_BATCH_SIZE}_sum"
+WAIT_SUM, WAIT_COUNT = f"{C.METRIC_QUEUE_WAIT_SECONDS}_sum", f"{C.METRIC_QUEUE_WAIT_SECONDS}_count"
 # the router's arrival gaps: (count, sum, sum of squares)
 GAP_COUNTERS = (f"{C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS}_count", f"{C.METRIC_WORKFLOW_ARRIVAL_GAP_SECONDS}_sum",
                 f"{C.METRIC_WORKFLOW_ARRIVAL_GAP_SQUARED_SECONDS}_total")
@@ -101,6 +102,9 @@ class FunctionReading:
     cpu_ratio: Optional[float] = None
     """How busy the share's cores were while those batches ran: processor
     time over execution time (``esg_exec_cpu_seconds``; CPU instances)."""
+    queue_waits: Optional[tuple[float, float]] = None
+    """(requests that started a batch over the last interval, the time they
+    waited for it in ms, summed): ``esg_queue_wait_seconds``."""
 
 
 @dataclass(frozen=True)
@@ -310,7 +314,7 @@ class GatewayScrape:
                     continue
                 if name == C.METRIC_QUEUE_LENGTH:
                     queue[fn] = queue.get(fn, 0.0) + value
-                elif name in (EXEC_SUM, EXEC_COUNT, BATCH_SUM, EXEC_CPU):
+                elif name in (EXEC_SUM, EXEC_COUNT, BATCH_SUM, EXEC_CPU, WAIT_SUM, WAIT_COUNT):
                     counters[(url, name)] = value
         warm = {url for (url, name), value in self.replica_counters.last.items()
                 if name == EXEC_COUNT and value >= WARM_BATCHES}
@@ -328,7 +332,8 @@ class GatewayScrape:
                 queue.get(fn, 0.0),
                 busy_s / batches * 1000.0 if batches else None,
                 sums.get(BATCH_SUM, 0.0) / batches if batches else None,
-                sums[EXEC_CPU] / busy_s if batches and busy_s > 0 and EXEC_CPU in sums else None)
+                sums[EXEC_CPU] / busy_s if batches and busy_s > 0 and EXEC_CPU in sums else None,
+                (sums[WAIT_COUNT], sums.get(WAIT_SUM, 0.0) * 1000.0) if sums.get(WAIT_COUNT) else None)
         return readings
 
 
@@ -364,8 +369,11 @@ class PrometheusQuery:
         exec_ms = self._ratio(EXEC_SUM, EXEC_COUNT)
         batch = self._ratio(BATCH_SUM, f"{C.METRIC_BATCH_SIZE}_count")
         cpu = self._ratio(EXEC_CPU, EXEC_SUM)
+        waited = self._values(f"sum by (function_name) (increase({WAIT_COUNT}[{r}s]))") or {}
+        wait_s = self._values(f"sum by (function_name) (increase({WAIT_SUM}[{r}s]))") or {}
         functions = {fn: FunctionReading(queue.get(fn, 0.0),
-                                         exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn), cpu.get(fn))
+                                         exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn), cpu.get(fn),
+                                         (waited[fn], wait_s.get(fn, 0.0) * 1000.0) if waited.get(fn) else None)
                      for fn in set(queue) | set(exec_ms)}
         answers, shed = self._router_answers(r)
         _, shed_window = self._router_answers(int(self.window_s))

@@ -101,6 +101,8 @@ class View:
     """Per function: executed over profiled time of the batches since the last tick (noise shows here)."""
     starting: dict[tuple[str, str], int] = field(default_factory=dict)
     """Instances of each stage placed and not yet ready (in their cold start)."""
+    stage_wait: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    """Per stage: (requests taken from its queue for a batch since the last tick, their summed wait in ms)."""
 
 
 class Policy:
@@ -300,6 +302,8 @@ class Simulator:
         """The last desired state per stage: re-applied every tick, as a controller reconciles."""
         self.exec_done: dict[str, list[float]] = {}
         """Per function since the last tick: [executed ms, profiled ms]."""
+        self.waits: dict[tuple[str, str], list[float]] = {}
+        """Per stage since the last tick: [requests taken from its queue, their summed wait in ms]."""
         self.stage_executions = 0
         self.batches = 0
         self.scored: list[_Request] = []
@@ -523,10 +527,13 @@ class Simulator:
             behind = newest_first and behind_plan(now / 1000.0, exec_ms[k] / 1000.0,
                                                   stage.downstream_exec_ms / 1000.0, queue[0][1].deadline_ms / 1000.0)
             take = queue.pop if behind else queue.popleft
+            waits = self.waits.setdefault((stage.wf.name, stage.name), [0, 0.0])
             for _ in range(k):
-                req = take()[1]
+                queued_at, req = take()
                 if req.shed:
                     continue
+                waits[0] += 1
+                waits[1] += now - queued_at
                 if now + exec_ms[k] + after > req.deadline_ms + _EPS:
                     self._shed(req, now)
                     continue
@@ -698,7 +705,10 @@ class Simulator:
             starting[key] = sum(1 for i in stage.instances if not i.retiring and not i.ready)
         ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}
         self.exec_done = {}
-        return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting)
+        stage_wait = {key: (int(n), total) for key, (n, total) in self.waits.items()}
+        self.waits = {}
+        return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting,
+                    stage_wait)
 
 
 def _hopeless(stage: _Stage, req: _Request, t: float) -> bool:

@@ -531,6 +531,45 @@ def test_misses_raise_the_margin_and_a_clean_stretch_lowers_it(chain):
     assert state.workflows["w"].margin < 0.1
 
 
+def test_misses_where_a_stage_waits_longer_than_modelled_plan_for_burstier_arrivals_not_a_margin(chain):
+    """``wait_calibration``: misses while stage b's requests wait 200 ms —
+    far above the wait the plan's model gives it for bursty arrivals (cv²
+    8) — multiply the cv² the workflow is planned with (a third replica
+    there), and the margin, which
+    would tighten both stages' budgets, stays; a clean stretch takes the
+    factor back. No misses, no change; waits no number is are not believed;
+    without the mechanism the margin answers."""
+    wf, profiles = chain
+    settings = ControlSettings(feedback_cooldown_s=5.0, scale_down_delay_s=20.0, warmup_s=0.0)
+
+    def run(settings, waits, late=10):
+        law = ControlLaw([wf], profiles, settings)
+        state = law.new_state()
+        first = None
+        for t in range(0, 40):
+            first = tick(law, state, float(t), 50.0, ok=100, arrival_cv2=8.0)
+        decisions = [tick(law, state, float(t), 50.0, ok=100 - late, late=late, stage_wait={"b": waits},
+                          arrival_cv2=8.0) for t in range(40, 44)]
+        return law, state, (first, decisions[-1]), [d.reasons["w"] for d in decisions]
+
+    law, state, first, reasons = run(settings, (50.0, 50 * 200.0))
+    ws = state.workflows["w"]
+    assert any("b's requests waited" in r for r in reasons), reasons
+    assert ws.wait_factor == pytest.approx(2.0) and ws.margin == 0.0  # at most twice at once
+    before, after = (sum(g.count for g in d.desired[("w", "b")]) for d in first)
+    assert (before, after) == (2, 3)
+    for t in range(44, 200):  # the misses of 42–43 raise it once more at 46, after the cooldown
+        tick(law, state, float(t), 50.0, ok=100, arrival_cv2=8.0)
+    assert ws.wait_factor == 1.0  # clean stretches took it back
+    _, calm, _, _ = run(settings, (50.0, 50 * 200.0), late=0)
+    assert calm.workflows["w"].wait_factor == 1.0  # long waits without misses: nothing to answer
+    for broken in ((50.0, math.nan), (-1.0, 100.0), (math.inf, 1e4)):
+        _, garbage, _, _ = run(settings, broken)
+        assert garbage.workflows["w"].wait_factor == 1.0 and garbage.workflows["w"].margin > 0.0
+    _, off, _, reasons = run(settings.without("waits"), (50.0, 50 * 200.0))
+    assert off.workflows["w"].wait_factor == 1.0 and any("margin raised" in r for r in reasons)
+
+
 def test_a_re_plan_at_the_same_rate_keeps_the_offered_rate_its_plan_was_made_for(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(feedback_cooldown_s=5.0))

@@ -187,6 +187,11 @@ def test_the_law_sees_backlog_answers_and_the_batch_size_that_ran(world):
     assert control_observation(topology, profiles, bursty, current).workflows["image"].arrival_cv2 == 9.5
     assert control_observation(topology, profiles, bursty, current).workflows["image"].hop_ms == 4.2
     assert image.hop_ms is None  # not measured: the workflow's own hop_ms stands
+    assert image.stage_wait == {}  # no waits read
+    waited = replace(seen, functions={**seen.functions,
+                                      "image-upscale": FunctionReading(queue=20, queue_waits=(40.0, 1200.0))})
+    assert control_observation(topology, profiles, waited, current).workflows["image"].stage_wait == \
+        {"upscale": (40.0, 1200.0)}  # by stage: the law compares them with its plan's
     current["image-upscale"] = FunctionState(3, 4, 10.0, 50, ready_replicas=1)
     current["image-classify"] = FunctionState(2, 4, 10.0, 50, ready_replicas=2)
     assert control_observation(topology, profiles, seen, current).starting == {("image", "upscale"): 2,
@@ -209,6 +214,9 @@ esg_batch_size_sum {requests}
 esg_batch_size_count {batches}
 # TYPE esg_exec_cpu_seconds counter
 esg_exec_cpu_seconds_total {cpu}
+# TYPE esg_queue_wait_seconds histogram
+esg_queue_wait_seconds_sum {wait_sum}
+esg_queue_wait_seconds_count {requests}
 """
 TOPOLOGY_W = Topology({"w": Workflow.build("w", 100.0, [Stage("s", "resnet50")])}, {("w", "s"): "a"})
 ROUTER = """# TYPE esg_workflow_requests_total counter
@@ -262,9 +270,9 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
         pages.pages.update({"/gw": GATEWAY.format(started=10, ok=8, late=0),
                             "/router": ROUTER.format(met=8, missed=0, shed=1, gaps=9, gap_sum=0.9,
                                                      gap_squares=0.09, hop_sum=0.009),
-                            "/r1": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20, cpu=1.0),
-                            "/r2": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20, cpu=1.0),
-                            "/r3": REPLICA.format(queue=0, exec_sum=5.0, batches=1, requests=1, cpu=5.0)})
+                            "/r1": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20, cpu=1.0, wait_sum=0.2),
+                            "/r2": REPLICA.format(queue=0, exec_sum=1.0, batches=10, requests=20, cpu=1.0, wait_sum=0.2),
+                            "/r3": REPLICA.format(queue=0, exec_sum=5.0, batches=1, requests=1, cpu=5.0, wait_sum=0.0)})
         assert source.observe(0.0) is None  # one scrape: no rate yet
         # 2 s later: 40 more arrived, 20 answered in time, 6 late; replicas ran 5 + 5 batches of 15 requests
         pages.pages.update({"/gw": GATEWAY.format(started=50, ok=28, late=6),
@@ -272,9 +280,10 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
                             "/router": ROUTER.format(met=28, missed=6, shed=5, gaps=49, gap_sum=0.9 + 2.0,
                                                      gap_squares=0.09 + 30 * 0.001 ** 2 + 10 * 0.197 ** 2,
                                                      hop_sum=0.009 + 40 * 0.004),  # 40 hops of 4 ms
-                            "/r1": REPLICA.format(queue=7, exec_sum=1.5, batches=15, requests=35, cpu=1.3),
-                            "/r2": REPLICA.format(queue=5, exec_sum=1.5, batches=15, requests=20, cpu=1.4),
-                            "/r3": REPLICA.format(queue=0, exec_sum=9.0, batches=4, requests=4, cpu=9.0)})  # still cold
+                            "/r1": REPLICA.format(queue=7, exec_sum=1.5, batches=15, requests=35, cpu=1.3, wait_sum=0.2 + 0.6),
+                            "/r2": REPLICA.format(queue=5, exec_sum=1.5, batches=15, requests=20, cpu=1.4, wait_sum=0.2),
+                            "/r3": REPLICA.format(queue=0, exec_sum=9.0, batches=4, requests=4, cpu=9.0,
+                                                 wait_sum=3.0)})  # still cold
         seen = source.observe(2.0)
         assert seen.rates_rps == {"a": 20.0} and seen.recent_rps == {"a": 20.0}  # arrivals, not answers
         assert seen.codes == {"a": {"200": 20.0, "504": 6.0}}
@@ -289,6 +298,7 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
         assert reading.queue == 12 and reading.exec_ms == pytest.approx(1000.0 * 1.0 / 10)
         assert reading.batch_mean == pytest.approx(15 / 10)  # r2's batch counter did not move: r1's only
         assert reading.cpu_ratio == pytest.approx((0.3 + 0.4) / 1.0)  # the cores busy for 70% of the executions
+        assert reading.queue_waits == pytest.approx((15.0, 600.0))  # r1's 15 requests waited 0.6 s in all
         # 2 s later: nothing more shed; over the window (4 s) the 4 shed still count, over the last interval not
         pages.pages.update({"/gw": GATEWAY.format(started=90, ok=48, late=6)})
         seen = source.observe(4.0)
