@@ -31,7 +31,8 @@ What an :class:`Observation` holds, and where each part comes from:
   batches it ran over the last interval (a replica's first
   ``WARM_BATCHES``, its cold start, left out) — from each replica's own
   ``/_esg/metrics`` (``esg_queue_length``, ``esg_exec_seconds``,
-  ``esg_batch_size``).
+  ``esg_batch_size``), and how long its requests waited for a batch
+  (``esg_queue_wait_seconds``: their number and summed wait).
 
 Sources:
 
@@ -374,7 +375,7 @@ class PrometheusQuery:
         functions = {fn: FunctionReading(queue.get(fn, 0.0),
                                          exec_ms[fn] * 1000.0 if fn in exec_ms else None, batch.get(fn), cpu.get(fn),
                                          (waited[fn], wait_s.get(fn, 0.0) * 1000.0) if waited.get(fn) else None)
-                     for fn in set(queue) | set(exec_ms)}
+                     for fn in set(queue) | set(exec_ms) | set(waited)}
         answers, shed = self._router_answers(r)
         _, shed_window = self._router_answers(int(self.window_s))
         return Observation(now_s, rates, "prometheus", self.window_s, recent, self.recent_s, codes, answers, shed,

@@ -63,6 +63,10 @@ class LiveGateway:
                         f"# TYPE esg_workflow_hop_seconds summary\n"
                         f'esg_workflow_hop_seconds_count{{workflow="image"}} {started}\n'
                         f'esg_workflow_hop_seconds_sum{{workflow="image"}} {0.003 * started}\n'
+                        # as the function's runtime: each request waited 20 ms for its batch
+                        f"# TYPE esg_queue_wait_seconds histogram\n"
+                        f"esg_queue_wait_seconds_count{{{label}}} {started}\n"
+                        f"esg_queue_wait_seconds_sum{{{label}}} {0.02 * started}\n"
                         ).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -149,6 +153,8 @@ scrape_configs:
         late = seen.codes["image-preprocess"]["504"] / sum(seen.codes["image-preprocess"].values())
         assert late == pytest.approx(0.1, abs=0.02), seen.codes
         assert seen.workflow_hop_ms["image"] == pytest.approx(3.0, abs=0.01)  # the router's hops
+        waited, wait_ms = seen.functions["image-preprocess"].queue_waits  # the runtime's waits, by function
+        assert waited > 0 and wait_ms / waited == pytest.approx(20.0, abs=0.5)
         ok, missed, rejected = seen.workflow_answers["image"]  # the router's answers by class
         assert missed / (ok + missed) == pytest.approx(0.1, abs=0.02) and rejected == 0.0
         # the router's bursts of five: cv² 4 once the window holds the new rate alone (a window across the
