@@ -532,7 +532,7 @@ class ControlLaw:
         leaves is no error of the model), nor where the plan at that factor
         does not meet its budget (the margin's feedback answers then)."""
         s = self.settings
-        if not s.wait_calibration:
+        if not (s.wait_calibration and s.feedback):  # a feedback on misses, as the margin's
             return None
         waits = ws.waits
         first_s = now_s if state.first_observation_s is None else state.first_observation_s
