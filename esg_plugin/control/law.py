@@ -542,7 +542,10 @@ class ControlLaw:
             waits.clear()
             return None
         for stage, reading in obs.stage_wait.items():
-            count, total_ms = reading
+            try:
+                count, total_ms = reading
+            except (TypeError, ValueError):
+                continue  # no pair: not believed
             if is_number(count) and is_number(total_ms) and count > 0 and total_ms >= 0:  # else not believed
                 waits.append((now_s, stage, float(count), float(total_ms)))
         while waits and waits[0][0] <= now_s - s.feedback_window_s:

@@ -563,7 +563,7 @@ def test_misses_where_a_stage_waits_longer_than_modelled_plan_for_burstier_arriv
     assert ws.wait_factor == 1.0  # clean stretches took it back
     _, calm, _, _ = run(settings, (50.0, 50 * 200.0), late=0)
     assert calm.workflows["w"].wait_factor == 1.0  # long waits without misses: nothing to answer
-    for broken in ((50.0, math.nan), (-1.0, 100.0), (math.inf, 1e4)):
+    for broken in ((50.0, math.nan), (-1.0, 100.0), (math.inf, 1e4), None, "50", (50.0,), (50.0, 1e4, 1.0)):
         _, garbage, _, _ = run(settings, broken)
         assert garbage.workflows["w"].wait_factor == 1.0 and garbage.workflows["w"].margin > 0.0
     _, off, _, reasons = run(settings.without("waits"), (50.0, 50 * 200.0))
