@@ -1,6 +1,7 @@
 """Time of one control step for 50 functions (the law of esg_plugin/control).
 
-    python bench/control.py [--workflows 10] [--stages 5] [--ticks 300] [--seed 1] [--calibrated] [--no-freeze]
+    python bench/control.py [--workflows 10] [--stages 5] [--ticks 300] [--seed 1] [--calibrated] [--misses]
+                            [--no-freeze]
     python bench/control.py --memory 4000
 
 Ten random workflows of five stages (chains and DAGs, random monotone
@@ -18,6 +19,11 @@ as the scaler's and the simulator's with ``--noise`` do), so that every
 re-plan prices calibrated profiles — the law's case in a deployment, and
 a slower one: scaled profiles are new objects, whose option arrays are
 not in the cache.
+``--misses``: every observation also says that 5% of the answers
+missed and that each stage's requests waited 50 ms, so that the miss
+feedback acts at every cooldown — the queue's factor on the cv², with
+the search that tests whether its plan meets the budget, then the
+margin, then the capacity step: the law's busiest case.
 ``--memory TICKS``: the law's memory over a long run instead (a scaler's
 life): the same world at a steady rate, each function's execution-time
 ratio a random walk (5% a tick, within 0.6–2.5); prints the process's
@@ -96,6 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--calibrated", action="store_true",
                         help="observations carry execution-time ratios, as a deployment's do")
+    parser.add_argument("--misses", action="store_true",
+                        help="observations carry 5%% misses and 50-ms waits at every stage: the feedback acts")
     parser.add_argument("--memory", type=int, metavar="TICKS",
                         help="print the peak resident memory over a long run with drifting execution times")
     parser.add_argument("--no-freeze", action="store_true",
@@ -114,7 +122,13 @@ def main(argv=None) -> int:
         for wf in flows:
             rate = base[wf.name] * factor * (1 + 0.1 * np.sin(t / 20.0))
             short = rng.poisson(rate * 2.0) / 2.0
-            out[wf.name] = WorkflowObservation(rate, short, 2.0, 1.0, 0.0, int(rate * 2), 0)
+            answers = int(rate * 2)
+            if args.misses:
+                late = max(1, answers // 20)
+                waits = {stage: (float(answers), 50.0 * answers) for stage in wf.stage_names}
+                out[wf.name] = WorkflowObservation(rate, short, 2.0, 1.0, 0.0, answers - late, late, stage_wait=waits)
+            else:
+                out[wf.name] = WorkflowObservation(rate, short, 2.0, 1.0, 0.0, answers, 0)
         if not args.calibrated:
             return Observation(float(t), out)
         ratio = {fn: 1.2 + 0.15 * np.sin(t / 15.0 + k) for k, fn in enumerate(profiles.functions)}
@@ -148,7 +162,8 @@ def main(argv=None) -> int:
             replanned_cpu.append(cpu_ms)
     functions = sum(len(wf.stage_names) for wf in flows)
     print(f"control step, {functions} functions in {len(flows)} workflows, {args.ticks} ticks "
-          f"(a rate that wanders, x4 for the middle third{'; execution times observed' if args.calibrated else ''})")
+          f"(a rate that wanders, x4 for the middle third{'; execution times observed' if args.calibrated else ''}"
+          f"{'; 5% missing, 50-ms waits' if args.misses else ''})")
     print(f"  quiet tick (nothing re-planned): median {statistics.median(quiet_ms):.2f} ms "
           f"({len(quiet_ms)} ticks)" if quiet_ms else "  no quiet tick")
     if replanned:
