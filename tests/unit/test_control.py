@@ -1269,3 +1269,17 @@ def test_a_hop_measured_longer_than_the_workflow_says_is_planned_with_and_a_shor
     law = ControlLaw([wf], profiles)
     decision = tick(law, law.new_state(), 0.0, 40.0, hop_ms=-1.0)
     assert "w" not in decision.plans and "implausible" in decision.reasons["w"]
+
+
+def test_the_control_bench_runs_its_busiest_case(capsys):
+    """``bench/control.py --misses`` (every workflow missing, long waits:
+    the miss feedback acts) runs and prints its figures; no speed is
+    asserted here — the bench prints it."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("control_bench", ROOT / "bench" / "control.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--workflows", "2", "--stages", "3", "--ticks", "60", "--calibrated", "--misses",
+                       "--no-freeze"]) == 0
+    out = capsys.readouterr().out
+    assert "5% missing, 50-ms waits" in out and "all ticks" in out
