@@ -187,6 +187,9 @@ class WorkflowState:
     """(time_s, stage, requests, their summed wait in ms) of each tick of the feedback window."""
     planned_wait_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per stage: (the batching and queueing wait, the execution) the plan's model gives it."""
+    searched: Optional[tuple] = None
+    """(what it was asked, what it gave) of the last unpinned :meth:`ControlLaw._choose`
+    this tick: the queue's factor tests the plan its re-plan then makes."""
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""
     counting_since: Optional[str] = None
@@ -567,15 +570,16 @@ class ControlLaw:
                     ratio, where = r, stage
         if ratio <= WAIT_RATIO_RAISE:
             return None
-        factor = min(WAIT_FACTOR_MAX, ws.wait_factor * min(ratio, WAIT_FACTOR_STEP_MAX))
-        try:
-            fits = self._choose(workflow, ws, state, self._profiles(workflow, state, now_s), ws.planned_rps,
-                                max(obs.arrival_cv2, 0.0) * factor)[3]
+        factor = round(min(WAIT_FACTOR_MAX, ws.wait_factor * min(ratio, WAIT_FACTOR_STEP_MAX)), 9)
+        arrival_cv2 = max(obs.arrival_cv2 * factor, 0.0) if s.queueing_aware else None  # as _plan's
+        try:  # the search the re-plan repeats, if it is for the same rate (``searched``)
+            fits = self._choose(self._as_measured(workflow, ws), ws, state, self._profiles(workflow, state, now_s),
+                                ws.planned_rps, arrival_cv2, now_s=now_s)[3]
         except (PlannerError, ModelError):
             fits = False
         if not fits:
             return None
-        ws.wait_factor, ws.wait_changed_s = round(factor, 9), now_s
+        ws.wait_factor, ws.wait_changed_s = factor, now_s
         return f"misses, and {where}'s requests waited {ratio:.1f} x what the model gives: " \
                f"planned with {ws.wait_factor:.2f} x the arrivals' cv2"
 
@@ -808,7 +812,7 @@ class ControlLaw:
         rate it is for is ``offered_rps``, else the rate over its headroom."""
         profiles = self._profiles(workflow, state, now_s)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
-        problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2)
+        problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, now_s=now_s)
         covered_rps, admit_rps = rate_rps, None
         ws.demand = busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
         part = self._busy_part(workflow.name, state, busy)
@@ -920,14 +924,27 @@ class ControlLaw:
         except (PlannerError, ModelError):
             return None
 
-    def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None):
+    def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, now_s=None):
         """(problem, choices, stats, fits): the plan for the margin budget,
         else the degraded plan with the highest expected hit rate that fits
         the capacity: the smaller margins on the margin's grid, the SLO
         itself as budget, then less confidence in the
         tail (lower quantiles of the queueing wait, then its mean), then
         budgets a little beyond the SLO, tightest first; the fastest plan
-        only when none of those fits."""
+        only when none of those fits. With ``now_s``, an unpinned search
+        asked again within the tick with the same inputs gives its answer
+        again (``WorkflowState.searched``)."""
+        if now_s is None or shares is not None:
+            return self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, shares)
+        asked = (now_s, workflow.hop_ms, rate_rps, arrival_cv2, ws.margin, self._capacity_left(workflow, state),
+                 tuple(id(profiles[st.function]) for st in workflow.stages))
+        if ws.searched is not None and ws.searched[0] == asked:
+            return ws.searched[1]
+        found = self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2)
+        ws.searched = (asked, found)
+        return found
+
+    def _search(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None):
         s = self.settings
         utilisations = tuple(s.utilisations)
         first = 1.0 - ws.margin
@@ -974,7 +991,7 @@ class ControlLaw:
                 else:
                     high = middle
             if low > 0:
-                return self._choose(workflow, ws, state, profiles, low, arrival_cv2, shares)
+                return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
 
     def _busy_part(self, name: str, state: ControlState, demand: float) -> float:
