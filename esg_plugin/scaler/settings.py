@@ -18,6 +18,9 @@ class ScalerSettingsError(ESGError, ValueError):
     """A scaler setting the service cannot start with."""
 
 
+BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "on": True,
+                 "false": False, "0": False, "no": False, "off": False}
+"""What a yes-or-no setting may say (YAML's own true/false arrive as bools)."""
 MAX_REPLICAS = 10_000
 """The most replicas of one function the scaler will ask for."""
 
@@ -69,6 +72,11 @@ class ScalerSettings:
     """On a time-shared node (``esg up`` on a CPU): the share of it the plans
     may keep busy in all (the control law's ``busy_capacity``); a workflow
     beyond it is planned for, and admits, the rate that fits. 0: no limit."""
+    wait_calibration: bool = True
+    """Misses while a stage's requests wait longer than the model gives it
+    plan that workflow for burstier arrivals (the control law's
+    ``wait_calibration``, ``docs/control.md``); false: the margin alone
+    answers misses, as before the twenty-seventh session."""
     min_share_saving: float = 0.2
     """Restart pods for a smaller share only when it saves at least this share of the stage's cost."""
     wait_threshold_ms: float = 1.0
@@ -108,7 +116,10 @@ class ScalerSettings:
             kind = type(default) if default is not None else str
             try:
                 if kind is bool:
-                    values[name] = str(value).lower() in ("1", "true", "yes")
+                    word = str(value).strip().lower()
+                    if word not in BOOLEAN_WORDS:
+                        raise ValueError
+                    values[name] = BOOLEAN_WORDS[word]
                 elif kind in (int, float):
                     if isinstance(value, bool):
                         raise ValueError
@@ -152,6 +163,7 @@ class ScalerSettings:
                                min_share_saving=self.min_share_saving,
                                capacity_gpus=self.capacity_gpus or None,
                                busy_capacity=self.busy_capacity or None,
+                               wait_calibration=self.wait_calibration,
                                # under Knative a batch size is the template's env: a change is a new
                                # revision (a restart), which a larger batch and back would cost
                                bridge_batching=self.actuator != "knative")

@@ -90,6 +90,8 @@ def test_parse_gateway_metrics_sums_codes_and_cuts_the_namespace():
     ({"metrics_url": "gateway:8080"}, "http(s) URL"),
     ({"capacity_gpus": -1}, "capacity_gpus must lie in"),
     ({"capacity_gpus": "nan"}, "capacity_gpus must lie in"),
+    ({"wait_calibration": "maybe"}, "wait_calibration must be bool"),
+    ({"wait_calibration": 2}, "wait_calibration must be bool"),
 ])
 def test_bad_settings(data, message):
     with pytest.raises(ScalerSettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -99,6 +101,13 @@ def test_bad_settings(data, message):
 def test_environment_overrides_the_file():
     s = ScalerSettings.load({"interval_s": 5}, {"ESG_SCALER_INTERVAL_S": "2", "ESG_SCALER_TOKEN": "t"})
     assert s.interval_s == 2.0 and s.token == "t"
+
+
+def test_the_queue_factor_can_be_switched_off_for_a_comparison():
+    assert ScalerSettings().control().wait_calibration is True
+    assert ScalerSettings.load({"wait_calibration": False}, {}).control().wait_calibration is False  # YAML's false
+    assert ScalerSettings.load({}, {"ESG_SCALER_WAIT_CALIBRATION": "off"}).wait_calibration is False
+    assert ScalerSettings.load({"wait_calibration": "no"}, {}, {"wait_calibration": "true"}).wait_calibration is True
 
 
 def test_flags_override_the_environment_without_dropping_it():
