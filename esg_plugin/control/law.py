@@ -185,8 +185,6 @@ class WorkflowState:
     wait_changed_s: float = -math.inf
     waits: deque = field(default_factory=deque)
     """(time_s, stage, requests, their summed wait in ms) of each tick of the feedback window."""
-    planned_wait_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Per stage: (the batching and queueing wait, the execution) the plan's model gives it."""
     searched: Optional[tuple] = None
     """(what it was asked, what it gave) of the last unpinned :meth:`ControlLaw._choose`
     this tick: the queue's factor tests the plan its re-plan then makes."""
@@ -553,7 +551,7 @@ class ControlLaw:
                 waits.append((now_s, stage, float(count), float(total_ms)))
         while waits and waits[0][0] <= now_s - s.feedback_window_s:
             waits.popleft()
-        if not missing or ws.planned_rps is None or now_s - ws.wait_changed_s < s.feedback_cooldown_s \
+        if not missing or ws.plan is None or now_s - ws.wait_changed_s < s.feedback_cooldown_s \
                 or ws.wait_factor >= WAIT_FACTOR_MAX:
             return None
         sums: dict[str, list[float]] = {}
@@ -562,10 +560,11 @@ class ControlLaw:
             pair[0] += count
             pair[1] += total_ms
         ratio, where = 0.0, None
-        for stage, (wait_ms, exec_ms) in ws.planned_wait_ms.items():
+        for stage, planned in ws.plan.stages.items():  # the model's batching and queueing wait: latency less execution
             count, total_ms = sums.get(stage, (0.0, 0.0))
             if count >= WAIT_MIN_REQUESTS:
-                r = total_ms / count / max(wait_ms, WAIT_FLOOR_EXEC_FRACTION * exec_ms, WAIT_FLOOR_MS)
+                r = total_ms / count / max(planned.latency_ms - planned.exec_ms,
+                                           WAIT_FLOOR_EXEC_FRACTION * planned.exec_ms, WAIT_FLOOR_MS)
                 if r > ratio:
                     ratio, where = r, stage
         if ratio <= WAIT_RATIO_RAISE:
@@ -880,8 +879,6 @@ class ControlLaw:
             ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
         ws.downstream_ms = _after(workflow, {name: option.latency_ms for name, option in choices.items()})
         ws.downstream_exec_ms = _after(workflow, {name: option.exec_ms for name, option in choices.items()})
-        ws.planned_wait_ms = {name: (option.latency_ms - option.exec_ms, option.exec_ms)
-                              for name, option in choices.items()}
 
     def _adds_capacity(self, workflow: Workflow, ws: WorkflowState, profiles: ProfileSet, choices,
                        current: Mapping[StageKey, InstanceGroup]) -> bool:
@@ -936,15 +933,16 @@ class ControlLaw:
         again (``WorkflowState.searched``)."""
         if now_s is None or shares is not None:
             return self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, shares)
-        asked = (now_s, workflow.hop_ms, rate_rps, arrival_cv2, ws.margin, self._capacity_left(workflow, state),
+        capacity = self._capacity_left(workflow, state)
+        asked = (now_s, workflow.hop_ms, rate_rps, arrival_cv2, ws.margin, capacity,
                  tuple(id(profiles[st.function]) for st in workflow.stages))
         if ws.searched is not None and ws.searched[0] == asked:
             return ws.searched[1]
-        found = self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2)
+        found = self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, capacity=capacity)
         ws.searched = (asked, found)
         return found
 
-    def _search(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None):
+    def _search(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, capacity=None):
         s = self.settings
         utilisations = tuple(s.utilisations)
         first = 1.0 - ws.margin
@@ -952,7 +950,7 @@ class ControlLaw:
             return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
                                       shares, utilisations[1:], s.queue_quantile, s.no_wait_options)
         solve = get_policy(self.policy)
-        capacity = self._capacity_left(workflow, state)
+        capacity = self._capacity_left(workflow, state) if capacity is None else capacity
         quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
                                           and arrival_cv2 is not None and q < s.queue_quantile] + [None]
         # the margin's own grid down to none: a margin out of reach gives the plan

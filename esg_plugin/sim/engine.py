@@ -174,7 +174,7 @@ class _Lane:
 class _Stage:
     __slots__ = ("wf", "index", "name", "key", "profile", "fanout", "succs", "is_exit", "lanes", "instances",
                  "starting", "short", "in_service", "downstream_ms", "downstream_exec_ms", "min_exec_ms",
-                 "min_after_ms")
+                 "min_after_ms", "waited", "waited_ms")
 
     def __init__(self, wf, index, name, profile, fanout, lanes):
         self.wf = wf
@@ -196,6 +196,9 @@ class _Stage:
         self.min_exec_ms = min(v for row in profile.latency_ms for v in row if v is not None)
         self.min_after_ms = 0.0
         """The least time after this stage: fastest executions and hops on the longest path on."""
+        self.waited = 0
+        self.waited_ms = 0.0
+        """Requests taken from its queues for a batch since the last tick, and their summed wait."""
 
 
 class _Workflow:
@@ -302,8 +305,6 @@ class Simulator:
         """The last desired state per stage: re-applied every tick, as a controller reconciles."""
         self.exec_done: dict[str, list[float]] = {}
         """Per function since the last tick: [executed ms, profiled ms]."""
-        self.waits: dict[tuple[str, str], list[float]] = {}
-        """Per stage since the last tick: [requests taken from its queue, their summed wait in ms]."""
         self.stage_executions = 0
         self.batches = 0
         self.scored: list[_Request] = []
@@ -527,13 +528,12 @@ class Simulator:
             behind = newest_first and behind_plan(now / 1000.0, exec_ms[k] / 1000.0,
                                                   stage.downstream_exec_ms / 1000.0, queue[0][1].deadline_ms / 1000.0)
             take = queue.pop if behind else queue.popleft
-            waits = self.waits.setdefault((stage.wf.name, stage.name), [0, 0.0])
             for _ in range(k):
                 queued_at, req = take()
                 if req.shed:
                     continue
-                waits[0] += 1
-                waits[1] += now - queued_at
+                stage.waited += 1
+                stage.waited_ms += now - queued_at
                 if now + exec_ms[k] + after > req.deadline_ms + _EPS:
                     self._shed(req, now)
                     continue
@@ -698,15 +698,16 @@ class Simulator:
                 takes = sum(i.batch for i in stage.instances if i.ready and not i.retiring)
                 waiting = max(waiting, max(0, queued - takes) / stage.fanout)
             backlog[wf.name] = waiting
-        concurrency, instances, starting = {}, {}, {}
+        concurrency, instances, starting, stage_wait = {}, {}, {}, {}
         for key, stage in self.stage_by_key.items():
+            if stage.waited:
+                stage_wait[key] = (stage.waited, stage.waited_ms)
+                stage.waited, stage.waited_ms = 0, 0.0
             concurrency[key] = sum(len(lane.queue) for lane in stage.lanes) + stage.in_service
             instances[key] = sum(1 for i in stage.instances if not i.retiring)
             starting[key] = sum(1 for i in stage.instances if not i.retiring and not i.ready)
         ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}
         self.exec_done = {}
-        stage_wait = {key: (int(n), total) for key, (n, total) in self.waits.items()}
-        self.waits = {}
         return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting,
                     stage_wait)
 
