@@ -57,12 +57,16 @@ class ControlSettings:
     """Missing: the share of late or rejected answers over ``feedback_window_s``
     is above this (the objective: 99% of requests within the SLO)."""
     feedback_window_s: float = 10.0
-    utilisations: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.4, 0.3, 0.2)
+    utilisations: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.4, 0.3, 0.2, 0.1, 0.05)
     """Utilisation targets each stage may be planned at (the replica count is
     a decision of the planner); the first is the base target. The low ones
-    (0.4–0.2: more replicas than the load needs) are what a tight SLO needs,
-    where the model's mean wait at 0.5 is already most of the slack; the
-    cheapest plan that meets the budget still wins. Off: 0.8 only."""
+    (0.4–0.05: more replicas than the load needs) are what a tight SLO needs,
+    where the model's mean wait at 0.5 is already most of the slack, and
+    what bursts at a light load need: at 0.2 a stage that the load keeps
+    busy less than a fifth of the time was offered one replica only, however
+    long a burst waits for it (0.1 and 0.05 since the twenty-eighth
+    session, ``docs/EVALUATION.md``). The cheapest plan that meets the
+    budget still wins. Off: 0.8 only."""
     no_wait_options: bool = True
     """Offer every batch size above 1 also without a batching wait (a batch
     leaves with what is queued, sized as if it held one item), as a batcher

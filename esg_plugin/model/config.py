@@ -343,16 +343,7 @@ def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: n
     batch_cv2 = arrival_cv2 / b
     if model == "renewal":  # Erlang C at the load cσ: σ takes ρ's place
         offered = np.where(stable, n * renewal_sigma(np.where(stable, offered / n, 0.0), batch_cv2), offered)
-    blocking = np.ones(len(e))
-    for k in range(1, int(n.max(initial=0)) + 1):
-        step = offered * blocking / (k + offered * blocking)
-        blocking = np.where(k <= n, step, blocking)
-        active = k < n
-        if not active.any():
-            break
-        if k > offered[active].max() and blocking[active].max() < 1e-12:
-            blocking = np.where(active, 0.0, blocking)  # B only falls further: no wait to speak of
-            break
+    blocking = _erlang_b(offered, n)
     with np.errstate(divide="ignore", invalid="ignore"):
         waiting = blocking / (1.0 - offered / n * (1.0 - blocking))
         if quantile is not None:
@@ -362,6 +353,31 @@ def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: n
         else:
             delay = waiting * e / (n - offered) * batch_cv2 / 2.0
     return np.where(stable, delay, np.inf)
+
+
+def _erlang_b(offered: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Erlang B of each configuration (``offered`` erlangs on ``n``
+    servers) by its recursion ``B(k) = aB(k−1) / (k + aB(k−1))``, run for
+    all at once: ordered by ``n``, step k updates the configurations with
+    ``n ≥ k`` (a tail of that order) in place. Once k is above every
+    remaining load and their B is below 1e-12 it only falls further: 0."""
+    order = np.argsort(n, kind="stable")
+    servers, load = n[order], offered[order]
+    blocking = np.ones(len(load))
+    top = int(servers[-1]) if len(servers) else 0
+    first = np.searchsorted(servers, np.arange(1, top + 2))  # first = [k - 1]: the first with n ≥ k
+    for k in range(1, top + 1):
+        a, b = load[first[k - 1]:], blocking[first[k - 1]:]
+        b[:] = a * b / (k + a * b)
+        later = first[k]  # those with n > k go on
+        if later == len(load):
+            break
+        if k > load[later:].max() and blocking[later:].max() < 1e-12:
+            blocking[later:] = 0.0
+            break
+    out = np.empty(len(load))
+    out[order] = blocking
+    return out
 
 
 RENEWAL_TOLERANCE = 1e-12
