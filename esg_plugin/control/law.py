@@ -908,7 +908,8 @@ class ControlLaw:
             if exec_ms is None or group.count < 1 or stage_rps * exec_ms >= 1000.0 * group.batch_size * group.count:
                 return math.inf
             option = evaluate(Config(group.batch_size, group.gpu_share), exec_ms, stage_rps,
-                              arrival_cv2=arrival_cv2, replicas=group.count)
+                              arrival_cv2=arrival_cv2, replicas=group.count,
+                              queueing_model=self.settings.queueing_model)
             # the batcher's timeout bounds the fill wait (0: a batch leaves with what is queued)
             stage_ms[st.name] = option.latency_ms - option.wait_ms + min(option.wait_ms, group.max_wait_ms)
         return path_latency_ms(workflow, stage_ms)
@@ -948,7 +949,7 @@ class ControlLaw:
         first = 1.0 - ws.margin
         if not s.degraded_cheapest:
             return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
-                                      shares, utilisations[1:], s.queue_quantile, s.no_wait_options)
+                                      shares, utilisations[1:], s.queue_quantile, s.no_wait_options, s.queueing_model)
         solve = get_policy(self.policy)
         capacity = self._capacity_left(workflow, state) if capacity is None else capacity
         quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
@@ -966,7 +967,7 @@ class ControlLaw:
                 built[quantile] = build_problem(workflow, profiles, rate_rps, utilisations[0],
                                                 shares=shares, arrival_cv2=arrival_cv2,
                                                 utilisations=utilisations[1:], queue_quantile=quantile,
-                                                no_wait=s.no_wait_options)
+                                                no_wait=s.no_wait_options, queueing_model=s.queueing_model)
             problem = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * factor)
             choices, stats = solve(problem, NO_LIMITS)
             if choices is not None and _cost(choices) <= capacity:

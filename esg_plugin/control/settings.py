@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from ..model.config import QUEUEING_MODELS
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
@@ -285,6 +286,13 @@ class ControlSettings:
     queue_quantile: Optional[float] = None
     """Plan each stage's queueing wait at this quantile (the SLO is about the
     tail); None: the mean wait."""
+    queueing_model: str = "allen-cunneen"
+    """The queueing wait's model (``model/config.py``): ``"allen-cunneen"``,
+    or ``"renewal"`` — the GI/M/c wait for gamma gaps, which matches a
+    simulated queue for bursty arrivals where Allen–Cunneen gives a
+    fraction of it, but which the law's feedback was not fitted around: on
+    the 590 development workloads 3.9% more GPUs for 0.07 point
+    (``docs/EVALUATION.md``, the twenty-eighth session). For comparisons."""
     max_replans_per_tick: int = 3
     """At most this many workflows are re-planned in one tick (the most urgent
     first: first plans, then the largest rise); the others at the next tick.
@@ -326,6 +334,8 @@ class ControlSettings:
             (self.capacity_gpus is None or self.capacity_gpus > 0, "capacity_gpus must be positive"),
             (self.busy_capacity is None or 0 < self.busy_capacity <= 1e6, "busy_capacity must lie in (0, 1e6]"),
             (self.queue_quantile is None or 0 < self.queue_quantile < 1, "queue_quantile must lie in (0, 1)"),
+            (self.queueing_model in QUEUEING_MODELS,
+             f"queueing_model must be one of {', '.join(QUEUEING_MODELS)}, got {self.queueing_model!r}"),
         ]
         for ok, message in checks:
             if not ok:

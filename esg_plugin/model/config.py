@@ -25,7 +25,8 @@ scaled by Allen–Cunneen's ``(c_a² + c_s²) / 2`` with deterministic service
 (a batch is the sum of ``b`` gaps). The simulator's ``esg`` policy plans
 with it; ``esg plan`` does not unless asked (``--queueing-cv2``).
 
-**A second model, not planned with** (``model="renewal"``): the GI/M/c
+**A second model, not planned with by default** (``model="renewal"``;
+``ControlSettings.queueing_model`` chooses for the control law): the GI/M/c
 queue whose gaps are gamma-distributed at ``c_a²`` — an arrival waits
 with probability ``P`` and then for an exponential time of mean
 ``e / (c (1 − σ))``, where ``σ`` is the root in (0, 1) of
@@ -38,9 +39,10 @@ where ``P = σ``); times ``c_a² / (c_a² + 1)`` for deterministic service
 99th percentile, where Allen–Cunneen gives 0–96% of the mean
 (``bench/queueing_wait.py`` prints both). The control law does not plan
 with it: on the 590 development workloads it cost 1.6% more GPUs for
-0.01 point of hit rate — the law's feedback had been fitted around the
-old model's error, and a burst's wait, paid at the first stage slower than
-the ones before it, is charged by a per-stage model at every stage
+0.01 point of hit rate (3.9% for 0.07 point with the utilisation targets
+down to 0.05) — the law's feedback had been fitted around the old
+model's error, and a burst's wait, paid mostly at the first stage slower
+than the ones before it, is charged by a per-stage model at every stage
 (``docs/EVALUATION.md``, the twenty-eighth session).
 """
 
@@ -97,13 +99,13 @@ def replicas_needed(stage_rate_rps: float, batch_size: int, exec_ms: float, util
 
 
 def queueing_delay_ms(stage_rate_rps: float, batch_size: int, exec_ms: float, replicas: int,
-                      arrival_cv2: float) -> float:
+                      arrival_cv2: float, model: str = "allen-cunneen") -> float:
     """Expected wait of a batch for one of ``replicas`` instances (see the
     module doc): the M/M/c wait (Erlang C) scaled by Allen–Cunneen's
-    ``(c_a² + c_s²) / 2`` with deterministic service. One configuration of
-    :func:`queueing_delays_ms`."""
+    ``(c_a² + c_s²) / 2`` with deterministic service (or ``model``'s). One
+    configuration of :func:`queueing_delays_ms`."""
     one = queueing_delays_ms(stage_rate_rps, np.array([batch_size]), np.array([float(exec_ms)]),
-                             np.array([replicas]), arrival_cv2)
+                             np.array([replicas]), arrival_cv2, model=model)
     return float(one[0])
 
 
@@ -124,16 +126,18 @@ def evaluate(
     utilisation: float = DEFAULT_UTILISATION,
     arrival_cv2: float | None = None,
     replicas: int | None = None,
+    queueing_model: str = "allen-cunneen",
 ) -> StageOption:
     """The SPEC §3 quantities of one configuration at one arrival rate
-    (plus the queueing term when ``arrival_cv2`` is given), with the fewest
-    replicas that keep the utilisation target, or with ``replicas``."""
+    (plus the queueing term of ``queueing_model`` when ``arrival_cv2`` is
+    given), with the fewest replicas that keep the utilisation target, or
+    with ``replicas``."""
     check_inputs(stage_rate_rps, utilisation, arrival_cv2)
     n = replicas_needed(stage_rate_rps, config.batch_size, exec_ms, utilisation) if replicas is None else replicas
     wait_ms = 0.0 if config.batch_size == 1 else 1000.0 * (config.batch_size - 1) * n / stage_rate_rps
     queue_ms = 0.0
     if arrival_cv2 is not None:
-        queue_ms = queueing_delay_ms(stage_rate_rps, config.batch_size, exec_ms, n, arrival_cv2)
+        queue_ms = queueing_delay_ms(stage_rate_rps, config.batch_size, exec_ms, n, arrival_cv2, queueing_model)
     return StageOption(
         config=config,
         exec_ms=exec_ms,
@@ -207,6 +211,7 @@ def option_arrays(
     fanout: int = 1,
     queue_quantile: float | None = None,
     no_wait: bool = False,
+    queueing_model: str = "allen-cunneen",
 ) -> OptionArrays:
     """:func:`all_options` as arrays; identical values.
 
@@ -222,11 +227,13 @@ def option_arrays(
     offered with no batching wait (timeout 0): a batch leaves with what is
     queued, planned as if it held one item (its replicas and queueing sized
     for that) — the choice a low rate needs when the profile has no batch 1.
+    ``queueing_model``: :func:`queueing_delays_ms`'s ``model``.
 
     The result is read-only and may be shared: it is cached
     (:data:`OPTION_CACHE_ENTRIES`), a pure function of the arguments.
     """
-    key = (profile, stage_rate_rps, utilisation, arrival_cv2, tuple(utilisations), fanout, queue_quantile, no_wait)
+    key = (profile, stage_rate_rps, utilisation, arrival_cv2, tuple(utilisations), fanout, queue_quantile, no_wait,
+           queueing_model)
     try:
         hash(key)
     except TypeError:  # not numbers: the checks say what is wrong
@@ -243,7 +250,7 @@ def _cached_option_arrays(key: tuple) -> OptionArrays:
 
 
 def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisations, fanout, queue_quantile,
-                   no_wait) -> OptionArrays:
+                   no_wait, queueing_model) -> OptionArrays:
     check_inputs(stage_rate_rps, utilisation, arrival_cv2)
     b, g, e, fill = _configurations(profile, no_wait)
     targets = [utilisation] + [u for u in utilisations if u != utilisation]
@@ -270,7 +277,7 @@ def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisatio
     if arrival_cv2 is None:
         queue_ms = np.zeros(len(e))
     else:
-        queue_ms = queueing_delays_ms(stage_rate_rps, fill, e, n, arrival_cv2, queue_quantile)
+        queue_ms = queueing_delays_ms(stage_rate_rps, fill, e, n, arrival_cv2, queue_quantile, queueing_model)
         if fanout > 1:
             rounds = np.ceil(np.ceil(fanout / fill) / n)
             queue_ms = queue_ms + (rounds - 1) * e
@@ -320,12 +327,16 @@ def _fastest_per_share(indices: np.ndarray, g: np.ndarray, e: np.ndarray) -> np.
     return ordered[np.r_[True, shares[1:] != shares[:-1]]]
 
 
+QUEUEING_MODELS = ("allen-cunneen", "renewal")
+"""The queueing wait's models (the module doc): the first is the one planned with."""
+
+
 def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: np.ndarray,
                        arrival_cv2: float, quantile: float | None = None,
                        model: str = "allen-cunneen") -> np.ndarray:
     """:func:`queueing_delay_ms` over arrays of configurations (the Erlang B
     recursion run for all of them at once); ``model="renewal"``: the GI/M/c
-    wait for gamma gaps (the module doc), not planned with.
+    wait for gamma gaps (the module doc), not planned with by default.
 
     With ``quantile`` q, the q-quantile of the wait instead of its mean: in
     M/M/c a batch waits longer than t with probability ``C · exp(−(cμ − λ) t)``
@@ -336,7 +347,7 @@ def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: n
     """
     if quantile is not None and not 0 < quantile < 1:
         raise ModelError(f"the queueing quantile must lie in (0, 1), got {quantile!r}")
-    if model not in ("renewal", "allen-cunneen"):
+    if model not in QUEUEING_MODELS:
         raise ModelError(f"unknown queueing model {model!r}")
     offered = stage_rate_rps / b * e / 1000.0  # erlangs
     stable = offered < n
@@ -367,8 +378,8 @@ def _erlang_b(offered: np.ndarray, n: np.ndarray) -> np.ndarray:
     top = int(servers[-1]) if len(servers) else 0
     first = np.searchsorted(servers, np.arange(1, top + 2))  # first = [k - 1]: the first with n ≥ k
     for k in range(1, top + 1):
-        a, b = load[first[k - 1]:], blocking[first[k - 1]:]
-        b[:] = a * b / (k + a * b)
+        load_k, blocking_k = load[first[k - 1]:], blocking[first[k - 1]:]  # views: updated in place
+        blocking_k[:] = load_k * blocking_k / (k + load_k * blocking_k)
         later = first[k]  # those with n > k go on
         if later == len(load):
             break

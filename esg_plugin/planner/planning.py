@@ -62,6 +62,7 @@ def plan_with_fallback(
     utilisations: tuple[float, ...] = (),
     queue_quantile: Optional[float] = None,
     no_wait: bool = False,
+    queueing_model: str = "allen-cunneen",
 ):
     """Choices against ``SLO × first_factor``, else the first of
     :data:`DEGRADED_BUDGET_FACTORS` that fits, else the fastest plan at the
@@ -72,7 +73,8 @@ def plan_with_fallback(
     for factor in (first_factor,) + DEGRADED_BUDGET_FACTORS:
         problem = build_problem(workflow, profiles, rate_rps, utilisation, budget_ms=workflow.slo_ms * factor,
                                 shares=shares, arrival_cv2=arrival_cv2,
-                                utilisations=utilisations, queue_quantile=queue_quantile, no_wait=no_wait)
+                                utilisations=utilisations, queue_quantile=queue_quantile, no_wait=no_wait,
+                                queueing_model=queueing_model)
         choices, stats = solve(problem, NO_LIMITS)
         if choices is not None:
             return problem, choices, stats, factor == first_factor

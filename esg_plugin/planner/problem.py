@@ -139,6 +139,7 @@ def build_problem(
     utilisations: tuple[float, ...] = (),
     queue_quantile: Optional[float] = None,
     no_wait: bool = False,
+    queueing_model: str = "allen-cunneen",
 ) -> Problem:
     """Evaluate every stage's configurations at ``rate_rps``.
 
@@ -149,7 +150,8 @@ def build_problem(
     ``utilisations`` adds each configuration at these utilisation targets
     (the replica count becomes a decision, see ``option_arrays``);
     ``queue_quantile`` plans the queueing wait's quantile, not its mean;
-    ``no_wait`` adds every batch size above 1 without a batching wait.
+    ``no_wait`` adds every batch size above 1 without a batching wait;
+    ``queueing_model`` is the queueing wait's model (``model/config.py``).
     """
     rate_rps = check_rate(rate_rps)
     if not 0 < utilisation <= 1:
@@ -162,7 +164,7 @@ def build_problem(
         profile = profiles[stage.function]
         stage_rate_rps = rate_rps * stage.fanout
         arrays[stage.name] = option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisations,
-                                           stage.fanout, queue_quantile, no_wait)
+                                           stage.fanout, queue_quantile, no_wait, queueing_model)
         if shares and stage.name in shares:
             arrays[stage.name] = arrays[stage.name].where(arrays[stage.name].gpu_share == shares[stage.name])
             if len(arrays[stage.name].exec_ms) == 0:

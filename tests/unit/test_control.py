@@ -1283,3 +1283,45 @@ def test_the_control_bench_runs_its_busiest_case(capsys):
                        "--no-freeze"]) == 0
     out = capsys.readouterr().out
     assert "5% missing, 50-ms waits" in out and "all ticks" in out
+
+
+def test_a_stage_the_load_keeps_busy_less_than_a_fifth_of_the_time_may_have_more_than_one_replica():
+    """A replica count on the menus is ceil(load / target): with 0.2 the
+    lowest target, a stage busy less than a fifth of the time was offered
+    one replica only, however long a burst waits for it; the targets 0.1
+    and 0.05 offer two to four there, and the search prices each. (The
+    live image workflow's classifier: 4.32 rps on the CPU profile's
+    ResNet-50, 0.18 of a core at batch 1.)"""
+    from esg_plugin.loaders import load_profiles
+    from esg_plugin.model import option_arrays
+
+    profile = load_profiles(ROOT / "profiles/cpu-2core.json")["resnet50"]
+    settings = ControlSettings()
+    rate_rps = 4.32
+    for targets, most in ((settings.utilisations, 4), (tuple(u for u in settings.utilisations if u >= 0.2), 1)):
+        arrays = option_arrays(profile, rate_rps, targets[0], 10.0, targets[1:])
+        load = rate_rps * arrays.exec_ms / (1000.0 * arrays.batch_size)
+        light = (load > 0.15) & (load < 0.2)
+        assert light.any()
+        assert arrays.replicas[light].max() == most
+
+
+def test_the_queueing_model_is_a_setting_for_comparisons(chain):
+    """``queueing_model="renewal"`` reaches the planner's menus: the same
+    bursty stage at a light load waits longer under it than under
+    Allen–Cunneen (the default); an unknown model is a ControlError."""
+    from esg_plugin.planner import build_problem
+
+    wf, profiles = chain
+    waits = {}
+    for model in ("allen-cunneen", "renewal"):
+        settings = ControlSettings(queueing_model=model)
+        problem = build_problem(wf, profiles, 5.0, settings.utilisations[0], arrival_cv2=10.0,
+                                utilisations=settings.utilisations[1:], queueing_model=model)
+        waits[model] = problem.arrays["b"].queue_ms.max()
+    assert ControlSettings().queueing_model == "allen-cunneen"
+    assert waits["renewal"] > 2 * waits["allen-cunneen"] > 0
+    law = ControlLaw([wf], profiles, ControlSettings(queueing_model="renewal"))
+    assert tick(law, law.new_state(), 0.0, 5.0, arrival_cv2=10.0).plans["w"].cost > 0
+    with pytest.raises(ControlError, match="queueing_model"):
+        ControlSettings(queueing_model="kingman")
