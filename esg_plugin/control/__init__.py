@@ -9,11 +9,12 @@ from .delay import DelayWindow
 from .errors import ControlError
 from .law import ControlLaw, ControlState, Decision, WorkflowState, step_detected
 from .observation import MAX_RATE_RPS, Observation, WorkflowObservation, gap_cv2
-from .settings import ABLATIONS, ControlSettings
+from .settings import ABLATIONS, QUEUEING_MODELS, ControlSettings
 
 __all__ = [
     "ABLATIONS",
     "MAX_RATE_RPS",
+    "QUEUEING_MODELS",
     "ControlError",
     "ControlLaw",
     "ControlSettings",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
 from ..errors import ESGError
-from ..control import ControlSettings
+from ..control import QUEUEING_MODELS, ControlSettings
 
 ACTUATORS = ("dry-run", "openfaas-kubernetes", "openfaas-gateway", "knative")
 SHARE_MODES = ("env", "hami")
@@ -77,6 +77,11 @@ class ScalerSettings:
     plan that workflow for burstier arrivals (the control law's
     ``wait_calibration``, ``docs/control.md``); false: the margin alone
     answers misses, as before the twenty-seventh session."""
+    queueing_model: str = "allen-cunneen"
+    """The queueing wait's model the plans are priced with (the control
+    law's ``queueing_model``): allen-cunneen, or renewal — the GI/M/c wait
+    for gamma gaps, truer for bursty arrivals at a light load and dearer
+    in the simulator (``docs/planner.md``). For a comparison."""
     min_share_saving: float = 0.2
     """Restart pods for a smaller share only when it saves at least this share of the stage's cost."""
     wait_threshold_ms: float = 1.0
@@ -138,6 +143,8 @@ class ScalerSettings:
             (self.actuator in ACTUATORS, f"actuator must be one of {', '.join(ACTUATORS)}, got {self.actuator!r}"),
             (self.share_mode in SHARE_MODES, f"share_mode must be env or hami, got {self.share_mode!r}"),
             (self.metrics_kind in METRICS_KINDS, "metrics_kind must be auto, gateway or prometheus"),
+            (self.queueing_model in QUEUEING_MODELS,
+             f"queueing_model must be one of {', '.join(QUEUEING_MODELS)}, got {self.queueing_model!r}"),
             (0 < self.interval_s <= 3600, "interval_s must lie in (0, 3600]"),
             (self.interval_s <= self.window_s <= 86400, "window_s must lie in [interval_s, 86400]"),
             (0 <= self.slo_margin < ControlSettings.max_margin, f"slo_margin must lie in [0, {ControlSettings.max_margin:g})"),
@@ -163,7 +170,7 @@ class ScalerSettings:
                                min_share_saving=self.min_share_saving,
                                capacity_gpus=self.capacity_gpus or None,
                                busy_capacity=self.busy_capacity or None,
-                               wait_calibration=self.wait_calibration,
+                               wait_calibration=self.wait_calibration, queueing_model=self.queueing_model,
                                # under Knative a batch size is the template's env: a change is a new
                                # revision (a restart), which a larger batch and back would cost
                                bridge_batching=self.actuator != "knative")

@@ -92,6 +92,7 @@ def test_parse_gateway_metrics_sums_codes_and_cuts_the_namespace():
     ({"capacity_gpus": "nan"}, "capacity_gpus must lie in"),
     ({"wait_calibration": "maybe"}, "wait_calibration must be bool"),
     ({"wait_calibration": 2}, "wait_calibration must be bool"),
+    ({"queueing_model": "kingman"}, "queueing_model must be one of allen-cunneen, renewal"),
 ])
 def test_bad_settings(data, message):
     with pytest.raises(ScalerSettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -108,6 +109,11 @@ def test_the_queue_factor_can_be_switched_off_for_a_comparison():
     assert ScalerSettings.load({"wait_calibration": False}, {}).control().wait_calibration is False  # YAML's false
     assert ScalerSettings.load({}, {"ESG_SCALER_WAIT_CALIBRATION": "off"}).wait_calibration is False
     assert ScalerSettings.load({"wait_calibration": "no"}, {}, {"wait_calibration": "true"}).wait_calibration is True
+
+
+def test_the_queueing_model_can_be_chosen_for_a_comparison():
+    assert ScalerSettings().control().queueing_model == "allen-cunneen"
+    assert ScalerSettings.load({}, {"ESG_SCALER_QUEUEING_MODEL": "renewal"}).control().queueing_model == "renewal"
 
 
 def test_flags_override_the_environment_without_dropping_it():
