@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from esg_plugin.loaders import read_yaml  # noqa: E402
 from esg_plugin.model import Topology, path_latency_ms  # noqa: E402
+from esg_plugin.model.config import QUEUEING_MODELS  # noqa: E402
 from esg_plugin.sim.generate import random_live_workload  # noqa: E402
 from esg_plugin.sim.workload import parse_arrivals  # noqa: E402
 from robustness import parse_seeds  # noqa: E402
@@ -115,10 +116,12 @@ def fluid_ceiling(requests: list[dict], topology: Topology, exec_ms: dict[str, f
     return out
 
 
-def run(workload_file: Path, policy: str, out: Path, cpu_hogs: int) -> tuple[dict, float]:
+def run(workload_file: Path, policy: str, out: Path, cpu_hogs: int,
+        queueing_model: str = "allen-cunneen") -> tuple[dict, float]:
     load = os.getloadavg()[0]
     command = [sys.executable, "-m", "esg_plugin", "up", "--workload", str(workload_file), "--policy", policy,
-               "--out", str(out)] + (["--cpu-hog", str(cpu_hogs)] if cpu_hogs else [])
+               "--out", str(out), "--queueing-model", queueing_model] + \
+        (["--cpu-hog", str(cpu_hogs)] if cpu_hogs else [])
     with open(out.with_suffix(".log"), "w") as log:
         subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
     report = json.loads((out / "report.json").read_text())
@@ -138,6 +141,8 @@ def main(argv=None) -> int:
     parser.add_argument("--policies", default="esg,openfaas")
     parser.add_argument("--cpu-hog", type=int, default=0, help="busy processes beside each run")
     parser.add_argument("--out", type=Path, default=None, help="where the workloads and reports go")
+    parser.add_argument("--queueing-model", default=QUEUEING_MODELS[0], choices=QUEUEING_MODELS,
+                        help="esg up's --queueing-model")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="esg-up-random-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +161,8 @@ def main(argv=None) -> int:
         workload_file = out / f"random-{seed}.yaml"
         workload_file.write_text(yaml.safe_dump(data, sort_keys=False))
         for policy in policies:
-            report, load = run(workload_file, policy, out / f"random-{seed}-{policy}", args.cpu_hog)
+            report, load = run(workload_file, policy, out / f"random-{seed}-{policy}", args.cpu_hog,
+                               args.queueing_model)
             summary[policy].append(report)
             idle = (report.get("machine") or {}).get("idle_share_after_warmup")
             ceiling = report["fluid_ceiling"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..limits import MAX_DURATION_S, MAX_SEED, flag
 from ..loaders import LoadError, load_profiles, load_workflow, read_yaml
+from ..model.config import QUEUEING_MODELS
 
 DESCRIPTION = """\
 Start the whole system on this machine: every function of the stack as
@@ -52,6 +53,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="start every worker as a plain process (default: forked from one that imported torch once)")
     p.add_argument("--cpu-hog", type=flag(int, 0, 64), default=0, metavar="N",
                    help="run N busy processes beside the system, as a noisy neighbour (default 0)")
+    p.add_argument("--queueing-model", choices=QUEUEING_MODELS, default=QUEUEING_MODELS[0],
+                   help="the queueing wait ESG's plans are priced with (default allen-cunneen; renewal: the "
+                        "GI/M/c wait for gamma gaps, for a comparison: docs/planner.md)")
     p.set_defaults(run=run)
 
 
@@ -98,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         report = run_up(stack, stack_path.parent, topology, profiles, workload, args.policy, seed=args.seed,
                         interval_s=args.interval_s, max_replicas=args.max_replicas, dashboard=terminal_dashboard(),
                         cpu_hogs=args.cpu_hog, admission=admission_settings(args.admission, args.policy),
-                        logs_to=Path(args.out) / "logs" if args.out else None, zygote=not args.no_zygote)
+                        logs_to=Path(args.out) / "logs" if args.out else None, zygote=not args.no_zygote,
+                        queueing_model=args.queueing_model)
     except PlatformError as err:
         raise LoadError(str(err)) from None
     except KeyboardInterrupt:

@@ -325,9 +325,10 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
            policy: str, seed: int = 1, interval_s: float = 5.0, max_replicas: int = 3,
            dashboard: Optional[callable] = None, workdir: Optional[Path] = None, cpu_hogs: int = 0,
            admission: Optional[AdmissionSettings] = None, logs_to: Optional[Path] = None,
-           zygote: bool = True) -> UpReport:
+           zygote: bool = True, queueing_model: str = "allen-cunneen") -> UpReport:
     """``logs_to``: where the workers' logs (stdout and stderr) are copied at the end; ``zygote``:
-    workers forked from a process that imported torch once (``zygote.py``), else each a plain process."""
+    workers forked from a process that imported torch once (``zygote.py``), else each a plain process;
+    ``queueing_model``: the scaler's (ESG's plans only)."""
     own_workdir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="esg-up-")) if workdir is None else workdir
     stages = set(topology.functions.values())  # the router runs beside the platform, not as a function
@@ -383,7 +384,8 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         if policy == "esg":
             settings = ScalerSettings(interval_s=interval_s, window_s=max(30.0, 3 * interval_s),
                                       scale_down_delay_s=30.0, max_replicas=max_replicas,
-                                      busy_capacity=UP_BUSY_CAPACITY if admission and profiles.time_shared else 0.0)
+                                      busy_capacity=UP_BUSY_CAPACITY if admission and profiles.time_shared else 0.0,
+                                      queueing_model=queueing_model)
 
             def on_iteration(now, obs, decision, changes):
                 if admission:  # the plan's own limit: what the node cannot serve is shed at once

@@ -158,6 +158,7 @@ def test_the_router_function_serves_workflows_through_the_gateway(tmp_path):
     (["--stack", "nope.yml"], "no such file"),
     (["--workload", "OTHER"], "workflow 'other' is not in stack.yml"),
     (["--duration", "5"], "--duration must exceed"),
+    (["--queueing-model", "kingman"], "invalid choice: 'kingman'"),
 ])
 def test_esg_up_bad_input_exits_2_with_one_line(args, message, tmp_path):
     import subprocess
