@@ -10,6 +10,7 @@ from typing import Any
 from ..limits import MAX_RATE_RPS, MIN_RATE_RPS, flag
 from ..loaders import load_profiles, load_workflow
 from ..model import DEFAULT_UTILISATION
+from ..model.config import QUEUEING_MODELS
 from ..planner import POLICIES, SearchLimits, explain_plan, plan_workflow
 from .table import render_explain, render_plan
 
@@ -36,6 +37,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--queueing-cv2", type=flag(float, 0, 1e4), metavar="CV2",
                    help="queueing-aware latency: add the expected wait for a free instance, for arrivals whose "
                         "inter-arrival times have this squared coefficient of variation (1 = Poisson)")
+    p.add_argument("--queueing-model", choices=QUEUEING_MODELS, default=QUEUEING_MODELS[0],
+                   help="with --queueing-cv2: the wait's model (default allen-cunneen, what the control law plans "
+                        "with; renewal: the GI/M/c wait for gamma gaps, truer for bursty arrivals at a light load: "
+                        "docs/planner.md)")
     p.add_argument("--max-expansions", type=flag(int, 1, 10**9), metavar="N",
                    help="anytime search: stop each A* after N expansions and keep the best plan so far")
     p.add_argument("--time-limit-ms", type=flag(float, 0, 3.6e6, low_open=True), metavar="MS",
@@ -55,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
         clock_s=time.perf_counter if args.time_limit_ms is not None else None,
     )
     plan = plan_workflow(workflow, profiles, args.rate, policy=args.policy, utilisation=args.utilisation,
-                         limits=limits, clock_s=time.perf_counter, arrival_cv2=args.queueing_cv2)
-    explained = explain_plan(workflow, profiles, plan, args.utilisation, args.queueing_cv2) if args.explain else None
+                         limits=limits, clock_s=time.perf_counter, arrival_cv2=args.queueing_cv2,
+                         queueing_model=args.queueing_model)
+    explained = explain_plan(workflow, profiles, plan, args.utilisation, args.queueing_cv2,
+                             args.queueing_model) if args.explain else None
     if args.json:
         document: dict[str, Any] = plan.to_dict()
         if explained is not None:

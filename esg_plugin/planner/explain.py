@@ -54,11 +54,12 @@ def _dominator(option: StageOption, others: tuple[StageOption, ...]) -> StageOpt
 
 
 def explain_plan(
-    workflow: Workflow, profiles: ProfileSet, plan: Plan, utilisation: float, arrival_cv2: float | None = None
+    workflow: Workflow, profiles: ProfileSet, plan: Plan, utilisation: float, arrival_cv2: float | None = None,
+    queueing_model: str = "allen-cunneen",
 ) -> dict[str, list[Rejection]]:
     """The cheaper configurations of each stage and what rejected them."""
     problem = build_problem(workflow, profiles, plan.rate_rps, utilisation, budget_ms=plan.slo_ms,
-                            arrival_cv2=arrival_cv2)
+                            arrival_cv2=arrival_cv2, queueing_model=queueing_model)
     fastest = {s: m.min_latency_ms for s, m in problem.menus.items()}
     out: dict[str, list[Rejection]] = {}
     for stage, chosen in plan.stages.items():

@@ -22,18 +22,20 @@ def plan_workflow(
     budget_ms: Optional[float] = None,
     restrict: Optional[Mapping[str, Config]] = None,
     arrival_cv2: Optional[float] = None,
+    queueing_model: str = "allen-cunneen",
 ) -> Plan:
     """Plan one workflow at one request rate (SPEC §3).
 
     When no plan meets the budget (the SLO unless ``budget_ms`` is given),
     the result is the minimum-latency plan with ``feasible: false``.
     ``clock_s`` (seconds), when given, fills ``stats.elapsed_ms``.
-    ``arrival_cv2`` turns on the queueing-aware latency (``model/config.py``).
+    ``arrival_cv2`` turns on the queueing-aware latency (``model/config.py``),
+    priced with ``queueing_model``.
     """
     started_s = clock_s() if clock_s is not None else None
     solve = get_policy(policy)
     problem = build_problem(workflow, profiles, rate_rps, utilisation, budget_ms=budget_ms, restrict=restrict,
-                            arrival_cv2=arrival_cv2)
+                            arrival_cv2=arrival_cv2, queueing_model=queueing_model)
     choices, stats = solve(problem, limits)
     if choices is None:
         choices = problem.choices(problem.fastest())

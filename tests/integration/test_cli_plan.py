@@ -175,3 +175,22 @@ def test_help(args):
 def test_no_subcommand_prints_help_and_exits_2():
     result = esg()
     assert result.returncode == 2 and "usage: esg" in result.stderr
+
+
+def test_the_queueing_model_prices_a_burst_at_a_light_load():
+    """The live image workflow's classifier at 4.32 rps and cv² 10 on the CPU
+    profiles: the renewal model gives it a longer wait than Allen–Cunneen,
+    the model the control law plans with (the default); a model that is
+    neither is a one-line error, exit 2."""
+    common = ("plan", "--workflow", ROOT / "stack.yml", "--name", "image", "--profiles",
+              ROOT / "profiles/cpu-2core.json", "--rate", 4.32, "--queueing-cv2", 10, "--json")
+    latency = {}
+    for model in ("allen-cunneen", "renewal"):
+        result = esg(*common, "--queueing-model", model)
+        assert result.returncode == 0, result.stderr
+        latency[model] = json.loads(result.stdout)["stages"]["classify"]["latency_ms"]
+    assert latency["renewal"] > latency["allen-cunneen"]
+    default = esg(*common)
+    assert json.loads(default.stdout)["stages"]["classify"]["latency_ms"] == latency["allen-cunneen"]
+    bad = esg(*common, "--queueing-model", "kingman")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "kingman" in bad.stderr
