@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from esg_plugin.model.config import queueing_delays_ms  # noqa: E402
+from esg_plugin.model.config import DEFAULT_QUEUEING_MODEL, queueing_delays_ms  # noqa: E402
 
 
 def simulated_waits(cv2: float, utilisation: float, servers: int, requests: int,
@@ -53,7 +53,7 @@ def simulated_waits(cv2: float, utilisation: float, servers: int, requests: int,
 
 
 def model_wait(cv2: float, utilisation: float, servers: int, quantile: float | None = None,
-               model: str = "allen-cunneen") -> float:
+               model: str = DEFAULT_QUEUEING_MODEL) -> float:
     """A model's wait at batch size 1 (its mean, or its ``quantile``), in execution times."""
     exec_ms = 1000.0  # a 1-s execution: the wait comes out in seconds, i.e. in execution times
     rate_rps = utilisation * servers  # requests per second that keep the replicas that busy

@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from esg_plugin.loaders import read_yaml  # noqa: E402
 from esg_plugin.model import Topology, path_latency_ms  # noqa: E402
-from esg_plugin.model.config import QUEUEING_MODELS  # noqa: E402
+from esg_plugin.model.config import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS  # noqa: E402
 from esg_plugin.sim.generate import random_live_workload  # noqa: E402
 from esg_plugin.sim.workload import parse_arrivals  # noqa: E402
 from robustness import parse_seeds  # noqa: E402
@@ -117,7 +117,7 @@ def fluid_ceiling(requests: list[dict], topology: Topology, exec_ms: dict[str, f
 
 
 def run(workload_file: Path, policy: str, out: Path, cpu_hogs: int,
-        queueing_model: str = "allen-cunneen") -> tuple[dict, float]:
+        queueing_model: str = DEFAULT_QUEUEING_MODEL) -> tuple[dict, float]:
     load = os.getloadavg()[0]
     command = [sys.executable, "-m", "esg_plugin", "up", "--workload", str(workload_file), "--policy", policy,
                "--out", str(out), "--queueing-model", queueing_model] + \
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     parser.add_argument("--policies", default="esg,openfaas")
     parser.add_argument("--cpu-hog", type=int, default=0, help="busy processes beside each run")
     parser.add_argument("--out", type=Path, default=None, help="where the workloads and reports go")
-    parser.add_argument("--queueing-model", default=QUEUEING_MODELS[0], choices=QUEUEING_MODELS,
+    parser.add_argument("--queueing-model", default=DEFAULT_QUEUEING_MODEL, choices=QUEUEING_MODELS,
                         help="esg up's --queueing-model")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="esg-up-random-"))

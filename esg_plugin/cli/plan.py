@@ -10,7 +10,7 @@ from typing import Any
 from ..limits import MAX_RATE_RPS, MIN_RATE_RPS, flag
 from ..loaders import load_profiles, load_workflow
 from ..model import DEFAULT_UTILISATION
-from ..model.config import QUEUEING_MODELS
+from ..model.config import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS
 from ..planner import POLICIES, SearchLimits, explain_plan, plan_workflow
 from .table import render_explain, render_plan
 
@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--queueing-cv2", type=flag(float, 0, 1e4), metavar="CV2",
                    help="queueing-aware latency: add the expected wait for a free instance, for arrivals whose "
                         "inter-arrival times have this squared coefficient of variation (1 = Poisson)")
-    p.add_argument("--queueing-model", choices=QUEUEING_MODELS, default=QUEUEING_MODELS[0],
+    p.add_argument("--queueing-model", choices=QUEUEING_MODELS, default=DEFAULT_QUEUEING_MODEL,
                    help="with --queueing-cv2: the wait's model (default allen-cunneen, what the control law plans "
                         "with; renewal: the GI/M/c wait for gamma gaps, truer for bursty arrivals at a light load: "
                         "docs/planner.md)")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..limits import MAX_DURATION_S, MAX_SEED, flag
 from ..loaders import LoadError, load_profiles, load_workflow, read_yaml
-from ..model.config import QUEUEING_MODELS
+from ..model.config import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS
 
 DESCRIPTION = """\
 Start the whole system on this machine: every function of the stack as
@@ -53,7 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="start every worker as a plain process (default: forked from one that imported torch once)")
     p.add_argument("--cpu-hog", type=flag(int, 0, 64), default=0, metavar="N",
                    help="run N busy processes beside the system, as a noisy neighbour (default 0)")
-    p.add_argument("--queueing-model", choices=QUEUEING_MODELS, default=QUEUEING_MODELS[0],
+    p.add_argument("--queueing-model", choices=QUEUEING_MODELS, default=DEFAULT_QUEUEING_MODEL,
                    help="the queueing wait ESG's plans are priced with (default allen-cunneen; renewal: the "
                         "GI/M/c wait for gamma gaps, for a comparison: docs/planner.md)")
     p.set_defaults(run=run)

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from ..model.config import QUEUEING_MODELS
+from ..model.config import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
@@ -286,7 +286,7 @@ class ControlSettings:
     queue_quantile: Optional[float] = None
     """Plan each stage's queueing wait at this quantile (the SLO is about the
     tail); None: the mean wait."""
-    queueing_model: str = "allen-cunneen"
+    queueing_model: str = DEFAULT_QUEUEING_MODEL
     """The queueing wait's model (``model/config.py``): ``"allen-cunneen"``,
     or ``"renewal"`` — the GI/M/c wait for gamma gaps, which matches a
     simulated queue for bursty arrivals where Allen–Cunneen gives a

@@ -35,6 +35,7 @@ from typing import Optional
 import numpy as np
 
 from ..model import ProfileSet, Workflow
+from ..model.config import DEFAULT_QUEUEING_MODEL
 from ..planner.baselines import openfaas_replicas
 from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
@@ -325,7 +326,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
            policy: str, seed: int = 1, interval_s: float = 5.0, max_replicas: int = 3,
            dashboard: Optional[callable] = None, workdir: Optional[Path] = None, cpu_hogs: int = 0,
            admission: Optional[AdmissionSettings] = None, logs_to: Optional[Path] = None,
-           zygote: bool = True, queueing_model: str = "allen-cunneen") -> UpReport:
+           zygote: bool = True, queueing_model: str = DEFAULT_QUEUEING_MODEL) -> UpReport:
     """``logs_to``: where the workers' logs (stdout and stderr) are copied at the end; ``zygote``:
     workers forked from a process that imported torch once (``zygote.py``), else each a plain process;
     ``queueing_model``: the scaler's (ESG's plans only)."""

@@ -59,6 +59,9 @@ from .errors import ModelError
 from .profile import FunctionProfile
 
 DEFAULT_UTILISATION = 0.8
+DEFAULT_QUEUEING_MODEL = "allen-cunneen"
+"""The queueing wait's model planned with unless a caller asks for another (the module doc)."""
+QUEUEING_MODELS = (DEFAULT_QUEUEING_MODEL, "renewal")
 #: Tolerance when rounding ``λ_s / (ρ·μ)`` up, so that 2.0000000001 replicas
 #: computed in floating point count as 2.
 _CEIL_TOLERANCE = 1e-9
@@ -99,7 +102,7 @@ def replicas_needed(stage_rate_rps: float, batch_size: int, exec_ms: float, util
 
 
 def queueing_delay_ms(stage_rate_rps: float, batch_size: int, exec_ms: float, replicas: int,
-                      arrival_cv2: float, model: str = "allen-cunneen") -> float:
+                      arrival_cv2: float, model: str = DEFAULT_QUEUEING_MODEL) -> float:
     """Expected wait of a batch for one of ``replicas`` instances (see the
     module doc): the M/M/c wait (Erlang C) scaled by Allen–Cunneen's
     ``(c_a² + c_s²) / 2`` with deterministic service (or ``model``'s). One
@@ -126,7 +129,7 @@ def evaluate(
     utilisation: float = DEFAULT_UTILISATION,
     arrival_cv2: float | None = None,
     replicas: int | None = None,
-    queueing_model: str = "allen-cunneen",
+    queueing_model: str = DEFAULT_QUEUEING_MODEL,
 ) -> StageOption:
     """The SPEC §3 quantities of one configuration at one arrival rate
     (plus the queueing term of ``queueing_model`` when ``arrival_cv2`` is
@@ -211,7 +214,7 @@ def option_arrays(
     fanout: int = 1,
     queue_quantile: float | None = None,
     no_wait: bool = False,
-    queueing_model: str = "allen-cunneen",
+    queueing_model: str = DEFAULT_QUEUEING_MODEL,
 ) -> OptionArrays:
     """:func:`all_options` as arrays; identical values.
 
@@ -327,13 +330,11 @@ def _fastest_per_share(indices: np.ndarray, g: np.ndarray, e: np.ndarray) -> np.
     return ordered[np.r_[True, shares[1:] != shares[:-1]]]
 
 
-QUEUEING_MODELS = ("allen-cunneen", "renewal")
-"""The queueing wait's models (the module doc): the first is the one planned with."""
 
 
 def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: np.ndarray,
                        arrival_cv2: float, quantile: float | None = None,
-                       model: str = "allen-cunneen") -> np.ndarray:
+                       model: str = DEFAULT_QUEUEING_MODEL) -> np.ndarray:
     """:func:`queueing_delay_ms` over arrays of configurations (the Erlang B
     recursion run for all of them at once); ``model="renewal"``: the GI/M/c
     wait for gamma gaps (the module doc), not planned with by default.

@@ -27,6 +27,7 @@ from ..model import (
     Workflow,
     path_latency_ms,
 )
+from ..model.config import DEFAULT_QUEUEING_MODEL
 from .errors import PlannerError
 from .planning import plan_workflow
 from .problem import build_problem
@@ -55,7 +56,7 @@ def _dominator(option: StageOption, others: tuple[StageOption, ...]) -> StageOpt
 
 def explain_plan(
     workflow: Workflow, profiles: ProfileSet, plan: Plan, utilisation: float, arrival_cv2: float | None = None,
-    queueing_model: str = "allen-cunneen",
+    queueing_model: str = DEFAULT_QUEUEING_MODEL,
 ) -> dict[str, list[Rejection]]:
     """The cheaper configurations of each stage and what rejected them."""
     problem = build_problem(workflow, profiles, plan.rate_rps, utilisation, budget_ms=plan.slo_ms,

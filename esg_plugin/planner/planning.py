@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Callable, Mapping, Optional
 
 from ..model import DEFAULT_UTILISATION, Config, Plan, ProfileSet, Workflow
+from ..model.config import DEFAULT_QUEUEING_MODEL
 from .limits import NO_LIMITS, SearchLimits
 from .registry import get_policy
 from .problem import build_problem
@@ -22,7 +23,7 @@ def plan_workflow(
     budget_ms: Optional[float] = None,
     restrict: Optional[Mapping[str, Config]] = None,
     arrival_cv2: Optional[float] = None,
-    queueing_model: str = "allen-cunneen",
+    queueing_model: str = DEFAULT_QUEUEING_MODEL,
 ) -> Plan:
     """Plan one workflow at one request rate (SPEC §3).
 
@@ -64,7 +65,7 @@ def plan_with_fallback(
     utilisations: tuple[float, ...] = (),
     queue_quantile: Optional[float] = None,
     no_wait: bool = False,
-    queueing_model: str = "allen-cunneen",
+    queueing_model: str = DEFAULT_QUEUEING_MODEL,
 ):
     """Choices against ``SLO × first_factor``, else the first of
     :data:`DEGRADED_BUDGET_FACTORS` that fits, else the fastest plan at the

@@ -28,6 +28,7 @@ from ..model import (
     Workflow,
     option_arrays,
 )
+from ..model.config import DEFAULT_QUEUEING_MODEL
 from .errors import PlannerError
 
 
@@ -139,7 +140,7 @@ def build_problem(
     utilisations: tuple[float, ...] = (),
     queue_quantile: Optional[float] = None,
     no_wait: bool = False,
-    queueing_model: str = "allen-cunneen",
+    queueing_model: str = DEFAULT_QUEUEING_MODEL,
 ) -> Problem:
     """Evaluate every stage's configurations at ``rate_rps``.
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
 from ..errors import ESGError
-from ..control import QUEUEING_MODELS, ControlSettings
+from ..control import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS, ControlSettings
 
 ACTUATORS = ("dry-run", "openfaas-kubernetes", "openfaas-gateway", "knative")
 SHARE_MODES = ("env", "hami")
@@ -77,7 +77,7 @@ class ScalerSettings:
     plan that workflow for burstier arrivals (the control law's
     ``wait_calibration``, ``docs/control.md``); false: the margin alone
     answers misses, as before the twenty-seventh session."""
-    queueing_model: str = "allen-cunneen"
+    queueing_model: str = DEFAULT_QUEUEING_MODEL
     """The queueing wait's model the plans are priced with (the control
     law's ``queueing_model``): allen-cunneen, or renewal — the GI/M/c wait
     for gamma gaps, truer for bursty arrivals at a light load and dearer
