@@ -287,12 +287,8 @@ class ControlSettings:
     """Plan each stage's queueing wait at this quantile (the SLO is about the
     tail); None: the mean wait."""
     queueing_model: str = DEFAULT_QUEUEING_MODEL
-    """The queueing wait's model (``model/config.py``): ``"allen-cunneen"``,
-    or ``"renewal"`` — the GI/M/c wait for gamma gaps, which matches a
-    simulated queue for bursty arrivals where Allen–Cunneen gives a
-    fraction of it, but which the law's feedback was not fitted around: on
-    the 590 development workloads 3.9% more GPUs for 0.07 point
-    (``docs/EVALUATION.md``, the twenty-eighth session). For comparisons."""
+    """The queueing wait's model, one of ``QUEUEING_MODELS`` (``model/config.py``
+    says each, and why the law plans with Allen–Cunneen). For comparisons."""
     max_replans_per_tick: int = 3
     """At most this many workflows are re-planned in one tick (the most urgent
     first: first plans, then the largest rise); the others at the next tick.

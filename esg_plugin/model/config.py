@@ -360,10 +360,9 @@ def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: n
         waiting = blocking / (1.0 - offered / n * (1.0 - blocking))
         if quantile is not None:
             waiting = np.log(np.maximum(waiting / (1.0 - quantile), 1.0))
-        if model == "renewal":
-            delay = waiting * e / (n - offered) * (batch_cv2 / (batch_cv2 + 1.0))
-        else:
-            delay = waiting * e / (n - offered) * batch_cv2 / 2.0
+        # deterministic service: (c_a² + 0) / (c_a² + 1) against the exponential's, or Allen–Cunneen's (c_a² + 0) / 2
+        service = batch_cv2 / (batch_cv2 + 1.0) if model == "renewal" else batch_cv2 / 2.0
+        delay = waiting * e / (n - offered) * service
     return np.where(stable, delay, np.inf)
 
 

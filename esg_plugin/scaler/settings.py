@@ -78,10 +78,8 @@ class ScalerSettings:
     ``wait_calibration``, ``docs/control.md``); false: the margin alone
     answers misses, as before the twenty-seventh session."""
     queueing_model: str = DEFAULT_QUEUEING_MODEL
-    """The queueing wait's model the plans are priced with (the control
-    law's ``queueing_model``): allen-cunneen, or renewal — the GI/M/c wait
-    for gamma gaps, truer for bursty arrivals at a light load and dearer
-    in the simulator (``docs/planner.md``). For a comparison."""
+    """The control law's ``queueing_model`` (allen-cunneen or renewal,
+    ``model/config.py``). For a comparison."""
     min_share_saving: float = 0.2
     """Restart pods for a smaller share only when it saves at least this share of the stage's cost."""
     wait_threshold_ms: float = 1.0

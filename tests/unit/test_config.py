@@ -165,3 +165,26 @@ def test_an_unknown_queueing_model_is_a_model_error():
 
     with pytest.raises(ModelError, match="unknown queueing model"):
         queueing_delays_ms(1.0, np.array([1]), np.array([1.0]), np.array([1]), 1.0, model="kingman")
+
+
+def test_erlang_b_over_arrays_is_the_recursion_run_for_each_configuration():
+    """``_erlang_b`` runs the recursion on the configurations that still need
+    it (ordered by replicas, stopped where B < 1e-12 above the load): each
+    value is the plain recursion's for that configuration alone."""
+    from esg_plugin.model.config import _erlang_b
+
+    def plain(a: float, servers: int) -> float:
+        b = 1.0
+        for k in range(1, servers + 1):
+            b = a * b / (k + a * b)
+        return b
+
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        count = int(rng.integers(1, 300))
+        n = rng.integers(1, int(rng.integers(1, 150)) + 1, count)
+        offered = rng.uniform(0.0, 1.2, count) * n
+        got = _erlang_b(offered, n)
+        want = np.array([plain(a, int(c)) for a, c in zip(offered, n)])
+        assert np.allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert len(_erlang_b(np.array([]), np.array([], dtype=np.int64))) == 0
