@@ -60,6 +60,8 @@ evaluate: $(STAMP)
 	$(BIN)/python bench/evaluate.py
 	$(BIN)/python bench/robustness.py --cases 30 --first-seed 561 --ablation --describe \
 		--json docs/evaluation/robustness.json
+	$(BIN)/python bench/robustness.py --family wide --cases 100 --first-seed 1 --describe \
+		--json docs/evaluation/robustness-wide.json
 	$(BIN)/python bench/miss_causes.py --seeds 561-590
 
 clean:

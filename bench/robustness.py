@@ -2,7 +2,7 @@
 
     python bench/robustness.py [--cases 20] [--first-seed 1] [--seeds 1-20,101-130,...]
                                [--policies esg,nexus,...] [--ablation] [--settings JSON]
-                               [--processes 2] [--json FILE]
+                               [--processes 2] [--json FILE] [--family standard|wide]
 
 Each case is ``esg_plugin.sim.generate.random_workload(seed)`` (seeded: the
 figures depend only on the seeds and the code), simulated once per policy
@@ -13,6 +13,9 @@ means, and a last line with ESG's mean to more digits and its two counts
 (within a point of the best peer; no dearer than nexus). ``--seeds``
 instead of ``--cases``/``--first-seed``: ranges and single seeds, comma
 separated (the development sets of ``docs/EVALUATION.md``).
+``--family wide``: the generator's wider family (``FAMILIES`` in
+``esg_plugin/sim/generate.py``: up to three workflows of 2–12 stages, SLOs
+1.1–4x, 2–400 rps, …), which no setting of the law was tried on.
 ``--ablation`` adds ESG with each mechanism of the control law
 switched off in turn (``esg_plugin/control/settings.py``); ``--settings``
 changes ControlSettings fields for esg and optimal (JSON; a tuple field as a
@@ -31,7 +34,7 @@ from typing import Optional
 
 from esg_plugin.control import ABLATIONS, ControlSettings
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
-from esg_plugin.sim.generate import random_workload
+from esg_plugin.sim.generate import FAMILIES, random_workload
 from esg_plugin.sim.report import summarize
 
 PEERS = [p for p in POLICY_NAMES if p not in ("esg", "optimal")]
@@ -39,10 +42,10 @@ COST_TOLERANCE = 0.005
 """GPUs: costs are compared as printed (two decimals)."""
 
 
-def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None) -> dict:
-    case = random_workload(seed)
+def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, family: str = "standard") -> dict:
+    case = random_workload(seed, family=family)
     workflows = [load.workflow for load in case.workload.workflows]
-    out = {"seed": seed, "description": case.description, "policies": {}}
+    out = {"seed": seed, "workload": case.workload.name, "description": case.description, "policies": {}}
     for name in policies:
         policy_name, _, ablation = name.partition("-no-")
         settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
@@ -126,6 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--json", default=None)
     parser.add_argument("--describe", action="store_true", help="print each case's description")
+    parser.add_argument("--family", choices=tuple(FAMILIES), default="standard",
+                        help="the generator's family of workloads (default: the one the law was developed on)")
     parser.add_argument("--settings", default=None, metavar="JSON",
                         help='ControlSettings fields for esg and optimal, e.g. \'{"queue_quantile": 0.95}\'')
     args = parser.parse_args(argv)
@@ -136,10 +141,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.processes)) as pool:
         overrides = json.loads(args.settings) if args.settings else None
-        results = list(pool.map(run_case, seeds, [policies] * len(seeds), [overrides] * len(seeds)))
+        results = list(pool.map(run_case, seeds, [policies] * len(seeds), [overrides] * len(seeds),
+                                [args.family] * len(seeds)))
     if args.describe:
         for r in results:
-            print(f"- random-{r['seed']}: {r['description']}")
+            print(f"- {r['workload']}: {r['description']}")
         print()
     print(report(results, policies))
     print(f"({len(seeds)} cases x {len(policies)} policies in {time.perf_counter() - started:.0f} s, "

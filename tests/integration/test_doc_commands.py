@@ -31,6 +31,8 @@ CLASSIFIED = [
     (r"^esg scaler\b", "needs a gateway's metrics on 127.0.0.1:8082 (esg up, or a cluster); "
                        "tests/integration/test_cli_scaler.py runs it against one"),
     (r"^python bench/robustness\.py --cases 30\b", "seven minutes (make evaluate)"),
+    (r"^python bench/robustness\.py .*--family wide", "four minutes (make evaluate); tests/unit/test_sim.py "
+                                                        "checks the family's draws"),
     (r"^python bench/robustness\.py .*queue_quantile", "the same run as the one before it, with one setting changed"),
     (r"^esg (plan|simulate)\b", None),
     (r"^python bench/robustness\.py\b", None),

@@ -411,3 +411,28 @@ def test_a_stage_behind_its_plan_serves_the_newest_first_and_meets_more_deadline
 
     assert hit_rate(7.0, True) > hit_rate(7.0, False) + 0.2
     assert hit_rate(25.0, False) == hit_rate(25.0, True) == 1.0
+
+
+def test_the_wide_family_draws_beyond_the_standard_ranges_and_the_standard_draws_stay_as_they_were():
+    """``random_workload(seed, family="wide")``: the wider ranges of
+    ``WIDE`` (up to three workflows, up to twelve stages, SLOs down to
+    1.1x), every workload within the cluster's GPUs at its peak; the
+    standard family's draw is the one the development sets were run on
+    (seed 1's, as before the families)."""
+    from esg_plugin.sim.generate import GPUS, WIDE, random_workload
+
+    assert random_workload(1).description.startswith("w0: DAG of 6 stages, SLO 127.8 ms (1.24x fastest), diurnal 80.5")
+    stages, workflows, factors = set(), set(), []
+    for seed in range(1, 41):
+        case = random_workload(seed, family="wide")
+        assert case == random_workload(seed, family="wide") and case.workload.name == f"random-wide-{seed}"
+        workflows.add(len(case.workload.workflows))
+        for load in case.workload.workflows:
+            stages.add(len(load.workflow.stages))
+            assert WIDE.stages[0] <= len(load.workflow.stages) <= WIDE.stages[1]
+        factors += [float(part.split("(")[1].split("x")[0]) for part in case.description.split("; ")]
+        assert case.workload.gpus == GPUS
+    assert workflows == {1, 2, 3} and max(stages) > 8
+    assert min(factors) < 1.2 and max(factors) > 3.0 and all(1.1 <= f <= 4.0 for f in factors)
+    with pytest.raises(ValueError, match="unknown workload family"):
+        random_workload(1, family="narrow")
