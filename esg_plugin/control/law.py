@@ -152,6 +152,9 @@ BUSY_FREED = 0.1
 
 StageKey = tuple[str, str]
 
+_DEFERRED = "deferred to the next tick"
+"""``_wait_feedback``'s answer when the tick's searches are spent (``ControlState.searches_left``)."""
+
 
 @dataclass
 class WorkflowState:
@@ -274,6 +277,11 @@ class ControlState:
     starting: Mapping[StageKey, int] = field(default_factory=dict)
     """Per stage: its instances not yet in service, as the last observation
     said (``Observation.starting``; a stage absent: not known)."""
+    searches_left: int = 0
+    """The wait feedback's searches still allowed in this tick: as many as
+    re-plans (``max_replans_per_tick``), so that misses on every workflow at
+    once do not make one search per workflow in one tick; the others are
+    asked at the next tick."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +337,7 @@ class ControlLaw:
                 state.first_observation_s = now_s
             state.running_shares = self._running_shares(state, current or {})
             state.starting = dict(observation.starting)
+            state.searches_left = self.settings.max_replans_per_tick
             self._calibrate(observation, state, state.running_shares, now_s)
             wishes = []
             for name, workflow in self.workflows.items():
@@ -388,7 +397,10 @@ class ControlLaw:
         rising = missing and self._misses_above(ws, now_s, self._miss_share_before(ws, now_s))
         boost_before = ws.boost
         waited = self._wait_feedback(workflow, ws, state, obs, missing and fresh, now_s)
-        if waited is not None:  # these misses are answered by the queue's factor: the margin waits its cooldown
+        if waited == _DEFERRED:  # these misses are answered at the next tick, by one feedback or the other
+            ws.clean_since_s = None
+            why = None
+        elif waited is not None:  # these misses are answered by the queue's factor: the margin waits its cooldown
             ws.last_raise_s = ws.last_margin_change_s = now_s
             why = self._feedback(ws, missing, False, now_s) or waited
         else:
@@ -531,7 +543,9 @@ class ControlLaw:
         than a tighter budget for every stage. Not while a stage's
         instances start, nor before ``warmup_s`` (the queue a cold start
         leaves is no error of the model), nor where the plan at that factor
-        does not meet its budget (the margin's feedback answers then)."""
+        does not meet its budget (the margin's feedback answers then). That
+        test is a search: past the tick's (``ControlState.searches_left``),
+        ``_DEFERRED`` — asked again at the next tick."""
         s = self.settings
         if not (s.wait_calibration and s.feedback):  # a feedback on misses, as the margin's
             return None
@@ -569,6 +583,9 @@ class ControlLaw:
                     ratio, where = r, stage
         if ratio <= WAIT_RATIO_RAISE:
             return None
+        if state.searches_left <= 0:
+            return _DEFERRED
+        state.searches_left -= 1
         factor = round(min(WAIT_FACTOR_MAX, ws.wait_factor * min(ratio, WAIT_FACTOR_STEP_MAX)), 9)
         arrival_cv2 = max(obs.arrival_cv2 * factor, 0.0) if s.queueing_aware else None  # as _plan's
         try:  # the search the re-plan repeats, if it is for the same rate (``searched``)

@@ -977,6 +977,33 @@ def test_re_plans_beyond_the_limit_wait_for_the_next_tick(chain):
     assert third.changed == ("v",)
 
 
+def test_the_wait_feedback_searches_no_more_workflows_in_one_tick_than_it_may_re_plan(chain):
+    """Misses and long waits on both workflows at once, one re-plan per
+    tick: the wait feedback's test (a search) is made for one workflow at
+    this tick and for the other at the next, whose misses meanwhile raise
+    no margin (they are the wait feedback's to answer) — so that a change
+    that hits every workflow at once costs no more searches in one tick
+    than re-plans (``bench/control.py --misses``: 17–18 ms → 12–15 ms)."""
+    wf, profiles = chain
+    other = dataclasses.replace(wf, name="v")
+    law = ControlLaw([wf, other], profiles, ControlSettings(feedback_cooldown_s=5.0, warmup_s=0.0,
+                                                            max_replans_per_tick=1))
+    state = law.new_state()
+
+    def both(t, late):
+        obs = WorkflowObservation(50.0, 50.0, 2.0, ok=100 - late, late=late, arrival_cv2=8.0,
+                                  stage_wait={"b": (50.0, 50 * 200.0)} if late else {})
+        return law.step(Observation(t, {"w": obs, "v": obs}), state, t)
+
+    for t in range(0, 40):
+        both(float(t), 0)
+    both(40.0, 10)  # the first misses: the feedback window's share is not over the tolerance yet
+    first, second = both(41.0, 10).reasons, both(42.0, 10).reasons
+    assert [name for name, r in first.items() if "b's requests waited" in r] == ["w"], first
+    assert [name for name, r in second.items() if "b's requests waited" in r] == ["v"], second
+    assert all(ws.wait_factor == pytest.approx(2.0) and ws.margin == 0.0 for ws in state.workflows.values())
+
+
 def test_faster_instances_shrink_the_plan_only_after_the_scale_down_delay(chain):
     """Instances twice as fast as profiled: the plan holds for the scale-down
     delay, then shrinks; slower ones grow it at once. Under ``esg up`` at 3x,
