@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from ..model import ProfileSet, Stage, Workflow, all_options, path_latency_ms
 from ..planner import plan_workflow
 from ..synthetic import BATCH_SIZES, GPU_SHARES, random_axes, random_dag_edges, random_monotone_profile
-from .workload import Arrivals, Workload, WorkflowLoad
+from .workload import Arrivals, Workload, WorkflowLoad, WorkloadError
 
 GPUS = 16
 DURATION_S = 300.0
@@ -140,7 +140,7 @@ def random_workload(seed: int, duration_s: float = DURATION_S, warmup_s: float =
                     family: str = "standard") -> RandomCase:
     """The workload of ``seed`` in ``family`` (:data:`FAMILIES`)."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown workload family {family!r} (one of {', '.join(FAMILIES)})")
+        raise WorkloadError(f"unknown workload family {family!r} (one of {', '.join(FAMILIES)})")
     ranges = FAMILIES[family]
     rng = random.Random(seed)
     functions: dict = {}

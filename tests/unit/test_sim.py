@@ -420,6 +420,7 @@ def test_the_wide_family_draws_beyond_the_standard_ranges_and_the_standard_draws
     standard family's draw is the one the development sets were run on
     (seed 1's, as before the families)."""
     from esg_plugin.sim.generate import GPUS, WIDE, random_workload
+    from esg_plugin.sim.workload import WorkloadError
 
     assert random_workload(1).description.startswith("w0: DAG of 6 stages, SLO 127.8 ms (1.24x fastest), diurnal 80.5")
     stages, workflows, factors = set(), set(), []
@@ -434,5 +435,5 @@ def test_the_wide_family_draws_beyond_the_standard_ranges_and_the_standard_draws
         assert case.workload.gpus == GPUS
     assert workflows == {1, 2, 3} and max(stages) > 8
     assert min(factors) < 1.2 and max(factors) > 3.0 and all(1.1 <= f <= 4.0 for f in factors)
-    with pytest.raises(ValueError, match="unknown workload family"):
+    with pytest.raises(WorkloadError, match="unknown workload family"):
         random_workload(1, family="narrow")
