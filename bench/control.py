@@ -22,7 +22,8 @@ not in the cache.
 ``--misses``: every observation also says that 5% of the answers
 missed and that each stage's requests waited 50 ms, so that the miss
 feedback acts at every cooldown — the queue's factor on the cv², with
-the search that tests whether its plan meets the budget, then the
+the search that tests whether its plan meets the budget (for at most
+``max_replans_per_tick`` workflows a tick, as re-plans), then the
 margin, then the capacity step: the law's busiest case.
 ``--memory TICKS``: the law's memory over a long run instead (a scaler's
 life): the same world at a steady rate, each function's execution-time
