@@ -9,13 +9,11 @@ from .delay import DelayWindow
 from .errors import ControlError
 from .law import ControlLaw, ControlState, Decision, WorkflowState, step_detected
 from .observation import MAX_RATE_RPS, Observation, WorkflowObservation, gap_cv2
-from .settings import ABLATIONS, DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS, ControlSettings
+from .settings import ABLATIONS, ControlSettings
 
 __all__ = [
     "ABLATIONS",
-    "DEFAULT_QUEUEING_MODEL",
     "MAX_RATE_RPS",
-    "QUEUEING_MODELS",
     "ControlError",
     "ControlLaw",
     "ControlSettings",

@@ -330,8 +330,6 @@ def _fastest_per_share(indices: np.ndarray, g: np.ndarray, e: np.ndarray) -> np.
     return ordered[np.r_[True, shares[1:] != shares[:-1]]]
 
 
-
-
 def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: np.ndarray,
                        arrival_cv2: float, quantile: float | None = None,
                        model: str = DEFAULT_QUEUEING_MODEL) -> np.ndarray:

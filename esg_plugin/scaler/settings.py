@@ -7,7 +7,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
 from ..errors import ESGError
-from ..control import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS, ControlSettings
+from ..control import ControlSettings
+from ..model.config import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS
 
 ACTUATORS = ("dry-run", "openfaas-kubernetes", "openfaas-gateway", "knative")
 SHARE_MODES = ("env", "hami")

@@ -168,7 +168,8 @@ def random_workload(seed: int, duration_s: float = DURATION_S, warmup_s: float =
         shape = "chain" if all(len(s.after) <= 1 for s in stages) and len(workflow.exits) == 1 else "DAG"
         words.append(f"{name}: {shape} of {len(stages)} stages, SLO {slo_ms:g} ms "
                      f"({slo_factor:.2f}x fastest), {said}")
-    workload = Workload(f"random-{seed}" if family == "standard" else f"random-{family}-{seed}", GPUS, duration_s, tuple(loads), warmup_s=warmup_s)
+    workload_name = f"random-{seed}" if family == "standard" else f"random-{family}-{seed}"
+    workload = Workload(workload_name, GPUS, duration_s, tuple(loads), warmup_s=warmup_s)
     profiles = ProfileSet(device="synthetic-random (not measured)", functions=functions)
     return RandomCase(seed, workload, profiles, "; ".join(words))
 
