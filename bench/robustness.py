@@ -3,6 +3,7 @@
     python bench/robustness.py [--cases 20] [--first-seed 1] [--seeds 1-20,101-130,...]
                                [--policies esg,nexus,...] [--ablation] [--settings JSON]
                                [--processes 2] [--json FILE] [--family standard|wide]
+                               [--profile-error F] [--noise SIGMA]
 
 Each case is ``esg_plugin.sim.generate.random_workload(seed)`` (seeded: the
 figures depend only on the seeds and the code), simulated once per policy
@@ -20,6 +21,13 @@ separated (the development sets of ``docs/EVALUATION.md``).
 switched off in turn (``esg_plugin/control/settings.py``); ``--settings``
 changes ControlSettings fields for esg and optimal (JSON; a tuple field as a
 list).
+``--profile-error F``: the profiles are wrong — each function's real
+execution time is its profile's times a factor log-uniform in [1/F, F]
+(``profile_errors`` in ``esg_plugin/sim/generate.py``, drawn from the case's
+seed), fixed for the run; every policy plans with the profiles as given,
+and the executions show the error (ESG's calibration reads it, the planned
+peers do not). ``--noise SIGMA``: lognormal execution-time noise on top
+(``SimConfig.noise_sigma``).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from typing import Optional
 
 from esg_plugin.control import ABLATIONS, ControlSettings
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
-from esg_plugin.sim.generate import FAMILIES, random_workload
+from esg_plugin.sim.generate import FAMILIES, profile_errors, random_workload
 from esg_plugin.sim.report import summarize
 
 PEERS = [p for p in POLICY_NAMES if p not in ("esg", "optimal")]
@@ -42,8 +50,10 @@ COST_TOLERANCE = 0.005
 """GPUs: costs are compared as printed (two decimals)."""
 
 
-def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, family: str = "standard") -> dict:
+def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, family: str = "standard",
+             profile_error: float = 1.0, noise: float = 0.0) -> dict:
     case = random_workload(seed, family=family)
+    errors = profile_errors(seed, case.profiles.functions, profile_error) if profile_error > 1 else {}
     workflows = [load.workflow for load in case.workload.workflows]
     out = {"seed": seed, "workload": case.workload.name, "description": case.description, "policies": {}}
     for name in policies:
@@ -51,7 +61,8 @@ def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, f
         settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
         policy = make_policy(policy_name, workflows, case.profiles, settings=settings, ablation=ablation or None,
                              gpus=case.workload.gpus)
-        summary = summarize(simulate(case.workload, case.profiles, policy, SimConfig(seed=seed)))
+        config = SimConfig(seed=seed, noise_sigma=noise, exec_factors=errors)
+        summary = summarize(simulate(case.workload, case.profiles, policy, config))
         out["policies"][name] = {"hit": summary["slo_hit_rate"], "cost": summary["cost"]}
     return out
 
@@ -133,6 +144,10 @@ def main(argv=None) -> int:
                         help="the generator's family of workloads (default: the one the law was developed on)")
     parser.add_argument("--settings", default=None, metavar="JSON",
                         help='ControlSettings fields for esg and optimal, e.g. \'{"queue_quantile": 0.95}\'')
+    parser.add_argument("--profile-error", type=float, default=1.0, metavar="F",
+                        help="real execution time = profile x a factor log-uniform in [1/F, F] per function (default 1)")
+    parser.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                        help="lognormal sigma of execution-time noise (default 0)")
     args = parser.parse_args(argv)
     policies = args.policies.split(",")
     if args.ablation:
@@ -142,7 +157,8 @@ def main(argv=None) -> int:
     with ProcessPoolExecutor(max(1, args.processes)) as pool:
         overrides = json.loads(args.settings) if args.settings else None
         results = list(pool.map(run_case, seeds, [policies] * len(seeds), [overrides] * len(seeds),
-                                [args.family] * len(seeds)))
+                                [args.family] * len(seeds), [args.profile_error] * len(seeds),
+                                [args.noise] * len(seeds)))
     if args.describe:
         for r in results:
             print(f"- {r['workload']}: {r['description']}")

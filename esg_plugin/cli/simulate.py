@@ -22,6 +22,7 @@ rates in the simulation, never the true ones. See docs/EVALUATION.md."""
 
 def register(commands: argparse._SubParsersAction) -> None:
     from ..sim import POLICY_NAMES
+    from ..sim.engine import EXEC_FACTOR_LIMITS, MAX_NOISE_SIGMA
 
     p = commands.add_parser("simulate", help="compare policies in the simulator", description=DESCRIPTION,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,8 +32,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help=f"comma-separated policies, or 'all': {', '.join(POLICY_NAMES)} (default: esg)")
     p.add_argument("--duration", type=flag(float, 0, MAX_DURATION_S, low_open=True), metavar="S", help="override the workload's duration_s")
     p.add_argument("--seed", type=flag(int, 0, MAX_SEED), default=1, metavar="N", help="random seed (default 1)")
-    p.add_argument("--noise", type=flag(float, 0, 10), default=0.0, metavar="SIGMA",
+    p.add_argument("--noise", type=flag(float, 0, MAX_NOISE_SIGMA), default=0.0, metavar="SIGMA",
                    help="lognormal sigma of execution-time noise (interference), default 0")
+    p.add_argument("--profile-error", type=flag(float, 1, EXEC_FACTOR_LIMITS[1]), default=1.0, metavar="F",
+                   help="each function runs its profile's time x a factor log-uniform in [1/F, F], drawn from "
+                        "--seed and fixed for the run: profiles that are wrong, as measured on another machine "
+                        "(default 1: right); every policy plans with the profiles as given")
     p.add_argument("--esg-margin", type=flag(float, 0, 0.9), metavar="M",
                    help="share of the SLO that esg and optimal keep in reserve at start (default 0.25; "
                         "misses raise it, see docs/control.md)")
@@ -46,6 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..sim import POLICY_NAMES, SimConfig, make_policy, simulate
+    from ..sim.generate import profile_errors
     from ..control import ABLATIONS, ControlSettings
     from ..sim.report import document, render_table, write_outputs
 
@@ -71,11 +77,13 @@ def run(args: argparse.Namespace) -> int:
     if args.ablation is not None and args.ablation not in ABLATIONS:
         raise LoadError(f"unknown --ablation {args.ablation!r}; known: {', '.join(ABLATIONS)}")
     workflows = [load.workflow for load in workload.workflows]
+    errors = profile_errors(args.seed, profiles.functions, args.profile_error) if args.profile_error > 1 else {}
     results = []
     for name in names:
         policy = make_policy(name, workflows, profiles, settings=settings, ablation=args.ablation)
         progress = _Progress(name)
-        results.append(simulate(workload, profiles, policy, SimConfig(seed=args.seed, noise_sigma=args.noise),
+        results.append(simulate(workload, profiles, policy, SimConfig(seed=args.seed, noise_sigma=args.noise,
+                                                                      exec_factors=errors),
                                 progress=progress))
         progress.close()
     doc = document(workload.name, args.seed, workload.duration_s, results)

@@ -176,6 +176,13 @@ class WorkflowState:
     factors: dict[str, float] = field(default_factory=dict)
     """The execution-time factors the plan was made with, per function."""
     fits: bool = True
+    late_by: float = 1.0
+    """The budget of the plan that runs over the SLO: above 1 where no plan
+    within reach meets the SLO even with no margin and the mean wait (a
+    degraded plan the model itself says is late)."""
+    hopeless: bool = False
+    """No plan can meet the SLO: the fastest executions alone, as
+    calibrated, take longer (``late_plans``); the cheapest plan runs."""
     last_margin_change_s: float = -math.inf
     boost: float = 1.0
     """The factor over the observed rate that misses at the largest margin
@@ -368,7 +375,7 @@ class ControlLaw:
                 self._plan(self._as_measured(self.workflows[name], ws), ws, state, target, cv2, current or {},
                            now_s, offered)
                 changed.append(name)
-                reasons[name] = why
+                reasons[name] = why + _late_said(ws)
         return self._decision(state, tuple(changed), reasons, now_s)
 
     def _as_measured(self, workflow: Workflow, ws: WorkflowState) -> Workflow:
@@ -615,6 +622,8 @@ class ControlLaw:
             return None
         if missing:
             ws.clean_since_s = None
+            if ws.hopeless:
+                return None  # misses every plan gives: neither a margin nor capacity can meet the SLO
             if fresh and now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and ws.margin < s.max_margin:
                 ws.margin = _on_margin_grid(min(s.max_margin, ws.margin + s.margin_step))
                 ws.last_margin_change_s = ws.last_raise_s = now_s
@@ -860,14 +869,16 @@ class ControlLaw:
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
-        if not ws.calm and not fits and ws.plan is not None \
+        hopeless = self._hopeless_counts() and _fastest_executions_ms(workflow, problem) > workflow.slo_ms
+        if not ws.calm and not fits and not hopeless and ws.plan is not None \
                 and (rate_rps <= (ws.planned_rps or 0.0) + 1e-9
                      or not self._adds_capacity(workflow, ws, profiles, choices, current)) \
                 and _cost(choices) < ws.plan.cost - 1e-9 \
                 and self._running_ms(workflow, ws, profiles, problem.rate_rps, arrival_cv2, current) \
                 <= path_latency_ms(workflow, {name: option.latency_ms for name, option in choices.items()}) + 1e-9:
-            # while requests wait, miss or a step is under way, a degraded re-plan for
-            # no more load (a higher margin the model cannot meet, say) — or for more
+            # while requests wait, miss or a step is under way (and some plan can
+            # meet the SLO), a degraded re-plan for no more load (a higher margin
+            # the model cannot meet, say) — or for more
             # that serves no more requests a second at any stage (the capacity
             # feedback's rate, where a tight budget no longer fits and a looser one's
             # cheapest plan runs a smaller share) — never holds less than the plan
@@ -878,6 +889,8 @@ class ControlLaw:
         ws.planned_rps = rate_rps
         ws.estimate_rps = rate_rps / self._headroom(cv2) if offered_rps is None else offered_rps
         ws.fits = fits
+        ws.late_by = problem.budget_ms / workflow.slo_ms
+        ws.hopeless = hopeless
         ws.admit_rps = admit_rps
         ws.busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
@@ -985,6 +998,15 @@ class ControlLaw:
                                                 shares=shares, arrival_cv2=arrival_cv2,
                                                 utilisations=utilisations[1:], queue_quantile=quantile,
                                                 no_wait=s.no_wait_options, queueing_model=s.queueing_model)
+            if factor > 1.0 and self._hopeless_counts():
+                executions_ms = _fastest_executions_ms(workflow, built[quantile])
+                if executions_ms > workflow.slo_ms:
+                    # no plan meets the SLO: the fastest executions alone take longer
+                    problem = dataclasses.replace(built[quantile], budget_ms=executions_ms)
+                    cheapest = problem.choices({name: len(menu.options) - 1 for name, menu in problem.menus.items()})
+                    if _cost(cheapest) <= capacity:
+                        return problem, cheapest, stats, False
+                    break  # the cheapest does not fit either: the largest rate that does, below
             problem = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * factor)
             choices, stats = solve(problem, NO_LIMITS)
             if choices is not None and _cost(choices) <= capacity:
@@ -1019,6 +1041,13 @@ class ControlLaw:
             return math.inf
         total = demand + sum(ws.demand for other, ws in state.workflows.items() if other != name)
         return demand if total <= capacity else capacity * demand / total
+
+    def _hopeless_counts(self) -> bool:
+        """Is a workflow no plan can serve within its SLO planned at its
+        cheapest (``late_plans``)? Where capacity is reserved (GPU shares);
+        on a time-shared node the executions' slowness is in part the
+        plan's own contention, and admission answers a full node."""
+        return self.settings.late_plans and self.settings.busy_capacity is None
 
     def _capacity_left(self, workflow: Workflow, state: ControlState) -> float:
         if self.settings.capacity_gpus is None:
@@ -1073,7 +1102,10 @@ class ControlLaw:
         (``shares``): a share that fills a shared node's cores slows down
         beside a busy neighbour far more than a smaller one (two threads on
         two cores: 3x, one thread: 1.1x; docs/runtime.md), so one factor
-        per function would price the other shares wrongly."""
+        per function would price the other shares wrongly. Not without
+        ``exec_calibration``: the profiles are believed as they are."""
+        if not self.settings.exec_calibration:
+            return
         for function, ratio in observation.cpu_ratio.items():
             if function in self.profiles and is_number(ratio) \
                     and CPU_FACTOR_RANGE[0] <= ratio <= CPU_FACTOR_RANGE[1]:  # else not believed
@@ -1213,6 +1245,22 @@ class ControlLaw:
         larger = ws.larger.get(stage, groups)
         return [big if bridging or (s.burst_batching and group.max_wait_ms == 0) else group
                 for group, big in zip(groups, larger)]
+
+
+def _late_said(ws: WorkflowState) -> str:
+    """What a reason adds where the plan that runs is late by its own model (``late_plans``)."""
+    if ws.hopeless:
+        return f"; no plan can meet the SLO: the fastest executions alone take {ws.late_by:.2f} x it " \
+               f"(as observed): the cheapest plan that keeps up"
+    if ws.late_by > 1.0 + 1e-9:
+        return f"; no plan within reach meets the SLO: planned for {ws.late_by:.2f} x it"
+    return ""
+
+
+def _fastest_executions_ms(workflow: Workflow, problem) -> float:
+    """The workflow's latency were every stage at its fastest execution,
+    with no wait at all (``late_plans``): above the SLO, no plan meets it."""
+    return path_latency_ms(workflow, {name: float(arrays.exec_ms.min()) for name, arrays in problem.arrays.items()})
 
 
 def _larger_batches(workflow: Workflow, groups: Mapping[str, list[InstanceGroup]], choices: Mapping[str, StageOption],

@@ -13,7 +13,7 @@ from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "degraded",
-             "rollback", "starting", "bridge", "newest", "waits")
+             "late", "rollback", "starting", "bridge", "newest", "waits", "calibration")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,12 @@ class ControlSettings:
     more replicas share the same cores and misses come from contention,
     which calibration measures: there it planned for twice the load while
     a slow host's misses went on (``docs/local.md``)."""
+    exec_calibration: bool = True
+    """Each function's profile is scaled by its observed over profiled
+    execution time (bounded, smoothed; ``docs/control.md``, calibration).
+    Off: the profiles are believed as they are — the planned peers' way;
+    with profiles that are wrong (``esg simulate --profile-error``) the
+    difference shows (``docs/EVALUATION.md``)."""
     wait_calibration: bool = True
     """Misses while a stage's requests wait longer than the model gives it
     plan the workflow with its arrivals' cv² times that factor (the law's
@@ -158,6 +164,20 @@ class ControlSettings:
     that fits the capacity, then the fastest plan, then looser budgets — not
     the fastest (dearest) plan at once. Off: the planner's fallback budgets
     (1, 1.5, 2, 4 × SLO)."""
+    late_plans: bool = True
+    """Where no plan can meet the SLO — the fastest executions alone, as
+    calibrated, take longer than it (profiles that said otherwise) — the
+    cheapest plan that keeps up with the rate runs, not the one late by
+    the least, and the misses raise neither the margin nor the capacity
+    (``capacity_feedback``): every request misses whatever runs. Where
+    capacity is reserved only (not with ``busy_capacity``: there the
+    slowness is in part the plan's own contention). Off: the plan late by
+    the least, and both feedbacks on to their limits (in the thirtieth
+    session, profiles half as fast as they said on a 1.26x SLO: 13.3
+    GPUs for a hit rate of 0, where the peers held 3.1–7.8). A plan late
+    only for want of capacity (a full cluster) still raises them: held
+    back there too, a wide workload near the cluster's capacity fell from
+    77.1% to 63.3% (``docs/EVALUATION.md``)."""
     measured_hops: bool = True
     """Plan with the hop between stages as measured (``WorkflowObservation.hop_ms``)
     where it is longer than the workflow's ``hop_ms``: the planner budgets
@@ -365,6 +385,8 @@ class ControlSettings:
             return replace(self, capacity_feedback=False)
         if mechanism == "degraded":
             return replace(self, degraded_cheapest=False)
+        if mechanism == "late":
+            return replace(self, late_plans=False)
         if mechanism == "rollback":
             return replace(self, rollback=False)
         if mechanism == "starting":
@@ -375,4 +397,6 @@ class ControlSettings:
             return replace(self, newest_first=False)
         if mechanism == "waits":
             return replace(self, wait_calibration=False)
+        if mechanism == "calibration":
+            return replace(self, exec_calibration=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

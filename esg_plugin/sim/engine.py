@@ -19,7 +19,10 @@ What is modelled
 - **Batch execution time** is the profile's latency at the instance's share
   for the smallest profiled batch size that holds the batch (a batch of 3
   on a batch-4 instance takes the batch-4 time), optionally times seeded
-  lognormal noise with mean 1 (``noise_sigma``) to model interference.
+  lognormal noise with mean 1 (``noise_sigma``) to model interference,
+  and times the function's persistent profile error (``exec_factors``: a
+  profile measured on another machine, or alone where neighbours now run)
+  — what the policies see is the profile; only the executions show the error.
 - **Cluster** (``cluster.py``: where an instance fits, what holding it
   costs): ``gpus`` GPUs of 100% share each. New instances are placed
   first-fit-decreasing by share, except that a stage with no instance gets
@@ -57,15 +60,21 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
 from ..control import gap_cv2
+from ..limits import is_number
 from ..model import FunctionProfile, InstanceGroup, ProfileSet
 from ..runtime.batcher import behind_plan
 from .cluster import Cluster
-from .workload import Workload
+from .workload import Workload, WorkloadError
+
+MAX_NOISE_SIGMA = 10.0
+"""The largest lognormal sigma of execution-time noise believed."""
+EXEC_FACTOR_LIMITS = (0.1, 10.0)
+"""The range of a profile error (a function's real over profiled execution time) believed."""
 
 # event kinds
 _ARRIVE, _ENQUEUE, _TIMER, _DONE, _READY, _CONTROL = range(6)
@@ -139,8 +148,21 @@ class SimConfig:
     seed: int = 1
     noise_sigma: float = 0.0
     """Lognormal sigma of execution-time noise (0: deterministic)."""
+    exec_factors: Mapping[str, float] = field(default_factory=dict)
+    """Per function (by profile name): its real execution time over its
+    profile's, fixed for the run (absent: 1, the profile is right). The
+    policies plan with the profiles; the executions they observe show it."""
     drain_s: float = 30.0
     """After the last arrival, keep simulating this long for requests in flight."""
+
+    def __post_init__(self) -> None:
+        if not (is_number(self.noise_sigma) and 0 <= self.noise_sigma <= MAX_NOISE_SIGMA):
+            raise WorkloadError(f"the execution-time noise must lie in [0, {MAX_NOISE_SIGMA:g}], "
+                                f"got {self.noise_sigma!r}")
+        for name, factor in self.exec_factors.items():
+            if not (is_number(factor) and EXEC_FACTOR_LIMITS[0] <= factor <= EXEC_FACTOR_LIMITS[1]):
+                raise WorkloadError(f"the profile error of {name!r} must lie in [{EXEC_FACTOR_LIMITS[0]:g}, "
+                                    f"{EXEC_FACTOR_LIMITS[1]:g}] (real over profiled time), got {factor!r}")
 
 
 class _Instance:
@@ -173,6 +195,7 @@ class _Lane:
 
 class _Stage:
     __slots__ = ("wf", "index", "name", "key", "profile", "fanout", "succs", "is_exit", "lanes", "instances",
+                 "exec_factor",
                  "starting", "short", "in_service", "downstream_ms", "downstream_exec_ms", "min_exec_ms",
                  "min_after_ms", "waited", "waited_ms")
 
@@ -280,6 +303,7 @@ class Simulator:
             for name in wf_model.stage_names:
                 st = wf_model.stage(name)
                 stage = _Stage(wf, index[name], name, profiles[st.function], st.fanout, policy.lanes)
+                stage.exec_factor = config.exec_factors.get(st.function, 1.0)
                 wf.stages.append(stage)
                 self.stage_by_key[stage.key] = stage
             for name in wf_model.stage_names:
@@ -543,7 +567,7 @@ class Simulator:
             k = len(items)
             idle.pop()
             nominal_ms = exec_ms[k]
-            exec_ms = nominal_ms * self._noise()
+            exec_ms = nominal_ms * stage.exec_factor * self._noise()
             done = self.exec_done.setdefault(stage.profile.name, [0.0, 0.0])
             done[0] += exec_ms
             done[1] += nominal_ms

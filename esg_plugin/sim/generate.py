@@ -30,6 +30,13 @@ mean rates 2–400 rps, gamma cv 1.5–5, steps of 2–8x, diurnal amplitudes
 the 16 for three) — to see how far the law holds beyond what it was
 developed on (:class:`Ranges`).
 
+``profile_errors(seed, functions, spread)`` draws a persistent error of
+the profiles for the simulator (``SimConfig.exec_factors``): each
+function's real execution time is its profile's times a factor
+log-uniform in [1/spread, spread] — profiles measured on another machine,
+or alone where neighbours now run; the policies plan with the profiles as
+they are.
+
 ``random_live_workload(seed, mean_rps)`` draws the same kinds of arrivals
 for ``esg up``, whose workflows are the stack's (their profiles measured,
 not drawn): each workflow's mean rate 0.5–2 times its rate in the default
@@ -172,6 +179,17 @@ def random_workload(seed: int, duration_s: float = DURATION_S, warmup_s: float =
     workload = Workload(workload_name, GPUS, duration_s, tuple(loads), warmup_s=warmup_s)
     profiles = ProfileSet(device="synthetic-random (not measured)", functions=functions)
     return RandomCase(seed, workload, profiles, "; ".join(words))
+
+
+def profile_errors(seed: int, functions, spread: float) -> dict[str, float]:
+    """Per function (sorted by name): its real over profiled execution
+    time, log-uniform in [1/``spread``, ``spread``] (``spread`` ≥ 1; 1: none),
+    drawn from ``seed`` alone, apart from the workload's own draws."""
+    if not (math.isfinite(spread) and spread >= 1.0):
+        raise WorkloadError(f"the profile error's spread must be a number >= 1, got {spread!r}")
+    rng = random.Random(f"profile-error {seed}")
+    return {name: round(math.exp(rng.uniform(-math.log(spread), math.log(spread))), 4)
+            for name in sorted(functions)}
 
 
 LIVE_DURATION_S = 80.0

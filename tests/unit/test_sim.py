@@ -437,3 +437,65 @@ def test_the_wide_family_draws_beyond_the_standard_ranges_and_the_standard_draws
     assert min(factors) < 1.2 and max(factors) > 3.0 and all(1.1 <= f <= 4.0 for f in factors)
     with pytest.raises(WorkloadError, match="unknown workload family"):
         random_workload(1, family="narrow")
+
+
+def test_a_profile_error_slows_the_executions_the_policies_observe_and_is_not_in_the_profile():
+    """``SimConfig.exec_factors``: a function's real execution time is its
+    profile's times its factor; the view's observed/profiled ratio shows it
+    (the calibration's input); out-of-range factors and noise are errors."""
+    from esg_plugin.sim.workload import WorkloadError
+
+    wf = Workflow.build("dag", 1000.0, [Stage("a", "fa"), Stage("c", "fc", ("a",))], hop_ms=3.0)
+    profiles = ProfileSet("t", {"fa": constant_profile("fa", {1: 5.0}), "fc": constant_profile("fc", {1: 20.0})})
+    workload = Workload("t", 2, 10.0, (WorkflowLoad(wf, Arrivals("poisson", {"rate_rps": 1.0})),))
+    groups = {("dag", s): [InstanceGroup(1, 50, 1, 0.0)] for s in "ac"}
+    sim = Simulator(workload, profiles, Fixed(groups), SimConfig(exec_factors={"fc": 2.0}))
+    sim.workflows[0].arrivals = np.array([1000.0, 3000.0])
+    result = sim.run()
+    assert [round(lat, 6) for _, _, lat in result.requests] == [48.0, 48.0]  # 5 + 3 + 2 x 20
+    assert sim._view(sim.now).exec_ratio == {"fa": 1.0, "fc": 2.0}  # executed over profiled, since the last tick
+    sim = Simulator(workload, profiles, Fixed(groups), SimConfig(exec_factors={"fc": 2.0, "fa": 0.5}))
+    sim.workflows[0].arrivals = np.array([1000.0])
+    assert [round(lat, 6) for _, _, lat in sim.run().requests] == [45.5]  # 0.5 x 5 + 3 + 2 x 20
+    for bad in ({"fc": 0.0}, {"fc": float("nan")}, {"fc": 11.0}, {"fc": "2"}):
+        with pytest.raises(WorkloadError, match="profile error of 'fc'"):
+            SimConfig(exec_factors=bad)
+    with pytest.raises(WorkloadError, match="noise"):
+        SimConfig(noise_sigma=-0.1)
+
+
+def test_profile_errors_are_drawn_from_the_seed_alone_within_their_spread():
+    from esg_plugin.sim.generate import profile_errors
+    from esg_plugin.sim.workload import WorkloadError
+
+    names = [f"f{i}" for i in range(200)]
+    errors = profile_errors(3, names, 1.5)
+    assert errors == profile_errors(3, list(reversed(names)), 1.5) != profile_errors(4, names, 1.5)
+    assert all(1 / 1.5 <= f <= 1.5 for f in errors.values())
+    assert min(errors.values()) < 0.75 and max(errors.values()) > 1.35  # both ways: optimistic and pessimistic profiles
+    assert set(profile_errors(3, names, 1.0).values()) == {1.0}
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(WorkloadError, match="spread"):
+            profile_errors(3, names, bad)
+
+
+def test_esg_reads_each_functions_profile_error_from_the_executions_and_holds_the_slo():
+    """Profiles that are wrong both ways (up to 1.6x, per function): the
+    control law's calibration reads each function's factor from what the
+    simulated executions took, and plans with it; a peer that plans from
+    the profiles alone reads nothing."""
+    from esg_plugin.control import ControlSettings
+    from esg_plugin.sim.generate import profile_errors, random_workload
+
+    case = random_workload(5)
+    errors = profile_errors(5, case.profiles.functions, 1.6)
+    assert min(errors.values()) < 0.9 and max(errors.values()) > 1.1
+    workflows = [load.workflow for load in case.workload.workflows]
+    esg = make_policy("esg", workflows, case.profiles, settings=ControlSettings(capacity_gpus=16.0), gpus=16)
+    summary = summarize(simulate(case.workload, case.profiles, esg, SimConfig(seed=5, exec_factors=errors)))
+    assert esg.state.exec_factor == pytest.approx(errors, rel=0.05)
+    assert summary["slo_hit_rate"] >= 0.95
+    believing = make_policy("esg", workflows, case.profiles, gpus=16,
+                            settings=ControlSettings(capacity_gpus=16.0).without("calibration"))
+    simulate(case.workload, case.profiles, believing, SimConfig(seed=5, exec_factors=errors))
+    assert believing.state.exec_factor == {}  # the ablation: the profiles believed as they are
