@@ -62,6 +62,8 @@ evaluate: $(STAMP)
 		--json docs/evaluation/robustness.json
 	$(BIN)/python bench/robustness.py --family wide --cases 100 --first-seed 1 --describe \
 		--json docs/evaluation/robustness-wide.json
+	$(BIN)/python bench/robustness.py --cases 100 --first-seed 1611 --profile-error 2 \
+		--json docs/evaluation/robustness-profile-error.json
 	$(BIN)/python bench/miss_causes.py --seeds 561-590
 
 clean:

@@ -42,6 +42,7 @@ from typing import Optional
 
 from esg_plugin.control import ABLATIONS, ControlSettings
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
+from esg_plugin.sim.engine import EXEC_FACTOR_LIMITS, MAX_NOISE_SIGMA
 from esg_plugin.sim.generate import FAMILIES, profile_errors, random_workload
 from esg_plugin.sim.report import summarize
 
@@ -149,6 +150,10 @@ def main(argv=None) -> int:
     parser.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                         help="lognormal sigma of execution-time noise (default 0)")
     args = parser.parse_args(argv)
+    if not 1.0 <= args.profile_error <= EXEC_FACTOR_LIMITS[1]:
+        parser.error(f"--profile-error must lie in [1, {EXEC_FACTOR_LIMITS[1]:g}]")
+    if not 0.0 <= args.noise <= MAX_NOISE_SIGMA:
+        parser.error(f"--noise must lie in [0, {MAX_NOISE_SIGMA:g}]")
     policies = args.policies.split(",")
     if args.ablation:
         policies += [f"esg-no-{a}" for a in ABLATIONS]
