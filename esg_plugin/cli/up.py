@@ -127,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
               f"admitted), cost {summary['cost']} equivalents held, {summary['actions']} actions")
         machine = summary["machine"]
         idle = machine["idle_share_after_warmup"]
-        print(f"  machine: {machine['cores']} cores, "
+        allotted = machine["cores_allotted"]
+        mine = "" if allotted >= (machine["cores"] or 0) else f" ({allotted:g} allotted to this run)"
+        print(f"  machine: {machine['cores']} cores{mine}, "
               f"{'idle time not readable' if idle is None else f'{idle:.0%} of their time idle after warm-up'}")
         starts = summary["worker_starts"]
         print(f"  worker starts: {starts['count']} ({starts['forked']} forked by the zygote), ready after "

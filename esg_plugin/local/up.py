@@ -30,7 +30,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
 from ..router.router import time_in_stages_ms
 from ..runtime import contract as C
+from ..runtime.gpu import cpu_allotment
 from ..scaler import (FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide_functions,
                       freeze_start_up_heap)
 from ..scaler.actuators import GPU_SHARE, REPLICAS
@@ -213,15 +214,18 @@ class UpReport:
         return out
 
     def machine(self) -> dict:
-        """The machine's cores and the share of their time idle after the
-        warm-up (every process's, the load generator's and any hog's
+        """The machine's cores, those this run may use (``cpu_allotment``:
+        its affinity mask, or a CPU quota such as a Kubernetes limit), and
+        the share of the time of the cores in its affinity mask idle after
+        the warm-up (every process's, the load generator's and any hog's
         included; ``/proc/stat``): what the plans left unused — or, near 0,
-        that the machine was full. None where it could not be read."""
+        that the cores were full. None where it could not be read."""
         scored = [(t, idle, total) for t, idle, total in self.cpu if self.warmup_s <= t <= self.duration_s]
         idle_share = None
         if len(scored) >= 2 and scored[-1][2] > scored[0][2]:
             idle_share = round((scored[-1][1] - scored[0][1]) / (scored[-1][2] - scored[0][2]), 3)
-        return {"cores": os.cpu_count(), "idle_share_after_warmup": idle_share}
+        return {"cores": os.cpu_count(), "cores_allotted": round(cpu_allotment(), 2),
+                "idle_share_after_warmup": idle_share}
 
     def requests(self) -> list[dict]:
         """Every request the load generator sent, in the order sent: workflow,
@@ -404,11 +408,13 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         control = threading.Thread(target=controller.run, args=(stop,), daemon=True, name="esg-up-control")
         control.start()
 
+        cpus = allotted_cpus()
+
         def sample():
             while not stop.is_set():
                 t = time.monotonic() - started
                 report.held.append((t, platform.held_share()))
-                times = cpu_times()
+                times = cpu_times(cpus=cpus)
                 if times is not None:
                     report.cpu.append((t, *times))
                 report.states.append((t, {n: f.state for n, f in platform.functions.items()}))
@@ -442,22 +448,38 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
     return report
 
 
-def cpu_times(path: str = "/proc/stat") -> Optional[tuple[int, int]]:
-    """(idle, total) CPU time of the whole machine since boot, in clock
-    ticks, from the first line of ``/proc/stat`` (idle and iowait count as
-    idle; guest time is already in user time and is not counted twice).
-    None where it cannot be read or does not parse."""
+def cpu_times(path: str = "/proc/stat", cpus: Optional[Iterable[int]] = None) -> Optional[tuple[int, int]]:
+    """(idle, total) CPU time since boot, in clock ticks, from ``/proc/stat``:
+    of the whole machine (its first line), or of the CPUs ``cpus`` (their
+    ``cpuN`` lines: the cores this run may use, its affinity mask). Idle and
+    iowait count as idle; guest time is already in user time and is not
+    counted twice. None where it cannot be read or does not parse, or a CPU
+    asked for has no line."""
+    wanted = None if cpus is None else {f"cpu{n}" for n in cpus}
+    idle = total = 0
     try:
         with open(path) as f:
-            fields = f.readline().split()
-        if not fields or fields[0] != "cpu":
+            lines = [line.split() for line in f]
+    except OSError:
+        return None
+    rows = [fields for fields in lines if fields and (fields[0] == "cpu" if wanted is None else fields[0] in wanted)]
+    if not rows or (wanted is not None and len(rows) != len(wanted)):
+        return None
+    for fields in rows[:1] if wanted is None else rows:
+        try:
+            ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+        except ValueError:
             return None
-        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
-    except (OSError, ValueError):
-        return None
-    if len(ticks) < 5 or min(ticks) < 0:
-        return None
-    return ticks[3] + ticks[4], sum(ticks)
+        if len(ticks) < 5 or min(ticks) < 0:
+            return None
+        idle, total = idle + ticks[3] + ticks[4], total + sum(ticks)
+    return idle, total
+
+
+def allotted_cpus() -> Optional[set[int]]:
+    """The CPUs this process may run on (its affinity mask), where the
+    platform says; None elsewhere."""
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
 
 
 def initial_states(topology: Topology, profiles: ProfileSet, max_replicas: int) -> dict[str, FunctionState]:

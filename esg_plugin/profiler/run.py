@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 from ..errors import ESGError
 from ..runtime import contract as C
+from ..runtime.gpu import cpu_allotment
 from ..runtime.settings import SHARE_MECHANISMS
 
 
@@ -105,7 +106,8 @@ def _declared_names(handler: Path) -> list[str]:
 
 
 def device_metadata() -> dict:
-    meta = {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+    meta = {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "cores_allotted": round(cpu_allotment(), 2),
+            "python": platform.python_version(),
             "platform": platform.platform()}
     try:
         import torch
@@ -191,7 +193,7 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] = lambda li
         }
     if not functions:
         raise ProfileError("nothing measured: " + "; ".join(failed.values()))
-    device = meta.get("gpu_name") or f"cpu-{meta['cores']}core"
+    device = meta.get("gpu_name") or f"cpu-{meta['cores_allotted']:g}core"  # the cores it was measured on
     measured_by = {"command": "esg profile " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["profile"] else None,
                    "repetitions": request.repetitions, "warmup": request.warmup, "statistic": "median",
                    "share_mechanism": ", ".join(sorted(mechanisms)), "paths": paths, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -496,8 +496,12 @@ def test_the_up_report_says_how_much_of_the_machine_idled_after_the_warm_up(tmp_
     from esg_plugin.local.up import UpReport, cpu_times
 
     stat = tmp_path / "stat"
-    stat.write_text("cpu  100 5 50 800 45 0 0 0 0 0\ncpu0 50 2 25 400 20 0 0 0 0 0\n")
+    stat.write_text("cpu  100 5 50 800 45 0 0 0 0 0\ncpu0 50 2 25 400 20 0 0 0 0 0\n"
+                    "cpu1 50 3 25 400 25 0 0 0 0 0\nintr 1 2 3\n")
     assert cpu_times(str(stat)) == (845, 1000)  # idle and iowait idle; user nice system irq softirq steal busy
+    # the cores of the run's affinity mask alone (taskset, a cpuset): their own lines
+    assert cpu_times(str(stat), cpus={0}) == (420, 497) and cpu_times(str(stat), cpus=[0, 1]) == (845, 1000)
+    assert cpu_times(str(stat), cpus={0, 7}) is None  # a CPU without a line: not read as idle
     for bad in ("", "intr 1 2 3\n", "cpu  a b c d e\n", "cpu  1 2\n", "cpu  1 2 3 -4 5\n"):
         stat.write_text(bad)
         assert cpu_times(str(stat)) is None, bad
@@ -507,6 +511,7 @@ def test_the_up_report_says_how_much_of_the_machine_idled_after_the_warm_up(tmp_
     report.cpu = [(10.0, 100, 200), (20.0, 150, 400), (50.0, 300, 900), (80.0, 450, 1400), (85.0, 1400, 1500)]
     machine = report.summary()["machine"]
     assert machine["idle_share_after_warmup"] == 0.3 and machine["cores"] >= 1
+    assert 1 <= machine["cores_allotted"] <= machine["cores"]
     report.cpu = [(30.0, 1, 2)]  # one reading after the warm-up: no share
     assert report.summary()["machine"]["idle_share_after_warmup"] is None
 
