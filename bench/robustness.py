@@ -54,7 +54,7 @@ COST_TOLERANCE = 0.005
 def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, family: str = "standard",
              profile_error: float = 1.0, noise: float = 0.0) -> dict:
     case = random_workload(seed, family=family)
-    errors = profile_errors(seed, case.profiles.functions, profile_error) if profile_error > 1 else {}
+    errors = profile_errors(seed, case.profiles.functions, profile_error)  # 1: every factor 1
     workflows = [load.workflow for load in case.workload.workflows]
     out = {"seed": seed, "workload": case.workload.name, "description": case.description, "policies": {}}
     for name in policies:

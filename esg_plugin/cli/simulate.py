@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ablation is not None and args.ablation not in ABLATIONS:
         raise LoadError(f"unknown --ablation {args.ablation!r}; known: {', '.join(ABLATIONS)}")
     workflows = [load.workflow for load in workload.workflows]
-    errors = profile_errors(args.seed, profiles.functions, args.profile_error) if args.profile_error > 1 else {}
+    errors = profile_errors(args.seed, profiles.functions, args.profile_error)  # 1: every factor 1
     results = []
     for name in names:
         policy = make_policy(name, workflows, profiles, settings=settings, ablation=args.ablation)

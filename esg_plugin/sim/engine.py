@@ -194,17 +194,18 @@ class _Lane:
 
 
 class _Stage:
-    __slots__ = ("wf", "index", "name", "key", "profile", "fanout", "succs", "is_exit", "lanes", "instances",
-                 "exec_factor",
-                 "starting", "short", "in_service", "downstream_ms", "downstream_exec_ms", "min_exec_ms",
+    __slots__ = ("wf", "index", "name", "key", "profile", "exec_factor", "fanout", "succs", "is_exit", "lanes",
+                 "instances", "starting", "short", "in_service", "downstream_ms", "downstream_exec_ms", "min_exec_ms",
                  "min_after_ms", "waited", "waited_ms")
 
-    def __init__(self, wf, index, name, profile, fanout, lanes):
+    def __init__(self, wf, index, name, profile, fanout, lanes, exec_factor=1.0):
         self.wf = wf
         self.index = index
         self.name = name
         self.key = (wf.name, name)
         self.profile = profile
+        self.exec_factor = exec_factor
+        """Real over profiled execution time (``SimConfig.exec_factors``)."""
         self.fanout = fanout
         self.succs: list[int] = []
         self.is_exit = False
@@ -302,8 +303,8 @@ class Simulator:
             index = {name: i for i, name in enumerate(wf_model.stage_names)}
             for name in wf_model.stage_names:
                 st = wf_model.stage(name)
-                stage = _Stage(wf, index[name], name, profiles[st.function], st.fanout, policy.lanes)
-                stage.exec_factor = config.exec_factors.get(st.function, 1.0)
+                stage = _Stage(wf, index[name], name, profiles[st.function], st.fanout, policy.lanes,
+                               config.exec_factors.get(st.function, 1.0))
                 wf.stages.append(stage)
                 self.stage_by_key[stage.key] = stage
             for name in wf_model.stage_names:

@@ -34,6 +34,8 @@ CLASSIFIED = [
     (r"^python bench/robustness\.py .*--family wide", "four minutes (make evaluate); tests/unit/test_sim.py "
                                                         "checks the family's draws"),
     (r"^python bench/robustness\.py .*queue_quantile", "the same run as the one before it, with one setting changed"),
+    (r"^python bench/robustness\.py .*--profile-error", "two minutes each (make evaluate runs --profile-error 2); "
+                                                         "tests/unit/test_sim.py checks the draws and the calibration"),
     (r"^esg (plan|simulate)\b", None),
     (r"^python bench/robustness\.py\b", None),
 ]
