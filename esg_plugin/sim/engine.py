@@ -325,6 +325,8 @@ class Simulator:
         # accounting of requests and busy time (the cluster accounts for what is held)
         self.now = 0.0
         self.busy_acc = 0.0
+        """Share-seconds busy executing between ``warmup_s`` and ``duration_s`` (the cost's period)."""
+        self._scored_ms = (workload.warmup_s * 1000.0, workload.duration_s * 1000.0)
         self.shed = 0
         self.desired: Deployment = {}
         """The last desired state per stage: re-applied every tick, as a controller reconciles."""
@@ -574,7 +576,10 @@ class Simulator:
             done[1] += nominal_ms
             inst.busy = True
             lane.stage.in_service += k
-            self.busy_acc += inst.share / 100.0 * exec_ms / 1000.0
+            # busy share-time within the scored period only, as the cost is held (``gpu_util``)
+            scored_ms = min(now + exec_ms, self._scored_ms[1]) - max(now, self._scored_ms[0])
+            if scored_ms > 0:
+                self.busy_acc += inst.share / 100.0 * scored_ms / 1000.0
             self.batches += 1
             self._push(now + exec_ms, _DONE, inst, items)
 

@@ -132,6 +132,21 @@ def test_cost_cold_start_and_utilisation():
     assert result.busy_gpu_s == pytest.approx(3 * 0.5 * 0.010)
 
 
+def test_utilisation_counts_the_busy_time_of_the_scored_period_alone():
+    """``gpu_util`` is busy over held share-time between ``warmup_s`` and
+    ``duration_s``: an execution in the warm-up, or the part of one past
+    the end, is not busy time of that period (it was, and executions ten
+    times their profile's length read 169% of a GPU busy)."""
+    wf = Workflow.build("w", 5000.0, [Stage("s", "f")])
+    profiles = ProfileSet("test", {"f": constant_profile("f", {1: 10.0})})
+    workload = Workload("test", 1, 3.0, (WorkflowLoad(wf, Arrivals("poisson", {"rate_rps": 1.0})),), warmup_s=1.0)
+    sim = Simulator(workload, profiles, Fixed({("w", "s"): [InstanceGroup(1, 50, 1, 0.0)]}), SimConfig())
+    sim.workflows[0].arrivals = np.array([500.0, 2000.0, 2995.0])  # in the warm-up, inside, across the end
+    result = sim.run()
+    assert result.busy_gpu_s == pytest.approx(0.5 * (0.010 + 0.005))
+    assert summarize(result)["gpu_util"] <= 1.0
+
+
 def test_an_instance_that_does_not_fit_is_not_started():
     workload, profiles = one_stage(10.0, 10.0, 10.0)  # 1 GPU
     result = simulate(workload, profiles, Fixed({("w", "s"): [InstanceGroup(1, 100, 3, 0.0)]}), SimConfig())
