@@ -457,9 +457,13 @@ def cpu_times(path: str = "/proc/stat", cpus: Optional[Iterable[int]] = None) ->
     asked for has no line."""
     wanted = None if cpus is None else {f"cpu{n}" for n in cpus}
     idle = total = 0
+    lines = []
     try:
         with open(path) as f:
-            lines = [line.split() for line in f]
+            for line in f:  # the cpu lines come first; the rest (interrupts: long) is not read
+                if not line.startswith("cpu"):
+                    break
+                lines.append(line.split())
     except OSError:
         return None
     rows = [fields for fields in lines if fields and (fields[0] == "cpu" if wanted is None else fields[0] in wanted)]
