@@ -869,7 +869,7 @@ class ControlLaw:
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
-        hopeless = self._hopeless_counts() and _fastest_executions_ms(workflow, problem) > workflow.slo_ms
+        hopeless = not fits and self._hopeless_counts() and _fastest_executions_ms(workflow, problem) > workflow.slo_ms
         if not ws.calm and not fits and not hopeless and ws.plan is not None \
                 and (rate_rps <= (ws.planned_rps or 0.0) + 1e-9
                      or not self._adds_capacity(workflow, ws, profiles, choices, current)) \
@@ -991,7 +991,7 @@ class ControlLaw:
             else [(s.queue_quantile, first)]
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
-        problem, built = None, {}
+        problem, built, hopeless = None, {}, False
         for quantile, factor in attempts:
             if quantile not in built:  # the menus depend on the quantile, not on the budget
                 built[quantile] = build_problem(workflow, profiles, rate_rps, utilisations[0],
@@ -1001,18 +1001,15 @@ class ControlLaw:
             if factor > 1.0 and self._hopeless_counts():
                 executions_ms = _fastest_executions_ms(workflow, built[quantile])
                 if executions_ms > workflow.slo_ms:
-                    # no plan meets the SLO: the fastest executions alone take longer
-                    problem = dataclasses.replace(built[quantile], budget_ms=executions_ms)
-                    cheapest = problem.choices({name: len(menu.options) - 1 for name, menu in problem.menus.items()})
-                    if _cost(cheapest) <= capacity:
-                        return problem, cheapest, stats, False
-                    break  # the cheapest does not fit either: the largest rate that does, below
+                    # no plan meets the SLO: the fastest executions alone take longer — the cheapest, below
+                    problem, hopeless = dataclasses.replace(built[quantile], budget_ms=executions_ms), True
+                    break
             problem = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * factor)
             choices, stats = solve(problem, NO_LIMITS)
             if choices is not None and _cost(choices) <= capacity:
                 return problem, choices, stats, (quantile, factor) == attempts[0]
         fastest = problem.choices(problem.fastest())
-        if _cost(fastest) <= capacity:
+        if not hopeless and _cost(fastest) <= capacity:
             return problem, fastest, stats, False
         cheapest = {stage: len(menu.options) - 1 for stage, menu in problem.menus.items()}
         choices = problem.choices(cheapest)

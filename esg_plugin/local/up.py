@@ -41,7 +41,7 @@ from ..control.admission import AdmissionSettings
 from ..router import Router, make_router_server
 from ..router.router import time_in_stages_ms
 from ..runtime import contract as C
-from ..runtime.gpu import cpu_allotment
+from ..runtime.gpu import affinity_cpus, cpu_allotment
 from ..scaler import (FunctionState, GatewayScrape, Memory, Observation, Scaler, ScalerSettings, Topology, decide_functions,
                       freeze_start_up_heap)
 from ..scaler.actuators import GPU_SHARE, REPLICAS
@@ -408,7 +408,7 @@ def run_up(stack: dict, stack_dir: Path, topology: Topology, profiles: ProfileSe
         control = threading.Thread(target=controller.run, args=(stop,), daemon=True, name="esg-up-control")
         control.start()
 
-        cpus = allotted_cpus()
+        cpus = affinity_cpus()
 
         def sample():
             while not stop.is_set():
@@ -478,12 +478,6 @@ def cpu_times(path: str = "/proc/stat", cpus: Optional[Iterable[int]] = None) ->
             return None
         idle, total = idle + ticks[3] + ticks[4], total + sum(ticks)
     return idle, total
-
-
-def allotted_cpus() -> Optional[set[int]]:
-    """The CPUs this process may run on (its affinity mask), where the
-    platform says; None elsewhere."""
-    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
 
 
 def initial_states(topology: Topology, profiles: ProfileSet, max_replicas: int) -> dict[str, FunctionState]:

@@ -92,10 +92,17 @@ def spin_count_default(*envs: Mapping[str, str]) -> Optional[str]:
     return str(OMP_SPIN_COUNT)
 
 
+def affinity_cpus() -> Optional[set[int]]:
+    """The CPUs this process may run on (its affinity mask), where the
+    platform says; None elsewhere."""
+    return set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def cpu_allotment(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> float:
     """The CPUs this process may use: the cgroup v2 quota (a Kubernetes CPU
     limit), else the cores in its affinity mask."""
-    cores = float(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else float(os.cpu_count() or 1)
+    cpus = affinity_cpus()
+    cores = float(len(cpus)) if cpus is not None else float(os.cpu_count() or 1)
     try:
         quota, period = open(cgroup_cpu_max).read().split()[:2]
         if quota != "max" and float(period) > 0:
