@@ -415,7 +415,7 @@ class ControlLaw:
             why = self._feedback(ws, missing, fresh, now_s) or relaxed
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
         pooled = self._pooled_rate(ws, obs, now_s)
-        want, wanted_rps, said, quick, settled = self._wanted_rate(ws, obs, backlog, now_s, pooled)
+        want, wanted_rps, said, quick, settle_below = self._wanted_rate(ws, obs, backlog, now_s, pooled)
         planned = ws.planned_rps
         target = planned
         ws.calm = calm = backlog <= 0 and not rising and now_s >= ws.panic_until_s
@@ -431,7 +431,7 @@ class ControlLaw:
         elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs, pooled)):
             target, why = want, f"up: {said}"
             ws.scale_down.reset()
-        elif settled and want < planned * s.scale_down_below and backlog <= 0 and not rising:
+        elif settle_below is not None and want < planned * settle_below and backlog <= 0 and not rising:
             # the panic's plan was made for a short window that read high: down to
             # what the arrivals since the step say, the panic (and its hold on any
             # further scale-down) going on; watched for misses as a scale-down
@@ -653,13 +653,15 @@ class ControlLaw:
         return None
 
     def _wanted_rate(self, ws: WorkflowState, obs: WorkflowObservation, backlog: float, now_s: float,
-                     pooled: Optional[tuple[float, float, float]]) -> tuple[float, float, str, bool, bool]:
+                     pooled: Optional[tuple[float, float, float]]) -> tuple[float, float, str, bool, Optional[float]]:
         """From this tick's count since the rate last moved (``pooled``, or
         None): the rate to cover now (headroom included, on the rate grid), the
         offered rate it is for (neither), a few words on where it came from, whether
         the short window, the arrivals since a step or a backlog made it (not
-        the long window alone), and whether the arrivals since a step did
-        (``step_settle``)."""
+        the long window alone), and, where the arrivals since a step (or the
+        first plan) made it (``step_settle``), the share of the plan below which
+        they bring it down — ``scale_down_below`` in the panic, any grid step at
+        its end (``panic_exit``) — else None."""
         s = self.settings
         rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
         bursty = obs.arrival_cv2 > s.pooled_max_cv2
@@ -692,13 +694,18 @@ class ControlLaw:
         if since is not None:
             # in the panic, once the arrivals since the step are counted, they
             # say the new rate better than any one short window does: the plan
-            # is for their rate when it is above the rate the plan was made for,
-            # or significantly below it (as the long window's rise test); else it holds
-            # — at the panic's end, for their rate: the panic held the plan for
-            # the scale-down delay since the step (``panic_exit``)
-            mean, upper = since
+            # is for their rate when it is significantly above the rate the plan
+            # was made for (``rise_z``, as the long window's rise) or significantly
+            # below it (``step_z``); else it holds — at the panic's end, for their
+            # rate: the panic held the plan for the scale-down delay since the step
+            # (``panic_exit``)
+            mean, upper, count, span_s = since
             estimate = ws.estimate_rps if ws.estimate_rps is not None else mean
-            held = mean if (ending or estimate < mean or estimate > upper) else estimate
+            # a rise of the count is tested as the long window's is (``rise_z``): the highest of its
+            # noisy readings over the panic is no estimate of the rate
+            rose = estimate < mean and (s.rise_z <= 0 or
+                                        significantly_above(count, estimate * span_s, s.rise_z, obs.arrival_cv2))
+            held = mean if (ending or rose or estimate > upper) else estimate
             # else the long window's, as outside the panic (its rise is tested; for bursty
             # arrivals, a long window above the count is planned for, ``pooled_max_cv2``)
             if held >= rate or (ending and not bursty):
@@ -730,13 +737,16 @@ class ControlLaw:
             said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"
             quick = True
         offered = max(rate, s.min_rate_rps)
-        return on_rate_grid(offered * self._headroom(obs.arrival_cv2)), offered, said, quick, since is not None
+        # at the panic's end, down to the count with no band (``panic_exit``); in it, below ``scale_down_below``
+        settle_below = None if since is None else 1.0 if ending else s.scale_down_below
+        return on_rate_grid(offered * self._headroom(obs.arrival_cv2)), offered, said, quick, settle_below
 
     def _since_step_rate(self, ws: WorkflowState, obs: WorkflowObservation,
-                         now_s: float) -> Optional[tuple[float, float]]:
+                         now_s: float) -> Optional[tuple[float, float, float, float]]:
         """In the panic after a step (``step_settle``), the arrival rate since
-        the step (after the first plan: since it, ``step_at_s`` either way), and that plus ``step_z`` standard deviations (of a Poisson
-        count inflated by the arrivals' cv²): counted over the short windows
+        the step (after the first plan: since it, ``step_at_s`` either way),
+        that plus ``step_z`` standard deviations (of a Poisson count inflated
+        by the arrivals' cv²), the count and the seconds it spans: counted over the short windows
         that start after the tick that detected it — not that tick's window,
         the one chosen because it read high — each arrival once (disjoint
         windows); this tick's window is recorded for the next. None before
@@ -758,7 +768,7 @@ class ControlLaw:
         z, mean = self.settings.step_z, count / span_s
         if any(significantly_above(n, mean * (end - start), z, obs.arrival_cv2) for end, start, n in taken):
             return None
-        return mean, (count + z * math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))) / span_s
+        return mean, (count + z * math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))) / span_s, count, span_s
 
     def _latest_rate(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> Optional[float]:
         """The rate since the last tick, less one standard deviation, where

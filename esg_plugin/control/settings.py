@@ -109,9 +109,9 @@ class ControlSettings:
     """In the panic after a step, once a short window that starts after the
     tick that detected it has passed, plan for the arrivals counted since
     the step, not for each short window: the plan is for their rate when
-    that is above the rate the plan was made for, or significantly below it
-    (by more than ``step_z`` standard deviations of the count), else it
-    holds. A panic plan made for one
+    that is significantly above the rate the plan was made for (``rise_z``)
+    or significantly below it (by more than ``step_z`` standard deviations
+    of the count), else it holds. A panic plan made for one
     short window that read high — a burst of bursty arrivals, or a plan
     still at a quiet start when the rate rose — comes down as soon as the
     arrivals since say so (when below ``scale_down_below`` of the plan,
@@ -133,8 +133,10 @@ class ControlSettings:
     """At the end of the panic after a step — which held the plan for
     ``scale_down_delay_s`` since it — the plan is for the arrivals counted
     since the step (``step_settle``), not held within their noise: it comes
-    down at once where they are below ``scale_down_below`` of it, with no
-    backlog and no rising misses, watched as a scale-down (``rollback``);
+    down at once where they are below it by a step of the rate grid or more
+    — not only below ``scale_down_below`` of it: the band is for a plan that
+    the count has not yet tested — with no backlog and no rising misses,
+    watched as a scale-down (``rollback``);
     Knative's panic mode, where on leaving the panic the stable window
     decides. Not where the arrivals since are no one rate (a load that
     rose and fell: that waits for the delay), nor below a long window
@@ -144,7 +146,10 @@ class ControlSettings:
     same way, where its first window is within the noise of the count (one
     far above it is a load that fell) and the arrivals are not bursty. Off: the count's noise band holds the plan
     to the end of the panic, and then the long window (or the pooled count)
-    must stay below it for a further ``scale_down_delay_s``."""
+    must stay below it for a further ``scale_down_delay_s``. (Before the
+    thirty-first session, down only below ``scale_down_below`` of the plan:
+    a first plan made from two seconds that read 16% high held to the end
+    of an 80-s ``esg up`` run, ``bench/tracking.py``.)"""
     step_cv2_hold: bool = True
     """In the panic after a step, plan with the arrivals' cv² as it was when
     the step was detected, when the window's reads higher: a window that
@@ -193,9 +198,13 @@ class ControlSettings:
     cv²) above the rate the plan was made for: noise is no reason to
     re-plan, and re-planning up on every noisy rise, down only below
     ``scale_down_below`` after a delay, ratchets the plan above the load
-    (the upper envelope of the window's noise). 0: every rise re-plans. A
-    step (the short window) and a backlog re-plan without it; misses raise
-    the margin."""
+    (the upper envelope of the window's noise). The same test holds for
+    the count since a step in the panic after it (``step_settle``): planned
+    up at every reading above the plan, a count whose first windows read
+    low rose with each of them and held the highest (``esg up`` at 3x: the
+    traffic workflow planned for 1.16 × its arrivals). 0: every rise
+    re-plans. A step (the short window) and a backlog re-plan without it;
+    misses raise the margin."""
     pooled_rate: bool = True
     """At a steady rate, plan for the arrivals counted since the rate last
     moved (up to ``pool_max_s``), not for the long window alone: re-planning

@@ -284,6 +284,63 @@ def test_at_the_end_of_the_panic_the_plan_comes_to_the_arrivals_counted_since_at
     assert [t for t, r in reasons.items() if r.startswith("down after")] == [62]
 
 
+def test_in_the_panic_a_rise_of_the_count_since_the_step_is_tested_as_the_long_windows(chain):
+    """A step to 3 rps, then 2-s windows of 3.5 rps: the count since the
+    step rises above the 3 the panic planned for, but within its noise
+    (2 sd of 30 arrivals over 10 s is 11), so the plan holds — re-planning
+    up at every reading above it held the highest of the count's noisy
+    readings for the whole panic (``esg up`` at 3x: the traffic workflow
+    planned for 1.16 × its arrivals). 6 rps is a rise, re-planned. With
+    ``rise_z`` 0 every rise re-plans, as before."""
+    wf, profiles = chain
+
+    def run(settings):
+        law = ControlLaw([wf], profiles, settings)
+        state = law.new_state()
+        tick(law, state, 0.0, 0.5, long_window_s=30.0)
+        reasons = {2: tick(law, state, 2.0, 0.6, short_rps=3.0, long_window_s=30.0).reasons["w"]}
+        for t in range(4, 24, 2):
+            reasons[t] = tick(law, state, float(t), 1.0, short_rps=3.5 if t < 14 else 6.0,
+                              long_window_s=30.0).reasons["w"]
+        return reasons
+
+    settings = ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, rate_headroom=0.1, latest_rate=False)
+    reasons = run(settings)
+    assert "a step" in reasons[2]
+    assert all(reasons[t] == "unchanged" for t in range(4, 14, 2)), reasons
+    rose = [t for t in range(14, 24, 2) if reasons[t].startswith("up: ")]
+    assert rose and "since the step" in reasons[rose[0]], reasons
+    reasons = run(dataclasses.replace(settings, rise_z=0.0))
+    assert reasons[4].startswith("up: 3.50 rps (since the step"), reasons
+
+
+def test_at_the_end_of_the_panic_the_plan_comes_down_to_the_count_within_the_scale_down_band(chain):
+    """A step read at 3.3 rps where 3 arrive: 3.0 is within 10% of the plan
+    (``scale_down_below`` 0.9), which holds a plan outside the panic; at
+    the panic's end the count since the step is the estimate, with no
+    band: the plan comes down a grid step (``panic_exit``). Off: it holds."""
+    wf, profiles = chain
+
+    def run(settings):
+        law = ControlLaw([wf], profiles, settings)
+        state = law.new_state()
+        reasons = {}
+        for t in range(0, 40, 2):
+            short = 0.5 if t == 0 else 3.3 if t == 2 else 3.0
+            reasons[t] = tick(law, state, float(t), 0.5 if t == 0 else 3.0, short_rps=short,
+                              long_window_s=30.0).reasons["w"]
+        return reasons, state.workflows["w"]
+
+    settings = ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, rate_headroom=0.1, latest_rate=False)
+    reasons, ws = run(settings)
+    assert "a step" in reasons[2] and ws.panic_until_s == 32.0
+    assert all(reasons[t] == "unchanged" for t in range(4, 32, 2)), reasons
+    assert reasons[32] == "settled: 3.00 rps (since the step: 3.00 counted), the panic over"
+    assert ws.estimate_rps == pytest.approx(3.0) and ws.planned_rps == on_rate_grid(3.0 * 1.1)
+    reasons, ws = run(dataclasses.replace(settings, panic_exit=False))
+    assert reasons[32] == "unchanged" and ws.estimate_rps == pytest.approx(3.3)
+
+
 def test_a_load_that_rose_and_fell_again_in_the_panic_waits_for_the_delay(chain):
     """The arrivals since the step are no one rate when a window counted
     since reads significantly above their rate: a load that stayed high a
@@ -1386,3 +1443,25 @@ def test_the_queueing_model_is_a_setting_for_comparisons(chain):
     assert tick(law, law.new_state(), 0.0, 5.0, arrival_cv2=10.0).plans["w"].cost > 0
     with pytest.raises(ControlError, match="queueing_model"):
         ControlSettings(queueing_model="kingman")
+
+
+def test_the_tracking_bench_scores_esg_up_length_runs_against_their_own_arrivals(capsys):
+    """``bench/tracking.py`` at an ``esg up`` run's length: each run's
+    median estimate against its own arrivals' mean, and the cumulative
+    mean as the reading with no hysteresis (the reference); a window
+    longer than the long one, or a tick past the run, is one error line."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tracking_bench", ROOT / "bench" / "tracking.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--rates", "3", "--runs", "4", "--tick-s", "2", "--short-s", "2", "--duration-s", "80", "--skip-s", "20"]
+    assert bench.main(args) == 0
+    assert "runs whose median /arrivals' mean is within 15%" in capsys.readouterr().out
+    assert bench.main(args + ["--cumulative"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the arrivals' mean since the start") and "100.0% of 4" in out
+    for bad in (["--short-s", "31"], ["--skip-s", "90", "--duration-s", "80"]):
+        with pytest.raises(SystemExit) as exited:
+            bench.main(bad)
+        assert exited.value.code == 2
+        assert "need 0 <" in capsys.readouterr().err
