@@ -74,10 +74,10 @@ def run(rate_rps: float, seed: int, settings: ControlSettings, step: float = 1.0
         now = k * tick_s
         end = bisect.bisect_left(arrivals, now)  # arrivals are sorted: counts in [now - window, now)
         long_count = end - bisect.bisect_left(arrivals, now - LONG_S)
-        short_s = min(short_s, now)
-        short_count = end - bisect.bisect_left(arrivals, now - short_s)
+        window_s = min(short_s, now)  # the short window since the start, at the first ticks
+        short_count = end - bisect.bisect_left(arrivals, now - window_s)
         late = sum(rng.random() < misses for _ in range(short_count)) if misses else 0
-        obs = WorkflowObservation(long_count / min(LONG_S, now), short_count / short_s, short_s,
+        obs = WorkflowObservation(long_count / min(LONG_S, now), short_count / window_s, window_s,
                                   ok=short_count - late, late=late, long_window_s=min(LONG_S, now))
         law.step(Observation(now, {workflow.name: obs}), state, now)
         estimate = end / now if cumulative else state.workflows[workflow.name].estimate_rps
