@@ -253,6 +253,19 @@ def test_a_first_plan_made_for_a_window_that_read_high_comes_down_to_the_arrival
     assert all(tick(off, state, float(t), 20.0).reasons["w"] == "unchanged" for t in range(2, 30, 2))
 
 
+def _step_then_steady(chain, settings, before_rps, read_rps, long_rps, until_s=72):
+    """A plan at ``before_rps``, a 2-s window read at ``read_rps`` at 2 s
+    (a step), then 3 rps: each tick's reason, and the workflow's state."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, settings)
+    state = law.new_state()
+    reasons = {}
+    for t in range(0, until_s, 2):
+        short = before_rps if t == 0 else read_rps if t == 2 else 3.0
+        reasons[t] = tick(law, state, float(t), long_rps(t), short_rps=short, long_window_s=30.0).reasons["w"]
+    return reasons, state.workflows["w"]
+
+
 def test_at_the_end_of_the_panic_the_plan_comes_to_the_arrivals_counted_since_at_once(chain):
     """A plan at 1 rps sees 3.9 rps in one short window: a step. Then 3 rps
     arrive: at that rate the count since the step stays within its noise
@@ -261,17 +274,8 @@ def test_at_the_end_of_the_panic_the_plan_comes_to_the_arrivals_counted_since_at
     delay: at its end the plan comes down to the count at once
     (``panic_exit``), not after a further delay. (A load that rose and
     fell in the panic still waits for the delay: the test after this.)"""
-    wf, profiles = chain
-
-    def run(settings):
-        law = ControlLaw([wf], profiles, settings)
-        state = law.new_state()
-        reasons = {}
-        for t in range(0, 72, 2):
-            short = 1.0 if t == 0 else 3.9 if t == 2 else 3.0
-            long = min(3.0, 1.0 + 2.0 * t / 30.0)  # the 30-s window fills with the new rate
-            reasons[t] = tick(law, state, float(t), long, short_rps=short, long_window_s=30.0).reasons["w"]
-        return reasons, state.workflows["w"]
+    def run(settings):  # the 30-s window fills with the new rate
+        return _step_then_steady(chain, settings, 1.0, 3.9, lambda t: min(3.0, 1.0 + 2.0 * t / 30.0))
 
     settings = ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, rate_headroom=0.1)
     reasons, ws = run(settings)
@@ -319,17 +323,8 @@ def test_at_the_end_of_the_panic_the_plan_comes_down_to_the_count_within_the_sca
     (``scale_down_below`` 0.9), which holds a plan outside the panic; at
     the panic's end the count since the step is the estimate, with no
     band: the plan comes down a grid step (``panic_exit``). Off: it holds."""
-    wf, profiles = chain
-
     def run(settings):
-        law = ControlLaw([wf], profiles, settings)
-        state = law.new_state()
-        reasons = {}
-        for t in range(0, 40, 2):
-            short = 0.5 if t == 0 else 3.3 if t == 2 else 3.0
-            reasons[t] = tick(law, state, float(t), 0.5 if t == 0 else 3.0, short_rps=short,
-                              long_window_s=30.0).reasons["w"]
-        return reasons, state.workflows["w"]
+        return _step_then_steady(chain, settings, 0.5, 3.3, lambda t: 0.5 if t == 0 else 3.0, until_s=40)
 
     settings = ControlSettings(scale_down_delay_s=30.0, warmup_s=0.0, rate_headroom=0.1, latest_rate=False)
     reasons, ws = run(settings)
