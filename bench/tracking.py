@@ -2,7 +2,7 @@
 
     python bench/tracking.py [--rates 1,2,6] [--runs 5] [--step F] [--misses P] [--tick-s S]
                               [--duration-s S] [--skip-s S] [--short-s S] [--cumulative]
-                              [--settings JSON]
+                              [--arrivals REQUESTS_JSON --workflow NAME] [--settings JSON]
 
 A Poisson stream at each rate (seeded: run k is seed k), observed as the
 scaler observes it — a 30-s long window and a 5-s short one
@@ -27,7 +27,11 @@ run's length, warm-up, tick and short window: the first plan then comes
 from the first tick's two seconds of arrivals. ``--cumulative`` scores,
 instead of the law's estimate, the arrivals' mean since the start: a
 reading with no hysteresis and no window (for a constant rate the best
-there is), against which the law's can be read. With ``--misses P`` each
+there is), against which the law's can be read. ``--arrivals
+DIR/requests.json --workflow NAME`` replays one ``esg up --out DIR``
+run's arrivals of one workflow through the law instead (with
+``--duration-s 80 --skip-s 20 --tick-s 2 --short-s 2``: as that run
+observed them, up to the moments of its scrapes). With ``--misses P`` each
 answer is late with probability P whatever the plan (a host that is
 slower than any plan: ``esg up`` beside other work). ``--settings``
 changes ControlSettings fields, e.g. ``'{"rise_z": 0}'`` for the law
@@ -41,6 +45,7 @@ import bisect
 import json
 import random
 import statistics
+from typing import Optional
 
 from esg_plugin.control import ControlLaw, ControlSettings, Observation, WorkflowObservation
 from esg_plugin.sim.generate import random_workload
@@ -50,25 +55,28 @@ LONG_S, SHORT_S, DURATION_S, SKIP_S, STEP_AT_S = 30.0, 5.0, 1200.0, 60.0, 300.0
 
 def run(rate_rps: float, seed: int, settings: ControlSettings, step: float = 1.0,
         tick_s: float = 5.0, misses: float = 0.0, duration_s: float = DURATION_S,
-        skip_s: float = SKIP_S, short_s: float = SHORT_S,
-        cumulative: bool = False) -> list[tuple[float, float, float, bool]]:
+        skip_s: float = SKIP_S, short_s: float = SHORT_S, cumulative: bool = False,
+        arrivals: Optional[list[float]] = None) -> list[tuple[float, float, float, bool]]:
     """(estimate / window rate, estimate / true rate, estimate / the
     arrivals' own mean over the stretch of constant rate, after the step)
     per tick at steady state: after ``skip_s``, not within the long window
-    after the step."""
+    after the step. ``arrivals`` (sorted seconds): this stream instead of
+    a seeded Poisson one."""
     case = random_workload(681)
     workflow = case.workload.workflows[0].workflow
     law = ControlLaw([workflow], case.profiles, settings)
     state = law.new_state()
     rng = random.Random(seed)
-    arrivals, t = [], 0.0
-    top = max(step, 1.0)
-    while t < duration_s:  # the step's rate by thinning a stream at the larger rate
-        t += rng.expovariate(rate_rps * top)
-        if top == 1.0 or rng.random() * top < (step if t >= STEP_AT_S else 1.0):
-            arrivals.append(t)
+    if arrivals is None:
+        arrivals, t = [], 0.0
+        top = max(step, 1.0)
+        while t < duration_s:  # the step's rate by thinning a stream at the larger rate
+            t += rng.expovariate(rate_rps * top)
+            if top == 1.0 or rng.random() * top < (step if t >= STEP_AT_S else 1.0):
+                arrivals.append(t)
     out = []
-    stretches = [(0.0, min(STEP_AT_S, duration_s))] + ([(STEP_AT_S, duration_s)] if duration_s > STEP_AT_S else [])
+    stepped = step != 1.0 and duration_s > STEP_AT_S
+    stretches = [(0.0, STEP_AT_S), (STEP_AT_S, duration_s)] if stepped else [(0.0, duration_s)]
     own = [(bisect.bisect_left(arrivals, b) - bisect.bisect_left(arrivals, a)) / (b - a) for a, b in stretches]
     for k in range(1, int(duration_s / tick_s) + 1):
         now = k * tick_s
@@ -84,7 +92,7 @@ def run(rate_rps: float, seed: int, settings: ControlSettings, step: float = 1.0
         after = step != 1.0 and now >= STEP_AT_S
         settling = after and now < STEP_AT_S + LONG_S
         true_rps = rate_rps * (step if after else 1.0)
-        mean_rps = own[1 if after and step != 1.0 else 0]
+        mean_rps = own[1 if after else 0]
         if now >= skip_s and long_count and mean_rps and not settling:
             out.append((estimate / (long_count / min(LONG_S, now)), estimate / true_rps, estimate / mean_rps,
                         after))
@@ -104,8 +112,18 @@ def main(argv=None) -> int:
     parser.add_argument("--cumulative", action="store_true",
                         help="score the arrivals' mean since the start instead of the law's estimate: "
                              "a reading with no hysteresis and no window, for a constant rate the best there is")
+    parser.add_argument("--arrivals", default=None, metavar="REQUESTS_JSON",
+                        help="replay one run's arrivals instead (esg up --out DIR writes DIR/requests.json)")
+    parser.add_argument("--workflow", default=None, help="with --arrivals: whose arrivals")
     parser.add_argument("--settings", default=None, help="ControlSettings fields as JSON")
     args = parser.parse_args(argv)
+    replayed = None
+    if (args.arrivals is None) != (args.workflow is None):
+        parser.error("--arrivals and --workflow go together")
+    if args.arrivals is not None:
+        replayed = _replayed(args.arrivals, args.workflow, args.duration_s)
+        if isinstance(replayed, str):
+            parser.error(replayed)
     if not 0 < args.tick_s <= args.skip_s < args.duration_s or not 0 < args.short_s <= LONG_S:
         parser.error(f"need 0 < --tick-s <= --skip-s < --duration-s and 0 < --short-s <= {LONG_S:g}")
     settings = ControlSettings(**(json.loads(args.settings) if args.settings else {}))
@@ -116,14 +134,19 @@ def main(argv=None) -> int:
           f"{args.duration_s:g} s per rate (scored after {args.skip_s:g} s){stepped}, "
           f"a tick every {args.tick_s:g} s (rise_z {settings.rise_z:g})")
     within = lambda xs: sum(0.85 <= x <= 1.15 for x in xs) / len(xs)  # noqa: E731
-    for rate in (float(r) for r in args.rates.split(",")):
+    rates = [len(replayed) / args.duration_s] if replayed is not None else \
+        [float(r) for r in args.rates.split(",")]
+    for rate in rates:
         runs = [run(rate, seed, settings, args.step, args.tick_s, args.misses, args.duration_s, args.skip_s,
-                    args.short_s, args.cumulative) for seed in range(args.runs)]
+                    args.short_s, args.cumulative, replayed) for seed in range(1 if replayed else args.runs)]
         rows = [row for rows in runs for row in rows]
         # as ``esg up``'s report reads one run: the median over its steady ticks, against its arrivals' mean
         medians = [statistics.median(r[2] for r in rows) for rows in runs if rows]
         line = f"  {rate:g} rps: runs whose median /arrivals' mean is within 15% " \
-               f"{within(medians):.1%} of {len(medians)}"
+               f"{within(medians):.1%} of {len(medians)}" if medians else f"  {rate:g} rps: no steady tick"
+        if replayed is not None and medians:
+            line = f"  {args.workflow}, {len(replayed)} arrivals ({rate:.3f} rps): " \
+                   f"median /arrivals' mean {medians[0]:.3f}"
         for label, part in (("", rows), (" after the step", [r for r in rows if r[3]])):
             if not part or (label and args.step == 1.0):
                 continue
@@ -133,6 +156,20 @@ def main(argv=None) -> int:
                     f"/arrivals' mean {statistics.median(own):.3f}, within 15% {within(own):.0%}"
         print(line)
     return 0
+
+
+def _replayed(path: str, workflow: str, duration_s: float):
+    """The sorted arrival times (``sent_s``) of ``workflow`` within
+    ``duration_s`` in an ``esg up`` run's requests.json, or a one-line
+    reason why not."""
+    try:
+        with open(path) as f:
+            requests = json.load(f)
+        sent = sorted(float(r["sent_s"]) for r in requests if r["workflow"] == workflow)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        return f"--arrivals {path}: not an esg up requests.json ({e})"
+    sent = [t for t in sent if 0.0 <= t < duration_s]
+    return sent or f"--arrivals {path}: no arrival of workflow {workflow!r} within {duration_s:g} s"
 
 
 if __name__ == "__main__":

@@ -1460,3 +1460,33 @@ def test_the_tracking_bench_scores_esg_up_length_runs_against_their_own_arrivals
             bench.main(bad)
         assert exited.value.code == 2
         assert "need 0 <" in capsys.readouterr().err
+
+
+def test_the_tracking_bench_replays_one_live_runs_arrivals(tmp_path, capsys):
+    """``bench/tracking.py --arrivals DIR/requests.json --workflow W``: one
+    ``esg up`` run's arrivals of one workflow through the law, its median
+    against their own mean; a file that is not such a run, or a workflow
+    with no arrival in it, is one error line."""
+    import importlib.util
+    import json
+    spec = importlib.util.spec_from_file_location("tracking_bench", ROOT / "bench" / "tracking.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = random.Random(3)
+    sent, t = [], 0.0
+    while t < 80.0:
+        t += rng.expovariate(3.0)
+        sent.append(t)
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps([{"workflow": "traffic", "sent_s": s} for s in sent if s < 80.0] +
+                                   [{"workflow": "image", "sent_s": 1.0}]))
+    args = ["--duration-s", "80", "--skip-s", "20", "--tick-s", "2", "--short-s", "2"]
+    assert bench.main(["--arrivals", str(requests), "--workflow", "traffic"] + args) == 0
+    assert "traffic, " in capsys.readouterr().out
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    for bad in (["--arrivals", str(broken), "--workflow", "traffic"], ["--arrivals", str(requests), "--workflow", "text"],
+                ["--arrivals", str(requests)]):
+        with pytest.raises(SystemExit) as exited:
+            bench.main(bad + args)
+        assert exited.value.code == 2 and "--arrivals" in capsys.readouterr().err
