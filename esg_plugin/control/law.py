@@ -1175,8 +1175,10 @@ class ControlLaw:
             p = self.profiles[st.function]
             base = state.exec_factor.get(st.function, 1.0)
             per_share = [believed(state.share_factor, (st.function, share), base) for share in p.gpu_shares]
+            rounded = [round(f, 2) for f in per_share]  # a cell with no factor of its own takes its share's
             factors = tuple(tuple(round(believed(state.batch_factor, (st.function, share, batch), f), 2)
-                                  for share, f in zip(p.gpu_shares, per_share))
+                                  if (st.function, share, batch) in state.batch_factor else f_rounded
+                                  for share, f, f_rounded in zip(p.gpu_shares, per_share, rounded))
                             for batch in p.batch_sizes)
             if self.settings.busy_capacity is not None:
                 factors = self._no_faster_unseen(st.function, p, factors, state, now_s)

@@ -179,15 +179,12 @@ class OptionArrays(NamedTuple):
     queue_ms: np.ndarray
 
     def option(self, i: int) -> StageOption:
-        return StageOption(
-            Config(int(self.batch_size[i]), int(self.gpu_share[i])),
-            float(self.exec_ms[i]),
-            int(self.replicas[i]),
-            float(self.wait_ms[i]),
-            float(self.latency_ms[i]),
-            int(self.cost_pct[i]),
-            float(self.queue_ms[i]),
-        )
+        return self.options_at([i])[0]
+
+    def options_at(self, indices) -> list[StageOption]:
+        """The configurations at ``indices`` as StageOptions (Python numbers)."""
+        b, g, e, n, w, lat, cost, q = (column[indices].tolist() for column in self)
+        return [StageOption(Config(*config), *rest) for config, *rest in zip(zip(b, g), e, n, w, lat, cost, q)]
 
     def where(self, mask: np.ndarray) -> "OptionArrays":
         """The configurations where ``mask`` holds."""
@@ -195,7 +192,7 @@ class OptionArrays(NamedTuple):
 
     def options(self) -> list[StageOption]:
         """Every configuration as a StageOption (what :func:`all_options` returns)."""
-        return [self.option(i) for i in range(len(self.exec_ms))]
+        return self.options_at(slice(None))
 
 
 OPTION_CACHE_ENTRIES = 512
@@ -264,7 +261,7 @@ def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisatio
         wanted = np.maximum(1, np.ceil(stage_rate_rps * e / (np.array(targets)[:, None] * 1000.0 * fill)
                                        - _CEIL_TOLERANCE)).ravel()
     copies = len(targets)
-    b, g, e, fill = (np.broadcast_to(column, (copies, len(column))).ravel() for column in (b, g, e, fill))
+    b, g, e, fill = (np.concatenate([column] * copies) for column in (b, g, e, fill))
     # a configuration that needs more replicas than a platform runs is not one (and an int64 would overflow)
     possible = np.isfinite(wanted) & (wanted <= MAX_REPLICAS)
     if not possible.any():
@@ -327,7 +324,7 @@ def _fastest_per_share(indices: np.ndarray, g: np.ndarray, e: np.ndarray) -> np.
         return indices
     ordered = indices[np.lexsort((e[indices], g[indices]))]
     shares = g[ordered]
-    return ordered[np.r_[True, shares[1:] != shares[:-1]]]
+    return ordered[np.concatenate(([True], shares[1:] != shares[:-1]))]
 
 
 def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: np.ndarray,
@@ -372,19 +369,23 @@ def _erlang_b(offered: np.ndarray, n: np.ndarray) -> np.ndarray:
     remaining load and their B is below 1e-12 it only falls further: 0."""
     order = np.argsort(n, kind="stable")
     servers, load = n[order], offered[order]
-    blocking = np.ones(len(load))
-    top = int(servers[-1]) if len(servers) else 0
-    first = np.searchsorted(servers, np.arange(1, top + 2))  # first = [k - 1]: the first with n ≥ k
+    size = len(load)
+    blocking = np.ones(size)
+    top = int(servers[-1]) if size else 0
+    first = np.searchsorted(servers, np.arange(1, top + 2)).tolist()  # first[k - 1]: the first with n ≥ k
+    load_max = np.maximum.accumulate(load[::-1])[::-1].tolist()  # the largest load from each position on
+    scratch = np.empty(size)
     for k in range(1, top + 1):
-        load_k, blocking_k = load[first[k - 1]:], blocking[first[k - 1]:]  # views: updated in place
-        blocking_k[:] = load_k * blocking_k / (k + load_k * blocking_k)
+        x, blocking_k = scratch[first[k - 1]:], blocking[first[k - 1]:]  # views: updated in place
+        np.multiply(load[first[k - 1]:], blocking_k, out=x)
+        np.divide(x, x + k, out=blocking_k)  # aB / (k + aB)
         later = first[k]  # those with n > k go on
-        if later == len(load):
+        if later == size:
             break
-        if k > load[later:].max() and blocking[later:].max() < 1e-12:
+        if k > load_max[later] and blocking[later:].max() < 1e-12:
             blocking[later:] = 0.0
             break
-    out = np.empty(len(load))
+    out = np.empty(size)
     out[order] = blocking
     return out
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+
 from ..model import LATENCY_TOLERANCE_MS
 from .problem import Problem
 
@@ -33,6 +35,7 @@ class _Dag:
         self.preds = [tuple(index[p] for p in workflow.graph.predecessors(s)) for s in self.order]
         self.succs = [tuple(index[q] for q in workflow.graph.successors(s)) for s in self.order]
         self.menus = [problem.menus[s] for s in self.order]
+        self.arrays = [(np.array(m.latencies_ms), np.array(m.costs_pct, dtype=np.int64)) for m in self.menus]
         self.hop_ms = workflow.hop_ms
         self.budget_ms = problem.budget_ms
 
@@ -132,7 +135,10 @@ def _replan_path(dag: _Dag, chosen: list[int], path: tuple[int, ...]) -> tuple[O
         if i not in on_path:
             after_path[i] = any(p in on_path or after_path[p] for p in dag.preds[i])
     finish_at = [latest[i] if after_path[i] else earliest[i] for i in range(n)]
-    front: list[tuple[float, int, tuple[int, ...]]] = [(-hop, 0, ())]
+    # the front after each stage: finish times ascending, costs strictly descending,
+    # and for each point the point of the front before it and the option it took
+    ends, costs = np.array([-hop]), np.array([0], dtype=np.int64)
+    steps: list[tuple[np.ndarray, np.ndarray]] = []
     built = 0
     for i in path:
         release = max([finish_at[p] + hop for p in dag.preds[i] if p not in on_path], default=0.0)
@@ -140,26 +146,27 @@ def _replan_path(dag: _Dag, chosen: list[int], path: tuple[int, ...]) -> tuple[O
         if not dag.succs[i]:
             due = min(due, dag.budget_ms)
         due += LATENCY_TOLERANCE_MS
-        menu = dag.menus[i]
-        candidates = []
-        for finish, cost, picks in front:
-            begin = max(finish + hop, release)
-            for k, option_lat in enumerate(menu.latencies_ms):
-                end = begin + option_lat
-                if end > due:
-                    break
-                candidates.append((end, cost + menu.costs_pct[k], picks + (k,)))
-        built += len(candidates)
-        candidates.sort(key=lambda c: (c[0], c[1]))
-        front = []
-        for c in candidates:
-            if not front or c[1] < front[-1][1]:
-                front.append(c)
-        if not front:  # pragma: no cover - the current picks always fit
+        option_ms, option_cost = dag.arrays[i]
+        end = np.maximum(ends + hop, release)[:, None] + option_ms[None, :]
+        before, option = np.nonzero(end <= due)  # every point × every option that ends in time, point by point
+        end, cost = end[before, option], costs[before] + option_cost[option]
+        built += len(end)
+        if not len(end):  # pragma: no cover - the current picks always fit
             return None, built
-    best = min(front, key=lambda c: (c[1], c[0]))
+        order = np.lexsort((cost, end))  # by finish, then cost; stable
+        end, cost, before, option = end[order], cost[order], before[order], option[order]
+        keep = np.empty(len(cost), dtype=bool)
+        keep[0] = True
+        np.less(cost[1:], np.minimum.accumulate(cost)[:-1], out=keep[1:])
+        ends, costs = end[keep], cost[keep]
+        steps.append((before[keep], option[keep]))
+    # the cheapest point is the front's last
+    picks, at = [], len(costs) - 1
+    for before, option in reversed(steps):
+        picks.append(int(option[at]))
+        at = before[at]
     current = sum(dag.menus[i].costs_pct[chosen[i]] for i in path)
-    return (list(best[2]) if best[1] < current else None), built
+    return (picks[::-1] if costs[-1] < current else None), built
 
 
 def replan_paths(problem: Problem, picks: dict[str, int], max_rounds: int = 3) -> tuple[dict[str, int], int]:

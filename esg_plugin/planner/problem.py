@@ -66,7 +66,7 @@ class StageMenu:
         keep = np.empty(len(order), dtype=bool)
         keep[0] = True
         keep[1:] = costs[1:] < best_before[:-1]
-        front = [arrays.option(int(i)) for i in order[keep]]
+        front = arrays.options_at(order[keep])
         return StageMenu._of(stage, front, len(order))
 
     @staticmethod

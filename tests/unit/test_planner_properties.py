@@ -6,13 +6,18 @@ null), random rates, hops, fan-outs and SLOs between 0.6x and 3x the fastest
 plan's latency, so that about a fifth are infeasible.
 """
 
+import itertools
+import math
 import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from esg_plugin.planner import plan_workflow
+from esg_plugin.model import LATENCY_TOLERANCE_MS, ModelError
+from esg_plugin.planner import PlannerError, plan_workflow
+from esg_plugin.planner import improve
+from esg_plugin.planner.problem import build_problem
 from esg_plugin.synthetic import random_case
 
 from .brute_force import brute_force, plan_count
@@ -98,3 +103,58 @@ def test_esg_on_large_dags_fits_whenever_the_fastest_plan_does(seed, n):
     if esg.feasible:
         assert esg.latency_ms <= workflow.slo_ms + 1e-9
         assert esg.cost <= fastest.cost
+
+
+def _path_plans(dag, chosen, path):
+    """Every plan of ``path``'s stages with the others at the fixed times
+    ``improve._replan_path`` holds them to (earliest, or latest after a
+    stage of the path), as (cost, picks), by enumeration."""
+    hop = dag.hop_ms
+    lat = dag.latencies(chosen)
+    earliest, latest = dag.earliest_finish(lat), dag.latest_finish(lat)
+    on_path = set(path)
+    after = [False] * len(chosen)
+    for i in range(len(chosen)):
+        after[i] = i not in on_path and any(p in on_path or after[p] for p in dag.preds[i])
+    fixed = [latest[i] if after[i] else earliest[i] for i in range(len(chosen))]
+    for combo in itertools.product(*(range(len(dag.menus[i].latencies_ms)) for i in path)):
+        end, fits = None, True
+        for i, k in zip(path, combo):
+            begin = max([fixed[p] + hop for p in dag.preds[i] if p not in on_path] + [0.0 if end is None else end + hop])
+            end = begin + dag.menus[i].latencies_ms[k]
+            due = min([fixed[q] - lat[q] - hop for q in dag.succs[i] if q not in on_path]
+                      + ([] if dag.succs[i] else [dag.budget_ms]), default=float("inf"))
+            if end > due + LATENCY_TOLERANCE_MS:
+                fits = False
+                break
+        if fits:
+            yield sum(dag.menus[i].costs_pct[k] for i, k in zip(path, combo)), list(combo)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(2, 7))
+def test_re_planning_a_path_finds_its_cheapest_plan_with_the_other_stages_held(seed, n):
+    rng = random.Random(seed)
+    workflow, profiles, rate = random_case(rng, n, chain=False)
+    try:
+        problem = build_problem(workflow, profiles, rate, budget_ms=workflow.slo_ms)
+    except (ModelError, PlannerError):
+        return
+    dag = improve._Dag(problem)
+    chosen = [rng.randrange(len(menu.latencies_ms)) for menu in dag.menus]  # a random plan, if it fits
+    if max(dag.earliest_finish(dag.latencies(chosen))) > dag.budget_ms:
+        chosen = [0] * len(dag.menus)
+        if max(dag.earliest_finish(dag.latencies(chosen))) > dag.budget_ms:
+            return
+    for path in improve._candidate_paths(dag, dag.latencies(chosen)):
+        if math.prod(len(dag.menus[i].latencies_ms) for i in path) > 20_000:
+            continue
+        plans = dict(_path_plans(dag, chosen, path))  # cost -> some plan of that cost
+        current = sum(dag.menus[i].costs_pct[chosen[i]] for i in path)
+        got, _ = improve._replan_path(dag, chosen, path)
+        if min(plans) < current:
+            assert got is not None
+            assert sum(dag.menus[i].costs_pct[k] for i, k in zip(path, got)) == min(plans)
+            assert got in [picks for cost, picks in _path_plans(dag, chosen, path) if cost == min(plans)]
+        else:
+            assert got is None
