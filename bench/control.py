@@ -180,7 +180,7 @@ def main(argv=None) -> int:
               f"max {max(replanned_cpu):.2f} ms")
     print(f"  all ticks:                       median {statistics.median(all_ms):.2f} ms, "
           f"p99 {percentile(all_ms, 99):.2f} ms, max {max(all_ms):.2f} ms; "
-          f"over the 20-ms goal: {sum(ms > GOAL_MS for ms in all_ms)} of {len(all_ms)}")
+          f"over the {GOAL_MS:g}-ms goal: {sum(ms > GOAL_MS for ms in all_ms)} of {len(all_ms)}")
     gc.callbacks.remove(on_gc)
     full = [ms for ms, generation in pauses if generation == 2]
     print(f"  garbage collections within the ticks: {len(pauses)}, longest {max((p[0] for p in pauses), default=0):.2f} ms;"

@@ -1,4 +1,5 @@
-"""Property tests: ESG is exact on chains; the oracle is exact everywhere.
+"""Property tests: ESG is exact on chains; the oracle is exact everywhere;
+re-planning one path of a DAG finds that path's cheapest plan.
 
 Random cases come from ``esg_plugin.synthetic.random_case``: random monotone
 profiles (latency rising with batch size, falling with share, sometimes
