@@ -68,7 +68,8 @@ from typing import Mapping, Optional, Sequence
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow
 from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
-from ..planner import PlannerError, build_problem, deployment_for, get_policy, plan_with_fallback
+from ..planner import (PlannerError, build_problem, cheapest_plan_cost_pct, deployment_for, get_policy,
+                       plan_with_fallback)
 from ..limits import is_number
 from ..planner.limits import NO_LIMITS
 from .delay import DelayWindow
@@ -1002,6 +1003,7 @@ class ControlLaw:
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
         problem, built, hopeless = None, {}, False
+        unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
         for quantile, factor in attempts:
             if quantile not in built:  # the menus depend on the quantile, not on the budget
                 built[quantile] = build_problem(workflow, profiles, rate_rps, utilisations[0],
@@ -1015,9 +1017,15 @@ class ControlLaw:
                     problem, hopeless = dataclasses.replace(built[quantile], budget_ms=executions_ms), True
                     break
             problem = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * factor)
+            if _least_cost(problem.menus) > capacity:
+                unsearched = problem  # every plan costs more than the capacity: no search finds one that fits
+                continue
+            unsearched = None
             choices, stats = solve(problem, NO_LIMITS)
             if choices is not None and _cost(choices) <= capacity:
                 return problem, choices, stats, (quantile, factor) == attempts[0]
+        if unsearched is not None:
+            stats = solve(unsearched, NO_LIMITS)[1]
         fastest = problem.choices(problem.fastest())
         if not hopeless and _cost(fastest) <= capacity:
             return problem, fastest, stats, False
@@ -1028,10 +1036,9 @@ class ControlLaw:
             low, high = 0.0, rate_rps
             for _ in range(40):
                 middle = (low + high) / 2
-                menus = build_problem(workflow, profiles, max(middle, s.min_rate_rps), utilisations[0],
-                                      shares=shares, utilisations=utilisations[1:],
-                                      no_wait=s.no_wait_options).menus
-                if sum(m.min_cost_pct for m in menus.values()) / 100.0 <= capacity:
+                least = cheapest_plan_cost_pct(workflow, profiles, max(middle, s.min_rate_rps), utilisations[0],
+                                               shares=shares, utilisations=utilisations[1:], no_wait=s.no_wait_options)
+                if least / 100.0 <= capacity:
                     low = middle
                 else:
                     high = middle
@@ -1417,3 +1424,8 @@ def plan_busy(workflow: Workflow, rate_rps: float, choices, cpu_factor: Mapping[
 
 def _cost(choices) -> float:
     return sum(o.cost_pct for o in choices.values()) / 100.0
+
+
+def _least_cost(menus) -> float:
+    """What the cheapest plan of these menus holds (as :func:`_cost`): every plan holds at least this."""
+    return sum(menu.min_cost_pct for menu in menus.values()) / 100.0

@@ -257,9 +257,7 @@ def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisatio
     for u in targets:
         if not 0 < u <= 1:
             raise ModelError(f"the utilisation target must lie in (0, 1], got {u:g}")
-    with np.errstate(over="ignore", invalid="ignore"):  # one row per target, then flattened target by target
-        wanted = np.maximum(1, np.ceil(stage_rate_rps * e / (np.array(targets)[:, None] * 1000.0 * fill)
-                                       - _CEIL_TOLERANCE)).ravel()
+    wanted = _replicas_wanted(stage_rate_rps, e, fill, targets).ravel()  # flattened target by target
     copies = len(targets)
     b, g, e, fill = (np.concatenate([column] * copies) for column in (b, g, e, fill))
     # a configuration that needs more replicas than a platform runs is not one (and an int64 would overflow)
@@ -282,6 +280,32 @@ def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisatio
             rounds = np.ceil(np.ceil(fanout / fill) / n)
             queue_ms = queue_ms + (rounds - 1) * e
     return OptionArrays(b, g, e, n, wait_ms, wait_ms + e + queue_ms, n * g, queue_ms)
+
+
+def _replicas_wanted(stage_rate_rps: float, e: np.ndarray, fill: np.ndarray, targets: Sequence[float]) -> np.ndarray:
+    """The replicas each configuration needs at each utilisation target, one row per target (as floats:
+    ∞ or above :data:`MAX_REPLICAS` where it cannot keep up)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.maximum(1, np.ceil(stage_rate_rps * e / (np.array(targets)[:, None] * 1000.0 * fill)
+                                     - _CEIL_TOLERANCE))
+
+
+def least_cost_pct(profile: FunctionProfile, stage_rate_rps: float, utilisation: float = DEFAULT_UTILISATION,
+                   utilisations: Sequence[float] = (), no_wait: bool = False, share: int | None = None) -> int | None:
+    """The least cost (replicas × share) among the configurations
+    :func:`option_arrays` offers with these arguments — at ``share`` only,
+    where given — without evaluating them: at each configuration's highest
+    utilisation target, where it needs the fewest replicas. None where none
+    can run (where :func:`option_arrays` raises, or offers nothing at ``share``)."""
+    check_inputs(stage_rate_rps, utilisation, None)
+    b, g, e, fill = _configurations(profile, no_wait)
+    if share is not None:
+        b, g, e, fill = (column[g == share] for column in (b, g, e, fill))
+    n = _replicas_wanted(stage_rate_rps, e, fill, [max([utilisation, *utilisations])])[0]
+    possible = np.isfinite(n) & (n <= MAX_REPLICAS)
+    if not possible.any():
+        return None
+    return int((n[possible].astype(np.int64) * g[possible]).min())
 
 
 @functools.lru_cache(maxsize=OPTION_CACHE_ENTRIES)

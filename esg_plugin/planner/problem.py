@@ -26,6 +26,7 @@ from ..model import (
     ProfileSet,
     StageOption,
     Workflow,
+    least_cost_pct,
     option_arrays,
 )
 from ..model.config import DEFAULT_QUEUEING_MODEL
@@ -180,3 +181,30 @@ def build_problem(
     budget = workflow.slo_ms if budget_ms is None else budget_ms
     return Problem(workflow=workflow, rate_rps=rate_rps, budget_ms=budget, menus=menus, utilisation=utilisation,
                    arrays=arrays)
+
+
+def cheapest_plan_cost_pct(
+    workflow: Workflow,
+    profiles: ProfileSet,
+    rate_rps: float,
+    utilisation: float = DEFAULT_UTILISATION,
+    shares: Optional[Mapping[str, int]] = None,
+    utilisations: tuple[float, ...] = (),
+    no_wait: bool = False,
+) -> int:
+    """What the cheapest plan of :func:`build_problem` with these arguments
+    holds — the sum of its menus' least costs (a menu keeps its stage's
+    cheapest configuration) — without evaluating the configurations: for
+    a search of the largest rate some plan fits a capacity at."""
+    rate_rps = check_rate(rate_rps)
+    workflow.check_profiles(profiles)
+    total = 0
+    for stage in workflow.stages:
+        share = shares.get(stage.name) if shares else None
+        cost = least_cost_pct(profiles[stage.function], rate_rps * stage.fanout, utilisation, utilisations, no_wait,
+                              share)
+        if cost is None:
+            raise PlannerError(f"stage '{stage.name}' has no configuration that runs at {rate_rps:g} rps"
+                               + (f" at {share}% share" if share is not None else ""))
+        total += cost
+    return total

@@ -188,3 +188,31 @@ def test_erlang_b_over_arrays_is_the_recursion_run_for_each_configuration():
         want = np.array([plain(a, int(c)) for a, c in zip(offered, n)])
         assert np.allclose(got, want, rtol=1e-12, atol=1e-12)
     assert len(_erlang_b(np.array([]), np.array([], dtype=np.int64))) == 0
+
+
+def test_the_least_cost_is_the_cheapest_option_without_evaluating_the_others():
+    """``least_cost_pct`` (the control law's search for the largest rate a
+    capacity fits) is the least cost among ``option_arrays``' options, at a
+    share where one is given; at the planner's level
+    ``cheapest_plan_cost_pct`` is what the cheapest plan of the menus holds."""
+    from esg_plugin.model import ProfileSet, Stage, Workflow, least_cost_pct
+    from esg_plugin.planner import build_problem, cheapest_plan_cost_pct
+    rng = random.Random(12)
+    targets = (0.6, 0.7, 0.8, 0.9, 0.4, 0.3, 0.2, 0.1, 0.05)
+    for _ in range(200):
+        profile = random_monotone_profile(rng, "f", BATCH_SIZES, GPU_SHARES)
+        rate = rng.uniform(0.05, 400.0)
+        no_wait = rng.random() < 0.5
+        arrays = option_arrays(profile, rate, 0.5, utilisations=targets, no_wait=no_wait)
+        assert least_cost_pct(profile, rate, 0.5, targets, no_wait) == int(arrays.cost_pct.min())
+        share = rng.choice(profile.gpu_shares)
+        at_share = arrays.cost_pct[arrays.gpu_share == share]
+        assert least_cost_pct(profile, rate, 0.5, targets, no_wait, share) == (int(at_share.min()) if len(at_share)
+                                                                                else None)
+    profiles = ProfileSet("t", {f"f{i}": random_monotone_profile(rng, f"f{i}", BATCH_SIZES, GPU_SHARES)
+                                for i in range(3)})
+    workflow = Workflow.build("w", 200.0, [Stage("a", "f0"), Stage("b", "f1", ("a",)), Stage("c", "f2", ("a",))])
+    for rate in (0.5, 7.0, 60.0):
+        problem = build_problem(workflow, profiles, rate, 0.5, shares={"b": 50}, utilisations=targets, no_wait=True)
+        assert cheapest_plan_cost_pct(workflow, profiles, rate, 0.5, shares={"b": 50}, utilisations=targets,
+                                      no_wait=True) == sum(menu.min_cost_pct for menu in problem.menus.values())
