@@ -65,10 +65,12 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+import numpy as np
+
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow
 from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
-from ..planner import (PlannerError, build_problem, cheapest_plan_cost_pct, deployment_for, get_policy,
+from ..planner import (PlannerError, build_problem, cheapest_plan_costs_pct, deployment_for, get_policy,
                        plan_with_fallback)
 from ..limits import is_number
 from ..planner.limits import NO_LIMITS
@@ -135,6 +137,11 @@ before gives."""
 DEGRADED_QUANTILES = (0.95, 0.9)
 """Degraded plans: the queueing-wait quantiles tried, in turn, below the
 configured one, before the mean."""
+BISECTION_HALVINGS = 40
+"""Where even the cheapest plan holds more than the capacity, the largest
+rate that fits is found to within 2^-this of the wanted one …"""
+BISECTION_LEVELS = 5
+"""… pricing the midpoints of this many halvings at once (31 rates)."""
 DEGRADED_BUDGET_FACTORS = (1.1, 1.25, 1.5, 2.0, 4.0)
 """Then budgets beyond the SLO (the mean wait), tightest first: the cheapest
 plan that the model says is late by the least, before the fastest (dearest)."""
@@ -1034,14 +1041,18 @@ class ControlLaw:
         if _cost(choices) > capacity and rate_rps > s.min_rate_rps:
             # even the cheapest plan does not fit: cover the largest rate that does
             low, high = 0.0, rate_rps
-            for _ in range(40):
-                middle = (low + high) / 2
-                least = cheapest_plan_cost_pct(workflow, profiles, max(middle, s.min_rate_rps), utilisations[0],
-                                               shares=shares, utilisations=utilisations[1:], no_wait=s.no_wait_options)
-                if least / 100.0 <= capacity:
-                    low = middle
-                else:
-                    high = middle
+            for _ in range(BISECTION_HALVINGS // BISECTION_LEVELS):
+                # a bisection, its next levels' every midpoint priced at once (heap order)
+                middles = _midpoints(low, high, BISECTION_LEVELS)
+                fits = cheapest_plan_costs_pct(workflow, profiles, np.maximum(middles, s.min_rate_rps),
+                                               utilisations[0], shares=shares, utilisations=utilisations[1:],
+                                               no_wait=s.no_wait_options) / 100.0 <= capacity
+                node = 0
+                for _ in range(BISECTION_LEVELS):
+                    if fits[node]:
+                        low, node = middles[node], 2 * node + 2
+                    else:
+                        high, node = middles[node], 2 * node + 1
             if low > 0:
                 return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
@@ -1424,6 +1435,19 @@ def plan_busy(workflow: Workflow, rate_rps: float, choices, cpu_factor: Mapping[
 
 def _cost(choices) -> float:
     return sum(o.cost_pct for o in choices.values()) / 100.0
+
+
+def _midpoints(low: float, high: float, levels: int) -> list[float]:
+    """The midpoints a bisection of [low, high] may ask for in its next
+    ``levels`` steps, in heap order: node i's interval halves at entry i,
+    its lower half is node 2i + 1's, its upper half node 2i + 2's."""
+    intervals, out = [(low, high)], []
+    for lo, hi in intervals:
+        middle = (lo + hi) / 2
+        out.append(middle)
+        if len(intervals) < 2 ** levels - 1:
+            intervals += [(lo, middle), (middle, hi)]
+    return out
 
 
 def _least_cost(menus) -> float:

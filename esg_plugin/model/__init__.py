@@ -7,7 +7,7 @@ from .config import (
     StageOption,
     all_options,
     evaluate,
-    least_cost_pct,
+    least_costs_pct,
     option_arrays,
     replicas_needed,
 )
@@ -53,7 +53,7 @@ __all__ = [
     "all_options",
     "evaluate",
     "group_of",
-    "least_cost_pct",
+    "least_costs_pct",
     "option_arrays",
     "parse_function_profile",
     "parse_profiles",

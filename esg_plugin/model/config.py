@@ -282,30 +282,34 @@ def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisatio
     return OptionArrays(b, g, e, n, wait_ms, wait_ms + e + queue_ms, n * g, queue_ms)
 
 
-def _replicas_wanted(stage_rate_rps: float, e: np.ndarray, fill: np.ndarray, targets: Sequence[float]) -> np.ndarray:
+def _replicas_wanted(stage_rate_rps, e: np.ndarray, fill: np.ndarray, targets: Sequence[float]) -> np.ndarray:
     """The replicas each configuration needs at each utilisation target, one row per target (as floats:
-    ∞ or above :data:`MAX_REPLICAS` where it cannot keep up)."""
+    ∞ or above :data:`MAX_REPLICAS` where it cannot keep up); for a column of rates, one row per rate
+    (at one target)."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.maximum(1, np.ceil(stage_rate_rps * e / (np.array(targets)[:, None] * 1000.0 * fill)
                                      - _CEIL_TOLERANCE))
 
 
-def least_cost_pct(profile: FunctionProfile, stage_rate_rps: float, utilisation: float = DEFAULT_UTILISATION,
-                   utilisations: Sequence[float] = (), no_wait: bool = False, share: int | None = None) -> int | None:
-    """The least cost (replicas × share) among the configurations
-    :func:`option_arrays` offers with these arguments — at ``share`` only,
-    where given — without evaluating them: at each configuration's highest
-    utilisation target, where it needs the fewest replicas. None where none
-    can run (where :func:`option_arrays` raises, or offers nothing at ``share``)."""
-    check_inputs(stage_rate_rps, utilisation, None)
+def least_costs_pct(profile: FunctionProfile, stage_rates_rps, utilisation: float = DEFAULT_UTILISATION,
+                    utilisations: Sequence[float] = (), no_wait: bool = False, share: int | None = None) -> np.ndarray:
+    """At each of ``stage_rates_rps``, the least cost (replicas × share)
+    among the configurations :func:`option_arrays` offers with these
+    arguments — at ``share`` only, where given — without evaluating them:
+    at each configuration's highest utilisation target, where it needs the
+    fewest replicas. ∞ where none can run (where :func:`option_arrays`
+    raises, or offers nothing at ``share``)."""
+    rates = np.asarray(stage_rates_rps, dtype=float).reshape(-1)
+    if not (np.isfinite(rates) & (rates > 0)).all():
+        raise ModelError("the stage rates must be positive numbers")
+    check_inputs(float(rates[0]) if len(rates) else 1.0, utilisation, None)
     b, g, e, fill = _configurations(profile, no_wait)
     if share is not None:
         b, g, e, fill = (column[g == share] for column in (b, g, e, fill))
-    n = _replicas_wanted(stage_rate_rps, e, fill, [max([utilisation, *utilisations])])[0]
-    possible = np.isfinite(n) & (n <= MAX_REPLICAS)
-    if not possible.any():
-        return None
-    return int((n[possible].astype(np.int64) * g[possible]).min())
+    if len(g) == 0:
+        return np.full(len(rates), np.inf)
+    n = _replicas_wanted(rates[:, None], e, fill, [max([utilisation, *utilisations])])  # one row per rate
+    return np.where(np.isfinite(n) & (n <= MAX_REPLICAS), n * g, np.inf).min(axis=1)
 
 
 @functools.lru_cache(maxsize=OPTION_CACHE_ENTRIES)

@@ -8,7 +8,7 @@ from .limits import NO_LIMITS, SearchLimits
 from .oracle import solve_optimal
 from .planning import DEGRADED_BUDGET_FACTORS, plan_with_fallback, plan_workflow
 from .registry import POLICIES, deployment_for, get_policy
-from .problem import Problem, StageMenu, build_problem, cheapest_plan_cost_pct
+from .problem import Problem, StageMenu, build_problem, cheapest_plan_costs_pct
 from .replan import replan_downstream
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "SearchLimits",
     "StageMenu",
     "build_problem",
-    "cheapest_plan_cost_pct",
+    "cheapest_plan_costs_pct",
     "deployment_for",
     "explain_plan",
     "get_policy",

@@ -26,7 +26,7 @@ from ..model import (
     ProfileSet,
     StageOption,
     Workflow,
-    least_cost_pct,
+    least_costs_pct,
     option_arrays,
 )
 from ..model.config import DEFAULT_QUEUEING_MODEL
@@ -183,28 +183,30 @@ def build_problem(
                    arrays=arrays)
 
 
-def cheapest_plan_cost_pct(
+def cheapest_plan_costs_pct(
     workflow: Workflow,
     profiles: ProfileSet,
-    rate_rps: float,
+    rates_rps,
     utilisation: float = DEFAULT_UTILISATION,
     shares: Optional[Mapping[str, int]] = None,
     utilisations: tuple[float, ...] = (),
     no_wait: bool = False,
-) -> int:
-    """What the cheapest plan of :func:`build_problem` with these arguments
-    holds — the sum of its menus' least costs (a menu keeps its stage's
-    cheapest configuration) — without evaluating the configurations: for
-    a search of the largest rate some plan fits a capacity at."""
-    rate_rps = check_rate(rate_rps)
+) -> np.ndarray:
+    """At each of ``rates_rps``, what the cheapest plan of
+    :func:`build_problem` with these arguments holds — the sum of its
+    menus' least costs (a menu keeps its stage's cheapest configuration) —
+    without evaluating the configurations: for a search of the largest rate
+    at which some plan fits a capacity."""
+    rates = np.asarray(rates_rps, dtype=float).reshape(-1)
+    if not ((rates >= MIN_RATE_RPS) & (rates <= MAX_RATE_RPS)).all():
+        raise ModelError(f"the request rates must lie in [{MIN_RATE_RPS:g}, {MAX_RATE_RPS:g}] rps")
     workflow.check_profiles(profiles)
-    total = 0
+    total = np.zeros(len(rates))
     for stage in workflow.stages:
         share = shares.get(stage.name) if shares else None
-        cost = least_cost_pct(profiles[stage.function], rate_rps * stage.fanout, utilisation, utilisations, no_wait,
-                              share)
-        if cost is None:
-            raise PlannerError(f"stage '{stage.name}' has no configuration that runs at {rate_rps:g} rps"
-                               + (f" at {share}% share" if share is not None else ""))
-        total += cost
+        total += least_costs_pct(profiles[stage.function], rates * stage.fanout, utilisation, utilisations, no_wait,
+                                 share)
+    if not np.isfinite(total).all():
+        raise PlannerError("a stage has no configuration that runs at some of these rates"
+                           + (" at its pinned share" if shares else ""))
     return total
