@@ -1040,19 +1040,9 @@ class ControlLaw:
         choices = problem.choices(cheapest)
         if _cost(choices) > capacity and rate_rps > s.min_rate_rps:
             # even the cheapest plan does not fit: cover the largest rate that does
-            low, high = 0.0, rate_rps
-            for _ in range(BISECTION_HALVINGS // BISECTION_LEVELS):
-                # a bisection, its next levels' every midpoint priced at once (heap order)
-                middles = _midpoints(low, high, BISECTION_LEVELS)
-                fits = cheapest_plan_costs_pct(workflow, profiles, np.maximum(middles, s.min_rate_rps),
-                                               utilisations[0], shares=shares, utilisations=utilisations[1:],
-                                               no_wait=s.no_wait_options) / 100.0 <= capacity
-                node = 0
-                for _ in range(BISECTION_LEVELS):
-                    if fits[node]:
-                        low, node = middles[node], 2 * node + 2
-                    else:
-                        high, node = middles[node], 2 * node + 1
+            low = _largest_fitting(rate_rps, lambda rates: cheapest_plan_costs_pct(
+                workflow, profiles, np.maximum(rates, s.min_rate_rps), utilisations[0], shares=shares,
+                utilisations=utilisations[1:], no_wait=s.no_wait_options) / 100.0 <= capacity)
             if low > 0:
                 return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
@@ -1437,17 +1427,25 @@ def _cost(choices) -> float:
     return sum(o.cost_pct for o in choices.values()) / 100.0
 
 
-def _midpoints(low: float, high: float, levels: int) -> list[float]:
-    """The midpoints a bisection of [low, high] may ask for in its next
-    ``levels`` steps, in heap order: node i's interval halves at entry i,
-    its lower half is node 2i + 1's, its upper half node 2i + 2's."""
-    intervals, out = [(low, high)], []
-    for lo, hi in intervals:
-        middle = (lo + hi) / 2
-        out.append(middle)
-        if len(intervals) < 2 ** levels - 1:
-            intervals += [(lo, middle), (middle, hi)]
-    return out
+def _largest_fitting(high: float, fits) -> float:
+    """The lower end of [0, ``high``] bisected ``BISECTION_HALVINGS`` times
+    by ``fits`` (an array of rates in, whether each fits out: monotone),
+    the midpoints of ``BISECTION_LEVELS`` halvings priced at once — the
+    ones one halving at a time would ask for, to the bit."""
+    low = 0.0
+    for _ in range(BISECTION_HALVINGS // BISECTION_LEVELS):
+        intervals, middles = [(low, high)], []  # heap order: node i's lower half is 2i + 1, its upper 2i + 2
+        for lo, hi in intervals:
+            middles.append((lo + hi) / 2)
+            if len(intervals) < 2 ** BISECTION_LEVELS - 1:
+                intervals += [(lo, middles[-1]), (middles[-1], hi)]
+        fit, node = fits(np.array(middles)), 0
+        for _ in range(BISECTION_LEVELS):
+            if fit[node]:
+                low, node = middles[node], 2 * node + 2
+            else:
+                high, node = middles[node], 2 * node + 1
+    return low
 
 
 def _least_cost(menus) -> float:

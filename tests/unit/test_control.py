@@ -1492,11 +1492,12 @@ def test_the_tracking_bench_replays_one_live_runs_arrivals(tmp_path, capsys):
         assert exited.value.code == 2 and "--arrivals" in capsys.readouterr().err
 
 
-def test_the_bisection_priced_in_rounds_asks_for_the_midpoints_one_step_at_a_time_would():
+
+def test_the_bisection_priced_in_rounds_ends_where_one_halving_at_a_time_does():
     """The search for the largest rate a capacity fits prices a round of
-    halvings' midpoints at once (``_midpoints``, heap order); walking them
-    gives the interval the plain bisection gives, to the bit."""
-    from esg_plugin.control.law import BISECTION_HALVINGS, BISECTION_LEVELS, _midpoints
+    halvings' midpoints at once (``_largest_fitting``); it ends where the
+    plain bisection ends, to the bit."""
+    from esg_plugin.control.law import BISECTION_HALVINGS, _largest_fitting
     rng = random.Random(5)
     for _ in range(200):
         top, threshold = rng.uniform(0.1, 500.0), rng.uniform(0.0, 600.0)
@@ -1504,13 +1505,4 @@ def test_the_bisection_priced_in_rounds_asks_for_the_midpoints_one_step_at_a_tim
         for _ in range(BISECTION_HALVINGS):
             middle = (low + high) / 2
             low, high = (middle, high) if middle <= threshold else (low, middle)
-        expected = (low, high)
-        low, high = 0.0, top
-        for _ in range(BISECTION_HALVINGS // BISECTION_LEVELS):
-            middles, node = _midpoints(low, high, BISECTION_LEVELS), 0
-            for _ in range(BISECTION_LEVELS):
-                if middles[node] <= threshold:
-                    low, node = middles[node], 2 * node + 2
-                else:
-                    high, node = middles[node], 2 * node + 1
-        assert (low, high) == expected
+        assert _largest_fitting(top, lambda rates: rates <= threshold) == low
