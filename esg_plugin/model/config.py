@@ -178,9 +178,6 @@ class OptionArrays(NamedTuple):
     cost_pct: np.ndarray
     queue_ms: np.ndarray
 
-    def option(self, i: int) -> StageOption:
-        return self.options_at([i])[0]
-
     def options_at(self, indices) -> list[StageOption]:
         """The configurations at ``indices`` as StageOptions (Python numbers)."""
         b, g, e, n, w, lat, cost, q = (column[indices].tolist() for column in self)
@@ -253,10 +250,7 @@ def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisatio
                    no_wait, queueing_model) -> OptionArrays:
     check_inputs(stage_rate_rps, utilisation, arrival_cv2)
     b, g, e, fill = _configurations(profile, no_wait)
-    targets = [utilisation] + [u for u in utilisations if u != utilisation]
-    for u in targets:
-        if not 0 < u <= 1:
-            raise ModelError(f"the utilisation target must lie in (0, 1], got {u:g}")
+    targets = _targets(utilisation, utilisations)
     wanted = _replicas_wanted(stage_rate_rps, e, fill, targets).ravel()  # flattened target by target
     copies = len(targets)
     b, g, e, fill = (np.concatenate([column] * copies) for column in (b, g, e, fill))
@@ -282,6 +276,16 @@ def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisatio
     return OptionArrays(b, g, e, n, wait_ms, wait_ms + e + queue_ms, n * g, queue_ms)
 
 
+def _targets(utilisation: float, utilisations: Sequence[float]) -> list[float]:
+    """The utilisation targets to evaluate at: ``utilisation``, then the
+    others (duplicates dropped); ModelError for one outside (0, 1]."""
+    targets = [utilisation] + [u for u in utilisations if u != utilisation]
+    for u in targets:
+        if not (is_number(u) and 0 < u <= 1):
+            raise ModelError(f"the utilisation target must lie in (0, 1], got {u!r}")
+    return targets
+
+
 def _replicas_wanted(stage_rate_rps, e: np.ndarray, fill: np.ndarray, targets: Sequence[float]) -> np.ndarray:
     """The replicas each configuration needs at each utilisation target, one row per target (as floats:
     ∞ or above :data:`MAX_REPLICAS` where it cannot keep up); for a column of rates, one row per rate
@@ -302,13 +306,13 @@ def least_costs_pct(profile: FunctionProfile, stage_rates_rps, utilisation: floa
     rates = np.asarray(stage_rates_rps, dtype=float).reshape(-1)
     if not (np.isfinite(rates) & (rates > 0)).all():
         raise ModelError("the stage rates must be positive numbers")
-    check_inputs(float(rates[0]) if len(rates) else 1.0, utilisation, None)
+    targets = _targets(utilisation, utilisations)
     b, g, e, fill = _configurations(profile, no_wait)
     if share is not None:
         b, g, e, fill = (column[g == share] for column in (b, g, e, fill))
     if len(g) == 0:
         return np.full(len(rates), np.inf)
-    n = _replicas_wanted(rates[:, None], e, fill, [max([utilisation, *utilisations])])  # one row per rate
+    n = _replicas_wanted(rates[:, None], e, fill, [max(targets)])  # one row per rate
     return np.where(np.isfinite(n) & (n <= MAX_REPLICAS), n * g, np.inf).min(axis=1)
 
 
