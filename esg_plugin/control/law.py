@@ -70,7 +70,7 @@ import numpy as np
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow
 from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
-from ..planner import (PlannerError, build_problem, cheapest_plan_costs_pct, deployment_for, get_policy,
+from ..planner import (CheapestPlanCosts, PlannerError, build_problem, deployment_for, get_policy,
                        plan_with_fallback)
 from ..limits import is_number
 from ..planner.limits import NO_LIMITS
@@ -1040,9 +1040,10 @@ class ControlLaw:
         choices = problem.choices(cheapest)
         if _cost(choices) > capacity and rate_rps > s.min_rate_rps:
             # even the cheapest plan does not fit: cover the largest rate that does
-            low = _largest_fitting(rate_rps, lambda rates: cheapest_plan_costs_pct(
-                workflow, profiles, np.maximum(rates, s.min_rate_rps), utilisations[0], shares=shares,
-                utilisations=utilisations[1:], no_wait=s.no_wait_options) / 100.0 <= capacity)
+            pricing = CheapestPlanCosts(workflow, profiles, utilisations[0], shares=shares,
+                                        utilisations=utilisations[1:], no_wait=s.no_wait_options)
+            low = _largest_fitting(rate_rps, lambda rates: pricing.at(np.maximum(rates, s.min_rate_rps)) / 100.0
+                                   <= capacity)
             if low > 0:
                 return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False

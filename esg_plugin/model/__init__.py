@@ -3,11 +3,11 @@
 from .config import (
     DEFAULT_UTILISATION,
     Config,
+    LeastCosts,
     OptionArrays,
     StageOption,
     all_options,
     evaluate,
-    least_costs_pct,
     option_arrays,
     replicas_needed,
 )
@@ -40,6 +40,7 @@ __all__ = [
     "FunctionProfile",
     "FunctionState",
     "InstanceGroup",
+    "LeastCosts",
     "ModelError",
     "OptionArrays",
     "Plan",
@@ -53,7 +54,6 @@ __all__ = [
     "all_options",
     "evaluate",
     "group_of",
-    "least_costs_pct",
     "option_arrays",
     "parse_function_profile",
     "parse_profiles",

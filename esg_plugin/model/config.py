@@ -251,7 +251,7 @@ def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisatio
     check_inputs(stage_rate_rps, utilisation, arrival_cv2)
     b, g, e, fill = _configurations(profile, no_wait)
     targets = _targets(utilisation, utilisations)
-    wanted = _replicas_wanted(stage_rate_rps, e, fill, targets).ravel()  # flattened target by target
+    wanted = _replicas_wanted(stage_rate_rps, e, _served_per_replica(fill, targets)).ravel()  # target by target
     copies = len(targets)
     b, g, e, fill = (np.concatenate([column] * copies) for column in (b, g, e, fill))
     # a configuration that needs more replicas than a platform runs is not one (and an int64 would overflow)
@@ -286,34 +286,90 @@ def _targets(utilisation: float, utilisations: Sequence[float]) -> list[float]:
     return targets
 
 
-def _replicas_wanted(stage_rate_rps, e: np.ndarray, fill: np.ndarray, targets: Sequence[float]) -> np.ndarray:
-    """The replicas each configuration needs at each utilisation target, one row per target (as floats:
-    ∞ or above :data:`MAX_REPLICAS` where it cannot keep up); for a column of rates, one row per rate
-    (at one target)."""
+def _served_per_replica(fill: np.ndarray, targets: Sequence[float]) -> np.ndarray:
+    """The divisor of :func:`_replicas_wanted` for each configuration at
+    each utilisation target, one row per target: target × 1000 ms × the
+    items a batch is planned to hold, so that a stage rate × a batch's
+    execution time over it is the replicas that rate needs."""
+    return np.array(targets)[:, None] * 1000.0 * fill
+
+
+def _replicas_wanted(stage_rate_rps, e: np.ndarray, served: np.ndarray) -> np.ndarray:
+    """The replicas each configuration needs (``served`` from
+    :func:`_served_per_replica`: one row per target; or a column of rates
+    at one target, one row per rate), as floats: ∞ or above
+    :data:`MAX_REPLICAS` where it cannot keep up."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.maximum(1, np.ceil(stage_rate_rps * e / (np.array(targets)[:, None] * 1000.0 * fill)
-                                     - _CEIL_TOLERANCE))
+        return np.maximum(1, np.ceil(stage_rate_rps * e / served - _CEIL_TOLERANCE))
 
 
-def least_costs_pct(profile: FunctionProfile, stage_rates_rps, utilisation: float = DEFAULT_UTILISATION,
-                    utilisations: Sequence[float] = (), no_wait: bool = False, share: int | None = None) -> np.ndarray:
-    """At each of ``stage_rates_rps``, the least cost (replicas × share)
-    among the configurations :func:`option_arrays` offers with these
-    arguments — at ``share`` only, where given — without evaluating them:
-    at each configuration's highest utilisation target, where it needs the
-    fewest replicas. ∞ where none can run (where :func:`option_arrays`
-    raises, or offers nothing at ``share``)."""
-    rates = np.asarray(stage_rates_rps, dtype=float).reshape(-1)
-    if not (np.isfinite(rates) & (rates > 0)).all():
-        raise ModelError("the stage rates must be positive numbers")
-    targets = _targets(utilisation, utilisations)
+class LeastCosts:
+    """The least cost (replicas × share) of functions at any rate, summed:
+    each function's least among the configurations :func:`option_arrays`
+    offers with these arguments — at its ``share`` only, where given — at
+    ``fanout`` times the rate, without evaluating them: at each
+    configuration's highest utilisation target, where it needs the fewest
+    replicas. Prepared once (:func:`_cheapest_candidates`), priced at an
+    array of rates by :meth:`at`: for a search of the largest rate a
+    capacity fits, which prices the same functions at many rates.
+
+    ``functions``: (profile, fanout, share or None) of each, one or more."""
+
+    def __init__(self, functions: Sequence[tuple[FunctionProfile, int, int | None]],
+                 utilisation: float = DEFAULT_UTILISATION, utilisations: Sequence[float] = (),
+                 no_wait: bool = False):
+        if not functions:
+            raise ModelError("no functions to price")
+        target = max(_targets(utilisation, utilisations))
+        parts = [(fanout, _cheapest_candidates(profile, target, no_wait, share))
+                 for profile, fanout, share in functions]
+        self.runnable = all(len(columns[0]) for _, columns in parts)  # else a function has no configuration
+        self.fanout = np.concatenate([np.full(len(columns[0]), fanout) for fanout, columns in parts])
+        self.exec_ms, self.served, self.gpu_share = (np.concatenate([columns[i] for _, columns in parts])
+                                                     for i in range(3))
+        self.starts = np.cumsum([0] + [len(columns[0]) for _, columns in parts[:-1]])  # each function's first
+
+    def at(self, rates_rps) -> np.ndarray:
+        """The sum of the functions' least costs (share-percent) at each of
+        ``rates_rps``; ∞ where one cannot run (where :func:`option_arrays`
+        raises, or offers nothing at the share)."""
+        rates = np.asarray(rates_rps, dtype=float).reshape(-1)
+        if not (np.isfinite(rates) & (rates > 0)).all():
+            raise ModelError("the rates must be positive numbers")
+        if not self.runnable:
+            return np.full(len(rates), np.inf)
+        n = _replicas_wanted(rates[:, None] * self.fanout, self.exec_ms, self.served)  # one row per rate
+        costs = np.where(np.isfinite(n) & (n <= MAX_REPLICAS), n * self.gpu_share, np.inf)
+        return np.minimum.reduceat(costs, self.starts, axis=1).sum(axis=1)  # whole numbers: exact in any order
+
+
+_SAME_RATIO = 1e-9
+"""How much more execution per unit served a configuration may need than its share's least and still be kept
+by :func:`_cheapest_candidates`: far above float rounding, so that none that the rounding could make the cheapest
+is left out."""
+
+
+@functools.lru_cache(maxsize=OPTION_CACHE_ENTRIES)
+def _cheapest_candidates(profile: FunctionProfile, target: float, no_wait: bool,
+                         share: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(exec_ms, served per replica at ``target``, share) of the
+    configurations that can be the cheapest at some rate: at one share the
+    cost is the replica count times the share, and the replica count grows
+    with the execution per unit served, so only the least of each share's
+    can be (those within :data:`_SAME_RATIO` of it kept, rounding aside)."""
     b, g, e, fill = _configurations(profile, no_wait)
     if share is not None:
         b, g, e, fill = (column[g == share] for column in (b, g, e, fill))
-    if len(g) == 0:
-        return np.full(len(rates), np.inf)
-    n = _replicas_wanted(rates[:, None], e, fill, [max(targets)])  # one row per rate
-    return np.where(np.isfinite(n) & (n <= MAX_REPLICAS), n * g, np.inf).min(axis=1)
+    served = _served_per_replica(fill, [target])[0]
+    ratio = e / served
+    shares, which = np.unique(g, return_inverse=True)
+    least = np.full(len(shares), np.inf)
+    np.minimum.at(least, which, ratio)
+    keep = ratio <= least[which] * (1.0 + _SAME_RATIO)
+    columns = e[keep], served[keep], g[keep]
+    for column in columns:
+        column.setflags(write=False)
+    return columns
 
 
 @functools.lru_cache(maxsize=OPTION_CACHE_ENTRIES)

@@ -8,7 +8,7 @@ from .limits import NO_LIMITS, SearchLimits
 from .oracle import solve_optimal
 from .planning import DEGRADED_BUDGET_FACTORS, plan_with_fallback, plan_workflow
 from .registry import POLICIES, deployment_for, get_policy
-from .problem import Problem, StageMenu, build_problem, cheapest_plan_costs_pct
+from .problem import CheapestPlanCosts, Problem, StageMenu, build_problem
 from .replan import replan_downstream
 
 __all__ = [
@@ -17,13 +17,13 @@ __all__ = [
     "NO_LIMITS",
     "POLICIES",
     "ChainResult",
+    "CheapestPlanCosts",
     "PlannerError",
     "Problem",
     "Rejection",
     "SearchLimits",
     "StageMenu",
     "build_problem",
-    "cheapest_plan_costs_pct",
     "deployment_for",
     "explain_plan",
     "get_policy",

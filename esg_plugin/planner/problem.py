@@ -21,12 +21,12 @@ from ..model import (
     DEFAULT_UTILISATION,
     LATENCY_TOLERANCE_MS,
     Config,
+    LeastCosts,
     ModelError,
     OptionArrays,
     ProfileSet,
     StageOption,
     Workflow,
-    least_costs_pct,
     option_arrays,
 )
 from ..model.config import DEFAULT_QUEUEING_MODEL
@@ -183,30 +183,29 @@ def build_problem(
                    arrays=arrays)
 
 
-def cheapest_plan_costs_pct(
-    workflow: Workflow,
-    profiles: ProfileSet,
-    rates_rps,
-    utilisation: float = DEFAULT_UTILISATION,
-    shares: Optional[Mapping[str, int]] = None,
-    utilisations: tuple[float, ...] = (),
-    no_wait: bool = False,
-) -> np.ndarray:
-    """At each of ``rates_rps``, what the cheapest plan of
-    :func:`build_problem` with these arguments holds — the sum of its
-    menus' least costs (a menu keeps its stage's cheapest configuration) —
-    without evaluating the configurations: for a search of the largest rate
-    at which some plan fits a capacity."""
-    rates = np.asarray(rates_rps, dtype=float).reshape(-1)
-    if not ((rates >= MIN_RATE_RPS) & (rates <= MAX_RATE_RPS)).all():
-        raise ModelError(f"the request rates must lie in [{MIN_RATE_RPS:g}, {MAX_RATE_RPS:g}] rps")
-    workflow.check_profiles(profiles)
-    total = np.zeros(len(rates))
-    for stage in workflow.stages:
-        share = shares.get(stage.name) if shares else None
-        total += least_costs_pct(profiles[stage.function], rates * stage.fanout, utilisation, utilisations, no_wait,
-                                 share)
-    if not np.isfinite(total).all():
-        raise PlannerError("a stage has no configuration that runs at some of these rates"
-                           + (" at its pinned share" if shares else ""))
-    return total
+class CheapestPlanCosts:
+    """What the cheapest plan of :func:`build_problem` with these arguments
+    holds — the sum of its menus' least costs (a menu keeps its stage's
+    cheapest configuration) — at any rate, without evaluating the
+    configurations: for a search of the largest rate at which some plan
+    fits a capacity. Prepared once per workflow and profiles, priced at an
+    array of rates by :meth:`at`."""
+
+    def __init__(self, workflow: Workflow, profiles: ProfileSet, utilisation: float = DEFAULT_UTILISATION,
+                 shares: Optional[Mapping[str, int]] = None, utilisations: tuple[float, ...] = (),
+                 no_wait: bool = False):
+        workflow.check_profiles(profiles)
+        self.pinned = bool(shares)
+        self.least = LeastCosts([(profiles[stage.function], stage.fanout, shares.get(stage.name) if shares else None)
+                                 for stage in workflow.stages], utilisation, utilisations, no_wait)
+
+    def at(self, rates_rps) -> np.ndarray:
+        """The cheapest plan's cost (share-percent) at each of ``rates_rps``."""
+        rates = np.asarray(rates_rps, dtype=float).reshape(-1)
+        if not ((rates >= MIN_RATE_RPS) & (rates <= MAX_RATE_RPS)).all():
+            raise ModelError(f"the request rates must lie in [{MIN_RATE_RPS:g}, {MAX_RATE_RPS:g}] rps")
+        total = self.least.at(rates)
+        if not np.isfinite(total).all():
+            raise PlannerError("a stage has no configuration that runs at some of these rates"
+                               + (" at its pinned share" if self.pinned else ""))
+        return total

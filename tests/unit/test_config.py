@@ -191,35 +191,34 @@ def test_erlang_b_over_arrays_is_the_recursion_run_for_each_configuration():
 
 
 def test_the_least_cost_is_the_cheapest_option_without_evaluating_the_others():
-    """``least_costs_pct`` (the control law's search for the largest rate a
+    """``LeastCosts`` (the control law's search for the largest rate a
     capacity fits) is, at each rate, the least cost among ``option_arrays``'
     options, at a share where one is given (∞ where there is none); at the
-    planner's level ``cheapest_plan_costs_pct`` is what the cheapest plan of
-    the menus holds."""
-    from esg_plugin.model import ProfileSet, Stage, Workflow, least_costs_pct
-    from esg_plugin.planner import build_problem, cheapest_plan_costs_pct
+    planner's level ``CheapestPlanCosts`` is what the cheapest plan of the
+    menus holds."""
+    from esg_plugin.model import LeastCosts, ProfileSet, Stage, Workflow
+    from esg_plugin.planner import CheapestPlanCosts, build_problem
     rng = random.Random(12)
     targets = (0.6, 0.7, 0.8, 0.9, 0.4, 0.3, 0.2, 0.1, 0.05)
     for _ in range(50):
         profile = random_monotone_profile(rng, "f", BATCH_SIZES, GPU_SHARES)
-        rates = [rng.uniform(0.05, 400.0) for _ in range(4)]
+        rates = [rng.uniform(0.05, 400.0) for _ in range(12)]
         no_wait = rng.random() < 0.5
         share = rng.choice(profile.gpu_shares)
-        least, at_share = least_costs_pct(profile, rates, 0.5, targets, no_wait), \
-            least_costs_pct(profile, rates, 0.5, targets, no_wait, share)
+        least, at_share = LeastCosts([(profile, 1, None)], 0.5, targets, no_wait).at(rates), \
+            LeastCosts([(profile, 1, share)], 0.5, targets, no_wait).at(rates)
         for i, rate in enumerate(rates):
             arrays = option_arrays(profile, rate, 0.5, utilisations=targets, no_wait=no_wait)
             assert least[i] == arrays.cost_pct.min()
             costs = arrays.cost_pct[arrays.gpu_share == share]
             assert at_share[i] == (costs.min() if len(costs) else np.inf)
     with pytest.raises(ModelError):
-        least_costs_pct(profile, [1.0, -2.0])
+        LeastCosts([(profile, 1, None)]).at([1.0, -2.0])
     profiles = ProfileSet("t", {f"f{i}": random_monotone_profile(rng, f"f{i}", BATCH_SIZES, GPU_SHARES)
                                 for i in range(3)})
     workflow = Workflow.build("w", 200.0, [Stage("a", "f0"), Stage("b", "f1", ("a",)), Stage("c", "f2", ("a",))])
     rates = [0.5, 7.0, 60.0]
-    costs = cheapest_plan_costs_pct(workflow, profiles, rates, 0.5, shares={"b": 50}, utilisations=targets,
-                                    no_wait=True)
+    costs = CheapestPlanCosts(workflow, profiles, 0.5, shares={"b": 50}, utilisations=targets, no_wait=True).at(rates)
     for rate, cost in zip(rates, costs):
         problem = build_problem(workflow, profiles, rate, 0.5, shares={"b": 50}, utilisations=targets, no_wait=True)
         assert cost == sum(menu.min_cost_pct for menu in problem.menus.values())
