@@ -1042,8 +1042,12 @@ class ControlLaw:
             # even the cheapest plan does not fit: cover the largest rate that does
             pricing = CheapestPlanCosts(workflow, profiles, utilisations[0], shares=shares,
                                         utilisations=utilisations[1:], no_wait=s.no_wait_options)
-            low = _largest_fitting(rate_rps, lambda rates: pricing.at(np.maximum(rates, s.min_rate_rps)) / 100.0
-                                   <= capacity)
+
+            def fits(rates):
+                return pricing.at(np.maximum(rates, s.min_rate_rps)) / 100.0 <= capacity
+
+            # a price rises with the rate: where the least rate does not fit, none does (the bisection's 0)
+            low = _largest_fitting(rate_rps, fits) if fits(np.array([s.min_rate_rps]))[0] else 0.0
             if low > 0:
                 return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False

@@ -1496,7 +1496,7 @@ def test_the_tracking_bench_replays_one_live_runs_arrivals(tmp_path, capsys):
 def test_the_bisection_priced_in_rounds_ends_where_one_halving_at_a_time_does():
     """The search for the largest rate a capacity fits prices a round of
     halvings' midpoints at once (``_largest_fitting``); it ends where the
-    plain bisection ends, to the bit."""
+    plain bisection ends, to the bit; at 0 where nothing fits."""
     from esg_plugin.control.law import BISECTION_HALVINGS, _largest_fitting
     rng = random.Random(5)
     for _ in range(200):
@@ -1506,3 +1506,5 @@ def test_the_bisection_priced_in_rounds_ends_where_one_halving_at_a_time_does():
             middle = (low + high) / 2
             low, high = (middle, high) if middle <= threshold else (low, middle)
         assert _largest_fitting(top, lambda rates: rates <= threshold) == low
+        # where no rate fits it ends at 0, the answer the law gives without it when the least rate does not fit
+        assert _largest_fitting(top, lambda rates: rates < 0) == 0.0
