@@ -95,9 +95,12 @@ class Router:
         self.admission = admission
         self.limits: dict[str, ConcurrencyLimit] = {}
         """By scope (``AdmissionSettings.scope_of``): one for the machine, or one per workflow."""
+        self.sharing: dict[str, int] = {}
+        """By scope: how many workflows share its limit (each has its part: ``ConcurrencyLimit.admit``)."""
         if admission:
             for name in topology.workflows:
                 self.limits.setdefault(admission.scope_of(name), ConcurrencyLimit(admission))
+                self.sharing[admission.scope_of(name)] = self.sharing.get(admission.scope_of(name), 0) + 1
         self.gateway_url = gateway_url.rstrip("/")
         self.timeout_s = timeout_s
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="esg-router")
@@ -180,7 +183,7 @@ class Router:
                                       f"{rate.rate_rps:.2f} requests/s now; retry after {RETRY_AFTER_S} s",
                              "retry_after_s": RETRY_AFTER_S, C.REJECTED_BY: C.REJECTED_BY_RATE}
             others = self._in_flight_in(scope) if limit is not None else 0
-            if limit is not None and not limit.admit(others):
+            if limit is not None and not limit.admit(others, self.in_flight[workflow_name], self.sharing[scope]):
                 self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
                 self.requests.labels(workflow=workflow_name, slo="shed").inc()
                 whose = "the workflows are" if scope == "*" else f"workflow '{workflow_name}' is"

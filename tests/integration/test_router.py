@@ -193,24 +193,34 @@ def test_admission_sheds_at_the_entry_with_429_when_answers_come_late():
         server.server_close()
 
 
-@pytest.mark.parametrize("scope", ["machine", "workflow"])
-def test_one_limit_for_the_machine_sheds_every_workflow_that_shares_it(scope):
+@pytest.mark.parametrize("scope, partitioned", [("machine", True), ("machine", False), ("workflow", True)])
+def test_one_limit_for_the_machine_sheds_every_workflow_that_shares_it(scope, partitioned):
     """With the machine's scope, requests in flight of one workflow count
-    against the other's admission too; with the workflow's, they do not."""
+    against the other's admission too — but a workflow below its part of
+    the shared limit is admitted at it (``partitioned``); with the
+    workflow's scope, they do not count."""
     from esg_plugin.control.admission import AdmissionSettings
 
     stack = {"functions": {"a": {"annotations": {"com.esg.workflow": "wa", "com.esg.slo-ms": "1000"}},
                            "b": {"annotations": {"com.esg.workflow": "wb", "com.esg.slo-ms": "1000"}}}}
     server = gateway()
     router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}",
-                    admission=AdmissionSettings(window=4, max_limit=2, scope=scope))
+                    admission=AdmissionSettings(window=4, max_limit=4, scope=scope, partitioned=partitioned))
     try:
-        router.in_flight["wa"] = 2  # workflow wa holds two requests in flight
+        router.in_flight["wa"] = 4  # workflow wa's burst fills the limit of 4
+        status, doc = router.run("wb", b"{}", "application/json")
+        if scope == "machine" and not partitioned:
+            assert status == 429 and "the workflows are at the admission limit of 4" in doc["error"]
+        else:
+            assert status == 200, doc  # wb had none of its part (2 of 4) in flight, or a limit of its own
+        router.in_flight["wb"] = 2  # wb holds its part now
         status, doc = router.run("wb", b"{}", "application/json")
         if scope == "machine":
-            assert status == 429 and "the workflows are at the admission limit of 2" in doc["error"]
+            assert status == 429 and "the workflows are at the admission limit of 4" in doc["error"]
         else:
             assert status == 200, doc
+        router.in_flight["wa"] = 1  # below the limit: anyone, beyond its part too
+        assert router.run("wb", b"{}", "application/json")[0] == 200
     finally:
         server.shutdown()
         server.server_close()

@@ -182,6 +182,20 @@ def test_the_machine_scope_names_one_limit_for_all_workflows():
     assert per_workflow.scope_of("a") != per_workflow.scope_of("b")
 
 
+def test_at_a_shared_limit_a_workflow_below_its_part_is_still_admitted():
+    """Three workflows share a limit of 6: each one's part is 2. At the
+    limit, a workflow with fewer than 2 in flight is admitted, one with 2
+    is not; below the limit anyone is; without ``partitioned``, or alone
+    behind its limit, the limit is the limit. The part is at least one."""
+    limit = ConcurrencyLimit(AdmissionSettings(max_limit=6))
+    assert limit.part(3) == 2 and limit.admit(6, own=0, sharing=3) and limit.admit(7, own=1, sharing=3)
+    assert not limit.admit(6, own=2, sharing=3) and limit.admit(5, own=5, sharing=3)
+    assert not limit.admit(6, own=0, sharing=1)
+    assert not ConcurrencyLimit(AdmissionSettings(max_limit=6, partitioned=False)).admit(6, own=0, sharing=3)
+    small = ConcurrencyLimit(AdmissionSettings(max_limit=2))
+    assert small.part(3) == 1 and small.admit(2, own=0, sharing=3) and not small.admit(2, own=1, sharing=3)
+
+
 def test_a_rate_limit_admits_its_rate_on_average_and_its_burst_at_once():
     from esg_plugin.control.admission import RATE_BURST_S, RateLimit
 
