@@ -6,8 +6,10 @@ multiplicative decrease (as TCP's congestion window, Netflix's
 ``concurrency-limits`` and Envoy's adaptive concurrency filter), with a
 band in which it holds:
 
-- a request is admitted while fewer than ``limit`` are in flight; else it
-  is refused at once (the router answers 429 with ``Retry-After``);
+- a request is admitted while fewer than ``limit`` are in flight, or, at
+  a limit that workflows share, while its workflow has fewer than its part
+  of it in flight (below); else it is refused at once (the router answers
+  429 with ``Retry-After``);
 - each answer to an admitted request is its latency over its SLO (∞ for a
   504 or a stage's 429); they are judged ``window`` at a time:
   - more than ``target_miss`` of them over 1 (missed) **and** the window's
@@ -76,9 +78,9 @@ share hardware.
 Each workflow's part of a shared limit (``partitioned``, as Netflix's
 partitioned limiter guarantees each partition its percentage of the
 limit): at the limit, a workflow with fewer than its part in flight — the
-limit over the workflows sharing it, at least one — is still admitted; it
-is refused only while the others are below the limit or it holds its part
-already. One workflow's burst fills a shared limit with its own requests:
+limit over the workflows sharing it, at least one — is still admitted; a
+request is refused only at the limit and only where its workflow holds
+its part already. One workflow's burst fills a shared limit with its own requests:
 measured under ``esg up`` on a random workload (``python
 bench/up_random.py --seeds 33``: gamma arrivals of cv 3.2 on the image
 workflow at about 5 rps beside a text workflow of cv 2.1), the text

@@ -217,6 +217,7 @@ def test_one_limit_for_the_machine_sheds_every_workflow_that_shares_it(scope, pa
         status, doc = router.run("wb", b"{}", "application/json")
         if scope == "machine":
             assert status == 429 and "the workflows are at the admission limit of 4" in doc["error"]
+            assert ("workflow 'wb' holds its part of it (2)" in doc["error"]) == partitioned
         else:
             assert status == 200, doc
         router.in_flight["wa"] = 1  # below the limit: anyone, beyond its part too
