@@ -603,9 +603,11 @@ class ControlLaw:
         state.searches_left -= 1
         factor = round(min(WAIT_FACTOR_MAX, ws.wait_factor * min(ratio, WAIT_FACTOR_STEP_MAX)), 9)
         arrival_cv2 = max(obs.arrival_cv2 * factor, 0.0) if s.queueing_aware else None  # as _plan's
+        profiles = self._profiles(workflow, state, now_s)
         try:  # the search the re-plan repeats, if it is for the same rate (``searched``)
-            fits = self._choose(self._as_measured(workflow, ws), ws, state, self._profiles(workflow, state, now_s),
-                                ws.planned_rps, arrival_cv2, now_s=now_s)[3]
+            fits = not self._nothing_fits(workflow, state, profiles) and \
+                self._choose(self._as_measured(workflow, ws), ws, state, profiles, ws.planned_rps, arrival_cv2,
+                             now_s=now_s)[3]
         except (PlannerError, ModelError):
             fits = False
         if not fits:
@@ -1040,17 +1042,32 @@ class ControlLaw:
         choices = problem.choices(cheapest)
         if _cost(choices) > capacity and rate_rps > s.min_rate_rps:
             # even the cheapest plan does not fit: cover the largest rate that does
-            pricing = CheapestPlanCosts(workflow, profiles, utilisations[0], shares=shares,
-                                        utilisations=utilisations[1:], no_wait=s.no_wait_options)
-
-            def fits(rates):
-                return pricing.at(np.maximum(rates, s.min_rate_rps)) / 100.0 <= capacity
-
+            fits = self._fitting(workflow, profiles, capacity, shares)
             # a price rises with the rate: where the least rate does not fit, none does (the bisection's 0)
             low = _largest_fitting(rate_rps, fits) if fits(np.array([s.min_rate_rps]))[0] else 0.0
             if low > 0:
                 return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
+
+    def _fitting(self, workflow: Workflow, profiles: ProfileSet, capacity: float, shares=None):
+        """Whether the cheapest plan at each of an array of rates (the least
+        rate where below it) holds no more than ``capacity``: an array of
+        rates in, one of bools out (``CheapestPlanCosts``)."""
+        s = self.settings
+        utilisations = tuple(s.utilisations)
+        pricing = CheapestPlanCosts(workflow, profiles, utilisations[0], shares=shares,
+                                    utilisations=utilisations[1:], no_wait=s.no_wait_options)
+        return lambda rates: pricing.at(np.maximum(rates, s.min_rate_rps)) / 100.0 <= capacity
+
+    def _nothing_fits(self, workflow: Workflow, state: ControlState, profiles: ProfileSet) -> bool:
+        """Does no plan at any rate fit the capacity the other workflows'
+        plans leave (the cheapest plan at the least rate does not)? Then
+        :meth:`_search` can only answer that its plan does not fit: a test
+        that needs only that answer (the wait feedback's) is spared it."""
+        if self.settings.capacity_gpus is None or not self.settings.degraded_cheapest:
+            return False
+        return not self._fitting(workflow, profiles, self._capacity_left(workflow, state))(
+            np.array([self.settings.min_rate_rps]))[0]
 
     def _busy_part(self, name: str, state: ControlState, demand: float) -> float:
         """A workflow's part of ``busy_capacity`` for its ``demand``: all of

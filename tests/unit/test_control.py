@@ -1508,3 +1508,37 @@ def test_the_bisection_priced_in_rounds_ends_where_one_halving_at_a_time_does():
         assert _largest_fitting(top, lambda rates: rates <= threshold) == low
         # where no rate fits it ends at 0, the answer the law gives without it when the least rate does not fit
         assert _largest_fitting(top, lambda rates: rates < 0) == 0.0
+
+
+def test_where_no_rate_fits_the_capacity_left_the_search_answers_that_its_plan_does_not_fit():
+    """The wait feedback skips its fit test's search where even the least
+    rate's cheapest plan holds more than the capacity left
+    (``_nothing_fits``): on random workloads and capacities, wherever that
+    says nothing fits, the search (at rates from the least up) answers
+    that its plan does not fit either; and a capacity of all the GPUs the
+    cheapest plan at the least rate holds, or more, is never called too
+    small."""
+    from esg_plugin.control.delay import DelayWindow
+    from esg_plugin.control.law import ControlLaw, ControlSettings, WorkflowState
+    from esg_plugin.planner import CheapestPlanCosts
+    from esg_plugin.sim.generate import random_workload
+    rng = random.Random(7)
+    said = 0
+    for seed in range(1, 13):
+        case = random_workload(seed)
+        workflow = case.workload.workflows[0].workflow
+        settings = ControlSettings()
+        least = CheapestPlanCosts(workflow, case.profiles, settings.utilisations[0],
+                                  utilisations=tuple(settings.utilisations[1:]),
+                                  no_wait=settings.no_wait_options).at([settings.min_rate_rps])[0] / 100.0
+        for capacity in (least * rng.uniform(0.2, 0.99), least, least * rng.uniform(1.0, 3.0)):
+            law = ControlLaw([workflow], case.profiles, dataclasses.replace(settings, capacity_gpus=capacity))
+            state = law.new_state()
+            nothing = law._nothing_fits(workflow, state, case.profiles)
+            assert nothing == (capacity < least)
+            if nothing:
+                said += 1
+                ws = WorkflowState(settings.slo_margin, DelayWindow(30.0), DelayWindow(30.0))
+                for rate in (settings.min_rate_rps, rng.uniform(1.0, 200.0)):
+                    assert not law._search(workflow, ws, state, case.profiles, rate, 1.0)[3]
+    assert said >= 10
