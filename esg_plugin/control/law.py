@@ -603,8 +603,8 @@ class ControlLaw:
         state.searches_left -= 1
         factor = round(min(WAIT_FACTOR_MAX, ws.wait_factor * min(ratio, WAIT_FACTOR_STEP_MAX)), 9)
         arrival_cv2 = max(obs.arrival_cv2 * factor, 0.0) if s.queueing_aware else None  # as _plan's
-        profiles = self._profiles(workflow, state, now_s)
         try:  # the search the re-plan repeats, if it is for the same rate (``searched``)
+            profiles = self._profiles(workflow, state, now_s)
             fits = not self._nothing_fits(workflow, state, profiles) and \
                 self._choose(self._as_measured(workflow, ws), ws, state, profiles, ws.planned_rps, arrival_cv2,
                              now_s=now_s)[3]
