@@ -86,7 +86,8 @@ bench/up_random.py --seeds 33``: gamma arrivals of cv 3.2 on the image
 workflow at about 5 rps beside a text workflow of cv 2.1), the text
 workflow, none of whose admitted requests was late, was refused 16% of
 its requests — a fifth of those with none of its own in flight, behind
-four to six of the image workflow's. Borrowing the others' unused parts stays
+four to six of the image workflow's (counted from that run's
+``requests.json`` by a throw-away script). Borrowing the others' unused parts stays
 allowed (below the limit anyone is admitted), so a workflow alone gets the
 whole limit; at most the limit plus the parts of the workflows below
 theirs are in flight at once.
@@ -167,15 +168,19 @@ class ConcurrencyLimit:
         running, ``own`` of them the asking workflow's, ``sharing`` workflows
         behind this limit: below the limit, yes; at it, only a workflow with
         fewer than its part in flight (``partitioned``; see the module)."""
-        if in_flight >= math.floor(self.limit) and \
-                not (self.settings.partitioned and sharing > 1 and own < self.part(sharing)):
+        part = self.part(sharing)
+        if in_flight >= math.floor(self.limit) and not (part is not None and own < part):
             return False
         self.peak = max(self.peak, in_flight + 1)
         return True
 
-    def part(self, sharing: int) -> int:
-        """A workflow's part of the limit when ``sharing`` workflows share it: at least one request."""
-        return max(1, math.floor(self.limit / max(1, sharing)))
+    def part(self, sharing: int) -> Optional[int]:
+        """A workflow's part of the limit when ``sharing`` workflows share
+        it, at least one request; None where there is none (not
+        ``partitioned``, or a workflow alone behind its limit)."""
+        if not self.settings.partitioned or sharing <= 1:
+            return None
+        return max(1, math.floor(self.limit / sharing))
 
     def record(self, latency_over_slo: float, alone: bool = False, others: Optional[int] = None) -> None:
         """The answer to an admitted request: its latency over its SLO

@@ -187,10 +187,10 @@ class Router:
                 self.limit_gauge.labels(workflow=workflow_name).set(limit.limit)
                 self.requests.labels(workflow=workflow_name, slo="shed").inc()
                 whose = "the workflows are" if scope == "*" else f"workflow '{workflow_name}' is"
-                part = f", and workflow '{workflow_name}' holds its part of it ({limit.part(self.sharing[scope])})" \
-                    if self.admission.partitioned and self.sharing[scope] > 1 else ""
+                part = limit.part(self.sharing[scope])
+                held = f", and workflow '{workflow_name}' holds its part of it ({part})" if part is not None else ""
                 return 429, {"error": f"{whose} at the admission limit of {int(limit.limit)} requests in flight"
-                                      f"{part}; retry after {RETRY_AFTER_S} s", "retry_after_s": RETRY_AFTER_S,
+                                      f"{held}; retry after {RETRY_AFTER_S} s", "retry_after_s": RETRY_AFTER_S,
                              C.REJECTED_BY: C.REJECTED_BY_IN_FLIGHT}
             self.in_flight[workflow_name] += 1
             self.in_flight_gauge.labels(workflow=workflow_name).set(self.in_flight[workflow_name])
