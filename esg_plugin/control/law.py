@@ -457,7 +457,7 @@ class ControlLaw:
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
                 ws.down_from_rps, ws.down_at_s = planned, now_s
                 ws.down_miss_share = self._miss_share_before(ws, now_s)
-        rolled = self._rollback(ws, fresh and self._misses_above(ws, now_s, ws.down_miss_share), now_s)
+        rolled = self._rollback(ws, fresh and self._misses_above(ws, now_s, ws.down_miss_share), now_s, target)
         # the offered rate the plan is for: the grid rounds the rate to cover up, not the estimate
         # (else each re-plan for the same count raises the estimate a step, and a held one with it)
         offered = None if target is None else ws.estimate_rps if abs(target - (planned or 0.0)) <= 1e-9 \
@@ -486,16 +486,22 @@ class ControlLaw:
             return None
         return why, target, obs.arrival_cv2 * ws.wait_factor, offered
 
-    def _rollback(self, ws: WorkflowState, fresh: bool, now_s: float) -> Optional[float]:
+    def _rollback(self, ws: WorkflowState, fresh: bool, now_s: float, target: Optional[float]) -> Optional[float]:
         """The rate to go back to when the last scale-down brought fresh
         misses within the scale-down delay, else None (``rollback``): halfway
         (geometrically) from the rate planned now back to the one planned
         before the scale-down, a bisection between a plan that met the SLO
         and one that did not — the plan before may have covered far more
         than was needed (a backlog's drain, a step's panic). The new plan is
-        watched in turn: misses again within the delay bisect again."""
+        watched in turn: misses again within the delay bisect again. The
+        watch ends once this tick's plan (``target``) is back at the one
+        before the scale-down: later misses are not the scale-down's
+        (a rate that rose), and lengthen no hold on the next one."""
         s = self.settings
         if not s.rollback or ws.down_from_rps is None or ws.planned_rps is None:
+            return None
+        if (ws.planned_rps if target is None else target) >= ws.down_from_rps * (1 - 1e-9):
+            ws.down_from_rps = None  # back where it was: nothing left to bisect (the back-off's count is kept)
             return None
         if now_s - ws.down_at_s > s.scale_down_delay_s:
             ws.down_from_rps, ws.rollbacks = None, 0  # the scale-down held: the back-off starts again

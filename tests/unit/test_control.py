@@ -544,6 +544,31 @@ def test_a_scale_down_that_brings_misses_back_is_undone_and_the_next_waits_longe
     assert ws().down_from_rps is None and ws().rollbacks == 0  # ... and, without misses, it stays down
 
 
+def test_misses_after_the_plan_rose_past_a_scale_down_are_not_the_scale_downs(chain):
+    """A plan back at (or above) the one before a scale-down ends its watch:
+    the misses of a step that came later bisect nothing and lengthen no hold
+    on the scale-down after the step (they held one for minutes before)."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=10.0, warmup_s=0.0, feedback=False))
+    state = law.new_state()
+    ws = lambda: state.workflows["w"]  # noqa: E731
+    tick(law, state, 0.0, 200.0)
+    high = ws().planned_rps
+    for t in range(1, 12):  # the load fell: down after the delay, watched
+        tick(law, state, float(t), 20.0, ok=100)
+    assert ws().planned_rps < high / 4 and ws().down_from_rps == high
+    decision = tick(law, state, 12.0, 20.0, 400.0, ok=70, late=30)  # a step far above it, with misses
+    assert decision.reasons["w"].startswith("up:") and ws().planned_rps > high
+    assert ws().down_from_rps is None and ws().rollbacks == 0 and ws().down_hold_until_s == -math.inf
+    for t in range(13, 16):  # the step's misses go on: no rollback, no hold
+        assert "misses after a scale-down" not in tick(law, state, float(t), 400.0, ok=70, late=30).reasons["w"]
+    assert ws().down_hold_until_s == -math.inf
+    stepped = ws().planned_rps
+    for t in range(16, 60):  # the load falls back: down once the panic and the delay have passed
+        tick(law, state, float(t), 20.0, ok=100)
+    assert ws().planned_rps < stepped / 4
+
+
 def test_without_the_rollback_misses_after_a_scale_down_only_raise_the_margin(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=10.0, warmup_s=0.0).without("rollback"))
