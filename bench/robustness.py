@@ -11,7 +11,9 @@ figures depend only on the seeds and the code), simulated once per policy
 policy's SLO hit rate and cost (GPUs held), the best peer, and whether ESG
 is within one point of it and holds no more than whole-GPU Nexus; then the
 means, and a last line with ESG's mean to more digits and its two counts
-(within a point of the best peer; no dearer than nexus). ``--seeds``
+(within a point of the best peer; no dearer than nexus — and, of the
+cases where it is dearer, those where nexus hits within half a point of
+it or more: where nexus is not cheaper only by missing). ``--seeds``
 instead of ``--cases``/``--first-seed``: ranges and single seeds, comma
 separated (the development sets of ``docs/EVALUATION.md``).
 ``--family wide``: the generator's wider family (``FAMILIES`` in
@@ -48,6 +50,10 @@ from esg_plugin.sim.report import summarize
 
 PEERS = [p for p in POLICY_NAMES if p not in ("esg", "optimal")]
 COST_TOLERANCE = 0.005
+AS_GOOD = 0.005
+"""Of the cases where ESG holds more GPUs than nexus, the summary counts
+those where nexus's hit rate is within this of ESG's (or above): where
+nexus is not cheaper only by missing more."""
 """GPUs: costs are compared as printed (two decimals)."""
 
 
@@ -100,13 +106,14 @@ def report(results: list[dict], policies: list[str]) -> str:
     lines = ["Each cell: SLO hit rate / cost (GPUs held, time average after the warm-up). "
              "ESG ok: within one point of the best peer's hit rate and no more GPUs than nexus.", "",
              head, "|" + " --- |" * (len(policies) + 3)]
-    failures = within_count = cheap_count = 0
+    failures = within_count = cheap_count = dearer_as_good = 0
     for r in results:
         pol = r["policies"]
         best, within, cheap = judged(pol, peers)
         ok = within and cheap
         within_count += within
         cheap_count += cheap
+        dearer_as_good += not cheap and pol["nexus"]["hit"] >= pol["esg"]["hit"] - AS_GOOD
         failures += not ok
         cells = [f"{pol[p]['hit']:.1%} / {pol[p]['cost']:.2f}" for p in policies]
         lines.append(f"| {r['seed']} | " + " | ".join(cells) + f" | {best} | {'yes' if ok else '**no**'} |")
@@ -122,7 +129,8 @@ def report(results: list[dict], policies: list[str]) -> str:
                      f"{statistics.fmean(r['policies'][p]['cost'] for r in results):.2f} |")
     if "esg" in policies:
         counts = ([f"within a point of the best peer on {within_count}"] if peers else []) + \
-                 ([f"no dearer than nexus on {cheap_count}"] if "nexus" in policies else [])
+                 ([f"no dearer than nexus on {cheap_count} (of the {len(results) - cheap_count} dearer, nexus "
+                   f"hits within {AS_GOOD:.1%} of ESG or more on {dearer_as_good})"] if "nexus" in policies else [])
         lines += ["", f"ESG over {len(results)} cases: mean hit "
                       f"{statistics.fmean(r['policies']['esg']['hit'] for r in results):.3%} at "
                       f"{statistics.fmean(r['policies']['esg']['cost'] for r in results):.4f} GPUs"
