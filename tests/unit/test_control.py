@@ -510,15 +510,22 @@ def test_misses_are_counted_over_disjoint_windows_where_the_ticks_windows_overla
     assert _disjoint([]) == []
 
 
-def test_a_scale_down_that_brings_misses_back_is_undone_and_the_next_waits_longer(chain):
+def scaled_down(chain):
+    """A law (no margin feedback, a 10-s delay) whose plan for 200 rps came
+    down after the load fell to 20: (law, state, the rate planned before)."""
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=10.0, warmup_s=0.0, feedback=False))
     state = law.new_state()
-    ws = lambda: state.workflows["w"]  # noqa: E731
     tick(law, state, 0.0, 200.0)
-    high = ws().planned_rps
-    for t in range(1, 12):  # the load fell: down after the delay
+    high = state.workflows["w"].planned_rps
+    for t in range(1, 12):  # the load fell: down after the delay, watched
         tick(law, state, float(t), 20.0, ok=100)
+    return law, state, high
+
+
+def test_a_scale_down_that_brings_misses_back_is_undone_and_the_next_waits_longer(chain):
+    law, state, high = scaled_down(chain)
+    ws = lambda: state.workflows["w"]  # noqa: E731
     low, offered = ws().planned_rps, ws().estimate_rps
     assert low < high / 4
     decision = tick(law, state, 12.0, 20.0, ok=70, late=30)  # misses right after it: undone, halfway
@@ -548,14 +555,8 @@ def test_misses_after_the_plan_rose_past_a_scale_down_are_not_the_scale_downs(ch
     """A plan back at (or above) the one before a scale-down ends its watch:
     the misses of a step that came later bisect nothing and lengthen no hold
     on the scale-down after the step (they held one for minutes before)."""
-    wf, profiles = chain
-    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=10.0, warmup_s=0.0, feedback=False))
-    state = law.new_state()
+    law, state, high = scaled_down(chain)
     ws = lambda: state.workflows["w"]  # noqa: E731
-    tick(law, state, 0.0, 200.0)
-    high = ws().planned_rps
-    for t in range(1, 12):  # the load fell: down after the delay, watched
-        tick(law, state, float(t), 20.0, ok=100)
     assert ws().planned_rps < high / 4 and ws().down_from_rps == high
     decision = tick(law, state, 12.0, 20.0, 400.0, ok=70, late=30)  # a step far above it, with misses
     assert decision.reasons["w"].startswith("up:") and ws().planned_rps > high
