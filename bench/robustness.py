@@ -50,11 +50,11 @@ from esg_plugin.sim.report import summarize
 
 PEERS = [p for p in POLICY_NAMES if p not in ("esg", "optimal")]
 COST_TOLERANCE = 0.005
+"""GPUs: costs are compared as printed (two decimals)."""
 AS_GOOD = 0.005
 """Of the cases where ESG holds more GPUs than nexus, the summary counts
 those where nexus's hit rate is within this of ESG's (or above): where
 nexus is not cheaper only by missing more."""
-"""GPUs: costs are compared as printed (two decimals)."""
 
 
 def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, family: str = "standard",
@@ -130,7 +130,7 @@ def report(results: list[dict], policies: list[str]) -> str:
     if "esg" in policies:
         counts = ([f"within a point of the best peer on {within_count}"] if peers else []) + \
                  ([f"no dearer than nexus on {cheap_count} (of the {len(results) - cheap_count} dearer, nexus "
-                   f"hits within {AS_GOOD:.1%} of ESG or more on {dearer_as_good})"] if "nexus" in policies else [])
+                   f"hits within {AS_GOOD * 100:g} point of ESG or more on {dearer_as_good})"] if "nexus" in policies else [])
         lines += ["", f"ESG over {len(results)} cases: mean hit "
                       f"{statistics.fmean(r['policies']['esg']['hit'] for r in results):.3%} at "
                       f"{statistics.fmean(r['policies']['esg']['cost'] for r in results):.4f} GPUs"
