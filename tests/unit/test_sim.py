@@ -372,6 +372,27 @@ def test_the_fluid_ceiling_of_a_burst_is_what_the_cores_finish_in_time():
     assert fluid_ceiling(burst, topology, {"a": 10.0}, cores=2, warmup_s=20.0) == {}  # b never seen: no ceiling
 
 
+def test_the_robustness_summary_counts_where_a_dearer_esg_faces_a_nexus_as_good():
+    """``bench/robustness.py``'s last line: of the cases where ESG holds more
+    GPUs than nexus, those where nexus hits within half a point of ESG or
+    more — not those where nexus is cheaper by missing."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from robustness import report
+
+    def case(seed, esg, nexus):
+        return {"seed": seed, "policies": {"esg": {"hit": esg[0], "cost": esg[1]},
+                                           "nexus": {"hit": nexus[0], "cost": nexus[1]}}}
+
+    results = [case(1, (0.999, 2.0), (0.90, 1.0)),    # dearer, nexus misses more: not counted
+               case(2, (0.995, 2.0), (0.991, 1.5)),   # dearer, nexus within half a point: counted
+               case(3, (0.990, 2.0), (0.999, 1.5)),   # dearer, nexus hits more: counted
+               case(4, (0.990, 1.0), (0.999, 1.5))]   # cheaper
+    last = report(results, ["esg", "nexus"]).splitlines()[-1]
+    assert "no dearer than nexus on 1 (of the 3 dearer, nexus hits within 0.5 point of ESG or more on 2)" in last
+
+
 def test_a_miss_is_classed_by_what_its_arrivals_were_doing():
     """``bench/miss_causes.py``: the class comes from the workload's truth —
     within the settle time after an upward step a rise, after a downward
