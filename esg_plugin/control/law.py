@@ -486,7 +486,7 @@ class ControlLaw:
             return None
         return why, target, obs.arrival_cv2 * ws.wait_factor, offered
 
-    def _rollback(self, ws: WorkflowState, fresh: bool, now_s: float, target: Optional[float]) -> Optional[float]:
+    def _rollback(self, ws: WorkflowState, fresh: bool, now_s: float, target: float) -> Optional[float]:
         """The rate to go back to when the last scale-down brought fresh
         misses within the scale-down delay, else None (``rollback``): halfway
         (geometrically) from the rate planned now back to the one planned
@@ -500,7 +500,7 @@ class ControlLaw:
         s = self.settings
         if not s.rollback or ws.down_from_rps is None or ws.planned_rps is None:
             return None
-        if (ws.planned_rps if target is None else target) >= ws.down_from_rps * (1 - 1e-9):
+        if target >= ws.down_from_rps * (1 - 1e-9):
             ws.down_from_rps = None  # back where it was: nothing left to bisect (the back-off's count is kept)
             return None
         if now_s - ws.down_at_s > s.scale_down_delay_s:

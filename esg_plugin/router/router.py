@@ -99,8 +99,9 @@ class Router:
         """By scope: how many workflows share its limit (each has its part: ``ConcurrencyLimit.admit``)."""
         if admission:
             for name in topology.workflows:
-                self.limits.setdefault(admission.scope_of(name), ConcurrencyLimit(admission))
-                self.sharing[admission.scope_of(name)] = self.sharing.get(admission.scope_of(name), 0) + 1
+                scope = admission.scope_of(name)
+                self.limits.setdefault(scope, ConcurrencyLimit(admission))
+                self.sharing[scope] = self.sharing.get(scope, 0) + 1
         self.gateway_url = gateway_url.rstrip("/")
         self.timeout_s = timeout_s
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="esg-router")
