@@ -246,9 +246,11 @@ class WorkflowState:
     started_s: dict[str, float] = field(default_factory=dict)
     """Per stage, when the plan last started instances (more replicas, or
     another share): they start for the function's cold start (``keep_starting``)."""
-    larger: dict[str, list[InstanceGroup]] = field(default_factory=dict)
+    larger: dict[str, list[tuple[InstanceGroup, float]]] = field(default_factory=dict)
     """Per stage, its groups at the batch size that carries the most within
-    the stage's part of the SLO, with no batching wait (:func:`_larger_batches`)."""
+    the stage's part of the SLO, with no batching wait, each with how many
+    times the items a millisecond of the planned batch it serves
+    (:func:`_larger_batches`)."""
     bridge_from_s: dict[str, float] = field(default_factory=dict)
     """Per stage, when a re-plan added replicas beside its running ones at
     their share: while those start, the running ones carry their load
@@ -1283,13 +1285,15 @@ class ControlLaw:
         """The stage's groups as they run now: at their larger batch size
         while replicas added beside them still start (``bridge_batching``,
         :meth:`_still_starting`), or, with ``burst_batching``, where they
-        were planned without a batching wait; else as planned."""
+        were planned without a batching wait and the larger batch serves at
+        least ``burst_min_gain`` times the items a millisecond of theirs;
+        else as planned."""
         s = self.settings
         bridging = s.bridge_batching and self._still_starting(workflow, stage, ws.bridge_from_s.get(stage), now_s,
                                                               state)
-        larger = ws.larger.get(stage, groups)
-        return [big if bridging or (s.burst_batching and group.max_wait_ms == 0) else group
-                for group, big in zip(groups, larger)]
+        larger = ws.larger.get(stage, [(group, 1.0) for group in groups])
+        return [big if bridging or (s.burst_batching and group.max_wait_ms == 0 and gain >= s.burst_min_gain)
+                else group for group, (big, gain) in zip(groups, larger)]
 
 
 def _late_said(ws: WorkflowState) -> str:
@@ -1309,7 +1313,7 @@ def _fastest_executions_ms(workflow: Workflow, problem) -> float:
 
 
 def _larger_batches(workflow: Workflow, groups: Mapping[str, list[InstanceGroup]], choices: Mapping[str, StageOption],
-                profiles: ProfileSet, path_ms: float) -> dict[str, list[InstanceGroup]]:
+                profiles: ProfileSet, path_ms: float) -> dict[str, list[tuple[InstanceGroup, float]]]:
     """Per stage, its groups at the profile's batch size (at the group's
     share, calibrated) with the most items per millisecond among those
     no smaller than the plan's whose execution fits the stage's part of
@@ -1317,7 +1321,8 @@ def _larger_batches(workflow: Workflow, groups: Mapping[str, list[InstanceGroup]
     with no batching wait: a batch leaves with what is queued, so at a
     low queue it runs as planned, and a queue that builds drains in
     larger batches (Triton's dynamic batcher, a maximum batch size and
-    no queue delay)."""
+    no queue delay). Each with its gain: its items a millisecond over
+    those of the planned batch size (1 where that is the larger one)."""
     stretch = workflow.slo_ms / path_ms if path_ms > 0 else 1.0
     out: dict[str, list[InstanceGroup]] = {}
     for stage, stage_groups in groups.items():
@@ -1326,12 +1331,14 @@ def _larger_batches(workflow: Workflow, groups: Mapping[str, list[InstanceGroup]
         out[stage] = []
         for group in stage_groups:
             j = profile.gpu_shares.index(group.gpu_share)
+            planned_ms = profile.latency_ms[profile.batch_sizes.index(group.batch_size)][j]
             best, most = group.batch_size, -1.0
             for i, b in enumerate(profile.batch_sizes):
                 exec_ms = profile.latency_ms[i][j]
                 if b >= group.batch_size and exec_ms is not None and exec_ms <= budget_ms and b / exec_ms > most:
                     best, most = b, b / exec_ms
-            out[stage].append(group._replace(batch_size=best, max_wait_ms=0.0))
+            gain = most / (group.batch_size / planned_ms) if best != group.batch_size and planned_ms else 1.0
+            out[stage].append((group._replace(batch_size=best, max_wait_ms=0.0), gain))
     return out
 
 

@@ -171,8 +171,10 @@ class ScalerSettings:
                                busy_capacity=self.busy_capacity or None,
                                wait_calibration=self.wait_calibration, queueing_model=self.queueing_model,
                                # under Knative a batch size is the template's env: a change is a new
-                               # revision (a restart), which a larger batch and back would cost
-                               bridge_batching=self.actuator != "knative")
+                               # revision (a restart), which a larger batch and back would cost — and
+                               # so would each new larger batch size calibration brings
+                               bridge_batching=self.actuator != "knative",
+                               burst_batching=self.actuator != "knative")
 
     @property
     def source_kind(self) -> str:

@@ -1358,20 +1358,22 @@ def test_the_running_replicas_carry_the_step_until_the_platform_says_the_added_o
     assert seen[10.0 + MAX_START_S - 1] == larger and seen[10.0 + MAX_START_S] == planned  # a start that never ends
 
 
-def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(chain):
-    """With ``burst_batching`` (off by default): a batch leaves with what is
-    queued, so the largest batch size that fits the stage's part of the SLO
-    changes nothing at a low queue and drains a burst faster. A group
-    planned with a fill wait keeps its batch size."""
+@pytest.mark.parametrize("min_gain", [1.0, 2.0, 1e6])
+def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(chain, min_gain):
+    """With ``burst_batching``: a batch leaves with what is queued, so the
+    largest batch size that fits the stage's part of the SLO changes
+    nothing at a low queue and drains a burst faster — where it serves at
+    least ``burst_min_gain`` times the items a millisecond of the planned
+    one. A group planned with a fill wait keeps its batch size."""
     wf, profiles = chain
 
     def run(burst: bool):
-        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, burst_batching=burst))
+        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, burst_batching=burst, burst_min_gain=min_gain))
         return tick(law, law.new_state(), 0.0, 40.0)
 
-    assert ControlSettings().burst_batching is False
     plain, burst = run(False), run(True)
     plan = burst.plans["w"]
+    larger = 0
     for key, groups in burst.desired.items():
         planned, now = plain.desired[key][0], groups[0]
         stage = plan.stages[key[1]]
@@ -1385,8 +1387,14 @@ def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(c
         fitting = [b for b in profile.batch_sizes
                    if b >= planned.batch_size and (profile.latency(b, planned.gpu_share) or math.inf) <= budget_ms]
         best = max(fitting, key=lambda b: b / profile.latency(b, planned.gpu_share))
-        assert now == planned._replace(batch_size=best)
-    assert any(g[0].batch_size > plain.desired[k][0].batch_size for k, g in burst.desired.items())
+        gain = best / profile.latency(best, planned.gpu_share) \
+            / (planned.batch_size / profile.latency(planned.batch_size, planned.gpu_share))
+        assert now == (planned._replace(batch_size=best) if gain >= min_gain else planned)
+        larger += now.batch_size > planned.batch_size
+    if min_gain == 1.0:
+        assert larger > 0
+    if min_gain == 1e6:
+        assert larger == 0
 
 
 def test_a_hop_measured_longer_than_the_workflow_says_is_planned_with_and_a_shorter_one_is_not(chain):

@@ -530,10 +530,12 @@ def test_the_up_report_says_how_late_the_load_generator_sent():
     assert [r["send_lag_ms"] for r in report.requests()] == lags
 
 
-def test_the_bridge_batches_only_where_a_batch_size_changes_without_a_restart():
+def test_the_larger_batches_run_only_where_a_batch_size_changes_without_a_restart():
     # under Knative a batch size is the revision's env: every change would restart the pods
-    assert ScalerSettings(actuator="knative").control().bridge_batching is False
-    assert ScalerSettings(actuator="openfaas-kubernetes").control().bridge_batching is True
+    knative, kubernetes = ScalerSettings(actuator="knative").control(), \
+        ScalerSettings(actuator="openfaas-kubernetes").control()
+    assert knative.bridge_batching is False and knative.burst_batching is False
+    assert kubernetes.bridge_batching is True and kubernetes.burst_batching is True
 
 
 def test_the_start_up_heap_is_frozen_out_of_the_collectors_reach():
