@@ -1324,7 +1324,7 @@ def _larger_batches(workflow: Workflow, groups: Mapping[str, list[InstanceGroup]
     no queue delay). Each with its gain: its items a millisecond over
     those of the planned batch size (1 where that is the larger one)."""
     stretch = workflow.slo_ms / path_ms if path_ms > 0 else 1.0
-    out: dict[str, list[InstanceGroup]] = {}
+    out: dict[str, list[tuple[InstanceGroup, float]]] = {}
     for stage, stage_groups in groups.items():
         profile = profiles[workflow.stage(stage).function]
         budget_ms = choices[stage].latency_ms * stretch

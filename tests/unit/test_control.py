@@ -1397,6 +1397,28 @@ def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(c
         assert larger == 0
 
 
+def test_only_a_stage_whose_larger_batch_serves_twice_as_much_runs_it_in_bursts():
+    """``burst_min_gain`` (2 by default): of two stages planned at batch 1
+    with no wait, the one whose batch of 8 takes 2 × a single item's time
+    (4 × the items a millisecond) runs at 8; the one whose batch of 8
+    takes 7 × (1.14 ×) stays at 1 — a request behind its larger batch
+    would wait for little gain."""
+    from esg_plugin.model import FunctionProfile
+
+    def profile(name: str, per_batch_ms: dict) -> FunctionProfile:
+        return FunctionProfile(name, (1, 8), (100,), tuple((per_batch_ms[b],) for b in (1, 8)))
+
+    profiles = ProfileSet("test", {"batches": profile("batches", {1: 10.0, 8: 20.0}),
+                                   "flat": profile("flat", {1: 10.0, 8: 70.0})})
+    wf = Workflow.build("w", 400.0, [Stage("a", "batches"), Stage("b", "flat", ("a",))], hop_ms=1.0)
+    law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0))
+    decision = tick(law, law.new_state(), 0.0, 5.0)
+    planned = {stage: (option.batch_size, option.gpu_share) for stage, option in decision.plans["w"].stages.items()}
+    assert planned == {"a": (1, 100), "b": (1, 100)}
+    assert [(g.batch_size, g.max_wait_ms) for g in decision.desired[("w", "a")]] == [(8, 0.0)]
+    assert [(g.batch_size, g.max_wait_ms) for g in decision.desired[("w", "b")]] == [(1, 0.0)]
+
+
 def test_a_hop_measured_longer_than_the_workflow_says_is_planned_with_and_a_shorter_one_is_not(chain):
     """``measured_hops``: the planner budgets the workflow's ``hop_ms`` per
     edge (1 ms here); a hop measured at 12 ms spends SLO the plan thinks it
