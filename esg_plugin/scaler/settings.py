@@ -164,17 +164,17 @@ class ScalerSettings:
 
     def control(self) -> ControlSettings:
         """The control law's settings (``esg_plugin.control``) these stand for."""
+        # under Knative a batch size is the template's env: a change is a new revision (a
+        # restart), which a larger batch and back would cost — and so would each new larger
+        # batch size that calibration brings
+        live_batch_sizes = self.actuator != "knative"
         return ControlSettings(slo_margin=self.slo_margin, rate_headroom=self.rate_headroom,
                                scale_down_delay_s=self.scale_down_delay_s, warmup_s=self.window_s,
                                min_share_saving=self.min_share_saving,
                                capacity_gpus=self.capacity_gpus or None,
                                busy_capacity=self.busy_capacity or None,
                                wait_calibration=self.wait_calibration, queueing_model=self.queueing_model,
-                               # under Knative a batch size is the template's env: a change is a new
-                               # revision (a restart), which a larger batch and back would cost — and
-                               # so would each new larger batch size calibration brings
-                               bridge_batching=self.actuator != "knative",
-                               burst_batching=self.actuator != "knative")
+                               bridge_batching=live_batch_sizes, burst_batching=live_batch_sizes)
 
     @property
     def source_kind(self) -> str:
