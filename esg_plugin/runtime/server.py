@@ -65,7 +65,15 @@ LINGER_S = 2.0
 
 
 class Connections:
-    """The open connections and when each began to wait for its request head."""
+    """The open connections and when each began to wait for its request head.
+
+    A connection waiting for a head belongs either to its thread or to the
+    reaper, never to both: the reaper shuts a connection down under the same
+    lock under which its thread, head in hand, takes it back. A head that
+    arrives as the reaper takes the connection is not run (its client sees
+    the connection closed, as at any keep-alive close, and nothing ran);
+    one taken back first runs to its answer on a connection nobody shuts.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,9 +83,11 @@ class Connections:
         with self._lock:
             self._waiting[sock] = time.monotonic()
 
-    def done_waiting(self, sock: socket.socket) -> None:
+    def done_waiting(self, sock: socket.socket) -> bool:
+        """Take the connection back from the waiting; False when the reaper
+        shut it down first."""
         with self._lock:
-            self._waiting.pop(sock, None)
+            return self._waiting.pop(sock, None) is not None
 
     def close_waiting(self, older_than_s: float = 0.0) -> int:
         """Shut down connections that have waited for a head longer than
@@ -87,11 +97,10 @@ class Connections:
             stale = [s for s, since in self._waiting.items() if now - since >= older_than_s]
             for sock in stale:
                 del self._waiting[sock]
-        for sock in stale:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         return len(stale)
 
 
@@ -178,11 +187,12 @@ class QuietHandler(JsonRefusals, WSGIRequestHandler):
                 self.requestline, self.request_version, self.command = "", "", ""
                 self.send_error(414)
                 return False
-            return bool(self.raw_requestline) and self.parse_request()
+            head = bool(self.raw_requestline) and self.parse_request()
         except OSError:  # timed out, or closed by the reaper or at shutdown
             return False
         finally:
-            connections.done_waiting(self.connection)
+            ours = connections.done_waiting(self.connection)
+        return head and ours  # a head read as the reaper shut the connection is not run: no answer could reach it
 
     def may_keep_alive(self) -> bool:
         """Whether the connection may carry another request after this one:

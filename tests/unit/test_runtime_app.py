@@ -153,6 +153,27 @@ def test_the_warm_up_runs_in_a_thread_that_ends_and_its_failure_reaches_the_call
         in_passing_thread(broken)
 
 
+def test_a_connection_waiting_for_a_head_is_either_reaped_or_taken_back_never_both():
+    """The race CI met: a head read as the drain reaped its connection was run,
+    and its answer went to a socket already shut down."""
+    import socket
+    from esg_plugin.runtime.server import Connections
+
+    connections = Connections()
+    reaped, reaped_peer = socket.socketpair()
+    kept, kept_peer = socket.socketpair()
+    with reaped, reaped_peer, kept, kept_peer:
+        connections.waiting(reaped)
+        connections.waiting(kept)
+        assert connections.done_waiting(kept) is True     # head in hand first: the request is the thread's
+        assert connections.close_waiting() == 1           # the reaper takes only the one still waiting
+        assert connections.done_waiting(reaped) is False  # its head, if any came, must not run
+        assert reaped_peer.recv(1) == b""                 # its client sees the close
+        kept.sendall(b"HTTP/1.1 200 OK")                  # the kept one still answers
+        assert kept_peer.recv(64) == b"HTTP/1.1 200 OK"
+        assert connections.close_waiting() == 0
+
+
 def test_a_share_put_is_live_where_the_runtime_can_reshare_and_a_restart_elsewhere():
     handler = handler_module(handle=lambda e, c: "x")
     auth = {"Authorization": "Bearer tok"}
