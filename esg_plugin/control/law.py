@@ -382,10 +382,13 @@ class ControlLaw:
                                     f"per tick): {why}"
                     continue
                 ws.pending = None
+                boost = ws.boost
                 self._plan(self._as_measured(self.workflows[name], ws), ws, state, target, cv2, current or {},
                            now_s, offered)
                 changed.append(name)
-                reasons[name] = why + _late_said(ws)
+                reasons[name] = why + _late_said(ws) + (
+                    f"; planned for {ws.boost:.2f} x the rate: a plan for more is late by the model"
+                    if ws.boost < boost else "")
         return self._decision(state, tuple(changed), reasons, now_s)
 
     def _as_measured(self, workflow: Workflow, ws: WorkflowState) -> Workflow:
@@ -896,6 +899,12 @@ class ControlLaw:
             again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down})
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
+        if self.settings.boost_on_time and ws.boost > 1.0 and problem.budget_ms > workflow.slo_ms * (1 + 1e-9):
+            # the capacity feedback's rate is a hedge against bursts the model does not see: never
+            # so far that the plan for it is late by the model itself (batches that wait to fill)
+            lower = round(max(1.0, ws.boost / BOOST_STEP), 9)
+            rate_rps, ws.boost = on_rate_grid(rate_rps * lower / ws.boost), lower
+            return self._plan(workflow, ws, state, rate_rps, cv2, current, now_s)
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
         hopeless = not fits and self._hopeless_counts() and _fastest_executions_ms(workflow, problem) > workflow.slo_ms
         if not ws.calm and not fits and not hopeless and ws.plan is not None \

@@ -12,8 +12,8 @@ from ..model.config import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS
 from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
-ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "degraded",
-             "late", "rollback", "starting", "bridge", "burst", "newest", "waits", "calibration")
+ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
+             "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "waits", "calibration")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,12 @@ class ControlSettings:
     more replicas share the same cores and misses come from contention,
     which calibration measures: there it planned for twice the load while
     a slow host's misses went on (``docs/local.md``)."""
+    boost_on_time: bool = True
+    """The capacity feedback's rate goes no higher than a plan for it still
+    meets the SLO by the model: where the plan for the boosted rate is one
+    of the degraded ones (a budget beyond the SLO, batches that wait to
+    fill), the boost steps back down until a plan meets the SLO, or to 1.
+    Off: the boosted rate is planned for whatever its plan's latency."""
     exec_calibration: bool = True
     """Each function's profile is scaled by its observed over profiled
     execution time (bounded, smoothed; ``docs/control.md``, calibration).
@@ -400,6 +406,8 @@ class ControlSettings:
             return replace(self, feedback=False)
         if mechanism == "capacity":
             return replace(self, capacity_feedback=False)
+        if mechanism == "ontime":
+            return replace(self, boost_on_time=False)
         if mechanism == "degraded":
             return replace(self, degraded_cheapest=False)
         if mechanism == "late":
