@@ -868,43 +868,22 @@ class ControlLaw:
         rate it is for is ``offered_rps``, else the rate over its headroom."""
         profiles = self._profiles(workflow, state, now_s)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
-        problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, now_s=now_s)
-        covered_rps, admit_rps = rate_rps, None
-        ws.demand = busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
-        part = self._busy_part(workflow.name, state, busy)
-        if busy > part * (1 + 1e-9) and problem.rate_rps > self.settings.min_rate_rps:
-            # the node is full: plan for the rate that fits its part (busy time grows with the rate), admit that
-            covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
-            problem, choices, stats, _ = self._choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
-            fits = False
-        down, up, starting = self._pins(workflow, ws, choices, current, now_s, state)
-        kept: dict = {}
-        if starting:
-            # in a step, instances still starting keep their share: more of them, not a restart of the restart
-            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**down, **starting})
-            if again is not None and (again[3] or not fits):
-                problem, choices, stats, fits = again
-                kept = starting
-                down, up, _ = self._pins(workflow, ws, choices, current, now_s, state)
-        # a restart for a larger share is not taken when the plan at the running
-        # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
-        if up:
-            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down, **up})
-            if again is not None and again[3] and \
-                    _cost(again[1]) * (1.0 - self.settings.min_share_saving) <= _cost(choices) + 1e-9:
-                problem, choices, stats, fits = again
-                down = {}
-        # a restart for a smaller share that saves too little is not taken
-        if down:
-            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down})
-            if again is not None and (again[3] or not fits):
-                problem, choices, stats, fits = again
-        if self.settings.boost_on_time and ws.boost > 1.0 and problem.budget_ms > workflow.slo_ms * (1 + 1e-9):
-            # the capacity feedback's rate is a hedge against bursts the model does not see: never
-            # so far that the plan for it is late by the model itself (batches that wait to fill)
-            lower = round(max(1.0, ws.boost / BOOST_STEP), 9)
-            rate_rps, ws.boost = on_rate_grid(rate_rps * lower / ws.boost), lower
-            return self._plan(workflow, ws, state, rate_rps, cv2, current, now_s)
+        chosen = self._planned(workflow, ws, state, profiles, rate_rps, arrival_cv2, current, now_s)
+        if self.settings.boost_on_time and ws.boost > 1.0 and _late(workflow, chosen[0]):
+            # the capacity feedback's rate is a hedge against bursts the model does not see: not
+            # so far that its plan is late by the model itself (on a full cluster, batches that
+            # wait to fill) where a plan for less would be on time — the largest such boost
+            boost, highest = ws.boost, rate_rps
+            if not _late(workflow, self._planned(workflow, ws, state, profiles, on_rate_grid(highest / boost),
+                                                 arrival_cv2, current, now_s)[0]):
+                while boost > 1.0:
+                    boost = round(max(1.0, boost / BOOST_STEP), 9)
+                    rate = on_rate_grid(highest * boost / ws.boost)
+                    again = self._planned(workflow, ws, state, profiles, rate, arrival_cv2, current, now_s)
+                    if not _late(workflow, again[0]):
+                        rate_rps, chosen, ws.boost, offered_rps = rate, again, boost, None
+                        break
+        problem, choices, stats, fits, admit_rps, ws.demand = chosen
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
         hopeless = not fits and self._hopeless_counts() and _fastest_executions_ms(workflow, problem) > workflow.slo_ms
         if not ws.calm and not fits and not hopeless and ws.plan is not None \
@@ -946,6 +925,46 @@ class ControlLaw:
             ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
         ws.downstream_ms = _after(workflow, {name: option.latency_ms for name, option in choices.items()})
         ws.downstream_exec_ms = _after(workflow, {name: option.exec_ms for name, option in choices.items()})
+
+    def _planned(self, workflow: Workflow, ws: WorkflowState, state: ControlState, profiles: ProfileSet,
+                 rate_rps: float, arrival_cv2: Optional[float], current: Mapping[StageKey, InstanceGroup],
+                 now_s: float):
+        """(problem, choices, stats, fits, the rate to admit or None, the
+        plan's busy demand) of the plan :meth:`_plan` would make for
+        ``rate_rps``: the capacity's part, the shares kept while instances
+        start, the restarts worth taking. Changes nothing of ``ws``'s."""
+        problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, now_s=now_s)
+        covered_rps, admit_rps = rate_rps, None
+        demand = busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
+        part = self._busy_part(workflow.name, state, busy)
+        if busy > part * (1 + 1e-9) and problem.rate_rps > self.settings.min_rate_rps:
+            # the node is full: plan for the rate that fits its part (busy time grows with the rate), admit that
+            covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
+            problem, choices, stats, _ = self._choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
+            fits = False
+        down, up, starting = self._pins(workflow, ws, choices, current, now_s, state)
+        kept: dict = {}
+        if starting:
+            # in a step, instances still starting keep their share: more of them, not a restart of the restart
+            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**down, **starting})
+            if again is not None and (again[3] or not fits):
+                problem, choices, stats, fits = again
+                kept = starting
+                down, up, _ = self._pins(workflow, ws, choices, current, now_s, state)
+        # a restart for a larger share is not taken when the plan at the running
+        # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
+        if up:
+            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down, **up})
+            if again is not None and again[3] and \
+                    _cost(again[1]) * (1.0 - self.settings.min_share_saving) <= _cost(choices) + 1e-9:
+                problem, choices, stats, fits = again
+                down = {}
+        # a restart for a smaller share that saves too little is not taken
+        if down:
+            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down})
+            if again is not None and (again[3] or not fits):
+                problem, choices, stats, fits = again
+        return problem, choices, stats, fits, admit_rps, demand
 
     def _adds_capacity(self, workflow: Workflow, ws: WorkflowState, profiles: ProfileSet, choices,
                        current: Mapping[StageKey, InstanceGroup]) -> bool:
@@ -1303,6 +1322,11 @@ class ControlLaw:
         larger = ws.larger.get(stage, [(group, 1.0) for group in groups])
         return [big if bridging or (s.burst_batching and group.max_wait_ms == 0 and gain >= s.burst_min_gain)
                 else group for group, (big, gain) in zip(groups, larger)]
+
+
+def _late(workflow: Workflow, problem) -> bool:
+    """Is a plan for ``problem`` late by the model: made for a budget beyond the SLO?"""
+    return problem.budget_ms > workflow.slo_ms * (1 + 1e-9)
 
 
 def _late_said(ws: WorkflowState) -> str:

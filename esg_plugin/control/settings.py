@@ -41,10 +41,14 @@ class ControlSettings:
     a slow host's misses went on (``docs/local.md``)."""
     boost_on_time: bool = True
     """The capacity feedback's rate goes no higher than a plan for it still
-    meets the SLO by the model: where the plan for the boosted rate is one
-    of the degraded ones (a budget beyond the SLO, batches that wait to
-    fill), the boost steps back down until a plan meets the SLO, or to 1.
-    Off: the boosted rate is planned for whatever its plan's latency."""
+    meets the SLO by the model, where a plan for the rate itself does: when
+    the plan for the boosted rate is one of the degraded ones (a budget
+    beyond the SLO — on a full cluster, batches that wait to fill) and the
+    plan without the boost is not, the boost steps back down (÷
+    ``law.BOOST_STEP`` at a time) to the largest whose plan is on time.
+    Where the plan for the rate itself is late too, the boost climbs as
+    before (more replicas may reach a plan on time). Off: the boosted rate
+    is planned for whatever its plan's latency."""
     exec_calibration: bool = True
     """Each function's profile is scaled by its observed over profiled
     execution time (bounded, smoothed; ``docs/control.md``, calibration).

@@ -774,8 +774,7 @@ def test_where_no_plan_can_meet_the_slo_the_cheapest_runs_and_its_misses_raise_n
     than a 5-ms SLO, so every request misses whatever runs: the cheapest
     plan that keeps up, not the fastest (dearest) one, and the misses —
     expected — raise neither the margin nor the rate planned for.
-    Switched off, the margin goes on to its limit and the plan grows (the
-    rate planned for does not: a plan for more is late too, ``boost_on_time``).
+    Switched off, both feedbacks go on to their limits and the plan grows.
     On a time-shared node, where the slowness is in part the plan's own
     contention, the cheapest plan is not forced (admission answers there)."""
     wf, profiles = chain
@@ -798,7 +797,7 @@ def test_where_no_plan_can_meet_the_slo_the_cheapest_runs_and_its_misses_raise_n
     assert "no plan can meet the SLO: the fastest executions alone take 2.20 x it" in said[0]
     assert not states["shared"].workflows["w"].hopeless and costs["shared"][0] > costs["on"][0]
     assert costs["on"][0] == costs["on"][1] == costs["capped"][0] < unlimited_fastest_cost(tight, profiles)
-    assert off.margin == settings.max_margin and off.boost == 1.0 and costs["off"][1] > costs["on"][1]
+    assert off.margin == settings.max_margin and off.boost > 1.0 and costs["off"][1] > costs["on"][1]
 
 
 def test_while_requests_miss_a_cheaper_plan_is_taken_only_if_it_meets_its_budget(chain):
@@ -835,16 +834,12 @@ def test_misses_at_the_largest_margin_never_trade_capacity_for_a_looser_budget(c
     share, as many instances). Such a degraded re-plan is not taken while
     requests miss: every cheaper one taken adds capacity at some stage
     (held-out random-1136: 74% with it, 94% without). Here with
-    ``late_plans`` and ``boost_on_time`` off: a 5-ms SLO no plan can meet is
-    what drives the feedback to its limits (with the first on, such misses
-    raise nothing:
-    ``test_where_no_plan_can_meet_the_slo_the_cheapest_runs_and_its_misses_raise_nothing``;
-    with the second, no rate is planned for whose plan is late:
-    ``test_the_rate_planned_for_misses_goes_no_higher_than_a_plan_on_time``)."""
+    ``late_plans`` off: a 5-ms SLO no plan can meet is what drives the
+    feedback to its limits (with it on, such misses raise nothing:
+    ``test_where_no_plan_can_meet_the_slo_the_cheapest_runs_and_its_misses_raise_nothing``)."""
     wf, profiles = chain
     law = ControlLaw([dataclasses.replace(wf, slo_ms=5.0)], profiles,
-                     ControlSettings(feedback_cooldown_s=1.0, max_margin=0.1, late_plans=False,
-                                     boost_on_time=False))
+                     ControlSettings(feedback_cooldown_s=1.0, max_margin=0.1, late_plans=False))
 
     def served_rps(groups):
         return {stage: sum(g.count * g.batch_size * 1000.0 / profiles[f].latency(g.batch_size, g.gpu_share)
@@ -871,7 +866,10 @@ def test_the_rate_planned_for_misses_goes_no_higher_than_a_plan_on_time(chain):
     late (batches that wait to fill). Misses at the largest margin raise the
     rate planned for as far as a plan for it is on time, and say so; off, the
     boost climbs to ``max_boost`` and a plan late by 4 x the SLO runs (the
-    wide random-147 of docs/EVALUATION.md: a 40-ms workflow planned for 109 ms)."""
+    wide random-147 of docs/EVALUATION.md: a 40-ms workflow planned for 109 ms).
+    Where the plan for the rate itself is late too, the boost still climbs:
+    ``test_where_no_plan_can_meet_the_slo_the_cheapest_runs_and_its_misses_raise_nothing``
+    (and more replicas may reach a plan on time further up)."""
     wf, profiles = chain
     tight = dataclasses.replace(wf, slo_ms=11.4)
     late_by, boosts, said = {}, {}, []
