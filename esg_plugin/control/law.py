@@ -932,7 +932,8 @@ class ControlLaw:
         """(problem, choices, stats, fits, the rate to admit or None, the
         plan's busy demand) of the plan :meth:`_plan` would make for
         ``rate_rps``: the capacity's part, the shares kept while instances
-        start, the restarts worth taking. Changes nothing of ``ws``'s."""
+        start, the restarts worth taking. Changes nothing of ``ws``'s but
+        the search's cache (``searched``)."""
         problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, now_s=now_s)
         covered_rps, admit_rps = rate_rps, None
         demand = busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
