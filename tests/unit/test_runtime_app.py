@@ -174,6 +174,33 @@ def test_a_connection_waiting_for_a_head_is_either_reaped_or_taken_back_never_bo
         assert connections.close_waiting() == 0
 
 
+@pytest.mark.parametrize("reaped", [False, True])
+def test_a_head_read_as_its_connection_is_reaped_is_not_run(reaped):
+    """The server's side of the handoff above: the reaper firing between a
+    request head's arrival and its thread taking the connection back (the
+    race, made certain by reaping inside ``parse_request``) makes the head
+    no request; without the reaper the same head is one."""
+    import socket
+    import types
+    from esg_plugin.runtime.server import Connections, QuietHandler
+
+    a, b = socket.socketpair()
+    with a, b:
+        handler = object.__new__(QuietHandler)  # no __init__: it would serve the connection at once
+        handler.server = types.SimpleNamespace(connections=Connections())
+        handler.connection, handler.rfile = a, a.makefile("rb")
+
+        def parse_request(self):
+            head = QuietHandler.parse_request(self)
+            if reaped:
+                self.server.connections.close_waiting()
+            return head
+        handler.parse_request = types.MethodType(parse_request, handler)
+        b.sendall(b"POST / HTTP/1.1\r\nHost: esg\r\nContent-Length: 0\r\n\r\n")
+        assert handler._read_head() is (not reaped)
+        handler.rfile.close()
+
+
 def test_a_share_put_is_live_where_the_runtime_can_reshare_and_a_restart_elsewhere():
     handler = handler_module(handle=lambda e, c: "x")
     auth = {"Authorization": "Bearer tok"}
