@@ -874,12 +874,14 @@ class ControlLaw:
             # so far that its plan is late by the model itself (on a full cluster, batches that
             # wait to fill) where a plan for less would be on time — the largest such boost
             boost, highest = ws.boost, rate_rps
-            if not _late(workflow, self._planned(workflow, ws, state, profiles, on_rate_grid(highest / boost),
-                                                 arrival_cv2, current, now_s)[0]):
+            unboosted = self._planned(workflow, ws, state, profiles, on_rate_grid(highest / boost), arrival_cv2,
+                                      current, now_s)
+            if not _late(workflow, unboosted[0]):
                 while boost > 1.0:
                     boost = round(max(1.0, boost / BOOST_STEP), 9)
                     rate = on_rate_grid(highest * boost / ws.boost)
-                    again = self._planned(workflow, ws, state, profiles, rate, arrival_cv2, current, now_s)
+                    again = unboosted if boost == 1.0 else \
+                        self._planned(workflow, ws, state, profiles, rate, arrival_cv2, current, now_s)
                     if not _late(workflow, again[0]):
                         rate_rps, chosen, ws.boost, offered_rps = rate, again, boost, None
                         break
