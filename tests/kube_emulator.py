@@ -255,6 +255,8 @@ class KubeEmulator:
         self.knative: dict[tuple[str, str], dict] = {}
         self.pod_ips: dict[str, list[str]] = {}
         """function name -> IPs of its running pods (label faas_function)."""
+        self.unschedulable: dict[str, int] = {}
+        """function name -> its pods the scheduler found no room for (``Pending``, ``Unschedulable``)."""
         self.lock = threading.Lock()
         self.failures: list[int] = []
         self.requests: list[tuple[str, str]] = []
@@ -428,11 +430,27 @@ class KubeEmulator:
             return self._object(table, method, group, resource, namespace, name, sub, content_type, body)
 
     def _pods(self, url):
-        selector = parse_qs(url.query).get("labelSelector", [""])[0]
-        function = selector.split("=", 1)[1] if selector.startswith("faas_function=") else None
-        items = [{"metadata": {"name": f"{function}-{i}", "labels": {"faas_function": function}},
-                  "status": {"podIP": ip, "phase": "Running"}}
-                 for i, ip in enumerate(self.pod_ips.get(function, []))]
+        """The function pods (label ``faas_function``) that match the list's
+        label selector (``faas_function=NAME``, or the label's existence) and
+        field selector (``status.phase=PHASE``), as the real server filters."""
+        query = parse_qs(url.query)
+        selector = query.get("labelSelector", [""])[0]
+        phase = query.get("fieldSelector", [""])[0]
+        pods = [{"metadata": {"name": f"{fn}-{i}", "labels": {"faas_function": fn}},
+                 "status": {"podIP": ip, "phase": "Running"}}
+                for fn, ips in self.pod_ips.items() for i, ip in enumerate(ips)]
+        pods += [{"metadata": {"name": f"{fn}-pending-{i}", "labels": {"faas_function": fn}},
+                  "status": {"phase": "Pending", "conditions": [{
+                      "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                      "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpucores."}]}}
+                 for fn, count in self.unschedulable.items() for i in range(count)]
+        if selector.startswith("faas_function="):
+            pods = [p for p in pods if p["metadata"]["labels"]["faas_function"] == selector.split("=", 1)[1]]
+        elif selector not in ("", "faas_function"):
+            pods = []  # no other labels here
+        if phase.startswith("status.phase="):
+            pods = [p for p in pods if p["status"]["phase"] == phase.split("=", 1)[1]]
+        items = pods
         return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.version)},
                      "items": items}, []
 

@@ -251,6 +251,23 @@ class WorkflowState:
     the stage's part of the SLO, with no batching wait, each with how many
     times the items a millisecond of the planned batch it serves
     (:func:`_larger_batches`)."""
+    no_room: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Per stage: (a share the platform found no room for, until when its
+    plans stay below it) (``below_no_room``)."""
+    no_room_before: Optional[dict[str, tuple[int, float]]] = None
+    """``no_room`` before the holds the last tick added, until a plan has
+    tried them: kept only where the plan below them meets its budget, or
+    the one without them does not either."""
+    no_room_said: str = ""
+    """Whether the last re-plan took the holds just added (for its reason)."""
+    no_room_tried: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Per stage: (a share found without room whose hold was not taken, until
+    when it is not tried again)."""
+    no_room_times: dict[str, int] = field(default_factory=dict)
+    """Per stage: how many times it found no room (the hold doubles with each)."""
+    unplaced_since: dict[str, list[float]] = field(default_factory=dict)
+    """Per stage: [since when the platform has found no room for some of its
+    instances, requests that left its queue since, their summed wait in ms]."""
     bridge_from_s: dict[str, float] = field(default_factory=dict)
     """Per stage, when a re-plan added replicas beside its running ones at
     their share: while those start, the running ones carry their load
@@ -294,6 +311,9 @@ class ControlState:
     starting: Mapping[StageKey, int] = field(default_factory=dict)
     """Per stage: its instances not yet in service, as the last observation
     said (``Observation.starting``; a stage absent: not known)."""
+    unplaced: Mapping[StageKey, int] = field(default_factory=dict)
+    """Per stage: its instances the platform found no room for, as the last
+    observation said (``Observation.unplaced``)."""
     searches_left: int = 0
     """The wait feedback's searches still allowed in this tick: as many as
     re-plans (``max_replans_per_tick``), so that misses on every workflow at
@@ -354,6 +374,7 @@ class ControlLaw:
                 state.first_observation_s = now_s
             state.running_shares = self._running_shares(state, current or {})
             state.starting = dict(observation.starting)
+            state.unplaced = dict(observation.unplaced)
             state.searches_left = self.settings.max_replans_per_tick
             self._calibrate(observation, state, state.running_shares, now_s)
             wishes = []
@@ -386,9 +407,10 @@ class ControlLaw:
                 self._plan(self._as_measured(self.workflows[name], ws), ws, state, target, cv2, current or {},
                            now_s, offered)
                 changed.append(name)
-                reasons[name] = why + _late_said(ws) + (
+                reasons[name] = why + ws.no_room_said + _late_said(ws) + (
                     f"; planned for {ws.boost:.2f} x the rate: a plan for more is late by the model"
                     if ws.boost < boost else "")
+                ws.no_room_said = ""
         return self._decision(state, tuple(changed), reasons, now_s)
 
     def _as_measured(self, workflow: Workflow, ws: WorkflowState) -> Workflow:
@@ -482,6 +504,9 @@ class ControlLaw:
         if why is None and (slower or (faster_due and calm)):
             ws.faster.reset()
             why = "execution times moved: re-planned"
+        room = self._no_room(workflow, ws, state, obs, missing, now_s)
+        if room is not None:
+            why = room if why is None else f"{why}; {room}"
         if why is None and ws.plan is not None and s.busy_capacity is not None:
             part = self._busy_part(workflow.name, state, ws.demand)
             if ws.busy > part * (1 + BUSY_FREED) + 1e-9 or \
@@ -490,6 +515,60 @@ class ControlLaw:
         if why is None:
             return None
         return why, target, obs.arrival_cv2 * ws.wait_factor, offered
+
+    def _no_room(self, workflow: Workflow, ws: WorkflowState, state: ControlState, obs: WorkflowObservation,
+                 missing: bool, now_s: float) -> Optional[str]:
+        """Why to re-plan now where the workflow misses and the platform has
+        found no room for a stage's instances for longer than its function
+        takes to start (a rolling update frees the room its new instances
+        need within about that), while the requests at that stage waited
+        longer than the plan's whole time there (what runs is too little),
+        at a share its plans may still take; else None. The holds that ended
+        are dropped (``below_no_room``)."""
+        for holds in (ws.no_room, ws.no_room_tried):
+            for stage, (_, until_s) in list(holds.items()):
+                if now_s >= until_s:
+                    del holds[stage]
+        for st in workflow.stages:
+            if state.unplaced.get((workflow.name, st.name), 0) <= 0:
+                ws.unplaced_since.pop(st.name, None)
+                continue
+            since = ws.unplaced_since.setdefault(st.name, [now_s, 0.0, 0.0])
+            reading = obs.stage_wait.get(st.name)
+            try:
+                count, total_ms = reading if reading is not None else (0, 0.0)
+            except (TypeError, ValueError):
+                continue  # no pair: not believed
+            if is_number(count) and is_number(total_ms) and count > 0 and total_ms >= 0:
+                since[1] += count
+                since[2] += total_ms
+        if not self.settings.below_no_room or not missing or ws.plan is None:
+            return None
+        if ws.no_room:
+            return None  # one hold at a time: a plan below one share moves the others
+        starved = []
+        for st in workflow.stages:
+            groups = ws.groups.get(st.name)
+            since = ws.unplaced_since.get(st.name)
+            planned = ws.plan.stages.get(st.name)
+            if not groups or since is None or planned is None or \
+                    now_s - since[0] < self.profiles[st.function].cold_start_ms / 1000.0 or \
+                    not since[1] or since[2] / since[1] <= planned.latency_ms:
+                continue
+            share = max(group.gpu_share for group in groups)
+            tried = ws.no_room_tried.get(st.name)
+            if (tried is not None and share >= tried[0]) or \
+                    not (self.profiles[st.function].runnable_arrays()[1] < share).any():
+                continue  # tried below it, or nothing smaller runs
+            starved.append((since[2] / since[1] / planned.latency_ms, st.name, share))
+        if not starved:
+            return None
+        _, stage, share = max(starved)  # the stage whose requests waited longest for what it runs
+        times = ws.no_room_times.get(stage, 0)
+        ws.no_room_before = {}
+        ws.no_room[stage] = (share, now_s + self.settings.scale_down_delay_s * 2 ** min(times, 3))
+        ws.no_room_times[stage] = times + 1
+        return f"no room for {stage}'s {share}% instances"
 
     def _rollback(self, ws: WorkflowState, fresh: bool, now_s: float, target: float) -> Optional[float]:
         """The rate to go back to when the last scale-down brought fresh
@@ -869,6 +948,21 @@ class ControlLaw:
         profiles = self._profiles(workflow, state, now_s)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         chosen = self._planned(workflow, ws, state, profiles, rate_rps, arrival_cv2, current, now_s)
+        if ws.no_room_before is not None:
+            before, ws.no_room_before = ws.no_room_before, None
+            ws.no_room_said = ": planned below that share"
+            if not chosen[3]:
+                # planned below the shares just found without room, the plan misses its budget: where
+                # the plan without those holds meets it, or a tighter one, the holds are not taken —
+                # that plan runs and waits for room (``below_no_room``)
+                held, ws.no_room = ws.no_room, before
+                without = self._planned(workflow, ws, state, profiles, rate_rps, arrival_cv2, current, now_s)
+                if without[3] or without[0].budget_ms < chosen[0].budget_ms * (1 - 1e-9):
+                    chosen = without
+                    ws.no_room_tried.update({stage: hold for stage, hold in held.items() if before.get(stage) != hold})
+                    ws.no_room_said = ": not planned below it, the plan below it is later by the model"
+                else:
+                    ws.no_room = held
         if self.settings.boost_on_time and ws.boost > 1.0 and _late(workflow, chosen[0]):
             # the capacity feedback's rate is a hedge against bursts the model does not see: not
             # so far that its plan is late by the model itself (on a full cluster, batches that
@@ -916,6 +1010,7 @@ class ControlLaw:
             before = _running(workflow, ws, stage, current)
             if before is not None and before.gpu_share != option.config.gpu_share:
                 ws.share_changed_s[stage] = now_s
+                ws.unplaced_since.pop(stage, None)  # room for the new share is yet to be found
             if before is None or before.gpu_share != option.config.gpu_share or option.replicas > before.count:
                 ws.started_s[stage] = now_s
             if before is None or before.gpu_share != option.config.gpu_share:
@@ -1025,7 +1120,7 @@ class ControlLaw:
             return self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, shares)
         capacity = self._capacity_left(workflow, state)
         asked = (now_s, workflow.hop_ms, rate_rps, arrival_cv2, ws.margin, capacity,
-                 tuple(id(profiles[st.function]) for st in workflow.stages))
+                 tuple(id(profiles[st.function]) for st in workflow.stages), tuple(ws.no_room.items()))
         if ws.searched is not None and ws.searched[0] == asked:
             return ws.searched[1]
         found = self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, capacity=capacity)
@@ -1036,9 +1131,11 @@ class ControlLaw:
         s = self.settings
         utilisations = tuple(s.utilisations)
         first = 1.0 - ws.margin
+        below = _below(ws)
         if not s.degraded_cheapest:
             return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
-                                      shares, utilisations[1:], s.queue_quantile, s.no_wait_options, s.queueing_model)
+                                      shares, utilisations[1:], s.queue_quantile, s.no_wait_options, s.queueing_model,
+                                      below)
         solve = get_policy(self.policy)
         capacity = self._capacity_left(workflow, state) if capacity is None else capacity
         quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
@@ -1057,7 +1154,8 @@ class ControlLaw:
                 built[quantile] = build_problem(workflow, profiles, rate_rps, utilisations[0],
                                                 shares=shares, arrival_cv2=arrival_cv2,
                                                 utilisations=utilisations[1:], queue_quantile=quantile,
-                                                no_wait=s.no_wait_options, queueing_model=s.queueing_model)
+                                                no_wait=s.no_wait_options, queueing_model=s.queueing_model,
+                                                shares_below=below)
             if factor > 1.0 and self._hopeless_counts():
                 executions_ms = _fastest_executions_ms(workflow, built[quantile])
                 if executions_ms > workflow.slo_ms:
@@ -1081,21 +1179,21 @@ class ControlLaw:
         choices = problem.choices(cheapest)
         if _cost(choices) > capacity and rate_rps > s.min_rate_rps:
             # even the cheapest plan does not fit: cover the largest rate that does
-            fits = self._fitting(workflow, profiles, capacity, shares)
+            fits = self._fitting(workflow, profiles, capacity, shares, below)
             # a price rises with the rate: where the least rate does not fit, none does (the bisection's 0)
             low = _largest_fitting(rate_rps, fits) if fits(np.array([s.min_rate_rps]))[0] else 0.0
             if low > 0:
                 return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
 
-    def _fitting(self, workflow: Workflow, profiles: ProfileSet, capacity: float, shares=None):
+    def _fitting(self, workflow: Workflow, profiles: ProfileSet, capacity: float, shares=None, below=None):
         """Whether the cheapest plan at each of an array of rates (the least
         rate where below it) holds no more than ``capacity``: an array of
         rates in, one of bools out (``CheapestPlanCosts``)."""
         s = self.settings
         utilisations = tuple(s.utilisations)
         pricing = CheapestPlanCosts(workflow, profiles, utilisations[0], shares=shares,
-                                    utilisations=utilisations[1:], no_wait=s.no_wait_options)
+                                    utilisations=utilisations[1:], no_wait=s.no_wait_options, shares_below=below)
         return lambda rates: pricing.at(np.maximum(rates, s.min_rate_rps)) / 100.0 <= capacity
 
     def _nothing_fits(self, workflow: Workflow, state: ControlState, profiles: ProfileSet) -> bool:
@@ -1105,8 +1203,8 @@ class ControlLaw:
         that needs only that answer (the wait feedback's) is spared it."""
         if self.settings.capacity_gpus is None or not self.settings.degraded_cheapest:
             return False
-        return not self._fitting(workflow, profiles, self._capacity_left(workflow, state))(
-            np.array([self.settings.min_rate_rps]))[0]
+        return not self._fitting(workflow, profiles, self._capacity_left(workflow, state), None,
+                                 _below(state.workflows.get(workflow.name)))(np.array([self.settings.min_rate_rps]))[0]
 
     def _busy_part(self, name: str, state: ControlState, demand: float) -> float:
         """A workflow's part of ``busy_capacity`` for its ``demand``: all of
@@ -1449,6 +1547,13 @@ def excess_backlog(obs: WorkflowObservation, planned_rps: Optional[float], slo_m
     drains within the SLO needs no more capacity)."""
     served_in_time = (planned_rps or 0.0) * slo_ms / 1000.0
     return max(0.0, obs.backlog - served_in_time)
+
+
+def _below(ws: Optional[WorkflowState]) -> Optional[dict[str, int]]:
+    """The shares the workflow's stages are planned below (``WorkflowState.no_room``), or None."""
+    if ws is None or not ws.no_room:
+        return None
+    return {stage: share for stage, (share, _) in ws.no_room.items()}
 
 
 def _running(workflow: Workflow, ws: WorkflowState, stage: str,

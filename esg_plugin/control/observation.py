@@ -119,3 +119,8 @@ class Observation:
     ran since the last tick — processor time over execution time (1: the
     whole execution on a core; less: waiting for one, on a time-shared
     node), where the runtime says (``esg_exec_cpu_seconds``)."""
+    unplaced: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Per (workflow, stage): its instances wanted that the platform found
+    no room for — no GPU with that much of its share free (Kubernetes: pods
+    ``Pending`` with ``PodScheduled`` false, reason ``Unschedulable``) —
+    where the platform says; a stage absent here: none, or not known."""

@@ -13,7 +13,8 @@ from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
-             "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "waits", "calibration")
+             "degraded", "late", "rollback", "starting", "room", "bridge", "burst", "newest", "waits",
+             "calibration")
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,16 @@ class ControlSettings:
     when it saves at least this share of the stage's cost; a larger one only
     when the plan at the running shares misses the SLO or costs more than
     1 / (1 - this) times as much."""
+    below_no_room: bool = True
+    """A stage whose instances the platform found no room for
+    (``Observation.unplaced``: no GPU with that much of its share free,
+    a fragmented cluster) is planned below that share — where it has a
+    smaller one — at once, and for ``scale_down_delay_s`` × 2^(times it
+    happened to the stage before, at most 3) after: smaller instances fit
+    the gaps the others leave. Else the stage waits for room that may never
+    come, with what its rolling update left it (Kubernetes keeps a
+    Deployment's new pods ``Pending`` and scales the old ones down all the
+    same). Off: each re-plan picks its shares afresh, whatever was placed."""
     bridge_batching: bool = True
     """While replicas a re-plan added beside a stage's running ones (at
     their share) start — the function's cold start — the running ones carry
@@ -420,6 +431,8 @@ class ControlSettings:
             return replace(self, rollback=False)
         if mechanism == "starting":
             return replace(self, keep_starting=False)
+        if mechanism == "room":
+            return replace(self, below_no_room=False)
         if mechanism == "bridge":
             return replace(self, bridge_batching=False)
         if mechanism == "burst":

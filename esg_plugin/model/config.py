@@ -313,7 +313,8 @@ class LeastCosts:
     array of rates by :meth:`at`: for a search of the largest rate a
     capacity fits, which prices the same functions at many rates.
 
-    ``functions``: (profile, fanout, share or None) of each, one or more."""
+    ``functions``: (profile, fanout, share or None[, a share to stay below
+    or None]) of each, one or more."""
 
     def __init__(self, functions: Sequence[tuple[FunctionProfile, int, int | None]],
                  utilisation: float = DEFAULT_UTILISATION, utilisations: Sequence[float] = (),
@@ -321,8 +322,8 @@ class LeastCosts:
         if not functions:
             raise ModelError("no functions to price")
         target = max(_targets(utilisation, utilisations))
-        parts = [(fanout, _cheapest_candidates(profile, target, no_wait, share))
-                 for profile, fanout, share in functions]
+        parts = [(fanout, _cheapest_candidates(profile, target, no_wait, share, below[0] if below else None))
+                 for profile, fanout, share, *below in functions]
         self.runnable = all(len(columns[0]) for _, columns in parts)  # else a function has no configuration
         self.fanout = np.concatenate([np.full(len(columns[0]), fanout) for fanout, columns in parts])
         self.exec_ms, self.served, self.gpu_share = (np.concatenate([columns[i] for _, columns in parts])
@@ -350,16 +351,19 @@ is left out."""
 
 
 @functools.lru_cache(maxsize=OPTION_CACHE_ENTRIES)
-def _cheapest_candidates(profile: FunctionProfile, target: float, no_wait: bool,
-                         share: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cheapest_candidates(profile: FunctionProfile, target: float, no_wait: bool, share: int | None,
+                         below: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(exec_ms, served per replica at ``target``, share) of the
     configurations that can be the cheapest at some rate: at one share the
     cost is the replica count times the share, and the replica count grows
     with the execution per unit served, so only the least of each share's
-    can be (those within :data:`_SAME_RATIO` of it kept, rounding aside)."""
+    can be (those within :data:`_SAME_RATIO` of it kept, rounding aside).
+    Only those at ``share`` where given, below ``below`` where given."""
     b, g, e, fill = _configurations(profile, no_wait)
     if share is not None:
         b, g, e, fill = (column[g == share] for column in (b, g, e, fill))
+    if below is not None:
+        b, g, e, fill = (column[g < below] for column in (b, g, e, fill))
     served = _served_per_replica(fill, [target])[0]
     ratio = e / served
     shares, which = np.unique(g, return_inverse=True)

@@ -29,6 +29,10 @@ class FunctionState:
     ``status.readyReplicas``, the OpenFaaS gateway's ``availableReplicas``,
     the embedded platform's workers in the rotation); None where the
     platform does not say. Not part of the desired state: not compared."""
+    unplaced_replicas: Optional[int] = field(default=None, compare=False)
+    """Read back only: the replicas the platform found no room for (pods
+    ``Pending`` with ``PodScheduled`` false, reason ``Unschedulable``);
+    None where the platform does not say. Not compared."""
 
     @property
     def starting(self) -> Optional[int]:

@@ -66,6 +66,7 @@ def plan_with_fallback(
     queue_quantile: Optional[float] = None,
     no_wait: bool = False,
     queueing_model: str = DEFAULT_QUEUEING_MODEL,
+    shares_below=None,
 ):
     """Choices against ``SLO × first_factor``, else the first of
     :data:`DEGRADED_BUDGET_FACTORS` that fits, else the fastest plan at the
@@ -77,7 +78,7 @@ def plan_with_fallback(
         problem = build_problem(workflow, profiles, rate_rps, utilisation, budget_ms=workflow.slo_ms * factor,
                                 shares=shares, arrival_cv2=arrival_cv2,
                                 utilisations=utilisations, queue_quantile=queue_quantile, no_wait=no_wait,
-                                queueing_model=queueing_model)
+                                queueing_model=queueing_model, shares_below=shares_below)
         choices, stats = solve(problem, NO_LIMITS)
         if choices is not None:
             return problem, choices, stats, factor == first_factor

@@ -142,6 +142,7 @@ def build_problem(
     queue_quantile: Optional[float] = None,
     no_wait: bool = False,
     queueing_model: str = DEFAULT_QUEUEING_MODEL,
+    shares_below: Optional[Mapping[str, int]] = None,
 ) -> Problem:
     """Evaluate every stage's configurations at ``rate_rps``.
 
@@ -153,7 +154,9 @@ def build_problem(
     (the replica count becomes a decision, see ``option_arrays``);
     ``queue_quantile`` plans the queueing wait's quantile, not its mean;
     ``no_wait`` adds every batch size above 1 without a batching wait;
-    ``queueing_model`` is the queueing wait's model (``model/config.py``).
+    ``queueing_model`` is the queueing wait's model (``model/config.py``);
+    ``shares_below`` keeps some stages below a GPU share (one the cluster
+    found no room for).
     """
     rate_rps = check_rate(rate_rps)
     if not 0 < utilisation <= 1:
@@ -171,6 +174,10 @@ def build_problem(
             arrays[stage.name] = arrays[stage.name].where(arrays[stage.name].gpu_share == shares[stage.name])
             if len(arrays[stage.name].exec_ms) == 0:
                 raise PlannerError(f"stage '{stage.name}' cannot run at {shares[stage.name]}% share")
+        if shares_below and stage.name in shares_below:
+            arrays[stage.name] = arrays[stage.name].where(arrays[stage.name].gpu_share < shares_below[stage.name])
+            if len(arrays[stage.name].exec_ms) == 0:
+                raise PlannerError(f"stage '{stage.name}' cannot run below {shares_below[stage.name]}% share")
         if stage.name not in restrict:
             menus[stage.name] = StageMenu.from_arrays(stage.name, arrays[stage.name])
             continue
@@ -193,10 +200,11 @@ class CheapestPlanCosts:
 
     def __init__(self, workflow: Workflow, profiles: ProfileSet, utilisation: float = DEFAULT_UTILISATION,
                  shares: Optional[Mapping[str, int]] = None, utilisations: tuple[float, ...] = (),
-                 no_wait: bool = False):
+                 no_wait: bool = False, shares_below: Optional[Mapping[str, int]] = None):
         workflow.check_profiles(profiles)
-        self.pinned = bool(shares)
-        self.least = LeastCosts([(profiles[stage.function], stage.fanout, shares.get(stage.name) if shares else None)
+        self.pinned = bool(shares) or bool(shares_below)
+        self.least = LeastCosts([(profiles[stage.function], stage.fanout, (shares or {}).get(stage.name),
+                                  (shares_below or {}).get(stage.name))
                                  for stage in workflow.stages], utilisation, utilisations, no_wait)
 
     def at(self, rates_rps) -> np.ndarray:
@@ -207,5 +215,5 @@ class CheapestPlanCosts:
         total = self.least.at(rates)
         if not np.isfinite(total).all():
             raise PlannerError("a stage has no configuration that runs at some of these rates"
-                               + (" at its pinned share" if self.pinned else ""))
+                               + (" at the shares it is held to" if self.pinned else ""))
         return total

@@ -19,7 +19,8 @@ simulator's ``esg`` policy runs:
   observed mean execution time over the profile's time at the batch size
   they ran and the share they run, as the execution-time ratio; what each
   function runs now (so that a small share saving does not restart pods),
-  and its replicas not yet in service, where the platform says;
+  its replicas not yet in service, and those the platform found no room
+  for (pods ``Unschedulable``), where the platform says;
 - out: per function the law's instance group — replicas (bounded by
   ``min_replicas``..``max_replicas``), batch size, batching timeout (changes
   under ``wait_threshold_ms`` ignored) and share.
@@ -130,9 +131,11 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
             batches.setdefault(key, []).append(batch)
     starting = {key: current[fn].starting for key, fn in topology.functions.items()
                 if fn in current and current[fn].starting is not None}
+    unplaced = {key: current[fn].unplaced_replicas for key, fn in topology.functions.items()
+                if fn in current and current[fn].unplaced_replicas}
     return ControlObservation(observation.at_s, workflows, {k: sum(v) / len(v) for k, v in ratios.items()},
                               {k: sum(v) / len(v) for k, v in batches.items()}, starting,
-                              {k: sum(v) / len(v) for k, v in cpu.items()})
+                              {k: sum(v) / len(v) for k, v in cpu.items()}, unplaced)
 
 
 def offered_rps(topology: Topology, workflow: str, observation: Observation) -> Optional[tuple[float, float]]:

@@ -112,6 +112,8 @@ class View:
     """Instances of each stage placed and not yet ready (in their cold start)."""
     stage_wait: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     """Per stage: (requests taken from its queue for a batch since the last tick, their summed wait in ms)."""
+    unplaced: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Instances of each stage that the last reconfiguration wanted and found no room for."""
 
 
 class Policy:
@@ -728,7 +730,7 @@ class Simulator:
                 takes = sum(i.batch for i in stage.instances if i.ready and not i.retiring)
                 waiting = max(waiting, max(0, queued - takes) / stage.fanout)
             backlog[wf.name] = waiting
-        concurrency, instances, starting, stage_wait = {}, {}, {}, {}
+        concurrency, instances, starting, stage_wait, unplaced = {}, {}, {}, {}, {}
         for key, stage in self.stage_by_key.items():
             if stage.waited:
                 stage_wait[key] = (stage.waited, stage.waited_ms)
@@ -736,10 +738,12 @@ class Simulator:
             concurrency[key] = sum(len(lane.queue) for lane in stage.lanes) + stage.in_service
             instances[key] = sum(1 for i in stage.instances if not i.retiring)
             starting[key] = sum(1 for i in stage.instances if not i.retiring and not i.ready)
+            if stage.short:
+                unplaced[key] = stage.short
         ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}
         self.exec_done = {}
         return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting,
-                    stage_wait)
+                    stage_wait, unplaced)
 
 
 def _hopeless(stage: _Stage, req: _Request, t: float) -> bool:

@@ -75,7 +75,8 @@ def observation_from_view(view: View, short_window_s: float, long_window_s: Opti
             arrival_cv2=view.arrival_cv2.get(name, 1.0), backlog=view.backlog.get(name, 0.0), ok=ok, late=missed,
             stage_wait={stage: v for (wf, stage), v in view.stage_wait.items() if wf == name},
             long_window_s=min(long_window_s, view.now_s) if long_window_s and view.now_s > 0 else None)
-    return Observation(view.now_s, workflows, dict(view.exec_ratio), starting=dict(view.starting))
+    return Observation(view.now_s, workflows, dict(view.exec_ratio), starting=dict(view.starting),
+                       unplaced=dict(view.unplaced))
 
 
 class ControlledPolicy(Policy):

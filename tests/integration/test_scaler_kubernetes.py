@@ -156,6 +156,28 @@ def test_after_a_step_the_running_pods_carry_larger_batches_until_the_added_ones
     assert batch() == status.decision.plans["image"].stages["classify"].batch_size
 
 
+def test_pods_the_scheduler_found_no_room_for_reach_the_law_as_unplaced(world):
+    """A fragmented cluster: the scheduler leaves some of a function's pods
+    ``Pending`` with ``PodScheduled`` false, reason ``Unschedulable``. The
+    actuator counts them (one list of the namespace's pending function pods,
+    through the real client), and the law's observation carries them
+    (``Observation.unplaced``, for ``below_no_room``); other pending pods
+    (scheduled, pulling their image) are not counted."""
+    from esg_plugin.scaler.decider import control_observation
+    from esg_plugin.scaler.sources import Observation as ScalerObservation
+    topology, scaler, kube, gateway, clock = world
+    functions = list(topology.functions.values())
+    kube.unschedulable["image-classify"] = 2
+    states = scaler.actuator.current(functions)
+    assert states["image-classify"].unplaced_replicas == 2
+    assert all(states[fn].unplaced_replicas == 0 for fn in functions if fn != "image-classify")
+    observation = control_observation(topology, scaler.profiles, ScalerObservation(0.0, {}, "test", 30.0), states)
+    key = next(key for key, fn in topology.functions.items() if fn == "image-classify")
+    assert observation.unplaced == {key: 2}
+    kube.unschedulable.clear()
+    assert all(state.unplaced_replicas == 0 for state in scaler.actuator.current(functions).values())
+
+
 def test_a_failing_api_or_stale_metrics_change_nothing_and_never_stop_the_loop(world):
     topology, scaler, kube, gateway, clock = world
     for _ in range(4):

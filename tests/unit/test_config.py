@@ -205,20 +205,26 @@ def test_the_least_cost_is_the_cheapest_option_without_evaluating_the_others():
         rates = [rng.uniform(0.05, 400.0) for _ in range(12)]
         no_wait = rng.random() < 0.5
         share = rng.choice(profile.gpu_shares)
-        least, at_share = LeastCosts([(profile, 1, None)], 0.5, targets, no_wait).at(rates), \
-            LeastCosts([(profile, 1, share)], 0.5, targets, no_wait).at(rates)
+        least, at_share, below = LeastCosts([(profile, 1, None)], 0.5, targets, no_wait).at(rates), \
+            LeastCosts([(profile, 1, share)], 0.5, targets, no_wait).at(rates), \
+            LeastCosts([(profile, 1, None, share)], 0.5, targets, no_wait).at(rates)
         for i, rate in enumerate(rates):
             arrays = option_arrays(profile, rate, 0.5, utilisations=targets, no_wait=no_wait)
             assert least[i] == arrays.cost_pct.min()
             costs = arrays.cost_pct[arrays.gpu_share == share]
             assert at_share[i] == (costs.min() if len(costs) else np.inf)
+            costs = arrays.cost_pct[arrays.gpu_share < share]
+            assert below[i] == (costs.min() if len(costs) else np.inf)
     with pytest.raises(ModelError):
         LeastCosts([(profile, 1, None)]).at([1.0, -2.0])
     profiles = ProfileSet("t", {f"f{i}": random_monotone_profile(rng, f"f{i}", BATCH_SIZES, GPU_SHARES)
                                 for i in range(3)})
     workflow = Workflow.build("w", 200.0, [Stage("a", "f0"), Stage("b", "f1", ("a",)), Stage("c", "f2", ("a",))])
     rates = [0.5, 7.0, 60.0]
-    costs = CheapestPlanCosts(workflow, profiles, 0.5, shares={"b": 50}, utilisations=targets, no_wait=True).at(rates)
+    costs = CheapestPlanCosts(workflow, profiles, 0.5, shares={"b": 50}, utilisations=targets, no_wait=True,
+                              shares_below={"c": 60}).at(rates)
     for rate, cost in zip(rates, costs):
-        problem = build_problem(workflow, profiles, rate, 0.5, shares={"b": 50}, utilisations=targets, no_wait=True)
+        problem = build_problem(workflow, profiles, rate, 0.5, shares={"b": 50}, utilisations=targets, no_wait=True,
+                                shares_below={"c": 60})
         assert cost == sum(menu.min_cost_pct for menu in problem.menus.values())
+        assert set(problem.arrays["c"].gpu_share) == {g for g in profiles["f2"].runnable_arrays()[1] if g < 60}

@@ -154,6 +154,26 @@ def test_an_instance_that_does_not_fit_is_not_started():
     assert result.cost_gpu_s / workload.duration_s == pytest.approx(1.0)
 
 
+def test_a_policy_sees_the_instances_that_found_no_room_at_every_tick_they_are_retried():
+    """What Kubernetes shows as ``Unschedulable`` pods: the instances the last
+    reconfiguration wanted and could not place (``View.unplaced``, the law's
+    ``Observation.unplaced``), retried at every tick."""
+    workload, profiles = one_stage(10.0, 5.0, 10.0)  # 1 GPU
+
+    class Watching(Fixed):
+        interval_s = 1.0
+        seen: list = []
+
+        def decide(self, view):
+            self.seen.append(dict(view.unplaced))
+            return super().decide(view)
+
+    policy = Watching({("w", "s"): [InstanceGroup(1, 100, 2, 0.0)]})
+    simulate(workload, profiles, policy, SimConfig())
+    assert policy.seen[0] == {} and len(policy.seen) > 3
+    assert policy.seen[-3:] == [{("w", "s"): 1}] * 3
+
+
 @pytest.mark.parametrize("policy", POLICY_NAMES)
 def test_every_policy_runs_and_accounts_for_every_request(policy, examples_dir):
     from esg_plugin.loaders import load_profiles, load_workload

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from typing import Optional
 
 from ...model import FunctionState
@@ -33,6 +34,25 @@ class KubernetesActuator(ApiActuator):
         self.push_timeout_s = push_timeout_s
 
     # --- reading -----------------------------------------------------------
+    def current(self, functions):
+        """Each function's Deployment, with its pods the scheduler found no
+        room for (one list of the namespace's pending function pods)."""
+        states = super().current(functions)
+        try:
+            pending = retrying(lambda: self.core.list_namespaced_pod(
+                self.namespace, label_selector="faas_function", field_selector="status.phase=Pending"))
+        except ApiError as err:
+            log.warning("listing pending pods failed: %s", err)
+            return states
+        counts: dict[str, int] = {}
+        for pod in pending.items:
+            fn = (pod.metadata.labels or {}).get("faas_function") if pod.metadata else None
+            conditions = (pod.status.conditions or []) if pod.status else []
+            if fn in states and any(c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+                                    for c in conditions):
+                counts[fn] = counts.get(fn, 0) + 1
+        return {fn: replace(state, unplaced_replicas=counts.get(fn, 0)) for fn, state in states.items()}
+
     def _read(self, fn: str):
         return self.apps.read_namespaced_deployment(fn, self.namespace)
 
