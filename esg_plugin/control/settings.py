@@ -13,8 +13,7 @@ from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
-             "degraded", "late", "rollback", "starting", "room", "bridge", "burst", "newest", "waits",
-             "calibration")
+             "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "waits", "calibration")
 
 
 @dataclass(frozen=True)
@@ -268,16 +267,20 @@ class ControlSettings:
     when it saves at least this share of the stage's cost; a larger one only
     when the plan at the running shares misses the SLO or costs more than
     1 / (1 - this) times as much."""
-    below_no_room: bool = True
-    """A stage whose instances the platform found no room for
-    (``Observation.unplaced``: no GPU with that much of its share free,
-    a fragmented cluster) is planned below that share — where it has a
-    smaller one — at once, and for ``scale_down_delay_s`` × 2^(times it
-    happened to the stage before, at most 3) after: smaller instances fit
-    the gaps the others leave. Else the stage waits for room that may never
-    come, with what its rolling update left it (Kubernetes keeps a
+    below_no_room: bool = False
+    """**Off by default** (tried in the thirty-seventh session; for
+    comparisons: ``docs/control.md``, point 4, has the figures). On: where
+    a workflow misses and the platform has found no room for a stage's
+    instances (``Observation.unplaced``: no GPU with that much of its share
+    free, a fragmented cluster) for longer than the function's cold start,
+    while that stage's requests waited longer than the plan's whole time
+    there, the stage is planned below that share — one stage of a workflow
+    at a time — for ``scale_down_delay_s`` × 2^(times before, at most 3),
+    unless the plan below it is later by the model than the plan without the
+    hold (then the share is not tried again for as long). Off: the stage
+    waits for room, with what its rolling update left it (Kubernetes keeps a
     Deployment's new pods ``Pending`` and scales the old ones down all the
-    same). Off: each re-plan picks its shares afresh, whatever was placed."""
+    same)."""
     bridge_batching: bool = True
     """While replicas a re-plan added beside a stage's running ones (at
     their share) start — the function's cold start — the running ones carry
@@ -431,8 +434,6 @@ class ControlSettings:
             return replace(self, rollback=False)
         if mechanism == "starting":
             return replace(self, keep_starting=False)
-        if mechanism == "room":
-            return replace(self, below_no_room=False)
         if mechanism == "bridge":
             return replace(self, bridge_batching=False)
         if mechanism == "burst":
