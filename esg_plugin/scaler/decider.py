@@ -133,9 +133,10 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
                 if fn in current and current[fn].starting is not None}
     unplaced = {key: current[fn].unplaced_replicas for key, fn in topology.functions.items()
                 if fn in current and current[fn].unplaced_replicas}
-    return ControlObservation(observation.at_s, workflows, {k: sum(v) / len(v) for k, v in ratios.items()},
-                              {k: sum(v) / len(v) for k, v in batches.items()}, starting,
-                              {k: sum(v) / len(v) for k, v in cpu.items()}, unplaced)
+    return ControlObservation(observation.at_s, workflows,
+                              exec_ratio={k: sum(v) / len(v) for k, v in ratios.items()},
+                              exec_batch={k: sum(v) / len(v) for k, v in batches.items()}, starting=starting,
+                              cpu_ratio={k: sum(v) / len(v) for k, v in cpu.items()}, unplaced=unplaced)
 
 
 def offered_rps(topology: Topology, workflow: str, observation: Observation) -> Optional[tuple[float, float]]:
