@@ -255,11 +255,12 @@ class WorkflowState:
     """Per stage: (a share the platform found no room for, until when its
     plans stay below it) (``below_no_room``)."""
     no_room_before: Optional[dict[str, tuple[int, float]]] = None
-    """``no_room`` before the holds the last tick added, until a plan has
-    tried them: kept only where the plan below them meets its budget, or
-    the one without them does not either."""
+    """``no_room`` before the hold the last tick added, until a plan has
+    tried it: taken unless the plan below the share misses its budget and
+    the plan without the hold meets it, or has a tighter one."""
     no_room_said: str = ""
-    """Whether the last re-plan took the holds just added (for its reason)."""
+    """What the last re-plan did with the hold just added, for its reason
+    ("" where none was)."""
     no_room_tried: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Per stage: (a share found without room whose hold was not taken, until
     when it is not tried again)."""
@@ -524,7 +525,9 @@ class ControlLaw:
         need within about that), while the requests at that stage waited
         longer than the plan's whole time there (what runs is too little),
         at a share its plans may still take; else None. The holds that ended
-        are dropped (``below_no_room``)."""
+        are dropped (``below_no_room``; off: nothing is kept, None)."""
+        if not self.settings.below_no_room:
+            return None
         for holds in (ws.no_room, ws.no_room_tried):
             for stage, (_, until_s) in list(holds.items()):
                 if now_s >= until_s:
@@ -542,7 +545,7 @@ class ControlLaw:
             if is_number(count) and is_number(total_ms) and count > 0 and total_ms >= 0:
                 since[1] += count
                 since[2] += total_ms
-        if not self.settings.below_no_room or not missing or ws.plan is None:
+        if not missing or ws.plan is None:
             return None
         if ws.no_room:
             return None  # one hold at a time: a plan below one share moves the others
