@@ -211,6 +211,14 @@ def test_the_law_sees_backlog_answers_and_the_batch_size_that_ran(world):
     current["image-classify"] = FunctionState(2, 4, 10.0, 50, ready_replicas=2)
     assert control_observation(topology, profiles, seen, current).starting == {("image", "upscale"): 2,
                                                                                ("image", "classify"): 0}
+    # each mapping in its own field: the batch size that ran, the cores' busy share, the replicas without room
+    assert law_obs.exec_batch == {"espcn": pytest.approx(2.1)} and law_obs.cpu_ratio == {}
+    assert law_obs.unplaced == {}
+    busy = replace(seen, functions={**seen.functions, "image-upscale": FunctionReading(
+        queue=20, exec_ms=30.0, batch_mean=2.1, cpu_ratio=0.6)})
+    current["image-upscale"] = FunctionState(3, 4, 10.0, 50, ready_replicas=1, unplaced_replicas=2)
+    both = control_observation(topology, profiles, busy, current)
+    assert both.cpu_ratio == {"espcn": pytest.approx(0.6)} and both.unplaced == {("image", "upscale"): 2}
 
 
 GATEWAY = """# TYPE gateway_function_invocation_started counter
