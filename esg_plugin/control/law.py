@@ -391,7 +391,8 @@ class ControlLaw:
                     continue
                 wish = self._step_workflow(workflow, obs, state, now_s) or state.workflows[name].pending
                 if wish is None:
-                    reasons[name] = "unchanged"
+                    reasons[name] = "unchanged" + self._waiting_for_room(workflow, state.workflows[name], state,
+                                                                         now_s)
                 else:
                     wishes.append((name, wish))
             # the most urgent first: first plans, then the largest rise over what is planned
@@ -410,7 +411,7 @@ class ControlLaw:
                 changed.append(name)
                 reasons[name] = why + ws.no_room_said + _late_said(ws) + (
                     f"; planned for {ws.boost:.2f} x the rate: a plan for more is late by the model"
-                    if ws.boost < boost else "")
+                    if ws.boost < boost else "") + self._waiting_for_room(self.workflows[name], ws, state, now_s)
                 ws.no_room_said = ""
         return self._decision(state, tuple(changed), reasons, now_s)
 
@@ -525,9 +526,8 @@ class ControlLaw:
         need within about that), while the requests at that stage waited
         longer than the plan's whole time there (what runs is too little),
         at a share its plans may still take; else None. The holds that ended
-        are dropped (``below_no_room``; off: nothing is kept, None)."""
-        if not self.settings.below_no_room:
-            return None
+        are dropped (``below_no_room``; off: None, whatever the platform says,
+        which :meth:`_waiting_for_room` reports)."""
         for holds in (ws.no_room, ws.no_room_tried):
             for stage, (_, until_s) in list(holds.items()):
                 if now_s >= until_s:
@@ -545,7 +545,7 @@ class ControlLaw:
             if is_number(count) and is_number(total_ms) and count > 0 and total_ms >= 0:
                 since[1] += count
                 since[2] += total_ms
-        if not missing or ws.plan is None:
+        if not self.settings.below_no_room or not missing or ws.plan is None:
             return None
         if ws.no_room:
             return None  # one hold at a time: a plan below one share moves the others
@@ -572,6 +572,22 @@ class ControlLaw:
         ws.no_room[stage] = (share, now_s + self.settings.scale_down_delay_s * 2 ** min(times, 3))
         ws.no_room_times[stage] = times + 1
         return f"no room for {stage}'s {share}% instances"
+
+    def _waiting_for_room(self, workflow: Workflow, ws: WorkflowState, state: ControlState, now_s: float) -> str:
+        """What the decision's reason adds where the platform has found no
+        room for a stage's instances for longer than its function takes to
+        start (a Deployment's pods ``Unschedulable``): which, how many, at
+        what share, since when — "" where none."""
+        said = []
+        for st in workflow.stages:
+            since, groups = ws.unplaced_since.get(st.name), ws.groups.get(st.name)
+            if since is None or not groups or \
+                    now_s - since[0] < self.profiles[st.function].cold_start_ms / 1000.0:
+                continue
+            waiting = state.unplaced.get((workflow.name, st.name), 0)
+            said.append(f"{st.name}'s {waiting} instance(s) at {max(g.gpu_share for g in groups)}% "
+                        f"for {now_s - since[0]:.0f} s")
+        return f"; no room on any GPU: {', '.join(said)}" if said else ""
 
     def _rollback(self, ws: WorkflowState, fresh: bool, now_s: float, target: float) -> Optional[float]:
         """The rate to go back to when the last scale-down brought fresh
