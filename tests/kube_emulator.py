@@ -257,6 +257,8 @@ class KubeEmulator:
         """function name -> IPs of its running pods (label faas_function)."""
         self.unschedulable: dict[str, int] = {}
         """function name -> its pods the scheduler found no room for (``Pending``, ``Unschedulable``)."""
+        self.pulling: dict[str, int] = {}
+        """function name -> its pods scheduled and not yet running (``Pending``, pulling an image)."""
         self.lock = threading.Lock()
         self.failures: list[int] = []
         self.requests: list[tuple[str, str]] = []
@@ -444,6 +446,9 @@ class KubeEmulator:
                       "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                       "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpucores."}]}}
                  for fn, count in self.unschedulable.items() for i in range(count)]
+        pods += [{"metadata": {"name": f"{fn}-pulling-{i}", "labels": {"faas_function": fn}},
+                  "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}}
+                 for fn, count in self.pulling.items() for i in range(count)]
         if selector.startswith("faas_function="):
             pods = [p for p in pods if p["metadata"]["labels"]["faas_function"] == selector.split("=", 1)[1]]
         elif selector not in ("", "faas_function"):

@@ -168,12 +168,18 @@ def test_pods_the_scheduler_found_no_room_for_reach_the_law_as_unplaced(world):
     topology, scaler, kube, gateway, clock = world
     functions = list(topology.functions.values())
     kube.unschedulable["image-classify"] = 2
+    kube.pulling.update({"image-classify": 1, "image-upscale": 3})
     states = scaler.actuator.current(functions)
     assert states["image-classify"].unplaced_replicas == 2
     assert all(states[fn].unplaced_replicas == 0 for fn in functions if fn != "image-classify")
     observation = control_observation(topology, scaler.profiles, ScalerObservation(0.0, {}, "test", 30.0), states)
     key = next(key for key, fn in topology.functions.items() if fn == "image-classify")
     assert observation.unplaced == {key: 2}
+    said = []
+    for _ in range(6):  # the scaler's /plan says which stage waits for room (once past its cold start)
+        tick(scaler, gateway, clock, {"image-preprocess": 5.0})
+        said.append(scaler.plan_document()["reasons"].get("image", ""))
+    assert any("no room on any GPU: classify's 2 instance(s)" in reason for reason in said), said
     kube.unschedulable.clear()
     assert all(state.unplaced_replicas == 0 for state in scaler.actuator.current(functions).values())
 
