@@ -455,9 +455,8 @@ class KubeEmulator:
             pods = []  # no other labels here
         if phase.startswith("status.phase="):
             pods = [p for p in pods if p["status"]["phase"] == phase.split("=", 1)[1]]
-        items = pods
         return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.version)},
-                     "items": items}, []
+                     "items": pods}, []
 
     def _object(self, table, method, group, resource, namespace, name, sub, content_type, body):
         what = f"{resource}.{group}"

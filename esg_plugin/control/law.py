@@ -67,7 +67,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow
+from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Stage, StageOption, Workflow
 from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
 from ..planner import (CheapestPlanCosts, PlannerError, build_problem, deployment_for, get_policy,
@@ -254,10 +254,10 @@ class WorkflowState:
     no_room: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Per stage: (a share the platform found no room for, until when its
     plans stay below it) (``below_no_room``)."""
-    no_room_before: Optional[dict[str, tuple[int, float]]] = None
-    """``no_room`` before the hold the last tick added, until a plan has
-    tried it: taken unless the plan below the share misses its budget and
-    the plan without the hold meets it, or has a tighter one."""
+    no_room_new: bool = False
+    """``no_room``'s one hold was added at the last tick and no plan has
+    tried it yet: taken unless the plan below the share misses its budget
+    and the plan without the hold meets it, or has a tighter one."""
     no_room_said: str = ""
     """What the last re-plan did with the hold just added, for its reason
     ("" where none was)."""
@@ -532,19 +532,15 @@ class ControlLaw:
             for stage, (_, until_s) in list(holds.items()):
                 if now_s >= until_s:
                     del holds[stage]
+        waits = _stage_waits(obs)
         for st in workflow.stages:
             if state.unplaced.get((workflow.name, st.name), 0) <= 0:
                 ws.unplaced_since.pop(st.name, None)
                 continue
             since = ws.unplaced_since.setdefault(st.name, [now_s, 0.0, 0.0])
-            reading = obs.stage_wait.get(st.name)
-            try:
-                count, total_ms = reading if reading is not None else (0, 0.0)
-            except (TypeError, ValueError):
-                continue  # no pair: not believed
-            if is_number(count) and is_number(total_ms) and count > 0 and total_ms >= 0:
-                since[1] += count
-                since[2] += total_ms
+            count, total_ms = waits.get(st.name, (0.0, 0.0))
+            since[1] += count
+            since[2] += total_ms
         if not self.settings.below_no_room or not missing or ws.plan is None:
             return None
         if ws.no_room:
@@ -554,8 +550,7 @@ class ControlLaw:
             groups = ws.groups.get(st.name)
             since = ws.unplaced_since.get(st.name)
             planned = ws.plan.stages.get(st.name)
-            if not groups or since is None or planned is None or \
-                    now_s - since[0] < self.profiles[st.function].cold_start_ms / 1000.0 or \
+            if not groups or planned is None or self._waited_for_room_s(st, ws, now_s) is None or \
                     not since[1] or since[2] / since[1] <= planned.latency_ms:
                 continue
             share = max(group.gpu_share for group in groups)
@@ -568,7 +563,7 @@ class ControlLaw:
             return None
         _, stage, share = max(starved)  # the stage whose requests waited longest for what it runs
         times = ws.no_room_times.get(stage, 0)
-        ws.no_room_before = {}
+        ws.no_room_new = True
         ws.no_room[stage] = (share, now_s + self.settings.scale_down_delay_s * 2 ** min(times, 3))
         ws.no_room_times[stage] = times + 1
         return f"no room for {stage}'s {share}% instances"
@@ -580,14 +575,22 @@ class ControlLaw:
         what share, since when — "" where none."""
         said = []
         for st in workflow.stages:
-            since, groups = ws.unplaced_since.get(st.name), ws.groups.get(st.name)
-            if since is None or not groups or \
-                    now_s - since[0] < self.profiles[st.function].cold_start_ms / 1000.0:
-                continue
-            waiting = state.unplaced.get((workflow.name, st.name), 0)
-            said.append(f"{st.name}'s {waiting} instance(s) at {max(g.gpu_share for g in groups)}% "
-                        f"for {now_s - since[0]:.0f} s")
+            groups, waited_s = ws.groups.get(st.name), self._waited_for_room_s(st, ws, now_s)
+            if groups and waited_s is not None:
+                waiting = state.unplaced.get((workflow.name, st.name), 0)
+                said.append(f"{st.name}'s {waiting} instance(s) at {max(g.gpu_share for g in groups)}% "
+                            f"for {waited_s:.0f} s")
         return f"; no room on any GPU: {', '.join(said)}" if said else ""
+
+    def _waited_for_room_s(self, stage: Stage, ws: WorkflowState, now_s: float) -> Optional[float]:
+        """How long the platform has found no room for some of ``stage``'s
+        instances, where that is longer than its function takes to start (a
+        rolling update frees the room its new instances need within about
+        that); else None."""
+        since = ws.unplaced_since.get(stage.name)
+        if since is None or now_s - since[0] < self.profiles[stage.function].cold_start_ms / 1000.0:
+            return None
+        return now_s - since[0]
 
     def _rollback(self, ws: WorkflowState, fresh: bool, now_s: float, target: float) -> Optional[float]:
         """The rate to go back to when the last scale-down brought fresh
@@ -680,13 +683,8 @@ class ControlLaw:
                 for st in workflow.stages):
             waits.clear()
             return None
-        for stage, reading in obs.stage_wait.items():
-            try:
-                count, total_ms = reading
-            except (TypeError, ValueError):
-                continue  # no pair: not believed
-            if is_number(count) and is_number(total_ms) and count > 0 and total_ms >= 0:  # else not believed
-                waits.append((now_s, stage, float(count), float(total_ms)))
+        for stage, (count, total_ms) in _stage_waits(obs).items():
+            waits.append((now_s, stage, count, total_ms))
         while waits and waits[0][0] <= now_s - s.feedback_window_s:
             waits.popleft()
         if not missing or ws.plan is None or now_s - ws.wait_changed_s < s.feedback_cooldown_s \
@@ -967,18 +965,18 @@ class ControlLaw:
         profiles = self._profiles(workflow, state, now_s)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         chosen = self._planned(workflow, ws, state, profiles, rate_rps, arrival_cv2, current, now_s)
-        if ws.no_room_before is not None:
-            before, ws.no_room_before = ws.no_room_before, None
+        if ws.no_room_new:
+            ws.no_room_new = False
             ws.no_room_said = ": planned below that share"
             if not chosen[3]:
-                # planned below the shares just found without room, the plan misses its budget: where
-                # the plan without those holds meets it, or a tighter one, the holds are not taken —
-                # that plan runs and waits for room (``below_no_room``)
-                held, ws.no_room = ws.no_room, before
+                # planned below the share just found without room, the plan misses its budget: where
+                # the plan without the hold meets it, or a tighter one, the hold is not taken — that
+                # plan runs and waits for room (``below_no_room``)
+                held, ws.no_room = ws.no_room, {}
                 without = self._planned(workflow, ws, state, profiles, rate_rps, arrival_cv2, current, now_s)
                 if without[3] or without[0].budget_ms < chosen[0].budget_ms * (1 - 1e-9):
                     chosen = without
-                    ws.no_room_tried.update({stage: hold for stage, hold in held.items() if before.get(stage) != hold})
+                    ws.no_room_tried.update(held)
                     ws.no_room_said = ": not planned below it, the plan below it is later by the model"
                 else:
                     ws.no_room = held
@@ -1442,6 +1440,21 @@ class ControlLaw:
         larger = ws.larger.get(stage, [(group, 1.0) for group in groups])
         return [big if bridging or (s.burst_batching and group.max_wait_ms == 0 and gain >= s.burst_min_gain)
                 else group for group, (big, gain) in zip(groups, larger)]
+
+
+def _stage_waits(obs: WorkflowObservation) -> dict[str, tuple[float, float]]:
+    """Per stage, (requests that left its queue, their summed wait in ms)
+    as observed, where believed: a pair of numbers, the count positive, the
+    wait not negative (``WorkflowObservation.stage_wait``)."""
+    believed = {}
+    for stage, reading in obs.stage_wait.items():
+        try:
+            count, total_ms = reading
+        except (TypeError, ValueError):
+            continue  # no pair: not believed
+        if is_number(count) and is_number(total_ms) and count > 0 and total_ms >= 0:  # else not believed
+            believed[stage] = (float(count), float(total_ms))
+    return believed
 
 
 def _late(workflow: Workflow, problem) -> bool:
