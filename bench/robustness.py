@@ -4,6 +4,7 @@
                                [--policies esg,nexus,...] [--ablation] [--settings JSON]
                                [--processes 2] [--json FILE] [--family standard|wide]
                                [--profile-error F] [--noise SIGMA]
+    python bench/robustness.py --report FILE [--family standard|wide]
 
 Each case is ``esg_plugin.sim.generate.random_workload(seed)`` (seeded: the
 figures depend only on the seeds and the code), simulated once per policy
@@ -13,7 +14,14 @@ is within one point of it and holds no more than whole-GPU Nexus; then the
 means, and a last line with ESG's mean to more digits and its two counts
 (within a point of the best peer; no dearer than nexus — and, of the
 cases where it is dearer, those where nexus hits within half a point of
-it or more: where nexus is not cheaper only by missing). ``--seeds``
+it or more: where nexus is not cheaper only by missing). Before that
+line, the same by the shape of the arrivals (each case's workflows'
+arrival kinds: ``poisson``, ``gamma``, ``steps``, ``diurnal``, or several
+joined by ``+``): how many cases, each policy's mean hit rate and cost,
+and ESG's two counts — where each policy wins and loses. ``--report
+FILE``: print the report of a ``--json`` file of an earlier run instead
+of running anything (the shapes of a file written before they were
+recorded are drawn again from its seeds and ``--family``). ``--seeds``
 instead of ``--cases``/``--first-seed``: ranges and single seeds, comma
 separated (the development sets of ``docs/EVALUATION.md``).
 ``--family wide``: the generator's wider family (``FAMILIES`` in
@@ -62,7 +70,8 @@ def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, f
     case = random_workload(seed, family=family)
     errors = profile_errors(seed, case.profiles.functions, profile_error)  # 1: every factor 1
     workflows = [load.workflow for load in case.workload.workflows]
-    out = {"seed": seed, "workload": case.workload.name, "description": case.description, "policies": {}}
+    out = {"seed": seed, "workload": case.workload.name, "description": case.description,
+           "shape": shape_of(case.workload), "policies": {}}
     for name in policies:
         policy_name, _, ablation = name.partition("-no-")
         settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
@@ -72,6 +81,11 @@ def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, f
         summary = summarize(simulate(case.workload, case.profiles, policy, config))
         out["policies"][name] = {"hit": summary["slo_hit_rate"], "cost": summary["cost"]}
     return out
+
+
+def shape_of(workload) -> str:
+    """The arrival kinds of a workload's workflows, sorted and joined by ``+``."""
+    return "+".join(sorted({load.arrivals.kind for load in workload.workflows}))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -127,6 +141,17 @@ def report(results: list[dict], policies: list[str]) -> str:
         hits = [r["policies"][p]["hit"] for r in results]
         lines.append(f"| {p} | {statistics.fmean(hits):.1%} | {sum(h >= 0.99 for h in hits)} / {len(results)} | "
                      f"{statistics.fmean(r['policies'][p]['cost'] for r in results):.2f} |")
+    shapes = sorted({r["shape"] for r in results if "shape" in r})
+    if shapes:
+        lines += ["", "| arrivals | cases | " + " | ".join(policies) + " | ESG within a point | ESG no dearer than nexus |",
+                  "|" + " --- |" * (len(policies) + 4)]
+        for shape in shapes:
+            some = [r for r in results if r.get("shape") == shape]
+            cells = [f"{statistics.fmean(r['policies'][p]['hit'] for r in some):.1%} / "
+                     f"{statistics.fmean(r['policies'][p]['cost'] for r in some):.2f}" for p in policies]
+            marks = [judged(r["policies"], peers)[1:] for r in some] if "esg" in policies else []
+            counts_cells = [str(sum(w for w, _ in marks)), str(sum(c for _, c in marks))] if marks else ["", ""]
+            lines.append(f"| {shape} | {len(some)} | " + " | ".join(cells) + " | " + " | ".join(counts_cells) + " |")
     if "esg" in policies:
         counts = ([f"within a point of the best peer on {within_count}"] if peers else []) + \
                  ([f"no dearer than nexus on {cheap_count} (of the {len(results) - cheap_count} dearer, nexus "
@@ -157,7 +182,11 @@ def main(argv=None) -> int:
                         help="real execution time = profile x a factor log-uniform in [1/F, F] per function (default 1)")
     parser.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                         help="lognormal sigma of execution-time noise (default 0)")
+    parser.add_argument("--report", default=None, metavar="FILE",
+                        help="print the report of an earlier run's --json file; run nothing")
     args = parser.parse_args(argv)
+    if args.report:
+        return print_saved(args.report, args.family)
     if not 1.0 <= args.profile_error <= EXEC_FACTOR_LIMITS[1]:
         parser.error(f"--profile-error must lie in [1, {EXEC_FACTOR_LIMITS[1]:g}]")
     if not 0.0 <= args.noise <= MAX_NOISE_SIGMA:
@@ -182,6 +211,24 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    return 0
+
+
+def print_saved(path: str, family: str) -> int:
+    """The report of an earlier run's ``--json`` file; 2 with one line where it cannot be read."""
+    try:
+        with open(path) as f:
+            results = json.load(f)
+        policies = list(results[0]["policies"])
+        for r in results:
+            if "shape" not in r:
+                r["shape"] = shape_of(random_workload(r["seed"], family=family).workload)
+            if list(r["policies"]) != policies:
+                raise ValueError(f"case {r['seed']} has other policies than the first")
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        print(f"robustness: {path}: not a --json file of this bench ({e})", file=sys.stderr)
+        return 2
+    print(report(results, policies))
     return 0
 
 

@@ -413,6 +413,39 @@ def test_the_robustness_summary_counts_where_a_dearer_esg_faces_a_nexus_as_good(
     assert "no dearer than nexus on 1 (of the 3 dearer, nexus hits within 0.5 point of ESG or more on 2)" in last
 
 
+def test_the_robustness_report_breaks_the_cases_down_by_their_arrivals(tmp_path, capsys):
+    """``bench/robustness.py``: a row per shape of the arrivals (the kinds of
+    the workflows' arrivals, joined), with each policy's means and ESG's two
+    counts over those cases; ``--report`` prints a saved run's report, and a
+    file that is not one gets one line and exit code 2."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from robustness import main, report
+
+    def case(seed, shape, esg, nexus, kpa):
+        return {"seed": seed, "shape": shape, "policies": {"esg": {"hit": esg[0], "cost": esg[1]},
+                                                           "nexus": {"hit": nexus[0], "cost": nexus[1]},
+                                                           "kpa": {"hit": kpa[0], "cost": kpa[1]}}}
+
+    results = [case(1, "gamma", (0.97, 2.0), (0.90, 1.0), (1.0, 6.0)),    # behind kpa, dearer than nexus
+               case(2, "gamma", (0.99, 1.0), (0.95, 1.5), (0.99, 5.0)),   # within, cheaper
+               case(3, "poisson+steps", (1.0, 1.0), (1.0, 1.0), (1.0, 4.0))]
+    text = report(results, ["esg", "nexus", "kpa"])
+    assert "| gamma | 2 | 98.0% / 1.50 | 92.5% / 1.25 | 99.5% / 5.50 | 1 | 1 |" in text
+    assert "| poisson+steps | 1 | 100.0% / 1.00 | 100.0% / 1.00 | 100.0% / 4.00 | 1 | 1 |" in text
+    assert text.splitlines()[-1].startswith("ESG over 3 cases")
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps(results))
+    assert main(["--report", str(saved)]) == 0
+    assert capsys.readouterr().out.strip() == text
+    saved.write_text("[1, 2]")
+    assert main(["--report", str(saved)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a --json file of this bench" in err
+
+
 def test_a_miss_is_classed_by_what_its_arrivals_were_doing():
     """``bench/miss_causes.py``: the class comes from the workload's truth —
     within the settle time after an upward step a rise, after a downward
