@@ -121,9 +121,9 @@ def report(results: list[dict], policies: list[str]) -> str:
              "ESG ok: within one point of the best peer's hit rate and no more GPUs than nexus.", "",
              head, "|" + " --- |" * (len(policies) + 3)]
     failures = within_count = cheap_count = dearer_as_good = 0
-    for r in results:
+    verdicts = [judged(r["policies"], peers) for r in results]
+    for r, (best, within, cheap) in zip(results, verdicts):
         pol = r["policies"]
-        best, within, cheap = judged(pol, peers)
         ok = within and cheap
         within_count += within
         cheap_count += cheap
@@ -149,7 +149,7 @@ def report(results: list[dict], policies: list[str]) -> str:
             some = [r for r in results if r.get("shape") == shape]
             cells = [f"{statistics.fmean(r['policies'][p]['hit'] for r in some):.1%} / "
                      f"{statistics.fmean(r['policies'][p]['cost'] for r in some):.2f}" for p in policies]
-            marks = [judged(r["policies"], peers)[1:] for r in some] if "esg" in policies else []
+            marks = [v[1:] for r, v in zip(results, verdicts) if r.get("shape") == shape] if "esg" in policies else []
             counts_cells = [str(sum(w for w, _ in marks)), str(sum(c for _, c in marks))] if marks else ["", ""]
             lines.append(f"| {shape} | {len(some)} | " + " | ".join(cells) + " | " + " | ".join(counts_cells) + " |")
     if "esg" in policies:

@@ -532,11 +532,12 @@ class ControlLaw:
             for stage, (_, until_s) in list(holds.items()):
                 if now_s >= until_s:
                     del holds[stage]
-        waits = _stage_waits(obs)
+        waits = None  # parsed only where a stage waits for room: most ticks none does
         for st in workflow.stages:
             if state.unplaced.get((workflow.name, st.name), 0) <= 0:
                 ws.unplaced_since.pop(st.name, None)
                 continue
+            waits = _stage_waits(obs) if waits is None else waits
             since = ws.unplaced_since.setdefault(st.name, [now_s, 0.0, 0.0])
             count, total_ms = waits.get(st.name, (0.0, 0.0))
             since[1] += count

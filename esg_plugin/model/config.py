@@ -316,7 +316,8 @@ class LeastCosts:
     ``functions``: (profile, fanout, share or None[, a share to stay below
     or None]) of each, one or more."""
 
-    def __init__(self, functions: Sequence[tuple[FunctionProfile, int, int | None]],
+    def __init__(self, functions: Sequence[tuple[FunctionProfile, int, int | None]
+                                           | tuple[FunctionProfile, int, int | None, int | None]],
                  utilisation: float = DEFAULT_UTILISATION, utilisations: Sequence[float] = (),
                  no_wait: bool = False):
         if not functions:
