@@ -226,8 +226,6 @@ class WorkflowState:
     pool: list = field(default_factory=list)
     """(time_s, start of its short window in s, arrivals in it) of disjoint
     short windows since the arrival rate last moved (``pooled_rate``)."""
-    last_short: Optional[tuple[float, float, float]] = None
-    """(time_s, the short window's rate, its length) at the last tick."""
     step_cv2: Optional[float] = None
     """The arrivals' cv² when the last step was detected: in the panic after
     it the long window holds gaps at two rates, which read as bursts, so the
@@ -787,7 +785,7 @@ class ControlLaw:
             # bursty arrivals: a long window that reads above the count is planned for (``pooled_max_cv2``)
             rate, said = pooled[0], f"{pooled[0]:.2f} rps (counted over {pooled[2]:.0f} s)"
         quick = False
-        latest = self._latest_rate(ws, obs, now_s)
+        latest = self._latest_rate(obs)
         panic = now_s < ws.panic_until_s
         stepped = ws.planned_rps is not None and step_detected(obs, ws.planned_rps, s.step_z)
         ended = ws.counting_since if not panic and now_s >= ws.first_until_s else None  # the first tick after
@@ -835,7 +833,7 @@ class ControlLaw:
             # follows one (Knative's panic window): its noise alone is no reason to scale
             rate, said, quick = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)", True
             if latest is not None and latest > rate:
-                rate, said = latest, f"{latest:.2f} rps (the short window's newest part)"
+                rate, said = latest, f"{latest:.2f} rps (counted since the last tick)"
             if ws.planned_rps is not None and (stepped or not panic):
                 ws.step_at_s, ws.since_step = now_s, []  # another step in the panic: counted from it
                 if panic:
@@ -888,23 +886,17 @@ class ControlLaw:
             return None
         return mean, (count + z * math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))) / span_s, count, span_s
 
-    def _latest_rate(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> Optional[float]:
-        """The rate since the last tick, less one standard deviation, where
-        the short window is longer than a tick: its count less the last
-        tick's, plus what left the window, at the rate planned for before."""
-        if not self.settings.latest_rate:
+    def _latest_rate(self, obs: WorkflowObservation) -> Optional[float]:
+        """The rate since the source's reading before (``latest_rate``), less
+        one standard deviation of its count (a Poisson count inflated by the
+        arrivals' cv²), where the source counted it over less than the short
+        window; else None."""
+        if not self.settings.latest_rate or obs.newest_rps is None or \
+                obs.newest_window_s >= obs.short_window_s - 1e-9:
             return None
-        last, ws.last_short = ws.last_short, (now_s, obs.rate_short_rps, obs.short_window_s)
-        if last is None or ws.estimate_rps is None:
-            return None
-        at_s, rate_rps, window_s = last
-        tick_s = now_s - at_s
-        if abs(window_s - obs.short_window_s) > 1e-9 or not 0 < tick_s < window_s - 1e-9:
-            return None
-        before_rps = min(ws.estimate_rps, obs.rate_long_rps)
-        count = (obs.rate_short_rps - rate_rps) * window_s + before_rps * tick_s
-        sd = math.sqrt(max(count + before_rps * tick_s, 1.0) * max(obs.arrival_cv2, 1.0))
-        return max(0.0, count - sd) / tick_s
+        count = obs.newest_rps * obs.newest_window_s
+        sd = math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))
+        return max(0.0, count - sd) / obs.newest_window_s
 
     def _rise_is_real(self, ws: WorkflowState, obs: WorkflowObservation,
                       pooled: Optional[tuple[float, float, float]]) -> bool:

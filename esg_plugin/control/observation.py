@@ -67,6 +67,17 @@ class WorkflowObservation:
     hop_ms: Optional[float] = None
     """The time one hop between stages took over the window, as measured
     (the router's); None: not measured."""
+    newest_rps: Optional[float] = None
+    """Workflow requests per second arriving since the source's reading
+    before this one, over ``newest_window_s``: a count (a counter's
+    increase between two readings, or the simulator's own arrivals), where
+    the source has one and it spans less than the short window; None: not
+    known. A Prometheus ``rate()`` over a range is extrapolated, and the
+    difference of two overlapping ranges is no count (a step from 3 to
+    60 rps read as 248), so that source leaves it out; the gateway scrape's
+    short window is already the interval since its reading before."""
+    newest_window_s: Optional[float] = None
+    """The seconds ``newest_rps`` spans (given with it, or not at all)."""
 
     def checked(self) -> "WorkflowObservation":
         limits = {"rate_long_rps": MAX_RATE_RPS, "rate_short_rps": MAX_RATE_RPS, "arrival_cv2": MAX_ARRIVAL_CV2,
@@ -76,6 +87,12 @@ class WorkflowObservation:
             if not is_number(value) \
                     or not 0 <= value <= most:
                 raise ControlError(f"{name} must be a number in [0, {most:g}], got {value!r}")
+        if (self.newest_rps is None) != (self.newest_window_s is None):
+            raise ControlError("newest_rps and newest_window_s go together")
+        if self.newest_rps is not None and not (is_number(self.newest_rps) and 0 <= self.newest_rps <= MAX_RATE_RPS
+                                                and is_number(self.newest_window_s) and self.newest_window_s > 0):
+            raise ControlError(f"newest_rps must be a number in [0, {MAX_RATE_RPS:g}] over a positive window, got "
+                               f"{self.newest_rps!r} over {self.newest_window_s!r}")
         if self.hop_ms is not None and not (is_number(self.hop_ms) and 0 <= self.hop_ms <= MAX_HOP_MS):
             raise ControlError(f"hop_ms must be a number in [0, {MAX_HOP_MS:g}], got {self.hop_ms!r}")
         for name in ("short_window_s", "long_window_s"):

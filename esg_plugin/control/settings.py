@@ -13,7 +13,8 @@ from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
-             "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "waits", "calibration")
+             "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "latest", "waits",
+             "calibration")
 
 
 @dataclass(frozen=True)
@@ -97,22 +98,20 @@ class ControlSettings:
     """Plan for the short window's rate as soon as it is significantly above
     the planned rate (a one-sided test with overdispersion ``cv²``), not only
     for the long window's."""
-    latest_rate: bool = False
-    """Off by default: with a Prometheus source (``rate()`` over a range,
-    extrapolated, read at scrape times that are not the law's ticks) the
-    difference of two overlapping windows is no count — a step from 3 to
-    60 rps read as 248 (``tests/integration/test_scaler_prometheus.py``);
-    it is exact only for the simulator's windows. On, in a step (and the
-    panic after it), plan for the rate since the last tick where that is
-    higher than the short window's: where the short
-    window is longer than a tick (the simulator's 2 s at 1-s ticks, a
-    Prometheus range above the interval), the window that detects a step
-    straddles it and under-reads the new rate by the part before the step
-    — by half, on average — and the instances the plan starts for the rest
-    come a tick, and a cold start, later. The rate since the last tick is
-    the window's count less the last tick's, plus what left the window
-    (counted at the rate planned for before), less one standard deviation
-    of those counts. Off: the short window's rate alone."""
+    latest_rate: bool = True
+    """In a step (and the panic after it), plan for the rate since the
+    source's reading before (``WorkflowObservation.newest_rps``, a count)
+    where that is higher than the short window's: where the short window is
+    longer than a tick (the simulator's 2 s at 1-s ticks), the window that
+    detects a step straddles it and under-reads the new rate by the part
+    before the step — by half, on average — and the instances the plan
+    starts for the rest come a tick, and a cold start, later. Less one
+    standard deviation of the count. A source without such a count (a
+    Prometheus ``rate()``; the gateway scrape, whose short window is the
+    interval itself) leaves it out, and the short window's rate is planned
+    for. From the sixteenth session to the thirty-ninth it was off, as the
+    law then took the count as the difference of two overlapping short
+    windows, which a Prometheus range is not (``docs/control.md``)."""
     step_z: float = 3.0
     """The test's threshold in standard deviations."""
     step_settle: bool = True
@@ -440,6 +439,8 @@ class ControlSettings:
             return replace(self, burst_batching=False)
         if mechanism == "newest":
             return replace(self, newest_first=False)
+        if mechanism == "latest":
+            return replace(self, latest_rate=False)
         if mechanism == "waits":
             return replace(self, wait_calibration=False)
         if mechanism == "calibration":

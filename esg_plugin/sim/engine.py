@@ -114,6 +114,8 @@ class View:
     """Per stage: (requests taken from its queue for a batch since the last tick, their summed wait in ms)."""
     unplaced: dict[tuple[str, str], int] = field(default_factory=dict)
     """Instances of each stage that the last reconfiguration wanted and found no room for."""
+    newest_rps: dict[str, float] = field(default_factory=dict)
+    """Arrivals per second of each workflow since the last tick (over ``interval_s``), counted."""
 
 
 class Policy:
@@ -709,7 +711,8 @@ class Simulator:
     def _view(self, t: float) -> View:
         window_ms = self.policy.window_s * 1000.0
         short_ms = (self.policy.short_window_s or self.policy.interval_s) * 1000.0
-        observed, latest, cv2, backlog, answers = {}, {}, {}, {}, {}
+        interval_ms = self.policy.interval_s * 1000.0
+        observed, latest, newest, cv2, backlog, answers = {}, {}, {}, {}, {}, {}
         for wf in self.workflows:
             recent = wf.recent
             while recent and recent[0] < t - max(window_ms, short_ms):
@@ -718,6 +721,9 @@ class Simulator:
             observed[wf.name] = sum(1 for a in recent if a >= t - window_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
             span_ms = min(short_ms, t)
             latest[wf.name] = sum(1 for a in recent if a >= t - short_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
+            if interval_ms <= max(window_ms, short_ms) and t > 0:  # the arrivals kept reach back that far
+                span_ms = min(interval_ms, t)
+                newest[wf.name] = sum(1 for a in recent if a >= t - span_ms) / (span_ms / 1000.0)
             gaps = np.diff(np.fromiter((a for a in recent if a >= t - window_ms), dtype=float))
             cv2[wf.name] = gap_cv2(len(gaps), float(gaps.sum()), float((gaps ** 2).sum()))
             while wf.answers and wf.answers[0][0] < t - short_ms:
@@ -743,7 +749,7 @@ class Simulator:
         ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}
         self.exec_done = {}
         return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting,
-                    stage_wait, unplaced)
+                    stage_wait, unplaced, newest)
 
 
 def _hopeless(stage: _Stage, req: _Request, t: float) -> bool:

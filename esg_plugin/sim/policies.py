@@ -64,17 +64,22 @@ MIN_PLANNING_RATE_RPS = 1.0
 POLICY_NAMES = ("esg", "optimal", "infless", "fast-gshare", "nexus", "orion", "llama", "kpa", "openfaas")
 
 
-def observation_from_view(view: View, short_window_s: float, long_window_s: Optional[float] = None) -> Observation:
-    """The control law's observation, from what the simulator lets a policy see."""
+def observation_from_view(view: View, short_window_s: float, long_window_s: Optional[float] = None,
+                          interval_s: Optional[float] = None) -> Observation:
+    """The control law's observation, from what the simulator lets a policy
+    see; with ``interval_s`` (the policy's tick), the count since the last
+    tick too."""
     workflows = {}
     for name, long_rps in view.observed_rps.items():
         ok, missed = view.answers.get(name, (0, 0))
+        newest = view.newest_rps.get(name) if interval_s else None
         workflows[name] = WorkflowObservation(
             rate_long_rps=long_rps, rate_short_rps=view.recent_rps.get(name, 0.0),
             short_window_s=min(short_window_s, view.now_s) if view.now_s > 0 else short_window_s,
             arrival_cv2=view.arrival_cv2.get(name, 1.0), backlog=view.backlog.get(name, 0.0), ok=ok, late=missed,
             stage_wait={stage: v for (wf, stage), v in view.stage_wait.items() if wf == name},
-            long_window_s=min(long_window_s, view.now_s) if long_window_s and view.now_s > 0 else None)
+            long_window_s=min(long_window_s, view.now_s) if long_window_s and view.now_s > 0 else None,
+            newest_rps=newest, newest_window_s=None if newest is None else min(interval_s, view.now_s))
     return Observation(view.now_s, workflows, dict(view.exec_ratio), starting=dict(view.starting),
                        unplaced=dict(view.unplaced))
 
@@ -96,8 +101,8 @@ class ControlledPolicy(Policy):
         self.downstream_exec: dict[tuple[str, str], float] = {}
 
     def decide(self, view: View) -> Optional[Deployment]:
-        decision = self.law.step(observation_from_view(view, self.short_window_s, self.window_s), self.state,
-                                 view.now_s)
+        decision = self.law.step(observation_from_view(view, self.short_window_s, self.window_s, self.interval_s),
+                                 self.state, view.now_s)
         self.downstream = decision.downstream_ms
         self.downstream_exec = decision.downstream_exec_ms
         return decision.desired or None

@@ -17,8 +17,9 @@ from esg_plugin.control.law import on_rate_grid
 from esg_plugin.model import InstanceGroup, ProfileSet, Stage, Workflow
 from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide_functions
 from esg_plugin.scaler.sources import Observation as ScalerObservation
-from esg_plugin.sim import View
-from esg_plugin.sim.policies import CONTROL_SHORT_WINDOW_S, ControlledPolicy
+from esg_plugin.sim import Arrivals, SimConfig, View, Workload, simulate
+from esg_plugin.sim.policies import CONTROL_SHORT_WINDOW_S, ControlledPolicy, observation_from_view
+from esg_plugin.sim.workload import WorkflowLoad
 from esg_plugin.synthetic import BATCH_SIZES, GPU_SHARES, example_profiles, random_monotone_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1299,23 +1300,54 @@ def test_in_a_step_a_stage_whose_instances_still_start_keeps_their_share():
 def test_a_step_is_planned_for_at_the_rate_since_the_last_tick_where_the_window_straddles_it(chain):
     """A 2-s short window read every second: the step came a second ago, so
     the window that detects it holds one second at 20 rps and one at 100.
-    Its rate (60) under-reads the step; the count since the last tick does
-    not (100, less its noise)."""
+    Its rate (60) under-reads the step; the source's count since the last
+    tick does not (100, less its noise). A source without that count (a
+    Prometheus range), or whose count spans the short window itself (the
+    gateway scrape), plans for the short window's rate."""
     wf, profiles = chain
 
-    def planned(latest: bool):
+    def planned(latest: bool, **newest):
         law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0, latest_rate=latest))
         state = law.new_state()
         for t in range(6):
-            tick(law, state, float(t), 20.0)
-        decision = tick(law, state, 6.0, 20.0, short_rps=60.0)
+            tick(law, state, float(t), 20.0, newest_rps=20.0, newest_window_s=1.0)
+        decision = tick(law, state, 6.0, 20.0, short_rps=60.0, **newest)
         return state.workflows["w"].planned_rps, decision.reasons["w"]
 
-    without, why = planned(False)
+    without, why = planned(False, newest_rps=100.0, newest_window_s=1.0)
     assert "60.00 rps (short window), a step" in why
-    with_latest, why = planned(True)
-    assert "the short window's newest part" in why
-    assert with_latest >= on_rate_grid((100.0 - 2 * math.sqrt(120.0)) * 1.1) > without
+    with_latest, why = planned(True, newest_rps=100.0, newest_window_s=1.0)
+    assert "(counted since the last tick)" in why
+    assert with_latest >= on_rate_grid((100.0 - 2 * math.sqrt(100.0)) * 1.1) > without
+    assert planned(True) == (without, planned(False)[1])  # no count: the short window's rate
+    assert planned(True, newest_rps=60.0, newest_window_s=2.0)[0] == without  # the window is the count
+
+
+@pytest.mark.parametrize("newest", [dict(newest_rps=5.0), dict(newest_window_s=1.0),
+                                    dict(newest_rps=-1.0, newest_window_s=1.0),
+                                    dict(newest_rps=float("nan"), newest_window_s=1.0),
+                                    dict(newest_rps=5.0, newest_window_s=0.0)])
+def test_a_count_since_the_last_reading_outside_its_range_is_not_believed(newest):
+    with pytest.raises(ControlError):
+        WorkflowObservation(5.0, 5.0, 2.0, **newest).checked()
+
+
+def test_the_simulator_counts_the_arrivals_since_the_last_tick(chain):
+    """The simulator's view counts each workflow's arrivals since its last
+    tick (the policy's interval) as well as over the 2-s short window."""
+    wf, profiles = chain
+    workload = Workload("w", 16, 22.0, (WorkflowLoad(wf, Arrivals("steps", {"steps": ((0.0, 10.0), (20.0, 200.0))})),))
+    seen = []
+
+    class Recorder(ControlledPolicy):
+        def decide(self, view):
+            seen.append(observation_from_view(view, self.short_window_s, self.window_s, self.interval_s))
+            return super().decide(view)
+
+    simulate(workload, profiles, Recorder("esg", [wf], profiles), SimConfig(seed=3))
+    last = [o.workflows["w"] for o in seen if o.at_s == 21.0][0]
+    assert last.newest_window_s == 1.0 and last.short_window_s == 2.0
+    assert last.newest_rps > 100.0 and last.newest_rps > last.rate_short_rps
 
 
 def test_while_added_replicas_start_the_running_ones_carry_the_step_in_larger_batches():
