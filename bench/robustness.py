@@ -5,6 +5,7 @@
                                [--processes 2] [--json FILE] [--family standard|wide]
                                [--profile-error F] [--noise SIGMA]
     python bench/robustness.py --report FILE [--family standard|wide]
+    python bench/robustness.py --seeds ... --policies esg --others-from FILE [--json FILE2]
 
 Each case is ``esg_plugin.sim.generate.random_workload(seed)`` (seeded: the
 figures depend only on the seeds and the code), simulated once per policy
@@ -38,6 +39,14 @@ seed), fixed for the run; every policy plans with the profiles as given,
 and the executions show the error (ESG's calibration reads it, the planned
 peers do not). ``--noise SIGMA``: lognormal execution-time noise on top
 (``SimConfig.noise_sigma``).
+``--others-from FILE``: run only ``--policies`` (ESG after a change to its
+law, say) and take every other policy's figures from an earlier run's
+``--json`` file of the same seeds, as if run again — the simulation is
+seeded, so a policy whose code did not change gives the same figures to
+the digit. The file must hold every seed, each its workload of this
+``--family``, and (where it records them) the same ``--profile-error`` and
+``--noise``; else one line and exit code 2, before anything runs. Each
+row of ``--json`` then names the file and the policies taken from it.
 """
 
 from __future__ import annotations
@@ -71,7 +80,8 @@ def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, f
     errors = profile_errors(seed, case.profiles.functions, profile_error)  # 1: every factor 1
     workflows = [load.workflow for load in case.workload.workflows]
     out = {"seed": seed, "workload": case.workload.name, "description": case.description,
-           "shape": shape_of(case.workload), "policies": {}}
+           "shape": shape_of(case.workload), "family": family, "profile_error": profile_error, "noise": noise,
+           "policies": {}}
     for name in policies:
         policy_name, _, ablation = name.partition("-no-")
         settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
@@ -184,6 +194,8 @@ def main(argv=None) -> int:
                         help="lognormal sigma of execution-time noise (default 0)")
     parser.add_argument("--report", default=None, metavar="FILE",
                         help="print the report of an earlier run's --json file; run nothing")
+    parser.add_argument("--others-from", default=None, metavar="FILE",
+                        help="run only --policies; every other policy's figures from an earlier run's --json file")
     args = parser.parse_args(argv)
     if args.report:
         return print_saved(args.report, args.family)
@@ -195,23 +207,62 @@ def main(argv=None) -> int:
     if args.ablation:
         policies += [f"esg-no-{a}" for a in ABLATIONS]
     seeds = args.seeds or list(range(args.first_seed, args.first_seed + args.cases))
+    others: dict[int, dict] = {}
+    if args.others_from:
+        try:
+            others = saved_others(args.others_from, seeds, policies, args.family, args.profile_error, args.noise)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"robustness: {args.others_from}: cannot take the other policies from it ({e})", file=sys.stderr)
+            return 2
+    run = list(policies)  # what the simulator runs; the report's columns add the policies taken from the file
+    policies += [name for name in others[seeds[0]] if name not in policies] if others else []
     started = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.processes)) as pool:
         overrides = json.loads(args.settings) if args.settings else None
-        results = list(pool.map(run_case, seeds, [policies] * len(seeds), [overrides] * len(seeds),
+        results = list(pool.map(run_case, seeds, [run] * len(seeds), [overrides] * len(seeds),
                                 [args.family] * len(seeds), [args.profile_error] * len(seeds),
                                 [args.noise] * len(seeds)))
+    for r in results:
+        if others:
+            r["policies"].update(others[r["seed"]])
+            r["taken_from"] = {"file": args.others_from, "policies": list(others[r["seed"]])}
     if args.describe:
         for r in results:
             print(f"- {r['workload']}: {r['description']}")
         print()
     print(report(results, policies))
-    print(f"({len(seeds)} cases x {len(policies)} policies in {time.perf_counter() - started:.0f} s, "
+    print(f"({len(seeds)} cases x {len(run)} policies in {time.perf_counter() - started:.0f} s, "
           f"{args.processes} processes)", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
     return 0
+
+
+def saved_others(path: str, seeds: list[int], policies: list[str], family: str, profile_error: float,
+                 noise: float) -> dict[int, dict]:
+    """Per seed, the figures of the policies of an earlier run's ``--json``
+    file that this run does not run (the same ones for every seed);
+    ValueError where the file does not hold this run's cases."""
+    with open(path) as f:
+        rows = {int(r["seed"]): r for r in json.load(f)}
+    out: dict[int, dict] = {}
+    for seed in seeds:
+        row = rows.get(seed)
+        if row is None:
+            raise ValueError(f"no case {seed} in it")
+        name = random_workload(seed, family=family).workload.name
+        if row["workload"] != name:
+            raise ValueError(f"case {seed} is {row['workload']!r}, not this --family's {name!r}")
+        for key, value in (("profile_error", profile_error), ("noise", noise)):
+            if row.get(key, {"profile_error": 1.0, "noise": 0.0}[key]) != value:
+                raise ValueError(f"case {seed} ran with {key} {row.get(key, 'not recorded')!r}, not {value!r}")
+        taken = {p: {"hit": float(v["hit"]), "cost": float(v["cost"])} for p, v in row["policies"].items()
+                 if p not in policies}
+        if out and list(taken) != list(next(iter(out.values()))):
+            raise ValueError(f"case {seed} has other policies than case {seeds[0]}")
+        out[seed] = taken
+    return out
 
 
 def print_saved(path: str, family: str) -> int:

@@ -446,6 +446,42 @@ def test_the_robustness_report_breaks_the_cases_down_by_their_arrivals(tmp_path,
     assert len(err.splitlines()) == 1 and "not a --json file of this bench" in err
 
 
+def test_the_robustness_bench_takes_the_other_policies_from_an_earlier_run(tmp_path, capsys):
+    """``bench/robustness.py --others-from FILE``: only ``--policies`` run,
+    every other policy's figures come from the earlier run's ``--json``, and
+    the report is the one a full run prints; a file that does not hold this
+    run's cases (another seed, another family, another profile error) gets
+    one line and exit code 2, before anything runs."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from robustness import main
+
+    full, part = tmp_path / "full.json", tmp_path / "part.json"
+    assert main(["--seeds", "1-2", "--policies", "esg,nexus,kpa", "--processes", "1", "--json", str(full)]) == 0
+    printed = capsys.readouterr().out
+    assert main(["--seeds", "1-2", "--policies", "esg", "--others-from", str(full), "--processes", "1",
+                 "--json", str(part)]) == 0
+    out = capsys.readouterr()
+    assert out.out == printed and "2 cases x 1 policies" in out.err  # only esg ran
+    rows = json.loads(part.read_text())
+    assert [r["policies"] for r in rows] == [r["policies"] for r in json.loads(full.read_text())]
+    assert rows[0]["taken_from"] == {"file": str(full), "policies": ["nexus", "kpa"]}
+    # a policy in the file that the simulator has no policy of is taken, never run
+    saved = json.loads(full.read_text())
+    for r in saved:
+        r["policies"]["kpa-of-old"] = r["policies"].pop("kpa")
+    full.write_text(json.dumps(saved))
+    assert main(["--seeds", "1-2", "--policies", "esg", "--others-from", str(full), "--processes", "1"]) == 0
+    assert "| kpa-of-old |" in capsys.readouterr().out
+    for wrong in (["--seeds", "1-3"], ["--seeds", "1-2", "--family", "wide"],
+                  ["--seeds", "1-2", "--profile-error", "2"]):
+        assert main(wrong + ["--policies", "esg", "--others-from", str(full)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "cannot take the other policies from it" in err, err
+
+
 def test_a_miss_is_classed_by_what_its_arrivals_were_doing():
     """``bench/miss_causes.py``: the class comes from the workload's truth —
     within the settle time after an upward step a rise, after a downward
