@@ -62,7 +62,7 @@ from typing import Optional
 from esg_plugin.control import ABLATIONS, ControlSettings
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
 from esg_plugin.sim.engine import EXEC_FACTOR_LIMITS, MAX_NOISE_SIGMA
-from esg_plugin.sim.generate import FAMILIES, profile_errors, random_workload
+from esg_plugin.sim.generate import FAMILIES, profile_errors, random_workload, workload_name
 from esg_plugin.sim.report import summarize
 
 PEERS = [p for p in POLICY_NAMES if p not in ("esg", "optimal")]
@@ -251,7 +251,7 @@ def saved_others(path: str, seeds: list[int], policies: list[str], family: str, 
         row = rows.get(seed)
         if row is None:
             raise ValueError(f"no case {seed} in it")
-        name = random_workload(seed, family=family).workload.name
+        name = workload_name(seed, family)
         if row["workload"] != name:
             raise ValueError(f"case {seed} is {row['workload']!r}, not this --family's {name!r}")
         for key, value in (("profile_error", profile_error), ("noise", noise)):

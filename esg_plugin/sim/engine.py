@@ -720,10 +720,10 @@ class Simulator:
             span_ms = min(window_ms, t)
             observed[wf.name] = sum(1 for a in recent if a >= t - window_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
             span_ms = min(short_ms, t)
-            latest[wf.name] = sum(1 for a in recent if a >= t - short_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
+            latest[wf.name] = _arrived_since(recent, t - short_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
             if interval_ms <= max(window_ms, short_ms) and t > 0:  # the arrivals kept reach back that far
                 span_ms = min(interval_ms, t)
-                newest[wf.name] = sum(1 for a in recent if a >= t - span_ms) / (span_ms / 1000.0)
+                newest[wf.name] = _arrived_since(recent, t - span_ms) / (span_ms / 1000.0)
             gaps = np.diff(np.fromiter((a for a in recent if a >= t - window_ms), dtype=float))
             cv2[wf.name] = gap_cv2(len(gaps), float(gaps.sum()), float((gaps ** 2).sum()))
             while wf.answers and wf.answers[0][0] < t - short_ms:
@@ -750,6 +750,17 @@ class Simulator:
         self.exec_done = {}
         return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting,
                     stage_wait, unplaced, newest)
+
+
+def _arrived_since(arrivals: deque, since_ms: float) -> int:
+    """How many of the (time-ordered) arrivals came at ``since_ms`` or after:
+    counted from the newest back, not over the whole window kept."""
+    count = 0
+    for at_ms in reversed(arrivals):
+        if at_ms < since_ms:
+            break
+        count += 1
+    return count
 
 
 def _hopeless(stage: _Stage, req: _Request, t: float) -> bool:

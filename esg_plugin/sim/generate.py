@@ -143,6 +143,11 @@ def _with_cold_start(profile, cold_start_ms: float):
     return replace(profile, cold_start_ms=round(cold_start_ms, 1))
 
 
+def workload_name(seed: int, family: str = "standard") -> str:
+    """The name of :func:`random_workload`'s workload for ``seed`` in ``family``."""
+    return f"random-{seed}" if family == "standard" else f"random-{family}-{seed}"
+
+
 def random_workload(seed: int, duration_s: float = DURATION_S, warmup_s: float = WARMUP_S,
                     family: str = "standard") -> RandomCase:
     """The workload of ``seed`` in ``family`` (:data:`FAMILIES`)."""
@@ -175,8 +180,7 @@ def random_workload(seed: int, duration_s: float = DURATION_S, warmup_s: float =
         shape = "chain" if all(len(s.after) <= 1 for s in stages) and len(workflow.exits) == 1 else "DAG"
         words.append(f"{name}: {shape} of {len(stages)} stages, SLO {slo_ms:g} ms "
                      f"({slo_factor:.2f}x fastest), {said}")
-    workload_name = f"random-{seed}" if family == "standard" else f"random-{family}-{seed}"
-    workload = Workload(workload_name, GPUS, duration_s, tuple(loads), warmup_s=warmup_s)
+    workload = Workload(workload_name(seed, family), GPUS, duration_s, tuple(loads), warmup_s=warmup_s)
     profiles = ProfileSet(device="synthetic-random (not measured)", functions=functions)
     return RandomCase(seed, workload, profiles, "; ".join(words))
 
