@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
@@ -77,6 +77,7 @@ from ..planner.limits import NO_LIMITS
 from .delay import DelayWindow
 from .errors import ControlError
 from .observation import MIN_GAPS_FOR_CV2, Observation, WorkflowObservation
+from .packing import fits_on_gpus, most_room_pct
 from .settings import ControlSettings
 
 EXEC_FACTOR_RANGE = (0.5, 3.0)
@@ -1130,7 +1131,8 @@ class ControlLaw:
             return self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, shares)
         capacity = self._capacity_left(workflow, state)
         asked = (now_s, workflow.hop_ms, rate_rps, arrival_cv2, ws.margin, capacity,
-                 tuple(id(profiles[st.function]) for st in workflow.stages), tuple(ws.no_room.items()))
+                 tuple(id(profiles[st.function]) for st in workflow.stages), tuple(ws.no_room.items()),
+                 tuple(sorted(self._others_instances(workflow, state).items())))
         if ws.searched is not None and ws.searched[0] == asked:
             return ws.searched[1]
         found = self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, capacity=capacity)
@@ -1148,6 +1150,7 @@ class ControlLaw:
                                       below)
         solve = get_policy(self.policy)
         capacity = self._capacity_left(workflow, state) if capacity is None else capacity
+        others = self._others_instances(workflow, state)
         quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
                                           and arrival_cv2 is not None and q < s.queue_quantile] + [None]
         # the margin's own grid down to none: a margin out of reach gives the plan
@@ -1158,6 +1161,8 @@ class ControlLaw:
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
         problem, built, hopeless = None, {}, False
+        capped: dict = {}  # per quantile: the menus below the room left beside the others (None: none runs there)
+        unpacked = None  # the first plan on time within the capacity in total that finds no GPU one by one
         unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
         for quantile, factor in attempts:
             if quantile not in built:  # the menus depend on the quantile, not on the budget
@@ -1177,9 +1182,27 @@ class ControlLaw:
                 unsearched = problem  # every plan costs more than the capacity: no search finds one that fits
                 continue
             unsearched = None
+            if factor > 1.0 and unpacked is not None:
+                return unpacked  # no plan on time finds a GPU each: the first on time, as without packing
             choices, stats = solve(problem, NO_LIMITS)
-            if choices is not None and _cost(choices) <= capacity:
-                return problem, choices, stats, (quantile, factor) == attempts[0]
+            if choices is None or _cost(choices) > capacity:
+                continue
+            found = problem, choices, stats, (quantile, factor) == attempts[0]
+            if factor > 1.0 or self._packs(others, choices):
+                return found
+            # on time and within the total, but not one by one on the GPUs: the same
+            # budget with no share larger than the most room a GPU has left beside the others
+            unpacked = unpacked or found
+            if quantile not in capped:
+                capped[quantile] = self._below_room(workflow, profiles, rate_rps, arrival_cv2, shares, below,
+                                                    quantile, others)
+            if capped[quantile] is not None:
+                narrow = dataclasses.replace(capped[quantile], budget_ms=workflow.slo_ms * factor)
+                again, again_stats = solve(narrow, NO_LIMITS)
+                if again is not None and _cost(again) <= capacity and self._packs(others, again):
+                    return narrow, again, again_stats, found[3]
+        if unpacked is not None:
+            return unpacked
         if unsearched is not None:
             stats = solve(unsearched, NO_LIMITS)[1]
         fastest = problem.choices(problem.fastest())
@@ -1195,6 +1218,21 @@ class ControlLaw:
             if low > 0:
                 return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
+
+    def _below_room(self, workflow, profiles, rate_rps, arrival_cv2, shares, below, quantile, others):
+        """The problem with every stage kept at or below the most share a GPU
+        has left once the other workflows' instances are placed (and below
+        ``below``'s shares), or None where some stage cannot run there."""
+        s = self.settings
+        room_pct = most_room_pct(others, s.capacity_gpus)
+        caps = {st.name: min(room_pct + 1, (below or {}).get(st.name, room_pct + 1)) for st in workflow.stages}
+        try:
+            return build_problem(workflow, profiles, rate_rps, s.utilisations[0], shares=shares,
+                                 arrival_cv2=arrival_cv2, utilisations=tuple(s.utilisations[1:]),
+                                 queue_quantile=quantile, no_wait=s.no_wait_options,
+                                 queueing_model=s.queueing_model, shares_below=caps)
+        except (PlannerError, ModelError):
+            return None
 
     def _fitting(self, workflow: Workflow, profiles: ProfileSet, capacity: float, shares=None, below=None):
         """Whether the cheapest plan at each of an array of rates (the least
@@ -1232,6 +1270,28 @@ class ControlLaw:
         on a time-shared node the executions' slowness is in part the
         plan's own contention, and admission answers a full node."""
         return self.settings.late_plans and self.settings.busy_capacity is None
+
+    def _others_instances(self, workflow: Workflow, state: ControlState) -> Counter:
+        """The instances the other workflows' plans hold, by share (empty
+        unless ``packed_capacity`` counts them)."""
+        counts: Counter = Counter()
+        if self.settings.capacity_gpus is None or not self.settings.packed_capacity:
+            return counts
+        for name, other in state.workflows.items():
+            if name != workflow.name and other.plan is not None:
+                for stage in other.plan.stages.values():
+                    counts[stage.gpu_share] += stage.replicas
+        return counts
+
+    def _packs(self, others: Counter, choices) -> bool:
+        """Do a plan's instances fit on the GPUs beside the other
+        workflows' (``packed_capacity``; always where it is off)?"""
+        if self.settings.capacity_gpus is None or not self.settings.packed_capacity:
+            return True
+        counts = Counter(others)
+        for option in choices.values():
+            counts[option.config.gpu_share] += option.replicas
+        return fits_on_gpus(counts, self.settings.capacity_gpus)
 
     def _capacity_left(self, workflow: Workflow, state: ControlState) -> float:
         if self.settings.capacity_gpus is None:

@@ -14,7 +14,7 @@ from .errors import ControlError
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
              "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "latest", "waits",
-             "calibration")
+             "calibration", "packing")
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,14 @@ class ControlSettings:
     when it saves at least this share of the stage's cost; a larger one only
     when the plan at the running shares misses the SLO or costs more than
     1 / (1 - this) times as much."""
+    packed_capacity: bool = True
+    """Where ``capacity_gpus`` is set (GPUs of 100% share each): a plan fits
+    only where its instances and the other workflows' planned instances
+    find a GPU each, placed first fit decreasing by share (``packing.py``),
+    not only where their shares fit in total — 80% free as 40% on each of
+    two GPUs holds no 70% instance. Where none of the plans the search
+    tries packs, its fallbacks as before (ablation ``packing``; on since
+    the fortieth session: ``docs/control.md``, point 4)."""
     below_no_room: bool = False
     """**Off by default** (tried in the thirty-seventh session; for
     comparisons: ``docs/control.md``, point 4, has the figures). On: where
@@ -445,4 +453,6 @@ class ControlSettings:
             return replace(self, wait_calibration=False)
         if mechanism == "calibration":
             return replace(self, exec_calibration=False)
+        if mechanism == "packing":
+            return replace(self, packed_capacity=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

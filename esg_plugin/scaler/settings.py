@@ -69,6 +69,12 @@ class ScalerSettings:
     control law's ``capacity_gpus`` — plans beyond what the other workflows
     left are degraded to fit, in planning order (the most urgent first); a
     workflow keeps at least its cheapest deployment. 0: no limit."""
+    packed_capacity: bool = True
+    """``capacity_gpus`` counts GPUs of 100% share each, and a plan fits only
+    where its pods and the other workflows' find a GPU each (first fit,
+    largest share first: the control law's ``packed_capacity``); false:
+    ``capacity_gpus`` is a total only (a quota over more GPUs than it
+    counts)."""
     busy_capacity: float = 0.0
     """On a time-shared node (``esg up`` on a CPU): the share of it the plans
     may keep busy in all (the control law's ``busy_capacity``); a workflow
@@ -171,7 +177,7 @@ class ScalerSettings:
         return ControlSettings(slo_margin=self.slo_margin, rate_headroom=self.rate_headroom,
                                scale_down_delay_s=self.scale_down_delay_s, warmup_s=self.window_s,
                                min_share_saving=self.min_share_saving,
-                               capacity_gpus=self.capacity_gpus or None,
+                               capacity_gpus=self.capacity_gpus or None, packed_capacity=self.packed_capacity,
                                busy_capacity=self.busy_capacity or None,
                                wait_calibration=self.wait_calibration, queueing_model=self.queueing_model,
                                bridge_batching=live_batch_sizes, burst_batching=live_batch_sizes)

@@ -14,7 +14,8 @@ from esg_plugin.control import (
 )
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.control.law import on_rate_grid
-from esg_plugin.model import InstanceGroup, ProfileSet, Stage, Workflow
+from esg_plugin.control.packing import fits_on_gpus
+from esg_plugin.model import FunctionProfile, InstanceGroup, ProfileSet, Stage, Workflow
 from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide_functions
 from esg_plugin.scaler.sources import Observation as ScalerObservation
 from esg_plugin.sim import Arrivals, SimConfig, View, Workload, simulate
@@ -1704,3 +1705,55 @@ def test_a_stage_the_cluster_has_no_room_for_is_planned_below_that_share(chain):
     off = run(on=False)  # the law waits for room, and every reason says for how long
     assert not any("no room for" in said for _, said in off)
     assert off[4][1] == "unchanged; no room on any GPU: b's 1 instance(s) at 40% for 2 s"
+
+
+def test_instances_fit_on_gpus_one_by_one_not_in_total():
+    """``fits_on_gpus``: 190% of share fits on two GPUs in total, but one
+    70% and two 60% instances do not (no GPU keeps 70% free beside a 60%);
+    smaller shares do; a fraction of a GPU is a GPU with that much share.
+    Over seeded random sets: never more than the GPUs hold in total, and
+    always where every instance has a GPU to itself."""
+    assert not fits_on_gpus({70: 1, 60: 2}, 2.0)
+    assert fits_on_gpus({60: 2, 30: 2}, 2.0) and fits_on_gpus({60: 2, 40: 2}, 2.0)
+    assert fits_on_gpus({50: 1, 100: 2}, 2.5) and not fits_on_gpus({60: 1, 100: 2}, 2.5)
+    assert fits_on_gpus({}, 0.0) and fits_on_gpus({70: 0}, 0.0) and not fits_on_gpus({10: 1}, 0.0)
+    rng = random.Random(7)
+    for _ in range(500):
+        gpus = rng.randint(1, 16)
+        counts = {share: rng.randint(0, 6) for share in rng.sample(GPU_SHARES, rng.randint(1, 4))}
+        total_pct = sum(share * n for share, n in counts.items())
+        if fits_on_gpus(counts, gpus):
+            assert total_pct <= gpus * 100
+        if sum(counts.values()) <= gpus:
+            assert fits_on_gpus(counts, gpus)
+
+
+def test_a_plan_fits_only_where_its_instances_find_a_gpu_each():
+    """``packed_capacity``: on two GPUs, workflow x holds two 60% instances,
+    which leaves 80% free in total but 40% on each GPU. Workflow y's
+    cheapest plan on time is one 70% instance: within the total, on no
+    GPU. With the switch on, y is planned on time with two 40% instances,
+    dearer but each with a GPU; off, the 70% instance is planned and finds
+    room on none. Where no plan on time finds a GPU each (a 10-ms SLO: 40%
+    is too slow), the plan on time runs as without the switch, not a later
+    one that would fit."""
+    thin = FunctionProfile("thin", (1,), (60,), ((5.0,),))
+    broad = FunctionProfile("broad", (1,), (40, 70), ((12.0, 4.0),))
+    profiles = ProfileSet("test", {"thin": thin, "broad": broad})
+    x = Workflow.build("x", 20.0, [Stage("s", "thin")], hop_ms=1.0)
+
+    def held(on, slo_ms=20.0):
+        y = Workflow.build("y", slo_ms, [Stage("s", "broad")], hop_ms=1.0)
+        law = ControlLaw([x, y], profiles, ControlSettings(capacity_gpus=2.0, packed_capacity=on))
+        obs = {"x": WorkflowObservation(250.0, 250.0, 2.0), "y": WorkflowObservation(100.0, 100.0, 2.0)}
+        decision = law.step(Observation(0.0, obs), law.new_state(), 0.0)
+        counts: dict[int, int] = {}
+        for groups in decision.desired.values():
+            for g in groups:
+                counts[g.gpu_share] = counts.get(g.gpu_share, 0) + g.count
+        assert sum(p.cost for p in decision.plans.values()) <= 2.0 + 1e-9
+        return counts, decision.plans["y"].feasible
+
+    assert held(True) == ({60: 2, 40: 2}, True) and fits_on_gpus({60: 2, 40: 2}, 2.0)
+    assert held(False) == ({60: 2, 70: 1}, True) and not fits_on_gpus({60: 2, 70: 1}, 2.0)
+    assert held(True, slo_ms=10.0) == held(False, slo_ms=10.0) == ({60: 2, 70: 1}, True)

@@ -111,6 +111,15 @@ def test_the_queue_factor_can_be_switched_off_for_a_comparison():
     assert ScalerSettings.load({"wait_calibration": "no"}, {}, {"wait_calibration": "true"}).wait_calibration is True
 
 
+def test_the_capacity_counts_whole_gpus_unless_told_it_is_a_quota():
+    assert ScalerSettings(capacity_gpus=4).control().packed_capacity is True
+    quota = ScalerSettings.load({"capacity_gpus": 4, "packed_capacity": False}, {}).control()
+    assert quota.packed_capacity is False and quota.capacity_gpus == 4.0
+    assert ScalerSettings.load({}, {"ESG_SCALER_PACKED_CAPACITY": "off"}).packed_capacity is False
+    with pytest.raises(ScalerSettingsError, match="packed_capacity must be bool"):
+        ScalerSettings.load({"packed_capacity": "sometimes"}, {})
+
+
 def test_the_queueing_model_can_be_chosen_for_a_comparison():
     assert ScalerSettings().control().queueing_model == "allen-cunneen"
     assert ScalerSettings.load({}, {"ESG_SCALER_QUEUEING_MODEL": "renewal"}).control().queueing_model == "renewal"
