@@ -29,7 +29,11 @@ Per workflow with data, at every tick (``docs/control.md``):
    decision (several targets). A change of share restarts the stage's
    instances: a smaller share that saves too little is not taken, nor a
    larger one when the plan at the running shares meets the SLO too, for at
-   most 1 / (1 − ``min_share_saving``) times the cost. When nothing fits: the degraded plan
+   most 1 / (1 − ``min_share_saving``) times the cost. Where the GPUs are
+   counted (``capacity_gpus``), a plan on time fits where its instances
+   and the other workflows' planned ones find a GPU each (``packing.py``;
+   ``packed_capacity``), else the same budget is searched below the most
+   room a GPU has left. When nothing fits: the degraded plan
    that still meets the SLO if any, within the capacity, else the least
    late one that fits. While replicas added beside a stage's running ones
    start, every group of the stage runs at the largest-throughput batch
@@ -1120,7 +1124,9 @@ class ControlLaw:
     def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, now_s=None):
         """(problem, choices, stats, fits): the plan for the margin budget,
         else the degraded plan with the highest expected hit rate that fits
-        the capacity: the smaller margins on the margin's grid, the SLO
+        the capacity (a plan on time: in total and, with ``packed_capacity``,
+        one instance per GPU with room — where none on time does, the first
+        on time within the total): the smaller margins on the margin's grid, the SLO
         itself as budget, then less confidence in the
         tail (lower quantiles of the queueing wait, then its mean), then
         budgets a little beyond the SLO, tightest first; the fastest plan
