@@ -271,9 +271,11 @@ class ControlSettings:
     only where its instances and the other workflows' planned instances
     find a GPU each, placed first fit decreasing by share (``packing.py``),
     not only where their shares fit in total — 80% free as 40% on each of
-    two GPUs holds no 70% instance. Where none of the plans the search
-    tries packs, its fallbacks as before (ablation ``packing``; on since
-    the fortieth session: ``docs/control.md``, point 4)."""
+    two GPUs holds no 70% instance. A plan on time that does not is
+    searched again with no share above the most room a GPU has left;
+    where no plan on time packs, the first on time within the total runs,
+    as without it (ablation ``packing``; on since the fortieth session:
+    ``docs/control.md``, point 4)."""
     below_no_room: bool = False
     """**Off by default** (tried in the thirty-seventh session; for
     comparisons: ``docs/control.md``, point 4, has the figures). On: where
