@@ -624,3 +624,30 @@ def test_esg_reads_each_functions_profile_error_from_the_executions_and_holds_th
                             settings=ControlSettings(capacity_gpus=16.0).without("calibration"))
     simulate(case.workload, case.profiles, believing, SimConfig(seed=5, exec_factors=errors))
     assert believing.state.exec_factor == {}  # the ablation: the profiles believed as they are
+
+
+def test_plans_whose_instances_find_a_gpu_each_are_placed_by_the_simulator():
+    """The law's packing check (``packed_capacity``) against the simulator's
+    placement: on two GPUs, x's two 60% instances leave 40% on each; y's
+    cheapest plan on time, one 70% instance, fits the total but no GPU.
+    With the check, y runs two 40% instances, every placement succeeds and
+    y meets more of its SLO; without it, the 70% instance is retried at
+    every tick and never placed."""
+    from esg_plugin.control import ControlSettings
+
+    thin = FunctionProfile("thin", (1,), (60,), ((5.0,),), cold_start_ms=500.0)
+    broad = FunctionProfile("broad", (1,), (40, 70), ((12.0, 4.0),), cold_start_ms=500.0)
+    profiles = ProfileSet("test", {"thin": thin, "broad": broad})
+    x = Workflow.build("x", 20.0, [Stage("s", "thin")], hop_ms=1.0)
+    y = Workflow.build("y", 20.0, [Stage("s", "broad")], hop_ms=1.0)
+    workload = Workload("packing", 2, 20.0, (WorkflowLoad(x, Arrivals("poisson", {"rate_rps": 250.0})),
+                                            WorkflowLoad(y, Arrivals("poisson", {"rate_rps": 100.0}))), warmup_s=5.0)
+    runs = {}
+    for on in (True, False):
+        policy = make_policy("esg", [x, y], profiles,
+                             settings=ControlSettings(capacity_gpus=2.0, packed_capacity=on))
+        result = simulate(workload, profiles, policy, SimConfig(seed=1))
+        y_ms = [latency for wf, _, latency in result.requests if wf == "y"]
+        runs[on] = (result.unplaced, sum(0 <= ms <= 20.0 for ms in y_ms) / len(y_ms))
+    assert runs[True][0] == 0 and runs[False][0] > 0
+    assert runs[True][1] > runs[False][1]
