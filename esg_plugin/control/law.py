@@ -196,6 +196,9 @@ class WorkflowState:
     hopeless: bool = False
     """No plan can meet the SLO: the fastest executions alone, as
     calibrated, take longer (``late_plans``); the cheapest plan runs."""
+    unpacked: bool = False
+    """The plan's instances do not find a GPU each beside the other
+    workflows' planned ones (``packed_capacity``): no plan on time did."""
     last_margin_change_s: float = -math.inf
     boost: float = 1.0
     """The factor over the observed rate that misses at the largest margin
@@ -412,7 +415,7 @@ class ControlLaw:
                 self._plan(self._as_measured(self.workflows[name], ws), ws, state, target, cv2, current or {},
                            now_s, offered)
                 changed.append(name)
-                reasons[name] = why + ws.no_room_said + _late_said(ws) + (
+                reasons[name] = why + ws.no_room_said + _late_said(ws) + _unpacked_said(ws) + (
                     f"; planned for {ws.boost:.2f} x the rate: a plan for more is late by the model"
                     if ws.boost < boost else "") + self._waiting_for_room(self.workflows[name], ws, state, now_s)
                 ws.no_room_said = ""
@@ -1018,6 +1021,7 @@ class ControlLaw:
         ws.fits = fits
         ws.late_by = problem.budget_ms / workflow.slo_ms
         ws.hopeless = hopeless
+        ws.unpacked = not self._packs(self._others_instances(workflow, state), choices)
         ws.admit_rps = admit_rps
         ws.busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
@@ -1529,6 +1533,11 @@ def _late_said(ws: WorkflowState) -> str:
     if ws.late_by > 1.0 + 1e-9:
         return f"; no plan within reach meets the SLO: planned for {ws.late_by:.2f} x it"
     return ""
+
+
+def _unpacked_said(ws: WorkflowState) -> str:
+    """What a reason adds where the plan's instances find no GPU each (``packed_capacity``)."""
+    return "; no plan on time finds a GPU for each instance beside the other workflows'" if ws.unpacked else ""
 
 
 def _fastest_executions_ms(workflow: Workflow, problem) -> float:

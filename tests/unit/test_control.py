@@ -1736,7 +1736,7 @@ def test_a_plan_fits_only_where_its_instances_find_a_gpu_each():
     dearer but each with a GPU; off, the 70% instance is planned and finds
     room on none. Where no plan on time finds a GPU each (a 10-ms SLO: 40%
     is too slow), the plan on time runs as without the switch, not a later
-    one that would fit."""
+    one that would fit, and the reason says that it finds no GPU."""
     thin = FunctionProfile("thin", (1,), (60,), ((5.0,),))
     broad = FunctionProfile("broad", (1,), (40, 70), ((12.0, 4.0),))
     profiles = ProfileSet("test", {"thin": thin, "broad": broad})
@@ -1752,8 +1752,14 @@ def test_a_plan_fits_only_where_its_instances_find_a_gpu_each():
             for g in groups:
                 counts[g.gpu_share] = counts.get(g.gpu_share, 0) + g.count
         assert sum(p.cost for p in decision.plans.values()) <= 2.0 + 1e-9
+        said.append(decision.reasons["y"])
         return counts, decision.plans["y"].feasible
 
+    said: list[str] = []
+    unpacked = "no plan on time finds a GPU for each instance beside the other workflows'"
     assert held(True) == ({60: 2, 40: 2}, True) and fits_on_gpus({60: 2, 40: 2}, 2.0)
+    assert unpacked not in said[-1]
     assert held(False) == ({60: 2, 70: 1}, True) and not fits_on_gpus({60: 2, 70: 1}, 2.0)
-    assert held(True, slo_ms=10.0) == held(False, slo_ms=10.0) == ({60: 2, 70: 1}, True)
+    assert unpacked not in said[-1]  # without the switch, nothing is said of it
+    assert held(True, slo_ms=10.0) == ({60: 2, 70: 1}, True) and said[-1].endswith(unpacked)
+    assert held(False, slo_ms=10.0) == ({60: 2, 70: 1}, True) and unpacked not in said[-1]
