@@ -1140,16 +1140,18 @@ class ControlLaw:
         if now_s is None or shares is not None:
             return self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, shares)
         capacity = self._capacity_left(workflow, state)
+        others = self._others_instances(workflow, state)
         asked = (now_s, workflow.hop_ms, rate_rps, arrival_cv2, ws.margin, capacity,
                  tuple(id(profiles[st.function]) for st in workflow.stages), tuple(ws.no_room.items()),
-                 tuple(sorted(self._others_instances(workflow, state).items())))
+                 tuple(sorted(others.items())))
         if ws.searched is not None and ws.searched[0] == asked:
             return ws.searched[1]
-        found = self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, capacity=capacity)
+        found = self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, capacity=capacity, others=others)
         ws.searched = (asked, found)
         return found
 
-    def _search(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, capacity=None):
+    def _search(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, capacity=None,
+                others=None):
         s = self.settings
         utilisations = tuple(s.utilisations)
         first = 1.0 - ws.margin
@@ -1160,7 +1162,13 @@ class ControlLaw:
                                       below)
         solve = get_policy(self.policy)
         capacity = self._capacity_left(workflow, state) if capacity is None else capacity
-        others = self._others_instances(workflow, state)
+        others = self._others_instances(workflow, state) if others is None else others
+
+        def build(quantile, shares_below):
+            return build_problem(workflow, profiles, rate_rps, utilisations[0], shares=shares, arrival_cv2=arrival_cv2,
+                                 utilisations=utilisations[1:], queue_quantile=quantile, no_wait=s.no_wait_options,
+                                 queueing_model=s.queueing_model, shares_below=shares_below)
+
         quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
                                           and arrival_cv2 is not None and q < s.queue_quantile] + [None]
         # the margin's own grid down to none: a margin out of reach gives the plan
@@ -1176,11 +1184,7 @@ class ControlLaw:
         unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
         for quantile, factor in attempts:
             if quantile not in built:  # the menus depend on the quantile, not on the budget
-                built[quantile] = build_problem(workflow, profiles, rate_rps, utilisations[0],
-                                                shares=shares, arrival_cv2=arrival_cv2,
-                                                utilisations=utilisations[1:], queue_quantile=quantile,
-                                                no_wait=s.no_wait_options, queueing_model=s.queueing_model,
-                                                shares_below=below)
+                built[quantile] = build(quantile, below)
             if factor > 1.0 and self._hopeless_counts():
                 executions_ms = _fastest_executions_ms(workflow, built[quantile])
                 if executions_ms > workflow.slo_ms:
@@ -1204,8 +1208,10 @@ class ControlLaw:
             # budget with no share larger than the most room a GPU has left beside the others
             unpacked = unpacked or found
             if quantile not in capped:
-                capped[quantile] = self._below_room(workflow, profiles, rate_rps, arrival_cv2, shares, below,
-                                                    quantile, others)
+                try:
+                    capped[quantile] = build(quantile, self._below_room(workflow, below, others))
+                except (PlannerError, ModelError):  # some stage cannot run there
+                    capped[quantile] = None
             if capped[quantile] is not None:
                 narrow = dataclasses.replace(capped[quantile], budget_ms=workflow.slo_ms * factor)
                 again, again_stats = solve(narrow, NO_LIMITS)
@@ -1229,20 +1235,12 @@ class ControlLaw:
                 return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
 
-    def _below_room(self, workflow, profiles, rate_rps, arrival_cv2, shares, below, quantile, others):
-        """The problem with every stage kept at or below the most share a GPU
-        has left once the other workflows' instances are placed (and below
-        ``below``'s shares), or None where some stage cannot run there."""
-        s = self.settings
-        room_pct = most_room_pct(others, s.capacity_gpus)
-        caps = {st.name: min(room_pct + 1, (below or {}).get(st.name, room_pct + 1)) for st in workflow.stages}
-        try:
-            return build_problem(workflow, profiles, rate_rps, s.utilisations[0], shares=shares,
-                                 arrival_cv2=arrival_cv2, utilisations=tuple(s.utilisations[1:]),
-                                 queue_quantile=quantile, no_wait=s.no_wait_options,
-                                 queueing_model=s.queueing_model, shares_below=caps)
-        except (PlannerError, ModelError):
-            return None
+    def _below_room(self, workflow: Workflow, below: Optional[dict[str, int]], others: Counter) -> dict[str, int]:
+        """The shares every stage is kept below (``build_problem``'s
+        ``shares_below``): at most the most share a GPU has left once the
+        other workflows' instances are placed, and below ``below``'s."""
+        room_pct = most_room_pct(others, self.settings.capacity_gpus)
+        return {st.name: min(room_pct + 1, (below or {}).get(st.name, room_pct + 1)) for st in workflow.stages}
 
     def _fitting(self, workflow: Workflow, profiles: ProfileSet, capacity: float, shares=None, below=None):
         """Whether the cheapest plan at each of an array of rates (the least

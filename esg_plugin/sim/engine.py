@@ -718,7 +718,7 @@ class Simulator:
             while recent and recent[0] < t - max(window_ms, short_ms):
                 recent.popleft()
             span_ms = min(window_ms, t)
-            observed[wf.name] = sum(1 for a in recent if a >= t - window_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
+            observed[wf.name] = _arrived_since(recent, t - window_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
             span_ms = min(short_ms, t)
             latest[wf.name] = _arrived_since(recent, t - short_ms) / (span_ms / 1000.0) if span_ms > 0 else 0.0
             if interval_ms <= max(window_ms, short_ms) and t > 0:  # the arrivals kept reach back that far

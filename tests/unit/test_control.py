@@ -14,7 +14,7 @@ from esg_plugin.control import (
 )
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.control.law import on_rate_grid
-from esg_plugin.control.packing import fits_on_gpus
+from esg_plugin.control.packing import fits_on_gpus, most_room_pct
 from esg_plugin.model import FunctionProfile, InstanceGroup, ProfileSet, Stage, Workflow
 from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide_functions
 from esg_plugin.scaler.sources import Observation as ScalerObservation
@@ -1711,8 +1711,20 @@ def test_instances_fit_on_gpus_one_by_one_not_in_total():
     """``fits_on_gpus``: 190% of share fits on two GPUs in total, but one
     70% and two 60% instances do not (no GPU keeps 70% free beside a 60%);
     smaller shares do; a fraction of a GPU is a GPU with that much share.
-    Over seeded random sets: never more than the GPUs hold in total, and
-    always where every instance has a GPU to itself."""
+    Over seeded random sets: never more than the GPUs hold in total,
+    always where every instance has a GPU to itself, and both it and
+    ``most_room_pct`` agree with placing the instances one at a time, the
+    largest first, each on the first GPU with room (written out below)."""
+
+    def one_at_a_time(counts, gpus):
+        free = [100] * gpus
+        for share in sorted((share for share, n in counts.items() for _ in range(n)), reverse=True):
+            gpu = next((i for i, room in enumerate(free) if room >= share), None)
+            if gpu is None:
+                return None
+            free[gpu] -= share
+        return free
+
     assert not fits_on_gpus({70: 1, 60: 2}, 2.0)
     assert fits_on_gpus({60: 2, 30: 2}, 2.0) and fits_on_gpus({60: 2, 40: 2}, 2.0)
     assert fits_on_gpus({50: 1, 100: 2}, 2.5) and not fits_on_gpus({60: 1, 100: 2}, 2.5)
@@ -1726,6 +1738,9 @@ def test_instances_fit_on_gpus_one_by_one_not_in_total():
             assert total_pct <= gpus * 100
         if sum(counts.values()) <= gpus:
             assert fits_on_gpus(counts, gpus)
+        placed = one_at_a_time(counts, gpus)
+        assert fits_on_gpus(counts, gpus) == (placed is not None)
+        assert most_room_pct(counts, gpus) == (max(placed) if placed is not None else 0)
 
 
 def test_a_plan_fits_only_where_its_instances_find_a_gpu_each():
