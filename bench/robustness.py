@@ -6,6 +6,7 @@
                                [--profile-error F] [--noise SIGMA]
     python bench/robustness.py --report FILE [--family standard|wide]
     python bench/robustness.py --seeds ... --policies esg --others-from FILE [--json FILE2]
+    python bench/robustness.py --seeds 501 --family wide --policies esg,fast-gshare --out DIR
 
 Each case is ``esg_plugin.sim.generate.random_workload(seed)`` (seeded: the
 figures depend only on the seeds and the code), simulated once per policy
@@ -47,6 +48,11 @@ the digit. The file must hold every seed, each its workload of this
 ``--family``, and (where it records them) the same ``--profile-error`` and
 ``--noise``; else one line and exit code 2, before anything runs. Each
 row of ``--json`` then names the file and the policies taken from it.
+``--out DIR``: for reading a case, also write each case's outputs as
+``esg simulate --out`` does into ``DIR/<workload>/``: ``simulation.json``,
+``latencies.csv`` (every request), ``decisions.csv`` (every re-plan of
+the control law, with why: what it covered, for what estimate, what the
+plan held) and the plots.
 """
 
 from __future__ import annotations
@@ -57,13 +63,14 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Optional
 
 from esg_plugin.control import ABLATIONS, ControlSettings
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
 from esg_plugin.sim.engine import EXEC_FACTOR_LIMITS, MAX_NOISE_SIGMA
 from esg_plugin.sim.generate import FAMILIES, profile_errors, random_workload, workload_name
-from esg_plugin.sim.report import summarize
+from esg_plugin.sim.report import document, summarize, write_outputs
 
 PEERS = [p for p in POLICY_NAMES if p not in ("esg", "optimal")]
 COST_TOLERANCE = 0.005
@@ -75,21 +82,28 @@ nexus is not cheaper only by missing more."""
 
 
 def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, family: str = "standard",
-             profile_error: float = 1.0, noise: float = 0.0) -> dict:
+             profile_error: float = 1.0, noise: float = 0.0, outputs: Optional[str] = None) -> dict:
     case = random_workload(seed, family=family)
     errors = profile_errors(seed, case.profiles.functions, profile_error)  # 1: every factor 1
     workflows = [load.workflow for load in case.workload.workflows]
     out = {"seed": seed, "workload": case.workload.name, "description": case.description,
            "shape": shape_of(case.workload), "family": family, "profile_error": profile_error, "noise": noise,
            "policies": {}}
+    runs = []
     for name in policies:
         policy_name, _, ablation = name.partition("-no-")
         settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
         policy = make_policy(policy_name, workflows, case.profiles, settings=settings, ablation=ablation or None,
                              gpus=case.workload.gpus)
         config = SimConfig(seed=seed, noise_sigma=noise, exec_factors=errors)
-        summary = summarize(simulate(case.workload, case.profiles, policy, config))
+        run = simulate(case.workload, case.profiles, policy, config)
+        run.policy = name  # an ablation's row by its own name
+        summary = summarize(run)
         out["policies"][name] = {"hit": summary["slo_hit_rate"], "cost": summary["cost"]}
+        runs.append(run)
+    if outputs:
+        write_outputs(Path(outputs) / case.workload.name,
+                      document(case.workload.name, seed, case.workload.duration_s, runs), runs)
     return out
 
 
@@ -196,6 +210,9 @@ def main(argv=None) -> int:
                         help="print the report of an earlier run's --json file; run nothing")
     parser.add_argument("--others-from", default=None, metavar="FILE",
                         help="run only --policies; every other policy's figures from an earlier run's --json file")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="also write each case's simulation.json, latencies.csv, decisions.csv and plots "
+                             "into DIR/<workload>/")
     args = parser.parse_args(argv)
     if args.report:
         return print_saved(args.report, args.family)
@@ -221,7 +238,7 @@ def main(argv=None) -> int:
         overrides = json.loads(args.settings) if args.settings else None
         results = list(pool.map(run_case, seeds, [run] * len(seeds), [overrides] * len(seeds),
                                 [args.family] * len(seeds), [args.profile_error] * len(seeds),
-                                [args.noise] * len(seeds)))
+                                [args.noise] * len(seeds), [args.out] * len(seeds)))
     for r in results:
         if others:
             r["policies"].update(others[r["seed"]])

@@ -45,7 +45,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="switch one mechanism of esg's control law off: " + ", ".join(ABLATIONS))
     p.add_argument("--json", action="store_true", help="print the SPEC §7 JSON instead of the table")
     p.add_argument("--out", metavar="DIR",
-                   help="also write simulation.json, latencies.csv and PNG plots into DIR")
+                   help="also write simulation.json, latencies.csv, decisions.csv (every re-plan of the "
+                        "control law, with why) and PNG plots into DIR")
     p.set_defaults(run=run)
 
 

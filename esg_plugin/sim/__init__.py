@@ -1,6 +1,6 @@
 """The discrete-event simulator, its workloads, policies and reports."""
 
-from .engine import Deployment, Policy, RunResult, SimConfig, Simulator, View, simulate
+from .engine import Deployment, PlanChange, Policy, RunResult, SimConfig, Simulator, View, simulate
 from .policies import POLICY_NAMES, make_policy
 from .workload import Arrivals, Workload, WorkloadError, parse_workload
 
@@ -8,6 +8,7 @@ __all__ = [
     "POLICY_NAMES",
     "Arrivals",
     "Deployment",
+    "PlanChange",
     "Policy",
     "RunResult",
     "SimConfig",

@@ -146,6 +146,26 @@ class Policy:
         """Lane of a request entering ``stage`` with ``slack_ms`` to spare."""
         return 0
 
+    def decisions(self) -> list["PlanChange"]:
+        """The re-plans the policy made, with why (the control law's; a
+        peer gives none)."""
+        return []
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """One workflow re-planned at one tick: what the plan covers and why."""
+
+    time_s: float
+    workflow: str
+    rate_rps: float
+    """The rate the new plan covers (headroom included)."""
+    estimate_rps: Optional[float]
+    """The offered rate it was made for (the law's estimate)."""
+    plan_gpus: float
+    """What the new plan holds: Σ share × replicas over its stages, in GPUs."""
+    reason: str
+
 
 @dataclass
 class SimConfig:
@@ -278,6 +298,8 @@ class RunResult:
     cost_gpu_s_by_workflow: dict[str, float]
     held_series: list[tuple[float, float]] = field(default_factory=list)
     """(time_s, GPUs held) at each control tick, before it acts."""
+    decisions: list[PlanChange] = field(default_factory=list)
+    """Every re-plan with its reason (``Policy.decisions``; the control law's)."""
     unplaced: int = 0
     """Instance placements that failed (a desired instance that does not fit is tried again every tick)."""
     shed: int = 0
@@ -702,6 +724,7 @@ class Simulator:
             busy_gpu_s=self.busy_acc,
             cost_gpu_s_by_workflow=dict(self.cluster.cost_gpu_s_by_wf),
             held_series=self.held_series,
+            decisions=list(policy.decisions()),
             unplaced=self.cluster.unplaced,
             shed=self.shed,
             stage_executions=self.stage_executions,

@@ -46,7 +46,7 @@ from ..control import ControlLaw, ControlSettings, DelayWindow, Observation, Wor
 from ..model import DEFAULT_UTILISATION, InstanceGroup, ProfileSet, Workflow
 from ..planner import build_problem, deployment_for, get_policy, plan_with_fallback
 from ..planner.baselines import _whole_gpu, even_stage_budgets, kpa_replicas_for_concurrency, openfaas_replicas
-from .engine import Deployment, Policy, View
+from .engine import Deployment, PlanChange, Policy, View
 
 CONTROL_INTERVAL_S = 1.0
 CONTROL_SHORT_WINDOW_S = 2.0
@@ -99,13 +99,22 @@ class ControlledPolicy(Policy):
         self.state = self.law.new_state()
         self.downstream: dict[tuple[str, str], float] = {}
         self.downstream_exec: dict[tuple[str, str], float] = {}
+        self.changes: list[PlanChange] = []
 
     def decide(self, view: View) -> Optional[Deployment]:
         decision = self.law.step(observation_from_view(view, self.short_window_s, self.window_s, self.interval_s),
                                  self.state, view.now_s)
         self.downstream = decision.downstream_ms
         self.downstream_exec = decision.downstream_exec_ms
+        for name in decision.changed:
+            plan = decision.plans.get(name)
+            self.changes.append(PlanChange(view.now_s, name, decision.rates_rps.get(name, 0.0),
+                                           decision.estimates_rps.get(name), plan.cost if plan else 0.0,
+                                           decision.reasons.get(name, "")))
         return decision.desired or None
+
+    def decisions(self) -> list[PlanChange]:
+        return self.changes
 
     def downstream_ms(self, workflow: str, stage: str) -> float:
         return self.downstream.get((workflow, stage), 0.0)

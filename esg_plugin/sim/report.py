@@ -89,7 +89,9 @@ def render_table(doc: dict[str, Any]) -> str:
 
 
 def write_outputs(out_dir: Path, doc: dict[str, Any], results: Sequence[RunResult]) -> list[Path]:
-    """``simulation.json``, ``latencies.csv`` and three PNG plots in ``out_dir``."""
+    """``simulation.json``, ``latencies.csv``, ``decisions.csv`` (every
+    re-plan of a policy that says why: the control law's) and three PNG
+    plots in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     path = out_dir / "simulation.json"
@@ -105,6 +107,16 @@ def write_outputs(out_dir: Path, doc: dict[str, Any], results: Sequence[RunResul
                 met = 0 <= latency_ms <= slo + _TOLERANCE_MS
                 writer.writerow([r.policy, name, f"{arrival_s:.4f}",
                                  "" if latency_ms < 0 else f"{latency_ms:.3f}", slo, int(met)])
+    written.append(path)
+    path = out_dir / "decisions.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["policy", "time_s", "workflow", "rate_rps", "estimate_rps", "plan_gpus", "reason"])
+        for r in results:
+            for d in r.decisions:
+                writer.writerow([r.policy, f"{d.time_s:.3f}", d.workflow, f"{d.rate_rps:.3f}",
+                                 "" if d.estimate_rps is None else f"{d.estimate_rps:.3f}", f"{d.plan_gpus:.3f}",
+                                 d.reason])
     written.append(path)
     written.extend(plot(out_dir, doc, results))
     return written

@@ -1,5 +1,6 @@
 """`esg simulate` as a user runs it."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -35,12 +36,21 @@ def test_table_json_and_outputs(tmp_path):
         assert {"slo_hit_rate", "cost", "gpu_util", "p50_ms", "p99_ms", "completed", "missed", "workflows"} <= set(p)
         assert set(p["workflows"]) == {"traffic"}
     out = tmp_path / "out"
-    for name in ("simulation.json", "latencies.csv", "hit_rate_vs_cost.png", "latency_cdf.png", "gpus_over_time.png"):
+    for name in ("simulation.json", "latencies.csv", "decisions.csv", "hit_rate_vs_cost.png", "latency_cdf.png",
+                 "gpus_over_time.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "hit_rate_vs_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = (out / "latencies.csv").read_text().splitlines()
     assert rows[0] == "policy,workflow,arrival_s,latency_ms,slo_ms,slo_met"
     assert len(rows) - 1 == sum(p["completed"] + p["missed"] for p in doc["policies"].values())
+    # every re-plan of the control law, with why; the peers say none
+    with open(out / "decisions.csv", newline="") as f:
+        decisions = list(csv.DictReader(f))
+    assert decisions and {d["policy"] for d in decisions} == {"esg"}
+    assert decisions[0]["workflow"] == "traffic" and decisions[0]["reason"].startswith("first plan")
+    times = [float(d["time_s"]) for d in decisions]
+    assert times == sorted(times) and all(0 <= t <= 120 + 30 for t in times)  # the run and its drain
+    assert all(float(d["rate_rps"]) > 0 and float(d["plan_gpus"]) > 0 for d in decisions)
     again = json.loads(esg(*args, "--json").stdout)
     assert again == doc  # the same seed gives the same result
 

@@ -482,6 +482,36 @@ def test_the_robustness_bench_takes_the_other_policies_from_an_earlier_run(tmp_p
         assert len(err.splitlines()) == 1 and "cannot take the other policies from it" in err, err
 
 
+def test_the_robustness_bench_writes_each_case_as_esg_simulate_does(tmp_path, capsys):
+    """``bench/robustness.py --out DIR``: each case's outputs in
+    ``DIR/<workload>/``, ``decisions.csv`` holding every re-plan of the
+    control law with its reason (an ablation's rows under its own name)
+    and none of a peer's; the figures the same as without ``--out``."""
+    import csv
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from robustness import main
+
+    plain, written = tmp_path / "plain.json", tmp_path / "written.json"
+    args = ["--seeds", "3", "--policies", "esg,esg-no-feedback,nexus", "--processes", "1"]
+    assert main(args + ["--json", str(plain)]) == 0
+    assert main(args + ["--json", str(written), "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert json.loads(written.read_text()) == json.loads(plain.read_text())
+    case = tmp_path / "out" / "random-3"
+    for name in ("simulation.json", "latencies.csv", "decisions.csv", "gpus_over_time.png"):
+        assert (case / name).stat().st_size > 0, name
+    assert set(json.loads((case / "simulation.json").read_text())["policies"]) == {"esg", "esg-no-feedback", "nexus"}
+    with open(case / "decisions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["policy"] for r in rows} == {"esg", "esg-no-feedback"}
+    firsts = [r for r in rows if r["reason"].startswith("first plan")]
+    assert {(r["policy"], r["time_s"]) for r in firsts} == {("esg", "0.000"), ("esg-no-feedback", "0.000")}
+    assert not any("margin raised" in r["reason"] for r in rows if r["policy"] == "esg-no-feedback")
+
+
 def test_a_miss_is_classed_by_what_its_arrivals_were_doing():
     """``bench/miss_causes.py``: the class comes from the workload's truth —
     within the settle time after an upward step a rise, after a downward
