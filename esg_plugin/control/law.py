@@ -203,6 +203,21 @@ class WorkflowState:
     boost: float = 1.0
     """The factor over the observed rate that misses at the largest margin
     added (``capacity_feedback``)."""
+    held_below: Optional[tuple] = None
+    """Where the capacity held the current plan below the plan on time for
+    its rate (late by its model, or for less rate): (that rate less the
+    boost, the arrivals' cv² it was planned with, the profiles); else None
+    (``boost_spare_only``)."""
+    on_time_gpus: Optional[float] = None
+    """What the cheapest plan on time for ``held_below`` holds, once a
+    boosted workflow asked (:meth:`ControlLaw._needed_gpus`)."""
+    yielded_to_gpus: float = math.inf
+    """The capacity the plan was last made again within because another
+    workflow needed the GPUs its boost held: only less than that asks for
+    it again (where nothing smaller fits, the plan stays as it is)."""
+    yielding: bool = False
+    """The re-plan asked for is that one: it may hold less while requests
+    miss (the boost gives back what another workflow's plan on time needs)."""
     clean_since_s: Optional[float] = None
     wait_factor: float = 1.0
     """What the arrivals' cv² is multiplied by for planning: the queue the
@@ -515,6 +530,13 @@ class ControlLaw:
         room = self._no_room(workflow, ws, state, obs, missing, now_s)
         if room is not None:
             why = room if why is None else f"{why}; {room}"
+        if ws.boost <= 1.0:
+            ws.yielded_to_gpus = math.inf
+        elif why is None and ws.plan is not None and s.boost_spare_only and s.capacity_gpus is not None:
+            left = self._capacity_left(workflow, state)
+            if ws.plan.cost > left + 1e-9 and left < ws.yielded_to_gpus - 1e-9:
+                ws.yielded_to_gpus, ws.yielding = left, True
+                why = "another workflow's plan on time needs GPUs this boost holds: re-planned within the rest"
         if why is None and ws.plan is not None and s.busy_capacity is not None:
             part = self._busy_part(workflow.name, state, ws.demand)
             if ws.busy > part * (1 + BUSY_FREED) + 1e-9 or \
@@ -1000,7 +1022,8 @@ class ControlLaw:
         problem, choices, stats, fits, admit_rps, ws.demand = chosen
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
         hopeless = not fits and self._hopeless_counts() and _fastest_executions_ms(workflow, problem) > workflow.slo_ms
-        if not ws.calm and not fits and not hopeless and ws.plan is not None \
+        yielding, ws.yielding = ws.yielding, False
+        if not ws.calm and not fits and not hopeless and ws.plan is not None and not yielding \
                 and (rate_rps <= (ws.planned_rps or 0.0) + 1e-9
                      or not self._adds_capacity(workflow, ws, profiles, choices, current)) \
                 and _cost(choices) < ws.plan.cost - 1e-9 \
@@ -1023,6 +1046,9 @@ class ControlLaw:
         ws.hopeless = hopeless
         ws.unpacked = not self._packs(self._others_instances(workflow, state), choices)
         ws.admit_rps = admit_rps
+        late_or_less = _late(workflow, problem) or problem.rate_rps < rate_rps * (1 - 1e-9)
+        ws.held_below = (rate_rps / ws.boost, arrival_cv2, profiles) if late_or_less else None
+        ws.on_time_gpus = None
         ws.busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
         for stage, option in choices.items():
@@ -1302,11 +1328,38 @@ class ControlLaw:
         return fits_on_gpus(counts, self.settings.capacity_gpus)
 
     def _capacity_left(self, workflow: Workflow, state: ControlState) -> float:
+        """The GPUs the other workflows' plans leave; for a workflow whose
+        rate the capacity feedback boosts (``boost_spare_only``), also less
+        what the others' plans on time need beyond what they hold."""
         if self.settings.capacity_gpus is None:
             return math.inf
-        others = sum(ws.plan.cost for name, ws in state.workflows.items()
-                     if name != workflow.name and ws.plan is not None)
+        mine = state.workflows.get(workflow.name)
+        spare_only = self.settings.boost_spare_only and mine is not None and mine.boost > 1.0
+        others = sum(max(ws.plan.cost, self._needed_gpus(self.workflows[name], ws)) if spare_only else ws.plan.cost
+                     for name, ws in state.workflows.items() if name != workflow.name and ws.plan is not None)
         return max(0.0, self.settings.capacity_gpus - others) + 1e-9
+
+    def _needed_gpus(self, workflow: Workflow, ws: WorkflowState) -> float:
+        """Where the capacity held the workflow's plan below the plan on
+        time (``WorkflowState.held_below``), what the cheapest plan on time
+        (the SLO as its budget) would hold, in GPUs — a search, made once
+        per plan and only when a boosted workflow asks; else 0."""
+        if ws.held_below is None:
+            return 0.0
+        if ws.on_time_gpus is None:
+            s = self.settings
+            rate_rps, arrival_cv2, profiles = ws.held_below
+            utilisations = tuple(s.utilisations)
+            try:
+                problem = build_problem(workflow, profiles, max(rate_rps, s.min_rate_rps), utilisations[0],
+                                        arrival_cv2=arrival_cv2, utilisations=utilisations[1:],
+                                        queue_quantile=s.queue_quantile, no_wait=s.no_wait_options,
+                                        queueing_model=s.queueing_model)
+                choices = get_policy(self.policy)(problem, NO_LIMITS)[0]
+            except (PlannerError, ModelError):
+                choices = None
+            ws.on_time_gpus = 0.0 if choices is None else _cost(choices)
+        return ws.on_time_gpus
 
     def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup],
               now_s: float, state: ControlState) -> tuple[dict, dict, dict]:

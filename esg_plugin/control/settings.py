@@ -14,7 +14,7 @@ from .errors import ControlError
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
              "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "latest", "waits",
-             "calibration", "packing")
+             "calibration", "packing", "spare")
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,19 @@ class ControlSettings:
     below ``slo_margin``."""
     margin_step: float = 0.1
     max_margin: float = 0.6
+    boost_spare_only: bool = True
+    """The capacity feedback's boost takes only GPUs the other workflows
+    do not need to be on time: a boosted workflow is planned within the
+    capacity less, for each other workflow, the larger of what its plan
+    holds and — where the capacity held that plan below the plan on time
+    for its own rate (late by its model, or for less rate) — what the
+    cheapest plan on time would hold; where its plan holds more than that
+    leaves, it is planned again within it at once, misses or not (again
+    only when that leaves less still). A boost is a hedge against
+    bursts; on a full cluster it took the GPUs another workflow needed
+    for its arrivals (wide-534: a bursty chain boosted to 4 × its rate held
+    13.7 of 16 GPUs while a stepping DAG ran on 2.3 and missed 85% of its
+    requests). Ablation ``spare``."""
     capacity_feedback: bool = True
     """Misses that go on at ``max_margin`` raise the rate planned for (by
     ``law.BOOST_STEP`` per ``feedback_cooldown_s``, up to ``max_boost`` times
@@ -457,4 +470,6 @@ class ControlSettings:
             return replace(self, exec_calibration=False)
         if mechanism == "packing":
             return replace(self, packed_capacity=False)
+        if mechanism == "spare":
+            return replace(self, boost_spare_only=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

@@ -726,6 +726,41 @@ def test_misses_at_the_largest_margin_raise_the_rate_planned_for_and_a_clean_str
         assert ws.planned_rps == pytest.approx(first)
 
 
+def test_a_boost_takes_only_the_gpus_another_workflow_does_not_need_to_be_on_time():
+    """``boost_spare_only``: workflow A misses at its largest margin and is
+    boosted to 4 × its rate; then B's rate steps up, and on what A leaves
+    B's plan is late by 4 × its SLO. At A's next tick A is planned again
+    within what B's plan on time leaves, misses and all; B's next re-plan
+    is then on time. Switched off (ablation ``spare``), A keeps the GPUs
+    and B stays late."""
+    profiles = example_profiles()
+    flows = [Workflow.build(name, 80.0, [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))], hop_ms=1.0)
+             for name in ("A", "B")]
+    settings = ControlSettings(max_margin=0.2, margin_step=0.1, feedback_cooldown_s=5.0, scale_down_delay_s=20.0,
+                               warmup_s=0.0, max_boost=4.0, capacity_gpus=1.0)
+    for on in (True, False):
+        law = ControlLaw(flows, profiles, settings if on else settings.without("spare"))
+        state = law.new_state()
+        reasons = []
+        for t in range(80):
+            b_rps, b_late = (10.0 if t < 60 else 100.0), (10 if t > 62 else 0)
+            observation = Observation(float(t), {
+                "A": WorkflowObservation(50.0, 50.0, 2.0, ok=90, late=10),
+                "B": WorkflowObservation(b_rps, b_rps, 2.0, ok=100 - b_late, late=b_late)})
+            decision = law.step(observation, state, float(t))
+            reasons += [(t, name, decision.reasons[name]) for name in decision.changed]
+            if t == 60:  # B's step: late by its model on what A's boost leaves
+                assert state.workflows["B"].late_by > 1.0 and state.workflows["A"].boost == 4.0
+                held_before = state.workflows["A"].plan.cost
+        a, b = state.workflows["A"], state.workflows["B"]
+        yielded = [(t, name) for t, name, why in reasons if "another workflow's plan on time needs GPUs" in why]
+        if on:  # A gave back what B's plan on time needs, and B's next re-plan is on time
+            assert yielded == [(61, "A")] and a.plan.cost < held_before
+            assert b.late_by <= 1.0 and b.plan.cost + a.plan.cost <= 1.0 + 1e-9
+        else:
+            assert yielded == [] and a.plan.cost == held_before and b.late_by > 1.0
+
+
 def test_a_margin_out_of_reach_plans_for_the_largest_margin_in_reach(chain):
     """Raising the margin past what any plan meets must not loosen the plan:
     the budget steps down the margin's own grid, tightest first."""
