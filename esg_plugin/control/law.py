@@ -1191,9 +1191,7 @@ class ControlLaw:
         others = self._others_instances(workflow, state) if others is None else others
 
         def build(quantile, shares_below):
-            return build_problem(workflow, profiles, rate_rps, utilisations[0], shares=shares, arrival_cv2=arrival_cv2,
-                                 utilisations=utilisations[1:], queue_quantile=quantile, no_wait=s.no_wait_options,
-                                 queueing_model=s.queueing_model, shares_below=shares_below)
+            return self._problem(workflow, profiles, rate_rps, arrival_cv2, quantile, shares, shares_below)
 
         quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
                                           and arrival_cv2 is not None and q < s.queue_quantile] + [None]
@@ -1260,6 +1258,16 @@ class ControlLaw:
             if low > 0:
                 return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
         return problem, choices, stats, False
+
+    def _problem(self, workflow: Workflow, profiles: ProfileSet, rate_rps: float, arrival_cv2, quantile,
+                 shares=None, shares_below=None):
+        """The planning problem as the law builds it (its utilisation
+        targets, no-wait options and queueing model), the SLO as budget."""
+        s = self.settings
+        utilisations = tuple(s.utilisations)
+        return build_problem(workflow, profiles, rate_rps, utilisations[0], shares=shares, arrival_cv2=arrival_cv2,
+                             utilisations=utilisations[1:], queue_quantile=quantile, no_wait=s.no_wait_options,
+                             queueing_model=s.queueing_model, shares_below=shares_below)
 
     def _below_room(self, workflow: Workflow, below: Optional[dict[str, int]], others: Counter) -> dict[str, int]:
         """The shares every stage is kept below (``build_problem``'s
@@ -1347,14 +1355,10 @@ class ControlLaw:
         if ws.held_below is None:
             return 0.0
         if ws.on_time_gpus is None:
-            s = self.settings
             rate_rps, arrival_cv2, profiles = ws.held_below
-            utilisations = tuple(s.utilisations)
             try:
-                problem = build_problem(workflow, profiles, max(rate_rps, s.min_rate_rps), utilisations[0],
-                                        arrival_cv2=arrival_cv2, utilisations=utilisations[1:],
-                                        queue_quantile=s.queue_quantile, no_wait=s.no_wait_options,
-                                        queueing_model=s.queueing_model)
+                problem = self._problem(workflow, profiles, max(rate_rps, self.settings.min_rate_rps), arrival_cv2,
+                                        self.settings.queue_quantile)
                 choices = get_policy(self.policy)(problem, NO_LIMITS)[0]
             except (PlannerError, ModelError):
                 choices = None
