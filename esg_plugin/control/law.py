@@ -1198,11 +1198,18 @@ class ControlLaw:
         # the margin's own grid down to none: a margin out of reach gives the plan
         # for the largest margin in reach, not a looser one
         steps = math.ceil(ws.margin / s.margin_step - 1e-9)
-        attempts = [(s.queue_quantile, first + k * (1.0 - first) / steps) for k in range(steps)] if steps \
-            else [(s.queue_quantile, first)]
+        grid = [first + k * (1.0 - first) / steps for k in range(steps)] if steps else [first]
+        built = {s.queue_quantile: build(s.queue_quantile, below)}
+        if s.margin_in_reach and ws.margin >= s.max_margin - 1e-9 and ws.boost >= s.max_boost - 1e-9:
+            # no plan is faster than every stage at its fastest: the budgets below are out of reach
+            reach = path_latency_ms(workflow, {name: menu.min_latency_ms for name, menu
+                                               in built[s.queue_quantile].menus.items()}) / workflow.slo_ms
+            if first < reach < 1.0:
+                grid = [reach * (1 + 1e-9)] + [factor for factor in grid if factor > reach]
+        attempts = [(s.queue_quantile, factor) for factor in grid]
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
-        problem, built, hopeless = None, {}, False
+        problem, hopeless = None, False
         capped: dict = {}  # per quantile: the menus below the room left beside the others (None: none runs there)
         unpacked = None  # the first plan on time within the capacity in total that finds no GPU one by one
         unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
@@ -1225,7 +1232,7 @@ class ControlLaw:
             choices, stats = solve(problem, NO_LIMITS)
             if choices is None or _cost(choices) > capacity:
                 continue
-            found = problem, choices, stats, (quantile, factor) == attempts[0]
+            found = problem, choices, stats, (quantile, factor) == (s.queue_quantile, first)
             if factor > 1.0 or self._packs(others, choices):
                 return found
             # on time and within the total, but not one by one on the GPUs: the same

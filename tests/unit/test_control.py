@@ -777,6 +777,30 @@ def test_a_margin_out_of_reach_plans_for_the_largest_margin_in_reach(chain):
     assert decision.plans["w"].slo_ms == pytest.approx(wf.slo_ms * 0.5)
 
 
+def test_with_both_feedbacks_at_their_largest_the_plan_is_as_fast_as_any(chain):
+    """``margin_in_reach``: where the margin and the capacity feedback are
+    both at their largest and the margin is out of reach, the budget is the
+    fastest plan's own latency, not the margin grid's next step beyond it
+    (a slower plan); the ablation keeps the grid's. With a boost still
+    below its largest, the grid's step as before."""
+    _, profiles = chain
+    stages = [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))]
+    wf = Workflow.build("w", 18.0, stages, hop_ms=1.0)  # the fastest plan at 0.61 of the SLO: 0.4 out of reach
+    plans = {}
+    for name, settings, boost in (("on", ControlSettings(), 4.0), ("off", ControlSettings().without("reach"), 4.0),
+                                  ("climbing", ControlSettings(), 2.0)):
+        law = ControlLaw([wf], profiles, settings)
+        state = law.new_state()
+        tick(law, state, 0.0, 50.0)
+        ws = state.workflows["w"]
+        ws.margin, ws.boost = settings.max_margin, boost
+        plans[name] = tick(law, state, 1.0, 80.0).plans["w"]  # a rise: re-planned
+    on, off = plans["on"], plans["off"]
+    assert on.slo_ms < wf.slo_ms * 0.7 - 1e-9 and on.latency_ms <= on.slo_ms + 1e-6
+    assert off.slo_ms == pytest.approx(wf.slo_ms * 0.7) and off.latency_ms > on.latency_ms
+    assert plans["climbing"].slo_ms >= wf.slo_ms * 0.7 - 1e-9
+
+
 def test_utilisation_is_a_decision_and_the_ablation_fixes_it(chain):
     wf, profiles = chain
     free = ControlLaw([wf], profiles, ControlSettings())
