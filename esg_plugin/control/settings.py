@@ -30,15 +30,19 @@ class ControlSettings:
     margin_step: float = 0.1
     max_margin: float = 0.6
     margin_in_reach: bool = True
-    """A margin whose budget no plan meets gives the plan for the largest
-    margin in reach: the cheapest plan as fast as the fastest, where the
-    fastest plan's latency falls between the margin's budget and the next
-    budget of the margin's grid (``margin_step`` apart) — the tightest
-    budget there is, not the grid's next one. At a tight SLO the grid's
-    next step can lie beyond the fastest plan by most of the slack: a
-    3-stage chain at 1.23 × its fastest latency (random-2276, bursty) kept
-    a plan 0.5 ms slower than the fastest while the margin climbed to its
-    largest and its misses went on. Ablation ``reach``."""
+    """Where both feedbacks are spent — the margin at ``max_margin`` and
+    out of reach, the capacity feedback at ``max_boost`` — and requests
+    still miss, the first budget tried is the fastest plan's own latency
+    (every stage at its fastest option), then the margin's grid above it:
+    the tightest budget there is, not the grid's next step beyond it. At a
+    tight SLO that step can lie beyond the fastest plan by most of the
+    slack: a 3-stage chain at 1.23 × its fastest latency (random-2276,
+    bursty, 5% utilisation, where a boost adds nothing) kept a plan 0.45
+    ms slower than the fastest for 260 s at both limits. Only at both: at
+    any margin out of reach it jumped to the fastest plan, often far
+    dearer, on every transient raise (``docs/control.md``, point 5). Never
+    on a time-shared node, where the boost does not climb. Ablation
+    ``reach``."""
     boost_spare_only: bool = True
     """The capacity feedback's boost takes only GPUs the other workflows
     do not need to be on time: a boosted workflow is planned within the
