@@ -3,7 +3,7 @@
     python bench/robustness.py [--cases 20] [--first-seed 1] [--seeds 1-20,101-130,...]
                                [--policies esg,nexus,...] [--ablation] [--settings JSON]
                                [--processes 2] [--json FILE] [--family standard|wide]
-                               [--profile-error F] [--noise SIGMA]
+                               [--profile-error F] [--noise SIGMA] [--placement best-fit]
     python bench/robustness.py --report FILE [--family standard|wide]
     python bench/robustness.py --seeds ... --policies esg --others-from FILE [--json FILE2]
     python bench/robustness.py --seeds 501 --family wide --policies esg,fast-gshare --out DIR
@@ -39,14 +39,16 @@ execution time is its profile's times a factor log-uniform in [1/F, F]
 seed), fixed for the run; every policy plans with the profiles as given,
 and the executions show the error (ESG's calibration reads it, the planned
 peers do not). ``--noise SIGMA``: lognormal execution-time noise on top
-(``SimConfig.noise_sigma``).
+(``SimConfig.noise_sigma``). ``--placement best-fit``: a new instance goes
+to the GPU with the least room that fits, not the first with room
+(``esg_plugin/sim/cluster.py``, ``PLACEMENTS``).
 ``--others-from FILE``: run only ``--policies`` (ESG after a change to its
 law, say) and take every other policy's figures from an earlier run's
 ``--json`` file of the same seeds, as if run again — the simulation is
 seeded, so a policy whose code did not change gives the same figures to
 the digit. The file must hold every seed, each its workload of this
-``--family``, and (where it records them) the same ``--profile-error`` and
-``--noise``; else one line and exit code 2, before anything runs. Each
+``--family``, and (where it records them) the same ``--profile-error``,
+``--noise`` and ``--placement``; else one line and exit code 2, before anything runs. Each
 row of ``--json`` then names the file and the policies taken from it.
 ``--out DIR``: for reading a case, also write each case's outputs as
 ``esg simulate --out`` does into ``DIR/<workload>/``: ``simulation.json``,
@@ -68,6 +70,7 @@ from typing import Optional
 
 from esg_plugin.control import ABLATIONS, ControlSettings
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
+from esg_plugin.sim.cluster import PLACEMENTS
 from esg_plugin.sim.engine import EXEC_FACTOR_LIMITS, MAX_NOISE_SIGMA
 from esg_plugin.sim.generate import FAMILIES, profile_errors, random_workload, workload_name
 from esg_plugin.sim.report import document, summarize, write_outputs
@@ -82,12 +85,14 @@ nexus is not cheaper only by missing more."""
 
 
 def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, family: str = "standard",
-             profile_error: float = 1.0, noise: float = 0.0, outputs: Optional[str] = None) -> dict:
+             profile_error: float = 1.0, noise: float = 0.0, outputs: Optional[str] = None,
+             placement: str = PLACEMENTS[0]) -> dict:
     case = random_workload(seed, family=family)
     errors = profile_errors(seed, case.profiles.functions, profile_error)  # 1: every factor 1
     workflows = [load.workflow for load in case.workload.workflows]
     out = {"seed": seed, "workload": case.workload.name, "description": case.description,
            "shape": shape_of(case.workload), "family": family, "profile_error": profile_error, "noise": noise,
+           "placement": placement,
            "policies": {}}
     runs = []
     for name in policies:
@@ -95,7 +100,7 @@ def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, f
         settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
         policy = make_policy(policy_name, workflows, case.profiles, settings=settings, ablation=ablation or None,
                              gpus=case.workload.gpus)
-        config = SimConfig(seed=seed, noise_sigma=noise, exec_factors=errors)
+        config = SimConfig(seed=seed, noise_sigma=noise, exec_factors=errors, placement=placement)
         run = simulate(case.workload, case.profiles, policy, config)
         run.policy = name  # an ablation's row by its own name
         summary = summarize(run)
@@ -206,6 +211,8 @@ def main(argv=None) -> int:
                         help="real execution time = profile x a factor log-uniform in [1/F, F] per function (default 1)")
     parser.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                         help="lognormal sigma of execution-time noise (default 0)")
+    parser.add_argument("--placement", choices=PLACEMENTS, default=PLACEMENTS[0],
+                        help="which GPU with room a new instance goes to (default first-fit)")
     parser.add_argument("--report", default=None, metavar="FILE",
                         help="print the report of an earlier run's --json file; run nothing")
     parser.add_argument("--others-from", default=None, metavar="FILE",
@@ -227,7 +234,8 @@ def main(argv=None) -> int:
     others: dict[int, dict] = {}
     if args.others_from:
         try:
-            others = saved_others(args.others_from, seeds, policies, args.family, args.profile_error, args.noise)
+            others = saved_others(args.others_from, seeds, policies, args.family, args.profile_error, args.noise,
+                                  args.placement)
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"robustness: {args.others_from}: cannot take the other policies from it ({e})", file=sys.stderr)
             return 2
@@ -238,7 +246,8 @@ def main(argv=None) -> int:
         overrides = json.loads(args.settings) if args.settings else None
         results = list(pool.map(run_case, seeds, [run] * len(seeds), [overrides] * len(seeds),
                                 [args.family] * len(seeds), [args.profile_error] * len(seeds),
-                                [args.noise] * len(seeds), [args.out] * len(seeds)))
+                                [args.noise] * len(seeds), [args.out] * len(seeds),
+                                [args.placement] * len(seeds)))
     for r in results:
         if others:
             r["policies"].update(others[r["seed"]])
@@ -257,7 +266,7 @@ def main(argv=None) -> int:
 
 
 def saved_others(path: str, seeds: list[int], policies: list[str], family: str, profile_error: float,
-                 noise: float) -> dict[int, dict]:
+                 noise: float, placement: str = PLACEMENTS[0]) -> dict[int, dict]:
     """Per seed, the figures of the policies of an earlier run's ``--json``
     file that this run does not run (the same ones for every seed);
     ValueError where the file does not hold this run's cases."""
@@ -271,8 +280,9 @@ def saved_others(path: str, seeds: list[int], policies: list[str], family: str, 
         name = workload_name(seed, family)
         if row["workload"] != name:
             raise ValueError(f"case {seed} is {row['workload']!r}, not this --family's {name!r}")
-        for key, value in (("profile_error", profile_error), ("noise", noise)):
-            if row.get(key, {"profile_error": 1.0, "noise": 0.0}[key]) != value:
+        before = {"profile_error": 1.0, "noise": 0.0, "placement": PLACEMENTS[0]}  # a file that does not record it
+        for key, value in (("profile_error", profile_error), ("noise", noise), ("placement", placement)):
+            if row.get(key, before[key]) != value:
                 raise ValueError(f"case {seed} ran with {key} {row.get(key, 'not recorded')!r}, not {value!r}")
         taken = {p: {"hit": float(v["hit"]), "cost": float(v["cost"])} for p, v in row["policies"].items()
                  if p not in policies}

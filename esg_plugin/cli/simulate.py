@@ -22,6 +22,7 @@ rates in the simulation, never the true ones. See docs/EVALUATION.md."""
 
 def register(commands: argparse._SubParsersAction) -> None:
     from ..sim import POLICY_NAMES
+    from ..sim.cluster import PLACEMENTS
     from ..sim.engine import EXEC_FACTOR_LIMITS, MAX_NOISE_SIGMA
 
     p = commands.add_parser("simulate", help="compare policies in the simulator", description=DESCRIPTION,
@@ -38,6 +39,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="each function runs its profile's time x a factor log-uniform in [1/F, F], drawn from "
                         "--seed and fixed for the run: profiles that are wrong, as measured on another machine "
                         "(default 1: right); every policy plans with the profiles as given")
+    p.add_argument("--placement", choices=PLACEMENTS, default=PLACEMENTS[0],
+                   help="which GPU with room a new instance goes to: the first (first-fit, the default) or the "
+                        "one with the least room that fits (best-fit: a GPU-sharing scheduler's binpack)")
     p.add_argument("--esg-margin", type=flag(float, 0, 0.9), metavar="M",
                    help="share of the SLO that esg and optimal keep in reserve at start (default 0.25; "
                         "misses raise it, see docs/control.md)")
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         policy = make_policy(name, workflows, profiles, settings=settings, ablation=args.ablation)
         progress = _Progress(name)
         results.append(simulate(workload, profiles, policy, SimConfig(seed=args.seed, noise_sigma=args.noise,
-                                                                      exec_factors=errors),
+                                                                      exec_factors=errors, placement=args.placement),
                                 progress=progress))
         progress.close()
     doc = document(workload.name, args.seed, workload.duration_s, results)

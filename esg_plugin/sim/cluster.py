@@ -3,19 +3,33 @@ and what holding them costs. Times in ms, shares in percent of one GPU.
 
 The engine (``engine.py``) decides *which* instances to start and in what
 order (a stage with none first, then first fit decreasing by share); the
-cluster answers *where* one fits (the first GPU with room), counts those
-that fit nowhere (``unplaced``) and integrates the GPUs held over the scored
-period (after the warm-up, before the end) into ``cost_gpu_s``, in total and
-per workflow.
+cluster answers *where* one fits (``PLACEMENTS``: the first GPU with room,
+or the GPU with the least room that fits), counts those that fit nowhere
+(``unplaced``) and integrates the GPUs held over the scored period (after
+the warm-up, before the end) into ``cost_gpu_s``, in total and per
+workflow.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Optional
 
+#: Where an instance goes among the GPUs with room for its share.
+#: ``first-fit``: the first (the lowest index) — every figure in the
+#: documents before the forty-second session. ``best-fit``: the one with
+#: the least room left that still fits, the lowest index among equals —
+#: a GPU-sharing scheduler's "binpack" (the gpushare scheduler extender
+#: picks the device with the least free memory that fits; HAMi's
+#: ``gpu-scheduler-policy: binpack``), which leaves the large rooms whole.
+PLACEMENTS = ("first-fit", "best-fit")
+
 
 class Cluster:
-    def __init__(self, gpus: int, workflows: Iterable[str], scored_from_ms: float, scored_until_ms: float):
+    def __init__(self, gpus: int, workflows: Iterable[str], scored_from_ms: float, scored_until_ms: float,
+                 placement: str = "first-fit"):
+        if placement not in PLACEMENTS:
+            raise ValueError(f"unknown placement {placement!r}; known: {', '.join(PLACEMENTS)}")
+        self.best_fit = placement == "best-fit"
         self.gpu_free = [100] * gpus
         self.scored_from_ms, self.scored_until_ms = scored_from_ms, scored_until_ms
         self.held_pct = 0
@@ -31,9 +45,13 @@ class Cluster:
         return len(self.gpu_free) * (100 // share_pct)
 
     def place(self, share_pct: int) -> Optional[int]:
-        """The first GPU with room for the share, now taken; None (and one
-        more ``unplaced``) when none has room."""
-        gpu = next((i for i, free in enumerate(self.gpu_free) if free >= share_pct), None)
+        """The GPU with room for the share that the placement picks, now
+        taken; None (and one more ``unplaced``) when none has room."""
+        if self.best_fit:
+            gpu = min((i for i, free in enumerate(self.gpu_free) if free >= share_pct),
+                      key=self.gpu_free.__getitem__, default=None)
+        else:
+            gpu = next((i for i, free in enumerate(self.gpu_free) if free >= share_pct), None)
         if gpu is None:
             self.unplaced += 1
             return None

@@ -25,9 +25,11 @@ What is modelled
   — what the policies see is the profile; only the executions show the error.
 - **Cluster** (``cluster.py``: where an instance fits, what holding it
   costs): ``gpus`` GPUs of 100% share each. New instances are placed
-  first-fit-decreasing by share, except that a stage with no instance gets
-  its first one before any stage gets more; one that does not fit is not
-  started (and counted as ``unplaced``). Creating an instance costs the function's
+  in decreasing order of share, except that a stage with no instance gets
+  its first one before any stage gets more, each on the first GPU with
+  room (``placement`` first-fit, the default) or on the one with the least
+  room that fits (best-fit, a GPU-sharing scheduler's binpack); one that
+  does not fit is not started (and counted as ``unplaced``). Creating an instance costs the function's
   ``cold_start_ms`` before it serves; it holds its share meanwhile.
 - **Reconfiguration** (every ``policy.interval_s``): instance counts change;
   batch size and timeout change live on instances of the same share; an
@@ -68,7 +70,7 @@ from ..control import gap_cv2
 from ..limits import is_number
 from ..model import FunctionProfile, InstanceGroup, ProfileSet
 from ..runtime.batcher import behind_plan
-from .cluster import Cluster
+from .cluster import PLACEMENTS, Cluster
 from .workload import Workload, WorkloadError
 
 MAX_NOISE_SIGMA = 10.0
@@ -178,8 +180,12 @@ class SimConfig:
     policies plan with the profiles; the executions they observe show it."""
     drain_s: float = 30.0
     """After the last arrival, keep simulating this long for requests in flight."""
+    placement: str = "first-fit"
+    """Which GPU with room an instance goes to (``cluster.PLACEMENTS``)."""
 
     def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise WorkloadError(f"unknown placement {self.placement!r}; known: {', '.join(PLACEMENTS)}")
         if not (is_number(self.noise_sigma) and 0 <= self.noise_sigma <= MAX_NOISE_SIGMA):
             raise WorkloadError(f"the execution-time noise must lie in [0, {MAX_NOISE_SIGMA:g}], "
                                 f"got {self.noise_sigma!r}")
@@ -347,7 +353,7 @@ class Simulator:
             wf.arrivals = load.arrivals.times_s(workload.duration_s, self.rng) * 1000.0
             self.workflows.append(wf)
         self.cluster = Cluster(workload.gpus, [wf.name for wf in self.workflows], workload.warmup_s * 1000.0,
-                               workload.duration_s * 1000.0)
+                               workload.duration_s * 1000.0, config.placement)
         # accounting of requests and busy time (the cluster accounts for what is held)
         self.now = 0.0
         self.busy_acc = 0.0

@@ -73,6 +73,7 @@ def test_table_json_and_outputs(tmp_path):
      "no such trace file"),
     (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--duration", -3], "--duration: must be a number in (0, 604800], got -3"),
     (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--duration", 1], "--duration must exceed"),
+    (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--placement", "worst-fit"], "'worst-fit'"),
 ])
 def test_bad_input_exits_2_with_one_line(make_args, expected, tmp_path):
     result = esg("simulate", "--profiles", PROFILES, *make_args(tmp_path))

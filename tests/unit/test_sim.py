@@ -10,7 +10,7 @@ from esg_plugin.model import FunctionProfile, InstanceGroup, ProfileSet, Stage, 
 from esg_plugin.sim import Policy, SimConfig, Simulator, make_policy, simulate
 from esg_plugin.sim.policies import POLICY_NAMES
 from esg_plugin.sim.report import summarize
-from esg_plugin.sim.workload import Arrivals, Workload, WorkflowLoad
+from esg_plugin.sim.workload import Arrivals, Workload, WorkflowLoad, WorkloadError
 
 
 def constant_profile(name, exec_ms_by_batch, cold_start_ms=0.0):
@@ -476,7 +476,7 @@ def test_the_robustness_bench_takes_the_other_policies_from_an_earlier_run(tmp_p
     assert main(["--seeds", "1-2", "--policies", "esg", "--others-from", str(full), "--processes", "1"]) == 0
     assert "| kpa-of-old |" in capsys.readouterr().out
     for wrong in (["--seeds", "1-3"], ["--seeds", "1-2", "--family", "wide"],
-                  ["--seeds", "1-2", "--profile-error", "2"]):
+                  ["--seeds", "1-2", "--profile-error", "2"], ["--seeds", "1-2", "--placement", "best-fit"]):
         assert main(wrong + ["--policies", "esg", "--others-from", str(full)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "cannot take the other policies from it" in err, err
@@ -681,3 +681,23 @@ def test_plans_whose_instances_find_a_gpu_each_are_placed_by_the_simulator():
         runs[on] = (result.unplaced, sum(0 <= ms <= 20.0 for ms in y_ms) / len(y_ms))
     assert runs[True][0] == 0 and runs[False][0] > 0
     assert runs[True][1] > runs[False][1]
+
+
+def test_best_fit_puts_an_instance_on_the_gpu_with_the_least_room_that_fits():
+    """``placement``: first-fit takes the first GPU with room and breaks up
+    the room a larger instance needs; best-fit (a GPU-sharing scheduler's
+    binpack) takes the tightest room and leaves the large ones whole."""
+    from esg_plugin.sim.cluster import Cluster
+
+    placed = {}
+    for placement in ("first-fit", "best-fit"):
+        cluster = Cluster(3, ["w"], 0.0, 1000.0, placement)
+        cluster.gpu_free = [70, 40, 100]
+        placed[placement] = [cluster.place(share) for share in (30, 70, 70)]
+        assert cluster.unplaced == placed[placement].count(None)
+    assert placed["first-fit"] == [0, 2, None]  # the 30 took the first room, and a 70 found none
+    assert placed["best-fit"] == [1, 0, 2]
+    with pytest.raises(ValueError, match="unknown placement"):
+        Cluster(1, ["w"], 0.0, 1000.0, "worst-fit")
+    with pytest.raises(WorkloadError, match="unknown placement 'worst-fit'"):
+        SimConfig(placement="worst-fit")
