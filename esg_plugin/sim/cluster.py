@@ -2,7 +2,7 @@
 and what holding them costs. Times in ms, shares in percent of one GPU.
 
 The engine (``engine.py``) decides *which* instances to start and in what
-order (a stage with none first, then first fit decreasing by share); the
+order (a stage with none first, then in decreasing order of share); the
 cluster answers *where* one fits (``PLACEMENTS``: the first GPU with room,
 or the GPU with the least room that fits), counts those that fit nowhere
 (``unplaced``) and integrates the GPUs held over the scored period (after
@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 #: Where an instance goes among the GPUs with room for its share.
-#: ``first-fit``: the first (the lowest index) — every figure in the
-#: documents before the forty-second session. ``best-fit``: the one with
+#: ``first-fit``: the first (the lowest index), the default — every
+#: figure in the documents unless it says otherwise. ``best-fit``: the one with
 #: the least room left that still fits, the lowest index among equals —
 #: a GPU-sharing scheduler's "binpack" (the gpushare scheduler extender
 #: picks the device with the least free memory that fits; HAMi's
