@@ -265,6 +265,10 @@ def main(argv=None) -> int:
     return 0
 
 
+UNRECORDED = {"profile_error": 1.0, "noise": 0.0, "placement": PLACEMENTS[0]}
+"""What a ``--json`` file written before a setting was recorded ran with."""
+
+
 def saved_others(path: str, seeds: list[int], policies: list[str], family: str, profile_error: float,
                  noise: float, placement: str = PLACEMENTS[0]) -> dict[int, dict]:
     """Per seed, the figures of the policies of an earlier run's ``--json``
@@ -280,9 +284,8 @@ def saved_others(path: str, seeds: list[int], policies: list[str], family: str, 
         name = workload_name(seed, family)
         if row["workload"] != name:
             raise ValueError(f"case {seed} is {row['workload']!r}, not this --family's {name!r}")
-        before = {"profile_error": 1.0, "noise": 0.0, "placement": PLACEMENTS[0]}  # a file that does not record it
         for key, value in (("profile_error", profile_error), ("noise", noise), ("placement", placement)):
-            if row.get(key, before[key]) != value:
+            if row.get(key, UNRECORDED[key]) != value:
                 raise ValueError(f"case {seed} ran with {key} {row.get(key, 'not recorded')!r}, not {value!r}")
         taken = {p: {"hit": float(v["hit"]), "cost": float(v["cost"])} for p, v in row["policies"].items()
                  if p not in policies}
