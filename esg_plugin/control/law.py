@@ -67,7 +67,7 @@ import dataclasses
 import math
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -224,6 +224,9 @@ class WorkflowState:
     stages' requests were seen to wait over the one the model gave
     (``wait_calibration``)."""
     wait_changed_s: float = -math.inf
+    wait_tested_s: float = -math.inf
+    """When the queue's factor was last tested and its plan missed the budget
+    (``_wait_feedback``): the test waits the cooldown again, as a change does."""
     waits: deque = field(default_factory=deque)
     """(time_s, stage, requests, their summed wait in ms) of each tick of the feedback window."""
     searched: Optional[tuple] = None
@@ -462,15 +465,19 @@ class ControlLaw:
         rising = missing and self._misses_above(ws, now_s, self._miss_share_before(ws, now_s))
         boost_before = ws.boost
         waited = self._wait_feedback(workflow, ws, state, obs, missing and fresh, now_s)
+
+        def room() -> bool:  # asked only where the capacity feedback would act
+            return not self._nothing_fits(workflow, state, self._profiles(workflow, state, now_s))
+
         if waited == _DEFERRED:  # these misses are answered at the next tick, by one feedback or the other
             ws.clean_since_s = None
             why = None
         elif waited is not None:  # these misses are answered by the queue's factor: the margin waits its cooldown
             ws.last_raise_s = ws.last_margin_change_s = now_s
-            why = self._feedback(ws, missing, False, now_s) or waited
+            why = self._feedback(ws, missing, False, now_s, room) or waited
         else:
             relaxed = self._wait_relax(ws, now_s)  # before the margin's clean stretch restarts
-            why = self._feedback(ws, missing, fresh, now_s) or relaxed
+            why = self._feedback(ws, missing, fresh, now_s, room) or relaxed
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
         pooled = self._pooled_rate(ws, obs, now_s)
         want, wanted_rps, said, quick, settle_below = self._wanted_rate(ws, obs, backlog, now_s, pooled)
@@ -716,7 +723,7 @@ class ControlLaw:
             waits.append((now_s, stage, count, total_ms))
         while waits and waits[0][0] <= now_s - s.feedback_window_s:
             waits.popleft()
-        if not missing or ws.plan is None or now_s - ws.wait_changed_s < s.feedback_cooldown_s \
+        if not missing or ws.plan is None or now_s - max(ws.wait_changed_s, ws.wait_tested_s) < s.feedback_cooldown_s \
                 or ws.wait_factor >= WAIT_FACTOR_MAX:
             return None
         sums: dict[str, list[float]] = {}
@@ -747,6 +754,7 @@ class ControlLaw:
         except (PlannerError, ModelError):
             fits = False
         if not fits:
+            ws.wait_tested_s = now_s
             return None
         ws.wait_factor, ws.wait_changed_s = factor, now_s
         return f"misses, and {where}'s requests waited {ratio:.1f} x what the model gives: " \
@@ -762,7 +770,13 @@ class ControlLaw:
         ws.wait_changed_s = now_s
         return f"no misses for {s.scale_down_delay_s:g} s: planned with {ws.wait_factor:.2f} x the arrivals' cv2"
 
-    def _feedback(self, ws: WorkflowState, missing: bool, fresh: bool, now_s: float) -> Optional[str]:
+    def _feedback(self, ws: WorkflowState, missing: bool, fresh: bool, now_s: float,
+                  room: Callable[[], bool]) -> Optional[str]:
+        """The margin's and the capacity's feedback on misses, and their
+        relaxation after a clean stretch. ``room``: does some plan fit the
+        capacity the other workflows leave? Where none does, the capacity
+        step is not taken — a plan for more rate would only hold more of
+        what finds no room (``_nothing_fits``)."""
         s = self.settings
         if not s.feedback:
             return None
@@ -775,7 +789,7 @@ class ControlLaw:
                 ws.last_margin_change_s = ws.last_raise_s = now_s
                 return f"misses: margin raised to {ws.margin:.2f}"
             if fresh and now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and s.capacity_feedback \
-                    and ws.boost < s.max_boost and s.busy_capacity is None:
+                    and ws.boost < s.max_boost and s.busy_capacity is None and room():
                 # the largest margin still misses: the model is wrong about more than
                 # the latency (bursts it does not see): capacity is the lever left — where
                 # capacity is reserved (GPU shares); on a time-shared node more replicas

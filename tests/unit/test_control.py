@@ -650,6 +650,36 @@ def test_misses_where_a_stage_waits_longer_than_modelled_plan_for_burstier_arriv
     assert off.workflows["w"].wait_factor == 1.0 and any("margin raised" in r for r in reasons)
 
 
+def test_a_queue_factor_whose_plan_misses_its_budget_is_tested_again_only_after_the_cooldown(chain):
+    """Misses and long waits at b, but the capacity holds no more than the
+    plan that runs: the plan at the raised queue factor does not fit, so
+    the margin answers (at each cooldown). The test of the factor (a
+    search) is made at those ticks, not at every tick between them, where
+    its answer could only be the same (``bench/control.py`` with a
+    capacity: quiet ticks 17 ms -> under 1 ms)."""
+    wf, profiles = chain
+    probe = ControlLaw([wf], profiles, ControlSettings())
+    cost = tick(probe, probe.new_state(), 0.0, 50.0, arrival_cv2=8.0).plans["w"].cost
+    law = ControlLaw([wf], profiles, ControlSettings(feedback_cooldown_s=5.0, scale_down_delay_s=20.0, warmup_s=0.0,
+                                                     capacity_gpus=cost))
+    searched = []
+    choose = law._choose
+    law._choose = lambda *args, **kwargs: searched.append(1) or choose(*args, **kwargs)
+    state = law.new_state()
+    for t in range(0, 40):
+        tick(law, state, float(t), 50.0, ok=100, arrival_cv2=8.0)
+    per_tick, reasons = [], []
+    for t in range(40, 52):
+        before = len(searched)
+        reasons.append(tick(law, state, float(t), 50.0, ok=90, late=10, stage_wait={"b": (50.0, 50 * 200.0)},
+                            arrival_cv2=8.0).reasons["w"])
+        per_tick.append(len(searched) - before)
+    assert state.workflows["w"].wait_factor == 1.0 and state.workflows["w"].margin == pytest.approx(0.3)
+    raised = [t for t, r in zip(range(40, 52), reasons) if "margin raised" in r]
+    assert raised == [41, 46, 51], reasons
+    assert [n for t, n in zip(range(40, 52), per_tick) if t not in raised] == [0] * 9, per_tick
+
+
 def test_a_re_plan_at_the_same_rate_keeps_the_offered_rate_its_plan_was_made_for(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(feedback_cooldown_s=5.0))
@@ -699,22 +729,23 @@ def test_one_burst_of_misses_raises_the_margin_once(chain):
 def test_misses_at_the_largest_margin_raise_the_rate_planned_for_and_a_clean_stretch_lowers_it(chain):
     """When even the largest margin misses, the law plans for more than the
     observed rate (by steps, up to ``max_boost``); clean stretches take the
-    steps back, and then the plan comes down. Switched off, or on a
-    time-shared node (more replicas there share the same cores), the rate
-    stays."""
+    steps back, and then the plan comes down. Switched off, on a
+    time-shared node (more replicas there share the same cores), or where
+    no plan at any rate fits the capacity (a plan for more would only hold
+    more of what finds no room), the rate stays."""
     wf, profiles = chain
     settings = ControlSettings(max_margin=0.2, margin_step=0.1, feedback_cooldown_s=5.0, scale_down_delay_s=20.0,
                                warmup_s=0.0, max_boost=1.5)
-    for on, busy_capacity in ((True, None), (False, None), (True, 1e6)):
+    for on, busy_capacity, gpus in ((True, None, None), (False, None, None), (True, 1e6, None), (True, None, 0.01)):
         law = ControlLaw([wf], profiles, dataclasses.replace(settings, capacity_feedback=on,
-                                                             busy_capacity=busy_capacity))
+                                                             busy_capacity=busy_capacity, capacity_gpus=gpus))
         state = law.new_state()
         tick(law, state, 0.0, 50.0)
         first = state.workflows["w"].planned_rps
         reasons = [tick(law, state, float(t), 50.0, ok=90, late=10).reasons["w"] for t in range(1, 40)]
         ws = state.workflows["w"]
         assert ws.margin == pytest.approx(0.2)
-        if not on or busy_capacity is not None:
+        if not on or busy_capacity is not None or gpus is not None:
             assert ws.boost == 1.0 and ws.planned_rps == first
             continue
         assert ws.boost == pytest.approx(1.5)  # 1.2, 1.44, then the cap
