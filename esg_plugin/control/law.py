@@ -706,9 +706,11 @@ class ControlLaw:
         than a tighter budget for every stage. Not while a stage's
         instances start, nor before ``warmup_s`` (the queue a cold start
         leaves is no error of the model), nor where the plan at that factor
-        does not meet its budget (the margin's feedback answers then). That
-        test is a search: past the tick's (``ControlState.searches_left``),
-        ``_DEFERRED`` — asked again at the next tick."""
+        does not meet its budget (the margin's feedback answers then, and
+        the test waits the cooldown before it is made again: its answer
+        moves only with the plan's inputs). That test is a search: past the
+        tick's (``ControlState.searches_left``), ``_DEFERRED`` — asked again
+        at the next tick."""
         s = self.settings
         if not (s.wait_calibration and s.feedback):  # a feedback on misses, as the margin's
             return None

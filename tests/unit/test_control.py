@@ -655,8 +655,8 @@ def test_a_queue_factor_whose_plan_misses_its_budget_is_tested_again_only_after_
     plan that runs: the plan at the raised queue factor does not fit, so
     the margin answers (at each cooldown). The test of the factor (a
     search) is made at those ticks, not at every tick between them, where
-    its answer could only be the same (``bench/control.py`` with a
-    capacity: quiet ticks 17 ms -> under 1 ms)."""
+    its answer could only be the same (``bench/control.py --calibrated
+    --misses`` with 16 GPUs: a quiet tick 19–24 ms before, about 1 ms)."""
     wf, profiles = chain
     probe = ControlLaw([wf], profiles, ControlSettings())
     cost = tick(probe, probe.new_state(), 0.0, 50.0, arrival_cv2=8.0).plans["w"].cost
