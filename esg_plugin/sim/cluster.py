@@ -26,10 +26,10 @@ PLACEMENTS = ("first-fit", "best-fit")
 
 class Cluster:
     def __init__(self, gpus: int, workflows: Iterable[str], scored_from_ms: float, scored_until_ms: float,
-                 placement: str = "first-fit"):
+                 placement: str = PLACEMENTS[0]):
         if placement not in PLACEMENTS:
             raise ValueError(f"unknown placement {placement!r}; known: {', '.join(PLACEMENTS)}")
-        self.best_fit = placement == "best-fit"
+        self.best_fit = placement == PLACEMENTS[1]
         self.gpu_free = [100] * gpus
         self.scored_from_ms, self.scored_until_ms = scored_from_ms, scored_until_ms
         self.held_pct = 0

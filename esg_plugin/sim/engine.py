@@ -180,7 +180,7 @@ class SimConfig:
     policies plan with the profiles; the executions they observe show it."""
     drain_s: float = 30.0
     """After the last arrival, keep simulating this long for requests in flight."""
-    placement: str = "first-fit"
+    placement: str = PLACEMENTS[0]
     """Which GPU with room an instance goes to (``cluster.PLACEMENTS``)."""
 
     def __post_init__(self) -> None:
