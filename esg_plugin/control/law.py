@@ -77,7 +77,7 @@ from ..model.plan import path_latency_ms
 from ..planner import (CheapestPlanCosts, PlannerError, build_problem, deployment_for, get_policy,
                        plan_with_fallback)
 from ..limits import is_number
-from ..planner.limits import NO_LIMITS
+from ..planner.limits import NO_LIMITS, SearchLimits
 from .delay import DelayWindow
 from .errors import ControlError
 from .observation import MIN_GAPS_FOR_CV2, Observation, WorkflowObservation
@@ -1226,6 +1226,7 @@ class ControlLaw:
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
         problem, hopeless = None, False
+        within = SearchLimits(cost_ceiling_pct=_ceiling_pct(capacity))  # a search for a plan that cannot fit stops early
         capped: dict = {}  # per quantile: the menus below the room left beside the others (None: none runs there)
         unpacked = None  # the first plan on time within the capacity in total that finds no GPU one by one
         unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
@@ -1245,7 +1246,7 @@ class ControlLaw:
             unsearched = None
             if factor > 1.0 and unpacked is not None:
                 return unpacked  # no plan on time finds a GPU each: the first on time, as without packing
-            choices, stats = solve(problem, NO_LIMITS)
+            choices, stats = solve(problem, within)
             if choices is None or _cost(choices) > capacity:
                 continue
             found = problem, choices, stats, (quantile, factor) == (s.queue_quantile, first)
@@ -1261,7 +1262,7 @@ class ControlLaw:
                     capped[quantile] = None
             if capped[quantile] is not None:
                 narrow = dataclasses.replace(capped[quantile], budget_ms=workflow.slo_ms * factor)
-                again, again_stats = solve(narrow, NO_LIMITS)
+                again, again_stats = solve(narrow, within)
                 if again is not None and _cost(again) <= capacity and self._packs(others, again):
                     return narrow, again, again_stats, found[3]
         if unpacked is not None:
@@ -1800,6 +1801,19 @@ def _largest_fitting(high: float, fits) -> float:
             else:
                 high, node = middles[node], 2 * node + 1
     return low
+
+
+def _ceiling_pct(capacity: float) -> Optional[int]:
+    """The most a plan may hold within ``capacity`` GPUs, in percent of a
+    GPU, as :func:`_cost` compares (None: no capacity)."""
+    if math.isinf(capacity):
+        return None
+    pct = math.floor(capacity * 100.0)
+    while (pct + 1) / 100.0 <= capacity:
+        pct += 1
+    while pct / 100.0 > capacity:
+        pct -= 1
+    return pct
 
 
 def _least_cost(menus) -> float:

@@ -16,7 +16,9 @@ children extend it by one configuration of stage ``d``.
 - The **cost blade** cuts a child whose lower bound ``(g + h, L + least
   remaining latency)`` is not below the best complete plan found so far,
   compared lexicographically: cost first, latency to break ties, exactly as
-  plans are ranked (SPEC §3).
+  plans are ranked (SPEC §3). With a cost ceiling
+  (``SearchLimits.cost_ceiling_pct``) the first incumbent is the ceiling
+  plus one: a search for a plan within it ends as soon as none can be.
 - **Dominance**: among partial plans of the same depth, one that is no
   faster and no cheaper than another is dropped; the other's completions
   are at least as good.
@@ -122,22 +124,33 @@ def _remaining_cost_bound(menus: Sequence[StageMenu], suffix_lat: list[float]):
 
 def solve_chain(menus: Sequence[StageMenu], budget_ms: float, limits: SearchLimits = NO_LIMITS) -> ChainResult:
     """Cheapest configurations for a chain whose latencies must sum to at
-    most ``budget_ms`` (the caller has already taken the hops out)."""
+    most ``budget_ms`` (the caller has already taken the hops out). With
+    ``limits.cost_ceiling_pct``, None where no such plan holds at most that:
+    the ceiling is the cost blade's first incumbent, so the search ends as
+    soon as every open bound is above it."""
     k = len(menus)
     budget = budget_ms + LATENCY_TOLERANCE_MS
+    ceiling = limits.cost_ceiling_pct
     suffix_lat = [0.0] * (k + 1)
     for d in range(k - 1, -1, -1):
         suffix_lat[d] = suffix_lat[d + 1] + menus[d].min_latency_ms
+    fastest_cost = sum(m.costs_pct[0] for m in menus)
     if suffix_lat[0] > budget:
-        return ChainResult(None, suffix_lat[0], sum(m.costs_pct[0] for m in menus), PlanStats(pruned_by_latency=1))
+        return ChainResult(None, suffix_lat[0], fastest_cost, PlanStats(pruned_by_latency=1))
     # Exact shortcuts: every stage at its cheapest fits (the cheapest
     # configuration is unique on a menu), or a single stage.
     cheapest_lat = sum(m.latencies_ms[-1] for m in menus)
     if cheapest_lat <= budget:
         picks = tuple(len(m.latencies_ms) - 1 for m in menus)
-        return ChainResult(picks, cheapest_lat, sum(m.costs_pct[-1] for m in menus), PlanStats(generated=k))
+        cost = sum(m.costs_pct[-1] for m in menus)
+        if ceiling is not None and cost > ceiling:
+            return ChainResult(None, cheapest_lat, cost, PlanStats(generated=k, pruned_by_cost=1))
+        return ChainResult(picks, cheapest_lat, cost, PlanStats(generated=k))
     if k == 1:
         i = bisect_right(menus[0].latencies_ms, budget) - 1
+        if ceiling is not None and menus[0].costs_pct[i] > ceiling:
+            return ChainResult(None, menus[0].latencies_ms[i], menus[0].costs_pct[i],
+                               PlanStats(generated=i + 1, pruned_by_cost=1))
         return ChainResult((i,), menus[0].latencies_ms[i], menus[0].costs_pct[i], PlanStats(generated=i + 1))
 
     lower_bound_cost = _remaining_cost_bound(menus, suffix_lat)
@@ -150,7 +163,9 @@ def solve_chain(menus: Sequence[StageMenu], budget_ms: float, limits: SearchLimi
     costs: list[int] = [0]
     fronts = [_Front() for _ in range(k + 1)]
     dead: set[int] = set()
-    best_cost, best_lat, best_node, best_last = _INF, _INF, -1, -1
+    # a ceiling is an incumbent no plan can tie: every plan that costs more is cut
+    best_cost, best_lat = (_INF, _INF) if ceiling is None else (ceiling + 1, -_INF)
+    best_node, best_last = -1, -1
     expanded = generated = by_latency = by_cost = by_dominance = 0
     proven = True
     watch = limits.start()
@@ -210,10 +225,13 @@ def solve_chain(menus: Sequence[StageMenu], budget_ms: float, limits: SearchLimi
         proven_optimal=proven,
     )
     if best_node < 0:
-        # Only reachable when a limit stopped the search before any complete
-        # plan: fall back to the fastest plan, which fits (checked above).
+        # No complete plan: none within the ceiling, or a limit stopped the
+        # search before any — then the fastest plan, which fits (checked
+        # above), unless it holds more than the ceiling.
+        if ceiling is not None and (proven or fastest_cost > ceiling):
+            return ChainResult(None, suffix_lat[0], fastest_cost, PlanStats(**stats_kw))
         fastest = tuple(0 for _ in menus)
-        return ChainResult(fastest, suffix_lat[0], sum(m.costs_pct[0] for m in menus), PlanStats(**stats_kw))
+        return ChainResult(fastest, suffix_lat[0], fastest_cost, PlanStats(**stats_kw))
     path = [best_last]
     node = best_node
     while node > 0:

@@ -34,6 +34,8 @@ oracle.
 
 from __future__ import annotations
 
+import dataclasses
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Optional
 
@@ -62,6 +64,10 @@ def solve_esg(
     proportion to cheap − fast, the default) or ``fast`` (the whole budget in
     proportion to the fastest latencies). ``improve=False`` skips the
     improvement passes, leaving the dominator split alone (for comparisons).
+    With ``limits.cost_ceiling_pct``, None where the plan would hold more:
+    a chain's A* search stops as soon as none within it can be found, a
+    DAG is not searched where its cost floor (:meth:`_EsgSolver._cost_floor_pct`)
+    is above it.
     """
     if reference not in REFERENCES:
         raise PlannerError(f"unknown reference latency '{reference}'; known: {', '.join(REFERENCES)}")
@@ -86,7 +92,11 @@ class _Shape:
 class _EsgSolver:
     def __init__(self, problem: Problem, limits: SearchLimits, reference: str, improve: bool) -> None:
         self.problem = problem
-        self.limits = limits
+        self.ceiling = limits.cost_ceiling_pct
+        self.whole_limits = limits
+        # a DAG's parts are searched without the ceiling: the improvement
+        # passes may bring a plan whose parts cost more within it
+        self.limits = dataclasses.replace(limits, cost_ceiling_pct=None)
         self.reference = reference
         self.improve = improve
         self.graph = problem.workflow.graph
@@ -107,7 +117,12 @@ class _EsgSolver:
         budget = self.problem.budget_ms + LATENCY_TOLERANCE_MS
         if whole.fast_ms > budget:
             return None, PlanStats(pruned_by_latency=1, segments=0)
-        self._region(whole, self.problem.budget_ms)
+        if whole.kind == "chain":
+            self._chain(order, self.problem.budget_ms, self.whole_limits)  # the ceiling cuts the A* search
+        elif self.ceiling is not None and self._cost_floor_pct(order, budget) > self.ceiling:
+            return None, PlanStats(pruned_by_cost=1, segments=0)
+        else:
+            self._region(whole, self.problem.budget_ms)
         if self._longest(whole, self._chosen_ms()) > budget:  # pragma: no cover - defensive
             self.picks = self.problem.fastest()
         if whole.kind != "chain" and self.improve:
@@ -124,9 +139,32 @@ class _EsgSolver:
             segments=len(self.segments),
             proven_optimal=self.proven and whole.kind == "chain",
         )
+        if self.ceiling is not None and sum(self.menus[s].costs_pct[i] for s, i in self.picks.items()) > self.ceiling:
+            return None, stats
         return dict(self.picks), stats
 
     # --- helpers -----------------------------------------------------------
+    def _cost_floor_pct(self, order: list[str], budget_ms: float) -> int:
+        """What every plan within ``budget_ms`` (hops and tolerance
+        included) holds at least: each stage's cheapest configuration no
+        slower than the budget less the longest path through it with the
+        other stages at their fastest — the A* search's bound at its root,
+        for any DAG."""
+        hop, fast = self.hop_ms, self.fast_ms
+        before: dict[str, float] = {}  # the longest path to a stage's end, fastest
+        after: dict[str, float] = {}  # from a stage's start to an exit, fastest
+        for s in order:
+            before[s] = max((before[p] + hop for p in self.graph.predecessors(s)), default=0.0) + fast[s]
+        for s in reversed(order):
+            after[s] = max((after[q] + hop for q in self.graph.successors(s)), default=0.0) + fast[s]
+        total = 0
+        for s in order:
+            menu = self.menus[s]
+            # the tolerance errs on the low side of the floor, as the A* bound's
+            i = bisect_right(menu.latencies_ms, budget_ms - before[s] - after[s] + 2 * fast[s] + LATENCY_TOLERANCE_MS)
+            total += menu.costs_pct[max(i - 1, 0)]
+        return total
+
     def _chosen_ms(self) -> dict[str, float]:
         return {s: self.menus[s].latencies_ms[i] for s, i in self.picks.items()}
 
@@ -184,12 +222,12 @@ class _EsgSolver:
             return max(self._region(self._shape(branch), budget_ms) for branch in shape.parts)
         return self._irreducible(shape, budget_ms)
 
-    def _chain(self, order: tuple[str, ...], budget_ms: float) -> float:
+    def _chain(self, order: tuple[str, ...], budget_ms: float, limits: Optional[SearchLimits] = None) -> float:
         self.segments.add(frozenset(order))
         hops_ms = self.hop_ms * (len(order) - 1)
-        result = solve_chain([self.menus[s] for s in order], budget_ms - hops_ms, self.limits)
+        result = solve_chain([self.menus[s] for s in order], budget_ms - hops_ms, limits or self.limits)
         self._add_search_stats(result.stats)
-        if result.picks is None:  # pragma: no cover - callers hand chains budgets they can meet
+        if result.picks is None:  # none within the ceiling (callers hand chains budgets they can meet)
             self.picks.update({s: 0 for s in order})
             return sum(self.fast_ms[s] for s in order) + hops_ms
         self.picks.update(zip(order, result.picks))

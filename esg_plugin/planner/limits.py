@@ -22,8 +22,17 @@ class SearchLimits:
     """Stop after this many milliseconds of the injected clock (None: no limit)."""
     clock_s: Optional[Callable[[], float]] = None
     """A monotonic clock in seconds; required with ``time_limit_ms``."""
+    cost_ceiling_pct: Optional[int] = None
+    """No plan that holds more than this (in percent of a GPU, as
+    ``StageOption.cost_pct``) is wanted: the policy answers None instead,
+    and an exact search stops as soon as it proves that none within the
+    budget holds less (None: no ceiling). Where a plan within the ceiling
+    exists, the plan returned is the one the search gives without it."""
 
     def __post_init__(self) -> None:
+        if self.cost_ceiling_pct is not None and (
+                not isinstance(self.cost_ceiling_pct, int) or isinstance(self.cost_ceiling_pct, bool)):
+            raise PlannerError(f"cost_ceiling_pct must be an integer, got {self.cost_ceiling_pct!r}")
         if self.max_expansions is not None and self.max_expansions < 1:
             raise PlannerError(f"max_expansions must be at least 1, got {self.max_expansions}")
         if self.time_limit_ms is not None:

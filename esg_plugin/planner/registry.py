@@ -3,7 +3,8 @@
 A policy is a pure function ``(Problem, SearchLimits) -> (choices, stats)``:
 ``choices`` maps each stage to its chosen, evaluated configuration, or is
 None when the policy finds no plan within the budget (the caller then uses
-the fastest plan). The baselines of the evaluation (``planner/baselines.py``)
+the fastest plan) — or, with ``limits.cost_ceiling_pct``, none within the
+budget that holds no more than the ceiling. The baselines of the evaluation (``planner/baselines.py``)
 register here too, so ``esg plan``, the simulator and the scaler run the
 same code.
 """
@@ -34,10 +35,22 @@ def _optimal(problem: Problem, limits: SearchLimits) -> tuple[Choices, PlanStats
     return (None if result.picks is None else problem.choices(result.picks)), result.stats
 
 
+def _within_ceiling(policy: Policy) -> Policy:
+    """``policy``, answering None for a plan that holds more than
+    ``limits.cost_ceiling_pct`` (ESG's search prunes by it itself)."""
+    def plan(problem: Problem, limits: SearchLimits) -> tuple[Choices, PlanStats]:
+        choices, stats = policy(problem, limits)
+        ceiling = limits.cost_ceiling_pct
+        if choices is not None and ceiling is not None and sum(o.cost_pct for o in choices.values()) > ceiling:
+            return None, stats
+        return choices, stats
+    return plan
+
+
 POLICIES: dict[str, Policy] = {
     "esg": _esg,
-    "optimal": _optimal,
-    **baselines.POLICIES,
+    "optimal": _within_ceiling(_optimal),
+    **{name: _within_ceiling(policy) for name, policy in baselines.POLICIES.items()},
 }
 
 

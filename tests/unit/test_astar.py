@@ -58,6 +58,24 @@ def test_blades_prune_and_the_answer_is_exact():
     assert tight.stats.pruned_by_cost + tight.stats.pruned_by_dominance > 0
 
 
+def test_a_cost_ceiling_ends_the_search_once_no_plan_within_it_can_be_found():
+    menus, budget = hard_chain()
+    exact = solve_chain(menus, budget)
+    above = solve_chain(menus, budget, SearchLimits(cost_ceiling_pct=exact.cost_pct))
+    assert (above.picks, above.cost_pct) == (exact.picks, exact.cost_pct)
+    below = solve_chain(menus, budget, SearchLimits(cost_ceiling_pct=exact.cost_pct - 1))
+    assert below.picks is None and below.stats.proven_optimal
+    assert below.stats.expanded < exact.stats.expanded
+    # the shortcuts answer the ceiling too: every stage at its cheapest, and one stage
+    loose = [menu("a", [(5, 90), (10, 40)]), menu("b", [(8, 80), (16, 30)])]
+    assert solve_chain(loose, 100.0, SearchLimits(cost_ceiling_pct=69)).picks is None
+    assert solve_chain(loose, 100.0, SearchLimits(cost_ceiling_pct=70)).picks == (1, 1)
+    assert solve_chain(loose[:1], 7.0, SearchLimits(cost_ceiling_pct=89)).picks is None
+    # a limit that stops the search before any plan: the fastest, unless above the ceiling
+    stopped = solve_chain(menus, budget, SearchLimits(max_expansions=1, cost_ceiling_pct=10**6))
+    assert stopped.picks is not None
+
+
 def test_infeasible_chain_returns_none():
     menus = [menu("a", [(5, 90)]), menu("b", [(8, 80)])]
     result = solve_chain(menus, 12.0)
@@ -97,3 +115,5 @@ def test_limits_are_validated():
         SearchLimits(time_limit_ms=5)
     with pytest.raises(PlannerError, match="at least 1"):
         SearchLimits(max_expansions=0)
+    with pytest.raises(PlannerError, match="cost_ceiling_pct must be an integer"):
+        SearchLimits(cost_ceiling_pct=1.5)

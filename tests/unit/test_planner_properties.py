@@ -7,6 +7,7 @@ null), random rates, hops, fan-outs and SLOs between 0.6x and 3x the fastest
 plan's latency, so that about a fifth are infeasible.
 """
 
+import dataclasses
 import itertools
 import math
 import random
@@ -16,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from esg_plugin.model import LATENCY_TOLERANCE_MS, ModelError
-from esg_plugin.planner import PlannerError, plan_workflow
+from esg_plugin.planner import NO_LIMITS, PlannerError, SearchLimits, get_policy, plan_workflow
+from esg_plugin.planner.esg import _EsgSolver
 from esg_plugin.planner import improve
 from esg_plugin.planner.problem import build_problem
 from esg_plugin.synthetic import random_case
@@ -159,3 +161,40 @@ def test_re_planning_a_path_finds_its_cheapest_plan_with_the_other_stages_held(s
             assert got in [picks for cost, picks in _path_plans(dag, chosen, path) if cost == min(plans)]
         else:
             assert got is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 8), chain=st.booleans(), policy=st.sampled_from(["esg", "optimal"]))
+def test_a_cost_ceiling_gives_the_plan_without_it_or_none(seed, n, chain, policy):
+    """``SearchLimits.cost_ceiling_pct`` (the control law's capacity): the
+    plan the search gives without a ceiling where it holds no more than the
+    ceiling, else None — the ceiling only ends searches sooner."""
+    workflow, profiles, rate = random_case(random.Random(seed), n, chain=chain, full_axes=n > 4)
+    problem = build_problem(workflow, profiles, rate)
+    solve = get_policy(policy)
+    free, _ = solve(problem, NO_LIMITS)
+    if free is None:
+        assert solve(problem, SearchLimits(cost_ceiling_pct=10**9))[0] is None
+        return
+    cost = sum(option.cost_pct for option in free.values())
+    for ceiling in (cost - 1, cost, cost + 1, cost // 2, 0):
+        within, _ = solve(problem, SearchLimits(cost_ceiling_pct=ceiling))
+        assert within == (free if cost <= ceiling else None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 5), chain=st.booleans(),
+       factor=st.floats(0.5, 1.5))
+def test_the_cost_floor_of_a_dag_is_below_every_plan_within_the_budget(seed, n, chain, factor):
+    """The bound ESG's search skips a DAG by under a ceiling: no plan within
+    the budget holds less (brute force over every plan)."""
+    workflow, profiles, rate = random_case(random.Random(seed), n, chain=chain)
+    if plan_count(workflow, profiles, rate) > 20_000:
+        return
+    workflow = dataclasses.replace(workflow, slo_ms=workflow.slo_ms * factor)
+    expected = brute_force(workflow, profiles, rate)
+    problem = build_problem(workflow, profiles, rate)
+    solver = _EsgSolver(problem, NO_LIMITS, "room", True)
+    floor = solver._cost_floor_pct(workflow.topological_order(), problem.budget_ms + LATENCY_TOLERANCE_MS)
+    if expected is not None:
+        assert floor <= expected[0]
