@@ -750,9 +750,10 @@ class ControlLaw:
         arrival_cv2 = max(obs.arrival_cv2 * factor, 0.0) if s.queueing_aware else None  # as _plan's
         try:  # the search the re-plan repeats, if it is for the same rate (``searched``)
             profiles = self._profiles(workflow, state, now_s)
-            fits = not self._nothing_fits(workflow, state, profiles) and \
+            found = None if self._nothing_fits(workflow, state, profiles) else \
                 self._choose(self._as_measured(workflow, ws), ws, state, profiles, ws.planned_rps, arrival_cv2,
-                             now_s=now_s)[3]
+                             now_s=now_s, fit_test=True)
+            fits = found is not None and found[3]
         except (PlannerError, ModelError):
             fits = False
         if not fits:
@@ -1167,7 +1168,8 @@ class ControlLaw:
         except (PlannerError, ModelError):
             return None
 
-    def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, now_s=None):
+    def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, now_s=None,
+                fit_test=False):
         """(problem, choices, stats, fits): the plan for the margin budget,
         else the degraded plan with the highest expected hit rate that fits
         the capacity (a plan on time: in total and, with ``packed_capacity``,
@@ -1178,7 +1180,9 @@ class ControlLaw:
         budgets a little beyond the SLO, tightest first; the fastest plan
         only when none of those fits. With ``now_s``, an unpinned search
         asked again within the tick with the same inputs gives its answer
-        again (``WorkflowState.searched``)."""
+        again (``WorkflowState.searched``). ``fit_test``: only whether the
+        plan for the margin's budget fits (``fits``) is wanted — None where
+        it does not, without the search for a degraded plan."""
         if now_s is None or shares is not None:
             return self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, shares)
         capacity = self._capacity_left(workflow, state)
@@ -1188,12 +1192,16 @@ class ControlLaw:
                  tuple(sorted(others.items())))
         if ws.searched is not None and ws.searched[0] == asked:
             return ws.searched[1]
-        found = self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, capacity=capacity, others=others)
-        ws.searched = (asked, found)
+        found = self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, capacity=capacity, others=others,
+                             fit_test=fit_test)
+        ws.searched = None if found is None else (asked, found)
         return found
 
     def _search(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, capacity=None,
-                others=None):
+                others=None, fit_test=False):
+        """:meth:`_choose`'s search; with ``fit_test``, None as soon as the
+        margin's budget gives no plan within the capacity (the answer would
+        then be a degraded plan, ``fits`` false)."""
         s = self.settings
         utilisations = tuple(s.utilisations)
         first = 1.0 - ws.margin
@@ -1225,12 +1233,16 @@ class ControlLaw:
         attempts = [(s.queue_quantile, factor) for factor in grid]
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
+        if fit_test and attempts[0] != (s.queue_quantile, first):
+            return None  # the margin's budget is out of reach
         problem, hopeless = None, False
         within = SearchLimits(cost_ceiling_pct=_ceiling_pct(capacity))  # a search for a plan that cannot fit stops early
         capped: dict = {}  # per quantile: the menus below the room left beside the others (None: none runs there)
         unpacked = None  # the first plan on time within the capacity in total that finds no GPU one by one
         unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
-        for quantile, factor in attempts:
+        for index, (quantile, factor) in enumerate(attempts):
+            if fit_test and index == 1 and unpacked is None:
+                return None  # the margin's budget gave no plan within the capacity
             if quantile not in built:  # the menus depend on the quantile, not on the budget
                 built[quantile] = build(quantile, below)
             if factor > 1.0 and self._hopeless_counts():

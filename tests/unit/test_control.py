@@ -680,6 +680,34 @@ def test_a_queue_factor_whose_plan_misses_its_budget_is_tested_again_only_after_
     assert [n for t, n in zip(range(40, 52), per_tick) if t not in raised] == [0] * 9, per_tick
 
 
+def test_the_fit_test_searches_the_margins_budget_only(chain, monkeypatch):
+    """The wait feedback's test needs only whether the plan for the
+    margin's budget fits: where it does not, one search and no answer
+    (the full search goes on down the margin's grid for a degraded plan);
+    where it does, the full search's answer."""
+    import esg_plugin.control.law as law_module
+    wf, profiles = chain
+    probe = ControlLaw([wf], profiles, ControlSettings())
+    cost = tick(probe, probe.new_state(), 0.0, 50.0, arrival_cv2=8.0).plans["w"].cost
+    law = ControlLaw([wf], profiles, ControlSettings(capacity_gpus=cost))
+    state = law.new_state()
+    tick(law, state, 0.0, 50.0, arrival_cv2=8.0)
+    ws = dataclasses.replace(state.workflows["w"], margin=0.3)
+    budgets = []
+    real = law_module.get_policy
+    monkeypatch.setattr(law_module, "get_policy",
+                        lambda name: lambda problem, limits: budgets.append(problem.budget_ms) or real(name)(problem, limits))
+    current = law._profiles(wf, state, 0.0)
+    full = law._search(wf, ws, state, current, 50.0, 24.0)
+    searched_full, budgets[:] = len(budgets), []
+    assert not full[3] and searched_full > 1
+    assert law._search(wf, ws, state, current, 50.0, 24.0, fit_test=True) is None
+    assert budgets == [pytest.approx(wf.slo_ms * 0.7)]
+    fitting = law._search(wf, ws, state, current, 50.0, 8.0)
+    assert fitting[3]
+    assert law._search(wf, ws, state, current, 50.0, 8.0, fit_test=True)[1] == fitting[1]
+
+
 def test_a_re_plan_at_the_same_rate_keeps_the_offered_rate_its_plan_was_made_for(chain):
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings(feedback_cooldown_s=5.0))
