@@ -66,8 +66,8 @@ def solve_esg(
     improvement passes, leaving the dominator split alone (for comparisons).
     With ``limits.cost_ceiling_pct``, None where the plan would hold more:
     a chain's A* search stops as soon as none within it can be found, a
-    DAG is not searched where its cost floor (:meth:`_EsgSolver._cost_floor_pct`)
-    is above it.
+    DAG is not searched where a lower bound of what its plans hold is above
+    it (:meth:`_EsgSolver._floor_above`).
     """
     if reference not in REFERENCES:
         raise PlannerError(f"unknown reference latency '{reference}'; known: {', '.join(REFERENCES)}")
@@ -119,7 +119,7 @@ class _EsgSolver:
             return None, PlanStats(pruned_by_latency=1, segments=0)
         if whole.kind == "chain":
             self._chain(order, self.problem.budget_ms, self.whole_limits)  # the ceiling cuts the A* search
-        elif self.ceiling is not None and self._cost_floor_pct(order, budget) > self.ceiling:
+        elif self.ceiling is not None and self._floor_above(order, budget, self.ceiling):
             return None, PlanStats(pruned_by_cost=1, segments=0)
         else:
             self._region(whole, self.problem.budget_ms)
@@ -144,12 +144,15 @@ class _EsgSolver:
         return dict(self.picks), stats
 
     # --- helpers -----------------------------------------------------------
-    def _cost_floor_pct(self, order: list[str], budget_ms: float) -> int:
-        """What every plan within ``budget_ms`` (hops and tolerance
-        included) holds at least: each stage's cheapest configuration no
-        slower than the budget less the longest path through it with the
-        other stages at their fastest — the A* search's bound at its root,
-        for any DAG."""
+    def _floor_above(self, order: tuple[str, ...], budget_ms: float, ceiling_pct: int) -> bool:
+        """Does every plan within ``budget_ms`` (hops and tolerance
+        included) hold more than ``ceiling_pct``? Two lower bounds of what
+        one holds: (1) each stage's cheapest configuration no slower than
+        the budget less the longest path through it with the other stages
+        at their fastest (the A* search's bound at its root, for any DAG);
+        (2) the cheapest plan of the longest path at the fastest (an
+        entry-to-exit chain, which must fit the budget: an A* search under
+        the ceiling less the other stages' bounds (1))."""
         hop, fast = self.hop_ms, self.fast_ms
         before: dict[str, float] = {}  # the longest path to a stage's end, fastest
         after: dict[str, float] = {}  # from a stage's start to an exit, fastest
@@ -157,13 +160,20 @@ class _EsgSolver:
             before[s] = max((before[p] + hop for p in self.graph.predecessors(s)), default=0.0) + fast[s]
         for s in reversed(order):
             after[s] = max((after[q] + hop for q in self.graph.successors(s)), default=0.0) + fast[s]
-        total = 0
+        floor: dict[str, int] = {}
         for s in order:
             menu = self.menus[s]
             # the tolerance errs on the low side of the floor, as the A* bound's
             i = bisect_right(menu.latencies_ms, budget_ms - before[s] - after[s] + 2 * fast[s] + LATENCY_TOLERANCE_MS)
-            total += menu.costs_pct[max(i - 1, 0)]
-        return total
+            floor[s] = menu.costs_pct[max(i - 1, 0)]
+        if sum(floor.values()) > ceiling_pct:
+            return True
+        path = critical_path(self._shape(order).region, fast, hop)
+        on_path = set(path)
+        rest = ceiling_pct - sum(floor[s] for s in order if s not in on_path)
+        chain = solve_chain([self.menus[s] for s in path], budget_ms - hop * (len(path) - 1) + LATENCY_TOLERANCE_MS,
+                            SearchLimits(cost_ceiling_pct=rest))
+        return chain.picks is None
 
     def _chosen_ms(self) -> dict[str, float]:
         return {s: self.menus[s].latencies_ms[i] for s, i in self.picks.items()}

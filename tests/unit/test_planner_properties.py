@@ -182,19 +182,20 @@ def test_a_cost_ceiling_gives_the_plan_without_it_or_none(seed, n, chain, policy
         assert within == (free if cost <= ceiling else None)
 
 
-@settings(max_examples=150, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 5), chain=st.booleans(),
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 6), chain=st.booleans(),
        factor=st.floats(0.5, 1.5))
 def test_the_cost_floor_of_a_dag_is_below_every_plan_within_the_budget(seed, n, chain, factor):
-    """The bound ESG's search skips a DAG by under a ceiling: no plan within
-    the budget holds less (brute force over every plan)."""
+    """The bounds ESG's search skips a DAG by under a ceiling: no plan
+    within the budget holds less (brute force over every plan)."""
     workflow, profiles, rate = random_case(random.Random(seed), n, chain=chain)
     if plan_count(workflow, profiles, rate) > 20_000:
         return
     workflow = dataclasses.replace(workflow, slo_ms=workflow.slo_ms * factor)
     expected = brute_force(workflow, profiles, rate)
+    if expected is None:
+        return
     problem = build_problem(workflow, profiles, rate)
     solver = _EsgSolver(problem, NO_LIMITS, "room", True)
-    floor = solver._cost_floor_pct(workflow.topological_order(), problem.budget_ms + LATENCY_TOLERANCE_MS)
-    if expected is not None:
-        assert floor <= expected[0]
+    order = tuple(workflow.topological_order())
+    assert not solver._floor_above(order, problem.budget_ms + LATENCY_TOLERANCE_MS, expected[0])
