@@ -235,7 +235,8 @@ class _EsgSolver:
     def _chain(self, order: tuple[str, ...], budget_ms: float, limits: Optional[SearchLimits] = None) -> float:
         self.segments.add(frozenset(order))
         hops_ms = self.hop_ms * (len(order) - 1)
-        result = solve_chain([self.menus[s] for s in order], budget_ms - hops_ms, limits or self.limits)
+        result = solve_chain([self.menus[s] for s in order], budget_ms - hops_ms,
+                             self.limits if limits is None else limits)
         self._add_search_stats(result.stats)
         if result.picks is None:  # none within the ceiling (callers hand chains budgets they can meet)
             self.picks.update({s: 0 for s in order})

@@ -4,9 +4,9 @@ A policy is a pure function ``(Problem, SearchLimits) -> (choices, stats)``:
 ``choices`` maps each stage to its chosen, evaluated configuration, or is
 None when the policy finds no plan within the budget (the caller then uses
 the fastest plan) — or, with ``limits.cost_ceiling_pct``, none within the
-budget that holds no more than the ceiling. The baselines of the evaluation (``planner/baselines.py``)
-register here too, so ``esg plan``, the simulator and the scaler run the
-same code.
+budget that holds no more than the ceiling. The baselines of the evaluation
+(``planner/baselines.py``) register here too, so ``esg plan``, the
+simulator and the scaler run the same code.
 """
 
 from __future__ import annotations
