@@ -1259,7 +1259,7 @@ class ControlLaw:
             if factor > 1.0 and unpacked is not None:
                 return unpacked  # no plan on time finds a GPU each: the first on time, as without packing
             choices, stats = solve(problem, within)
-            if choices is None or _cost(choices) > capacity:
+            if choices is None:  # none within the budget, or none within the capacity (the ceiling)
                 continue
             found = problem, choices, stats, (quantile, factor) == (s.queue_quantile, first)
             if factor > 1.0 or self._packs(others, choices):
@@ -1275,7 +1275,7 @@ class ControlLaw:
             if capped[quantile] is not None:
                 narrow = dataclasses.replace(capped[quantile], budget_ms=workflow.slo_ms * factor)
                 again, again_stats = solve(narrow, within)
-                if again is not None and _cost(again) <= capacity and self._packs(others, again):
+                if again is not None and self._packs(others, again):
                     return narrow, again, again_stats, found[3]
         if unpacked is not None:
             return unpacked
@@ -1817,7 +1817,8 @@ def _largest_fitting(high: float, fits) -> float:
 
 def _ceiling_pct(capacity: float) -> Optional[int]:
     """The most a plan may hold within ``capacity`` GPUs, in percent of a
-    GPU, as :func:`_cost` compares (None: no capacity)."""
+    GPU, exactly as :func:`_cost` compares — a plan the search returns
+    under it fits the capacity (None: no capacity)."""
     if math.isinf(capacity):
         return None
     pct = math.floor(capacity * 100.0)

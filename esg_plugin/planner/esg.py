@@ -35,7 +35,6 @@ oracle.
 from __future__ import annotations
 
 import dataclasses
-from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Optional
 
@@ -162,10 +161,8 @@ class _EsgSolver:
             after[s] = max((after[q] + hop for q in self.graph.successors(s)), default=0.0) + fast[s]
         floor: dict[str, int] = {}
         for s in order:
-            menu = self.menus[s]
-            # the tolerance errs on the low side of the floor, as the A* bound's
-            i = bisect_right(menu.latencies_ms, budget_ms - before[s] - after[s] + 2 * fast[s] + LATENCY_TOLERANCE_MS)
-            floor[s] = menu.costs_pct[max(i - 1, 0)]
+            menu = self.menus[s]  # the budget leaves every stage its fastest (checked by the caller)
+            floor[s] = menu.costs_pct[menu.cheapest_within(budget_ms - before[s] - after[s] + 2 * fast[s]) or 0]
         if sum(floor.values()) > ceiling_pct:
             return True
         path = critical_path(self._shape(order).region, fast, hop)

@@ -72,8 +72,10 @@ def test_a_cost_ceiling_ends_the_search_once_no_plan_within_it_can_be_found():
     assert solve_chain(loose, 100.0, SearchLimits(cost_ceiling_pct=70)).picks == (1, 1)
     assert solve_chain(loose[:1], 7.0, SearchLimits(cost_ceiling_pct=89)).picks is None
     # a limit that stops the search before any plan: the fastest, unless above the ceiling
-    stopped = solve_chain(menus, budget, SearchLimits(max_expansions=1, cost_ceiling_pct=10**6))
-    assert stopped.picks is not None
+    fastest_cost = sum(m.costs_pct[0] for m in menus)
+    stopped = solve_chain(menus, budget, SearchLimits(max_expansions=1, cost_ceiling_pct=fastest_cost))
+    assert stopped.picks == (0,) * len(menus) and not stopped.stats.proven_optimal
+    assert solve_chain(menus, budget, SearchLimits(max_expansions=1, cost_ceiling_pct=fastest_cost - 1)).picks is None
 
 
 def test_infeasible_chain_returns_none():
