@@ -2,9 +2,9 @@
 
     python bench/robustness.py [--cases 20] [--first-seed 1] [--seeds 1-20,101-130,...]
                                [--policies esg,nexus,...] [--ablation] [--settings JSON]
-                               [--processes 2] [--json FILE] [--family standard|wide]
+                               [--processes 2] [--json FILE] [--family standard|wide|extreme]
                                [--profile-error F] [--noise SIGMA] [--placement best-fit]
-    python bench/robustness.py --report FILE [--family standard|wide]
+    python bench/robustness.py --report FILE [--family standard|wide|extreme]
     python bench/robustness.py --seeds ... --policies esg --others-from FILE [--json FILE2]
     python bench/robustness.py --seeds 501 --family wide --policies esg,fast-gshare --out DIR
 
@@ -28,7 +28,9 @@ instead of ``--cases``/``--first-seed``: ranges and single seeds, comma
 separated (the development sets of ``docs/EVALUATION.md``).
 ``--family wide``: the generator's wider family (``FAMILIES`` in
 ``esg_plugin/sim/generate.py``: up to three workflows of 2–12 stages, SLOs
-1.1–4x, 2–400 rps, …), which no setting of the law was tried on.
+1.1–4x, 2–400 rps, …), which no setting of the law was tried on;
+``--family extreme``: wider still (up to 16 stages, SLOs 1.05–6x,
+0.3–600 rps, cold starts up to 15 s, …).
 ``--ablation`` adds ESG with each mechanism of the control law
 switched off in turn (``esg_plugin/control/settings.py``); ``--settings``
 changes ControlSettings fields for esg and optimal (JSON; a tuple field as a

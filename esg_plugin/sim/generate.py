@@ -28,7 +28,13 @@ three workflows of 2–12 stages, SLOs 1.1–4.0 times the fastest latency,
 mean rates 2–400 rps, gamma cv 1.5–5, steps of 2–8x, diurnal amplitudes
 30–95%, cold starts 0.2–8 s, each workflow's peak within 5 GPUs (15 of
 the 16 for three) — to see how far the law holds beyond what it was
-developed on (:class:`Ranges`).
+developed on (:class:`Ranges`); ``extreme`` from ranges wider still, at
+both ends — chains and DAGs of up to 16 stages, SLOs from 1.05 to 6
+times the fastest latency, mean rates from 0.3 to 600 rps, gamma cv
+1.2–6, steps of 1.5–10x, diurnal amplitudes 10–99%, cold starts
+0.1–15 s, each workflow's peak within 6 GPUs (one or two workflows) —
+nothing of the law was tried on it before its first use
+(``docs/EVALUATION.md``, the forty-fifth session).
 
 ``profile_errors(seed, functions, spread)`` draws a persistent error of
 the profiles for the simulator (``SimConfig.exec_factors``): each
@@ -86,7 +92,10 @@ STANDARD = Ranges()
 WIDE = Ranges(workflows=(1, 2, 3), stages=(2, 12), slo_factor=(1.1, 4.0), mean_rps=(2.0, 400.0),
               gamma_cv=(1.5, 5.0), step_factor=(2.0, 8.0), diurnal_amplitude=(0.3, 0.95),
               cold_start_ms=(200.0, 8000.0), peak_cost_limit_gpus=5.0)
-FAMILIES = {"standard": STANDARD, "wide": WIDE}
+EXTREME = Ranges(workflows=(1, 1, 2), stages=(2, 16), slo_factor=(1.05, 6.0), mean_rps=(0.3, 600.0),
+                 gamma_cv=(1.2, 6.0), step_factor=(1.5, 10.0), diurnal_amplitude=(0.1, 0.99),
+                 cold_start_ms=(100.0, 15000.0), peak_cost_limit_gpus=6.0)
+FAMILIES = {"standard": STANDARD, "wide": WIDE, "extreme": EXTREME}
 
 
 @dataclass(frozen=True)

@@ -594,6 +594,30 @@ def test_the_wide_family_draws_beyond_the_standard_ranges_and_the_standard_draws
         random_workload(1, family="narrow")
 
 
+def test_the_extreme_family_draws_to_both_ends_of_its_ranges_within_the_clusters_gpus():
+    """``random_workload(seed, family="extreme")``: ``EXTREME``'s ranges —
+    up to 16 stages, SLOs from 1.05x, mean rates below 1 rps and in the
+    hundreds, cold starts beyond the wide family's 8 s — every draw
+    deterministic, named for its family, on the same cluster."""
+    from esg_plugin.sim.generate import EXTREME, GPUS, random_workload
+
+    stages, factors, rates, cold_ms = set(), [], [], []
+    for seed in range(1, 41):
+        case = random_workload(seed, family="extreme")
+        assert case == random_workload(seed, family="extreme") and case.workload.name == f"random-extreme-{seed}"
+        assert case.workload.gpus == GPUS
+        for load in case.workload.workflows:
+            stages.add(len(load.workflow.stages))
+            assert EXTREME.stages[0] <= len(load.workflow.stages) <= EXTREME.stages[1]
+            rates.append(load.arrivals.mean_rate_rps(case.workload.duration_s))
+        cold_ms += [p.cold_start_ms for p in case.profiles.functions.values()]
+        factors += [float(part.split("(")[1].split("x")[0]) for part in case.description.split("; ")]
+    assert max(stages) > 12
+    assert min(factors) < 1.2 and max(factors) > 4.0 and all(1.05 <= f <= 6.0 for f in factors)
+    assert min(rates) < 1.0 and max(rates) > 100.0
+    assert max(cold_ms) > 8000.0 and all(100.0 <= ms <= 15000.0 for ms in cold_ms)
+
+
 def test_a_profile_error_slows_the_executions_the_policies_observe_and_is_not_in_the_profile():
     """``SimConfig.exec_factors``: a function's real execution time is its
     profile's times its factor; the view's observed/profiled ratio shows it
