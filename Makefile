@@ -3,7 +3,8 @@
 #   make test   the whole test suite: import contracts, unit and integration tests
 #   make bench  the planner and simulator benchmarks (figures, not pass/fail)
 #   make fuzz   the seeded fuzz suite at full size: 2,000 CLI runs, 10,000 runtime requests, 4,000 metric pages
-#   make evaluate  the evaluation of docs/EVALUATION.md: shipped workloads, then 30 random ones (about 7 minutes on 2 cores)
+#   make evaluate  the evaluation of docs/EVALUATION.md: shipped workloads, then random ones of three families (about 7 minutes
+#                  on 2 cores, and the extreme family's 60 took 226 s more on 2026-12-04)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -64,6 +65,8 @@ evaluate: $(STAMP)
 		--json docs/evaluation/robustness-wide.json
 	$(BIN)/python bench/robustness.py --cases 100 --first-seed 1611 --profile-error 2 \
 		--json docs/evaluation/robustness-profile-error.json
+	$(BIN)/python bench/robustness.py --family extreme --cases 60 --first-seed 1 --describe \
+		--json docs/evaluation/robustness-extreme.json
 	$(BIN)/python bench/miss_causes.py --seeds 561-590
 
 clean:
