@@ -7,7 +7,9 @@ they observe and how they act.
 
 from .delay import DelayWindow
 from .errors import ControlError
-from .law import ControlLaw, ControlState, Decision, WorkflowState, step_detected
+from .law import ControlLaw
+from .rate import step_detected
+from .state import ControlState, Decision, WorkflowState
 from .observation import MAX_RATE_RPS, Observation, WorkflowObservation, gap_cv2
 from .settings import ABLATIONS, ControlSettings
 

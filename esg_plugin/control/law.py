@@ -79,9 +79,10 @@ from ..limits import is_number
 from ..planner.limits import NO_LIMITS, SearchLimits
 from .delay import DelayWindow
 from .errors import ControlError
-from .observation import MIN_GAPS_FOR_CV2, Observation, WorkflowObservation
+from .observation import Observation, WorkflowObservation
 from .packing import fits_on_gpus, most_room_pct
 from .settings import ControlSettings
+from .rate import RATE_GRID, cv2_measured, excess_backlog, on_rate_grid, significantly_above, step_detected
 from .state import ControlState, Decision, StageKey, WorkflowState
 
 EXEC_FACTOR_RANGE = (0.5, 3.0)
@@ -111,8 +112,6 @@ MARGIN_RELAX_FRACTION = 0.5
 """A clean stretch lowers the margin by this part of ``margin_step``."""
 BOOST_STEP = 1.2
 """Each answer of ``capacity_feedback`` plans for this factor more (a clean stretch takes one back)."""
-RATE_GRID = 1.05
-"""Planned rates lie on a geometric grid of this ratio (see :func:`on_rate_grid`)."""
 MIN_MISSES = 3
 """Fewer misses than this over the feedback window are noise, not a signal."""
 WAIT_RATIO_RAISE = 1.5
@@ -1463,42 +1462,12 @@ def _larger_batches(workflow: Workflow, groups: Mapping[str, list[InstanceGroup]
     return out
 
 
-def on_rate_grid(rate_rps: float) -> float:
-    """The rate rounded up to the next step of a geometric grid (ratio
-    :data:`RATE_GRID`): a load that creeps up re-plans once per step, not at
-    every tick, and the same loads give the same plans."""
-    return RATE_GRID ** math.ceil(math.log(rate_rps, RATE_GRID) - 1e-9)
-
-
 def _on_margin_grid(margin: float) -> float:
     """A margin rounded to 1e-9: steps of 0.1 up and 0.05 down come back to
     exactly where they started (0.1 + 0.1, then four times − 0.05, is
     1.4e-17 in floating point, which would be "above" a margin of 0 and
     re-plan at every clean stretch)."""
     return round(margin, 9)
-
-
-def step_detected(obs: WorkflowObservation, planned_rps: float, z: float) -> bool:
-    """Is the short window's count significantly above what the planned rate
-    gives? One-sided, normal approximation of a Poisson count inflated by the
-    arrivals' cv² (bursty arrivals need more evidence)."""
-    return significantly_above(obs.rate_short_rps * obs.short_window_s, planned_rps * obs.short_window_s, z,
-                               obs.arrival_cv2)
-
-
-def cv2_measured(obs: WorkflowObservation) -> bool:
-    """Was the arrivals' cv² read from enough gaps (``MIN_GAPS_FOR_CV2``)?
-    Below, the source says 1 (Poisson) for want of a reading: at the start
-    of a run, a window of a few seconds. Without the long window's length,
-    taken as read."""
-    return obs.long_window_s is None or obs.rate_long_rps * obs.long_window_s >= MIN_GAPS_FOR_CV2 + 1
-
-
-def significantly_above(count: float, expected: float, z: float, arrival_cv2: float) -> bool:
-    """The step test: is ``count`` more than ``z`` standard deviations (and
-    one arrival) above the ``expected`` count of a Poisson stream whose
-    variance is inflated by the arrivals' cv²?"""
-    return count > expected + z * math.sqrt(max(expected, 1.0) * max(arrival_cv2, 1.0)) + 1.0
 
 
 def _totals(entries) -> tuple[int, int]:
@@ -1526,14 +1495,6 @@ def _urgency(ws: WorkflowState, target_rps: float) -> tuple[bool, float]:
 
 def _smoothed(before: Optional[float], ratio: float) -> float:
     return ratio if before is None else before + EXEC_FACTOR_SMOOTHING * (ratio - before)
-
-
-def excess_backlog(obs: WorkflowObservation, planned_rps: Optional[float], slo_ms: float) -> float:
-    """The requests waiting beyond what the planned rate serves within one
-    SLO: those the current plan cannot answer in time (a queue that the plan
-    drains within the SLO needs no more capacity)."""
-    served_in_time = (planned_rps or 0.0) * slo_ms / 1000.0
-    return max(0.0, obs.backlog - served_in_time)
 
 
 def _below(ws: Optional[WorkflowState]) -> Optional[dict[str, int]]:

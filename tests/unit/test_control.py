@@ -13,7 +13,7 @@ from esg_plugin.control import (
     step_detected,
 )
 from esg_plugin.loaders import load_profiles, read_yaml
-from esg_plugin.control.law import on_rate_grid
+from esg_plugin.control.rate import on_rate_grid
 from esg_plugin.control.packing import fits_on_gpus, most_room_pct
 from esg_plugin.model import FunctionProfile, InstanceGroup, ProfileSet, Stage, Workflow
 from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide_functions
