@@ -39,8 +39,9 @@ Per workflow with data, at every tick (``docs/control.md``):
    start, every group of the stage runs at the largest-throughput batch
    size that fits the stage's part of the SLO, with no wait (a batch
    leaves with what is queued; ``bridge_batching``).
-5. **Calibration** — profile latencies scaled by observed / profiled
-   execution time (bounded to 0.5..3, smoothed), per function and, for a
+5. **Calibration** (``calibration.py``) — profile latencies scaled by
+   observed / profiled execution time (bounded to 0.5..3, smoothed), per
+   function and, for a
    while, per share it was observed at. Slower instances re-plan
    at once; faster ones only after they stayed faster for the scale-down
    delay, when calm (a re-plan for faster instances holds less).
@@ -65,7 +66,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import Counter, OrderedDict
+from collections import Counter
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -81,33 +82,11 @@ from .delay import DelayWindow
 from .errors import ControlError
 from .observation import Observation, WorkflowObservation
 from .packing import fits_on_gpus, most_room_pct
+from .calibration import Calibration
 from .settings import ControlSettings
 from .rate import RATE_GRID, cv2_measured, excess_backlog, on_rate_grid, significantly_above, step_detected
 from .state import ControlState, Decision, StageKey, WorkflowState
 
-EXEC_FACTOR_RANGE = (0.5, 3.0)
-CPU_FACTOR_RANGE = (0.02, 10.0)
-"""A function's processor time over its execution time, per core its share
-allots, outside this is not believed (a share below one core may run one
-whole thread: up to 1 / share of the cores)."""
-EXEC_FACTOR_SMOOTHING = 0.3
-"""Weight of a new observed/profiled ratio in the smoothed factor."""
-SHARE_FACTOR_MEMORY_S = 300.0
-"""A factor observed at one share (and batch size) is believed for that
-share (and batch size) this long after it was last observed; after that it
-gets the share's, else the function's latest factor again (contention on a
-node comes and goes)."""
-SCALED_PROFILES_PER_FUNCTION = 8
-"""Calibrated copies of the profiles kept for reuse, per function (at least
-``SCALED_PROFILES_MIN``), the least recently used dropped first: factors
-drift, and a copy kept for every set of factors ever seen grew without end
-in a long-running scaler — peak resident memory 96 MB after 1,000 ticks
-of drifting execution times for 50 functions, 138 MB after 4,000, and
-rising (``python bench/control.py --memory 4000``; 61 MB flat with this
-bound)."""
-SCALED_PROFILES_MIN = 256
-EXEC_FACTOR_REPLAN = 0.1
-"""Re-plan a workflow when a factor it was planned with moved by more than this (relative)."""
 MARGIN_RELAX_FRACTION = 0.5
 """A clean stretch lowers the margin by this part of ``margin_step``."""
 BOOST_STEP = 1.2
@@ -174,8 +153,7 @@ class ControlLaw:
         self.profiles = profiles
         self.settings = settings
         self.policy = policy
-        self._scaled: OrderedDict[tuple[str, tuple], object] = OrderedDict()
-        self._scaled_kept = max(SCALED_PROFILES_MIN, SCALED_PROFILES_PER_FUNCTION * len(profiles.functions))
+        self.calibration = Calibration(profiles, settings)
 
     def new_state(self) -> ControlState:
         return ControlState()
@@ -196,7 +174,7 @@ class ControlLaw:
             state.starting = dict(observation.starting)
             state.unplaced = dict(observation.unplaced)
             state.searches_left = self.settings.max_replans_per_tick
-            self._calibrate(observation, state, state.running_shares, now_s)
+            self.calibration.observe(observation, state, state.running_shares, now_s)
             wishes = []
             for name, workflow in self.workflows.items():
                 raw = observation.workflows.get(name)
@@ -262,7 +240,7 @@ class ControlLaw:
         waited = self._wait_feedback(workflow, ws, state, obs, missing and fresh, now_s)
 
         def room() -> bool:  # asked only where the capacity feedback would act
-            return not self._nothing_fits(workflow, state, self._profiles(workflow, state, now_s))
+            return not self._nothing_fits(workflow, state, self.calibration.profiles_for(workflow, state, now_s))
 
         if waited == _DEFERRED:  # these misses are answered at the next tick, by one feedback or the other
             ws.clean_since_s = None
@@ -320,7 +298,7 @@ class ControlLaw:
             target, why = rolled, f"misses after a scale-down: planned again for {rolled:.2f} rps, halfway back " \
                                   f"to the {ws.down_from_rps:.2f} rps planned before it (no scale-down for " \
                                   f"{ws.down_hold_until_s - now_s:.0f} s)"
-        moved = self._factors_moved(workflow, ws, state)
+        moved = self.calibration.moved(workflow, ws, state)
         slower = moved and any(state.exec_factor.get(st.function, 1.0) > ws.factors.get(st.function, 1.0)
                                for st in workflow.stages)
         # faster instances are a scale-down: only once they stayed faster for the
@@ -544,7 +522,7 @@ class ControlLaw:
         factor = round(min(WAIT_FACTOR_MAX, ws.wait_factor * min(ratio, WAIT_FACTOR_STEP_MAX)), 9)
         arrival_cv2 = max(obs.arrival_cv2 * factor, 0.0) if s.queueing_aware else None  # as _plan's
         try:  # the search the re-plan repeats, if it is for the same rate (``searched``)
-            profiles = self._profiles(workflow, state, now_s)
+            profiles = self.calibration.profiles_for(workflow, state, now_s)
             found = None if self._nothing_fits(workflow, state, profiles) else \
                 self._choose(self._as_measured(workflow, ws), ws, state, profiles, ws.planned_rps, arrival_cv2,
                              now_s=now_s, fit_test=True)
@@ -797,7 +775,7 @@ class ControlLaw:
               offered_rps: Optional[float] = None) -> None:
         """Plan ``workflow`` for ``rate_rps`` (headroom included); the offered
         rate it is for is ``offered_rps``, else the rate over its headroom."""
-        profiles = self._profiles(workflow, state, now_s)
+        profiles = self.calibration.profiles_for(workflow, state, now_s)
         arrival_cv2 = max(cv2, 0.0) if self.settings.queueing_aware else None
         chosen = self._planned(workflow, ws, state, profiles, rate_rps, arrival_cv2, current, now_s)
         if ws.no_room_new:
@@ -1236,41 +1214,6 @@ class ControlLaw:
         return elapsed_s < MAX_START_S and state.starting.get((workflow.name, stage), 0) > 0
 
     # --- calibration ----------------------------------------------------------------------
-    def _calibrate(self, observation: Observation, state: ControlState, shares: Mapping[str, int],
-                   now_s: float) -> None:
-        """Each function's factor, and its factor at the share it runs at
-        (``shares``): a share that fills a shared node's cores slows down
-        beside a busy neighbour far more than a smaller one (two threads on
-        two cores: 3x, one thread: 1.1x; docs/runtime.md), so one factor
-        per function would price the other shares wrongly. Not without
-        ``exec_calibration``: the profiles are believed as they are."""
-        if not self.settings.exec_calibration:
-            return
-        for function, ratio in observation.cpu_ratio.items():
-            if function in self.profiles and is_number(ratio) \
-                    and CPU_FACTOR_RANGE[0] <= ratio <= CPU_FACTOR_RANGE[1]:  # else not believed
-                state.cpu_factor[function] = _smoothed(state.cpu_factor.get(function), float(ratio))
-        low, high = EXEC_FACTOR_RANGE
-        for function, ratio in observation.exec_ratio.items():
-            if function not in self.profiles or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) \
-                    or ratio <= 0:
-                continue  # no number outside its range is believed
-            ratio = min(high, max(low, float(ratio)))
-            state.exec_factor[function] = _smoothed(state.exec_factor.get(function), ratio)
-            share = shares.get(function)
-            if share is None:
-                continue
-            keys = [(state.share_factor, (function, share))]
-            batch = observation.exec_batch.get(function)
-            if isinstance(batch, (int, float)) and math.isfinite(batch) and batch > 0:
-                sizes = self.profiles[function].batch_sizes
-                keys.append((state.batch_factor, (function, share,
-                                                  min(sizes, key=lambda b: abs(math.log(b / batch))))))
-            for memory, key in keys:
-                before = memory.get(key)
-                fresh = before is not None and now_s - before[1] <= SHARE_FACTOR_MEMORY_S
-                memory[key] = (_smoothed(before[0] if fresh else None, ratio), now_s)
-
     def _running_shares(self, state: ControlState, current: Mapping[StageKey, InstanceGroup]) -> dict[str, int]:
         """The share each function runs at: as the actuator reports it, else as last planned."""
         out = {}
@@ -1282,80 +1225,6 @@ class ControlLaw:
                 if group is not None:
                     out[st.function] = group.gpu_share
         return out
-
-    def _factors_moved(self, workflow: Workflow, ws: WorkflowState, state: ControlState) -> bool:
-        for st in workflow.stages:
-            now = state.exec_factor.get(st.function, 1.0)
-            then = ws.factors.get(st.function, 1.0)
-            if abs(now / then - 1.0) > EXEC_FACTOR_REPLAN:
-                return True
-        return False
-
-    def _profiles(self, workflow: Workflow, state: ControlState, now_s: float) -> ProfileSet:
-        """The profiles with each function's latencies times its factor — at
-        a share and batch size observed within ``SHARE_FACTOR_MEMORY_S``,
-        that cell's; else at a share so observed, that share's; else the
-        function's — rounded to 1%, so that similar factors share one scaled
-        copy."""
-        functions = dict(self.profiles.functions)
-        scaled = False
-
-        def believed(memory, key, otherwise):
-            seen = memory.get(key)
-            return seen[0] if seen is not None and now_s - seen[1] <= SHARE_FACTOR_MEMORY_S else otherwise
-
-        for st in workflow.stages:
-            p = self.profiles[st.function]
-            base = state.exec_factor.get(st.function, 1.0)
-            per_share = [believed(state.share_factor, (st.function, share), base) for share in p.gpu_shares]
-            rounded = [round(f, 2) for f in per_share]  # a cell with no factor of its own takes its share's
-            factors = tuple(tuple(round(believed(state.batch_factor, (st.function, share, batch), f), 2)
-                                  if (st.function, share, batch) in state.batch_factor else f_rounded
-                                  for share, f, f_rounded in zip(p.gpu_shares, per_share, rounded))
-                            for batch in p.batch_sizes)
-            if self.settings.busy_capacity is not None:
-                factors = self._no_faster_unseen(st.function, p, factors, state, now_s)
-            if all(f == 1.0 for row in factors for f in row):
-                continue
-            key = (st.function, factors)
-            if key in self._scaled:
-                self._scaled.move_to_end(key)
-            else:
-                rows = tuple(tuple(None if v is None else v * f for v, f in zip(row, row_factors))
-                             for row, row_factors in zip(p.latency_ms, factors))
-                self._scaled[key] = dataclasses.replace(p, latency_ms=rows)
-                if len(self._scaled) > self._scaled_kept:
-                    self._scaled.popitem(last=False)
-            functions[st.function] = self._scaled[key]
-            scaled = True
-        return dataclasses.replace(self.profiles, functions=functions) if scaled else self.profiles
-
-    def _no_faster_unseen(self, function: str, profile, factors, state: ControlState, now_s: float):
-        """On a time-shared node, a larger share never observed is believed no
-        faster than the running share runs now, once that runs slower than
-        profiled (contention): a busy CPU gives a worker no more time for its
-        having more threads — two threads beside busy neighbours ran 2–4 ×
-        slower than profiled, where one ran 1.1 × (``docs/runtime.md``). What
-        was observed at that share (within ``SHARE_FACTOR_MEMORY_S``) stands."""
-        running = state.running_shares.get(function)
-        seen = state.share_factor.get((function, running)) if running is not None else None
-        if seen is None or now_s - seen[1] > SHARE_FACTOR_MEMORY_S or seen[0] <= 1.0 + EXEC_FACTOR_REPLAN \
-                or running not in profile.gpu_shares:
-            return factors
-        j = profile.gpu_shares.index(running)
-        out = []
-        for i, row in enumerate(factors):
-            at_running = profile.latency_ms[i][j]
-            cells = []
-            for k, (share, f) in enumerate(zip(profile.gpu_shares, row)):
-                own = profile.latency_ms[i][k]
-                fresh = state.share_factor.get((function, share))
-                unseen = fresh is None or now_s - fresh[1] > SHARE_FACTOR_MEMORY_S
-                if share > running and unseen and own and at_running:
-                    f = max(f, round(factors[i][j] * at_running / own, 2))
-                cells.append(f)
-            out.append(tuple(cells))
-        return tuple(out)
 
     # --- output ---------------------------------------------------------------------------
     def _decision(self, state: ControlState, changed: tuple[str, ...], reasons: dict[str, str],
@@ -1491,10 +1360,6 @@ def _urgency(ws: WorkflowState, target_rps: float) -> tuple[bool, float]:
     if ws.planned_rps is None:
         return True, math.inf
     return False, target_rps / ws.planned_rps
-
-
-def _smoothed(before: Optional[float], ratio: float) -> float:
-    return ratio if before is None else before + EXEC_FACTOR_SMOOTHING * (ratio - before)
 
 
 def _below(ws: Optional[WorkflowState]) -> Optional[dict[str, int]]:

@@ -697,7 +697,7 @@ def test_the_fit_test_searches_the_margins_budget_only(chain, monkeypatch):
     real = law_module.get_policy
     monkeypatch.setattr(law_module, "get_policy",
                         lambda name: lambda problem, limits: budgets.append(problem.budget_ms) or real(name)(problem, limits))
-    current = law._profiles(wf, state, 0.0)
+    current = law.calibration.profiles_for(wf, state, 0.0)
     full = law._search(wf, ws, state, current, 50.0, 24.0)
     searched_full, budgets[:] = len(budgets), []
     assert not full[3] and searched_full > 1
@@ -1046,7 +1046,7 @@ def test_on_a_time_shared_node_a_larger_share_never_seen_is_no_faster_than_the_s
         law.step(Observation(0.0, {"w": WorkflowObservation(5, 5, 2.0)}), state, 0.0)
         law.step(Observation(1.0, {"w": WorkflowObservation(5, 5, 2.0)}, {"resnet50": 2.0}), state, 1.0)
         running = state.running_shares["resnet50"]
-        seen = law._profiles(wf, state, 1.0)["resnet50"]
+        seen = law.calibration.profiles_for(wf, state, 1.0)["resnet50"]
         p = profiles["resnet50"]
         j = p.gpu_shares.index(running)
         larger = [k for k, share in enumerate(p.gpu_shares) if share > running]
@@ -1116,7 +1116,7 @@ def test_the_calibrated_profiles_kept_are_bounded_and_the_newest_is_kept(chain):
     """A long-running scaler sees drifting execution times: the calibrated
     copies of the profiles are a bounded cache (least recently used out), not
     one copy per set of factors ever seen."""
-    from esg_plugin.control.law import SCALED_PROFILES_MIN
+    from esg_plugin.control.calibration import SCALED_PROFILES_MIN
 
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings())
@@ -1125,10 +1125,10 @@ def test_the_calibrated_profiles_kept_are_bounded_and_the_newest_is_kept(chain):
     for t in range(SCALED_PROFILES_MIN + 50):
         factor = 1.1 + 0.01 * t  # each tick a factor not seen before (bounded at 3 x: the first ~190 differ)
         law.step(Observation(float(t), obs, {"resnet50": factor, "resnet18": factor}), state, float(t))
-        law._profiles(wf, state, float(t))
-    assert len(law._scaled) <= SCALED_PROFILES_MIN
-    newest = law._profiles(wf, state, 1e3)["resnet50"]
-    again = law._profiles(wf, state, 1e3)["resnet50"]
+        law.calibration.profiles_for(wf, state, float(t))
+    assert len(law.calibration.scaled) <= SCALED_PROFILES_MIN
+    newest = law.calibration.profiles_for(wf, state, 1e3)["resnet50"]
+    again = law.calibration.profiles_for(wf, state, 1e3)["resnet50"]
     assert newest is again and newest.latency(1, 100) > profiles["resnet50"].latency(1, 100)
 
 
@@ -1137,7 +1137,7 @@ def test_a_factor_observed_at_one_share_prices_that_share_for_a_while(chain):
     than one: the factor seen at a share is that share's, the others keep
     the function's latest one, and a share's own factor is forgotten after
     SHARE_FACTOR_MEMORY_S."""
-    from esg_plugin.control.law import SHARE_FACTOR_MEMORY_S
+    from esg_plugin.control.calibration import SHARE_FACTOR_MEMORY_S
 
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings())
@@ -1148,13 +1148,13 @@ def test_a_factor_observed_at_one_share_prices_that_share_for_a_while(chain):
     law.step(Observation(0.0, obs, {"resnet50": 3.0}), state, 0.0, current={("w", "b"): InstanceGroup(1, full, 1, 0.0)})
     law.step(Observation(1.0, obs, {"resnet50": 1.0}), state, 1.0, current={("w", "b"): InstanceGroup(1, half, 1, 0.0)})
     assert state.share_factor[("resnet50", full)][0] == 3.0 and state.share_factor[("resnet50", half)][0] == 1.0
-    scaled = law._profiles(wf, state, 2.0)["resnet50"]
+    scaled = law.calibration.profiles_for(wf, state, 2.0)["resnet50"]
     base = state.exec_factor["resnet50"]  # 3.0 smoothed toward 1.0
     assert scaled.latency(1, full) == pytest.approx(p.latency(1, full) * 3.0)
     assert scaled.latency(1, half) == pytest.approx(p.latency(1, half) * 1.0)
     other = next(g for g in p.gpu_shares if g not in (full, half) and p.latency(1, g) is not None)
     assert scaled.latency(1, other) == pytest.approx(p.latency(1, other) * round(base, 2))
-    later = law._profiles(wf, state, 1.0 + SHARE_FACTOR_MEMORY_S + 1.0)["resnet50"]
+    later = law.calibration.profiles_for(wf, state, 1.0 + SHARE_FACTOR_MEMORY_S + 1.0)["resnet50"]
     assert later.latency(1, full) == pytest.approx(p.latency(1, full) * round(base, 2))  # forgotten
 
 
@@ -1174,7 +1174,7 @@ def test_a_factor_observed_at_one_batch_size_prices_that_batch_size_at_that_shar
     law.step(Observation(1.0, obs, {"resnet50": 1.0}, {"resnet50": large * 0.9}), state, 1.0, current=current)
     assert state.batch_factor[("resnet50", share, small)][0] == 2.0
     assert state.batch_factor[("resnet50", share, large)][0] == 1.0  # 0.9 × the largest: its nearest size
-    scaled = law._profiles(wf, state, 2.0)["resnet50"]
+    scaled = law.calibration.profiles_for(wf, state, 2.0)["resnet50"]
     assert scaled.latency(small, share) == pytest.approx(p.latency(small, share) * 2.0)
     assert scaled.latency(large, share) == pytest.approx(p.latency(large, share) * 1.0)
     middle = next((b for b in p.batch_sizes if b not in (small, large) and p.latency(b, share) is not None), None)
