@@ -8,10 +8,10 @@ they observe and how they act.
 from .delay import DelayWindow
 from .errors import ControlError
 from .law import ControlLaw
-from .rate import step_detected
-from .state import ControlState, Decision, WorkflowState
 from .observation import MAX_RATE_RPS, Observation, WorkflowObservation, gap_cv2
+from .rate import step_detected
 from .settings import ABLATIONS, ControlSettings
+from .state import ControlState, Decision, WorkflowState
 
 __all__ = [
     "ABLATIONS",

@@ -1,9 +1,9 @@
 """Calibration: the profiles corrected by the execution times observed.
 
-Each function's observed over profiled execution time (``Observation.
-exec_ratio``), bounded to :data:`EXEC_FACTOR_RANGE` and smoothed, per
-function and, for :data:`SHARE_FACTOR_MEMORY_S`, per share and batch size
-it was observed at; how busy its share's cores were while it ran
+Each function's observed over profiled execution time
+(``Observation.exec_ratio``), bounded to :data:`EXEC_FACTOR_RANGE` and
+smoothed, per function and, for :data:`SHARE_FACTOR_MEMORY_S`, per share
+and batch size it was observed at; how busy its share's cores were while it ran
 (``cpu_ratio``, for a time-shared node). The factors live in the caller's
 :class:`ControlState`; :class:`Calibration` keeps only the calibrated
 copies of the profiles it priced, for reuse (``docs/control.md``, point

@@ -83,8 +83,8 @@ from .errors import ControlError
 from .observation import Observation, WorkflowObservation
 from .packing import fits_on_gpus, most_room_pct
 from .calibration import Calibration
-from .settings import ControlSettings
 from .rate import RATE_GRID, cv2_measured, excess_backlog, on_rate_grid, significantly_above, step_detected
+from .settings import ControlSettings
 from .state import ControlState, Decision, StageKey, WorkflowState
 
 MARGIN_RELAX_FRACTION = 0.5
