@@ -78,11 +78,11 @@ from ..planner import (CheapestPlanCosts, PlannerError, build_problem, deploymen
                        plan_with_fallback)
 from ..limits import is_number
 from ..planner.limits import NO_LIMITS, SearchLimits
+from .calibration import Calibration
 from .delay import DelayWindow
 from .errors import ControlError
 from .observation import Observation, WorkflowObservation
 from .packing import fits_on_gpus, most_room_pct
-from .calibration import Calibration
 from .rate import RATE_GRID, cv2_measured, excess_backlog, on_rate_grid, significantly_above, step_detected
 from .settings import ControlSettings
 from .state import ControlState, Decision, StageKey, WorkflowState
