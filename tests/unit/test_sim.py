@@ -618,6 +618,27 @@ def test_the_extreme_family_draws_to_both_ends_of_its_ranges_within_the_clusters
     assert max(cold_ms) > 8000.0 and all(100.0 <= ms <= 15000.0 for ms in cold_ms)
 
 
+@pytest.mark.parametrize("family", ["standard", "wide", "extreme"])
+def test_esg_runs_every_familys_first_workloads_to_the_end_with_its_figures_in_range(family):
+    """The law on workloads of each family, cut to a minute (16-stage DAGs,
+    rates down to 0.1 rps and up to hundreds, SLOs from a few ms to
+    minutes, cold starts up to 15 s): each simulation ends without an
+    error, its hit rate is a number in [0, 1], each miss is late or
+    unfinished, and the GPUs held are within the cluster's."""
+    from esg_plugin.control import ControlSettings
+    from esg_plugin.sim.generate import GPUS, random_workload
+
+    for seed in range(1, 9):
+        case = random_workload(seed, duration_s=60.0, warmup_s=10.0, family=family)
+        workflows = [load.workflow for load in case.workload.workflows]
+        esg = make_policy("esg", workflows, case.profiles, settings=ControlSettings(capacity_gpus=float(GPUS)),
+                          gpus=GPUS)
+        summary = summarize(simulate(case.workload, case.profiles, esg, SimConfig(seed=seed)))
+        assert sum(w["requests"] for w in summary["workflows"].values()) > 0, (family, seed)
+        assert summary["late"] + summary["unfinished"] == summary["missed"], (family, seed)
+        assert 0.0 <= summary["slo_hit_rate"] <= 1.0 and 0.0 <= summary["cost"] <= GPUS, (family, seed)
+
+
 def test_a_profile_error_slows_the_executions_the_policies_observe_and_is_not_in_the_profile():
     """``SimConfig.exec_factors``: a function's real execution time is its
     profile's times its factor; the view's observed/profiled ratio shows it
