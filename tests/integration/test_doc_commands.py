@@ -33,6 +33,8 @@ CLASSIFIED = [
     (r"^python bench/robustness\.py --cases 30\b", "seven minutes (make evaluate)"),
     (r"^python bench/robustness\.py .*--family wide", "four minutes (make evaluate); tests/unit/test_sim.py "
                                                         "checks the family's draws"),
+    (r"^python bench/robustness\.py .*--family extreme", "four minutes (make evaluate); tests/unit/test_sim.py "
+                                                           "checks the family's draws and runs its first workloads"),
     (r"^python bench/robustness\.py .*queue_quantile", "the same run as the one before it, with one setting changed"),
     (r"^python bench/robustness\.py .*--profile-error", "two minutes each (make evaluate runs --profile-error 2); "
                                                          "tests/unit/test_sim.py checks the draws and the calibration"),
