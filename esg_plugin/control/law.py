@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import Counter
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -74,15 +73,14 @@ import numpy as np
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Stage, StageOption, Workflow
 from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
-from ..planner import (CheapestPlanCosts, PlannerError, build_problem, deployment_for, get_policy,
-                       plan_with_fallback)
+from ..planner import PlannerError, build_problem, deployment_for, get_policy, plan_with_fallback
 from ..limits import is_number
 from ..planner.limits import NO_LIMITS, SearchLimits
 from .calibration import Calibration
+from .capacity import Capacity, held_gpus, no_room_shares
 from .delay import DelayWindow
 from .errors import ControlError
 from .observation import Observation, WorkflowObservation
-from .packing import fits_on_gpus, most_room_pct
 from .rate import RATE_GRID, cv2_measured, excess_backlog, on_rate_grid, significantly_above, step_detected
 from .settings import ControlSettings
 from .state import ControlState, Decision, StageKey, WorkflowState
@@ -154,6 +152,7 @@ class ControlLaw:
         self.settings = settings
         self.policy = policy
         self.calibration = Calibration(profiles, settings)
+        self.capacity = Capacity(self.workflows, settings, policy, self._problem)
 
     def new_state(self) -> ControlState:
         return ControlState()
@@ -240,7 +239,8 @@ class ControlLaw:
         waited = self._wait_feedback(workflow, ws, state, obs, missing and fresh, now_s)
 
         def room() -> bool:  # asked only where the capacity feedback would act
-            return not self._nothing_fits(workflow, state, self.calibration.profiles_for(workflow, state, now_s))
+            profiles = self.calibration.profiles_for(workflow, state, now_s)
+            return not self.capacity.nothing_fits(workflow, state, profiles)
 
         if waited == _DEFERRED:  # these misses are answered at the next tick, by one feedback or the other
             ws.clean_since_s = None
@@ -313,12 +313,12 @@ class ControlLaw:
         if ws.boost <= 1.0:
             ws.yielded_to_gpus = math.inf
         elif why is None and ws.plan is not None and s.boost_spare_only and s.capacity_gpus is not None:
-            left = self._capacity_left(workflow, state)
+            left = self.capacity.left_gpus(workflow, state)
             if ws.plan.cost > left + 1e-9 and left < ws.yielded_to_gpus - 1e-9:
                 ws.yielded_to_gpus, ws.yielding = left, True
                 why = "another workflow's plan on time needs GPUs this boost holds: re-planned within the rest"
         if why is None and ws.plan is not None and s.busy_capacity is not None:
-            part = self._busy_part(workflow.name, state, ws.demand)
+            part = self.capacity.busy_part(workflow.name, state, ws.demand)
             if ws.busy > part * (1 + BUSY_FREED) + 1e-9 or \
                     (ws.admit_rps is not None and part > ws.busy * (1 + BUSY_FREED) + 1e-9):
                 why = "the node's capacity shared anew: re-planned"  # another workflow wants more, or less
@@ -523,7 +523,7 @@ class ControlLaw:
         arrival_cv2 = max(obs.arrival_cv2 * factor, 0.0) if s.queueing_aware else None  # as _plan's
         try:  # the search the re-plan repeats, if it is for the same rate (``searched``)
             profiles = self.calibration.profiles_for(workflow, state, now_s)
-            found = None if self._nothing_fits(workflow, state, profiles) else \
+            found = None if self.capacity.nothing_fits(workflow, state, profiles) else \
                 self._choose(self._as_measured(workflow, ws), ws, state, profiles, ws.planned_rps, arrival_cv2,
                              now_s=now_s, fit_test=True)
             fits = found is not None and found[3]
@@ -552,7 +552,7 @@ class ControlLaw:
         relaxation after a clean stretch. ``room``: does some plan fit the
         capacity the other workflows leave? Where none does, the capacity
         step is not taken — a plan for more rate would only hold more of
-        what finds no room (``_nothing_fits``)."""
+        what finds no room (``Capacity.nothing_fits``)."""
         s = self.settings
         if not s.feedback:
             return None
@@ -816,7 +816,7 @@ class ControlLaw:
         if not ws.calm and not fits and not hopeless and ws.plan is not None and not yielding \
                 and (rate_rps <= (ws.planned_rps or 0.0) + 1e-9
                      or not self._adds_capacity(workflow, ws, profiles, choices, current)) \
-                and _cost(choices) < ws.plan.cost - 1e-9 \
+                and held_gpus(choices) < ws.plan.cost - 1e-9 \
                 and self._running_ms(workflow, ws, profiles, problem.rate_rps, arrival_cv2, current) \
                 <= path_latency_ms(workflow, {name: option.latency_ms for name, option in choices.items()}) + 1e-9:
             # while requests wait, miss or a step is under way (and some plan can
@@ -834,7 +834,7 @@ class ControlLaw:
         ws.fits = fits
         ws.late_by = problem.budget_ms / workflow.slo_ms
         ws.hopeless = hopeless
-        ws.unpacked = not self._packs(self._others_instances(workflow, state), choices)
+        ws.unpacked = not self.capacity.packs(self.capacity.others_instances(workflow, state), choices)
         ws.admit_rps = admit_rps
         late_or_less = _late(workflow, problem) or problem.rate_rps < rate_rps * (1 - 1e-9)
         ws.held_below = (rate_rps / ws.boost, arrival_cv2, profiles) if late_or_less else None
@@ -869,7 +869,7 @@ class ControlLaw:
         problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, now_s=now_s)
         covered_rps, admit_rps = rate_rps, None
         demand = busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
-        part = self._busy_part(workflow.name, state, busy)
+        part = self.capacity.busy_part(workflow.name, state, busy)
         if busy > part * (1 + 1e-9) and problem.rate_rps > self.settings.min_rate_rps:
             # the node is full: plan for the rate that fits its part (busy time grows with the rate), admit that
             covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
@@ -889,7 +889,7 @@ class ControlLaw:
         if up:
             again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down, **up})
             if again is not None and again[3] and \
-                    _cost(again[1]) * (1.0 - self.settings.min_share_saving) <= _cost(choices) + 1e-9:
+                    held_gpus(again[1]) * (1.0 - self.settings.min_share_saving) <= held_gpus(choices) + 1e-9:
                 problem, choices, stats, fits = again
                 down = {}
         # a restart for a smaller share that saves too little is not taken
@@ -958,8 +958,8 @@ class ControlLaw:
         it does not, without the search for a degraded plan."""
         if now_s is None or shares is not None:
             return self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, shares)
-        capacity = self._capacity_left(workflow, state)
-        others = self._others_instances(workflow, state)
+        capacity = self.capacity.left_gpus(workflow, state)
+        others = self.capacity.others_instances(workflow, state)
         asked = (now_s, workflow.hop_ms, rate_rps, arrival_cv2, ws.margin, capacity,
                  tuple(id(profiles[st.function]) for st in workflow.stages), tuple(ws.no_room.items()),
                  tuple(sorted(others.items())))
@@ -978,14 +978,14 @@ class ControlLaw:
         s = self.settings
         utilisations = tuple(s.utilisations)
         first = 1.0 - ws.margin
-        below = _below(ws)
+        below = no_room_shares(ws)
         if not s.degraded_cheapest:
             return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
                                       shares, utilisations[1:], s.queue_quantile, s.no_wait_options, s.queueing_model,
                                       below)
         solve = get_policy(self.policy)
-        capacity = self._capacity_left(workflow, state) if capacity is None else capacity
-        others = self._others_instances(workflow, state) if others is None else others
+        capacity = self.capacity.left_gpus(workflow, state) if capacity is None else capacity
+        others = self.capacity.others_instances(workflow, state) if others is None else others
 
         def build(quantile, shares_below):
             return self._problem(workflow, profiles, rate_rps, arrival_cv2, quantile, shares, shares_below)
@@ -1035,33 +1035,33 @@ class ControlLaw:
             if choices is None:  # none within the budget, or none within the capacity (the ceiling)
                 continue
             found = problem, choices, stats, (quantile, factor) == (s.queue_quantile, first)
-            if factor > 1.0 or self._packs(others, choices):
+            if factor > 1.0 or self.capacity.packs(others, choices):
                 return found
             # on time and within the total, but not one by one on the GPUs: the same
             # budget with no share larger than the most room a GPU has left beside the others
             unpacked = unpacked or found
             if quantile not in capped:
                 try:
-                    capped[quantile] = build(quantile, self._below_room(workflow, below, others))
+                    capped[quantile] = build(quantile, self.capacity.below_room(workflow, below, others))
                 except (PlannerError, ModelError):  # some stage cannot run there
                     capped[quantile] = None
             if capped[quantile] is not None:
                 narrow = dataclasses.replace(capped[quantile], budget_ms=workflow.slo_ms * factor)
                 again, again_stats = solve(narrow, within)
-                if again is not None and self._packs(others, again):
+                if again is not None and self.capacity.packs(others, again):
                     return narrow, again, again_stats, found[3]
         if unpacked is not None:
             return unpacked
         if unsearched is not None:
             stats = solve(unsearched, NO_LIMITS)[1]
         fastest = problem.choices(problem.fastest())
-        if not hopeless and _cost(fastest) <= capacity:
+        if not hopeless and held_gpus(fastest) <= capacity:
             return problem, fastest, stats, False
         cheapest = {stage: len(menu.options) - 1 for stage, menu in problem.menus.items()}
         choices = problem.choices(cheapest)
-        if _cost(choices) > capacity and rate_rps > s.min_rate_rps:
+        if held_gpus(choices) > capacity and rate_rps > s.min_rate_rps:
             # even the cheapest plan does not fit: cover the largest rate that does
-            fits = self._fitting(workflow, profiles, capacity, shares, below)
+            fits = self.capacity.fitting(workflow, profiles, capacity, shares, below)
             # a price rises with the rate: where the least rate does not fit, none does (the bisection's 0)
             low = _largest_fitting(rate_rps, fits) if fits(np.array([s.min_rate_rps]))[0] else 0.0
             if low > 0:
@@ -1078,101 +1078,12 @@ class ControlLaw:
                              utilisations=utilisations[1:], queue_quantile=quantile, no_wait=s.no_wait_options,
                              queueing_model=s.queueing_model, shares_below=shares_below)
 
-    def _below_room(self, workflow: Workflow, below: Optional[dict[str, int]], others: Counter) -> dict[str, int]:
-        """The shares every stage is kept below (``build_problem``'s
-        ``shares_below``): at most the most share a GPU has left once the
-        other workflows' instances are placed, and below ``below``'s."""
-        room_pct = most_room_pct(others, self.settings.capacity_gpus)
-        return {st.name: min(room_pct + 1, (below or {}).get(st.name, room_pct + 1)) for st in workflow.stages}
-
-    def _fitting(self, workflow: Workflow, profiles: ProfileSet, capacity: float, shares=None, below=None):
-        """Whether the cheapest plan at each of an array of rates (the least
-        rate where below it) holds no more than ``capacity``: an array of
-        rates in, one of bools out (``CheapestPlanCosts``)."""
-        s = self.settings
-        utilisations = tuple(s.utilisations)
-        pricing = CheapestPlanCosts(workflow, profiles, utilisations[0], shares=shares,
-                                    utilisations=utilisations[1:], no_wait=s.no_wait_options, shares_below=below)
-        return lambda rates: pricing.at(np.maximum(rates, s.min_rate_rps)) / 100.0 <= capacity
-
-    def _nothing_fits(self, workflow: Workflow, state: ControlState, profiles: ProfileSet) -> bool:
-        """Does no plan at any rate fit the capacity the other workflows'
-        plans leave (the cheapest plan at the least rate does not)? Then
-        :meth:`_search` can only answer that its plan does not fit: a test
-        that needs only that answer (the wait feedback's) is spared it."""
-        if self.settings.capacity_gpus is None or not self.settings.degraded_cheapest:
-            return False
-        return not self._fitting(workflow, profiles, self._capacity_left(workflow, state), None,
-                                 _below(state.workflows.get(workflow.name)))(np.array([self.settings.min_rate_rps]))[0]
-
-    def _busy_part(self, name: str, state: ControlState, demand: float) -> float:
-        """A workflow's part of ``busy_capacity`` for its ``demand``: all of
-        it while every demand fits, else the capacity in proportion to the
-        demands (∞ without a capacity)."""
-        capacity = self.settings.busy_capacity
-        if capacity is None:
-            return math.inf
-        total = demand + sum(ws.demand for other, ws in state.workflows.items() if other != name)
-        return demand if total <= capacity else capacity * demand / total
-
     def _hopeless_counts(self) -> bool:
         """Is a workflow no plan can serve within its SLO planned at its
         cheapest (``late_plans``)? Where capacity is reserved (GPU shares);
         on a time-shared node the executions' slowness is in part the
         plan's own contention, and admission answers a full node."""
         return self.settings.late_plans and self.settings.busy_capacity is None
-
-    def _others_instances(self, workflow: Workflow, state: ControlState) -> Counter:
-        """The instances the other workflows' plans hold, by share (empty
-        unless ``packed_capacity`` counts them)."""
-        counts: Counter = Counter()
-        if self.settings.capacity_gpus is None or not self.settings.packed_capacity:
-            return counts
-        for name, other in state.workflows.items():
-            if name != workflow.name and other.plan is not None:
-                for stage in other.plan.stages.values():
-                    counts[stage.gpu_share] += stage.replicas
-        return counts
-
-    def _packs(self, others: Counter, choices) -> bool:
-        """Do a plan's instances fit on the GPUs beside the other
-        workflows' (``packed_capacity``; always where it is off)?"""
-        if self.settings.capacity_gpus is None or not self.settings.packed_capacity:
-            return True
-        counts = Counter(others)
-        for option in choices.values():
-            counts[option.config.gpu_share] += option.replicas
-        return fits_on_gpus(counts, self.settings.capacity_gpus)
-
-    def _capacity_left(self, workflow: Workflow, state: ControlState) -> float:
-        """The GPUs the other workflows' plans leave; for a workflow whose
-        rate the capacity feedback boosts (``boost_spare_only``), also less
-        what the others' plans on time need beyond what they hold."""
-        if self.settings.capacity_gpus is None:
-            return math.inf
-        mine = state.workflows.get(workflow.name)
-        spare_only = self.settings.boost_spare_only and mine is not None and mine.boost > 1.0
-        others = sum(max(ws.plan.cost, self._needed_gpus(self.workflows[name], ws)) if spare_only else ws.plan.cost
-                     for name, ws in state.workflows.items() if name != workflow.name and ws.plan is not None)
-        return max(0.0, self.settings.capacity_gpus - others) + 1e-9
-
-    def _needed_gpus(self, workflow: Workflow, ws: WorkflowState) -> float:
-        """Where the capacity held the workflow's plan below the plan on
-        time (``WorkflowState.held_below``), what the cheapest plan on time
-        (the SLO as its budget) would hold, in GPUs — a search, made once
-        per plan and only when a boosted workflow asks; else 0."""
-        if ws.held_below is None:
-            return 0.0
-        if ws.on_time_gpus is None:
-            rate_rps, arrival_cv2, profiles = ws.held_below
-            try:
-                problem = self._problem(workflow, profiles, max(rate_rps, self.settings.min_rate_rps), arrival_cv2,
-                                        self.settings.queue_quantile)
-                choices = get_policy(self.policy)(problem, NO_LIMITS)[0]
-            except (PlannerError, ModelError):
-                choices = None
-            ws.on_time_gpus = 0.0 if choices is None else _cost(choices)
-        return ws.on_time_gpus
 
     def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup],
               now_s: float, state: ControlState) -> tuple[dict, dict, dict]:
@@ -1362,13 +1273,6 @@ def _urgency(ws: WorkflowState, target_rps: float) -> tuple[bool, float]:
     return False, target_rps / ws.planned_rps
 
 
-def _below(ws: Optional[WorkflowState]) -> Optional[dict[str, int]]:
-    """The shares the workflow's stages are planned below (``WorkflowState.no_room``), or None."""
-    if ws is None or not ws.no_room:
-        return None
-    return {stage: share for stage, (share, _) in ws.no_room.items()}
-
-
 def _running(workflow: Workflow, ws: WorkflowState, stage: str,
              current: Mapping[StageKey, InstanceGroup]) -> Optional[InstanceGroup]:
     """What a stage runs now: as the actuator reports it, else as last planned."""
@@ -1410,10 +1314,6 @@ def plan_busy(workflow: Workflow, rate_rps: float, choices, cpu_factor: Mapping[
     return sum(rate_rps * workflow.stage(name).fanout * option.exec_ms / 1000.0 / option.config.batch_size
                * option.config.gpu_share / 100.0 * cpu_factor.get(workflow.stage(name).function, 1.0)
                for name, option in choices.items())
-
-
-def _cost(choices) -> float:
-    return sum(o.cost_pct for o in choices.values()) / 100.0
 
 
 def _largest_fitting(high: float, fits) -> float:

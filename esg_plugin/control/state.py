@@ -59,7 +59,7 @@ class WorkflowState:
     (``boost_spare_only``)."""
     on_time_gpus: Optional[float] = None
     """What the cheapest plan on time for ``held_below`` holds, once a
-    boosted workflow asked (:meth:`ControlLaw._needed_gpus`)."""
+    boosted workflow asked (:meth:`Capacity._needed_gpus`)."""
     yielded_to_gpus: float = math.inf
     """The capacity the plan was last made again within because another
     workflow needed the GPUs its boost held: only less than that asks for

@@ -1772,7 +1772,7 @@ def test_where_no_rate_fits_the_capacity_left_the_search_answers_that_its_plan_d
         for capacity in (least * rng.uniform(0.2, 0.99), least, least * rng.uniform(1.0, 3.0)):
             law = ControlLaw([workflow], case.profiles, dataclasses.replace(settings, capacity_gpus=capacity))
             state = law.new_state()
-            nothing = law._nothing_fits(workflow, state, case.profiles)
+            nothing = law.capacity.nothing_fits(workflow, state, case.profiles)
             assert nothing == (capacity < least)
             if nothing:
                 said += 1

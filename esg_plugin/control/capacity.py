@@ -1,0 +1,145 @@
+"""Capacity: the GPUs a workflow's plan may hold beside the other
+workflows' plans, and whether its instances find a GPU each.
+
+Where the GPUs are counted (``capacity_gpus``): what the other
+workflows' plans leave (:meth:`Capacity.left_gpus`; for a boosted
+workflow, less what the others' plans on time need, ``boost_spare_only``),
+whether a plan's instances and theirs pack one by one on the GPUs
+(:meth:`Capacity.packs`, ``packed_capacity``; ``packing.py``), the room
+the largest free GPU leaves (:meth:`Capacity.below_room`), and whether
+the cheapest plan fits at a rate (:meth:`Capacity.fitting`,
+:meth:`Capacity.nothing_fits`). On a time-shared node (``busy_capacity``,
+``esg up`` on CPU cores): each workflow's part of the busy time
+(:meth:`Capacity.busy_part`). ``docs/control.md``, points 4 and 6. Pure:
+the plans are read from the caller's :class:`ControlState`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+
+from ..model import ModelError, ProfileSet, Workflow
+from ..planner import CheapestPlanCosts, PlannerError, get_policy
+from ..planner.limits import NO_LIMITS
+from .packing import fits_on_gpus, most_room_pct
+from .settings import ControlSettings
+from .state import ControlState, WorkflowState
+
+
+class Capacity:
+    """The law's capacity (one per :class:`ControlLaw`). ``problem`` builds a
+    planning problem as the law does (its settings), the SLO as budget."""
+
+    def __init__(self, workflows: Mapping[str, Workflow], settings: ControlSettings, policy: str,
+                 problem: Callable):
+        self.workflows = workflows
+        self.settings = settings
+        self.policy = policy
+        self.problem = problem
+
+    def left_gpus(self, workflow: Workflow, state: ControlState) -> float:
+        """The GPUs the other workflows' plans leave; for a workflow whose
+        rate the capacity feedback boosts (``boost_spare_only``), also less
+        what the others' plans on time need beyond what they hold."""
+        if self.settings.capacity_gpus is None:
+            return math.inf
+        mine = state.workflows.get(workflow.name)
+        spare_only = self.settings.boost_spare_only and mine is not None and mine.boost > 1.0
+        others = sum(max(ws.plan.cost, self._needed_gpus(self.workflows[name], ws)) if spare_only else ws.plan.cost
+                     for name, ws in state.workflows.items() if name != workflow.name and ws.plan is not None)
+        return max(0.0, self.settings.capacity_gpus - others) + 1e-9
+
+    def others_instances(self, workflow: Workflow, state: ControlState) -> Counter:
+        """The instances the other workflows' plans hold, by share (empty
+        unless ``packed_capacity`` counts them)."""
+        counts: Counter = Counter()
+        if self.settings.capacity_gpus is None or not self.settings.packed_capacity:
+            return counts
+        for name, other in state.workflows.items():
+            if name != workflow.name and other.plan is not None:
+                for stage in other.plan.stages.values():
+                    counts[stage.gpu_share] += stage.replicas
+        return counts
+
+    def packs(self, others: Counter, choices) -> bool:
+        """Do a plan's instances fit on the GPUs beside the other
+        workflows' (``packed_capacity``; always where it is off)?"""
+        if self.settings.capacity_gpus is None or not self.settings.packed_capacity:
+            return True
+        counts = Counter(others)
+        for option in choices.values():
+            counts[option.config.gpu_share] += option.replicas
+        return fits_on_gpus(counts, self.settings.capacity_gpus)
+
+    def below_room(self, workflow: Workflow, below: Optional[dict[str, int]], others: Counter) -> dict[str, int]:
+        """The shares every stage is kept below (``build_problem``'s
+        ``shares_below``): at most the most share a GPU has left once the
+        other workflows' instances are placed, and below ``below``'s."""
+        room_pct = most_room_pct(others, self.settings.capacity_gpus)
+        return {st.name: min(room_pct + 1, (below or {}).get(st.name, room_pct + 1)) for st in workflow.stages}
+
+    def fitting(self, workflow: Workflow, profiles: ProfileSet, capacity: float, shares=None, below=None):
+        """Whether the cheapest plan at each of an array of rates (the least
+        rate where below it) holds no more than ``capacity``: an array of
+        rates in, one of bools out (``CheapestPlanCosts``)."""
+        s = self.settings
+        utilisations = tuple(s.utilisations)
+        pricing = CheapestPlanCosts(workflow, profiles, utilisations[0], shares=shares,
+                                    utilisations=utilisations[1:], no_wait=s.no_wait_options, shares_below=below)
+        return lambda rates: pricing.at(np.maximum(rates, s.min_rate_rps)) / 100.0 <= capacity
+
+    def nothing_fits(self, workflow: Workflow, state: ControlState, profiles: ProfileSet) -> bool:
+        """Does no plan at any rate fit the capacity the other workflows'
+        plans leave (the cheapest plan at the least rate does not)? Then
+        :meth:`ControlLaw._search` can only answer that its plan does not
+        fit: a test that needs only that answer (the wait feedback's) is
+        spared it."""
+        if self.settings.capacity_gpus is None or not self.settings.degraded_cheapest:
+            return False
+        fits = self.fitting(workflow, profiles, self.left_gpus(workflow, state), None,
+                            no_room_shares(state.workflows.get(workflow.name)))
+        return not fits(np.array([self.settings.min_rate_rps]))[0]
+
+    def busy_part(self, name: str, state: ControlState, demand: float) -> float:
+        """A workflow's part of ``busy_capacity`` for its ``demand``: all of
+        it while every demand fits, else the capacity in proportion to the
+        demands (∞ without a capacity)."""
+        capacity = self.settings.busy_capacity
+        if capacity is None:
+            return math.inf
+        total = demand + sum(ws.demand for other, ws in state.workflows.items() if other != name)
+        return demand if total <= capacity else capacity * demand / total
+
+    def _needed_gpus(self, workflow: Workflow, ws: WorkflowState) -> float:
+        """Where the capacity held the workflow's plan below the plan on
+        time (``WorkflowState.held_below``), what the cheapest plan on time
+        (the SLO as its budget) would hold, in GPUs — a search, made once
+        per plan and only when a boosted workflow asks; else 0."""
+        if ws.held_below is None:
+            return 0.0
+        if ws.on_time_gpus is None:
+            rate_rps, arrival_cv2, profiles = ws.held_below
+            try:
+                problem = self.problem(workflow, profiles, max(rate_rps, self.settings.min_rate_rps), arrival_cv2,
+                                        self.settings.queue_quantile)
+                choices = get_policy(self.policy)(problem, NO_LIMITS)[0]
+            except (PlannerError, ModelError):
+                choices = None
+            ws.on_time_gpus = 0.0 if choices is None else held_gpus(choices)
+        return ws.on_time_gpus
+
+
+def held_gpus(choices) -> float:
+    """The GPUs a plan's choices hold (replicas × share, in GPUs)."""
+    return sum(o.cost_pct for o in choices.values()) / 100.0
+
+
+def no_room_shares(ws: Optional[WorkflowState]) -> Optional[dict[str, int]]:
+    """The shares the workflow's stages are planned below (``WorkflowState.no_room``), or None."""
+    if ws is None or not ws.no_room:
+        return None
+    return {stage: share for stage, (share, _) in ws.no_room.items()}
