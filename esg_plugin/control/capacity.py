@@ -125,7 +125,7 @@ class Capacity:
             rate_rps, arrival_cv2, profiles = ws.held_below
             try:
                 problem = self.problem(workflow, profiles, max(rate_rps, self.settings.min_rate_rps), arrival_cv2,
-                                        self.settings.queue_quantile)
+                                       self.settings.queue_quantile)
                 choices = get_policy(self.policy)(problem, NO_LIMITS)[0]
             except (PlannerError, ModelError):
                 choices = None
