@@ -30,10 +30,10 @@ Per workflow with data, at every tick (``docs/control.md``):
    instances: a smaller share that saves too little is not taken, nor a
    larger one when the plan at the running shares meets the SLO too, for at
    most 1 / (1 − ``min_share_saving``) times the cost. Where the GPUs are
-   counted (``capacity_gpus``), a plan on time fits where its instances
-   and the other workflows' planned ones find a GPU each (``packing.py``;
-   ``packed_capacity``), else the same budget is searched below the most
-   room a GPU has left. When nothing fits: the degraded plan
+   counted (``capacity_gpus``; ``capacity.py``), a plan on time fits
+   where its instances and the other workflows' planned ones find a GPU
+   each (``packing.py``; ``packed_capacity``), else the same budget is
+   searched below the most room a GPU has left. When nothing fits: the degraded plan
    that still meets the SLO if any, within the capacity, else the least
    late one that fits. While replicas added beside a stage's running ones
    start, every group of the stage runs at the largest-throughput batch
@@ -41,10 +41,10 @@ Per workflow with data, at every tick (``docs/control.md``):
    leaves with what is queued; ``bridge_batching``).
 5. **Calibration** (``calibration.py``) — profile latencies scaled by
    observed / profiled execution time (bounded to 0.5..3, smoothed), per
-   function and, for a
-   while, per share it was observed at. Slower instances re-plan
-   at once; faster ones only after they stayed faster for the scale-down
-   delay, when calm (a re-plan for faster instances holds less).
+   function and, for a while, per share it was observed at. Slower
+   instances re-plan at once; faster ones only after they stayed faster
+   for the scale-down delay, when calm (a re-plan for faster instances
+   holds less).
 6. **A time-shared node** (``busy_capacity``, ``esg up`` on a CPU) — each
    workflow's demand is the busy time of its plan for its wanted rate
    (:func:`plan_busy`: the calibrated execution times, where contention
