@@ -138,6 +138,20 @@ def held_gpus(choices) -> float:
     return sum(o.cost_pct for o in choices.values()) / 100.0
 
 
+def ceiling_pct(capacity: float) -> Optional[int]:
+    """The most a plan may hold within ``capacity`` GPUs, in percent of a
+    GPU, exactly as :func:`held_gpus` counts — a plan the search returns
+    under it fits the capacity (None: no capacity)."""
+    if math.isinf(capacity):
+        return None
+    pct = math.floor(capacity * 100.0)
+    while (pct + 1) / 100.0 <= capacity:
+        pct += 1
+    while pct / 100.0 > capacity:
+        pct -= 1
+    return pct
+
+
 def no_room_shares(ws: Optional[WorkflowState]) -> Optional[dict[str, int]]:
     """The shares the workflow's stages are planned below (``WorkflowState.no_room``), or None."""
     if ws is None or not ws.no_room:

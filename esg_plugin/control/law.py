@@ -77,7 +77,7 @@ from ..planner import PlannerError, build_problem, deployment_for, get_policy, p
 from ..limits import is_number
 from ..planner.limits import NO_LIMITS, SearchLimits
 from .calibration import Calibration
-from .capacity import Capacity, held_gpus, no_room_shares
+from .capacity import Capacity, ceiling_pct, held_gpus, no_room_shares
 from .delay import DelayWindow
 from .errors import ControlError
 from .observation import Observation, WorkflowObservation
@@ -1009,7 +1009,7 @@ class ControlLaw:
         if fit_test and attempts[0] != (s.queue_quantile, first):
             return None  # the margin's budget is out of reach
         problem, hopeless = None, False
-        within = SearchLimits(cost_ceiling_pct=_ceiling_pct(capacity))  # a search for a plan that cannot fit stops early
+        within = SearchLimits(cost_ceiling_pct=ceiling_pct(capacity))  # a search for a plan that cannot fit stops early
         capped: dict = {}  # per quantile: the menus below the room left beside the others (None: none runs there)
         unpacked = None  # the first plan on time within the capacity in total that finds no GPU one by one
         unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
@@ -1337,20 +1337,7 @@ def _largest_fitting(high: float, fits) -> float:
     return low
 
 
-def _ceiling_pct(capacity: float) -> Optional[int]:
-    """The most a plan may hold within ``capacity`` GPUs, in percent of a
-    GPU, exactly as :func:`_cost` compares — a plan the search returns
-    under it fits the capacity (None: no capacity)."""
-    if math.isinf(capacity):
-        return None
-    pct = math.floor(capacity * 100.0)
-    while (pct + 1) / 100.0 <= capacity:
-        pct += 1
-    while pct / 100.0 > capacity:
-        pct -= 1
-    return pct
-
-
 def _least_cost(menus) -> float:
-    """What the cheapest plan of these menus holds (as :func:`_cost`): every plan holds at least this."""
+    """What the cheapest plan of these menus holds (as :func:`held_gpus` counts): every plan holds at least
+    this."""
     return sum(menu.min_cost_pct for menu in menus.values()) / 100.0
