@@ -95,7 +95,7 @@ class Capacity:
     def nothing_fits(self, workflow: Workflow, state: ControlState, profiles: ProfileSet) -> bool:
         """Does no plan at any rate fit the capacity the other workflows'
         plans leave (the cheapest plan at the least rate does not)? Then
-        :meth:`ControlLaw._search` can only answer that its plan does not
+        :meth:`Search.find` can only answer that its plan does not
         fit: a test that needs only that answer (the wait feedback's) is
         spared it."""
         if self.settings.capacity_gpus is None or not self.settings.degraded_cheapest:

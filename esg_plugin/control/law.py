@@ -30,7 +30,7 @@ Per workflow with data, at every tick (``docs/control.md``):
    instances: a smaller share that saves too little is not taken, nor a
    larger one when the plan at the running shares meets the SLO too, for at
    most 1 / (1 − ``min_share_saving``) times the cost. Where the GPUs are
-   counted (``capacity_gpus``; ``capacity.py``), a plan on time fits
+   counted (``capacity_gpus``; ``capacity.py``, ``search.py``), a plan on time fits
    where its instances and the other workflows' planned ones find a GPU
    each (``packing.py``; ``packed_capacity``), else the same budget is
    searched below the most room a GPU has left. When nothing fits: the degraded plan
@@ -65,23 +65,22 @@ something earlier tries again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, Mapping, Optional, Sequence
-
-import numpy as np
 
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Stage, StageOption, Workflow
 from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
-from ..planner import PlannerError, build_problem, deployment_for, get_policy, plan_with_fallback
+from ..planner import PlannerError, deployment_for, get_policy
 from ..limits import is_number
-from ..planner.limits import NO_LIMITS, SearchLimits
 from .calibration import Calibration
-from .capacity import Capacity, ceiling_pct, held_gpus, no_room_shares
+from .capacity import Capacity, held_gpus
 from .delay import DelayWindow
 from .errors import ControlError
 from .observation import Observation, WorkflowObservation
 from .rate import RATE_GRID, cv2_measured, excess_backlog, on_rate_grid, significantly_above, step_detected
+from .search import Search, fastest_executions_ms, problem_for
 from .settings import ControlSettings
 from .state import ControlState, Decision, StageKey, WorkflowState
 
@@ -115,18 +114,6 @@ MISS_RISE_Z = 3.0
 """Misses are rising (``steady_misses``) when the feedback window's count is
 this many standard deviations (binomial) above the count the share seen
 before gives."""
-DEGRADED_QUANTILES = (0.95, 0.9)
-"""Degraded plans: the queueing-wait quantiles tried, in turn, below the
-configured one, before the mean."""
-BISECTION_HALVINGS = 40
-"""Where even the cheapest plan holds more than the capacity, the largest
-rate that fits is found to within 2^-this of the wanted one …"""
-BISECTION_LEVELS = 5
-"""… pricing the midpoints of this many halvings at once (31 rates)."""
-DEGRADED_BUDGET_FACTORS = (1.1, 1.25, 1.5, 2.0, 4.0)
-"""Then budgets beyond the SLO (the mean wait), tightest first: the cheapest
-plan that the model says is late by the least, before the fastest (dearest)."""
-
 MAX_START_S = 120.0
 """Instances the platform reports as starting count as starting at most this
 long after the re-plan that started them (the embedded platform gives up on
@@ -152,7 +139,8 @@ class ControlLaw:
         self.settings = settings
         self.policy = policy
         self.calibration = Calibration(profiles, settings)
-        self.capacity = Capacity(self.workflows, settings, policy, self._problem)
+        self.capacity = Capacity(self.workflows, settings, policy, functools.partial(problem_for, settings))
+        self.search = Search(settings, policy, self.capacity)
 
     def new_state(self) -> ControlState:
         return ControlState()
@@ -524,7 +512,7 @@ class ControlLaw:
         try:  # the search the re-plan repeats, if it is for the same rate (``searched``)
             profiles = self.calibration.profiles_for(workflow, state, now_s)
             found = None if self.capacity.nothing_fits(workflow, state, profiles) else \
-                self._choose(self._as_measured(workflow, ws), ws, state, profiles, ws.planned_rps, arrival_cv2,
+                self.search.choose(self._as_measured(workflow, ws), ws, state, profiles, ws.planned_rps, arrival_cv2,
                              now_s=now_s, fit_test=True)
             fits = found is not None and found[3]
         except (PlannerError, ModelError):
@@ -811,7 +799,7 @@ class ControlLaw:
                         break
         problem, choices, stats, fits, admit_rps, ws.demand = chosen
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
-        hopeless = not fits and self._hopeless_counts() and _fastest_executions_ms(workflow, problem) > workflow.slo_ms
+        hopeless = not fits and self.search.hopeless_counts() and fastest_executions_ms(workflow, problem) > workflow.slo_ms
         yielding, ws.yielding = ws.yielding, False
         if not ws.calm and not fits and not hopeless and ws.plan is not None and not yielding \
                 and (rate_rps <= (ws.planned_rps or 0.0) + 1e-9
@@ -866,20 +854,21 @@ class ControlLaw:
         ``rate_rps``: the capacity's part, the shares kept while instances
         start, the restarts worth taking. Changes nothing of ``ws``'s but
         the search's cache (``searched``)."""
-        problem, choices, stats, fits = self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, now_s=now_s)
+        problem, choices, stats, fits = self.search.choose(workflow, ws, state, profiles, rate_rps, arrival_cv2,
+                                                           now_s=now_s)
         covered_rps, admit_rps = rate_rps, None
         demand = busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
         part = self.capacity.busy_part(workflow.name, state, busy)
         if busy > part * (1 + 1e-9) and problem.rate_rps > self.settings.min_rate_rps:
             # the node is full: plan for the rate that fits its part (busy time grows with the rate), admit that
             covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
-            problem, choices, stats, _ = self._choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
+            problem, choices, stats, _ = self.search.choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
             fits = False
         down, up, starting = self._pins(workflow, ws, choices, current, now_s, state)
         kept: dict = {}
         if starting:
             # in a step, instances still starting keep their share: more of them, not a restart of the restart
-            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**down, **starting})
+            again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**down, **starting})
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
                 kept = starting
@@ -887,14 +876,14 @@ class ControlLaw:
         # a restart for a larger share is not taken when the plan at the running
         # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
         if up:
-            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down, **up})
+            again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down, **up})
             if again is not None and again[3] and \
                     held_gpus(again[1]) * (1.0 - self.settings.min_share_saving) <= held_gpus(choices) + 1e-9:
                 problem, choices, stats, fits = again
                 down = {}
         # a restart for a smaller share that saves too little is not taken
         if down:
-            again = self._pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down})
+            again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down})
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
         return problem, choices, stats, fits, admit_rps, demand
@@ -932,158 +921,6 @@ class ControlLaw:
             # the batcher's timeout bounds the fill wait (0: a batch leaves with what is queued)
             stage_ms[st.name] = option.latency_ms - option.wait_ms + min(option.wait_ms, group.max_wait_ms)
         return path_latency_ms(workflow, stage_ms)
-
-    def _pinned(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned: dict):
-        """The plan with the ``pinned`` stages kept at their share, or None
-        when that share cannot run at all."""
-        try:
-            return self._choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned)
-        except (PlannerError, ModelError):
-            return None
-
-    def _choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, now_s=None,
-                fit_test=False):
-        """(problem, choices, stats, fits): the plan for the margin budget,
-        else the degraded plan with the highest expected hit rate that fits
-        the capacity (a plan on time: in total and, with ``packed_capacity``,
-        one instance per GPU with room — where none on time does, the first
-        on time within the total): the smaller margins on the margin's grid, the SLO
-        itself as budget, then less confidence in the
-        tail (lower quantiles of the queueing wait, then its mean), then
-        budgets a little beyond the SLO, tightest first; the fastest plan
-        only when none of those fits. With ``now_s``, an unpinned search
-        asked again within the tick with the same inputs gives its answer
-        again (``WorkflowState.searched``). ``fit_test``: only whether the
-        plan for the margin's budget fits (``fits``) is wanted — None where
-        it does not, without the search for a degraded plan."""
-        if now_s is None or shares is not None:
-            return self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, shares)
-        capacity = self.capacity.left_gpus(workflow, state)
-        others = self.capacity.others_instances(workflow, state)
-        asked = (now_s, workflow.hop_ms, rate_rps, arrival_cv2, ws.margin, capacity,
-                 tuple(id(profiles[st.function]) for st in workflow.stages), tuple(ws.no_room.items()),
-                 tuple(sorted(others.items())))
-        if ws.searched is not None and ws.searched[0] == asked:
-            return ws.searched[1]
-        found = self._search(workflow, ws, state, profiles, rate_rps, arrival_cv2, capacity=capacity, others=others,
-                             fit_test=fit_test)
-        ws.searched = None if found is None else (asked, found)
-        return found
-
-    def _search(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, capacity=None,
-                others=None, fit_test=False):
-        """:meth:`_choose`'s search; with ``fit_test``, None as soon as the
-        margin's budget gives no plan within the capacity (the answer would
-        then be a degraded plan, ``fits`` false)."""
-        s = self.settings
-        utilisations = tuple(s.utilisations)
-        first = 1.0 - ws.margin
-        below = no_room_shares(ws)
-        if not s.degraded_cheapest:
-            return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
-                                      shares, utilisations[1:], s.queue_quantile, s.no_wait_options, s.queueing_model,
-                                      below)
-        solve = get_policy(self.policy)
-        capacity = self.capacity.left_gpus(workflow, state) if capacity is None else capacity
-        others = self.capacity.others_instances(workflow, state) if others is None else others
-
-        def build(quantile, shares_below):
-            return self._problem(workflow, profiles, rate_rps, arrival_cv2, quantile, shares, shares_below)
-
-        quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
-                                          and arrival_cv2 is not None and q < s.queue_quantile] + [None]
-        # the margin's own grid down to none: a margin out of reach gives the plan
-        # for the largest margin in reach, not a looser one
-        steps = math.ceil(ws.margin / s.margin_step - 1e-9)
-        grid = [first + k * (1.0 - first) / steps for k in range(steps)] if steps else [first]
-        built = {s.queue_quantile: build(s.queue_quantile, below)}
-        if s.margin_in_reach and ws.margin >= s.max_margin - 1e-9 and ws.boost >= s.max_boost - 1e-9:
-            # no plan is faster than every stage at its fastest: the budgets below are out of reach
-            reach = path_latency_ms(workflow, {name: menu.min_latency_ms for name, menu
-                                               in built[s.queue_quantile].menus.items()}) / workflow.slo_ms
-            if first < reach < 1.0:
-                grid = [reach * (1 + 1e-9)] + [factor for factor in grid if factor > reach]
-        attempts = [(s.queue_quantile, factor) for factor in grid]
-        attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
-        attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
-        if fit_test and attempts[0] != (s.queue_quantile, first):
-            return None  # the margin's budget is out of reach
-        problem, hopeless = None, False
-        within = SearchLimits(cost_ceiling_pct=ceiling_pct(capacity))  # a search for a plan that cannot fit stops early
-        capped: dict = {}  # per quantile: the menus below the room left beside the others (None: none runs there)
-        unpacked = None  # the first plan on time within the capacity in total that finds no GPU one by one
-        unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
-        for index, (quantile, factor) in enumerate(attempts):
-            if fit_test and index == 1 and unpacked is None:
-                return None  # the margin's budget gave no plan within the capacity
-            if quantile not in built:  # the menus depend on the quantile, not on the budget
-                built[quantile] = build(quantile, below)
-            if factor > 1.0 and self._hopeless_counts():
-                executions_ms = _fastest_executions_ms(workflow, built[quantile])
-                if executions_ms > workflow.slo_ms:
-                    # no plan meets the SLO: the fastest executions alone take longer — the cheapest, below
-                    problem, hopeless = dataclasses.replace(built[quantile], budget_ms=executions_ms), True
-                    break
-            problem = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * factor)
-            if _least_cost(problem.menus) > capacity:
-                unsearched = problem  # every plan costs more than the capacity: no search finds one that fits
-                continue
-            unsearched = None
-            if factor > 1.0 and unpacked is not None:
-                return unpacked  # no plan on time finds a GPU each: the first on time, as without packing
-            choices, stats = solve(problem, within)
-            if choices is None:  # none within the budget, or none within the capacity (the ceiling)
-                continue
-            found = problem, choices, stats, (quantile, factor) == (s.queue_quantile, first)
-            if factor > 1.0 or self.capacity.packs(others, choices):
-                return found
-            # on time and within the total, but not one by one on the GPUs: the same
-            # budget with no share larger than the most room a GPU has left beside the others
-            unpacked = unpacked or found
-            if quantile not in capped:
-                try:
-                    capped[quantile] = build(quantile, self.capacity.below_room(workflow, below, others))
-                except (PlannerError, ModelError):  # some stage cannot run there
-                    capped[quantile] = None
-            if capped[quantile] is not None:
-                narrow = dataclasses.replace(capped[quantile], budget_ms=workflow.slo_ms * factor)
-                again, again_stats = solve(narrow, within)
-                if again is not None and self.capacity.packs(others, again):
-                    return narrow, again, again_stats, found[3]
-        if unpacked is not None:
-            return unpacked
-        if unsearched is not None:
-            stats = solve(unsearched, NO_LIMITS)[1]
-        fastest = problem.choices(problem.fastest())
-        if not hopeless and held_gpus(fastest) <= capacity:
-            return problem, fastest, stats, False
-        cheapest = {stage: len(menu.options) - 1 for stage, menu in problem.menus.items()}
-        choices = problem.choices(cheapest)
-        if held_gpus(choices) > capacity and rate_rps > s.min_rate_rps:
-            # even the cheapest plan does not fit: cover the largest rate that does
-            fits = self.capacity.fitting(workflow, profiles, capacity, shares, below)
-            # a price rises with the rate: where the least rate does not fit, none does (the bisection's 0)
-            low = _largest_fitting(rate_rps, fits) if fits(np.array([s.min_rate_rps]))[0] else 0.0
-            if low > 0:
-                return self._search(workflow, ws, state, profiles, low, arrival_cv2, shares)
-        return problem, choices, stats, False
-
-    def _problem(self, workflow: Workflow, profiles: ProfileSet, rate_rps: float, arrival_cv2, quantile,
-                 shares=None, shares_below=None):
-        """The planning problem as the law builds it (its utilisation
-        targets, no-wait options and queueing model), the SLO as budget."""
-        s = self.settings
-        utilisations = tuple(s.utilisations)
-        return build_problem(workflow, profiles, rate_rps, utilisations[0], shares=shares, arrival_cv2=arrival_cv2,
-                             utilisations=utilisations[1:], queue_quantile=quantile, no_wait=s.no_wait_options,
-                             queueing_model=s.queueing_model, shares_below=shares_below)
-
-    def _hopeless_counts(self) -> bool:
-        """Is a workflow no plan can serve within its SLO planned at its
-        cheapest (``late_plans``)? Where capacity is reserved (GPU shares);
-        on a time-shared node the executions' slowness is in part the
-        plan's own contention, and admission answers a full node."""
-        return self.settings.late_plans and self.settings.busy_capacity is None
 
     def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup],
               now_s: float, state: ControlState) -> tuple[dict, dict, dict]:
@@ -1206,12 +1043,6 @@ def _unpacked_said(ws: WorkflowState) -> str:
     return "; no plan on time finds a GPU for each instance beside the other workflows'" if ws.unpacked else ""
 
 
-def _fastest_executions_ms(workflow: Workflow, problem) -> float:
-    """The workflow's latency were every stage at its fastest execution,
-    with no wait at all (``late_plans``): above the SLO, no plan meets it."""
-    return path_latency_ms(workflow, {name: float(arrays.exec_ms.min()) for name, arrays in problem.arrays.items()})
-
-
 def _larger_batches(workflow: Workflow, groups: Mapping[str, list[InstanceGroup]], choices: Mapping[str, StageOption],
                 profiles: ProfileSet, path_ms: float) -> dict[str, list[tuple[InstanceGroup, float]]]:
     """Per stage, its groups at the profile's batch size (at the group's
@@ -1314,30 +1145,3 @@ def plan_busy(workflow: Workflow, rate_rps: float, choices, cpu_factor: Mapping[
     return sum(rate_rps * workflow.stage(name).fanout * option.exec_ms / 1000.0 / option.config.batch_size
                * option.config.gpu_share / 100.0 * cpu_factor.get(workflow.stage(name).function, 1.0)
                for name, option in choices.items())
-
-
-def _largest_fitting(high: float, fits) -> float:
-    """The lower end of [0, ``high``] bisected ``BISECTION_HALVINGS`` times
-    by ``fits`` (an array of rates in, whether each fits out: monotone),
-    the midpoints of ``BISECTION_LEVELS`` halvings priced at once — the
-    ones one halving at a time would ask for, to the bit."""
-    low = 0.0
-    for _ in range(BISECTION_HALVINGS // BISECTION_LEVELS):
-        intervals, middles = [(low, high)], []  # heap order: node i's lower half is 2i + 1, its upper 2i + 2
-        for lo, hi in intervals:
-            middles.append((lo + hi) / 2)
-            if len(intervals) < 2 ** BISECTION_LEVELS - 1:
-                intervals += [(lo, middles[-1]), (middles[-1], hi)]
-        fit, node = fits(np.array(middles)), 0
-        for _ in range(BISECTION_LEVELS):
-            if fit[node]:
-                low, node = middles[node], 2 * node + 2
-            else:
-                high, node = middles[node], 2 * node + 1
-    return low
-
-
-def _least_cost(menus) -> float:
-    """What the cheapest plan of these menus holds (as :func:`held_gpus` counts): every plan holds at least
-    this."""
-    return sum(menu.min_cost_pct for menu in menus.values()) / 100.0

@@ -79,7 +79,7 @@ class WorkflowState:
     waits: deque = field(default_factory=deque)
     """(time_s, stage, requests, their summed wait in ms) of each tick of the feedback window."""
     searched: Optional[tuple] = None
-    """(what it was asked, what it gave) of the last unpinned :meth:`ControlLaw._choose`
+    """(what it was asked, what it gave) of the last unpinned :meth:`Search.choose`
     this tick: the queue's factor tests the plan its re-plan then makes."""
     panic_until_s: float = -math.inf
     """After a step, no scale-down until then (Knative's panic mode)."""

@@ -663,8 +663,8 @@ def test_a_queue_factor_whose_plan_misses_its_budget_is_tested_again_only_after_
     law = ControlLaw([wf], profiles, ControlSettings(feedback_cooldown_s=5.0, scale_down_delay_s=20.0, warmup_s=0.0,
                                                      capacity_gpus=cost))
     searched = []
-    choose = law._choose
-    law._choose = lambda *args, **kwargs: searched.append(1) or choose(*args, **kwargs)
+    choose = law.search.choose
+    law.search.choose = lambda *args, **kwargs: searched.append(1) or choose(*args, **kwargs)
     state = law.new_state()
     for t in range(0, 40):
         tick(law, state, float(t), 50.0, ok=100, arrival_cv2=8.0)
@@ -685,7 +685,7 @@ def test_the_fit_test_searches_the_margins_budget_only(chain, monkeypatch):
     margin's budget fits: where it does not, one search and no answer
     (the full search goes on down the margin's grid for a degraded plan);
     where it does, the full search's answer."""
-    import esg_plugin.control.law as law_module
+    import esg_plugin.control.search as search_module
     wf, profiles = chain
     probe = ControlLaw([wf], profiles, ControlSettings())
     cost = tick(probe, probe.new_state(), 0.0, 50.0, arrival_cv2=8.0).plans["w"].cost
@@ -694,18 +694,18 @@ def test_the_fit_test_searches_the_margins_budget_only(chain, monkeypatch):
     tick(law, state, 0.0, 50.0, arrival_cv2=8.0)
     ws = dataclasses.replace(state.workflows["w"], margin=0.3)
     budgets = []
-    real = law_module.get_policy
-    monkeypatch.setattr(law_module, "get_policy",
+    real = search_module.get_policy
+    monkeypatch.setattr(search_module, "get_policy",
                         lambda name: lambda problem, limits: budgets.append(problem.budget_ms) or real(name)(problem, limits))
     current = law.calibration.profiles_for(wf, state, 0.0)
-    full = law._search(wf, ws, state, current, 50.0, 24.0)
+    full = law.search.find(wf, ws, state, current, 50.0, 24.0)
     searched_full, budgets[:] = len(budgets), []
     assert not full[3] and searched_full > 1
-    assert law._search(wf, ws, state, current, 50.0, 24.0, fit_test=True) is None
+    assert law.search.find(wf, ws, state, current, 50.0, 24.0, fit_test=True) is None
     assert budgets == [pytest.approx(wf.slo_ms * 0.7)]
-    fitting = law._search(wf, ws, state, current, 50.0, 8.0)
+    fitting = law.search.find(wf, ws, state, current, 50.0, 8.0)
     assert fitting[3]
-    assert law._search(wf, ws, state, current, 50.0, 8.0, fit_test=True)[1] == fitting[1]
+    assert law.search.find(wf, ws, state, current, 50.0, 8.0, fit_test=True)[1] == fitting[1]
 
 
 def test_a_re_plan_at_the_same_rate_keeps_the_offered_rate_its_plan_was_made_for(chain):
@@ -1735,7 +1735,7 @@ def test_the_bisection_priced_in_rounds_ends_where_one_halving_at_a_time_does():
     """The search for the largest rate a capacity fits prices a round of
     halvings' midpoints at once (``_largest_fitting``); it ends where the
     plain bisection ends, to the bit; at 0 where nothing fits."""
-    from esg_plugin.control.law import BISECTION_HALVINGS, _largest_fitting
+    from esg_plugin.control.search import BISECTION_HALVINGS, _largest_fitting
     rng = random.Random(5)
     for _ in range(200):
         top, threshold = rng.uniform(0.1, 500.0), rng.uniform(0.0, 600.0)
@@ -1778,7 +1778,7 @@ def test_where_no_rate_fits_the_capacity_left_the_search_answers_that_its_plan_d
                 said += 1
                 ws = WorkflowState(settings.slo_margin, DelayWindow(30.0), DelayWindow(30.0))
                 for rate in (settings.min_rate_rps, rng.uniform(1.0, 200.0)):
-                    assert not law._search(workflow, ws, state, case.profiles, rate, 1.0)[3]
+                    assert not law.search.find(workflow, ws, state, case.profiles, rate, 1.0)[3]
     assert said >= 10
 
 
