@@ -10,7 +10,7 @@ Per workflow with data, at every tick (``docs/control.md``):
 1. **Feedback** — a short window with misses (late, 504 or 429 answers
    above ``miss_tolerance``) raises the workflow's SLO margin; a long
    clean stretch lowers it again, never below ``slo_margin``.
-2. **Rate** — the long window's arrival rate, or at a steady rate the
+2. **Rate** (``rate.py``) — the long window's arrival rate, or at a steady rate the
    arrivals counted since it last moved (``pooled_rate``; for bursty
    arrivals only where that is higher); the short window's as soon
    as a one-sided test says it is significantly above the planned rate
@@ -79,7 +79,7 @@ from .capacity import Capacity, held_gpus
 from .delay import DelayWindow
 from .errors import ControlError
 from .observation import Observation, WorkflowObservation
-from .rate import RATE_GRID, cv2_measured, excess_backlog, on_rate_grid, significantly_above, step_detected
+from .rate import RATE_GRID, WantedRate, disjoint, excess_backlog, on_rate_grid
 from .search import Search, fastest_executions_ms, problem_for
 from .settings import ControlSettings
 from .state import ControlState, Decision, StageKey, WorkflowState
@@ -139,6 +139,7 @@ class ControlLaw:
         self.settings = settings
         self.policy = policy
         self.calibration = Calibration(profiles, settings)
+        self.rates = WantedRate(settings)
         self.capacity = Capacity(self.workflows, settings, policy, functools.partial(problem_for, settings))
         self.search = Search(settings, policy, self.capacity)
 
@@ -240,8 +241,8 @@ class ControlLaw:
             relaxed = self._wait_relax(ws, now_s)  # before the margin's clean stretch restarts
             why = self._feedback(ws, missing, fresh, now_s, room) or relaxed
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
-        pooled = self._pooled_rate(ws, obs, now_s)
-        want, wanted_rps, said, quick, settle_below = self._wanted_rate(ws, obs, backlog, now_s, pooled)
+        pooled = self.rates.pooled(ws, obs, now_s)
+        want, wanted_rps, said, quick, settle_below = self.rates.wanted(ws, obs, backlog, now_s, pooled)
         planned = ws.planned_rps
         target = planned
         ws.calm = calm = backlog <= 0 and not rising and now_s >= ws.panic_until_s
@@ -254,7 +255,7 @@ class ControlLaw:
                 ws.first_window = ((obs.rate_short_rps if quick else obs.rate_long_rps) * window_s, window_s)
         elif ws.boost > boost_before:  # the capacity feedback: more rate planned for at once
             target = max(planned, want)
-        elif want > planned * (1 + 1e-9) and (quick or self._rise_is_real(ws, obs, pooled)):
+        elif want > planned * (1 + 1e-9) and (quick or self.rates.rise_is_real(ws, obs, pooled)):
             target, why = want, f"up: {said}"
             ws.scale_down.reset()
         elif settle_below is not None and want < planned * settle_below and backlog <= 0 and not rising:
@@ -282,7 +283,7 @@ class ControlLaw:
             else wanted_rps if abs(target - want) <= 1e-9 else None
         if rolled is not None and rolled > (target or 0.0):
             # capacity held back: the load it is for is still the one observed
-            offered = min(wanted_rps, rolled / self._headroom(obs.arrival_cv2))
+            offered = min(wanted_rps, rolled / self.rates.headroom(obs.arrival_cv2))
             target, why = rolled, f"misses after a scale-down: planned again for {rolled:.2f} rps, halfway back " \
                                   f"to the {ws.down_from_rps:.2f} rps planned before it (no scale-down for " \
                                   f"{ws.down_hold_until_s - now_s:.0f} s)"
@@ -438,7 +439,7 @@ class ControlLaw:
         without answers then)."""
         if not (self.settings.steady_misses and self.settings.busy_capacity is not None):
             return 0.0
-        answers, misses = _totals(_disjoint([e for e in ws.answers if e[0] <= now_s - self.settings.feedback_window_s]))
+        answers, misses = _totals(disjoint([e for e in ws.answers if e[0] <= now_s - self.settings.feedback_window_s]))
         return misses / answers if answers else 0.0
 
     def _misses_above(self, ws: WorkflowState, now_s: float, share: float) -> bool:
@@ -448,7 +449,7 @@ class ControlLaw:
         yes: the callers ask only when the misses are over the tolerance."""
         if share <= 0.0:
             return True
-        answers, misses = _totals(_disjoint([e for e in ws.answers if e[0] > now_s - self.settings.feedback_window_s]))
+        answers, misses = _totals(disjoint([e for e in ws.answers if e[0] > now_s - self.settings.feedback_window_s]))
         expected = answers * share
         return misses > expected + MISS_RISE_Z * math.sqrt(max(expected * (1.0 - share), 1.0))
 
@@ -576,187 +577,6 @@ class ControlLaw:
             return f"no misses for {s.scale_down_delay_s:g} s: margin lowered to {ws.margin:.2f}"
         return None
 
-    def _wanted_rate(self, ws: WorkflowState, obs: WorkflowObservation, backlog: float, now_s: float,
-                     pooled: Optional[tuple[float, float, float]]) -> tuple[float, float, str, bool, Optional[float]]:
-        """From this tick's count since the rate last moved (``pooled``, or
-        None): the rate to cover now (headroom included, on the rate grid), the
-        offered rate it is for (neither), a few words on where it came from, whether
-        the short window, the arrivals since a step or a backlog made it (not
-        the long window alone), and, where the arrivals since a step (or the
-        first plan) made it (``step_settle``), the share of the plan below which
-        they bring it down — ``scale_down_below`` in the panic, any grid step at
-        its end (``panic_exit``) — else None."""
-        s = self.settings
-        rate, said = obs.rate_long_rps, f"{obs.rate_long_rps:.2f} rps (long window)"
-        bursty = obs.arrival_cv2 > s.pooled_max_cv2
-        if pooled is not None and (not bursty or pooled[0] >= rate):
-            # bursty arrivals: a long window that reads above the count is planned for (``pooled_max_cv2``)
-            rate, said = pooled[0], f"{pooled[0]:.2f} rps (counted over {pooled[2]:.0f} s)"
-        quick = False
-        latest = self._latest_rate(obs)
-        panic = now_s < ws.panic_until_s
-        stepped = ws.planned_rps is not None and step_detected(obs, ws.planned_rps, s.step_z)
-        ended = ws.counting_since if not panic and now_s >= ws.first_until_s else None  # the first tick after
-        if ended is not None:
-            ws.counting_since = None
-        ending = ended is not None and s.panic_exit  # (``panic_exit``)
-        first = ended == "the first plan"
-        since, after = None, "the step"
-        if (panic or (ending and not first)) and not stepped:  # a panic: a step seen
-            since = self._since_step_rate(ws, obs, now_s)
-        elif (now_s < ws.first_until_s or (ending and not bursty)) and not stepped and ws.estimate_rps is not None:
-            # after the first plan, made from the first windows, the count since
-            # only brings it down (at the end of its count, to it): a rise goes
-            # through the rise test as ever — when that window's own count is within
-            # the noise of the rate since: one well above it is a load that fell,
-            # which waits for the delay
-            counted, after = self._since_step_rate(ws, obs, now_s), "the first plan"
-            arrivals, window_s = ws.first_window
-            if counted is not None and (ending or ws.estimate_rps > counted[1]) and \
-                    not significantly_above(arrivals, counted[0] * window_s, s.step_z, obs.arrival_cv2):
-                since = counted
-        if since is not None:
-            # in the panic, once the arrivals since the step are counted, they
-            # say the new rate better than any one short window does: the plan
-            # is for their rate when it is significantly above the rate the plan
-            # was made for (``rise_z``, as the long window's rise) or significantly
-            # below it (``step_z``); else it holds — at the panic's end, for their
-            # rate: the panic held the plan for the scale-down delay since the step
-            # (``panic_exit``)
-            mean, upper, count, span_s = since
-            estimate = ws.estimate_rps if ws.estimate_rps is not None else mean
-            # a rise of the count is tested as the long window's is (``rise_z``): the highest of its
-            # noisy readings over the panic is no estimate of the rate
-            rose = estimate < mean and (s.rise_z <= 0 or
-                                        significantly_above(count, estimate * span_s, s.rise_z, obs.arrival_cv2))
-            held = mean if (ending or rose or estimate > upper) else estimate
-            # else the long window's, as outside the panic (its rise is tested; for bursty
-            # arrivals, a long window above the count is planned for, ``pooled_max_cv2``)
-            if held >= rate or (ending and not bursty):
-                rate, said, quick = held, f"{held:.2f} rps (since {after}: {mean:.2f} counted)" + \
-                    (", in the panic after it" if panic else ", its count over" if ending and first
-                     else ", the panic over" if ending else ""), not ending
-        elif s.step_detection and obs.rate_short_rps > rate and (ws.planned_rps is None or panic or stepped):
-            # the short window only on evidence of a step, or in the panic that
-            # follows one (Knative's panic window): its noise alone is no reason to scale
-            rate, said, quick = obs.rate_short_rps, f"{obs.rate_short_rps:.2f} rps (short window)", True
-            if latest is not None and latest > rate:
-                rate, said = latest, f"{latest:.2f} rps (counted since the last tick)"
-            if ws.planned_rps is not None and (stepped or not panic):
-                ws.step_at_s, ws.since_step = now_s, []  # another step in the panic: counted from it
-                if panic:
-                    said += ", a step again, in the panic after a step"
-                else:
-                    ws.panic_until_s = now_s + s.scale_down_delay_s
-                    ws.counting_since = "the step"
-                    ws.step_cv2 = obs.arrival_cv2 if cv2_measured(obs) else None  # unknown: nothing to hold
-                    said += ", a step: no scale-down before the delay has passed"
-            elif panic:
-                said += ", in the panic after a step"
-        if ws.boost > 1.0:
-            rate *= ws.boost
-            said += f" x {ws.boost:.2f} (misses at the largest margin)"
-        if s.backlog_drain and backlog > 0:
-            rate += backlog / s.drain_s
-            said += f" + backlog {backlog:.0f} over {s.drain_s:g} s"
-            quick = True
-        offered = max(rate, s.min_rate_rps)
-        # at the panic's end, down to the count with no band (``panic_exit``); in it, below ``scale_down_below``
-        settle_below = None if since is None else 1.0 if ending else s.scale_down_below
-        return on_rate_grid(offered * self._headroom(obs.arrival_cv2)), offered, said, quick, settle_below
-
-    def _since_step_rate(self, ws: WorkflowState, obs: WorkflowObservation,
-                         now_s: float) -> Optional[tuple[float, float, float, float]]:
-        """In the panic after a step (``step_settle``), the arrival rate since
-        the step (after the first plan: since it, ``step_at_s`` either way),
-        that plus ``step_z`` standard deviations (of a Poisson count inflated
-        by the arrivals' cv²), the count and the seconds it spans: counted over the short windows
-        that start after the tick that detected it — not that tick's window,
-        the one chosen because it read high — each arrival once (disjoint
-        windows); this tick's window is recorded for the next. None before
-        there is one such window, and None while one
-        of them reads significantly above the rate since (the step's own
-        test): the arrivals since are then no one rate — a load that rose
-        and fell again — and a fall waits for the scale-down delay, as
-        outside the count."""
-        if not self.settings.step_settle:
-            return None
-        start_s = now_s - obs.short_window_s
-        if start_s >= ws.step_at_s - 1e-9:
-            ws.since_step.append((now_s, start_s, obs.rate_short_rps * obs.short_window_s))
-        taken = _disjoint(ws.since_step)
-        span_s = sum(end - start for end, start, _ in taken)
-        if span_s <= 0:
-            return None
-        count = sum(n for _, _, n in taken)
-        z, mean = self.settings.step_z, count / span_s
-        if any(significantly_above(n, mean * (end - start), z, obs.arrival_cv2) for end, start, n in taken):
-            return None
-        return mean, (count + z * math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))) / span_s, count, span_s
-
-    def _latest_rate(self, obs: WorkflowObservation) -> Optional[float]:
-        """The rate since the source's reading before (``latest_rate``), less
-        one standard deviation of its count (a Poisson count inflated by the
-        arrivals' cv²), where the source counted it over less than the short
-        window; else None."""
-        if not self.settings.latest_rate or obs.newest_rps is None or \
-                obs.newest_window_s >= obs.short_window_s - 1e-9:
-            return None
-        count = obs.newest_rps * obs.newest_window_s
-        sd = math.sqrt(max(count, 1.0) * max(obs.arrival_cv2, 1.0))
-        return max(0.0, count - sd) / obs.newest_window_s
-
-    def _rise_is_real(self, ws: WorkflowState, obs: WorkflowObservation,
-                      pooled: Optional[tuple[float, float, float]]) -> bool:
-        """Is the long window's count — or the count pooled since the rate
-        last moved, where there is one (``pooled_rate``) — significantly
-        above the rate the plan was made for (``rise_z``)? Without the
-        window's length, or for a plan made without an estimate, every rise is."""
-        z = self.settings.rise_z
-        if z <= 0 or obs.long_window_s is None or ws.estimate_rps is None:
-            return True
-        count, span_s = pooled[1:] if pooled is not None else (obs.rate_long_rps * obs.long_window_s,
-                                                               obs.long_window_s)
-        expected = ws.estimate_rps * span_s
-        return count > expected + z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0))
-
-    def _pooled_rate(self, ws: WorkflowState, obs: WorkflowObservation,
-                     now_s: float) -> Optional[tuple[float, float, float]]:
-        """The arrival rate counted since it last moved (``pooled_rate``):
-        (rate, arrivals, seconds counted) over the disjoint short windows
-        since the last step (or the first plan) and within ``pool_max_s``,
-        where they span more than the long window — else None, and the long
-        window's rate is the estimate. A long window whose count is more
-        than ``rise_z`` standard deviations (of a Poisson count inflated by
-        the arrivals' cv²) from what the pooled rate gives says the rate
-        moved: the count starts again from the next window. At a steady rate
-        the estimate is then the mean over minutes, not over one window: a
-        window that read high (at 1 rps a 30-s window is ±18%) no longer
-        holds the plan above the load until the scale-down delay."""
-        s = self.settings
-        if not s.pooled_rate or obs.long_window_s is None:
-            ws.pool = []
-            return None
-        start_s = now_s - obs.short_window_s
-        if not ws.pool or start_s >= ws.pool[-1][0] - 1e-9:
-            ws.pool.append((now_s, start_s, obs.rate_short_rps * obs.short_window_s))
-        floor_s = max(ws.step_at_s, now_s - s.pool_max_s)
-        ws.pool = [entry for entry in ws.pool if entry[1] >= floor_s - 1e-9]
-        span_s = sum(end - start for end, start, _ in ws.pool)
-        if span_s <= obs.long_window_s + 1e-9:
-            return None
-        count = sum(n for _, _, n in ws.pool)
-        expected = count / span_s * obs.long_window_s
-        if abs(obs.rate_long_rps * obs.long_window_s - expected) > \
-                s.rise_z * math.sqrt(max(expected, 1.0) * max(obs.arrival_cv2, 1.0)):
-            ws.pool = []  # counted again from here: until then the long window's rate, as without the count
-            return None
-        return count / span_s, count, span_s
-
-    def _headroom(self, arrival_cv2: float) -> float:
-        """The factor over the offered rate a plan covers: more for more variable arrivals."""
-        return 1 + self.settings.rate_headroom * math.sqrt(max(arrival_cv2, 1.0))
-
     # --- planning -------------------------------------------------------------------------
     def _plan(self, workflow: Workflow, ws: WorkflowState, state: ControlState, rate_rps: float, cv2: float,
               current: Mapping[StageKey, InstanceGroup], now_s: float,
@@ -818,7 +638,7 @@ class ControlLaw:
             # busy neighbour); one that meets its budget may
             return
         ws.planned_rps = rate_rps
-        ws.estimate_rps = rate_rps / self._headroom(cv2) if offered_rps is None else offered_rps
+        ws.estimate_rps = rate_rps / self.rates.headroom(cv2) if offered_rps is None else offered_rps
         ws.fits = fits
         ws.late_by = problem.budget_ms / workflow.slo_ms
         ws.hopeless = hopeless
@@ -1084,18 +904,6 @@ def _on_margin_grid(margin: float) -> float:
 def _totals(entries) -> tuple[int, int]:
     """(answers, misses) over ticks' (time, window start, answers, misses)."""
     return sum(e[2] for e in entries), sum(e[3] for e in entries)
-
-
-def _disjoint(entries: list) -> list:
-    """Of the ticks' (time, window start, answers, misses), the newest and
-    then each one whose window ends before the last taken one starts: the
-    answers of each request counted once."""
-    taken, start = [], math.inf
-    for entry in reversed(entries):
-        if entry[0] <= start + 1e-9:
-            taken.append(entry)
-            start = entry[1]
-    return taken
 
 
 def _urgency(ws: WorkflowState, target_rps: float) -> tuple[bool, float]:

@@ -506,10 +506,10 @@ def test_on_a_time_shared_node_misses_at_a_steady_share_neither_hold_a_plan_nor_
 
 
 def test_misses_are_counted_over_disjoint_windows_where_the_ticks_windows_overlap():
-    from esg_plugin.control.law import _disjoint
+    from esg_plugin.control.rate import disjoint
     ticks = [(float(t), t - 2.0, 10, 1) for t in range(1, 7)]  # a tick a second, 2-s windows
-    assert [e[0] for e in _disjoint(ticks)] == [6.0, 4.0, 2.0]
-    assert _disjoint([]) == []
+    assert [e[0] for e in disjoint(ticks)] == [6.0, 4.0, 2.0]
+    assert disjoint([]) == []
 
 
 def scaled_down(chain):
