@@ -58,7 +58,7 @@ class ControlSettings:
     requests). Ablation ``spare``."""
     capacity_feedback: bool = True
     """Misses that go on at ``max_margin`` raise the rate planned for (by
-    ``law.BOOST_STEP`` per ``feedback_cooldown_s``, up to ``max_boost`` times
+    ``feedback.BOOST_STEP`` per ``feedback_cooldown_s``, up to ``max_boost`` times
     the observed rate): when even the tightest budget misses, the model
     errs about more than latency (bursts its queueing formula does not
     see), and capacity is the lever left. A clean stretch of
@@ -73,7 +73,7 @@ class ControlSettings:
     the plan for the boosted rate is one of the degraded ones (a budget
     beyond the SLO — on a full cluster, batches that wait to fill) and the
     plan without the boost is not, the boost steps back down (÷
-    ``law.BOOST_STEP`` at a time) to the largest whose plan is on time.
+    ``feedback.BOOST_STEP`` at a time) to the largest whose plan is on time.
     Where the plan for the rate itself is late too, the boost climbs as
     before (more replicas may reach a plan on time). Off: the boosted rate
     is planned for whatever its plan's latency."""

@@ -2,7 +2,8 @@
 (``law.py``) keeps between ticks — per workflow (:class:`WorkflowState`)
 and for all (:class:`ControlState`), held by the caller — and the desired
 state each tick returns (:class:`Decision`). Plain data; every rule that
-reads or moves it is in ``law.py``."""
+reads or moves it is in ``law.py`` and the modules it calls (``rate.py``,
+``feedback.py``, ``calibration.py``, ``capacity.py``, ``search.py``)."""
 
 from __future__ import annotations
 
