@@ -244,7 +244,8 @@ class ControlLaw:
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
                 ws.down_from_rps, ws.down_at_s = planned, now_s
                 ws.down_miss_share = self.feedback.miss_share_before(ws, now_s)
-        rolled = self.feedback.rollback(ws, fresh and self.feedback.misses_above(ws, now_s, ws.down_miss_share), now_s, target)
+        missed_since_down = fresh and self.feedback.misses_above(ws, now_s, ws.down_miss_share)
+        rolled = self.feedback.rollback(ws, missed_since_down, now_s, target)
         # the offered rate the plan is for: the grid rounds the rate to cover up, not the estimate
         # (else each re-plan for the same count raises the estimate a step, and a held one with it)
         offered = None if target is None else ws.estimate_rps if abs(target - (planned or 0.0)) <= 1e-9 \
@@ -439,7 +440,8 @@ class ControlLaw:
                         break
         problem, choices, stats, fits, admit_rps, ws.demand = chosen
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
-        hopeless = not fits and self.search.hopeless_counts() and fastest_executions_ms(workflow, problem) > workflow.slo_ms
+        hopeless = not fits and self.search.hopeless_counts() \
+            and fastest_executions_ms(workflow, problem) > workflow.slo_ms
         yielding, ws.yielding = ws.yielding, False
         if not ws.calm and not fits and not hopeless and ws.plan is not None and not yielding \
                 and (rate_rps <= (ws.planned_rps or 0.0) + 1e-9
