@@ -441,7 +441,7 @@ class ControlLaw:
         problem, choices, stats, fits, admit_rps, ws.demand = chosen
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
         hopeless = not fits and self.search.hopeless_counts() \
-            and fastest_executions_ms(workflow, problem) > workflow.slo_ms
+            and fastest_executions_ms(workflow, profiles) > workflow.slo_ms
         yielding, ws.yielding = ws.yielding, False
         if not ws.calm and not fits and not hopeless and ws.plan is not None and not yielding \
                 and (rate_rps <= (ws.planned_rps or 0.0) + 1e-9

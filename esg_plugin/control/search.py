@@ -135,7 +135,7 @@ class Search:
             if quantile not in built:  # the menus depend on the quantile, not on the budget
                 built[quantile] = build(quantile, below)
             if factor > 1.0 and self.hopeless_counts():
-                executions_ms = fastest_executions_ms(workflow, built[quantile])
+                executions_ms = fastest_executions_ms(workflow, profiles)
                 if executions_ms > workflow.slo_ms:
                     # no plan meets the SLO: the fastest executions alone take longer — the cheapest, below
                     problem, hopeless = dataclasses.replace(built[quantile], budget_ms=executions_ms), True
@@ -207,10 +207,16 @@ def problem_for(settings: ControlSettings, workflow: Workflow, profiles: Profile
                          queueing_model=settings.queueing_model, shares_below=shares_below)
 
 
-def fastest_executions_ms(workflow: Workflow, problem) -> float:
-    """The workflow's latency were every stage at its fastest execution,
-    with no wait at all (``late_plans``): above the SLO, no plan meets it."""
-    return path_latency_ms(workflow, {name: float(arrays.exec_ms.min()) for name, arrays in problem.arrays.items()})
+def fastest_executions_ms(workflow: Workflow, profiles: ProfileSet) -> float:
+    """The workflow's latency were every stage at its function's fastest
+    execution (as calibrated: ``profiles``), with no wait at all
+    (``late_plans``): above the SLO, no plan meets it. Over every
+    configuration the function runs, whatever shares its stage is held to
+    now — a share kept while instances start, one held below for want of
+    room, the room a GPU has left: a plan late for want of capacity is
+    no hopeless one."""
+    return path_latency_ms(workflow, {st.name: float(profiles[st.function].runnable_arrays()[2].min())
+                                      for st in workflow.stages})
 
 
 def _largest_fitting(high: float, fits) -> float:
