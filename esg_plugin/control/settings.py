@@ -207,9 +207,10 @@ class ControlSettings:
     (1, 1.5, 2, 4 × SLO)."""
     late_plans: bool = True
     """Where no plan can meet the SLO — the fastest executions alone, as
-    calibrated, take longer than it (profiles that said otherwise) — the
-    cheapest plan that keeps up with the rate runs, not the one late by
-    the least, and the misses raise neither the margin nor the capacity
+    calibrated, take longer than it (profiles that said otherwise; over
+    every configuration the functions run, whatever shares a stage is
+    held to now) — the cheapest plan that keeps up with the rate runs,
+    not the one late by the least, and the misses raise neither the margin nor the capacity
     (``capacity_feedback``): every request misses whatever runs. Where
     capacity is reserved only (not with ``busy_capacity``: there the
     slowness is in part the plan's own contention). Off: the plan late by
