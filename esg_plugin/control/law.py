@@ -69,7 +69,7 @@ import functools
 import math
 from typing import Mapping, Optional, Sequence
 
-from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Stage, StageOption, Workflow
+from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow
 from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
 from ..planner import PlannerError, deployment_for, get_policy
@@ -77,9 +77,10 @@ from .calibration import Calibration
 from .capacity import Capacity, held_gpus
 from .delay import DelayWindow
 from .errors import ControlError
-from .feedback import BOOST_STEP, Feedback, stage_waits
+from .feedback import BOOST_STEP, Feedback
 from .observation import Observation, WorkflowObservation
 from .rate import WantedRate, excess_backlog, on_rate_grid
+from .room import Room
 from .search import Search, fastest_executions_ms, problem_for
 from .settings import ControlSettings
 from .state import ControlState, Decision, StageKey, WorkflowState
@@ -108,6 +109,7 @@ class ControlLaw:
         self.calibration = Calibration(profiles, settings)
         self.rates = WantedRate(settings)
         self.feedback = Feedback(settings)
+        self.room = Room(settings, profiles)
         self.capacity = Capacity(self.workflows, settings, policy, functools.partial(problem_for, settings))
         self.search = Search(settings, policy, self.capacity)
 
@@ -144,7 +146,7 @@ class ControlLaw:
                     continue
                 wish = self._step_workflow(workflow, obs, state, now_s) or state.workflows[name].pending
                 if wish is None:
-                    reasons[name] = "unchanged" + self._waiting_for_room(workflow, state.workflows[name], state,
+                    reasons[name] = "unchanged" + self.room.waiting_said(workflow, state.workflows[name], state,
                                                                          now_s)
                 else:
                     wishes.append((name, wish))
@@ -164,7 +166,7 @@ class ControlLaw:
                 changed.append(name)
                 reasons[name] = why + ws.no_room_said + _late_said(ws) + _unpacked_said(ws) + (
                     f"; planned for {ws.boost:.2f} x the rate: a plan for more is late by the model"
-                    if ws.boost < boost else "") + self._waiting_for_room(self.workflows[name], ws, state, now_s)
+                    if ws.boost < boost else "") + self.room.waiting_said(self.workflows[name], ws, state, now_s)
                 ws.no_room_said = ""
         return self._decision(state, tuple(changed), reasons, now_s)
 
@@ -265,9 +267,9 @@ class ControlLaw:
         if why is None and (slower or (faster_due and calm)):
             ws.faster.reset()
             why = "execution times moved: re-planned"
-        room = self._no_room(workflow, ws, state, obs, missing, now_s)
-        if room is not None:
-            why = room if why is None else f"{why}; {room}"
+        held = self.room.hold(workflow, ws, state, obs, missing, now_s)
+        if held is not None:
+            why = held if why is None else f"{why}; {held}"
         if ws.boost <= 1.0:
             ws.yielded_to_gpus = math.inf
         elif why is None and ws.plan is not None and s.boost_spare_only and s.capacity_gpus is not None:
@@ -283,81 +285,6 @@ class ControlLaw:
         if why is None:
             return None
         return why, target, obs.arrival_cv2 * ws.wait_factor, offered
-
-    def _no_room(self, workflow: Workflow, ws: WorkflowState, state: ControlState, obs: WorkflowObservation,
-                 missing: bool, now_s: float) -> Optional[str]:
-        """Why to re-plan now where the workflow misses and the platform has
-        found no room for a stage's instances for longer than its function
-        takes to start (a rolling update frees the room its new instances
-        need within about that), while the requests at that stage waited
-        longer than the plan's whole time there (what runs is too little),
-        at a share its plans may still take; else None. The holds that ended
-        are dropped (``below_no_room``; off: None, whatever the platform says,
-        which :meth:`_waiting_for_room` reports)."""
-        for holds in (ws.no_room, ws.no_room_tried):
-            for stage, (_, until_s) in list(holds.items()):
-                if now_s >= until_s:
-                    del holds[stage]
-        waits = None  # parsed only where a stage waits for room: most ticks none does
-        for st in workflow.stages:
-            if state.unplaced.get((workflow.name, st.name), 0) <= 0:
-                ws.unplaced_since.pop(st.name, None)
-                continue
-            waits = stage_waits(obs) if waits is None else waits
-            since = ws.unplaced_since.setdefault(st.name, [now_s, 0.0, 0.0])
-            count, total_ms = waits.get(st.name, (0.0, 0.0))
-            since[1] += count
-            since[2] += total_ms
-        if not self.settings.below_no_room or not missing or ws.plan is None:
-            return None
-        if ws.no_room:
-            return None  # one hold at a time: a plan below one share moves the others
-        starved = []
-        for st in workflow.stages:
-            groups = ws.groups.get(st.name)
-            since = ws.unplaced_since.get(st.name)
-            planned = ws.plan.stages.get(st.name)
-            if not groups or planned is None or self._waited_for_room_s(st, ws, now_s) is None or \
-                    not since[1] or since[2] / since[1] <= planned.latency_ms:
-                continue
-            share = max(group.gpu_share for group in groups)
-            tried = ws.no_room_tried.get(st.name)
-            if (tried is not None and share >= tried[0]) or \
-                    not (self.profiles[st.function].runnable_arrays()[1] < share).any():
-                continue  # tried below it, or nothing smaller runs
-            starved.append((since[2] / since[1] / planned.latency_ms, st.name, share))
-        if not starved:
-            return None
-        _, stage, share = max(starved)  # the stage whose requests waited longest for what it runs
-        times = ws.no_room_times.get(stage, 0)
-        ws.no_room_new = True
-        ws.no_room[stage] = (share, now_s + self.settings.scale_down_delay_s * 2 ** min(times, 3))
-        ws.no_room_times[stage] = times + 1
-        return f"no room for {stage}'s {share}% instances"
-
-    def _waiting_for_room(self, workflow: Workflow, ws: WorkflowState, state: ControlState, now_s: float) -> str:
-        """What the decision's reason adds where the platform has found no
-        room for a stage's instances for longer than its function takes to
-        start (a Deployment's pods ``Unschedulable``): which, how many, at
-        what share, since when — "" where none."""
-        said = []
-        for st in workflow.stages:
-            groups, waited_s = ws.groups.get(st.name), self._waited_for_room_s(st, ws, now_s)
-            if groups and waited_s is not None:
-                waiting = state.unplaced.get((workflow.name, st.name), 0)
-                said.append(f"{st.name}'s {waiting} instance(s) at {max(g.gpu_share for g in groups)}% "
-                            f"for {waited_s:.0f} s")
-        return f"; no room on any GPU: {', '.join(said)}" if said else ""
-
-    def _waited_for_room_s(self, stage: Stage, ws: WorkflowState, now_s: float) -> Optional[float]:
-        """How long the platform has found no room for some of ``stage``'s
-        instances, where that is longer than its function takes to start (a
-        rolling update frees the room its new instances need within about
-        that); else None."""
-        since = ws.unplaced_since.get(stage.name)
-        if since is None or now_s - since[0] < self.profiles[stage.function].cold_start_ms / 1000.0:
-            return None
-        return now_s - since[0]
 
     def _wait_feedback(self, workflow: Workflow, ws: WorkflowState, state: ControlState,
                        obs: WorkflowObservation, missing: bool, now_s: float) -> Optional[str]:

@@ -3,7 +3,8 @@
 and for all (:class:`ControlState`), held by the caller — and the desired
 state each tick returns (:class:`Decision`). Plain data; every rule that
 reads or moves it is in ``law.py`` and the modules it calls (``rate.py``,
-``feedback.py``, ``calibration.py``, ``capacity.py``, ``search.py``)."""
+``feedback.py``, ``calibration.py``, ``capacity.py``, ``search.py``,
+``room.py``)."""
 
 from __future__ import annotations
 
