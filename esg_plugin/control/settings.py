@@ -210,10 +210,11 @@ class ControlSettings:
     calibrated, take longer than it (profiles that said otherwise; over
     every configuration the functions run, whatever shares a stage is
     held to now) — the cheapest plan that keeps up with the rate runs,
-    not the one late by the least, and the misses raise neither the margin nor the capacity
-    (``capacity_feedback``): every request misses whatever runs. Where
-    capacity is reserved only (not with ``busy_capacity``: there the
-    slowness is in part the plan's own contention). Off: the plan late by
+    not the one late by the least, and the misses raise neither the
+    margin nor the capacity (``capacity_feedback``): every request misses
+    whatever runs. Where capacity is reserved only (not with
+    ``busy_capacity``: there the slowness is in part the plan's own
+    contention). Off: the plan late by
     the least, and both feedbacks on to their limits (in the thirtieth
     session, profiles half as fast as they said on a 1.26x SLO: 13.3
     GPUs for a hit rate of 0, where the peers held 3.1–7.8). A plan late
