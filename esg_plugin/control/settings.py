@@ -14,7 +14,7 @@ from .errors import ControlError
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
              "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "latest", "waits",
-             "calibration", "packing", "spare", "reach")
+             "calibration", "packing", "spare", "reach", "handover")
 
 
 @dataclass(frozen=True)
@@ -365,6 +365,26 @@ class ControlSettings:
     the plan's latency downstream (waits included) instead, it also
     deferred bursts' requests that would have made it, and cost 0.7% more
     GPUs: ``docs/EVALUATION.md``, the twenty-sixth session."""
+    handover: bool = True
+    """A re-plan that holds less for no more load (a margin lowered, a
+    boost given back, a scale-down) and moves some stage to another share
+    — a restart: its running instances serve until the new ones do —,
+    where the model says the mix that runs meanwhile (the other stages as
+    planned, the restarted ones as they ran) misses the SLO, keeps every
+    other stage as it ran until the restarted stages' instances are in
+    service, then moves it: the old plan runs whole until the new one
+    can. Without it, the other stages took their new batch size and
+    replicas at once, beside the restarting stage's old instances: a mix
+    no plan was made for (wide-1185: a batch of 16 upstream where 2 had
+    run fed a stage still on its old 10% instance, 20% of the requests
+    missed for the 5 s of its start, and the margin went back up — three
+    times in 150 s). Not while a restarted stage finds no GPU with room
+    (what the others hold may be that room), nor where the mix meets the
+    SLO (on a full cluster the instances held a few seconds longer move
+    where the next ones find room: wide-151 lost 15 points when every
+    such re-plan handed over), nor on a time-shared node
+    (``busy_capacity``), where a share changes live. Ablation
+    ``handover``."""
     keep_starting: bool = True
     """In the panic after a step, a stage whose plan started instances less
     than its function's cold start ago keeps their share when it is
@@ -490,4 +510,6 @@ class ControlSettings:
             return replace(self, boost_spare_only=False)
         if mechanism == "reach":
             return replace(self, margin_in_reach=False)
+        if mechanism == "handover":
+            return replace(self, handover=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

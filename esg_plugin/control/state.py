@@ -148,6 +148,12 @@ class WorkflowState:
     """Per stage, when a re-plan added replicas beside its running ones at
     their share: while those start, the running ones carry their load
     (``bridge_batching``, :meth:`ControlLaw._still_starting`)."""
+    handover: dict[str, list[InstanceGroup]] = field(default_factory=dict)
+    """Per stage, the groups it ran before a re-plan that holds less and
+    restarts other stages (``handover_restarts``): what it runs until
+    their new instances serve (``handover``)."""
+    handover_restarts: tuple[str, ...] = ()
+    """The stages that re-plan moved to another share."""
     calm: bool = True
     """No excess backlog, no misses (on a time-shared node: none above the
     share seen before, ``steady_misses``), no panic at the last tick: only

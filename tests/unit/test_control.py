@@ -1564,6 +1564,57 @@ def test_the_running_replicas_carry_the_step_until_the_platform_says_the_added_o
     assert seen[10.0 + MAX_START_S - 1] == larger and seen[10.0 + MAX_START_S] == planned  # a start that never ends
 
 
+def _scale_down_with_a_restart(first: str, second: str, slo_ms: float, handover: bool = True,
+                               no_room_from_s: float = math.inf):
+    """A 2-stage chain at 60 rps, then 20 from 50 s: every tick's decision
+    and the desired groups by stage, and the tick of the scale-down. From
+    ``no_room_from_s`` the platform says one of b's instances finds no room."""
+    wf = Workflow.build("w", slo_ms, [Stage("a", first), Stage("b", second, ("a",))], hop_ms=1.0)
+    law = ControlLaw([wf], example_profiles(), ControlSettings(feedback_cooldown_s=5.0, scale_down_delay_s=20.0,
+                                                               handover=handover))
+    state = law.new_state()
+    seen = {}
+    for t in range(0, 80):
+        rate = 60.0 if t < 50 else 20.0
+        unplaced = {("w", "b"): 1} if t >= no_room_from_s else {}
+        decision = law.step(Observation(float(t), {"w": WorkflowObservation(rate, rate, 2.0, ok=100)},
+                                        unplaced=unplaced), state, float(t))
+        seen[t] = (decision, {stage: groups for (_, stage), groups in decision.desired.items()})
+    down = next(t for t in range(51, 80) if "w" in seen[t][0].changed and "down after" in seen[t][0].reasons["w"])
+    return seen, down
+
+
+def test_a_re_plan_that_holds_less_keeps_the_other_stages_as_they_ran_until_the_restarted_ones_serve():
+    """A scale-down that moves one stage to another share (a restart: its
+    old instances serve until the new ones do) and changes another in
+    place, where the model says that mix — the new upstream beside the
+    old downstream — misses the SLO, keeps the other stage as it ran until
+    the restarted stage's new instances are in service (the old plan
+    whole), then moves it; where the platform does not say, for the
+    function's cold start. Where the mix meets the SLO, at once; without
+    ``handover``, at once."""
+    seen, down = _scale_down_with_a_restart("translate", "langid", 50.0)
+    ran, now, later = seen[down - 1][1], seen[down][1], seen[down + 2][1]
+    plan = seen[down][0].plans["w"].stages
+    # the premise: b restarts at another share, a changes in place and holds less
+    assert ran["b"][0].gpu_share != plan["b"].gpu_share and ran["a"][0].gpu_share == plan["a"].gpu_share
+    assert ran["a"][0].count > plan["a"].replicas
+    assert now["a"] == ran["a"]  # as it ran, while b's new instances start (the profile's 2-s cold start)
+    assert now["b"][0].gpu_share == plan["b"].gpu_share  # the restart is asked for at once
+    assert later["a"][0].count == plan["a"].replicas  # b's start is over: a as planned
+    without, _ = _scale_down_with_a_restart("translate", "langid", 50.0, handover=False)
+    assert without[down][1]["a"][0].count == plan["a"].replicas
+    # where b's new instance finds no GPU with room, a gives back what it kept: that may be the room
+    no_room, _ = _scale_down_with_a_restart("translate", "langid", 50.0, no_room_from_s=down + 1)
+    assert no_room[down][1]["a"] == ran["a"] and no_room[down + 1][1]["a"][0].count == plan["a"].replicas
+    assert ControlSettings().without("handover").handover is False
+    # a generous SLO: the mix meets it, and the scale-down is taken at once
+    seen, down = _scale_down_with_a_restart("superres", "ssd", 200.0)
+    ran, now, plan = seen[down - 1][1], seen[down][1], seen[down][0].plans["w"].stages
+    assert ran["b"][0].gpu_share != plan["b"].gpu_share and ran["a"][0].count > plan["a"].replicas  # the premise
+    assert now["a"][0].count == plan["a"].replicas
+
+
 @pytest.mark.parametrize("min_gain", [1.0, 2.0, 1e6])
 def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(chain, min_gain):
     """With ``burst_batching``: a batch leaves with what is queued, so the
