@@ -386,10 +386,14 @@ class ControlLaw:
             # times, is slower than it (a larger share that turned out slow beside a
             # busy neighbour); one that meets its budget may
             return
-        less = ws.plan is not None and held_gpus(choices) < ws.plan.cost - 1e-9 and rate_rps <= ws.planned_rps + 1e-9
         running = {st.name: _running(workflow, ws, st.name, current) for st in workflow.stages}
+        restarted = [stage for stage, option in choices.items()
+                     if running[stage] is not None and running[stage].gpu_share != option.config.gpu_share]
+        # ``handover``: a re-plan that holds less for no more load and restarts some stage
+        handing = self.settings.handover and self.settings.busy_capacity is None and bool(restarted) \
+            and ws.plan is not None and held_gpus(choices) < ws.plan.cost - 1e-9 and rate_rps <= ws.planned_rps + 1e-9
         ran = {stage: self._batches_now(workflow, ws, stage, groups, now_s, state)
-               for stage, groups in ws.groups.items()}  # as each stage runs now
+               for stage, groups in ws.groups.items()} if handing else {}  # as each stage runs now
         ws.planned_rps = rate_rps
         ws.estimate_rps = rate_rps / self.rates.headroom(cv2) if offered_rps is None else offered_rps
         ws.fits = fits
@@ -402,11 +406,9 @@ class ControlLaw:
         ws.on_time_gpus = None
         ws.busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
-        restarted = []
         for stage, option in choices.items():
             before = running[stage]
             if before is not None and before.gpu_share != option.config.gpu_share:
-                restarted.append(stage)
                 ws.share_changed_s[stage] = now_s
                 ws.unplaced_since.pop(stage, None)  # room for the new share is yet to be found
             if before is None or before.gpu_share != option.config.gpu_share or option.replicas > before.count:
@@ -417,9 +419,8 @@ class ControlLaw:
                 ws.bridge_from_s[stage] = now_s
         ws.groups = deployment_for(self.policy, problem, choices)
         mix = {st.name: running[st.name] if st.name in restarted else (ws.groups.get(st.name) or [None])[0]
-               for st in workflow.stages}  # what runs while the restarted stages' new instances start
-        if self.settings.handover and self.settings.busy_capacity is None and less and restarted \
-                and self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, mix) > workflow.slo_ms:
+               for st in workflow.stages} if handing else {}  # what runs while the restarted stages' new ones start
+        if handing and self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, mix) > workflow.slo_ms:
             # the new plan's other stages beside the restarted ones' old instances miss by the model:
             # the old plan runs whole until the new one can — the others as they ran until the restarted serve
             ws.handover = {stage: groups for stage, groups in ran.items() if stage not in restarted and groups}
@@ -595,9 +596,11 @@ class ControlLaw:
         (``handover``), the groups the stage ran before it."""
         s = self.settings
         restarts = ws.handover_restarts if stage in ws.handover else ()
-        if any(self._still_starting(workflow, name, ws.started_s.get(name), now_s, state) for name in restarts) \
-                and not any(state.unplaced.get((workflow.name, name), 0) > 0 for name in restarts):
-            return ws.handover[stage]  # not where a restarted stage finds no room: what the others ran may be it
+        if restarts:
+            if not any(self._still_starting(workflow, name, ws.started_s.get(name), now_s, state) for name in restarts):
+                ws.handover, ws.handover_restarts = {}, ()  # over: a later start of those stages brings none back
+            elif not any(state.unplaced.get((workflow.name, name), 0) > 0 for name in restarts):
+                return ws.handover[stage]  # not where a restarted stage finds no room: what the others ran may be it
         bridging = s.bridge_batching and self._still_starting(workflow, stage, ws.bridge_from_s.get(stage), now_s,
                                                               state)
         larger = ws.larger.get(stage, [(group, 1.0) for group in groups])
