@@ -415,7 +415,14 @@ class ControlLaw:
                 ws.started_s[stage] = now_s
             if before is None or before.gpu_share != option.config.gpu_share:
                 ws.bridge_from_s.pop(stage, None)  # no instance of this share runs yet: nothing to bridge with
+                ws.bridge_batch.pop(stage, None)
             elif option.replicas > before.count >= 1:
+                # the running ones keep the batch size they ran at, if larger, where it fits the SLO beside the rest
+                still = self._still_starting(workflow, stage, ws.bridge_from_s.get(stage), now_s, state)
+                batch = max(before.batch_size, ws.bridge_batch.get(stage, 0) if still else 0)
+                batch_ms = _running_exec_ms(profiles, workflow.stage(stage).function, before._replace(batch_size=batch))
+                rest_ms = ws.plan.latency_ms - option.latency_ms  # the longest path through the stage, less it
+                ws.bridge_batch[stage] = batch if batch_ms is not None and batch_ms + rest_ms <= workflow.slo_ms else 0
                 ws.bridge_from_s[stage] = now_s
         ws.groups = deployment_for(self.policy, problem, choices)
         mix = {st.name: running[st.name] if st.name in restarted else (ws.groups.get(st.name) or [None])[0]
@@ -592,7 +599,10 @@ class ControlLaw:
         :meth:`_still_starting`), or, with ``burst_batching``, where they
         were planned without a batching wait and the larger batch serves at
         least ``burst_min_gain`` times the items a millisecond of theirs;
-        else as planned. While a re-plan's restarted stages start
+        else as planned; while replicas start beside them, never below the
+        batch size the running ones ran at before the re-plan, where its
+        execution fits the SLO beside the rest of the plan (``bridge_batch``).
+        While a re-plan's restarted stages start
         (``handover``), the groups the stage ran before it."""
         s = self.settings
         restarts = ws.handover_restarts if stage in ws.handover else ()
@@ -604,8 +614,11 @@ class ControlLaw:
         bridging = s.bridge_batching and self._still_starting(workflow, stage, ws.bridge_from_s.get(stage), now_s,
                                                               state)
         larger = ws.larger.get(stage, [(group, 1.0) for group in groups])
-        return [big if bridging or (s.burst_batching and group.max_wait_ms == 0 and gain >= s.burst_min_gain)
-                else group for group, (big, gain) in zip(groups, larger)]
+        out = [big if bridging or (s.burst_batching and group.max_wait_ms == 0 and gain >= s.burst_min_gain)
+               else group for group, (big, gain) in zip(groups, larger)]
+        ran = ws.bridge_batch.get(stage, 0) if bridging else 0  # the batch size the running ones ran at
+        return [group._replace(batch_size=ran, max_wait_ms=0.0) if ran > group.batch_size else group
+                for group in out]
 
 
 def _late(workflow: Workflow, problem) -> bool:

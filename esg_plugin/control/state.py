@@ -148,6 +148,10 @@ class WorkflowState:
     """Per stage, when a re-plan added replicas beside its running ones at
     their share: while those start, the running ones carry their load
     (``bridge_batching``, :meth:`ControlLaw._still_starting`)."""
+    bridge_batch: dict[str, int] = field(default_factory=dict)
+    """Per stage, the batch size its running instances ran at when the
+    bridge began, where larger than the plan's and within the SLO beside
+    the rest of the plan (else 0): the bridge runs no smaller batch."""
     handover: dict[str, list[InstanceGroup]] = field(default_factory=dict)
     """Per stage, the groups it ran before a re-plan that holds less and
     restarts other stages (``handover_restarts``): what it runs until

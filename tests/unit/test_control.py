@@ -1528,6 +1528,43 @@ def test_while_added_replicas_start_the_running_ones_carry_the_step_in_larger_ba
     assert ControlSettings().without("bridge").bridge_batching is False
 
 
+def test_while_added_replicas_start_the_running_ones_keep_the_larger_batch_they_ran_at():
+    """A re-plan that adds replicas and lowers the batch size (a step, a
+    tighter budget) would cut the running replicas' throughput at once,
+    before the added ones serve: while they start, the running ones keep
+    the batch size they ran at where that is larger than the bridge's —
+    with no batching wait — unless its execution, with the rest of the new
+    plan, is beyond the SLO. Read from random-wide-1264: a stage running
+    batches of 8 on one instance set to batches of 2 while three more
+    started, about 60% of the requests shed for 12 s."""
+    from esg_plugin.model import FunctionProfile, InstanceGroup
+    profile = FunctionProfile("f", (1, 2, 4, 8, 16), (50,), ((10.0,), (19.0,), (37.0,), (72.0,), (140.0,)),
+                              cold_start_ms=2000.0)
+    after_a = FunctionProfile("g", (1,), (50,), ((10.0,),), cold_start_ms=2000.0)
+    wf = Workflow.build("w", 100.0, [Stage("a", "f"), Stage("b", "g", ("a",))], hop_ms=1.0)
+
+    def run(ran: int, bridge: bool = True):
+        law = ControlLaw([wf], ProfileSet("bridge", {"f": profile, "g": after_a}),
+                         ControlSettings(warmup_s=0.0, latest_rate=False, bridge_batching=bridge))
+        state = law.new_state()
+        law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 2.0)}), state, 0.0)
+        running = {("w", "a"): InstanceGroup(ran, 50, 1, 20.0)}  # b: as planned
+        step = law.step(Observation(10.0, {"w": WorkflowObservation(21, 150, 2.0)}), state, 10.0, running)
+        later = law.step(Observation(12.5, {"w": WorkflowObservation(22, 150, 2.0)}), state, 12.5)
+        return step.desired[("w", "a")][0], later.desired[("w", "a")][0], step.plans["w"].stages["a"]
+
+    during, after, planned = run(ran=4)
+    bridged = during.batch_size
+    assert during.count > 1 and bridged > planned.batch_size  # replicas added, the bridge's larger batch
+    during, after, planned = run(ran=bridged * 2)  # 8: 72 ms, within the 100-ms SLO beside the rest
+    assert (during.batch_size, during.max_wait_ms) == (bridged * 2, 0.0)
+    assert (after.batch_size, after.count) == (planned.batch_size, planned.replicas)  # the start over: as planned
+    during, _, _ = run(ran=16)  # 140 ms: beyond the SLO by itself
+    assert during.batch_size == bridged
+    during, _, planned = run(ran=bridged * 2, bridge=False)
+    assert during.batch_size == planned.batch_size
+
+
 def test_the_running_replicas_carry_the_step_until_the_platform_says_the_added_ones_are_in_service():
     """A real start (a pod scheduled, a model loaded) often takes longer
     than the profile's cold start: where the platform reports the stage's
