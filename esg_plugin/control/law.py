@@ -457,15 +457,17 @@ class ControlLaw:
             covered_rps = admit_rps = max(self.settings.min_rate_rps, problem.rate_rps * part / busy)
             problem, choices, stats, _ = self.search.choose(workflow, ws, state, profiles, covered_rps, arrival_cv2)
             fits = False
-        down, up, starting = self._pins(workflow, ws, choices, current, now_s, state)
+        down, up, starting, staying = self._pins(workflow, ws, choices, current, now_s, state)
         kept: dict = {}
         if starting:
             # in a step, instances still starting keep their share: more of them, not a restart of the restart
-            again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**down, **starting})
+            again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2,
+                                       {**down, **staying, **starting})
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
                 kept = starting
-                down, up, _ = self._pins(workflow, ws, choices, current, now_s, state)
+                down, up, _, staying = self._pins(workflow, ws, choices, current, now_s, state)
+        kept = {**staying, **kept}  # nor does a search below move those the plan keeps at the share they start at
         # a restart for a larger share is not taken when the plan at the running
         # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
         if up:
@@ -523,28 +525,35 @@ class ControlLaw:
         return path_latency_ms(workflow, stage_ms)
 
     def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup],
-              now_s: float, state: ControlState) -> tuple[dict, dict, dict]:
+              now_s: float, state: ControlState) -> tuple[dict, dict, dict, dict]:
         """Stages the plan would move to another share than they run at now
         (a restart of every instance of the stage), with the share they run
         at: (smaller shares that save less than ``min_share_saving`` of what
         the stage holds now, or that come within ``scale_down_delay_s`` of
         the stage's last change of share; larger shares; either, where the
         stage's instances still start (:meth:`_still_starting`) and
-        ``keep_starting`` holds)."""
-        down, up, starting = {}, {}, {}
+        ``keep_starting`` holds), and the stages the plan keeps at the share
+        their still starting instances run at (``keep_starting``): no later
+        search of the re-plan moves those."""
+        down, up, starting, staying = {}, {}, {}, {}
         for stage, option in choices.items():
             now = _running(workflow, ws, stage, current)
-            if now is None or option.config.gpu_share == now.gpu_share:
+            if now is None:
                 continue
-            if self.settings.keep_starting and self.settings.busy_capacity is None and now_s < ws.panic_until_s \
-                    and self._still_starting(workflow, stage, ws.started_s.get(stage), now_s, state):
+            held = self.settings.keep_starting and self.settings.busy_capacity is None \
+                and now_s < ws.panic_until_s and self._still_starting(workflow, stage, ws.started_s.get(stage), now_s,
+                                                                     state)
+            if option.config.gpu_share == now.gpu_share:
+                if held:
+                    staying[stage] = now.gpu_share
+            elif held:
                 starting[stage] = now.gpu_share
             elif option.config.gpu_share > now.gpu_share:
                 up[stage] = now.gpu_share
             elif (1 - option.cost_pct / (now.gpu_share * max(now.count, 1)) < self.settings.min_share_saving
                   or now_s - ws.share_changed_s.get(stage, -math.inf) < self.settings.scale_down_delay_s):
                 down[stage] = now.gpu_share
-        return down, up, starting
+        return down, up, starting, staying
 
     def _still_starting(self, workflow: Workflow, stage: str, since_s: Optional[float], now_s: float,
                         state: ControlState) -> bool:

@@ -1440,6 +1440,35 @@ def test_in_a_step_a_stage_whose_instances_still_start_keeps_their_share():
     assert live != first and live == shares(keep=False, second_s=2.0, busy_capacity=1e6)[1]
 
 
+def test_in_a_step_no_search_moves_a_stage_whose_instances_still_start_off_their_share():
+    """The shares kept while instances start are kept in every search of
+    a re-plan: a search that holds another stage at its share (a restart
+    for a larger share not taken) may not move a stage whose instances
+    still start instead — read from random-extreme-368, where a margin
+    raised 10 s into a 13.8-s cold start moved such a stage from 10% to
+    70%: its three starting instances were dropped 4 s before they would
+    have served, and the new one served 14 s later. A random chain of two
+    (seeded) whose first stage was so moved; now it keeps its share, with
+    more replicas, until its start is over."""
+    rng = random.Random(56)
+    n = rng.choice([2, 3])
+    functions = {f"f{i}": dataclasses.replace(random_monotone_profile(rng, f"f{i}", BATCH_SIZES, GPU_SHARES),
+                                              cold_start_ms=3000.0) for i in range(n)}
+    wf = Workflow.build("w", rng.uniform(60, 300), [Stage(f"s{i}", f"f{i}", (f"s{i - 1}",) if i else ())
+                                                    for i in range(n)], hop_ms=1.0)
+    law = ControlLaw([wf], ProfileSet("p", functions),
+                     ControlSettings(warmup_s=0.0, latest_rate=False, feedback_cooldown_s=1.0))
+    state = law.new_state()
+    shares = []
+    for t, rate in enumerate([20, 20, 80, 150, 200, 200]):
+        decision = law.step(Observation(float(t), {"w": WorkflowObservation(20 if t < 2 else 21, rate, 2.0, ok=100,
+                                                                            late=30 if t >= 3 else 0)}), state, float(t))
+        shares.append({stage: groups[0].gpu_share for (_, stage), groups in decision.desired.items()})
+    assert n == 2
+    # the step added s0's replicas at 2 s (their cold start lasts to 5 s), and more of them at 4 s
+    assert shares[3]["s0"] == shares[4]["s0"] == shares[2]["s0"]
+
+
 def test_a_step_is_planned_for_at_the_rate_since_the_last_tick_where_the_window_straddles_it(chain):
     """A 2-s short window read every second: the step came a second ago, so
     the window that detects it holds one second at 20 rps and one at 100.
