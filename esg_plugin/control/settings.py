@@ -324,8 +324,9 @@ class ControlSettings:
     their share) start — the function's cold start — the running ones carry
     the load alone: every group of the stage runs at its larger batch size
     (the one with the most throughput whose execution fits the stage's part
-    of the SLO) with no batching wait, and as planned once the start is
-    over. A batch size changes live (the runtime's ``/_esg/config``), so
+    of the SLO) with no batching wait — never a smaller one than they ran
+    at before the re-plan, where that fits the SLO beside the rest of the
+    plan — and as planned once the start is over. A batch size changes live (the runtime's ``/_esg/config``), so
     this costs no restart; under Knative a batch size is the revision's
     env, and every change a new revision: the scaler turns it off there."""
     burst_batching: bool = True
@@ -393,7 +394,9 @@ class ControlSettings:
     scales the second, still starting, away (Kubernetes does so too), and
     the stage then waits a whole cold start again while the load that
     called for it queues — in a step, which re-plans at every tick as the
-    short window fills, one cold start after another. Not on a
+    short window fills, one cold start after another. Held in every search
+    of the re-plan, also those that hold other stages at their shares
+    (since the forty-eighth session). Not on a
     time-shared node (``busy_capacity`` set: ``esg up`` on CPU cores),
     where a share change is applied live to the running workers and
     throws nothing away. Off: each re-plan picks its shares afresh."""
