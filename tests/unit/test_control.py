@@ -1446,8 +1446,8 @@ def test_in_a_step_no_search_moves_a_stage_whose_instances_still_start_off_their
     for a larger share not taken) may not move a stage whose instances
     still start instead — read from random-extreme-368, where a margin
     raised 10 s into a 13.8-s cold start moved such a stage from 10% to
-    70%: its three starting instances were dropped 4 s before they would
-    have served, and the new one served 14 s later. A random chain of two
+    70%: its three starting instances were dropped, the first 4 s before
+    it would have served, and the new one served 14 s later. A random chain of two
     (seeded) whose first stage was so moved; now it keeps its share, with
     more replicas, until its start is over."""
     rng = random.Random(56)
@@ -1461,8 +1461,8 @@ def test_in_a_step_no_search_moves_a_stage_whose_instances_still_start_off_their
     state = law.new_state()
     shares = []
     for t, rate in enumerate([20, 20, 80, 150, 200, 200]):
-        decision = law.step(Observation(float(t), {"w": WorkflowObservation(20 if t < 2 else 21, rate, 2.0, ok=100,
-                                                                            late=30 if t >= 3 else 0)}), state, float(t))
+        seen = WorkflowObservation(20 if t < 2 else 21, rate, 2.0, ok=100, late=30 if t >= 3 else 0)
+        decision = law.step(Observation(float(t), {"w": seen}), state, float(t))
         shares.append({stage: groups[0].gpu_share for (_, stage), groups in decision.desired.items()})
     assert n == 2
     # the step added s0's replicas at 2 s (their cold start lasts to 5 s), and more of them at 4 s
