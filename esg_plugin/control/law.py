@@ -422,7 +422,10 @@ class ControlLaw:
                 batch = max(before.batch_size, ws.bridge_batch.get(stage, 0) if still else 0)
                 batch_ms = _running_exec_ms(profiles, workflow.stage(stage).function, before._replace(batch_size=batch))
                 rest_ms = ws.plan.latency_ms - option.latency_ms  # the longest path through the stage, less it
-                ws.bridge_batch[stage] = batch if batch_ms is not None and batch_ms + rest_ms <= workflow.slo_ms else 0
+                if batch_ms is not None and batch_ms + rest_ms <= workflow.slo_ms:
+                    ws.bridge_batch[stage] = batch
+                else:
+                    ws.bridge_batch.pop(stage, None)
                 ws.bridge_from_s[stage] = now_s
         ws.groups = deployment_for(self.policy, problem, choices)
         mix = {st.name: running[st.name] if st.name in restarted else (ws.groups.get(st.name) or [None])[0]

@@ -150,8 +150,8 @@ class WorkflowState:
     (``bridge_batching``, :meth:`ControlLaw._still_starting`)."""
     bridge_batch: dict[str, int] = field(default_factory=dict)
     """Per stage, the batch size its running instances ran at when the
-    bridge began, where larger than the plan's and within the SLO beside
-    the rest of the plan (else 0): the bridge runs no smaller batch."""
+    bridge began, where its execution fits the SLO beside the rest of the
+    plan (else absent): the bridge runs no smaller batch."""
     handover: dict[str, list[InstanceGroup]] = field(default_factory=dict)
     """Per stage, the groups it ran before a re-plan that holds less and
     restarts other stages (``handover_restarts``): what it runs until
