@@ -36,7 +36,10 @@ What is modelled
   instance whose share is no longer wanted keeps serving until the new
   instances of its stage are ready (make before break), then drains; where
   the new ones found no room, the old ones leave one per reconfiguration
-  (a rolling update), the last serving one not before its replacement.
+  (a rolling update), the last serving one not before its replacement. One
+  waiting for its replacement whose share is wanted again serves on and
+  counts among the instances wanted (a Deployment scales the old
+  ReplicaSet whose pod template matches back up).
 - **Shedding** (the runtime's early 504): a request that can no longer
   meet its deadline — now + the stage's fastest execution + the fastest
   path after it — is shed when it reaches a stage, when it reaches the
@@ -443,6 +446,12 @@ class Simulator:
                 elif g.count > 0:
                     wanted[k] = g
             stage.short = 0
+            for inst in stage.instances:
+                if inst.retire_when_ready and (inst.share, inst.lane) in wanted:
+                    # wanted again before its replacement came: it serves on, as the Deployment
+                    # scales the old ReplicaSet whose template matches back up (and ``esg up``
+                    # counts its workers at the share wanted)
+                    inst.retire_when_ready = False
             live = [i for i in stage.instances if not i.retiring and not i.retire_when_ready]
             created = False
             for k, group in wanted.items():

@@ -302,6 +302,39 @@ def test_a_share_change_without_room_rolls_one_instance_at_a_time_and_the_stage_
     assert result.unplaced > 0
 
 
+def test_an_instance_waiting_for_its_replacement_serves_on_where_its_share_is_wanted_again():
+    """A share change reverted before its instances are ready: the old
+    instances are wanted again and serve on — a Deployment scales the old
+    ReplicaSet whose template matches back up — rather than waiting to be
+    replaced by new ones at their own share."""
+    workload, profiles = one_stage(20.0, 10.0, 5.0, cold_start_ms=3000.0)
+    workload = dataclasses.replace(workload, gpus=2)
+
+    class Flip(Policy):
+        name = "flip"
+        interval_s = 1.0
+
+        def decide(self, view):
+            if view.now_s < 4.5 or view.now_s >= 5.5:  # 50%, then 100% for one tick, then 50% again
+                return {("w", "s"): [InstanceGroup(1, 50, 2, 0.0)]}
+            return {("w", "s"): [InstanceGroup(1, 100, 1, 0.0)]}
+
+    sim = Simulator(workload, profiles, Flip(), SimConfig(drain_s=1.0))
+    first = []
+    start = sim._start_instance
+
+    def started(stage, group, t):
+        first.append((t, group.gpu_share))
+        return start(stage, group, t)
+
+    sim._start_instance = started
+    sim.run()
+    stage = sim.stage_by_key[("w", "s")]
+    assert [share for _, share in first] == [50, 50, 100]  # none started again at 50%
+    assert sorted(i.share for i in stage.instances if not i.retiring) == [50, 50]
+    assert all(i.ready for i in stage.instances if i.share == 50)
+
+
 def test_requests_lost_while_no_instance_is_ready_are_shed_at_the_tick_and_are_no_backlog():
     """A cold start of 3 s against a 100-ms SLO: the requests that queue
     meanwhile can no longer make it; each tick sheds them (the runtime's
