@@ -565,13 +565,16 @@ class ControlLaw:
         platform says the stage has instances not yet in service
         (``Observation.starting``; a real start — a pod scheduled, an image
         pulled, a model loaded — often takes longer than the profile's), at
-        most :data:`MAX_START_S`."""
+        most :data:`MAX_START_S`. Those the platform found no room for
+        (``Observation.unplaced``: pods ``Pending`` as ``Unschedulable``) are
+        not in service either, but do not start: they wait for room."""
         if since_s is None:
             return False
         elapsed_s = now_s - since_s
         if elapsed_s < self.profiles[workflow.stage(stage).function].cold_start_ms / 1000.0:
             return True
-        return elapsed_s < MAX_START_S and state.starting.get((workflow.name, stage), 0) > 0
+        key = (workflow.name, stage)
+        return elapsed_s < MAX_START_S and state.starting.get(key, 0) - state.unplaced.get(key, 0) > 0
 
     # --- calibration ----------------------------------------------------------------------
     def _running_shares(self, state: ControlState, current: Mapping[StageKey, InstanceGroup]) -> dict[str, int]:

@@ -114,7 +114,9 @@ class View:
     exec_ratio: dict[str, float] = field(default_factory=dict)
     """Per function: executed over profiled time of the batches since the last tick (noise shows here)."""
     starting: dict[tuple[str, str], int] = field(default_factory=dict)
-    """Instances of each stage placed and not yet ready (in their cold start)."""
+    """Instances of each stage wanted and not yet in service: placed and in
+    their cold start, or not placed (``unplaced``), as a Deployment's
+    replicas less its ready ones count a ``Pending`` pod."""
     stage_wait: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
     """Per stage: (requests taken from its queue for a batch since the last tick, their summed wait in ms)."""
     unplaced: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -781,7 +783,9 @@ class Simulator:
                 stage.waited, stage.waited_ms = 0, 0.0
             concurrency[key] = sum(len(lane.queue) for lane in stage.lanes) + stage.in_service
             instances[key] = sum(1 for i in stage.instances if not i.retiring)
-            starting[key] = sum(1 for i in stage.instances if not i.retiring and not i.ready)
+            # not in service: starting, or not placed (``Observation.starting``, as a Deployment's
+            # replicas less its ready ones count a Pending pod)
+            starting[key] = sum(1 for i in stage.instances if not i.retiring and not i.ready) + stage.short
             if stage.short:
                 unplaced[key] = stage.short
         ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}

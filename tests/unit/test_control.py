@@ -595,6 +595,21 @@ def test_backlog_is_planned_for_and_drained_in_bounded_time(chain):
     assert wanted <= state.workflows["w"].planned_rps < wanted * 1.05  # on the rate grid, rounded up
 
 
+def test_instances_the_platform_found_no_room_for_are_not_in_service_and_do_not_start(chain):
+    """``Observation.starting`` counts every instance not in service, those
+    without room too (a Deployment's replicas less its ready ones); after
+    the profile's cold start, a stage still starts only while some of them
+    were placed (``Observation.unplaced`` counts the others)."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings())
+    state = law.new_state()
+    state.starting, state.unplaced = {("w", "a"): 2}, {("w", "a"): 2}
+    assert law._still_starting(wf, "a", 0.0, 1.0, state)  # within the profile's 2-s cold start
+    assert not law._still_starting(wf, "a", 0.0, 10.0, state)  # after it, both wait for room
+    state.unplaced = {("w", "a"): 1}
+    assert law._still_starting(wf, "a", 0.0, 10.0, state)  # one was placed and starts
+
+
 def test_misses_raise_the_margin_and_a_clean_stretch_lowers_it(chain):
     wf, profiles = chain
     settings = ControlSettings(slo_margin=0.0, margin_step=0.1, feedback_cooldown_s=5.0, scale_down_delay_s=20.0)

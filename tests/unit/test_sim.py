@@ -277,11 +277,14 @@ def test_a_share_change_without_room_rolls_one_instance_at_a_time_and_the_stage_
     workload, profiles = one_stage(20.0, 10.0, 5.0, cold_start_ms=500.0)
     workload = dataclasses.replace(workload, gpus=2)
 
+    seen = []
+
     class Reshare(Policy):
         name = "reshare"
         interval_s = 1.0
 
         def decide(self, view):
+            seen.append((view.starting.get(("w", "s"), 0), view.unplaced.get(("w", "s"), 0)))
             if view.now_s < 1.5:  # four instances at 50% fill both GPUs
                 return {("w", "s"): [InstanceGroup(1, 50, 4, 0.0)]}
             return {("w", "s"): [InstanceGroup(1, 100, 2, 0.0)]}  # no room until old ones leave
@@ -300,6 +303,8 @@ def test_a_share_change_without_room_rolls_one_instance_at_a_time_and_the_stage_
     assert min(serving[1:]) >= 1  # after the first instances came up, never none serving
     assert sorted(i.share for i in stage.instances) == [100, 100]  # and the new shares rolled out in the end
     assert result.unplaced > 0
+    # an instance without room is not in service: the policy sees it among those starting, and as unplaced
+    assert any(unplaced for _, unplaced in seen) and all(starting >= unplaced for starting, unplaced in seen)
 
 
 def test_an_instance_waiting_for_its_replacement_serves_on_where_its_share_is_wanted_again():
