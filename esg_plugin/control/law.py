@@ -437,6 +437,15 @@ class ControlLaw:
             ws.handover_restarts = tuple(restarted)
         else:
             ws.handover, ws.handover_restarts = {}, ()
+            down = [stage for stage in restarted if choices[stage].config.gpu_share < running[stage].gpu_share]
+            up = [stage for stage in restarted if stage not in down]
+            if handing and down and up and self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, {
+                    **mix, **{stage: (ws.groups.get(stage) or [None])[0] for stage in down}}) > workflow.slo_ms:
+                # restarts end one stage at a time: where the stages moved to a smaller share could
+                # serve before those moved to a larger one and the mix misses by the model, they run
+                # as they ran until the others' new instances serve, and restart then
+                ws.handover = {stage: ran[stage] for stage in down if ran.get(stage)}
+                ws.handover_restarts = tuple(up)
         if self.settings.bridge_batching or self.settings.burst_batching:
             ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
         ws.downstream_ms = _after(workflow, {name: option.latency_ms for name, option in choices.items()})

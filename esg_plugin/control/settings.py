@@ -384,8 +384,14 @@ class ControlSettings:
     SLO (on a full cluster the instances held a few seconds longer move
     where the next ones find room: wide-151 lost 15 points when every
     such re-plan handed over), nor on a time-shared node
-    (``busy_capacity``), where a share changes live. Ablation
-    ``handover``."""
+    (``busy_capacity``), where a share changes live. Where the mix meets
+    the SLO but the re-plan moves some stages to a smaller share and
+    others to a larger one — each stage's new instances serve once ready,
+    one stage at a time — and the mix where the smaller ones serve first
+    misses by the model, the stages moved down run as they ran until those
+    moved up serve, and restart then (wide-1390: a 50% stage serving
+    before its neighbour's 90% one shed every request for 1.3 s; since the
+    forty-ninth session). Ablation ``handover``."""
     keep_starting: bool = True
     """In the panic after a step, a stage whose plan started instances less
     than its function's cold start ago keeps their share when it is

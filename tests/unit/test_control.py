@@ -19,7 +19,8 @@ from esg_plugin.model import FunctionProfile, InstanceGroup, ProfileSet, Stage, 
 from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide_functions
 from esg_plugin.scaler.sources import Observation as ScalerObservation
 from esg_plugin.sim import Arrivals, SimConfig, View, Workload, simulate
-from esg_plugin.sim.policies import CONTROL_SHORT_WINDOW_S, ControlledPolicy, observation_from_view
+from esg_plugin.sim.generate import random_workload
+from esg_plugin.sim.policies import CONTROL_SHORT_WINDOW_S, ControlledPolicy, make_policy, observation_from_view
 from esg_plugin.sim.workload import WorkflowLoad
 from esg_plugin.synthetic import BATCH_SIZES, GPU_SHARES, example_profiles, random_monotone_profile
 
@@ -1694,6 +1695,36 @@ def test_a_re_plan_that_holds_less_keeps_the_other_stages_as_they_ran_until_the_
     ran, now, plan = seen[down - 1][1], seen[down][1], seen[down][0].plans["w"].stages
     assert ran["b"][0].gpu_share != plan["b"].gpu_share and ran["a"][0].count > plan["a"].replicas  # the premise
     assert now["a"][0].count == plan["a"].replicas
+
+
+def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_a_larger_one():
+    """``handover``, with two restarts: a lowered margin's re-plan moves
+    s1 to a smaller share and s2 to a larger one (random-wide-1390, a chain
+    of 3 at 1.83 × its fastest latency, 8.7 ms). Each stage's new instances
+    serve once ready, one stage at a time; the new s1 beside the old s2
+    misses by the model, so s1 runs as it ran until s2's new instances
+    serve, and restarts then. Without ``handover``, both at once."""
+    case = random_workload(1390, family="wide")
+    workload = case.workload
+    shares = {}
+    for on in (True, False):
+        policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
+                             settings=ControlSettings(capacity_gpus=16.0, handover=on), gpus=workload.gpus)
+        step = policy.law.step
+
+        def watched(observation, state, now_s, current=None, _step=step, _on=on):
+            decision = _step(observation, state, now_s, current)
+            shares[_on, now_s] = {stage: groups[0].gpu_share for (_, stage), groups in decision.desired.items()}
+            return decision
+
+        policy.law.step = watched
+        simulate(workload, case.profiles, policy, SimConfig(seed=1390))
+    replan = next(t for (on, t), now in sorted(shares.items()) if on and t > 200 and now["s2"] != shares[on, t - 1]["s2"])
+    before, during = shares[True, replan - 1], shares[True, replan]
+    assert (before["s1"], before["s2"]) == (70, 80) and during == {**before, "s2": 90}  # s2 up at once, s1 held
+    after = next(t for t in range(int(replan) + 1, int(replan) + 30) if shares[True, float(t)]["s1"] != 70)
+    assert shares[True, float(after)]["s1"] == 50 and after - replan >= 2  # s1 down once s2's start is over
+    assert (shares[False, replan]["s1"], shares[False, replan]["s2"]) == (50, 90)  # without: both at once
 
 
 @pytest.mark.parametrize("min_gain", [1.0, 2.0, 1e6])
