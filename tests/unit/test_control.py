@@ -1719,7 +1719,8 @@ def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_
 
         policy.law.step = watched
         simulate(workload, case.profiles, policy, SimConfig(seed=1390))
-    replan = next(t for (on, t), now in sorted(shares.items()) if on and t > 200 and now["s2"] != shares[on, t - 1]["s2"])
+    replan = next(t for (on, t), now in sorted(shares.items())
+                  if on and t > 200 and now["s2"] != shares[on, t - 1]["s2"])
     before, during = shares[True, replan - 1], shares[True, replan]
     assert (before["s1"], before["s2"]) == (70, 80) and during == {**before, "s2": 90}  # s2 up at once, s1 held
     after = next(t for t in range(int(replan) + 1, int(replan) + 30) if shares[True, float(t)]["s1"] != 70)
@@ -1946,7 +1947,6 @@ def test_where_no_rate_fits_the_capacity_left_the_search_answers_that_its_plan_d
     from esg_plugin.control.delay import DelayWindow
     from esg_plugin.control.law import ControlLaw, ControlSettings, WorkflowState
     from esg_plugin.planner import CheapestPlanCosts
-    from esg_plugin.sim.generate import random_workload
     rng = random.Random(7)
     said = 0
     for seed in range(1, 13):
