@@ -428,24 +428,26 @@ class ControlLaw:
                     ws.bridge_batch.pop(stage, None)
                 ws.bridge_from_s[stage] = now_s
         ws.groups = deployment_for(self.policy, problem, choices)
-        mix = {st.name: running[st.name] if st.name in restarted else (ws.groups.get(st.name) or [None])[0]
-               for st in workflow.stages} if handing else {}  # what runs while the restarted stages' new ones start
-        if handing and self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, mix) > workflow.slo_ms:
-            # the new plan's other stages beside the restarted ones' old instances miss by the model:
-            # the old plan runs whole until the new one can — the others as they ran until the restarted serve
-            ws.handover = {stage: groups for stage, groups in ran.items() if stage not in restarted and groups}
-            ws.handover_restarts = tuple(restarted)
-        else:
-            ws.handover, ws.handover_restarts = {}, ()
+        keep, wait = [], []  # ``handover``: stages kept as they ran, until those waited for serve
+        if handing:
+            planned = {stage: (groups or [None])[0] for stage, groups in ws.groups.items()}
+            mix = {st.name: running[st.name] if st.name in restarted else planned.get(st.name)
+                   for st in workflow.stages}  # what runs while the restarted stages' new ones start
             down = [stage for stage in restarted if choices[stage].config.gpu_share < running[stage].gpu_share]
             up = [stage for stage in restarted if stage not in down]
-            if handing and down and up and self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, {
-                    **mix, **{stage: (ws.groups.get(stage) or [None])[0] for stage in down}}) > workflow.slo_ms:
+            if self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, mix) > workflow.slo_ms:
+                # the new plan's other stages beside the restarted ones' old instances miss by the model:
+                # the old plan runs whole until the new one can — the others as they ran until the restarted serve
+                keep, wait = [stage for stage in ran if stage not in restarted], restarted
+            elif down and up and self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2,
+                                                 {**mix, **{stage: planned.get(stage) for stage in down}}) \
+                    > workflow.slo_ms:
                 # restarts end one stage at a time: where the stages moved to a smaller share could
                 # serve before those moved to a larger one and the mix misses by the model, they run
                 # as they ran until the others' new instances serve, and restart then
-                ws.handover = {stage: ran[stage] for stage in down if ran.get(stage)}
-                ws.handover_restarts = tuple(up)
+                keep, wait = down, up
+        ws.handover = {stage: ran[stage] for stage in keep if ran.get(stage)}
+        ws.handover_restarts = tuple(wait)
         if self.settings.bridge_batching or self.settings.burst_batching:
             ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
         ws.downstream_ms = _after(workflow, {name: option.latency_ms for name, option in choices.items()})
