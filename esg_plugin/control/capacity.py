@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 
-from ..model import ModelError, ProfileSet, Workflow
+from ..model import InstanceGroup, ModelError, ProfileSet, Workflow
 from ..planner import CheapestPlanCosts, PlannerError, get_policy
 from ..planner.limits import NO_LIMITS
 from .packing import fits_on_gpus, most_room_pct
@@ -73,6 +73,27 @@ class Capacity:
         counts = Counter(others)
         for option in choices.values():
             counts[option.config.gpu_share] += option.replicas
+        return fits_on_gpus(counts, self.settings.capacity_gpus)
+
+    def restarts_fit(self, others: Counter, running: Mapping[str, Optional[InstanceGroup]], choices) -> bool:
+        """Do a plan's new instances — each of a stage moved to another
+        share, those added to a stage kept at its share — find a GPU each
+        beside every instance that runs now (``running``: each stage's group,
+        or None) and the other workflows' planned ones (``packed_capacity``;
+        always where it is off)? A restarted stage's old instances serve
+        until its new ones do, so both hold their shares meanwhile."""
+        if self.settings.capacity_gpus is None or not self.settings.packed_capacity:
+            return True
+        counts = Counter(others)
+        for stage, option in choices.items():
+            group, share = running.get(stage), option.config.gpu_share
+            if group is None:
+                counts[share] += option.replicas
+            elif group.gpu_share == share:
+                counts[share] += max(group.count, option.replicas)
+            else:
+                counts[group.gpu_share] += group.count
+                counts[share] += option.replicas
         return fits_on_gpus(counts, self.settings.capacity_gpus)
 
     def below_room(self, workflow: Workflow, below: Optional[dict[str, int]], others: Counter) -> dict[str, int]:

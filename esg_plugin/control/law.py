@@ -495,6 +495,16 @@ class ControlLaw:
             again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down})
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
+        if self.settings.restart_room and now_s < ws.panic_until_s:
+            # in a step, restarts whose new instances find no GPU beside those that run wait: the
+            # plan at the running shares, where it is on time by the model (more replicas, not a rolling update)
+            running = {st.name: _running(workflow, ws, st.name, current) for st in workflow.stages}
+            shares = {stage: group.gpu_share for stage, group in running.items() if group is not None}
+            if any(choices[stage].config.gpu_share != share for stage, share in shares.items()) and \
+                    not self.capacity.restarts_fit(self.capacity.others_instances(workflow, state), running, choices):
+                again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, shares)
+                if again is not None and not _late(workflow, again[0]):
+                    problem, choices, stats, fits = again
         return problem, choices, stats, fits, admit_rps, demand
 
     def _adds_capacity(self, workflow: Workflow, ws: WorkflowState, profiles: ProfileSet, choices,

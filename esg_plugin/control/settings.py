@@ -14,7 +14,7 @@ from .errors import ControlError
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
              "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "latest", "waits",
-             "calibration", "packing", "spare", "reach", "handover")
+             "calibration", "packing", "spare", "reach", "handover", "restarts")
 
 
 @dataclass(frozen=True)
@@ -392,6 +392,24 @@ class ControlSettings:
     moved up serve, and restart then (wide-1390: a 50% stage serving
     before its neighbour's 90% one shed every request for 1.3 s; since the
     forty-ninth session). Ablation ``handover``."""
+    restart_room: bool = True
+    """In the panic after a step, where the GPUs are counted, a re-plan
+    that moves stages to another share (a restart: the old instances serve
+    until the new ones do, both holding their shares meanwhile) and whose
+    new instances find no GPU each beside every instance that runs now and
+    the other workflows' planned ones (placed as ``packed_capacity``
+    places them) keeps every stage at the share it runs at — more
+    replicas, a larger batch — where that plan is on time by the model.
+    On a full cluster such a restart's new instances wait for room
+    (``Pending``), and the rolling update moves one instance at a time;
+    the misses of the step's own starts raised the margin, and each raise
+    moved shares again (wide-1333: a 6.4× step on a 12-stage chain beside
+    a second workflow; its plan for the step served from 125 s, then a
+    raise at 127 s restarted six stages, whose new instances found no
+    room, and about three quarters of the requests missed from 130 to
+    190 s). Outside a step's panic restarts go on as before (there, the
+    same rule moved some full clusters ten points and more either way:
+    ``docs/EVALUATION.md``, the fiftieth session). Ablation ``restarts``."""
     keep_starting: bool = True
     """In the panic after a step, a stage whose plan started instances less
     than its function's cold start ago keeps their share when it is
@@ -521,4 +539,6 @@ class ControlSettings:
             return replace(self, margin_in_reach=False)
         if mechanism == "handover":
             return replace(self, handover=False)
+        if mechanism == "restarts":
+            return replace(self, restart_room=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

@@ -1728,6 +1728,46 @@ def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_
     assert (shares[False, replan]["s1"], shares[False, replan]["s2"]) == (50, 90)  # without: both at once
 
 
+def test_in_a_step_restarts_that_find_no_room_beside_the_running_instances_wait():
+    """``restart_room``: random-wide-1333, a 6.4× step at 116 s on a
+    12-stage chain beside a second workflow, near the 16 GPUs. The step's
+    plans move two stages (s0, s2) and their instances find room; then the
+    misses of the step's own starts raise the margin at 127 s, and the
+    plan for it moves six more stages to larger shares, whose new
+    instances do not fit beside the ones that run. With the rule, that
+    re-plan keeps every share (its plan at the running shares is on time
+    by the model), and no instance of the workflow waits for room in the
+    panic; without, the six restart and instances wait from 128 s."""
+    case = random_workload(1333, family="wide")
+    workload = case.workload
+    shares, unplaced = {}, {}
+    for on in (True, False):
+        policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
+                             settings=ControlSettings(capacity_gpus=16.0, restart_room=on), gpus=workload.gpus)
+        step, decide = policy.law.step, policy.decide
+
+        def watched(observation, state, now_s, current=None, _step=step, _on=on):
+            decision = _step(observation, state, now_s, current)
+            shares[_on, now_s] = {stage: groups[0].gpu_share for (name, stage), groups in decision.desired.items()
+                                  if name == "w1"}
+            return decision
+
+        def seen(view, _decide=decide, _on=on):
+            unplaced[_on, view.now_s] = sum(n for (name, _), n in view.unplaced.items() if name == "w1")
+            return _decide(view)
+
+        policy.law.step, policy.decide = watched, seen
+        simulate(workload, case.profiles, policy, SimConfig(seed=1333))
+    panic = [float(t) for t in range(123, 146)]
+    for on in (True, False):
+        assert shares[on, 116.0] != shares[on, 122.0]  # the step's plans restart stages that find room
+        assert shares[on, 122.0]["s2"] == 90 and not any(unplaced[on, t] for t in range(116, 123))
+    assert all(shares[True, t] == shares[True, 122.0] for t in panic)  # the raise at 127 s restarts nothing
+    assert not any(unplaced[True, t] for t in panic)
+    moved = {stage for stage, share in shares[False, 127.0].items() if share != shares[False, 122.0][stage]}
+    assert moved == {"s3", "s4", "s5", "s6", "s8", "s11"} and all(unplaced[False, t] > 0 for t in range(128, 146))
+
+
 @pytest.mark.parametrize("min_gain", [1.0, 2.0, 1e6])
 def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(chain, min_gain):
     """With ``burst_batching``: a batch leaves with what is queued, so the
