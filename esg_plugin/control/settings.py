@@ -398,8 +398,9 @@ class ControlSettings:
     until the new ones do, both holding their shares meanwhile) and whose
     new instances find no GPU each beside every instance that runs now and
     the other workflows' planned ones (placed as ``packed_capacity``
-    places them) keeps every stage at the share it runs at — more
-    replicas, a larger batch — where that plan is on time by the model.
+    places them; never with it off) keeps every stage at the share it
+    runs at — more replicas, a larger batch — where that plan is on time
+    by the model (its budget within the SLO).
     On a full cluster such a restart's new instances wait for room
     (``Pending``), and the rolling update moves one instance at a time;
     the misses of the step's own starts raised the margin, and each raise
