@@ -69,7 +69,7 @@ import functools
 import math
 from typing import Mapping, Optional, Sequence
 
-from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow
+from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow, group_of
 from ..model.config import Config, evaluate
 from ..model.plan import path_latency_ms
 from ..planner import PlannerError, deployment_for, get_policy
@@ -495,16 +495,26 @@ class ControlLaw:
             again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down})
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
-        if self.settings.restart_room and now_s < ws.panic_until_s:
-            # in a step, restarts whose new instances find no GPU beside those that run wait: the
-            # plan at the running shares, where it is on time by the model (more replicas, not a rolling update)
-            running = {st.name: _running(workflow, ws, st.name, current) for st in workflow.stages}
+        if self.settings.restart_room:
+            # restarts whose new instances find no GPU beside those that run wait (``restart_room``): in a
+            # step always, else where the stages the rolling update leaves while they wait miss by the model
+            # — the plan at the running shares instead, where it is on time by the model; a stage whose
+            # instances wait for room does not run its planned share, and is neither held at it nor counted
+            running = {st.name: None if state.unplaced.get((workflow.name, st.name), 0) > 0
+                       else _running(workflow, ws, st.name, current) for st in workflow.stages}
             shares = {stage: group.gpu_share for stage, group in running.items() if group is not None}
-            if any(choices[stage].config.gpu_share != share for stage, share in shares.items()) and \
+            restarted = [stage for stage, share in shares.items() if choices[stage].config.gpu_share != share]
+            if restarted and \
                     not self.capacity.restarts_fit(self.capacity.others_instances(workflow, state), running, choices):
-                again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, shares)
-                if again is not None and not _late(workflow, again[0]):
-                    problem, choices, stats, fits = again
+                # while the new instances wait, as many old ones serve as the plan wants new ones
+                waiting = {**{stage: group_of(option) for stage, option in choices.items()},
+                           **{stage: running[stage]._replace(count=min(running[stage].count, choices[stage].replicas))
+                              for stage in restarted}}
+                if now_s < ws.panic_until_s or \
+                        self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, waiting) > workflow.slo_ms:
+                    again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, shares)
+                    if again is not None and not _late(workflow, again[0]):
+                        problem, choices, stats, fits = again
         return problem, choices, stats, fits, admit_rps, demand
 
     def _adds_capacity(self, workflow: Workflow, ws: WorkflowState, profiles: ProfileSet, choices,

@@ -393,24 +393,31 @@ class ControlSettings:
     before its neighbour's 90% one shed every request for 1.3 s; since the
     forty-ninth session). Ablation ``handover``."""
     restart_room: bool = True
-    """In the panic after a step, where the GPUs are counted, a re-plan
-    that moves stages to another share (a restart: the old instances serve
-    until the new ones do, both holding their shares meanwhile) and whose
-    new instances find no GPU each beside every instance that runs now and
-    the other workflows' planned ones (placed as ``packed_capacity``
-    places them; never with it off) keeps every stage at the share it
-    runs at — more replicas, a larger batch — where that plan is on time
-    by the model (its budget within the SLO).
-    On a full cluster such a restart's new instances wait for room
-    (``Pending``), and the rolling update moves one instance at a time;
-    the misses of the step's own starts raised the margin, and each raise
-    moved shares again (wide-1333: a 6.4× step on a 12-stage chain beside
-    a second workflow; its plan for the step served from 125 s, then a
-    raise at 127 s restarted six stages, whose new instances found no
-    room, and about three quarters of the requests missed from 130 to
-    190 s). Outside a step's panic restarts go on as before (there, the
-    same rule moved some full clusters ten points and more either way:
-    ``docs/EVALUATION.md``, the fiftieth session). Ablation ``restarts``."""
+    """Where the GPUs are counted, a re-plan that moves stages to another
+    share (a restart: the old instances serve until the new ones do, both
+    holding their shares meanwhile) and whose new instances find no GPU
+    each beside every instance that runs now and the other workflows'
+    planned ones (placed as ``packed_capacity`` places them; never with it
+    off) keeps every stage at the share it runs at — more replicas, a
+    larger batch — where that plan is on time by the model (its budget
+    within the SLO): in the panic after a step always, and otherwise where
+    the stages as they would run while the new instances wait for room —
+    a restarted stage on as many of its old instances as the plan wants
+    new ones (a Deployment's rolling update scales the old ReplicaSet to
+    the new replica count, less the unavailable it allows, while the new
+    pods are ``Pending``), the others as planned — miss the SLO by the
+    model. A stage whose instances wait for room does not run its planned
+    share: it is neither held at it nor counted as running. Read from
+    wide-1333 (a 6.4× step on a 12-stage chain beside a second workflow:
+    its plan for the step served from 125 s, then a raise of the margin at
+    127 s restarted six stages whose new instances found no room, and
+    about three quarters of the requests missed from 130 to 190 s) and
+    random-extreme-722 (a bursty 13-stage chain beside a DAG: a re-plan at
+    56 s moved four stages from up to ten small instances to one large
+    one each, none found a whole GPU, and each stage was left on one of
+    its old instances: 29% of the requests met the SLO). On full clusters
+    a run goes one way or the other by tens of points on such a rule
+    (``docs/EVALUATION.md``, the fiftieth session). Ablation ``restarts``."""
     keep_starting: bool = True
     """In the panic after a step, a stage whose plan started instances less
     than its function's cold start ago keeps their share when it is

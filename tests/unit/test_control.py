@@ -1768,6 +1768,44 @@ def test_in_a_step_restarts_that_find_no_room_beside_the_running_instances_wait(
     assert moved == {"s3", "s4", "s5", "s6", "s8", "s11"} and all(unplaced[False, t] > 0 for t in range(128, 146))
 
 
+def test_a_restart_that_would_leave_a_stage_too_few_instances_while_it_waits_for_room_waits():
+    """``restart_room``, outside a step: random-extreme-722, a bursty
+    13-stage chain (191 rps, cv² 5.1) beside a 7-stage DAG, near the 16
+    GPUs. At 56 s the queue's feedback re-plans the chain, moving s0, s2,
+    s7 and s12 from several small instances to one large one each (s7:
+    ten 10% instances to one at 100%). Those find no GPU beside the
+    running instances, and while they wait the rolling update leaves each
+    stage one old instance, which the model says misses the SLO. With the
+    rule the re-plan keeps every share; without, the four restart and
+    their instances wait for room."""
+    case = random_workload(722, family="extreme")
+    workload = case.workload
+    shares, unplaced = {}, {}
+    for on in (True, False):
+        policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
+                             settings=ControlSettings(capacity_gpus=16.0, restart_room=on), gpus=workload.gpus)
+        step, decide = policy.law.step, policy.decide
+
+        def watched(observation, state, now_s, current=None, _step=step, _on=on):
+            decision = _step(observation, state, now_s, current)
+            shares[_on, now_s] = {stage: (groups[0].gpu_share, groups[0].count)
+                                  for (name, stage), groups in decision.desired.items() if name == "w0"}
+            return decision
+
+        def seen(view, _decide=decide, _on=on):
+            unplaced[_on, view.now_s] = sum(n for (name, _), n in view.unplaced.items() if name == "w0")
+            return _decide(view)
+
+        policy.law.step, policy.decide = watched, seen
+        simulate(workload, case.profiles, policy, SimConfig(seed=722))
+    before, off = shares[False, 55.0], shares[False, 56.0]
+    assert before == shares[True, 55.0] and before["s7"] == (10, 10)
+    assert {stage for stage in off if off[stage][0] != before[stage][0]} >= {"s0", "s2", "s7", "s12"}
+    assert all(off[stage][1] == 1 for stage in ("s0", "s2", "s7", "s12")) and off["s7"] == (100, 1)
+    assert any(unplaced[False, float(t)] for t in range(57, 80))
+    assert all(shares[True, float(t)][stage][0] == before[stage][0] for t in range(56, 80) for stage in before)
+
+
 @pytest.mark.parametrize("min_gain", [1.0, 2.0, 1e6])
 def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(chain, min_gain):
     """With ``burst_batching``: a batch leaves with what is queued, so the
