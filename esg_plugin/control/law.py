@@ -33,7 +33,10 @@ Per workflow with data, at every tick (``docs/control.md``):
    counted (``capacity_gpus``; ``capacity.py``, ``search.py``), a plan on time fits
    where its instances and the other workflows' planned ones find a GPU
    each (``packing.py``; ``packed_capacity``), else the same budget is
-   searched below the most room a GPU has left. When nothing fits: the degraded plan
+   searched below the most room a GPU has left; restarts whose new
+   instances find no GPU beside the running ones wait — in a step, and
+   where the stages left meanwhile miss by the model (``restart_room``).
+   When nothing fits: the degraded plan
    that still meets the SLO if any, within the capacity, else the least
    late one that fits. While replicas added beside a stage's running ones
    start, every group of the stage runs at the largest-throughput batch
@@ -459,7 +462,8 @@ class ControlLaw:
         """(problem, choices, stats, fits, the rate to admit or None, the
         plan's busy demand) of the plan :meth:`_plan` would make for
         ``rate_rps``: the capacity's part, the shares kept while instances
-        start, the restarts worth taking. Changes nothing of ``ws``'s but
+        start, the restarts worth taking and those with room to take.
+        Changes nothing of ``ws``'s but
         the search's cache (``searched``)."""
         problem, choices, stats, fits = self.search.choose(workflow, ws, state, profiles, rate_rps, arrival_cv2,
                                                            now_s=now_s)
