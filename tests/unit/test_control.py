@@ -1728,6 +1728,33 @@ def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_
     assert (shares[False, replan]["s1"], shares[False, replan]["s2"]) == (50, 90)  # without: both at once
 
 
+def _restarts_watched(seed: int, family: str, workflow: str):
+    """A generated workload simulated with ``restart_room`` on and off: per
+    (on, tick), each of ``workflow``'s stages' desired (share, count), and
+    how many of its instances the platform found no room for."""
+    case = random_workload(seed, family=family)
+    workload = case.workload
+    shares, unplaced = {}, {}
+    for on in (True, False):
+        policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
+                             settings=ControlSettings(capacity_gpus=16.0, restart_room=on), gpus=workload.gpus)
+        step, decide = policy.law.step, policy.decide
+
+        def watched(observation, state, now_s, current=None, _step=step, _on=on):
+            decision = _step(observation, state, now_s, current)
+            shares[_on, now_s] = {stage: (groups[0].gpu_share, groups[0].count)
+                                  for (name, stage), groups in decision.desired.items() if name == workflow}
+            return decision
+
+        def seen(view, _decide=decide, _on=on):
+            unplaced[_on, view.now_s] = sum(n for (name, _), n in view.unplaced.items() if name == workflow)
+            return _decide(view)
+
+        policy.law.step, policy.decide = watched, seen
+        simulate(workload, case.profiles, policy, SimConfig(seed=seed))
+    return shares, unplaced
+
+
 def test_in_a_step_restarts_that_find_no_room_beside_the_running_instances_wait():
     """``restart_room``: random-wide-1333, a 6.4× step at 116 s on a
     12-stage chain beside a second workflow, near the 16 GPUs. The step's
@@ -1738,26 +1765,8 @@ def test_in_a_step_restarts_that_find_no_room_beside_the_running_instances_wait(
     re-plan keeps every share (its plan at the running shares is on time
     by the model), and no instance of the workflow waits for room in the
     panic; without, the six restart and instances wait from 128 s."""
-    case = random_workload(1333, family="wide")
-    workload = case.workload
-    shares, unplaced = {}, {}
-    for on in (True, False):
-        policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
-                             settings=ControlSettings(capacity_gpus=16.0, restart_room=on), gpus=workload.gpus)
-        step, decide = policy.law.step, policy.decide
-
-        def watched(observation, state, now_s, current=None, _step=step, _on=on):
-            decision = _step(observation, state, now_s, current)
-            shares[_on, now_s] = {stage: groups[0].gpu_share for (name, stage), groups in decision.desired.items()
-                                  if name == "w1"}
-            return decision
-
-        def seen(view, _decide=decide, _on=on):
-            unplaced[_on, view.now_s] = sum(n for (name, _), n in view.unplaced.items() if name == "w1")
-            return _decide(view)
-
-        policy.law.step, policy.decide = watched, seen
-        simulate(workload, case.profiles, policy, SimConfig(seed=1333))
+    watched, unplaced = _restarts_watched(1333, "wide", "w1")
+    shares = {key: {stage: share for stage, (share, _) in now.items()} for key, now in watched.items()}
     panic = [float(t) for t in range(123, 146)]
     for on in (True, False):
         assert shares[on, 116.0] != shares[on, 122.0]  # the step's plans restart stages that find room
@@ -1778,26 +1787,7 @@ def test_a_restart_that_would_leave_a_stage_too_few_instances_while_it_waits_for
     stage one old instance, which the model says misses the SLO. With the
     rule the re-plan keeps every share; without, the four restart and
     their instances wait for room."""
-    case = random_workload(722, family="extreme")
-    workload = case.workload
-    shares, unplaced = {}, {}
-    for on in (True, False):
-        policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
-                             settings=ControlSettings(capacity_gpus=16.0, restart_room=on), gpus=workload.gpus)
-        step, decide = policy.law.step, policy.decide
-
-        def watched(observation, state, now_s, current=None, _step=step, _on=on):
-            decision = _step(observation, state, now_s, current)
-            shares[_on, now_s] = {stage: (groups[0].gpu_share, groups[0].count)
-                                  for (name, stage), groups in decision.desired.items() if name == "w0"}
-            return decision
-
-        def seen(view, _decide=decide, _on=on):
-            unplaced[_on, view.now_s] = sum(n for (name, _), n in view.unplaced.items() if name == "w0")
-            return _decide(view)
-
-        policy.law.step, policy.decide = watched, seen
-        simulate(workload, case.profiles, policy, SimConfig(seed=722))
+    shares, unplaced = _restarts_watched(722, "extreme", "w0")
     before, off = shares[False, 55.0], shares[False, 56.0]
     assert before == shares[True, 55.0] and before["s7"] == (10, 10)
     assert {stage for stage in off if off[stage][0] != before[stage][0]} >= {"s0", "s2", "s7", "s12"}
