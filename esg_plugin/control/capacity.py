@@ -65,23 +65,14 @@ class Capacity:
                     counts[stage.gpu_share] += stage.replicas
         return counts
 
-    def packs(self, others: Counter, choices) -> bool:
+    def packs(self, others: Counter, choices, running: Mapping[str, Optional[InstanceGroup]] = {}) -> bool:
         """Do a plan's instances fit on the GPUs beside the other
-        workflows' (``packed_capacity``; always where it is off)?"""
-        if self.settings.capacity_gpus is None or not self.settings.packed_capacity:
-            return True
-        counts = Counter(others)
-        for option in choices.values():
-            counts[option.config.gpu_share] += option.replicas
-        return fits_on_gpus(counts, self.settings.capacity_gpus)
-
-    def restarts_fit(self, others: Counter, running: Mapping[str, Optional[InstanceGroup]], choices) -> bool:
-        """Do a plan's new instances — each of a stage moved to another
-        share, those added to a stage kept at its share — find a GPU each
-        beside every instance that runs now (``running``: each stage's group,
-        or None) and the other workflows' planned ones (``packed_capacity``;
-        always where it is off)? A restarted stage's old instances serve
-        until its new ones do, so both hold their shares meanwhile."""
+        workflows' (``packed_capacity``; always where it is off)? With
+        ``running`` (each stage's group as it runs, or None): do its new
+        instances — each of a stage moved to another share, those added to
+        a stage kept at its share — fit beside those too? A restarted
+        stage's old instances serve until its new ones do, so both hold
+        their shares meanwhile (``restart_room``)."""
         if self.settings.capacity_gpus is None or not self.settings.packed_capacity:
             return True
         counts = Counter(others)

@@ -509,13 +509,14 @@ class ControlLaw:
             shares = {stage: group.gpu_share for stage, group in running.items() if group is not None}
             restarted = [stage for stage, share in shares.items() if choices[stage].config.gpu_share != share]
             if restarted and \
-                    not self.capacity.restarts_fit(self.capacity.others_instances(workflow, state), running, choices):
-                # while the new instances wait, as many old ones serve as the plan wants new ones
-                waiting = {**{stage: group_of(option) for stage, option in choices.items()},
-                           **{stage: running[stage]._replace(count=min(running[stage].count, choices[stage].replicas))
-                              for stage in restarted}}
+                    not self.capacity.packs(self.capacity.others_instances(workflow, state), choices, running):
                 if now_s < ws.panic_until_s or \
-                        self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, waiting) > workflow.slo_ms:
+                        self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, {
+                            # while the new instances wait, as many old ones serve as the plan wants new ones
+                            **{stage: group_of(option) for stage, option in choices.items()},
+                            **{stage: running[stage]._replace(count=min(running[stage].count,
+                                                                        choices[stage].replicas))
+                               for stage in restarted}}) > workflow.slo_ms:
                     again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, shares)
                     if again is not None and not _late(workflow, again[0]):
                         problem, choices, stats, fits = again
