@@ -317,7 +317,7 @@ class ControlLaw:
             profiles = self.calibration.profiles_for(workflow, state, now_s)
             found = None if self.capacity.nothing_fits(workflow, state, profiles) else \
                 self.search.choose(self._as_measured(workflow, ws), ws, state, profiles, ws.planned_rps, arrival_cv2,
-                                   now_s=now_s, fit_test=True)
+                                   now_s=now_s, wanted="fits")
             fits = found is not None and found[3]
         except (PlannerError, ModelError):
             fits = False
@@ -480,7 +480,7 @@ class ControlLaw:
         if starting:
             # in a step, instances still starting keep their share: more of them, not a restart of the restart
             again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2,
-                                       {**down, **staying, **starting})
+                                       {**down, **staying, **starting}, "fits" if fits else "any")
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
                 kept = starting
@@ -489,14 +489,16 @@ class ControlLaw:
         # a restart for a larger share is not taken when the plan at the running
         # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
         if up:
-            again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down, **up})
+            again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down, **up},
+                                       "fits")
             if again is not None and again[3] and \
                     held_gpus(again[1]) * (1.0 - self.settings.min_share_saving) <= held_gpus(choices) + 1e-9:
                 problem, choices, stats, fits = again
                 down = {}
         # a restart for a smaller share that saves too little is not taken
         if down:
-            again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down})
+            again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down},
+                                       "fits" if fits else "any")
             if again is not None and (again[3] or not fits):
                 problem, choices, stats, fits = again
         if self.settings.restart_room:
@@ -517,7 +519,8 @@ class ControlLaw:
                             **{stage: running[stage]._replace(count=min(running[stage].count,
                                                                         choices[stage].replicas))
                                for stage in restarted}}) > workflow.slo_ms:
-                    again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, shares)
+                    again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, shares,
+                                               "on_time")
                     if again is not None and not _late(workflow, again[0]):
                         problem, choices, stats, fits = again
         return problem, choices, stats, fits, admit_rps, demand

@@ -39,6 +39,9 @@ BISECTION_LEVELS = 5
 DEGRADED_BUDGET_FACTORS = (1.1, 1.25, 1.5, 2.0, 4.0)
 """Then budgets beyond the SLO (the mean wait), tightest first: the cheapest
 plan that the model says is late by the least, before the fastest (dearest)."""
+WANTED = ("any", "fits", "on_time")
+"""What a caller of :meth:`Search.find` reads: any answer, only one that
+``fits`` (for the margin's budget), only one on time by the model."""
 
 
 class Search:
@@ -49,16 +52,17 @@ class Search:
         self.policy = policy
         self.capacity = capacity
 
-    def pinned(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned: dict):
+    def pinned(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned: dict, wanted: str = "any"):
         """The plan with the ``pinned`` stages kept at their share, or None
-        when that share cannot run at all."""
+        when that share cannot run at all (or, with ``wanted``, when the
+        plan is not of the kind wanted: :meth:`find`)."""
         try:
-            return self.choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned)
+            return self.choose(workflow, ws, state, profiles, rate_rps, arrival_cv2, pinned, wanted=wanted)
         except (PlannerError, ModelError):
             return None
 
     def choose(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, now_s=None,
-                fit_test=False):
+               wanted: str = "any"):
         """(problem, choices, stats, fits): the plan for the margin budget,
         else the degraded plan with the highest expected hit rate that fits
         the capacity (a plan on time: in total and, with ``packed_capacity``,
@@ -69,11 +73,9 @@ class Search:
         budgets a little beyond the SLO, tightest first; the fastest plan
         only when none of those fits. With ``now_s``, an unpinned search
         asked again within the tick with the same inputs gives its answer
-        again (``WorkflowState.searched``). ``fit_test``: only whether the
-        plan for the margin's budget fits (``fits``) is wanted — None where
-        it does not, without the search for a degraded plan."""
+        again (``WorkflowState.searched``). ``wanted``: :meth:`find`'s."""
         if now_s is None or shares is not None:
-            return self.find(workflow, ws, state, profiles, rate_rps, arrival_cv2, shares)
+            return self.find(workflow, ws, state, profiles, rate_rps, arrival_cv2, shares, wanted=wanted)
         capacity = self.capacity.left_gpus(workflow, state)
         others = self.capacity.others_instances(workflow, state)
         asked = (now_s, workflow.hop_ms, rate_rps, arrival_cv2, ws.margin, capacity,
@@ -82,15 +84,22 @@ class Search:
         if ws.searched is not None and ws.searched[0] == asked:
             return ws.searched[1]
         found = self.find(workflow, ws, state, profiles, rate_rps, arrival_cv2, capacity=capacity, others=others,
-                             fit_test=fit_test)
+                          wanted=wanted)
         ws.searched = None if found is None else (asked, found)
         return found
 
     def find(self, workflow, ws, state, profiles, rate_rps, arrival_cv2, shares=None, capacity=None,
-                others=None, fit_test=False):
-        """:meth:`choose`'s search; with ``fit_test``, None as soon as the
-        margin's budget gives no plan within the capacity (the answer would
-        then be a degraded plan, ``fits`` false)."""
+             others=None, wanted: str = "any"):
+        """:meth:`choose`'s search. Where the caller reads the answer only if
+        it is of one kind, ``wanted`` (``WANTED``) stops the search as soon as
+        the answer is known not to be, with None: ``"fits"``, a plan for
+        the margin's budget (``fits``); ``"on_time"``, a plan on time by the
+        model (a budget within the SLO). Where every answer is at this rate
+        (the cheapest plan fits the capacity: no search at a lower rate) —
+        otherwise the whole search, as with ``"any"``: the answer given is
+        the one ``"any"`` gives, or None in its place."""
+        if wanted not in WANTED:
+            raise ValueError(f"wanted must be one of {WANTED}, got {wanted!r}")
         s = self.settings
         utilisations = tuple(s.utilisations)
         first = 1.0 - ws.margin
@@ -122,7 +131,9 @@ class Search:
         attempts = [(s.queue_quantile, factor) for factor in grid]
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
-        if fit_test and attempts[0] != (s.queue_quantile, first):
+        # the least any plan holds is the same at every budget and quantile (each menu keeps its cheapest)
+        decided = wanted != "any" and _least_cost(built[s.queue_quantile].menus) <= capacity
+        if wanted == "fits" and decided and attempts[0] != (s.queue_quantile, first):
             return None  # the margin's budget is out of reach
         problem, hopeless = None, False
         within = SearchLimits(cost_ceiling_pct=ceiling_pct(capacity))  # a search for a plan that cannot fit stops early
@@ -130,8 +141,10 @@ class Search:
         unpacked = None  # the first plan on time within the capacity in total that finds no GPU one by one
         unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
         for index, (quantile, factor) in enumerate(attempts):
-            if fit_test and index == 1 and unpacked is None:
+            if wanted == "fits" and decided and index == 1 and unpacked is None:
                 return None  # the margin's budget gave no plan within the capacity
+            if wanted == "on_time" and decided and factor > 1.0:
+                return unpacked  # the budgets left are beyond the SLO
             if quantile not in built:  # the menus depend on the quantile, not on the budget
                 built[quantile] = build(quantile, below)
             if factor > 1.0 and self.hopeless_counts():
@@ -168,8 +181,6 @@ class Search:
                     return narrow, again, again_stats, found[3]
         if unpacked is not None:
             return unpacked
-        if unsearched is not None:
-            stats = solve(unsearched, NO_LIMITS)[1]
         fastest = problem.choices(problem.fastest())
         if not hopeless and held_gpus(fastest) <= capacity:
             return problem, fastest, stats, False
@@ -182,6 +193,8 @@ class Search:
             low = _largest_fitting(rate_rps, fits) if fits(np.array([s.min_rate_rps]))[0] else 0.0
             if low > 0:
                 return self.find(workflow, ws, state, profiles, low, arrival_cv2, shares)
+        if unsearched is not None:  # (then even the fastest plan holds more than the capacity)
+            stats = solve(unsearched, NO_LIMITS)[1]
         return problem, choices, stats, False
 
     def problem(self, workflow: Workflow, profiles: ProfileSet, rate_rps: float, arrival_cv2, quantile,

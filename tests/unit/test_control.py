@@ -696,11 +696,12 @@ def test_a_queue_factor_whose_plan_misses_its_budget_is_tested_again_only_after_
     assert [n for t, n in zip(range(40, 52), per_tick) if t not in raised] == [0] * 9, per_tick
 
 
-def test_the_fit_test_searches_the_margins_budget_only(chain, monkeypatch):
+def test_a_search_for_one_kind_of_plan_stops_once_the_answer_is_not_of_it(chain, monkeypatch):
     """The wait feedback's test needs only whether the plan for the
     margin's budget fits: where it does not, one search and no answer
     (the full search goes on down the margin's grid for a degraded plan);
-    where it does, the full search's answer."""
+    where it does, the full search's answer. A hold that needs a plan on
+    time searches no budget beyond the SLO."""
     import esg_plugin.control.search as search_module
     wf, profiles = chain
     probe = ControlLaw([wf], profiles, ControlSettings())
@@ -717,11 +718,18 @@ def test_the_fit_test_searches_the_margins_budget_only(chain, monkeypatch):
     full = law.search.find(wf, ws, state, current, 50.0, 24.0)
     searched_full, budgets[:] = len(budgets), []
     assert not full[3] and searched_full > 1
-    assert law.search.find(wf, ws, state, current, 50.0, 24.0, fit_test=True) is None
+    assert law.search.find(wf, ws, state, current, 50.0, 24.0, wanted="fits") is None
     assert budgets == [pytest.approx(wf.slo_ms * 0.7)]
+    budgets[:] = []
+    on_time = law.search.find(wf, ws, state, current, 50.0, 24.0, wanted="on_time")
+    assert on_time is None and full[0].budget_ms > wf.slo_ms  # the full search's answer is late
+    assert max(budgets) <= wf.slo_ms * (1 + 1e-9)
     fitting = law.search.find(wf, ws, state, current, 50.0, 8.0)
     assert fitting[3]
-    assert law.search.find(wf, ws, state, current, 50.0, 8.0, fit_test=True)[1] == fitting[1]
+    assert law.search.find(wf, ws, state, current, 50.0, 8.0, wanted="fits")[1] == fitting[1]
+    assert law.search.find(wf, ws, state, current, 50.0, 8.0, wanted="on_time")[1] == fitting[1]
+    with pytest.raises(ValueError, match="wanted"):
+        law.search.find(wf, ws, state, current, 50.0, 8.0, wanted="cheap")
 
 
 def test_a_re_plan_at_the_same_rate_keeps_the_offered_rate_its_plan_was_made_for(chain):
