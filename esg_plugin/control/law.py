@@ -504,24 +504,29 @@ class ControlLaw:
         if self.settings.restart_room:
             # restarts whose new instances find no GPU beside those that run wait (``restart_room``): in a
             # step always, else where the stages the rolling update leaves while they wait miss by the model
-            # — the plan at the running shares instead, where it is on time by the model; a stage whose
-            # instances wait for room does not run its planned share, and is neither held at it nor counted
+            # — the plan at the running shares instead, where it is on time by the model, or, outside a step
+            # at the largest boost (no climb of the boost left for a late plan to hold back), where it is
+            # faster by the model than those stages; a stage whose instances wait for room does not run its
+            # planned share, and is neither held at it nor counted
             running = {st.name: None if state.unplaced.get((workflow.name, st.name), 0) > 0
                        else _running(workflow, ws, st.name, current) for st in workflow.stages}
             shares = {stage: group.gpu_share for stage, group in running.items() if group is not None}
             restarted = [stage for stage, share in shares.items() if choices[stage].config.gpu_share != share]
             if restarted and \
                     not self.capacity.packs(self.capacity.others_instances(workflow, state), choices, running):
-                if now_s < ws.panic_until_s or \
-                        self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, {
-                            # while the new instances wait, as many old ones serve as the plan wants new ones
-                            **{stage: group_of(option) for stage, option in choices.items()},
-                            **{stage: running[stage]._replace(count=min(running[stage].count,
-                                                                        choices[stage].replicas))
-                               for stage in restarted}}) > workflow.slo_ms:
+                in_step = now_s < ws.panic_until_s
+                waiting_ms = math.inf if in_step else \
+                    self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, {
+                        # while the new instances wait, as many old ones serve as the plan wants new ones
+                        **{stage: group_of(option) for stage, option in choices.items()},
+                        **{stage: running[stage]._replace(count=min(running[stage].count, choices[stage].replicas))
+                           for stage in restarted}})
+                if waiting_ms > workflow.slo_ms:
+                    late_too = not in_step and ws.boost >= self.settings.max_boost - 1e-9
                     again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, shares,
-                                               "on_time")
-                    if again is not None and not _late(workflow, again[0]):
+                                               "any" if late_too else "on_time")
+                    if again is not None and (not _late(workflow, again[0]) or late_too and path_latency_ms(
+                            workflow, {name: option.latency_ms for name, option in again[1].items()}) < waiting_ms):
                         problem, choices, stats, fits = again
         return problem, choices, stats, fits, admit_rps, demand
 

@@ -1804,6 +1804,25 @@ def test_a_restart_that_would_leave_a_stage_too_few_instances_while_it_waits_for
     assert all(shares[True, float(t)][stage][0] == before[stage][0] for t in range(56, 80) for stage in before)
 
 
+def test_at_the_largest_boost_a_restart_that_would_starve_a_stage_waits_for_a_plan_late_by_the_model():
+    """``restart_room``, outside a step, at the largest boost:
+    random-wide-14, a bursty 11-stage DAG (96 rps, cv 3.5) filling the 16
+    GPUs. At 131 s misses at the largest margin re-plan it for 4× the
+    rate, moving s10 from twelve 10% instances to one at 100% (and s1, s3,
+    s6 to other shares). Those find no GPU beside the running instances,
+    and while they wait the rolling update would leave s10 one 10%
+    instance, which the model says cannot keep up. The plan at the running
+    shares is late by the model but faster than that; at the largest
+    boost (no climb left for a late plan to hold back) it is taken, and
+    no share moves to the 160th second. Before, the restarts went ahead
+    and five instances waited for room to the end of the run."""
+    shares, unplaced = _restarts_watched(14, "wide", "w0")
+    before = {stage: share for stage, (share, _) in shares[True, 130.0].items()}
+    assert before["s10"] == 10 and shares[True, 130.0]["s10"][1] == 12
+    assert all({stage: share for stage, (share, _) in shares[True, float(t)].items()} == before for t in range(131, 161))
+    assert not any(unplaced[True, float(t)] for t in range(131, 161))
+
+
 @pytest.mark.parametrize("min_gain", [1.0, 2.0, 1e6])
 def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(chain, min_gain):
     """With ``burst_batching``: a batch leaves with what is queued, so the
