@@ -413,8 +413,9 @@ class ControlSettings:
     stages left while the new instances wait (random-wide-14: a restart of
     a stage from twelve 10% instances to one at 100% found no room, the
     stage was left one instance, and five instances waited for room to
-    the end: 53% met; the plan held instead, 99%). A stage whose instances wait for room does not run its planned
-    share: it is neither held at it nor counted as running. Read from
+    the end: 53% met; the plan held instead, 99%). A stage whose
+    instances wait for room does not run its planned share: it is neither
+    held at it nor counted as running. Read from
     wide-1333 (a 6.4× step on a 12-stage chain beside a second workflow:
     its plan for the step served from 125 s, then a raise of the margin at
     127 s restarted six stages whose new instances found no room, and
