@@ -26,6 +26,7 @@ from ..model.plan import path_latency_ms
 from ..planner import PlannerError, build_problem, get_policy, plan_with_fallback
 from ..planner.limits import NO_LIMITS, SearchLimits
 from .capacity import Capacity, ceiling_pct, held_gpus, no_room_shares
+from .errors import ControlError
 from .settings import ControlSettings
 
 DEGRADED_QUANTILES = (0.95, 0.9)
@@ -99,7 +100,7 @@ class Search:
         otherwise the whole search, as with ``"any"``: the answer given is
         the one ``"any"`` gives, or None in its place."""
         if wanted not in WANTED:
-            raise ValueError(f"wanted must be one of {WANTED}, got {wanted!r}")
+            raise ControlError(f"wanted must be one of {WANTED}, got {wanted!r}")
         s = self.settings
         utilisations = tuple(s.utilisations)
         first = 1.0 - ws.margin

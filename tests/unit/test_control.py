@@ -728,7 +728,7 @@ def test_a_search_for_one_kind_of_plan_stops_once_the_answer_is_not_of_it(chain,
     assert fitting[3]
     assert law.search.find(wf, ws, state, current, 50.0, 8.0, wanted="fits")[1] == fitting[1]
     assert law.search.find(wf, ws, state, current, 50.0, 8.0, wanted="on_time")[1] == fitting[1]
-    with pytest.raises(ValueError, match="wanted"):
+    with pytest.raises(ControlError, match="wanted"):
         law.search.find(wf, ws, state, current, 50.0, 8.0, wanted="cheap")
 
 
