@@ -15,7 +15,9 @@ from esg_plugin.control import (
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.control.rate import on_rate_grid
 from esg_plugin.control.packing import fits_on_gpus, most_room_pct
-from esg_plugin.model import FunctionProfile, InstanceGroup, ProfileSet, Stage, Workflow
+from esg_plugin.model import FunctionProfile, InstanceGroup, ModelError, ProfileSet, Stage, Workflow
+from esg_plugin.planner import PlannerError
+from esg_plugin.model.plan import path_latency_ms
 from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide_functions
 from esg_plugin.scaler.sources import Observation as ScalerObservation
 from esg_plugin.sim import Arrivals, SimConfig, View, Workload, simulate
@@ -730,6 +732,50 @@ def test_a_search_for_one_kind_of_plan_stops_once_the_answer_is_not_of_it(chain,
     assert law.search.find(wf, ws, state, current, 50.0, 8.0, wanted="on_time")[1] == fitting[1]
     with pytest.raises(ControlError, match="wanted"):
         law.search.find(wf, ws, state, current, 50.0, 8.0, wanted="cheap")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_search_for_one_kind_of_plan_answers_as_the_whole_search_or_none_on_random_workflows(seed):
+    """``Search.find(..., wanted=...)`` is a short cut, not another search:
+    on random workflows and profiles (seeded), capacities, margins, rates
+    and shares kept, its answer is the whole search's, or None where the
+    whole search's answer is not of the kind wanted (``"fits"``: a plan
+    for the margin's budget; ``"on_time"``: a budget within the SLO)."""
+    from esg_plugin.synthetic import random_dag_edges
+    rng = random.Random(seed)
+    n = rng.randint(2, 6)
+    edges = random_dag_edges(rng, n, chain=rng.random() < 0.5)
+    functions = {f"f{i}": random_monotone_profile(rng, f"f{i}", BATCH_SIZES, GPU_SHARES) for i in range(n)}
+    stages = [Stage(f"s{i}", f"f{i}", tuple(f"s{a}" for a, b in edges if b == i)) for i in range(n)]
+    profiles = ProfileSet("random", functions)
+    fastest = Workflow.build("w", 1e6, stages, hop_ms=1.0)
+    fastest_ms = path_latency_ms(fastest, {st.name: float(functions[st.function].runnable_arrays()[2].min())
+                                           for st in fastest.stages})
+    wf = Workflow.build("w", fastest_ms * rng.uniform(1.3, 3.0), stages, hop_ms=1.0)  # an SLO some plans meet
+    checked = {"fits": 0, "on_time": 0, "none": 0}
+    for capacity in (0.5, 2.0, 8.0):
+        law = ControlLaw([wf], profiles, ControlSettings(capacity_gpus=capacity))
+        state = law.new_state()
+        tick(law, state, 0.0, 20.0)
+        current = law.calibration.profiles_for(wf, state, 0.0)
+        for margin in (0.0, 0.3, 0.6):
+            ws = dataclasses.replace(state.workflows["w"], margin=margin)
+            for rate in (rng.uniform(1.0, 30.0), rng.uniform(30.0, 400.0)):
+                pinned = {st.name: rng.choice(sorted(set(profiles[st.function].runnable_arrays()[1].tolist())))
+                          for st in wf.stages if rng.random() < 0.4} or None
+                try:
+                    whole = law.search.find(wf, ws, state, current, rate, 4.0, pinned)
+                except (ModelError, PlannerError):
+                    continue
+                for wanted, of_kind in (("fits", whole[3]), ("on_time", whole[0].budget_ms <= wf.slo_ms * (1 + 1e-9))):
+                    short = law.search.find(wf, ws, state, current, rate, 4.0, pinned, wanted=wanted)
+                    if short is None:
+                        assert not of_kind
+                        checked["none"] += 1
+                    else:
+                        assert short[1] == whole[1] and short[0].budget_ms == whole[0].budget_ms and short[3] == whole[3]
+                        checked[wanted] += 1
+    assert checked["none"] and checked["fits"] and checked["on_time"]  # both sides met
 
 
 def test_a_re_plan_at_the_same_rate_keeps_the_offered_rate_its_plan_was_made_for(chain):
