@@ -96,9 +96,10 @@ class Search:
         the answer is known not to be, with None: ``"fits"``, a plan for
         the margin's budget (``fits``); ``"on_time"``, a plan on time by the
         model (a budget within the SLO). Where every answer is at this rate
-        (the cheapest plan fits the capacity: no search at a lower rate) —
-        otherwise the whole search, as with ``"any"``: the answer given is
-        the one ``"any"`` gives, or None in its place."""
+        (the cheapest plan fits the capacity); otherwise the answer is the
+        search's at the largest rate that fits, asked with the same
+        ``wanted``: the answer given is the one ``"any"`` gives, or None in
+        its place."""
         if wanted not in WANTED:
             raise ControlError(f"wanted must be one of {WANTED}, got {wanted!r}")
         s = self.settings
@@ -193,7 +194,7 @@ class Search:
             # a price rises with the rate: where the least rate does not fit, none does (the bisection's 0)
             low = _largest_fitting(rate_rps, fits) if fits(np.array([s.min_rate_rps]))[0] else 0.0
             if low > 0:
-                return self.find(workflow, ws, state, profiles, low, arrival_cv2, shares)
+                return self.find(workflow, ws, state, profiles, low, arrival_cv2, shares, wanted=wanted)
         if unsearched is not None:  # (then even the fastest plan holds more than the capacity)
             stats = solve(unsearched, NO_LIMITS)[1]
         return problem, choices, stats, False
