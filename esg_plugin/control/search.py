@@ -133,8 +133,9 @@ class Search:
         attempts = [(s.queue_quantile, factor) for factor in grid]
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
-        # the least any plan holds is the same at every budget and quantile (each menu keeps its cheapest)
-        decided = wanted != "any" and _least_cost(built[s.queue_quantile].menus) <= capacity
+        # what the cheapest plan holds is the same at every budget and quantile (each menu keeps its cheapest)
+        fitting_at_all = _least_cost(built[s.queue_quantile].menus) <= capacity
+        decided = wanted != "any" and fitting_at_all
         if wanted == "fits" and decided and attempts[0] != (s.queue_quantile, first):
             return None  # the margin's budget is out of reach
         problem, hopeless = None, False
@@ -156,7 +157,7 @@ class Search:
                     problem, hopeless = dataclasses.replace(built[quantile], budget_ms=executions_ms), True
                     break
             problem = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * factor)
-            if _least_cost(problem.menus) > capacity:
+            if not fitting_at_all:
                 unsearched = problem  # every plan costs more than the capacity: no search finds one that fits
                 continue
             unsearched = None
