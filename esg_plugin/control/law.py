@@ -505,15 +505,17 @@ class ControlLaw:
             # restarts whose new instances find no GPU beside those that run wait (``restart_room``): in a
             # step always, else where the stages the rolling update leaves while they wait miss by the model
             # — the plan at the running shares instead, where it is on time by the model, or, outside a step
-            # at the largest boost (no climb of the boost left for a late plan to hold back), where it is
-            # faster by the model than those stages; a stage whose instances wait for room does not run its
-            # planned share, and is neither held at it nor counted
+            # at the largest boost (no climb of the boost left for a late plan to hold back) or where the
+            # new instances would find no GPU even once the rolling update has left each restarted stage
+            # its last old instance (they would wait for good), where it is faster by the model than those
+            # stages; a stage whose instances wait for room does not run its planned share, and is neither
+            # held at it nor counted
             running = {st.name: None if state.unplaced.get((workflow.name, st.name), 0) > 0
                        else _running(workflow, ws, st.name, current) for st in workflow.stages}
             shares = {stage: group.gpu_share for stage, group in running.items() if group is not None}
             restarted = [stage for stage, share in shares.items() if choices[stage].config.gpu_share != share]
-            if restarted and \
-                    not self.capacity.packs(self.capacity.others_instances(workflow, state), choices, running):
+            others = self.capacity.others_instances(workflow, state) if restarted else None
+            if restarted and not self.capacity.packs(others, choices, running):
                 in_step = now_s < ws.panic_until_s
                 waiting_ms = math.inf if in_step else \
                     self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, {
@@ -522,7 +524,10 @@ class ControlLaw:
                         **{stage: running[stage]._replace(count=min(running[stage].count, choices[stage].replicas))
                            for stage in restarted}})
                 if waiting_ms > workflow.slo_ms:
-                    late_too = not in_step and ws.boost >= self.settings.max_boost - 1e-9
+                    for_good = not self.capacity.packs(others, choices, {  # each restarted stage down to one old
+                        stage: group._replace(count=1) if stage in restarted else group
+                        for stage, group in running.items()})
+                    late_too = not in_step and (ws.boost >= self.settings.max_boost - 1e-9 or for_good)
                     again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, shares,
                                                "any" if late_too else "on_time")
                     if again is not None and (not _late(workflow, again[0])

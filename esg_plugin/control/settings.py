@@ -406,14 +406,18 @@ class ControlSettings:
     new ones (a Deployment's rolling update scales the old ReplicaSet to
     the new replica count, less the unavailable it allows, while the new
     pods are ``Pending``), the others as planned — miss the SLO by the
-    model. Outside a step, at the largest boost (``max_boost``: no climb of
-    the capacity feedback's rate is left, which a late plan would hold back
-    through ``boost_on_time``), the plan at the running shares is also
-    taken where it is late by the model but faster by it than those
-    stages left while the new instances wait (random-wide-14: a restart of
-    a stage from twelve 10% instances to one at 100% found no room, the
+    model. Outside a step, the plan at the running shares is also taken
+    where it is late by the model but faster by it than those stages left
+    while the new instances wait — at the largest boost (``max_boost``: no
+    climb of the capacity feedback's rate is left, which a late plan would
+    hold back through ``boost_on_time``; random-wide-14: a restart of a
+    stage from twelve 10% instances to one at 100% found no room, the
     stage was left one instance, and five instances waited for room to
-    the end: 53% met; the plan held instead, 99%). A stage whose
+    the end: 53% met; the plan held instead, 99%), and at any boost where
+    the new instances would find no GPU even once the rolling update has
+    left each restarted stage its last old instance: they would wait for
+    good (random-wide-1779 49.5 → 97.4%, random-extreme-856 6.1 → 77.7%,
+    both first uses). A stage whose
     instances wait for room does not run its planned share: it is neither
     held at it nor counted as running. Read from
     wide-1333 (a 6.4× step on a 12-stage chain beside a second workflow:

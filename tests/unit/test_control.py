@@ -1869,6 +1869,23 @@ def test_at_the_largest_boost_a_restart_that_would_starve_a_stage_waits_for_a_pl
     assert not any(unplaced[True, float(t)] for t in range(131, 161))
 
 
+def test_a_restart_whose_instances_would_wait_for_room_for_good_waits_for_a_plan_late_by_the_model():
+    """``restart_room``, outside a step, below the largest boost:
+    random-wide-1687, a 9-stage chain (SLO 104 ms) beside two other
+    workflows on a full cluster. At 46 s misses at the largest margin
+    re-plan it for 2.07× the rate, moving s5 from ten 10% instances to one
+    at 100%: no GPU has a whole GPU free, not even once the rolling update
+    has left s5 its last 10% instance, so that instance would wait for good
+    while the last old one served ~100 rps. The plan at the running shares
+    is late by the model but faster than that, and is taken: s5 keeps its
+    share. Before, it moved to 100% and its instance waited for room to the
+    end of the run."""
+    shares, unplaced = _restarts_watched(1687, "wide", "w1")
+    assert shares[True, 45.0]["s5"] == (10, 10)
+    assert all(shares[True, float(t)]["s5"][0] == 10 for t in range(46, 100))
+    assert shares[False, 46.0]["s5"][0] == 100 and unplaced[False, 99.0] > 0
+
+
 @pytest.mark.parametrize("min_gain", [1.0, 2.0, 1e6])
 def test_a_group_planned_without_a_batching_wait_runs_at_its_larger_batch_size(chain, min_gain):
     """With ``burst_batching``: a batch leaves with what is queued, so the
