@@ -1874,9 +1874,11 @@ def test_a_restart_whose_instances_would_wait_for_room_for_good_waits_for_a_plan
     random-wide-1687, a 9-stage chain (SLO 104 ms) beside two other
     workflows on a full cluster. At 46 s misses at the largest margin
     re-plan it for 2.07× the rate, moving s5 from ten 10% instances to one
-    at 100%: no GPU has a whole GPU free, not even once the rolling update
-    has left s5 its last 10% instance, so that instance would wait for good
-    while the last old one served ~100 rps. The plan at the running shares
+    at 100%: by the law's placement (the other workflows' planned
+    instances beside its own, first fit decreasing) no GPU has a whole GPU
+    free, not even once the rolling update has left s5 its last 10%
+    instance, so the new one would wait for good while the last old one
+    served ~100 rps. The plan at the running shares
     is late by the model but faster than that, and is taken: s5 keeps its
     share. Before, it moved to 100% and its instance waited for room to the
     end of the run."""
