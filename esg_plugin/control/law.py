@@ -74,7 +74,7 @@ from typing import Mapping, Optional, Sequence
 
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow, group_of
 from ..model.config import Config, evaluate
-from ..model.plan import path_latency_ms
+from ..model.plan import choices_latency_ms, path_latency_ms
 from ..planner import PlannerError, deployment_for, get_policy
 from .calibration import Calibration
 from .capacity import Capacity, held_gpus
@@ -378,7 +378,7 @@ class ControlLaw:
                      or not self._adds_capacity(workflow, ws, profiles, choices, current)) \
                 and held_gpus(choices) < ws.plan.cost - 1e-9 \
                 and self._running_ms(workflow, ws, profiles, problem.rate_rps, arrival_cv2, current) \
-                <= _choices_ms(workflow, choices) + 1e-9:
+                <= choices_latency_ms(workflow, choices) + 1e-9:
             # while requests wait, miss or a step is under way (and some plan can
             # meet the SLO), a degraded re-plan for no more load (a higher margin
             # the model cannot meet, say) — or for more
@@ -524,14 +524,13 @@ class ControlLaw:
                         **{stage: running[stage]._replace(count=min(running[stage].count, choices[stage].replicas))
                            for stage in restarted}})
                 if waiting_ms > workflow.slo_ms:
-                    for_good = not self.capacity.packs(others, choices, {  # each restarted stage down to one old
-                        stage: group._replace(count=1) if stage in restarted else group
-                        for stage, group in running.items()})
-                    late_too = not in_step and (ws.boost >= self.settings.max_boost - 1e-9 or for_good)
+                    late_too = not in_step and (ws.boost >= self.settings.max_boost - 1e-9 or not self.capacity.packs(
+                        others, choices, {stage: group._replace(count=1) if stage in restarted else group
+                                          for stage, group in running.items()}))  # for good: each down to one old
                     again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, shares,
                                                "any" if late_too else "on_time")
                     if again is not None and (not _late(workflow, again[0])
-                                              or late_too and _choices_ms(workflow, again[1]) < waiting_ms):
+                                              or late_too and choices_latency_ms(workflow, again[1]) < waiting_ms):
                         problem, choices, stats, fits = again
         return problem, choices, stats, fits, admit_rps, demand
 
@@ -683,11 +682,6 @@ class ControlLaw:
         ran = ws.bridge_batch.get(stage, 0) if bridging else 0  # the batch size the running ones ran at
         return [group._replace(batch_size=ran, max_wait_ms=0.0) if ran > group.batch_size else group
                 for group in out]
-
-
-def _choices_ms(workflow: Workflow, choices: Mapping[str, StageOption]) -> float:
-    """The end-to-end latency the model gives a plan's choices (its longest path)."""
-    return path_latency_ms(workflow, {name: option.latency_ms for name, option in choices.items()})
 
 
 def _late(workflow: Workflow, problem) -> bool:

@@ -90,6 +90,11 @@ def path_latency_ms(workflow: Workflow, stage_latency_ms: Mapping[str, float]) -
     return max(finish[name] for name in workflow.exits)
 
 
+def choices_latency_ms(workflow: Workflow, choices: Mapping[str, StageOption]) -> float:
+    """The end-to-end latency of one option per stage: :func:`path_latency_ms` of their latencies."""
+    return path_latency_ms(workflow, {s: choices[s].latency_ms for s in workflow.stage_names})
+
+
 @dataclass(frozen=True)
 class Plan:
     """One configuration per stage of a workflow, at one request rate."""
@@ -122,7 +127,7 @@ class Plan:
         if missing:
             raise ModelError(f"plan for workflow '{workflow.name}' has no configuration for: {', '.join(missing)}")
         slo = workflow.slo_ms if slo_ms is None else slo_ms
-        latency = path_latency_ms(workflow, {s: choices[s].latency_ms for s in workflow.stage_names})
+        latency = choices_latency_ms(workflow, choices)
         cost_pct = sum(choices[s].cost_pct for s in workflow.stage_names)
         return Plan(
             workflow=workflow.name,
