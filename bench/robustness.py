@@ -88,7 +88,10 @@ nexus is not cheaper only by missing more."""
 
 def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, family: str = "standard",
              profile_error: float = 1.0, noise: float = 0.0, outputs: Optional[str] = None,
-             placement: str = PLACEMENTS[0]) -> dict:
+             placement: str = PLACEMENTS[0], sim_seed: Optional[int] = None) -> dict:
+    """Case ``seed`` simulated once per policy, at simulation seed ``sim_seed``
+    (the arrivals' draw; the case seed where None, as every run of this
+    bench does — ``bench/spread.py`` draws others)."""
     case = random_workload(seed, family=family)
     errors = profile_errors(seed, case.profiles.functions, profile_error)  # 1: every factor 1
     workflows = [load.workflow for load in case.workload.workflows]
@@ -96,13 +99,16 @@ def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, f
            "shape": shape_of(case.workload), "family": family, "profile_error": profile_error, "noise": noise,
            "placement": placement,
            "policies": {}}
+    if sim_seed is not None:
+        out["sim_seed"] = sim_seed
     runs = []
     for name in policies:
         policy_name, _, ablation = name.partition("-no-")
         settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
         policy = make_policy(policy_name, workflows, case.profiles, settings=settings, ablation=ablation or None,
                              gpus=case.workload.gpus)
-        config = SimConfig(seed=seed, noise_sigma=noise, exec_factors=errors, placement=placement)
+        config = SimConfig(seed=seed if sim_seed is None else sim_seed, noise_sigma=noise, exec_factors=errors,
+                           placement=placement)
         run = simulate(case.workload, case.profiles, policy, config)
         run.policy = name  # an ablation's row by its own name
         summary = summarize(run)

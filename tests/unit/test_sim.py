@@ -550,6 +550,61 @@ def test_the_robustness_bench_writes_each_case_as_esg_simulate_does(tmp_path, ca
     assert not any("margin raised" in r["reason"] for r in rows if r["policy"] == "esg-no-feedback")
 
 
+def test_the_spread_bench_counts_the_draws_on_which_each_verdict_held():
+    """``bench/spread.py``: a case's draws summed up — each policy's mean,
+    lowest and highest hit rate, and on how many draws ESG was within a
+    point of the best peer and no dearer than nexus; the report says on how
+    many cases a verdict changed with the draw."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from spread import report, spread_of
+
+    def draw(sim_seed, esg, nexus):
+        return {"seed": 7, "workload": "random-7", "sim_seed": sim_seed,
+                "policies": {"esg": {"hit": esg[0], "cost": esg[1]}, "nexus": {"hit": nexus[0], "cost": nexus[1]}}}
+
+    row = spread_of([draw(7, (0.99, 2.0), (0.995, 1.0)),    # within, dearer
+                     draw(8, (0.95, 1.0), (0.99, 1.5)),     # behind, cheaper
+                     draw(9, (1.0, 1.5), (1.0, 1.5))], ["esg", "nexus"])  # within, as dear
+    assert row["draws"] == [7, 8, 9] and (row["esg_within"], row["esg_cheap"]) == (2, 2)
+    esg = row["policies"]["esg"]
+    assert (esg["hit_min"], esg["hit_max"]) == (0.95, 1.0) and esg["hit"] == pytest.approx(0.98)
+    text = report([row], ["esg", "nexus"])
+    assert "| 7 | 98.0% (95.0%-100.0%) / 1.50 | 99.5% (99.0%-100.0%) / 1.33 | 2/3 | 2/3 |" in text
+    assert "its best draw over its worst by 5.00 points at the median" in text
+    assert text.splitlines()[-1] == ("within a point of the best peer: on every draw on 0, on none on 0, changing "
+                                     "with the draw on 1; no dearer than nexus: on every draw on 0, on none on 0, "
+                                     "changing with the draw on 1")
+
+
+def test_the_spread_bench_draws_each_case_again_its_first_draw_the_robustness_run(tmp_path, capsys):
+    """``bench/spread.py``: each case at ``--draws`` simulation seeds, the
+    first the case's own, whose figures are ``bench/robustness.py``'s to the
+    digit; a bad argument gets argparse's error and exit code 2."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from robustness import run_case
+    from spread import DRAW_STRIDE, main
+
+    out = tmp_path / "spread.json"
+    assert main(["--seeds", "3", "--draws", "2", "--policies", "esg,nexus", "--processes", "1",
+                 "--json", str(out)]) == 0
+    assert "ESG over 1 cases x 2 draws" in capsys.readouterr().out
+    row = json.loads(out.read_text())[0]
+    assert row["draws"] == [3, 3 + DRAW_STRIDE]
+    once = run_case(3, ["esg", "nexus"])["policies"]
+    for p in ("esg", "nexus"):
+        assert (row["policies"][p]["hits"][0], row["policies"][p]["costs"][0]) == (once[p]["hit"], once[p]["cost"])
+    for wrong in (["--draws", "0"], ["--policies", "esg,nobody"], ["--seeds", "5-1"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(wrong)
+        assert exit_.value.code == 2
+        assert "error:" in capsys.readouterr().err
+
+
 def test_a_miss_is_classed_by_what_its_arrivals_were_doing():
     """``bench/miss_causes.py``: the class comes from the workload's truth —
     within the settle time after an upward step a rise, after a downward

@@ -1,0 +1,139 @@
+"""Spread: how much one workload's figures move with the draw of its arrivals.
+
+    python bench/spread.py [--seeds 1-10] [--family standard|wide|extreme] [--draws 3]
+                           [--policies esg,nexus,...] [--processes 2] [--json FILE]
+
+A random workload (``random_workload(seed)``) fixes the workflows, the
+profiles and each workflow's arrival process (Poisson at some rate, gamma
+gaps of some cv, a step, a diurnal curve); the simulation seed draws the
+arrivals' times from it. ``bench/robustness.py`` simulates each case once,
+at simulation seed = case seed: one draw. This simulates each case at
+``--draws`` simulation seeds (the case seed, then the case seed plus
+multiples of ``DRAW_STRIDE``), every policy on the same draws, and prints
+per case and policy the mean SLO hit rate over the draws with its lowest
+and highest, the mean cost (GPUs held), and on how many draws ESG was
+within one point of the best peer and held no more than whole-GPU nexus
+(``robustness.py``'s two verdicts). Then ESG's spread over all cases —
+the median and the largest gap between its best and worst draw — and on
+how many cases each verdict held on every draw, on none, or changed with
+the draw: whether a difference between two policies on one workload is
+larger than the workload's own noise. The first draw is ``robustness.py``'s
+run of the case, to the digit.
+
+A bad argument gets one line and exit code 2 (argparse's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from robustness import PEERS, judged, parse_seeds, run_case  # noqa: E402  (a sibling bench script)
+
+from esg_plugin.sim import POLICY_NAMES  # noqa: E402
+from esg_plugin.sim.cluster import PLACEMENTS  # noqa: E402
+from esg_plugin.sim.generate import FAMILIES  # noqa: E402
+
+DRAW_STRIDE = 1_000_003
+"""Draw k of case s is simulated at seed s + k × this (a prime far above any case seed in use)."""
+MAX_DRAWS = 100
+
+
+def draw_seeds(seed: int, draws: int) -> list[int]:
+    """The simulation seeds of a case's draws; the first is the case seed."""
+    return [seed + k * DRAW_STRIDE for k in range(draws)]
+
+
+def spread_of(runs: list[dict], policies: list[str]) -> dict:
+    """One case's draws (``run_case`` outputs, the same case) summed up:
+    per policy the hit rates and costs of every draw, their mean, lowest and
+    highest; on how many draws ESG was within a point of the best peer and
+    no dearer than nexus."""
+    peers = [p for p in policies if p in PEERS]
+    row = {"seed": runs[0]["seed"], "workload": runs[0]["workload"], "draws": [r.get("sim_seed") for r in runs],
+           "policies": {}}
+    for p in policies:
+        hits = [r["policies"][p]["hit"] for r in runs]
+        costs = [r["policies"][p]["cost"] for r in runs]
+        row["policies"][p] = {"hit": statistics.fmean(hits), "cost": statistics.fmean(costs),
+                              "hit_min": min(hits), "hit_max": max(hits), "hits": hits, "costs": costs}
+    verdicts = [judged(r["policies"], peers)[1:] for r in runs]
+    row["esg_within"] = sum(w for w, _ in verdicts)
+    row["esg_cheap"] = sum(c for _, c in verdicts)
+    return row
+
+
+def report(rows: list[dict], policies: list[str]) -> str:
+    draws = len(rows[0]["draws"])
+    lines = [f"Each cell: mean SLO hit rate over {draws} draws of the arrivals (lowest-highest) / mean cost "
+             "(GPUs held). ESG within / no dearer: on how many draws ESG was within one point of the best "
+             "peer / held no more than nexus.", "",
+             "| case | " + " | ".join(policies) + " | ESG within | ESG no dearer |",
+             "|" + " --- |" * (len(policies) + 3)]
+    for row in rows:
+        cells = [f"{v['hit']:.1%} ({v['hit_min']:.1%}-{v['hit_max']:.1%}) / {v['cost']:.2f}"
+                 for v in (row["policies"][p] for p in policies)]
+        marks = [f"{row['esg_within']}/{draws}", f"{row['esg_cheap']}/{draws}"] if "esg" in policies else ["", ""]
+        lines.append(f"| {row['seed']} | " + " | ".join(cells) + " | " + " | ".join(marks) + " |")
+    means = [f"{statistics.fmean(r['policies'][p]['hit'] for r in rows):.1%} / "
+             f"{statistics.fmean(r['policies'][p]['cost'] for r in rows):.2f}" for p in policies]
+    lines.append("| **mean** | " + " | ".join(means) + " | | |")
+    if "esg" in policies:
+        gaps = sorted(((r["policies"]["esg"]["hit_max"] - r["policies"]["esg"]["hit_min"]) * 100, r["seed"])
+                      for r in rows)
+        widest = ", ".join(f"{seed} ({gap:.1f})" for gap, seed in reversed(gaps[-3:]))
+
+        def held(key: str) -> str:
+            always = sum(r[key] == draws for r in rows)
+            never = sum(r[key] == 0 for r in rows)
+            return f"on every draw on {always}, on none on {never}, changing with the draw on {len(rows) - always - never}"
+
+        lines += ["", f"ESG over {len(rows)} cases x {draws} draws: mean hit "
+                      f"{statistics.fmean(r['policies']['esg']['hit'] for r in rows):.3%} at "
+                      f"{statistics.fmean(r['policies']['esg']['cost'] for r in rows):.4f} GPUs; its best draw over "
+                      f"its worst by {statistics.median(g for g, _ in gaps):.2f} points at the median, the most "
+                      f"on {widest}",
+                  f"within a point of the best peer: {held('esg_within')}; no dearer than nexus: {held('esg_cheap')}"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-10"), metavar="RANGES",
+                        help="the cases, e.g. 1-10,101-105")
+    parser.add_argument("--family", choices=tuple(FAMILIES), default="standard")
+    parser.add_argument("--draws", type=int, default=3, help=f"arrival draws per case (1-{MAX_DRAWS}, default 3)")
+    parser.add_argument("--policies", default=",".join(POLICY_NAMES[:1] + POLICY_NAMES[2:]))
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    if not 1 <= args.draws <= MAX_DRAWS:
+        parser.error(f"--draws must lie in [1, {MAX_DRAWS}]")
+    policies = args.policies.split(",")
+    unknown = [p for p in policies if p not in POLICY_NAMES]
+    if unknown:
+        parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)})")
+    jobs = [(seed, sim_seed) for seed in args.seeds for sim_seed in draw_seeds(seed, args.draws)]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max(1, args.processes)) as pool:
+        runs = list(pool.map(run_case, [seed for seed, _ in jobs], [policies] * len(jobs), [None] * len(jobs),
+                             [args.family] * len(jobs), [1.0] * len(jobs), [0.0] * len(jobs), [None] * len(jobs),
+                             [PLACEMENTS[0]] * len(jobs), [sim_seed for _, sim_seed in jobs]))
+    rows = [spread_of(runs[i:i + args.draws], policies) for i in range(0, len(runs), args.draws)]
+    print(report(rows, policies))
+    print(f"({len(args.seeds)} cases x {args.draws} draws x {len(policies)} policies in "
+          f"{time.perf_counter() - started:.0f} s, {args.processes} processes)", file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
