@@ -264,13 +264,18 @@ def main(argv=None) -> int:
         for r in results:
             print(f"- {r['workload']}: {r['description']}")
         print()
-    print(report(results, policies))
-    print(f"({len(seeds)} cases x {len(run)} policies in {time.perf_counter() - started:.0f} s, "
-          f"{args.processes} processes)", file=sys.stderr)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    emit(report(results, policies), f"{len(seeds)} cases x {len(run)} policies", started, args.processes, results,
+         args.json)
     return 0
+
+
+def emit(text: str, what: str, started: float, processes: int, rows: list, json_path: Optional[str]) -> None:
+    """The report on stdout, what ran and in how long on stderr, the rows in ``json_path`` where given."""
+    print(text)
+    print(f"({what} in {time.perf_counter() - started:.0f} s, {processes} processes)", file=sys.stderr)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(rows, f, indent=1)
 
 
 UNRECORDED = {"profile_error": 1.0, "noise": 0.0, "placement": PLACEMENTS[0]}

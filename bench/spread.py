@@ -26,7 +26,6 @@ A bad argument gets one line and exit code 2 (argparse's).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustness import PEERS, judged, parse_seeds, run_case  # noqa: E402  (a sibling bench script)
+from robustness import PEERS, emit, judged, parse_seeds, run_case  # noqa: E402  (a sibling bench script)
 
 from esg_plugin.sim import POLICY_NAMES  # noqa: E402
 from esg_plugin.sim.cluster import PLACEMENTS  # noqa: E402
@@ -126,12 +125,8 @@ def main(argv=None) -> int:
                              [args.family] * len(jobs), [1.0] * len(jobs), [0.0] * len(jobs), [None] * len(jobs),
                              [PLACEMENTS[0]] * len(jobs), [sim_seed for _, sim_seed in jobs]))
     rows = [spread_of(runs[i:i + args.draws], policies) for i in range(0, len(runs), args.draws)]
-    print(report(rows, policies))
-    print(f"({len(args.seeds)} cases x {args.draws} draws x {len(policies)} policies in "
-          f"{time.perf_counter() - started:.0f} s, {args.processes} processes)", file=sys.stderr)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    emit(report(rows, policies), f"{len(args.seeds)} cases x {args.draws} draws x {len(policies)} policies", started,
+         args.processes, rows, args.json)
     return 0
 
 
