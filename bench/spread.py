@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness import PEERS, emit, judged, parse_seeds, run_case  # noqa: E402  (a sibling bench script)
 
 from esg_plugin.sim import POLICY_NAMES  # noqa: E402
-from esg_plugin.sim.cluster import PLACEMENTS  # noqa: E402
 from esg_plugin.sim.generate import FAMILIES  # noqa: E402
 
 DRAW_STRIDE = 1_000_003
@@ -47,6 +46,12 @@ MAX_DRAWS = 100
 def draw_seeds(seed: int, draws: int) -> list[int]:
     """The simulation seeds of a case's draws; the first is the case seed."""
     return [seed + k * DRAW_STRIDE for k in range(draws)]
+
+
+def run_draw(job: tuple[int, int, list[str], str]) -> dict:
+    """(case seed, simulation seed, policies, family): ``robustness.run_case`` at that draw, else its defaults."""
+    seed, sim_seed, policies, family = job
+    return run_case(seed, policies, family=family, sim_seed=sim_seed)
 
 
 def spread_of(runs: list[dict], policies: list[str]) -> dict:
@@ -118,12 +123,10 @@ def main(argv=None) -> int:
     unknown = [p for p in policies if p not in POLICY_NAMES]
     if unknown:
         parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)})")
-    jobs = [(seed, sim_seed) for seed in args.seeds for sim_seed in draw_seeds(seed, args.draws)]
+    jobs = [(seed, sim_seed, policies, args.family) for seed in args.seeds for sim_seed in draw_seeds(seed, args.draws)]
     started = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.processes)) as pool:
-        runs = list(pool.map(run_case, [seed for seed, _ in jobs], [policies] * len(jobs), [None] * len(jobs),
-                             [args.family] * len(jobs), [1.0] * len(jobs), [0.0] * len(jobs), [None] * len(jobs),
-                             [PLACEMENTS[0]] * len(jobs), [sim_seed for _, sim_seed in jobs]))
+        runs = list(pool.map(run_draw, jobs))
     rows = [spread_of(runs[i:i + args.draws], policies) for i in range(0, len(runs), args.draws)]
     emit(report(rows, policies), f"{len(args.seeds)} cases x {args.draws} draws x {len(policies)} policies", started,
          args.processes, rows, args.json)

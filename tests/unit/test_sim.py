@@ -590,14 +590,16 @@ def test_the_spread_bench_draws_each_case_again_its_first_draw_the_robustness_ru
     from spread import DRAW_STRIDE, main
 
     out = tmp_path / "spread.json"
-    assert main(["--seeds", "3", "--draws", "2", "--policies", "esg,nexus", "--processes", "1",
+    assert main(["--seeds", "4", "--draws", "2", "--policies", "esg,nexus", "--processes", "1",
                  "--json", str(out)]) == 0
     assert "ESG over 1 cases x 2 draws" in capsys.readouterr().out
     row = json.loads(out.read_text())[0]
-    assert row["draws"] == [3, 3 + DRAW_STRIDE]
-    once = run_case(3, ["esg", "nexus"])["policies"]
+    assert row["draws"] == [4, 4 + DRAW_STRIDE]
+    once = run_case(4, ["esg", "nexus"])["policies"]
     for p in ("esg", "nexus"):
         assert (row["policies"][p]["hits"][0], row["policies"][p]["costs"][0]) == (once[p]["hit"], once[p]["cost"])
+    # the second draw is another draw of the arrivals, not the first again
+    assert any(row["policies"][p]["hits"][1] != row["policies"][p]["hits"][0] for p in ("esg", "nexus"))
     for wrong in (["--draws", "0"], ["--policies", "esg,nobody"], ["--seeds", "5-1"]):
         with pytest.raises(SystemExit) as exit_:
             main(wrong)
