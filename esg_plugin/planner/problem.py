@@ -10,6 +10,7 @@ by cost strictly descending.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
@@ -166,20 +167,15 @@ def build_problem(
     menus = {}
     arrays = {}
     for stage in workflow.stages:
-        profile = profiles[stage.function]
-        stage_rate_rps = rate_rps * stage.fanout
-        arrays[stage.name] = option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisations,
-                                           stage.fanout, queue_quantile, no_wait, queueing_model)
-        if shares and stage.name in shares:
-            arrays[stage.name] = arrays[stage.name].where(arrays[stage.name].gpu_share == shares[stage.name])
-            if len(arrays[stage.name].exec_ms) == 0:
-                raise PlannerError(f"stage '{stage.name}' cannot run at {shares[stage.name]}% share")
-        if shares_below and stage.name in shares_below:
-            arrays[stage.name] = arrays[stage.name].where(arrays[stage.name].gpu_share < shares_below[stage.name])
-            if len(arrays[stage.name].exec_ms) == 0:
-                raise PlannerError(f"stage '{stage.name}' cannot run below {shares_below[stage.name]}% share")
+        evaluated = (profiles[stage.function], rate_rps * stage.fanout, utilisation, arrival_cv2,
+                     tuple(utilisations), stage.fanout, queue_quantile, no_wait, queueing_model)
+        held = ((shares or {}).get(stage.name), (shares_below or {}).get(stage.name))
+        try:
+            arrays[stage.name], front = _stage(evaluated, *held)
+        except PlannerError as err:
+            raise PlannerError(f"stage '{stage.name}' {err}") from None
         if stage.name not in restrict:
-            menus[stage.name] = StageMenu.from_arrays(stage.name, arrays[stage.name])
+            menus[stage.name] = StageMenu(stage.name, *front)
             continue
         options = [o for o in arrays[stage.name].options() if o.config == restrict[stage.name]]
         if not options:
@@ -188,6 +184,49 @@ def build_problem(
     budget = workflow.slo_ms if budget_ms is None else budget_ms
     return Problem(workflow=workflow, rate_rps=rate_rps, budget_ms=budget, menus=menus, utilisation=utilisation,
                    arrays=arrays)
+
+
+STAGE_CACHE_ENTRIES = 512
+"""Stages evaluated kept for reuse (:func:`_stage`): a re-plan of the
+control law builds the problem of one rate up to five times — unpinned,
+then with some stages held at a share — and a stage no share holds is the
+same stage each time."""
+
+
+def _stage(evaluated: tuple, share: Optional[int], below: Optional[int]):
+    """(the stage's configurations, its menu's fields but the stage's name):
+    ``option_arrays(*evaluated)``, those at ``share`` where given, those
+    below ``below`` where given, and their Pareto front. Cached
+    (:data:`STAGE_CACHE_ENTRIES`): a pure function of its arguments, the
+    same values as evaluating again, shared read-only."""
+    try:
+        hash(evaluated)
+    except TypeError:  # not numbers: option_arrays's checks say what is wrong
+        return _evaluate_stage(evaluated, share, below)
+    return _cached_stage(evaluated, share, below)
+
+
+@functools.lru_cache(maxsize=STAGE_CACHE_ENTRIES)
+def _cached_stage(evaluated: tuple, share: Optional[int], below: Optional[int]):
+    return _evaluate_stage(evaluated, share, below)
+
+
+def _evaluate_stage(evaluated: tuple, share: Optional[int], below: Optional[int]):
+    arrays = option_arrays(*evaluated)
+    if share is not None:
+        arrays = arrays.where(arrays.gpu_share == share)
+        if len(arrays.exec_ms) == 0:
+            raise PlannerError(f"cannot run at {share}% share")
+    if below is not None:
+        arrays = arrays.where(arrays.gpu_share < below)
+        if len(arrays.exec_ms) == 0:
+            raise PlannerError(f"cannot run below {below}% share")
+    if len(arrays.exec_ms) == 0:
+        raise PlannerError("has no runnable configuration")
+    for column in arrays:
+        column.setflags(write=False)
+    menu = StageMenu.from_arrays("", arrays)
+    return arrays, (menu.options, menu.latencies_ms, menu.costs_pct, menu.considered)
 
 
 class CheapestPlanCosts:

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from esg_plugin.model import Config, StageOption
+from esg_plugin.model import Config, StageOption, option_arrays
 from esg_plugin.planner import PlannerError, SearchLimits, StageMenu, solve_chain
 from esg_plugin.planner.astar import _Front
 from esg_plugin.synthetic import random_case
@@ -119,3 +119,41 @@ def test_limits_are_validated():
         SearchLimits(max_expansions=0)
     with pytest.raises(PlannerError, match="cost_ceiling_pct must be an integer"):
         SearchLimits(cost_ceiling_pct=1.5)
+
+
+def test_a_problem_built_again_from_the_cache_is_the_problem_built_afresh():
+    """``build_problem`` keeps each stage it evaluated (``_stage``): built
+    again — unpinned, a stage held at a share, one kept below a share — it
+    gives the menus and configurations a fresh evaluation gives, shared
+    read-only; a share a stage cannot run at is a PlannerError naming the
+    stage each time."""
+    from esg_plugin.planner import problem as problem_module
+
+    rng = random.Random(7)
+    for _ in range(20):
+        wf, profiles, rate = random_case(rng, rng.randint(2, 5), chain=rng.random() < 0.5, full_axes=True)
+        first = wf.stages[0]
+        share = profiles[first.function].gpu_shares[-1]
+        for kwargs in ({}, {"shares": {first.name: share}}, {"shares_below": {first.name: share}},
+                       {"arrival_cv2": 2.0, "utilisations": (0.5, 0.9), "no_wait": True}):
+            try:
+                problem_module._cached_stage.cache_clear()
+                fresh = build_problem(wf, profiles, rate, **kwargs)
+            except PlannerError as err:
+                assert first.name in str(err)
+                with pytest.raises(PlannerError, match=first.name):
+                    build_problem(wf, profiles, rate, **kwargs)
+                continue
+            again = build_problem(wf, profiles, rate, **kwargs)
+            assert again.menus == fresh.menus
+            arrays = option_arrays(profiles[first.function], rate * first.fanout, arrival_cv2=kwargs.get("arrival_cv2"),
+                                   utilisations=kwargs.get("utilisations", ()), fanout=first.fanout,
+                                   no_wait=kwargs.get("no_wait", False))
+            if "shares" in kwargs:
+                arrays = arrays.where(arrays.gpu_share == share)
+            if "shares_below" in kwargs:
+                arrays = arrays.where(arrays.gpu_share < share)
+            assert again.menus[first.name] == StageMenu.from_arrays(first.name, arrays)  # as evaluated without it
+            for stage, arrays in again.arrays.items():
+                assert arrays is fresh.arrays[stage]  # the cached stage, shared
+                assert all(not column.flags.writeable for column in arrays)
