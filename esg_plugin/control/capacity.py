@@ -42,16 +42,34 @@ class Capacity:
         self.problem = problem
 
     def left_gpus(self, workflow: Workflow, state: ControlState) -> float:
-        """The GPUs the other workflows' plans leave; for a workflow whose
-        rate the capacity feedback boosts (``boost_spare_only``), also less
+        """The GPUs the other workflows' plans leave; with ``fair_share``,
+        also less the part of each other workflow's claim (what its plan on
+        time holds) that its max-min fair share covers; else, for a workflow
+        whose rate the capacity feedback boosts (``boost_spare_only``), less
         what the others' plans on time need beyond what they hold."""
         if self.settings.capacity_gpus is None:
             return math.inf
-        mine = state.workflows.get(workflow.name)
-        spare_only = self.settings.boost_spare_only and mine is not None and mine.boost > 1.0
-        others = sum(max(ws.plan.cost, self._needed_gpus(self.workflows[name], ws)) if spare_only else ws.plan.cost
-                     for name, ws in state.workflows.items() if name != workflow.name and ws.plan is not None)
-        return max(0.0, self.settings.capacity_gpus - others) + 1e-9
+        others = {name: ws for name, ws in state.workflows.items() if name != workflow.name and ws.plan is not None}
+        if self.settings.fair_share:
+            claims = {name: self._claim_gpus(name, ws) for name, ws in others.items()}
+            shares = fair_shares({**claims, workflow.name: math.inf}, self.settings.capacity_gpus)
+            held = sum(max(ws.plan.cost, shares[name]) for name, ws in others.items())
+        else:
+            mine = state.workflows.get(workflow.name)
+            spare_only = self.settings.boost_spare_only and mine is not None and mine.boost > 1.0
+            held = sum(max(ws.plan.cost, self._needed_gpus(self.workflows[name], ws)) if spare_only else ws.plan.cost
+                       for name, ws in others.items())
+        return max(0.0, self.settings.capacity_gpus - held) + 1e-9
+
+    def fair_share_gpus(self, workflow: Workflow, state: ControlState) -> float:
+        """The workflow's max-min fair share of the capacity (``fair_share``)
+        over every planned workflow's claim, its own included (∞ without a
+        capacity)."""
+        if self.settings.capacity_gpus is None:
+            return math.inf
+        claims = {name: self._claim_gpus(name, ws) for name, ws in state.workflows.items() if ws.plan is not None}
+        return fair_shares({**claims, workflow.name: claims.get(workflow.name, math.inf)},
+                           self.settings.capacity_gpus)[workflow.name]
 
     def others_instances(self, workflow: Workflow, state: ControlState) -> Counter:
         """The instances the other workflows' plans hold, by share (empty
@@ -126,6 +144,13 @@ class Capacity:
         total = demand + sum(ws.demand for other, ws in state.workflows.items() if other != name)
         return demand if total <= capacity else capacity * demand / total
 
+    def _claim_gpus(self, name: str, ws: WorkflowState) -> float:
+        """What a workflow with a plan claims (``fair_share``): what its plan
+        on time holds — the plan itself where the capacity did not hold it
+        below, else the cheapest plan on time for its rate (where there is
+        one, and it holds more)."""
+        return max(ws.plan.cost, self._needed_gpus(self.workflows[name], ws))
+
     def _needed_gpus(self, workflow: Workflow, ws: WorkflowState) -> float:
         """Where the capacity held the workflow's plan below the plan on
         time (``WorkflowState.held_below``), what the cheapest plan on time
@@ -143,6 +168,19 @@ class Capacity:
                 choices = None
             ws.on_time_gpus = 0.0 if choices is None else held_gpus(choices)
         return ws.on_time_gpus
+
+
+def fair_shares(claims: Mapping[str, float], capacity: float) -> dict[str, float]:
+    """The max-min fair split of ``capacity`` among ``claims`` (water-filling):
+    each claim in turn, the smallest first, gets the whole of it or an even
+    part of what is left, whichever is less; nothing is given beyond a
+    claim (``fair_share``). A claim may be ∞."""
+    shares, left = {}, capacity
+    ordered = sorted(claims.items(), key=lambda item: item[1])
+    for i, (name, claim) in enumerate(ordered):
+        shares[name] = min(claim, left / (len(ordered) - i))
+        left -= shares[name]
+    return shares
 
 
 def held_gpus(choices) -> float:

@@ -273,13 +273,19 @@ class ControlLaw:
         held = self.room.hold(workflow, ws, state, obs, missing, now_s)
         if held is not None:
             why = held if why is None else f"{why}; {held}"
-        if ws.boost <= 1.0:
+        yields = s.fair_share or (s.boost_spare_only and ws.boost > 1.0)
+        if not yields or ws.plan is None or s.capacity_gpus is None:
             ws.yielded_to_gpus = math.inf
-        elif why is None and ws.plan is not None and s.boost_spare_only and s.capacity_gpus is not None:
+        elif why is None:
             left = self.capacity.left_gpus(workflow, state)
-            if ws.plan.cost > left + 1e-9 and left < ws.yielded_to_gpus - 1e-9:
+            if ws.plan.cost <= left + 1e-9:
+                ws.yielded_to_gpus = math.inf
+            elif left < ws.yielded_to_gpus - 1e-9 and \
+                    (not s.fair_share or ws.plan.cost > self.capacity.fair_share_gpus(workflow, state) + 1e-9):
                 ws.yielded_to_gpus, ws.yielding = left, True
-                why = "another workflow's plan on time needs GPUs this boost holds: re-planned within the rest"
+                why = "another workflow's plan on time needs GPUs this plan holds: re-planned within its fair share" \
+                    if s.fair_share else \
+                    "another workflow's plan on time needs GPUs this boost holds: re-planned within the rest"
         if why is None and ws.plan is not None and s.busy_capacity is not None:
             part = self.capacity.busy_part(workflow.name, state, ws.demand)
             if ws.busy > part * (1 + BUSY_FREED) + 1e-9 or \

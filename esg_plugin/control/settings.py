@@ -14,7 +14,7 @@ from .errors import ControlError
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
              "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "latest", "waits",
-             "calibration", "packing", "spare", "reach", "handover", "restarts")
+             "calibration", "packing", "spare", "fair", "reach", "handover", "restarts")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,24 @@ class ControlSettings:
     for its arrivals (wide-534: a bursty chain boosted to 4 × its rate held
     13.7 of 16 GPUs while a stepping DAG ran on 2.3 and missed 85% of its
     requests). Ablation ``spare``."""
+    fair_share: bool = True
+    """Where the workflows' plans on time do not all fit the GPUs, a plan
+    yields what another workflow needs to be on time, down to its max-min
+    fair share: each workflow's claim is what its plan on time holds (the
+    plan that runs where it is on time; where the capacity held it below,
+    the cheapest plan on time for its rate), the capacity is split by
+    water-filling over the claims (the smallest claims met whole, the rest
+    split evenly), and a workflow is planned within the capacity less, for
+    each other workflow, the larger of what its plan holds and the part of
+    its claim its fair share covers. A plan holding more than that is
+    planned again within it at once, misses or not (again only when that
+    leaves less still); a boosted one likewise (it subsumes
+    ``boost_spare_only``, down to the fair share rather than below it).
+    Without it the first workflow planned keeps what it took: wide-1879
+    (three workflows on 16 GPUs) gave 11.5 GPUs to a bursty chain at 1.22 x
+    its fastest latency that hit 38% with them, while a DAG whose plan on
+    time holds 6.4 ran on 2.9–4.9 and hit 14% (27.4% in all, nexus
+    74.5%). Ablation ``fair``."""
     capacity_feedback: bool = True
     """Misses that go on at ``max_margin`` raise the rate planned for (by
     ``feedback.BOOST_STEP`` per ``feedback_cooldown_s``, up to ``max_boost`` times
@@ -555,6 +573,8 @@ class ControlSettings:
             return replace(self, packed_capacity=False)
         if mechanism == "spare":
             return replace(self, boost_spare_only=False)
+        if mechanism == "fair":
+            return replace(self, fair_share=False)
         if mechanism == "reach":
             return replace(self, margin_in_reach=False)
         if mechanism == "handover":

@@ -14,6 +14,7 @@ from esg_plugin.control import (
 )
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.control.rate import on_rate_grid
+from esg_plugin.control.capacity import fair_shares
 from esg_plugin.control.packing import fits_on_gpus, most_room_pct
 from esg_plugin.model import FunctionProfile, InstanceGroup, ModelError, ProfileSet, Stage, Workflow
 from esg_plugin.planner import PlannerError
@@ -861,12 +862,12 @@ def test_a_boost_takes_only_the_gpus_another_workflow_does_not_need_to_be_on_tim
     B's plan is late by 4 × its SLO. At A's next tick A is planned again
     within what B's plan on time leaves, misses and all; B's next re-plan
     is then on time. Switched off (ablation ``spare``), A keeps the GPUs
-    and B stays late."""
+    and B stays late. (``fair_share`` off: it subsumes this rule.)"""
     profiles = example_profiles()
     flows = [Workflow.build(name, 80.0, [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))], hop_ms=1.0)
              for name in ("A", "B")]
     settings = ControlSettings(max_margin=0.2, margin_step=0.1, feedback_cooldown_s=5.0, scale_down_delay_s=20.0,
-                               warmup_s=0.0, max_boost=4.0, capacity_gpus=1.0)
+                               warmup_s=0.0, max_boost=4.0, capacity_gpus=1.0, fair_share=False)
     for on in (True, False):
         law = ControlLaw(flows, profiles, settings if on else settings.without("spare"))
         state = law.new_state()
@@ -886,6 +887,51 @@ def test_a_boost_takes_only_the_gpus_another_workflow_does_not_need_to_be_on_tim
         if on:  # A gave back what B's plan on time needs, and B's next re-plan is on time
             assert yielded == [(61, "A")] and a.plan.cost < held_before
             assert b.late_by <= 1.0 and b.plan.cost + a.plan.cost <= 1.0 + 1e-9
+        else:
+            assert yielded == [] and a.plan.cost == held_before and b.late_by > 1.0
+
+
+def test_fair_shares_fill_the_smallest_claims_first_and_split_the_rest_evenly():
+    assert fair_shares({"a": 1.2, "b": 6.35, "c": math.inf}, 16.0) == pytest.approx(
+        {"a": 1.2, "b": 6.35, "c": 8.45})
+    assert fair_shares({"a": 9.8, "b": 6.35, "c": 1.2}, 16.0) == pytest.approx({"a": 8.45, "b": 6.35, "c": 1.2})
+    assert fair_shares({"a": 2.0, "b": 3.0}, 16.0) == {"a": 2.0, "b": 3.0}  # nothing beyond a claim
+    assert fair_shares({"a": math.inf, "b": math.inf}, 3.0) == {"a": 1.5, "b": 1.5}
+    assert fair_shares({}, 3.0) == {}
+
+
+def test_a_plan_yields_what_another_workflow_needs_to_be_on_time_down_to_its_fair_share():
+    """``fair_share``: on 1.1 GPUs, A, planned first, holds 0.9 for its
+    250 rps and B 0.2 for its 10; then B's rate steps up to 100 rps, and
+    on the 0.2 left B's plan is late by its model. B's claim (its plan on
+    time, 0.4) is within half the capacity: at A's next tick A is planned
+    again within the rest (0.7), though A is on time, not boosted and
+    misses nothing; B's next re-plan is on time — and B, within its own
+    share, never yields. Without it (ablation ``fair``), A keeps what it
+    took and B stays late."""
+    profiles = example_profiles()
+    flows = [Workflow.build(name, 80.0, [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))], hop_ms=1.0)
+             for name in ("A", "B")]
+    settings = ControlSettings(feedback_cooldown_s=5.0, scale_down_delay_s=20.0, warmup_s=0.0, capacity_gpus=1.1)
+    for on in (True, False):
+        law = ControlLaw(flows, profiles, settings if on else settings.without("fair"))
+        state = law.new_state()
+        reasons = []
+        for t in range(40):
+            b_rps, b_late = (10.0 if t < 20 else 100.0), (10 if t > 22 else 0)
+            observation = Observation(float(t), {
+                "A": WorkflowObservation(250.0, 250.0, 1.0, ok=100),
+                "B": WorkflowObservation(b_rps, b_rps, 1.0, ok=100 - b_late, late=b_late)})
+            decision = law.step(observation, state, float(t))
+            reasons += [(t, name, decision.reasons[name]) for name in decision.changed]
+            if t == 20:  # B's step: late by its model on what A left
+                assert state.workflows["B"].late_by > 1.0 and state.workflows["A"].boost == 1.0
+                held_before = state.workflows["A"].plan.cost
+        a, b = state.workflows["A"], state.workflows["B"]
+        yielded = [(t, name) for t, name, why in reasons if "within its fair share" in why]
+        if on:
+            assert yielded == [(21, "A")] and a.plan.cost < held_before and a.boost == 1.0
+            assert b.late_by <= 1.0 and b.plan.cost + a.plan.cost <= 1.1 + 1e-9
         else:
             assert yielded == [] and a.plan.cost == held_before and b.late_by > 1.0
 
