@@ -168,7 +168,8 @@ class ControlLaw:
                            now_s, offered)
                 changed.append(name)
                 reasons[name] = why + ws.no_room_said + _late_said(ws) + _unpacked_said(ws) + (
-                    f"; planned for {ws.boost:.2f} x the rate: a plan for more is late by the model"
+                    f"; planned for {ws.boost:.2f} x the rate: a plan for more is " + (
+                        "late by the model" if ws.late_by <= 1.0 else "later by the model")
                     if ws.boost < boost else "") + self.room.waiting_said(self.workflows[name], ws, state, now_s)
                 ws.no_room_said = ""
         return self._decision(state, tuple(changed), reasons, now_s)
@@ -361,17 +362,21 @@ class ControlLaw:
         if self.settings.boost_on_time and ws.boost > 1.0 and _late(workflow, chosen[0]):
             # the capacity feedback's rate is a hedge against bursts the model does not see: not
             # so far that its plan is late by the model itself (on a full cluster, batches that
-            # wait to fill) where a plan for less would be on time — the largest such boost
+            # wait to fill) where a plan for less would be on time — the largest such boost;
+            # ``boost_no_later``: where the plan for the rate itself is late too, not so far that
+            # its plan is later than that one
             boost, highest = ws.boost, rate_rps
             unboosted = self._planned(workflow, ws, state, profiles, on_rate_grid(highest / boost), arrival_cv2,
                                       current, now_s)
-            if not _late(workflow, unboosted[0]):
+            limit_ms = max(workflow.slo_ms, unboosted[0].budget_ms) if self.settings.boost_no_later \
+                else workflow.slo_ms
+            if unboosted[0].budget_ms <= limit_ms * (1 + 1e-9) < chosen[0].budget_ms:
                 while boost > 1.0:
                     boost = round(max(1.0, boost / BOOST_STEP), 9)
                     rate = on_rate_grid(highest * boost / ws.boost)
                     again = unboosted if boost == 1.0 else \
                         self._planned(workflow, ws, state, profiles, rate, arrival_cv2, current, now_s)
-                    if not _late(workflow, again[0]):
+                    if again[0].budget_ms <= limit_ms * (1 + 1e-9):
                         rate_rps, chosen, ws.boost, offered_rps = rate, again, boost, None
                         break
         problem, choices, stats, fits, admit_rps, ws.demand = chosen

@@ -1151,6 +1151,35 @@ def test_the_rate_planned_for_misses_goes_no_higher_than_a_plan_on_time(chain):
     assert max(late_by[False]) > 1.0 and boosts[False][-1] == pytest.approx(4.0)
 
 
+def test_where_no_plan_on_time_fits_the_boost_makes_no_plan_later_than_the_rate_itself(chain):
+    """``boost_no_later``: on 4 GPUs the plan for 300 rps at an 11.4-ms SLO
+    is late by 1.25 x by the model (no plan on time fits). Misses at the
+    largest margin raise the rate planned for no further than a plan as
+    late as that one, and say so; off, the boost climbs to ``max_boost``
+    through plans late by up to 4 x (wide-1879 of docs/control.md)."""
+    wf, profiles = chain
+    tight = dataclasses.replace(wf, slo_ms=11.4)
+    for on in (True, False):
+        law = ControlLaw([tight], profiles, ControlSettings(capacity_gpus=4.0, feedback_cooldown_s=1.0, warmup_s=0.0,
+                                                           boost_no_later=on))
+        state = law.new_state()
+        tick(law, state, 0.0, 300.0)
+        first = state.workflows["w"].late_by
+        late_by, boosts, said = [], [], []
+        for t in range(1, 40):
+            decision = tick(law, state, float(t), 300.0, ok=90, late=10)
+            late_by.append(state.workflows["w"].late_by)
+            boosts.append(state.workflows["w"].boost)
+            said.append(decision.reasons["w"])
+            assert decision.plans["w"].cost <= 4.0 + 1e-9
+        assert first > 1.0
+        if on:
+            assert max(late_by) <= first + 1e-9 and max(boosts) < 4.0
+            assert any("a plan for more is later by the model" in r for r in said)
+        else:
+            assert max(late_by) > first and boosts[-1] == pytest.approx(4.0)
+
+
 def test_the_plan_that_runs_is_priced_with_todays_execution_times(chain):
     """What the guard above compares: the groups that run, priced with the
     calibrated profiles — the plan's own latency while nothing moved, more
