@@ -856,6 +856,30 @@ def test_misses_at_the_largest_margin_raise_the_rate_planned_for_and_a_clean_str
         assert ws.planned_rps == pytest.approx(first)
 
 
+def _b_steps_beside_a(settings, ticks: int, step_at: int, a_observed, cv2: float):
+    """Workflows A and B (resnet18 then resnet50, an 80-ms SLO) under
+    ``settings``: A observed as ``a_observed`` at every tick, B at 10 rps
+    and from ``step_at`` at 100 rps, missing 10% of its requests from
+    three ticks after. (The state at the end, each re-plan as (tick,
+    workflow, reason), and at the step: B's lateness by its model, A's
+    boost and what A's plan holds.)"""
+    profiles = example_profiles()
+    flows = [Workflow.build(name, 80.0, [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))], hop_ms=1.0)
+             for name in ("A", "B")]
+    law = ControlLaw(flows, profiles, settings)
+    state = law.new_state()
+    reasons, at_step = [], None
+    for t in range(ticks):
+        b_rps, b_late = (10.0 if t < step_at else 100.0), (10 if t > step_at + 2 else 0)
+        observation = Observation(float(t), {
+            "A": a_observed, "B": WorkflowObservation(b_rps, b_rps, cv2, ok=100 - b_late, late=b_late)})
+        decision = law.step(observation, state, float(t))
+        reasons += [(t, name, decision.reasons[name]) for name in decision.changed]
+        if t == step_at:
+            at_step = (state.workflows["B"].late_by, state.workflows["A"].boost, state.workflows["A"].plan.cost)
+    return state, reasons, at_step
+
+
 def test_a_boost_takes_only_the_gpus_another_workflow_does_not_need_to_be_on_time():
     """``boost_spare_only``: workflow A misses at its largest margin and is
     boosted to 4 × its rate; then B's rate steps up, and on what A leaves
@@ -863,25 +887,13 @@ def test_a_boost_takes_only_the_gpus_another_workflow_does_not_need_to_be_on_tim
     within what B's plan on time leaves, misses and all; B's next re-plan
     is then on time. Switched off (ablation ``spare``), A keeps the GPUs
     and B stays late. (``fair_share`` off: it subsumes this rule.)"""
-    profiles = example_profiles()
-    flows = [Workflow.build(name, 80.0, [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))], hop_ms=1.0)
-             for name in ("A", "B")]
     settings = ControlSettings(max_margin=0.2, margin_step=0.1, feedback_cooldown_s=5.0, scale_down_delay_s=20.0,
                                warmup_s=0.0, max_boost=4.0, capacity_gpus=1.0, fair_share=False)
     for on in (True, False):
-        law = ControlLaw(flows, profiles, settings if on else settings.without("spare"))
-        state = law.new_state()
-        reasons = []
-        for t in range(80):
-            b_rps, b_late = (10.0 if t < 60 else 100.0), (10 if t > 62 else 0)
-            observation = Observation(float(t), {
-                "A": WorkflowObservation(50.0, 50.0, 2.0, ok=90, late=10),
-                "B": WorkflowObservation(b_rps, b_rps, 2.0, ok=100 - b_late, late=b_late)})
-            decision = law.step(observation, state, float(t))
-            reasons += [(t, name, decision.reasons[name]) for name in decision.changed]
-            if t == 60:  # B's step: late by its model on what A's boost leaves
-                assert state.workflows["B"].late_by > 1.0 and state.workflows["A"].boost == 4.0
-                held_before = state.workflows["A"].plan.cost
+        state, reasons, (b_late_by, a_boost, held_before) = _b_steps_beside_a(
+            settings if on else settings.without("spare"), 80, 60, WorkflowObservation(50.0, 50.0, 2.0, ok=90, late=10),
+            2.0)
+        assert b_late_by > 1.0 and a_boost == 4.0  # B's step: late by its model on what A's boost leaves
         a, b = state.workflows["A"], state.workflows["B"]
         yielded = [(t, name) for t, name, why in reasons if "another workflow's plan on time needs GPUs" in why]
         if on:  # A gave back what B's plan on time needs, and B's next re-plan is on time
@@ -909,24 +921,11 @@ def test_a_plan_yields_what_another_workflow_needs_to_be_on_time_down_to_its_fai
     misses nothing; B's next re-plan is on time — and B, within its own
     share, never yields. Without it (ablation ``fair``), A keeps what it
     took and B stays late."""
-    profiles = example_profiles()
-    flows = [Workflow.build(name, 80.0, [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))], hop_ms=1.0)
-             for name in ("A", "B")]
     settings = ControlSettings(feedback_cooldown_s=5.0, scale_down_delay_s=20.0, warmup_s=0.0, capacity_gpus=1.1)
     for on in (True, False):
-        law = ControlLaw(flows, profiles, settings if on else settings.without("fair"))
-        state = law.new_state()
-        reasons = []
-        for t in range(40):
-            b_rps, b_late = (10.0 if t < 20 else 100.0), (10 if t > 22 else 0)
-            observation = Observation(float(t), {
-                "A": WorkflowObservation(250.0, 250.0, 1.0, ok=100),
-                "B": WorkflowObservation(b_rps, b_rps, 1.0, ok=100 - b_late, late=b_late)})
-            decision = law.step(observation, state, float(t))
-            reasons += [(t, name, decision.reasons[name]) for name in decision.changed]
-            if t == 20:  # B's step: late by its model on what A left
-                assert state.workflows["B"].late_by > 1.0 and state.workflows["A"].boost == 1.0
-                held_before = state.workflows["A"].plan.cost
+        state, reasons, (b_late_by, a_boost, held_before) = _b_steps_beside_a(
+            settings if on else settings.without("fair"), 40, 20, WorkflowObservation(250.0, 250.0, 1.0, ok=100), 1.0)
+        assert b_late_by > 1.0 and a_boost == 1.0  # B's step: late by its model on what A left
         a, b = state.workflows["A"], state.workflows["B"]
         yielded = [(t, name) for t, name, why in reasons if "within its fair share" in why]
         if on:
