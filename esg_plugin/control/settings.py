@@ -55,7 +55,9 @@ class ControlSettings:
     bursts; on a full cluster it took the GPUs another workflow needed
     for its arrivals (wide-534: a bursty chain boosted to 4 × its rate held
     13.7 of 16 GPUs while a stepping DAG ran on 2.3 and missed 85% of its
-    requests). Ablation ``spare``."""
+    requests). Ablation ``spare`` — which changes nothing while
+    ``fair_share`` is on (that rule yields a boosted plan too, down to its
+    fair share)."""
     fair_share: bool = True
     """Where the workflows' plans on time do not all fit the GPUs, a plan
     yields what another workflow needs to be on time, down to its max-min
@@ -65,15 +67,15 @@ class ControlSettings:
     water-filling over the claims (the smallest claims met whole, the rest
     split evenly), and a workflow is planned within the capacity less, for
     each other workflow, the larger of what its plan holds and the part of
-    its claim its fair share covers. A plan holding more than that is
-    planned again within it at once, misses or not (again only when that
-    leaves less still); a boosted one likewise (it subsumes
-    ``boost_spare_only``, down to the fair share rather than below it).
-    Without it the first workflow planned keeps what it took: wide-1879
-    (three workflows on 16 GPUs) gave 11.5 GPUs to a bursty chain at 1.22 x
-    its fastest latency that hit 38% with them, while a DAG whose plan on
-    time holds 6.4 ran on 2.9–4.9 and hit 14% (27.4% in all, nexus
-    74.5%). Ablation ``fair``."""
+    its claim its fair share covers. A plan holding more than that and
+    more than its own fair share is planned again within what is left at
+    once, misses or not (again only when that leaves less still); a
+    boosted one likewise (it subsumes ``boost_spare_only``, down to the
+    fair share rather than below it). Without it the first workflow
+    planned keeps what it took: wide-1879 (three workflows on 16 GPUs)
+    gave 11.5 GPUs to a bursty chain at 1.22 x its fastest latency that hit
+    38% with them, while a DAG that meets 99.9% alone on 6.4 GPUs ran on
+    2.9–4.9 and hit 14% (27.4% in all, nexus 74.5%). Ablation ``fair``."""
     capacity_feedback: bool = True
     """Misses that go on at ``max_margin`` raise the rate planned for (by
     ``feedback.BOOST_STEP`` per ``feedback_cooldown_s``, up to ``max_boost`` times
