@@ -67,8 +67,11 @@ class ScalerSettings:
     capacity_gpus: float = 0.0
     """GPUs the functions may hold in all (the node's, or the quota's): the
     control law's ``capacity_gpus`` — plans beyond what the other workflows
-    left are degraded to fit, in planning order (the most urgent first); a
-    workflow keeps at least its cheapest deployment. 0: no limit."""
+    left are degraded to fit, in planning order (the most urgent first),
+    and where the plans on time do not all fit, a workflow above its
+    max-min fair share gives back what another's plan on time needs (the
+    law's ``fair_share``); a workflow keeps at least its cheapest
+    deployment. 0: no limit."""
     packed_capacity: bool = True
     """``capacity_gpus`` counts GPUs of 100% share each, and a plan fits only
     where its pods and the other workflows' find a GPU each (first fit,
