@@ -280,7 +280,8 @@ class ControlLaw:
         elif why is None:
             left = self.capacity.left_gpus(workflow, state)
             if ws.plan.cost <= left + 1e-9:
-                ws.yielded_to_gpus = math.inf
+                if s.fair_share:  # (without it, as ``boost_spare_only`` alone did: until the boost ends)
+                    ws.yielded_to_gpus = math.inf
             elif left < ws.yielded_to_gpus - 1e-9 and \
                     (not s.fair_share or ws.plan.cost > self.capacity.fair_share_gpus(workflow, state) + 1e-9):
                 ws.yielded_to_gpus, ws.yielding = left, True
