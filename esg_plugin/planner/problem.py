@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional
 
 import numpy as np
@@ -171,11 +171,11 @@ def build_problem(
                      tuple(utilisations), stage.fanout, queue_quantile, no_wait, queueing_model)
         held = ((shares or {}).get(stage.name), (shares_below or {}).get(stage.name))
         try:
-            arrays[stage.name], front = _stage(evaluated, *held)
+            arrays[stage.name], menu = _stage(evaluated, *held)
         except PlannerError as err:
             raise PlannerError(f"stage '{stage.name}' {err}") from None
         if stage.name not in restrict:
-            menus[stage.name] = StageMenu(stage.name, *front)
+            menus[stage.name] = replace(menu, stage=stage.name)
             continue
         options = [o for o in arrays[stage.name].options() if o.config == restrict[stage.name]]
         if not options:
@@ -194,7 +194,7 @@ same stage each time."""
 
 
 def _stage(evaluated: tuple, share: Optional[int], below: Optional[int]):
-    """(the stage's configurations, its menu's fields but the stage's name):
+    """(the stage's configurations, its menu under no stage's name):
     ``option_arrays(*evaluated)``, those at ``share`` where given, those
     below ``below`` where given, and their Pareto front. Cached
     (:data:`STAGE_CACHE_ENTRIES`): a pure function of its arguments, the
@@ -225,8 +225,7 @@ def _evaluate_stage(evaluated: tuple, share: Optional[int], below: Optional[int]
         raise PlannerError("has no runnable configuration")
     for column in arrays:
         column.setflags(write=False)
-    menu = StageMenu.from_arrays("", arrays)
-    return arrays, (menu.options, menu.latencies_ms, menu.costs_pct, menu.considered)
+    return arrays, StageMenu.from_arrays("", arrays)
 
 
 class CheapestPlanCosts:
