@@ -4,6 +4,7 @@
                                [--policies esg,nexus,...] [--ablation] [--settings JSON]
                                [--processes 2] [--json FILE] [--family standard|wide|extreme]
                                [--profile-error F] [--noise SIGMA] [--placement best-fit]
+                               [--workflows w1,w2] [--gpus N]
     python bench/robustness.py --report FILE [--family standard|wide|extreme]
     python bench/robustness.py --seeds ... --policies esg --others-from FILE [--json FILE2]
     python bench/robustness.py --seeds 501 --family wide --policies esg,fast-gshare --out DIR
@@ -44,7 +45,10 @@ peers do not). ``--noise SIGMA``: lognormal execution-time noise on top
 (``SimConfig.noise_sigma``). ``--placement best-fit``: a new instance goes
 to the GPU with the least room that fits, not the first with room
 (``esg_plugin/sim/cluster.py``, ``PLACEMENTS``).
-``--others-from FILE``: run only ``--policies`` (ESG after a change to its
+``--workflows w1,w2`` and ``--gpus N``: each case with only those of its
+workflows, on N GPUs (its own 16 where not given) — one workflow of a
+full cluster alone, say, to read what it needs (not with
+``--others-from``). ``--others-from FILE``: run only ``--policies`` (ESG after a change to its
 law, say) and take every other policy's figures from an earlier run's
 ``--json`` file of the same seeds, as if run again — the simulation is
 seeded, so a policy whose code did not change gives the same figures to
@@ -62,6 +66,7 @@ plan held) and the plots.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -88,28 +93,32 @@ nexus is not cheaper only by missing more."""
 
 def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, family: str = "standard",
              profile_error: float = 1.0, noise: float = 0.0, outputs: Optional[str] = None,
-             placement: str = PLACEMENTS[0], sim_seed: Optional[int] = None) -> dict:
+             placement: str = PLACEMENTS[0], sim_seed: Optional[int] = None,
+             only: Optional[tuple[str, ...]] = None, gpus: Optional[int] = None) -> dict:
     """Case ``seed`` simulated once per policy, at simulation seed ``sim_seed``
     (the arrivals' draw; the case seed where None, as every run of this
-    bench does — ``bench/spread.py`` draws others)."""
+    bench does — ``bench/spread.py`` draws others); with ``only`` those of
+    its workflows alone, with ``gpus`` on that many GPUs."""
     case = random_workload(seed, family=family)
+    workload = subset(case.workload, only, gpus)
     errors = profile_errors(seed, case.profiles.functions, profile_error)  # 1: every factor 1
-    workflows = [load.workflow for load in case.workload.workflows]
+    workflows = [load.workflow for load in workload.workflows]
     out = {"seed": seed, "workload": case.workload.name, "description": case.description,
            "shape": shape_of(case.workload), "family": family, "profile_error": profile_error, "noise": noise,
            "placement": placement,
            "policies": {}}
-    if sim_seed is not None:
-        out["sim_seed"] = sim_seed
+    for key, value in (("sim_seed", sim_seed), ("workflows", only), ("gpus", gpus)):
+        if value is not None:
+            out[key] = list(value) if key == "workflows" else value
     runs = []
     for name in policies:
         policy_name, _, ablation = name.partition("-no-")
-        settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
+        settings = ControlSettings(capacity_gpus=float(workload.gpus), **(overrides or {}))
         policy = make_policy(policy_name, workflows, case.profiles, settings=settings, ablation=ablation or None,
-                             gpus=case.workload.gpus)
+                             gpus=workload.gpus)
         config = SimConfig(seed=seed if sim_seed is None else sim_seed, noise_sigma=noise, exec_factors=errors,
                            placement=placement)
-        run = simulate(case.workload, case.profiles, policy, config)
+        run = simulate(workload, case.profiles, policy, config)
         run.policy = name  # an ablation's row by its own name
         summary = summarize(run)
         out["policies"][name] = {"hit": summary["slo_hit_rate"], "cost": summary["cost"]}
@@ -118,6 +127,18 @@ def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, f
         write_outputs(Path(outputs) / case.workload.name,
                       document(case.workload.name, seed, case.workload.duration_s, runs), runs)
     return out
+
+
+def subset(workload, only: Optional[tuple[str, ...]], gpus: Optional[int]):
+    """The workload with only the workflows named in ``only`` (all where
+    None), on ``gpus`` GPUs (its own where None); ValueError naming the
+    workflows it has where ``only`` names another."""
+    names = [load.workflow.name for load in workload.workflows]
+    unknown = [name for name in (only or ()) if name not in names]
+    if unknown:
+        raise ValueError(f"{workload.name} has no workflow {', '.join(unknown)} (it has {', '.join(names)})")
+    loads = tuple(load for load in workload.workflows if only is None or load.workflow.name in only)
+    return dataclasses.replace(workload, workflows=loads, gpus=workload.gpus if gpus is None else gpus)
 
 
 def shape_of(workload) -> str:
@@ -221,6 +242,10 @@ def main(argv=None) -> int:
                         help="lognormal sigma of execution-time noise (default 0)")
     parser.add_argument("--placement", choices=PLACEMENTS, default=PLACEMENTS[0],
                         help="which GPU with room a new instance goes to (default first-fit)")
+    parser.add_argument("--workflows", default=None, metavar="NAMES",
+                        help="only these workflows of each case, e.g. w1 or w0,w2 (default all)")
+    parser.add_argument("--gpus", type=int, default=None, metavar="N",
+                        help="the cluster's GPUs (default each case's own)")
     parser.add_argument("--report", default=None, metavar="FILE",
                         help="print the report of an earlier run's --json file; run nothing")
     parser.add_argument("--others-from", default=None, metavar="FILE",
@@ -235,10 +260,20 @@ def main(argv=None) -> int:
         parser.error(f"--profile-error must lie in [1, {EXEC_FACTOR_LIMITS[1]:g}]")
     if not 0.0 <= args.noise <= MAX_NOISE_SIGMA:
         parser.error(f"--noise must lie in [0, {MAX_NOISE_SIGMA:g}]")
+    only = tuple(args.workflows.split(",")) if args.workflows else None
+    if args.gpus is not None and not 1 <= args.gpus <= MAX_GPUS:
+        parser.error(f"--gpus must lie in [1, {MAX_GPUS}]")
+    if (only or args.gpus is not None) and args.others_from:
+        parser.error("--workflows and --gpus do not go with --others-from (its file ran every workflow)")
     policies = args.policies.split(",")
     if args.ablation:
         policies += [f"esg-no-{a}" for a in ABLATIONS]
     seeds = args.seeds or list(range(args.first_seed, args.first_seed + args.cases))
+    for seed in seeds if only else ():
+        try:
+            subset(random_workload(seed, family=args.family).workload, only, None)
+        except ValueError as e:
+            parser.error(str(e))
     others: dict[int, dict] = {}
     if args.others_from:
         try:
@@ -255,7 +290,8 @@ def main(argv=None) -> int:
         results = list(pool.map(run_case, seeds, [run] * len(seeds), [overrides] * len(seeds),
                                 [args.family] * len(seeds), [args.profile_error] * len(seeds),
                                 [args.noise] * len(seeds), [args.out] * len(seeds),
-                                [args.placement] * len(seeds)))
+                                [args.placement] * len(seeds), [None] * len(seeds), [only] * len(seeds),
+                                [args.gpus] * len(seeds)))
     for r in results:
         if others:
             r["policies"].update(others[r["seed"]])
@@ -277,6 +313,9 @@ def emit(text: str, what: str, started: float, processes: int, rows: list, json_
         with open(json_path, "w") as f:
             json.dump(rows, f, indent=1)
 
+
+MAX_GPUS = 1024
+"""The most GPUs ``--gpus`` takes."""
 
 UNRECORDED = {"profile_error": 1.0, "noise": 0.0, "placement": PLACEMENTS[0]}
 """What a ``--json`` file written before a setting was recorded ran with."""

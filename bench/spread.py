@@ -1,7 +1,7 @@
 """Spread: how much one workload's figures move with the draw of its arrivals.
 
     python bench/spread.py [--seeds 1-10] [--family standard|wide|extreme] [--draws 3]
-                           [--policies esg,nexus,...] [--processes 2] [--json FILE]
+                           [--policies esg,nexus,esg-no-fair,...] [--settings JSON] [--processes 2] [--json FILE]
 
 A random workload (``random_workload(seed)``) fixes the workflows, the
 profiles and each workflow's arrival process (Poisson at some rate, gamma
@@ -20,21 +20,29 @@ the draw: whether a difference between two policies on one workload is
 larger than the workload's own noise. The first draw is ``robustness.py``'s
 run of the case, to the digit.
 
+``--settings`` changes ControlSettings fields for esg (JSON, as
+``robustness.py``'s): two runs, with and without, compare a change of the
+law draw by draw (the JSON keeps each draw's figures, ``hits`` and
+``costs``); ``esg-no-MECHANISM`` is esg with one mechanism off.
+
 A bad argument gets one line and exit code 2 (argparse's).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness import PEERS, emit, judged, parse_seeds, run_case  # noqa: E402  (a sibling bench script)
 
+from esg_plugin.control import ABLATIONS, ControlError, ControlSettings  # noqa: E402
 from esg_plugin.sim import POLICY_NAMES  # noqa: E402
 from esg_plugin.sim.generate import FAMILIES  # noqa: E402
 
@@ -48,10 +56,11 @@ def draw_seeds(seed: int, draws: int) -> list[int]:
     return [seed + k * DRAW_STRIDE for k in range(draws)]
 
 
-def run_draw(job: tuple[int, int, list[str], str]) -> dict:
-    """(case seed, simulation seed, policies, family): ``robustness.run_case`` at that draw, else its defaults."""
-    seed, sim_seed, policies, family = job
-    return run_case(seed, policies, family=family, sim_seed=sim_seed)
+def run_draw(job: tuple[int, int, list[str], str, Optional[dict]]) -> dict:
+    """(case seed, simulation seed, policies, family, settings): ``robustness.run_case`` at that draw, else its
+    defaults."""
+    seed, sim_seed, policies, family, overrides = job
+    return run_case(seed, policies, overrides, family=family, sim_seed=sim_seed)
 
 
 def spread_of(runs: list[dict], policies: list[str]) -> dict:
@@ -114,16 +123,25 @@ def main(argv=None) -> int:
     parser.add_argument("--family", choices=tuple(FAMILIES), default="standard")
     parser.add_argument("--draws", type=int, default=3, help=f"arrival draws per case (1-{MAX_DRAWS}, default 3)")
     parser.add_argument("--policies", default=",".join(POLICY_NAMES[:1] + POLICY_NAMES[2:]))
+    parser.add_argument("--settings", default=None, metavar="JSON",
+                        help='ControlSettings fields for esg, e.g. \'{"fair_share": false}\'')
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if not 1 <= args.draws <= MAX_DRAWS:
         parser.error(f"--draws must lie in [1, {MAX_DRAWS}]")
     policies = args.policies.split(",")
-    unknown = [p for p in policies if p not in POLICY_NAMES]
+    known = list(POLICY_NAMES) + [f"esg-no-{mechanism}" for mechanism in ABLATIONS]
+    unknown = [p for p in policies if p not in known]
     if unknown:
-        parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)})")
-    jobs = [(seed, sim_seed, policies, args.family) for seed in args.seeds for sim_seed in draw_seeds(seed, args.draws)]
+        parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)}, esg-no-MECHANISM)")
+    try:
+        overrides = json.loads(args.settings) if args.settings else None
+        ControlSettings(**(overrides or {}))
+    except (ValueError, TypeError, ControlError) as e:
+        parser.error(f"--settings: {e}")
+    jobs = [(seed, sim_seed, policies, args.family, overrides)
+            for seed in args.seeds for sim_seed in draw_seeds(seed, args.draws)]
     started = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.processes)) as pool:
         runs = list(pool.map(run_draw, jobs))

@@ -607,6 +607,64 @@ def test_the_spread_bench_draws_each_case_again_its_first_draw_the_robustness_ru
         assert "error:" in capsys.readouterr().err
 
 
+def test_the_robustness_bench_runs_some_workflows_of_a_case_alone_on_fewer_gpus(capsys):
+    """``bench/robustness.py --workflows --gpus``: the case with only the
+    workflows named, on that many GPUs (each row says which); a workflow
+    the case does not have, a count of GPUs out of range, or either beside
+    ``--others-from`` gets argparse's error and exit code 2."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from robustness import main, run_case, subset
+
+    from esg_plugin.sim.generate import random_workload
+
+    case = random_workload(3)
+    names = [load.workflow.name for load in case.workload.workflows]
+    alone = subset(case.workload, (names[-1],), 2)
+    assert [load.workflow.name for load in alone.workflows] == [names[-1]] and alone.gpus == 2
+    assert subset(case.workload, None, None) == case.workload
+    with pytest.raises(ValueError, match="has no workflow nobody"):
+        subset(case.workload, ("nobody",), None)
+    row = run_case(3, ["esg"], only=(names[-1],), gpus=2)
+    assert (row["workflows"], row["gpus"]) == ([names[-1]], 2)
+    assert "workflows" not in run_case(3, ["esg"]) and "gpus" not in run_case(3, ["esg"])
+    for wrong in (["--seeds", "3", "--workflows", "nobody"], ["--seeds", "3", "--gpus", "0"],
+                  ["--seeds", "3", "--gpus", "2", "--others-from", "x.json"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(wrong)
+        assert exit_.value.code == 2
+        assert "error:" in capsys.readouterr().err
+
+
+def test_the_spread_bench_draws_with_the_settings_given(tmp_path, capsys):
+    """``bench/spread.py --settings``: ESG at each draw with those
+    ControlSettings fields, as ``robustness.run_case`` with them; an
+    ablation's name is a policy; settings that are not JSON or not fields
+    get argparse's error and exit code 2."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from robustness import run_case
+    from spread import main
+
+    out = tmp_path / "spread.json"
+    assert main(["--seeds", "4", "--draws", "1", "--policies", "esg,esg-no-fair", "--settings",
+                 '{"utilisations": [0.8]}', "--processes", "1", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())[0]
+    once = run_case(4, ["esg", "esg-no-fair"], {"utilisations": [0.8]})["policies"]
+    assert row["policies"]["esg"]["hits"] == [once["esg"]["hit"]]
+    assert row["policies"]["esg-no-fair"]["hits"] == [once["esg-no-fair"]["hit"]]
+    assert row["policies"]["esg"]["hits"] != [run_case(4, ["esg"])["policies"]["esg"]["hit"]]  # they acted
+    capsys.readouterr()
+    for wrong in ('{"nope": 1}', "{bad"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--settings", wrong])
+        assert exit_.value.code == 2
+        assert "--settings" in capsys.readouterr().err
+
+
 def test_a_miss_is_classed_by_what_its_arrivals_were_doing():
     """``bench/miss_causes.py``: the class comes from the workload's truth —
     within the settle time after an upward step a rise, after a downward
