@@ -25,7 +25,7 @@ import numpy as np
 from ..model import InstanceGroup, ModelError, ProfileSet, Workflow
 from ..planner import CheapestPlanCosts, PlannerError, get_policy
 from ..planner.limits import NO_LIMITS
-from .packing import fits_on_gpus, most_room_pct
+from .packing import fits_on_gpus, most_room_pct, room_after
 from .settings import ControlSettings
 from .state import ControlState, WorkflowState
 
@@ -83,16 +83,22 @@ class Capacity:
                     counts[stage.gpu_share] += stage.replicas
         return counts
 
-    def packs(self, others: Counter, choices, running: Mapping[str, Optional[InstanceGroup]] = {}) -> bool:
+    def packs(self, others: Counter, choices, running: Mapping[str, Optional[InstanceGroup]] = {},
+              room: Optional[list[int]] = None) -> bool:
         """Do a plan's instances fit on the GPUs beside the other
         workflows' (``packed_capacity``; always where it is off)? With
         ``running`` (each stage's group as it runs, or None): do its new
         instances — each of a stage moved to another share, those added to
         a stage kept at its share — fit beside those too? A restarted
         stage's old instances serve until its new ones do, so both hold
-        their shares meanwhile (``restart_room``)."""
+        their shares meanwhile (``restart_room``). With ``room`` too (each
+        GPU's share free now: ``ControlState.gpu_free_pct``): do the new
+        instances fit in it, where the instances that run are — not
+        packed with them afresh, which a platform does not do."""
         if self.settings.capacity_gpus is None or not self.settings.packed_capacity:
             return True
+        if running and room is not None:
+            return room_after(new_instances(choices, running), room) is not None
         counts = Counter(others)
         for stage, option in choices.items():
             group, share = running.get(stage), option.config.gpu_share
@@ -168,6 +174,20 @@ class Capacity:
                 choices = None
             ws.on_time_gpus = 0.0 if choices is None else held_gpus(choices)
         return ws.on_time_gpus
+
+
+def new_instances(choices, running: Mapping[str, Optional[InstanceGroup]]) -> Counter:
+    """A plan's instances that do not run yet, by share: every one of a
+    stage that runs none or runs another share, those beyond the count
+    of a stage kept at its share."""
+    counts: Counter = Counter()
+    for stage, option in choices.items():
+        group, share = running.get(stage), option.config.gpu_share
+        if group is None or group.gpu_share != share:
+            counts[share] += option.replicas
+        else:
+            counts[share] += max(0, option.replicas - group.count)
+    return counts
 
 
 def fair_shares(claims: Mapping[str, float], capacity: float) -> dict[str, float]:

@@ -77,11 +77,12 @@ from ..model.config import Config, evaluate
 from ..model.plan import choices_latency_ms, path_latency_ms
 from ..planner import PlannerError, deployment_for, get_policy
 from .calibration import Calibration
-from .capacity import Capacity, held_gpus
+from .capacity import Capacity, held_gpus, new_instances
 from .delay import DelayWindow
 from .errors import ControlError
 from .feedback import BOOST_STEP, Feedback
-from .observation import Observation, WorkflowObservation
+from .observation import Observation, WorkflowObservation, believed_room
+from .packing import room_after
 from .rate import WantedRate, excess_backlog, on_rate_grid
 from .room import Room
 from .search import Search, fastest_executions_ms, problem_for
@@ -134,6 +135,8 @@ class ControlLaw:
             state.running_shares = self._running_shares(state, current or {})
             state.starting = dict(observation.starting)
             state.unplaced = dict(observation.unplaced)
+            state.gpu_free_pct = believed_room(observation.gpu_free_pct, self.settings.capacity_gpus) \
+                if self.settings.actual_room else None
             state.searches_left = self.settings.max_replans_per_tick
             self.calibration.observe(observation, state, state.running_shares, now_s)
             wishes = []
@@ -415,6 +418,8 @@ class ControlLaw:
         ws.late_by = problem.budget_ms / workflow.slo_ms
         ws.hopeless = hopeless
         ws.unpacked = not self.capacity.packs(self.capacity.others_instances(workflow, state), choices)
+        if state.gpu_free_pct is not None:  # the room its new instances take: not there for the next re-plan
+            state.gpu_free_pct = room_after(new_instances(choices, running), state.gpu_free_pct, partly=True)
         ws.admit_rps = admit_rps
         late_or_less = _late(workflow, problem) or problem.rate_rps < rate_rps * (1 - 1e-9)
         ws.held_below = (rate_rps / ws.boost, arrival_cv2, profiles) if late_or_less else None
@@ -527,7 +532,7 @@ class ControlLaw:
             shares = {stage: group.gpu_share for stage, group in running.items() if group is not None}
             restarted = [stage for stage, share in shares.items() if choices[stage].config.gpu_share != share]
             others = self.capacity.others_instances(workflow, state) if restarted else None
-            if restarted and not self.capacity.packs(others, choices, running):
+            if restarted and not self.capacity.packs(others, choices, running, state.gpu_free_pct):
                 in_step = now_s < ws.panic_until_s
                 waiting_ms = math.inf if in_step else \
                     self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, {

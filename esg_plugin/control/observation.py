@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from ..limits import MAX_RATE_RPS, is_number  # above MAX_RATE_RPS: a broken counter, not traffic
 from .errors import ControlError
@@ -141,3 +141,26 @@ class Observation:
     no room for — no GPU with that much of its share free (Kubernetes: pods
     ``Pending`` with ``PodScheduled`` false, reason ``Unschedulable``) —
     where the platform says; a stage absent here: none, or not known."""
+    gpu_free_pct: Optional[Sequence[int]] = None
+    """Each GPU's share free now — not held by any instance — in percent,
+    where the platform says (the simulator's cluster); None: not known, and
+    a restart's new instances are packed with every other afresh
+    (``Capacity.packs``). Believed only as whole numbers in [0, 100], no
+    more of them than ``capacity_gpus`` counts (:func:`believed_room`)."""
+
+
+def believed_room(free_pct: Optional[Sequence[int]], capacity_gpus: Optional[float]) -> Optional[list[int]]:
+    """``Observation.gpu_free_pct`` where believed: each a whole number in
+    [0, 100], at least one and no more of them than ``capacity_gpus``
+    (a fraction counts as a GPU); else None — not known, as if not said."""
+    if free_pct is None or capacity_gpus is None:
+        return None
+    try:
+        room = list(free_pct)
+    except TypeError:
+        return None
+    if not room or len(room) > math.ceil(capacity_gpus - 1e-9):
+        return None
+    if not all(is_number(pct) and float(pct).is_integer() and 0 <= pct <= 100 for pct in room):
+        return None
+    return [int(pct) for pct in room]

@@ -8,7 +8,7 @@ Pure: share counts in, a yes or no (or the room left) out."""
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 
 def fits_on_gpus(instances_by_share_pct: Mapping[int, int], gpus: float) -> bool:
@@ -18,6 +18,28 @@ def fits_on_gpus(instances_by_share_pct: Mapping[int, int], gpus: float) -> bool
     if _count(instances_by_share_pct) <= int(gpus + 1e-9):
         return True  # a GPU each
     return _free_after_placing(instances_by_share_pct, gpus) is not None
+
+
+def room_after(instances_by_share_pct: Mapping[int, int], free_pct: Sequence[int],
+               partly: bool = False) -> Optional[list[int]]:
+    """The room each GPU has free (``free_pct``, in percent) once
+    ``instances_by_share_pct`` are placed in it as :func:`fits_on_gpus`
+    places them, or None where one finds no room (``partly``: those that
+    find none are left out, as a platform leaves them pending)."""
+    free = list(free_pct)
+    for share in sorted(instances_by_share_pct, reverse=True):
+        left = instances_by_share_pct[share]
+        if left <= 0 or share <= 0:
+            continue  # none, or holding no share: fits anywhere
+        for i, room in enumerate(free):
+            placed = min(left, room // share)
+            free[i] -= placed * share
+            left -= placed
+            if left == 0:
+                break
+        if left and not partly:
+            return None
+    return free
 
 
 def most_room_pct(instances_by_share_pct: Mapping[int, int], gpus: float) -> int:
@@ -39,17 +61,4 @@ def _free_after_placing(instances_by_share_pct: Mapping[int, int], gpus: float) 
     capacity may be large; the callers answer the other case first)."""
     whole = int(gpus + 1e-9)
     rest_pct = round((gpus - whole) * 100)
-    free = [100] * whole + ([rest_pct] if rest_pct > 0 else [])
-    for share in sorted(instances_by_share_pct, reverse=True):
-        left = instances_by_share_pct[share]
-        if left <= 0 or share <= 0:
-            continue  # none, or holding no share: fits anywhere
-        for i, room in enumerate(free):
-            placed = min(left, room // share)
-            free[i] -= placed * share
-            left -= placed
-            if left == 0:
-                break
-        if left:
-            return None
-    return free
+    return room_after(instances_by_share_pct, [100] * whole + ([rest_pct] if rest_pct > 0 else []))

@@ -200,6 +200,10 @@ class ControlState:
     unplaced: Mapping[StageKey, int] = field(default_factory=dict)
     """Per stage: its instances the platform found no room for, as the last
     observation said (``Observation.unplaced``)."""
+    gpu_free_pct: Optional[list[int]] = None
+    """Each GPU's share free, as the last observation said where believed
+    (``Observation.gpu_free_pct``), less the room this tick's re-plans
+    took for their new instances; None: not known."""
     searches_left: int = 0
     """The wait feedback's searches still allowed in this tick: as many as
     re-plans (``max_replans_per_tick``), so that misses on every workflow at

@@ -123,6 +123,8 @@ class View:
     """Instances of each stage that the last reconfiguration wanted and found no room for."""
     newest_rps: dict[str, float] = field(default_factory=dict)
     """Arrivals per second of each workflow since the last tick (over ``interval_s``), counted."""
+    gpu_free_pct: Optional[tuple[int, ...]] = None
+    """Each GPU's share not held by an instance, in percent, right now."""
 
 
 class Policy:
@@ -791,7 +793,7 @@ class Simulator:
         ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}
         self.exec_done = {}
         return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting,
-                    stage_wait, unplaced, newest)
+                    stage_wait, unplaced, newest, tuple(self.cluster.gpu_free))
 
 
 def _arrived_since(arrivals: deque, since_ms: float) -> int:

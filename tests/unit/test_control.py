@@ -4,6 +4,8 @@ that the simulator and the scaler run it, decision for decision."""
 import dataclasses
 import math
 import random
+import types
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,10 @@ from esg_plugin.control import (
 )
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.control.rate import on_rate_grid
-from esg_plugin.control.capacity import fair_shares
-from esg_plugin.control.packing import fits_on_gpus, most_room_pct
+from esg_plugin.control.capacity import Capacity, fair_shares
+from esg_plugin.control.observation import believed_room
+from esg_plugin.control.packing import fits_on_gpus, most_room_pct, room_after
+from esg_plugin.control.search import problem_for
 from esg_plugin.model import FunctionProfile, InstanceGroup, ModelError, ProfileSet, Stage, Workflow
 from esg_plugin.planner import PlannerError
 from esg_plugin.model.plan import path_latency_ms
@@ -1856,16 +1860,17 @@ def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_
     assert (shares[False, replan]["s1"], shares[False, replan]["s2"]) == (50, 90)  # without: both at once
 
 
-def _restarts_watched(seed: int, family: str, workflow: str):
-    """A generated workload simulated with ``restart_room`` on and off: per
-    (on, tick), each of ``workflow``'s stages' desired (share, count), and
-    how many of its instances the platform found no room for."""
+def _restarts_watched(seed: int, family: str, workflow: str, setting: str = "restart_room"):
+    """A generated workload simulated with ``setting`` (``restart_room``)
+    on and off: per (on, tick), each of ``workflow``'s stages' desired
+    (share, count), and how many of its instances the platform found no
+    room for."""
     case = random_workload(seed, family=family)
     workload = case.workload
     shares, unplaced = {}, {}
     for on in (True, False):
         policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
-                             settings=ControlSettings(capacity_gpus=16.0, restart_room=on), gpus=workload.gpus)
+                             settings=ControlSettings(capacity_gpus=16.0, **{setting: on}), gpus=workload.gpus)
         step, decide = policy.law.step, policy.decide
 
         def watched(observation, state, now_s, current=None, _step=step, _on=on):
@@ -1960,6 +1965,78 @@ def test_a_restart_whose_instances_would_wait_for_room_for_good_waits_for_a_plan
     assert shares[True, 45.0]["s5"] == (10, 10)
     assert all(shares[True, float(t)]["s5"][0] == 10 for t in range(46, 100))
     assert shares[False, 46.0]["s5"][0] == 100 and unplaced[False, 99.0] > 0
+
+
+def test_a_restart_is_watched_against_the_room_each_gpu_has_free():
+    """``actual_room``: random-wide-1938, three workflows on 13.3 of the 16
+    GPUs. At 79 s a clean stretch lowers w1's margin, and its plan for it
+    moves five stages (three to 70–90% shares) for 10% fewer GPUs. Packed
+    afresh with every running instance those fit; in the room the GPUs
+    have free, where the running instances are, they do not. With the
+    rule no stage of w1 moves then and none of its instances waits for
+    room; without, the restarted stages' instances wait from 80 s."""
+    shares, unplaced = _restarts_watched(1938, "wide", "w1", "actual_room")
+    before = {stage: share for stage, (share, _) in shares[True, 78.0].items()}
+    assert before == {stage: share for stage, (share, _) in shares[False, 78.0].items()}
+    assert {stage: share for stage, (share, _) in shares[True, 79.0].items()} == before
+    assert not any(unplaced[True, float(t)] for t in range(79, 90))
+    moved = {stage for stage, (share, _) in shares[False, 79.0].items() if share != before[stage]}
+    assert len(moved) >= 3 and all(unplaced[False, float(t)] > 0 for t in range(80, 84))
+
+
+def test_new_instances_fit_in_the_room_each_gpu_has_free():
+    """``room_after``: instances placed in the room GPUs have free, the
+    largest first, each on the first GPU with room — as one at a time
+    does (seeded random rooms and sets); ``partly`` leaves out those that
+    find none. ``Capacity.packs`` with a room asks only whether a plan's
+    new instances fit there: a stage moved from 40% to 70% needs a GPU
+    with 70% free, which 30% and 50% are not, whatever the total."""
+
+    def one_at_a_time(counts, free, partly=False):
+        free = list(free)
+        for share in sorted((share for share, n in counts.items() for _ in range(n)), reverse=True):
+            gpu = next((i for i, room in enumerate(free) if room >= share), None)
+            if gpu is None:
+                if partly:
+                    continue
+                return None
+            free[gpu] -= share
+        return free
+
+    assert room_after({70: 1}, [30, 50]) is None and room_after({70: 1}, [30, 70]) == [30, 0]
+    assert room_after({70: 1, 20: 2}, [30, 50], partly=True) == [10, 30]
+    rng = random.Random(11)
+    for _ in range(500):
+        free = [rng.choice(range(0, 101, 10)) for _ in range(rng.randint(1, 8))]
+        counts = {share: rng.randint(0, 4) for share in rng.sample(GPU_SHARES, rng.randint(1, 4))}
+        assert room_after(counts, free) == one_at_a_time(counts, free)
+        assert room_after(counts, free, partly=True) == one_at_a_time(counts, free, partly=True)
+    capacity = Capacity({}, ControlSettings(capacity_gpus=3.0), "esg", problem_for)
+    option = types.SimpleNamespace(config=types.SimpleNamespace(gpu_share=70), replicas=1)
+    running = {"s": InstanceGroup(1, 40, 1, 0.0)}
+    assert capacity.packs(Counter(), {"s": option}, running)  # packed afresh: 40 + 70 on three empty GPUs
+    assert not capacity.packs(Counter(), {"s": option}, running, [30, 50, 0])
+    assert capacity.packs(Counter(), {"s": option}, running, [30, 70, 0])
+    assert capacity.packs(Counter(), {"s": option}, {"s": InstanceGroup(1, 70, 1, 0.0)}, [0, 0, 0])  # runs already
+
+
+@pytest.mark.parametrize("room, believed", [
+    ([30, 50, 100], [30, 50, 100]), ((0,), [0]), (None, None), ([], None), ([30, 50, 100, 10], None),
+    ([-10, 50], None), ([30, 101], None), ([30.5], None), ([float("nan")], None), (["30"], None), (30, None),
+    ([True, 50], None),
+])
+def test_the_room_the_platform_says_each_gpu_has_is_believed_only_within_range(room, believed):
+    """``Observation.gpu_free_pct`` on 3 GPUs: whole percents in [0, 100],
+    no more GPUs than there are; anything else is not believed (the law
+    packs afresh, as where the platform says nothing) and a law stepped
+    with it goes on."""
+    assert believed_room(room, 3.0) == believed
+    assert believed_room([30], None) is None  # no GPUs counted: no room to check against
+    wf, profiles = Workflow.build("w", 80.0, [Stage("a", "resnet18")], hop_ms=1.0), example_profiles()
+    law = ControlLaw([wf], profiles, ControlSettings(capacity_gpus=3.0))
+    state = law.new_state()
+    decision = law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 1.0)}, gpu_free_pct=room), state, 0.0)
+    assert "w" in decision.plans
 
 
 @pytest.mark.parametrize("min_gain", [1.0, 2.0, 1e6])
