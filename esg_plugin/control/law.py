@@ -532,7 +532,10 @@ class ControlLaw:
             shares = {stage: group.gpu_share for stage, group in running.items() if group is not None}
             restarted = [stage for stage, share in shares.items() if choices[stage].config.gpu_share != share]
             others = self.capacity.others_instances(workflow, state) if restarted else None
-            if restarted and not self.capacity.packs(others, choices, running, state.gpu_free_pct):
+            # the shares of a plan made before any arrival (for the least rate) were chosen for no load
+            placeholder = ws.estimate_rps is not None and ws.estimate_rps <= self.settings.min_rate_rps * (1 + 1e-9)
+            if restarted and not placeholder and not self.capacity.packs(others, choices, running,
+                                                                         state.gpu_free_pct):
                 in_step = now_s < ws.panic_until_s
                 waiting_ms = math.inf if in_step else \
                     self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, {

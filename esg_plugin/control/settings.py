@@ -461,7 +461,12 @@ class ControlSettings:
     one each, none found a whole GPU, and each stage was left on one of
     its old instances: 29% of the requests met the SLO). On full clusters
     a run goes one way or the other by tens of points on such a rule
-    (``docs/EVALUATION.md``, the fiftieth session). Ablation ``restarts``."""
+    (``docs/EVALUATION.md``, the fiftieth session). Never at the shares of a
+    plan made before any arrival, for the least rate (``min_rate_rps``):
+    chosen for no load, they are not worth keeping (random-wide-1879: a
+    bursty chain's first plan for its arrivals held at the one 10%
+    instance of a stage, 51.7 → 58.6%; wide-1957 41.8 → 61.2%). Ablation
+    ``restarts``."""
     actual_room: bool = True
     """Where the platform says how much share each GPU has free
     (``Observation.gpu_free_pct``: the simulator's cluster), ``restart_room``
@@ -474,8 +479,8 @@ class ControlSettings:
     a DAG, on 13.3 of 16 GPUs held, for 10% fewer GPUs; the new 70–90%
     instances found no GPU, and 3.8% of its requests missed where nexus
     missed none; with the rule 100% at 12.10 GPUs, nexus 100% at 14.25).
-    On full clusters it moves runs both ways: wide-1879 64.4 → 51.7%
-    (``docs/EVALUATION.md``, the fifty-fifth session). Ablation ``room``."""
+    On full clusters it moves runs both ways (``docs/EVALUATION.md``, the
+    fifty-fifth session). Ablation ``room``."""
     keep_starting: bool = True
     """In the panic after a step, a stage whose plan started instances less
     than its function's cold start ago keeps their share when it is

@@ -1984,6 +1984,20 @@ def test_a_restart_is_watched_against_the_room_each_gpu_has_free():
     assert len(moved) >= 3 and all(unplaced[False, float(t)] > 0 for t in range(80, 84))
 
 
+def test_a_stage_at_the_share_of_a_plan_for_no_load_is_not_held_there():
+    """``restart_room`` holds a restart that finds no room at the shares
+    that run — unless those were a plan's made before any arrival, for the
+    least rate: chosen for no load. random-wide-1879: at 1 s the bursty
+    chain w0 (1.22 x its fastest latency) is planned for its first
+    arrivals; its new instances do not fit the 8.3 GPUs the three first
+    plans left free, and s3, at the one 10% instance of its first plan,
+    would be held there (more 10% instances: the workload met 51.7%);
+    it moves to 70% (58.6%, nexus 74.5%)."""
+    shares, _ = _restarts_watched(1879, "wide", "w0", "actual_room")
+    assert shares[True, 0.0]["s3"] == (10, 1)
+    assert shares[True, 1.0]["s3"] == (70, 2) == shares[False, 1.0]["s3"]
+
+
 def test_new_instances_fit_in_the_room_each_gpu_has_free():
     """``room_after``: instances placed in the room GPUs have free, the
     largest first, each on the first GPU with room — as one at a time
