@@ -99,16 +99,12 @@ class Capacity:
             return True
         if running and room is not None:
             return room_after(new_instances(choices, running), room) is not None
-        counts = Counter(others)
-        for stage, option in choices.items():
-            group, share = running.get(stage), option.config.gpu_share
-            if group is None:
-                counts[share] += option.replicas
-            elif group.gpu_share == share:
-                counts[share] += max(group.count, option.replicas)
-            else:
+        counts = Counter(others)  # packed afresh: the others', what runs of the plan's stages, and the new
+        for stage in choices:
+            group = running.get(stage)
+            if group is not None:
                 counts[group.gpu_share] += group.count
-                counts[share] += option.replicas
+        counts.update(new_instances(choices, running))
         return fits_on_gpus(counts, self.settings.capacity_gpus)
 
     def below_room(self, workflow: Workflow, below: Optional[dict[str, int]], others: Counter) -> dict[str, int]:

@@ -532,7 +532,7 @@ class ControlLaw:
             shares = {stage: group.gpu_share for stage, group in running.items() if group is not None}
             restarted = [stage for stage, share in shares.items() if choices[stage].config.gpu_share != share]
             others = self.capacity.others_instances(workflow, state) if restarted else None
-            # the shares of a plan made before any arrival (for the least rate) were chosen for no load
+            # the shares of a plan for the least rate (before any arrival, or with none) were chosen for no load
             placeholder = ws.estimate_rps is not None and ws.estimate_rps <= self.settings.min_rate_rps * (1 + 1e-9)
             if restarted and not placeholder and not self.capacity.packs(others, choices, running,
                                                                          state.gpu_free_pct):

@@ -462,7 +462,7 @@ class ControlSettings:
     its old instances: 29% of the requests met the SLO). On full clusters
     a run goes one way or the other by tens of points on such a rule
     (``docs/EVALUATION.md``, the fiftieth session). Never at the shares of a
-    plan made before any arrival, for the least rate (``min_rate_rps``):
+    plan made for the least rate (``min_rate_rps``: before any arrival, or with none):
     chosen for no load, they are not worth keeping (random-wide-1879: a
     bursty chain's first plan for its arrivals held at the one 10%
     instance of a stage, 51.7 → 58.6%; wide-1957 41.8 → 61.2%). Ablation

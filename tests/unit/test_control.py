@@ -1986,7 +1986,7 @@ def test_a_restart_is_watched_against_the_room_each_gpu_has_free():
 
 def test_a_stage_at_the_share_of_a_plan_for_no_load_is_not_held_there():
     """``restart_room`` holds a restart that finds no room at the shares
-    that run — unless those were a plan's made before any arrival, for the
+    that run — unless those were a plan's made for no arrivals yet, for the
     least rate: chosen for no load. random-wide-1879: at 1 s the bursty
     chain w0 (1.22 x its fastest latency) is planned for its first
     arrivals; its new instances do not fit the 8.3 GPUs the three first
