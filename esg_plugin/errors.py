@@ -16,7 +16,9 @@ module or beside its code:
 - ``scaler.actuators.errors.ApiError`` (the platform's API: ``NotFound``,
   ``Conflict``, ``Invalid``, ``Forbidden``, ``Unavailable``, mapped from
   the kubernetes client's ``ApiException``, urllib's ``HTTPError`` or no
-  answer; the actuators report them as changes of kind ``gone``/``error``).
+  answer; the actuators report them as changes of kind ``gone``/``error``;
+  ``Unreadable``: an answer whose record says nothing believable, such as
+  a HAMi annotation).
 
 The subclasses also keep the standard type they always were (``ValueError``
 for bad values, ``RuntimeError`` for the machine), so ``except ValueError``

@@ -243,9 +243,11 @@ ROUTES = [  # (pattern, group, resource, subresource)
     (r"^/apis/serving\.knative\.dev/v1/namespaces/(?P<ns>[^/]+)/services(?:/(?P<name>[^/]+))?$",
      "serving.knative.dev", "services"),
     (r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+))?$", "", "pods"),
+    (r"^/api/v1/pods$", "", "pods"),  # every namespace's
+    (r"^/api/v1/nodes$", "", "nodes"),
 ]
 VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
-KINDS = {"deployments": "Deployment", "services": "Service", "pods": "Pod"}
+KINDS = {"deployments": "Deployment", "services": "Service", "pods": "Pod", "nodes": "Node"}
 
 
 class KubeEmulator:
@@ -259,6 +261,10 @@ class KubeEmulator:
         """function name -> its pods the scheduler found no room for (``Pending``, ``Unschedulable``)."""
         self.pulling: dict[str, int] = {}
         """function name -> its pods scheduled and not yet running (``Pending``, pulling an image)."""
+        self.nodes: list[dict] = []
+        """Node objects as a test writes them (a device plugin's annotations)."""
+        self.pods: list[dict] = []
+        """Pod objects of any namespace as a test writes them, beside the function pods above."""
         self.lock = threading.Lock()
         self.failures: list[int] = []
         self.requests: list[tuple[str, str]] = []
@@ -414,7 +420,8 @@ class KubeEmulator:
                     break
             else:
                 return self.status(404, "NotFound", "the server could not find the requested resource")
-            namespace, name, sub = match.group("ns"), unquote(match.group("name") or ""), match.groupdict().get("sub")
+            groups = match.groupdict()
+            namespace, name, sub = groups.get("ns"), unquote(groups.get("name") or ""), groups.get("sub")
             verb = VERBS.get(method, method.lower())
             if method == "GET" and not name:
                 verb = "watch" if parse_qs(url.query).get("watch") == ["true"] else "list"
@@ -427,17 +434,23 @@ class KubeEmulator:
                 code = self.failures.pop(0)
                 return self.status(code, "InternalError" if code >= 500 else "Failure", "injected failure")
             if resource == "pods":
-                return self._pods(url)
+                return self._pods(url, namespace)
+            if resource == "nodes":
+                return 200, {"kind": "NodeList", "apiVersion": "v1",
+                             "metadata": {"resourceVersion": str(self.version)},
+                             "items": copy.deepcopy(self.nodes)}, []
             table = self.deployments if resource == "deployments" else self.knative
             return self._object(table, method, group, resource, namespace, name, sub, content_type, body)
 
-    def _pods(self, url):
-        """The function pods (label ``faas_function``) that match the list's
-        label selector (``faas_function=NAME``, or the label's existence) and
-        field selector (``status.phase=PHASE``), as the real server filters."""
+    def _pods(self, url, namespace: Optional[str]):
+        """The function pods (label ``faas_function``, in ``openfaas-fn``) and
+        the test's own (``pods``), of the namespace asked or all, that match
+        the list's label selector (``faas_function=NAME``, or the label's
+        existence) and field selector (``status.phase=PHASE`` or ``!=``,
+        terms joined by commas), as the real server filters."""
         query = parse_qs(url.query)
         selector = query.get("labelSelector", [""])[0]
-        phase = query.get("fieldSelector", [""])[0]
+        fields = [term for term in query.get("fieldSelector", [""])[0].split(",") if term]
         pods = [{"metadata": {"name": f"{fn}-{i}", "labels": {"faas_function": fn}},
                  "status": {"podIP": ip, "phase": "Running"}}
                 for fn, ips in self.pod_ips.items() for i, ip in enumerate(ips)]
@@ -449,12 +462,23 @@ class KubeEmulator:
         pods += [{"metadata": {"name": f"{fn}-pulling-{i}", "labels": {"faas_function": fn}},
                   "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}]}}
                  for fn, count in self.pulling.items() for i in range(count)]
+        for pod in pods:
+            pod["metadata"]["namespace"] = "openfaas-fn"
+        pods += copy.deepcopy(self.pods)
+        if namespace is not None:
+            pods = [p for p in pods if p["metadata"].get("namespace") == namespace]
+        labels = lambda p: p["metadata"].get("labels") or {}  # noqa: E731
         if selector.startswith("faas_function="):
-            pods = [p for p in pods if p["metadata"]["labels"]["faas_function"] == selector.split("=", 1)[1]]
-        elif selector not in ("", "faas_function"):
+            pods = [p for p in pods if labels(p).get("faas_function") == selector.split("=", 1)[1]]
+        elif selector == "faas_function":
+            pods = [p for p in pods if "faas_function" in labels(p)]
+        elif selector:
             pods = []  # no other labels here
-        if phase.startswith("status.phase="):
-            pods = [p for p in pods if p["status"]["phase"] == phase.split("=", 1)[1]]
+        for term in fields:
+            key, negated, value = re.match(r"^([^!=]+)(!?)==?(.*)$", term).groups()
+            if key != "status.phase":
+                return self.status(400, "BadRequest", f'"{key}" is not a known field selector: only "status.phase"')
+            pods = [p for p in pods if (p["status"].get("phase") == value) != bool(negated)]
         return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": str(self.version)},
                      "items": pods}, []
 

@@ -143,7 +143,8 @@ class Observation:
     where the platform says; a stage absent here: none, or not known."""
     gpu_free_pct: Optional[Sequence[int]] = None
     """Each GPU's share free now — not held by any instance — in percent,
-    where the platform says (the simulator's cluster); None: not known, and
+    where the platform says (the simulator's cluster; HAMi's records, read
+    by the Kubernetes actuator: ``Actuator.gpu_room``); None: not known, and
     a restart's new instances are packed with every other afresh
     (``Capacity.packs``). Believed only as whole numbers in [0, 100], no
     more of them than ``capacity_gpus`` counts (:func:`believed_room`)."""

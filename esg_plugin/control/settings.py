@@ -469,7 +469,8 @@ class ControlSettings:
     ``restarts``."""
     actual_room: bool = True
     """Where the platform says how much share each GPU has free
-    (``Observation.gpu_free_pct``: the simulator's cluster), ``restart_room``
+    (``Observation.gpu_free_pct``: the simulator's cluster; HAMi's records
+    under ``esg scaler``), ``restart_room``
     asks whether a restart's new instances fit in that room — where the
     instances that run are placed — rather than packed afresh with every
     instance that runs, which no platform does: on a cluster near full the

@@ -20,7 +20,8 @@ simulator's ``esg`` policy runs:
   they ran and the share they run, as the execution-time ratio; what each
   function runs now (so that a small share saving does not restart pods),
   its replicas not yet in service, and those the platform found no room
-  for (pods ``Unschedulable``), where the platform says;
+  for (pods ``Unschedulable``), where the platform says; each GPU's free
+  share, where the actuator reads it (HAMi's records: ``Actuator.gpu_room``);
 - out: per function the law's instance group — replicas (bounded by
   ``min_replicas``..``max_replicas``), batch size, batching timeout (changes
   under ``wait_threshold_ms`` ignored) and share.
@@ -69,6 +70,7 @@ def decide_functions(
     current: Mapping[str, FunctionState],
     memory: Memory,
     now_s: float,
+    gpu_free_pct: Optional[tuple[int, ...]] = None,
 ) -> ScalerDecision:
     if observation is None:
         return ScalerDecision({}, {}, {"*": "no metrics data: nothing changes"}, {})
@@ -76,7 +78,8 @@ def decide_functions(
     running = {key: InstanceGroup(current[fn].batch_size, current[fn].gpu_share, current[fn].replicas,
                                   current[fn].max_wait_ms)
                for key, fn in topology.functions.items() if fn in current}
-    decision = law.step(control_observation(topology, profiles, observation, current), memory.state, now_s, running)
+    decision = law.step(control_observation(topology, profiles, observation, current, gpu_free_pct), memory.state,
+                        now_s, running)
     desired: dict[str, FunctionState] = {}
     reasons = dict(decision.reasons)
     for key, groups in decision.desired.items():
@@ -95,8 +98,10 @@ def decide_functions(
 
 
 def control_observation(topology: Topology, profiles: ProfileSet, observation: Observation,
-                        current: Mapping[str, FunctionState]) -> ControlObservation:
-    """The law's observation from the scaler's (see the module's docstring)."""
+                        current: Mapping[str, FunctionState],
+                        gpu_free_pct: Optional[tuple[int, ...]] = None) -> ControlObservation:
+    """The law's observation from the scaler's (see the module's docstring);
+    ``gpu_free_pct`` from the actuator (``Actuator.gpu_room``)."""
     waits: dict[str, dict[str, tuple[float, float]]] = {}
     for (wf, stage), fn in topology.functions.items():
         reading = observation.functions.get(fn)
@@ -136,7 +141,8 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
     return ControlObservation(observation.at_s, workflows,
                               exec_ratio={k: sum(v) / len(v) for k, v in ratios.items()},
                               exec_batch={k: sum(v) / len(v) for k, v in batches.items()}, starting=starting,
-                              cpu_ratio={k: sum(v) / len(v) for k, v in cpu.items()}, unplaced=unplaced)
+                              cpu_ratio={k: sum(v) / len(v) for k, v in cpu.items()}, unplaced=unplaced,
+                              gpu_free_pct=gpu_free_pct)
 
 
 def offered_rps(topology: Topology, workflow: str, observation: Observation) -> Optional[tuple[float, float]]:

@@ -141,7 +141,9 @@ class Scaler:
         functions = sorted(set(self.topology.functions.values()))
         try:
             current = self.actuator.current(functions) if observation is not None else {}
-            decision = decide_functions(self.topology, self.profiles, self.settings, observation, current, self.memory, now)
+            room = self.actuator.gpu_room() if observation is not None else None
+            decision = decide_functions(self.topology, self.profiles, self.settings, observation, current, self.memory,
+                                        now, room)
             changes = self.actuator.apply(decision.desired) if decision.desired else []
         except Exception as err:
             log.warning("iteration failed: %s", err)

@@ -284,3 +284,83 @@ def test_a_hami_share_sets_requests_equal_to_limits():
         assert resources["limits"] == resources["requests"] == {"nvidia.com/gpucores": "30",
                                                                  "nvidia.com/gpumem": "4800"}
         assert actuator.current(["fn"])["fn"].gpu_share == 30
+
+
+def hami_node(name, devices, json_form=False):
+    """A GPU node as HAMi's device plugin registers it: per device (id,
+    cores, healthy), in its JSON form or its older colon-separated one."""
+    if json_form:
+        record = json.dumps([{"id": d, "count": 10, "devmem": 81920, "devcore": cores, "type": "NVIDIA-H100",
+                              "numa": 0, **({"health": True} if ok else {})} for d, cores, ok in devices])
+    else:
+        record = "".join(f"{d},10,81920,{cores},NVIDIA-H100,0,{str(ok).lower()}:" for d, cores, ok in devices)
+    return {"metadata": {"name": name, "annotations": {"hami.io/node-nvidia-register": record}}}
+
+
+def hami_pod(name, namespace, phase, allocated):
+    """A pod HAMi placed: ``allocated`` per container, (device id, cores) per device."""
+    record = "".join("".join(f"{d},NVIDIA,4000,{cores}:" for d, cores in container) + ";" for container in allocated)
+    return {"metadata": {"name": name, "namespace": namespace,
+                         "annotations": {"hami.io/vgpu-devices-allocated": record}},
+            "status": {"phase": phase}}
+
+
+def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_the_law(caplog):
+    """``share_mode: hami``: the actuator lists the nodes and every
+    namespace's unfinished pods through the real client, and each healthy
+    GPU's free share is its cores less those HAMi allocated on it (another
+    tenant's pods included, finished ones not); the scaler hands it to the
+    law, which believes it within ``capacity_gpus``. Under MPS it is not
+    read; a record that cannot be read, or a list the account may not make,
+    leaves it unknown, said once."""
+    topology = Topology.from_stack(read_yaml(ROOT / "stack.yml"))
+    profiles = load_profiles(ROOT / "profiles/cpu-2core.json")
+    with KubeEmulator() as kube:
+        for fn in topology.functions.values():
+            kube.add(deployment(fn, env={"ESG_FUNCTION": fn, "ESG_GPU_SHARE": 100}))
+        kube.nodes = [hami_node("gpu-a", [("GPU-a0", 100, True), ("GPU-a1", 100, True)]),
+                      hami_node("gpu-b", [("GPU-b0", 200, True), ("GPU-b1", 100, False)], json_form=True),
+                      {"metadata": {"name": "cpu-only"}}]
+        kube.pods = [hami_pod("image-classify-1", "openfaas-fn", "Running", [[("GPU-a0", 30)]]),
+                     hami_pod("training", "team-b", "Running", [[("GPU-a0", 50)], [("GPU-b0", 60)]]),
+                     hami_pod("starting", "team-b", "Pending", [[("GPU-a1", 100)]]),
+                     hami_pod("done", "team-b", "Succeeded", [[("GPU-b0", 100)]])]
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        api = client.ApiClient(configuration)
+        actuator = KubernetesActuator(api, "openfaas-fn", share_mode="hami")
+        assert actuator.gpu_room() == (20, 0, 70)  # GPU-b0: 140 of its 200 cores free; GPU-b1 unhealthy
+        assert KubernetesActuator(api, "openfaas-fn").gpu_room() is None  # MPS: no per-GPU record
+
+        clock, gateway = Clock(), FakeGateway()
+        try:
+            settings = ScalerSettings.load({"interval_s": INTERVAL_S, "window_s": 30, "share_mode": "hami",
+                                            "capacity_gpus": 4}, {})
+            scaler = Scaler(topology, profiles, settings, GatewayScrape(gateway.url, settings.window_s), actuator,
+                            clock)
+            tick(scaler, gateway, clock, {"image-preprocess": 2.0})
+            tick(scaler, gateway, clock, {"image-preprocess": 2.0})
+            room = scaler.memory.state.gpu_free_pct  # what the law believes, less what this tick's re-plans took
+            assert room is not None and len(room) == 3 and all(0 <= r <= b for r, b in zip(room, (20, 0, 70)))
+        finally:
+            gateway.close()
+
+        kube.pods.append(hami_pod("odd", "team-c", "Running", [[("GPU-a1", "many")]]))
+        with caplog.at_level("WARNING", logger="esg.scaler"):
+            assert actuator.gpu_room() is None and actuator.gpu_room() is None
+        said = [r.getMessage() for r in caplog.records if "free share is not known" in r.getMessage()]
+        assert len(said) == 1 and "cores used on GPU-a1" in said[0], said
+        kube.pods.pop()
+        assert actuator.gpu_room() == (20, 0, 70)
+
+    rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]  # no list of nodes
+    with KubeEmulator(token="t", rules=rules) as kube:
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        configuration.api_key = {"authorization": "Bearer t"}
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="esg.scaler"):
+            actuator = KubernetesActuator(client.ApiClient(configuration), "openfaas-fn", share_mode="hami")
+            assert actuator.gpu_room() is None and actuator.gpu_room() is None
+        said = [r.getMessage() for r in caplog.records if "free share is not known" in r.getMessage()]
+        assert len(said) == 1 and "403" in said[0] and "nodes" in said[0], said

@@ -80,6 +80,19 @@ def test_the_knative_scaler_can_patch_services_in_its_namespace_only():
     assert not can_i("patch", "serving.knative.dev", "services", "kube-system", KNATIVE)
 
 
+def test_the_one_cluster_wide_grant_lists_nodes_and_pods_for_hamis_records_and_nothing_more():
+    """deploy/gpu/hami-gpu-room-rbac.yaml: the reads of each GPU's free
+    share (``gpu_room.py``), bound to the scaler's accounts only."""
+    roles = {d["metadata"]["name"]: d for _, d in documents() if d["kind"] == "ClusterRole"}
+    bindings = [d for _, d in documents() if d["kind"] == "ClusterRoleBinding"]
+    assert set(roles) == {"esg-scaler-gpu-room"} and len(bindings) == 1
+    rules = roles["esg-scaler-gpu-room"]["rules"]
+    assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])) for r in rules) == \
+        [(("",), ("nodes",), ("list",)), (("",), ("pods",), ("list",))]
+    assert bindings[0]["roleRef"]["name"] == "esg-scaler-gpu-room"
+    assert {(s["namespace"], s["name"]) for s in bindings[0]["subjects"]} == {SCALER, GATEWAY}
+
+
 def containers(doc):
     if doc["kind"] == "Deployment":
         return doc["spec"]["template"]["spec"].get("containers", [])

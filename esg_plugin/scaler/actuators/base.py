@@ -38,6 +38,11 @@ class Actuator:
     def apply(self, desired: Mapping[str, FunctionState]) -> list[Change]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def gpu_room(self) -> Optional[tuple[int, ...]]:
+        """Each GPU's free share in percent, where the platform records it
+        (the control law's ``Observation.gpu_free_pct``); None: not known."""
+        return None
+
 
 def ready_count(value) -> Optional[int]:
     """A platform's count of ready replicas, believed only as a whole

@@ -52,6 +52,11 @@ class Unavailable(ApiError):
     retry = True
 
 
+class Unreadable(ApiError):
+    """The server answered, but a record in its answer does not say what its
+    format says (a HAMi annotation, ``gpu_room.py``): not believed."""
+
+
 def _message(body, fallback: str) -> str:
     """The ``message`` of a Kubernetes ``Status`` body, else the fallback."""
     if isinstance(body, bytes):

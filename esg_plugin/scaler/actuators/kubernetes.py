@@ -11,9 +11,13 @@ from typing import Optional
 
 from ...model import FunctionState
 from ...runtime import contract as C
+from . import gpu_room
 from .base import BATCHING, GPU_SHARE, REPLICAS, ApiActuator, Change, diff_states, log, ready_count, reported, \
     retrying
 from .errors import ApiError
+
+#: Pods that still hold what they were given: HAMi's count, and ours.
+HOLDING_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 
 class KubernetesActuator(ApiActuator):
     """OpenFaaS functions as Deployments, through the official client."""
@@ -32,6 +36,8 @@ class KubernetesActuator(ApiActuator):
         self.function_port = function_port
         self.function_token = function_token
         self.push_timeout_s = push_timeout_s
+        self._room_failure: Optional[str] = None
+        """The last reason the GPUs' room could not be read, said once."""
 
     # --- reading -----------------------------------------------------------
     def current(self, functions):
@@ -52,6 +58,31 @@ class KubernetesActuator(ApiActuator):
                                     for c in conditions):
                 counts[fn] = counts.get(fn, 0) + 1
         return {fn: replace(state, unplaced_replicas=counts.get(fn, 0)) for fn, state in states.items()}
+
+    def gpu_room(self) -> Optional[tuple[int, ...]]:
+        """With HAMi (``share_mode: hami``), each GPU's free share as HAMi's
+        scheduler records it (``gpu_room.py``): the nodes and every pod not
+        finished, all namespaces (another tenant's pods take room too), each
+        list served from the API server's cache (``resourceVersion=0``).
+        None under MPS (the device plugin keeps no per-GPU record), and where
+        the lists fail or a record cannot be read: said once per reason."""
+        if self.share_mode != "hami":
+            return None
+        try:
+            nodes = retrying(lambda: self.core.list_node(resource_version="0"))
+            pods = retrying(lambda: self.core.list_pod_for_all_namespaces(field_selector=HOLDING_PODS,
+                                                                          resource_version="0"))
+            room = gpu_room.free_pct(
+                [n.metadata.annotations if n.metadata else None for n in nodes.items],
+                [(p.status.phase if p.status else None, p.metadata.annotations if p.metadata else None)
+                 for p in pods.items])
+        except ApiError as err:
+            if str(err) != self._room_failure:
+                log.warning("each GPU's free share is not known (the law packs afresh): %s", err)
+            self._room_failure = str(err)
+            return None
+        self._room_failure = None
+        return room
 
     def _read(self, fn: str):
         return self.apps.read_namespaced_deployment(fn, self.namespace)
