@@ -298,8 +298,10 @@ def hami_node(name, devices, json_form=False):
 
 
 def hami_pod(name, namespace, phase, allocated):
-    """A pod HAMi placed: ``allocated`` per container, (device id, cores) per device."""
-    record = "".join("".join(f"{d},NVIDIA,4000,{cores}:" for d, cores in container) + ";" for container in allocated)
+    """A pod HAMi placed: ``allocated`` per container, (device id, cores[,
+    memory in MiB, else 4000]) per device."""
+    record = "".join("".join(f"{d[0]},NVIDIA,{(d + (4000,))[2]},{d[1]}:" for d in container) + ";"
+                     for container in allocated)
     return {"metadata": {"name": name, "namespace": namespace,
                          "annotations": {"hami.io/vgpu-devices-allocated": record}},
             "status": {"phase": phase}}
@@ -308,7 +310,8 @@ def hami_pod(name, namespace, phase, allocated):
 def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_the_law(caplog):
     """``share_mode: hami``: the actuator lists the nodes and every
     namespace's unfinished pods through the real client, and each healthy
-    GPU's free share is its cores less those HAMi allocated on it (another
+    GPU's free share is what HAMi's fit test would admit — its cores less
+    those allocated on it, no more than its memory left admits — (another
     tenant's pods included, finished ones not); the scaler hands it to the
     law, which believes it within ``capacity_gpus``. Under MPS it is not
     read; a record that cannot be read, or a list the account may not make,
@@ -329,7 +332,9 @@ def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_t
         configuration.host = kube.url
         api = client.ApiClient(configuration)
         actuator = KubernetesActuator(api, "openfaas-fn", share_mode="hami")
-        assert actuator.gpu_room() == (20, 0, 70)  # GPU-b0: 140 of its 200 cores free; GPU-b1 unhealthy
+        # GPU-a1: taken by a pod HAMi placed and that has not started; GPU-b0: 140 of its 200 cores free,
+        # a whole GPU's worth; GPU-b1 unhealthy
+        assert actuator.gpu_room() == (20, 0, 100)
         assert KubernetesActuator(api, "openfaas-fn").gpu_room() is None  # MPS: no per-GPU record
 
         clock, gateway = Clock(), FakeGateway()
@@ -341,7 +346,7 @@ def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_t
             tick(scaler, gateway, clock, {"image-preprocess": 2.0})
             tick(scaler, gateway, clock, {"image-preprocess": 2.0})
             room = scaler.memory.state.gpu_free_pct  # what the law believes, less what this tick's re-plans took
-            assert room is not None and len(room) == 3 and all(0 <= r <= b for r, b in zip(room, (20, 0, 70)))
+            assert room is not None and len(room) == 3 and all(0 <= r <= b for r, b in zip(room, (20, 0, 100)))
         finally:
             gateway.close()
 
@@ -351,7 +356,12 @@ def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_t
         said = [r.getMessage() for r in caplog.records if "free share is not known" in r.getMessage()]
         assert len(said) == 1 and "cores used on GPU-a1" in said[0], said
         kube.pods.pop()
-        assert actuator.gpu_room() == (20, 0, 70)
+        assert actuator.gpu_room() == (20, 0, 100)
+        kube.pods.append(hami_pod("big", "team-c", "Running", [[("GPU-b0", 10, 69000)]]))
+        # 81920 - 4000 - 69000 MiB left: 8920, for a pod of ours (16000 MiB a GPU) 55% of a GPU
+        assert actuator.gpu_room() == (20, 0, 55)
+        kube.pods[-1]["metadata"]["annotations"]["hami.io/vgpu-devices-allocated"] = "GPU-b0,NVIDIA,79000,10:;"
+        assert actuator.gpu_room() == (20, 0, 0)  # less memory left than any share of ours asks
 
     rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]  # no list of nodes
     with KubeEmulator(token="t", rules=rules) as kube:

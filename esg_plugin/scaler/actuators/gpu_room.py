@@ -13,23 +13,30 @@ one is taken; HAMi keeps that in annotations, and schedules by them:
   (``;`` after each), per device (``:`` after each)
   ``uuid,type,usedmem,usedcores``.
 
-A GPU's free share is its cores less the cores of the pods allocated on it
-— what HAMi's own fit test compares a request's ``nvidia.com/gpucores``
-with — as whole percents of the device (a device registered with other
-than 100 cores is scaled). Counted: every pod not yet ``Succeeded`` or
-``Failed`` (a pod that is terminating still holds its share until it is
-gone, as in HAMi's own count); only healthy devices (HAMi places nothing on
-the others). Pure: nodes and pods in, a tuple out; a record that cannot be
-read raises :class:`~.errors.Unreadable`, and the actuator then says the
-room is not known — a room half known is not believed (the law packs
-afresh, as without it).
+HAMi's scheduler places a container on a device only where (its fit
+test) the device has a task slot left (``count``), the memory asked, and
+the cores asked (``nvidia.com/gpucores``, in percent of a GPU, against the
+device's cores less those allocated — a device registered with more than
+100 cores, HAMi's core scaling, takes more than one GPU's worth), and, for
+a whole GPU (100 cores asked of a 100-core device), no other task on it.
+So the share a pod of ours finds room for on a GPU is the least of: its
+free cores (at most 100; under 100 while another task runs there); its
+free memory over the memory a pod of ours asks per 100% of share
+(``gpu_memory_mb``: ``nvidia.com/gpumem`` is that times the share), where
+that is known; and 0 once its task slots are taken. Counted: every pod not
+yet ``Succeeded`` or ``Failed`` (a pod that is terminating still holds its
+share until it is gone, as in HAMi's own count); only healthy devices (HAMi
+places nothing on the others). Pure: nodes and pods in, a tuple out; a
+record that cannot be read raises :class:`~.errors.Unreadable`, and the
+actuator then says the room is not known — a room half known is not
+believed (the law packs afresh, as without it).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from typing import Iterable, Mapping, Optional
+from typing import Iterable, Mapping, NamedTuple, Optional
 
 from .errors import Unreadable
 
@@ -39,9 +46,24 @@ DONE_PHASES = ("Succeeded", "Failed")
 MAX_CORES = 10_000
 """A device's or an allocation's cores above this are not believed (HAMi
 registers 100 per GPU unless its core scaling says more)."""
+MAX_MEMORY_MB = 10_000_000
+"""Nor a memory above this (MiB: 10 TiB)."""
+MAX_TASKS = 10_000
+"""Nor more tasks a device may take."""
 
 
-def _whole(text: object, what: str, low: int = 0) -> int:
+class Device(NamedTuple):
+    """One GPU as HAMi registers it."""
+
+    uuid: str
+    tasks: int
+    """How many containers it may take (HAMi's ``count``)."""
+    memory_mb: int
+    cores: int
+    healthy: bool
+
+
+def _whole(text: object, what: str, low: int, high: int) -> int:
     if isinstance(text, bool):
         raise Unreadable(f"{what} is not a whole number: {text!r}")
     if isinstance(text, int):
@@ -51,13 +73,21 @@ def _whole(text: object, what: str, low: int = 0) -> int:
             value = int(str(text).strip())
         except ValueError:
             raise Unreadable(f"{what} is not a whole number: {text!r}") from None
-    if not low <= value <= MAX_CORES:
-        raise Unreadable(f"{what} {value} is outside [{low}, {MAX_CORES}]")
+    if not low <= value <= high:
+        raise Unreadable(f"{what} {value} is outside [{low}, {high}]")
     return value
 
 
-def node_devices(annotation: str) -> list[tuple[str, int, bool]]:
-    """A node's HAMi registration: (device id, its cores, healthy) per device."""
+def _device(uuid: object, tasks: object, memory_mb: object, cores: object, healthy: bool) -> Device:
+    if not isinstance(uuid, str) or not uuid:
+        raise Unreadable(f"{NODE_REGISTER}: a device without an id")
+    return Device(uuid, _whole(tasks, f"{uuid}'s task count", 1, MAX_TASKS),
+                  _whole(memory_mb, f"{uuid}'s memory", 1, MAX_MEMORY_MB),
+                  _whole(cores, f"{uuid}'s cores", 1, MAX_CORES), healthy)
+
+
+def node_devices(annotation: str) -> list[Device]:
+    """A node's HAMi registration, device by device."""
     text = annotation.strip()
     if text.startswith("["):
         try:
@@ -66,14 +96,9 @@ def node_devices(annotation: str) -> list[tuple[str, int, bool]]:
             raise Unreadable(f"{NODE_REGISTER} is not JSON: {err}") from None
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise Unreadable(f"{NODE_REGISTER} is not a list of devices")
-        devices = []
-        for entry in entries:
-            uuid = entry.get("id")
-            if not isinstance(uuid, str) or not uuid:
-                raise Unreadable(f"{NODE_REGISTER}: a device without an id")
-            # JSON leaves out a false health (omitempty): absent is unhealthy
-            devices.append((uuid, _whole(entry.get("devcore", 0), f"{uuid}'s cores", 1), entry.get("health") is True))
-        return devices
+        # JSON leaves out a false health (omitempty): absent is unhealthy
+        return [_device(e.get("id"), e.get("count"), e.get("devmem"), e.get("devcore"), e.get("health") is True)
+                for e in entries]
     if ":" not in text:
         raise Unreadable(f"{NODE_REGISTER} has no device")
     devices = []
@@ -81,17 +106,18 @@ def node_devices(annotation: str) -> list[tuple[str, int, bool]]:
         if not segment:
             continue
         items = segment.split(",")
-        if len(items) not in (7, 9) or not items[0]:
+        if len(items) not in (7, 9):
             raise Unreadable(f"{NODE_REGISTER}: {len(items)} fields in a device, not 7 or 9")
         health = items[6].strip().lower()
         if health not in ("true", "false"):
             raise Unreadable(f"{NODE_REGISTER}: health {items[6]!r} is not true or false")
-        devices.append((items[0], _whole(items[3], f"{items[0]}'s cores", 1), health == "true"))
+        devices.append(_device(items[0], items[1], items[2], items[3], health == "true"))
     return devices
 
 
-def pod_allocations(annotation: str) -> list[tuple[str, int]]:
-    """A pod's HAMi allocation: (device id, cores used) per device of each container."""
+def pod_allocations(annotation: str) -> list[tuple[str, int, int]]:
+    """A pod's HAMi allocation: (device id, memory used in MiB, cores used)
+    per device of each container."""
     out = []
     for container in annotation.split(";"):
         for segment in container.split(":"):
@@ -100,36 +126,47 @@ def pod_allocations(annotation: str) -> list[tuple[str, int]]:
             items = segment.split(",")
             if len(items) < 4 or not items[0]:
                 raise Unreadable(f"{POD_ALLOCATED}: {segment!r} is not uuid,type,memory,cores")
-            out.append((items[0], _whole(items[3], f"cores used on {items[0]}")))
+            out.append((items[0], _whole(items[2], f"memory used on {items[0]}", 0, MAX_MEMORY_MB),
+                        _whole(items[3], f"cores used on {items[0]}", 0, MAX_CORES)))
     return out
 
 
 def free_pct(nodes: Iterable[Optional[Mapping[str, str]]],
-             pods: Iterable[tuple[Optional[str], Optional[Mapping[str, str]]]]) -> Optional[tuple[int, ...]]:
-    """Each healthy GPU's free share in whole percents (rounded down), from
-    the nodes' annotations and the pods' (phase, annotations); None where
-    no node registers a healthy GPU. Raises :class:`Unreadable` for a
-    record that cannot be read (one device twice, too)."""
-    cores: dict[str, int] = {}
-    healthy: list[str] = []
+             pods: Iterable[tuple[Optional[str], Optional[Mapping[str, str]]]],
+             memory_per_gpu_mb: Optional[int] = None) -> Optional[tuple[int, ...]]:
+    """Each healthy GPU's free share in whole percents (memory's rounded down), from
+    the nodes' annotations and the pods' (phase, annotations), with
+    ``memory_per_gpu_mb`` the memory a pod of ours asks per 100% of share
+    (None: memory not counted); None where no node registers a healthy GPU.
+    Raises :class:`Unreadable` for a record that cannot be read (one device
+    registered twice, too)."""
+    devices: dict[str, Device] = {}
     for annotations in nodes:
         record = (annotations or {}).get(NODE_REGISTER)
         if record is None:
             continue  # not a HAMi GPU node
-        for uuid, total, ok in node_devices(record):
-            if uuid in cores:
-                raise Unreadable(f"{NODE_REGISTER}: device {uuid} registered twice")
-            cores[uuid] = total
-            if ok:
-                healthy.append(uuid)
-    used = dict.fromkeys(cores, 0)
+        for device in node_devices(record):
+            if device.uuid in devices:
+                raise Unreadable(f"{NODE_REGISTER}: device {device.uuid} registered twice")
+            devices[device.uuid] = device
+    used = {uuid: [0, 0, 0] for uuid in devices}  # tasks, memory, cores
     for phase, annotations in pods:
         record = (annotations or {}).get(POD_ALLOCATED)
         if record is None or phase in DONE_PHASES:
             continue
-        for uuid, n in pod_allocations(record):
+        for uuid, memory_mb, cores in pod_allocations(record):
             if uuid in used:  # a device of a node not listed (gone): nothing to take from
-                used[uuid] += n
-    if not healthy:
-        return None
-    return tuple(math.floor(100 * max(0, cores[u] - used[u]) / cores[u] + 1e-9) for u in healthy)
+                taken = used[uuid]
+                taken[0], taken[1], taken[2] = taken[0] + 1, taken[1] + memory_mb, taken[2] + cores
+    room = []
+    for device in devices.values():
+        if not device.healthy:
+            continue
+        tasks, memory_mb, cores = used[device.uuid]
+        pct = min(100, device.cores - cores)
+        if tasks and device.cores == 100:
+            pct = min(pct, 99)  # a whole GPU only where no other task runs (HAMi's exclusive test)
+        if memory_per_gpu_mb:
+            pct = min(pct, math.floor(100 * (device.memory_mb - memory_mb) / memory_per_gpu_mb + 1e-9))
+        room.append(0 if tasks >= device.tasks else max(0, pct))
+    return tuple(room) if room else None

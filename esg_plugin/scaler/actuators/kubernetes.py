@@ -61,7 +61,8 @@ class KubernetesActuator(ApiActuator):
 
     def gpu_room(self) -> Optional[tuple[int, ...]]:
         """With HAMi (``share_mode: hami``), each GPU's free share as HAMi's
-        scheduler records it (``gpu_room.py``): the nodes and every pod not
+        scheduler records it (``gpu_room.py``; memory at ``gpu_memory_mb``
+        per 100% of share, as :meth:`apply` asks it): the nodes and every pod not
         finished, all namespaces (another tenant's pods take room too), each
         list served from the API server's cache (``resourceVersion=0``).
         None under MPS (the device plugin keeps no per-GPU record), and where
@@ -75,7 +76,7 @@ class KubernetesActuator(ApiActuator):
             room = gpu_room.free_pct(
                 [n.metadata.annotations if n.metadata else None for n in nodes.items],
                 [(p.status.phase if p.status else None, p.metadata.annotations if p.metadata else None)
-                 for p in pods.items])
+                 for p in pods.items], self.gpu_memory_mb)
         except ApiError as err:
             if str(err) != self._room_failure:
                 log.warning("each GPU's free share is not known (the law packs afresh): %s", err)
