@@ -70,6 +70,9 @@ class Status:
     last_iteration_s: Optional[float] = None
     decision: Optional[ScalerDecision] = None
     changes: list[Change] = field(default_factory=list)
+    gpu_free_pct: Optional[tuple[int, ...]] = None
+    """Each GPU's free share as the actuator read it at the last iteration
+    (``Actuator.gpu_room``); None: not read, or not known."""
 
 
 class Scaler:
@@ -141,7 +144,10 @@ class Scaler:
         functions = sorted(set(self.topology.functions.values()))
         try:
             current = self.actuator.current(functions) if observation is not None else {}
-            room = self.actuator.gpu_room() if observation is not None else None
+            # read only where the law checks where instances go (``packed_capacity`` over ``capacity_gpus``)
+            room = self.actuator.gpu_room() \
+                if observation is not None and self.settings.capacity_gpus and self.settings.packed_capacity else None
+            self.status.gpu_free_pct = room
             decision = decide_functions(self.topology, self.profiles, self.settings, observation, current, self.memory,
                                         now, room)
             changes = self.actuator.apply(decision.desired) if decision.desired else []
@@ -186,6 +192,7 @@ class Scaler:
             "reasons": decision.reasons if decision else {},
             "last_changes": [{"function": c.function, "kind": c.kind, "before": c.before, "after": c.after}
                              for c in status.changes],
+            "gpu_free_pct": None if status.gpu_free_pct is None else list(status.gpu_free_pct),
         }
 
 

@@ -347,6 +347,11 @@ def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_t
             tick(scaler, gateway, clock, {"image-preprocess": 2.0})
             room = scaler.memory.state.gpu_free_pct  # what the law believes, less what this tick's re-plans took
             assert room is not None and len(room) == 3 and all(0 <= r <= b for r, b in zip(room, (20, 0, 100)))
+            assert scaler.plan_document()["gpu_free_pct"] == [20, 0, 100]  # as read, on /plan
+            unused = Scaler(topology, profiles, ScalerSettings.load({"share_mode": "hami"}, {}),
+                            GatewayScrape(gateway.url, 30.0), actuator, clock)
+            tick(unused, gateway, clock, {"image-preprocess": 2.0})
+            assert unused.plan_document()["gpu_free_pct"] is None  # no capacity_gpus: no packing to check, not read
         finally:
             gateway.close()
 
