@@ -19,6 +19,7 @@ from .errors import ApiError
 #: Pods that still hold what they were given: HAMi's count, and ours.
 HOLDING_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 
+
 class KubernetesActuator(ApiActuator):
     """OpenFaaS functions as Deployments, through the official client."""
 
