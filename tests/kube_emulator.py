@@ -261,6 +261,8 @@ class KubeEmulator:
         """function name -> its pods the scheduler found no room for (``Pending``, ``Unschedulable``)."""
         self.pulling: dict[str, int] = {}
         """function name -> its pods scheduled and not yet running (``Pending``, pulling an image)."""
+        self.stalled: Optional[threading.Event] = None
+        """While set to an event, every request waits for it before an answer (a stalled server)."""
         self.nodes: list[dict] = []
         """Node objects as a test writes them (a device plugin's annotations)."""
         self.pods: list[dict] = []
@@ -280,6 +282,9 @@ class KubeEmulator:
                 pass
 
             def _handle(self, method):
+                stalled = emulator.stalled
+                if stalled is not None:  # an API server that does not answer (yet)
+                    stalled.wait(60.0)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 code, doc, headers = emulator.handle(method, self.path, self.headers.get("Content-Type", ""), body,

@@ -368,6 +368,18 @@ def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_t
         kube.pods[-1]["metadata"]["annotations"]["hami.io/vgpu-devices-allocated"] = "GPU-b0,NVIDIA,79000,10:;"
         assert actuator.gpu_room() == (20, 0, 0)  # less memory left than any share of ours asks
 
+        caplog.clear()
+        kube.stalled = threading.Event()  # a server that does not answer: the room is not known, and nothing waits on
+        try:
+            with caplog.at_level("WARNING", logger="esg.scaler"):
+                actuator.room_timeout_s = 0.2
+                assert actuator.gpu_room() is None
+        finally:
+            kube.stalled.set()
+            kube.stalled = None
+        said = [r.getMessage() for r in caplog.records if "free share is not known" in r.getMessage()]
+        assert len(said) == 1 and "no answer" in said[0], said
+
     rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]  # no list of nodes
     with KubeEmulator(token="t", rules=rules) as kube:
         configuration = client.Configuration()

@@ -18,6 +18,9 @@ from .errors import ApiError
 
 #: Pods that still hold what they were given: HAMi's count, and ours.
 HOLDING_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+ROOM_TIMEOUT_S = 5.0
+"""Each list of :meth:`KubernetesActuator.gpu_room` waits this long for an
+answer, once: a room not read is not known this iteration, and the loop goes on."""
 
 
 class KubernetesActuator(ApiActuator):
@@ -26,7 +29,8 @@ class KubernetesActuator(ApiActuator):
     name = "openfaas-kubernetes"
 
     def __init__(self, api_client, namespace: str, share_mode: str = "env", gpu_memory_mb: int = 16000,
-                 function_port: int = 8080, function_token: Optional[str] = None, push_timeout_s: float = 1.0):
+                 function_port: int = 8080, function_token: Optional[str] = None, push_timeout_s: float = 1.0,
+                 room_timeout_s: float = ROOM_TIMEOUT_S):
         from kubernetes import client
 
         self.apps = client.AppsV1Api(api_client)
@@ -37,6 +41,7 @@ class KubernetesActuator(ApiActuator):
         self.function_port = function_port
         self.function_token = function_token
         self.push_timeout_s = push_timeout_s
+        self.room_timeout_s = room_timeout_s
         self._room_failure: Optional[str] = None
         """The last reason the GPUs' room could not be read, said once."""
 
@@ -65,15 +70,17 @@ class KubernetesActuator(ApiActuator):
         scheduler records it (``gpu_room.py``; memory at ``gpu_memory_mb``
         per 100% of share, as :meth:`apply` asks it): the nodes and every pod not
         finished, all namespaces (another tenant's pods take room too), each
-        list served from the API server's cache (``resourceVersion=0``).
-        None under MPS (the device plugin keeps no per-GPU record), and where
-        the lists fail or a record cannot be read: said once per reason."""
+        list served from the API server's cache (``resourceVersion=0``), once,
+        within ``room_timeout_s``. None under MPS (the device plugin keeps no
+        per-GPU record), and where a list fails or is not answered in time or
+        a record cannot be read: said once per reason."""
         if self.share_mode != "hami":
             return None
+        timeout = self.room_timeout_s
         try:
-            nodes = retrying(lambda: self.core.list_node(resource_version="0"))
-            pods = retrying(lambda: self.core.list_pod_for_all_namespaces(field_selector=HOLDING_PODS,
-                                                                          resource_version="0"))
+            nodes = retrying(lambda: self.core.list_node(resource_version="0", _request_timeout=timeout), attempts=1)
+            pods = retrying(lambda: self.core.list_pod_for_all_namespaces(
+                field_selector=HOLDING_PODS, resource_version="0", _request_timeout=timeout), attempts=1)
             room = gpu_room.free_pct(
                 [n.metadata.annotations if n.metadata else None for n in nodes.items],
                 [(p.status.phase if p.status else None, p.metadata.annotations if p.metadata else None)
