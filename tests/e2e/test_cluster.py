@@ -128,3 +128,22 @@ def test_slo_hit_rate_and_cost_are_reported(kube):
     assert "esg_requests_total" in text
     plan = scaler_plan(kube)
     assert all("cost" in p for p in plan["workflows"].values())
+
+
+def test_with_hami_the_scaler_reads_each_gpus_free_share(kube):
+    """A cluster that shares GPUs with HAMi, the scaler set ``share_mode:
+    hami`` with ``capacity_gpus`` and given deploy/gpu/hami-gpu-room-rbac.yaml:
+    /plan says each healthy GPU's free share, one whole percent per GPU
+    HAMi registers."""
+    from esg_plugin.scaler.actuators.gpu_room import NODE_REGISTER, node_devices
+
+    _, core = kube
+    healthy = [d for n in core.list_node().items for d in node_devices((n.metadata.annotations or {}).get(
+        NODE_REGISTER, "[]")) if d.healthy]
+    if not healthy:
+        pytest.skip("no GPU registered by HAMi on this cluster (hami.io/node-nvidia-register)")
+    room = scaler_plan(kube).get("gpu_free_pct")
+    if room is None:
+        pytest.skip("the scaler does not read the room: set share_mode: hami and capacity_gpus, "
+                    "and apply deploy/gpu/hami-gpu-room-rbac.yaml")
+    assert len(room) == len(healthy) and all(isinstance(r, int) and 0 <= r <= 100 for r in room)
