@@ -25,7 +25,7 @@ free memory over the memory a pod of ours asks per 100% of share
 (``gpu_memory_mb``: ``nvidia.com/gpumem`` is that times the share), where
 that is known; and 0 once its task slots are taken. Counted: every pod not
 yet ``Succeeded`` or ``Failed`` (a pod that is terminating still holds its
-share until it is gone, as in HAMi's own count); only healthy devices (HAMi
+share: its container holds the GPU until it exits); only healthy devices (HAMi
 places nothing on the others). Pure: nodes and pods in, a tuple out; a
 record that cannot be read raises :class:`~.errors.Unreadable`, and the
 actuator then says the room is not known — a room half known is not
