@@ -2,7 +2,8 @@
 
 What it serves: apps/v1 Deployments (GET, POST, PATCH) and their scale
 subresource (GET, PATCH); serving.knative.dev/v1 Services (GET, POST,
-PATCH); core/v1 pod lists. Where it matters to a client, it behaves as a
+PATCH) and Revisions (GET); core/v1 pod lists (a namespace's, or every
+namespace's) and node lists. Where it matters to a client, it behaves as a
 real kube-apiserver (checked against v1.36 by hand, see issue 17):
 
 - **Server-kept metadata**: ``uid``, ``creationTimestamp``,
@@ -242,12 +243,14 @@ ROUTES = [  # (pattern, group, resource, subresource)
      "apps", "deployments"),
     (r"^/apis/serving\.knative\.dev/v1/namespaces/(?P<ns>[^/]+)/services(?:/(?P<name>[^/]+))?$",
      "serving.knative.dev", "services"),
+    (r"^/apis/serving\.knative\.dev/v1/namespaces/(?P<ns>[^/]+)/revisions(?:/(?P<name>[^/]+))?$",
+     "serving.knative.dev", "revisions"),
     (r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+))?$", "", "pods"),
     (r"^/api/v1/pods$", "", "pods"),  # every namespace's
     (r"^/api/v1/nodes$", "", "nodes"),
 ]
 VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
-KINDS = {"deployments": "Deployment", "services": "Service", "pods": "Pod", "nodes": "Node"}
+KINDS = {"deployments": "Deployment", "services": "Service", "revisions": "Revision", "pods": "Pod", "nodes": "Node"}
 
 
 class KubeEmulator:
@@ -255,6 +258,8 @@ class KubeEmulator:
                  user: str = "system:serviceaccount:openfaas:esg-scaler"):
         self.deployments: dict[tuple[str, str], dict] = {}
         self.knative: dict[tuple[str, str], dict] = {}
+        self.revisions: dict[tuple[str, str], dict] = {}
+        """Knative Revisions, as a test writes them (Knative's controllers make them)."""
         self.pod_ips: dict[str, list[str]] = {}
         """function name -> IPs of its running pods (label faas_function)."""
         self.unschedulable: dict[str, int] = {}
@@ -331,6 +336,22 @@ class KubeEmulator:
         with self.lock:
             key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
             self._store(self.knative, key, copy.deepcopy(obj), self.knative.get(key))
+
+    def add_revision(self, service: str, name: str, actual_replicas: Optional[int], namespace: str = "default",
+                     ready: bool = True):
+        """What Knative's controllers do once a Service's template changes:
+        a Revision ``name`` (its ``status.actualReplicas``, the ready pods its
+        PodAutoscaler counts, left out while not known), named the Service's
+        latest created revision, and its latest ready one where ``ready``."""
+        with self.lock:
+            status = {} if actual_replicas is None else {"actualReplicas": actual_replicas}
+            self.revisions[(namespace, name)] = {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                                                 "metadata": {"name": name, "namespace": namespace},
+                                                 "status": status}
+            svc_status = self.knative[(namespace, service)].setdefault("status", {})
+            svc_status["latestCreatedRevisionName"] = name
+            if ready:
+                svc_status["latestReadyRevisionName"] = name
 
     def get(self, name, namespace="openfaas-fn"):
         return self.deployments[(namespace, name)]
@@ -444,7 +465,7 @@ class KubeEmulator:
                 return 200, {"kind": "NodeList", "apiVersion": "v1",
                              "metadata": {"resourceVersion": str(self.version)},
                              "items": copy.deepcopy(self.nodes)}, []
-            table = self.deployments if resource == "deployments" else self.knative
+            table = {"deployments": self.deployments, "revisions": self.revisions}.get(resource, self.knative)
             return self._object(table, method, group, resource, namespace, name, sub, content_type, body)
 
     def _pods(self, url, namespace: Optional[str]):

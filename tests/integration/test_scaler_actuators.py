@@ -41,6 +41,33 @@ def test_knative_sets_scale_bounds_and_env_by_merge_patch():
         assert actuator.apply({"gone": FunctionState(1, 1, 0, 100)})[0].kind == "gone"
 
 
+def test_knative_reads_the_replicas_in_service_from_the_revisions_that_serve():
+    """``status.actualReplicas`` of the Service's latest created revision,
+    and of the latest ready one while a new one rolls out (it still
+    serves): the law's replicas not yet in service, as a Deployment's
+    ``readyReplicas`` gives them; not known (None) before a revision is
+    named or counted, or where one cannot be read."""
+    with KubeEmulator() as kube:
+        kube.add_knative(ksvc("classify"))
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        actuator = KnativeActuator(client.ApiClient(configuration), "default")
+        assert actuator.current(["classify"])["classify"].ready_replicas is None  # no revision yet
+        kube.add_revision("classify", "classify-00001", None)
+        assert actuator.current(["classify"])["classify"].ready_replicas is None  # not counted yet
+        kube.add_revision("classify", "classify-00001", 1)
+        state = actuator.current(["classify"])["classify"]
+        assert state.ready_replicas == 1 and state.starting == 0
+        actuator.apply({"classify": FunctionState(3, 1, 0.0, 30)})  # a new share: a new revision rolls out
+        kube.add_revision("classify", "classify-00002", 0, ready=False)
+        state = actuator.current(["classify"])["classify"]
+        assert (state.replicas, state.ready_replicas, state.starting) == (3, 1, 2)  # the old one serves meanwhile
+        kube.add_revision("classify", "classify-00002", 3)
+        assert actuator.current(["classify"])["classify"].starting == 0
+        del kube.revisions[("default", "classify-00002")]  # a revision that cannot be read: not known
+        assert actuator.current(["classify"])["classify"].ready_replicas is None
+
+
 class FakeGateway:
     """The OpenFaaS gateway's ``/system/function/<name>`` and
     ``/system/scale-function/<name>``: ``replicas`` is the Deployment's

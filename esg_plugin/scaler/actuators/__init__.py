@@ -16,8 +16,9 @@ state of each function, and report each change.
 Reading back (``current``), the Deployment's ``status.readyReplicas`` and
 the gateway's ``availableReplicas`` give ``FunctionState.ready_replicas``:
 the control law's bridge lasts while added replicas are not yet ready
-(``docs/control.md`` point 4). Knative's Service says nothing of its pods
-there (None: the profile's cold start stands in).
+(``docs/control.md`` point 4); for Knative, the ``status.actualReplicas``
+of the revisions that serve the Service (the latest created, and the
+latest ready while a new one rolls out).
 
 API failures are named (``errors.py``: NotFound, Conflict, Invalid,
 Forbidden, Unavailable); a Conflict is retried after reading again, an

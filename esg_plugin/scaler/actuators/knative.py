@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Optional
 
 from ...model import FunctionState
 from ...runtime import contract as C
-from .base import ApiActuator, Change, diff_states, reported, retrying
+from .base import ApiActuator, Change, diff_states, log, read_states, ready_count, reported, retrying
 from .errors import ApiError
 
+
 class KnativeActuator(ApiActuator):
-    """Knative Services: min-scale = max-scale = replicas, env on the template."""
+    """Knative Services: min-scale = max-scale = replicas, env on the template;
+    read back with the replicas in service of the revisions that serve it."""
 
     name = "knative"
     GROUP, VERSION, PLURAL = "serving.knative.dev", "v1", "services"
+    REVISIONS = "revisions"
 
     def __init__(self, api_client, namespace: str):
         from kubernetes import client
@@ -22,6 +27,39 @@ class KnativeActuator(ApiActuator):
 
     def _read(self, fn):
         return self.custom.get_namespaced_custom_object(self.GROUP, self.VERSION, self.namespace, self.PLURAL, fn)
+
+    def current(self, functions):
+        """Each Service's state, with its replicas in service
+        (``ready_replicas``): the ``status.actualReplicas`` (ready pods, from
+        its PodAutoscaler) of the latest created revision, and of the latest
+        ready one where that is another (it serves until the new one is
+        ready) — as a Deployment's ``readyReplicas`` counts the pods of both
+        ReplicaSets of a rollout. None (not known: the profile's cold start
+        stands in) where a revision is not named, cannot be read, or has no
+        count yet."""
+        return read_states(functions, lambda fn: self._with_ready(retrying(lambda: self._read(fn))))
+
+    def _with_ready(self, svc) -> FunctionState:
+        return replace(self._state_of(svc), ready_replicas=self._ready(svc))
+
+    def _ready(self, svc) -> Optional[int]:
+        status = svc.get("status") or {}
+        created, serving = status.get("latestCreatedRevisionName"), status.get("latestReadyRevisionName")
+        if not isinstance(created, str) or not created:
+            return None
+        total = 0
+        for name in dict.fromkeys(n for n in (created, serving) if isinstance(n, str) and n):
+            try:
+                revision = retrying(lambda name=name: self.custom.get_namespaced_custom_object(
+                    self.GROUP, self.VERSION, self.namespace, self.REVISIONS, name))
+            except ApiError as err:
+                log.warning("reading revision %s failed: %s", name, err)
+                return None
+            count = ready_count((revision.get("status") or {}).get("actualReplicas"))
+            if count is None:
+                return None
+            total += count
+        return total
 
     @staticmethod
     def _state_of(svc) -> FunctionState:
