@@ -471,9 +471,9 @@ class KubeEmulator:
     def _pods(self, url, namespace: Optional[str]):
         """The function pods (label ``faas_function``, in ``openfaas-fn``) and
         the test's own (``pods``), of the namespace asked or all, that match
-        the list's label selector (``faas_function=NAME``, or the label's
-        existence) and field selector (``status.phase=PHASE`` or ``!=``,
-        terms joined by commas), as the real server filters."""
+        the list's label selector (one label's existence, or ``key=value``)
+        and field selector (``status.phase=PHASE`` or ``!=``, terms joined by
+        commas), as the real server filters."""
         query = parse_qs(url.query)
         selector = query.get("labelSelector", [""])[0]
         fields = [term for term in query.get("fieldSelector", [""])[0].split(",") if term]
@@ -494,12 +494,9 @@ class KubeEmulator:
         if namespace is not None:
             pods = [p for p in pods if p["metadata"].get("namespace") == namespace]
         labels = lambda p: p["metadata"].get("labels") or {}  # noqa: E731
-        if selector.startswith("faas_function="):
-            pods = [p for p in pods if labels(p).get("faas_function") == selector.split("=", 1)[1]]
-        elif selector == "faas_function":
-            pods = [p for p in pods if "faas_function" in labels(p)]
-        elif selector:
-            pods = []  # no other labels here
+        if selector:  # one term: a label's existence (``key``) or value (``key=value``)
+            key, equals, value = selector.partition("=")
+            pods = [p for p in pods if key in labels(p) and (not equals or labels(p)[key] == value)]
         for term in fields:
             key, negated, value = re.match(r"^([^!=]+)(!?)==?(.*)$", term).groups()
             if key != "status.phase":

@@ -46,7 +46,8 @@ def test_knative_reads_the_replicas_in_service_from_the_revisions_that_serve():
     and of the latest ready one while a new one rolls out (it still
     serves): the law's replicas not yet in service, as a Deployment's
     ``readyReplicas`` gives them; not known (None) before a revision is
-    named or counted, or where one cannot be read."""
+    named or counted, or where one cannot be read. And its pods the
+    scheduler found no room for (``Unschedulable``), by Knative's label."""
     with KubeEmulator() as kube:
         kube.add_knative(ksvc("classify"))
         configuration = client.Configuration()
@@ -66,6 +67,14 @@ def test_knative_reads_the_replicas_in_service_from_the_revisions_that_serve():
         assert actuator.current(["classify"])["classify"].starting == 0
         del kube.revisions[("default", "classify-00002")]  # a revision that cannot be read: not known
         assert actuator.current(["classify"])["classify"].ready_replicas is None
+        # pods the scheduler found no room for (Knative labels them with their Service's name)
+        kube.pods = [{"metadata": {"name": f"classify-00002-{i}", "namespace": "default",
+                                   "labels": {"serving.knative.dev/service": "classify"}},
+                      "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": status,
+                                                                     "reason": reason}]}}
+                     for i, (status, reason) in enumerate([("False", "Unschedulable"), ("False", "Unschedulable"),
+                                                           ("True", None)])]
+        assert actuator.current(["classify"])["classify"].unplaced_replicas == 2
 
 
 class FakeGateway:

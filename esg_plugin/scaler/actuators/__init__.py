@@ -18,7 +18,8 @@ the gateway's ``availableReplicas`` give ``FunctionState.ready_replicas``:
 the control law's bridge lasts while added replicas are not yet ready
 (``docs/control.md`` point 4); for Knative, the ``status.actualReplicas``
 of the revisions that serve the Service (the latest created, and the
-latest ready while a new one rolls out).
+latest ready while a new one rolls out). Both count the pods the scheduler
+found no room for (``unplaced_replicas``: pending, ``Unschedulable``).
 
 API failures are named (``errors.py``: NotFound, Conflict, Invalid,
 Forbidden, Unavailable); a Conflict is retried after reading again, an

@@ -52,6 +52,20 @@ def ready_count(value) -> Optional[int]:
     return value
 
 
+def unschedulable(pods, label: str) -> dict[str, int]:
+    """Per function (the value of each pod's ``label``), its pods the
+    scheduler found no room for: ``PodScheduled`` false, reason
+    ``Unschedulable`` (pods of a list, the kubernetes client's objects)."""
+    counts: dict[str, int] = {}
+    for pod in pods:
+        fn = (pod.metadata.labels or {}).get(label) if pod.metadata else None
+        conditions = (pod.status.conditions or []) if pod.status else []
+        if fn is not None and any(c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+                                  for c in conditions):
+            counts[fn] = counts.get(fn, 0) + 1
+    return counts
+
+
 def diff_states(fn: str, cur: Optional[FunctionState], want: FunctionState) -> list[Change]:
     if cur is None:
         return [Change(fn, REPLICAS, None, want.replicas), Change(fn, GPU_SHARE, None, want.gpu_share),

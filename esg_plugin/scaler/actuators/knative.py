@@ -7,8 +7,11 @@ from typing import Optional
 
 from ...model import FunctionState
 from ...runtime import contract as C
-from .base import ApiActuator, Change, diff_states, log, read_states, ready_count, reported, retrying
+from .base import ApiActuator, Change, diff_states, log, read_states, ready_count, reported, retrying, unschedulable
 from .errors import ApiError
+
+SERVICE_LABEL = "serving.knative.dev/service"
+"""The label Knative puts on a Service's pods: the Service's name."""
 
 
 class KnativeActuator(ApiActuator):
@@ -23,6 +26,7 @@ class KnativeActuator(ApiActuator):
         from kubernetes import client
 
         self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
 
     def _read(self, fn):
@@ -36,8 +40,18 @@ class KnativeActuator(ApiActuator):
         ready) — as a Deployment's ``readyReplicas`` counts the pods of both
         ReplicaSets of a rollout. None (not known: the profile's cold start
         stands in) where a revision is not named, cannot be read, or has no
-        count yet."""
-        return read_states(functions, lambda fn: self._with_ready(retrying(lambda: self._read(fn))))
+        count yet. And its pods the scheduler found no room for
+        (``unplaced_replicas``): one list of the namespace's pending pods
+        with Knative's ``serving.knative.dev/service`` label."""
+        states = read_states(functions, lambda fn: self._with_ready(retrying(lambda: self._read(fn))))
+        try:
+            pending = retrying(lambda: self.core.list_namespaced_pod(
+                self.namespace, label_selector=SERVICE_LABEL, field_selector="status.phase=Pending"))
+        except ApiError as err:
+            log.warning("listing pending pods failed: %s", err)
+            return states
+        counts = unschedulable(pending.items, SERVICE_LABEL)
+        return {fn: replace(state, unplaced_replicas=counts.get(fn, 0)) for fn, state in states.items()}
 
     def _with_ready(self, svc) -> FunctionState:
         return replace(self._state_of(svc), ready_replicas=self._ready(svc))

@@ -13,7 +13,7 @@ from ...model import FunctionState
 from ...runtime import contract as C
 from . import gpu_room
 from .base import BATCHING, GPU_SHARE, REPLICAS, ApiActuator, Change, diff_states, log, ready_count, reported, \
-    retrying
+    retrying, unschedulable
 from .errors import ApiError
 
 #: Pods that still hold what they were given: HAMi's count, and ours.
@@ -56,13 +56,7 @@ class KubernetesActuator(ApiActuator):
         except ApiError as err:
             log.warning("listing pending pods failed: %s", err)
             return states
-        counts: dict[str, int] = {}
-        for pod in pending.items:
-            fn = (pod.metadata.labels or {}).get("faas_function") if pod.metadata else None
-            conditions = (pod.status.conditions or []) if pod.status else []
-            if fn in states and any(c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
-                                    for c in conditions):
-                counts[fn] = counts.get(fn, 0) + 1
+        counts = unschedulable(pending.items, "faas_function")
         return {fn: replace(state, unplaced_replicas=counts.get(fn, 0)) for fn, state in states.items()}
 
     def gpu_room(self) -> Optional[tuple[int, ...]]:
