@@ -96,7 +96,7 @@ def _actuator(settings, kube_api):
         return GatewayActuator(settings.gateway_url, settings.gateway_user, settings.gateway_password)
     api = _kube_client(kube_api)
     if settings.actuator == "knative":
-        return KnativeActuator(api, settings.namespace)
+        return KnativeActuator(api, settings.namespace, settings.share_mode, settings.gpu_memory_mb)
     return KubernetesActuator(api, settings.namespace, settings.share_mode, settings.gpu_memory_mb,
                               settings.function_port, settings.function_token)
 

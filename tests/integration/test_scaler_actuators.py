@@ -77,6 +77,33 @@ def test_knative_reads_the_replicas_in_service_from_the_revisions_that_serve():
         assert actuator.current(["classify"])["classify"].unplaced_replicas == 2
 
 
+def test_knative_with_hami_sets_the_gpu_resources_and_reads_each_gpus_free_share():
+    """``share_mode: hami`` under Knative: a share is the container's HAMi
+    limits (and requests equal to them) beside its other resources, read
+    back from them; each GPU's free share from HAMi's records, as the
+    Kubernetes actuator reads it."""
+    with KubeEmulator() as kube:
+        svc = ksvc("classify")
+        svc["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "2"}}
+        kube.add_knative(svc)
+        kube.nodes = [{"metadata": {"name": "gpu", "annotations": {
+            "hami.io/node-nvidia-register": "GPU-0,10,32000,100,NVIDIA-A100,0,true:"}}}]
+        kube.pods = [{"metadata": {"name": "other", "namespace": "team", "annotations": {
+            "hami.io/vgpu-devices-allocated": "GPU-0,NVIDIA,8000,40:;"}}, "status": {"phase": "Running"}}]
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        actuator = KnativeActuator(client.ApiClient(configuration), "default", share_mode="hami", gpu_memory_mb=16000)
+        assert actuator.current(["classify"])["classify"].gpu_share == 100  # no HAMi limit yet: a whole GPU
+        assert {c.kind for c in actuator.apply({"classify": FunctionState(1, 1, 0.0, 30)})} == {"gpu_share"}
+        resources = kube.knative[("default", "classify")]["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert resources == {"limits": {"cpu": "2", "nvidia.com/gpucores": "30", "nvidia.com/gpumem": "4800"},
+                             "requests": {"nvidia.com/gpucores": "30", "nvidia.com/gpumem": "4800"}}
+        assert actuator.current(["classify"])["classify"].gpu_share == 30
+        assert actuator.apply({"classify": FunctionState(1, 1, 0.0, 30)}) == []
+        assert actuator.gpu_room() == (60,)  # 60 cores left; 24000 MiB at 16000 a GPU admit more
+        assert KnativeActuator(client.ApiClient(configuration), "default").gpu_room() is None  # MPS
+
+
 class FakeGateway:
     """The OpenFaaS gateway's ``/system/function/<name>`` and
     ``/system/scale-function/<name>``: ``replicas`` is the Deployment's

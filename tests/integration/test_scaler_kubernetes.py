@@ -372,7 +372,7 @@ def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_t
         kube.stalled = threading.Event()  # a server that does not answer: the room is not known, and nothing waits on
         try:
             with caplog.at_level("WARNING", logger="esg.scaler"):
-                actuator.room_timeout_s = 0.2
+                actuator.room.timeout_s = 0.2
                 assert actuator.gpu_room() is None
         finally:
             kube.stalled.set()

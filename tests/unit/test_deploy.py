@@ -95,7 +95,7 @@ def test_the_one_cluster_wide_grant_lists_nodes_and_pods_for_hamis_records_and_n
     assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])) for r in rules) == \
         [(("",), ("nodes",), ("list",)), (("",), ("pods",), ("list",))]
     assert bindings[0]["roleRef"]["name"] == "esg-scaler-gpu-room"
-    assert {(s["namespace"], s["name"]) for s in bindings[0]["subjects"]} == {SCALER, GATEWAY}
+    assert {(s["namespace"], s["name"]) for s in bindings[0]["subjects"]} == {SCALER, GATEWAY, KNATIVE}
 
 
 def containers(doc):

@@ -40,6 +40,8 @@ from typing import Iterable, Mapping, NamedTuple, Optional
 
 from .errors import Unreadable
 
+CORES, MEMORY = "nvidia.com/gpucores", "nvidia.com/gpumem"
+"""HAMi's resources: a container's share of a GPU's cores (percent) and its memory (MiB)."""
 NODE_REGISTER = "hami.io/node-nvidia-register"
 POD_ALLOCATED = "hami.io/vgpu-devices-allocated"
 DONE_PHASES = ("Succeeded", "Failed")
@@ -61,6 +63,14 @@ class Device(NamedTuple):
     memory_mb: int
     cores: int
     healthy: bool
+
+
+def resources(share_pct: int, memory_per_gpu_mb: int) -> dict[str, str]:
+    """What a pod of ours asks HAMi for at a share: the share's cores, and
+    the share of ``memory_per_gpu_mb`` (what :func:`free_pct` counts a share's
+    memory at), as a container's limits — and its requests, which must equal
+    them for an extended resource."""
+    return {CORES: str(share_pct), MEMORY: str(int(memory_per_gpu_mb * share_pct / 100))}
 
 
 def _whole(text: object, what: str, low: int, high: int) -> int:

@@ -7,8 +7,10 @@ from typing import Optional
 
 from ...model import FunctionState
 from ...runtime import contract as C
+from . import gpu_room
 from .base import ApiActuator, Change, diff_states, log, read_states, ready_count, reported, retrying, unschedulable
 from .errors import ApiError
+from .kubernetes import RoomReader
 
 SERVICE_LABEL = "serving.knative.dev/service"
 """The label Knative puts on a Service's pods: the Service's name."""
@@ -22,12 +24,20 @@ class KnativeActuator(ApiActuator):
     GROUP, VERSION, PLURAL = "serving.knative.dev", "v1", "services"
     REVISIONS = "revisions"
 
-    def __init__(self, api_client, namespace: str):
+    def __init__(self, api_client, namespace: str, share_mode: str = "env", gpu_memory_mb: int = 16000):
         from kubernetes import client
 
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
+        self.share_mode = share_mode
+        self.gpu_memory_mb = gpu_memory_mb
+        self.room = RoomReader(self.core, gpu_memory_mb)
+
+    def gpu_room(self) -> Optional[tuple[int, ...]]:
+        """With HAMi (``share_mode: hami``), each GPU's free share
+        (:class:`~.kubernetes.RoomReader`); None under MPS."""
+        return self.room.read() if self.share_mode == "hami" else None
 
     def _read(self, fn):
         return self.custom.get_namespaced_custom_object(self.GROUP, self.VERSION, self.namespace, self.PLURAL, fn)
@@ -75,15 +85,17 @@ class KnativeActuator(ApiActuator):
             total += count
         return total
 
-    @staticmethod
-    def _state_of(svc) -> FunctionState:
+    def _state_of(self, svc) -> FunctionState:
         template = svc.get("spec", {}).get("template", {})
         annotations = template.get("metadata", {}).get("annotations", {}) or {}
         container = (template.get("spec", {}).get("containers") or [{}])[0]
         env = {e.get("name"): e.get("value") for e in container.get("env", []) or []}
+        if self.share_mode == "hami":
+            share = int(((container.get("resources") or {}).get("limits") or {}).get(gpu_room.CORES, 100))
+        else:
+            share = int(env.get(C.ENV_GPU_SHARE_PCT, 100))
         return FunctionState(int(annotations.get("autoscaling.knative.dev/min-scale", 1)),
-                             int(env.get(C.ENV_MAX_BATCH_SIZE, 1)), float(env.get(C.ENV_MAX_WAIT_MS, 0)),
-                             int(env.get(C.ENV_GPU_SHARE_PCT, 100)))
+                             int(env.get(C.ENV_MAX_BATCH_SIZE, 1)), float(env.get(C.ENV_MAX_WAIT_MS, 0)), share)
 
     def apply(self, desired):
         changes = []
@@ -97,7 +109,8 @@ class KnativeActuator(ApiActuator):
     def _patch(self, fn: str, want: FunctionState) -> list[Change]:
         """Read the Service, patch what differs, report it. A custom resource
         takes JSON merge patches only, which replace a list whole: the
-        container list is written back as read plus our env, with the
+        container list is written back as read plus our env (and, with
+        HAMi, its GPU resources), with the
         resourceVersion it was read at, so a concurrent change answers 409
         (Conflict) and the retry reads again instead of undoing it."""
         svc = self._read(fn)
@@ -110,6 +123,11 @@ class KnativeActuator(ApiActuator):
         for name, value in settings + [(share_env, want.gpu_share) for share_env in C.SHARE_ENVS]:
             env[name] = {"name": name, "value": str(value)}
         containers[0]["env"] = list(env.values())
+        if self.share_mode == "hami":  # HAMi's limits, and requests equal to them, beside the container's others
+            hami = gpu_room.resources(want.gpu_share, self.gpu_memory_mb)
+            resources = containers[0].setdefault("resources", {})
+            for kind in ("limits", "requests"):
+                resources[kind] = {**(resources.get(kind) or {}), **hami}
         patch = {"metadata": {"resourceVersion": svc["metadata"]["resourceVersion"]},
                  "spec": {"template": {
                      "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": str(want.replicas),

@@ -19,8 +19,41 @@ from .errors import ApiError
 #: Pods that still hold what they were given: HAMi's count, and ours.
 HOLDING_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 ROOM_TIMEOUT_S = 5.0
-"""Each list of :meth:`KubernetesActuator.gpu_room` waits this long for an
-answer, once: a room not read is not known this iteration, and the loop goes on."""
+"""Each list of :class:`RoomReader` waits this long for an answer, once: a
+room not read is not known this iteration, and the loop goes on."""
+
+
+class RoomReader:
+    """Each GPU's free share as HAMi's scheduler records it (``gpu_room.py``;
+    memory at ``gpu_memory_mb`` per 100% of share, as the actuators ask it):
+    the nodes and every pod not finished, all namespaces (another tenant's
+    pods take room too), each list served from the API server's cache
+    (``resourceVersion=0``), once, within ``timeout_s``. None where a list
+    fails or is not answered in time or a record cannot be read: said once
+    per reason. For the actuators whose pods HAMi places."""
+
+    def __init__(self, core, gpu_memory_mb: int, timeout_s: float = ROOM_TIMEOUT_S):
+        self.core, self.gpu_memory_mb, self.timeout_s = core, gpu_memory_mb, timeout_s
+        self._failure: Optional[str] = None
+        """The last reason the room could not be read, said once."""
+
+    def read(self) -> Optional[tuple[int, ...]]:
+        timeout = self.timeout_s
+        try:
+            nodes = retrying(lambda: self.core.list_node(resource_version="0", _request_timeout=timeout), attempts=1)
+            pods = retrying(lambda: self.core.list_pod_for_all_namespaces(
+                field_selector=HOLDING_PODS, resource_version="0", _request_timeout=timeout), attempts=1)
+            room = gpu_room.free_pct(
+                [n.metadata.annotations if n.metadata else None for n in nodes.items],
+                [(p.status.phase if p.status else None, p.metadata.annotations if p.metadata else None)
+                 for p in pods.items], self.gpu_memory_mb)
+        except ApiError as err:
+            if str(err) != self._failure:
+                log.warning("each GPU's free share is not known (the law packs afresh): %s", err)
+            self._failure = str(err)
+            return None
+        self._failure = None
+        return room
 
 
 class KubernetesActuator(ApiActuator):
@@ -41,9 +74,7 @@ class KubernetesActuator(ApiActuator):
         self.function_port = function_port
         self.function_token = function_token
         self.push_timeout_s = push_timeout_s
-        self.room_timeout_s = room_timeout_s
-        self._room_failure: Optional[str] = None
-        """The last reason the GPUs' room could not be read, said once."""
+        self.room = RoomReader(self.core, gpu_memory_mb, room_timeout_s)
 
     # --- reading -----------------------------------------------------------
     def current(self, functions):
@@ -60,32 +91,10 @@ class KubernetesActuator(ApiActuator):
         return {fn: replace(state, unplaced_replicas=counts.get(fn, 0)) for fn, state in states.items()}
 
     def gpu_room(self) -> Optional[tuple[int, ...]]:
-        """With HAMi (``share_mode: hami``), each GPU's free share as HAMi's
-        scheduler records it (``gpu_room.py``; memory at ``gpu_memory_mb``
-        per 100% of share, as :meth:`apply` asks it): the nodes and every pod not
-        finished, all namespaces (another tenant's pods take room too), each
-        list served from the API server's cache (``resourceVersion=0``), once,
-        within ``room_timeout_s``. None under MPS (the device plugin keeps no
-        per-GPU record), and where a list fails or is not answered in time or
-        a record cannot be read: said once per reason."""
-        if self.share_mode != "hami":
-            return None
-        timeout = self.room_timeout_s
-        try:
-            nodes = retrying(lambda: self.core.list_node(resource_version="0", _request_timeout=timeout), attempts=1)
-            pods = retrying(lambda: self.core.list_pod_for_all_namespaces(
-                field_selector=HOLDING_PODS, resource_version="0", _request_timeout=timeout), attempts=1)
-            room = gpu_room.free_pct(
-                [n.metadata.annotations if n.metadata else None for n in nodes.items],
-                [(p.status.phase if p.status else None, p.metadata.annotations if p.metadata else None)
-                 for p in pods.items], self.gpu_memory_mb)
-        except ApiError as err:
-            if str(err) != self._room_failure:
-                log.warning("each GPU's free share is not known (the law packs afresh): %s", err)
-            self._room_failure = str(err)
-            return None
-        self._room_failure = None
-        return room
+        """With HAMi (``share_mode: hami``), each GPU's free share
+        (:class:`RoomReader`); None under MPS (the device plugin keeps no
+        per-GPU record)."""
+        return self.room.read() if self.share_mode == "hami" else None
 
     def _read(self, fn: str):
         return self.apps.read_namespaced_deployment(fn, self.namespace)
@@ -96,7 +105,7 @@ class KubernetesActuator(ApiActuator):
         annotations = deployment.metadata.annotations or {}
         if self.share_mode == "hami":
             limits = (container.resources.limits or {}) if container.resources else {}
-            share = int(limits.get("nvidia.com/gpucores", 100))
+            share = int(limits.get(gpu_room.CORES, 100))
         else:
             share = int(env.get(C.ENV_GPU_SHARE_PCT, 100))
         return FunctionState(
@@ -138,10 +147,9 @@ class KubernetesActuator(ApiActuator):
             container = deployment.spec.template.spec.containers[0].name
             patch_container: dict = {"name": container}
             if self.share_mode == "hami":
-                memory = int(self.gpu_memory_mb * want.gpu_share / 100)
                 # requests equal to limits: an extended resource must have them equal when a
                 # function already requests it (a limits-only patch was refused with 422)
-                hami = {"nvidia.com/gpucores": str(want.gpu_share), "nvidia.com/gpumem": str(memory)}
+                hami = gpu_room.resources(want.gpu_share, self.gpu_memory_mb)
                 patch_container["resources"] = {"limits": hami, "requests": dict(hami)}
             patch_container["env"] = [{"name": n, "value": str(want.gpu_share)} for n in C.SHARE_ENVS]
             retrying(lambda: self.apps.patch_namespaced_deployment(
