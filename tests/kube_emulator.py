@@ -2,7 +2,7 @@
 
 What it serves: apps/v1 Deployments (GET, POST, PATCH) and their scale
 subresource (GET, PATCH); serving.knative.dev/v1 Services (GET, POST,
-PATCH) and Revisions (GET); core/v1 pod lists (a namespace's, or every
+PATCH) and Revisions (GET, list); core/v1 pod lists (a namespace's, or every
 namespace's) and node lists. Where it matters to a client, it behaves as a
 real kube-apiserver (checked against v1.36 by hand, see issue 17):
 
@@ -217,6 +217,16 @@ def json_patch(document, operations):
 
 
 # --- objects ---------------------------------------------------------------------------
+def _labelled(items: list, selector: str) -> list:
+    """The objects a one-term label selector picks: a label's existence
+    (``key``) or value (``key=value``); all where there is none."""
+    if not selector:
+        return items
+    key, equals, value = selector.partition("=")
+    labels = [(item, item["metadata"].get("labels") or {}) for item in items]
+    return [item for item, have in labels if key in have and (not equals or have[key] == value)]
+
+
 def deployment(name, namespace="openfaas-fn", replicas=1, env=None, image="localhost:5000/esg/fn:latest"):
     """A Deployment as faas-netes creates one for a function."""
     return {
@@ -346,7 +356,8 @@ class KubeEmulator:
         with self.lock:
             status = {} if actual_replicas is None else {"actualReplicas": actual_replicas}
             self.revisions[(namespace, name)] = {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
-                                                 "metadata": {"name": name, "namespace": namespace},
+                                                 "metadata": {"name": name, "namespace": namespace, "labels": {
+                                                     "serving.knative.dev/service": service}},
                                                  "status": status}
             svc_status = self.knative[(namespace, service)].setdefault("status", {})
             svc_status["latestCreatedRevisionName"] = name
@@ -461,6 +472,12 @@ class KubeEmulator:
                 return self.status(code, "InternalError" if code >= 500 else "Failure", "injected failure")
             if resource == "pods":
                 return self._pods(url, namespace)
+            if resource == "revisions" and method == "GET" and not name:
+                items = [r for (ns, _), r in self.revisions.items() if ns == namespace]
+                return 200, {"kind": "RevisionList", "apiVersion": "serving.knative.dev/v1",
+                             "metadata": {"resourceVersion": str(self.version)},
+                             "items": copy.deepcopy(_labelled(items, parse_qs(url.query).get("labelSelector",
+                                                                                               [""])[0]))}, []
             if resource == "nodes":
                 return 200, {"kind": "NodeList", "apiVersion": "v1",
                              "metadata": {"resourceVersion": str(self.version)},
@@ -493,10 +510,7 @@ class KubeEmulator:
         pods += copy.deepcopy(self.pods)
         if namespace is not None:
             pods = [p for p in pods if p["metadata"].get("namespace") == namespace]
-        labels = lambda p: p["metadata"].get("labels") or {}  # noqa: E731
-        if selector:  # one term: a label's existence (``key``) or value (``key=value``)
-            key, equals, value = selector.partition("=")
-            pods = [p for p in pods if key in labels(p) and (not equals or labels(p)[key] == value)]
+        pods = _labelled(pods, selector)
         for term in fields:
             key, negated, value = re.match(r"^([^!=]+)(!?)==?(.*)$", term).groups()
             if key != "status.phase":

@@ -45,8 +45,9 @@ def test_knative_reads_the_replicas_in_service_from_the_revisions_that_serve():
     """``status.actualReplicas`` of the Service's latest created revision,
     and of the latest ready one while a new one rolls out (it still
     serves): the law's replicas not yet in service, as a Deployment's
-    ``readyReplicas`` gives them; not known (None) before a revision is
-    named or counted, or where one cannot be read. And its pods the
+    ``readyReplicas`` gives them (one list of the namespace's revisions);
+    not known (None) before a revision is named or counted, or where one
+    is not listed. And its pods the
     scheduler found no room for (``Unschedulable``), by Knative's label."""
     with KubeEmulator() as kube:
         kube.add_knative(ksvc("classify"))
@@ -65,7 +66,7 @@ def test_knative_reads_the_replicas_in_service_from_the_revisions_that_serve():
         assert (state.replicas, state.ready_replicas, state.starting) == (3, 1, 2)  # the old one serves meanwhile
         kube.add_revision("classify", "classify-00002", 3)
         assert actuator.current(["classify"])["classify"].starting == 0
-        del kube.revisions[("default", "classify-00002")]  # a revision that cannot be read: not known
+        del kube.revisions[("default", "classify-00002")]  # a revision not listed: not known
         assert actuator.current(["classify"])["classify"].ready_replicas is None
         # pods the scheduler found no room for (Knative labels them with their Service's name)
         kube.pods = [{"metadata": {"name": f"classify-00002-{i}", "namespace": "default",

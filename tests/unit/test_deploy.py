@@ -75,10 +75,10 @@ def test_the_knative_scaler_can_patch_services_in_its_namespace_only():
     assert can_i("patch", "serving.knative.dev", "services", "openfaas-fn", KNATIVE)
     for verb in ("create", "delete", "list", "update"):
         assert not can_i(verb, "serving.knative.dev", "services", "openfaas-fn", KNATIVE)
-    assert can_i("get", "serving.knative.dev", "revisions", "openfaas-fn", KNATIVE)  # their ready replicas
+    assert can_i("list", "serving.knative.dev", "revisions", "openfaas-fn", KNATIVE)  # their ready replicas
     assert can_i("list", "", "pods", "openfaas-fn", KNATIVE)  # those the scheduler found no room for
     assert not can_i("delete", "", "pods", "openfaas-fn", KNATIVE)
-    for verb in ("create", "delete", "list", "update", "patch"):
+    for verb in ("create", "delete", "get", "update", "patch"):
         assert not can_i(verb, "serving.knative.dev", "revisions", "openfaas-fn", KNATIVE)
     assert not can_i("patch", "apps", "deployments", "openfaas-fn", KNATIVE)
     assert not can_i("patch", "serving.knative.dev", "services", "default", KNATIVE)

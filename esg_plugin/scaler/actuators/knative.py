@@ -48,12 +48,13 @@ class KnativeActuator(ApiActuator):
         its PodAutoscaler) of the latest created revision, and of the latest
         ready one where that is another (it serves until the new one is
         ready) — as a Deployment's ``readyReplicas`` counts the pods of both
-        ReplicaSets of a rollout. None (not known: the profile's cold start
-        stands in) where a revision is not named, cannot be read, or has no
-        count yet. And its pods the scheduler found no room for
+        ReplicaSets of a rollout (one list of the namespace's revisions).
+        None (not known: the profile's cold start stands in) where a
+        revision is not named, not listed, or has no count yet. And its pods the scheduler found no room for
         (``unplaced_replicas``): one list of the namespace's pending pods
         with Knative's ``serving.knative.dev/service`` label."""
-        states = read_states(functions, lambda fn: self._with_ready(retrying(lambda: self._read(fn))))
+        counts = self._revision_counts()
+        states = read_states(functions, lambda fn: self._with_ready(retrying(lambda: self._read(fn)), counts))
         try:
             pending = retrying(lambda: self.core.list_namespaced_pod(
                 self.namespace, label_selector=SERVICE_LABEL, field_selector="status.phase=Pending"))
@@ -63,26 +64,33 @@ class KnativeActuator(ApiActuator):
         counts = unschedulable(pending.items, SERVICE_LABEL)
         return {fn: replace(state, unplaced_replicas=counts.get(fn, 0)) for fn, state in states.items()}
 
-    def _with_ready(self, svc) -> FunctionState:
-        return replace(self._state_of(svc), ready_replicas=self._ready(svc))
+    def _revision_counts(self) -> Optional[dict[str, Optional[int]]]:
+        """Each revision of the namespace's Services, by name: its ready pods
+        (``status.actualReplicas``; None while not counted). One list; None
+        where it fails."""
+        try:
+            revisions = retrying(lambda: self.custom.list_namespaced_custom_object(
+                self.GROUP, self.VERSION, self.namespace, self.REVISIONS, label_selector=SERVICE_LABEL))
+        except ApiError as err:
+            log.warning("listing revisions failed: %s", err)
+            return None
+        return {(r.get("metadata") or {}).get("name"): ready_count((r.get("status") or {}).get("actualReplicas"))
+                for r in revisions.get("items") or [] if isinstance(r, dict)}
 
-    def _ready(self, svc) -> Optional[int]:
+    def _with_ready(self, svc, counts: Optional[dict[str, Optional[int]]]) -> FunctionState:
+        return replace(self._state_of(svc), ready_replicas=self._ready(svc, counts))
+
+    @staticmethod
+    def _ready(svc, counts: Optional[dict[str, Optional[int]]]) -> Optional[int]:
         status = svc.get("status") or {}
         created, serving = status.get("latestCreatedRevisionName"), status.get("latestReadyRevisionName")
-        if not isinstance(created, str) or not created:
+        if counts is None or not isinstance(created, str) or not created:
             return None
         total = 0
         for name in dict.fromkeys(n for n in (created, serving) if isinstance(n, str) and n):
-            try:
-                revision = retrying(lambda name=name: self.custom.get_namespaced_custom_object(
-                    self.GROUP, self.VERSION, self.namespace, self.REVISIONS, name))
-            except ApiError as err:
-                log.warning("reading revision %s failed: %s", name, err)
-                return None
-            count = ready_count((revision.get("status") or {}).get("actualReplicas"))
-            if count is None:
-                return None
-            total += count
+            if counts.get(name) is None:
+                return None  # not listed, or not counted yet
+            total += counts[name]
         return total
 
     def _state_of(self, svc) -> FunctionState:
