@@ -112,6 +112,8 @@ def test_kustomize_output_is_valid():
 
 
 def test_knative_services_carry_the_stack_and_are_readable_by_the_actuator():
+    from kubernetes import client
+
     from esg_plugin.scaler.actuators import KnativeActuator
 
     out = subprocess.run([sys.executable, str(ROOT / "deploy/minikube/knative_services.py"), str(ROOT / "stack.yml")],
@@ -123,5 +125,5 @@ def test_knative_services_carry_the_stack_and_are_readable_by_the_actuator():
         assert svc["metadata"]["namespace"] == "openfaas-fn"  # where faas-cli generate puts them; deploy/knative's Role
         container = svc["spec"]["template"]["spec"]["containers"][0]
         assert container["image"].endswith(f"/{svc['metadata']['name']}:dev")
-        state = KnativeActuator._state_of(svc)
+        state = KnativeActuator(client.ApiClient(client.Configuration()), "openfaas-fn")._state_of(svc)
         assert state.replicas == 1 and state.gpu_share == 100
