@@ -41,13 +41,13 @@ def test_knative_sets_scale_bounds_and_env_by_merge_patch():
         assert actuator.apply({"gone": FunctionState(1, 1, 0, 100)})[0].kind == "gone"
 
 
-def test_knative_reads_the_replicas_in_service_from_the_revisions_that_serve():
+def test_knative_reads_the_replicas_in_service_from_the_revisions_that_serve(caplog):
     """``status.actualReplicas`` of the Service's latest created revision,
     and of the latest ready one while a new one rolls out (it still
     serves): the law's replicas not yet in service, as a Deployment's
     ``readyReplicas`` gives them (one list of the namespace's revisions);
     not known (None) before a revision is named or counted, or where one
-    is not listed. And its pods the
+    is not listed (a list refused: said once). And its pods the
     scheduler found no room for (``Unschedulable``), by Knative's label."""
     with KubeEmulator() as kube:
         kube.add_knative(ksvc("classify"))
@@ -76,6 +76,21 @@ def test_knative_reads_the_replicas_in_service_from_the_revisions_that_serve():
                      for i, (status, reason) in enumerate([("False", "Unschedulable"), ("False", "Unschedulable"),
                                                            ("True", None)])]
         assert actuator.current(["classify"])["classify"].unplaced_replicas == 2
+
+    rules = [{"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": ["get"]},
+             {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]  # revisions not granted
+    with KubeEmulator(token="t", rules=rules) as kube:
+        kube.add_knative(ksvc("classify"))
+        kube.add_revision("classify", "classify-00001", 1)
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        configuration.api_key = {"authorization": "Bearer t"}
+        actuator = KnativeActuator(client.ApiClient(configuration), "default")
+        with caplog.at_level("WARNING", logger="esg.scaler"):
+            states = [actuator.current(["classify"])["classify"] for _ in range(2)]
+        assert all(s.ready_replicas is None and s.replicas == 1 for s in states)  # the rest is still read
+        said = [r.getMessage() for r in caplog.records if "listing revisions failed" in r.getMessage()]
+        assert len(said) == 1 and "403" in said[0], said
 
 
 def test_knative_with_hami_sets_the_gpu_resources_and_reads_each_gpus_free_share():

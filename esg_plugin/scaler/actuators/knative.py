@@ -33,6 +33,7 @@ class KnativeActuator(ApiActuator):
         self.share_mode = share_mode
         self.gpu_memory_mb = gpu_memory_mb
         self.room = RoomReader(self.core, gpu_memory_mb)
+        self._revisions_failure: Optional[str] = None
 
     def gpu_room(self) -> Optional[tuple[int, ...]]:
         """With HAMi (``share_mode: hami``), each GPU's free share
@@ -67,13 +68,16 @@ class KnativeActuator(ApiActuator):
     def _revision_counts(self) -> Optional[dict[str, Optional[int]]]:
         """Each revision of the namespace's Services, by name: its ready pods
         (``status.actualReplicas``; None while not counted). One list; None
-        where it fails."""
+        where it fails (said once per reason)."""
         try:
             revisions = retrying(lambda: self.custom.list_namespaced_custom_object(
                 self.GROUP, self.VERSION, self.namespace, self.REVISIONS, label_selector=SERVICE_LABEL))
         except ApiError as err:
-            log.warning("listing revisions failed: %s", err)
+            if str(err) != self._revisions_failure:  # said once per reason: it is asked at every iteration
+                log.warning("listing revisions failed (replicas in service not known): %s", err)
+            self._revisions_failure = str(err)
             return None
+        self._revisions_failure = None
         return {(r.get("metadata") or {}).get("name"): ready_count((r.get("status") or {}).get("actualReplicas"))
                 for r in revisions.get("items") or [] if isinstance(r, dict)}
 
