@@ -61,6 +61,9 @@ class ScalerMetrics:
                                registry=r)
         self.rate = Gauge("esg_scaler_workflow_rate_rps", "Rate each workflow is planned for.", ["workflow"],
                           registry=r)
+        self.gpu_free = Gauge("esg_scaler_gpu_free_percent",
+                              "Each GPU's free share as last read (HAMi's records); none while not known.", ["gpu"],
+                              registry=r)
 
 
 @dataclass
@@ -148,6 +151,9 @@ class Scaler:
             room = self.actuator.gpu_room() \
                 if observation is not None and self.settings.capacity_gpus and self.settings.packed_capacity else None
             self.status.gpu_free_pct = room
+            self.metrics.gpu_free.clear()  # a GPU gone, or the room no longer known: no stale series
+            for index, pct in enumerate(room or ()):
+                self.metrics.gpu_free.labels(gpu=str(index)).set(pct)
             decision = decide_functions(self.topology, self.profiles, self.settings, observation, current, self.memory,
                                         now, room)
             changes = self.actuator.apply(decision.desired) if decision.desired else []

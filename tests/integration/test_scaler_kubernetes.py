@@ -348,6 +348,10 @@ def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_t
             room = scaler.memory.state.gpu_free_pct  # what the law believes, less what this tick's re-plans took
             assert room is not None and len(room) == 3 and all(0 <= r <= b for r, b in zip(room, (20, 0, 100)))
             assert scaler.plan_document()["gpu_free_pct"] == [20, 0, 100]  # as read, on /plan
+            from prometheus_client import generate_latest
+            exposed = generate_latest(scaler.metrics.registry).decode()  # and as a gauge per GPU, for Prometheus
+            assert 'esg_scaler_gpu_free_percent{gpu="0"} 20.0' in exposed
+            assert 'esg_scaler_gpu_free_percent{gpu="2"} 100.0' in exposed
             unused = Scaler(topology, profiles, ScalerSettings.load({"share_mode": "hami"}, {}),
                             GatewayScrape(gateway.url, 30.0), actuator, clock)
             tick(unused, gateway, clock, {"image-preprocess": 2.0})
