@@ -395,3 +395,18 @@ def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_t
             assert actuator.gpu_room() is None and actuator.gpu_room() is None
         said = [r.getMessage() for r in caplog.records if "free share is not known" in r.getMessage()]
         assert len(said) == 1 and "403" in said[0] and "nodes" in said[0], said
+
+
+def test_the_gpu_room_bench_reads_the_room_it_serves():
+    """``bench/gpu_room.py`` on a small cluster: the reader reads every GPU
+    (a bench that runs; its figures are not asserted)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "bench/gpu_room.py"), "--nodes", "2", "--gpus", "2", "--pods",
+                          "10", "--reads", "1"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "the reader (both lists as plain JSON" in out.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "bench/gpu_room.py"), "--pods", "0"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "at least 1" in bad.stderr

@@ -14,7 +14,7 @@ from ...runtime import contract as C
 from . import gpu_room
 from .base import BATCHING, GPU_SHARE, REPLICAS, ApiActuator, Change, diff_states, log, ready_count, reported, \
     retrying, unschedulable
-from .errors import ApiError
+from .errors import ApiError, Unreadable
 
 #: Pods that still hold what they were given: HAMi's count, and ours.
 HOLDING_PODS = "status.phase!=Succeeded,status.phase!=Failed"
@@ -30,7 +30,8 @@ class RoomReader:
     pods take room too), each list served from the API server's cache
     (``resourceVersion=0``), once, within ``timeout_s``. None where a list
     fails or is not answered in time or a record cannot be read: said once
-    per reason. For the actuators whose pods HAMi places."""
+    per reason. For the actuators whose pods HAMi places. The lists are read
+    as plain JSON, not as the client's models of every pod."""
 
     def __init__(self, core, gpu_memory_mb: int, timeout_s: float = ROOM_TIMEOUT_S):
         self.core, self.gpu_memory_mb, self.timeout_s = core, gpu_memory_mb, timeout_s
@@ -40,13 +41,14 @@ class RoomReader:
     def read(self) -> Optional[tuple[int, ...]]:
         timeout = self.timeout_s
         try:
-            nodes = retrying(lambda: self.core.list_node(resource_version="0", _request_timeout=timeout), attempts=1)
-            pods = retrying(lambda: self.core.list_pod_for_all_namespaces(
-                field_selector=HOLDING_PODS, resource_version="0", _request_timeout=timeout), attempts=1)
+            nodes = self._items(lambda: self.core.list_node(resource_version="0", _request_timeout=timeout,
+                                                            _preload_content=False))
+            pods = self._items(lambda: self.core.list_pod_for_all_namespaces(
+                field_selector=HOLDING_PODS, resource_version="0", _request_timeout=timeout, _preload_content=False))
             room = gpu_room.free_pct(
-                [n.metadata.annotations if n.metadata else None for n in nodes.items],
-                [(p.status.phase if p.status else None, p.metadata.annotations if p.metadata else None)
-                 for p in pods.items], self.gpu_memory_mb)
+                [(n.get("metadata") or {}).get("annotations") for n in nodes],
+                [((p.get("status") or {}).get("phase"), (p.get("metadata") or {}).get("annotations")) for p in pods],
+                self.gpu_memory_mb)
         except ApiError as err:
             if str(err) != self._failure:
                 log.warning("each GPU's free share is not known (the law packs afresh): %s", err)
@@ -54,6 +56,21 @@ class RoomReader:
             return None
         self._failure = None
         return room
+
+    @staticmethod
+    def _items(call) -> list:
+        """A list's items as plain JSON, asked once: the client's models are
+        not built for every pod of the cluster (``_preload_content=False``;
+        ``bench/gpu_room.py`` prints what a read takes)."""
+        answer = retrying(call, attempts=1)
+        try:
+            doc = json.loads(answer.data)
+        except ValueError as err:
+            raise Unreadable(f"a list that is not JSON: {err}") from None
+        items = doc.get("items") if isinstance(doc, dict) else None
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            raise Unreadable("a list without its items")
+        return items
 
 
 class KubernetesActuator(ApiActuator):
