@@ -51,19 +51,20 @@ class KnativeActuator(ApiActuator):
         ready) — as a Deployment's ``readyReplicas`` counts the pods of both
         ReplicaSets of a rollout (one list of the namespace's revisions).
         None (not known: the profile's cold start stands in) where a
-        revision is not named, not listed, or has no count yet. And its pods the scheduler found no room for
-        (``unplaced_replicas``): one list of the namespace's pending pods
-        with Knative's ``serving.knative.dev/service`` label."""
-        counts = self._revision_counts()
-        states = read_states(functions, lambda fn: self._with_ready(retrying(lambda: self._read(fn)), counts))
+        revision is not named, not listed, or has no count yet. And its
+        pods the scheduler found no room for (``unplaced_replicas``): one
+        list of the namespace's pending pods with Knative's
+        ``serving.knative.dev/service`` label."""
+        ready = self._revision_counts()
+        states = read_states(functions, lambda fn: self._with_ready(retrying(lambda: self._read(fn)), ready))
         try:
             pending = retrying(lambda: self.core.list_namespaced_pod(
                 self.namespace, label_selector=SERVICE_LABEL, field_selector="status.phase=Pending"))
         except ApiError as err:
             log.warning("listing pending pods failed: %s", err)
             return states
-        counts = unschedulable(pending.items, SERVICE_LABEL)
-        return {fn: replace(state, unplaced_replicas=counts.get(fn, 0)) for fn, state in states.items()}
+        unplaced = unschedulable(pending.items, SERVICE_LABEL)
+        return {fn: replace(state, unplaced_replicas=unplaced.get(fn, 0)) for fn, state in states.items()}
 
     def _revision_counts(self) -> Optional[dict[str, Optional[int]]]:
         """Each revision of the namespace's Services, by name: its ready pods
