@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kubernetes import client
 
+from esg_plugin.scaler.actuators.base import ApiCalls, api_client
 from esg_plugin.scaler.actuators.kubernetes import HOLDING_PODS, RoomReader
 
 
@@ -105,8 +106,8 @@ def main(argv=None) -> int:
     try:
         configuration = client.Configuration()
         configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
-        core = client.CoreV1Api(client.ApiClient(configuration))
-        reader = RoomReader(core, gpu_memory_mb=16000, timeout_s=60.0)
+        core = client.CoreV1Api(api_client(configuration))
+        reader = RoomReader(core, gpu_memory_mb=16000, api=ApiCalls(timeout_s=60.0))
         room = reader.read()
         if room is None or len(room) != args.nodes * args.gpus:
             print("the reader did not read the room", file=sys.stderr)

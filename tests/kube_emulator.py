@@ -277,7 +277,9 @@ class KubeEmulator:
         self.pulling: dict[str, int] = {}
         """function name -> its pods scheduled and not yet running (``Pending``, pulling an image)."""
         self.stalled: Optional[threading.Event] = None
-        """While set to an event, every request waits for it before an answer (a stalled server)."""
+        """While set to an event, every request waits for it and is then closed unanswered (a stalled server)."""
+        self.stalled_requests = 0
+        """Requests that arrived while the server was stalled."""
         self.nodes: list[dict] = []
         """Node objects as a test writes them (a device plugin's annotations)."""
         self.pods: list[dict] = []
@@ -298,8 +300,12 @@ class KubeEmulator:
 
             def _handle(self, method):
                 stalled = emulator.stalled
-                if stalled is not None:  # an API server that does not answer (yet)
+                if stalled is not None:  # an API server that does not answer: not these requests, ever
+                    with emulator.lock:
+                        emulator.stalled_requests += 1
                     stalled.wait(60.0)
+                    self.close_connection = True
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 code, doc, headers = emulator.handle(method, self.path, self.headers.get("Content-Type", ""), body,

@@ -93,21 +93,25 @@ def _actuator(settings, kube_api):
     if settings.actuator == "dry-run":
         return DryRunActuator()
     if settings.actuator == "openfaas-gateway":
-        return GatewayActuator(settings.gateway_url, settings.gateway_user, settings.gateway_password)
+        return GatewayActuator(settings.gateway_url, settings.gateway_user, settings.gateway_password,
+                               settings.api_timeout_s)
     api = _kube_client(kube_api)
     if settings.actuator == "knative":
-        return KnativeActuator(api, settings.namespace, settings.share_mode, settings.gpu_memory_mb)
+        return KnativeActuator(api, settings.namespace, settings.share_mode, settings.gpu_memory_mb,
+                               settings.api_timeout_s)
     return KubernetesActuator(api, settings.namespace, settings.share_mode, settings.gpu_memory_mb,
-                              settings.function_port, settings.function_token)
+                              settings.function_port, settings.function_token, api_timeout_s=settings.api_timeout_s)
 
 
 def _kube_client(kube_api):
     from kubernetes import client, config
 
+    from ..scaler.actuators.base import api_client
+
     if kube_api:
         configuration = client.Configuration()
         configuration.host = kube_api
-        return client.ApiClient(configuration)
+        return api_client(configuration)
     try:
         if "KUBERNETES_SERVICE_HOST" in os.environ:
             config.load_incluster_config()
@@ -115,4 +119,4 @@ def _kube_client(kube_api):
             config.load_kube_config()
     except Exception as err:
         raise LoadError(f"no Kubernetes API: {err}") from None
-    return client.ApiClient()
+    return api_client()

@@ -145,6 +145,7 @@ class Scaler:
         if self.status.last_good_s is not None:
             m.staleness.set(now - self.status.last_good_s)
         functions = sorted(set(self.topology.functions.values()))
+        self.actuator.new_iteration()  # a server that went unanswered is asked again
         try:
             current = self.actuator.current(functions) if observation is not None else {}
             # read only where the law checks where instances go (``packed_capacity`` over ``capacity_gpus``)

@@ -100,6 +100,11 @@ class ScalerSettings:
     """The functions' ESG_CONFIG_TOKEN (env ESG_SCALER_FUNCTION_TOKEN)."""
     iteration_budget_s: float = 30.0
     """An iteration over this is counted and logged; one running past it makes /healthz 503."""
+    api_timeout_s: float = 10.0
+    """How long a call to the platform's API (Kubernetes', the gateway's)
+    waits for an answer. Once one of an iteration goes unanswered, the
+    iteration makes no more: a stalled server costs it one timeout (the
+    actuators' ``ApiCalls``). Less than ``iteration_budget_s``."""
     host: str = "127.0.0.1"
     """Where the HTTP endpoint listens: loopback unless told (a pod sets 0.0.0.0 for its probes)."""
     port: int = 8081
@@ -161,6 +166,8 @@ class ScalerSettings:
             (1 <= self.min_replicas <= self.max_replicas <= MAX_REPLICAS,
              f"need 1 <= min_replicas <= max_replicas <= {MAX_REPLICAS}"),
             (0 < self.iteration_budget_s <= 3600, "iteration_budget_s must lie in (0, 3600]"),
+            (0 < self.api_timeout_s < self.iteration_budget_s,
+             "api_timeout_s must lie in (0, iteration_budget_s)"),
             (0 <= self.min_share_saving < 1, "min_share_saving must lie in [0, 1)"),
             (0 <= self.capacity_gpus <= 1e6, "capacity_gpus must lie in [0, 1e6] (0: no limit)"),
             (0 <= self.busy_capacity <= 1e6, "busy_capacity must lie in [0, 1e6] (0: no limit)"),

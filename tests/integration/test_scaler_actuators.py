@@ -1,6 +1,7 @@
 """The Knative and gateway actuators over real HTTP."""
 
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -8,6 +9,7 @@ import pytest
 from kubernetes import client
 
 from esg_plugin.scaler import FunctionState, GatewayActuator, KnativeActuator
+from esg_plugin.scaler.actuators.base import api_client
 
 from ..kube_emulator import KubeEmulator
 
@@ -206,3 +208,53 @@ def test_the_kubernetes_actuator_reads_the_replicas_not_yet_ready_from_the_deplo
         assert {name: (s.replicas, s.ready_replicas, s.starting) for name, s in states.items()} == {
             "three": (3, 1, 2), "none-ready": (2, 0, 2), "ready": (2, 2, 0)}
         assert states["three"] == FunctionState(3, 1, 0.0, 50)  # readiness is not part of the desired state
+
+
+def test_knative_and_the_gateway_ask_a_server_that_does_not_answer_once_an_iteration():
+    """As the Kubernetes actuator (``test_scaler_kubernetes.py``): the
+    Knative actuator against an API server that takes connections and never
+    answers, and the gateway actuator against a socket that accepts and
+    never answers — each iteration's first call waits its timeout, no other
+    reaches the server, every function's change is an error; the next
+    iteration, the server back, reads and patches."""
+    with KubeEmulator() as kube:
+        kube.add_knative(ksvc("classify"))
+        kube.add_knative(ksvc("detect"))
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        actuator = KnativeActuator(api_client(configuration), "default", api_timeout_s=0.5)
+        want = {"classify": FunctionState(3, 4, 12.5, 30), "detect": FunctionState(2, 1, 0.0, 50)}
+        kube.stalled = threading.Event()
+        try:
+            actuator.new_iteration()
+            assert actuator.current(list(want)) == {}
+            changes = actuator.apply(want)
+        finally:
+            kube.stalled.set()
+            kube.stalled = None
+        assert kube.stalled_requests == 1
+        assert [c.kind for c in changes] == ["error", "error"] and "did not answer" in str(changes[1].after)
+        actuator.new_iteration()
+        assert {c.kind for c in actuator.apply(want)} == {"replicas", "gpu_share", "batching"}
+        assert actuator.current(["classify"])["classify"].replicas == 3
+
+    silent = socket.socket()  # connections land in its backlog; nothing ever reads or answers them
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        gateway = GatewayActuator(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5)
+        gateway.new_iteration()
+        changes = gateway.apply({"fn-a": FunctionState(2, 1, 0.0, 100), "fn-b": FunctionState(1, 1, 0.0, 100)})
+        assert [c.kind for c in changes] == ["error", "error"] and "did not answer" in str(changes[1].after)
+        silent.setblocking(False)
+        connections = []
+        try:
+            while True:
+                connections.append(silent.accept()[0])
+        except BlockingIOError:
+            pass
+        assert len(connections) == 1  # one call reached it in the iteration
+        for connection in connections:
+            connection.close()
+    finally:
+        silent.close()

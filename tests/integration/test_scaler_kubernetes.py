@@ -13,6 +13,7 @@ from kubernetes import client
 
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.scaler import FunctionState, GatewayScrape, KubernetesActuator, Scaler, ScalerSettings, Topology
+from esg_plugin.scaler.actuators.base import api_client
 
 from ..kube_emulator import KubeEmulator, deployment
 
@@ -76,7 +77,7 @@ def world():
             kube.add(deployment(fn, env={"ESG_FUNCTION": fn, "ESG_GPU_SHARE": 100}))
         configuration = client.Configuration()
         configuration.host = kube.url
-        api = client.ApiClient(configuration)
+        api = api_client(configuration)  # as `esg scaler` makes it
         clock = Clock()
         actuator = KubernetesActuator(api, "openfaas-fn")
         scaler = Scaler(topology, profiles, settings, GatewayScrape(gateway.url, settings.window_s), actuator, clock)
@@ -205,6 +206,43 @@ def test_a_failing_api_or_stale_metrics_change_nothing_and_never_stop_the_loop(w
     errors = scaler.metrics.errors
     assert errors.labels(stage="no_data")._value.get() >= 3
     # recovered: the next iterations act again
+    for _ in range(2):
+        tick(scaler, gateway, clock, {"image-preprocess": 80.0})
+    assert {key: repr(obj) for key, obj in kube.deployments.items()} != snapshot
+
+
+def test_an_api_server_that_does_not_answer_costs_an_iteration_one_timeout(world):
+    """A server that takes each connection and never answers (an API server
+    wedged, a network that drops replies): the client alone would wait for
+    ever, and the loop with it until /healthz failed and the kubelet
+    restarted the scaler, its state lost. Each call waits ``api_timeout_s``;
+    the first that goes unanswered ends the iteration's calls — one request
+    reached the server in the whole iteration, not one per function and
+    retry — and the iteration ends, its changes errors, nothing patched.
+    The next iteration asks again and, the server back, acts."""
+    topology, scaler, kube, gateway, clock = world
+    scaler.actuator.api.timeout_s = 0.5
+    for _ in range(4):
+        tick(scaler, gateway, clock, {"image-preprocess": 5.0, "traffic-detect": 5.0})
+    snapshot = {key: repr(obj) for key, obj in kube.deployments.items()}
+    kube.stalled = threading.Event()
+    ended, result = threading.Event(), {}
+
+    def iteration():
+        result["status"] = tick(scaler, gateway, clock, {"image-preprocess": 80.0})
+        ended.set()
+    try:
+        threading.Thread(target=iteration, daemon=True).start()
+        assert ended.wait(120.0), "the iteration waits on a server that does not answer"
+    finally:
+        kube.stalled.set()
+        kube.stalled = None
+    assert kube.stalled_requests == 1
+    changes = result["status"].changes
+    assert changes and all(c.kind == "error" for c in changes), changes
+    assert any("did not answer" in str(c.after) for c in changes)
+    assert {key: repr(obj) for key, obj in kube.deployments.items()} == snapshot
+    assert scaler.metrics.errors.labels(stage="apply")._value.get() >= len(changes)
     for _ in range(2):
         tick(scaler, gateway, clock, {"image-preprocess": 80.0})
     assert {key: repr(obj) for key, obj in kube.deployments.items()} != snapshot
@@ -376,7 +414,7 @@ def test_with_hami_each_gpus_free_share_is_read_from_hamis_records_and_reaches_t
         kube.stalled = threading.Event()  # a server that does not answer: the room is not known, and nothing waits on
         try:
             with caplog.at_level("WARNING", logger="esg.scaler"):
-                actuator.room.timeout_s = 0.2
+                actuator.api.timeout_s = 0.2
                 assert actuator.gpu_room() is None
         finally:
             kube.stalled.set()

@@ -81,3 +81,73 @@ def test_retrying_mends_what_a_retry_can_and_names_the_rest():
         raise KeyError("a bug is not an API failure")
     with pytest.raises(KeyError):
         retrying(bug, sleep=slept.append)
+
+
+def test_a_call_that_times_out_is_named_so_and_not_retried():
+    """A timeout — Python's, urllib's around it, urllib3's (the kubernetes
+    client's transport), or one urllib3 carries after its own retries — is
+    ``TimedOut``: an ``Unavailable`` that a retry does not mend (asking a
+    stalled server again waits as long). A refused connection stays a
+    plain ``Unavailable``, retried."""
+    import urllib.error
+
+    from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+
+    from esg_plugin.scaler.actuators import TimedOut, Unavailable, api_error
+
+    timeouts = [TimeoutError("timed out"), urllib.error.URLError(TimeoutError("timed out")),
+                ReadTimeoutError(None, "/apis/apps/v1", "Read timed out. (read timeout=10)"),
+                MaxRetryError(None, "/apis/apps/v1", ReadTimeoutError(None, "/apis/apps/v1", "Read timed out."))]
+    for raw in timeouts:
+        named = api_error(raw)
+        assert type(named) is TimedOut and not named.retry and "no answer in time" in str(named), raw
+    refused = api_error(urllib.error.URLError(ConnectionRefusedError(111, "refused")))
+    assert type(refused) is Unavailable and refused.retry and refused.status is None
+
+
+def test_once_a_call_goes_unanswered_the_iteration_asks_nothing_more():
+    """``ApiCalls``: each call gets the timeout under the client's keyword;
+    a call that times out is made once; a call that gets no answer at all
+    (refused, its retries spent) or none in time makes the iteration's
+    other calls fail at once (``NotAsked``) without reaching the server;
+    an answer (429, 5xx) is retried and asks on; ``new_iteration`` asks
+    again."""
+    from esg_plugin.scaler.actuators import NotAsked, TimedOut, Unavailable
+    from esg_plugin.scaler.actuators.base import ApiCalls
+
+    made, slept = [], []
+    outcomes = {}
+
+    def method(name, _request_timeout=None):
+        made.append((name, _request_timeout))
+        outcome = outcomes.get(name, "ok")
+        if isinstance(outcome, list):
+            outcome = outcome.pop(0) if outcome else "ok"
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    calls = ApiCalls(timeout_s=2.5, sleep=slept.append)
+    assert calls(method, "a") == "ok" and made == [("a", 2.5)]
+    outcomes["busy"] = [Unavailable("HTTP 503 Service Unavailable", 503)]
+    assert calls(method, "busy") == "ok" and slept == [0.1]  # an answer: retried, and the iteration asks on
+    outcomes["stalled"] = TimeoutError("timed out")
+    made.clear()
+    with pytest.raises(TimedOut):
+        calls(method, "stalled")
+    assert made == [("stalled", 2.5)]  # once: not retried
+    with pytest.raises(NotAsked, match="did not answer"):
+        calls(method, "a")
+    assert made == [("stalled", 2.5)]  # not made
+    calls.new_iteration()
+    assert calls(method, "a") == "ok"  # the next iteration asks again
+    outcomes["away"] = ConnectionRefusedError(111, "refused")
+    made.clear()
+    slept.clear()
+    with pytest.raises(Unavailable, match="no answer"):
+        calls(method, "away", attempts=3)
+    assert len(made) == 3 and slept == [0.1, 0.2]  # retried, then no more calls this iteration
+    with pytest.raises(NotAsked):
+        calls(method, "a")
+    keyword = ApiCalls(timeout_s=4.0, keyword="timeout_s")  # the gateway actuator's own keyword
+    assert keyword(lambda timeout_s: timeout_s) == 4.0

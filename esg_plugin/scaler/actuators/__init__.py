@@ -22,18 +22,21 @@ latest ready while a new one rolls out). Both count the pods the scheduler
 found no room for (``unplaced_replicas``: pending, ``Unschedulable``).
 
 API failures are named (``errors.py``: NotFound, Conflict, Invalid,
-Forbidden, Unavailable); a Conflict is retried after reading again, an
-Unavailable server with exponential backoff; NotFound means the function is
-gone.
+Forbidden, Unavailable, TimedOut, NotAsked); a Conflict is retried after
+reading again, an Unavailable server with exponential backoff; NotFound
+means the function is gone. Every call waits at most ``api_timeout_s`` for
+an answer, and once one of an iteration goes unanswered the iteration makes
+no more (``base.ApiCalls``): a stalled server costs an iteration one
+timeout.
 """
 
 from .base import BATCHING, ERROR, GONE, GPU_SHARE, REPLICAS, Actuator, ApiActuator, Change, DryRunActuator, \
     diff_states, read_states, retrying
-from .errors import ApiError, Conflict, Forbidden, Invalid, NotFound, Unavailable, api_error
+from .errors import ApiError, Conflict, Forbidden, Invalid, NotAsked, NotFound, TimedOut, Unavailable, api_error
 from .gateway import GatewayActuator
 from .knative import KnativeActuator
 from .kubernetes import KubernetesActuator
 
 __all__ = ["BATCHING", "ERROR", "GONE", "GPU_SHARE", "REPLICAS", "ApiError", "Conflict", "Forbidden", "Invalid",
-           "NotFound", "Unavailable", "api_error", "Actuator", "ApiActuator", "Change", "DryRunActuator",
+           "NotAsked", "NotFound", "TimedOut", "Unavailable", "api_error", "Actuator", "ApiActuator", "Change", "DryRunActuator",
            "GatewayActuator", "KnativeActuator", "KubernetesActuator", "diff_states", "read_states", "retrying"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
 from ...model import FunctionState
-from .errors import ApiError, NotFound, api_error
+from .errors import ApiError, NotAsked, NotFound, TimedOut, Unavailable, api_error
 
 log = logging.getLogger("esg.scaler")
 
@@ -42,6 +42,9 @@ class Actuator:
         """Each GPU's free share in percent, where the platform records it
         (the control law's ``Observation.gpu_free_pct``); None: not known."""
         return None
+
+    def new_iteration(self) -> None:
+        """An iteration of the loop begins (its calls: :class:`ApiCalls`)."""
 
 
 def ready_count(value) -> Optional[int]:
@@ -118,15 +121,73 @@ def retrying(call: Callable, attempts: int = 4, backoff_s: float = 0.1,
             sleep(backoff_s * (2 ** attempt))
 
 
+API_TIMEOUT_S = 10.0
+"""How long a call to the Kubernetes API waits for an answer (``ApiCalls``;
+``ScalerSettings.api_timeout_s``)."""
+
+
+class ApiCalls:
+    """The calls an actuator makes to the platform's API (Kubernetes', or
+    the OpenFaaS gateway's). Each waits at most ``timeout_s`` for an answer
+    (the ``kubernetes`` client's ``_request_timeout``: without one it waits
+    for ever on a server that took the connection and does not answer), and is retried where a retry can mend (:func:`retrying`;
+    one that timed out is not: :class:`TimedOut`). Once a call of an
+    iteration got no answer at all — in time, or a connection at all — the
+    iteration's other calls are not made: each fails at once
+    (:class:`NotAsked`), so that a stalled or absent server costs an iteration one
+    timeout, not one per function and retry. :meth:`new_iteration` asks
+    again. The client's own retries must be off (``api_client``), or a
+    read is asked up to four times over."""
+
+    def __init__(self, timeout_s: float = API_TIMEOUT_S, sleep: Callable[[float], None] = time.sleep,
+                 keyword: str = "_request_timeout"):
+        self.timeout_s = timeout_s
+        self.sleep = sleep
+        self.keyword = keyword
+        """The keyword a call takes its timeout by (the ``kubernetes`` client's, or the gateway actuator's own)."""
+        self.unanswered: Optional[Unavailable] = None
+        """What the iteration's first unanswered call met, or None."""
+
+    def new_iteration(self) -> None:
+        self.unanswered = None
+
+    def __call__(self, method: Callable, *args, attempts: int = 4, **kwargs):
+        """``method(*args, **kwargs)`` with the timeout, retried up to
+        ``attempts`` times; its result, or the named :class:`ApiError`."""
+        if self.unanswered is not None:
+            raise NotAsked(f"not asked: the server did not answer this iteration ({self.unanswered})")
+        try:
+            return retrying(lambda: method(*args, **{self.keyword: self.timeout_s}, **kwargs), attempts,
+                            sleep=self.sleep)
+        except Unavailable as err:
+            if isinstance(err, TimedOut) or err.status is None:  # no answer at all (429 and 5xx are answers)
+                self.unanswered = err
+            raise
+
+
+def api_client(configuration=None):
+    """A ``kubernetes`` client for the actuators: ``configuration`` (the
+    loaded default where None) with urllib3's own retries off — they would
+    ask a stalled server up to four times per call, each for the whole
+    timeout; :class:`ApiCalls` retries what a retry can mend."""
+    from kubernetes import client
+
+    configuration = configuration or client.Configuration.get_default_copy()
+    configuration.retries = False
+    return client.ApiClient(configuration)
+
+
 def read_states(functions: list[str], read: Callable[[str], FunctionState]) -> dict[str, FunctionState]:
     """The current state of each function that can be read; one that is gone
-    (NotFound) is left out quietly, any other API failure is logged and left out."""
+    (NotFound) is left out quietly, any other API failure is logged and left
+    out (one not asked, after another call went unanswered, only left out:
+    that one is logged)."""
     out = {}
     for fn in functions:
         try:
             out[fn] = read(fn)
         except ApiError as err:
-            if not isinstance(err, NotFound):
+            if not isinstance(err, (NotFound, NotAsked)):
                 log.warning("reading %s failed: %s", fn, err)
     return out
 
@@ -137,8 +198,14 @@ def reported(fn: str, err: ApiError, what: object = None) -> Change:
 
 
 class ApiActuator(Actuator):
-    """An actuator over API objects: ``_read(fn)`` one object, ``_state_of``
-    its state. Reading every function and, before a change, each one."""
+    """An actuator over API objects: ``_read(fn)`` one object (through
+    ``self.api``: :class:`ApiCalls`), ``_state_of`` its state. Reading
+    every function and, before a change, each one."""
+
+    api: ApiCalls
+
+    def new_iteration(self) -> None:
+        self.api.new_iteration()
 
     def _read(self, fn: str):  # pragma: no cover - interface
         raise NotImplementedError
@@ -147,12 +214,12 @@ class ApiActuator(Actuator):
         raise NotImplementedError
 
     def current(self, functions):
-        return read_states(functions, lambda fn: self._state_of(retrying(lambda: self._read(fn))))
+        return read_states(functions, lambda fn: self._state_of(self._read(fn)))
 
     def _read_or_report(self, fn: str, changes: list[Change]):
         """The object, or None after reporting why it cannot be read (gone, or an error)."""
         try:
-            return retrying(lambda: self._read(fn))
+            return self._read(fn)
         except ApiError as err:
             changes.append(reported(fn, err, "read"))
             return None

@@ -52,6 +52,21 @@ class Unavailable(ApiError):
     retry = True
 
 
+class TimedOut(Unavailable):
+    """No answer within the request's timeout (``ApiCalls``): the server is
+    stalled. Not retried — asking again waits as long; the next iteration
+    asks again."""
+
+    retry = False
+
+
+class NotAsked(Unavailable):
+    """A call not made: an earlier call of the same iteration got no answer
+    at all (``ApiCalls``). Said with that one; the next iteration asks."""
+
+    retry = False
+
+
 class Unreadable(ApiError):
     """The server answered, but a record in its answer does not say what its
     format says (a HAMi annotation, ``gpu_room.py``): not believed."""
@@ -69,6 +84,17 @@ def _message(body, fallback: str) -> str:
         if isinstance(doc, dict) and isinstance(doc.get("message"), str):
             return doc["message"]
     return fallback
+
+
+def _timed_out(err: Exception) -> bool:
+    """A timeout: Python's own, or urllib3's (the kubernetes client's
+    transport), or one carried as the reason of an error around it
+    (urllib's ``URLError``, urllib3's ``MaxRetryError``)."""
+    reason = getattr(err, "reason", None)
+    if isinstance(reason, Exception) and reason is not err:
+        return _timed_out(reason)
+    return isinstance(err, TimeoutError) or (type(err).__module__.split(".")[0] == "urllib3"
+                                             and "Timeout" in type(err).__name__)
 
 
 def _no_answer(err: Exception) -> bool:
@@ -96,6 +122,8 @@ def api_error(err: Exception) -> Optional[ApiError]:
         kind = {404: NotFound, 409: Conflict, 400: Invalid, 422: Invalid, 401: Forbidden, 403: Forbidden,
                 429: Unavailable}.get(status, Unavailable if status >= 500 else ApiError)
         return kind(f"HTTP {status} {reason}: {message}".replace(" : ", ": "), status, reason)
+    if _timed_out(err):
+        return TimedOut(f"no answer in time: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
     if _no_answer(err):
         return Unavailable(f"no answer: {type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
     return None

@@ -9,7 +9,7 @@ import urllib.request
 from typing import Optional
 
 from ...model import FunctionState
-from .base import REPLICAS, Actuator, Change, log, ready_count, reported, retrying
+from .base import REPLICAS, Actuator, ApiCalls, Change, log, ready_count, reported
 from .errors import ApiError, NotFound
 
 class GatewayActuator(Actuator):
@@ -22,15 +22,18 @@ class GatewayActuator(Actuator):
         self.auth = None
         if user is not None:
             self.auth = "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-        self.timeout_s = timeout_s
+        self.api = ApiCalls(timeout_s, keyword="timeout_s")
 
-    def _request(self, method: str, path: str, body: Optional[dict] = None):
+    def new_iteration(self) -> None:
+        self.api.new_iteration()
+
+    def _request(self, method: str, path: str, body: Optional[dict] = None, timeout_s: float = 5.0):
         headers = {"Content-Type": "application/json"}
         if self.auth:
             headers["Authorization"] = self.auth
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             text = response.read()
             return json.loads(text) if text else None
 
@@ -40,7 +43,7 @@ class GatewayActuator(Actuator):
             try:
                 # one attempt: apply() reads again, and so does the next tick (no backoff sleeps per function
                 # while the gateway is away)
-                doc = retrying(lambda fn=fn: self._request("GET", f"/system/function/{fn}"), attempts=1)
+                doc = self.api(self._request, "GET", f"/system/function/{fn}", attempts=1)
                 out[fn] = FunctionState(int(doc.get("replicas", 0)), 1, 0.0, 100,
                                         ready_replicas=ready_count(doc.get("availableReplicas")))
             except ApiError as err:
@@ -58,11 +61,9 @@ class GatewayActuator(Actuator):
             if before is not None and before.replicas == want.replicas:
                 continue
 
-            def scale(fn=fn, replicas=want.replicas):
-                return self._request("POST", f"/system/scale-function/{fn}", {"serviceName": fn,
-                                                                                "replicas": replicas})
             try:
-                retrying(scale)
+                self.api(self._request, "POST", f"/system/scale-function/{fn}",
+                         {"serviceName": fn, "replicas": want.replicas})
                 changes.append(Change(fn, REPLICAS, before.replicas if before else None, want.replicas))
             except ApiError as err:
                 changes.append(reported(fn, err, REPLICAS))

@@ -8,7 +8,8 @@ from typing import Optional
 from ...model import FunctionState
 from ...runtime import contract as C
 from . import gpu_room
-from .base import ApiActuator, Change, diff_states, log, read_states, ready_count, reported, retrying, unschedulable
+from .base import API_TIMEOUT_S, ApiActuator, ApiCalls, Change, diff_states, log, read_states, ready_count, reported, \
+    retrying, unschedulable
 from .errors import ApiError
 from .kubernetes import RoomReader
 
@@ -24,7 +25,8 @@ class KnativeActuator(ApiActuator):
     GROUP, VERSION, PLURAL = "serving.knative.dev", "v1", "services"
     REVISIONS = "revisions"
 
-    def __init__(self, api_client, namespace: str, share_mode: str = "env", gpu_memory_mb: int = 16000):
+    def __init__(self, api_client, namespace: str, share_mode: str = "env", gpu_memory_mb: int = 16000,
+                 api_timeout_s: float = API_TIMEOUT_S):
         from kubernetes import client
 
         self.custom = client.CustomObjectsApi(api_client)
@@ -32,7 +34,8 @@ class KnativeActuator(ApiActuator):
         self.namespace = namespace
         self.share_mode = share_mode
         self.gpu_memory_mb = gpu_memory_mb
-        self.room = RoomReader(self.core, gpu_memory_mb)
+        self.api = ApiCalls(api_timeout_s)
+        self.room = RoomReader(self.core, gpu_memory_mb, self.api)
         self._revisions_failure: Optional[str] = None
 
     def gpu_room(self) -> Optional[tuple[int, ...]]:
@@ -40,8 +43,9 @@ class KnativeActuator(ApiActuator):
         (:class:`~.kubernetes.RoomReader`); None under MPS."""
         return self.room.read() if self.share_mode == "hami" else None
 
-    def _read(self, fn):
-        return self.custom.get_namespaced_custom_object(self.GROUP, self.VERSION, self.namespace, self.PLURAL, fn)
+    def _read(self, fn, attempts: int = 4):
+        return self.api(self.custom.get_namespaced_custom_object, self.GROUP, self.VERSION, self.namespace,
+                        self.PLURAL, fn, attempts=attempts)
 
     def current(self, functions):
         """Each Service's state, with its replicas in service
@@ -56,10 +60,10 @@ class KnativeActuator(ApiActuator):
         list of the namespace's pending pods with Knative's
         ``serving.knative.dev/service`` label."""
         ready = self._revision_counts()
-        states = read_states(functions, lambda fn: self._with_ready(retrying(lambda: self._read(fn)), ready))
+        states = read_states(functions, lambda fn: self._with_ready(self._read(fn), ready))
         try:
-            pending = retrying(lambda: self.core.list_namespaced_pod(
-                self.namespace, label_selector=SERVICE_LABEL, field_selector="status.phase=Pending"))
+            pending = self.api(self.core.list_namespaced_pod, self.namespace, label_selector=SERVICE_LABEL,
+                               field_selector="status.phase=Pending")
         except ApiError as err:
             log.warning("listing pending pods failed: %s", err)
             return states
@@ -71,8 +75,8 @@ class KnativeActuator(ApiActuator):
         (``status.actualReplicas``; None while not counted). One list; None
         where it fails (said once per reason)."""
         try:
-            revisions = retrying(lambda: self.custom.list_namespaced_custom_object(
-                self.GROUP, self.VERSION, self.namespace, self.REVISIONS, label_selector=SERVICE_LABEL))
+            revisions = self.api(self.custom.list_namespaced_custom_object, self.GROUP, self.VERSION, self.namespace,
+                                 self.REVISIONS, label_selector=SERVICE_LABEL)
         except ApiError as err:
             if str(err) != self._revisions_failure:  # said once per reason: it is asked at every iteration
                 log.warning("listing revisions failed (replicas in service not known): %s", err)
@@ -125,8 +129,9 @@ class KnativeActuator(ApiActuator):
         container list is written back as read plus our env (and, with
         HAMi, its GPU resources), with the
         resourceVersion it was read at, so a concurrent change answers 409
-        (Conflict) and the retry reads again instead of undoing it."""
-        svc = self._read(fn)
+        (Conflict) and the retry reads again instead of undoing it (each
+        call once: ``apply``'s retries are the retries)."""
+        svc = self._read(fn, attempts=1)
         diff = diff_states(fn, self._state_of(svc), want)
         if not diff:
             return []
@@ -146,6 +151,6 @@ class KnativeActuator(ApiActuator):
                      "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": str(want.replicas),
                                                   "autoscaling.knative.dev/max-scale": str(want.replicas)}},
                      "spec": {"containers": containers}}}}
-        self.custom.patch_namespaced_custom_object(self.GROUP, self.VERSION, self.namespace, self.PLURAL,
-                                                   fn, patch, _content_type="application/merge-patch+json")
+        self.api(self.custom.patch_namespaced_custom_object, self.GROUP, self.VERSION, self.namespace, self.PLURAL,
+                 fn, patch, attempts=1, _content_type="application/merge-patch+json")
         return diff

@@ -12,15 +12,12 @@ from typing import Optional
 from ...model import FunctionState
 from ...runtime import contract as C
 from . import gpu_room
-from .base import BATCHING, GPU_SHARE, REPLICAS, ApiActuator, Change, diff_states, log, ready_count, reported, \
-    retrying, unschedulable
+from .base import API_TIMEOUT_S, BATCHING, GPU_SHARE, REPLICAS, ApiActuator, ApiCalls, Change, diff_states, log, \
+    ready_count, reported, unschedulable
 from .errors import ApiError, Unreadable
 
 #: Pods that still hold what they were given: HAMi's count, and ours.
 HOLDING_PODS = "status.phase!=Succeeded,status.phase!=Failed"
-ROOM_TIMEOUT_S = 5.0
-"""Each list of :class:`RoomReader` waits this long for an answer, once: a
-room not read is not known this iteration, and the loop goes on."""
 
 
 class RoomReader:
@@ -28,23 +25,22 @@ class RoomReader:
     memory at ``gpu_memory_mb`` per 100% of share, as the actuators ask it):
     the nodes and every pod not finished, all namespaces (another tenant's
     pods take room too), each list served from the API server's cache
-    (``resourceVersion=0``), once, within ``timeout_s``. None where a list
-    fails or is not answered in time or a record cannot be read: said once
-    per reason. For the actuators whose pods HAMi places. The lists are read
-    as plain JSON, not as the client's models of every pod."""
+    (``resourceVersion=0``), once each, through the actuator's ``api``
+    (:class:`~.base.ApiCalls`: its timeout). None where a list fails or is
+    not answered in time or a record cannot be read: said once per reason.
+    For the actuators whose pods HAMi places. The lists are read as plain
+    JSON, not as the client's models of every pod."""
 
-    def __init__(self, core, gpu_memory_mb: int, timeout_s: float = ROOM_TIMEOUT_S):
-        self.core, self.gpu_memory_mb, self.timeout_s = core, gpu_memory_mb, timeout_s
+    def __init__(self, core, gpu_memory_mb: int, api: ApiCalls):
+        self.core, self.gpu_memory_mb, self.api = core, gpu_memory_mb, api
         self._failure: Optional[str] = None
         """The last reason the room could not be read, said once."""
 
     def read(self) -> Optional[tuple[int, ...]]:
-        timeout = self.timeout_s
         try:
-            nodes = self._items(lambda: self.core.list_node(resource_version="0", _request_timeout=timeout,
-                                                            _preload_content=False))
-            pods = self._items(lambda: self.core.list_pod_for_all_namespaces(
-                field_selector=HOLDING_PODS, resource_version="0", _request_timeout=timeout, _preload_content=False))
+            nodes = self._items(self.core.list_node, resource_version="0")
+            pods = self._items(self.core.list_pod_for_all_namespaces, field_selector=HOLDING_PODS,
+                               resource_version="0")
             room = gpu_room.free_pct(
                 [(n.get("metadata") or {}).get("annotations") for n in nodes],
                 [((p.get("status") or {}).get("phase"), (p.get("metadata") or {}).get("annotations")) for p in pods],
@@ -57,12 +53,11 @@ class RoomReader:
         self._failure = None
         return room
 
-    @staticmethod
-    def _items(call) -> list:
+    def _items(self, method, **query) -> list:
         """A list's items as plain JSON, asked once: the client's models are
         not built for every pod of the cluster (``_preload_content=False``;
         ``bench/gpu_room.py`` prints what a read takes)."""
-        answer = retrying(call, attempts=1)
+        answer = self.api(method, attempts=1, _preload_content=False, **query)
         try:
             doc = json.loads(answer.data)
         except ValueError as err:
@@ -80,7 +75,7 @@ class KubernetesActuator(ApiActuator):
 
     def __init__(self, api_client, namespace: str, share_mode: str = "env", gpu_memory_mb: int = 16000,
                  function_port: int = 8080, function_token: Optional[str] = None, push_timeout_s: float = 1.0,
-                 room_timeout_s: float = ROOM_TIMEOUT_S):
+                 api_timeout_s: float = API_TIMEOUT_S):
         from kubernetes import client
 
         self.apps = client.AppsV1Api(api_client)
@@ -91,7 +86,8 @@ class KubernetesActuator(ApiActuator):
         self.function_port = function_port
         self.function_token = function_token
         self.push_timeout_s = push_timeout_s
-        self.room = RoomReader(self.core, gpu_memory_mb, room_timeout_s)
+        self.api = ApiCalls(api_timeout_s)
+        self.room = RoomReader(self.core, gpu_memory_mb, self.api)
 
     # --- reading -----------------------------------------------------------
     def current(self, functions):
@@ -99,8 +95,8 @@ class KubernetesActuator(ApiActuator):
         room for (one list of the namespace's pending function pods)."""
         states = super().current(functions)
         try:
-            pending = retrying(lambda: self.core.list_namespaced_pod(
-                self.namespace, label_selector="faas_function", field_selector="status.phase=Pending"))
+            pending = self.api(self.core.list_namespaced_pod, self.namespace, label_selector="faas_function",
+                               field_selector="status.phase=Pending")
         except ApiError as err:
             log.warning("listing pending pods failed: %s", err)
             return states
@@ -114,7 +110,7 @@ class KubernetesActuator(ApiActuator):
         return self.room.read() if self.share_mode == "hami" else None
 
     def _read(self, fn: str):
-        return self.apps.read_namespaced_deployment(fn, self.namespace)
+        return self.api(self.apps.read_namespaced_deployment, fn, self.namespace)
 
     def _state_of(self, deployment) -> FunctionState:
         container = deployment.spec.template.spec.containers[0]
@@ -158,8 +154,8 @@ class KubernetesActuator(ApiActuator):
         ``kubectl scale``. The Knative actuator, which writes a whole list,
         does carry one and re-reads on a conflict."""
         if change.kind == REPLICAS:
-            retrying(lambda: self.apps.patch_namespaced_deployment_scale(
-                fn, self.namespace, {"spec": {"replicas": want.replicas}}))
+            self.api(self.apps.patch_namespaced_deployment_scale, fn, self.namespace,
+                     {"spec": {"replicas": want.replicas}})
         elif change.kind == GPU_SHARE:
             container = deployment.spec.template.spec.containers[0].name
             patch_container: dict = {"name": container}
@@ -169,11 +165,11 @@ class KubernetesActuator(ApiActuator):
                 hami = gpu_room.resources(want.gpu_share, self.gpu_memory_mb)
                 patch_container["resources"] = {"limits": hami, "requests": dict(hami)}
             patch_container["env"] = [{"name": n, "value": str(want.gpu_share)} for n in C.SHARE_ENVS]
-            retrying(lambda: self.apps.patch_namespaced_deployment(
-                fn, self.namespace, {"spec": {"template": {"spec": {"containers": [patch_container]}}}}))
+            self.api(self.apps.patch_namespaced_deployment, fn, self.namespace,
+                     {"spec": {"template": {"spec": {"containers": [patch_container]}}}})
         elif change.kind == BATCHING:
-            retrying(lambda: self.apps.patch_namespaced_deployment(fn, self.namespace, {"metadata": {"annotations": {
-                C.ANNOTATION_BATCH_SIZE: str(want.batch_size), C.ANNOTATION_MAX_WAIT_MS: str(want.max_wait_ms)}}}))
+            self.api(self.apps.patch_namespaced_deployment, fn, self.namespace, {"metadata": {"annotations": {
+                C.ANNOTATION_BATCH_SIZE: str(want.batch_size), C.ANNOTATION_MAX_WAIT_MS: str(want.max_wait_ms)}}})
             self._push_live(fn, want)
 
     def _push_live(self, fn: str, want: FunctionState) -> None:
@@ -181,7 +177,7 @@ class KubernetesActuator(ApiActuator):
         a pod that starts later reads the annotations through its env at the
         next redeploy, and is pushed to at the next change)."""
         try:
-            pods = retrying(lambda: self.core.list_namespaced_pod(self.namespace, label_selector=f"faas_function={fn}"))
+            pods = self.api(self.core.list_namespaced_pod, self.namespace, label_selector=f"faas_function={fn}")
         except ApiError as err:
             log.warning("listing pods of %s failed: %s", fn, err)
             return
