@@ -27,7 +27,7 @@ class GatewayActuator(Actuator):
     def new_iteration(self) -> None:
         self.api.new_iteration()
 
-    def _request(self, method: str, path: str, body: Optional[dict] = None, timeout_s: float = 5.0):
+    def _request(self, method: str, path: str, body: Optional[dict] = None, *, timeout_s: float):
         headers = {"Content-Type": "application/json"}
         if self.auth:
             headers["Authorization"] = self.auth
