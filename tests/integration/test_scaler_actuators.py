@@ -258,3 +258,33 @@ def test_knative_and_the_gateway_ask_a_server_that_does_not_answer_once_an_itera
             connection.close()
     finally:
         silent.close()
+
+
+def test_a_malformed_number_on_one_function_is_not_believed_and_is_written_afresh():
+    """Knative: a Service whose ``min-scale`` says ``two`` (a hand edit) is
+    left out of what is read (said in the log), and the next change writes
+    its fields afresh, mending it; the other Service is read and patched as
+    ever. The gateway: a function document whose ``replicas`` is not a
+    count in range (negative, 10^30, a string) is not believed."""
+    with KubeEmulator() as kube:
+        broken = ksvc("classify")
+        broken["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"] = "two"
+        kube.add_knative(broken)
+        kube.add_knative(ksvc("detect"))
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        actuator = KnativeActuator(api_client(configuration), "default")
+        assert set(actuator.current(["classify", "detect"])) == {"detect"}
+        changes = actuator.apply({"classify": FunctionState(2, 4, 5.0, 50), "detect": FunctionState(2, 1, 0.0, 100)})
+        assert {(c.function, c.kind) for c in changes} >= {("classify", "replicas"), ("detect", "replicas")}
+        assert actuator.current(["classify"])["classify"] == FunctionState(2, 4, 5.0, 50)
+    gateway = FakeGateway()
+    try:
+        actuator = GatewayActuator(gateway.url)
+        for said in (-3, 10**30, "three", 2.5, None):
+            gateway.replicas["fn-a"] = said
+            assert actuator.current(["fn-a"]) == {}, said
+        gateway.replicas["fn-a"] = 3
+        assert actuator.current(["fn-a"])["fn-a"].replicas == 3
+    finally:
+        gateway.server.shutdown()

@@ -248,6 +248,35 @@ def test_an_api_server_that_does_not_answer_costs_an_iteration_one_timeout(world
     assert {key: repr(obj) for key, obj in kube.deployments.items()} != snapshot
 
 
+def test_a_function_whose_object_says_a_malformed_number_is_written_afresh_and_the_others_scale_on(world, caplog):
+    """A hand edit or a typo on one function (``kubectl annotate ...
+    com.esg.batch-size=eight``, an env share of ``lots``): before, the
+    actuator's ``int()`` raised, every iteration failed and nothing was
+    scaled for any function. Now that function's state is not believed
+    (said in the log; the law keeps what it planned), its fields are
+    written afresh at its next change — which mends the object — and the
+    other functions scale on."""
+    from esg_plugin.runtime import contract as C
+    topology, scaler, kube, gateway, clock = world
+    images = list(image_replicas(kube, topology))
+    bad, good = images[0], images[1:]
+    before = {fn: kube.get(fn)["spec"]["replicas"] for fn in good}
+    kube.get(bad)["metadata"].setdefault("annotations", {})[C.ANNOTATION_BATCH_SIZE] = "eight"
+    env = kube.get(bad)["spec"]["template"]["spec"]["containers"][0]["env"]
+    next(e for e in env if e["name"] == "ESG_GPU_SHARE")["value"] = "lots"
+    with caplog.at_level("WARNING", logger="esg.scaler"):
+        for _ in range(3):
+            status = tick(scaler, gateway, clock, {"image-preprocess": 60.0})
+            assert not any(c.kind == "error" for c in status.changes), status.changes
+    assert "error: " not in scaler.plan_document()["reasons"].get("*", "")
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "says 'eight'" in said or "says 'lots'" in said, said
+    assert sum(kube.get(fn)["spec"]["replicas"] for fn in good) > sum(before.values())  # the others scaled
+    state = scaler.actuator.current([bad])[bad]  # mended: read again, believed
+    assert 1 <= state.batch_size and 1 <= state.gpu_share <= 100
+    assert kube.get(bad)["metadata"]["annotations"][C.ANNOTATION_BATCH_SIZE] != "eight"
+
+
 def test_a_wiped_share_is_reapplied_and_a_concurrent_writers_change_survives(world):
     topology, scaler, kube, gateway, clock = world
     for _ in range(3):

@@ -151,3 +151,24 @@ def test_once_a_call_goes_unanswered_the_iteration_asks_nothing_more():
         calls(method, "a")
     keyword = ApiCalls(timeout_s=4.0, keyword="timeout_s")  # the gateway actuator's own keyword
     assert keyword(lambda timeout_s: timeout_s) == 4.0
+
+
+@pytest.mark.parametrize("raw, whole, low, high, believed", [
+    ("3", True, 0, 10, 3), (" 3 ", True, 0, 10, 3), (7, True, 0, 10, 7), ("12.5", False, 0, 100, 12.5),
+    (0, True, 0, 10, 0), ("two", True, 0, 10, None), ("3.0", True, 0, 10, None), ("1e3", True, 0, 10_000, None),
+    ("-1", True, 0, 10, None), ("11", True, 0, 10, None), ("nan", False, 0, 10, None), ("inf", False, 0, 10, None),
+    (True, True, 0, 10, None), (None, True, 0, 10, None), ("", True, 0, 10, None), (10**400, True, 0, 10, None),
+    ([], True, 0, 10, None), ("1e400", False, 0, 1e9, None), (2.5, True, 0, 10, None), (3.0, True, 0, 10, 3),
+])
+def test_a_number_an_object_says_is_believed_only_in_its_range(raw, whole, low, high, believed):
+    """What a function's annotation or env says is a string anyone may edit:
+    believed only as a (whole) number within the field's range, else
+    ``Unreadable``, naming where it is said and what it says."""
+    from esg_plugin.scaler.actuators import Unreadable
+    from esg_plugin.scaler.actuators.base import said_number
+
+    if believed is None:
+        with pytest.raises(Unreadable, match="the annotation x says"):
+            said_number(raw, "the annotation x", low, high, whole)
+    else:
+        assert said_number(raw, "the annotation x", low, high, whole) == believed

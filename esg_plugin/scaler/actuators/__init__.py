@@ -32,11 +32,12 @@ timeout.
 
 from .base import BATCHING, ERROR, GONE, GPU_SHARE, REPLICAS, Actuator, ApiActuator, Change, DryRunActuator, \
     diff_states, read_states, retrying
-from .errors import ApiError, Conflict, Forbidden, Invalid, NotAsked, NotFound, TimedOut, Unavailable, api_error
+from .errors import ApiError, Conflict, Forbidden, Invalid, NotAsked, NotFound, TimedOut, Unavailable, Unreadable, \
+    api_error
 from .gateway import GatewayActuator
 from .knative import KnativeActuator
 from .kubernetes import KubernetesActuator
 
 __all__ = ["BATCHING", "ERROR", "GONE", "GPU_SHARE", "REPLICAS", "ApiError", "Conflict", "Forbidden", "Invalid",
-           "NotAsked", "NotFound", "TimedOut", "Unavailable", "api_error", "Actuator", "ApiActuator", "Change", "DryRunActuator",
+           "NotAsked", "NotFound", "TimedOut", "Unavailable", "Unreadable", "api_error", "Actuator", "ApiActuator", "Change", "DryRunActuator",
            "GatewayActuator", "KnativeActuator", "KubernetesActuator", "diff_states", "read_states", "retrying"]

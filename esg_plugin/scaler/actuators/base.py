@@ -8,8 +8,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional
 
+from ...limits import MAX_REPLICAS
 from ...model import FunctionState
-from .errors import ApiError, NotAsked, NotFound, TimedOut, Unavailable, api_error
+from ...runtime import contract as C
+from ...runtime.settings import MAX_BATCH_SIZE_LIMIT, MAX_WAIT_MS_LIMIT
+from . import gpu_room
+from .errors import ApiError, NotAsked, NotFound, TimedOut, Unavailable, Unreadable, api_error
 
 log = logging.getLogger("esg.scaler")
 
@@ -53,6 +57,46 @@ def ready_count(value) -> Optional[int]:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
         return None
     return value
+
+
+def said_number(raw: object, what: str, low: float, high: float, whole: bool = True) -> float:
+    """A number one of a function's objects says — an annotation or an env
+    value (a string), a count (an int) — believed only as a number (a whole
+    one where ``whole``) in [``low``, ``high``]; else :class:`Unreadable`,
+    naming ``what`` and what it says. A hand edit or a typo on one function
+    (``min-scale: two``) is that function's, not a failure of the whole
+    actuator."""
+    try:
+        if isinstance(raw, bool) or raw is None:
+            raise ValueError
+        if not whole:
+            value = float(raw)
+        elif isinstance(raw, float):
+            value = int(raw) if raw.is_integer() else None  # 2.5 replicas are not 2
+        else:
+            value = int(raw.strip() if isinstance(raw, str) else raw)
+    except (TypeError, ValueError, OverflowError):
+        value = None
+    if value is None or not low <= value <= high:  # NaN is in no range; the bounds are finite
+        kind = "a whole number" if whole else "a number"
+        raise Unreadable(f"{what} says {raw!r}: not {kind} in {low:g}..{high:g}")
+    return value
+
+
+def said_state(replicas: tuple[str, object], batch_size: tuple[str, object], max_wait_ms: tuple[str, object],
+               share_mode: str, limits: Mapping, env: Mapping) -> FunctionState:
+    """A function's state from what its object says, each value as (where
+    it is said, what it says): replicas in 0..``MAX_REPLICAS``, a batch size
+    and a batch wait within what the runtime takes, a share in 1..100 (HAMi's
+    ``nvidia.com/gpucores`` limit with ``share_mode: hami``, else the env
+    ``ESG_GPU_SHARE``; 100 where unset); :class:`Unreadable` for any other."""
+    if share_mode == "hami":
+        share = said_number(limits.get(gpu_room.CORES, 100), f"the limit {gpu_room.CORES}", 1, 100)
+    else:
+        share = said_number(env.get(C.ENV_GPU_SHARE_PCT, 100), f"the env {C.ENV_GPU_SHARE_PCT}", 1, 100)
+    return FunctionState(int(said_number(replicas[1], replicas[0], 0, MAX_REPLICAS)),
+                         int(said_number(batch_size[1], batch_size[0], 1, MAX_BATCH_SIZE_LIMIT)),
+                         said_number(max_wait_ms[1], max_wait_ms[0], 0, MAX_WAIT_MS_LIMIT, whole=False), int(share))
 
 
 def unschedulable(pods, label: str) -> dict[str, int]:
@@ -215,6 +259,16 @@ class ApiActuator(Actuator):
 
     def current(self, functions):
         return read_states(functions, lambda fn: self._state_of(self._read(fn)))
+
+    def _said_or_none(self, fn: str, obj) -> Optional[FunctionState]:
+        """``_state_of(obj)``, or None where the object says what is not
+        believed (:class:`Unreadable`, logged): every field is then written
+        afresh — the actuator owns them, and writing them mends the object."""
+        try:
+            return self._state_of(obj)
+        except Unreadable as err:
+            log.warning("%s: %s: its replicas, share and batching are written afresh", fn, err)
+            return None
 
     def _read_or_report(self, fn: str, changes: list[Change]):
         """The object, or None after reporting why it cannot be read (gone, or an error)."""

@@ -8,8 +8,9 @@ import json
 import urllib.request
 from typing import Optional
 
+from ...limits import MAX_REPLICAS
 from ...model import FunctionState
-from .base import REPLICAS, Actuator, ApiCalls, Change, log, ready_count, reported
+from .base import REPLICAS, Actuator, ApiCalls, Change, log, ready_count, reported, said_number
 from .errors import ApiError, NotFound
 
 class GatewayActuator(Actuator):
@@ -44,7 +45,8 @@ class GatewayActuator(Actuator):
                 # one attempt: apply() reads again, and so does the next tick (no backoff sleeps per function
                 # while the gateway is away)
                 doc = self.api(self._request, "GET", f"/system/function/{fn}", attempts=1)
-                out[fn] = FunctionState(int(doc.get("replicas", 0)), 1, 0.0, 100,
+                replicas = said_number(doc.get("replicas", 0), "the gateway's replicas", 0, MAX_REPLICAS)
+                out[fn] = FunctionState(int(replicas), 1, 0.0, 100,
                                         ready_replicas=ready_count(doc.get("availableReplicas")))
             except ApiError as err:
                 if not isinstance(err, NotFound):

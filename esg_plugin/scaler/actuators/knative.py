@@ -9,12 +9,13 @@ from ...model import FunctionState
 from ...runtime import contract as C
 from . import gpu_room
 from .base import API_TIMEOUT_S, ApiActuator, ApiCalls, Change, diff_states, log, read_states, ready_count, reported, \
-    retrying, unschedulable
+    retrying, said_state, unschedulable
 from .errors import ApiError
 from .kubernetes import RoomReader
 
 SERVICE_LABEL = "serving.knative.dev/service"
 """The label Knative puts on a Service's pods: the Service's name."""
+MIN_SCALE, MAX_SCALE = "autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale"
 
 
 class KnativeActuator(ApiActuator):
@@ -107,12 +108,10 @@ class KnativeActuator(ApiActuator):
         annotations = template.get("metadata", {}).get("annotations", {}) or {}
         container = (template.get("spec", {}).get("containers") or [{}])[0]
         env = {e.get("name"): e.get("value") for e in container.get("env", []) or []}
-        if self.share_mode == "hami":
-            share = int(((container.get("resources") or {}).get("limits") or {}).get(gpu_room.CORES, 100))
-        else:
-            share = int(env.get(C.ENV_GPU_SHARE_PCT, 100))
-        return FunctionState(int(annotations.get("autoscaling.knative.dev/min-scale", 1)),
-                             int(env.get(C.ENV_MAX_BATCH_SIZE, 1)), float(env.get(C.ENV_MAX_WAIT_MS, 0)), share)
+        limits = (container.get("resources") or {}).get("limits") or {}
+        return said_state((f"the annotation {MIN_SCALE}", annotations.get(MIN_SCALE, 1)),
+                          (f"the env {C.ENV_MAX_BATCH_SIZE}", env.get(C.ENV_MAX_BATCH_SIZE, 1)),
+                          (f"the env {C.ENV_MAX_WAIT_MS}", env.get(C.ENV_MAX_WAIT_MS, 0)), self.share_mode, limits, env)
 
     def apply(self, desired):
         changes = []
@@ -132,7 +131,7 @@ class KnativeActuator(ApiActuator):
         (Conflict) and the retry reads again instead of undoing it (each
         call once: ``apply``'s retries are the retries)."""
         svc = self._read(fn, attempts=1)
-        diff = diff_states(fn, self._state_of(svc), want)
+        diff = diff_states(fn, self._said_or_none(fn, svc), want)
         if not diff:
             return []
         containers = svc["spec"]["template"]["spec"]["containers"]
@@ -148,8 +147,7 @@ class KnativeActuator(ApiActuator):
                 resources[kind] = {**(resources.get(kind) or {}), **hami}
         patch = {"metadata": {"resourceVersion": svc["metadata"]["resourceVersion"]},
                  "spec": {"template": {
-                     "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": str(want.replicas),
-                                                  "autoscaling.knative.dev/max-scale": str(want.replicas)}},
+                     "metadata": {"annotations": {MIN_SCALE: str(want.replicas), MAX_SCALE: str(want.replicas)}},
                      "spec": {"containers": containers}}}}
         self.api(self.custom.patch_namespaced_custom_object, self.GROUP, self.VERSION, self.namespace, self.PLURAL,
                  fn, patch, attempts=1, _content_type="application/merge-patch+json")

@@ -13,7 +13,7 @@ from ...model import FunctionState
 from ...runtime import contract as C
 from . import gpu_room
 from .base import API_TIMEOUT_S, BATCHING, GPU_SHARE, REPLICAS, ApiActuator, ApiCalls, Change, diff_states, log, \
-    ready_count, reported, unschedulable
+    ready_count, reported, said_state, unschedulable
 from .errors import ApiError, Unreadable
 
 #: Pods that still hold what they were given: HAMi's count, and ours.
@@ -116,19 +116,17 @@ class KubernetesActuator(ApiActuator):
         container = deployment.spec.template.spec.containers[0]
         env = {e.name: e.value for e in (container.env or [])}
         annotations = deployment.metadata.annotations or {}
-        if self.share_mode == "hami":
-            limits = (container.resources.limits or {}) if container.resources else {}
-            share = int(limits.get(gpu_room.CORES, 100))
-        else:
-            share = int(env.get(C.ENV_GPU_SHARE_PCT, 100))
-        return FunctionState(
-            replicas=int(deployment.spec.replicas or 0),
-            batch_size=int(annotations.get(C.ANNOTATION_BATCH_SIZE, env.get(C.ENV_MAX_BATCH_SIZE, 1))),
-            max_wait_ms=float(annotations.get(C.ANNOTATION_MAX_WAIT_MS, env.get(C.ENV_MAX_WAIT_MS, 0))),
-            gpu_share=share,
-            # a Deployment's status leaves readyReplicas out while it is zero
-            ready_replicas=ready_count((deployment.status.ready_replicas or 0) if deployment.status else None),
-        )
+        limits = ((container.resources.limits or {}) if container.resources else {})
+        batch = (f"the annotation {C.ANNOTATION_BATCH_SIZE}", annotations[C.ANNOTATION_BATCH_SIZE]) \
+            if C.ANNOTATION_BATCH_SIZE in annotations else \
+            (f"the env {C.ENV_MAX_BATCH_SIZE}", env.get(C.ENV_MAX_BATCH_SIZE, 1))
+        wait = (f"the annotation {C.ANNOTATION_MAX_WAIT_MS}", annotations[C.ANNOTATION_MAX_WAIT_MS]) \
+            if C.ANNOTATION_MAX_WAIT_MS in annotations else \
+            (f"the env {C.ENV_MAX_WAIT_MS}", env.get(C.ENV_MAX_WAIT_MS, 0))
+        state = said_state(("spec.replicas", deployment.spec.replicas or 0), batch, wait, self.share_mode, limits, env)
+        # a Deployment's status leaves readyReplicas out while it is zero
+        return replace(state, ready_replicas=ready_count(
+            (deployment.status.ready_replicas or 0) if deployment.status else None))
 
     # --- writing -----------------------------------------------------------
     def apply(self, desired):
@@ -137,8 +135,7 @@ class KubernetesActuator(ApiActuator):
             deployment = self._read_or_report(fn, changes)
             if deployment is None:
                 continue
-            cur = self._state_of(deployment)
-            for change in diff_states(fn, cur, want):
+            for change in diff_states(fn, self._said_or_none(fn, deployment), want):
                 try:
                     self._apply_one(fn, deployment, change, want)
                     changes.append(change)
