@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 from ...limits import MAX_REPLICAS
 from ...model import FunctionState
@@ -14,6 +14,9 @@ from ...runtime import contract as C
 from ...runtime.settings import MAX_BATCH_SIZE_LIMIT, MAX_WAIT_MS_LIMIT
 from . import gpu_room
 from .errors import ApiError, NotAsked, NotFound, TimedOut, Unavailable, Unreadable, api_error
+
+if TYPE_CHECKING:  # the Kubernetes actuator's module imports this one
+    from .kubernetes import RoomReader
 
 log = logging.getLogger("esg.scaler")
 
@@ -247,9 +250,17 @@ class ApiActuator(Actuator):
     every function and, before a change, each one."""
 
     api: ApiCalls
+    share_mode: str
+    room: RoomReader
 
     def new_iteration(self) -> None:
         self.api.new_iteration()
+
+    def gpu_room(self) -> Optional[tuple[int, ...]]:
+        """With HAMi (``share_mode: hami``), each GPU's free share (the
+        ``room``'s read); None under MPS (the device plugin keeps no
+        per-GPU record)."""
+        return self.room.read() if self.share_mode == "hami" else None
 
     def _read(self, fn: str):  # pragma: no cover - interface
         raise NotImplementedError

@@ -39,11 +39,6 @@ class KnativeActuator(ApiActuator):
         self.room = RoomReader(self.core, gpu_memory_mb, self.api)
         self._revisions_failure: Optional[str] = None
 
-    def gpu_room(self) -> Optional[tuple[int, ...]]:
-        """With HAMi (``share_mode: hami``), each GPU's free share
-        (:class:`~.kubernetes.RoomReader`); None under MPS."""
-        return self.room.read() if self.share_mode == "hami" else None
-
     def _read(self, fn, attempts: int = 4):
         return self.api(self.custom.get_namespaced_custom_object, self.GROUP, self.VERSION, self.namespace,
                         self.PLURAL, fn, attempts=attempts)

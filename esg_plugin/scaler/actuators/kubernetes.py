@@ -103,12 +103,6 @@ class KubernetesActuator(ApiActuator):
         counts = unschedulable(pending.items, "faas_function")
         return {fn: replace(state, unplaced_replicas=counts.get(fn, 0)) for fn, state in states.items()}
 
-    def gpu_room(self) -> Optional[tuple[int, ...]]:
-        """With HAMi (``share_mode: hami``), each GPU's free share
-        (:class:`RoomReader`); None under MPS (the device plugin keeps no
-        per-GPU record)."""
-        return self.room.read() if self.share_mode == "hami" else None
-
     def _read(self, fn: str):
         return self.api(self.apps.read_namespaced_deployment, fn, self.namespace)
 
