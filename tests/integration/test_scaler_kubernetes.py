@@ -477,3 +477,21 @@ def test_the_gpu_room_bench_reads_the_room_it_serves():
     bad = subprocess.run([sys.executable, str(ROOT / "bench/gpu_room.py"), "--pods", "0"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and "at least 1" in bad.stderr
+
+
+def test_the_api_stall_bench_counts_one_connection_an_iteration():
+    """``bench/api_stall.py`` small: the client as it comes reaches a silent
+    server four times for one read, the scaler's client once, and an
+    iteration over three functions once (the counts are asserted, not the
+    times)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "bench/api_stall.py"), "--functions", "3", "--timeout-s", "0.2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "4 connection(s)" in lines[1] and "1 connection(s)" in lines[2] and "1 connection(s)" in lines[3], lines
+    bad = subprocess.run([sys.executable, str(ROOT / "bench/api_stall.py"), "--functions", "0"], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and "at least 1" in bad.stderr

@@ -10,7 +10,7 @@ from ...runtime import contract as C
 from . import gpu_room
 from .base import API_TIMEOUT_S, ApiActuator, ApiCalls, Change, diff_states, log, read_states, ready_count, reported, \
     retrying, said_state, unschedulable
-from .errors import ApiError
+from .errors import ApiError, NotAsked
 from .kubernetes import RoomReader
 
 SERVICE_LABEL = "serving.knative.dev/service"
@@ -61,7 +61,8 @@ class KnativeActuator(ApiActuator):
             pending = self.api(self.core.list_namespaced_pod, self.namespace, label_selector=SERVICE_LABEL,
                                field_selector="status.phase=Pending")
         except ApiError as err:
-            log.warning("listing pending pods failed: %s", err)
+            if not isinstance(err, NotAsked):  # that one is said with the call that went unanswered
+                log.warning("listing pending pods failed: %s", err)
             return states
         unplaced = unschedulable(pending.items, SERVICE_LABEL)
         return {fn: replace(state, unplaced_replicas=unplaced.get(fn, 0)) for fn, state in states.items()}
@@ -74,7 +75,7 @@ class KnativeActuator(ApiActuator):
             revisions = self.api(self.custom.list_namespaced_custom_object, self.GROUP, self.VERSION, self.namespace,
                                  self.REVISIONS, label_selector=SERVICE_LABEL)
         except ApiError as err:
-            if str(err) != self._revisions_failure:  # said once per reason: it is asked at every iteration
+            if str(err) != self._revisions_failure and not isinstance(err, NotAsked):  # said once per reason
                 log.warning("listing revisions failed (replicas in service not known): %s", err)
             self._revisions_failure = str(err)
             return None

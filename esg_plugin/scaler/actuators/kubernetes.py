@@ -14,7 +14,7 @@ from ...runtime import contract as C
 from . import gpu_room
 from .base import API_TIMEOUT_S, BATCHING, GPU_SHARE, REPLICAS, ApiActuator, ApiCalls, Change, diff_states, log, \
     ready_count, reported, said_state, unschedulable
-from .errors import ApiError, Unreadable
+from .errors import ApiError, NotAsked, Unreadable
 
 #: Pods that still hold what they were given: HAMi's count, and ours.
 HOLDING_PODS = "status.phase!=Succeeded,status.phase!=Failed"
@@ -98,7 +98,8 @@ class KubernetesActuator(ApiActuator):
             pending = self.api(self.core.list_namespaced_pod, self.namespace, label_selector="faas_function",
                                field_selector="status.phase=Pending")
         except ApiError as err:
-            log.warning("listing pending pods failed: %s", err)
+            if not isinstance(err, NotAsked):  # that one is said with the call that went unanswered
+                log.warning("listing pending pods failed: %s", err)
             return states
         counts = unschedulable(pending.items, "faas_function")
         return {fn: replace(state, unplaced_replicas=counts.get(fn, 0)) for fn, state in states.items()}
@@ -170,7 +171,8 @@ class KubernetesActuator(ApiActuator):
         try:
             pods = self.api(self.core.list_namespaced_pod, self.namespace, label_selector=f"faas_function={fn}")
         except ApiError as err:
-            log.warning("listing pods of %s failed: %s", fn, err)
+            if not isinstance(err, NotAsked):
+                log.warning("listing pods of %s failed: %s", fn, err)
             return
         body = json.dumps(C.config_update(want.batch_size, want.max_wait_ms)).encode()
         for pod in pods.items:
