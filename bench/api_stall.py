@@ -73,7 +73,8 @@ def main(argv=None) -> int:
               f"{connections(server)} connection(s)")
         made = client.AppsV1Api(api_client(configuration))
         took = timed(lambda: made.read_namespaced_deployment("f0", "openfaas-fn", _request_timeout=args.timeout_s))
-        print(f"  one read, the client the scaler makes (api_client): {took:.2f} s, {connections(server)} connection(s)")
+        print(f"  one read, the client the scaler makes (api_client): {took:.2f} s, "
+              f"{connections(server)} connection(s)")
         actuator = KubernetesActuator(api_client(configuration), "openfaas-fn", api_timeout_s=args.timeout_s)
         functions = [f"f{i}" for i in range(args.functions)]
 

@@ -39,5 +39,6 @@ from .knative import KnativeActuator
 from .kubernetes import KubernetesActuator
 
 __all__ = ["BATCHING", "ERROR", "GONE", "GPU_SHARE", "REPLICAS", "ApiError", "Conflict", "Forbidden", "Invalid",
-           "NotAsked", "NotFound", "TimedOut", "Unavailable", "Unreadable", "api_error", "Actuator", "ApiActuator", "Change", "DryRunActuator",
-           "GatewayActuator", "KnativeActuator", "KubernetesActuator", "diff_states", "read_states", "retrying"]
+           "NotAsked", "NotFound", "TimedOut", "Unavailable", "Unreadable", "api_error", "Actuator", "ApiActuator",
+           "Change", "DryRunActuator", "GatewayActuator", "KnativeActuator", "KubernetesActuator", "diff_states",
+           "read_states", "retrying"]

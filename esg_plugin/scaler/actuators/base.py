@@ -169,7 +169,7 @@ def retrying(call: Callable, attempts: int = 4, backoff_s: float = 0.1,
 
 
 API_TIMEOUT_S = 10.0
-"""How long a call to the Kubernetes API waits for an answer (``ApiCalls``;
+"""How long a call to the platform's API waits for an answer (``ApiCalls``;
 ``ScalerSettings.api_timeout_s``)."""
 
 
@@ -177,14 +177,16 @@ class ApiCalls:
     """The calls an actuator makes to the platform's API (Kubernetes', or
     the OpenFaaS gateway's). Each waits at most ``timeout_s`` for an answer
     (the ``kubernetes`` client's ``_request_timeout``: without one it waits
-    for ever on a server that took the connection and does not answer), and is retried where a retry can mend (:func:`retrying`;
-    one that timed out is not: :class:`TimedOut`). Once a call of an
-    iteration got no answer at all — in time, or a connection at all — the
-    iteration's other calls are not made: each fails at once
-    (:class:`NotAsked`), so that a stalled or absent server costs an iteration one
-    timeout, not one per function and retry. :meth:`new_iteration` asks
-    again. The client's own retries must be off (``api_client``), or a
-    read is asked up to four times over."""
+    for ever on a server that took the connection and does not answer),
+    and is retried where a retry can mend (:func:`retrying`; one that timed
+    out is not: :class:`TimedOut`). Once a call of an iteration got no
+    answer at all — none in time, or no connection, its retries spent —
+    the iteration's other calls are not made: each fails at once
+    (:class:`NotAsked`), so that a stalled or absent server costs an
+    iteration one timeout, not one per function and retry.
+    :meth:`new_iteration` asks again. The ``kubernetes`` client's own
+    retries must be off (:func:`api_client`), or a read is asked up to four
+    times over."""
 
     def __init__(self, timeout_s: float = API_TIMEOUT_S, sleep: Callable[[float], None] = time.sleep,
                  keyword: str = "_request_timeout"):
@@ -213,13 +215,17 @@ class ApiCalls:
 
 
 def api_client(configuration=None):
-    """A ``kubernetes`` client for the actuators: ``configuration`` (the
-    loaded default where None) with urllib3's own retries off — they would
-    ask a stalled server up to four times per call, each for the whole
-    timeout; :class:`ApiCalls` retries what a retry can mend."""
+    """A ``kubernetes`` client for the actuators: a copy of
+    ``configuration`` (of the loaded default where None) with urllib3's own
+    retries off — they would ask a stalled server up to four times per
+    call, each for the whole timeout; :class:`ApiCalls` retries what a
+    retry can mend."""
+    import copy
+
     from kubernetes import client
 
-    configuration = configuration or client.Configuration.get_default_copy()
+    configuration = copy.deepcopy(configuration) if configuration is not None \
+        else client.Configuration.get_default_copy()
     configuration.retries = False
     return client.ApiClient(configuration)
 
