@@ -40,3 +40,85 @@ def test_bad_settings_exit_2_with_one_line(args, message):
 
 def test_help():
     assert "--metrics-url" in esg("scaler", "--help").stdout
+
+
+def test_the_scaler_process_asks_an_api_server_that_never_answers_once_an_iteration_and_stays_healthy(tmp_path):
+    """`esg scaler --actuator openfaas-kubernetes` as a process, against a
+    Kubernetes API that takes connections and never answers (a socket
+    nobody reads) and a gateway whose counters rise: iterations go on, each
+    making at most one call that reaches the API (the client the CLI makes
+    has urllib3's retries off; the first unanswered call ends the
+    iteration's calls), the failures are counted in /metrics, and /healthz
+    stays 200 (an iteration takes one ``api_timeout_s``, well within its
+    budget) — where the client alone would have held the loop for ever."""
+    import os
+    import re
+    import socket
+    import threading
+    import time
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    started = time.monotonic()
+
+    class Gateway(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            count = 5.0 * (time.monotonic() - started)
+            body = ("# TYPE gateway_function_invocation_total counter\n"
+                    f'gateway_function_invocation_total{{code="200",function_name="image-preprocess.openfaas-fn"}} '
+                    f"{count}\n").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    gateway = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1024)
+    env = {**os.environ, "ESG_SCALER_API_TIMEOUT_S": "0.3"}
+    proc = subprocess.Popen([ESG, "scaler", "--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json",
+                             "--metrics-url", f"http://127.0.0.1:{gateway.server_address[1]}/metrics",
+                             "--actuator", "openfaas-kubernetes", "--kube-api",
+                             f"http://127.0.0.1:{silent.getsockname()[1]}", "--interval-s", "0.5", "--port", "0"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        url = re.search(r"on (http://[^ ]+)", line).group(1)
+
+        def metric(name, text):
+            found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+            return float(found.group(1)) if found else 0.0
+        deadline = time.monotonic() + 120.0
+        while True:
+            text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+            errors = metric('esg_scaler_errors_total{stage="apply"}', text)
+            if errors >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert errors >= 3, text  # the law planned, and its changes failed: counted
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as answer:
+            assert answer.status == 200
+        silent.setblocking(False)
+        reached = 0
+        try:
+            while True:
+                silent.accept()[0].close()
+                reached += 1
+        except BlockingIOError:
+            pass
+        # read after the count: an iteration is counted as it begins, before any call it makes
+        iterations = metric("esg_scaler_iterations_total", urllib.request.urlopen(url + "/metrics",
+                                                                                 timeout=10).read().decode())
+        assert 1 <= reached <= iterations, (reached, iterations)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        proc.stderr.close()
+        gateway.shutdown()
+        silent.close()
