@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 def ksvc(name):
     return {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
             "metadata": {"name": name, "namespace": "default"},
-            "spec": {"template": {"metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1"}},
+            "spec": {"template": {"metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1",
+                                                               "autoscaling.knative.dev/max-scale": "1"}},
                                   "spec": {"containers": [{"image": "localhost:5000/esg/fn", "env": [
                                       {"name": "ESG_FUNCTION", "value": "resnet18"}]}]}}}}
 
@@ -288,3 +289,28 @@ def test_a_malformed_number_on_one_function_is_not_believed_and_is_written_afres
         assert actuator.current(["fn-a"])["fn-a"].replicas == 3
     finally:
         gateway.server.shutdown()
+
+
+def test_a_knative_service_whose_scale_bounds_are_not_one_count_is_not_read_and_is_set_at_its_next_change():
+    """The Knative actuator holds a Service at one replica count (min-scale
+    = max-scale). One without min-scale (Knative may scale it to zero: it
+    was read as 1 replica before) or whose max-scale was edited apart is
+    not a count the scaler set: not read, and its next change writes both."""
+    with KubeEmulator() as kube:
+        unset, apart = ksvc("unset"), ksvc("apart")
+        del unset["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
+        apart["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/max-scale"] = "10"
+        for svc in (unset, apart, ksvc("held")):
+            kube.add_knative(svc)
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        actuator = KnativeActuator(api_client(configuration), "default")
+        assert set(actuator.current(["unset", "apart", "held"])) == {"held"}
+        want = FunctionState(1, 1, 0.0, 100)
+        changes = actuator.apply({"unset": want, "apart": want, "held": want})
+        assert {c.function for c in changes} == {"unset", "apart"}  # "held" is already at it: no patch
+        for name in ("unset", "apart"):
+            annotations = kube.knative[("default", name)]["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["autoscaling.knative.dev/min-scale"] == annotations[
+                "autoscaling.knative.dev/max-scale"] == "1"
+        assert set(actuator.current(["unset", "apart", "held"])) == {"unset", "apart", "held"}

@@ -10,7 +10,7 @@ from ...runtime import contract as C
 from . import gpu_room
 from .base import API_TIMEOUT_S, ApiActuator, ApiCalls, Change, diff_states, log, read_states, ready_count, reported, \
     retrying, said_state, unschedulable
-from .errors import ApiError, NotAsked
+from .errors import ApiError, NotAsked, Unreadable
 from .kubernetes import RoomReader
 
 SERVICE_LABEL = "serving.knative.dev/service"
@@ -20,7 +20,9 @@ MIN_SCALE, MAX_SCALE = "autoscaling.knative.dev/min-scale", "autoscaling.knative
 
 class KnativeActuator(ApiActuator):
     """Knative Services: min-scale = max-scale = replicas, env on the template;
-    read back with the replicas in service of the revisions that serve it."""
+    read back with the replicas in service of the revisions that serve it.
+    A Service whose two annotations are not one count (unset: Knative may
+    scale it to zero) is not read, and its next change writes them."""
 
     name = "knative"
     GROUP, VERSION, PLURAL = "serving.knative.dev", "v1", "services"
@@ -105,7 +107,12 @@ class KnativeActuator(ApiActuator):
         container = (template.get("spec", {}).get("containers") or [{}])[0]
         env = {e.get("name"): e.get("value") for e in container.get("env", []) or []}
         limits = (container.get("resources") or {}).get("limits") or {}
-        return said_state((f"the annotation {MIN_SCALE}", annotations.get(MIN_SCALE, 1)),
+        if annotations.get(MIN_SCALE) is None or annotations.get(MAX_SCALE) != annotations.get(MIN_SCALE):
+            # Knative's autoscaler moves the replicas between the two (from 0 where min-scale is unset):
+            # not a count the scaler set
+            raise Unreadable(f"the annotations {MIN_SCALE} and {MAX_SCALE} say {annotations.get(MIN_SCALE)!r} and "
+                             f"{annotations.get(MAX_SCALE)!r}: not one replica count")
+        return said_state((f"the annotation {MIN_SCALE}", annotations[MIN_SCALE]),
                           (f"the env {C.ENV_MAX_BATCH_SIZE}", env.get(C.ENV_MAX_BATCH_SIZE, 1)),
                           (f"the env {C.ENV_MAX_WAIT_MS}", env.get(C.ENV_MAX_WAIT_MS, 0)), self.share_mode, limits, env)
 
