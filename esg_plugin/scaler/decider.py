@@ -207,8 +207,8 @@ def profiled_ms(profile, batch: float, share: int) -> Optional[float]:
 
 
 def describe_change(cur: Optional[FunctionState], want: FunctionState) -> str:
-    if cur is None:
-        return "first plan"
+    if cur is None:  # new to a dry run; else gone, not answered or not believed (the actuator's log says which)
+        return "its state not read: every field written"
     why = []
     if want.replicas != cur.replicas:
         why.append(f"scale {'up' if want.replicas > cur.replicas else 'down'} {cur.replicas} -> {want.replicas}")

@@ -264,14 +264,18 @@ def test_a_function_whose_object_says_a_malformed_number_is_written_afresh_and_t
     kube.get(bad)["metadata"].setdefault("annotations", {})[C.ANNOTATION_BATCH_SIZE] = "eight"
     env = kube.get(bad)["spec"]["template"]["spec"]["containers"][0]["env"]
     next(e for e in env if e["name"] == "ESG_GPU_SHARE")["value"] = "lots"
+    said_on_plan = []
     with caplog.at_level("WARNING", logger="esg.scaler"):
         for _ in range(3):
             status = tick(scaler, gateway, clock, {"image-preprocess": 60.0})
             assert not any(c.kind == "error" for c in status.changes), status.changes
+            said_on_plan.append(scaler.plan_document()["reasons"].get(bad))
     assert "error: " not in scaler.plan_document()["reasons"].get("*", "")
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "says 'eight'" in said or "says 'lots'" in said, said
     assert sum(kube.get(fn)["spec"]["replicas"] for fn in good) > sum(before.values())  # the others scaled
+    assert "its state not read: every field written" in said_on_plan  # /plan says it, while it was not believed
+    assert said_on_plan[-1] != "its state not read: every field written"  # then read again
     state = scaler.actuator.current([bad])[bad]  # mended: read again, believed
     assert 1 <= state.batch_size and 1 <= state.gpu_share <= 100
     assert kube.get(bad)["metadata"]["annotations"][C.ANNOTATION_BATCH_SIZE] != "eight"
