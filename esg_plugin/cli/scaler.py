@@ -21,6 +21,14 @@ actuator (dry-run changes nothing). Serves /healthz, /readyz, /metrics,
 then ESG_SCALER_* environment variables, then these flags."""
 
 
+def http_url(text: str) -> str:
+    """An argparse ``type=``: an http(s) URL with a host (``--kube-api``)."""
+    scheme, _, rest = text.partition("://")
+    if scheme not in ("http", "https") or not rest.split("/")[0]:
+        raise argparse.ArgumentTypeError(f"must be an http(s) URL, got {text[:60]!r}")
+    return text
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     from ..scaler.settings import ACTUATORS
 
@@ -34,7 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--interval-s", type=flag(float, 0.1, 3600), metavar="N", help="control loop period (default 5)")
     p.add_argument("--port", type=flag(int, 0, 65535), metavar="N", help="HTTP port (default 8081)")
     p.add_argument("--namespace", metavar="NS", help="function namespace (default openfaas-fn)")
-    p.add_argument("--kube-api", metavar="URL",
+    p.add_argument("--kube-api", metavar="URL", type=http_url,
                    help="Kubernetes API URL without auth (tests); default: in-cluster, else ~/.kube/config")
     p.add_argument("--once", action="store_true", help="run one iteration, print the plan JSON and exit")
     p.set_defaults(run=run)

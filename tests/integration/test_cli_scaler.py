@@ -30,6 +30,10 @@ def test_once_with_no_reachable_metrics_changes_nothing_and_says_why():
     (["--stack", "stack.yml", "--profiles", "examples/profiles/synthetic.json"], "which has no profile"),
     (["--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json", "--interval-s", "0"], "--interval-s: must be a number in [0.1, 3600], got 0"),
     (["--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json", "--metrics-url", "gateway"], "http(s) URL"),
+    (["--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json", "--kube-api", "foo"],
+     "--kube-api: must be an http(s) URL, got 'foo'"),
+    (["--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json", "--kube-api", "http://"],
+     "--kube-api: must be an http(s) URL"),
 ])
 def test_bad_settings_exit_2_with_one_line(args, message):
     result = esg("scaler", *args, "--once")
