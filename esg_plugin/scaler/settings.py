@@ -3,6 +3,7 @@ variables, validated at start (one line and exit 2 when wrong)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
 
@@ -13,6 +14,8 @@ from ..model.config import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS
 ACTUATORS = ("dry-run", "openfaas-kubernetes", "openfaas-gateway", "knative")
 SHARE_MODES = ("env", "hami")
 METRICS_KINDS = ("auto", "gateway", "prometheus")
+NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+"""A namespace's name (an RFC 1123 label): the actuators put it in the API's paths."""
 
 
 class ScalerSettingsError(ESGError, ValueError):
@@ -155,6 +158,9 @@ class ScalerSettings:
         checks = [
             (self.actuator in ACTUATORS, f"actuator must be one of {', '.join(ACTUATORS)}, got {self.actuator!r}"),
             (self.share_mode in SHARE_MODES, f"share_mode must be env or hami, got {self.share_mode!r}"),
+            (NAMESPACE.fullmatch(self.namespace) is not None,
+             f"namespace must be a Kubernetes namespace name (lowercase letters, digits and '-', at most 63), "
+             f"got {self.namespace[:70]!r}"),
             (self.metrics_kind in METRICS_KINDS, "metrics_kind must be auto, gateway or prometheus"),
             (self.queueing_model in QUEUEING_MODELS,
              f"queueing_model must be one of {', '.join(QUEUEING_MODELS)}, got {self.queueing_model!r}"),
