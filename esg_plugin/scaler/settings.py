@@ -179,6 +179,10 @@ class ScalerSettings:
             (0 <= self.busy_capacity <= 1e6, "busy_capacity must lie in [0, 1e6] (0: no limit)"),
             (0 <= self.port <= 65535, "port must lie in 0..65535"),
             (self.metrics_url.startswith(("http://", "https://")), "metrics_url must be an http(s) URL"),
+            (self.gateway_url.startswith(("http://", "https://")), "gateway_url must be an http(s) URL"),
+            (1 <= self.gpu_memory_mb <= 10_000_000, "gpu_memory_mb must lie in 1..10000000 (MiB per GPU)"),
+            (1 <= self.function_port <= 65535, "function_port must lie in 1..65535"),
+            (0 <= self.wait_threshold_ms <= 60_000, "wait_threshold_ms must lie in [0, 60000]"),
         ]
         for ok, message in checks:
             if not ok:
