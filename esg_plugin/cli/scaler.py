@@ -76,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
         scaler.iterate()
         print(json.dumps(scaler.plan_document(), indent=2, default=str))
         return 0
-    server = make_http_server(scaler, settings.host, settings.port, settings.token)
+    try:
+        server = make_http_server(scaler, settings.host, settings.port, settings.token)
+    except OSError as err:  # a host that is no address of this machine, a port taken: one line, not a traceback
+        raise ScalerSettingsError(f"cannot listen on {settings.host}:{settings.port}: "
+                                  f"{err.strerror or err}") from None
     freeze_start_up_heap()
     stop = threading.Event()
     loop = threading.Thread(target=scaler.run, args=(stop,), name="esg-scaler-loop", daemon=True)

@@ -42,6 +42,24 @@ def test_bad_settings_exit_2_with_one_line(args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+def test_a_host_or_port_it_cannot_listen_on_is_one_line_and_exit_2():
+    import os
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        for env, words in [({"ESG_SCALER_HOST": "999.1.1.1"}, "cannot listen on 999.1.1.1:8081"),
+                           ({"ESG_SCALER_PORT": str(taken.getsockname()[1])}, "cannot listen on 127.0.0.1:")]:
+            result = subprocess.run([ESG, "scaler", "--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json"],
+                                    capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ, **env})
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
+    finally:
+        taken.close()
+
+
 def test_help():
     assert "--metrics-url" in esg("scaler", "--help").stdout
 
