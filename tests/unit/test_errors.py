@@ -165,7 +165,7 @@ def test_a_number_an_object_says_is_believed_only_in_its_range(raw, whole, low, 
     believed only as a (whole) number within the field's range, else
     ``Unreadable``, naming where it is said and what it says."""
     from esg_plugin.scaler.actuators import Unreadable
-    from esg_plugin.scaler.actuators.base import said_number
+    from esg_plugin.scaler.actuators.said import said_number
 
     if believed is None:
         with pytest.raises(Unreadable, match="the annotation x says"):

@@ -14,6 +14,7 @@ from ...runtime import contract as C
 from ...runtime.settings import MAX_BATCH_SIZE_LIMIT, MAX_WAIT_MS_LIMIT
 from . import gpu_room
 from .errors import ApiError, NotAsked, NotFound, TimedOut, Unavailable, Unreadable, api_error
+from .said import said_number
 
 if TYPE_CHECKING:  # the Kubernetes actuator's module imports this one
     from .kubernetes import RoomReader
@@ -59,30 +60,6 @@ def ready_count(value) -> Optional[int]:
     number in [0, 10⁶]; else None (not known)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
         return None
-    return value
-
-
-def said_number(raw: object, what: str, low: float, high: float, whole: bool = True) -> float:
-    """A number one of a function's objects says — an annotation or an env
-    value (a string), a count (an int) — believed only as a number (a whole
-    one where ``whole``) in [``low``, ``high``]; else :class:`Unreadable`,
-    naming ``what`` and what it says. A hand edit or a typo on one function
-    (``min-scale: two``) is that function's, not a failure of the whole
-    actuator."""
-    try:
-        if isinstance(raw, bool) or raw is None:
-            raise ValueError
-        if not whole:
-            value = float(raw)
-        elif isinstance(raw, float):
-            value = int(raw) if raw.is_integer() else None  # 2.5 replicas are not 2
-        else:
-            value = int(raw.strip() if isinstance(raw, str) else raw)
-    except (TypeError, ValueError, OverflowError):
-        value = None
-    if value is None or not low <= value <= high:  # NaN is in no range; the bounds are finite
-        kind = "a whole number" if whole else "a number"
-        raise Unreadable(f"{what} says {raw!r}: not {kind} in {low:g}..{high:g}")
     return value
 
 

@@ -10,7 +10,8 @@ from typing import Optional
 
 from ...limits import MAX_REPLICAS
 from ...model import FunctionState
-from .base import REPLICAS, Actuator, ApiCalls, Change, log, ready_count, reported, said_number
+from .base import REPLICAS, Actuator, ApiCalls, Change, log, ready_count, reported
+from .said import said_number
 from .errors import ApiError, NotFound
 
 class GatewayActuator(Actuator):

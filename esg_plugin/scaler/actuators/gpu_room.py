@@ -39,6 +39,7 @@ import math
 from typing import Iterable, Mapping, NamedTuple, Optional
 
 from .errors import Unreadable
+from .said import said_number
 
 CORES, MEMORY = "nvidia.com/gpucores", "nvidia.com/gpumem"
 """HAMi's resources: a container's share of a GPU's cores (percent) and its memory (MiB)."""
@@ -73,27 +74,12 @@ def resources(share_pct: int, memory_per_gpu_mb: int) -> dict[str, str]:
     return {CORES: str(share_pct), MEMORY: str(int(memory_per_gpu_mb * share_pct / 100))}
 
 
-def _whole(text: object, what: str, low: int, high: int) -> int:
-    if isinstance(text, bool):
-        raise Unreadable(f"{what} is not a whole number: {text!r}")
-    if isinstance(text, int):
-        value = text
-    else:
-        try:
-            value = int(str(text).strip())
-        except ValueError:
-            raise Unreadable(f"{what} is not a whole number: {text!r}") from None
-    if not low <= value <= high:
-        raise Unreadable(f"{what} {value} is outside [{low}, {high}]")
-    return value
-
-
 def _device(uuid: object, tasks: object, memory_mb: object, cores: object, healthy: bool) -> Device:
     if not isinstance(uuid, str) or not uuid:
         raise Unreadable(f"{NODE_REGISTER}: a device without an id")
-    return Device(uuid, _whole(tasks, f"{uuid}'s task count", 1, MAX_TASKS),
-                  _whole(memory_mb, f"{uuid}'s memory", 1, MAX_MEMORY_MB),
-                  _whole(cores, f"{uuid}'s cores", 1, MAX_CORES), healthy)
+    return Device(uuid, int(said_number(tasks, f"{uuid}'s task count", 1, MAX_TASKS)),
+                  int(said_number(memory_mb, f"{uuid}'s memory", 1, MAX_MEMORY_MB)),
+                  int(said_number(cores, f"{uuid}'s cores", 1, MAX_CORES)), healthy)
 
 
 def node_devices(annotation: str) -> list[Device]:
@@ -136,8 +122,8 @@ def pod_allocations(annotation: str) -> list[tuple[str, int, int]]:
             items = segment.split(",")
             if len(items) < 4 or not items[0]:
                 raise Unreadable(f"{POD_ALLOCATED}: {segment!r} is not uuid,type,memory,cores")
-            out.append((items[0], _whole(items[2], f"memory used on {items[0]}", 0, MAX_MEMORY_MB),
-                        _whole(items[3], f"cores used on {items[0]}", 0, MAX_CORES)))
+            out.append((items[0], int(said_number(items[2], f"memory used on {items[0]}", 0, MAX_MEMORY_MB)),
+                        int(said_number(items[3], f"cores used on {items[0]}", 0, MAX_CORES))))
     return out
 
 
