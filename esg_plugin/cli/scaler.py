@@ -22,9 +22,10 @@ then ESG_SCALER_* environment variables, then these flags."""
 
 
 def http_url(text: str) -> str:
-    """An argparse ``type=``: an http(s) URL with a host (``--kube-api``)."""
-    scheme, _, rest = text.partition("://")
-    if scheme not in ("http", "https") or not rest.split("/")[0]:
+    """An argparse ``type=``: an http(s) URL with a host (``--kube-api``; the settings' check)."""
+    from ..scaler.settings import is_http_url
+
+    if not is_http_url(text):
         raise argparse.ArgumentTypeError(f"must be an http(s) URL, got {text[:60]!r}")
     return text
 

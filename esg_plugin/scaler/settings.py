@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Optional
+from urllib.parse import urlsplit
 
 from ..errors import ESGError
 from ..control import ControlSettings
@@ -14,6 +15,15 @@ from ..model.config import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS
 ACTUATORS = ("dry-run", "openfaas-kubernetes", "openfaas-gateway", "knative")
 SHARE_MODES = ("env", "hami")
 METRICS_KINDS = ("auto", "gateway", "prometheus")
+def is_http_url(text: str) -> bool:
+    """An http(s) URL with a host (``metrics_url``, ``gateway_url``, ``esg scaler --kube-api``)."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
 NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 """A namespace's name (an RFC 1123 label): the actuators put it in the API's paths."""
 
@@ -178,8 +188,8 @@ class ScalerSettings:
             (0 <= self.capacity_gpus <= 1e6, "capacity_gpus must lie in [0, 1e6] (0: no limit)"),
             (0 <= self.busy_capacity <= 1e6, "busy_capacity must lie in [0, 1e6] (0: no limit)"),
             (0 <= self.port <= 65535, "port must lie in 0..65535"),
-            (self.metrics_url.startswith(("http://", "https://")), "metrics_url must be an http(s) URL"),
-            (self.gateway_url.startswith(("http://", "https://")), "gateway_url must be an http(s) URL"),
+            (is_http_url(self.metrics_url), "metrics_url must be an http(s) URL"),
+            (is_http_url(self.gateway_url), "gateway_url must be an http(s) URL"),
             (1 <= self.gpu_memory_mb <= 10_000_000, "gpu_memory_mb must lie in 1..10000000 (MiB per GPU)"),
             (1 <= self.function_port <= 65535, "function_port must lie in 1..65535"),
             (0 <= self.wait_threshold_ms <= 60_000, "wait_threshold_ms must lie in [0, 60000]"),
