@@ -4,7 +4,7 @@
                                [--policies esg,nexus,...] [--ablation] [--settings JSON]
                                [--processes 2] [--json FILE] [--family standard|wide|extreme]
                                [--profile-error F] [--noise SIGMA] [--placement best-fit]
-                               [--workflows w1,w2] [--gpus N]
+                               [--workflows w1,w2] [--gpus N] [--restart-at S]
     python bench/robustness.py --report FILE [--family standard|wide|extreme]
     python bench/robustness.py --seeds ... --policies esg --others-from FILE [--json FILE2]
     python bench/robustness.py --seeds 501 --family wide --policies esg,fast-gshare --out DIR
@@ -56,6 +56,14 @@ the digit. The file must hold every seed, each its workload of this
 ``--family``, and (where it records them) the same ``--profile-error``,
 ``--noise`` and ``--placement``; else one line and exit code 2, before anything runs. Each
 row of ``--json`` then names the file and the policies taken from it.
+``--restart-at S``: each policy's controller restarts at the first
+control tick at or after S seconds — a scaler's new version, a drained
+node, a crash (``SimConfig.restart_at_s``): it forgets what it
+remembered (the control law's state, a peer's planned rates, windows
+and panics) and reads what the platform runs, as the scaler reads its
+functions' objects (ESG's ``adopt_running`` then keeps it as its first
+plan; ``--settings '{"adopt_running": false}'`` plans from the first
+window instead). Not with ``--others-from``.
 ``--out DIR``: for reading a case, also write each case's outputs as
 ``esg simulate --out`` does into ``DIR/<workload>/``: ``simulation.json``,
 ``latencies.csv`` (every request), ``decisions.csv`` (every re-plan of
@@ -68,6 +76,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
@@ -94,11 +103,14 @@ nexus is not cheaper only by missing more."""
 def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, family: str = "standard",
              profile_error: float = 1.0, noise: float = 0.0, outputs: Optional[str] = None,
              placement: str = PLACEMENTS[0], sim_seed: Optional[int] = None,
-             only: Optional[tuple[str, ...]] = None, gpus: Optional[int] = None) -> dict:
+             only: Optional[tuple[str, ...]] = None, gpus: Optional[int] = None,
+             restart_at_s: Optional[float] = None) -> dict:
     """Case ``seed`` simulated once per policy, at simulation seed ``sim_seed``
     (the arrivals' draw; the case seed where None, as every run of this
     bench does — ``bench/spread.py`` draws others); with ``only`` those of
-    its workflows alone, with ``gpus`` on that many GPUs."""
+    its workflows alone, with ``gpus`` on that many GPUs; with
+    ``restart_at_s``, each policy's controller restarted then
+    (``SimConfig.restart_at_s``)."""
     case = random_workload(seed, family=family)
     workload = subset(case.workload, only, gpus)
     errors = profile_errors(seed, case.profiles.functions, profile_error)  # 1: every factor 1
@@ -107,7 +119,7 @@ def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, f
            "shape": shape_of(case.workload), "family": family, "profile_error": profile_error, "noise": noise,
            "placement": placement,
            "policies": {}}
-    for key, value in (("sim_seed", sim_seed), ("workflows", only), ("gpus", gpus)):
+    for key, value in (("sim_seed", sim_seed), ("workflows", only), ("gpus", gpus), ("restart_at_s", restart_at_s)):
         if value is not None:
             out[key] = list(value) if key == "workflows" else value
     runs = []
@@ -117,7 +129,7 @@ def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, f
         policy = make_policy(policy_name, workflows, case.profiles, settings=settings, ablation=ablation or None,
                              gpus=workload.gpus)
         config = SimConfig(seed=seed if sim_seed is None else sim_seed, noise_sigma=noise, exec_factors=errors,
-                           placement=placement)
+                           placement=placement, restart_at_s=restart_at_s)
         run = simulate(workload, case.profiles, policy, config)
         run.policy = name  # an ablation's row by its own name
         summary = summarize(run)
@@ -246,6 +258,9 @@ def main(argv=None) -> int:
                         help="only these workflows of each case, e.g. w1 or w0,w2 (default all)")
     parser.add_argument("--gpus", type=int, default=None, metavar="N",
                         help="the cluster's GPUs (default each case's own)")
+    parser.add_argument("--restart-at", type=float, default=None, metavar="S",
+                        help="restart each policy's controller at S seconds: it forgets what it remembered and "
+                             "reads what runs (default none)")
     parser.add_argument("--report", default=None, metavar="FILE",
                         help="print the report of an earlier run's --json file; run nothing")
     parser.add_argument("--others-from", default=None, metavar="FILE",
@@ -265,6 +280,10 @@ def main(argv=None) -> int:
         parser.error(f"--gpus must lie in [1, {MAX_GPUS}]")
     if (only or args.gpus is not None) and args.others_from:
         parser.error("--workflows and --gpus do not go with --others-from (its file ran every workflow)")
+    if args.restart_at is not None and not (math.isfinite(args.restart_at) and args.restart_at >= 0):
+        parser.error("--restart-at must be a number of seconds, at least 0")
+    if args.restart_at is not None and args.others_from:
+        parser.error("--restart-at does not go with --others-from (its file ran without a restart)")
     policies = args.policies.split(",")
     if args.ablation:
         policies += [f"esg-no-{a}" for a in ABLATIONS]
@@ -291,7 +310,7 @@ def main(argv=None) -> int:
                                 [args.family] * len(seeds), [args.profile_error] * len(seeds),
                                 [args.noise] * len(seeds), [args.out] * len(seeds),
                                 [args.placement] * len(seeds), [None] * len(seeds), [only] * len(seeds),
-                                [args.gpus] * len(seeds)))
+                                [args.gpus] * len(seeds), [args.restart_at] * len(seeds)))
     for r in results:
         if others:
             r["policies"].update(others[r["seed"]])

@@ -98,6 +98,8 @@ BUSY_FREED = 0.1
 """A workflow re-plans when its part of ``busy_capacity`` moved this much
 (relative) away from what its plan keeps busy."""
 
+ADOPT_HALVINGS = 30
+"""``adopt_running``: the rate what runs serves, bisected this many times."""
 _DEFERRED = "deferred to the next tick"
 """``_wait_feedback``'s answer when the tick's searches are spent (``ControlState.searches_left``)."""
 
@@ -150,8 +152,12 @@ class ControlLaw:
                 except ControlError as err:
                     reasons[name] = f"implausible observation ignored: {err}"
                     continue
-                wish = self._step_workflow(workflow, obs, state, now_s) or state.workflows[name].pending
-                if wish is None:
+                wish = self._step_workflow(workflow, obs, state, now_s, current or {}) \
+                    or state.workflows[name].pending
+                if wish is None and state.workflows[name].adopted_said:  # what ran is its first plan (``_adopt``)
+                    changed.append(name)
+                    reasons[name], state.workflows[name].adopted_said = state.workflows[name].adopted_said, ""
+                elif wish is None:
                     reasons[name] = "unchanged" + self.room.waiting_said(workflow, state.workflows[name], state,
                                                                          now_s)
                 else:
@@ -184,11 +190,12 @@ class ControlLaw:
             return dataclasses.replace(workflow, hop_ms=round(ws.hop_ms, 1))
         return workflow
 
-    def _step_workflow(self, workflow: Workflow, obs: WorkflowObservation, state: ControlState,
-                       now_s: float) -> Optional[tuple[str, float, float, Optional[float]]]:
+    def _step_workflow(self, workflow: Workflow, obs: WorkflowObservation, state: ControlState, now_s: float,
+                       current: Mapping[StageKey, InstanceGroup]) -> Optional[tuple[str, float, float, Optional[float]]]:
         """What this workflow wants re-planned now, if anything: (why, the
         rate to plan for, the arrivals' cv², the offered rate it is for
-        where that is not the rate over its headroom)."""
+        where that is not the rate over its headroom). ``current``: what
+        each stage runs, where the caller says."""
         s = self.settings
         ws = state.workflows.get(workflow.name)
         if ws is None:
@@ -223,6 +230,9 @@ class ControlLaw:
         planned = ws.planned_rps
         target = planned
         ws.calm = calm = backlog <= 0 and not rising and now_s >= ws.panic_until_s
+        if planned is None and s.adopt_running and self._adopt(workflow, ws, state, obs, current, want, wanted_rps,
+                                                               said, now_s):
+            return None  # what runs already (a restarted scaler) is its plan: down only by the scale-down path
         if planned is None:
             target, why = want, f"first plan for {said}"
             if s.step_settle:  # made from the first windows: the arrivals counted from here may say it read high
@@ -576,6 +586,57 @@ class ControlLaw:
         cannot keep up)."""
         return self._groups_ms(workflow, profiles, rate_rps, arrival_cv2,
                                {st.name: _running(workflow, ws, st.name, current) for st in workflow.stages})
+
+    def _adopt(self, workflow: Workflow, ws: WorkflowState, state: ControlState, obs: WorkflowObservation,
+               current: Mapping[StageKey, InstanceGroup], want_rps: float, offered_rps: float, said: str,
+               now_s: float) -> bool:
+        """``adopt_running``: where every stage of a workflow not planned yet
+        already runs (``current``, as the caller reports it) and serves more
+        than the first plan would be for (``want_rps``), what runs becomes
+        its plan — for the largest rate at which it meets the margin's budget
+        by the model, priced with the calibrated profiles (bisected
+        ``ADOPT_HALVINGS`` times below the stages' throughput) — and nothing
+        changes: the scale-down path brings it down, as any plan. Says so in
+        ``ws.adopted_said``; False (nothing adopted) otherwise."""
+        groups = {st.name: current.get((workflow.name, st.name)) for st in workflow.stages}
+        profiles = self.calibration.profiles_for(workflow, state, now_s)
+        high = math.inf  # no stage keeps up with more than its instances execute
+        for st in workflow.stages:
+            group = groups[st.name]
+            exec_ms = _running_exec_ms(profiles, st.function, group)
+            if exec_ms is None or group.count < 1 or st.fanout <= 0:
+                return False  # a stage runs nothing, or nothing its profile knows: no plan to adopt
+            high = min(high, 1000.0 * group.batch_size * group.count / exec_ms / st.fanout)
+        arrival_cv2 = max(obs.arrival_cv2, 0.0) if self.settings.queueing_aware else None
+        budget_ms = workflow.slo_ms * (1.0 - ws.margin)
+        low = 0.0
+        for _ in range(ADOPT_HALVINGS):
+            middle = (low + high) / 2
+            if self._groups_ms(workflow, profiles, middle, arrival_cv2, groups) <= budget_ms:
+                low = middle
+            else:
+                high = middle
+        if low <= want_rps * (1 + 1e-9):
+            return False  # the first plan is for more than what runs serves: made as any first plan
+        choices = {}
+        for st in workflow.stages:
+            group = groups[st.name]
+            option = evaluate(Config(group.batch_size, group.gpu_share), _running_exec_ms(profiles, st.function, group),
+                              low * st.fanout, arrival_cv2=arrival_cv2, replicas=group.count,
+                              queueing_model=self.settings.queueing_model)
+            wait_ms = min(option.wait_ms, group.max_wait_ms)  # the batcher's timeout bounds the fill wait
+            choices[st.name] = option._replace(wait_ms=wait_ms,
+                                               latency_ms=option.latency_ms - option.wait_ms + wait_ms)
+        ws.planned_rps, ws.estimate_rps = low, min(offered_rps, low)
+        ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
+        ws.late_by = budget_ms / workflow.slo_ms
+        ws.busy = ws.demand = plan_busy(workflow, low, choices, state.cpu_factor)
+        ws.plan = Plan.build(workflow, self.policy, low, choices, slo_ms=budget_ms)
+        ws.groups = {st.name: [groups[st.name]] for st in workflow.stages}
+        ws.pending = None  # a first plan deferred at an earlier tick is this one
+        ws.adopted_said = f"first plan: what runs, kept — it serves {low:.2f} rps by the model, more than {said}; " \
+                          f"brought down only after {self.settings.scale_down_delay_s:g} s of lower load"
+        return True
 
     def _groups_ms(self, workflow: Workflow, profiles: ProfileSet, rate_rps: float, arrival_cv2: Optional[float],
                    groups: Mapping[str, Optional[InstanceGroup]]) -> float:

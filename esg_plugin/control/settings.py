@@ -322,6 +322,21 @@ class ControlSettings:
     warmup_s: float = 30.0
     """No scale-down until the law has observed this long (conservative after
     a restart: a full window of data first)."""
+    adopt_running: bool = True
+    """A workflow whose stages already run when the law first plans it (the
+    scaler restarted — a new version, a node drained, a crash — or took
+    over functions deployed by hand) is first planned for no less than
+    what runs serves by the model (the largest rate at which the running
+    instances meet the margin's budget), not for the first window's rate
+    alone: what runs is then a plan like any other, brought down only by
+    the scale-down path (``scale_down_delay_s`` of lower load, never
+    before ``warmup_s``, never while requests wait or miss). As the
+    Kubernetes HPA records a target's current replicas as a recommendation
+    when its controller first sees it, so that a restart scales nothing
+    down within the stabilisation window. Off: the first plan is for the
+    first window's rate, at once. Never acts in the simulator unless it
+    restarts the law (``bench/robustness.py --restart-at``): its runs
+    start with nothing running."""
     min_share_saving: float = 0.2
     """Another share restarts a stage's instances: a smaller one is taken only
     when it saves at least this share of the stage's cost; a larger one only

@@ -136,6 +136,9 @@ class WorkflowState:
     no_room_said: str = ""
     """What the last re-plan did with the hold just added, for its reason
     ("" where none was)."""
+    adopted_said: str = ""
+    """Where this tick's first plan is what already ran (``adopt_running``),
+    its reason; said once."""
     no_room_tried: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Per stage: (a share found without room whose hold was not taken, until
     when it is not tried again)."""

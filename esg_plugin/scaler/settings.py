@@ -100,6 +100,13 @@ class ScalerSettings:
     plan that workflow for burstier arrivals (the control law's
     ``wait_calibration``, ``docs/control.md``); false: the margin alone
     answers misses, as before the twenty-seventh session."""
+    adopt_running: bool = True
+    """A workflow whose functions already run when the scaler starts (a
+    restart: a new version, a drained node, a crash) keeps what runs as its
+    first plan where that serves more than the first window's rate, brought
+    down only by the scale-down path (the control law's ``adopt_running``,
+    ``docs/control.md``); false: the first plan is for the first window's
+    rate, at once, as before the fifty-eighth session."""
     queueing_model: str = DEFAULT_QUEUEING_MODEL
     """The control law's ``queueing_model`` (allen-cunneen or renewal,
     ``model/config.py``). For a comparison."""
@@ -209,7 +216,8 @@ class ScalerSettings:
                                min_share_saving=self.min_share_saving,
                                capacity_gpus=self.capacity_gpus or None, packed_capacity=self.packed_capacity,
                                busy_capacity=self.busy_capacity or None,
-                               wait_calibration=self.wait_calibration, queueing_model=self.queueing_model,
+                               wait_calibration=self.wait_calibration, adopt_running=self.adopt_running,
+                               queueing_model=self.queueing_model,
                                bridge_batching=live_batch_sizes, burst_batching=live_batch_sizes)
 
     @property

@@ -125,6 +125,10 @@ class View:
     """Arrivals per second of each workflow since the last tick (over ``interval_s``), counted."""
     gpu_free_pct: Optional[tuple[int, ...]] = None
     """Each GPU's share not held by an instance, in percent, right now."""
+    deployed: dict[tuple[str, str], InstanceGroup] = field(default_factory=dict)
+    """What the platform is asked to run for each stage (its first group),
+    as a scaler reads its functions' objects: the policies read it after a
+    restart (``SimConfig.restart_at_s``)."""
 
 
 class Policy:
@@ -160,6 +164,11 @@ class Policy:
         peer gives none)."""
         return []
 
+    def restart(self, view: View) -> None:  # pragma: no cover - interface
+        """The policy's controller restarted (``SimConfig.restart_at_s``):
+        what it remembered is gone; what runs is in ``view.deployed``."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class PlanChange:
@@ -189,6 +198,12 @@ class SimConfig:
     """After the last arrival, keep simulating this long for requests in flight."""
     placement: str = PLACEMENTS[0]
     """Which GPU with room an instance goes to (``cluster.PLACEMENTS``)."""
+    restart_at_s: Optional[float] = None
+    """The policy's controller restarts at the first control tick at or
+    after this time — a scaler's new version, a drained node, a crash: it
+    forgets what it remembered (``Policy.restart``) and reads what the
+    platform runs (``View.deployed``), as the scaler reads its functions'
+    objects. None: no restart."""
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
@@ -196,6 +211,8 @@ class SimConfig:
         if not (is_number(self.noise_sigma) and 0 <= self.noise_sigma <= MAX_NOISE_SIGMA):
             raise WorkloadError(f"the execution-time noise must lie in [0, {MAX_NOISE_SIGMA:g}], "
                                 f"got {self.noise_sigma!r}")
+        if self.restart_at_s is not None and not (is_number(self.restart_at_s) and self.restart_at_s >= 0):
+            raise WorkloadError(f"the restart time must be a number of seconds, at least 0, got {self.restart_at_s!r}")
         for name, factor in self.exec_factors.items():
             if not (is_number(factor) and EXEC_FACTOR_LIMITS[0] <= factor <= EXEC_FACTOR_LIMITS[1]):
                 raise WorkloadError(f"the profile error of {name!r} must lie in [{EXEC_FACTOR_LIMITS[0]:g}, "
@@ -368,6 +385,7 @@ class Simulator:
         self._scored_ms = (workload.warmup_s * 1000.0, workload.duration_s * 1000.0)
         self.shed = 0
         self.desired: Deployment = {}
+        self.restarted = False
         """The last desired state per stage: re-applied every tick, as a controller reconciles."""
         self.exec_done: dict[str, list[float]] = {}
         """Per function since the last tick: [executed ms, profiled ms]."""
@@ -714,7 +732,11 @@ class Simulator:
             elif kind == _CONTROL:
                 self.held_series.append((t / 1000.0, self.cluster.held_pct / 100.0))
                 self._shed_hopeless(t)
-                deployment = policy.decide(self._view(t))
+                view = self._view(t)
+                if self.config.restart_at_s is not None and not self.restarted and t >= self.config.restart_at_s * 1000.0:
+                    policy.restart(view)
+                    self.restarted = True
+                deployment = policy.decide(view)
                 if deployment is not None:
                     self.desired.update(deployment)
                 if self.desired:
@@ -793,7 +815,8 @@ class Simulator:
         ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}
         self.exec_done = {}
         return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting,
-                    stage_wait, unplaced, newest, tuple(self.cluster.gpu_free))
+                    stage_wait, unplaced, newest, tuple(self.cluster.gpu_free),
+                    {key: groups[0] for key, groups in self.desired.items() if groups})
 
 
 def _arrived_since(arrivals: deque, since_ms: float) -> int:

@@ -100,10 +100,16 @@ class ControlledPolicy(Policy):
         self.downstream: dict[tuple[str, str], float] = {}
         self.downstream_exec: dict[tuple[str, str], float] = {}
         self.changes: list[PlanChange] = []
+        self.reads_platform = False
+        """After a restart, the law is told what runs (``View.deployed``), as the scaler tells it."""
+
+    def restart(self, view: View) -> None:
+        self.state = self.law.new_state()
+        self.reads_platform = True
 
     def decide(self, view: View) -> Optional[Deployment]:
         decision = self.law.step(observation_from_view(view, self.short_window_s, self.window_s, self.interval_s),
-                                 self.state, view.now_s)
+                                 self.state, view.now_s, view.deployed if self.reads_platform else None)
         self.downstream = decision.downstream_ms
         self.downstream_exec = decision.downstream_exec_ms
         for name in decision.changed:
@@ -138,6 +144,10 @@ class PlannedPolicy(Policy):
         self.remaining_budget: dict[tuple[str, str], float] = {}
         self.planned_rps: dict[str, float] = {}
         self.low: dict[str, DelayWindow] = {wf.name: DelayWindow(SCALE_DOWN_DELAY_S) for wf in workflows}
+
+    def restart(self, view: View) -> None:
+        self.planned_rps = {}
+        self.low = {wf.name: DelayWindow(SCALE_DOWN_DELAY_S) for wf in self.workflows}
 
     def _target_rps(self, wf: str, observed_rps: float, cv2: float, now_s: float) -> Optional[float]:
         """The rate to plan for now, or None to keep the current plan:
@@ -190,6 +200,9 @@ class _WholeGpuAutoscaler(Policy):
             for s in wf.stage_names:
                 self.option[(wf.name, s)] = _whole_gpu(problem, s)
 
+    def restart(self, view: View) -> None:
+        self.current = {key: group.count for key, group in view.deployed.items()}  # the replicas it reads back
+
     def _deployment(self, desired: dict[tuple[str, str], int]) -> Deployment:
         self.current = desired
         return {
@@ -213,6 +226,10 @@ class KpaPolicy(_WholeGpuAutoscaler):
         super().__init__(workflows, profiles)
         self.samples: dict[tuple[str, str], deque] = {}
         self.panic_until: dict[tuple[str, str], float] = {}
+
+    def restart(self, view: View) -> None:
+        super().restart(view)
+        self.samples, self.panic_until = {}, {}
 
     def decide(self, view: View) -> Optional[Deployment]:
         desired = {}
@@ -246,6 +263,10 @@ class OpenFaasPolicy(_WholeGpuAutoscaler):
         super().__init__(workflows, profiles)
         self.lower: dict[tuple[str, str], DelayWindow] = {}
         self.fanout = {(wf.name, s): wf.stage(s).fanout for wf in workflows for s in wf.stage_names}
+
+    def restart(self, view: View) -> None:
+        super().restart(view)
+        self.lower = {}
 
     def decide(self, view: View) -> Optional[Deployment]:
         desired = {}

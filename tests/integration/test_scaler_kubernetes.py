@@ -2,6 +2,7 @@
 and a gateway /metrics endpoint whose counters the test drives, with an
 injected clock (no test depends on wall-clock speed)."""
 
+import dataclasses
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,11 @@ from ..kube_emulator import KubeEmulator, deployment
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL_S = 5.0
+SETTLED_TICKS = 18
+"""Iterations at a steady load after which the first plan is the load's: the
+functions start as ``stack.yml`` deploys them (one replica of a whole GPU),
+which the scaler keeps as its first plan (``adopt_running``) until the
+scale-down delay (60 s) has passed, after a full window (30 s)."""
 
 
 class FakeGateway:
@@ -128,6 +134,52 @@ def test_a_load_step_raises_replicas_within_two_intervals_and_a_drop_lowers_them
         assert env["ESG_FUNCTION"] == fn  # strategic merge kept the other variables
 
 
+
+def test_a_restarted_scaler_keeps_what_runs_until_the_scale_down_delay(world):
+    """A scaler that restarts (a new version, a drained node, a crash)
+    remembers nothing and scrapes afresh: it reads what runs and keeps it as
+    its first plan (``adopt_running``) — the load fell just before the
+    restart, and the replicas the peak asked for go only after the
+    scale-down delay, as they would have without the restart. Off, the
+    first iteration with data scales down at once."""
+    topology, scaler, kube, gateway, clock = world
+    low, high = {"image-preprocess": 2.0}, {"image-preprocess": 60.0}
+    for _ in range(10):
+        tick(scaler, gateway, clock, low)
+    for _ in range(2):
+        tick(scaler, gateway, clock, high)
+    peak = image_replicas(kube, topology)
+    assert sum(peak.values()) > len(peak)
+
+    def restarted(**changed):
+        settings = dataclasses.replace(scaler.settings, **changed)
+        configuration = client.Configuration()
+        configuration.host = kube.url
+        actuator = KubernetesActuator(api_client(configuration), "openfaas-fn")
+        return Scaler(topology, scaler.profiles, settings, GatewayScrape(gateway.url, settings.window_s), actuator,
+                      clock)
+
+    again = restarted()
+    held, said = [], []
+    for _ in range(int(60 / INTERVAL_S)):
+        tick(again, gateway, clock, low)
+        held.append(image_replicas(kube, topology))
+        said.append(again.status.decision.reasons.get("image", ""))
+    assert all(replicas == peak for replicas in held), held
+    assert any("what runs, kept" in reason for reason in said), said
+    for _ in range(4):
+        tick(again, gateway, clock, low)
+    assert sum(image_replicas(kube, topology).values()) < sum(peak.values())
+    # the same restart without it: down at the first iteration with data
+    for _ in range(2):
+        tick(again, gateway, clock, high)
+    peak = image_replicas(kube, topology)
+    at_once = restarted(adopt_running=False)
+    for _ in range(2):
+        tick(at_once, gateway, clock, low)
+    assert sum(image_replicas(kube, topology).values()) < sum(peak.values())
+
+
 def test_after_a_step_the_running_pods_carry_larger_batches_until_the_added_ones_are_ready(world):
     """The bridge (docs/control.md point 4) through the real client: while
     the Deployment's ``status.readyReplicas`` is below ``spec.replicas`` —
@@ -140,7 +192,7 @@ def test_after_a_step_the_running_pods_carry_larger_batches_until_the_added_ones
     def batch():
         return int(kube.get(fn)["metadata"]["annotations"].get(C.ANNOTATION_BATCH_SIZE, 1))
 
-    for _ in range(10):
+    for _ in range(SETTLED_TICKS):
         tick(scaler, gateway, clock, {"image-preprocess": 2.0})
     before = kube.get(fn)["spec"]["replicas"]
     kube.set_ready(fn, before)
@@ -283,7 +335,7 @@ def test_a_function_whose_object_says_a_malformed_number_is_written_afresh_and_t
 
 def test_a_wiped_share_is_reapplied_and_a_concurrent_writers_change_survives(world):
     topology, scaler, kube, gateway, clock = world
-    for _ in range(3):
+    for _ in range(SETTLED_TICKS):
         tick(scaler, gateway, clock, {"traffic-detect": 10.0})
     fn = "traffic-detect"
     planned = {e["name"]: e["value"] for e in kube.get(fn)["spec"]["template"]["spec"]["containers"][0]["env"]}

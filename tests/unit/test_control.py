@@ -2408,3 +2408,39 @@ def test_a_plan_fits_only_where_its_instances_find_a_gpu_each():
     assert unpacked not in said[-1]  # without the switch, nothing is said of it
     assert held(True, slo_ms=10.0) == ({60: 2, 70: 1}, True) and said[-1].endswith(unpacked)
     assert held(False, slo_ms=10.0) == ({60: 2, 70: 1}, True) and unpacked not in said[-1]
+
+
+def test_a_restarted_law_keeps_what_runs_until_the_scale_down_delay_and_scales_up_at_once(chain):
+    """``adopt_running``: a law that first sees a workflow while its stages
+    run (a restarted scaler) keeps what runs as its first plan, where that
+    serves more than the first window's rate; the scale-down path brings
+    it down, as any plan; a rate above what runs serves is planned for at
+    once. Off: the first window's plan, at once."""
+    wf, profiles = chain
+    before = ControlLaw([wf], profiles, ControlSettings())
+    ran = tick(before, before.new_state(), 0.0, 200.0, ok=400)
+    running = {key: groups[0] for key, groups in ran.desired.items()}
+    settings = ControlSettings(scale_down_delay_s=30.0, warmup_s=30.0)
+
+    def restarted(rate, ticks, **changed):
+        law = ControlLaw([wf], profiles, dataclasses.replace(settings, **changed))
+        state = law.new_state()
+        return [law.step(Observation(t, {"w": WorkflowObservation(rate, rate, 2.0, ok=int(2 * rate))}), state, t,
+                         running) for t in ticks]
+
+    kept = restarted(40.0, [100.0 + k for k in range(40)])
+    assert {key: groups[0] for key, groups in kept[0].desired.items()} == running
+    assert kept[0].changed == ("w",) and "what runs, kept" in kept[0].reasons["w"]
+    assert kept[0].rates_rps["w"] > 200.0 and kept[0].estimates_rps["w"] == pytest.approx(40.0)
+    assert all({key: groups[0] for key, groups in d.desired.items()} == running for d in kept[:29])
+    assert replicas(kept[-1]) < replicas(kept[0]) and "down after" in " ".join(d.reasons["w"] for d in kept)
+    risen = restarted(400.0, [100.0])[0]
+    assert replicas(risen) > sum(g.count for g in running.values()) and "first plan for" in risen.reasons["w"]
+    at_once = restarted(40.0, [100.0], adopt_running=False)[0]
+    assert replicas(at_once) < sum(g.count for g in running.values())
+    # a stage that runs nothing, or nothing its profile knows, is no plan to adopt
+    for missing in ({("w", "a"): running[("w", "a")]},
+                    {**running, ("w", "b"): running[("w", "b")]._replace(gpu_share=37)}):
+        law = ControlLaw([wf], profiles, settings)
+        d = law.step(Observation(100.0, {"w": WorkflowObservation(40.0, 40.0, 2.0)}), law.new_state(), 100.0, missing)
+        assert "first plan for" in d.reasons["w"]

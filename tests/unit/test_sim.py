@@ -899,3 +899,39 @@ def test_best_fit_puts_an_instance_on_the_gpu_with_the_least_room_that_fits():
         Cluster(1, ["w"], 0.0, 1000.0, "worst-fit")
     with pytest.raises(WorkloadError, match="unknown placement 'worst-fit'"):
         SimConfig(placement="worst-fit")
+
+
+def test_a_controller_restart_in_the_simulator_forgets_the_policy_and_esg_keeps_what_runs():
+    """``SimConfig.restart_at_s`` (``bench/robustness.py --restart-at``):
+    at the first tick at or after it every policy forgets what it
+    remembered and reads what the platform runs (``View.deployed``); ESG's
+    law then keeps what runs as its first plan (``adopt_running``), and
+    without that plans from the first window at once."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from robustness import main, run_case
+
+    from esg_plugin.control import ControlSettings
+    from esg_plugin.sim.generate import random_workload
+
+    for wrong in (-1.0, float("nan"), "soon"):
+        with pytest.raises(WorkloadError, match="restart time"):
+            SimConfig(restart_at_s=wrong)
+    for wrong in (["--restart-at", "-5"], ["--restart-at", "nan"], ["--restart-at", "9", "--others-from", "x.json"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--seeds", "2"] + wrong)
+        assert exit_.value.code == 2
+    row = run_case(2, ["esg", "nexus", "kpa", "openfaas"], restart_at_s=150.0)
+    assert row["restart_at_s"] == 150.0 and "restart_at_s" not in run_case(2, ["nexus"])
+    assert all(0.0 <= p["hit"] <= 1.0 for p in row["policies"].values())
+    case = random_workload(2)
+    workflows = [load.workflow for load in case.workload.workflows]
+    reasons = {}
+    for adopt in (True, False):
+        policy = make_policy("esg", workflows, case.profiles, ControlSettings(capacity_gpus=16.0, adopt_running=adopt))
+        run = simulate(case.workload, case.profiles, policy, SimConfig(seed=2, restart_at_s=150.0))
+        reasons[adopt] = [c.reason for c in run.decisions if c.time_s >= 150.0]
+        assert policy.reads_platform
+    assert any("what runs, kept" in r for r in reasons[True])
+    assert not any("what runs, kept" in r for r in reasons[False]) and any("first plan for" in r for r in reasons[False])
