@@ -230,6 +230,7 @@ class ControlLaw:
         planned = ws.planned_rps
         target = planned
         ws.calm = calm = backlog <= 0 and not rising and now_s >= ws.panic_until_s
+        adopted = ws.adopted  # what ran, kept (``_adopt``), as this tick began
         if planned is None and s.adopt_running and self._adopt(workflow, ws, state, obs, current, want, wanted_rps,
                                                                said, now_s):
             return None  # what runs already (a restarted scaler) is its plan: down only by the scale-down path
@@ -245,6 +246,7 @@ class ControlLaw:
         elif want > planned * (1 + 1e-9) and (quick or self.rates.rise_is_real(ws, obs, pooled)):
             target, why = want, f"up: {said}"
             ws.scale_down.reset()
+            ws.adopted = False
         elif settle_below is not None and want < planned * settle_below and backlog <= 0 and not rising:
             # the panic's plan was made for a short window that read high: down to
             # what the arrivals since the step say, the panic (and its hold on any
@@ -261,6 +263,7 @@ class ControlLaw:
                 # never while requests wait or misses rise, nor in panic after a step, nor soon after a rollback
                 ws.scale_down.reset()
                 target, why = want, f"down after {s.scale_down_delay_s:g} s: {said}"
+                ws.adopted = False
                 ws.down_from_rps, ws.down_at_s = planned, now_s
                 ws.down_miss_share = self.feedback.miss_share_before(ws, now_s)
         missed_since_down = fresh and self.feedback.misses_above(ws, now_s, ws.down_miss_share)
@@ -297,7 +300,7 @@ class ControlLaw:
                     ws.yielded_to_gpus = math.inf
             elif left < ws.yielded_to_gpus - 1e-9 and \
                     (not s.fair_share or ws.plan.cost > self.capacity.fair_share_gpus(workflow, state) + 1e-9):
-                ws.yielded_to_gpus, ws.yielding = left, True
+                ws.yielded_to_gpus, ws.yielding, ws.adopted = left, True, False
                 why = "another workflow's plan on time needs GPUs this plan holds: re-planned within its fair share" \
                     if s.fair_share else \
                     "another workflow's plan on time needs GPUs this boost holds: re-planned within the rest"
@@ -308,6 +311,11 @@ class ControlLaw:
                 why = "the node's capacity shared anew: re-planned"  # another workflow wants more, or less
         if why is None:
             return None
+        if adopted and target is not None and abs(target - planned) <= 1e-9:
+            # what ran, kept (``_adopt``), is re-planned for the load, not for all that what runs serves;
+            # for misses, moved execution times or the node's share, taken only where it holds more
+            # (``_plan``); for another workflow's fair share, as any yield
+            target, offered = want, wanted_rps
         return why, target, obs.arrival_cv2 * ws.wait_factor, offered
 
     def _wait_feedback(self, workflow: Workflow, ws: WorkflowState, state: ControlState,
@@ -398,6 +406,9 @@ class ControlLaw:
         hopeless = not fits and self.search.hopeless_counts() \
             and fastest_executions_ms(workflow, profiles) > workflow.slo_ms
         yielding, ws.yielding = ws.yielding, False
+        if ws.adopted and ws.plan is not None and held_gpus(choices) < ws.plan.cost - 1e-9:
+            return  # what ran, kept, goes down by the scale-down path only
+        ws.adopted = False
         if not ws.calm and not fits and not hopeless and ws.plan is not None and not yielding \
                 and (rate_rps <= (ws.planned_rps or 0.0) + 1e-9
                      or not self._adds_capacity(workflow, ws, profiles, choices, current)) \
@@ -594,10 +605,13 @@ class ControlLaw:
         already runs (``current``, as the caller reports it) and serves more
         than the first plan would be for (``want_rps``), what runs becomes
         its plan — for the largest rate at which it meets the margin's budget
-        by the model, priced with the calibrated profiles (bisected
-        ``ADOPT_HALVINGS`` times below the stages' throughput) — and nothing
-        changes: the scale-down path brings it down, as any plan. Says so in
-        ``ws.adopted_said``; False (nothing adopted) otherwise."""
+        by the model, priced with the calibrated profiles, at no stage above
+        the largest utilisation a plan is made for (bisected
+        ``ADOPT_HALVINGS`` times) — and nothing changes: the scale-down path
+        brings it down, as any plan, and a rise above that rate re-plans at
+        once; until then a re-plan for misses or moved execution times is
+        for the load, taken only where it holds more (``ws.adopted``). Says
+        so in ``ws.adopted_said``; False (nothing adopted) otherwise."""
         groups = {st.name: current.get((workflow.name, st.name)) for st in workflow.stages}
         profiles = self.calibration.profiles_for(workflow, state, now_s)
         high = math.inf  # no stage keeps up with more than its instances execute
@@ -606,7 +620,9 @@ class ControlLaw:
             exec_ms = _running_exec_ms(profiles, st.function, group)
             if exec_ms is None or group.count < 1 or st.fanout <= 0:
                 return False  # a stage runs nothing, or nothing its profile knows: no plan to adopt
-            high = min(high, 1000.0 * group.batch_size * group.count / exec_ms / st.fanout)
+            # at most the largest utilisation a plan is made for: what runs covers what its plan would
+            high = min(high, max(self.settings.utilisations) * 1000.0 * group.batch_size * group.count / exec_ms
+                       / st.fanout)
         arrival_cv2 = max(obs.arrival_cv2, 0.0) if self.settings.queueing_aware else None
         budget_ms = workflow.slo_ms * (1.0 - ws.margin)
         low = 0.0
@@ -630,10 +646,12 @@ class ControlLaw:
         ws.planned_rps, ws.estimate_rps = low, min(offered_rps, low)
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
         ws.late_by = budget_ms / workflow.slo_ms
-        ws.busy = ws.demand = plan_busy(workflow, low, choices, state.cpu_factor)
+        # on a time-shared node what runs keeps busy what the load asks of it, not all it could serve
+        ws.busy = ws.demand = plan_busy(workflow, want_rps, choices, state.cpu_factor)
         ws.plan = Plan.build(workflow, self.policy, low, choices, slo_ms=budget_ms)
         ws.groups = {st.name: [groups[st.name]] for st in workflow.stages}
         ws.pending = None  # a first plan deferred at an earlier tick is this one
+        ws.adopted = True
         ws.adopted_said = f"first plan: what runs, kept — it serves {low:.2f} rps by the model, more than {said}; " \
                           f"brought down only after {self.settings.scale_down_delay_s:g} s of lower load"
         return True

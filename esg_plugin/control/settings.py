@@ -325,12 +325,15 @@ class ControlSettings:
     adopt_running: bool = True
     """A workflow whose stages already run when the law first plans it (the
     scaler restarted — a new version, a node drained, a crash — or took
-    over functions deployed by hand) is first planned for no less than
-    what runs serves by the model (the largest rate at which the running
-    instances meet the margin's budget), not for the first window's rate
-    alone: what runs is then a plan like any other, brought down only by
-    the scale-down path (``scale_down_delay_s`` of lower load, never
-    before ``warmup_s``, never while requests wait or miss). As the
+    over functions deployed by hand) keeps what runs as its first plan
+    where that serves more than the first window's rate by the model (the
+    largest rate at which the running instances meet the margin's budget,
+    at no stage above the largest of ``utilisations``): brought down only
+    by the scale-down path (``scale_down_delay_s`` of lower load, never
+    before ``warmup_s``, never while requests wait or miss), re-planned at
+    once for a rate above it; until then a re-plan for misses or moved
+    execution times is for the load, and taken only where it holds more
+    than what runs. As the
     Kubernetes HPA records a target's current replicas as a recommendation
     when its controller first sees it, so that a restart scales nothing
     down within the stabilisation window. Off: the first plan is for the

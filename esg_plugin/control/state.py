@@ -136,6 +136,12 @@ class WorkflowState:
     no_room_said: str = ""
     """What the last re-plan did with the hold just added, for its reason
     ("" where none was)."""
+    adopted: bool = False
+    """Its plan is what ran when the law first saw it (``adopt_running``),
+    until a rise, the scale-down path or another workflow's fair share
+    re-plans it: a re-plan for misses, moved execution times or a
+    time-shared node's part is then for the load, and taken only where it
+    holds more."""
     adopted_said: str = ""
     """Where this tick's first plan is what already ran (``adopt_running``),
     its reason; said once."""

@@ -2444,3 +2444,21 @@ def test_a_restarted_law_keeps_what_runs_until_the_scale_down_delay_and_scales_u
         law = ControlLaw([wf], profiles, settings)
         d = law.step(Observation(100.0, {"w": WorkflowObservation(40.0, 40.0, 2.0)}), law.new_state(), 100.0, missing)
         assert "first plan for" in d.reasons["w"]
+
+
+def test_misses_while_what_ran_is_kept_neither_scale_it_down_nor_plan_for_all_it_serves(chain):
+    """``adopt_running``: a re-plan of what ran, kept, for misses is for the
+    load (not for the larger rate what runs serves, which would hold more
+    than ran for no load), and is taken only where it holds more; the
+    margin they raise is there for the plan the scale-down path makes."""
+    wf, profiles = chain
+    before = ControlLaw([wf], profiles, ControlSettings())
+    running = {key: groups[0] for key, groups in tick(before, before.new_state(), 0.0, 200.0, ok=400).desired.items()}
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=30.0))
+    state = law.new_state()
+    decisions = [law.step(Observation(t, {"w": WorkflowObservation(40.0, 40.0, 2.0, ok=60, late=20)}), state, t,
+                          running) for t in [100.0 + k for k in range(20)]]
+    assert state.workflows["w"].margin > 0.0  # the misses were heard
+    assert any("margin raised" in d.reasons.get("w", "") for d in decisions)
+    assert all({key: groups[0] for key, groups in d.desired.items()} == running for d in decisions)
+    assert state.workflows["w"].adopted
