@@ -258,9 +258,12 @@ ROUTES = [  # (pattern, group, resource, subresource)
     (r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods(?:/(?P<name>[^/]+))?$", "", "pods"),
     (r"^/api/v1/pods$", "", "pods"),  # every namespace's
     (r"^/api/v1/nodes$", "", "nodes"),
+    (r"^/apis/coordination\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/leases(?:/(?P<name>[^/]+))?$",
+     "coordination.k8s.io", "leases"),
 ]
 VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
-KINDS = {"deployments": "Deployment", "services": "Service", "revisions": "Revision", "pods": "Pod", "nodes": "Node"}
+KINDS = {"deployments": "Deployment", "services": "Service", "revisions": "Revision", "pods": "Pod", "nodes": "Node",
+         "leases": "Lease"}
 
 
 class KubeEmulator:
@@ -269,6 +272,8 @@ class KubeEmulator:
         self.deployments: dict[tuple[str, str], dict] = {}
         self.knative: dict[tuple[str, str], dict] = {}
         self.revisions: dict[tuple[str, str], dict] = {}
+        self.leases: dict[tuple[str, str], dict] = {}
+        """Leases (``coordination.k8s.io/v1``), as the scalers write them: leader election."""
         """Knative Revisions, as a test writes them (Knative's controllers make them)."""
         self.pod_ips: dict[str, list[str]] = {}
         """function name -> IPs of its running pods (label faas_function)."""
@@ -488,7 +493,8 @@ class KubeEmulator:
                 return 200, {"kind": "NodeList", "apiVersion": "v1",
                              "metadata": {"resourceVersion": str(self.version)},
                              "items": copy.deepcopy(self.nodes)}, []
-            table = {"deployments": self.deployments, "revisions": self.revisions}.get(resource, self.knative)
+            table = {"deployments": self.deployments, "revisions": self.revisions,
+                     "leases": self.leases}.get(resource, self.knative)
             return self._object(table, method, group, resource, namespace, name, sub, content_type, body)
 
     def _pods(self, url, namespace: Optional[str]):
@@ -527,7 +533,7 @@ class KubeEmulator:
 
     def _object(self, table, method, group, resource, namespace, name, sub, content_type, body):
         what = f"{resource}.{group}"
-        typed = resource == "deployments"
+        typed = resource in ("deployments", "leases")  # built-in kinds: validated, strategic merge
         if method == "POST":
             if name:
                 return self.status(405, "MethodNotAllowed", "the server does not allow this method on the requested "

@@ -69,9 +69,14 @@ def run(args: argparse.Namespace) -> int:
     profiles = load_profiles(settings.profiles)
     for workflow in topology.workflows.values():
         workflow.check_profiles(profiles)
-    actuator = _actuator(settings, args.kube_api)
+    actuator, api = _actuator(settings, args.kube_api)
     source = make_source(settings.source_kind, settings.metrics_url, settings.window_s, settings.interval_s)
-    scaler = Scaler(topology, profiles, settings, source, actuator)
+    lease = None
+    if api is not None and settings.leader_election and not args.once:
+        from ..scaler.actuators.lease import Lease
+
+        lease = Lease(api, actuator.api, settings.namespace, settings.lease_name, settings.lease_duration_s)
+    scaler = Scaler(topology, profiles, settings, source, actuator, lease=lease)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.once:
         scaler.iterate()
@@ -101,19 +106,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _actuator(settings, kube_api):
+    """(the actuator, its Kubernetes client or None)."""
     from ..scaler import DryRunActuator, GatewayActuator, KnativeActuator, KubernetesActuator
 
     if settings.actuator == "dry-run":
-        return DryRunActuator()
+        return DryRunActuator(), None
     if settings.actuator == "openfaas-gateway":
         return GatewayActuator(settings.gateway_url, settings.gateway_user, settings.gateway_password,
-                               settings.api_timeout_s)
+                               settings.api_timeout_s), None
     api = _kube_client(kube_api)
     if settings.actuator == "knative":
         return KnativeActuator(api, settings.namespace, settings.share_mode, settings.gpu_memory_mb,
-                               settings.api_timeout_s)
+                               settings.api_timeout_s), api
     return KubernetesActuator(api, settings.namespace, settings.share_mode, settings.gpu_memory_mb,
-                              settings.function_port, settings.function_token, api_timeout_s=settings.api_timeout_s)
+                              settings.function_port, settings.function_token,
+                              api_timeout_s=settings.api_timeout_s), api
 
 
 def _kube_client(kube_api):

@@ -41,6 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ..jsonhttp import JsonHTTPServer, JsonRequestHandler, bearer_matches
 from ..model import ProfileSet, Topology
 from .actuators import Actuator, Change
+from .actuators.lease import Lease
 from .decider import Memory, ScalerDecision, decide_functions
 from .settings import ScalerSettings
 from .sources import MetricsSource
@@ -61,6 +62,8 @@ class ScalerMetrics:
                                registry=r)
         self.rate = Gauge("esg_scaler_workflow_rate_rps", "Rate each workflow is planned for.", ["workflow"],
                           registry=r)
+        self.leader = Gauge("esg_scaler_leader", "1 while this scaler holds the lease and acts, else 0.",
+                            registry=r)
         self.gpu_free = Gauge("esg_scaler_gpu_free_percent",
                               "Each GPU's free share as last read (HAMi's records); none while not known.", ["gpu"],
                               registry=r)
@@ -81,7 +84,8 @@ class Status:
 class Scaler:
     def __init__(self, topology: Topology, profiles: ProfileSet, settings: ScalerSettings, source: MetricsSource,
                  actuator: Actuator, clock: Callable[[], float] = time.monotonic,
-                 on_iteration: Optional[Callable[[float, object, ScalerDecision, list], None]] = None):
+                 on_iteration: Optional[Callable[[float, object, ScalerDecision, list], None]] = None,
+                 lease: Optional[Lease] = None):
         self.topology = topology
         self.profiles = profiles
         self.settings = settings
@@ -95,6 +99,8 @@ class Scaler:
         self.last_plans: dict = {}
         self.on_iteration = on_iteration
         """Called after every iteration with (now, observation, decision, changes): esg up's report."""
+        self.lease = lease
+        """Leader election (``actuators/lease.py``): where given, the scaler acts only while it holds it."""
         self.started_at: Optional[float] = None
         """time.monotonic() when the running iteration began (None between iterations)."""
         self.ended_at = time.monotonic()
@@ -146,6 +152,8 @@ class Scaler:
             m.staleness.set(now - self.status.last_good_s)
         functions = sorted(set(self.topology.functions.values()))
         self.actuator.new_iteration()  # a server that went unanswered is asked again
+        if self.lease is not None and not self._leads():
+            return self._standby(now, started)
         try:
             current = self.actuator.current(functions) if observation is not None else {}
             # read only where the law checks where instances go (``packed_capacity`` over ``capacity_gpus``)
@@ -179,6 +187,32 @@ class Scaler:
             self.on_iteration(now, observation, decision, changes)
         return self.status
 
+    def _leads(self) -> bool:
+        """Does this scaler hold the lease this iteration? (A failure of the
+        lease's own code is an iteration standing by, not a loop stopped.)"""
+        try:
+            leads = self.lease.hold()
+        except Exception as err:  # pragma: no cover - hold() names every API failure
+            log.warning("lease failed: %s", err)
+            leads = False
+        if self.lease.failure is not None:
+            self.metrics.errors.labels(stage="lease").inc()
+        self.metrics.leader.set(1 if leads else 0)
+        return leads
+
+    def _standby(self, now: float, started: float) -> Status:
+        """An iteration of a scaler that does not hold the lease: it reads no
+        function and changes nothing, and forgets what its law knew — when
+        it leads, what runs is its first plan (``adopt_running``)."""
+        self.memory = Memory()
+        holder = self.lease.holder or "another scaler"
+        self.status.decision = ScalerDecision({}, {}, {"*": f"standby: the lease {self.lease.namespace}/"
+                                                            f"{self.lease.name} is held by {holder}"}, {})
+        self.status.changes = []
+        self.status.last_iteration_s = now
+        self.metrics.planning.observe(time.perf_counter() - started)
+        return self.status
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
@@ -186,6 +220,8 @@ class Scaler:
             except Exception as err:  # pragma: no cover - iterate already guards its stages
                 log.exception("iteration crashed: %s", err)
             stop.wait(self.settings.interval_s)
+        if self.lease is not None:  # a clean stop: the next scaler takes over at once
+            self.lease.release()
 
     def plan_document(self) -> dict:
         status = self.status
@@ -200,6 +236,8 @@ class Scaler:
             "last_changes": [{"function": c.function, "kind": c.kind, "before": c.before, "after": c.after}
                              for c in status.changes],
             "gpu_free_pct": None if status.gpu_free_pct is None else list(status.gpu_free_pct),
+            "lease": None if self.lease is None else {"name": self.lease.name, "holder": self.lease.holder,
+                                                      "leading": self.lease.leading()},
         }
 
 

@@ -107,6 +107,19 @@ class ScalerSettings:
     down only by the scale-down path (the control law's ``adopt_running``,
     ``docs/control.md``); false: the first plan is for the first window's
     rate, at once, as before the fifty-eighth session."""
+    leader_election: bool = True
+    """With the Kubernetes or Knative actuator, act only while holding the
+    Lease ``lease_name`` in ``namespace`` (``actuators/lease.py``): of two
+    scalers at once — the scaler's own rolling update, a sidecar beside
+    each of several gateway replicas — one acts, the other stands by;
+    false: every scaler acts."""
+    lease_name: str = "esg-scaler"
+    """The Lease's name (a Kubernetes name: lowercase letters, digits and -)."""
+    lease_duration_s: float = 15.0
+    """How long a lease whose record did not change is held by its holder:
+    another scaler takes it over after this long (by its own clock), and a
+    holder that could not renew for two thirds of it stops acting. At
+    least three intervals: the holder renews once an interval."""
     queueing_model: str = DEFAULT_QUEUEING_MODEL
     """The control law's ``queueing_model`` (allen-cunneen or renewal,
     ``model/config.py``). For a comparison."""
@@ -192,6 +205,11 @@ class ScalerSettings:
             (0 < self.api_timeout_s < self.iteration_budget_s,
              "api_timeout_s must lie in (0, iteration_budget_s)"),
             (0 <= self.min_share_saving < 1, "min_share_saving must lie in [0, 1)"),
+            (NAMESPACE.fullmatch(self.lease_name) is not None,
+             f"lease_name must be a Kubernetes name (lowercase letters, digits and '-', at most 63), "
+             f"got {self.lease_name[:70]!r}"),
+            (3 * self.interval_s <= self.lease_duration_s <= 3600,
+             "lease_duration_s must lie in [3 x interval_s, 3600]: the holder renews once an interval"),
             (0 <= self.capacity_gpus <= 1e6, "capacity_gpus must lie in [0, 1e6] (0: no limit)"),
             (0 <= self.busy_capacity <= 1e6, "busy_capacity must lie in [0, 1e6] (0: no limit)"),
             (0 <= self.port <= 65535, "port must lie in 0..65535"),

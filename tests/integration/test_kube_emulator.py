@@ -230,6 +230,7 @@ def test_the_scalers_role_grants_exactly_the_verbs_the_scaler_uses(tmp_path):
     refused, and every verb the Role grants was used."""
     from esg_plugin.loaders import load_profiles, read_yaml
     from esg_plugin.scaler import GatewayScrape, KubernetesActuator, Scaler, ScalerSettings, Topology
+    from esg_plugin.scaler.actuators.lease import Lease
 
     from .test_scaler_kubernetes import INTERVAL_S, Clock, FakeGateway
 
@@ -247,10 +248,12 @@ def test_the_scalers_role_grants_exactly_the_verbs_the_scaler_uses(tmp_path):
             configuration = client.Configuration()
             configuration.host = kube.url
             configuration.api_key = {"authorization": "Bearer sa-token"}
-            actuator = KubernetesActuator(client.ApiClient(configuration), NS, push_timeout_s=0.2, function_port=9)
+            api = client.ApiClient(configuration)
+            actuator = KubernetesActuator(api, NS, push_timeout_s=0.2, function_port=9)
             clock = Clock()
+            lease = Lease(api, actuator.api, NS, settings.lease_name, settings.lease_duration_s, clock=clock)
             scaler = Scaler(topology, load_profiles(ROOT / "profiles/cpu-2core.json"), settings,
-                            GatewayScrape(gateway.url, settings.window_s), actuator, clock)
+                            GatewayScrape(gateway.url, settings.window_s), actuator, clock, lease=lease)  # as the CLI
             for rps in (20.0, 20.0, 20.0, 150.0, 150.0, 150.0):  # a rise: more replicas
                 clock.now += INTERVAL_S
                 for fn in topology.functions.values():

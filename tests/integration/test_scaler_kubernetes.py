@@ -551,3 +551,100 @@ def test_the_api_stall_bench_counts_one_connection_an_iteration():
     bad = subprocess.run([sys.executable, str(ROOT / "bench/api_stall.py"), "--functions", "0"], capture_output=True,
                          text=True, timeout=300)
     assert bad.returncode == 2 and "at least 1" in bad.stderr
+
+
+def test_one_of_two_scalers_holds_the_lease_and_acts_while_the_other_stands_by(world):
+    """Leader election (``actuators/lease.py``): of two scalers over one API —
+    the scaler's rolling update, or two gateway replicas with a sidecar
+    each — one holds the Lease and acts; the other reads no function and
+    changes nothing ("standby" in its reasons). Once the holder stops
+    renewing (it crashed), the other takes over after the lease's duration
+    by its own clock and keeps what runs; the old one, back, stands by. A
+    holder that stops cleanly gives the lease up, and the next takes it
+    at once."""
+    from kubernetes import client as k8s
+
+    from esg_plugin.scaler.actuators.lease import Lease
+
+    topology, first, kube, gateway, clock = world
+
+    def scaler(name):
+        configuration = k8s.Configuration()
+        configuration.host = kube.url
+        api = api_client(configuration)
+        actuator = KubernetesActuator(api, "openfaas-fn")
+        lease = Lease(api, actuator.api, "openfaas-fn", "esg-scaler", 15.0, candidate=name, clock=clock)
+        return Scaler(topology, first.profiles, first.settings, GatewayScrape(gateway.url, first.settings.window_s),
+                      actuator, clock, lease=lease)
+
+    a, b = scaler("a"), scaler("b")
+    both = lambda rates: [tick(s, gateway, clock, rates) for s in (a, b)]  # noqa: E731
+    for _ in range(3):
+        both({"image-preprocess": 60.0})
+    record = kube.leases[("openfaas-fn", "esg-scaler")]
+    assert record["spec"]["holderIdentity"] == "a" and record["spec"]["leaseTransitions"] == 0
+    assert b.status.decision.reasons["*"].startswith("standby: the lease openfaas-fn/esg-scaler is held by a")
+    assert a.status.decision.plans and not b.status.decision.plans
+    before = len(kube.verbs)
+    tick(b, gateway, clock, {"image-preprocess": 60.0})
+    assert [v[2] for v in kube.verbs[before:]] == ["leases"]  # standing by: the lease read, nothing else
+    assert b.plan_document()["lease"] == {"name": "esg-scaler", "holder": "a", "leading": False}
+    assert a.metrics.leader._value.get() == 1 and b.metrics.leader._value.get() == 0
+    peak = image_replicas(kube, topology)
+    # a crashes: b takes over once the record has not changed for 15 s by its clock (b last saw it change
+    # 5 s ago, at its tick after a's renewal), and keeps what runs
+    taken = []
+    for _ in range(3):
+        taken.append(tick(b, gateway, clock, {"image-preprocess": 60.0}).decision.plans != {})
+    assert taken == [False, True, True], taken  # 10 s unchanged: waits; 15 s: taken
+    record = kube.leases[("openfaas-fn", "esg-scaler")]
+    assert record["spec"]["holderIdentity"] == "b" and record["spec"]["leaseTransitions"] == 1
+    assert image_replicas(kube, topology) == peak
+    tick(a, gateway, clock, {"image-preprocess": 60.0})  # back: b holds it
+    assert a.status.decision.reasons["*"].startswith("standby") and not a.lease.leading()
+    # b stops cleanly: it gives the lease up, and a takes it at its next iteration
+    b.lease.release()
+    assert "holderIdentity" not in kube.leases[("openfaas-fn", "esg-scaler")]["spec"]
+    assert tick(a, gateway, clock, {"image-preprocess": 60.0}).decision.plans
+    assert kube.leases[("openfaas-fn", "esg-scaler")]["spec"]["holderIdentity"] == "a"
+
+
+def test_two_candidates_writing_one_lease_at_once_cannot_both_take_it(world):
+    """A write of the Lease carries the resourceVersion read: where another
+    candidate wrote it between this one's read and write, the server
+    answers 409 and this one stands by; a lease no one holds, or that went
+    unrenewed past its duration, is taken."""
+    from esg_plugin.scaler.actuators.base import ApiCalls
+    from esg_plugin.scaler.actuators.lease import Lease
+
+    topology, scaler, kube, gateway, clock = world
+    configuration = client.Configuration()
+    configuration.host = kube.url
+    api = api_client(configuration)
+    a = Lease(api, ApiCalls(), "openfaas-fn", "esg-scaler", 15.0, candidate="a", clock=clock)
+    b = Lease(api, ApiCalls(), "openfaas-fn", "esg-scaler", 15.0, candidate="b", clock=clock)
+    assert a.hold() and not b.hold()  # a created it; b reads it held
+
+    def a_renews(obj):
+        obj["spec"]["renewTime"] = "2026-12-06T04:00:00.000000Z"
+    clock.now += 16.0  # unchanged for 16 s by b's clock: b writes, but a renews between b's read and write
+    kube.interleave("leases", "esg-scaler", a_renews)
+    assert not b.hold()  # 409: no takeover
+    assert kube.leases[("openfaas-fn", "esg-scaler")]["spec"]["holderIdentity"] == "a"
+    assert not b.hold()  # the record changed just now, by b's clock: it waits the duration from here
+    clock.now += 16.0
+    assert b.hold() and kube.leases[("openfaas-fn", "esg-scaler")]["spec"]["holderIdentity"] == "b"
+    assert kube.leases[("openfaas-fn", "esg-scaler")]["spec"]["leaseTransitions"] == 1
+    kube.stalled = threading.Event()  # the API stops answering: b acts until its renew deadline only
+    try:
+        calls = b.calls
+        calls.timeout_s = 0.2
+        clock.now += 5.0
+        calls.new_iteration()
+        assert b.hold()  # 5 s after its renewal: still within the 10-s deadline
+        clock.now += 6.0
+        calls.new_iteration()
+        assert not b.hold()  # 11 s: past it, before any other may take over (15 s)
+    finally:
+        kube.stalled.set()
+        kube.stalled = None

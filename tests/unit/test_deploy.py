@@ -58,6 +58,10 @@ def test_the_scaler_can_scale_and_patch_functions_and_nothing_more(subject):
     assert can_i("get", "apps", "deployments", fn, subject)
     assert can_i("patch", "apps", "deployments", fn, subject)  # the share (pod template env) and batching
     assert can_i("list", "", "pods", fn, subject)              # to push batching live
+    for verb in ("get", "create", "patch"):                   # leader election: one scaler acts at a time
+        assert can_i(verb, "coordination.k8s.io", "leases", fn, subject)
+    for verb in ("list", "delete", "update"):
+        assert not can_i(verb, "coordination.k8s.io", "leases", fn, subject)
     for verb, group, resource in [("create", "apps", "deployments"), ("delete", "apps", "deployments"),
                                   ("update", "apps", "deployments"), ("list", "apps", "deployments"),
                                   ("get", "apps", "deployments/scale"), ("get", "", "secrets"),
@@ -77,6 +81,9 @@ def test_the_knative_scaler_can_patch_services_in_its_namespace_only():
         assert not can_i(verb, "serving.knative.dev", "services", "openfaas-fn", KNATIVE)
     assert can_i("list", "serving.knative.dev", "revisions", "openfaas-fn", KNATIVE)  # their ready replicas
     assert can_i("list", "", "pods", "openfaas-fn", KNATIVE)  # those the scheduler found no room for
+    for verb in ("get", "create", "patch"):  # leader election
+        assert can_i(verb, "coordination.k8s.io", "leases", "openfaas-fn", KNATIVE)
+    assert not can_i("delete", "coordination.k8s.io", "leases", "openfaas-fn", KNATIVE)
     assert not can_i("delete", "", "pods", "openfaas-fn", KNATIVE)
     for verb in ("create", "delete", "get", "update", "patch"):
         assert not can_i(verb, "serving.knative.dev", "revisions", "openfaas-fn", KNATIVE)

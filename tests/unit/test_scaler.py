@@ -105,6 +105,12 @@ def test_parse_gateway_metrics_sums_codes_and_cuts_the_namespace():
     ({"wait_calibration": "maybe"}, "wait_calibration must be bool"),
     ({"wait_calibration": 2}, "wait_calibration must be bool"),
     ({"queueing_model": "kingman"}, "queueing_model must be one of allen-cunneen, renewal"),
+    ({"lease_name": "ESG/scaler"}, "lease_name must be a Kubernetes name"),
+    ({"lease_name": ""}, "lease_name must be a Kubernetes name"),
+    ({"lease_duration_s": 10, "interval_s": 5}, "lease_duration_s must lie in .3 x interval_s, 3600.: the holder"),
+    ({"lease_duration_s": "nan"}, "lease_duration_s must lie in"),
+    ({"leader_election": "sometimes"}, "leader_election must be bool"),
+    ({"adopt_running": "perhaps"}, "adopt_running must be bool"),
 ])
 def test_bad_settings(data, message):
     with pytest.raises(ScalerSettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
