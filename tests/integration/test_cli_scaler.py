@@ -145,3 +145,60 @@ def test_the_scaler_process_asks_an_api_server_that_never_answers_once_an_iterat
         proc.stderr.close()
         gateway.shutdown()
         silent.close()
+
+
+def test_of_two_scaler_processes_one_acts_and_the_other_takes_over_at_once_when_it_stops():
+    """Two ``esg scaler`` processes over one Kubernetes API (the emulator),
+    as during the scaler's rolling update: one holds the Lease and acts, the
+    other stands by; SIGTERM to the holder gives the lease up, and the
+    other leads at its next iteration — long before the lease's duration."""
+    import os
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    from tests.kube_emulator import KubeEmulator, deployment
+
+    from esg_plugin.loaders import read_yaml
+    from esg_plugin.scaler import Topology
+
+    def plan(url):
+        with urllib.request.urlopen(url + "/plan", timeout=10) as answer:
+            return json.loads(answer.read())
+
+    def wait_for(condition, what, timeout_s=120.0):
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)
+
+    topology = Topology.from_stack(read_yaml(ROOT / "stack.yml"))
+    with KubeEmulator() as kube:
+        for fn in topology.functions.values():
+            kube.add(deployment(fn, env={"ESG_FUNCTION": fn, "ESG_GPU_SHARE": 100}))
+        env = {**os.environ, "ESG_SCALER_LEASE_DURATION_S": "3600"}  # a takeover by expiry would take an hour
+        procs, urls = [], []
+        try:
+            for _ in range(2):
+                proc = subprocess.Popen([ESG, "scaler", "--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json",
+                                         "--metrics-url", "http://127.0.0.1:9/metrics", "--actuator",
+                                         "openfaas-kubernetes", "--kube-api", kube.url, "--interval-s", "0.5",
+                                         "--port", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+                procs.append(proc)
+                urls.append(re.search(r"on (http://[^ ]+)", proc.stderr.readline()).group(1))
+            leases = lambda: [plan(url)["lease"] for url in urls]  # noqa: E731
+            wait_for(lambda: sorted(lease["leading"] for lease in leases()) == [False, True], "one leader")
+            leader = next(i for i, lease in enumerate(leases()) if lease["leading"])
+            other = 1 - leader
+            assert leases()[other]["holder"] == leases()[leader]["holder"]
+            procs[leader].send_signal(signal.SIGTERM)
+            assert procs[leader].wait(timeout=60) == 0
+            wait_for(lambda: plan(urls[other])["lease"]["leading"], "the other leads")  # given up: not expired
+            assert kube.leases[("openfaas-fn", "esg-scaler")]["spec"]["leaseTransitions"] >= 1
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=30)

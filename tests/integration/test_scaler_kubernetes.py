@@ -602,7 +602,10 @@ def test_one_of_two_scalers_holds_the_lease_and_acts_while_the_other_stands_by(w
     assert image_replicas(kube, topology) == peak
     tick(a, gateway, clock, {"image-preprocess": 60.0})  # back: b holds it
     assert a.status.decision.reasons["*"].startswith("standby") and not a.lease.leading()
-    # b stops cleanly: it gives the lease up, and a takes it at its next iteration
+    # b stops cleanly: it gives the lease up (even where its last iteration met an API that did not
+    # answer: it asks afresh), and a takes it at its next iteration
+    from esg_plugin.scaler.actuators.errors import Unavailable
+    b.lease.calls.unanswered = Unavailable("no answer")
     b.lease.release()
     assert "holderIdentity" not in kube.leases[("openfaas-fn", "esg-scaler")]["spec"]
     assert tick(a, gateway, clock, {"image-preprocess": 60.0}).decision.plans

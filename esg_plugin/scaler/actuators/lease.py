@@ -139,6 +139,7 @@ class Lease:
         record says no holder, and the next candidate takes it at once."""
         if not self.leading():
             return
+        self.calls.new_iteration()  # asked afresh: the last iteration's unanswered call is no reason not to
         try:
             lease = self.calls(self.coordination.read_namespaced_lease, self.name, self.namespace, attempts=1)
             if lease.spec.holder_identity == self.identity:
