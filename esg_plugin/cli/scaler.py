@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     actuator, api = _actuator(settings, args.kube_api)
     source = make_source(settings.source_kind, settings.metrics_url, settings.window_s, settings.interval_s)
     lease = None
-    if api is not None and settings.leader_election and not args.once:
+    if api is not None and settings.leader_election:  # --once too: it acts, so only where no other scaler leads
         from ..scaler.actuators.lease import Lease
 
         lease = Lease(api, actuator.api, settings.namespace, settings.lease_name, settings.lease_duration_s)
@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.once:
         scaler.iterate()
+        if lease is not None:
+            lease.release()  # the running scaler, if any, takes it back at once
         print(json.dumps(scaler.plan_document(), indent=2, default=str))
         return 0
     try:

@@ -202,3 +202,23 @@ def test_of_two_scaler_processes_one_acts_and_the_other_takes_over_at_once_when_
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(timeout=30)
+
+
+def test_once_stands_by_where_another_scaler_leads_and_gives_a_lease_it_took_back():
+    """``esg scaler --once`` acts, so it too acts only where it holds the
+    Lease: beside a leading scaler it stands by; alone it takes the lease
+    for its one iteration and gives it up as it exits."""
+    from tests.kube_emulator import KubeEmulator
+
+    with KubeEmulator() as kube:
+        args = ("scaler", "--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json", "--metrics-url",
+                "http://127.0.0.1:9/metrics", "--actuator", "openfaas-kubernetes", "--kube-api", kube.url, "--once")
+        alone = esg(*args)
+        assert alone.returncode == 0, alone.stderr
+        assert "holderIdentity" not in kube.leases[("openfaas-fn", "esg-scaler")]["spec"]  # given back
+        kube.leases[("openfaas-fn", "esg-scaler")]["spec"]["holderIdentity"] = "the-running-scaler"
+        beside = esg(*args)
+        assert beside.returncode == 0, beside.stderr
+        doc = json.loads(beside.stdout)
+        assert doc["reasons"]["*"].startswith("standby: the lease openfaas-fn/esg-scaler is held by the-running-scaler")
+        assert doc["lease"] == {"name": "esg-scaler", "holder": "the-running-scaler", "leading": False}
