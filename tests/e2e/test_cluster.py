@@ -147,3 +147,15 @@ def test_with_hami_the_scaler_reads_each_gpus_free_share(kube):
         pytest.skip("the scaler does not read the room: set share_mode: hami and capacity_gpus, "
                     "and apply deploy/gpu/hami-gpu-room-rbac.yaml")
     assert len(room) == len(healthy) and all(isinstance(r, int) and 0 <= r <= 100 for r in room)
+
+
+def test_the_scaler_holds_the_lease_and_says_so(kube):
+    """Leader election against a real API server: the scaler holds the Lease
+    ``esg-scaler`` in the function namespace (its Role grants get, create and
+    patch on leases) and its ``/plan`` names itself the holder."""
+    from kubernetes import client
+
+    lease = client.CoordinationV1Api().read_namespaced_lease("esg-scaler", NS)
+    plan = scaler_plan(kube)
+    assert plan["lease"]["leading"] and lease.spec.holder_identity == plan["lease"]["holder"]
+    assert lease.spec.lease_duration_seconds >= 3
