@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"esg scaler on http://{settings.host}:{server.server_address[1]} ({settings.actuator}, metrics from "
           f"{settings.metrics_url})", file=sys.stderr, flush=True)
     server.serve_forever(poll_interval=0.2)
-    loop.join(timeout=settings.interval_s + 1)
+    loop.join(timeout=settings.interval_s + settings.api_timeout_s + 1)  # an iteration ends, the lease is given up
     return 0
 
 
