@@ -60,10 +60,12 @@ row of ``--json`` then names the file and the policies taken from it.
 control tick at or after S seconds — a scaler's new version, a drained
 node, a crash (``SimConfig.restart_at_s``): it forgets what it
 remembered (the control law's state, a peer's planned rates, windows
-and panics) and reads what the platform runs, as the scaler reads its
-functions' objects (ESG's ``adopt_running`` then keeps it as its first
-plan; ``--settings '{"adopt_running": false}'`` plans from the first
-window instead). Not with ``--others-from``.
+and panics) but for what ESG's feedbacks learned, which the scaler keeps
+in its Lease (``resume_learned``; ``--settings '{"resume_learned":
+false}'`` forgets that too), and reads what the platform runs, as the
+scaler reads its functions' objects (ESG's ``adopt_running`` then keeps
+it as its first plan; ``--settings '{"adopt_running": false}'`` plans
+from the first window instead). Not with ``--others-from``.
 ``--out DIR``: for reading a case, also write each case's outputs as
 ``esg simulate --out`` does into ``DIR/<workload>/``: ``simulation.json``,
 ``latencies.csv`` (every request), ``decisions.csv`` (every re-plan of

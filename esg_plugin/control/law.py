@@ -72,6 +72,7 @@ import functools
 import math
 from typing import Mapping, Optional, Sequence
 
+from ..limits import is_number
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow, group_of
 from ..model.config import Config, evaluate
 from ..model.plan import choices_latency_ms, path_latency_ms
@@ -80,7 +81,7 @@ from .calibration import Calibration
 from .capacity import Capacity, held_gpus, new_instances
 from .delay import DelayWindow
 from .errors import ControlError
-from .feedback import BOOST_STEP, Feedback
+from .feedback import BOOST_STEP, WAIT_FACTOR_MAX, Feedback, on_margin_grid
 from .observation import Observation, WorkflowObservation, believed_room
 from .packing import room_after
 from .rate import WantedRate, excess_backlog, on_rate_grid
@@ -121,6 +122,56 @@ class ControlLaw:
 
     def new_state(self) -> ControlState:
         return ControlState()
+
+    def learned(self, state: ControlState) -> dict[str, dict[str, float]]:
+        """What the feedbacks have learned of each workflow — its margin,
+        boost and queue factor, where any is off where it starts: what a
+        law started afresh (a restarted scaler, a new leader) resumes from
+        (:meth:`resume`; the scaler keeps it in its Lease's record)."""
+        s = self.settings
+        return {name: {"margin": ws.margin, "boost": ws.boost, "wait_factor": ws.wait_factor}
+                for name, ws in sorted(state.workflows.items())
+                if ws.margin > s.slo_margin + 1e-9 or ws.boost > 1.0 + 1e-9 or ws.wait_factor > 1.0 + 1e-9}
+
+    def resume(self, state: ControlState, learned: object) -> list[str]:
+        """``resume_learned``: start ``state`` (a new one) from what a law
+        before it learned (:meth:`learned`): each workflow's margin, boost and
+        queue factor, each believed only as a number in its range
+        ([``slo_margin``, ``max_margin``], [1, ``max_boost``], [1,
+        ``WAIT_FACTOR_MAX``]) — the record may come from anyone who can write
+        the Lease. What is not believed stays where it starts and is named in
+        the list returned."""
+        s = self.settings
+        if not s.resume_learned:
+            return []
+        if not isinstance(learned, Mapping):
+            return [f"a record of what was learned must be a mapping, got {type(learned).__name__}"]
+        ranges = {"margin": (s.slo_margin, s.max_margin), "boost": (1.0, s.max_boost),
+                  "wait_factor": (1.0, WAIT_FACTOR_MAX)}
+        refused = []
+        for name, values in learned.items():
+            if name not in self.workflows or not isinstance(values, Mapping):
+                refused.append(f"{str(name)[:60]!r}: no workflow of this law, or not a mapping")
+                continue
+            ws = self._workflow_state(state, name)
+            for field, (low, high) in ranges.items():
+                value = values.get(field)
+                if value is None:
+                    continue
+                if not (is_number(value) and low <= value <= high):
+                    refused.append(f"{name}'s {field} {str(value)[:30]!r}: not a number in [{low:g}, {high:g}]")
+                    continue
+                setattr(ws, field, on_margin_grid(float(value)) if field == "margin" else float(value))
+        return refused
+
+    def _workflow_state(self, state: ControlState, name: str) -> WorkflowState:
+        """The state the law keeps of workflow ``name``, made as it starts where there is none."""
+        ws = state.workflows.get(name)
+        if ws is None:
+            s = self.settings
+            ws = state.workflows[name] = WorkflowState(s.slo_margin, DelayWindow(s.scale_down_delay_s),
+                                                       DelayWindow(s.scale_down_delay_s))
+        return ws
 
     # --- the step -------------------------------------------------------------------------
     def step(self, observation: Optional[Observation], state: ControlState, now_s: float,
@@ -197,10 +248,7 @@ class ControlLaw:
         where that is not the rate over its headroom). ``current``: what
         each stage runs, where the caller says."""
         s = self.settings
-        ws = state.workflows.get(workflow.name)
-        if ws is None:
-            ws = state.workflows[workflow.name] = WorkflowState(s.slo_margin, DelayWindow(s.scale_down_delay_s),
-                                                                DelayWindow(s.scale_down_delay_s))
+        ws = self._workflow_state(state, workflow.name)
         if obs.hop_ms is not None:
             ws.hop_ms = obs.hop_ms
         if s.step_cv2_hold and ws.step_cv2 is not None and now_s < ws.panic_until_s \

@@ -74,7 +74,7 @@ def decide_functions(
 ) -> ScalerDecision:
     if observation is None:
         return ScalerDecision({}, {}, {"*": "no metrics data: nothing changes"}, {})
-    law = ControlLaw(list(topology.workflows.values()), profiles, settings.control(), policy="esg")
+    law = control_law(topology, profiles, settings)
     running = {key: InstanceGroup(current[fn].batch_size, current[fn].gpu_share, current[fn].replicas,
                                   current[fn].max_wait_ms)
                for key, fn in topology.functions.items() if fn in current}
@@ -95,6 +95,11 @@ def decide_functions(
         reasons[fn] = describe_change(cur, want)
     return ScalerDecision(desired, dict(decision.plans), reasons, dict(decision.rates_rps), dict(decision.admit_rps),
                           dict(decision.estimates_rps), dict(decision.downstream_exec_ms))
+
+
+def control_law(topology: Topology, profiles: ProfileSet, settings: ScalerSettings) -> ControlLaw:
+    """The control law these settings stand for, over the stack's workflows."""
+    return ControlLaw(list(topology.workflows.values()), profiles, settings.control(), policy="esg")
 
 
 def control_observation(topology: Topology, profiles: ProfileSet, observation: Observation,

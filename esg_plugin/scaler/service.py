@@ -42,7 +42,7 @@ from ..jsonhttp import JsonHTTPServer, JsonRequestHandler, bearer_matches
 from ..model import ProfileSet, Topology
 from .actuators import Actuator, Change
 from .actuators.lease import Lease
-from .decider import Memory, ScalerDecision, decide_functions
+from .decider import Memory, ScalerDecision, control_law, decide_functions
 from .settings import ScalerSettings
 from .sources import MetricsSource
 
@@ -101,6 +101,10 @@ class Scaler:
         """Called after every iteration with (now, observation, decision, changes): esg up's report."""
         self.lease = lease
         """Leader election (``actuators/lease.py``): where given, the scaler acts only while it holds it."""
+        if lease is not None:  # what the law learned goes with the lease, to the scaler that holds it next
+            lease.record = lambda: control_law(self.topology, self.profiles, self.settings).learned(self.memory.state)
+        self._led = False
+        """Whether this scaler held the lease at its last iteration."""
         self.started_at: Optional[float] = None
         """time.monotonic() when the running iteration began (None between iterations)."""
         self.ended_at = time.monotonic()
@@ -195,6 +199,13 @@ class Scaler:
         except Exception as err:  # pragma: no cover - hold() names every API failure
             log.warning("lease failed: %s", err)
             leads = False
+        if leads and not self._led:  # taken: the law resumes from what the last holder's had learned
+            record = self.lease.learned_record()
+            if record is not None:
+                for refused in control_law(self.topology, self.profiles, self.settings).resume(self.memory.state,
+                                                                                              record):
+                    log.warning("lease %s/%s: not believed: %s", self.lease.namespace, self.lease.name, refused)
+        self._led = leads
         if self.lease.failure is not None:
             self.metrics.errors.labels(stage="lease").inc()
         self.metrics.leader.set(1 if leads else 0)

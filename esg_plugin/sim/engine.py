@@ -201,7 +201,8 @@ class SimConfig:
     restart_at_s: Optional[float] = None
     """The policy's controller restarts at the first control tick at or
     after this time — a scaler's new version, a drained node, a crash: it
-    forgets what it remembered (``Policy.restart``) and reads what the
+    forgets what it remembered (``Policy.restart``; ESG's law keeps what its
+    feedbacks learned, as the scaler keeps it in its Lease) and reads what the
     platform runs (``View.deployed``), as the scaler reads its functions'
     objects. None: no restart."""
 

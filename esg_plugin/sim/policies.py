@@ -104,7 +104,9 @@ class ControlledPolicy(Policy):
         """After a restart, the law is told what runs (``View.deployed``), as the scaler tells it."""
 
     def restart(self, view: View) -> None:
+        learned = self.law.learned(self.state)  # kept across the restart, as the scaler keeps it in its Lease
         self.state = self.law.new_state()
+        self.law.resume(self.state, learned)
         self.reads_platform = True
 
     def decide(self, view: View) -> Optional[Deployment]:

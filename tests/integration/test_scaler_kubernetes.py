@@ -651,3 +651,50 @@ def test_two_candidates_writing_one_lease_at_once_cannot_both_take_it(world):
     finally:
         kube.stalled.set()
         kube.stalled = None
+
+
+def test_what_the_leaders_law_learned_goes_with_the_lease_to_the_scaler_that_leads_next(world, caplog):
+    """The holder writes what its law learned (margin, boost, queue factor)
+    into the Lease's record at each renewal (``esg.io/learned``); the
+    scaler that takes the lease over resumes from it, each value believed
+    only in its range — a record anyone with the lease's patch right
+    could have written."""
+    from kubernetes import client as k8s
+
+    from esg_plugin.scaler.actuators.lease import LEARNED, Lease
+
+    topology, first, kube, gateway, clock = world
+
+    def scaler(name):
+        configuration = k8s.Configuration()
+        configuration.host = kube.url
+        api = api_client(configuration)
+        actuator = KubernetesActuator(api, "openfaas-fn")
+        lease = Lease(api, actuator.api, "openfaas-fn", "esg-scaler", 15.0, candidate=name, clock=clock)
+        return Scaler(topology, first.profiles, first.settings, GatewayScrape(gateway.url, first.settings.window_s),
+                      actuator, clock, lease=lease)
+
+    a, b, c = scaler("a"), scaler("b"), scaler("c")
+    for _ in range(3):
+        for s in (a, b):
+            tick(s, gateway, clock, {"image-preprocess": 20.0})
+    learned = a.memory.state.workflows["image"]
+    learned.margin, learned.boost = 0.3, 1.44  # as misses would have raised them
+    tick(a, gateway, clock, {"image-preprocess": 20.0})  # renews: the record goes with the lease
+    record = json.loads(kube.leases[("openfaas-fn", "esg-scaler")]["metadata"]["annotations"][LEARNED])
+    assert record["image"]["margin"] == 0.3 and record["image"]["boost"] == 1.44
+    while not b.lease.leading():  # a crashes; b takes over
+        tick(b, gateway, clock, {"image-preprocess": 20.0})
+    resumed = b.memory.state.workflows["image"]
+    assert (resumed.margin, resumed.boost) == (0.3, 1.44)
+    # a record that says what is out of range is not believed: c, taking over from b, starts where a new law does
+    kube.leases[("openfaas-fn", "esg-scaler")]["metadata"]["annotations"][LEARNED] = \
+        json.dumps({"image": {"margin": 99, "boost": "lots"}, "nobody": {}})
+    b.lease.record = lambda: None  # b's next renewal leaves the record as it is
+    b.lease.release()
+    with caplog.at_level("WARNING"):
+        tick(c, gateway, clock, {"image-preprocess": 20.0})
+    assert c.lease.leading()
+    fresh = c.memory.state.workflows["image"]
+    assert (fresh.margin, fresh.boost) == (0.0, 1.0)
+    assert "not believed" in caplog.text and "margin" in caplog.text

@@ -2462,3 +2462,32 @@ def test_misses_while_what_ran_is_kept_neither_scale_it_down_nor_plan_for_all_it
     assert any("margin raised" in d.reasons.get("w", "") for d in decisions)
     assert all({key: groups[0] for key, groups in d.desired.items()} == running for d in decisions)
     assert state.workflows["w"].adopted
+
+
+def test_a_law_started_afresh_resumes_what_the_last_one_learned_and_believes_it_only_in_range(chain):
+    """``resume_learned``: what the feedbacks learned (margin, boost, queue
+    factor) carried to a new law's state (``learned``, ``resume``: the
+    scaler keeps it in its Lease's record) — each value believed only in
+    its range, anything else named and left where a new law starts."""
+    wf, profiles = chain
+    law = ControlLaw([wf], profiles, ControlSettings())
+    state = law.new_state()
+    assert law.learned(state) == {}
+    for t in range(20):
+        tick(law, state, float(t), 40.0, ok=60, late=20)
+    learned = law.learned(state)
+    assert learned["w"]["margin"] > 0.0
+    fresh = law.new_state()
+    assert law.resume(fresh, learned) == []
+    kept, was = fresh.workflows["w"], state.workflows["w"]
+    assert (kept.margin, kept.boost, kept.wait_factor) == (was.margin, was.boost, was.wait_factor)
+    hostile = law.new_state()
+    refused = law.resume(hostile, {"w": {"margin": 5.0, "boost": float("nan"), "wait_factor": True},
+                                   "nobody": {"margin": 0.1}, "w2": 3})
+    assert len(refused) == 5, refused
+    assert (hostile.workflows["w"].margin, hostile.workflows["w"].boost, hostile.workflows["w"].wait_factor) == \
+        (0.0, 1.0, 1.0)
+    assert law.resume(law.new_state(), [1, 2]) == ["a record of what was learned must be a mapping, got list"]
+    off = ControlLaw([wf], profiles, ControlSettings(resume_learned=False))
+    untouched = off.new_state()
+    assert off.resume(untouched, learned) == [] and "w" not in untouched.workflows

@@ -935,3 +935,22 @@ def test_a_controller_restart_in_the_simulator_forgets_the_policy_and_esg_keeps_
         assert policy.reads_platform
     assert any("what runs, kept" in r for r in reasons[True])
     assert not any("what runs, kept" in r for r in reasons[False]) and any("first plan for" in r for r in reasons[False])
+
+
+def test_a_restarted_esg_policy_resumes_what_its_law_had_learned():
+    """The simulator's restart keeps what ESG's law learned, as the scaler
+    keeps it in its Lease's record (``ControlLaw.learned``, ``resume``)."""
+    import types
+
+    from esg_plugin.control import ControlSettings
+    from esg_plugin.sim.generate import random_workload
+
+    case = random_workload(2)
+    workflows = [load.workflow for load in case.workload.workflows]
+    policy = make_policy("esg", workflows, case.profiles, ControlSettings(capacity_gpus=16.0))
+    name = workflows[0].name
+    assert policy.law.resume(policy.state, {name: {"margin": 0.3, "boost": 1.44}}) == []
+    before = policy.state
+    policy.restart(types.SimpleNamespace(deployed={}))
+    assert policy.state is not before and policy.reads_platform
+    assert (policy.state.workflows[name].margin, policy.state.workflows[name].boost) == (0.3, 1.44)

@@ -21,6 +21,7 @@ holder), so that the next takes over at its next iteration.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import socket
@@ -34,6 +35,11 @@ from .errors import ApiError, Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
+LEARNED = "esg.io/learned"
+"""The Lease's annotation that carries what the holder's law learned
+(``ControlLaw.learned``, JSON), for the scaler that holds it next."""
+LEARNED_MAX_CHARS = 65536
+"""A longer record is not read."""
 RENEW_DEADLINE = 2.0 / 3.0
 """A holder that could not renew for this part of the lease's duration stops
 acting (client-go's defaults: 10 s of 15)."""
@@ -75,6 +81,10 @@ class Lease:
         """When (``clock``) this scaler last wrote the lease as its holder."""
         self.failure: Optional[str] = None
         """What the last :meth:`hold` met where the API failed (None where it answered)."""
+        self.record: Callable[[], Optional[dict]] = lambda: None
+        """What the holder writes into the lease's record at each renewal (``LEARNED``)."""
+        self.said: Optional[str] = None
+        """The record as last read (``LEARNED``'s text; None where there is none)."""
 
     def leading(self) -> bool:
         """Is this scaler the holder, by its last renewal?"""
@@ -94,6 +104,7 @@ class Lease:
             self.failure = f"lease {self.namespace}/{self.name} not read: {err}"
             log.warning("%s", self.failure)
             return self.leading()
+        self.said = ((lease.metadata.annotations or {}) if lease.metadata else {}).get(LEARNED)
         spec = lease.spec
         holder = spec.holder_identity or None
         record = (holder, spec.renew_time, spec.lease_transitions)
@@ -111,16 +122,20 @@ class Lease:
         stamp = micro_time(self.wall())
         spec = {"holderIdentity": self.identity, "leaseDurationSeconds": math.ceil(self.duration_s),
                 "renewTime": stamp}
+        record = self.record()
+        annotations = {} if record is None else {LEARNED: json.dumps(record, separators=(",", ":"))}
         try:
             if lease is None:
                 body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "metadata": {"name": self.name, "namespace": self.namespace, "annotations": annotations},
                         "spec": {**spec, "acquireTime": stamp, "leaseTransitions": 0}}
                 self.calls(self.coordination.create_namespaced_lease, self.namespace, body, attempts=1)
             else:
                 if lease.spec.holder_identity != self.identity:  # taken over: a transition
                     spec.update(acquireTime=stamp, leaseTransitions=(lease.spec.lease_transitions or 0) + 1)
                 body = {"metadata": {"resourceVersion": lease.metadata.resource_version}, "spec": spec}
+                if annotations and lease.spec.holder_identity == self.identity:  # a taker keeps the last record
+                    body["metadata"]["annotations"] = annotations
                 self.calls(self.coordination.patch_namespaced_lease, self.name, self.namespace, body, attempts=1)
         except Conflict:  # another candidate wrote it since it was read (or created it first)
             self._renewed_at = None
@@ -133,6 +148,21 @@ class Lease:
             log.info("leading: lease %s/%s held by %s", self.namespace, self.name, self.identity)
         self._renewed_at, self.holder = now, self.identity
         return True
+
+    def learned_record(self) -> Optional[object]:
+        """The record last read, parsed (None where there is none, or it is
+        too long or not JSON: said in the log); what it says is checked by
+        the law (``ControlLaw.resume``)."""
+        if self.said is None:
+            return None
+        if len(self.said) > LEARNED_MAX_CHARS:
+            log.warning("lease %s/%s: a record of %d characters not read", self.namespace, self.name, len(self.said))
+            return None
+        try:
+            return json.loads(self.said)
+        except ValueError as err:
+            log.warning("lease %s/%s: its record is not JSON (%s): not read", self.namespace, self.name, err)
+            return None
 
     def release(self) -> None:
         """Give the lease up (a clean stop), where this scaler holds it: the
