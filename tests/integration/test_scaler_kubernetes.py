@@ -553,6 +553,20 @@ def test_the_api_stall_bench_counts_one_connection_an_iteration():
     assert bad.returncode == 2 and "at least 1" in bad.stderr
 
 
+def leased_scaler(world, name):
+    """Another scaler over the world's API, gateway and clock, holding the
+    Lease ``esg-scaler`` as candidate ``name`` (15 s), as ``esg scaler`` does."""
+    from esg_plugin.scaler.actuators.lease import Lease
+
+    topology, first, kube, gateway, clock = world
+    configuration = client.Configuration()
+    configuration.host = kube.url
+    api = api_client(configuration)
+    actuator = KubernetesActuator(api, "openfaas-fn")
+    lease = Lease(api, actuator.api, "openfaas-fn", "esg-scaler", 15.0, candidate=name, clock=clock)
+    return Scaler(topology, first.profiles, first.settings, GatewayScrape(gateway.url, first.settings.window_s),
+                  actuator, clock, lease=lease)
+
 def test_one_of_two_scalers_holds_the_lease_and_acts_while_the_other_stands_by(world):
     """Leader election (``actuators/lease.py``): of two scalers over one API —
     the scaler's rolling update, or two gateway replicas with a sidecar
@@ -562,22 +576,8 @@ def test_one_of_two_scalers_holds_the_lease_and_acts_while_the_other_stands_by(w
     by its own clock and keeps what runs; the old one, back, stands by. A
     holder that stops cleanly gives the lease up, and the next takes it
     at once."""
-    from kubernetes import client as k8s
-
-    from esg_plugin.scaler.actuators.lease import Lease
-
-    topology, first, kube, gateway, clock = world
-
-    def scaler(name):
-        configuration = k8s.Configuration()
-        configuration.host = kube.url
-        api = api_client(configuration)
-        actuator = KubernetesActuator(api, "openfaas-fn")
-        lease = Lease(api, actuator.api, "openfaas-fn", "esg-scaler", 15.0, candidate=name, clock=clock)
-        return Scaler(topology, first.profiles, first.settings, GatewayScrape(gateway.url, first.settings.window_s),
-                      actuator, clock, lease=lease)
-
-    a, b = scaler("a"), scaler("b")
+    topology, _, kube, gateway, clock = world
+    a, b = leased_scaler(world, "a"), leased_scaler(world, "b")
     both = lambda rates: [tick(s, gateway, clock, rates) for s in (a, b)]  # noqa: E731
     for _ in range(3):
         both({"image-preprocess": 60.0})
@@ -659,22 +659,10 @@ def test_what_the_leaders_law_learned_goes_with_the_lease_to_the_scaler_that_lea
     scaler that takes the lease over resumes from it, each value believed
     only in its range — a record anyone with the lease's patch right
     could have written."""
-    from kubernetes import client as k8s
+    from esg_plugin.scaler.actuators.lease import LEARNED
 
-    from esg_plugin.scaler.actuators.lease import LEARNED, Lease
-
-    topology, first, kube, gateway, clock = world
-
-    def scaler(name):
-        configuration = k8s.Configuration()
-        configuration.host = kube.url
-        api = api_client(configuration)
-        actuator = KubernetesActuator(api, "openfaas-fn")
-        lease = Lease(api, actuator.api, "openfaas-fn", "esg-scaler", 15.0, candidate=name, clock=clock)
-        return Scaler(topology, first.profiles, first.settings, GatewayScrape(gateway.url, first.settings.window_s),
-                      actuator, clock, lease=lease)
-
-    a, b, c = scaler("a"), scaler("b"), scaler("c")
+    topology, _, kube, gateway, clock = world
+    a, b, c = (leased_scaler(world, name) for name in "abc")
     for _ in range(3):
         for s in (a, b):
             tick(s, gateway, clock, {"image-preprocess": 20.0})
