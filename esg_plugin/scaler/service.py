@@ -213,9 +213,12 @@ class Scaler:
 
     def _standby(self, now: float, started: float) -> Status:
         """An iteration of a scaler that does not hold the lease: it reads no
-        function and changes nothing, and forgets what its law knew — when
-        it leads, what runs is its first plan (``adopt_running``)."""
+        function and changes nothing, and forgets what its law knew and the
+        plans it showed — when it leads, its law resumes what the holder's
+        had learned (the Lease's record) and what runs is its first plan
+        (``adopt_running``)."""
         self.memory = Memory()
+        self.last_plans = {}  # /plan shows no plan this scaler does not act on
         holder = self.lease.holder or "another scaler"
         self.status.decision = ScalerDecision({}, {}, {"*": f"standby: the lease {self.lease.namespace}/"
                                                             f"{self.lease.name} is held by {holder}"}, {})

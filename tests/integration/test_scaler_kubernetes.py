@@ -589,6 +589,7 @@ def test_one_of_two_scalers_holds_the_lease_and_acts_while_the_other_stands_by(w
     tick(b, gateway, clock, {"image-preprocess": 60.0})
     assert [v[2] for v in kube.verbs[before:]] == ["leases"]  # standing by: the lease read, nothing else
     assert b.plan_document()["lease"] == {"name": "esg-scaler", "holder": "a", "leading": False}
+    assert b.plan_document()["workflows"] == {} and a.plan_document()["workflows"]
     assert a.metrics.leader._value.get() == 1 and b.metrics.leader._value.get() == 0
     peak = image_replicas(kube, topology)
     # a crashes: b takes over once the record has not changed for 15 s by its clock (b last saw it change
@@ -602,6 +603,7 @@ def test_one_of_two_scalers_holds_the_lease_and_acts_while_the_other_stands_by(w
     assert image_replicas(kube, topology) == peak
     tick(a, gateway, clock, {"image-preprocess": 60.0})  # back: b holds it
     assert a.status.decision.reasons["*"].startswith("standby") and not a.lease.leading()
+    assert a.plan_document()["workflows"] == {}  # the plans it led with are not shown while it stands by
     # b stops cleanly: it gives the lease up (even where its last iteration met an API that did not
     # answer: it asks afresh), and a takes it at its next iteration
     from esg_plugin.scaler.actuators.errors import Unavailable
