@@ -78,7 +78,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import statistics
 import sys
 import time
@@ -90,6 +89,7 @@ from esg_plugin.control import ABLATIONS, ControlSettings
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
 from esg_plugin.sim.cluster import PLACEMENTS
 from esg_plugin.sim.engine import EXEC_FACTOR_LIMITS, MAX_NOISE_SIGMA
+from esg_plugin.sim.workload import WorkloadError
 from esg_plugin.sim.generate import FAMILIES, profile_errors, random_workload, workload_name
 from esg_plugin.sim.report import document, summarize, write_outputs
 
@@ -282,8 +282,10 @@ def main(argv=None) -> int:
         parser.error(f"--gpus must lie in [1, {MAX_GPUS}]")
     if (only or args.gpus is not None) and args.others_from:
         parser.error("--workflows and --gpus do not go with --others-from (its file ran every workflow)")
-    if args.restart_at is not None and not (math.isfinite(args.restart_at) and args.restart_at >= 0):
-        parser.error("--restart-at must be a number of seconds, at least 0")
+    try:
+        SimConfig(restart_at_s=args.restart_at)  # the simulator's own check of the restart time
+    except WorkloadError as e:
+        parser.error(f"--restart-at: {e}")
     if args.restart_at is not None and args.others_from:
         parser.error("--restart-at does not go with --others-from (its file ran without a restart)")
     policies = args.policies.split(",")

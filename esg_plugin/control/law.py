@@ -663,14 +663,15 @@ class ControlLaw:
         groups = {st.name: current.get((workflow.name, st.name)) for st in workflow.stages}
         profiles = self.calibration.profiles_for(workflow, state, now_s)
         high = math.inf  # no stage keeps up with more than its instances execute
+        exec_ms = {}
         for st in workflow.stages:
             group = groups[st.name]
-            exec_ms = _running_exec_ms(profiles, st.function, group)
-            if exec_ms is None or group.count < 1 or st.fanout <= 0:
+            exec_ms[st.name] = _running_exec_ms(profiles, st.function, group)
+            if exec_ms[st.name] is None or group.count < 1 or st.fanout <= 0:
                 return False  # a stage runs nothing, or nothing its profile knows: no plan to adopt
             # at most the largest utilisation a plan is made for: what runs covers what its plan would
-            high = min(high, max(self.settings.utilisations) * 1000.0 * group.batch_size * group.count / exec_ms
-                       / st.fanout)
+            high = min(high, max(self.settings.utilisations) * 1000.0 * group.batch_size * group.count
+                       / exec_ms[st.name] / st.fanout)
         arrival_cv2 = max(obs.arrival_cv2, 0.0) if self.settings.queueing_aware else None
         budget_ms = workflow.slo_ms * (1.0 - ws.margin)
         low = 0.0
@@ -685,9 +686,8 @@ class ControlLaw:
         choices = {}
         for st in workflow.stages:
             group = groups[st.name]
-            option = evaluate(Config(group.batch_size, group.gpu_share), _running_exec_ms(profiles, st.function, group),
-                              low * st.fanout, arrival_cv2=arrival_cv2, replicas=group.count,
-                              queueing_model=self.settings.queueing_model)
+            option = evaluate(Config(group.batch_size, group.gpu_share), exec_ms[st.name], low * st.fanout,
+                              arrival_cv2=arrival_cv2, replicas=group.count, queueing_model=self.settings.queueing_model)
             wait_ms = min(option.wait_ms, group.max_wait_ms)  # the batcher's timeout bounds the fill wait
             choices[st.name] = option._replace(wait_ms=wait_ms,
                                                latency_ms=option.latency_ms - option.wait_ms + wait_ms)

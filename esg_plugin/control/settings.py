@@ -333,13 +333,12 @@ class ControlSettings:
     before ``warmup_s``, never while requests wait or miss), re-planned at
     once for a rate above it; until then a re-plan for misses or moved
     execution times is for the load, and taken only where it holds more
-    than what runs. As the
-    Kubernetes HPA records a target's current replicas as a recommendation
-    when its controller first sees it, so that a restart scales nothing
-    down within the stabilisation window. Off: the first plan is for the
-    first window's rate, at once. Never acts in the simulator unless it
-    restarts the law (``bench/robustness.py --restart-at``): its runs
-    start with nothing running."""
+    than what runs. As the Kubernetes HPA records a target's current
+    replicas as a recommendation when its controller first sees it, so
+    that a restart scales nothing down within the stabilisation window.
+    Off: the first plan is for the first window's rate, at once. Never
+    acts in the simulator unless it restarts the law (``bench/robustness.py
+    --restart-at``): its runs start with nothing running."""
     min_share_saving: float = 0.2
     """Another share restarts a stage's instances: a smaller one is taken only
     when it saves at least this share of the stage's cost; a larger one only

@@ -15,6 +15,8 @@ from ..model.config import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS
 ACTUATORS = ("dry-run", "openfaas-kubernetes", "openfaas-gateway", "knative")
 SHARE_MODES = ("env", "hami")
 METRICS_KINDS = ("auto", "gateway", "prometheus")
+
+
 def is_http_url(text: str) -> bool:
     """An http(s) URL with a host (``metrics_url``, ``gateway_url``, ``esg scaler --kube-api``)."""
     try:

@@ -817,7 +817,8 @@ class Simulator:
         self.exec_done = {}
         return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting,
                     stage_wait, unplaced, newest, tuple(self.cluster.gpu_free),
-                    {key: groups[0] for key, groups in self.desired.items() if groups})
+                    {key: groups[0] for key, groups in self.desired.items() if groups}
+                    if self.config.restart_at_s is not None else {})  # read only after a restart
 
 
 def _arrived_since(arrivals: deque, since_ms: float) -> int:

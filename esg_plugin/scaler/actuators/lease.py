@@ -99,6 +99,7 @@ class Lease:
         try:
             lease = self.calls(self.coordination.read_namespaced_lease, self.name, self.namespace)
         except NotFound:
+            self.said = None  # no lease, no record
             return self._write(None, now)
         except ApiError as err:
             self.failure = f"lease {self.namespace}/{self.name} not read: {err}"
