@@ -81,8 +81,8 @@ from .calibration import Calibration
 from .capacity import Capacity, held_gpus, new_instances
 from .delay import DelayWindow
 from .errors import ControlError
-from .feedback import BOOST_STEP, WAIT_FACTOR_MAX, Feedback, on_margin_grid
-from .observation import Observation, WorkflowObservation, believed_room
+from .feedback import BOOST_STEP, MAX_ROLLBACK_DOUBLINGS, WAIT_FACTOR_MAX, Feedback, on_margin_grid
+from .observation import MAX_RATE_RPS, Observation, WorkflowObservation, believed_room
 from .packing import room_after
 from .rate import WantedRate, excess_backlog, on_rate_grid
 from .room import Room
@@ -123,31 +123,55 @@ class ControlLaw:
     def new_state(self) -> ControlState:
         return ControlState()
 
-    def learned(self, state: ControlState) -> dict[str, dict[str, float]]:
+    def learned(self, state: ControlState, now_s: float) -> dict[str, dict[str, float]]:
         """What the feedbacks have learned of each workflow — its margin,
-        boost and queue factor, where any is off where it starts: what a
+        boost and queue factor, where any is off where it starts, and the
+        rollback's back-off: how many scale-downs in a row were undone
+        (``rollbacks``), for how many more seconds no scale-down is taken
+        (``down_hold_s``, from ``now_s``: a time relative to the writer's
+        clock, so that no two hosts' clocks are compared) and the rate
+        planned meanwhile (``down_hold_rps``) — what a
         law started afresh (a restarted scaler, a new leader) resumes from
         (:meth:`resume`; the scaler keeps it in its Lease's record)."""
         s = self.settings
-        return {name: {"margin": ws.margin, "boost": ws.boost, "wait_factor": ws.wait_factor}
-                for name, ws in sorted(state.workflows.items())
-                if ws.margin > s.slo_margin + 1e-9 or ws.boost > 1.0 + 1e-9 or ws.wait_factor > 1.0 + 1e-9}
+        out = {}
+        for name, ws in sorted(state.workflows.items()):
+            record = {}
+            if ws.margin > s.slo_margin + 1e-9 or ws.boost > 1.0 + 1e-9 or ws.wait_factor > 1.0 + 1e-9:
+                record.update(margin=ws.margin, boost=ws.boost, wait_factor=ws.wait_factor)
+            if ws.rollbacks > 0:
+                record["rollbacks"] = ws.rollbacks
+            if ws.down_hold_until_s > now_s:
+                record["down_hold_s"] = round(ws.down_hold_until_s - now_s, 3)
+                held_rps = ws.down_hold_rps if ws.planned_rps is None else ws.planned_rps
+                if held_rps is not None:
+                    record["down_hold_rps"] = held_rps
+            if record:
+                out[name] = record
+        return out
 
-    def resume(self, state: ControlState, learned: object) -> list[str]:
+    def resume(self, state: ControlState, learned: object, now_s: float) -> list[str]:
         """``resume_learned``: start ``state`` (a new one) from what a law
         before it learned (:meth:`learned`): each workflow's margin, boost and
-        queue factor, each believed only as a number in its range
-        ([``slo_margin``, ``max_margin``], [1, ``max_boost``], [1,
-        ``WAIT_FACTOR_MAX``]) — the record may come from anyone who can write
-        the Lease. What is not believed stays where it starts and is named in
-        the list returned."""
+        queue factor, its rollbacks in a row, the seconds left of its hold
+        on scale-downs (counted from ``now_s``) and the rate it holds, each
+        believed only as a number in its range ([``slo_margin``,
+        ``max_margin``], [1, ``max_boost``], [1, ``WAIT_FACTOR_MAX``], a
+        whole number in [0, ``MAX_ROLLBACK_DOUBLINGS``], [0, the longest
+        hold a rollback sets], [0, ``MAX_RATE_RPS``]; while that hold
+        lasts, no plan is for less than that rate: ``_step_workflow``)
+        — the record may come from anyone who can write the Lease. What is
+        not believed stays where it starts and is named in the list
+        returned."""
         s = self.settings
         if not s.resume_learned:
             return []
         if not isinstance(learned, Mapping):
             return [f"a record of what was learned must be a mapping, got {type(learned).__name__}"]
         ranges = {"margin": (s.slo_margin, s.max_margin), "boost": (1.0, s.max_boost),
-                  "wait_factor": (1.0, WAIT_FACTOR_MAX)}
+                  "wait_factor": (1.0, WAIT_FACTOR_MAX), "rollbacks": (0, MAX_ROLLBACK_DOUBLINGS),
+                  "down_hold_s": (0.0, s.scale_down_delay_s * 2 ** MAX_ROLLBACK_DOUBLINGS),
+                  "down_hold_rps": (0.0, MAX_RATE_RPS)}
         refused = []
         for name, values in learned.items():
             if name not in self.workflows or not isinstance(values, Mapping):
@@ -158,10 +182,21 @@ class ControlLaw:
                 value = values.get(field)
                 if value is None:
                     continue
-                if not (is_number(value) and low <= value <= high):
-                    refused.append(f"{name}'s {field} {str(value)[:30]!r}: not a number in [{low:g}, {high:g}]")
+                if not (is_number(value) and low <= value <= high) \
+                        or (field == "rollbacks" and value != int(value)):
+                    refused.append(f"{name}'s {field} {str(value)[:30]!r}: not a number in [{low:g}, {high:g}]"
+                                   + (" (a whole one)" if field == "rollbacks" else ""))
                     continue
-                setattr(ws, field, on_margin_grid(float(value)) if field == "margin" else float(value))
+                if field == "margin":
+                    ws.margin = on_margin_grid(float(value))
+                elif field == "rollbacks":
+                    ws.rollbacks = int(value)
+                elif field == "down_hold_s":
+                    ws.down_hold_until_s = now_s + float(value)
+                elif field == "down_hold_rps":
+                    ws.down_hold_rps = float(value) if value > 0 else None
+                else:
+                    setattr(ws, field, float(value))
         return refused
 
     def _workflow_state(self, state: ControlState, name: str) -> WorkflowState:
@@ -275,6 +310,12 @@ class ControlLaw:
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
         pooled = self.rates.pooled(ws, obs, now_s)
         want, wanted_rps, said, quick, settle_below = self.rates.wanted(ws, obs, backlog, now_s, pooled)
+        if ws.down_hold_rps is not None:  # resumed with a rollback's hold (``resume``): no plan below it until it ends
+            if now_s < ws.down_hold_until_s and want < ws.down_hold_rps:
+                want, said = ws.down_hold_rps, f"{said}; {ws.down_hold_rps:.2f} rps held after a rolled-back " \
+                                                 f"scale-down, for {ws.down_hold_until_s - now_s:.0f} s more"
+            elif now_s >= ws.down_hold_until_s:
+                ws.down_hold_rps = None
         planned = ws.planned_rps
         target = planned
         ws.calm = calm = backlog <= 0 and not rising and now_s >= ws.panic_until_s

@@ -517,11 +517,12 @@ class ControlSettings:
     """The least rate planned for."""
     resume_learned: bool = True
     """A law started afresh beside what ran (a restarted scaler, a new
-    leader) resumes each workflow's margin, boost and queue factor from
-    what the law before it had learned, where its caller kept that
-    (``ControlLaw.learned``, ``ControlLaw.resume``: the scaler in its
-    Lease's record, the simulator's restart always), each believed only
-    in its range. Off: they start where a new law's do."""
+    leader) resumes each workflow's margin, boost and queue factor, and a
+    rollback's back-off (its count, the hold on scale-downs that is left,
+    the rate it holds), from what the law before it had learned, where its
+    caller kept that (``ControlLaw.learned``, ``ControlLaw.resume``: the
+    scaler in its Lease's record, the simulator's restart always), each
+    believed only in its range. Off: they start where a new law's do."""
     queueing_aware: bool = True
     """Plan with the queueing-aware latency (``model/config.py``)."""
     queue_quantile: Optional[float] = None

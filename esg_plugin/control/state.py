@@ -186,6 +186,9 @@ class WorkflowState:
     """Scale-downs undone in a row; the next one waits 2^this × the delay."""
     down_hold_until_s: float = -math.inf
     """No scale-down before then (after a rollback)."""
+    down_hold_rps: Optional[float] = None
+    """The rate planned while that hold was on, as a law before this one
+    left it (``ControlLaw.resume``): no plan for less until the hold ends."""
 
 
 @dataclass

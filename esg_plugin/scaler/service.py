@@ -102,7 +102,8 @@ class Scaler:
         self.lease = lease
         """Leader election (``actuators/lease.py``): where given, the scaler acts only while it holds it."""
         if lease is not None:  # what the law learned goes with the lease, to the scaler that holds it next
-            lease.record = lambda: control_law(self.topology, self.profiles, self.settings).learned(self.memory.state)
+            lease.record = lambda: control_law(self.topology, self.profiles, self.settings).learned(
+                self.memory.state, self.clock())
         self._led = False
         """Whether this scaler held the lease at its last iteration."""
         self.started_at: Optional[float] = None
@@ -202,8 +203,8 @@ class Scaler:
         if leads and not self._led:  # taken: the law resumes from what the last holder's had learned
             record = self.lease.learned_record()
             if record is not None:
-                for refused in control_law(self.topology, self.profiles, self.settings).resume(self.memory.state,
-                                                                                              record):
+                law = control_law(self.topology, self.profiles, self.settings)
+                for refused in law.resume(self.memory.state, record, self.clock()):
                     log.warning("lease %s/%s: not believed: %s", self.lease.namespace, self.lease.name, refused)
         self._led = leads
         if self.lease.failure is not None:

@@ -104,9 +104,9 @@ class ControlledPolicy(Policy):
         """After a restart, the law is told what runs (``View.deployed``), as the scaler tells it."""
 
     def restart(self, view: View) -> None:
-        learned = self.law.learned(self.state)  # kept across the restart, as the scaler keeps it in its Lease
+        learned = self.law.learned(self.state, view.now_s)  # kept across the restart, as the scaler keeps it
         self.state = self.law.new_state()
-        self.law.resume(self.state, learned)
+        self.law.resume(self.state, learned, view.now_s)
         self.reads_platform = True
 
     def decide(self, view: View) -> Optional[Deployment]:

@@ -656,8 +656,8 @@ def test_two_candidates_writing_one_lease_at_once_cannot_both_take_it(world):
 
 
 def test_what_the_leaders_law_learned_goes_with_the_lease_to_the_scaler_that_leads_next(world, caplog):
-    """The holder writes what its law learned (margin, boost, queue factor)
-    into the Lease's record at each renewal (``esg.io/learned``); the
+    """The holder writes what its law learned (margin, boost, queue factor,
+    a rollback's back-off and hold) into the Lease's record at each renewal (``esg.io/learned``); the
     scaler that takes the lease over resumes from it, each value believed
     only in its range — a record anyone with the lease's patch right
     could have written."""
@@ -670,13 +670,18 @@ def test_what_the_leaders_law_learned_goes_with_the_lease_to_the_scaler_that_lea
             tick(s, gateway, clock, {"image-preprocess": 20.0})
     learned = a.memory.state.workflows["image"]
     learned.margin, learned.boost = 0.3, 1.44  # as misses would have raised them
+    learned.rollbacks, learned.down_hold_until_s = 2, clock() + 200.0  # as a scale-down undone would have
     tick(a, gateway, clock, {"image-preprocess": 20.0})  # renews: the record goes with the lease
     record = json.loads(kube.leases[("openfaas-fn", "esg-scaler")]["metadata"]["annotations"][LEARNED])
     assert record["image"]["margin"] == 0.3 and record["image"]["boost"] == 1.44
+    assert record["image"]["rollbacks"] == 2 and record["image"]["down_hold_rps"] == learned.planned_rps
+    written_s = record["image"]["down_hold_s"]  # the seconds left, by a's clock: no two clocks compared
+    assert 0 < written_s <= 200.0
     while not b.lease.leading():  # a crashes; b takes over
         tick(b, gateway, clock, {"image-preprocess": 20.0})
     resumed = b.memory.state.workflows["image"]
-    assert (resumed.margin, resumed.boost) == (0.3, 1.44)
+    assert (resumed.margin, resumed.boost, resumed.rollbacks) == (0.3, 1.44, 2)
+    assert resumed.down_hold_rps == learned.planned_rps and resumed.down_hold_until_s > clock() + written_s - 5.0
     # a record that says what is out of range is not believed: c, taking over from b, starts where a new law does
     kube.leases[("openfaas-fn", "esg-scaler")]["metadata"]["annotations"][LEARNED] = \
         json.dumps({"image": {"margin": 99, "boost": "lots"}, "nobody": {}})

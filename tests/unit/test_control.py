@@ -561,6 +561,41 @@ def test_a_scale_down_that_brings_misses_back_is_undone_and_the_next_waits_longe
     assert ws().down_from_rps is None and ws().rollbacks == 0  # ... and, without misses, it stays down
 
 
+def test_a_law_resumed_in_a_rollbacks_hold_keeps_the_hold_and_plans_for_no_less_until_it_ends(chain):
+    """``resume_learned``: a scale-down undone for its misses holds the
+    plan for the back-off (``rollback``); a law started afresh while that
+    hold lasts (a restarted scaler, a new leader) resumes it — the seconds
+    left, counted on its own clock, and the rate held — and neither plans
+    for less nor scales down before it ends, as the law before it would
+    not have. Without the record it scaled down at the plain delay (the
+    fault found on random-extreme-1260, restarted at 150 s: 90.5 -> 84.3%)."""
+    law, state, high = scaled_down(chain)
+    decision = tick(law, state, 12.0, 20.0, ok=70, late=30)  # undone: no scale-down for twice the delay
+    middle = state.workflows["w"].planned_rps
+    learned = law.learned(state, 14.0)
+    assert learned["w"] == {"rollbacks": 1, "down_hold_s": 18.0, "down_hold_rps": middle}
+    running = {key: groups[0] for key, groups in decision.desired.items()}
+
+    def restarted(record):
+        """The rate a law started at 14 s from ``record`` plans for at each tick, what ran kept running."""
+        fresh = ControlLaw(list(law.workflows.values()), law.profiles, law.settings)
+        fresh_state = fresh.new_state()
+        assert fresh.resume(fresh_state, record, 14.0) == []
+        planned, rollbacks = {}, {}
+        for t in range(14, 45):
+            fresh.step(Observation(float(t), {"w": WorkflowObservation(20.0, 20.0, 2.0, ok=100)}), fresh_state,
+                       float(t), running)
+            planned[t], rollbacks[t] = fresh_state.workflows["w"].planned_rps, fresh_state.workflows["w"].rollbacks
+        return planned, rollbacks
+
+    kept, rollbacks = restarted(learned)
+    assert rollbacks[31] == 1  # the back-off goes on: a scale-down undone again would wait longer
+    assert min(rate for t, rate in kept.items() if t < 32) >= middle * (1 - 1e-9)
+    assert kept[44] < middle and rollbacks[44] == 0  # down once the hold has ended; it held: the back-off ends
+    forgot, _ = restarted({})
+    assert min(rate for t, rate in forgot.items() if t < 32) < middle  # down within the hold
+
+
 def test_misses_after_the_plan_rose_past_a_scale_down_are_not_the_scale_downs(chain):
     """A plan back at (or above) the one before a scale-down ends its watch:
     the misses of a step that came later bisect nothing and lengthen no hold
@@ -2472,22 +2507,25 @@ def test_a_law_started_afresh_resumes_what_the_last_one_learned_and_believes_it_
     wf, profiles = chain
     law = ControlLaw([wf], profiles, ControlSettings())
     state = law.new_state()
-    assert law.learned(state) == {}
+    assert law.learned(state, 0.0) == {}
     for t in range(20):
         tick(law, state, float(t), 40.0, ok=60, late=20)
-    learned = law.learned(state)
+    learned = law.learned(state, 20.0)
     assert learned["w"]["margin"] > 0.0
     fresh = law.new_state()
-    assert law.resume(fresh, learned) == []
+    assert law.resume(fresh, learned, 20.0) == []
     kept, was = fresh.workflows["w"], state.workflows["w"]
     assert (kept.margin, kept.boost, kept.wait_factor) == (was.margin, was.boost, was.wait_factor)
     hostile = law.new_state()
-    refused = law.resume(hostile, {"w": {"margin": 5.0, "boost": float("nan"), "wait_factor": True},
-                                   "nobody": {"margin": 0.1}, "w2": 3})
-    assert len(refused) == 5, refused
-    assert (hostile.workflows["w"].margin, hostile.workflows["w"].boost, hostile.workflows["w"].wait_factor) == \
-        (0.0, 1.0, 1.0)
-    assert law.resume(law.new_state(), [1, 2]) == ["a record of what was learned must be a mapping, got list"]
+    refused = law.resume(hostile, {"w": {"margin": 5.0, "boost": float("nan"), "wait_factor": True,
+                                         "rollbacks": 1.5, "down_hold_s": 1e9, "down_hold_rps": -3.0},
+                                   "nobody": {"margin": 0.1}, "w2": 3}, 20.0)
+    assert len(refused) == 8, refused
+    assert "w's rollbacks '1.5': not a number in [0, 3] (a whole one)" in refused
+    h = hostile.workflows["w"]
+    assert (h.margin, h.boost, h.wait_factor, h.rollbacks, h.down_hold_until_s, h.down_hold_rps) == \
+        (0.0, 1.0, 1.0, 0, -math.inf, None)
+    assert law.resume(law.new_state(), [1, 2], 20.0) == ["a record of what was learned must be a mapping, got list"]
     off = ControlLaw([wf], profiles, ControlSettings(resume_learned=False))
     untouched = off.new_state()
-    assert off.resume(untouched, learned) == [] and "w" not in untouched.workflows
+    assert off.resume(untouched, learned, 20.0) == [] and "w" not in untouched.workflows

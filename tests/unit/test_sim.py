@@ -949,8 +949,8 @@ def test_a_restarted_esg_policy_resumes_what_its_law_had_learned():
     workflows = [load.workflow for load in case.workload.workflows]
     policy = make_policy("esg", workflows, case.profiles, ControlSettings(capacity_gpus=16.0))
     name = workflows[0].name
-    assert policy.law.resume(policy.state, {name: {"margin": 0.3, "boost": 1.44}}) == []
+    assert policy.law.resume(policy.state, {name: {"margin": 0.3, "boost": 1.44}}, 0.0) == []
     before = policy.state
-    policy.restart(types.SimpleNamespace(deployed={}))
+    policy.restart(types.SimpleNamespace(deployed={}, now_s=0.0))
     assert policy.state is not before and policy.reads_platform
     assert (policy.state.workflows[name].margin, policy.state.workflows[name].boost) == (0.3, 1.44)
