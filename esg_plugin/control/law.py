@@ -694,7 +694,8 @@ class ControlLaw:
         already runs (``current``, as the caller reports it) and serves more
         than the first plan would be for (``want_rps``), what runs becomes
         its plan — for the largest rate at which it meets the margin's budget
-        by the model, priced with the calibrated profiles, at no stage above
+        by the model (where it meets that at no rate, the SLO's), priced
+        with the calibrated profiles, at no stage above
         the largest utilisation a plan is made for (bisected
         ``ADOPT_HALVINGS`` times) — and nothing changes: the scale-down path
         brings it down, as any plan, and a rise above that rate re-plans at
@@ -714,14 +715,18 @@ class ControlLaw:
             high = min(high, max(self.settings.utilisations) * 1000.0 * group.batch_size * group.count
                        / exec_ms[st.name] / st.fanout)
         arrival_cv2 = max(obs.arrival_cv2, 0.0) if self.settings.queueing_aware else None
-        budget_ms = workflow.slo_ms * (1.0 - ws.margin)
-        low = 0.0
-        for _ in range(ADOPT_HALVINGS):
-            middle = (low + high) / 2
-            if self._groups_ms(workflow, profiles, middle, arrival_cv2, groups) <= budget_ms:
-                low = middle
-            else:
-                high = middle
+        for budget_ms in dict.fromkeys((workflow.slo_ms * (1.0 - ws.margin), workflow.slo_ms)):
+            # the margin's budget; where what runs meets it at no rate (a plan made with the
+            # margin out of reach, as a law resumed at a raised margin finds it), the SLO's
+            low, top = 0.0, high
+            for _ in range(ADOPT_HALVINGS):
+                middle = (low + top) / 2
+                if self._groups_ms(workflow, profiles, middle, arrival_cv2, groups) <= budget_ms:
+                    low = middle
+                else:
+                    top = middle
+            if low > 0.0:
+                break
         if low <= want_rps * (1 + 1e-9):
             return False  # the first plan is for more than what runs serves: made as any first plan
         choices = {}

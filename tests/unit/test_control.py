@@ -2481,6 +2481,28 @@ def test_a_restarted_law_keeps_what_runs_until_the_scale_down_delay_and_scales_u
         assert "first plan for" in d.reasons["w"]
 
 
+def test_a_law_resumed_at_a_raised_margin_keeps_what_runs_where_it_meets_the_slo_itself(chain):
+    """``adopt_running`` with ``resume_learned``: a law resumed at the
+    largest margin finds what runs meeting that margin's budget at no rate
+    (its plan was made with the margin out of reach, or before the margin
+    rose); what runs is kept all the same where it meets the SLO itself,
+    not replaced by a first plan for the first window's rate — which held
+    less at once: a restart's scale-down (found on random-extreme-1233,
+    restarted at 150 s)."""
+    wf, profiles = chain
+    before = ControlLaw([wf], profiles, ControlSettings())
+    running = {key: groups[0] for key, groups in tick(before, before.new_state(), 0.0, 200.0, ok=400).desired.items()}
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=30.0))
+    state = law.new_state()
+    assert law.resume(state, {"w": {"margin": law.settings.max_margin}}, 100.0) == []
+    budget_ms = wf.slo_ms * (1 - law.settings.max_margin)
+    groups = {stage: group for (_, stage), group in running.items()}
+    assert budget_ms < law._groups_ms(wf, profiles, 0.1, 2.0, groups) <= wf.slo_ms  # the case: not at the margin
+    d = law.step(Observation(100.0, {"w": WorkflowObservation(40.0, 40.0, 2.0, ok=80)}), state, 100.0, running)
+    assert "what runs, kept" in d.reasons["w"] and {key: groups[0] for key, groups in d.desired.items()} == running
+    assert d.rates_rps["w"] > 200.0
+
+
 def test_misses_while_what_ran_is_kept_neither_scale_it_down_nor_plan_for_all_it_serves(chain):
     """``adopt_running``: a re-plan of what ran, kept, for misses is for the
     load (not for the larger rate what runs serves, which would hold more
