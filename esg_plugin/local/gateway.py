@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler, bearer_matches
+from ..jsontext import loads_json
 from ..runtime import contract as C
 from .platform import LocalFunction, LocalPlatform, PlatformError, call_worker
 
@@ -142,13 +143,13 @@ def make_gateway_server(platform: LocalPlatform, host: str = "127.0.0.1", port: 
                 if name not in platform.functions:
                     return self._json(404, {"error": f"no function {name!r}"})
                 try:
-                    replicas = json.loads(self._body(64 * 1024))["replicas"]
+                    replicas = loads_json(self._body(64 * 1024))["replicas"]
                     if isinstance(replicas, bool) or not isinstance(replicas, int) \
                             or not 0 <= replicas <= platform.max_replicas:
                         raise ValueError
                 except BadBody as err:
                     return self._refuse(err)
-                except (ValueError, KeyError, TypeError, RecursionError):
+                except (ValueError, KeyError, TypeError):
                     return self._json(400, {"error": f"expected {{\"replicas\": n}} with n an integer in "
                                                      f"0..{platform.max_replicas}"})
                 try:

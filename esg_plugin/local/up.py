@@ -34,6 +34,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from ..jsontext import loads_json
 from ..model import ProfileSet, Workflow
 from ..model.config import DEFAULT_QUEUEING_MODEL
 from ..planner.baselines import openfaas_replicas
@@ -553,7 +554,7 @@ def _send_lag(results: list) -> dict:
 def _rejected_by(body: str) -> str:
     """What a 429's JSON says turned the request away; "" when it does not say."""
     try:
-        doc = json.loads(body)
+        doc = loads_json(body)
     except ValueError:
         return ""
     reason = doc.get(C.REJECTED_BY) if isinstance(doc, dict) else None

@@ -59,6 +59,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..errors import ESGError
+from ..jsontext import loads_json
 from ..limits import is_number
 from ..control.admission import AdmissionSettings, ConcurrencyLimit, RateLimit
 from ..jsonhttp import BadBody, JsonHTTPServer, JsonRequestHandler
@@ -248,7 +249,7 @@ class Router:
                                          for _ in range(workflow.stage(stage_name).fanout)]
                 for stage_name, futures in calls.items():
                     answers = [f.result() for f in futures]
-                    results = [json.loads(answer or b"null") for answer, _ in answers]
+                    results = [loads_json(answer or b"null") for answer, _ in answers]
                     outputs[stage_name] = results[0] if len(results) == 1 else {"outputs": results}
                     timing[stage_name] = C.stage_timing([h for _, h in answers])
                 pending = [s for s in pending if s not in outputs]

@@ -53,7 +53,6 @@ range (not finite, negative, a rate above ``MAX_RATE_RPS``) is no data.
 
 from __future__ import annotations
 
-import json
 import math
 import urllib.error
 import urllib.parse
@@ -67,6 +66,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..control import MAX_RATE_RPS, gap_cv2
 from ..control.observation import MAX_HOP_MS
+from ..jsontext import loads_json
 from ..limits import is_number
 from ..runtime import contract as C
 
@@ -419,7 +419,7 @@ class PrometheusQuery:
         if body is None:
             return None
         try:
-            doc = json.loads(body)
+            doc = loads_json(body)
             if doc.get("status") != "success":
                 return None
             values: dict = {}

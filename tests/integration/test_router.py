@@ -39,6 +39,8 @@ def gateway(shared: bool = False):
                 busy[0] -= 1
             if name.startswith("answers-"):  # a stage that fails with the status in its name
                 return self._json(int(name.rsplit("-", 1)[1]), {"error": "as asked"})
+            if name == "deep":  # a stage whose answer is JSON nested deeper than json.loads follows
+                return self._send(200, b"[" * 3000 + b"]" * 3000)
             if name == "join":  # a fan-out branch arrives as {"outputs": [...]}
                 branches = [b.get("path") or b["outputs"][0]["path"] for b in doc["inputs"].values()]
                 seen = sorted(s for path in branches for s in path)
@@ -120,6 +122,32 @@ def test_a_failing_stage_is_named_with_the_status_the_client_expects(stage_statu
         assert (caught.value.headers.get("Retry-After") is not None) == (client_status == 429)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{front.server_address[1]}/metrics", timeout=30).read()
         assert f'esg_workflow_requests_total{{slo="{slo}",workflow="w"}} 1.0' in metrics.decode()
+    finally:
+        front.shutdown()
+        front.server_close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_stage_answering_json_nested_too_deeply_to_parse_gets_a_502_with_a_reason():
+    """A stage's answer that ``json.loads`` cannot follow (its
+    ``RecursionError``: ``jsontext.py``) is a stage that answered invalid
+    JSON — 502 with a JSON reason — not a request left without an answer."""
+    stack = {"functions": {
+        "head": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "10000"}},
+        "deep": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "tail", "com.esg.after": "head"}},
+    }}
+    server = gateway()
+    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}")
+    front = make_router_server(router)
+    threading.Thread(target=front.serve_forever, daemon=True).start()
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{front.server_address[1]}/workflow/w", data=b"{}",
+                                         method="POST", headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=30)
+        assert caught.value.code == 502
+        assert "invalid JSON" in json.loads(caught.value.read())["error"]
     finally:
         front.shutdown()
         front.server_close()

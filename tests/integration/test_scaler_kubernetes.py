@@ -567,6 +567,7 @@ def leased_scaler(world, name):
     return Scaler(topology, first.profiles, first.settings, GatewayScrape(gateway.url, first.settings.window_s),
                   actuator, clock, lease=lease)
 
+
 def test_one_of_two_scalers_holds_the_lease_and_acts_while_the_other_stands_by(world):
     """Leader election (``actuators/lease.py``): of two scalers over one API —
     the scaler's rolling update, or two gateway replicas with a sidecar
@@ -693,3 +694,27 @@ def test_what_the_leaders_law_learned_goes_with_the_lease_to_the_scaler_that_lea
     fresh = c.memory.state.workflows["image"]
     assert (fresh.margin, fresh.boost) == (0.0, 1.0)
     assert "not believed" in caplog.text and "margin" in caplog.text
+
+
+def test_a_lease_record_nested_too_deeply_to_parse_is_not_read_and_the_scaler_that_takes_the_lease_acts(world, caplog):
+    """A record of what the law learned that ``json.loads`` cannot follow
+    (``[`` a thousand deep: 1 KB, under the 64-KiB bound; its
+    ``RecursionError`` is no ``ValueError``) is not read, as any record that
+    is not JSON: the scaler that takes the lease over leads and acts. It
+    stopped every iteration of that scaler before, while it went on
+    renewing the lease — no scaler acted at all (``jsontext.py``)."""
+    from esg_plugin.scaler.actuators.lease import LEARNED
+
+    topology, _, kube, gateway, clock = world
+    a, b = leased_scaler(world, "a"), leased_scaler(world, "b")
+    tick(a, gateway, clock, {"image-preprocess": 20.0})
+    assert a.lease.leading()
+    kube.leases[("openfaas-fn", "esg-scaler")]["metadata"]["annotations"] = {LEARNED: "[" * 3000 + "]" * 3000}
+    a.lease.record = lambda: None  # a's release leaves the record as it is
+    a.lease.release()
+    before = image_replicas(kube, topology)
+    with caplog.at_level("WARNING"):
+        for _ in range(SETTLED_TICKS):
+            tick(b, gateway, clock, {"image-preprocess": 60.0})
+    assert b.lease.leading() and "not JSON" in caplog.text and "iteration crashed" not in caplog.text
+    assert image_replicas(kube, topology) != before  # it acts: three times the load is planned for

@@ -169,3 +169,47 @@ def test_the_router_the_gateway_and_the_runtime_answer_hostile_requests_and_neve
         app.drain(timeout_s=30)
     report("router, gateway and runtime over sockets", 3 * runs, failures)
     assert not failures
+
+
+def test_a_hostile_lease_record_is_never_believed_out_of_range():
+    """The Lease's record of what the law learned (``esg.io/learned``) may be
+    written by anyone with the Lease's patch right: a real record mutated
+    (hostile values, deletions, deep nesting) or text that is not a record,
+    read as the scaler that takes the lease reads it — never an exception,
+    and every value the law resumes inside its range."""
+    from esg_plugin.control import ControlLaw, ControlSettings
+    from esg_plugin.control.feedback import MAX_ROLLBACK_DOUBLINGS, WAIT_FACTOR_MAX
+    from esg_plugin.model import Stage, Workflow
+    from esg_plugin.scaler.actuators.lease import Lease
+    from esg_plugin.synthetic import example_profiles
+
+    rng = random.Random(SEED)
+    workflow = Workflow.build("w", 80.0, [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",))], hop_ms=1.0)
+    law = ControlLaw([workflow], example_profiles(), ControlSettings())
+    s = law.settings
+    record = {"w": {"margin": 0.3, "boost": 1.44, "wait_factor": 2.0, "rollbacks": 2, "down_hold_s": 60.0,
+                    "down_hold_rps": 120.0}}
+    lease = Lease(None, None, "openfaas-fn", "esg-scaler", 15.0, candidate="fuzz")
+    failures, runs = [], CASES or 2000
+    for i in range(runs):
+        lease.said = fuzzing.raw_hostile_text(rng) if rng.random() < 0.2 else \
+            fuzzing.dump(rng, fuzzing.mutate(rng, record), "json")
+        what = f"case {i}: {lease.said[:80]!r}"
+        state = law.new_state()
+        try:
+            parsed = lease.learned_record()
+            if parsed is not None:
+                law.resume(state, parsed, 100.0)
+        except Exception as err:  # noqa: BLE001
+            failures.append(f"{what}: {type(err).__name__}: {err}")
+            continue
+        ws = state.workflows.get("w")
+        if ws is None:
+            continue
+        if not (s.slo_margin <= ws.margin <= s.max_margin and 1.0 <= ws.boost <= s.max_boost
+                and 1.0 <= ws.wait_factor <= WAIT_FACTOR_MAX and 0 <= ws.rollbacks <= MAX_ROLLBACK_DOUBLINGS
+                and isinstance(ws.rollbacks, int) and ws.down_hold_until_s <= 100.0 + 240.0
+                and (ws.down_hold_rps is None or 0 < ws.down_hold_rps <= MAX_RATE_RPS)):
+            failures.append(f"{what}: believed {ws}")
+    report("lease record", runs, failures)
+    assert not failures

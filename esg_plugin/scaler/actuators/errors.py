@@ -10,10 +10,10 @@ reports a named error; none lets a client's own type escape.
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 from ...errors import ESGError
+from ...jsontext import loads_json
 
 
 class ApiError(ESGError):
@@ -78,7 +78,7 @@ def _message(body, fallback: str) -> str:
         body = body.decode("utf-8", "replace")
     if isinstance(body, str) and body.lstrip().startswith("{"):
         try:
-            doc = json.loads(body)
+            doc = loads_json(body)
         except ValueError:
             doc = None
         if isinstance(doc, dict) and isinstance(doc.get("message"), str):

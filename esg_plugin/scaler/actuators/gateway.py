@@ -8,6 +8,7 @@ import json
 import urllib.request
 from typing import Optional
 
+from ...jsontext import loads_json
 from ...limits import MAX_REPLICAS
 from ...model import FunctionState
 from .base import REPLICAS, Actuator, ApiCalls, Change, log, ready_count, reported
@@ -37,7 +38,7 @@ class GatewayActuator(Actuator):
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             text = response.read()
-            return json.loads(text) if text else None
+            return loads_json(text) if text else None
 
     def current(self, functions):
         out = {}

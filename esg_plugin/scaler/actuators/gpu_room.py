@@ -34,10 +34,10 @@ believed (the law packs afresh, as without it).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Iterable, Mapping, NamedTuple, Optional
 
+from ...jsontext import loads_json
 from .errors import Unreadable
 from .said import said_number
 
@@ -87,7 +87,7 @@ def node_devices(annotation: str) -> list[Device]:
     text = annotation.strip()
     if text.startswith("["):
         try:
-            entries = json.loads(text)
+            entries = loads_json(text)
         except ValueError as err:
             raise Unreadable(f"{NODE_REGISTER} is not JSON: {err}") from None
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):

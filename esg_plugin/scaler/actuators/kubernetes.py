@@ -9,6 +9,7 @@ import urllib.request
 from dataclasses import replace
 from typing import Optional
 
+from ...jsontext import loads_json
 from ...model import FunctionState
 from ...runtime import contract as C
 from . import gpu_room
@@ -59,7 +60,7 @@ class RoomReader:
         ``bench/gpu_room.py`` prints what a read takes)."""
         answer = self.api(method, attempts=1, _preload_content=False, **query)
         try:
-            doc = json.loads(answer.data)
+            doc = loads_json(answer.data)
         except ValueError as err:
             raise Unreadable(f"a list that is not JSON: {err}") from None
         items = doc.get("items") if isinstance(doc, dict) else None

@@ -30,6 +30,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
+from ...jsontext import loads_json
 from .base import ApiCalls
 from .errors import ApiError, Conflict, NotFound
 
@@ -160,7 +161,7 @@ class Lease:
             log.warning("lease %s/%s: a record of %d characters not read", self.namespace, self.name, len(self.said))
             return None
         try:
-            return json.loads(self.said)
+            return loads_json(self.said)
         except ValueError as err:
             log.warning("lease %s/%s: its record is not JSON (%s): not read", self.namespace, self.name, err)
             return None
