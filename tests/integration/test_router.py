@@ -1,5 +1,6 @@
 """The standalone workflow router against a gateway-like HTTP server."""
 
+import contextlib
 import importlib.util
 import json
 import threading
@@ -99,60 +100,59 @@ FAILURES = [  # what a stage answers -> what the client gets, and the SLO label
 ]
 
 
-@pytest.mark.parametrize("stage_status, client_status, slo", FAILURES)
-def test_a_failing_stage_is_named_with_the_status_the_client_expects(stage_status, client_status, slo):
-    stack = {"functions": {
+def head_then(tail_function: str) -> dict:
+    """A stack of two stages, ``head`` then ``tail`` (run by ``tail_function``)."""
+    return {"functions": {
         "head": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "10000"}},
-        f"answers-{stage_status}": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "tail",
-                                                    "com.esg.after": "head"}},
+        tail_function: {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "tail", "com.esg.after": "head"}},
     }}
+
+
+@contextlib.contextmanager
+def routed(stack: dict):
+    """The router over ``stack``, in front of :func:`gateway`: its base URL."""
     server = gateway()
     router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}")
     front = make_router_server(router)
     threading.Thread(target=front.serve_forever, daemon=True).start()
     try:
-        request = urllib.request.Request(f"http://127.0.0.1:{front.server_address[1]}/workflow/w", data=b"{}",
-                                         method="POST", headers={"Content-Type": "application/json"})
-        with pytest.raises(urllib.error.HTTPError) as caught:
-            urllib.request.urlopen(request, timeout=30)
-        assert caught.value.code == client_status
-        answer = json.loads(caught.value.read())
-        assert answer["stage"] == "tail"
-        assert answer.get(C.REJECTED_BY) == (C.REJECTED_BY_STAGE if client_status == 429 else None)
-        assert (caught.value.headers.get("Retry-After") is not None) == (client_status == 429)
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{front.server_address[1]}/metrics", timeout=30).read()
-        assert f'esg_workflow_requests_total{{slo="{slo}",workflow="w"}} 1.0' in metrics.decode()
+        yield f"http://127.0.0.1:{front.server_address[1]}"
     finally:
         front.shutdown()
         front.server_close()
         server.shutdown()
         server.server_close()
+
+
+def refused(url: str) -> urllib.error.HTTPError:
+    """The error answer to a request for workflow ``w`` at ``url``."""
+    request = urllib.request.Request(f"{url}/workflow/w", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    return caught.value
+
+
+@pytest.mark.parametrize("stage_status, client_status, slo", FAILURES)
+def test_a_failing_stage_is_named_with_the_status_the_client_expects(stage_status, client_status, slo):
+    with routed(head_then(f"answers-{stage_status}")) as url:
+        error = refused(url)
+        assert error.code == client_status
+        answer = json.loads(error.read())
+        assert answer["stage"] == "tail"
+        assert answer.get(C.REJECTED_BY) == (C.REJECTED_BY_STAGE if client_status == 429 else None)
+        assert (error.headers.get("Retry-After") is not None) == (client_status == 429)
+        metrics = urllib.request.urlopen(f"{url}/metrics", timeout=30).read()
+        assert f'esg_workflow_requests_total{{slo="{slo}",workflow="w"}} 1.0' in metrics.decode()
 
 
 def test_a_stage_answering_json_nested_too_deeply_to_parse_gets_a_502_with_a_reason():
     """A stage's answer that ``json.loads`` cannot follow (its
     ``RecursionError``: ``jsontext.py``) is a stage that answered invalid
     JSON — 502 with a JSON reason — not a request left without an answer."""
-    stack = {"functions": {
-        "head": {"annotations": {"com.esg.workflow": "w", "com.esg.slo-ms": "10000"}},
-        "deep": {"annotations": {"com.esg.workflow": "w", "com.esg.stage": "tail", "com.esg.after": "head"}},
-    }}
-    server = gateway()
-    router = Router(Topology.from_stack(stack), f"http://127.0.0.1:{server.server_address[1]}")
-    front = make_router_server(router)
-    threading.Thread(target=front.serve_forever, daemon=True).start()
-    try:
-        request = urllib.request.Request(f"http://127.0.0.1:{front.server_address[1]}/workflow/w", data=b"{}",
-                                         method="POST", headers={"Content-Type": "application/json"})
-        with pytest.raises(urllib.error.HTTPError) as caught:
-            urllib.request.urlopen(request, timeout=30)
-        assert caught.value.code == 502
-        assert "invalid JSON" in json.loads(caught.value.read())["error"]
-    finally:
-        front.shutdown()
-        front.server_close()
-        server.shutdown()
-        server.server_close()
+    with routed(head_then("deep")) as url:
+        error = refused(url)
+        assert error.code == 502 and "invalid JSON" in json.loads(error.read())["error"]
 
 
 @pytest.mark.parametrize("stage_status, client_status, slo", FAILURES)
