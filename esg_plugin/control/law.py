@@ -143,7 +143,8 @@ class ControlLaw:
                 record["rollbacks"] = ws.rollbacks
             if ws.down_hold_until_s > now_s:
                 record["down_hold_s"] = round(ws.down_hold_until_s - now_s, 3)
-                held_rps = ws.down_hold_rps if ws.planned_rps is None else ws.planned_rps
+                # the rate a resumed hold keeps, else the plan's (which the hold keeps from going down)
+                held_rps = ws.planned_rps if ws.down_hold_rps is None else ws.down_hold_rps
                 if held_rps is not None:
                     record["down_hold_rps"] = held_rps
             if record:

@@ -581,18 +581,21 @@ def test_a_law_resumed_in_a_rollbacks_hold_keeps_the_hold_and_plans_for_no_less_
         fresh = ControlLaw(list(law.workflows.values()), law.profiles, law.settings)
         fresh_state = fresh.new_state()
         assert fresh.resume(fresh_state, record, 14.0) == []
-        planned, rollbacks = {}, {}
+        planned, rollbacks, left = {}, {}, None
         for t in range(14, 45):
             fresh.step(Observation(float(t), {"w": WorkflowObservation(20.0, 20.0, 2.0, ok=100)}), fresh_state,
                        float(t), running)
             planned[t], rollbacks[t] = fresh_state.workflows["w"].planned_rps, fresh_state.workflows["w"].rollbacks
-        return planned, rollbacks
+            if t == 20:  # what it would leave the next law: the hold's rate, not what the plan it kept serves
+                left = fresh.learned(fresh_state, 20.0).get("w")
+        return planned, rollbacks, left
 
-    kept, rollbacks = restarted(learned)
+    kept, rollbacks, left = restarted(learned)
+    assert left == {"rollbacks": 1, "down_hold_s": 12.0, "down_hold_rps": middle}
     assert rollbacks[31] == 1  # the back-off goes on: a scale-down undone again would wait longer
     assert min(rate for t, rate in kept.items() if t < 32) >= middle * (1 - 1e-9)
     assert kept[44] < middle and rollbacks[44] == 0  # down once the hold has ended; it held: the back-off ends
-    forgot, _ = restarted({})
+    forgot, _, _ = restarted({})
     assert min(rate for t, rate in forgot.items() if t < 32) < middle  # down within the hold
 
 
