@@ -240,15 +240,31 @@ def read_azure_row(path: Path, row: int, where: str) -> tuple[int, ...]:
                 raise WorkloadError(f"{where}: {path} has no minute columns (1..1440)")
             for i, record in enumerate(reader):
                 if i == row:
-                    try:
-                        return tuple(int(float(record[c])) for c in columns)
-                    except (ValueError, IndexError):
-                        raise WorkloadError(f"{where}: {path} row {row} has a non-numeric minute count") from None
+                    return tuple(_minute_count(record, c, header[c].strip(), f"{where}: {path} row {row}")
+                                 for c in columns)
     except FileNotFoundError:
         raise WorkloadError(f"{where}: no such trace file {path}") from None
     except OSError as err:
         raise WorkloadError(f"{where}: cannot read {path}: {err}") from None
     raise WorkloadError(f"{where}: {path} has no data row {row}")
+
+
+MAX_MINUTE_COUNT = MAX_RATE_RPS * 60.0
+"""A minute's count of a trace above this is a broken row, not traffic (the rate bound, a minute long)."""
+
+
+def _minute_count(record: list, column: int, minute: str, where: str) -> int:
+    """The count of ``minute`` in a trace row: a number in [0, ``MAX_MINUTE_COUNT``]
+    (a fraction is cut, as the trace's counts are whole), else WorkloadError."""
+    text = record[column] if column < len(record) else ""
+    try:
+        value = float(text)
+    except ValueError:
+        raise WorkloadError(f"{where} has a non-numeric minute count") from None
+    if not (math.isfinite(value) and 0 <= value <= MAX_MINUTE_COUNT):
+        raise WorkloadError(f"{where}, minute {minute}: a count must lie in [0, {MAX_MINUTE_COUNT:g}], "
+                            f"got {text.strip()[:40]!r}")
+    return int(value)
 
 
 def parse_workload(data: Any, base_dir: Path, name: str, load_workflow_file) -> Workload:

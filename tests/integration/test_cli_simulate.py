@@ -71,6 +71,10 @@ def test_table_json_and_outputs(tmp_path):
                                       f"  - workflow: {WORKLOADS.parent / 'workflows/image.yaml'}\n"
                                       "    arrivals: {kind: azure2019, file: missing.csv, row: 0}\n")],
      "no such trace file"),
+    (lambda t: ["--workload", _azure(t, "1e999")], "minute 2: a count must lie in [0, 6e+07], got '1e999'"),
+    (lambda t: ["--workload", _azure(t, "-5")], "minute 2: a count must lie in [0, 6e+07], got '-5'"),
+    (lambda t: ["--workload", _azure(t, "nan")], "minute 2: a count must lie in [0, 6e+07], got 'nan'"),
+    (lambda t: ["--workload", _azure(t, "many")], "row 0 has a non-numeric minute count"),
     (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--duration", -3], "--duration: must be a number in (0, 604800], got -3"),
     (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--duration", 1], "--duration must exceed"),
     (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--placement", "worst-fit"], "'worst-fit'"),
@@ -87,6 +91,15 @@ def _write(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
     return path
+
+
+def _azure(tmp_path, count: str):
+    """A workload replaying a trace row whose second minute counts ``count``
+    (a broken row: before, "1e999" gave a traceback and exit 1)."""
+    _write(tmp_path, "trace.csv", "HashOwner,HashApp,HashFunction,Trigger,1,2,3\no,a,f,http,60," + count + ",60\n")
+    return _write(tmp_path, "w.yaml", "gpus: 1\nduration_s: 120\nworkflows:\n"
+                  f"  - workflow: {WORKLOADS.parent / 'workflows/image.yaml'}\n"
+                  "    arrivals: {kind: azure2019, file: trace.csv, row: 0}\n")
 
 
 def test_help():
