@@ -149,6 +149,17 @@ def cli_cases(rng: random.Random, tmp: Path) -> Iterator[tuple[list[str], str]]:
             flag = rng.choice(["--seed", "--duration", "--noise", "--esg-margin"])
             yield ["simulate", "--workload", str(workload), "--profiles", str(profiles), "--duration", "0.5",
                    "--policies", "esg", flag, rng.choice(HOSTILE_TEXT)], f"simulate {flag}"
+        elif kind < 0.9:
+            trace = tmp / "workloads" / f"trace-{n}.csv"
+            cells = ",".join(rng.choice(HOSTILE_TEXT + ["60", "0", "7"]) for _ in range(3))
+            text = raw_hostile_text(rng) if rng.random() < 0.2 else \
+                f"HashOwner,HashApp,HashFunction,Trigger,1,2,3\no,a,f,http,{cells}\n"
+            trace.write_text(text, encoding="utf-8", errors="surrogateescape")
+            path = tmp / "workloads" / f"replay-{n}.yaml"
+            path.write_text("gpus: 1\nduration_s: 0.5\nworkflows:\n  - workflow: ../workflows/image.yaml\n"
+                            f"    arrivals: {{kind: azure2019, file: {trace.name}, row: 0}}\n")
+            yield ["simulate", "--workload", str(path), "--profiles", str(profiles), "--policies", "esg"], \
+                f"simulate a hostile trace row {cells[:40]!r}"
         elif kind < 0.95:
             path = tmp / "workloads" / f"load-{n}.yaml"
             doc = yaml.safe_load(workload.read_text())
