@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     for workflow in topology.workflows.values():
         workflow.check_profiles(profiles)
     actuator, api = _actuator(settings, args.kube_api)
-    source = make_source(settings.source_kind, settings.metrics_url, settings.window_s, settings.interval_s)
+    gateways = _gateway_pods(settings, api, args.kube_api) if settings.gateway_pods else None
+    source = make_source(settings.source_kind, settings.metrics_url, settings.window_s, settings.interval_s,
+                         gateways)
     lease = None
     if api is not None and settings.leader_election:  # --once too: it acts, so only where no other scaler leads
         from ..scaler.actuators.lease import Lease
@@ -123,6 +125,17 @@ def _actuator(settings, kube_api):
     return KubernetesActuator(api, settings.namespace, settings.share_mode, settings.gpu_memory_mb,
                               settings.function_port, settings.function_token,
                               api_timeout_s=settings.api_timeout_s), api
+
+
+def _gateway_pods(settings, api, kube_api):
+    """Every gateway replica's metrics URL, from the Kubernetes API (the actuator's client, else one of its own)."""
+    from kubernetes import client
+
+    from ..scaler.gateways import GatewayPods
+
+    core = client.CoreV1Api(api if api is not None else _kube_client(kube_api))
+    return GatewayPods(core, settings.gateway_namespace, settings.gateway_pods, settings.metrics_url,
+                       settings.api_timeout_s)
 
 
 def _kube_client(kube_api):

@@ -28,6 +28,10 @@ def is_http_url(text: str) -> bool:
 
 NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 """A namespace's name (an RFC 1123 label): the actuators put it in the API's paths."""
+_LABEL_KEY = r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?"
+LABEL_SELECTOR = re.compile(rf"{_LABEL_KEY}((==?|!=){_LABEL_VALUE})?(,{_LABEL_KEY}((==?|!=){_LABEL_VALUE})?)*")
+"""An equality-based label selector (``app=gateway``, ``a=b,c!=d``, ``e``): terms joined by commas."""
 
 
 class ScalerSettingsError(ESGError, ValueError):
@@ -51,6 +55,16 @@ class ScalerSettings:
     """The gateway's /metrics (sidecar mode) or a Prometheus base URL (standalone)."""
     metrics_kind: str = "auto"
     """gateway, prometheus, or auto (a URL ending in /metrics is a gateway)."""
+    gateway_pods: str = ""
+    """A label selector of the gateway's pods (``app=gateway``, the OpenFaaS
+    chart's) in ``gateway_namespace``: metrics from the gateway are then
+    read from every running one — its pod IP at ``metrics_url``'s port and
+    path — and their counters summed (``scaler/gateways.py``). With several
+    gateway replicas each serves part of the traffic, and a sidecar that
+    read only its own gateway planned for that part. Needs the Kubernetes
+    API (pods: list, in that namespace). Empty: ``metrics_url`` alone."""
+    gateway_namespace: str = "openfaas"
+    """Where the gateway's pods run (``gateway_pods``)."""
     actuator: str = "dry-run"
     """dry-run, openfaas-kubernetes, openfaas-gateway or knative."""
     namespace: str = "openfaas-fn"
@@ -194,6 +208,14 @@ class ScalerSettings:
              f"namespace must be a Kubernetes namespace name (lowercase letters, digits and '-', at most 63), "
              f"got {self.namespace[:70]!r}"),
             (self.metrics_kind in METRICS_KINDS, "metrics_kind must be auto, gateway or prometheus"),
+            (not self.gateway_pods or LABEL_SELECTOR.fullmatch(self.gateway_pods) is not None,
+             f"gateway_pods must be a label selector (key=value, terms joined by commas), "
+             f"got {self.gateway_pods[:70]!r}"),
+            (not self.gateway_pods or self.source_kind == "gateway",
+             "gateway_pods is for metrics from the gateway (Prometheus already sums every gateway's counters)"),
+            (NAMESPACE.fullmatch(self.gateway_namespace) is not None,
+             f"gateway_namespace must be a Kubernetes namespace name (lowercase letters, digits and '-', "
+             f"at most 63), got {self.gateway_namespace[:70]!r}"),
             (self.queueing_model in QUEUEING_MODELS,
              f"queueing_model must be one of {', '.join(QUEUEING_MODELS)}, got {self.queueing_model!r}"),
             (0 < self.interval_s <= 3600, "interval_s must lie in (0, 3600]"),

@@ -37,7 +37,9 @@ What an :class:`Observation` holds, and where each part comes from:
 Sources:
 
 - :class:`GatewayScrape` (sidecar mode, and ``esg up``): the gateway's
-  ``/metrics``; with ``router_url`` the router's, with ``replicas`` (a
+  ``/metrics``; with ``gateways`` (a callable giving every gateway
+  replica's metrics URL, ``gateways.py``) each one's, their counters
+  summed; with ``router_url`` the router's, with ``replicas`` (a
   callable giving each function's replica metrics URLs) the replicas'.
 - :class:`PrometheusQuery` (standalone mode): the same series through the
   Prometheus HTTP API (the router's where Prometheus scrapes the router:
@@ -207,6 +209,38 @@ class Deltas:
         return out
 
 
+class GatewaySum:
+    """The counters of several gateways as those of one gateway that served
+    what all of them served: each gateway's increase since it was last
+    read, added up. A gateway read for the first time adds nothing (when
+    its counts came is not known); a counter of one that went down was
+    reset (a restarted gateway) and counts from 0, as Prometheus's
+    ``increase`` takes it; one gone adds nothing more. So the sum never
+    goes down, and a gateway that comes or goes is no counter reset."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, tuple[dict, dict]] = {}
+        """url -> (started, answers) as that gateway last said them."""
+        self.started: dict[str, float] = {}
+        self.answers: dict[tuple[str, str], float] = {}
+
+    def add(self, pages: Mapping[str, tuple[dict, dict]]) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
+        """The summed counters after reading ``pages`` (url -> (started, answers))."""
+        last = {}
+        for url, (started, answers) in pages.items():
+            before = self.last.get(url)
+            for total, now, then in ((self.started, started, before and before[0]),
+                                     (self.answers, answers, before and before[1])):
+                for key, value in now.items():
+                    was = (then or {}).get(key)
+                    increase = 0.0 if before is None else value if was is None or value < was else value - was
+                    total[key] = total.get(key, 0.0) + increase
+            # a counter missing from one page keeps its value: read again later, it is no new counter
+            last[url] = ({**before[0], **started}, {**before[1], **answers}) if before else (started, answers)
+        self.last = last
+        return dict(self.started), dict(self.answers)
+
+
 @dataclass
 class GatewayScrape:
     url: str
@@ -216,6 +250,10 @@ class GatewayScrape:
     """The workflow router's /metrics, for answers by class per workflow."""
     replicas: Optional[Callable[[], Mapping[str, list[str]]]] = None
     """Each function's replica /_esg/metrics URLs, now."""
+    gateways: Optional[Callable[[], Optional[list[str]]]] = None
+    """Every gateway replica's /metrics URL, now (``gateways.GatewayPods``;
+    None: not known), read instead of ``url``: each serves part of the traffic."""
+    summed: "GatewaySum" = field(default_factory=lambda: GatewaySum())
     history: deque = field(default_factory=deque)
     """(time_s, arrivals per function, shed per workflow since the scrape before, the increases of the
     router's sums per workflow since the scrape before — arrival gaps and hops, by counter name) of the
@@ -226,13 +264,10 @@ class GatewayScrape:
     replica_counters: Deltas = field(default_factory=Deltas)
 
     def observe(self, now_s: float) -> Optional[Observation]:
-        body = _fetch(self.url, self.timeout_s)
-        if body is None:
+        counters = self._gateway_counters()
+        if counters is None:
             return None
-        try:
-            started, answers = parse_gateway(body.decode("utf-8", "replace"))
-        except (ValueError, TypeError):
-            return None
+        started, answers = counters
         arrivals = dict(started)
         for (fn, _code), value in answers.items():
             if fn not in started:  # a gateway without the started counter: answers stand in
@@ -274,6 +309,27 @@ class GatewayScrape:
                 for workflow, s in sums_window.items()}
         return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp, codes, workflow_answers, shed,
                            shed_window, functions, cv2, {w: ms for w, ms in hops.items() if ms is not None})
+
+    def _gateway_counters(self) -> Optional[tuple[dict[str, float], dict[tuple[str, str], float]]]:
+        """(started per function, answers per (function, code)): the
+        gateway's counters, or with ``gateways`` those of one gateway that
+        served what all of them served (:class:`GatewaySum`); None where a
+        gateway cannot be read — with several, its share of the traffic
+        is not known."""
+        urls = [self.url] if self.gateways is None else self.gateways()
+        if not urls:
+            return None
+        with ThreadPoolExecutor(max(1, min(8, len(urls)))) as pool:
+            bodies = list(pool.map(lambda u: _fetch(u, self.timeout_s), urls))
+        pages = {}
+        for url, body in zip(urls, bodies):
+            if body is None:
+                return None
+            try:
+                pages[url] = parse_gateway(body.decode("utf-8", "replace"))
+            except (ValueError, TypeError):
+                return None
+        return pages[self.url] if self.gateways is None else self.summed.add(pages)
 
     def _router_answers(self) -> tuple[dict[str, tuple[float, float, float]], dict[str, float],
                                        dict[str, dict[str, float]]]:
@@ -462,7 +518,9 @@ def hop_ms(count: float, sum_s: float) -> Optional[float]:
     return mean_ms if mean_ms <= MAX_HOP_MS else None
 
 
-def make_source(kind: str, url: str, window_s: float, interval_s: float = 5.0) -> MetricsSource:
+def make_source(kind: str, url: str, window_s: float, interval_s: float = 5.0,
+                gateways: Optional[Callable[[], Optional[list[str]]]] = None) -> MetricsSource:
+    """``gateways`` (a gateway source only): every gateway replica's metrics URL, now."""
     if kind == "gateway":
-        return GatewayScrape(url, window_s)
+        return GatewayScrape(url, window_s, gateways=gateways)
     return PrometheusQuery(url, window_s, recent_s=max(interval_s, 5.0))

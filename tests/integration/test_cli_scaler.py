@@ -222,3 +222,70 @@ def test_once_stands_by_where_another_scaler_leads_and_gives_a_lease_it_took_bac
         doc = json.loads(beside.stdout)
         assert doc["reasons"]["*"].startswith("standby: the lease openfaas-fn/esg-scaler is held by the-running-scaler")
         assert doc["lease"] == {"name": "esg-scaler", "holder": "the-running-scaler", "leading": False}
+
+
+def test_the_scaler_process_with_gateway_pods_plans_for_the_traffic_of_every_gateway_replica():
+    """``esg scaler`` as the sidecar runs it (``ESG_SCALER_GATEWAY_PODS``,
+    deploy/gateway-sidecar): it lists the gateway's pods through the API
+    (the emulator) and reads the metrics of each — two gateways on two
+    loopback addresses at the port of ``--metrics-url``, each counting 20
+    requests a second — and plans for 40, where its own gateway alone
+    would say 20."""
+    import os
+    import re
+    import threading
+    import time
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.kube_emulator import KubeEmulator
+
+    started_s = time.monotonic()
+
+    class Gateway(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            count = 20.0 * (time.monotonic() - started_s)  # 20 rps through this gateway
+            body = (f'gateway_function_invocation_started{{function_name="image-preprocess.openfaas-fn"}} '
+                    f'{count}\n').encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    servers = [ThreadingHTTPServer(("127.0.0.2", 0), Gateway)]
+    port = servers[0].server_address[1]
+    servers.append(ThreadingHTTPServer(("127.0.0.3", port), Gateway))
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def plan(url):
+        with urllib.request.urlopen(url + "/plan", timeout=10) as answer:
+            return json.loads(answer.read())
+
+    proc = None
+    try:
+        with KubeEmulator() as kube:
+            kube.pods += [{"metadata": {"name": f"gateway-{i}", "namespace": "openfaas", "labels": {"app": "gateway"}},
+                           "status": {"phase": "Running", "podIP": f"127.0.0.{i}"}} for i in (2, 3)]
+            env = {**os.environ, "ESG_SCALER_GATEWAY_PODS": "app=gateway", "ESG_SCALER_WINDOW_S": "3"}
+            proc = subprocess.Popen([ESG, "scaler", "--stack", "stack.yml", "--profiles", "profiles/cpu-2core.json",
+                                     "--metrics-url", f"http://127.0.0.2:{port}/metrics", "--kube-api", kube.url,
+                                     "--interval-s", "0.5", "--port", "0"], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            url = re.search(r"on (http://[^ ]+)", proc.stderr.readline()).group(1)
+            deadline = time.monotonic() + 120.0
+            while "image" not in plan(url)["rates_rps"]:
+                assert time.monotonic() < deadline and proc.poll() is None, "no rate"
+                time.sleep(0.1)
+            assert plan(url)["rates_rps"]["image"] >= 35.0  # both gateways' 40 rps, not its own 20
+            assert ("list", "", "pods", "openfaas") in kube.verbs
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        for server in servers:
+            server.shutdown()
+            server.server_close()

@@ -31,7 +31,7 @@ scale-down delay (60 s) has passed, after a full window (30 s)."""
 class FakeGateway:
     """/metrics with the gateway's invocation counters, set by the test."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.counts = {}
         self.broken = False
         gateway = self
@@ -54,8 +54,8 @@ class FakeGateway:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}/metrics"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
@@ -718,3 +718,81 @@ def test_a_lease_record_nested_too_deeply_to_parse_is_not_read_and_the_scaler_th
             tick(b, gateway, clock, {"image-preprocess": 60.0})
     assert b.lease.leading() and "not JSON" in caplog.text and "iteration crashed" not in caplog.text
     assert image_replicas(kube, topology) != before  # it acts: three times the load is planned for
+
+
+def test_a_sidecar_reads_every_gateway_replica_and_plans_for_all_the_traffic(world):
+    """Two gateway replicas each serve half the traffic: the scaler with
+    ``gateway_pods`` lists the gateway's running pods through the API and
+    reads each one's metrics (real HTTP on two loopback addresses, one
+    port), so the law sees the whole rate, not its own gateway's half; a
+    pod pending, one being deleted and another app's are not read; while a
+    listed gateway cannot be read nothing changes."""
+    from esg_plugin.scaler.gateways import GatewayPods
+
+    topology, scaler, kube, own, clock = world
+    first = FakeGateway("127.0.0.2")
+    port = first.server.server_address[1]
+    second = FakeGateway("127.0.0.3", port)
+    try:
+        def pod(name, ip=None, phase="Running", app="gateway", deleting=False):
+            meta = {"name": name, "namespace": "openfaas", "labels": {"app": app}}
+            if deleting:
+                meta["deletionTimestamp"] = "2026-11-30T00:00:00Z"
+            return {"metadata": meta, "status": {"phase": phase, **({"podIP": ip} if ip else {})}}
+
+        kube.pods += [pod("gateway-a", "127.0.0.2"), pod("gateway-b", "127.0.0.3"), pod("gateway-c", phase="Pending"),
+                      pod("gateway-d", "127.0.0.4", deleting=True), pod("prometheus-0", "127.0.0.5", app="prometheus")]
+        gateways = GatewayPods(scaler.actuator.core, "openfaas", "app=gateway",
+                               f"http://127.0.0.1:{port}/metrics", timeout_s=5.0)
+        assert gateways() == [first.url, second.url]
+        scaler.source = GatewayScrape(first.url, scaler.settings.window_s, gateways=gateways)
+        seen = []
+        observe = scaler.source.observe
+        scaler.source.observe = lambda now_s: seen.append(observe(now_s)) or seen[-1]
+        for _ in range(4):  # 30 rps through each gateway
+            clock.now += INTERVAL_S
+            for gateway in (first, second):
+                gateway.counts["image-preprocess"] = gateway.counts.get("image-preprocess", 0.0) + 30.0 * INTERVAL_S
+            status = scaler.iterate()
+        assert seen[-1].rates_rps["image-preprocess"] == pytest.approx(60.0)  # not 30: both gateways' traffic
+        assert status.decision.rates_rps["image"] >= 60.0
+        replicas = image_replicas(kube, topology)
+        second.broken = True  # a listed gateway that does not answer: its part of the traffic is not known
+        clock.now += INTERVAL_S
+        status = scaler.iterate()
+        assert seen[-1] is None and image_replicas(kube, topology) == replicas
+        assert scaler.metrics.registry.get_sample_value("esg_scaler_errors_total", {"stage": "no_data"}) >= 1
+        # in the gateway's namespace it asked exactly what the sidecar's Role there grants
+        import yaml
+
+        role = next(d for d in yaml.safe_load_all((ROOT / "deploy/gateway-sidecar/gateway-pods-role.yaml").read_text())
+                    if d["kind"] == "Role")
+        granted = {(verb, group, resource) for rule in role["rules"] for group in rule["apiGroups"]
+                   for resource in rule["resources"] for verb in rule["verbs"]}
+        assert {(verb, group, resource) for verb, group, resource, ns in kube.verbs if ns == "openfaas"} == granted
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_gateways_pods_are_believed_only_where_each_says_an_ip_address(world, caplog):
+    """A pod IP that is no IP address (a name, a number, with a port or a
+    path) is left out and said; a list the API does not give, or with no
+    running gateway, is None: no data, the scaler does not act."""
+    from esg_plugin.scaler.gateways import GatewayPods
+
+    _, scaler, kube, _, _ = world
+    gateways = GatewayPods(scaler.actuator.core, "openfaas", "app=gateway", "https://127.0.0.1:8082/metrics",
+                           timeout_s=5.0)
+    assert gateways() is None  # none running
+    assert "no running pod of the gateway matches 'app=gateway' in openfaas" in caplog.text
+    ips = ["10.0.0.7", "fd00::7", "evil.example/x", 12345, "10.0.0.8:80", None, ["10.0.0.9"], "10.0.0.1/metrics?"]
+    kube.pods += [{"metadata": {"name": f"gateway-{i}", "namespace": "openfaas", "labels": {"app": "gateway"}},
+                   "status": {"phase": "Running", "podIP": ip}} for i, ip in enumerate(ips)]
+    assert gateways() == ["https://10.0.0.7:8082/metrics", "https://[fd00::7]:8082/metrics"]
+    assert "pods without an IP address left out: gateway-2, gateway-3, gateway-4, gateway-5, gateway-6, " \
+           "gateway-7" in caplog.text
+    kube.fail_next(1, 500)
+    assert gateways() is None
+    assert "the gateway's pods could not be listed" in caplog.text
+    assert gateways() is not None  # the next iteration asks again

@@ -74,6 +74,21 @@ def test_the_scaler_can_scale_and_patch_functions_and_nothing_more(subject):
         assert not can_i("patch", "apps", "deployments", namespace, subject)
 
 
+def test_the_sidecar_can_list_the_gateways_pods_and_do_nothing_else_in_the_gateways_namespace():
+    """deploy/gateway-sidecar/gateway-pods-role.yaml: the sidecar reads every
+    gateway replica's metrics (``gateway_pods``), found by listing the pods."""
+    assert can_i("list", "", "pods", "openfaas", GATEWAY)
+    assert not can_i("list", "", "pods", "openfaas", SCALER)  # the standalone scaler reads Prometheus
+    for verb, group, resource in [("get", "", "pods"), ("create", "", "pods"), ("delete", "", "pods"),
+                                  ("patch", "", "pods"), ("list", "", "secrets"), ("get", "", "secrets"),
+                                  ("create", "", "pods/exec"), ("patch", "apps", "deployments"),
+                                  ("get", "coordination.k8s.io", "leases")]:
+        assert not can_i(verb, group, resource, "openfaas", GATEWAY), (verb, group, resource)
+    patch = yaml.safe_load((ROOT / "deploy/gateway-sidecar/gateway-patch.yaml").read_text())
+    env = {e["name"]: e["value"] for e in patch[0]["value"]["env"]}
+    assert ScalerSettings.load({}, env).gateway_pods == "app=gateway"  # the chart's gateway pods' label
+
+
 def test_the_knative_scaler_can_patch_services_in_its_namespace_only():
     assert can_i("get", "serving.knative.dev", "services", "openfaas-fn", KNATIVE)
     assert can_i("patch", "serving.knative.dev", "services", "openfaas-fn", KNATIVE)

@@ -82,15 +82,23 @@ def test_the_scaler_believes_no_implausible_metric(monkeypatch):
     current = {}
     monkeypatch.setattr(sources, "_fetch", lambda url, timeout_s: current.get(url))
     source = GatewayScrape("http://gw/metrics", window_s=30.0, replicas=lambda: {"a": ["http://r1"]})
+    # and as the sidecar reads several gateway replicas (gateway_pods): the page before is the other's
+    several = GatewayScrape("http://gw/metrics", window_s=30.0, gateways=lambda: ["http://gw/metrics", "http://gw2"])
     failures, runs = [], CASES * 2 or 1000
     for i in range(runs):
         gateway, replica, what = next(pages)
-        current.update({"http://gw/metrics": gateway, "http://r1": replica})
+        current.update({"http://gw/metrics": gateway, "http://r1": replica,
+                        "http://gw2": current.get("http://gw/metrics")})
         try:
             seen = source.observe(float(i))
+            sums = several.observe(float(i))
         except Exception as err:  # noqa: BLE001
             failures.append(f"{what}: {type(err).__name__}: {err}")
             continue
+        if sums is not None:
+            for rate in (*sums.rates_rps.values(), *sums.recent_rps.values()):
+                if not 0 <= rate <= MAX_RATE_RPS:
+                    failures.append(f"{what}: believed a rate of {rate} from several gateways")
         if seen is None:
             continue
         for rate in (*seen.rates_rps.values(), *seen.recent_rps.values()):

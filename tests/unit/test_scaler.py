@@ -111,6 +111,12 @@ def test_parse_gateway_metrics_sums_codes_and_cuts_the_namespace():
     ({"lease_duration_s": "nan"}, "lease_duration_s must lie in"),
     ({"leader_election": "sometimes"}, "leader_election must be bool"),
     ({"adopt_running": "perhaps"}, "adopt_running must be bool"),
+    ({"gateway_pods": "app=gate way"}, "gateway_pods must be a label selector"),
+    ({"gateway_pods": "app=gateway;rm -rf"}, "gateway_pods must be a label selector"),
+    ({"gateway_pods": "=gateway"}, "gateway_pods must be a label selector"),
+    ({"gateway_pods": "app=gateway", "metrics_url": "http://prometheus:9090"},
+     "gateway_pods is for metrics from the gateway"),
+    ({"gateway_namespace": "OpenFaaS"}, "gateway_namespace must be a Kubernetes namespace name"),
 ])
 def test_bad_settings(data, message):
     with pytest.raises(ScalerSettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -415,6 +421,50 @@ def test_the_capacity_reaches_the_law_and_bounds_the_plans(world):
     # the capacity is shared out in planning order; a workflow keeps at least its cheapest
     # deployment (one replica per function), so the bound can be passed by that much
     assert held(bound) < held(free)
+
+
+def test_several_gateways_are_read_as_one_that_served_all_they_served(monkeypatch):
+    """With ``gateways`` (every gateway replica, ``gateway_pods``), each
+    one's increases are added up: a gateway that restarts counts from 0, one
+    that comes adds nothing for what it counted before, a counter missing
+    from one page is no new counter when it is back, and where one gateway
+    cannot be read there is no data (its part of the traffic is not known)."""
+    from esg_plugin.scaler import sources
+
+    pages, urls = {}, ["http://a/metrics", "http://b/metrics"]
+    monkeypatch.setattr(sources, "_fetch", lambda url, timeout_s: pages.get(url))
+    line = 'gateway_function_invocation_started{{function_name="f.openfaas-fn"}} {}\n'
+    answered = 'gateway_function_invocation_total{{code="200",function_name="f.openfaas-fn"}} {}\n'
+
+    def say(**totals):
+        for name, (started, ok) in totals.items():
+            pages[f"http://{name}/metrics"] = (line.format(started) + answered.format(ok)).encode()
+
+    source = GatewayScrape("http://127.0.0.1:8082/metrics", window_s=30.0, gateways=lambda: list(urls))
+    say(a=(100, 100), b=(50, 50))
+    assert source.observe(0.0) is None  # one reading: no rate yet
+    say(a=(120, 118), b=(80, 79))
+    seen = source.observe(2.0)
+    assert seen.rates_rps == {"f": pytest.approx(25.0)}  # (20 + 30) / 2 s: both gateways' traffic
+    assert seen.codes == {"f": {"200": pytest.approx(47.0)}}
+    urls.append("http://c/metrics")  # a third gateway comes, b restarted (counts from 0)
+    say(a=(140, 140), b=(10, 10), c=(500, 500))
+    seen = source.observe(4.0)
+    assert seen.recent_rps == {"f": pytest.approx(15.0)}  # (20 + 10 + nothing for c's past) / 2 s
+    assert seen.rates_rps == {"f": pytest.approx(20.0)}  # no reset: the window spans all 4 s
+    pages.pop("http://b/metrics")
+    assert source.observe(6.0) is None  # b not read: no data, and nothing of the others taken
+    say(a=(180, 180), b=(30, 30), c=(520, 520))
+    seen = source.observe(8.0)
+    assert seen.recent_rps == {"f": pytest.approx(20.0)}  # 40 + 20 + 20 over the 4 s since the last reading
+    pages["http://c/metrics"] = answered.format(530).encode()  # c's started counter missing from one page
+    source.observe(10.0)
+    say(a=(180, 180), b=(30, 30), c=(540, 540))
+    assert source.observe(12.0).recent_rps == {"f": pytest.approx(10.0)}  # c's 20 since t = 8, not 540 again
+    urls.clear()
+    assert source.observe(14.0) is None  # no gateway known: no data
+    nobody = GatewayScrape("http://127.0.0.1:8082/metrics", window_s=30.0, gateways=lambda: None)
+    assert nobody.observe(0.0) is None
 
 
 def test_an_implausible_counter_jump_changes_nothing(world, monkeypatch):

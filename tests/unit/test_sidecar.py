@@ -56,6 +56,13 @@ def test_the_sidecar_joins_the_charts_gateway_and_changes_nothing_else(how, obje
     assert scaler["image"] == "localhost:5000/esg-plugin/esg-scaler:dev"  # kustomize images:, no public registry
     assert scaler["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                          "capabilities": {"drop": ["ALL"]}}
+    # it reads every gateway replica: its selector picks the chart's gateway pods, which it may list
+    env = {e["name"]: e.get("value") for e in scaler["env"]}
+    key, _, value = env["ESG_SCALER_GATEWAY_PODS"].partition("=")
+    assert gateway["spec"]["template"]["metadata"]["labels"].get(key) == value
+    pods = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["name"] == "esg-scaler-gateway-pods")
+    assert pods["metadata"]["namespace"] == gateway["metadata"]["namespace"]
+    assert pods["subjects"] == binding["subjects"]
     stripped = copy.deepcopy(gateway)
     stripped["spec"]["template"]["spec"]["containers"].pop()
     added = {m["name"] for m in scaler["volumeMounts"]}
