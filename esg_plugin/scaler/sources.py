@@ -216,16 +216,26 @@ class GatewaySum:
     its counts came is not known); a counter of one that went down was
     reset (a restarted gateway) and counts from 0, as Prometheus's
     ``increase`` takes it; one gone adds nothing more. So the sum never
-    goes down, and a gateway that comes or goes is no counter reset."""
+    goes down, and a gateway that comes or goes is no counter reset. An
+    increase above ``MAX_RATE_RPS`` over the time since the last reading is
+    a counter that jumped, not traffic: that reading adds nothing (None),
+    and the next counts from the values it said — a jump added once would
+    stay in the sum, where a float no longer counts single requests."""
 
     def __init__(self) -> None:
         self.last: dict[str, tuple[dict, dict]] = {}
         """url -> (started, answers) as that gateway last said them."""
+        self.read_s: Optional[float] = None
+        """When they were read."""
         self.started: dict[str, float] = {}
         self.answers: dict[tuple[str, str], float] = {}
 
-    def add(self, pages: Mapping[str, tuple[dict, dict]]) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
-        """The summed counters after reading ``pages`` (url -> (started, answers))."""
+    def add(self, pages: Mapping[str, tuple[dict, dict]],
+            now_s: float) -> Optional[tuple[dict[str, float], dict[tuple[str, str], float]]]:
+        """The summed counters after reading ``pages`` (url -> (started,
+        answers)) at ``now_s``; None where a counter jumped."""
+        limit = math.inf if self.read_s is None else MAX_RATE_RPS * max(now_s - self.read_s, 0.0)
+        increases: list[tuple[dict, object, float]] = []
         last = {}
         for url, (started, answers) in pages.items():
             before = self.last.get(url)
@@ -233,11 +243,19 @@ class GatewaySum:
                                      (self.answers, answers, before and before[1])):
                 for key, value in now.items():
                     was = (then or {}).get(key)
-                    increase = 0.0 if before is None else value if was is None or value < was else value - was
-                    total[key] = total.get(key, 0.0) + increase
+                    if before is not None:
+                        increases.append((total, key, value if was is None or value < was else value - was))
             # a counter missing from one page keeps its value: read again later, it is no new counter
             last[url] = ({**before[0], **started}, {**before[1], **answers}) if before else (started, answers)
-        self.last = last
+        self.last, self.read_s = last, now_s
+        if any(increase > limit for _, _, increase in increases):
+            return None
+        for total, key, increase in increases:
+            total[key] = total.get(key, 0.0) + increase
+        for started, answers in pages.values():  # a function seen has a total, if only 0
+            for total, now in ((self.started, started), (self.answers, answers)):
+                for key in now:
+                    total.setdefault(key, 0.0)
         return dict(self.started), dict(self.answers)
 
 
@@ -253,7 +271,7 @@ class GatewayScrape:
     gateways: Optional[Callable[[], Optional[list[str]]]] = None
     """Every gateway replica's /metrics URL, now (``gateways.GatewayPods``;
     None: not known), read instead of ``url``: each serves part of the traffic."""
-    summed: "GatewaySum" = field(default_factory=lambda: GatewaySum())
+    summed: GatewaySum = field(default_factory=GatewaySum)
     history: deque = field(default_factory=deque)
     """(time_s, arrivals per function, shed per workflow since the scrape before, the increases of the
     router's sums per workflow since the scrape before — arrival gaps and hops, by counter name) of the
@@ -264,7 +282,7 @@ class GatewayScrape:
     replica_counters: Deltas = field(default_factory=Deltas)
 
     def observe(self, now_s: float) -> Optional[Observation]:
-        counters = self._gateway_counters()
+        counters = self._gateway_counters(now_s)
         if counters is None:
             return None
         started, answers = counters
@@ -310,7 +328,7 @@ class GatewayScrape:
         return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp, codes, workflow_answers, shed,
                            shed_window, functions, cv2, {w: ms for w, ms in hops.items() if ms is not None})
 
-    def _gateway_counters(self) -> Optional[tuple[dict[str, float], dict[tuple[str, str], float]]]:
+    def _gateway_counters(self, now_s: float) -> Optional[tuple[dict[str, float], dict[tuple[str, str], float]]]:
         """(started per function, answers per (function, code)): the
         gateway's counters, or with ``gateways`` those of one gateway that
         served what all of them served (:class:`GatewaySum`); None where a
@@ -319,8 +337,11 @@ class GatewayScrape:
         urls = [self.url] if self.gateways is None else self.gateways()
         if not urls:
             return None
-        with ThreadPoolExecutor(max(1, min(8, len(urls)))) as pool:
-            bodies = list(pool.map(lambda u: _fetch(u, self.timeout_s), urls))
+        if len(urls) == 1:
+            bodies = [_fetch(urls[0], self.timeout_s)]
+        else:
+            with ThreadPoolExecutor(min(8, len(urls))) as pool:
+                bodies = list(pool.map(lambda u: _fetch(u, self.timeout_s), urls))
         pages = {}
         for url, body in zip(urls, bodies):
             if body is None:
@@ -329,7 +350,7 @@ class GatewayScrape:
                 pages[url] = parse_gateway(body.decode("utf-8", "replace"))
             except (ValueError, TypeError):
                 return None
-        return pages[self.url] if self.gateways is None else self.summed.add(pages)
+        return pages[self.url] if self.gateways is None else self.summed.add(pages, now_s)
 
     def _router_answers(self) -> tuple[dict[str, tuple[float, float, float]], dict[str, float],
                                        dict[str, dict[str, float]]]:

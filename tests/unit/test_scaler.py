@@ -461,8 +461,12 @@ def test_several_gateways_are_read_as_one_that_served_all_they_served(monkeypatc
     source.observe(10.0)
     say(a=(180, 180), b=(30, 30), c=(540, 540))
     assert source.observe(12.0).recent_rps == {"f": pytest.approx(10.0)}  # c's 20 since t = 8, not 540 again
+    say(a=(1e300, 180), b=(30, 30), c=(540, 540))  # a's counter jumps: not traffic, and not kept in the sum
+    assert source.observe(14.0) is None
+    say(a=(1e300, 180), b=(50, 50), c=(540, 540))  # it stays there: from there it counts again
+    assert source.observe(16.0).recent_rps == {"f": pytest.approx(5.0)}  # b's 20 since t = 12; no jump
     urls.clear()
-    assert source.observe(14.0) is None  # no gateway known: no data
+    assert source.observe(18.0) is None  # no gateway known: no data
     nobody = GatewayScrape("http://127.0.0.1:8082/metrics", window_s=30.0, gateways=lambda: None)
     assert nobody.observe(0.0) is None
 
