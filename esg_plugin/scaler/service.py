@@ -60,6 +60,8 @@ class ScalerMetrics:
         self.errors = Counter("esg_scaler_errors_total", "Errors, by stage of the loop.", ["stage"], registry=r)
         self.staleness = Gauge("esg_scaler_metrics_staleness_seconds", "Seconds since the last good observation.",
                                registry=r)
+        self.gateways = Gauge("esg_scaler_gateways", "Gateway replicas whose metrics the last good observation "
+                              "summed (gateway_pods; 1 without; none from Prometheus).", registry=r)
         self.rate = Gauge("esg_scaler_workflow_rate_rps", "Rate each workflow is planned for.", ["workflow"],
                           registry=r)
         self.leader = Gauge("esg_scaler_leader", "1 while this scaler holds the lease and acts, else 0.",
@@ -153,6 +155,8 @@ class Scaler:
         else:
             self.status.last_good_s = now
             self.status.ready = True
+            if observation.gateways is not None:
+                m.gateways.set(observation.gateways)
         if self.status.last_good_s is not None:
             m.staleness.set(now - self.status.last_good_s)
         functions = sorted(set(self.topology.functions.values()))

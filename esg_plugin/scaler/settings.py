@@ -21,6 +21,7 @@ def is_http_url(text: str) -> bool:
     """An http(s) URL with a host (``metrics_url``, ``gateway_url``, ``esg scaler --kube-api``)."""
     try:
         parts = urlsplit(text)
+        parts.port  # a port out of range or not a number raises here, not at the first fetch
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -140,6 +140,9 @@ class Observation:
     its arrivals over the window (the router's; 1 is Poisson)."""
     workflow_hop_ms: dict[str, float] = field(default_factory=dict)
     """Per workflow: the mean time a hop between stages took over the window (the router's)."""
+    gateways: Optional[int] = None
+    """The gateway replicas whose counters it sums (``gateway_pods``; 1
+    without); None where not known (Prometheus sums every gateway's)."""
 
 
 class MetricsSource(Protocol):
@@ -326,7 +329,8 @@ class GatewayScrape:
         hops = {workflow: hop_ms(s.get(HOP_COUNTERS[0], 0.0), s.get(HOP_COUNTERS[1], 0.0))
                 for workflow, s in sums_window.items()}
         return Observation(now_s, rates, "gateway", t1 - t0, recent, t1 - tp, codes, workflow_answers, shed,
-                           shed_window, functions, cv2, {w: ms for w, ms in hops.items() if ms is not None})
+                           shed_window, functions, cv2, {w: ms for w, ms in hops.items() if ms is not None},
+                           len(self.summed.last) if self.gateways is not None else 1)
 
     def _gateway_counters(self, now_s: float) -> Optional[tuple[dict[str, float], dict[tuple[str, str], float]]]:
         """(started per function, answers per (function, code)): the

@@ -755,6 +755,7 @@ def test_a_sidecar_reads_every_gateway_replica_and_plans_for_all_the_traffic(wor
                 gateway.counts["image-preprocess"] = gateway.counts.get("image-preprocess", 0.0) + 30.0 * INTERVAL_S
             status = scaler.iterate()
         assert seen[-1].rates_rps["image-preprocess"] == pytest.approx(60.0)  # not 30: both gateways' traffic
+        assert scaler.metrics.registry.get_sample_value("esg_scaler_gateways") == 2  # what an operator sees
         assert status.decision.rates_rps["image"] >= 60.0
         replicas = image_replicas(kube, topology)
         second.broken = True  # a listed gateway that does not answer: its part of the traffic is not known

@@ -100,6 +100,8 @@ def test_parse_gateway_metrics_sums_codes_and_cuts_the_namespace():
     ({"min_replicas": 3, "max_replicas": 2}, "min_replicas"),
     ({"colour": "red"}, "unknown setting(s): colour"),
     ({"metrics_url": "gateway:8080"}, "http(s) URL"),
+    ({"metrics_url": "http://127.0.0.1:99999/metrics"}, "http(s) URL"),
+    ({"metrics_url": "http://127.0.0.1:80x/metrics", "gateway_pods": "app=gateway"}, "http(s) URL"),
     ({"capacity_gpus": -1}, "capacity_gpus must lie in"),
     ({"capacity_gpus": "nan"}, "capacity_gpus must lie in"),
     ({"wait_calibration": "maybe"}, "wait_calibration must be bool"),
@@ -342,6 +344,7 @@ def test_gateway_scrape_reads_arrivals_codes_replicas_and_the_router():
                                                  wait_sum=3.0)})  # still cold
         seen = source.observe(2.0)
         assert seen.rates_rps == {"a": 20.0} and seen.recent_rps == {"a": 20.0}  # arrivals, not answers
+        assert seen.gateways == 1
         assert seen.codes == {"a": {"200": 20.0, "504": 6.0}}
         assert seen.workflow_answers == {"w": (20.0, 6.0, 0.0)}  # shed at the entry: not an answer ...
         assert seen.workflow_shed == {"w": 4.0}  # ... but offered load
@@ -446,12 +449,14 @@ def test_several_gateways_are_read_as_one_that_served_all_they_served(monkeypatc
     say(a=(120, 118), b=(80, 79))
     seen = source.observe(2.0)
     assert seen.rates_rps == {"f": pytest.approx(25.0)}  # (20 + 30) / 2 s: both gateways' traffic
+    assert seen.gateways == 2
     assert seen.codes == {"f": {"200": pytest.approx(47.0)}}
     urls.append("http://c/metrics")  # a third gateway comes, b restarted (counts from 0)
     say(a=(140, 140), b=(10, 10), c=(500, 500))
     seen = source.observe(4.0)
     assert seen.recent_rps == {"f": pytest.approx(15.0)}  # (20 + 10 + nothing for c's past) / 2 s
     assert seen.rates_rps == {"f": pytest.approx(20.0)}  # no reset: the window spans all 4 s
+    assert seen.gateways == 3
     pages.pop("http://b/metrics")
     assert source.observe(6.0) is None  # b not read: no data, and nothing of the others taken
     say(a=(180, 180), b=(30, 30), c=(520, 520))
