@@ -92,9 +92,11 @@ def run(args: argparse.Namespace) -> int:
         raise ScalerSettingsError(f"cannot listen on {settings.host}:{settings.port}: "
                                   f"{err.strerror or err}") from None
     freeze_start_up_heap()
+    # where it listens is the first line it says: the loop, started after it, logs from its first iteration
+    print(f"esg scaler on http://{settings.host}:{server.server_address[1]} ({settings.actuator}, metrics from "
+          f"{settings.metrics_url})", file=sys.stderr, flush=True)
     stop = threading.Event()
     loop = threading.Thread(target=scaler.run, args=(stop,), name="esg-scaler-loop", daemon=True)
-    loop.start()
 
     def on_signal(signum, frame):
         stop.set()
@@ -102,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"esg scaler on http://{settings.host}:{server.server_address[1]} ({settings.actuator}, metrics from "
-          f"{settings.metrics_url})", file=sys.stderr, flush=True)
+    loop.start()
     server.serve_forever(poll_interval=0.2)
     loop.join(timeout=settings.interval_s + settings.api_timeout_s + 1)  # an iteration ends, the lease is given up
     return 0
