@@ -250,11 +250,12 @@ class RuntimeApp:
         path = environ.get("PATH_INFO", "/") or "/"
         if path.startswith(C.CONTROL_PREFIX):
             code, headers, body = self._reserved(path, environ)
-        elif (path == "/v2" or path.startswith("/v2/")) and not getattr(self.handler, "SERVES_V2_PATHS", False):
-            code, headers, body = self._v2(environ, path)
-            self.metrics.requests.labels(code=str(code)).inc()
         else:
-            code, headers, body = self._invoke(environ, path)
+            self.metrics.started.inc()  # an arrival, counted before it waits (as the gateway's started counter)
+            if (path == "/v2" or path.startswith("/v2/")) and not getattr(self.handler, "SERVES_V2_PATHS", False):
+                code, headers, body = self._v2(environ, path)
+            else:
+                code, headers, body = self._invoke(environ, path)
             self.metrics.requests.labels(code=str(code)).inc()
         start_response(_status(code), headers + [("Content-Length", str(len(body)))])
         return [body]

@@ -72,6 +72,7 @@ EXEC_MS_HEADER = "X-ESG-Exec-Ms"
 
 # --- Prometheus metrics a function exports at METRICS_PATH ---------------------
 METRIC_REQUESTS = "esg_requests_total"
+METRIC_REQUESTS_STARTED = "esg_requests_started_total"
 METRIC_REJECTIONS = "esg_rejections_total"
 METRIC_QUEUE_LENGTH = "esg_queue_length"
 METRIC_BATCH_SIZE = "esg_batch_size"

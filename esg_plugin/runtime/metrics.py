@@ -24,6 +24,9 @@ class RuntimeMetrics:
         r = self.registry
         self.requests = Counter(C.METRIC_REQUESTS, f"Function requests answered (not {C.CONTROL_PREFIX}*), by HTTP status code.",
                                 ["code"], registry=r)
+        self.started = Counter(C.METRIC_REQUESTS_STARTED, f"Function requests arrived (not {C.CONTROL_PREFIX}*), "
+                               "counted as they arrive: answered or not yet, as the gateway's started counter.",
+                               registry=r)
         self.rejections = Counter(C.METRIC_REJECTIONS, "Requests refused without running, by reason.",
                                   ["reason"], registry=r)
         self.queue_length = Gauge(C.METRIC_QUEUE_LENGTH, "Requests waiting for a batch.", registry=r)

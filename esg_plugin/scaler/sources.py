@@ -74,6 +74,9 @@ from ..runtime import contract as C
 
 INVOCATIONS = "gateway_function_invocation_total"
 STARTED = "gateway_function_invocation_started"
+FUNCTION_STARTED = C.METRIC_REQUESTS_STARTED
+"""Where no OpenFaaS gateway counts arrivals (Knative): the functions' own count, summed over their replicas."""
+FUNCTION_ANSWERS = C.METRIC_REQUESTS
 WORKFLOW_REQUESTS = C.METRIC_WORKFLOW_REQUESTS
 # a function's histograms, as Prometheus exposes them
 EXEC_SUM, EXEC_COUNT = f"{C.METRIC_EXEC_SECONDS}_sum", f"{C.METRIC_EXEC_SECONDS}_count"
@@ -436,15 +439,19 @@ class PrometheusQuery:
         if not rates:  # a gateway without the started counter: answers stand in
             counter = INVOCATIONS
             rates = self._values(self.query(counter=counter))
+        if not rates:  # no OpenFaaS gateway (Knative Services): the functions count their own arrivals
+            counter = FUNCTION_STARTED
+            rates = self._values(self.query(counter=counter))
         if not rates:
-            return None  # no series: Prometheus has not scraped the gateway (yet)
+            return None  # no series: Prometheus has not scraped the gateway or the functions (yet)
         recent = self._values(self.query(self.recent_s, counter)) or {}
         if any(not 0 <= r <= MAX_RATE_RPS for r in (*rates.values(), *recent.values())):
             return None
         r = int(self.recent_s)
         codes: dict[str, dict[str, float]] = {}
+        answered = FUNCTION_ANSWERS if counter == FUNCTION_STARTED else INVOCATIONS  # by status code
         for (fn, code), value in (self._values(
-                f"sum by (function_name, code) (increase({INVOCATIONS}[{r}s]))", ("function_name", "code"))
+                f"sum by (function_name, code) (increase({answered}[{r}s]))", ("function_name", "code"))
                 or {}).items():
             codes.setdefault(fn, {})[code] = value
         queue = self._values(f"sum by (function_name) ({C.METRIC_QUEUE_LENGTH})") or {}

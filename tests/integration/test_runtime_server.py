@@ -133,6 +133,7 @@ def test_10000_requests_with_random_failures_each_answered_once_with_the_right_s
     text = metrics.decode()
     assert f'esg_requests_total{{code="500"}} {float(sum(plan))}' in text
     assert f'esg_requests_total{{code="200"}} {float(len(plan) - sum(plan))}' in text
+    assert f"esg_requests_started_total {float(len(plan))}" in text  # every arrival (the /_esg/ pages are not)
 
 
 def test_overload_beyond_the_queue_gets_429_and_never_hangs(function):

@@ -171,3 +171,80 @@ scrape_configs:
         proc.terminate()
         proc.wait(timeout=30)
         gateway.server.shutdown()
+
+
+class LiveReplica:
+    """A function replica's own /_esg/metrics, as the runtime writes it (no
+    OpenFaaS gateway in front: Knative Services), counting arrivals in real
+    time at a rate the test sets, a tenth answered 504."""
+
+    def __init__(self, rate_rps):
+        self.started_s, self.rate_rps = time.monotonic(), rate_rps
+        replica = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802
+                arrived = replica.rate_rps * (time.monotonic() - replica.started_s)
+                body = ("# TYPE esg_requests_started_total counter\n"
+                        f"esg_requests_started_total {arrived}\n"
+                        "# TYPE esg_requests_total counter\n"
+                        f'esg_requests_total{{code="200"}} {0.9 * arrived}\n'
+                        f'esg_requests_total{{code="504"}} {0.1 * arrived}\n').encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="Prometheus is not installed (make test installs Debian's prometheus)")
+def test_without_an_openfaas_gateway_the_functions_own_arrivals_are_the_load(tmp_path):
+    """Knative Services: no OpenFaaS gateway counts arrivals. Prometheus
+    scrapes each replica's /_esg/metrics with the ``function_name`` label
+    the Knative job of deploy/prometheus/esg-functions-scrape.yaml gives it
+    (here a static label), and the scaler reads the replicas'
+    ``esg_requests_started_total`` summed — 10 + 20 rps — and their answers
+    by code from ``esg_requests_total``."""
+    replicas = [LiveReplica(10.0), LiveReplica(20.0)]
+    port = free_port()
+    targets = ", ".join(f'"127.0.0.1:{r.port}"' for r in replicas)
+    (tmp_path / "prometheus.yml").write_text(f"""
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: esg-functions-knative
+    metrics_path: /_esg/metrics
+    static_configs:
+      - targets: [{targets}]
+        labels:
+          function_name: image-preprocess
+""")
+    proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        source = PrometheusQuery(base, window_s=6, recent_s=4)
+        deadline = time.monotonic() + 120
+        while True:  # Prometheus starts, scrapes every second; on a busy machine its rates take longer to settle
+            seen = source.observe(time.monotonic())
+            rate = seen.rates_rps.get("image-preprocess") if seen is not None else None
+            if rate is not None and rate == pytest.approx(30.0, rel=0.1):
+                break
+            assert time.monotonic() < deadline, f"the functions' arrivals read {rate}"
+            time.sleep(0.5)
+        codes = seen.codes["image-preprocess"]
+        assert codes["504"] / sum(codes.values()) == pytest.approx(0.1, abs=0.02)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        for replica in replicas:
+            replica.server.shutdown()
+            replica.server.server_close()

@@ -163,6 +163,21 @@ def test_the_bundled_settings_load_and_the_device_plugin_shares_by_mps():
     assert scrape["scrape_configs"][0]["metrics_path"] == "/_esg/metrics"
 
 
+def test_the_knative_functions_are_scraped_once_each_with_their_function_name():
+    """Knative Services have no OpenFaaS gateway counting their arrivals:
+    the scaler reads the functions' own (``esg_requests_started_total``),
+    which the second job gives the ``function_name`` of the Service — and
+    not a pod the first job scrapes too."""
+    openfaas, knative = yaml.safe_load((DEPLOY / "prometheus/esg-functions-scrape.yaml").read_text())["scrape_configs"]
+    service = "__meta_kubernetes_pod_label_serving_knative_dev_service"  # the pod label serving.knative.dev/service
+    rules = [(r["source_labels"], r.get("action", "replace"), r.get("target_label")) for r in knative["relabel_configs"]]
+    assert ([service], "keep", None) in rules and ([service], "replace", "function_name") in rules
+    assert (["__meta_kubernetes_pod_label_faas_function"], "drop", None) in rules
+    assert knative["metrics_path"] == openfaas["metrics_path"] == "/_esg/metrics"
+    knative_settings = ScalerSettings.load(yaml.safe_load((DEPLOY / "knative/scaler.yaml").read_text()), {})
+    assert knative_settings.source_kind == "prometheus" and knative_settings.actuator == "knative"
+
+
 def test_the_torch_extra_brings_what_esg_up_and_the_functions_import():
     """`pip install -e '.[torch]'` then `esg up`: Pillow was only in the dev
     extra, and esg up ended in a traceback."""
