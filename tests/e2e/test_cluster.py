@@ -71,12 +71,20 @@ def drive(name, rps, seconds):
     return results
 
 
-def scaler_plan(kube):
+SCALER_URL = "http://127.0.0.1:8083"
+"""The sidecar's own port in the gateway's pod (8081 there is faas-netes's)."""
+
+
+def scaler_get(path):
     out = subprocess.run(["kubectl", "--kubeconfig", KUBECONFIG, "-n", "openfaas", "exec", "deploy/gateway", "-c",
                           "esg-scaler", "--", "python", "-c",
-                          "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:8081/plan').read().decode())"],
+                          f"import urllib.request;print(urllib.request.urlopen('{SCALER_URL}{path}').read().decode())"],
                          capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(out.stdout)
+    return out.stdout
+
+
+def scaler_plan(kube):
+    return json.loads(scaler_get("/plan"))
 
 
 def state(kube, fn):
@@ -159,3 +167,29 @@ def test_the_scaler_holds_the_lease_and_says_so(kube):
     plan = scaler_plan(kube)
     assert plan["lease"]["leading"] and lease.spec.holder_identity == plan["lease"]["holder"]
     assert lease.spec.lease_duration_seconds >= 3
+
+
+def test_the_sidecar_reads_every_gateway_replica(kube):
+    """The gateway at two replicas, each serving part of the traffic: the
+    sidecar lists the gateway's pods (``gateway_pods``) and reads both
+    gateways' metrics at their pod IPs (:8082), which it says in
+    ``esg_scaler_gateways``; back to one replica after."""
+    import re
+
+    def kubectl(*args):
+        subprocess.run(["kubectl", "--kubeconfig", KUBECONFIG, "-n", "openfaas", *args], check=True, timeout=300)
+
+    def gateways_read():
+        found = re.search(r"^esg_scaler_gateways ([0-9.]+)$", scaler_get("/metrics"), re.M)
+        return float(found.group(1)) if found else None
+
+    kubectl("scale", "deploy/gateway", "--replicas=2")
+    try:
+        kubectl("rollout", "status", "deploy/gateway", "--timeout=300s")
+        deadline = time.monotonic() + 180
+        while gateways_read() != 2.0:
+            assert time.monotonic() < deadline, f"the sidecar read {gateways_read()} gateways"
+            drive("image", 2, 5)
+    finally:
+        kubectl("scale", "deploy/gateway", "--replicas=1")
+        kubectl("rollout", "status", "deploy/gateway", "--timeout=300s")

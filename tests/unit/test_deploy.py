@@ -186,3 +186,13 @@ def test_the_torch_extra_brings_what_esg_up_and_the_functions_import():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     names = {spec.split("=")[0].split(">")[0].split("<")[0].strip().lower() for spec in extras["torch"]}
     assert {"torch", "pillow"} <= names and "torch==2.13.0" in extras["torch"]
+
+
+def test_the_end_to_end_tests_ask_the_sidecar_on_its_own_port():
+    """tests/e2e asked 127.0.0.1:8081 inside the gateway's pod — faas-netes's
+    port there, not the sidecar's — in tests no machine of ours can run."""
+    from tests.e2e import test_cluster
+
+    patch = yaml.safe_load((DEPLOY / "gateway-sidecar/gateway-patch.yaml").read_text())
+    args = patch[0]["value"]["args"]
+    assert test_cluster.SCALER_URL == f"http://127.0.0.1:{args[args.index('--port') + 1]}"
