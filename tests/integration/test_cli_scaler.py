@@ -233,33 +233,23 @@ def test_the_scaler_process_with_gateway_pods_plans_for_the_traffic_of_every_gat
     would say 20."""
     import os
     import re
-    import threading
     import time
     import urllib.request
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from tests.kube_emulator import KubeEmulator
 
+    from .test_scaler_prometheus import serve_page
+
     started_s = time.monotonic()
 
-    class Gateway(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+    def gateway_page():  # 20 rps through this gateway
+        count = 20.0 * (time.monotonic() - started_s)
+        label = 'function_name="image-preprocess.openfaas-fn"'
+        return f"gateway_function_invocation_started{{{label}}} {count}\n".encode()
 
-        def do_GET(self):  # noqa: N802
-            count = 20.0 * (time.monotonic() - started_s)  # 20 rps through this gateway
-            body = (f'gateway_function_invocation_started{{function_name="image-preprocess.openfaas-fn"}} '
-                    f'{count}\n').encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    servers = [ThreadingHTTPServer(("127.0.0.2", 0), Gateway)]
+    servers = [serve_page(gateway_page, "127.0.0.2")]
     port = servers[0].server_address[1]
-    servers.append(ThreadingHTTPServer(("127.0.0.3", port), Gateway))
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers.append(serve_page(gateway_page, "127.0.0.3", port))
 
     def plan(url):
         with urllib.request.urlopen(url + "/plan", timeout=10) as answer:

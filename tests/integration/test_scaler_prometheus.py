@@ -20,6 +20,26 @@ ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus")
 
 
+def serve_page(render, host: str = "127.0.0.1", port: int = 0):
+    """A real HTTP server (on loopback by default) whose every GET answers
+    ``render()`` (bytes); the server, serving."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802
+            body = render()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class LiveGateway:
     """Counters that grow in real time at a rate the test sets."""
 
@@ -32,50 +52,40 @@ class LiveGateway:
         """Gaps in bursts of five, one gap of 5/rate and four of none: Σg² grows 5/rate a second."""
         self.since = time.monotonic()
         self.lock = threading.Lock()
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                # as the OpenFaaS gateway: arrivals counted at the start, answers by code (a tenth late)
-                label = f'function_name="{gateway.function}.openfaas-fn"'
-                started = gateway.value()
-                body = (f"# TYPE gateway_function_invocation_started counter\n"
-                        f"gateway_function_invocation_started{{{label}}} {started}\n"
-                        f"# TYPE gateway_function_invocation_total counter\n"
-                        f'gateway_function_invocation_total{{code="200",{label}}} {0.9 * started}\n'
-                        f'gateway_function_invocation_total{{code="504",{label}}} {0.1 * started}\n'
-                        # as the workflow router: a tenth of its answers late, its arrivals in bursts of five
-                        # (gaps' cv² 4)
-                        f"# TYPE esg_workflow_requests_total counter\n"
-                        f'esg_workflow_requests_total{{workflow="image",slo="met",function_name="router"}} '
-                        f"{0.9 * started}\n"
-                        f'esg_workflow_requests_total{{workflow="image",slo="missed",function_name="router"}} '
-                        f"{0.1 * started}\n"
-                        f"# TYPE esg_workflow_arrival_gap_seconds summary\n"
-                        f'esg_workflow_arrival_gap_seconds_count{{workflow="image"}} {started}\n'
-                        f'esg_workflow_arrival_gap_seconds_sum{{workflow="image"}} {gateway.elapsed_s}\n'
-                        f"# TYPE esg_workflow_arrival_gap_squared_seconds counter\n"
-                        f'esg_workflow_arrival_gap_squared_seconds_total{{workflow="image"}} {gateway.squares}\n'
-                        # ... and each request's hops took 3 ms each
-                        f"# TYPE esg_workflow_hop_seconds summary\n"
-                        f'esg_workflow_hop_seconds_count{{workflow="image"}} {started}\n'
-                        f'esg_workflow_hop_seconds_sum{{workflow="image"}} {0.003 * started}\n'
-                        # as the function's runtime: each request waited 20 ms for its batch
-                        f"# TYPE esg_queue_wait_seconds histogram\n"
-                        f"esg_queue_wait_seconds_count{{{label}}} {started}\n"
-                        f"esg_queue_wait_seconds_sum{{{label}}} {0.02 * started}\n"
-                        ).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve_page(self.page)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def page(self) -> bytes:
+        # as the OpenFaaS gateway: arrivals counted at the start, answers by code (a tenth late)
+        label = f'function_name="{self.function}.openfaas-fn"'
+        started = self.value()
+        body = (f"# TYPE gateway_function_invocation_started counter\n"
+                f"gateway_function_invocation_started{{{label}}} {started}\n"
+                f"# TYPE gateway_function_invocation_total counter\n"
+                f'gateway_function_invocation_total{{code="200",{label}}} {0.9 * started}\n'
+                f'gateway_function_invocation_total{{code="504",{label}}} {0.1 * started}\n'
+                # as the workflow router: a tenth of its answers late, its arrivals in bursts of five
+                # (gaps' cv² 4)
+                f"# TYPE esg_workflow_requests_total counter\n"
+                f'esg_workflow_requests_total{{workflow="image",slo="met",function_name="router"}} '
+                f"{0.9 * started}\n"
+                f'esg_workflow_requests_total{{workflow="image",slo="missed",function_name="router"}} '
+                f"{0.1 * started}\n"
+                f"# TYPE esg_workflow_arrival_gap_seconds summary\n"
+                f'esg_workflow_arrival_gap_seconds_count{{workflow="image"}} {started}\n'
+                f'esg_workflow_arrival_gap_seconds_sum{{workflow="image"}} {self.elapsed_s}\n'
+                f"# TYPE esg_workflow_arrival_gap_squared_seconds counter\n"
+                f'esg_workflow_arrival_gap_squared_seconds_total{{workflow="image"}} {self.squares}\n'
+                # ... and each request's hops took 3 ms each
+                f"# TYPE esg_workflow_hop_seconds summary\n"
+                f'esg_workflow_hop_seconds_count{{workflow="image"}} {started}\n'
+                f'esg_workflow_hop_seconds_sum{{workflow="image"}} {0.003 * started}\n'
+                # as the function's runtime: each request waited 20 ms for its batch
+                f"# TYPE esg_queue_wait_seconds histogram\n"
+                f"esg_queue_wait_seconds_count{{{label}}} {started}\n"
+                f"esg_queue_wait_seconds_sum{{{label}}} {0.02 * started}\n"
+                ).encode()
+        return body
 
     def value(self):
         with self.lock:
@@ -180,27 +190,16 @@ class LiveReplica:
 
     def __init__(self, rate_rps):
         self.started_s, self.rate_rps = time.monotonic(), rate_rps
-        replica = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                arrived = replica.rate_rps * (time.monotonic() - replica.started_s)
-                body = ("# TYPE esg_requests_started_total counter\n"
-                        f"esg_requests_started_total {arrived}\n"
-                        "# TYPE esg_requests_total counter\n"
-                        f'esg_requests_total{{code="200"}} {0.9 * arrived}\n'
-                        f'esg_requests_total{{code="504"}} {0.1 * arrived}\n').encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve_page(self.page)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def page(self) -> bytes:
+        arrived = self.rate_rps * (time.monotonic() - self.started_s)
+        return ("# TYPE esg_requests_started_total counter\n"
+                f"esg_requests_started_total {arrived}\n"
+                "# TYPE esg_requests_total counter\n"
+                f'esg_requests_total{{code="200"}} {0.9 * arrived}\n'
+                f'esg_requests_total{{code="504"}} {0.1 * arrived}\n').encode()
 
 
 @pytest.mark.skipif(PROMETHEUS is None, reason="Prometheus is not installed (make test installs Debian's prometheus)")
