@@ -61,7 +61,8 @@ class ScalerMetrics:
         self.staleness = Gauge("esg_scaler_metrics_staleness_seconds", "Seconds since the last good observation.",
                                registry=r)
         self.gateways = Gauge("esg_scaler_gateways", "Gateway replicas whose metrics the last good observation "
-                              "summed (gateway_pods; 1 without; none from Prometheus).", registry=r)
+                              "summed (gateway_pods; 1 without; 0 until one is read, and from Prometheus, which does "
+                              "not say).", registry=r)
         self.rate = Gauge("esg_scaler_workflow_rate_rps", "Rate each workflow is planned for.", ["workflow"],
                           registry=r)
         self.leader = Gauge("esg_scaler_leader", "1 while this scaler holds the lease and acts, else 0.",
