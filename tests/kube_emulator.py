@@ -1,7 +1,7 @@
 """A Kubernetes API emulator over real HTTP, for the scaler's tests.
 
 What it serves: apps/v1 Deployments (GET, POST, PATCH) and their scale
-subresource (GET, PATCH); serving.knative.dev/v1 Services (GET, POST,
+subresource (GET, PATCH); serving.knative.dev/v1 Services (GET, list, POST,
 PATCH) and Revisions (GET, list); core/v1 pod lists (a namespace's, or every
 namespace's) and node lists. Where it matters to a client, it behaves as a
 real kube-apiserver (checked against v1.36 by hand, see issue 17):
@@ -489,6 +489,10 @@ class KubeEmulator:
                              "metadata": {"resourceVersion": str(self.version)},
                              "items": copy.deepcopy(_labelled(items, parse_qs(url.query).get("labelSelector",
                                                                                                [""])[0]))}, []
+            if resource == "services" and method == "GET" and not name:  # a namespace's Knative Services
+                items = [svc for (ns, _), svc in self.knative.items() if ns == namespace]
+                return 200, {"kind": "ServiceList", "apiVersion": "serving.knative.dev/v1",
+                             "metadata": {"resourceVersion": str(self.version)}, "items": copy.deepcopy(items)}, []
             if resource == "nodes":
                 return 200, {"kind": "NodeList", "apiVersion": "v1",
                              "metadata": {"resourceVersion": str(self.version)},

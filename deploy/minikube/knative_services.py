@@ -4,12 +4,19 @@
 
 Each function with com.esg.* annotations becomes a serving.knative.dev/v1
 Service with the stack's environment, min-scale = max-scale = 1 (the ESG
-scaler's Knative actuator changes both), and its annotations. Prints YAML.
+scaler's Knative actuator changes both), and its annotations. The workflow
+router (the function whose handler is ./functions/router) becomes one too,
+set to serve without an OpenFaaS gateway: it calls each stage at its
+Service's address in the cluster (function_url) and reads the workflows
+from the Services' annotations (workflows_from=knative) as the service
+account esg-router (deploy/knative/rbac.yaml); one instance, which the
+scaler leaves alone (it is no stage). Prints YAML.
 """
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -17,29 +24,55 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: 
 from esg_plugin.runtime import contract as C  # noqa: E402
 
 
+ROUTER_HANDLER = "functions/router"
+"""The handler of the workflow router in a stack.yml."""
+ROUTER_ACCOUNT = "esg-router"
+"""The router's service account (deploy/knative/rbac.yaml): it may list the Services, nothing else."""
+
+
 def services(stack: dict, image_prefix: str, tag: str, namespace: str) -> list:
     out = []
     for name, spec in (stack.get("functions") or {}).items():
         annotations = dict((spec or {}).get("annotations") or {})
+        environment = {str(k): str(v) for k, v in ((spec or {}).get("environment") or {}).items()
+                       if not str(k).endswith("_timeout")}
+        if is_router(spec):
+            environment.pop("gateway_url", None)  # no gateway: each stage at its Service, the workflows from them
+            environment.update(function_url=f"http://{{name}}.{namespace}.svc.cluster.local",
+                               workflows_from="knative", knative_namespace=namespace)
+            out.append(service(name, namespace, {}, environment, f"{image_prefix}/{name}:{tag}", ROUTER_ACCOUNT))
+            continue
         if C.ANNOTATION_WORKFLOW not in annotations:
             continue
-        env = [{"name": str(k), "value": str(v)} for k, v in ((spec or {}).get("environment") or {}).items()
-               if not str(k).endswith("_timeout")]
-        out.append({
-            "apiVersion": "serving.knative.dev/v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
-            "spec": {"template": {
-                "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1",
-                                             "autoscaling.knative.dev/max-scale": "1"}},
-                "spec": {"containerConcurrency": 0, "containers": [{
-                    "image": f"{image_prefix}/{name}:{tag}",
-                    "ports": [{"containerPort": 8080}],
-                    "env": env,
-                }]},
-            }},
-        })
+        out.append(service(name, namespace, annotations, environment, f"{image_prefix}/{name}:{tag}"))
     return out
+
+
+def is_router(spec) -> bool:
+    handler = str((spec or {}).get("handler") or "")
+    return handler.strip().lstrip("./").rstrip("/") == ROUTER_HANDLER
+
+
+def service(name: str, namespace: str, annotations: dict, environment: dict, image: str,
+            account: Optional[str] = None) -> dict:
+    """One Knative Service at one instance (min-scale = max-scale = 1)."""
+    pod = {"containerConcurrency": 0, "containers": [{
+        "image": image,
+        "ports": [{"containerPort": 8080}],
+        "env": [{"name": k, "value": v} for k, v in environment.items()],
+    }]}
+    if account:
+        pod = {"serviceAccountName": account, **pod}
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "spec": {"template": {
+            "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "1",
+                                         "autoscaling.knative.dev/max-scale": "1"}},
+            "spec": pod,
+        }},
+    }
 
 
 def main(argv=None) -> int:

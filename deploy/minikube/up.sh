@@ -165,9 +165,12 @@ install_knative() {
     --from-file=profiles.json="${ESG_PROFILES:-${ROOT}/profiles/cpu-2core.json}" \
     --dry-run=client -o yaml | kubectl apply -f -
   kubectl apply -k "${ROOT}/deploy/knative"   # the openfaas-fn namespace, RBAC, settings, the scaler
+  kubectl apply -k "${ROOT}/deploy/prometheus"   # what the scaler reads the load from: the functions' own counts
+  # the stages, and the router that serves their workflows without a gateway (function_url, workflows_from)
   python3 "${ROOT}/deploy/minikube/knative_services.py" "${ROOT}/stack.yml" --image-prefix esg --tag dev \
     --namespace openfaas-fn | kubectl apply -f -
   kubectl -n knative-serving set image deployment/esg-scaler esg-scaler=esg/esg-scaler:dev
+  kubectl -n knative-serving rollout status deploy/prometheus --timeout=300s
 }
 
 main() {
@@ -177,6 +180,11 @@ main() {
   build_images
   if [ "${KNATIVE}" = true ]; then
     install_knative
+    say "ready: the workflows through Kourier, e.g."
+    echo "  kubectl -n kourier-system port-forward svc/kourier 8080:80 &"
+    echo "  curl -H 'Host: router.openfaas-fn.example.com' --data-binary @image.jpg http://127.0.0.1:8080/workflow/image"
+    echo "and the end-to-end tests with"
+    echo "  ESG_E2E_KOURIER=http://127.0.0.1:8080 ESG_E2E_KUBECONFIG=\$HOME/.kube/config .venv/bin/python -m pytest -m e2e tests/e2e/test_knative.py"
   else
     install_openfaas
     port_forward_gateway

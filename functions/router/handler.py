@@ -33,13 +33,28 @@ Self-contained on purpose (the standard library and the runtime's own
 prometheus_client): the function image carries the template's runtime and
 this folder, not the esg_plugin package.
 Environment: gateway_url (default http://gateway.openfaas:8080),
-gateway_user / gateway_password for the system API when it needs auth.
+gateway_user / gateway_password for the system API when it needs auth;
+function_url, where a stage's function is called, ``{name}`` standing for
+the function (default ``<gateway_url>/function/{name}``);
+workflows_from, where the workflows are read: ``gateway`` (the default, the
+functions' annotations at /system/functions) or ``knative`` (the Knative
+Services' annotations in knative_namespace, default openfaas-fn, listed
+through the Kubernetes API as the pod's service account: the role
+``esg-router`` of deploy/knative grants that list and nothing else;
+kubernetes_url and service_account_dir stand in for the cluster's
+``KUBERNETES_SERVICE_HOST`` and the mounted account where the router runs
+outside a cluster). Under Knative Serving, with no OpenFaaS gateway
+(``deploy/minikube/knative_services.py`` sets them): function_url
+``http://{name}.openfaas-fn.svc.cluster.local`` — each Service's address
+inside the cluster — and workflows_from ``knative``. A setting it cannot
+use stops the function at start with one line (exit 2).
 """
 
 import base64
 import http.client
 import json
 import os
+import ssl
 import threading
 import time
 import urllib.error
@@ -51,11 +66,37 @@ from esg_runtime import contract as C  # the template's runtime: the wire contra
 from esg_runtime import v2
 from esg_runtime.client import ConnectionPool
 from esg_runtime.metrics import WorkflowMetrics
+from esg_runtime.settings import SettingsError
 
 SERVES_V2_PATHS = True
 """The runtime hands /v2 paths to handle(): each workflow is a model."""
 
 GATEWAY = os.environ.get("gateway_url", "http://gateway.openfaas:8080").rstrip("/")
+FUNCTION_URL = os.environ.get("function_url") or GATEWAY + "/function/{name}"
+"""Where a stage's function is called, ``{name}`` standing for the function."""
+WORKFLOWS_FROM = os.environ.get("workflows_from") or "gateway"
+KNATIVE_NAMESPACE = os.environ.get("knative_namespace") or "openfaas-fn"
+SERVICE_ACCOUNT_DIR = os.environ.get("service_account_dir") or "/var/run/secrets/kubernetes.io/serviceaccount"
+SOURCES = ("gateway", "knative")
+
+
+def _check_settings():
+    """SettingsError (the runtime says it in one line and exits 2) for a setting the router cannot use."""
+    if not FUNCTION_URL.startswith(("http://", "https://")) or FUNCTION_URL.count("{name}") != 1:
+        raise SettingsError(f"function_url must be an http(s) URL with {{name}} once for the function, "
+                            f"got {FUNCTION_URL[:200]!r}")
+    if WORKFLOWS_FROM not in SOURCES:
+        raise SettingsError(f"workflows_from must be one of {', '.join(SOURCES)}, got {WORKFLOWS_FROM[:60]!r}")
+    if WORKFLOWS_FROM == "knative" and not _is_dns_label(KNATIVE_NAMESPACE):
+        raise SettingsError(f"knative_namespace must be a namespace's name, got {KNATIVE_NAMESPACE[:80]!r}")
+
+
+def _is_dns_label(text):
+    return 0 < len(text) <= 63 and all(c.isascii() and (c.islower() or c.isdigit() or c == "-") for c in text) \
+        and text[0].isalnum() and text[-1].isalnum()
+
+
+_check_settings()
 POOL = ThreadPoolExecutor(64)
 CONNECTIONS = ConnectionPool(max_idle_per_host=64)
 """Keep-alive connections to the gateway, reused across stage calls."""
@@ -86,28 +127,77 @@ def _headers():
 
 
 def workflows():
-    """{workflow: {"slo_ms", "stages": {stage: {"function", "after", "fanout"}}}} from annotations."""
+    """{workflow: {"slo_ms", "stages": {stage: {"function", "after", "fanout", "model"}}}} from the
+    functions' com.esg.* annotations, read from ``workflows_from`` at most every 30 s."""
     with _lock:
         if time.monotonic() - _cache["at"] < 30 and _cache["workflows"]:
             return _cache["workflows"]
-        request = urllib.request.Request(f"{GATEWAY}/system/functions", headers=_headers())
-        with urllib.request.urlopen(request, timeout=10) as response:
-            functions = json.loads(response.read())
+        functions = _knative_functions() if WORKFLOWS_FROM == "knative" else _gateway_functions()
         found = {}
-        for fn in functions:
-            ann = fn.get("annotations") or {}
-            name = ann.get(C.ANNOTATION_WORKFLOW)
-            if not name:
+        for name, ann in functions:
+            workflow = ann.get(C.ANNOTATION_WORKFLOW)
+            if not workflow:
                 continue
-            wf = found.setdefault(name, {"slo_ms": None, "stages": {}})
+            wf = found.setdefault(workflow, {"slo_ms": None, "stages": {}})
             if ann.get(C.ANNOTATION_SLO_MS):
                 wf["slo_ms"] = float(ann[C.ANNOTATION_SLO_MS])
             after = [a.strip() for a in ann.get(C.ANNOTATION_AFTER, "").split(",") if a.strip()]
-            wf["stages"][ann.get(C.ANNOTATION_STAGE, fn["name"])] = {
-                "function": fn["name"], "after": after, "fanout": int(ann.get(C.ANNOTATION_FANOUT, 1)),
-                "model": ann.get(C.ANNOTATION_PROFILE, fn["name"])}
+            wf["stages"][ann.get(C.ANNOTATION_STAGE, name)] = {
+                "function": name, "after": after, "fanout": int(ann.get(C.ANNOTATION_FANOUT, 1)),
+                "model": ann.get(C.ANNOTATION_PROFILE, name)}
         _cache.update(at=time.monotonic(), workflows=found)
         return found
+
+
+def _gateway_functions():
+    """[(function, its annotations)] of the functions the OpenFaaS gateway lists."""
+    request = urllib.request.Request(f"{GATEWAY}/system/functions", headers=_headers())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return _named(json.loads(response.read()), lambda fn: fn)
+
+
+def _knative_functions():
+    """[(function, its annotations)] of the Knative Services in ``knative_namespace`` that are not being
+    deleted, listed through the Kubernetes API with the pod's service account (its token and CA)."""
+    base = os.environ.get("kubernetes_url")
+    if not base:
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        if not host:
+            raise ValueError("not in a cluster (no KUBERNETES_SERVICE_HOST) and no kubernetes_url set")
+        host = f"[{host}]" if ":" in host else host
+        base = f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
+    headers = {"Accept": "application/json"}
+    token = os.path.join(SERVICE_ACCOUNT_DIR, "token")
+    if os.path.exists(token):  # read again each time: the kubelet rotates it
+        with open(token) as f:
+            headers["Authorization"] = f"Bearer {f.read().strip()}"
+    ca = os.path.join(SERVICE_ACCOUNT_DIR, "ca.crt")
+    context = ssl.create_default_context(cafile=ca) if base.startswith("https://") and os.path.exists(ca) else None
+    url = f"{base.rstrip('/')}/apis/serving.knative.dev/v1/namespaces/{KNATIVE_NAMESPACE}/services"
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10, context=context) as response:
+        listed = json.loads(response.read())
+    items = listed.get("items") if isinstance(listed, dict) else None
+    if not isinstance(items, list):
+        raise ValueError("the Kubernetes API answered no list of Services")
+    return _named([item.get("metadata") for item in items if isinstance(item, dict)
+                   and isinstance(item.get("metadata"), dict) and not item["metadata"].get("deletionTimestamp")],
+                  lambda metadata: metadata)
+
+
+def _named(entries, fields):
+    """[(name, annotations)] of ``entries`` (a gateway's functions, or Services' metadata); ValueError
+    for one without a name or with annotations that are not a mapping of strings."""
+    if not isinstance(entries, list):
+        raise ValueError("the function list is not a list")
+    out = []
+    for entry in entries:
+        entry = fields(entry)
+        name, ann = (entry.get("name"), entry.get("annotations") or {}) if isinstance(entry, dict) else (None, None)
+        if not isinstance(name, str) or not name or not isinstance(ann, dict) \
+                or not all(isinstance(v, str) for v in ann.values()):
+            raise ValueError(f"a function without a name or with annotations that are not text: {str(entry)[:120]}")
+        out.append((name, ann))
+    return out
 
 
 class Failed(Exception):
@@ -119,7 +209,8 @@ class Failed(Exception):
 def post(stage, function, body, headers, path=""):
     """(body, response headers) of one call to a stage's function; Failed."""
     try:
-        response = CONNECTIONS.request("POST", f"{GATEWAY}/function/{function}{path}", body, headers, timeout_s=60)
+        response = CONNECTIONS.request("POST", FUNCTION_URL.replace("{name}", function) + path, body, headers,
+                                       timeout_s=60)
     except (OSError, http.client.HTTPException) as err:
         raise Failed(stage, 0, str(err) or type(err).__name__) from None
     if not 200 <= response.status < 300:
@@ -313,7 +404,8 @@ def handle(event, context):
     try:
         known = workflows()
     except (urllib.error.URLError, OSError, ValueError) as err:
-        return {"statusCode": 503, "body": {"error": f"cannot read the workflows from the gateway: {err}"}}
+        source = f"Knative (namespace {KNATIVE_NAMESPACE})" if WORKFLOWS_FROM == "knative" else "the gateway"
+        return {"statusCode": 503, "body": {"error": f"cannot read the workflows from {source}: {err}"}}
     if speaks_v2:
         return _v2(event, path, known)
     name = path[len("workflow/"):]

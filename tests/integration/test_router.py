@@ -7,11 +7,13 @@ import threading
 import urllib.error
 import urllib.request
 import time
+import types
 from concurrent.futures import ThreadPoolExecutor
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from esg_plugin.runtime import contract as C
 
@@ -476,3 +478,89 @@ def test_the_router_function_sends_each_stage_the_executions_observed_after_it(m
     finally:
         server.shutdown()
         server.server_close()
+
+
+def router_function(monkeypatch, name: str, **env):
+    """The router function (functions/router/handler.py) loaded as its image runs it, with ``env``."""
+    for key in ("gateway_url", "function_url", "workflows_from", "knative_namespace", "kubernetes_url",
+                "service_account_dir"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.syspath_prepend(str(root / "template/esg-python3"))  # esg_runtime, as in the function's image
+    spec = importlib.util.spec_from_file_location(name, root / "functions/router/handler.py")
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    return handler
+
+
+def test_under_knative_the_router_function_reads_the_services_and_calls_each_stage_at_its_address(
+        monkeypatch, tmp_path):
+    """With no OpenFaaS gateway (Knative Serving): the workflows come from the
+    Knative Services' annotations, listed through the Kubernetes API as the
+    router's service account with the Role deploy/knative grants it — and
+    nothing else is asked —, a Service being deleted is no stage, and each
+    stage is called at ``function_url`` with its name in it (the Service's
+    address in the cluster: here a real HTTP server that answers by name)."""
+    from ..kube_emulator import KubeEmulator
+
+    root = Path(__file__).resolve().parents[2]
+    role = next(d for d in yaml.safe_load_all((root / "deploy/knative/rbac.yaml").read_text())
+                if d and d["kind"] == "Role" and d["metadata"]["name"] == "esg-router")
+
+    def ksvc(name, annotations, deleting=False):
+        metadata = {"name": name, "namespace": role["metadata"]["namespace"], "annotations": annotations}
+        if deleting:
+            metadata["deletionTimestamp"] = "2026-12-06T12:00:00Z"
+        return {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "metadata": metadata,
+                "spec": {"template": {"spec": {"containers": [{"image": "esg/fn:dev"}]}}}}
+
+    stages = gateway()
+    (tmp_path / "token").write_text("router-token\n")
+    try:
+        with KubeEmulator(token="router-token", rules=role["rules"],
+                          user="system:serviceaccount:openfaas-fn:esg-router") as kube:
+            kube.add_knative(ksvc("w-head", {C.ANNOTATION_WORKFLOW: "w", C.ANNOTATION_STAGE: "head",
+                                             C.ANNOTATION_SLO_MS: "10000"}))
+            kube.add_knative(ksvc("w-tail", {C.ANNOTATION_WORKFLOW: "w", C.ANNOTATION_STAGE: "tail",
+                                             C.ANNOTATION_AFTER: "head"}))
+            kube.add_knative(ksvc("w-old", {C.ANNOTATION_WORKFLOW: "w", C.ANNOTATION_STAGE: "old",
+                                            C.ANNOTATION_AFTER: "tail"}, deleting=True))
+            kube.add_knative(ksvc("router", {}))  # no stage of any workflow
+            handler = router_function(
+                monkeypatch, "router_function_knative", workflows_from="knative",
+                knative_namespace=role["metadata"]["namespace"], kubernetes_url=kube.url,
+                service_account_dir=str(tmp_path),
+                function_url=f"http://127.0.0.1:{stages.server_address[1]}/{{name}}")
+            event = types.SimpleNamespace(path="/workflow/w", method="POST", body=b"{}",
+                                          headers={"Content-Type": "application/json"})
+            answer = handler.handle(event, None)
+            assert answer["statusCode"] == 200, answer
+            assert answer["body"]["output"] == {"path": ["w-head", "w-tail"]}  # each stage at its own address
+            assert set(handler.workflows()["w"]["stages"]) == {"head", "tail"}
+            asked = {(verb, group, resource, namespace) for verb, group, resource, namespace in kube.verbs}
+            assert asked == {("list", "serving.knative.dev", "services", role["metadata"]["namespace"])}
+            assert not kube.failures
+            # a token the API refuses: 503 with a reason that names where the workflows are read, at once
+            (tmp_path / "token").write_text("another-token")
+            handler._cache["at"] = 0.0
+            refused = handler.handle(event, None)
+            assert refused["statusCode"] == 503 and "Knative" in refused["body"]["error"]
+    finally:
+        stages.shutdown()
+        stages.server_close()
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"function_url": "http://stage.example/fn"}, "function_url"),                 # no {name}
+    ({"function_url": "stage.example/{name}"}, "function_url"),                    # not http(s)
+    ({"function_url": "http://{name}.{name}.svc"}, "function_url"),                # twice
+    ({"workflows_from": "consul"}, "workflows_from"),
+    ({"workflows_from": "knative", "knative_namespace": "Not_A_Namespace"}, "knative_namespace"),
+])
+def test_the_router_function_refuses_a_setting_it_cannot_use_at_start(monkeypatch, env, says):
+    """The runtime turns a SettingsError raised as the handler loads into one line and exit 2."""
+    with pytest.raises(ValueError) as err:
+        router_function(monkeypatch, "router_function_refused", **env)
+    assert type(err.value).__name__ == "SettingsError" and says in str(err.value)

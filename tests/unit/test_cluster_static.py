@@ -13,6 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from esg_plugin.runtime import contract as C
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((ROOT / "deploy").rglob("*.sh"))
 
@@ -77,7 +79,7 @@ def render_scaler_kustomization():
     return render_kustomization(ROOT / "deploy/scaler")
 
 
-BUILT = ["deploy/scaler", "deploy/scaler-base", "deploy/knative", "tests/fixtures/openfaas-chart"]
+BUILT = ["deploy/scaler", "deploy/scaler-base", "deploy/knative", "deploy/prometheus", "tests/fixtures/openfaas-chart"]
 
 
 def test_every_kustomization_under_deploy_is_built():
@@ -119,7 +121,16 @@ def test_knative_services_carry_the_stack_and_are_readable_by_the_actuator():
     out = subprocess.run([sys.executable, str(ROOT / "deploy/minikube/knative_services.py"), str(ROOT / "stack.yml")],
                          capture_output=True, text=True, check=True)
     services = [s for s in yaml.safe_load_all(out.stdout) if s]
-    assert len(services) == 10  # every workflow stage; not the router
+    router = [s for s in services if s["metadata"]["name"] == "router"]
+    services = [s for s in services if s["metadata"]["name"] != "router"]
+    assert len(services) == 10 and len(router) == 1  # every workflow stage, and the router that serves them
+    pod = router[0]["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    # no gateway: each stage at its Service's address in the cluster, the workflows from the Services
+    assert env["function_url"] == "http://{name}.openfaas-fn.svc.cluster.local" and "gateway_url" not in env
+    assert env["workflows_from"] == "knative" and env["knative_namespace"] == "openfaas-fn"
+    assert pod["serviceAccountName"] == "esg-router"  # deploy/knative/rbac.yaml: list the Services, nothing else
+    assert C.ANNOTATION_WORKFLOW not in router[0]["metadata"]["annotations"]  # no stage: the scaler leaves it be
     for svc in services:
         assert svc["apiVersion"] == "serving.knative.dev/v1" and svc["kind"] == "Service"
         assert svc["metadata"]["namespace"] == "openfaas-fn"  # where faas-cli generate puts them; deploy/knative's Role

@@ -2,6 +2,8 @@
 locked down, and its RBAC grants only what the scaler does."""
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import kubernetes_validate
@@ -49,6 +51,7 @@ def can_i(verb, group, resource, namespace, subject):
 SCALER = ("openfaas", "esg-scaler")
 GATEWAY = ("openfaas", "openfaas-controller")  # the sidecar runs as the gateway's account
 KNATIVE = ("knative-serving", "esg-scaler")
+ROUTER = ("openfaas-fn", "esg-router")  # the workflow router under Knative (deploy/minikube/knative_services.py)
 
 
 @pytest.mark.parametrize("subject", [SCALER, GATEWAY])
@@ -107,6 +110,76 @@ def test_the_knative_scaler_can_patch_services_in_its_namespace_only():
     assert not can_i("patch", "serving.knative.dev", "services", "kube-system", KNATIVE)
 
 
+def test_the_knative_router_can_list_the_services_and_nothing_else():
+    """Under Knative the router reads the workflows from the Services' annotations (workflows_from=knative)."""
+    assert can_i("list", "serving.knative.dev", "services", "openfaas-fn", ROUTER)
+    for verb, group, resource in [("get", "serving.knative.dev", "services"), ("patch", "serving.knative.dev", "services"),
+                                  ("create", "serving.knative.dev", "services"), ("list", "serving.knative.dev", "revisions"),
+                                  ("list", "", "pods"), ("get", "", "secrets"), ("list", "", "secrets"),
+                                  ("get", "coordination.k8s.io", "leases"), ("patch", "apps", "deployments")]:
+        assert not can_i(verb, group, resource, "openfaas-fn", ROUTER), (verb, group, resource)
+    for namespace in ("knative-serving", "default", "kube-system"):
+        assert not can_i("list", "serving.knative.dev", "services", namespace, ROUTER)
+
+
+PROMETHEUS = ("knative-serving", "esg-prometheus")  # the Knative variant's Prometheus (deploy/prometheus)
+
+
+def test_the_knative_prometheus_scrapes_the_functions_where_the_knative_scaler_reads():
+    """deploy/prometheus's kustomization: a Prometheus whose configuration is
+    the scrape jobs' file, at the address deploy/knative/scaler.yaml reads,
+    locked down, that may discover the functions' pods and nothing else."""
+    from urllib.parse import urlsplit
+
+    from .test_cluster_static import render_kustomization
+
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in render_kustomization(DEPLOY / "prometheus")}
+    scrape = (DEPLOY / "prometheus/esg-functions-scrape.yaml").read_text()
+    assert objects[("ConfigMap", "esg-prometheus")]["data"] == {"prometheus.yml": scrape}
+    deployment = objects[("Deployment", "prometheus")]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == PROMETHEUS[1] and deployment["metadata"]["namespace"] == PROMETHEUS[0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                             "capabilities": {"drop": ["ALL"]}}
+    name, tag = container["image"].rsplit(":", 1)
+    assert name == "prom/prometheus" and tag.startswith("v") and tag[1:].replace(".", "").isdigit()  # pinned
+    assert "--config.file=/etc/prometheus/prometheus.yml" in container["args"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts["/etc/prometheus"]]["configMap"]["name"] == "esg-prometheus"
+    knative = yaml.safe_load((DEPLOY / "knative/scaler.yaml").read_text())
+    url = urlsplit(knative["metrics_url"])
+    service = objects[("Service", "prometheus")]
+    assert url.hostname == f"{service['metadata']['name']}.{service['metadata']['namespace']}"
+    assert url.port in [p["port"] for p in service["spec"]["ports"]]
+    job = next(j for j in yaml.safe_load(scrape)["scrape_configs"] if j["job_name"] == "esg-functions-knative")
+    assert float(job["scrape_interval"].rstrip("s")) <= knative["interval_s"]  # a new sample each time it reads
+    for verb in ("list", "watch"):
+        assert can_i(verb, "", "pods", "openfaas-fn", PROMETHEUS)
+        for namespace in ("knative-serving", "openfaas", "default", "kube-system"):
+            assert not can_i(verb, "", "pods", namespace, PROMETHEUS)
+    for verb, group, resource in [("get", "", "secrets"), ("list", "", "secrets"), ("create", "", "pods"),
+                                  ("delete", "", "pods"), ("list", "serving.knative.dev", "services")]:
+        assert not can_i(verb, group, resource, "openfaas-fn", PROMETHEUS), (verb, group, resource)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (make test installs Debian's prometheus)")
+def test_the_scrape_jobs_load_in_a_real_prometheus(tmp_path):
+    """promtool checks esg-functions-scrape.yaml as the Prometheus of deploy/prometheus loads it — its pod
+    discovery swapped for a static target, which Debian's build of Prometheus leaves out."""
+    config = yaml.safe_load((DEPLOY / "prometheus/esg-functions-scrape.yaml").read_text())
+    for job in config["scrape_configs"]:
+        assert job.pop("kubernetes_sd_configs")[0]["namespaces"]["names"] == ["openfaas-fn"]
+        job["static_configs"] = [{"targets": ["127.0.0.1:8080"]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    out = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_the_one_cluster_wide_grant_lists_nodes_and_pods_for_hamis_records_and_nothing_more():
     """deploy/gpu/hami-gpu-room-rbac.yaml: the reads of each GPU's free
     share (``gpu_room.py``), bound to the scaler's accounts only."""
@@ -127,7 +200,7 @@ def containers(doc):
 
 
 @pytest.mark.parametrize("path, doc", [(p, d) for p, d in documents() if d["kind"] == "Deployment"
-                                       and "esg" in json.dumps(d)], ids=lambda x: str(x) if isinstance(x, Path) else "")
+                                       and "esg-scaler" in json.dumps(d)], ids=lambda x: str(x) if isinstance(x, Path) else "")
 def test_every_scaler_container_runs_locked_down_from_no_public_registry(path, doc):
     pod = doc["spec"]["template"]["spec"]
     if path.name != "gateway-patch.yaml":  # the gateway's pod security is the chart's
