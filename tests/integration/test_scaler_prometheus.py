@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.local.platform import free_port
@@ -188,9 +189,9 @@ class LiveReplica:
     OpenFaaS gateway in front: Knative Services), counting arrivals in real
     time at a rate the test sets, a tenth answered 504."""
 
-    def __init__(self, rate_rps):
+    def __init__(self, rate_rps, host: str = "127.0.0.1", port: int = 0):
         self.started_s, self.rate_rps = time.monotonic(), rate_rps
-        self.server = serve_page(self.page)
+        self.server = serve_page(self.page, host, port)
         self.port = self.server.server_address[1]
 
     def page(self) -> bytes:
@@ -202,48 +203,74 @@ class LiveReplica:
                 f'esg_requests_total{{code="504"}} {0.1 * arrived}\n').encode()
 
 
+def replicas_at_one_port(rates_rps: dict[str, float]) -> dict[str, LiveReplica]:
+    """A LiveReplica per loopback address (``rates_rps``: address -> rate), all at one port — as pods
+    each at its own IP and the function's port; skipped where no port is free at every address."""
+    for _ in range(20):
+        first, *others = rates_rps
+        replicas = {first: LiveReplica(rates_rps[first], first)}
+        try:
+            for address in others:
+                replicas[address] = LiveReplica(rates_rps[address], address, replicas[first].port)
+            return replicas
+        except OSError:  # that port is taken at another address: another one
+            for replica in replicas.values():
+                replica.server.shutdown()
+                replica.server.server_close()
+    pytest.skip("no port free at every loopback address")
+
+
 @pytest.mark.skipif(PROMETHEUS is None, reason="Prometheus is not installed (make test installs Debian's prometheus)")
 def test_without_an_openfaas_gateway_the_functions_own_arrivals_are_the_load(tmp_path):
-    """Knative Services: no OpenFaaS gateway counts arrivals. Prometheus
-    scrapes each replica's /_esg/metrics with the ``function_name`` label
-    the Knative job of deploy/prometheus/esg-functions-scrape.yaml gives it
-    (here a static label), and the scaler reads the replicas'
-    ``esg_requests_started_total`` summed — 10 + 20 rps — and their answers
-    by code from ``esg_requests_total``."""
-    replicas = [LiveReplica(10.0), LiveReplica(20.0)]
-    port = free_port()
-    targets = ", ".join(f'"127.0.0.1:{r.port}"' for r in replicas)
-    (tmp_path / "prometheus.yml").write_text(f"""
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: esg-functions-knative
-    metrics_path: /_esg/metrics
-    static_configs:
-      - targets: [{targets}]
-        labels:
-          function_name: image-preprocess
-""")
+    """Knative Services: no OpenFaaS gateway counts arrivals. Prometheus runs
+    with deploy/prometheus/esg-functions-scrape.yaml as its configuration —
+    its relabelling as written, the pods' discovery swapped for static
+    targets that carry what Kubernetes' discovery gives (the pod's IP and
+    labels; Debian's build has no Kubernetes discovery), the pods' port at
+    this test's — and the scaler reads the replicas' own
+    ``esg_requests_started_total`` summed per ``function_name`` — 10 + 20
+    rps of two Knative pods, 50 of a pod both jobs would take (counted
+    once), none of another app's pod — and their answers by code from
+    ``esg_requests_total``."""
+    knative = "__meta_kubernetes_pod_label_serving_knative_dev_service"
+    pods = {"127.0.0.2": ({knative: "image-preprocess"}, 10.0), "127.0.0.3": ({knative: "image-preprocess"}, 20.0),
+            "127.0.0.4": ({knative: "image-preprocess", "__meta_kubernetes_pod_label_faas_function":
+                           "image-preprocess"}, 50.0),
+            "127.0.0.5": ({"__meta_kubernetes_pod_label_app": "other"}, 1000.0)}
+    replicas = replicas_at_one_port({address: rate for address, (_, rate) in pods.items()})
+    port = next(iter(replicas.values())).port
+    config = yaml.safe_load((ROOT / "deploy/prometheus/esg-functions-scrape.yaml").read_text())
+    for job in config["scrape_configs"]:
+        job.pop("kubernetes_sd_configs")
+        job["scrape_interval"] = "1s"
+        job["static_configs"] = [{"targets": [f"{address}:9"], "labels": {**labels, "__meta_kubernetes_pod_ip": address}}
+                                 for address, (labels, _) in pods.items()]
+        for rule in job["relabel_configs"]:
+            if rule.get("target_label") == "__address__":
+                assert rule["replacement"] == "$1:8080"  # the function's own container port in its pod
+                rule["replacement"] = f"$1:{port}"
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    web = free_port()
     proc = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{web}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        base = f"http://127.0.0.1:{port}"
-        source = PrometheusQuery(base, window_s=6, recent_s=4)
+        source = PrometheusQuery(f"http://127.0.0.1:{web}", window_s=6, recent_s=4)
         deadline = time.monotonic() + 120
         while True:  # Prometheus starts, scrapes every second; on a busy machine its rates take longer to settle
             seen = source.observe(time.monotonic())
             rate = seen.rates_rps.get("image-preprocess") if seen is not None else None
-            if rate is not None and rate == pytest.approx(30.0, rel=0.1):
+            if rate is not None and rate == pytest.approx(80.0, rel=0.1):
                 break
             assert time.monotonic() < deadline, f"the functions' arrivals read {rate}"
             time.sleep(0.5)
+        assert set(seen.rates_rps) == {"image-preprocess"}  # another app's pod is no function
         codes = seen.codes["image-preprocess"]
         assert codes["504"] / sum(codes.values()) == pytest.approx(0.1, abs=0.02)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        for replica in replicas:
+        for replica in replicas.values():
             replica.server.shutdown()
             replica.server.server_close()
