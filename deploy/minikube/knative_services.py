@@ -4,7 +4,9 @@
 
 Each function with com.esg.* annotations becomes a serving.knative.dev/v1
 Service with the stack's environment, min-scale = max-scale = 1 (the ESG
-scaler's Knative actuator changes both), and its annotations. The workflow
+scaler's Knative actuator changes both), and its annotations, visible only
+inside the cluster (Knative's cluster-local label: the router calls the
+stages; clients call the router). The workflow
 router (the function whose handler is ./functions/router) becomes one too,
 set to serve without an OpenFaaS gateway: it calls each stage at its
 Service's address in the cluster (function_url) and reads the workflows
@@ -26,6 +28,8 @@ from esg_plugin.runtime import contract as C  # noqa: E402
 
 ROUTER_HANDLER = "functions/router"
 """The handler of the workflow router in a stack.yml."""
+CLUSTER_LOCAL = ("networking.knative.dev/visibility", "cluster-local")
+"""The label that keeps a Knative Service off the ingress: reachable only inside the cluster."""
 ROUTER_ACCOUNT = "esg-router"
 """The router's service account (deploy/knative/rbac.yaml): it may list the Services, nothing else."""
 
@@ -44,7 +48,9 @@ def services(stack: dict, image_prefix: str, tag: str, namespace: str) -> list:
             continue
         if C.ANNOTATION_WORKFLOW not in annotations:
             continue
-        out.append(service(name, namespace, annotations, environment, f"{image_prefix}/{name}:{tag}"))
+        stage = service(name, namespace, annotations, environment, f"{image_prefix}/{name}:{tag}")
+        stage["metadata"]["labels"] = {CLUSTER_LOCAL[0]: CLUSTER_LOCAL[1]}  # only the router calls a stage
+        out.append(stage)
     return out
 
 

@@ -131,8 +131,11 @@ def test_knative_services_carry_the_stack_and_are_readable_by_the_actuator():
     assert env["workflows_from"] == "knative" and env["knative_namespace"] == "openfaas-fn"
     assert pod["serviceAccountName"] == "esg-router"  # deploy/knative/rbac.yaml: list the Services, nothing else
     assert C.ANNOTATION_WORKFLOW not in router[0]["metadata"]["annotations"]  # no stage: the scaler leaves it be
+    assert "labels" not in router[0]["metadata"]  # the router is what clients call, through the ingress
     for svc in services:
         assert svc["apiVersion"] == "serving.knative.dev/v1" and svc["kind"] == "Service"
+        # a stage only the router calls: off the ingress (Knative's cluster-local visibility)
+        assert svc["metadata"]["labels"] == {"networking.knative.dev/visibility": "cluster-local"}
         assert svc["metadata"]["namespace"] == "openfaas-fn"  # where faas-cli generate puts them; deploy/knative's Role
         container = svc["spec"]["template"]["spec"]["containers"][0]
         assert container["image"].endswith(f"/{svc['metadata']['name']}:dev")
