@@ -11,7 +11,9 @@ execution time in the answer (``stages_ms``), 502 naming a failing
 stage, 504 when a stage shed the request because its deadline had passed,
 429 with Retry-After when a stage is overloaded.
 The workflows come from the com.esg.* annotations of the deployed functions
-(GET /system/functions, refreshed every 30 s).
+(GET /system/functions, read again every 30 s; once read, no request waits
+for a new read, and while the gateway cannot list them what was read is
+served: ``workflows``).
 
 The Open Inference Protocol for a whole workflow, as `esg_plugin.router`
 answers it: POST /function/router/v2/models/<workflow>/infer (JSON or binary
@@ -100,8 +102,15 @@ _check_settings()
 POOL = ThreadPoolExecutor(64)
 CONNECTIONS = ConnectionPool(max_idle_per_host=64)
 """Keep-alive connections to the gateway, reused across stage calls."""
-_cache = {"at": 0.0, "workflows": {}}
+WORKFLOWS_FRESH_S = 30.0
+"""The workflows read are believed this long before they are read again."""
+WORKFLOWS_RETRY_S = 5.0
+"""A read that failed is tried again after this, the workflows read before served meanwhile."""
+_cache = {"at": -1e18, "workflows": None, "reading": False, "retry_at": -1e18}
+"""The workflows last read (None: never), when, whether a read is under way, when a failed one is retried."""
 _lock = threading.Lock()
+_first_read = threading.Lock()
+"""Held by the one request that reads the workflows while none were ever read: the others wait for it."""
 _observed = {"exec_ms": {}, "hop_ms": {}}
 """Per (workflow, stage) the batch execution its answers reported (X-ESG-Exec-Ms),
 per workflow one hop: each a moving average (``OBSERVED_WEIGHT``), for X-ESG-Downstream-Ms."""
@@ -128,25 +137,56 @@ def _headers():
 
 def workflows():
     """{workflow: {"slo_ms", "stages": {stage: {"function", "after", "fanout", "model"}}}} from the
-    functions' com.esg.* annotations, read from ``workflows_from`` at most every 30 s."""
+    functions' com.esg.* annotations, read from ``workflows_from`` every ``WORKFLOWS_FRESH_S``.
+    Once read, a request never waits for a read: the one that finds them stale reads them again
+    while the others are served what was read before; a read that fails keeps that (tried again
+    after ``WORKFLOWS_RETRY_S``) — the gateway or the Kubernetes API down for a while stops no
+    workflow. Before the first read succeeds the error is raised (503 at ``handle``)."""
     with _lock:
-        if time.monotonic() - _cache["at"] < 30 and _cache["workflows"]:
-            return _cache["workflows"]
-        functions = _knative_functions() if WORKFLOWS_FROM == "knative" else _gateway_functions()
-        found = {}
-        for name, ann in functions:
-            workflow = ann.get(C.ANNOTATION_WORKFLOW)
-            if not workflow:
-                continue
-            wf = found.setdefault(workflow, {"slo_ms": None, "stages": {}})
-            if ann.get(C.ANNOTATION_SLO_MS):
-                wf["slo_ms"] = float(ann[C.ANNOTATION_SLO_MS])
-            after = [a.strip() for a in ann.get(C.ANNOTATION_AFTER, "").split(",") if a.strip()]
-            wf["stages"][ann.get(C.ANNOTATION_STAGE, name)] = {
-                "function": name, "after": after, "fanout": int(ann.get(C.ANNOTATION_FANOUT, 1)),
-                "model": ann.get(C.ANNOTATION_PROFILE, name)}
-        _cache.update(at=time.monotonic(), workflows=found)
-        return found
+        known, now = _cache["workflows"], time.monotonic()
+        if known is not None and (now - _cache["at"] < WORKFLOWS_FRESH_S or _cache["reading"]
+                                  or now < _cache["retry_at"]):
+            return known
+        _cache["reading"] = known is not None
+    if known is None:
+        with _first_read:  # one read at a time until there are workflows to serve meanwhile
+            with _lock:
+                if _cache["workflows"] is not None:
+                    return _cache["workflows"]
+            return _read_workflows(None)
+    return _read_workflows(known)
+
+
+def _read_workflows(known):
+    """Read the workflows and keep them; where the read fails, ``known`` (raised where None)."""
+    try:
+        found = _parse_workflows(_knative_functions() if WORKFLOWS_FROM == "knative" else _gateway_functions())
+    except (urllib.error.URLError, OSError, ValueError):
+        with _lock:
+            _cache.update(reading=False, retry_at=time.monotonic() + WORKFLOWS_RETRY_S)
+        if known is None:
+            raise
+        return known
+    with _lock:
+        _cache.update(at=time.monotonic(), workflows=found, reading=False)
+    return found
+
+
+def _parse_workflows(functions):
+    """The workflows of [(function, its annotations)]; ValueError for an annotation that is no number."""
+    found = {}
+    for name, ann in functions:
+        workflow = ann.get(C.ANNOTATION_WORKFLOW)
+        if not workflow:
+            continue
+        wf = found.setdefault(workflow, {"slo_ms": None, "stages": {}})
+        if ann.get(C.ANNOTATION_SLO_MS):
+            wf["slo_ms"] = float(ann[C.ANNOTATION_SLO_MS])
+        after = [a.strip() for a in ann.get(C.ANNOTATION_AFTER, "").split(",") if a.strip()]
+        wf["stages"][ann.get(C.ANNOTATION_STAGE, name)] = {
+            "function": name, "after": after, "fanout": int(ann.get(C.ANNOTATION_FANOUT, 1)),
+            "model": ann.get(C.ANNOTATION_PROFILE, name)}
+    return found
 
 
 def _gateway_functions():

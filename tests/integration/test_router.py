@@ -542,10 +542,17 @@ def test_under_knative_the_router_function_reads_the_services_and_calls_each_sta
             asked = {(verb, group, resource, namespace) for verb, group, resource, namespace in kube.verbs}
             assert asked == {("list", "serving.knative.dev", "services", role["metadata"]["namespace"])}
             assert not kube.failures
-            # a token the API refuses: 503 with a reason that names where the workflows are read, at once
+            # a token the API refuses: the workflows read before are served meanwhile ...
             (tmp_path / "token").write_text("another-token")
-            handler._cache["at"] = 0.0
-            refused = handler.handle(event, None)
+            handler._cache["at"] = -1e18
+            assert handler.handle(event, None)["statusCode"] == 200
+            assert len(kube.verbs) == 2 and kube.failures == []
+            # ... and a router that never read them answers 503 with a reason that names where they are read
+            fresh = router_function(
+                monkeypatch, "router_function_knative_refused", workflows_from="knative",
+                knative_namespace=role["metadata"]["namespace"], kubernetes_url=kube.url,
+                service_account_dir=str(tmp_path), function_url=f"http://127.0.0.1:{stages.server_address[1]}/{{name}}")
+            refused = fresh.handle(event, None)
             assert refused["statusCode"] == 503 and "Knative" in refused["body"]["error"]
     finally:
         stages.shutdown()
@@ -564,3 +571,53 @@ def test_the_router_function_refuses_a_setting_it_cannot_use_at_start(monkeypatc
     with pytest.raises(ValueError) as err:
         router_function(monkeypatch, "router_function_refused", **env)
     assert type(err.value).__name__ == "SettingsError" and says in str(err.value)
+
+
+def test_the_router_function_serves_the_workflows_it_read_while_the_gateway_cannot_list_them(monkeypatch):
+    """The gateway's /system/functions failing or hanging for a while stops no
+    workflow: the router serves what it read before (a failed read tried again
+    after ``WORKFLOWS_RETRY_S``, not at every request), and while one request
+    reads them again the others are not kept waiting."""
+    listing = {"mode": "ok", "asked": 0}
+    asked, release = threading.Event(), threading.Event()
+    functions = [{"name": "w-head", "annotations": {C.ANNOTATION_WORKFLOW: "w", C.ANNOTATION_STAGE: "head"}}]
+
+    class Handler(JsonRequestHandler):
+        def do_GET(self):  # noqa: N802
+            listing["asked"] += 1
+            asked.set()
+            if listing["mode"] == "fail":
+                return self._json(500, {"error": "as asked"})
+            if listing["mode"] == "hang":
+                release.wait(60)
+            self._json(200, functions)
+
+        def do_POST(self):  # noqa: N802
+            self._send(200, json.dumps({"path": [self.path.rsplit("/", 1)[-1]]}).encode())
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        handler = router_function(monkeypatch, "router_function_stale",
+                                  gateway_url=f"http://127.0.0.1:{server.server_address[1]}")
+        event = types.SimpleNamespace(path="/workflow/w", method="POST", body=b"{}",
+                                      headers={"Content-Type": "application/json"})
+        assert handler.handle(event, None)["statusCode"] == 200 and listing["asked"] == 1
+        listing["mode"] = "fail"  # the gateway's system API fails once the workflows are stale
+        handler._cache["at"] = -1e18
+        for _ in range(4):
+            answer = handler.handle(event, None)
+            assert answer["statusCode"] == 200 and answer["body"]["output"] == {"path": ["w-head"]}
+        assert listing["asked"] == 2  # one read failed: the next is after the retry delay, not at each request
+        listing["mode"] = "hang"  # a read that hangs: one request waits for it, the others do not
+        handler._cache["retry_at"] = -1e18
+        asked.clear()
+        reader = ThreadPoolExecutor(1).submit(handler.handle, event, None)
+        assert asked.wait(60)
+        assert handler.handle(event, None)["statusCode"] == 200 and not reader.done()
+        release.set()
+        assert reader.result(timeout=60)["statusCode"] == 200
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
