@@ -8,6 +8,7 @@ with the file's path.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,7 +16,7 @@ import yaml
 
 from .errors import ESGError
 from .limits import MAX_FILE_BYTES, MAX_NESTING, LimitError, check_document
-from .model import ModelError, ProfileSet, Workflow, parse_profiles, parse_workflow, workflows_from_stack
+from .model import ModelError, ProfileSet, Topology, Workflow, parse_profiles, parse_workflow, workflows_from_stack
 
 
 class LoadError(ESGError, ValueError):
@@ -125,6 +126,65 @@ def load_profiles(path: str | Path) -> ProfileSet:
         return parse_profiles(data)
     except ModelError as err:
         raise LoadError(f"{path}: {err}") from None
+
+
+class StackFiles:
+    """The stack file and the profiles file a scaler plans from, read
+    again when they change — as a ConfigMap mounted in the scaler's pod
+    changes in place when the user updates it (the kubelet swaps the
+    mounted files within a minute or so): the scaler then plans the new
+    workflows without a restart, as Prometheus reloads its configuration
+    or Knative's autoscaler its ConfigMaps. A change is noticed by the
+    files' identity, size and time of change (``os.stat``, which follows
+    the kubelet's symbolic links), checked at each :meth:`poll`."""
+
+    def __init__(self, stack_path: str | Path, profiles_path: str | Path):
+        self.paths = (str(stack_path), str(profiles_path))
+        self._seen: Optional[tuple] = None
+
+    def load(self) -> tuple[Topology, ProfileSet]:
+        """(the stack's topology, the profiles) as the files say now; a
+        ``LoadError`` where they do not load or a workflow's stage has no
+        profile."""
+        seen = self._signature()
+        stack_path, profiles_path = self.paths
+        data = read_yaml(stack_path)
+        try:
+            topology = Topology.from_stack(data)
+        except ModelError as err:
+            raise LoadError(f"{stack_path}: {err}") from None
+        profiles = load_profiles(profiles_path)
+        for workflow in topology.workflows.values():
+            try:
+                workflow.check_profiles(profiles)
+            except ModelError as err:
+                raise LoadError(f"{profiles_path}: {err}") from None
+        self._seen = seen
+        return topology, profiles
+
+    def poll(self) -> tuple[Optional[tuple[Topology, ProfileSet]], Optional[str]]:
+        """(what :meth:`load` gives, where the files changed since it last
+        loaded them; why not, where they changed and do not load): (None,
+        None) where nothing changed. A change that does not load is said
+        once: those files are not read again until they change again."""
+        seen = self._signature()
+        if seen == self._seen:
+            return None, None
+        try:
+            return self.load(), None
+        except LoadError as err:
+            self._seen = seen
+            return None, str(err)
+
+    def _signature(self) -> tuple:
+        out: list = []
+        for path in self.paths:
+            try:
+                st = os.stat(path)
+                out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError as err:  # gone for a moment (the kubelet's swap) or for good: a change that does not load
+                out.append(type(err).__name__)
+        return tuple(out)
 
 
 def load_workload(path: str | Path):

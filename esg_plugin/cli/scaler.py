@@ -10,7 +10,7 @@ import sys
 import threading
 
 from ..limits import flag
-from ..loaders import LoadError, load_profiles, read_yaml
+from ..loaders import LoadError, StackFiles, read_yaml
 
 DESCRIPTION = """\
 Run the ESG control loop: every interval, read each workflow's load from the
@@ -52,7 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..scaler import (Scaler, ScalerSettings, ScalerSettingsError, Topology, freeze_start_up_heap, make_http_server,
+    from ..scaler import (Scaler, ScalerSettings, ScalerSettingsError, freeze_start_up_heap, make_http_server,
                           make_source)
 
     overrides = {k: v for k, v in {"stack": args.stack, "profiles": args.profiles, "metrics_url": args.metrics_url,
@@ -65,10 +65,8 @@ def run(args: argparse.Namespace) -> int:
         settings = ScalerSettings.load(data, os.environ, overrides)
     except ScalerSettingsError as err:
         raise LoadError(f"scaler settings: {err}") from None
-    topology = Topology.from_stack(read_yaml(settings.stack))
-    profiles = load_profiles(settings.profiles)
-    for workflow in topology.workflows.values():
-        workflow.check_profiles(profiles)
+    files = StackFiles(settings.stack, settings.profiles)
+    topology, profiles = files.load()  # read again by the loop when a file changes (a ConfigMap updated in place)
     actuator, api = _actuator(settings, args.kube_api)
     gateways = _gateway_pods(settings, api, args.kube_api) if settings.gateway_pods else None
     source = make_source(settings.source_kind, settings.metrics_url, settings.window_s, settings.interval_s,
@@ -78,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         from ..scaler.actuators.lease import Lease
 
         lease = Lease(api, actuator.api, settings.namespace, settings.lease_name, settings.lease_duration_s)
-    scaler = Scaler(topology, profiles, settings, source, actuator, lease=lease)
+    scaler = Scaler(topology, profiles, settings, source, actuator, lease=lease, files=files)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.once:
         scaler.iterate()

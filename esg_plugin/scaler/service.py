@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -70,6 +70,9 @@ class ScalerMetrics:
         self.gpu_free = Gauge("esg_scaler_gpu_free_percent",
                               "Each GPU's free share as last read (HAMi's records); none while not known.", ["gpu"],
                               registry=r)
+        self.reloads = Counter("esg_scaler_workload_reloads_total", "Changes of the stack or profiles file, by "
+                               "result: loaded (planned from the next iteration), refused (did not load: the "
+                               "workload before is kept).", ["result"], registry=r)
 
 
 @dataclass
@@ -84,11 +87,17 @@ class Status:
     (``Actuator.gpu_room``); None: not read, or not known."""
 
 
+class StackFilesLike(Protocol):
+    """What the scaler polls for a new workload (``loaders.StackFiles``, a layer above it)."""
+
+    def poll(self) -> tuple[Optional[tuple[Topology, ProfileSet]], Optional[str]]: ...
+
+
 class Scaler:
     def __init__(self, topology: Topology, profiles: ProfileSet, settings: ScalerSettings, source: MetricsSource,
                  actuator: Actuator, clock: Callable[[], float] = time.monotonic,
                  on_iteration: Optional[Callable[[float, object, ScalerDecision, list], None]] = None,
-                 lease: Optional[Lease] = None):
+                 lease: Optional[Lease] = None, files: Optional["StackFilesLike"] = None):
         self.topology = topology
         self.profiles = profiles
         self.settings = settings
@@ -109,6 +118,9 @@ class Scaler:
                 self.memory.state, self.clock())
         self._led = False
         """Whether this scaler held the lease at its last iteration."""
+        self.files = files
+        """Where given, what ``topology`` and ``profiles`` were loaded from, polled at each iteration
+        (``loaders.StackFiles``): a change that loads is planned from then on."""
         self.started_at: Optional[float] = None
         """time.monotonic() when the running iteration began (None between iterations)."""
         self.ended_at = time.monotonic()
@@ -145,6 +157,7 @@ class Scaler:
         now = self.clock()
         m = self.metrics
         m.iterations.inc()
+        self._reload(now)
         try:
             observation = self.source.observe(now)
         except Exception as err:  # a source bug must not stop the loop
@@ -196,6 +209,39 @@ class Scaler:
         if self.on_iteration is not None:
             self.on_iteration(now, observation, decision, changes)
         return self.status
+
+    def _reload(self, now: float) -> None:
+        """Where the workload's files changed (``StackFiles.poll``): plan
+        the new workload from this iteration on, its law started again as a
+        restarted scaler's — what runs is its first plan (``adopt_running``),
+        and it resumes what the law had learned of each workflow that is
+        still there (``ControlLaw.learned``) —; where they changed and do not
+        load, keep the workload loaded before (said once per change)."""
+        if self.files is None:
+            return
+        try:
+            new, why = self.files.poll()
+        except Exception as err:  # pragma: no cover - poll names what fails; a bug must not stop the loop
+            new, why = None, f"{type(err).__name__}: {err}"
+        if why is not None:
+            log.warning("the workload's files changed but do not load (%s): the %d workflows loaded before are "
+                        "planned", why, len(self.topology.workflows))
+            self.metrics.reloads.labels(result="refused").inc()
+            return
+        if new is None:
+            return
+        learned = control_law(self.topology, self.profiles, self.settings).learned(self.memory.state, now)
+        before = set(self.topology.workflows)
+        (self.topology, self.profiles), self.memory = new, Memory()
+        law = control_law(self.topology, self.profiles, self.settings)
+        for refused in law.resume(self.memory.state, {name: record for name, record in learned.items()
+                                                      if name in self.topology.workflows}, now):
+            log.warning("workload reloaded: not believed: %s", refused)
+        self.last_plans = {name: plan for name, plan in self.last_plans.items() if name in self.topology.workflows}
+        after = set(self.topology.workflows)
+        log.info("workload reloaded: %d workflows (new: %s; gone: %s); each starts again from what runs",
+                 len(after), ", ".join(sorted(after - before)) or "none", ", ".join(sorted(before - after)) or "none")
+        self.metrics.reloads.labels(result="loaded").inc()
 
     def _leads(self) -> bool:
         """Does this scaler hold the lease this iteration? (A failure of the

@@ -279,3 +279,76 @@ def test_the_scaler_process_with_gateway_pods_plans_for_the_traffic_of_every_gat
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+def test_the_scaler_process_plans_a_workflow_added_to_its_stack_file_without_a_restart(tmp_path):
+    """``esg scaler`` reads its stack file again when it changes (a ConfigMap
+    updated in place): a workflow added while it runs is planned, and a file
+    that does not parse changes nothing — the process goes on planning what
+    it had, and says why once."""
+    import re
+    import time
+    import urllib.request
+
+    from esg_plugin.loaders import read_yaml
+
+    from .test_scaler_prometheus import serve_page
+
+    started_s = time.monotonic()
+
+    def gateway_page():  # 20 rps into each workflow's entry
+        count = 20.0 * (time.monotonic() - started_s)
+        return "".join(f'gateway_function_invocation_started{{function_name="{fn}.openfaas-fn"}} {count}\n'
+                       for fn in ("image-preprocess", "text-langid")).encode()
+
+    stack = read_yaml(ROOT / "stack.yml")
+
+    def write_stack(text):  # replaced at once, as the kubelet swaps a ConfigMap's files
+        (tmp_path / "stack.new").write_text(text)
+        (tmp_path / "stack.new").replace(tmp_path / "stack.yml")
+
+    def only(*workflows):
+        return json.dumps({**stack, "functions": {
+            name: spec for name, spec in stack["functions"].items()
+            if (spec.get("annotations") or {}).get("com.esg.workflow") in workflows}})
+
+    def rates(url):
+        with urllib.request.urlopen(url + "/plan", timeout=10) as answer:
+            return json.loads(answer.read())["rates_rps"]
+
+    def metrics(url):
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
+            return answer.read().decode()
+
+    def wait_for(url, condition, what):
+        deadline = time.monotonic() + 120.0
+        while not condition(rates(url)):
+            assert time.monotonic() < deadline and proc.poll() is None, what
+            time.sleep(0.1)
+
+    write_stack(only("image"))
+    server = serve_page(gateway_page)
+    proc = None
+    try:
+        proc = subprocess.Popen([ESG, "scaler", "--stack", str(tmp_path / "stack.yml"), "--profiles",
+                                 "profiles/cpu-2core.json", "--actuator", "dry-run", "--metrics-url",
+                                 f"http://127.0.0.1:{server.server_address[1]}/metrics", "--interval-s", "0.5",
+                                 "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        url = re.search(r"on (http://[^ ]+)", proc.stderr.readline()).group(1)
+        wait_for(url, lambda r: "image" in r, "the image workflow is never planned")
+        assert "text" not in rates(url)
+        write_stack(only("image", "text"))
+        wait_for(url, lambda r: "text" in r, "the workflow added to the stack file is never planned")
+        write_stack("functions: [")
+        deadline = time.monotonic() + 120.0
+        while 'esg_scaler_workload_reloads_total{result="refused"} 1.0' not in metrics(url):  # read, not loaded
+            assert time.monotonic() < deadline and proc.poll() is None, "the broken stack file is never read"
+            time.sleep(0.1)
+        assert {"image", "text"} <= set(rates(url))  # and nothing changed
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+        server.shutdown()
+        server.server_close()
+    _, err = proc.communicate(timeout=30)
+    assert err.count("do not load") == 1 and "stack.yml" in err  # said once, naming the file

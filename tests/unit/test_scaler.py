@@ -649,3 +649,78 @@ def test_the_start_up_heap_is_frozen_out_of_the_collectors_reach():
         assert gc.collect() >= 1
     finally:
         gc.unfreeze()
+
+
+def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load_changes_nothing(
+        tmp_path, caplog):
+    """The workload's files mounted from a ConfigMap, laid out as the kubelet
+    does (each version a directory, ``..data`` a link swapped to the new one):
+    a new workflow is planned from the next iteration, what the law learned
+    of a workflow still there is kept; a stack that does not parse, or names
+    a profile the profiles file lacks, is said once and changes nothing; the
+    next good one is planned again."""
+    import logging
+    import os
+
+    from esg_plugin.loaders import StackFiles
+
+    stack = read_yaml(ROOT / "stack.yml")
+    profiles_text = (ROOT / "profiles/cpu-2core.json").read_text()
+    versions = [0]
+
+    def publish(stack_text):  # a ConfigMap updated in place: a new directory, the ..data link swapped at once
+        versions[0] += 1
+        folder = tmp_path / f"..2026_12_06_{versions[0]}"
+        folder.mkdir()
+        (folder / "stack.yml").write_text(stack_text)
+        (folder / "profiles.json").write_text(profiles_text)
+        os.symlink(folder.name, tmp_path / "..data_tmp")
+        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+
+    def only(*workflows):
+        functions = {name: spec for name, spec in stack["functions"].items()
+                     if (spec.get("annotations") or {}).get("com.esg.workflow") in workflows}
+        return json.dumps({**stack, "functions": functions})  # JSON is YAML
+
+    publish(only("image"))
+    for name in ("stack.yml", "profiles.json"):
+        os.symlink(f"..data/{name}", tmp_path / name)
+    files = StackFiles(tmp_path / "stack.yml", tmp_path / "profiles.json")
+    topology, profiles = files.load()
+    source = StaticSource()
+    source.rates = {"image-preprocess": 20.0, "text-langid": 10.0}
+    clock = [100.0]
+    scaler = Scaler(topology, profiles, ScalerSettings(), source, DryRunActuator(), clock=lambda: clock[0],
+                    files=files)
+
+    def iterate():
+        clock[0] += 5.0
+        return scaler.iterate()
+
+    def reloads(result):
+        return scaler.metrics.reloads.labels(result=result)._value.get()
+
+    assert set(iterate().decision.plans) == {"image"}
+    scaler.memory.state.workflows["image"].margin = 0.3  # as misses would have raised it
+    assert iterate() is not None and reloads("loaded") == 0  # nothing changed: nothing read
+    publish(only("image", "text"))
+    assert set(iterate().decision.plans) == {"image", "text"}  # the new workflow, planned at once
+    assert scaler.memory.state.workflows["image"].margin == pytest.approx(0.3)  # what was learned, kept
+    assert reloads("loaded") == 1
+    with caplog.at_level(logging.WARNING, logger="esg_plugin.scaler.service"):
+        publish("functions: [")  # does not parse
+        iterate()
+        iterate()
+    said = [r.getMessage() for r in caplog.records if "do not load" in r.getMessage()]
+    assert len(said) == 1 and "stack.yml" in said[0] and reloads("refused") == 1  # said once
+    assert set(scaler.topology.workflows) == {"image", "text"}
+    assert set(scaler.plan_document()["workflows"]) >= {"image", "text"}
+    unknown = json.loads(only("image"))
+    unknown["functions"]["image-classify"]["annotations"]["com.esg.profile"] = "no-such-model"
+    publish(json.dumps(unknown))
+    iterate()
+    assert reloads("refused") == 2 and set(scaler.topology.workflows) == {"image", "text"}
+    publish(only("image"))
+    iterate()
+    assert reloads("loaded") == 2 and set(scaler.topology.workflows) == {"image"}
+    assert set(scaler.plan_document()["workflows"]) == {"image"}  # a workflow gone is no longer shown
