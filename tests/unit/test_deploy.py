@@ -218,6 +218,8 @@ def test_every_scaler_container_runs_locked_down_from_no_public_registry(path, d
         assert container["image"] == "esg-scaler" or container["image"].startswith("localhost:5000/")
         ports = [p["containerPort"] for p in container.get("ports", [])]
         assert path.name != "gateway-patch.yaml" or 8081 not in ports  # faas-netes's port in the gateway pod
+        # a ConfigMap mounted by subPath is never updated in the pod: the scaler would not see a new stack
+        assert all("subPath" not in mount for mount in container.get("volumeMounts", []))
 
 
 def test_the_scaler_image_is_named_by_kustomize_images():
