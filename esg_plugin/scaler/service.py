@@ -85,6 +85,9 @@ class Status:
     gpu_free_pct: Optional[tuple[int, ...]] = None
     """Each GPU's free share as the actuator read it at the last iteration
     (``Actuator.gpu_room``); None: not read, or not known."""
+    workload_refused: Optional[str] = None
+    """Why the last change of the workload's files did not load (the workload before it is planned); None
+    where the last change loaded, or none was seen."""
 
 
 class StackFilesLike(Protocol):
@@ -227,6 +230,7 @@ class Scaler:
             log.warning("the workload's files changed but do not load (%s): the %d workflows loaded before are "
                         "planned", why, len(self.topology.workflows))
             self.metrics.reloads.labels(result="refused").inc()
+            self.status.workload_refused = why
             return
         if new is None:
             return
@@ -242,6 +246,7 @@ class Scaler:
         log.info("workload reloaded: %d workflows (new: %s; gone: %s); each starts again from what runs",
                  len(after), ", ".join(sorted(after - before)) or "none", ", ".join(sorted(before - after)) or "none")
         self.metrics.reloads.labels(result="loaded").inc()
+        self.status.workload_refused = None
 
     def _leads(self) -> bool:
         """Does this scaler hold the lease this iteration? (A failure of the
@@ -302,6 +307,7 @@ class Scaler:
             "last_changes": [{"function": c.function, "kind": c.kind, "before": c.before, "after": c.after}
                              for c in status.changes],
             "gpu_free_pct": None if status.gpu_free_pct is None else list(status.gpu_free_pct),
+            "workload": {"workflows": sorted(self.topology.workflows), "refused": status.workload_refused},
             "lease": None if self.lease is None else {"name": self.lease.name, "holder": self.lease.holder,
                                                       "leading": self.lease.leading()},
         }

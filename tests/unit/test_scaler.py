@@ -714,7 +714,9 @@ def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load
     said = [r.getMessage() for r in caplog.records if "do not load" in r.getMessage()]
     assert len(said) == 1 and "stack.yml" in said[0] and reloads("refused") == 1  # said once
     assert set(scaler.topology.workflows) == {"image", "text"}
-    assert set(scaler.plan_document()["workflows"]) >= {"image", "text"}
+    document = scaler.plan_document()
+    assert set(document["workflows"]) >= {"image", "text"} and document["workload"]["workflows"] == ["image", "text"]
+    assert "stack.yml" in document["workload"]["refused"]  # /plan says why the last change was not taken
     unknown = json.loads(only("image"))
     unknown["functions"]["image-classify"]["annotations"]["com.esg.profile"] = "no-such-model"
     publish(json.dumps(unknown))
@@ -724,3 +726,4 @@ def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load
     iterate()
     assert reloads("loaded") == 2 and set(scaler.topology.workflows) == {"image"}
     assert set(scaler.plan_document()["workflows"]) == {"image"}  # a workflow gone is no longer shown
+    assert scaler.plan_document()["workload"] == {"workflows": ["image"], "refused": None}
