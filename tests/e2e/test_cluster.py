@@ -193,3 +193,30 @@ def test_the_sidecar_reads_every_gateway_replica(kube):
     finally:
         kubectl("scale", "deploy/gateway", "--replicas=1")
         kubectl("rollout", "status", "deploy/gateway", "--timeout=300s")
+
+
+def test_an_updated_workload_configmap_is_planned_without_a_restart(kube):
+    """The ConfigMap ``esg-scaler-workload`` updated in place (the text
+    workflow taken out, then put back): the kubelet swaps the mounted files,
+    the scaler reads them again (``loaders.StackFiles``) and its /plan says
+    the workflows it plans — without a restart."""
+    import yaml
+    from kubernetes import client
+
+    core = client.CoreV1Api()
+    before = core.read_namespaced_config_map("esg-scaler-workload", "openfaas")
+    stack = yaml.safe_load(before.data["stack.yml"])
+    without = {**stack, "functions": {name: spec for name, spec in stack["functions"].items()
+                                      if (spec.get("annotations") or {}).get("com.esg.workflow") != "text"}}
+
+    def planned_after(data, test, what):
+        core.patch_namespaced_config_map("esg-scaler-workload", "openfaas", {"data": data})
+        deadline = time.monotonic() + 300  # the kubelet's sync period and cache, then an iteration
+        while not test(scaler_plan(kube)["workload"]["workflows"]):
+            assert time.monotonic() < deadline, what
+            time.sleep(5)
+
+    try:
+        planned_after({"stack.yml": yaml.safe_dump(without)}, lambda w: "text" not in w, "the text workflow stays")
+    finally:
+        planned_after({"stack.yml": before.data["stack.yml"]}, lambda w: "text" in w, "the text workflow is not back")
