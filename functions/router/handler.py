@@ -106,8 +106,9 @@ WORKFLOWS_FRESH_S = 30.0
 """The workflows read are believed this long before they are read again."""
 WORKFLOWS_RETRY_S = 5.0
 """A read that failed is tried again after this, the workflows read before served meanwhile."""
-_cache = {"at": -1e18, "workflows": None, "reading": False, "retry_at": -1e18}
-"""The workflows last read (None: never), when, whether a read is under way, when a failed one is retried."""
+_cache = {"at": -1e18, "workflows": None, "reading": False, "retry_at": -1e18, "error": ""}
+"""The workflows last read (None: never), when, whether a read is under way, when a failed one is retried
+and why it failed."""
 _lock = threading.Lock()
 _first_read = threading.Lock()
 """Held by the one request that reads the workflows while none were ever read: the others wait for it."""
@@ -141,7 +142,8 @@ def workflows():
     Once read, a request never waits for a read: the one that finds them stale reads them again
     while the others are served what was read before; a read that fails keeps that (tried again
     after ``WORKFLOWS_RETRY_S``) — the gateway or the Kubernetes API down for a while stops no
-    workflow. Before the first read succeeds the error is raised (503 at ``handle``)."""
+    workflow. Before a read succeeds, its error is raised (503 at ``handle``) — at once, without
+    reading again, until the retry."""
     with _lock:
         known, now = _cache["workflows"], time.monotonic()
         if known is not None and (now - _cache["at"] < WORKFLOWS_FRESH_S or _cache["reading"]
@@ -153,6 +155,8 @@ def workflows():
             with _lock:
                 if _cache["workflows"] is not None:
                     return _cache["workflows"]
+                if time.monotonic() < _cache["retry_at"]:
+                    raise OSError(_cache["error"])
             return _read_workflows(None)
     return _read_workflows(known)
 
@@ -161,9 +165,9 @@ def _read_workflows(known):
     """Read the workflows and keep them; where the read fails, ``known`` (raised where None)."""
     try:
         found = _parse_workflows(_knative_functions() if WORKFLOWS_FROM == "knative" else _gateway_functions())
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError) as err:
         with _lock:
-            _cache.update(reading=False, retry_at=time.monotonic() + WORKFLOWS_RETRY_S)
+            _cache.update(reading=False, retry_at=time.monotonic() + WORKFLOWS_RETRY_S, error=str(err))
         if known is None:
             raise
         return known

@@ -602,6 +602,13 @@ def test_the_router_function_serves_the_workflows_it_read_while_the_gateway_cann
                                   gateway_url=f"http://127.0.0.1:{server.server_address[1]}")
         event = types.SimpleNamespace(path="/workflow/w", method="POST", body=b"{}",
                                       headers={"Content-Type": "application/json"})
+        listing["mode"] = "fail"  # never read yet: 503, and the next request is answered so at once
+        for _ in range(3):
+            refused = handler.handle(event, None)
+            assert refused["statusCode"] == 503 and "gateway" in refused["body"]["error"]
+        assert listing["asked"] == 1
+        listing["mode"], listing["asked"] = "ok", 0
+        handler._cache["retry_at"] = -1e18
         assert handler.handle(event, None)["statusCode"] == 200 and listing["asked"] == 1
         listing["mode"] = "fail"  # the gateway's system API fails once the workflows are stale
         handler._cache["at"] = -1e18
