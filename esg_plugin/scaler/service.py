@@ -71,7 +71,7 @@ class ScalerMetrics:
                               "Each GPU's free share as last read (HAMi's records); none while not known.", ["gpu"],
                               registry=r)
         self.reloads = Counter("esg_scaler_workload_reloads_total", "Changes of the stack or profiles file, by "
-                               "result: loaded (planned from the next iteration), refused (did not load: the "
+                               "result: loaded (planned from that iteration on), refused (did not load: the "
                                "workload before is kept).", ["result"], registry=r)
 
 
@@ -100,7 +100,7 @@ class Scaler:
     def __init__(self, topology: Topology, profiles: ProfileSet, settings: ScalerSettings, source: MetricsSource,
                  actuator: Actuator, clock: Callable[[], float] = time.monotonic,
                  on_iteration: Optional[Callable[[float, object, ScalerDecision, list], None]] = None,
-                 lease: Optional[Lease] = None, files: Optional["StackFilesLike"] = None):
+                 lease: Optional[Lease] = None, files: Optional[StackFilesLike] = None):
         self.topology = topology
         self.profiles = profiles
         self.settings = settings
