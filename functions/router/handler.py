@@ -193,11 +193,26 @@ def _parse_workflows(functions):
     return found
 
 
+LIST_MAX_BYTES = 16 << 20
+"""A list of functions or Services longer than this is not read (a cluster's lists are far shorter)."""
+
+
+def _listed(request, context=None):
+    """The JSON a list request answers; ValueError where it is longer than ``LIST_MAX_BYTES``, not JSON,
+    or nested deeper than the parser follows."""
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        body = response.read(LIST_MAX_BYTES + 1)
+    if len(body) > LIST_MAX_BYTES:
+        raise ValueError(f"the list is longer than {LIST_MAX_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("the list is nested too deeply") from None
+
+
 def _gateway_functions():
     """[(function, its annotations)] of the functions the OpenFaaS gateway lists."""
-    request = urllib.request.Request(f"{GATEWAY}/system/functions", headers=_headers())
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return _named(json.loads(response.read()), lambda fn: fn)
+    return _named(_listed(urllib.request.Request(f"{GATEWAY}/system/functions", headers=_headers())))
 
 
 def _knative_functions():
@@ -218,24 +233,21 @@ def _knative_functions():
     ca = os.path.join(SERVICE_ACCOUNT_DIR, "ca.crt")
     context = ssl.create_default_context(cafile=ca) if base.startswith("https://") and os.path.exists(ca) else None
     url = f"{base.rstrip('/')}/apis/serving.knative.dev/v1/namespaces/{KNATIVE_NAMESPACE}/services"
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10, context=context) as response:
-        listed = json.loads(response.read())
+    listed = _listed(urllib.request.Request(url, headers=headers), context)
     items = listed.get("items") if isinstance(listed, dict) else None
     if not isinstance(items, list):
         raise ValueError("the Kubernetes API answered no list of Services")
     return _named([item.get("metadata") for item in items if isinstance(item, dict)
-                   and isinstance(item.get("metadata"), dict) and not item["metadata"].get("deletionTimestamp")],
-                  lambda metadata: metadata)
+                   and isinstance(item.get("metadata"), dict) and not item["metadata"].get("deletionTimestamp")])
 
 
-def _named(entries, fields):
+def _named(entries):
     """[(name, annotations)] of ``entries`` (a gateway's functions, or Services' metadata); ValueError
     for one without a name or with annotations that are not a mapping of strings."""
     if not isinstance(entries, list):
         raise ValueError("the function list is not a list")
     out = []
     for entry in entries:
-        entry = fields(entry)
         name, ann = (entry.get("name"), entry.get("annotations") or {}) if isinstance(entry, dict) else (None, None)
         if not isinstance(name, str) or not name or not isinstance(ann, dict) \
                 or not all(isinstance(v, str) for v in ann.values()):

@@ -628,3 +628,28 @@ def test_the_router_function_serves_the_workflows_it_read_while_the_gateway_cann
         release.set()
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("body, says", [(b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+                                        (b"[" + b" " * (17 << 20) + b"]", "longer than"),
+                                        (b"{}", "not a list"),
+                                        (b'[{"name": "f", "annotations": {"com.esg.workflow": 7}}]', "not text")])
+def test_a_function_list_the_router_function_cannot_believe_is_a_503_with_a_reason(monkeypatch, body, says):
+    """A gateway (or API) answering a list nested past the parser, longer than any cluster's, of the
+    wrong shape or with annotations that are not text: a 503 that says so, not a 500 or a process
+    holding the whole answer."""
+    class Handler(JsonRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self._send(200, body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        handler = router_function(monkeypatch, "router_function_hostile_list",
+                                  gateway_url=f"http://127.0.0.1:{server.server_address[1]}")
+        event = types.SimpleNamespace(path="/workflow/w", method="POST", body=b"{}", headers={})
+        answer = handler.handle(event, None)
+        assert answer["statusCode"] == 503 and says in answer["body"]["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
