@@ -45,8 +45,8 @@ from .v2 import (HEADER as V2_HEADER, InferRequest, ProtocolError, encode_respon
                  parse_infer, server_metadata)
 from .settings import MAX_BATCH_SIZE_LIMIT, MAX_WAIT_MS_LIMIT, BatchConfig, LiveConfig, RuntimeSettings, valid_wait_ms
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
-"""The largest request body a function takes (413 beyond)."""
+MAX_BODY_BYTES = C.MAX_BODY_BYTES
+"""The largest request body a function takes (413 beyond; the contract's)."""
 MAX_CONFIG_BYTES = 64 * 1024
 """The largest PUT /_esg/config body."""
 MAX_BODIES_IN_FLIGHT_BYTES = 256 * 1024 * 1024

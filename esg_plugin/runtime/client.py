@@ -18,6 +18,11 @@ it.
   answer; the request is then sent once more on a new connection (it
   cannot have been read: the server closes only idle connections). A
   failure on a new connection is the caller's.
+- An answer longer than ``max_answer_bytes`` (the contract's
+  ``MAX_BODY_BYTES``, what a function takes in a request) is not read to
+  its end: ``AnswerTooLarge``, an ``OSError`` as a failed call is, and
+  the connection is closed — a runaway function does not make its caller
+  hold gigabytes.
 
 Standard library only: the runtime stays self-contained.
 """
@@ -31,10 +36,16 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlsplit
 
+from .contract import MAX_BODY_BYTES
+
 IDLE_TIMEOUT_S = 5.0
 """An idle connection older than this is closed rather than reused (below the runtime's 10 s)."""
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 """How a reused connection that the server had closed fails."""
+
+
+class AnswerTooLarge(OSError):
+    """An answer longer than the pool reads (``max_answer_bytes``)."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +56,11 @@ class Response:
 
 
 class ConnectionPool:
-    def __init__(self, max_idle_per_host: int = 64, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+    def __init__(self, max_idle_per_host: int = 64, idle_timeout_s: float = IDLE_TIMEOUT_S,
+                 max_answer_bytes: int = MAX_BODY_BYTES) -> None:
         self.max_idle_per_host = max_idle_per_host
         self.idle_timeout_s = idle_timeout_s
+        self.max_answer_bytes = max_answer_bytes
         self._lock = threading.Lock()
         self._idle: dict[tuple[str, str, int], list[tuple[http.client.HTTPConnection, float]]] = {}
 
@@ -82,7 +95,10 @@ class ConnectionPool:
               headers: dict) -> Response:
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
-        data = response.read()
+        data = response.read(self.max_answer_bytes + 1)
+        if len(data) > self.max_answer_bytes:
+            conn.close()  # the rest unread: the connection cannot carry another request
+            raise AnswerTooLarge(f"the answer exceeds {self.max_answer_bytes} bytes")
         if response.will_close:
             conn.close()
         else:

@@ -14,6 +14,10 @@ annotations from here too.
 """
 
 # --- environment of a function's process (SPEC §6) ---------------------------
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""The largest body a function takes in a request (413 beyond, ``app.py``), and so the largest answer a
+caller reads (``client.py``): an answer longer than any next stage would take is no answer."""
+
 ENV_HOST = "ESG_HOST"
 ENV_PORT = "ESG_PORT"
 ENV_MAX_BATCH_SIZE = "ESG_MAX_BATCH_SIZE"

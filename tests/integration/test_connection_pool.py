@@ -99,3 +99,22 @@ def test_no_server_is_an_error_not_a_retry_loop(server):
         ConnectionPool().request("POST", url, b"x", timeout_s=5)
     with pytest.raises(ValueError):
         ConnectionPool().request("POST", "ftp://127.0.0.1/x")
+
+
+def test_an_answer_longer_than_the_pool_reads_is_an_error_and_its_connection_is_not_reused(server):
+    """``max_answer_bytes`` (by default the contract's ``MAX_BODY_BYTES``,
+    what a function takes in a request): a longer answer raises
+    ``AnswerTooLarge`` — an ``OSError``, as a failed call — without being
+    read whole, and the next request goes on a new connection."""
+    from esg_plugin.runtime.client import AnswerTooLarge
+    from esg_plugin.runtime.contract import MAX_BODY_BYTES
+
+    assert ConnectionPool().max_answer_bytes == MAX_BODY_BYTES
+    s = server()
+    pool = ConnectionPool(max_answer_bytes=1000)
+    assert pool.request("POST", s.url, b"a" * 1000).body == b"a" * 1000  # at the limit: an answer
+    with pytest.raises(AnswerTooLarge) as err:
+        pool.request("POST", s.url, b"a" * 100_000)
+    assert isinstance(err.value, OSError) and "1000 bytes" in str(err.value)
+    assert pool.request("POST", s.url, b"ok").body == b"ok"
+    assert s.connections == 2  # the cut connection was closed, not given back

@@ -653,3 +653,25 @@ def test_a_function_list_the_router_function_cannot_believe_is_a_503_with_a_reas
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_stage_answering_more_than_a_function_takes_is_a_502_naming_it(monkeypatch):
+    """A stage whose answer is longer than any next stage would take (the
+    contract's ``MAX_BODY_BYTES``; here the pool's limit made small) is a
+    failed stage, 502 naming it — the router does not hold the answer."""
+    class Handler(JsonRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self._send(200, b'"' + b"x" * 100_000 + b'"')
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        handler = router_function(monkeypatch, "router_function_long_answer",
+                                  gateway_url=f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setattr(handler.CONNECTIONS, "max_answer_bytes", 1000)
+        workflow = {"slo_ms": 10000, "stages": {"head": {"function": "head", "after": [], "fanout": 1}}}
+        status, doc = handler.run("w", workflow, b"{}", "application/json")
+        assert status == 502 and doc["stage"] == "head" and "exceeds 1000 bytes" in doc["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
