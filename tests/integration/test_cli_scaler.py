@@ -290,8 +290,7 @@ def test_the_scaler_process_plans_a_workflow_added_to_its_stack_file_without_a_r
     import time
     import urllib.request
 
-    from esg_plugin.loaders import read_yaml
-
+    from ..unit.test_scaler import stack_of
     from .test_scaler_prometheus import serve_page
 
     started_s = time.monotonic()
@@ -301,16 +300,9 @@ def test_the_scaler_process_plans_a_workflow_added_to_its_stack_file_without_a_r
         return "".join(f'gateway_function_invocation_started{{function_name="{fn}.openfaas-fn"}} {count}\n'
                        for fn in ("image-preprocess", "text-langid")).encode()
 
-    stack = read_yaml(ROOT / "stack.yml")
-
     def write_stack(text):  # replaced at once, as the kubelet swaps a ConfigMap's files
         (tmp_path / "stack.new").write_text(text)
         (tmp_path / "stack.new").replace(tmp_path / "stack.yml")
-
-    def only(*workflows):
-        return json.dumps({**stack, "functions": {
-            name: spec for name, spec in stack["functions"].items()
-            if (spec.get("annotations") or {}).get("com.esg.workflow") in workflows}})
 
     def rates(url):
         with urllib.request.urlopen(url + "/plan", timeout=10) as answer:
@@ -326,7 +318,7 @@ def test_the_scaler_process_plans_a_workflow_added_to_its_stack_file_without_a_r
             assert time.monotonic() < deadline and proc.poll() is None, what
             time.sleep(0.1)
 
-    write_stack(only("image"))
+    write_stack(stack_of("image"))
     server = serve_page(gateway_page)
     proc = None
     try:
@@ -337,7 +329,7 @@ def test_the_scaler_process_plans_a_workflow_added_to_its_stack_file_without_a_r
         url = re.search(r"on (http://[^ ]+)", proc.stderr.readline()).group(1)
         wait_for(url, lambda r: "image" in r, "the image workflow is never planned")
         assert "text" not in rates(url)
-        write_stack(only("image", "text"))
+        write_stack(stack_of("image", "text"))
         wait_for(url, lambda r: "text" in r, "the workflow added to the stack file is never planned")
         write_stack("functions: [")
         deadline = time.monotonic() + 120.0

@@ -651,6 +651,14 @@ def test_the_start_up_heap_is_frozen_out_of_the_collectors_reach():
         gc.unfreeze()
 
 
+def stack_of(*workflows) -> str:
+    """The repository's stack.yml with only the functions of ``workflows``, as text (JSON is YAML)."""
+    stack = read_yaml(ROOT / "stack.yml")
+    return json.dumps({**stack, "functions": {
+        name: spec for name, spec in stack["functions"].items()
+        if (spec.get("annotations") or {}).get("com.esg.workflow") in workflows}})
+
+
 def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load_changes_nothing(
         tmp_path, caplog):
     """The workload's files mounted from a ConfigMap, laid out as the kubelet
@@ -664,7 +672,6 @@ def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load
 
     from esg_plugin.loaders import StackFiles
 
-    stack = read_yaml(ROOT / "stack.yml")
     profiles_text = (ROOT / "profiles/cpu-2core.json").read_text()
     versions = [0]
 
@@ -677,12 +684,7 @@ def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load
         os.symlink(folder.name, tmp_path / "..data_tmp")
         os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
 
-    def only(*workflows):
-        functions = {name: spec for name, spec in stack["functions"].items()
-                     if (spec.get("annotations") or {}).get("com.esg.workflow") in workflows}
-        return json.dumps({**stack, "functions": functions})  # JSON is YAML
-
-    publish(only("image"))
+    publish(stack_of("image"))
     for name in ("stack.yml", "profiles.json"):
         os.symlink(f"..data/{name}", tmp_path / name)
     files = StackFiles(tmp_path / "stack.yml", tmp_path / "profiles.json")
@@ -703,7 +705,7 @@ def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load
     assert set(iterate().decision.plans) == {"image"}
     scaler.memory.state.workflows["image"].margin = 0.3  # as misses would have raised it
     assert iterate() is not None and reloads("loaded") == 0  # nothing changed: nothing read
-    publish(only("image", "text"))
+    publish(stack_of("image", "text"))
     assert set(iterate().decision.plans) == {"image", "text"}  # the new workflow, planned at once
     assert scaler.memory.state.workflows["image"].margin == pytest.approx(0.3)  # what was learned, kept
     assert reloads("loaded") == 1
@@ -717,12 +719,12 @@ def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load
     document = scaler.plan_document()
     assert set(document["workflows"]) >= {"image", "text"} and document["workload"]["workflows"] == ["image", "text"]
     assert "stack.yml" in document["workload"]["refused"]  # /plan says why the last change was not taken
-    unknown = json.loads(only("image"))
+    unknown = json.loads(stack_of("image"))
     unknown["functions"]["image-classify"]["annotations"]["com.esg.profile"] = "no-such-model"
     publish(json.dumps(unknown))
     iterate()
     assert reloads("refused") == 2 and set(scaler.topology.workflows) == {"image", "text"}
-    publish(only("image"))
+    publish(stack_of("image"))
     iterate()
     assert reloads("loaded") == 2 and set(scaler.topology.workflows) == {"image"}
     assert set(scaler.plan_document()["workflows"]) == {"image"}  # a workflow gone is no longer shown
