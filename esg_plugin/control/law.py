@@ -70,7 +70,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from ..limits import is_number
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow, group_of
@@ -199,6 +199,43 @@ class ControlLaw:
                 else:
                     setattr(ws, field, float(value))
         return refused
+
+    def take_over(self, before: "ControlLaw", state: ControlState, now_s: float,
+                  vouched: Callable[[str], bool] = lambda name: True) -> tuple[ControlState, list[str]]:
+        """A state for this law from ``state``, the state of the law
+        ``before`` it (the law of a workload since reloaded: a stack or
+        profiles file changed under a running scaler). A workflow that is
+        the same — its definition, and the profile of each of its
+        functions, equal to before, and ``vouched`` for by the caller (what
+        only it knows: where its stages are deployed) — goes on as it was:
+        its plan, windows, feedbacks, step and hold, all of it; no reload
+        disturbs it. One that changed starts again as a restarted law's
+        would (what runs is its first plan, ``adopt_running``) and resumes
+        what the law had learned of it (:meth:`learned`, :meth:`resume`);
+        a new one starts afresh; both warm up from ``now_s``
+        (``WorkflowState.joined_s``). What was learned of each function's
+        execution times (its factors) is kept where its profile is the
+        same. Returns the new state and what :meth:`resume` did not
+        believe."""
+        same_functions = {name for name, profile in self.profiles.functions.items()
+                          if before.profiles.functions.get(name) == profile}
+        after = ControlState(first_observation_s=state.first_observation_s)
+        for memory in ("exec_factor", "cpu_factor", "share_factor", "batch_factor"):
+            getattr(after, memory).update({key: value for key, value in getattr(state, memory).items()
+                                           if (key[0] if isinstance(key, tuple) else key) in same_functions})
+        after.running_shares = {name: share for name, share in state.running_shares.items()
+                                if name in same_functions}
+        kept = {name for name, workflow in self.workflows.items()
+                if name in state.workflows and before.workflows.get(name) == workflow and vouched(name)
+                and all(st.function in same_functions for st in workflow.stages)}
+        after.workflows = {name: state.workflows[name] for name in kept}
+        learned = before.learned(state, now_s)
+        refused = self.resume(after, {name: record for name, record in learned.items()
+                                      if name in self.workflows and name not in kept}, now_s)
+        for name in self.workflows:
+            if name not in kept:
+                self._workflow_state(after, name).joined_s = now_s
+        return after, refused
 
     def _workflow_state(self, state: ControlState, name: str) -> WorkflowState:
         """The state the law keeps of workflow ``name``, made as it starts where there is none."""
@@ -345,8 +382,7 @@ class ControlLaw:
             ws.down_from_rps, ws.down_at_s = planned, now_s
             ws.down_miss_share = self.feedback.miss_share_before(ws, now_s)
         else:
-            first_s = now_s if state.first_observation_s is None else state.first_observation_s
-            warm = now_s - first_s >= s.warmup_s
+            warm = now_s - _warm_from(state, ws, now_s) >= s.warmup_s
             low = want < planned * s.scale_down_below
             due = ws.scale_down.update(low, now_s, keep=True)
             if due and warm and calm and now_s >= ws.down_hold_until_s:
@@ -422,7 +458,7 @@ class ControlLaw:
         (``ControlState.searches_left``), ``_DEFERRED`` — asked again at the
         next tick."""
         s = self.settings
-        first_s = now_s if state.first_observation_s is None else state.first_observation_s
+        first_s = _warm_from(state, ws, now_s)
         reading = self.feedback.queue_reading(ws, obs, missing, now_s, lambda: now_s - first_s < s.warmup_s or any(
             self._still_starting(workflow, st.name, ws.started_s.get(st.name), now_s, state) for st in workflow.stages))
         if reading is None:
@@ -876,6 +912,13 @@ class ControlLaw:
         ran = ws.bridge_batch.get(stage, 0) if bridging else 0  # the batch size the running ones ran at
         return [group._replace(batch_size=ran, max_wait_ms=0.0) if ran > group.batch_size else group
                 for group in out]
+
+
+def _warm_from(state: ControlState, ws: WorkflowState, now_s: float) -> float:
+    """When the workflow's warm-up began: the law's first observation, or
+    later, when a reloaded workload brought the workflow in (``joined_s``)."""
+    first_s = now_s if state.first_observation_s is None else state.first_observation_s
+    return first_s if ws.joined_s is None else max(first_s, ws.joined_s)
 
 
 def _late(workflow: Workflow, problem) -> bool:

@@ -189,6 +189,10 @@ class WorkflowState:
     down_hold_rps: Optional[float] = None
     """The rate planned while that hold was on, as a law before this one
     left it (``ControlLaw.resume``): no plan for less until the hold ends."""
+    joined_s: Optional[float] = None
+    """When a reloaded workload brought this workflow in, or changed it
+    (``ControlLaw.take_over``): its warm-up counts from then. None: from
+    the law's first observation."""
 
 
 @dataclass

@@ -215,10 +215,12 @@ class Scaler:
 
     def _reload(self, now: float) -> None:
         """Where the workload's files changed (``StackFiles.poll``): plan
-        the new workload from this iteration on, its law started again as a
-        restarted scaler's — what runs is its first plan (``adopt_running``),
-        and it resumes what the law had learned of each workflow that is
-        still there (``ControlLaw.learned``) —; where they changed and do not
+        the new workload from this iteration on (``ControlLaw.take_over``):
+        a workflow that is the same — its definition, its functions'
+        profiles and the functions its stages are deployed as — goes on as
+        it was; one that changed starts again as a restarted scaler's would
+        (what runs is its first plan, ``adopt_running``) from what the law
+        had learned of it; a new one afresh. Where they changed and do not
         load, keep the workload loaded before (said once per change)."""
         if self.files is None:
             return
@@ -234,17 +236,24 @@ class Scaler:
             return
         if new is None:
             return
-        learned = control_law(self.topology, self.profiles, self.settings).learned(self.memory.state, now)
-        before = set(self.topology.workflows)
-        (self.topology, self.profiles), self.memory = new, Memory()
+        before_topology, before_law = self.topology, control_law(self.topology, self.profiles, self.settings)
+        self.topology, self.profiles = new
         law = control_law(self.topology, self.profiles, self.settings)
-        for refused in law.resume(self.memory.state, {name: record for name, record in learned.items()
-                                                      if name in self.topology.workflows}, now):
-            log.warning("workload reloaded: not believed: %s", refused)
+
+        def deployed_alike(name: str) -> bool:
+            return {key: fn for key, fn in self.topology.functions.items() if key[0] == name} == \
+                {key: fn for key, fn in before_topology.functions.items() if key[0] == name}
+
+        state, refused = law.take_over(before_law, self.memory.state, now, deployed_alike)
+        self.memory = Memory(state)
+        for said in refused:
+            log.warning("workload reloaded: not believed: %s", said)
         self.last_plans = {name: plan for name, plan in self.last_plans.items() if name in self.topology.workflows}
-        after = set(self.topology.workflows)
-        log.info("workload reloaded: %d workflows (new: %s; gone: %s); each starts again from what runs",
-                 len(after), ", ".join(sorted(after - before)) or "none", ", ".join(sorted(before - after)) or "none")
+        before, after = set(before_topology.workflows), set(self.topology.workflows)
+        started = sorted(name for name in after if state.workflows[name].joined_s == now)
+        log.info("workload reloaded: %d workflows (new: %s; gone: %s); started again from what runs: %s; "
+                 "the others go on as they were", len(after), ", ".join(sorted(after - before)) or "none",
+                 ", ".join(sorted(before - after)) or "none", ", ".join(started) or "none")
         self.metrics.reloads.labels(result="loaded").inc()
         self.status.workload_refused = None
 

@@ -2554,3 +2554,50 @@ def test_a_law_started_afresh_resumes_what_the_last_one_learned_and_believes_it_
     off = ControlLaw([wf], profiles, ControlSettings(resume_learned=False))
     untouched = off.new_state()
     assert off.resume(untouched, learned, 20.0) == [] and "w" not in untouched.workflows
+
+
+def test_a_law_that_takes_over_keeps_each_workflow_that_is_the_same_and_warms_up_the_others(chain):
+    """``take_over`` (a reloaded workload): a workflow that is the same goes
+    on with its whole state — warm, it scales down after the delay; one
+    brought in warms up from the reload, as a new law's would; one whose
+    function's profile changed, or that the caller does not vouch for,
+    starts again from what was learned of it; a function's factors go
+    with its profile."""
+    wf, profiles = chain
+    other = Workflow.build("v", wf.slo_ms, list(wf.stages), hop_ms=wf.hop_ms)
+    settings = ControlSettings(scale_down_delay_s=10.0, warmup_s=60.0, rate_headroom=0.1)
+
+    def observe(law, state, t, **rates):
+        return law.step(Observation(float(t), {name: WorkflowObservation(rps, rps, 2.0) for name, rps in rates.items()}),
+                        state, float(t))
+
+    before = ControlLaw([wf], profiles, settings)
+    state = before.new_state()
+    for t in range(0, 100, 2):
+        observe(before, state, t, w=20.0)
+    ws = state.workflows["w"]
+    ws.margin = 0.2
+    state.exec_factor.update({"resnet18": 1.2, "resnet50": 1.1})
+    after = ControlLaw([wf, other], profiles, settings)
+    taken, refused = after.take_over(before, state, 100.0)
+    assert refused == [] and taken.workflows["w"] is ws and ws.joined_s is None
+    assert taken.workflows["v"].joined_s == 100.0 and taken.exec_factor == {"resnet18": 1.2, "resnet50": 1.1}
+    for t in range(100, 116, 2):
+        observe(after, taken, t, w=20.0, v=20.0)
+    downs = {}
+    for t in range(116, 200, 2):
+        decision = observe(after, taken, t, w=2.0, v=2.0)
+        for name in ("w", "v"):
+            if decision.reasons[name].startswith("down"):
+                downs.setdefault(name, t)
+    assert downs["w"] < 160 <= downs["v"]  # the kept one is warm; the new one waits for its warm-up
+
+    slower = dataclasses.replace(profiles, functions={
+        **profiles.functions, "resnet50": dataclasses.replace(profiles["resnet50"], latency_ms=tuple(
+            tuple(None if v is None else v * 1.2 for v in row) for row in profiles["resnet50"].latency_ms))})
+    ws.margin = 0.2
+    again = ControlLaw([wf, other], slower, settings)
+    taken_again, _ = again.take_over(after, taken, 200.0, vouched=lambda name: name != "v")
+    assert taken_again.workflows["w"] is not ws and taken_again.workflows["w"].margin == pytest.approx(0.2)
+    assert taken_again.workflows["v"] is not taken.workflows["v"]  # not vouched for
+    assert taken_again.exec_factor == {"resnet18": 1.2}  # what was learned of resnet50's old profile: gone

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import statistics
 from dataclasses import replace
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from esg_plugin.loaders import load_profiles, read_yaml
+from esg_plugin.loaders import StackFiles, load_profiles, read_yaml
 from esg_plugin.scaler import (
     DryRunActuator, FunctionState, Memory, Observation, Scaler, ScalerSettings, ScalerSettingsError, Topology,
     decide_functions, make_http_server,
@@ -659,6 +660,30 @@ def stack_of(*workflows) -> str:
         if (spec.get("annotations") or {}).get("com.esg.workflow") in workflows}})
 
 
+class MountedConfigMap:
+    """The workload's files mounted from a ConfigMap, laid out as the kubelet
+    does: each version a directory, ``..data`` a link swapped to the new one
+    at once, each file a link through it."""
+
+    PROFILES = (ROOT / "profiles/cpu-2core.json").read_text()
+
+    def __init__(self, folder, stack_text: str):
+        self.folder, self.versions = folder, 0
+        self.publish(stack_text)
+        for name in ("stack.yml", "profiles.json"):
+            os.symlink(f"..data/{name}", folder / name)
+        self.files = StackFiles(folder / "stack.yml", folder / "profiles.json")
+
+    def publish(self, stack_text: str, profiles_text: str = PROFILES) -> None:
+        self.versions += 1
+        version = self.folder / f"..2026_12_06_{self.versions}"
+        version.mkdir()
+        (version / "stack.yml").write_text(stack_text)
+        (version / "profiles.json").write_text(profiles_text)
+        os.symlink(version.name, self.folder / "..data_tmp")
+        os.replace(self.folder / "..data_tmp", self.folder / "..data")
+
+
 def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load_changes_nothing(
         tmp_path, caplog):
     """The workload's files mounted from a ConfigMap, laid out as the kubelet
@@ -668,26 +693,9 @@ def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load
     a profile the profiles file lacks, is said once and changes nothing; the
     next good one is planned again."""
     import logging
-    import os
 
-    from esg_plugin.loaders import StackFiles
-
-    profiles_text = (ROOT / "profiles/cpu-2core.json").read_text()
-    versions = [0]
-
-    def publish(stack_text):  # a ConfigMap updated in place: a new directory, the ..data link swapped at once
-        versions[0] += 1
-        folder = tmp_path / f"..2026_12_06_{versions[0]}"
-        folder.mkdir()
-        (folder / "stack.yml").write_text(stack_text)
-        (folder / "profiles.json").write_text(profiles_text)
-        os.symlink(folder.name, tmp_path / "..data_tmp")
-        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
-
-    publish(stack_of("image"))
-    for name in ("stack.yml", "profiles.json"):
-        os.symlink(f"..data/{name}", tmp_path / name)
-    files = StackFiles(tmp_path / "stack.yml", tmp_path / "profiles.json")
+    mounted = MountedConfigMap(tmp_path, stack_of("image"))
+    publish, files = mounted.publish, mounted.files
     topology, profiles = files.load()
     source = StaticSource()
     source.rates = {"image-preprocess": 20.0, "text-langid": 10.0}
@@ -729,3 +737,67 @@ def test_a_changed_stack_is_planned_without_a_restart_and_one_that_does_not_load
     assert reloads("loaded") == 2 and set(scaler.topology.workflows) == {"image"}
     assert set(scaler.plan_document()["workflows"]) == {"image"}  # a workflow gone is no longer shown
     assert scaler.plan_document()["workload"] == {"workflows": ["image"], "refused": None}
+
+
+def test_a_reload_leaves_each_workflow_that_did_not_change_as_it_was(tmp_path):
+    """Editing one workflow of the stack (or one function's profile)
+    restarts the law of that workflow alone: another that is the same —
+    its definition, its functions' profiles, the functions its stages are
+    deployed as — goes on with everything the law keeps of it (a step under
+    way, its windows, its plan), as Knative's autoscaler keeps a decider per
+    revision; the changed one starts again from what runs and resumes what
+    was learned of it."""
+    mounted = MountedConfigMap(tmp_path, stack_of("image", "text"))
+    topology, profiles = mounted.files.load()
+    source = StaticSource()
+    source.rates = {"image-preprocess": 20.0, "text-langid": 10.0}
+    clock = [100.0]
+    scaler = Scaler(topology, profiles, ScalerSettings(), source, DryRunActuator(), clock=lambda: clock[0],
+                    files=mounted.files)
+
+    def iterate():
+        clock[0] += 5.0
+        return scaler.iterate()
+
+    def workflow_state(name):
+        return scaler.memory.state.workflows[name]
+
+    for _ in range(3):
+        iterate()
+    image, text = workflow_state("image"), workflow_state("text")
+    image.panic_until_s = clock[0] + 60.0  # a step under way
+    text.margin = 0.3  # as misses would have raised it
+    image_plan = image.plan
+
+    stack = json.loads(stack_of("image", "text"))
+    for spec in stack["functions"].values():
+        if spec["annotations"]["com.esg.workflow"] == "text" and "com.esg.slo-ms" in spec["annotations"]:
+            spec["annotations"]["com.esg.slo-ms"] = str(float(spec["annotations"]["com.esg.slo-ms"]) * 1.5)
+    mounted.publish(json.dumps(stack))
+    reloaded_at = clock[0] + 5.0
+    assert set(iterate().decision.plans) >= {"text"}
+    assert workflow_state("image") is image and image.panic_until_s == reloaded_at + 55.0  # as it was
+    assert image.plan is image_plan and image.joined_s is None
+    assert workflow_state("text") is not text  # changed: started again ...
+    assert workflow_state("text").margin == pytest.approx(0.3)  # ... from what was learned of it
+    assert workflow_state("text").joined_s == reloaded_at  # and warms up again
+
+    assert scaler.topology.workflows["text"].slo_ms == pytest.approx(topology.workflows["text"].slo_ms * 1.5)
+    text = workflow_state("text")
+    slower = json.loads(MountedConfigMap.PROFILES)
+    function, other = topology.workflows["image"].stages[-1].function, topology.workflows["text"].stages[0].function
+    scaler.memory.state.exec_factor.update({function: 1.3, other: 1.1})  # as observed execution times say
+    entry = slower["functions"][function]
+    entry["latency_ms"] = [[None if v is None else v * 1.2 for v in row] for row in entry["latency_ms"]]
+    mounted.publish(json.dumps(stack), json.dumps(slower))
+    iterate()
+    assert workflow_state("image") is not image and workflow_state("text") is text  # a profile of image's changed
+    assert function not in scaler.memory.state.exec_factor  # learned of a profile that changed: gone
+    assert scaler.memory.state.exec_factor[other] == pytest.approx(1.1, abs=0.05)  # of one the same: kept
+
+    image = workflow_state("image")
+    renamed = {("text-" + name.removeprefix("text-") + "-v2" if spec["annotations"]["com.esg.workflow"] == "text"
+                else name): spec for name, spec in stack["functions"].items()}
+    mounted.publish(json.dumps({**stack, "functions": renamed}), json.dumps(slower))
+    iterate()
+    assert workflow_state("text") is not text and workflow_state("image") is image  # text's stages deployed anew
