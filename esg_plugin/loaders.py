@@ -128,41 +128,28 @@ def load_profiles(path: str | Path) -> ProfileSet:
         raise LoadError(f"{path}: {err}") from None
 
 
-class StackFiles:
-    """The stack file and the profiles file a scaler plans from, read
-    again when they change — as a ConfigMap mounted in the scaler's pod
-    changes in place when the user updates it (the kubelet swaps the
-    mounted files within a minute or so): the scaler then plans the new
-    workflows without a restart, as Prometheus reloads its configuration
-    or Knative's autoscaler its ConfigMaps. A change is noticed by the
-    files' identity, size and time of change (``os.stat``, which follows
-    the kubelet's symbolic links), checked at each :meth:`poll`."""
+class WatchedFiles:
+    """Files a running service reads again when they change — as a
+    ConfigMap mounted in its pod changes in place when the user updates it
+    (the kubelet swaps the mounted files within a minute or so), and as
+    Prometheus reloads its configuration or Knative's autoscaler its
+    ConfigMaps. A change is noticed by the files' identity, size and time
+    of change (``os.stat``, which follows the kubelet's symbolic links),
+    checked at each :meth:`poll`. A subclass says what loading them is
+    (``_read``)."""
 
-    def __init__(self, stack_path: str | Path, profiles_path: str | Path):
-        self.paths = (str(stack_path), str(profiles_path))
+    def __init__(self, *paths: str | Path):
+        self.paths = tuple(str(path) for path in paths)
         self._seen: Optional[tuple] = None
 
-    def load(self) -> tuple[Topology, ProfileSet]:
-        """(the stack's topology, the profiles) as the files say now; a
-        ``LoadError`` where they do not load or a workflow's stage has no
-        profile."""
+    def load(self):
+        """What the files say now; a ``LoadError`` where they do not load."""
         seen = self._signature()
-        stack_path, profiles_path = self.paths
-        data = read_yaml(stack_path)
-        try:
-            topology = Topology.from_stack(data)
-        except ModelError as err:
-            raise LoadError(f"{stack_path}: {err}") from None
-        profiles = load_profiles(profiles_path)
-        for workflow in topology.workflows.values():
-            try:
-                workflow.check_profiles(profiles)
-            except ModelError as err:
-                raise LoadError(f"{profiles_path}: {err}") from None
+        loaded = self._read()
         self._seen = seen
-        return topology, profiles
+        return loaded
 
-    def poll(self) -> tuple[Optional[tuple[Topology, ProfileSet]], Optional[str]]:
+    def poll(self) -> tuple[Optional[Any], Optional[str]]:
         """(what :meth:`load` gives, where the files changed since it last
         loaded them; why not, where they changed and do not load): (None,
         None) where nothing changed. A change that does not load is said
@@ -176,6 +163,9 @@ class StackFiles:
             self._seen = seen
             return None, str(err)
 
+    def _read(self):
+        raise NotImplementedError
+
     def _signature(self) -> tuple:
         out: list = []
         for path in self.paths:
@@ -185,6 +175,54 @@ class StackFiles:
             except OSError as err:  # gone for a moment (the kubelet's swap) or for good: a change that does not load
                 out.append(type(err).__name__)
         return tuple(out)
+
+
+class StackFiles(WatchedFiles):
+    """The stack file and the profiles file a scaler plans from, read again
+    when they change: the scaler then plans the new workflows without a
+    restart. :meth:`load` gives (the stack's topology, the profiles); a
+    ``LoadError`` where they do not load or a workflow's stage has no
+    profile."""
+
+    def __init__(self, stack_path: str | Path, profiles_path: str | Path):
+        super().__init__(stack_path, profiles_path)
+
+    def _read(self) -> tuple[Topology, ProfileSet]:
+        stack_path, profiles_path = self.paths
+        data = read_yaml(stack_path)
+        try:
+            topology = Topology.from_stack(data)
+        except ModelError as err:
+            raise LoadError(f"{stack_path}: {err}") from None
+        profiles = load_profiles(profiles_path)
+        for workflow in topology.workflows.values():
+            try:
+                workflow.check_profiles(profiles)
+            except ModelError as err:
+                raise LoadError(f"{profiles_path}: {err}") from None
+        return topology, profiles
+
+
+class SettingsFile(WatchedFiles):
+    """The scaler's settings file, read again when it changes; each read
+    takes the environment's ``ESG_SCALER_*`` and the command line's flags
+    over it, as at start. :meth:`load` gives the ``ScalerSettings``; a
+    ``LoadError`` where the file does not load or a setting is wrong."""
+
+    def __init__(self, path: str | Path, env: dict, overrides: dict):
+        super().__init__(path)
+        self.env, self.overrides = dict(env), dict(overrides)
+
+    def _read(self):
+        from .scaler.settings import ScalerSettings, ScalerSettingsError  # only the scaler reads its settings
+
+        data = read_yaml(self.paths[0])
+        if data is not None and not isinstance(data, dict):
+            raise LoadError(f"{self.paths[0]}: the settings must be a mapping")
+        try:
+            return ScalerSettings.load(data, self.env, self.overrides)
+        except ScalerSettingsError as err:
+            raise LoadError(f"{self.paths[0]}: {err}") from None
 
 
 def load_workload(path: str | Path):

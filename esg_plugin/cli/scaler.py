@@ -10,7 +10,7 @@ import sys
 import threading
 
 from ..limits import flag
-from ..loaders import LoadError, StackFiles, read_yaml
+from ..loaders import LoadError, SettingsFile, StackFiles
 
 DESCRIPTION = """\
 Run the ESG control loop: every interval, read each workflow's load from the
@@ -58,11 +58,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"stack": args.stack, "profiles": args.profiles, "metrics_url": args.metrics_url,
                                    "actuator": args.actuator, "interval_s": args.interval_s, "port": args.port,
                                    "namespace": args.namespace}.items() if v is not None}
-    data = read_yaml(args.config) if args.config else {}
-    if data is not None and not isinstance(data, dict):
-        raise LoadError(f"{args.config}: the settings must be a mapping")
+    settings_file = SettingsFile(args.config, os.environ, overrides) if args.config else None
     try:
-        settings = ScalerSettings.load(data, os.environ, overrides)
+        # the file is read again by the loop when it changes (a ConfigMap updated in place)
+        settings = settings_file.load() if settings_file else ScalerSettings.load({}, os.environ, overrides)
     except ScalerSettingsError as err:
         raise LoadError(f"scaler settings: {err}") from None
     files = StackFiles(settings.stack, settings.profiles)
@@ -76,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         from ..scaler.actuators.lease import Lease
 
         lease = Lease(api, actuator.api, settings.namespace, settings.lease_name, settings.lease_duration_s)
-    scaler = Scaler(topology, profiles, settings, source, actuator, lease=lease, files=files)
+    scaler = Scaler(topology, profiles, settings, source, actuator, lease=lease, files=files,
+                    settings_file=settings_file)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.once:
         scaler.iterate()

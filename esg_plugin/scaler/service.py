@@ -32,12 +32,13 @@ import gc
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Optional, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..errors import ESGError
 from ..jsonhttp import JsonHTTPServer, JsonRequestHandler, bearer_matches
 from ..model import ProfileSet, Topology
 from .actuators import Actuator, Change
@@ -73,6 +74,9 @@ class ScalerMetrics:
         self.reloads = Counter("esg_scaler_workload_reloads_total", "Changes of the stack or profiles file, by "
                                "result: loaded (planned from that iteration on), refused (did not load: the "
                                "workload before is kept).", ["result"], registry=r)
+        self.settings_reloads = Counter("esg_scaler_settings_reloads_total", "Changes of the settings file, by "
+                                        "result: loaded (its live settings taken from that iteration on), refused "
+                                        "(did not load: the settings before are kept).", ["result"], registry=r)
 
 
 @dataclass
@@ -88,6 +92,11 @@ class Status:
     workload_refused: Optional[str] = None
     """Why the last change of the workload's files did not load (the workload before it is planned); None
     where the last change loaded, or none was seen."""
+    settings_refused: Optional[str] = None
+    """Why the last change of the settings file did not load (the settings before it are kept); None where
+    the last change loaded, or none was seen."""
+    settings_at_restart: tuple[str, ...] = ()
+    """The settings the file changes that take effect at the next restart (not ``LIVE_SETTINGS``)."""
 
 
 class StackFilesLike(Protocol):
@@ -96,11 +105,18 @@ class StackFilesLike(Protocol):
     def poll(self) -> tuple[Optional[tuple[Topology, ProfileSet]], Optional[str]]: ...
 
 
+class SettingsFileLike(Protocol):
+    """What the scaler polls for new settings (``loaders.SettingsFile``, a layer above it)."""
+
+    def poll(self) -> tuple[Optional[ScalerSettings], Optional[str]]: ...
+
+
 class Scaler:
     def __init__(self, topology: Topology, profiles: ProfileSet, settings: ScalerSettings, source: MetricsSource,
                  actuator: Actuator, clock: Callable[[], float] = time.monotonic,
                  on_iteration: Optional[Callable[[float, object, ScalerDecision, list], None]] = None,
-                 lease: Optional[Lease] = None, files: Optional[StackFilesLike] = None):
+                 lease: Optional[Lease] = None, files: Optional[StackFilesLike] = None,
+                 settings_file: Optional[SettingsFileLike] = None):
         self.topology = topology
         self.profiles = profiles
         self.settings = settings
@@ -124,6 +140,9 @@ class Scaler:
         self.files = files
         """Where given, what ``topology`` and ``profiles`` were loaded from, polled at each iteration
         (``loaders.StackFiles``): a change that loads is planned from then on."""
+        self.settings_file = settings_file
+        """Where given, what ``settings`` were loaded from, polled at each iteration
+        (``loaders.SettingsFile``): a change that loads takes its ``LIVE_SETTINGS`` from then on."""
         self.started_at: Optional[float] = None
         """time.monotonic() when the running iteration began (None between iterations)."""
         self.ended_at = time.monotonic()
@@ -160,6 +179,7 @@ class Scaler:
         now = self.clock()
         m = self.metrics
         m.iterations.inc()
+        self._reload_settings(now)
         self._reload(now)
         try:
             observation = self.source.observe(now)
@@ -257,6 +277,45 @@ class Scaler:
         self.metrics.reloads.labels(result="loaded").inc()
         self.status.workload_refused = None
 
+    def _reload_settings(self, now: float) -> None:
+        """Where the settings file changed (``SettingsFile.poll``): its
+        ``LIVE_SETTINGS`` are taken from this iteration on (where the law's
+        settings changed, every workflow starts again as a restarted
+        scaler's would — from what runs and what the law had learned of it,
+        in its ranges); the other settings it changes are said to wait for
+        the next restart. Where it changed and does not load, or its live
+        settings are not valid beside the others, keep the settings before
+        (said once per change)."""
+        if self.settings_file is None:
+            return
+        try:
+            new, why = self.settings_file.poll()
+            if new is not None:
+                taken, waiting = self.settings.live_from(new)
+        except ESGError as err:
+            new, why = None, str(err)
+        except Exception as err:  # pragma: no cover - poll names what fails; a bug must not stop the loop
+            new, why = None, f"{type(err).__name__}: {err}"
+        if why is not None:
+            log.warning("the settings file changed but does not load (%s): the settings before are kept", why)
+            self.metrics.settings_reloads.labels(result="refused").inc()
+            self.status.settings_refused = why
+            return
+        if new is None:
+            return
+        changed = sorted(f.name for f in fields(taken) if getattr(taken, f.name) != getattr(self.settings, f.name))
+        before_law, self.settings = control_law(self.topology, self.profiles, self.settings), taken
+        if before_law.settings != taken.control():
+            law = control_law(self.topology, self.profiles, taken)
+            state, refused = law.take_over(before_law, self.memory.state, now, vouched=lambda name: False)
+            self.memory = Memory(state)
+            for said in refused:
+                log.warning("settings reloaded: not believed: %s", said)
+        log.info("settings reloaded: %s%s", ", ".join(changed) + " taken" if changed else "nothing live changed",
+                 "; " + ", ".join(waiting) + " at the next restart" if waiting else "")
+        self.metrics.settings_reloads.labels(result="loaded").inc()
+        self.status.settings_refused, self.status.settings_at_restart = None, tuple(waiting)
+
     def _leads(self) -> bool:
         """Does this scaler hold the lease this iteration? (A failure of the
         lease's own code is an iteration standing by, not a loop stopped.)"""
@@ -317,6 +376,7 @@ class Scaler:
                              for c in status.changes],
             "gpu_free_pct": None if status.gpu_free_pct is None else list(status.gpu_free_pct),
             "workload": {"workflows": sorted(self.topology.workflows), "refused": status.workload_refused},
+            "settings": {"refused": status.settings_refused, "at_restart": list(status.settings_at_restart)},
             "lease": None if self.lease is None else {"name": self.lease.name, "holder": self.lease.holder,
                                                       "leading": self.lease.leading()},
         }

@@ -1,5 +1,7 @@
 """Scaler settings: a YAML file, overridden by ESG_SCALER_* environment
-variables, validated at start (one line and exit 2 when wrong)."""
+variables, validated at start (one line and exit 2 when wrong). The file
+is read again when it changes (``loaders.SettingsFile``): the settings in
+``LIVE_SETTINGS`` take effect at once, the others at the next restart."""
 
 from __future__ import annotations
 
@@ -44,6 +46,17 @@ BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "on": True,
 """What a yes-or-no setting may say (YAML's own true/false arrive as bools)."""
 MAX_REPLICAS = 10_000
 """The most replicas of one function the scaler will ask for."""
+
+
+LIVE_SETTINGS = frozenset({
+    "slo_margin", "rate_headroom", "scale_down_delay_s", "min_share_saving", "capacity_gpus", "packed_capacity",
+    "busy_capacity", "wait_calibration", "adopt_running", "queueing_model",  # the control law's
+    "min_replicas", "max_replicas", "wait_threshold_ms", "iteration_budget_s",  # read at each iteration
+})
+"""The settings a running scaler takes from its changed file
+(:meth:`ScalerSettings.live_from`). The others build what the loop runs
+with — where it listens, the metrics source and its windows, the actuator
+and its API, the lease, the workload's paths — and change at a restart."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +212,17 @@ class ScalerSettings:
         settings = replace(settings, **values)
         settings.validate()
         return settings
+
+    def live_from(self, new: "ScalerSettings") -> tuple["ScalerSettings", list[str]]:
+        """(these settings with ``new``'s ``LIVE_SETTINGS``, the names of the
+        other settings ``new`` changes — which wait for a restart);
+        ``ScalerSettingsError`` where the two together are not valid (a
+        budget below the API timeout the scaler started with, say)."""
+        taken = replace(self, **{name: getattr(new, name) for name in LIVE_SETTINGS})
+        taken.validate()
+        waiting = sorted(f.name for f in fields(self)
+                         if f.name not in LIVE_SETTINGS and getattr(new, f.name) != getattr(self, f.name))
+        return taken, waiting
 
     def validate(self) -> None:
         """Every number finite and in its range (NaN fails every comparison)."""

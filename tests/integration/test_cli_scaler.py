@@ -344,3 +344,48 @@ def test_the_scaler_process_plans_a_workflow_added_to_its_stack_file_without_a_r
         server.server_close()
     _, err = proc.communicate(timeout=30)
     assert err.count("do not load") == 1 and "stack.yml" in err  # said once, naming the file
+
+
+def test_the_scaler_process_takes_a_changed_settings_file_without_a_restart(tmp_path):
+    """``esg scaler --config FILE`` reads the file again when it changes: a
+    live setting is taken, one the process was built with is said to wait
+    for a restart (``/plan``'s ``settings``), and a file that does not load
+    changes nothing and is said once, naming it."""
+    import re
+    import time
+    import urllib.request
+
+    config = tmp_path / "scaler.yaml"
+
+    def write(text):  # replaced at once, as the kubelet swaps a ConfigMap's files
+        (tmp_path / "new.yaml").write_text(text)
+        (tmp_path / "new.yaml").replace(config)
+
+    def get(url, path):
+        with urllib.request.urlopen(url + path, timeout=10) as answer:
+            return answer.read().decode()
+
+    def wait_for(condition, what):
+        deadline = time.monotonic() + 120.0
+        while not condition():
+            assert time.monotonic() < deadline and proc.poll() is None, what
+            time.sleep(0.1)
+
+    write("max_replicas: 5\n")
+    proc = subprocess.Popen([ESG, "scaler", "--config", str(config), "--stack", "stack.yml", "--profiles",
+                             "profiles/cpu-2core.json", "--actuator", "dry-run", "--interval-s", "0.5",
+                             "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"on (http://[^ ]+)", proc.stderr.readline()).group(1)
+        write("max_replicas: 3\nnamespace: elsewhere\n")
+        wait_for(lambda: json.loads(get(url, "/plan"))["settings"]["at_restart"] == ["namespace"],
+                 "the changed settings file is never read")
+        assert 'esg_scaler_settings_reloads_total{result="loaded"} 1.0' in get(url, "/metrics")
+        write("max_replicas: many\n")
+        wait_for(lambda: json.loads(get(url, "/plan"))["settings"]["refused"] is not None,
+                 "the broken settings file is never read")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    assert err.count("does not load") == 1 and "scaler.yaml" in err and "max_replicas" in err

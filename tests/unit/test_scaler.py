@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from esg_plugin.loaders import StackFiles, load_profiles, read_yaml
+from esg_plugin.loaders import SettingsFile, StackFiles, load_profiles, read_yaml
 from esg_plugin.scaler import (
     DryRunActuator, FunctionState, Memory, Observation, Scaler, ScalerSettings, ScalerSettingsError, Topology,
     decide_functions, make_http_server,
@@ -801,3 +801,66 @@ def test_a_reload_leaves_each_workflow_that_did_not_change_as_it_was(tmp_path):
     mounted.publish(json.dumps({**stack, "functions": renamed}), json.dumps(slower))
     iterate()
     assert workflow_state("text") is not text and workflow_state("image") is image  # text's stages deployed anew
+
+
+def test_a_changed_settings_file_takes_its_live_settings_and_says_which_wait_for_a_restart(world, tmp_path, caplog):
+    """The settings file is read again when it changes, as Knative's
+    autoscaler reads its ConfigMap: a replica bound is taken at the next
+    iteration (the law's state kept); a setting of the law (the margin)
+    starts each workflow's law again from what was learned; a setting the
+    loop was built with (the port) waits for a restart and ``/plan`` says
+    so; a file that does not load, or whose live settings are not valid
+    beside the others, changes nothing and is said once."""
+    import logging
+
+    path = tmp_path / "scaler.yaml"
+
+    def write(text):  # replaced at once, as the kubelet swaps a ConfigMap's files
+        (tmp_path / "new.yaml").write_text(text)
+        os.replace(tmp_path / "new.yaml", path)
+
+    def reloads(result):
+        return scaler.metrics.settings_reloads.labels(result=result)._value.get()
+
+    write("max_replicas: 5\n")
+    settings_file = SettingsFile(path, {"ESG_SCALER_WAIT_THRESHOLD_MS": "2"}, {"interval_s": 2.0})
+    topology, profiles = world
+    source = StaticSource()
+    source.rates = {"image-preprocess": 60.0}
+    clock = [100.0]
+    scaler = Scaler(topology, profiles, settings_file.load(), source, DryRunActuator(), clock=lambda: clock[0],
+                    settings_file=settings_file)
+
+    def iterate():
+        clock[0] += 5.0
+        return scaler.iterate()
+
+    assert max(state.replicas for state in iterate().decision.desired.values()) > 2
+    image = scaler.memory.state.workflows["image"]
+    write("max_replicas: 2\n")
+    assert max(state.replicas for state in iterate().decision.desired.values()) == 2
+    assert scaler.memory.state.workflows["image"] is image  # not a setting of the law: its state goes on
+    assert scaler.settings.wait_threshold_ms == 2 and scaler.settings.interval_s == 2.0  # env and flags still win
+    write("max_replicas: 2\nslo_margin: 0.1\n")
+    iterate()
+    assert scaler.settings.slo_margin == 0.1 and scaler.memory.state.workflows["image"] is not image
+    assert scaler.memory.state.workflows["image"].margin >= 0.1
+    with caplog.at_level(logging.INFO, logger="esg.scaler"):
+        write("max_replicas: 2\nslo_margin: 0.1\nport: 9999\n")
+        iterate()
+    assert scaler.settings.port == 8081 and scaler.plan_document()["settings"] == {"refused": None,
+                                                                                   "at_restart": ["port"]}
+    assert any("port at the next restart" in r.getMessage() for r in caplog.records)
+    assert reloads("loaded") == 3
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="esg.scaler"):
+        write("max_replicas: -1\n")
+        iterate()
+        iterate()
+        write("max_replicas: 2\niteration_budget_s: 5\n")  # below the API timeout it started with (10 s)
+        iterate()
+    said = [r.getMessage() for r in caplog.records if "does not load" in r.getMessage()]
+    assert len(said) == 2 and "max_replicas" in said[0] and "api_timeout_s" in said[1] and reloads("refused") == 2
+    assert str(path) in said[0]
+    assert scaler.settings.max_replicas == 2 and scaler.settings.iteration_budget_s == 30.0
+    assert "api_timeout_s" in scaler.plan_document()["settings"]["refused"]
