@@ -77,7 +77,8 @@ class Feedback:
         while history and history[0][0] <= now_s - s.feedback_window_s - s.scale_down_delay_s:
             history.popleft()
         window = [entry for entry in history if entry[0] > now_s - s.feedback_window_s]
-        fresh = [entry for entry in window if entry[1] >= ws.last_raise_s - 1e-9]
+        since_s = max(ws.last_raise_s, ws.cold_until_s)  # not the misses that raised it, nor a cold start's
+        fresh = [entry for entry in window if entry[1] >= since_s - 1e-9]
         return self._over_tolerance(window), bool(fresh) and self._over_tolerance(fresh)
 
     def miss_share_before(self, ws: WorkflowState, now_s: float) -> float:

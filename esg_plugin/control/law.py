@@ -261,6 +261,7 @@ class ControlLaw:
             state.running_shares = self._running_shares(state, current or {})
             state.starting = dict(observation.starting)
             state.unplaced = dict(observation.unplaced)
+            state.serving = dict(observation.serving)
             state.gpu_free_pct = believed_room(observation.gpu_free_pct, self.settings.capacity_gpus) \
                 if self.settings.actual_room else None
             state.searches_left = self.settings.max_replans_per_tick
@@ -327,6 +328,10 @@ class ControlLaw:
         if s.step_cv2_hold and ws.step_cv2 is not None and now_s < ws.panic_until_s \
                 and obs.arrival_cv2 > ws.step_cv2:
             obs = dataclasses.replace(obs, arrival_cv2=ws.step_cv2)
+        if s.cold_start_misses and any(state.serving.get((workflow.name, st.name)) == 0 for st in workflow.stages):
+            # what misses now is the start's, and so is what was queued meanwhile and is answered
+            # within a short window after it: not counted against the plan
+            ws.cold_until_s = now_s + obs.short_window_s
         missing, fresh = self.feedback.missing(ws, obs, now_s)
         rising = missing and self.feedback.misses_above(ws, now_s, self.feedback.miss_share_before(ws, now_s))
         boost_before = ws.boost

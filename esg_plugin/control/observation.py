@@ -131,6 +131,10 @@ class Observation:
     (placed and starting, or not placed yet), where the platform says; a
     stage absent here is not known (its instances are taken to start for
     the profile's cold start)."""
+    serving: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    """Per (workflow, stage): its instances in service now (ready, taking
+    requests), where the platform says (a Deployment's ready replicas, the
+    simulator's ready instances); a stage absent here: not known."""
     cpu_ratio: Mapping[str, float] = field(default_factory=dict)
     """Per profile name: how busy the share's cores were while its batches
     ran since the last tick — processor time over execution time (1: the

@@ -15,7 +15,7 @@ from .errors import ControlError
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
              "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "latest", "waits",
              "calibration", "packing", "spare", "fair", "later", "reach", "handover", "restarts",
-             "room")
+             "room", "cold")
 
 
 @dataclass(frozen=True)
@@ -499,6 +499,17 @@ class ControlSettings:
     missed none; with the rule 100% at 12.10 GPUs, nexus 100% at 14.25).
     On full clusters it moves runs both ways (``docs/EVALUATION.md``, the
     fifty-fifth session). Ablation ``room``."""
+    cold_start_misses: bool = True
+    """Misses while a stage of the workflow has no instance in service (the
+    platform says so: ``Observation.serving``) are the cold start's, not the
+    plan's: they raise neither the margin nor the capacity, and the miss
+    feedback counts only the answers from a short window after every stage
+    serves again (those queued meanwhile are answered late then). Before
+    the sixty-second session they raised the margin: in a first plan with
+    cold starts of 11–15 s (random-extreme-1390) the margin climbed to its
+    largest on start-up misses alone — each raise a faster share, a restart
+    and another cold start — and took minutes to come down (2.51 GPUs
+    where nexus held 1.90, both at 100%). Ablation ``cold``."""
     keep_starting: bool = True
     """In the panic after a step, a stage whose plan started instances less
     than its function's cold start ago keeps their share when it is
@@ -638,6 +649,8 @@ class ControlSettings:
             return replace(self, fair_share=False)
         if mechanism == "room":
             return replace(self, actual_room=False)
+        if mechanism == "cold":
+            return replace(self, cold_start_misses=False)
         if mechanism == "reach":
             return replace(self, margin_in_reach=False)
         if mechanism == "handover":

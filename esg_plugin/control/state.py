@@ -189,6 +189,10 @@ class WorkflowState:
     down_hold_rps: Optional[float] = None
     """The rate planned while that hold was on, as a law before this one
     left it (``ControlLaw.resume``): no plan for less until the hold ends."""
+    cold_until_s: float = -math.inf
+    """A short window after the last tick at which a stage of the workflow
+    had no instance in service (``cold_start_misses``): the miss feedback
+    counts only answers after it."""
     joined_s: Optional[float] = None
     """When a reloaded workload brought this workflow in, or changed it
     (``ControlLaw.take_over``): its warm-up counts from then. None: from
@@ -216,6 +220,9 @@ class ControlState:
     unplaced: Mapping[StageKey, int] = field(default_factory=dict)
     """Per stage: its instances the platform found no room for, as the last
     observation said (``Observation.unplaced``)."""
+    serving: Mapping[StageKey, int] = field(default_factory=dict)
+    """Per stage: its instances in service, as the last observation said
+    (``Observation.serving``; a stage absent: not known)."""
     gpu_free_pct: Optional[list[int]] = None
     """Each GPU's share free, as the last observation said where believed
     (``Observation.gpu_free_pct``), less the room this tick's re-plans

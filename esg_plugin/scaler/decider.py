@@ -19,8 +19,8 @@ simulator's ``esg`` policy runs:
   observed mean execution time over the profile's time at the batch size
   they ran and the share they run, as the execution-time ratio; what each
   function runs now (so that a small share saving does not restart pods),
-  its replicas not yet in service, and those the platform found no room
-  for (pods ``Unschedulable``), where the platform says; each GPU's free
+  its replicas in service and those not yet, and those the platform found
+  no room for (pods ``Unschedulable``), where the platform says; each GPU's free
   share, where the actuator reads it (HAMi's records: ``Actuator.gpu_room``);
 - out: per function the law's instance group — replicas (bounded by
   ``min_replicas``..``max_replicas``), batch size, batching timeout (changes
@@ -143,11 +143,13 @@ def control_observation(topology: Topology, profiles: ProfileSet, observation: O
                 if fn in current and current[fn].starting is not None}
     unplaced = {key: current[fn].unplaced_replicas for key, fn in topology.functions.items()
                 if fn in current and current[fn].unplaced_replicas}
+    serving = {key: current[fn].ready_replicas for key, fn in topology.functions.items()
+               if fn in current and current[fn].ready_replicas is not None}
     return ControlObservation(observation.at_s, workflows,
                               exec_ratio={k: sum(v) / len(v) for k, v in ratios.items()},
                               exec_batch={k: sum(v) / len(v) for k, v in batches.items()}, starting=starting,
                               cpu_ratio={k: sum(v) / len(v) for k, v in cpu.items()}, unplaced=unplaced,
-                              gpu_free_pct=gpu_free_pct)
+                              gpu_free_pct=gpu_free_pct, serving=serving)
 
 
 def offered_rps(topology: Topology, workflow: str, observation: Observation) -> Optional[tuple[float, float]]:

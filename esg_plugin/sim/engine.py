@@ -129,6 +129,8 @@ class View:
     """What the platform is asked to run for each stage (its first group),
     as a scaler reads its functions' objects: the policies read it after a
     restart (``SimConfig.restart_at_s``)."""
+    serving: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Instances of each stage in service: ready, not retiring."""
 
 
 class Policy:
@@ -801,7 +803,7 @@ class Simulator:
                 takes = sum(i.batch for i in stage.instances if i.ready and not i.retiring)
                 waiting = max(waiting, max(0, queued - takes) / stage.fanout)
             backlog[wf.name] = waiting
-        concurrency, instances, starting, stage_wait, unplaced = {}, {}, {}, {}, {}
+        concurrency, instances, starting, stage_wait, unplaced, serving = {}, {}, {}, {}, {}, {}
         for key, stage in self.stage_by_key.items():
             if stage.waited:
                 stage_wait[key] = (stage.waited, stage.waited_ms)
@@ -811,6 +813,7 @@ class Simulator:
             # not in service: starting, or not placed (``Observation.starting``, as a Deployment's
             # replicas less its ready ones count a Pending pod)
             starting[key] = sum(1 for i in stage.instances if not i.retiring and not i.ready) + stage.short
+            serving[key] = sum(1 for i in stage.instances if i.ready and not i.retiring)
             if stage.short:
                 unplaced[key] = stage.short
         ratio = {fn: done / nominal for fn, (done, nominal) in self.exec_done.items() if nominal > 0}
@@ -818,7 +821,8 @@ class Simulator:
         return View(t / 1000.0, observed, latest, cv2, concurrency, instances, backlog, answers, ratio, starting,
                     stage_wait, unplaced, newest, tuple(self.cluster.gpu_free),
                     {key: groups[0] for key, groups in self.desired.items() if groups}
-                    if self.config.restart_at_s is not None else {})  # read only after a restart
+                    if self.config.restart_at_s is not None else {},  # read only after a restart
+                    serving)
 
 
 def _arrived_since(arrivals: deque, since_ms: float) -> int:

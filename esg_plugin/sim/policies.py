@@ -81,7 +81,7 @@ def observation_from_view(view: View, short_window_s: float, long_window_s: Opti
             long_window_s=min(long_window_s, view.now_s) if long_window_s and view.now_s > 0 else None,
             newest_rps=newest, newest_window_s=None if newest is None else min(interval_s, view.now_s))
     return Observation(view.now_s, workflows, dict(view.exec_ratio), starting=dict(view.starting),
-                       unplaced=dict(view.unplaced), gpu_free_pct=view.gpu_free_pct)
+                       unplaced=dict(view.unplaced), gpu_free_pct=view.gpu_free_pct, serving=dict(view.serving))
 
 
 class ControlledPolicy(Policy):

@@ -867,6 +867,35 @@ def test_one_burst_of_misses_raises_the_margin_once(chain):
     assert state.workflows["w"].margin == pytest.approx(0.2)
 
 
+def test_misses_while_a_stage_has_no_instance_in_service_raise_no_margin(chain):
+    """``cold_start_misses``: while a stage runs no instance in service (its
+    first ones in their cold start), what misses is the start's: no margin
+    is raised, and once every stage serves only the misses after count —
+    those that go on then raise it. Off, the start's misses raise it."""
+    wf, profiles = chain
+
+    def run(settings):
+        law = ControlLaw([wf], profiles, settings)
+        state = law.new_state()
+
+        def step(t, serving, **answers):
+            obs = WorkflowObservation(50.0, 50.0, 2.0, **answers)
+            law.step(Observation(float(t), {"w": obs}, serving={("w", "a"): serving, ("w", "b"): 1}), state, float(t))
+            return state.workflows["w"].margin
+
+        step(0, 0)
+        margins = [step(t, 0, ok=0, late=40) for t in range(1, 12)]  # nothing answers in time: all start
+        margins += [step(t, 1, ok=20, late=20) for t in (12, 13)]  # the requests queued during the start
+        margins += [step(t, 1, ok=100) for t in range(14, 20)]
+        margins += [step(t, 1, ok=90, late=10) for t in range(20, 24)]  # misses of the plan's own
+        return margins
+
+    settings = ControlSettings(feedback_cooldown_s=5.0, feedback_window_s=10.0, warmup_s=0.0)
+    margins = run(settings)
+    assert max(margins[:19]) == 0.0 and margins[-1] == pytest.approx(0.1)
+    assert max(run(dataclasses.replace(settings, cold_start_misses=False))[:11]) >= 0.2
+
+
 def test_misses_at_the_largest_margin_raise_the_rate_planned_for_and_a_clean_stretch_lowers_it(chain):
     """When even the largest margin misses, the law plans for more than the
     observed rate (by steps, up to ``max_boost``); clean stretches take the
@@ -1878,8 +1907,10 @@ def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_
     workload = case.workload
     shares = {}
     for on in (True, False):
+        # the scenario as it was found: a cold start's misses raised the margin (``cold_start_misses`` off)
         policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
-                             settings=ControlSettings(capacity_gpus=16.0, handover=on), gpus=workload.gpus)
+                             settings=ControlSettings(capacity_gpus=16.0, handover=on, cold_start_misses=False),
+                             gpus=workload.gpus)
         step = policy.law.step
 
         def watched(observation, state, now_s, current=None, _step=step, _on=on):
@@ -1907,8 +1938,10 @@ def _restarts_watched(seed: int, family: str, workflow: str, setting: str = "res
     workload = case.workload
     shares, unplaced = {}, {}
     for on in (True, False):
+        # the scenario as it was found: a cold start's misses raised the margin (``cold_start_misses`` off)
         policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
-                             settings=ControlSettings(capacity_gpus=16.0, **{setting: on}), gpus=workload.gpus)
+                             settings=ControlSettings(capacity_gpus=16.0, cold_start_misses=False, **{setting: on}),
+                             gpus=workload.gpus)
         step, decide = policy.law.step, policy.decide
 
         def watched(observation, state, now_s, current=None, _step=step, _on=on):
