@@ -247,6 +247,9 @@ def test_the_law_sees_backlog_answers_and_the_batch_size_that_ran(world):
     current["image-classify"] = FunctionState(2, 4, 10.0, 50, ready_replicas=2)
     assert control_observation(topology, profiles, seen, current).starting == {("image", "upscale"): 2,
                                                                                ("image", "classify"): 0}
+    assert control_observation(topology, profiles, seen, current).serving == {("image", "upscale"): 1,
+                                                                              ("image", "classify"): 2}
+    assert law_obs.serving == {}  # nor how many serve
     # each mapping in its own field: the batch size that ran, the cores' busy share, the replicas without room
     assert law_obs.exec_batch == {"espcn": pytest.approx(2.1)} and law_obs.cpu_ratio == {}
     assert law_obs.unplaced == {}
