@@ -244,30 +244,20 @@ class Scaler:
         load, keep the workload loaded before (said once per change)."""
         if self.files is None:
             return
-        try:
-            new, why = self.files.poll()
-        except Exception as err:  # pragma: no cover - poll names what fails; a bug must not stop the loop
-            new, why = None, f"{type(err).__name__}: {err}"
+        new, why = self._polled(self.files, self.metrics.reloads, "the workload's files changed but do not load "
+                                f"(%s): the {len(self.topology.workflows)} workflows loaded before are planned")
         if why is not None:
-            log.warning("the workload's files changed but do not load (%s): the %d workflows loaded before are "
-                        "planned", why, len(self.topology.workflows))
-            self.metrics.reloads.labels(result="refused").inc()
             self.status.workload_refused = why
-            return
         if new is None:
             return
         before_topology, before_law = self.topology, control_law(self.topology, self.profiles, self.settings)
         self.topology, self.profiles = new
-        law = control_law(self.topology, self.profiles, self.settings)
 
         def deployed_alike(name: str) -> bool:
             return {key: fn for key, fn in self.topology.functions.items() if key[0] == name} == \
                 {key: fn for key, fn in before_topology.functions.items() if key[0] == name}
 
-        state, refused = law.take_over(before_law, self.memory.state, now, deployed_alike)
-        self.memory = Memory(state)
-        for said in refused:
-            log.warning("workload reloaded: not believed: %s", said)
+        state = self._take_over(before_law, now, deployed_alike, "workload reloaded")
         self.last_plans = {name: plan for name, plan in self.last_plans.items() if name in self.topology.workflows}
         before, after = set(before_topology.workflows), set(self.topology.workflows)
         started = sorted(name for name in after if state.workflows[name].joined_s == now)
@@ -288,33 +278,52 @@ class Scaler:
         (said once per change)."""
         if self.settings_file is None:
             return
+        new, why = self._polled(self.settings_file, self.metrics.settings_reloads,
+                                "the settings file changed but does not load (%s): the settings before are kept",
+                                self.settings.live_from)
+        if why is not None:
+            self.status.settings_refused = why
+        if new is None:
+            return
+        (taken, waiting), before = new, self.settings
+        changed = sorted(f.name for f in fields(taken) if getattr(taken, f.name) != getattr(before, f.name))
+        self.settings = taken
+        if taken.control() != before.control():
+            self._take_over(control_law(self.topology, self.profiles, before), now, lambda name: False,
+                            "settings reloaded")
+        log.info("settings reloaded: %s%s", ", ".join(changed) + " taken" if changed else "nothing live changed",
+                 "; " + ", ".join(waiting) + " at the next restart" if waiting else "")
+        self.metrics.settings_reloads.labels(result="loaded").inc()
+        self.status.settings_refused, self.status.settings_at_restart = None, tuple(waiting)
+
+    @staticmethod
+    def _polled(files, counter: Counter, refused_said: str, take: Callable = lambda new: new):
+        """(``take`` of what ``files.poll`` loaded, or None; why it was not
+        taken, or None). A change not taken — the files do not load, or
+        ``take`` refuses them with an ``ESGError`` — is logged
+        (``refused_said``, %s the reason) and counted in ``counter``."""
         try:
-            new, why = self.settings_file.poll()
-            if new is not None:
-                taken, waiting = self.settings.live_from(new)
+            new, why = files.poll()
+            new = None if new is None else take(new)
         except ESGError as err:
             new, why = None, str(err)
         except Exception as err:  # pragma: no cover - poll names what fails; a bug must not stop the loop
             new, why = None, f"{type(err).__name__}: {err}"
         if why is not None:
-            log.warning("the settings file changed but does not load (%s): the settings before are kept", why)
-            self.metrics.settings_reloads.labels(result="refused").inc()
-            self.status.settings_refused = why
-            return
-        if new is None:
-            return
-        changed = sorted(f.name for f in fields(taken) if getattr(taken, f.name) != getattr(self.settings, f.name))
-        before_law, self.settings = control_law(self.topology, self.profiles, self.settings), taken
-        if before_law.settings != taken.control():
-            law = control_law(self.topology, self.profiles, taken)
-            state, refused = law.take_over(before_law, self.memory.state, now, vouched=lambda name: False)
-            self.memory = Memory(state)
-            for said in refused:
-                log.warning("settings reloaded: not believed: %s", said)
-        log.info("settings reloaded: %s%s", ", ".join(changed) + " taken" if changed else "nothing live changed",
-                 "; " + ", ".join(waiting) + " at the next restart" if waiting else "")
-        self.metrics.settings_reloads.labels(result="loaded").inc()
-        self.status.settings_refused, self.status.settings_at_restart = None, tuple(waiting)
+            log.warning(refused_said, why)
+            counter.labels(result="refused").inc()
+        return new, why
+
+    def _take_over(self, before_law, now: float, vouched: Callable[[str], bool], what: str):
+        """The law of the workload and settings now takes over from
+        ``before_law`` (``ControlLaw.take_over``); its state is the scaler's
+        memory from here. Returns that state."""
+        law = control_law(self.topology, self.profiles, self.settings)
+        state, refused = law.take_over(before_law, self.memory.state, now, vouched)
+        self.memory = Memory(state)
+        for said in refused:
+            log.warning("%s: not believed: %s", what, said)
+        return state
 
     def _leads(self) -> bool:
         """Does this scaler hold the lease this iteration? (A failure of the
