@@ -45,8 +45,6 @@ from .v2 import (HEADER as V2_HEADER, InferRequest, ProtocolError, encode_respon
                  parse_infer, server_metadata)
 from .settings import MAX_BATCH_SIZE_LIMIT, MAX_WAIT_MS_LIMIT, BatchConfig, LiveConfig, RuntimeSettings, valid_wait_ms
 
-MAX_BODY_BYTES = C.MAX_BODY_BYTES
-"""The largest request body a function takes (413 beyond; the contract's)."""
 MAX_CONFIG_BYTES = 64 * 1024
 """The largest PUT /_esg/config body."""
 MAX_BODIES_IN_FLIGHT_BYTES = 256 * 1024 * 1024
@@ -85,7 +83,7 @@ class BodyBudget:
 
 @contextmanager
 def read_body(environ: dict, budget: BodyBudget) -> Iterator[bytes]:
-    """The request body, by Content-Length or chunked, at most MAX_BODY_BYTES,
+    """The request body, by Content-Length or chunked, at most the contract's MAX_BODY_BYTES,
     counted against the budget while the request runs."""
     stream = environ["wsgi.input"]
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
@@ -99,8 +97,8 @@ def read_body(environ: dict, budget: BodyBudget) -> Iterator[bytes]:
                     size = int(line.split(b";")[0].strip(), 16)
                 except ValueError:
                     raise BodyError(400, "a malformed chunk in a chunked body", "bad_request") from None
-                if size < 0 or taken + size > MAX_BODY_BYTES:
-                    raise BodyError(413, f"the body exceeds {MAX_BODY_BYTES} bytes", "too_large")
+                if size < 0 or taken + size > C.MAX_BODY_BYTES:
+                    raise BodyError(413, f"the body exceeds {C.MAX_BODY_BYTES} bytes", "too_large")
                 budget.take(size)
                 taken += size
                 if size == 0:
@@ -119,8 +117,8 @@ def read_body(environ: dict, budget: BodyBudget) -> Iterator[bytes]:
                 raise BodyError(400, "Content-Length is not a number", "bad_request") from None
             if length < 0:
                 raise BodyError(400, "Content-Length is negative", "bad_request")
-            if length > MAX_BODY_BYTES:
-                raise BodyError(413, f"the body exceeds {MAX_BODY_BYTES} bytes", "too_large")
+            if length > C.MAX_BODY_BYTES:
+                raise BodyError(413, f"the body exceeds {C.MAX_BODY_BYTES} bytes", "too_large")
             budget.take(length)
             taken = length
             body = stream.read(length) if length else b""

@@ -377,7 +377,7 @@ def test_a_connection_carries_request_after_request_until_the_client_says_close(
 
 
 def test_http_1_0_an_unread_body_and_a_chunked_body_end_the_connection(function):
-    from esg_plugin.runtime.app import MAX_BODY_BYTES
+    from esg_plugin.runtime.contract import MAX_BODY_BYTES
 
     fn = function()
     cases = [

@@ -285,7 +285,7 @@ def test_health_is_503_once_the_batching_thread_died(make_app):
 def test_bodies_in_flight_are_bounded(make_app, monkeypatch):
     """Bodies held at once are bounded: a request whose body would pass the
     budget gets 429 before its body is read; a full queue too."""
-    from esg_plugin.runtime import app as app_module
+    from esg_plugin.runtime.contract import MAX_BODY_BYTES
 
     app = make_app(handler_module(handle=lambda e, c: "x"), ESG_MAX_QUEUE=1)
     app.bodies.limit_bytes = 100
@@ -299,7 +299,7 @@ def test_bodies_in_flight_are_bounded(make_app, monkeypatch):
     app.bodies.give(90)
     assert call(app, "POST", "/", b"y" * 50)[0] == 200
     assert app.bodies.held_bytes == 0  # given back after the request
-    code, _, out = call(app, "POST", "/", b"z" * (app_module.MAX_BODY_BYTES + 1))
+    code, _, out = call(app, "POST", "/", b"z" * (MAX_BODY_BYTES + 1))
     assert code == 413
 
 
