@@ -68,9 +68,11 @@ class Feedback:
     def missing(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> tuple[bool, bool]:
         """(missing, fresh): is the share of misses over the feedback window
         above the tolerance, and is it so over what was observed after the
-        margin was last raised alone? The misses that raised the margin are
-        its reason, not evidence that it is still too low; they still keep
-        the workflow from relaxing for the window (and from calm while they rise)."""
+        margin was last raised alone, and after the workflow's last cold
+        start (``WorkflowState.cold_until_s``)? The misses that raised the
+        margin, or a cold start's, are no evidence that it is too low; they
+        still keep the workflow from relaxing for the window (and from calm
+        while they rise)."""
         s = self.settings
         history = ws.answers  # the feedback window, and the scale-down delay before it
         history.append((now_s, now_s - obs.short_window_s, obs.answers, obs.late + obs.rejected))
