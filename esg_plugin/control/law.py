@@ -795,7 +795,9 @@ class ControlLaw:
     def _groups_ms(self, workflow: Workflow, profiles: ProfileSet, rate_rps: float, arrival_cv2: Optional[float],
                    groups: Mapping[str, Optional[InstanceGroup]]) -> float:
         """The end-to-end latency the model gives a group per stage, priced
-        with ``profiles`` (∞ where a stage has none, or cannot keep up)."""
+        with ``profiles`` (∞ where a stage has none, or cannot keep up), each
+        stage's wait at the quantile a plan for ``rate_rps`` budgets."""
+        quantile = self.settings.wait_quantile(rate_rps)
         stage_ms = {}
         for st in workflow.stages:
             group = groups[st.name]
@@ -805,7 +807,7 @@ class ControlLaw:
                 return math.inf
             option = evaluate(Config(group.batch_size, group.gpu_share), exec_ms, stage_rps,
                               arrival_cv2=arrival_cv2, replicas=group.count,
-                              queueing_model=self.settings.queueing_model)
+                              queueing_model=self.settings.queueing_model, queue_quantile=quantile)
             # the batcher's timeout bounds the fill wait (0: a batch leaves with what is queued)
             stage_ms[st.name] = option.latency_ms - option.wait_ms + min(option.wait_ms, group.max_wait_ms)
         return path_latency_ms(workflow, stage_ms)

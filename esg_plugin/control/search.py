@@ -106,9 +106,10 @@ class Search:
         utilisations = tuple(s.utilisations)
         first = 1.0 - ws.margin
         below = no_room_shares(ws)
+        planned = s.wait_quantile(rate_rps)  # the wait's quantile a plan on time budgets (None: its mean)
         if not s.degraded_cheapest:
             return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
-                                      shares, utilisations[1:], s.queue_quantile, s.no_wait_options, s.queueing_model,
+                                      shares, utilisations[1:], planned, s.no_wait_options, s.queueing_model,
                                       below)
         solve = get_policy(self.policy)
         capacity = self.capacity.left_gpus(workflow, state) if capacity is None else capacity
@@ -117,26 +118,26 @@ class Search:
         def build(quantile, shares_below):
             return self.problem(workflow, profiles, rate_rps, arrival_cv2, quantile, shares, shares_below)
 
-        quantiles = [s.queue_quantile] + [q for q in DEGRADED_QUANTILES if s.queue_quantile is not None
-                                          and arrival_cv2 is not None and q < s.queue_quantile] + [None]
+        quantiles = [planned] + [q for q in DEGRADED_QUANTILES if planned is not None
+                                 and arrival_cv2 is not None and q < planned] + [None]
         # the margin's own grid down to none: a margin out of reach gives the plan
         # for the largest margin in reach, not a looser one
         steps = math.ceil(ws.margin / s.margin_step - 1e-9)
         grid = [first + k * (1.0 - first) / steps for k in range(steps)] if steps else [first]
-        built = {s.queue_quantile: build(s.queue_quantile, below)}
+        built = {planned: build(planned, below)}
         if s.margin_in_reach and ws.margin >= s.max_margin - 1e-9 and ws.boost >= s.max_boost - 1e-9:
             # no plan is faster than every stage at its fastest: the budgets below are out of reach
             reach = path_latency_ms(workflow, {name: menu.min_latency_ms for name, menu
-                                               in built[s.queue_quantile].menus.items()}) / workflow.slo_ms
+                                               in built[planned].menus.items()}) / workflow.slo_ms
             if first < reach < 1.0:
                 grid = [reach * (1 + 1e-9)] + [factor for factor in grid if factor > reach]
-        attempts = [(s.queue_quantile, factor) for factor in grid]
+        attempts = [(planned, factor) for factor in grid]
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
         # what the cheapest plan holds is the same at every budget and quantile (each menu keeps its cheapest)
-        fitting_at_all = _least_cost(built[s.queue_quantile].menus) <= capacity
+        fitting_at_all = _least_cost(built[planned].menus) <= capacity
         decided = wanted != "any" and fitting_at_all
-        if wanted == "fits" and decided and attempts[0] != (s.queue_quantile, first):
+        if wanted == "fits" and decided and attempts[0] != (planned, first):
             return None  # the margin's budget is out of reach
         problem, hopeless = None, False
         within = SearchLimits(cost_ceiling_pct=ceiling_pct(capacity))  # a search for a plan that cannot fit stops early
@@ -166,7 +167,7 @@ class Search:
             choices, stats = solve(problem, within)
             if choices is None:  # none within the budget, or none within the capacity (the ceiling)
                 continue
-            found = problem, choices, stats, (quantile, factor) == (s.queue_quantile, first)
+            found = problem, choices, stats, (quantile, factor) == (planned, first)
             if factor > 1.0 or self.capacity.packs(others, choices):
                 return found
             # on time and within the total, but not one by one on the GPUs: the same

@@ -102,13 +102,14 @@ def replicas_needed(stage_rate_rps: float, batch_size: int, exec_ms: float, util
 
 
 def queueing_delay_ms(stage_rate_rps: float, batch_size: int, exec_ms: float, replicas: int,
-                      arrival_cv2: float, model: str = DEFAULT_QUEUEING_MODEL) -> float:
+                      arrival_cv2: float, model: str = DEFAULT_QUEUEING_MODEL, quantile: float | None = None) -> float:
     """Expected wait of a batch for one of ``replicas`` instances (see the
     module doc): the M/M/c wait (Erlang C) scaled by Allen–Cunneen's
-    ``(c_a² + c_s²) / 2`` with deterministic service (or ``model``'s). One
-    configuration of :func:`queueing_delays_ms`."""
+    ``(c_a² + c_s²) / 2`` with deterministic service (or ``model``'s); with
+    ``quantile``, that quantile of the wait. One configuration of
+    :func:`queueing_delays_ms`."""
     one = queueing_delays_ms(stage_rate_rps, np.array([batch_size]), np.array([float(exec_ms)]),
-                             np.array([replicas]), arrival_cv2, model=model)
+                             np.array([replicas]), arrival_cv2, quantile, model)
     return float(one[0])
 
 
@@ -130,17 +131,19 @@ def evaluate(
     arrival_cv2: float | None = None,
     replicas: int | None = None,
     queueing_model: str = DEFAULT_QUEUEING_MODEL,
+    queue_quantile: float | None = None,
 ) -> StageOption:
     """The SPEC §3 quantities of one configuration at one arrival rate
     (plus the queueing term of ``queueing_model`` when ``arrival_cv2`` is
-    given), with the fewest replicas that keep the utilisation target, or
-    with ``replicas``."""
+    given: its mean, or its ``queue_quantile``), with the fewest replicas
+    that keep the utilisation target, or with ``replicas``."""
     check_inputs(stage_rate_rps, utilisation, arrival_cv2)
     n = replicas_needed(stage_rate_rps, config.batch_size, exec_ms, utilisation) if replicas is None else replicas
     wait_ms = 0.0 if config.batch_size == 1 else 1000.0 * (config.batch_size - 1) * n / stage_rate_rps
     queue_ms = 0.0
     if arrival_cv2 is not None:
-        queue_ms = queueing_delay_ms(stage_rate_rps, config.batch_size, exec_ms, n, arrival_cv2, queueing_model)
+        queue_ms = queueing_delay_ms(stage_rate_rps, config.batch_size, exec_ms, n, arrival_cv2, queueing_model,
+                                     queue_quantile)
     return StageOption(
         config=config,
         exec_ms=exec_ms,

@@ -896,6 +896,35 @@ def test_misses_while_a_stage_has_no_instance_in_service_raise_no_margin(chain):
     assert max(run(dataclasses.replace(settings, cold_start_misses=False))[:11]) >= 0.2
 
 
+def test_a_workflow_too_slow_for_the_miss_feedback_plans_the_tail_of_each_wait():
+    """``low_rate_tail``: where the miss feedback's window holds fewer than
+    ``1 / miss_tolerance`` answers (below 10 rps at the defaults), each
+    stage's wait is planned at its ``1 − miss_tolerance`` quantile. On
+    random-wide-2508 (a chain of 2 at 3.9 rps, Poisson) the mean wait
+    planned one instance per stage and a few percent of the requests
+    arrived while it ran: the margin rose on single misses and the plan
+    stayed the same. With the tail planned: ≥ 99% in time; without: below."""
+    s = ControlSettings()
+    assert s.wait_quantile(9.9) == pytest.approx(0.99) and s.wait_quantile(10.0) is None
+    assert ControlSettings(queue_quantile=0.995).wait_quantile(1.0) == 0.995
+    assert ControlSettings(queue_quantile=0.9).wait_quantile(50.0) == 0.9
+    assert ControlSettings(queue_quantile=0.9).wait_quantile(5.0) == pytest.approx(0.99)
+    assert ControlSettings(low_rate_tail=False).wait_quantile(1.0) is None
+    assert ControlSettings(miss_tolerance=0.0).wait_quantile(1.0) is None
+    assert ControlSettings(feedback_window_s=60.0).wait_quantile(5.0) is None  # a window long enough to see it
+    assert not s.without("tail").low_rate_tail
+    case = random_workload(2508, family="wide")
+    workload = case.workload
+    hit = {}
+    for on in (True, False):
+        policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
+                             settings=ControlSettings(capacity_gpus=16.0, low_rate_tail=on), gpus=workload.gpus)
+        run = simulate(workload, case.profiles, policy, SimConfig(seed=2508))
+        answers = [latency_ms <= run.slo_ms[name] for name, _, latency_ms in run.requests if latency_ms >= 0]
+        hit[on] = sum(answers) / len(run.requests)
+    assert hit[True] >= 0.99 > hit[False]
+
+
 def test_misses_at_the_largest_margin_raise_the_rate_planned_for_and_a_clean_stretch_lowers_it(chain):
     """When even the largest margin misses, the law plans for more than the
     observed rate (by steps, up to ``max_boost``); clean stretches take the
@@ -1907,9 +1936,11 @@ def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_
     workload = case.workload
     shares = {}
     for on in (True, False):
-        # the scenario as it was found: a cold start's misses raised the margin (``cold_start_misses`` off)
+        # the scenario as it was found: a cold start's misses raised the margin (``cold_start_misses`` off),
+        # and the waits were planned at their mean (``low_rate_tail`` off)
         policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
-                             settings=ControlSettings(capacity_gpus=16.0, handover=on, cold_start_misses=False),
+                             settings=ControlSettings(capacity_gpus=16.0, handover=on, cold_start_misses=False,
+                                                      low_rate_tail=False),
                              gpus=workload.gpus)
         step = policy.law.step
 
