@@ -163,9 +163,8 @@ class Capacity:
         if ws.on_time_gpus is None:
             rate_rps, arrival_cv2, profiles = ws.held_below
             try:
-                rate_rps = max(rate_rps, self.settings.min_rate_rps)
-                problem = self.problem(workflow, profiles, rate_rps, arrival_cv2,
-                                       self.settings.wait_quantile(rate_rps))
+                problem = self.problem(workflow, profiles, max(rate_rps, self.settings.min_rate_rps), arrival_cv2,
+                                       self.settings.queue_quantile)
                 choices = get_policy(self.policy)(problem, NO_LIMITS)[0]
             except (PlannerError, ModelError):
                 choices = None

@@ -544,7 +544,8 @@ class ControlLaw:
                 and (rate_rps <= (ws.planned_rps or 0.0) + 1e-9
                      or not self._adds_capacity(workflow, ws, profiles, choices, current)) \
                 and held_gpus(choices) < ws.plan.cost - 1e-9 \
-                and self._running_ms(workflow, ws, profiles, problem.rate_rps, arrival_cv2, current) \
+                and self._running_ms(workflow, ws, profiles, problem.rate_rps, arrival_cv2, current,
+                                     problem.queue_quantile) \
                 <= choices_latency_ms(workflow, choices) + 1e-9:
             # while requests wait, miss or a step is under way (and some plan can
             # meet the SLO), a degraded re-plan for no more load (a higher margin
@@ -607,13 +608,14 @@ class ControlLaw:
                    for st in workflow.stages}  # what runs while the restarted stages' new ones start
             down = [stage for stage in restarted if choices[stage].config.gpu_share < running[stage].gpu_share]
             up = [stage for stage in restarted if stage not in down]
-            if self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, mix) > workflow.slo_ms:
+            if self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, mix, problem.queue_quantile) \
+                    > workflow.slo_ms:
                 # the new plan's other stages beside the restarted ones' old instances miss by the model:
                 # the old plan runs whole until the new one can — the others as they ran until the restarted serve
                 keep, wait = [stage for stage in ran if stage not in restarted], restarted
             elif down and up and self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2,
-                                                 {**mix, **{stage: planned.get(stage) for stage in down}}) \
-                    > workflow.slo_ms:
+                                                 {**mix, **{stage: planned.get(stage) for stage in down}},
+                                                 problem.queue_quantile) > workflow.slo_ms:
                 # restarts end one stage at a time: where the stages moved to a smaller share could
                 # serve before those moved to a larger one and the mix misses by the model, they run
                 # as they ran until the others' new instances serve, and restart then
@@ -694,7 +696,7 @@ class ControlLaw:
                         # while the new instances wait, as many old ones serve as the plan wants new ones
                         **{stage: group_of(option) for stage, option in choices.items()},
                         **{stage: running[stage]._replace(count=min(running[stage].count, choices[stage].replicas))
-                           for stage in restarted}})
+                           for stage in restarted}}, problem.queue_quantile)
                 if waiting_ms > workflow.slo_ms:
                     late_too = not in_step and (ws.boost >= self.settings.max_boost - 1e-9 or not self.capacity.packs(
                         others, choices, {stage: group._replace(count=1) if stage in restarted else group
@@ -722,12 +724,13 @@ class ControlLaw:
         return False
 
     def _running_ms(self, workflow: Workflow, ws: WorkflowState, profiles: ProfileSet, rate_rps: float,
-                    arrival_cv2: Optional[float], current: Mapping[StageKey, InstanceGroup]) -> float:
+                    arrival_cv2: Optional[float], current: Mapping[StageKey, InstanceGroup],
+                    quantile: Optional[float] = None) -> float:
         """The end-to-end latency the model gives the groups that run now,
         priced with the calibrated profiles (∞ where a stage has none, or
-        cannot keep up)."""
+        cannot keep up), each stage's wait at ``quantile`` (None: the mean)."""
         return self._groups_ms(workflow, profiles, rate_rps, arrival_cv2,
-                               {st.name: _running(workflow, ws, st.name, current) for st in workflow.stages})
+                               {st.name: _running(workflow, ws, st.name, current) for st in workflow.stages}, quantile)
 
     def _adopt(self, workflow: Workflow, ws: WorkflowState, state: ControlState, obs: WorkflowObservation,
                current: Mapping[StageKey, InstanceGroup], want_rps: float, offered_rps: float, said: str,
@@ -763,7 +766,8 @@ class ControlLaw:
             low, top = 0.0, high
             for _ in range(ADOPT_HALVINGS):
                 middle = (low + top) / 2
-                if self._groups_ms(workflow, profiles, middle, arrival_cv2, groups) <= budget_ms:
+                if self._groups_ms(workflow, profiles, middle, arrival_cv2, groups, self.settings.queue_quantile) \
+                        <= budget_ms:
                     low = middle
                 else:
                     top = middle
@@ -793,11 +797,11 @@ class ControlLaw:
         return True
 
     def _groups_ms(self, workflow: Workflow, profiles: ProfileSet, rate_rps: float, arrival_cv2: Optional[float],
-                   groups: Mapping[str, Optional[InstanceGroup]]) -> float:
+                   groups: Mapping[str, Optional[InstanceGroup]], quantile: Optional[float] = None) -> float:
         """The end-to-end latency the model gives a group per stage, priced
         with ``profiles`` (∞ where a stage has none, or cannot keep up), each
-        stage's wait at the quantile a plan for ``rate_rps`` budgets."""
-        quantile = self.settings.wait_quantile(rate_rps)
+        stage's wait at its ``quantile`` (None: the mean) — a plan's
+        (``Problem.queue_quantile``) where it is compared with one."""
         stage_ms = {}
         for st in workflow.stages:
             group = groups[st.name]

@@ -106,7 +106,8 @@ class Search:
         utilisations = tuple(s.utilisations)
         first = 1.0 - ws.margin
         below = no_room_shares(ws)
-        planned = s.wait_quantile(rate_rps)  # the wait's quantile a plan on time budgets (None: its mean)
+        planned = s.queue_quantile  # the wait's quantile the plans budget (None: its mean) …
+        tail = s.wait_quantile(rate_rps) if arrival_cv2 is not None else planned  # … and first, where in reach
         if not s.degraded_cheapest:
             return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
                                       shares, utilisations[1:], planned, s.no_wait_options, s.queueing_model,
@@ -132,12 +133,16 @@ class Search:
             if first < reach < 1.0:
                 grid = [reach * (1 + 1e-9)] + [factor for factor in grid if factor > reach]
         attempts = [(planned, factor) for factor in grid]
+        if tail != planned and attempts[0] == (planned, first):
+            # ``low_rate_tail``: the tail of the wait at the margin's budget, where a plan meets it; else as ever
+            attempts.insert(0, (tail, first))
+        on_margin = attempts[:attempts.index((planned, first)) + 1] if (planned, first) in attempts else []
         attempts += [(q, 1.0) for q in dict.fromkeys(quantiles)]
         attempts += [(None, factor) for factor in DEGRADED_BUDGET_FACTORS]
         # what the cheapest plan holds is the same at every budget and quantile (each menu keeps its cheapest)
         fitting_at_all = _least_cost(built[planned].menus) <= capacity
         decided = wanted != "any" and fitting_at_all
-        if wanted == "fits" and decided and attempts[0] != (planned, first):
+        if wanted == "fits" and decided and not on_margin:
             return None  # the margin's budget is out of reach
         problem, hopeless = None, False
         within = SearchLimits(cost_ceiling_pct=ceiling_pct(capacity))  # a search for a plan that cannot fit stops early
@@ -145,7 +150,7 @@ class Search:
         unpacked = None  # the first plan on time within the capacity in total that finds no GPU one by one
         unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
         for index, (quantile, factor) in enumerate(attempts):
-            if wanted == "fits" and decided and index == 1 and unpacked is None:
+            if wanted == "fits" and decided and index == len(on_margin) and unpacked is None:
                 return None  # the margin's budget gave no plan within the capacity
             if wanted == "on_time" and decided and factor > 1.0:
                 return unpacked  # the budgets left are beyond the SLO
@@ -167,7 +172,7 @@ class Search:
             choices, stats = solve(problem, within)
             if choices is None:  # none within the budget, or none within the capacity (the ceiling)
                 continue
-            found = problem, choices, stats, (quantile, factor) == (planned, first)
+            found = problem, choices, stats, (quantile, factor) in on_margin
             if factor > 1.0 or self.capacity.packs(others, choices):
                 return found
             # on time and within the total, but not one by one on the GPUs: the same

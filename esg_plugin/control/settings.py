@@ -543,7 +543,8 @@ class ControlSettings:
     """A workflow whose rate gives the miss feedback fewer than
     ``1 / miss_tolerance`` answers over ``feedback_window_s`` (10 rps at the
     defaults) is planned with each stage's wait at its ``1 − miss_tolerance``
-    quantile, not its mean (:meth:`wait_quantile`). There the feedback
+    quantile, not its mean (:meth:`wait_quantile`), where a plan meets the
+    margin's budget so (else as without: the mean). There the feedback
     cannot tell the tolerated share of misses from too many — one miss in
     the window is already above it — and what it raises, the margin, does
     not reach the misses the mean hides: at a light load a request rarely
@@ -612,9 +613,11 @@ class ControlSettings:
 
     def wait_quantile(self, rate_rps: float) -> Optional[float]:
         """The quantile of each stage's queueing wait a plan for ``rate_rps``
-        (the workflow's rate) budgets: ``queue_quantile`` (None: the mean),
-        or ``1 − miss_tolerance`` where that is higher and the rate is too
-        low for the miss feedback to see the tolerance (``low_rate_tail``)."""
+        (the workflow's rate) budgets first: ``queue_quantile`` (None: the
+        mean), or ``1 − miss_tolerance`` where that is higher and the rate is
+        too low for the miss feedback to see the tolerance (``low_rate_tail``;
+        the search falls back to ``queue_quantile`` where no plan meets the
+        margin's budget with it)."""
         if self.low_rate_tail and self.miss_tolerance > 0 \
                 and rate_rps * self.feedback_window_s * self.miss_tolerance < 1.0:
             return max(self.queue_quantile or 0.0, 1.0 - self.miss_tolerance)

@@ -113,6 +113,8 @@ class Problem:
     arrays: Mapping[str, OptionArrays] = field(default_factory=dict)
     """Every runnable configuration of each stage, evaluated (for baselines
     that consider configurations off the Pareto front)."""
+    queue_quantile: Optional[float] = None
+    """The quantile of the queueing wait the menus' latencies hold (None: the mean)."""
 
     def choices(self, picks: Mapping[str, int]) -> dict[str, StageOption]:
         return {s: self.menus[s].options[i] for s, i in picks.items()}
@@ -183,7 +185,7 @@ def build_problem(
         menus[stage.name] = StageMenu.from_options(stage.name, options)
     budget = workflow.slo_ms if budget_ms is None else budget_ms
     return Problem(workflow=workflow, rate_rps=rate_rps, budget_ms=budget, menus=menus, utilisation=utilisation,
-                   arrays=arrays)
+                   arrays=arrays, queue_quantile=queue_quantile if arrival_cv2 is not None else None)
 
 
 STAGE_CACHE_ENTRIES = 512
