@@ -392,9 +392,9 @@ def test_the_scaler_never_scales_down_while_504s_or_the_backlog_rise(world):
         current.update(desired)
         return sum(current[f].replicas for f in ("image-preprocess", "image-upscale", "image-classify"))
 
-    high = step(0, 40.0)
-    step(1, 40.0)
-    for t in range(2, 25):  # the load fell to a tenth, and every interval has late answers
+    high = step(0, 80.0)
+    step(1, 80.0)
+    for t in range(2, 25):  # the load fell to a twentieth, and every interval has late answers
         assert step(t, 4.0, codes={"image-upscale": {"504": 5.0 + t, "200": 1.0}}) >= high, t
     for t in range(25, 45):  # no 504s now, but the queues keep growing
         assert step(t, 4.0, queue=50.0 + 20 * t) >= high, t
