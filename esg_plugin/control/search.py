@@ -107,7 +107,7 @@ class Search:
         first = 1.0 - ws.margin
         below = no_room_shares(ws)
         planned = s.queue_quantile  # the wait's quantile the plans budget (None: its mean) …
-        tail = s.wait_quantile(rate_rps) if arrival_cv2 is not None else planned  # … and first, where in reach
+        tail = s.wait_quantile(rate_rps, arrival_cv2)  # … and first, where a plan meets the margin's budget so
         if not s.degraded_cheapest:
             return plan_with_fallback(workflow, profiles, rate_rps, self.policy, first, utilisations[0], arrival_cv2,
                                       shares, utilisations[1:], planned, s.no_wait_options, s.queueing_model,

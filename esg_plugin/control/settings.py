@@ -542,9 +542,10 @@ class ControlSettings:
     low_rate_tail: bool = True
     """A workflow whose rate gives the miss feedback fewer than
     ``1 / miss_tolerance`` answers over ``feedback_window_s`` (10 rps at the
-    defaults) is planned with each stage's wait at its ``1 − miss_tolerance``
-    quantile, not its mean (:meth:`wait_quantile`), where a plan meets the
-    margin's budget so (else as without: the mean). There the feedback
+    defaults), its arrivals not bursty (cv² at most ``pooled_max_cv2``), is
+    planned with each stage's wait at its ``1 − miss_tolerance`` quantile,
+    not its mean (:meth:`wait_quantile`), where a plan meets the margin's
+    budget so (else as without: the mean). There the feedback
     cannot tell the tolerated share of misses from too many — one miss in
     the window is already above it — and what it raises, the margin, does
     not reach the misses the mean hides: at a light load a request rarely
@@ -553,8 +554,11 @@ class ControlSettings:
     load of a few hundredths that is a few percent of the requests. Found
     on random-wide-2508 (a 2-stage chain at 3.9 rps, Poisson, SLO 3.3 × the
     fastest): 98.7% at 0.33 GPUs, the margin sawing between 0 and 0.3 with
-    the plan unchanged; 100% at 0.40 with it (``docs/EVALUATION.md``, the
-    sixty-third session). Ablation ``tail``."""
+    the plan unchanged; 99.1% at 0.41 with it (``docs/EVALUATION.md``, the
+    sixty-third session). Not for bursty arrivals: Allen–Cunneen's scaling
+    of the M/M/c tail by the cv² is no model of a burst's tail, and there
+    the rule lost as much as it won (gamma streams below 10 rps: 97.36% →
+    97.23%); the wait feedback answers bursts. Ablation ``tail``."""
     queueing_model: str = DEFAULT_QUEUEING_MODEL
     """The queueing wait's model, one of ``QUEUEING_MODELS`` (``model/config.py``
     says each, and why the law plans with Allen–Cunneen). For comparisons."""
@@ -611,14 +615,16 @@ class ControlSettings:
             if not math.isfinite(getattr(self, name)):
                 raise ControlError(f"{name} must be a finite number")
 
-    def wait_quantile(self, rate_rps: float) -> Optional[float]:
+    def wait_quantile(self, rate_rps: float, arrival_cv2: Optional[float]) -> Optional[float]:
         """The quantile of each stage's queueing wait a plan for ``rate_rps``
-        (the workflow's rate) budgets first: ``queue_quantile`` (None: the
-        mean), or ``1 − miss_tolerance`` where that is higher and the rate is
-        too low for the miss feedback to see the tolerance (``low_rate_tail``;
-        the search falls back to ``queue_quantile`` where no plan meets the
+        (the workflow's rate) at ``arrival_cv2`` budgets first:
+        ``queue_quantile`` (None: the mean), or ``1 − miss_tolerance`` where
+        that is higher, the rate is too low for the miss feedback to see the
+        tolerance and the arrivals are not bursty (``low_rate_tail``; the
+        search falls back to ``queue_quantile`` where no plan meets the
         margin's budget with it)."""
-        if self.low_rate_tail and self.miss_tolerance > 0 \
+        if self.low_rate_tail and self.miss_tolerance > 0 and arrival_cv2 is not None \
+                and arrival_cv2 <= self.pooled_max_cv2 \
                 and rate_rps * self.feedback_window_s * self.miss_tolerance < 1.0:
             return max(self.queue_quantile or 0.0, 1.0 - self.miss_tolerance)
         return self.queue_quantile

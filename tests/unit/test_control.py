@@ -21,7 +21,8 @@ from esg_plugin.control.observation import believed_room
 from esg_plugin.control.packing import fits_on_gpus, most_room_pct, room_after
 from esg_plugin.control.search import problem_for
 from esg_plugin.model import FunctionProfile, InstanceGroup, ModelError, ProfileSet, Stage, Workflow
-from esg_plugin.planner import PlannerError
+from esg_plugin.planner import PlannerError, get_policy
+from esg_plugin.planner.limits import NO_LIMITS
 from esg_plugin.model.plan import path_latency_ms
 from esg_plugin.scaler import FunctionState, Memory, ScalerSettings, Topology, decide_functions
 from esg_plugin.scaler.sources import Observation as ScalerObservation
@@ -898,20 +899,22 @@ def test_misses_while_a_stage_has_no_instance_in_service_raise_no_margin(chain):
 
 def test_a_workflow_too_slow_for_the_miss_feedback_plans_the_tail_of_each_wait():
     """``low_rate_tail``: where the miss feedback's window holds fewer than
-    ``1 / miss_tolerance`` answers (below 10 rps at the defaults), each
+    ``1 / miss_tolerance`` answers (below 10 rps at the defaults) and the
+    arrivals are not bursty (cv² at most ``pooled_max_cv2``), each
     stage's wait is planned at its ``1 − miss_tolerance`` quantile. On
     random-wide-2508 (a chain of 2 at 3.9 rps, Poisson) the mean wait
     planned one instance per stage and a few percent of the requests
     arrived while it ran: the margin rose on single misses and the plan
     stayed the same. With the tail planned: ≥ 99% in time; without: below."""
     s = ControlSettings()
-    assert s.wait_quantile(9.9) == pytest.approx(0.99) and s.wait_quantile(10.0) is None
-    assert ControlSettings(queue_quantile=0.995).wait_quantile(1.0) == 0.995
-    assert ControlSettings(queue_quantile=0.9).wait_quantile(50.0) == 0.9
-    assert ControlSettings(queue_quantile=0.9).wait_quantile(5.0) == pytest.approx(0.99)
-    assert ControlSettings(low_rate_tail=False).wait_quantile(1.0) is None
-    assert ControlSettings(miss_tolerance=0.0).wait_quantile(1.0) is None
-    assert ControlSettings(feedback_window_s=60.0).wait_quantile(5.0) is None  # a window long enough to see it
+    assert s.wait_quantile(9.9, 1.0) == pytest.approx(0.99) and s.wait_quantile(10.0, 1.0) is None
+    assert s.wait_quantile(5.0, 4.0) is None and s.wait_quantile(5.0, None) is None  # bursty; no queueing model
+    assert ControlSettings(queue_quantile=0.995).wait_quantile(1.0, 1.0) == 0.995
+    assert ControlSettings(queue_quantile=0.9).wait_quantile(50.0, 1.0) == 0.9
+    assert ControlSettings(queue_quantile=0.9).wait_quantile(5.0, 1.0) == pytest.approx(0.99)
+    assert ControlSettings(low_rate_tail=False).wait_quantile(1.0, 1.0) is None
+    assert ControlSettings(miss_tolerance=0.0).wait_quantile(1.0, 1.0) is None
+    assert ControlSettings(feedback_window_s=60.0).wait_quantile(5.0, 1.0) is None  # a window long enough to see it
     assert not s.without("tail").low_rate_tail
     case = random_workload(2508, family="wide")
     workload = case.workload
@@ -923,6 +926,34 @@ def test_a_workflow_too_slow_for_the_miss_feedback_plans_the_tail_of_each_wait()
         answers = [latency_ms <= run.slo_ms[name] for name, _, latency_ms in run.requests if latency_ms >= 0]
         hit[on] = sum(answers) / len(run.requests)
     assert hit[True] >= 0.99 > hit[False]
+
+
+def test_the_tail_is_planned_only_where_a_plan_meets_the_budget_with_it_and_the_arrivals_are_poisson(chain):
+    """``low_rate_tail`` at 4 rps: with Poisson arrivals and a 20-ms SLO the
+    first plan budgets each wait's 99% quantile — more instances than the
+    mean's plan, still within the SLO; at 14 ms no plan meets the SLO so,
+    and the plan is the mean's, as without the rule, and fits; with bursts
+    (cv² 20), and at 12 rps (the feedback sees 1% there), the rule changes
+    nothing."""
+    wf, profiles = chain
+
+    def first_plan(slo_ms, cv2, on, rate_rps=4.0):
+        law = ControlLaw([dataclasses.replace(wf, slo_ms=slo_ms)], profiles, ControlSettings(low_rate_tail=on))
+        state = law.new_state()
+        for t in range(3):
+            decision = law.step(Observation(float(t), {"w": WorkflowObservation(rate_rps, rate_rps, 2.0, cv2)}),
+                                state, float(t))
+        ws = state.workflows["w"]
+        return ws.plan.cost, ws.plan.latency_ms, ws.fits, decision.desired, ws.planned_rps
+
+    tail, mean = first_plan(20.0, 1.0, True), first_plan(20.0, 1.0, False)
+    assert tail[2] and mean[2] and tail[1] <= 20.0 and tail[0] > mean[0]
+    tight = first_plan(14.0, 1.0, True)
+    at_tail = problem_for(ControlSettings(), dataclasses.replace(wf, slo_ms=14.0), profiles, tight[4], 1.0, 0.99)
+    assert get_policy("esg")(at_tail, NO_LIMITS)[0] is None  # the premise: no plan meets 14 ms at the tail
+    assert tight == first_plan(14.0, 1.0, False) and tight[2]
+    assert first_plan(20.0, 20.0, True) == first_plan(20.0, 20.0, False)
+    assert first_plan(20.0, 1.0, True, 12.0) == first_plan(20.0, 1.0, False, 12.0)
 
 
 def test_misses_at_the_largest_margin_raise_the_rate_planned_for_and_a_clean_stretch_lowers_it(chain):
