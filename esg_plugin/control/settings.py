@@ -545,20 +545,22 @@ class ControlSettings:
     defaults), its arrivals not bursty (cv² at most ``pooled_max_cv2``), is
     planned with each stage's wait at its ``1 − miss_tolerance`` quantile,
     not its mean (:meth:`wait_quantile`), where a plan meets the margin's
-    budget so (else as without: the mean). There the feedback
-    cannot tell the tolerated share of misses from too many — one miss in
-    the window is already above it — and what it raises, the margin, does
-    not reach the misses the mean hides: at a light load a request rarely
+    budget so (else as without: the mean). There the feedback cannot see
+    the tolerance — one miss in its window is already above it, and it
+    acts only on ``MIN_MISSES`` (3) in the window, so misses of 1–2% spread
+    thin go unseen and only a cluster raises the margin — and what it
+    raises, the margin, does not reach the misses the mean hides: at a light load a request rarely
     waits, so the mean wait is almost nothing, but one that arrives while
     its stage's only instance runs waits up to a whole execution, and at a
     load of a few hundredths that is a few percent of the requests. Found
     on random-wide-2508 (a 2-stage chain at 3.9 rps, Poisson, SLO 3.3 × the
-    fastest): 98.7% at 0.33 GPUs, the margin sawing between 0 and 0.3 with
-    the plan unchanged; 99.1% at 0.41 with it (``docs/EVALUATION.md``, the
+    fastest): 98.7% at 0.33 GPUs, the margin sawing between 0 and 0.3 and
+    the plan changed for 38 s of 300; 99.1% at 0.41 with it (``docs/EVALUATION.md``, the
     sixty-third session). Not for bursty arrivals: Allen–Cunneen's scaling
     of the M/M/c tail by the cv² is no model of a burst's tail, and there
-    the rule lost as much as it won (gamma streams below 10 rps: 97.36% →
-    97.23%); the wait feedback answers bursts. Ablation ``tail``."""
+    the rule lost as much as it won (workloads of gamma streams all below
+    10 rps: 97.12% → 96.97%, ``bench/pairs.py``); the wait feedback
+    answers bursts. Ablation ``tail``."""
     queueing_model: str = DEFAULT_QUEUEING_MODEL
     """The queueing wait's model, one of ``QUEUEING_MODELS`` (``model/config.py``
     says each, and why the law plans with Allen–Cunneen). For comparisons."""

@@ -578,6 +578,46 @@ def test_the_spread_bench_counts_the_draws_on_which_each_verdict_held():
                                      "changing with the draw on 1")
 
 
+def test_the_pairs_bench_sets_esg_before_against_after_with_the_peers_of_either_file(tmp_path, capsys):
+    """``bench/pairs.py``: two ``--json`` files of bench/robustness.py on the
+    same seeds, ESG before and after; the peers from whichever file holds
+    them, the bench's own verdicts; ``--below-rps`` keeps the cases whose
+    every workflow stays below that rate (regenerated from the seed), by
+    kind of arrivals. Files not in pairs, or not of the same seeds: exit 2."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from pairs import main, peak_rps
+    from robustness import shape_of
+
+    from esg_plugin.sim.generate import random_workload
+
+    def case(seed, esg, peers=True):
+        pol = {"esg": {"hit": esg[0], "cost": esg[1]}}
+        if peers:
+            pol |= {"nexus": {"hit": 0.995, "cost": 1.0}, "kpa": {"hit": 1.0, "cost": 4.0}}
+        return {"seed": seed, "family": "standard", "shape": shape_of(random_workload(seed).workload),
+                "policies": pol}
+
+    before, after = tmp_path / "before.json", tmp_path / "after.json"
+    before.write_text(json.dumps({"cases": [case(3, (0.98, 2.0)), case(4, (0.995, 0.9))]}))
+    after.write_text(json.dumps({"cases": [case(3, (0.995, 1.5), peers=False), case(4, (0.99, 1.2), peers=False)]}))
+    assert main([str(before), str(after)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "all (2): before 98.750% / 1.450 GPUs, ≥ 99% 1, within a point 1, no dearer than nexus 1; "
+        "after 99.250% / 1.350 GPUs, ≥ 99% 2, within a point 2, no dearer than nexus 0"]
+    peaks = sorted(peak_rps({"seed": seed}) for seed in (3, 4))
+    for below, kept in ((peaks[0], 0), (peaks[1], 1), (peaks[1] + 1.0, 2)):
+        assert main([str(before), str(after), "--below-rps", str(below)]) == 0
+        assert capsys.readouterr().out.splitlines()[1].startswith(f"every workflow below {below:g} rps ({kept})")
+    for bad in ([str(before)], [str(before), str(tmp_path / "none.json")], [str(before), str(tmp_path / "b.json")]):
+        (tmp_path / "b.json").write_text(json.dumps({"cases": [case(3, (0.99, 1.0))]}))
+        with pytest.raises(SystemExit) as stop:
+            main(bad)
+        assert stop.value.code == 2
+
+
 def test_the_spread_bench_draws_each_case_again_its_first_draw_the_robustness_run(tmp_path, capsys):
     """``bench/spread.py``: each case at ``--draws`` simulation seeds, the
     first the case's own, whose figures are ``bench/robustness.py``'s to the
