@@ -658,11 +658,12 @@ class ControlLaw:
                 down, up, _, staying = self._pins(workflow, ws, choices, current, now_s, state)
         kept = {**staying, **kept}  # nor does a search below move those the plan keeps at the share they start at
         # a restart for a larger share is not taken when the plan at the running
-        # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost
+        # shares meets the SLO too, for at most 1 / (1 - min_share_saving) times the cost —
+        # at the wait's quantile the restart's plan was made for (``low_rate_tail``), not below
         if up:
             again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2, {**kept, **down, **up},
                                        "fits")
-            if again is not None and again[3] and \
+            if again is not None and again[3] and _no_looser(again[0], problem) and \
                     held_gpus(again[1]) * (1.0 - self.settings.min_share_saving) <= held_gpus(choices) + 1e-9:
                 problem, choices, stats, fits = again
                 down = {}
@@ -1029,3 +1030,13 @@ def plan_busy(workflow: Workflow, rate_rps: float, choices, cpu_factor: Mapping[
     return sum(rate_rps * workflow.stage(name).fanout * option.exec_ms / 1000.0 / option.config.batch_size
                * option.config.gpu_share / 100.0 * cpu_factor.get(workflow.stage(name).function, 1.0)
                for name, option in choices.items())
+
+
+def _no_looser(pinned, problem) -> bool:
+    """Is the problem ``pinned`` made for a wait's quantile at least as high
+    as ``problem``'s (the mean, None, the lowest)? The plan at the running
+    shares stands in for one that restarts a stage at a larger share only
+    where it meets the budget at the same confidence in the wait
+    (``low_rate_tail``: its search falls back to the mean where the tail is
+    out of reach, and that fallback "fits" too)."""
+    return (pinned.queue_quantile or 0.0) >= (problem.queue_quantile or 0.0) - 1e-12

@@ -17,6 +17,7 @@ from esg_plugin.control import (
 from esg_plugin.loaders import load_profiles, read_yaml
 from esg_plugin.control.rate import on_rate_grid
 from esg_plugin.control.capacity import Capacity, fair_shares
+from esg_plugin.control.law import _no_looser
 from esg_plugin.control.observation import believed_room
 from esg_plugin.control.packing import fits_on_gpus, most_room_pct, room_after
 from esg_plugin.control.search import problem_for
@@ -926,6 +927,28 @@ def test_a_workflow_too_slow_for_the_miss_feedback_plans_the_tail_of_each_wait()
         answers = [latency_ms <= run.slo_ms[name] for name, _, latency_ms in run.requests if latency_ms >= 0]
         hit[on] = sum(answers) / len(run.requests)
     assert hit[True] >= 0.99 > hit[False]
+
+
+def test_a_plan_at_the_running_shares_stands_in_for_a_restart_only_at_the_same_wait_quantile():
+    """``low_rate_tail`` beside the restarts a re-plan declines: a restart for
+    a larger share is not taken where the plan at the running shares meets
+    the budget too — at the wait's quantile the restart's plan was made for,
+    not at the mean it falls back to. random-wide-2734 (a first use: a chain
+    of 4 stages at 3.4 rps, Poisson, SLO 1.52 x the fastest): the tail's
+    plan at margin 0 ran the first stage at 100%, the one that ran was at
+    80% and met the budget with the mean wait only, and it stood in: one
+    request in 100 arrived while the first stage's one instance ran, and
+    was shed (98.85%). Now the restart is taken: ≥ 99% in time."""
+    case = random_workload(2734, family="wide")
+    workload = case.workload
+    policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
+                         settings=ControlSettings(capacity_gpus=16.0), gpus=workload.gpus)
+    run = simulate(workload, case.profiles, policy, SimConfig(seed=2734))
+    answers = [latency_ms <= run.slo_ms[name] for name, _, latency_ms in run.requests if latency_ms >= 0]
+    assert sum(answers) / len(run.requests) >= 0.99
+    assert _no_looser(types.SimpleNamespace(queue_quantile=0.99), types.SimpleNamespace(queue_quantile=None))
+    assert not _no_looser(types.SimpleNamespace(queue_quantile=None), types.SimpleNamespace(queue_quantile=0.99))
+    assert _no_looser(types.SimpleNamespace(queue_quantile=None), types.SimpleNamespace(queue_quantile=None))
 
 
 def test_the_tail_is_planned_only_where_a_plan_meets_the_budget_with_it_and_the_arrivals_are_poisson(chain):
