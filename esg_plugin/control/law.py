@@ -649,10 +649,14 @@ class ControlLaw:
         down, up, starting, staying = self._pins(workflow, ws, choices, current, now_s, state)
         kept: dict = {}
         if starting:
-            # in a step, instances still starting keep their share: more of them, not a restart of the restart
+            # in a step, instances still starting keep their share: more of them, not a restart of the restart —
+            # where that plan is on time by the model (``keep_starting_on_time``; else where it meets the margin's
+            # budget, as the plan that restarts them does)
+            on_time = fits and self.settings.keep_starting_on_time
             again = self.search.pinned(workflow, ws, state, profiles, covered_rps, arrival_cv2,
-                                       {**down, **staying, **starting}, "fits" if fits else "any")
-            if again is not None and (again[3] or not fits):
+                                       {**down, **staying, **starting},
+                                       "on_time" if on_time else "fits" if fits else "any")
+            if again is not None and (again[3] or not fits or on_time):
                 problem, choices, stats, fits = again
                 kept = starting
                 down, up, _, staying = self._pins(workflow, ws, choices, current, now_s, state)
