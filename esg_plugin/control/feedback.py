@@ -108,12 +108,15 @@ class Feedback:
         return misses >= MIN_MISSES and misses > self.settings.miss_tolerance * answers
 
     def margin_and_boost(self, ws: WorkflowState, missing: bool, fresh: bool, now_s: float,
-                         room: Callable[[], bool]) -> Optional[str]:
+                         more_helps: Callable[[], bool]) -> Optional[str]:
         """The margin's and the capacity's feedback on misses, and their
-        relaxation after a clean stretch. ``room``: does some plan fit the
-        capacity the other workflows leave? Where none does, the capacity
-        step is not taken — a plan for more rate would only hold more of
-        what finds no room (``Capacity.nothing_fits``)."""
+        relaxation after a clean stretch. ``more_helps``: would more
+        capacity serve more — does some plan fit the capacity the other
+        workflows leave (``Capacity.nothing_fits``; where none does, a plan
+        for more rate would only hold more of what finds no room), and has
+        every instance a step's re-plan started begun to serve
+        (``boost_waits_for_start``)? Where not, the capacity step is not
+        taken."""
         s = self.settings
         if not s.feedback:
             return None
@@ -126,7 +129,7 @@ class Feedback:
                 ws.last_margin_change_s = ws.last_raise_s = now_s
                 return f"misses: margin raised to {ws.margin:.2f}"
             if fresh and now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and s.capacity_feedback \
-                    and ws.boost < s.max_boost and s.busy_capacity is None and room():
+                    and ws.boost < s.max_boost and s.busy_capacity is None and more_helps():
                 # the largest margin still misses: the model is wrong about more than
                 # the latency (bursts it does not see): capacity is the lever left — where
                 # capacity is reserved (GPU shares); on a time-shared node more replicas

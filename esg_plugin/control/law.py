@@ -337,7 +337,11 @@ class ControlLaw:
         boost_before = ws.boost
         waited = self._wait_feedback(workflow, ws, state, obs, missing and fresh, now_s)
 
-        def room() -> bool:  # asked only where the capacity feedback would act
+        def more_helps() -> bool:  # asked only where the capacity feedback would act
+            if s.boost_waits_for_start and now_s < ws.panic_until_s and any(
+                    self._still_starting(workflow, st.name, ws.started_s.get(st.name), now_s, state)
+                    for st in workflow.stages):
+                return False  # more instances would start after those a step's re-plan started
             profiles = self.calibration.profiles_for(workflow, state, now_s)
             return not self.capacity.nothing_fits(workflow, state, profiles)
 
@@ -346,10 +350,10 @@ class ControlLaw:
             why = None
         elif waited is not None:  # these misses are answered by the queue's factor: the margin waits its cooldown
             ws.last_raise_s = ws.last_margin_change_s = now_s
-            why = self.feedback.margin_and_boost(ws, missing, False, now_s, room) or waited
+            why = self.feedback.margin_and_boost(ws, missing, False, now_s, more_helps) or waited
         else:
             relaxed = self.feedback.wait_relax(ws, now_s)  # before the margin's clean stretch restarts
-            why = self.feedback.margin_and_boost(ws, missing, fresh, now_s, room) or relaxed
+            why = self.feedback.margin_and_boost(ws, missing, fresh, now_s, more_helps) or relaxed
         backlog = excess_backlog(obs, ws.planned_rps, workflow.slo_ms)
         pooled = self.rates.pooled(ws, obs, now_s)
         want, wanted_rps, said, quick, settle_below = self.rates.wanted(ws, obs, backlog, now_s, pooled)

@@ -1807,6 +1807,37 @@ def test_in_a_step_a_margin_raised_while_instances_start_moves_them_off_their_sh
         assert any(s != moved[0] for s in moved)
 
 
+def test_in_a_step_misses_raise_no_boost_until_the_instances_it_started_serve():
+    """``boost_waits_for_start``: at the largest margin, misses in the panic
+    after a step raise no boost while the instances the step's re-plan
+    started are in their cold start (12 s) — more would start after them —
+    and raise it once they serve. Off, the boost climbs during the start."""
+    rng = random.Random(3)
+    functions = {f"f{i}": dataclasses.replace(random_monotone_profile(rng, f"f{i}", BATCH_SIZES, GPU_SHARES),
+                                              cold_start_ms=12000.0) for i in range(2)}
+    fastest_ms = sum(min(v for row in p.latency_ms for v in row if v is not None) for p in functions.values())
+    wf = Workflow.build("w", (fastest_ms + 2) * 3.0, [Stage("s0", "f0"), Stage("s1", "f1", ("s0",))], hop_ms=1.0)
+
+    def boosts(on: bool):
+        settings = ControlSettings(warmup_s=0.0, latest_rate=False, feedback_cooldown_s=1.0, slo_margin=0.6,
+                                   max_margin=0.6, boost_waits_for_start=on)
+        law = ControlLaw([wf], ProfileSet("p", functions), settings)
+        state = law.new_state()
+        law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 2.0)}), state, 0.0)
+        assert "a step" in law.step(Observation(1.0, {"w": WorkflowObservation(21, 200, 2.0)}), state, 1.0).reasons["w"]
+        out = []
+        for t in range(2, 20):  # a third of the answers late; the platform says nothing starts after 13 s
+            obs = WorkflowObservation(60, 200, 2.0, ok=200, late=100)
+            law.step(Observation(float(t), {"w": obs}), state, float(t))
+            out.append(state.workflows["w"].boost)
+        return out
+
+    during = 11  # ticks 2–12: within the 12-s cold start of the instances started at 1 s
+    kept = boosts(True)
+    assert max(kept[:during]) == 1.0 and kept[-1] > 1.0
+    assert max(boosts(False)[:during]) > 1.0
+
+
 def test_a_step_is_planned_for_at_the_rate_since_the_last_tick_where_the_window_straddles_it(chain):
     """A 2-s short window read every second: the step came a second ago, so
     the window that detects it holds one second at 20 rps and one at 100.
