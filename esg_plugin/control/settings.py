@@ -533,8 +533,8 @@ class ControlSettings:
     re-plan for misses in the panic (a margin raised while the step's new
     instances start, their misses the wait for them) took the plan at other
     shares that met the raised margin's budget: random-extreme-1939 (a
-    6.5 × step, cold starts of 13 s) moved three stages whose instances
-    were still starting, 87 s into a step at 81 s, and missed until 100 s
+    6.5 × step at 81 s, cold starts of 13 s) moved three stages at 87 s
+    whose instances were still starting, and missed until 100 s
     (90.10% at 6.16 GPUs; 93.05% at 5.34 with it). Ablation ``hold``."""
     boost_waits_for_start: bool = True
     """In the panic after a step, while some stage still starts the
