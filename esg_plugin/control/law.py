@@ -338,9 +338,8 @@ class ControlLaw:
         waited = self._wait_feedback(workflow, ws, state, obs, missing and fresh, now_s)
 
         def more_helps() -> bool:  # asked only where the capacity feedback would act
-            if s.boost_waits_for_start and now_s < ws.panic_until_s and any(
-                    self._still_starting(workflow, st.name, ws.started_s.get(st.name), now_s, state)
-                    for st in workflow.stages):
+            if s.boost_waits_for_start and any(self._starting_in_step(workflow, ws, st.name, now_s, state)
+                                               for st in workflow.stages):
                 return False  # more instances would start after those a step's re-plan started
             profiles = self.calibration.profiles_for(workflow, state, now_s)
             return not self.capacity.nothing_fits(workflow, state, profiles)
@@ -842,8 +841,7 @@ class ControlLaw:
             if now is None:
                 continue
             held = self.settings.keep_starting and self.settings.busy_capacity is None \
-                and now_s < ws.panic_until_s and self._still_starting(workflow, stage, ws.started_s.get(stage), now_s,
-                                                                     state)
+                and self._starting_in_step(workflow, ws, stage, now_s, state)
             if option.config.gpu_share == now.gpu_share:
                 if held:
                     staying[stage] = now.gpu_share
@@ -855,6 +853,13 @@ class ControlLaw:
                   or now_s - ws.share_changed_s.get(stage, -math.inf) < self.settings.scale_down_delay_s):
                 down[stage] = now.gpu_share
         return down, up, starting, staying
+
+    def _starting_in_step(self, workflow: Workflow, ws: WorkflowState, stage: str, now_s: float,
+                          state: ControlState) -> bool:
+        """In the panic after a step, does ``stage`` still start the instances
+        a re-plan started (:meth:`_still_starting`)?"""
+        return now_s < ws.panic_until_s and self._still_starting(workflow, stage, ws.started_s.get(stage), now_s,
+                                                                 state)
 
     def _still_starting(self, workflow: Workflow, stage: str, since_s: Optional[float], now_s: float,
                         state: ControlState) -> bool:

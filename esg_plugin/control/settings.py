@@ -534,7 +534,8 @@ class ControlSettings:
     instances start, their misses the wait for them) took the plan at other
     shares that met the raised margin's budget: random-extreme-1939 (a
     6.5 × step at 81 s, cold starts of 13 s) moved three stages at 87 s
-    whose instances were still starting, and missed until 100 s
+    whose instances were still starting, and missed until 100 s (per second,
+    a throw-away count)
     (90.10% at 6.16 GPUs; 93.05% at 5.34 with it). Ablation ``hold``."""
     boost_waits_for_start: bool = True
     """In the panic after a step, while some stage still starts the
@@ -543,7 +544,8 @@ class ControlSettings:
     adds would start after those, and serve no sooner; the margin still
     rises, and the boost once they serve. Before the sixty-fifth session
     random-extreme-1939's boost climbed to 1.44 × in the 13-s cold start
-    of its step's instances, and its misses ended at 95 s all the same
+    of its step's instances, and its misses ended at 95 s all the same (per
+    second, a throw-away count)
     (93.05% at 5.34 GPUs; 93.42% at 5.11 with it). Ablation ``early``."""
     min_rate_rps: float = 0.1
     """The least rate planned for."""

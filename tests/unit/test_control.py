@@ -1826,7 +1826,7 @@ def test_in_a_step_misses_raise_no_boost_until_the_instances_it_started_serve():
         law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 2.0)}), state, 0.0)
         assert "a step" in law.step(Observation(1.0, {"w": WorkflowObservation(21, 200, 2.0)}), state, 1.0).reasons["w"]
         out = []
-        for t in range(2, 20):  # a third of the answers late; the platform says nothing starts after 13 s
+        for t in range(2, 20):  # a third of the answers late; no instance reported starting: the start is the 12 s
             obs = WorkflowObservation(60, 200, 2.0, ok=200, late=100)
             law.step(Observation(float(t), {"w": obs}), state, float(t))
             out.append(state.workflows["w"].boost)
