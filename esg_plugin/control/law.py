@@ -84,7 +84,7 @@ from .errors import ControlError
 from .feedback import BOOST_STEP, MAX_ROLLBACK_DOUBLINGS, WAIT_FACTOR_MAX, Feedback, on_margin_grid
 from .observation import MAX_RATE_RPS, Observation, WorkflowObservation, believed_room
 from .packing import room_after
-from .rate import WantedRate, excess_backlog, on_rate_grid
+from .rate import WantedRate, excess_backlog, on_rate_grid, panic_record, resume_panic
 from .room import Room
 from .search import Search, fastest_executions_ms, problem_for
 from .settings import ControlSettings
@@ -147,6 +147,8 @@ class ControlLaw:
                 held_rps = ws.planned_rps if ws.down_hold_rps is None else ws.down_hold_rps
                 if held_rps is not None:
                     record["down_hold_rps"] = held_rps
+            if s.resume_panic:
+                record.update(panic_record(ws, now_s))
             if record:
                 out[name] = record
         return out
@@ -198,6 +200,8 @@ class ControlLaw:
                     ws.down_hold_rps = float(value) if value > 0 else None
                 else:
                     setattr(ws, field, float(value))
+            if s.resume_panic:
+                refused += [f"{name}'s {said}" for said in resume_panic(ws, values, now_s, s.scale_down_delay_s)]
         return refused
 
     def take_over(self, before: "ControlLaw", state: ControlState, now_s: float,
@@ -382,10 +386,12 @@ class ControlLaw:
             target, why = want, f"up: {said}"
             ws.scale_down.reset()
             ws.adopted = False
-        elif settle_below is not None and want < planned * settle_below and backlog <= 0 and not rising:
+        elif settle_below is not None and want < planned * settle_below and backlog <= 0 and not rising \
+                and not ws.adopted:
             # the panic's plan was made for a short window that read high: down to
             # what the arrivals since the step say, the panic (and its hold on any
-            # further scale-down) going on; watched for misses as a scale-down
+            # further scale-down) going on; watched for misses as a scale-down —
+            # not what ran, kept (a law resumed in a panic): that waits for the delay
             target, why = want, f"settled: {said}"
             ws.down_from_rps, ws.down_at_s = planned, now_s
             ws.down_miss_share = self.feedback.miss_share_before(ws, now_s)

@@ -15,9 +15,10 @@ Pure: the counts it keeps live in the caller's :class:`WorkflowState`.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Mapping, Optional
 
-from .observation import MIN_GAPS_FOR_CV2, WorkflowObservation
+from ..limits import MAX_RATE_RPS, is_number
+from .observation import MAX_ARRIVAL_CV2, MIN_GAPS_FOR_CV2, WorkflowObservation
 from .settings import ControlSettings
 from .state import WorkflowState
 
@@ -267,3 +268,70 @@ class WantedRate:
     def headroom(self, arrival_cv2: float) -> float:
         """The factor over the offered rate a plan covers: more for more variable arrivals."""
         return 1 + self.settings.rate_headroom * math.sqrt(max(arrival_cv2, 1.0))
+
+
+PANIC_RECORD_WINDOWS = 64
+"""At most this many counts of the arrivals since a step in a record of
+a panic (:func:`panic_record`): a panic of ``scale_down_delay_s`` holds
+one per short window."""
+
+
+def panic_record(ws: WorkflowState, now_s: float) -> dict:
+    """A step's panic, where one is on, for a law that resumes from it
+    (``resume_panic``, :func:`resume_panic`): the seconds left of it
+    (``panic_s``), how long ago the step was detected (``step_s``), the
+    arrivals counted since (``step_counts``: [ended, started] seconds ago
+    and the arrivals of each disjoint short window, oldest first) and the
+    arrivals' cv² when it was detected (``step_cv2``). Times relative to
+    ``now_s``, the writer's clock, as a rollback's hold is: no two hosts'
+    clocks are compared. Empty outside a panic."""
+    if ws.panic_until_s <= now_s or ws.counting_since != "the step":
+        return {}
+    record = {"panic_s": round(ws.panic_until_s - now_s, 3), "step_s": round(now_s - ws.step_at_s, 3),
+              "step_counts": [[round(now_s - end, 3), round(now_s - start, 3), round(arrivals, 3)]
+                              for end, start, arrivals in reversed(disjoint(ws.since_step)[:PANIC_RECORD_WINDOWS])]}
+    if ws.step_cv2 is not None:
+        record["step_cv2"] = ws.step_cv2
+    return record
+
+
+def resume_panic(ws: WorkflowState, record: Mapping, now_s: float, delay_s: float) -> list[str]:
+    """A new law's workflow state ``ws`` in the panic ``record`` says (from
+    :func:`panic_record`), as if the law before it went on: the panic ends
+    when it would have, the arrivals since the step are counted on from
+    those it had counted, and the cv² before the step is planned with.
+    Each value believed only in its range — ``panic_s`` and ``step_s`` in
+    [0, ``delay_s``] (the panic's length), each count's times within
+    ``step_s`` and ended before started, its arrivals what
+    ``MAX_RATE_RPS`` brings in its window, the cv² in [0,
+    ``MAX_ARRIVAL_CV2``]; what is not, is named in the list returned, and
+    without a believed ``panic_s`` nothing of it is taken."""
+    if "panic_s" not in record:
+        return []
+    panic_s, step_s = record.get("panic_s"), record.get("step_s", 0.0)
+    for field, value in (("panic_s", panic_s), ("step_s", step_s)):
+        if not (is_number(value) and 0.0 <= value <= delay_s):
+            return [f"{field} {str(value)[:30]!r}: not a number in [0, {delay_s:g}]"]
+    refused = []
+    counts = record.get("step_counts", [])
+    taken = []
+    if not isinstance(counts, list) or len(counts) > PANIC_RECORD_WINDOWS:
+        refused.append(f"step_counts: not a list of at most {PANIC_RECORD_WINDOWS}")
+    else:
+        for entry in counts:
+            triple = isinstance(entry, (list, tuple)) and len(entry) == 3 and all(is_number(v) for v in entry)
+            ended, started, arrivals = entry if triple else (0.0, 0.0, 0.0)
+            if not (triple and 0.0 <= ended < started <= step_s + 1e-9
+                    and 0.0 <= arrivals <= MAX_RATE_RPS * (started - ended)):
+                refused.append(f"step_counts {str(entry)[:40]}: not [ended, started] seconds ago within the "
+                               f"step's and the arrivals between")
+                taken = []
+                break
+            taken.append((now_s - ended, now_s - started, float(arrivals)))
+    cv2 = record.get("step_cv2")
+    if cv2 is not None and not (is_number(cv2) and 0.0 <= cv2 <= MAX_ARRIVAL_CV2):
+        refused.append(f"step_cv2 {str(cv2)[:30]!r}: not a number in [0, {MAX_ARRIVAL_CV2:g}]")
+        cv2 = None
+    ws.panic_until_s, ws.step_at_s, ws.counting_since = now_s + panic_s, now_s - step_s, "the step"
+    ws.since_step, ws.step_cv2 = taken, None if cv2 is None else float(cv2)
+    return refused

@@ -557,6 +557,13 @@ class ControlSettings:
     caller kept that (``ControlLaw.learned``, ``ControlLaw.resume``: the
     scaler in its Lease's record, the simulator's restart always), each
     believed only in its range. Off: they start where a new law's do."""
+    resume_panic: bool = True
+    """With ``resume_learned``: a step's panic goes with what was learned
+    — the seconds left of it and the arrivals' cv² before the step — so
+    that a law that resumes within it counts the arrivals from then on as
+    the step's (not the long window, which holds both rates) and plans with
+    at most the cv² before the step (``step_cv2_hold``), as the law it
+    replaces did; the panic ends when it would have."""
     queueing_aware: bool = True
     """Plan with the queueing-aware latency (``model/config.py``)."""
     queue_quantile: Optional[float] = None

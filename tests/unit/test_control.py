@@ -15,7 +15,7 @@ from esg_plugin.control import (
     step_detected,
 )
 from esg_plugin.loaders import load_profiles, read_yaml
-from esg_plugin.control.rate import on_rate_grid
+from esg_plugin.control.rate import disjoint, on_rate_grid
 from esg_plugin.control.capacity import Capacity, fair_shares
 from esg_plugin.control.law import _no_looser
 from esg_plugin.control.observation import believed_room
@@ -2743,6 +2743,55 @@ def test_a_law_started_afresh_resumes_what_the_last_one_learned_and_believes_it_
     off = ControlLaw([wf], profiles, ControlSettings(resume_learned=False))
     untouched = off.new_state()
     assert off.resume(untouched, learned, 20.0) == [] and "w" not in untouched.workflows
+
+
+def test_a_law_resumed_in_a_steps_panic_goes_on_with_it_and_plans_with_the_cv2_before_the_step(chain):
+    """``resume_panic``: the seconds left of a step's panic and the
+    arrivals' cv² when it was detected go with what was learned; the law
+    that resumes there is in the panic until the one before would have
+    left it, and plans with that cv², not the bursty one the long window
+    reads with gaps at both rates. Each believed only in its range."""
+    wf, profiles = chain
+    planned = {}
+    for carried in (True, False):
+        settings = ControlSettings(latest_rate=False, scale_down_delay_s=30.0, resume_panic=carried)
+        law = ControlLaw([wf], profiles, settings)
+        state = law.new_state()
+        tick(law, state, 0.0, 20.0)
+        tick(law, state, 1.0, 20.0, short_rps=100.0)  # the step, detected at cv² 1: in the panic until 31 s
+        learned = law.learned(state, 2.0)
+        assert ("panic_s" in learned.get("w", {})) is carried
+        fresh = law.new_state()
+        assert law.resume(fresh, learned, 2.0) == []
+        ws = fresh.workflows.get("w")
+        if carried:
+            assert learned["w"]["panic_s"] == pytest.approx(29.0) and learned["w"]["step_cv2"] == 1.0
+            assert ws.panic_until_s == pytest.approx(31.0) and ws.step_cv2 == 1.0
+        tick(law, fresh, 2.0, 40.0, short_rps=150.0, arrival_cv2=4.0)  # the window reads bursty
+        planned[carried] = fresh.workflows["w"].planned_rps
+    assert planned[True] == on_rate_grid(150.0 * 1.1)
+    assert planned[False] == on_rate_grid(150.0 * 1.2)
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, latest_rate=False))
+    state = law.new_state()
+    tick(law, state, 0.0, 20.0)
+    for t in range(1, 9):  # the step at 1 s, then its arrivals counted over disjoint 2-s windows
+        tick(law, state, float(t), 20.0 + 10 * t, short_rps=100.0 if t == 1 else 150.0)
+    fresh = law.new_state()
+    assert law.resume(fresh, law.learned(state, 8.5), 8.5) == []
+    before, after = state.workflows["w"], fresh.workflows["w"]
+    counted = list(reversed(disjoint(before.since_step)))
+    assert len(counted) == 3 and len(after.since_step) == 3
+    assert all(a == pytest.approx(b) for a, b in zip(after.since_step, counted))
+    assert (after.panic_until_s, after.step_at_s) == pytest.approx((before.panic_until_s, before.step_at_s))
+    hostile = law.new_state()
+    assert law.resume(hostile, {"w": {"panic_s": 1e9, "step_cv2": 1.0}}, 2.0) == \
+        ["w's panic_s '1000000000.0': not a number in [0, 30]"]
+    assert hostile.workflows["w"].panic_until_s == -math.inf and hostile.workflows["w"].step_cv2 is None
+    refused = law.resume(hostile, {"w": {"panic_s": 10.0, "step_s": 20.0, "step_counts": [[3.0, 1.0, 5.0]],
+                                         "step_cv2": float("inf")}}, 2.0)
+    assert len(refused) == 2 and refused[0].startswith("w's step_counts [3.0, 1.0, 5.0]"), refused
+    ws = hostile.workflows["w"]  # the panic is believed, the counts and the cv² are not
+    assert (ws.panic_until_s, ws.step_at_s, ws.since_step, ws.step_cv2) == (12.0, -18.0, [], None)
 
 
 def test_a_law_that_takes_over_keeps_each_workflow_that_is_the_same_and_warms_up_the_others(chain):
