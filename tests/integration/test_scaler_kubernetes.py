@@ -658,7 +658,8 @@ def test_two_candidates_writing_one_lease_at_once_cannot_both_take_it(world):
 
 def test_what_the_leaders_law_learned_goes_with_the_lease_to_the_scaler_that_leads_next(world, caplog):
     """The holder writes what its law learned (margin, boost, queue factor,
-    a rollback's back-off and hold) into the Lease's record at each renewal (``esg.io/learned``); the
+    a rollback's back-off and hold, a step's panic: ``resume_panic``) into
+    the Lease's record at each renewal (``esg.io/learned``); the
     scaler that takes the lease over resumes from it, each value believed
     only in its range — a record anyone with the lease's patch right
     could have written."""
@@ -672,17 +673,25 @@ def test_what_the_leaders_law_learned_goes_with_the_lease_to_the_scaler_that_lea
     learned = a.memory.state.workflows["image"]
     learned.margin, learned.boost = 0.3, 1.44  # as misses would have raised them
     learned.rollbacks, learned.down_hold_until_s = 2, clock() + 200.0  # as a scale-down undone would have
+    # as a step 10 s ago would have: its panic, its arrivals counted since, the cv² before it
+    learned.panic_until_s, learned.step_at_s, learned.counting_since = clock() + 40.0, clock() - 10.0, "the step"
+    learned.since_step, learned.step_cv2 = [(clock() - 2.0, clock() - 4.0, 40.0)], 1.5
+    held_rps = learned.planned_rps  # (the record is written as the tick begins)
     tick(a, gateway, clock, {"image-preprocess": 20.0})  # renews: the record goes with the lease
     record = json.loads(kube.leases[("openfaas-fn", "esg-scaler")]["metadata"]["annotations"][LEARNED])
     assert record["image"]["margin"] == 0.3 and record["image"]["boost"] == 1.44
-    assert record["image"]["rollbacks"] == 2 and record["image"]["down_hold_rps"] == learned.planned_rps
+    assert record["image"]["rollbacks"] == 2 and record["image"]["down_hold_rps"] == held_rps
     written_s = record["image"]["down_hold_s"]  # the seconds left, by a's clock: no two clocks compared
     assert 0 < written_s <= 200.0
+    assert 0 < record["image"]["panic_s"] <= 40.0 and record["image"]["step_cv2"] == 1.5
+    ended_s, started_s, arrivals = record["image"]["step_counts"][0]  # seconds before the record, by a's clock
+    assert started_s - ended_s == 2.0 and arrivals == 40.0
     while not b.lease.leading():  # a crashes; b takes over
         tick(b, gateway, clock, {"image-preprocess": 20.0})
     resumed = b.memory.state.workflows["image"]
     assert (resumed.margin, resumed.boost, resumed.rollbacks) == (0.3, 1.44, 2)
-    assert resumed.down_hold_rps == learned.planned_rps and resumed.down_hold_until_s > clock() + written_s - 5.0
+    assert resumed.down_hold_rps == held_rps and resumed.down_hold_until_s > clock() + written_s - 5.0
+    assert resumed.panic_until_s > clock() and resumed.step_cv2 == 1.5 and resumed.since_step  # the panic goes on
     # a record that says what is out of range is not believed: c, taking over from b, starts where a new law does
     kube.leases[("openfaas-fn", "esg-scaler")]["metadata"]["annotations"][LEARNED] = \
         json.dumps({"image": {"margin": 99, "boost": "lots"}, "nobody": {}})
