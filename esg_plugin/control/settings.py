@@ -559,11 +559,14 @@ class ControlSettings:
     believed only in its range. Off: they start where a new law's do."""
     resume_panic: bool = True
     """With ``resume_learned``: a step's panic goes with what was learned
-    — the seconds left of it and the arrivals' cv² before the step — so
-    that a law that resumes within it counts the arrivals from then on as
-    the step's (not the long window, which holds both rates) and plans with
-    at most the cv² before the step (``step_cv2_hold``), as the law it
-    replaces did; the panic ends when it would have."""
+    — its seconds left, the step's age, the arrivals counted since it and
+    their cv² before it (``rate.panic_record``) — so that a law that
+    resumes within it ends it when the law before would have, counts the
+    step's arrivals on from those that law had counted (not the long
+    window, which holds both rates) and plans with at most the cv² before
+    the step (``step_cv2_hold``). What ran, kept (``adopt_running``), is
+    not brought down by the panic's count: it waits for the scale-down
+    delay, as it promises. Off: a resumed law starts outside any panic."""
     queueing_aware: bool = True
     """Plan with the queueing-aware latency (``model/config.py``)."""
     queue_quantile: Optional[float] = None
