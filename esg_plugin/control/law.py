@@ -375,7 +375,9 @@ class ControlLaw:
             return None  # what runs already (a restarted scaler) is its plan: down only by the scale-down path
         if planned is None:
             target, why = want, f"first plan for {said}"
-            if s.step_settle:  # made from the first windows: the arrivals counted from here may say it read high
+            if s.step_settle and now_s >= ws.panic_until_s:
+                # made from the first windows: the arrivals counted from here may say it read high (in a
+                # panic resumed from the law before, ``resume_panic``, the step's count goes on instead)
                 ws.step_at_s, ws.since_step, ws.first_until_s = now_s, [], now_s + s.scale_down_delay_s
                 ws.counting_since = "the first plan"  # its count's end as a panic's (``panic_exit``)
                 window_s = obs.short_window_s if quick else (obs.long_window_s or obs.short_window_s)

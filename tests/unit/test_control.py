@@ -2783,6 +2783,8 @@ def test_a_law_resumed_in_a_steps_panic_goes_on_with_it_and_plans_with_the_cv2_b
     assert len(counted) == 3 and len(after.since_step) == 3
     assert all(a == pytest.approx(b) for a, b in zip(after.since_step, counted))
     assert (after.panic_until_s, after.step_at_s) == pytest.approx((before.panic_until_s, before.step_at_s))
+    tick(law, fresh, 9.0, 110.0, short_rps=150.0)  # its first plan (nothing runs to adopt): the step's count goes on
+    assert after.counting_since == "the step" and len(after.since_step) == 4  # the three resumed, and its own
     hostile = law.new_state()
     assert law.resume(hostile, {"w": {"panic_s": 1e9, "step_cv2": 1.0}}, 2.0) == \
         ["w's panic_s '1000000000.0': not a number in [0, 30]"]
