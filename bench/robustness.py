@@ -17,7 +17,8 @@ is within one point of it and holds no more than whole-GPU Nexus; then the
 means, and a last line with ESG's mean to more digits and its two counts
 (within a point of the best peer; no dearer than nexus — and, of the
 cases where it is dearer, those where nexus hits within half a point of
-it or more: where nexus is not cheaper only by missing). Before that
+it or more: where nexus is not cheaper only by missing — and the cases
+where some peer outdoes it: as high a hit rate for fewer GPUs). Before that
 line, the same by the shape of the arrivals (each case's workflows'
 arrival kinds: ``poisson``, ``gamma``, ``steps``, ``diurnal``, or several
 joined by ``+``): how many cases, each policy's mean hit rate and cost,
@@ -175,6 +176,16 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def outdone_by(pol: dict, peers: list[str]) -> list[str]:
+    """The peers that outdo ESG in one case: at least its hit rate for fewer
+    GPUs (by more than ``COST_TOLERANCE``) — better on one count and no
+    worse on the other, whatever the objective."""
+    if "esg" not in pol:
+        return []
+    esg = pol["esg"]
+    return [p for p in peers if pol[p]["hit"] >= esg["hit"] and pol[p]["cost"] < esg["cost"] - COST_TOLERANCE]
+
+
 def judged(pol: dict, peers: list[str]) -> tuple[Optional[str], bool, bool]:
     """(the best peer, ESG within one point of it, ESG no dearer than nexus)
     of one case; True where there is nothing to compare with."""
@@ -192,7 +203,7 @@ def report(results: list[dict], policies: list[str]) -> str:
     lines = ["Each cell: SLO hit rate / cost (GPUs held, time average after the warm-up). "
              "ESG ok: within one point of the best peer's hit rate and no more GPUs than nexus.", "",
              head, "|" + " --- |" * (len(policies) + 3)]
-    failures = within_count = cheap_count = dearer_as_good = 0
+    failures = within_count = cheap_count = dearer_as_good = outdone = 0
     verdicts = [judged(r["policies"], peers) for r in results]
     for r, (best, within, cheap) in zip(results, verdicts):
         pol = r["policies"]
@@ -201,6 +212,7 @@ def report(results: list[dict], policies: list[str]) -> str:
         cheap_count += cheap
         dearer_as_good += not cheap and pol["nexus"]["hit"] >= pol["esg"]["hit"] - AS_GOOD
         failures += not ok
+        outdone += bool(outdone_by(pol, peers))
         cells = [f"{pol[p]['hit']:.1%} / {pol[p]['cost']:.2f}" for p in policies]
         lines.append(f"| {r['seed']} | " + " | ".join(cells) + f" | {best} | {'yes' if ok else '**no**'} |")
     means = [f"{statistics.fmean(r['policies'][p]['hit'] for r in results):.1%} / "
@@ -227,7 +239,8 @@ def report(results: list[dict], policies: list[str]) -> str:
     if "esg" in policies:
         counts = ([f"within a point of the best peer on {within_count}"] if peers else []) + \
                  ([f"no dearer than nexus on {cheap_count} (of the {len(results) - cheap_count} dearer, nexus "
-                   f"hits within {AS_GOOD * 100:g} point of ESG or more on {dearer_as_good})"] if "nexus" in policies else [])
+                   f"hits within {AS_GOOD * 100:g} point of ESG or more on {dearer_as_good})"] if "nexus" in policies else []) + \
+                 ([f"outdone by a peer (as high a hit rate for fewer GPUs) on {outdone}"] if peers else [])
         lines += ["", f"ESG over {len(results)} cases: mean hit "
                       f"{statistics.fmean(r['policies']['esg']['hit'] for r in results):.3%} at "
                       f"{statistics.fmean(r['policies']['esg']['cost'] for r in results):.4f} GPUs"

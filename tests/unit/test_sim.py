@@ -451,6 +451,29 @@ def test_the_robustness_summary_counts_where_a_dearer_esg_faces_a_nexus_as_good(
     assert "no dearer than nexus on 1 (of the 3 dearer, nexus hits within 0.5 point of ESG or more on 2)" in last
 
 
+def test_the_robustness_summary_counts_the_cases_where_a_peer_outdoes_esg():
+    """``bench/robustness.py``'s last line: the cases where some peer hits at
+    least as often as ESG for fewer GPUs — better on one count, no worse on
+    the other — whichever peer it is."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from robustness import outdone_by, report
+
+    def case(seed, esg, nexus, kpa):
+        return {"seed": seed, "policies": {"esg": {"hit": esg[0], "cost": esg[1]},
+                                           "nexus": {"hit": nexus[0], "cost": nexus[1]},
+                                           "kpa": {"hit": kpa[0], "cost": kpa[1]}}}
+
+    results = [case(1, (0.999, 2.0), (0.998, 1.0), (1.0, 8.0)),   # each peer worse on one count: not outdone
+               case(2, (0.995, 2.0), (0.995, 1.5), (1.0, 8.0)),   # nexus as high for fewer: outdone
+               case(3, (0.990, 2.0), (0.999, 2.5), (0.995, 1.9)),  # kpa higher for fewer: outdone
+               case(4, (0.990, 2.0), (0.999, 2.0), (0.999, 2.004))]  # the same cost as printed: not outdone
+    assert [outdone_by(r["policies"], ["nexus", "kpa"]) for r in results] == [[], ["nexus"], ["kpa"], []]
+    last = report(results, ["esg", "nexus", "kpa"]).splitlines()[-1]
+    assert last.endswith("; outdone by a peer (as high a hit rate for fewer GPUs) on 2")
+
+
 def test_the_robustness_report_breaks_the_cases_down_by_their_arrivals(tmp_path, capsys):
     """``bench/robustness.py``: a row per shape of the arrivals (the kinds of
     the workflows' arrivals, joined), with each policy's means and ESG's two
