@@ -13,7 +13,9 @@ multiples of ``DRAW_STRIDE``), every policy on the same draws, and prints
 per case and policy the mean SLO hit rate over the draws with its lowest
 and highest, the mean cost (GPUs held), and on how many draws ESG was
 within one point of the best peer and held no more than whole-GPU nexus
-(``robustness.py``'s two verdicts). Then ESG's spread over all cases —
+(``robustness.py``'s two verdicts), and on how many a peer outdid it (as
+high a hit rate for fewer GPUs, ``robustness.outdone_by``). Then ESG's
+spread over all cases —
 the median and the largest gap between its best and worst draw — and on
 how many cases each verdict held on every draw, on none, or changed with
 the draw: whether a difference between two policies on one workload is
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustness import PEERS, emit, judged, parse_seeds, run_case  # noqa: E402  (a sibling bench script)
+from robustness import PEERS, emit, judged, outdone_by, parse_seeds, run_case  # noqa: E402  (a sibling bench script)
 
 from esg_plugin.control import ABLATIONS, ControlError, ControlSettings  # noqa: E402
 from esg_plugin.sim import POLICY_NAMES  # noqa: E402
@@ -66,8 +68,8 @@ def run_draw(job: tuple[int, int, list[str], str, Optional[dict]]) -> dict:
 def spread_of(runs: list[dict], policies: list[str]) -> dict:
     """One case's draws (``run_case`` outputs, the same case) summed up:
     per policy the hit rates and costs of every draw, their mean, lowest and
-    highest; on how many draws ESG was within a point of the best peer and
-    no dearer than nexus."""
+    highest; on how many draws ESG was within a point of the best peer, no
+    dearer than nexus, and outdone by a peer."""
     peers = [p for p in policies if p in PEERS]
     row = {"seed": runs[0]["seed"], "workload": runs[0]["workload"], "draws": [r.get("sim_seed") for r in runs],
            "policies": {}}
@@ -79,24 +81,26 @@ def spread_of(runs: list[dict], policies: list[str]) -> dict:
     verdicts = [judged(r["policies"], peers)[1:] for r in runs]
     row["esg_within"] = sum(w for w, _ in verdicts)
     row["esg_cheap"] = sum(c for _, c in verdicts)
+    row["esg_outdone"] = sum(bool(outdone_by(r["policies"], peers)) for r in runs)
     return row
 
 
 def report(rows: list[dict], policies: list[str]) -> str:
     draws = len(rows[0]["draws"])
     lines = [f"Each cell: mean SLO hit rate over {draws} draws of the arrivals (lowest-highest) / mean cost "
-             "(GPUs held). ESG within / no dearer: on how many draws ESG was within one point of the best "
-             "peer / held no more than nexus.", "",
-             "| case | " + " | ".join(policies) + " | ESG within | ESG no dearer |",
-             "|" + " --- |" * (len(policies) + 3)]
+             "(GPUs held). ESG within / no dearer / outdone: on how many draws ESG was within one point of the "
+             "best peer / held no more than nexus / was outdone by a peer (as high a hit rate for fewer GPUs).", "",
+             "| case | " + " | ".join(policies) + " | ESG within | ESG no dearer | ESG outdone |",
+             "|" + " --- |" * (len(policies) + 4)]
     for row in rows:
         cells = [f"{v['hit']:.1%} ({v['hit_min']:.1%}-{v['hit_max']:.1%}) / {v['cost']:.2f}"
                  for v in (row["policies"][p] for p in policies)]
-        marks = [f"{row['esg_within']}/{draws}", f"{row['esg_cheap']}/{draws}"] if "esg" in policies else ["", ""]
+        marks = [f"{row[key]}/{draws}" for key in ("esg_within", "esg_cheap", "esg_outdone")] \
+            if "esg" in policies else ["", "", ""]
         lines.append(f"| {row['seed']} | " + " | ".join(cells) + " | " + " | ".join(marks) + " |")
     means = [f"{statistics.fmean(r['policies'][p]['hit'] for r in rows):.1%} / "
              f"{statistics.fmean(r['policies'][p]['cost'] for r in rows):.2f}" for p in policies]
-    lines.append("| **mean** | " + " | ".join(means) + " | | |")
+    lines.append("| **mean** | " + " | ".join(means) + " | | | |")
     if "esg" in policies:
         gaps = sorted(((r["policies"]["esg"]["hit_max"] - r["policies"]["esg"]["hit_min"]) * 100, r["seed"])
                       for r in rows)
@@ -112,7 +116,8 @@ def report(rows: list[dict], policies: list[str]) -> str:
                       f"{statistics.fmean(r['policies']['esg']['cost'] for r in rows):.4f} GPUs; its best draw over "
                       f"its worst by {statistics.median(g for g, _ in gaps):.2f} points at the median, the most "
                       f"on {widest}",
-                  f"within a point of the best peer: {held('esg_within')}; no dearer than nexus: {held('esg_cheap')}"]
+                  f"within a point of the best peer: {held('esg_within')}; no dearer than nexus: {held('esg_cheap')}; "
+                  f"outdone by a peer: {held('esg_outdone')}"]
     return "\n".join(lines)
 
 

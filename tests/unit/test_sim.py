@@ -576,8 +576,8 @@ def test_the_robustness_bench_writes_each_case_as_esg_simulate_does(tmp_path, ca
 def test_the_spread_bench_counts_the_draws_on_which_each_verdict_held():
     """``bench/spread.py``: a case's draws summed up — each policy's mean,
     lowest and highest hit rate, and on how many draws ESG was within a
-    point of the best peer and no dearer than nexus; the report says on how
-    many cases a verdict changed with the draw."""
+    point of the best peer, no dearer than nexus and outdone by a peer; the
+    report says on how many cases a verdict changed with the draw."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -587,18 +587,19 @@ def test_the_spread_bench_counts_the_draws_on_which_each_verdict_held():
         return {"seed": 7, "workload": "random-7", "sim_seed": sim_seed,
                 "policies": {"esg": {"hit": esg[0], "cost": esg[1]}, "nexus": {"hit": nexus[0], "cost": nexus[1]}}}
 
-    row = spread_of([draw(7, (0.99, 2.0), (0.995, 1.0)),    # within, dearer
+    row = spread_of([draw(7, (0.99, 2.0), (0.995, 1.0)),    # within, dearer, outdone
                      draw(8, (0.95, 1.0), (0.99, 1.5)),     # behind, cheaper
                      draw(9, (1.0, 1.5), (1.0, 1.5))], ["esg", "nexus"])  # within, as dear
-    assert row["draws"] == [7, 8, 9] and (row["esg_within"], row["esg_cheap"]) == (2, 2)
+    assert row["draws"] == [7, 8, 9] and (row["esg_within"], row["esg_cheap"], row["esg_outdone"]) == (2, 2, 1)
     esg = row["policies"]["esg"]
     assert (esg["hit_min"], esg["hit_max"]) == (0.95, 1.0) and esg["hit"] == pytest.approx(0.98)
     text = report([row], ["esg", "nexus"])
-    assert "| 7 | 98.0% (95.0%-100.0%) / 1.50 | 99.5% (99.0%-100.0%) / 1.33 | 2/3 | 2/3 |" in text
+    assert "| 7 | 98.0% (95.0%-100.0%) / 1.50 | 99.5% (99.0%-100.0%) / 1.33 | 2/3 | 2/3 | 1/3 |" in text
     assert "its best draw over its worst by 5.00 points at the median" in text
     assert text.splitlines()[-1] == ("within a point of the best peer: on every draw on 0, on none on 0, changing "
                                      "with the draw on 1; no dearer than nexus: on every draw on 0, on none on 0, "
-                                     "changing with the draw on 1")
+                                     "changing with the draw on 1; outdone by a peer: on every draw on 0, on none "
+                                     "on 0, changing with the draw on 1")
 
 
 def test_the_pairs_bench_sets_esg_before_against_after_with_the_peers_of_either_file(tmp_path, capsys):
