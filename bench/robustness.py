@@ -14,7 +14,7 @@ figures depend only on the seeds and the code), simulated once per policy
 (simulation seed = case seed). Prints one markdown row per case: each
 policy's SLO hit rate and cost (GPUs held), the best peer, and whether ESG
 is within one point of it and holds no more than whole-GPU Nexus; then the
-means, and a last line with ESG's mean to more digits and its two counts
+means, and a last line with ESG's mean to more digits and its counts
 (within a point of the best peer; no dearer than nexus — and, of the
 cases where it is dearer, those where nexus hits within half a point of
 it or more: where nexus is not cheaper only by missing — and the cases
