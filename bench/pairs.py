@@ -26,15 +26,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from robustness import judged  # noqa: E402  (the bench's own verdicts)
+from robustness import judged, saved_figures  # noqa: E402  (the bench's own verdicts and reading)
 
 from esg_plugin.sim.generate import random_workload  # noqa: E402
 
 
 def load_cases(path: str) -> dict[int, dict]:
-    """The cases of a ``--json`` file of bench/robustness.py, by seed."""
+    """The cases of a ``--json`` file of bench/robustness.py, by seed
+    (ValueError where a figure is out of its range: ``saved_figures``)."""
     data = json.loads(Path(path).read_text())
     cases = data["cases"] if isinstance(data, dict) else data
+    for case in cases:
+        case["policies"] = {p: saved_figures(case["seed"], v) for p, v in case["policies"].items()}
     return {case["seed"]: case for case in cases}
 
 

@@ -87,6 +87,7 @@ from pathlib import Path
 from typing import Optional
 
 from esg_plugin.control import ABLATIONS, ControlSettings
+from esg_plugin.limits import is_number
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
 from esg_plugin.sim.cluster import PLACEMENTS
 from esg_plugin.sim.engine import EXEC_FACTOR_LIMITS, MAX_NOISE_SIGMA
@@ -375,12 +376,24 @@ def saved_others(path: str, seeds: list[int], policies: list[str], family: str, 
         for key, value in (("profile_error", profile_error), ("noise", noise), ("placement", placement)):
             if row.get(key, UNRECORDED[key]) != value:
                 raise ValueError(f"case {seed} ran with {key} {row.get(key, 'not recorded')!r}, not {value!r}")
-        taken = {p: {"hit": float(v["hit"]), "cost": float(v["cost"])} for p, v in row["policies"].items()
-                 if p not in policies}
+        taken = {p: saved_figures(seed, v) for p, v in row["policies"].items() if p not in policies}
         if out and list(taken) != list(next(iter(out.values()))):
             raise ValueError(f"case {seed} has other policies than case {seeds[0]}")
         out[seed] = taken
     return out
+
+
+def saved_figures(seed, figures) -> dict:
+    """One policy's figures of one case of a ``--json`` file, believed only
+    where they can be a run's: a hit rate in [0, 1], a cost (GPUs) finite
+    and not negative; ValueError naming the case otherwise."""
+    try:
+        hit, cost = figures["hit"], figures["cost"]
+    except (KeyError, TypeError):
+        raise ValueError(f"case {seed}: a policy without its hit rate and cost") from None
+    if not (is_number(hit) and 0.0 <= hit <= 1.0 and is_number(cost) and cost >= 0.0):
+        raise ValueError(f"case {seed}: hit rate {hit!r} or cost {cost!r} out of range")
+    return {"hit": float(hit), "cost": float(cost)}
 
 
 def print_saved(path: str, family: str) -> int:
@@ -394,6 +407,7 @@ def print_saved(path: str, family: str) -> int:
                 r["shape"] = shape_of(random_workload(r["seed"], family=family).workload)
             if list(r["policies"]) != policies:
                 raise ValueError(f"case {r['seed']} has other policies than the first")
+            r["policies"] = {p: saved_figures(r["seed"], v) for p, v in r["policies"].items()}
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
         print(f"robustness: {path}: not a --json file of this bench ({e})", file=sys.stderr)
         return 2

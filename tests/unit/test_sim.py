@@ -505,6 +505,13 @@ def test_the_robustness_report_breaks_the_cases_down_by_their_arrivals(tmp_path,
     assert main(["--report", str(saved)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not a --json file of this bench" in err
+    for hostile in ({"hit": 1.5, "cost": 1.0}, {"hit": 0.9, "cost": -1.0}, {"hit": 0.9, "cost": float("nan")},
+                    {"hit": True, "cost": 1.0}, {"hit": 0.9}, "99%"):  # no figure outside its range is believed
+        results[2]["policies"]["kpa"] = hostile
+        saved.write_text(json.dumps(results))
+        assert main(["--report", str(saved)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "case 3" in err, hostile
 
 
 def test_the_robustness_bench_takes_the_other_policies_from_an_earlier_run(tmp_path, capsys):
@@ -541,6 +548,11 @@ def test_the_robustness_bench_takes_the_other_policies_from_an_earlier_run(tmp_p
         assert main(wrong + ["--policies", "esg", "--others-from", str(full)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "cannot take the other policies from it" in err, err
+    saved[1]["policies"]["kpa-of-old"]["hit"] = 2.0  # a figure out of its range is not taken
+    full.write_text(json.dumps(saved))
+    assert main(["--seeds", "1-2", "--policies", "esg", "--others-from", str(full)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "out of range" in err, err
 
 
 def test_the_robustness_bench_writes_each_case_as_esg_simulate_does(tmp_path, capsys):
@@ -635,11 +647,14 @@ def test_the_pairs_bench_sets_esg_before_against_after_with_the_peers_of_either_
     for below, kept in ((peaks[0], 0), (peaks[1], 1), (peaks[1] + 1.0, 2)):
         assert main([str(before), str(after), "--below-rps", str(below)]) == 0
         assert capsys.readouterr().out.splitlines()[1].startswith(f"every workflow below {below:g} rps ({kept})")
-    for bad in ([str(before)], [str(before), str(tmp_path / "none.json")], [str(before), str(tmp_path / "b.json")]):
-        (tmp_path / "b.json").write_text(json.dumps({"cases": [case(3, (0.99, 1.0))]}))
+    (tmp_path / "b.json").write_text(json.dumps({"cases": [case(3, (0.99, 1.0))]}))
+    (tmp_path / "c.json").write_text(json.dumps({"cases": [case(3, (0.99, 1.0)), case(4, (0.99, -2.0))]}))
+    for bad in ([str(before)], [str(before), str(tmp_path / "none.json")], [str(before), str(tmp_path / "b.json")],
+                [str(before), str(tmp_path / "c.json")]):  # the last: a cost out of its range
         with pytest.raises(SystemExit) as stop:
             main(bad)
         assert stop.value.code == 2
+    assert "case 4: hit rate 0.99 or cost -2.0 out of range" in capsys.readouterr().err
 
 
 def test_the_spread_bench_draws_each_case_again_its_first_draw_the_robustness_run(tmp_path, capsys):
