@@ -46,6 +46,7 @@ fast host, within whichever tick allocates when one is due.
 from __future__ import annotations
 
 import argparse
+import ast
 import gc
 import os
 import random
@@ -56,7 +57,7 @@ import time
 
 import numpy as np
 
-from esg_plugin.control import ControlLaw, ControlSettings, Observation, WorkflowObservation
+from esg_plugin.control import ControlError, ControlLaw, ControlSettings, Observation, WorkflowObservation
 from esg_plugin.model import ProfileSet, Stage, Workflow
 from esg_plugin.scaler import freeze_start_up_heap
 from esg_plugin.synthetic import BATCH_SIZES, GPU_SHARES, random_dag_edges, random_monotone_profile
@@ -118,7 +119,11 @@ def main(argv=None) -> int:
     flows, profiles = world(args.workflows, args.stages, args.seed)
     if args.memory:
         return memory(flows, profiles, args.memory, args.seed)
-    law = ControlLaw(flows, profiles, ControlSettings(**eval(os.environ.get("ESG_BENCH_SETTINGS", "{}"))))
+    try:  # a dict literal, read as one (never run as code)
+        settings = ControlSettings(**ast.literal_eval(os.environ.get("ESG_BENCH_SETTINGS", "{}")))
+    except (ValueError, SyntaxError, TypeError, ControlError) as e:
+        parser.error(f"ESG_BENCH_SETTINGS: {e}")
+    law = ControlLaw(flows, profiles, settings)
     state = law.new_state()
     rng = np.random.default_rng(args.seed)
     base = {wf.name: float(rng.uniform(5.0, 80.0)) for wf in flows}

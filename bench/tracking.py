@@ -47,7 +47,7 @@ import random
 import statistics
 from typing import Optional
 
-from esg_plugin.control import ControlLaw, ControlSettings, Observation, WorkflowObservation
+from esg_plugin.control import ControlError, ControlLaw, ControlSettings, Observation, WorkflowObservation
 from esg_plugin.sim.generate import random_workload
 
 LONG_S, SHORT_S, DURATION_S, SKIP_S, STEP_AT_S = 30.0, 5.0, 1200.0, 60.0, 300.0
@@ -126,7 +126,10 @@ def main(argv=None) -> int:
             parser.error(replayed)
     if not 0 < args.tick_s <= args.skip_s < args.duration_s or not 0 < args.short_s <= LONG_S:
         parser.error(f"need 0 < --tick-s <= --skip-s < --duration-s and 0 < --short-s <= {LONG_S:g}")
-    settings = ControlSettings(**(json.loads(args.settings) if args.settings else {}))
+    try:
+        settings = ControlSettings(**(json.loads(args.settings) if args.settings else {}))
+    except (ValueError, TypeError, ControlError) as e:
+        parser.error(f"--settings: {e}")
     stepped = f", x{args.step:g} at {STEP_AT_S:g} s" if args.step != 1.0 else ""
     stepped += f", {args.misses:.0%} of answers late" if args.misses else ""
     scored = "the arrivals' mean since the start" if args.cumulative else "law's estimate"

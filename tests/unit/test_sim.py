@@ -1033,3 +1033,28 @@ def test_a_restarted_esg_policy_resumes_what_its_law_had_learned():
     policy.restart(types.SimpleNamespace(deployed={}, now_s=0.0))
     assert policy.state is not before and policy.reads_platform
     assert (policy.state.workflows[name].margin, policy.state.workflows[name].boost) == (0.3, 1.44)
+
+
+def test_the_control_and_tracking_benches_refuse_bad_settings_with_one_line(monkeypatch, capsys):
+    """``bench/control.py``'s ``ESG_BENCH_SETTINGS`` (a dict literal, read
+    as one — never run as code) and ``bench/tracking.py --settings`` (JSON):
+    one that does not parse, names no setting, or holds a value out of its
+    range gets one line and exit code 2 (argparse's), before anything runs."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import control
+    import tracking
+
+    for text in ("{'capacity_gpus': ", "{'no_such_setting': 1}", "{'margin_step': -1}", "__import__('os')", "[1]"):
+        monkeypatch.setenv("ESG_BENCH_SETTINGS", text)
+        with pytest.raises(SystemExit) as stop:
+            control.main(["--ticks", "1"])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "ESG_BENCH_SETTINGS" in err[-1], text
+    for text in ("{bad", '{"no_such_setting": 1}', '{"margin_step": -1}'):
+        with pytest.raises(SystemExit) as stop:
+            tracking.main(["--settings", text])
+        assert stop.value.code == 2
+        assert "--settings" in capsys.readouterr().err.strip().splitlines()[-1], text
