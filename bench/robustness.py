@@ -86,7 +86,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from esg_plugin.control import ABLATIONS, ControlSettings
+from esg_plugin.control import ABLATIONS, ControlError, ControlSettings
 from esg_plugin.limits import is_number
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
 from esg_plugin.sim.cluster import PLACEMENTS
@@ -129,7 +129,7 @@ def run_case(seed: int, policies: list[str], overrides: Optional[dict] = None, f
     runs = []
     for name in policies:
         policy_name, _, ablation = name.partition("-no-")
-        settings = ControlSettings(capacity_gpus=float(workload.gpus), **(overrides or {}))
+        settings = ControlSettings(**{"capacity_gpus": float(workload.gpus), **(overrides or {})})
         policy = make_policy(policy_name, workflows, case.profiles, settings=settings, ablation=ablation or None,
                              gpus=workload.gpus)
         config = SimConfig(seed=seed if sim_seed is None else sim_seed, noise_sigma=noise, exec_factors=errors,
@@ -305,6 +305,14 @@ def main(argv=None) -> int:
     policies = args.policies.split(",")
     if args.ablation:
         policies += [f"esg-no-{a}" for a in ABLATIONS]
+    unknown = [p for p in policies if p not in POLICY_NAMES and p not in {f"esg-no-{a}" for a in ABLATIONS}]
+    if unknown:
+        parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)}, esg-no-MECHANISM)")
+    try:
+        overrides = json.loads(args.settings) if args.settings else None
+        ControlSettings(**(overrides or {}))
+    except (ValueError, TypeError, ControlError) as e:
+        parser.error(f"--settings: {e}")
     seeds = args.seeds or list(range(args.first_seed, args.first_seed + args.cases))
     for seed in seeds if only else ():
         try:
@@ -323,7 +331,6 @@ def main(argv=None) -> int:
     policies += [name for name in others[seeds[0]] if name not in policies] if others else []
     started = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.processes)) as pool:
-        overrides = json.loads(args.settings) if args.settings else None
         results = list(pool.map(run_case, seeds, [run] * len(seeds), [overrides] * len(seeds),
                                 [args.family] * len(seeds), [args.profile_error] * len(seeds),
                                 [args.noise] * len(seeds), [args.out] * len(seeds),

@@ -1058,3 +1058,21 @@ def test_the_control_and_tracking_benches_refuse_bad_settings_with_one_line(monk
             tracking.main(["--settings", text])
         assert stop.value.code == 2
         assert "--settings" in capsys.readouterr().err.strip().splitlines()[-1], text
+
+
+def test_the_robustness_bench_refuses_bad_settings_and_unknown_policies_before_it_runs(capsys):
+    """``bench/robustness.py``: ``--settings`` that do not parse, name no
+    setting or hold a value out of range, and a policy the simulator does not
+    know, get one line and exit code 2 (argparse's) — before any case runs."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from robustness import main
+
+    for argv in (["--settings", "{bad"], ["--settings", '{"no_such_setting": 1}'], ["--settings", '{"margin_step": 2}'],
+                 ["--settings", "[1]"], ["--policies", "esg,no-such-policy"], ["--policies", "esg-no-such-mechanism"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv + ["--seeds", "1", "--processes", "1"])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err and ": error: " in err[-1], argv
