@@ -177,6 +177,24 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def policies_and_settings(parser: argparse.ArgumentParser, policies: str, settings: Optional[str]):
+    """(the policies of a comma-separated list, the ControlSettings fields of
+    a JSON object or None), each checked: an unknown policy, or settings that
+    do not parse, name no setting or hold a value out of range, end the
+    command with argparse's one line and exit code 2."""
+    names = policies.split(",")
+    known = list(POLICY_NAMES) + [f"esg-no-{mechanism}" for mechanism in ABLATIONS]
+    unknown = [p for p in names if p not in known]
+    if unknown:
+        parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)}, esg-no-MECHANISM)")
+    try:
+        overrides = json.loads(settings) if settings else None
+        ControlSettings(**(overrides or {}))
+    except (ValueError, TypeError, ControlError) as e:
+        parser.error(f"--settings: {e}")
+    return names, overrides
+
+
 def outdone_by(pol: dict, peers: list[str]) -> list[str]:
     """The peers that outdo ESG in one case: at least its hit rate for fewer
     GPUs (by more than ``COST_TOLERANCE``) — better on one count and no
@@ -302,17 +320,9 @@ def main(argv=None) -> int:
         parser.error(f"--restart-at: {e}")
     if args.restart_at is not None and args.others_from:
         parser.error("--restart-at does not go with --others-from (its file ran without a restart)")
-    policies = args.policies.split(",")
+    policies, overrides = policies_and_settings(parser, args.policies, args.settings)
     if args.ablation:
         policies += [f"esg-no-{a}" for a in ABLATIONS]
-    unknown = [p for p in policies if p not in POLICY_NAMES and p not in {f"esg-no-{a}" for a in ABLATIONS}]
-    if unknown:
-        parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)}, esg-no-MECHANISM)")
-    try:
-        overrides = json.loads(args.settings) if args.settings else None
-        ControlSettings(**(overrides or {}))
-    except (ValueError, TypeError, ControlError) as e:
-        parser.error(f"--settings: {e}")
     seeds = args.seeds or list(range(args.first_seed, args.first_seed + args.cases))
     for seed in seeds if only else ():
         try:

@@ -33,7 +33,6 @@ A bad argument gets one line and exit code 2 (argparse's).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -42,9 +41,9 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustness import PEERS, emit, judged, outdone_by, parse_seeds, run_case  # noqa: E402  (a sibling bench script)
+from robustness import (  # noqa: E402  (a sibling bench script)
+    PEERS, emit, judged, outdone_by, parse_seeds, policies_and_settings, run_case)
 
-from esg_plugin.control import ABLATIONS, ControlError, ControlSettings  # noqa: E402
 from esg_plugin.sim import POLICY_NAMES  # noqa: E402
 from esg_plugin.sim.generate import FAMILIES  # noqa: E402
 
@@ -135,16 +134,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.draws <= MAX_DRAWS:
         parser.error(f"--draws must lie in [1, {MAX_DRAWS}]")
-    policies = args.policies.split(",")
-    known = list(POLICY_NAMES) + [f"esg-no-{mechanism}" for mechanism in ABLATIONS]
-    unknown = [p for p in policies if p not in known]
-    if unknown:
-        parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)}, esg-no-MECHANISM)")
-    try:
-        overrides = json.loads(args.settings) if args.settings else None
-        ControlSettings(**(overrides or {}))
-    except (ValueError, TypeError, ControlError) as e:
-        parser.error(f"--settings: {e}")
+    policies, overrides = policies_and_settings(parser, args.policies, args.settings)
     jobs = [(seed, sim_seed, policies, args.family, overrides)
             for seed in args.seeds for sim_seed in draw_seeds(seed, args.draws)]
     started = time.perf_counter()
