@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from robustness import judged, saved_figures  # noqa: E402  (the bench's own verdicts and reading)
 
+from esg_plugin.limits import MAX_RATE_RPS  # noqa: E402
 from esg_plugin.sim.generate import random_workload  # noqa: E402
 
 
@@ -82,6 +83,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if len(args.files) % 2:
         parser.error("the files come in pairs: BEFORE AFTER")
+    if args.below_rps is not None and not 0 < args.below_rps <= MAX_RATE_RPS:
+        parser.error(f"--below-rps must lie in (0, {MAX_RATE_RPS:g}]")
     pairs = []
     for before_path, after_path in zip(args.files[::2], args.files[1::2]):
         try:

@@ -51,6 +51,9 @@ from esg_plugin.control import ControlError, ControlLaw, ControlSettings, Observ
 from esg_plugin.sim.generate import random_workload
 
 LONG_S, SHORT_S, DURATION_S, SKIP_S, STEP_AT_S = 30.0, 5.0, 1200.0, 60.0, 300.0
+MAX_DURATION_S, MAX_RATE_RPS, MAX_RUNS, MAX_STEP = 86_400.0, 1_000.0, 1_000, 100.0
+"""The largest stream, rate, number of streams and step the bench takes (a
+stream of a day at 1,000 rps is 86 million arrivals: more is a typo)."""
 
 
 def run(rate_rps: float, seed: int, settings: ControlSettings, step: float = 1.0,
@@ -124,8 +127,19 @@ def main(argv=None) -> int:
         replayed = _replayed(args.arrivals, args.workflow, args.duration_s)
         if isinstance(replayed, str):
             parser.error(replayed)
-    if not 0 < args.tick_s <= args.skip_s < args.duration_s or not 0 < args.short_s <= LONG_S:
-        parser.error(f"need 0 < --tick-s <= --skip-s < --duration-s and 0 < --short-s <= {LONG_S:g}")
+    if not 0 < args.tick_s <= args.skip_s < args.duration_s <= MAX_DURATION_S or not 0 < args.short_s <= LONG_S:
+        parser.error(f"need 0 < --tick-s <= --skip-s < --duration-s <= {MAX_DURATION_S:g} "
+                     f"and 0 < --short-s <= {LONG_S:g}")
+    try:
+        rates = [float(r) for r in args.rates.split(",")]
+    except ValueError as e:
+        parser.error(f"--rates: {e}")
+    if not all(0 < r <= MAX_RATE_RPS for r in rates):
+        parser.error(f"--rates must each lie in (0, {MAX_RATE_RPS:g}] rps")
+    if not 1 <= args.runs <= MAX_RUNS:
+        parser.error(f"--runs must lie in [1, {MAX_RUNS}]")
+    if not (0 < args.step <= MAX_STEP and 0 <= args.misses <= 1):
+        parser.error(f"need 0 < --step <= {MAX_STEP:g} and 0 <= --misses <= 1")
     try:
         settings = ControlSettings(**(json.loads(args.settings) if args.settings else {}))
     except (ValueError, TypeError, ControlError) as e:
@@ -137,8 +151,8 @@ def main(argv=None) -> int:
           f"{args.duration_s:g} s per rate (scored after {args.skip_s:g} s){stepped}, "
           f"a tick every {args.tick_s:g} s (rise_z {settings.rise_z:g})")
     within = lambda xs: sum(0.85 <= x <= 1.15 for x in xs) / len(xs)  # noqa: E731
-    rates = [len(replayed) / args.duration_s] if replayed is not None else \
-        [float(r) for r in args.rates.split(",")]
+    if replayed is not None:
+        rates = [len(replayed) / args.duration_s]
     for rate in rates:
         runs = [run(rate, seed, settings, args.step, args.tick_s, args.misses, args.duration_s, args.skip_s,
                     args.short_s, args.cumulative, replayed) for seed in range(1 if replayed else args.runs)]

@@ -655,6 +655,10 @@ def test_the_pairs_bench_sets_esg_before_against_after_with_the_peers_of_either_
             main(bad)
         assert stop.value.code == 2
     assert "case 4: hit rate 0.99 or cost -2.0 out of range" in capsys.readouterr().err
+    for below in ("-1", "nan", "inf"):
+        with pytest.raises(SystemExit) as stop:
+            main([str(before), str(after), "--below-rps", below])
+        assert stop.value.code == 2
 
 
 def test_the_spread_bench_draws_each_case_again_its_first_draw_the_robustness_run(tmp_path, capsys):
@@ -1058,6 +1062,13 @@ def test_the_control_and_tracking_benches_refuse_bad_settings_with_one_line(monk
             tracking.main(["--settings", text])
         assert stop.value.code == 2
         assert "--settings" in capsys.readouterr().err.strip().splitlines()[-1], text
+    # nor does tracking.py believe a number outside its range (a negative rate made it loop for good)
+    for argv in (["--rates", "a,b"], ["--rates", "-1"], ["--rates", "1,inf"], ["--runs", "0"], ["--misses", "2"],
+                 ["--step", "-1"], ["--step", "nan"], ["--duration-s", "inf"]):
+        with pytest.raises(SystemExit) as stop:
+            tracking.main(argv)
+        assert stop.value.code == 2
+        assert ": error: " in capsys.readouterr().err.strip().splitlines()[-1], argv
 
 
 def test_the_robustness_bench_refuses_bad_settings_and_unknown_policies_before_it_runs(capsys):
