@@ -63,6 +63,11 @@ from esg_plugin.scaler import freeze_start_up_heap
 from esg_plugin.synthetic import BATCH_SIZES, GPU_SHARES, random_dag_edges, random_monotone_profile
 
 
+MAX_WORKFLOWS, MAX_STAGES, MAX_TICKS = 1_000, 16, 10_000_000
+"""The most the bench takes: a thousand workflows of sixteen stages (the
+generator's longest), ten million ticks (a scaler's four months)."""
+
+
 def world(workflows: int, stages: int, seed: int):
     rng = random.Random(seed)
     functions, flows = {}, []
@@ -116,6 +121,10 @@ def main(argv=None) -> int:
     parser.add_argument("--no-freeze", action="store_true",
                         help="leave the start-up heap to the garbage collector (the scaler freezes it)")
     args = parser.parse_args(argv)
+    for name, value, most in (("--workflows", args.workflows, MAX_WORKFLOWS), ("--stages", args.stages, MAX_STAGES),
+                              ("--ticks", args.ticks, MAX_TICKS), ("--memory", args.memory, MAX_TICKS)):
+        if value is not None and not 1 <= value <= most:
+            parser.error(f"{name} must lie in [1, {most}]")
     flows, profiles = world(args.workflows, args.stages, args.seed)
     if args.memory:
         return memory(flows, profiles, args.memory, args.seed)

@@ -173,8 +173,16 @@ def parse_seeds(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(f"not a seed or a range of seeds: {part!r}") from None
         if last < first:
             raise argparse.ArgumentTypeError(f"an empty range of seeds: {part!r}")
+        if len(seeds) + last - first + 1 > MAX_CASES:
+            raise argparse.ArgumentTypeError(f"more than {MAX_CASES} seeds: {text!r}")
         seeds.extend(range(first, last + 1))
     return seeds
+
+
+def check_processes(parser: argparse.ArgumentParser, processes: int) -> None:
+    """``--processes`` in [1, ``MAX_PROCESSES``], else argparse's one line and exit code 2."""
+    if not 1 <= processes <= MAX_PROCESSES:
+        parser.error(f"--processes must lie in [1, {MAX_PROCESSES}]")
 
 
 def policies_and_settings(parser: argparse.ArgumentParser, policies: str, settings: Optional[str]):
@@ -305,6 +313,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.report:
         return print_saved(args.report, args.family)
+    check_processes(parser, args.processes)
+    if not (1 <= args.cases <= MAX_CASES and args.first_seed >= 0):
+        parser.error(f"--cases must lie in [1, {MAX_CASES}] and --first-seed must not be negative")
     if not 1.0 <= args.profile_error <= EXEC_FACTOR_LIMITS[1]:
         parser.error(f"--profile-error must lie in [1, {EXEC_FACTOR_LIMITS[1]:g}]")
     if not 0.0 <= args.noise <= MAX_NOISE_SIGMA:
@@ -370,6 +381,10 @@ def emit(text: str, what: str, started: float, processes: int, rows: list, json_
 
 MAX_GPUS = 1024
 """The most GPUs ``--gpus`` takes."""
+MAX_CASES = 100_000
+"""The most cases one run takes (``--cases``, or the seeds of ``--seeds``)."""
+MAX_PROCESSES = 64
+"""The most worker processes ``--processes`` takes."""
 
 UNRECORDED = {"profile_error": 1.0, "noise": 0.0, "placement": PLACEMENTS[0]}
 """What a ``--json`` file written before a setting was recorded ran with."""

@@ -42,7 +42,7 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness import (  # noqa: E402  (a sibling bench script)
-    PEERS, emit, judged, outdone_by, parse_seeds, policies_and_settings, run_case)
+    PEERS, check_processes, emit, judged, outdone_by, parse_seeds, policies_and_settings, run_case)
 
 from esg_plugin.sim import POLICY_NAMES  # noqa: E402
 from esg_plugin.sim.generate import FAMILIES  # noqa: E402
@@ -134,6 +134,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.draws <= MAX_DRAWS:
         parser.error(f"--draws must lie in [1, {MAX_DRAWS}]")
+    check_processes(parser, args.processes)
     policies, overrides = policies_and_settings(parser, args.policies, args.settings)
     jobs = [(seed, sim_seed, policies, args.family, overrides)
             for seed in args.seeds for sim_seed in draw_seeds(seed, args.draws)]

@@ -1057,6 +1057,12 @@ def test_the_control_and_tracking_benches_refuse_bad_settings_with_one_line(monk
         assert stop.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert "ESG_BENCH_SETTINGS" in err[-1], text
+    monkeypatch.delenv("ESG_BENCH_SETTINGS")
+    for argv in (["--workflows", "0"], ["--stages", "17"], ["--ticks", "0"], ["--memory", "-1"]):
+        with pytest.raises(SystemExit) as stop:
+            control.main(argv)
+        assert stop.value.code == 2
+        assert "must lie in" in capsys.readouterr().err.strip().splitlines()[-1], argv
     for text in ("{bad", '{"no_such_setting": 1}', '{"margin_step": -1}'):
         with pytest.raises(SystemExit) as stop:
             tracking.main(["--settings", text])
@@ -1081,9 +1087,10 @@ def test_the_robustness_bench_refuses_bad_settings_and_unknown_policies_before_i
     from robustness import main
 
     for argv in (["--settings", "{bad"], ["--settings", '{"no_such_setting": 1}'], ["--settings", '{"margin_step": 2}'],
-                 ["--settings", "[1]"], ["--policies", "esg,no-such-policy"], ["--policies", "esg-no-such-mechanism"]):
+                 ["--settings", "[1]"], ["--policies", "esg,no-such-policy"], ["--policies", "esg-no-such-mechanism"],
+                 ["--cases", "0"], ["--first-seed", "-1"], ["--processes", "0"], ["--seeds", "1-100000000"]):
         with pytest.raises(SystemExit) as stop:
-            main(argv + ["--seeds", "1", "--processes", "1"])
+            main(["--seeds", "1", "--processes", "1"] + argv)
         assert stop.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err and ": error: " in err[-1], argv
