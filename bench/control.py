@@ -61,6 +61,7 @@ from esg_plugin.control import ControlError, ControlLaw, ControlSettings, Observ
 from esg_plugin.model import ProfileSet, Stage, Workflow
 from esg_plugin.scaler import freeze_start_up_heap
 from esg_plugin.synthetic import BATCH_SIZES, GPU_SHARES, random_dag_edges, random_monotone_profile
+from esg_plugin.limits import flag
 
 
 MAX_WORKFLOWS, MAX_STAGES, MAX_TICKS = 1_000, 16, 10_000_000
@@ -108,23 +109,19 @@ def percentile(values, q):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workflows", type=int, default=10)
-    parser.add_argument("--stages", type=int, default=5)
-    parser.add_argument("--ticks", type=int, default=300)
+    parser.add_argument("--workflows", type=flag(int, 1, MAX_WORKFLOWS), default=10)
+    parser.add_argument("--stages", type=flag(int, 1, MAX_STAGES), default=5)
+    parser.add_argument("--ticks", type=flag(int, 1, MAX_TICKS), default=300)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--calibrated", action="store_true",
                         help="observations carry execution-time ratios, as a deployment's do")
     parser.add_argument("--misses", action="store_true",
                         help="observations carry 5%% misses and 50-ms waits at every stage: the feedback acts")
-    parser.add_argument("--memory", type=int, metavar="TICKS",
+    parser.add_argument("--memory", type=flag(int, 1, MAX_TICKS), metavar="TICKS",
                         help="print the peak resident memory over a long run with drifting execution times")
     parser.add_argument("--no-freeze", action="store_true",
                         help="leave the start-up heap to the garbage collector (the scaler freezes it)")
     args = parser.parse_args(argv)
-    for name, value, most in (("--workflows", args.workflows, MAX_WORKFLOWS), ("--stages", args.stages, MAX_STAGES),
-                              ("--ticks", args.ticks, MAX_TICKS), ("--memory", args.memory, MAX_TICKS)):
-        if value is not None and not 1 <= value <= most:
-            parser.error(f"{name} must lie in [1, {most}]")
     flows, profiles = world(args.workflows, args.stages, args.seed)
     if args.memory:
         return memory(flows, profiles, args.memory, args.seed)

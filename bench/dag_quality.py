@@ -24,6 +24,7 @@ import sys
 from esg_plugin.model import Plan
 from esg_plugin.planner import build_problem, plan_workflow, solve_esg
 from esg_plugin.synthetic import random_case
+from esg_plugin.limits import flag
 
 #: name -> solve_esg keyword arguments
 VARIANTS = {
@@ -82,9 +83,9 @@ def measure(cases: int, seed: int, max_stages: int = 8, variant: str = "esg") ->
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--cases", type=flag(int, 1, 1_000_000), default=1000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--max-stages", type=int, default=8)
+    parser.add_argument("--max-stages", type=flag(int, 3, 64), default=8)
     parser.add_argument("--variants", default="esg",
                         help=f"comma-separated, of: {', '.join(VARIANTS)}; or 'all'")
     parser.add_argument("--json", action="store_true")

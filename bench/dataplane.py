@@ -55,6 +55,7 @@ import numpy as np
 from esg_plugin.local.platform import build_folder, free_port
 from esg_plugin.runtime import contract as C
 from esg_plugin.runtime.client import ConnectionPool
+from esg_plugin.limits import flag
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"espcn": "espcn", "resnet18": "resnet18"}
@@ -260,9 +261,9 @@ def measure(fn: Function, stage: str, mode: str, batch: int, size: int, rounds: 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=40,
+    ap.add_argument("--rounds", type=flag(int, 1, 100_000), default=40,
                     help="rounds per row; the paired median moves by about 0.03 with 15")
-    ap.add_argument("--size", type=int, default=56, help="image side (the workflows' preprocess size)")
+    ap.add_argument("--size", type=flag(int, 8, 4_096), default=56, help="image side (the workflows' preprocess size)")
     ap.add_argument("--new-connections", action="store_true",
                     help="a new connection per request (default: each client thread keeps its own)")
     args = ap.parse_args()

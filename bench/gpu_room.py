@@ -27,6 +27,7 @@ from kubernetes import client
 
 from esg_plugin.scaler.actuators.base import ApiCalls, api_client
 from esg_plugin.scaler.actuators.kubernetes import HOLDING_PODS, RoomReader
+from esg_plugin.limits import flag
 
 
 def node(i: int, gpus: int) -> dict:
@@ -91,10 +92,10 @@ def median_ms(call, reads: int) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=100)
-    parser.add_argument("--gpus", type=int, default=8)
-    parser.add_argument("--pods", type=int, default=2000)
-    parser.add_argument("--reads", type=int, default=5)
+    parser.add_argument("--nodes", type=flag(int, 1, 100_000), default=100)
+    parser.add_argument("--gpus", type=flag(int, 1, 64), default=8)
+    parser.add_argument("--pods", type=flag(int, 0, 1_000_000), default=2000)
+    parser.add_argument("--reads", type=flag(int, 1, 10_000), default=5)
     args = parser.parse_args(argv)
     if min(args.nodes, args.gpus, args.pods, args.reads) < 1:
         parser.error("--nodes, --gpus, --pods and --reads must be at least 1")

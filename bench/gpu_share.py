@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from esg_plugin.runtime import contract as C  # noqa: E402
+from esg_plugin.limits import flag  # noqa: E402
 
 
 def _int_list(text: str) -> list[int]:
@@ -99,8 +100,8 @@ def main() -> int:
     ap.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32])
     ap.add_argument("--shares", type=_int_list, default=[10, 20, 30, 50, 100])
     ap.add_argument("--mechanism", choices=("auto", "mps", "green-context"), default="auto")
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--runs", type=flag(int, 1, 100_000), default=20)
+    ap.add_argument("--warmup", type=flag(int, 0, 10_000), default=5)
     ap.add_argument("--json", metavar="OUT", help="also write every row here")
     ap.add_argument("--worker", type=int, metavar="SHARE", help=argparse.SUPPRESS)
     args = ap.parse_args()

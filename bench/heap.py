@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from esg_plugin.runtime import contract as C
+from esg_plugin.limits import flag
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,9 +61,9 @@ def run(stage: str, batch: int, size: int, runs: int, retain_mb: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stages", nargs="+", default=["espcn", "resnet18"])
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--size", type=int, default=56)
-    ap.add_argument("--runs", type=int, default=12)
+    ap.add_argument("--batch", type=flag(int, 1, 1_024), default=8)
+    ap.add_argument("--size", type=flag(int, 8, 4_096), default=56)
+    ap.add_argument("--runs", type=flag(int, 1, 100_000), default=12)
     args = ap.parse_args()
     from esg_plugin.runtime.memory import DEFAULT_RETAIN_MB
 

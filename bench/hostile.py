@@ -27,6 +27,7 @@ from pathlib import Path
 
 from esg_plugin.local.platform import free_port
 from esg_plugin.runtime import contract as C
+from esg_plugin.limits import flag
 
 ROOT = Path(__file__).resolve().parents[1]
 HANDLER = "def handle(event, context):\n    return {'statusCode': 200, 'body': {'bytes': len(event.body)}}\n"
@@ -61,9 +62,9 @@ def post(port: int, body_mb: int) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clients", type=int, default=24)
-    ap.add_argument("--body-mb", type=int, default=60)
-    ap.add_argument("--loris", type=int, default=50, help="connections that send half a request head and stall")
+    ap.add_argument("--clients", type=flag(int, 1, 1_000), default=24)
+    ap.add_argument("--body-mb", type=flag(int, 1, 4_096), default=60)
+    ap.add_argument("--loris", type=flag(int, 0, 10_000), default=50, help="connections that send half a request head and stall")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="esg-hostile-"))
     folder = work / "fn"

@@ -37,6 +37,7 @@ from esg_plugin.loaders import read_yaml
 from esg_plugin.local import LocalPlatform
 from esg_plugin.local.platform import call_worker
 from esg_plugin.runtime import contract as C
+from esg_plugin.limits import flag
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,9 +122,9 @@ def beside_a_neighbour(stack: dict, name: str, body: bytes, count: int, cpus: fl
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--function", default="image-classify")
-    parser.add_argument("--requests", type=int, default=30)
-    parser.add_argument("--cpus", type=float, default=2.0)
-    parser.add_argument("--neighbour-requests", type=int, default=10)
+    parser.add_argument("--requests", type=flag(int, 1, 100_000), default=30)
+    parser.add_argument("--cpus", type=flag(float, 0.01, 1_024.0), default=2.0)
+    parser.add_argument("--neighbour-requests", type=flag(int, 0, 100_000), default=10)
     args = parser.parse_args(argv)
     stack = read_yaml(ROOT / "stack.yml")
     if args.function not in stack["functions"]:

@@ -45,7 +45,8 @@ from esg_plugin.sim.report import met
 from esg_plugin.sim.workload import Arrivals
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from robustness import PEERS, judged, parse_seeds  # noqa: E402  (a sibling bench script)
+from robustness import MAX_PROCESSES, PEERS, judged, parse_seeds  # noqa: E402  (a sibling bench script)
+from esg_plugin.limits import flag  # noqa: E402
 
 CLASSES = ("rise", "fall", "bursty", "steady")
 
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
                         help="also the misses among the requests of the first S seconds after each rise")
     parser.add_argument("--settings", default=None, metavar="JSON",
                         help='ControlSettings fields for esg and optimal, e.g. \'{"newest_first": false}\'')
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--processes", type=flag(int, 1, MAX_PROCESSES), default=2)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     policies = args.policies.split(",")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from esg_plugin.runtime import contract as C
+from esg_plugin.limits import flag
 
 
 def stage_handler(stage: str, threads: int):
@@ -35,8 +36,8 @@ def stage_handler(stage: str, threads: int):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", default="resnet50")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--threads", type=flag(int, 1, 256), default=1)
+    ap.add_argument("--runs", type=flag(int, 1, 100_000), default=20)
     args = ap.parse_args()
     handler, events = stage_handler(args.stage, args.threads)
     times = []

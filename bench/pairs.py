@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from robustness import judged, saved_figures  # noqa: E402  (the bench's own verdicts and reading)
 
-from esg_plugin.limits import MAX_RATE_RPS  # noqa: E402
+from esg_plugin.limits import MAX_RATE_RPS, flag  # noqa: E402
 from esg_plugin.sim.generate import random_workload  # noqa: E402
 
 
@@ -79,12 +79,10 @@ def line(label: str, some: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", metavar="FILE")
-    parser.add_argument("--below-rps", type=float, default=None, metavar="R")
+    parser.add_argument("--below-rps", type=flag(float, 1e-6, MAX_RATE_RPS), default=None, metavar="R")
     args = parser.parse_args(argv)
     if len(args.files) % 2:
         parser.error("the files come in pairs: BEFORE AFTER")
-    if args.below_rps is not None and not 0 < args.below_rps <= MAX_RATE_RPS:
-        parser.error(f"--below-rps must lie in (0, {MAX_RATE_RPS:g}]")
     pairs = []
     for before_path, after_path in zip(args.files[::2], args.files[1::2]):
         try:

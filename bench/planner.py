@@ -23,6 +23,7 @@ import time
 
 from esg_plugin.planner import build_problem, plan_workflow
 from esg_plugin.synthetic import random_case
+from esg_plugin.limits import flag
 
 SIZES = [("chain", 2), ("chain", 4), ("chain", 8), ("chain", 12), ("dag", 10), ("dag", 30), ("dag", 100)]
 
@@ -60,8 +61,8 @@ def bench_size(kind: str, n: int, cases: int, repeat: int, rng: random.Random) -
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--cases", type=flag(int, 1, 100_000), default=50)
+    parser.add_argument("--repeat", type=flag(int, 1, 1_000), default=5)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from esg_plugin.model.config import DEFAULT_QUEUEING_MODEL, queueing_delays_ms  # noqa: E402
+from esg_plugin.limits import flag, flags  # noqa: E402
 
 
 def simulated_waits(cv2: float, utilisation: float, servers: int, requests: int,
@@ -61,16 +62,13 @@ def model_wait(cv2: float, utilisation: float, servers: int, quantile: float | N
                                     quantile, model)[0]) / exec_ms
 
 
-def numbers(text: str, kind=float) -> list:
-    return [kind(x) for x in text.split(",") if x]
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cv2", default="1,4,10")
-    parser.add_argument("--rho", default="0.1,0.3,0.6")
-    parser.add_argument("--servers", default="1,2")
-    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--cv2", type=flags(float, 0.0, 1_000.0), default="1,4,10")
+    parser.add_argument("--rho", type=flags(float, 1e-3, 0.999), default="0.1,0.3,0.6",
+                        help="utilisations, each below 1 (a queue at 1 or more grows for good)")
+    parser.add_argument("--servers", type=flags(int, 1, 1_000), default="1,2")
+    parser.add_argument("--requests", type=flag(int, 100, 100_000_000), default=200_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
@@ -79,9 +77,9 @@ def main(argv=None) -> int:
           "| renewal mean (/ simulated) | simulated p99 | renewal p99 (/ simulated) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     ratio = lambda model, simulated: f"{model / simulated:.2f}" if simulated > 0 else "-"  # noqa: E731
-    for cv2 in numbers(args.cv2):
-        for rho in numbers(args.rho):
-            for servers in numbers(args.servers, int):
+    for cv2 in args.cv2:
+        for rho in args.rho:
+            for servers in args.servers:
                 waits = simulated_waits(cv2, rho, servers, args.requests, rng)
                 mean, p99 = float(waits.mean()), float(np.quantile(waits, 0.99))
                 planner, renewal = model_wait(cv2, rho, servers), model_wait(cv2, rho, servers, model="renewal")

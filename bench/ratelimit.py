@@ -15,6 +15,7 @@ import argparse
 import random
 
 from esg_plugin.control.admission import RateLimit
+from esg_plugin.limits import flag
 
 RATES_RPS = (1.2, 1.6, 2.0, 5.0, 10.0, 20.0)
 LOADS = (0.6, 0.8, 0.9)
@@ -32,7 +33,7 @@ def refused(rate_rps: float, load: float, burst, arrivals: int, seed: int) -> fl
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arrivals", type=int, default=200_000)
+    ap.add_argument("--arrivals", type=flag(int, 1, 100_000_000), default=200_000)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     print("share of Poisson arrivals refused; arrivals at load x the limit's rate")

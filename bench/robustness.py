@@ -87,7 +87,7 @@ from pathlib import Path
 from typing import Optional
 
 from esg_plugin.control import ABLATIONS, ControlError, ControlSettings
-from esg_plugin.limits import is_number
+from esg_plugin.limits import flag, is_number
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
 from esg_plugin.sim.cluster import PLACEMENTS
 from esg_plugin.sim.engine import EXEC_FACTOR_LIMITS, MAX_NOISE_SIGMA
@@ -177,12 +177,6 @@ def parse_seeds(text: str) -> list[int]:
             raise argparse.ArgumentTypeError(f"more than {MAX_CASES} seeds: {text!r}")
         seeds.extend(range(first, last + 1))
     return seeds
-
-
-def check_processes(parser: argparse.ArgumentParser, processes: int) -> None:
-    """``--processes`` in [1, ``MAX_PROCESSES``], else argparse's one line and exit code 2."""
-    if not 1 <= processes <= MAX_PROCESSES:
-        parser.error(f"--processes must lie in [1, {MAX_PROCESSES}]")
 
 
 def policies_and_settings(parser: argparse.ArgumentParser, policies: str, settings: Optional[str]):
@@ -277,13 +271,13 @@ def report(results: list[dict], policies: list[str]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=20)
-    parser.add_argument("--first-seed", type=int, default=1)
+    parser.add_argument("--cases", type=flag(int, 1, MAX_CASES), default=20)
+    parser.add_argument("--first-seed", type=flag(int, 0, 2**31 - 1), default=1)
     parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="RANGES",
                         help="e.g. 1-20,101-130 (instead of --cases and --first-seed)")
     parser.add_argument("--policies", default=",".join(POLICY_NAMES[:1] + POLICY_NAMES[2:]))
     parser.add_argument("--ablation", action="store_true")
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--processes", type=flag(int, 1, MAX_PROCESSES), default=2)
     parser.add_argument("--json", default=None)
     parser.add_argument("--describe", action="store_true", help="print each case's description")
     parser.add_argument("--family", choices=tuple(FAMILIES), default="standard",
@@ -298,7 +292,7 @@ def main(argv=None) -> int:
                         help="which GPU with room a new instance goes to (default first-fit)")
     parser.add_argument("--workflows", default=None, metavar="NAMES",
                         help="only these workflows of each case, e.g. w1 or w0,w2 (default all)")
-    parser.add_argument("--gpus", type=int, default=None, metavar="N",
+    parser.add_argument("--gpus", type=flag(int, 1, MAX_GPUS), default=None, metavar="N",
                         help="the cluster's GPUs (default each case's own)")
     parser.add_argument("--restart-at", type=float, default=None, metavar="S",
                         help="restart each policy's controller at S seconds: it forgets what it remembered and "
@@ -313,16 +307,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.report:
         return print_saved(args.report, args.family)
-    check_processes(parser, args.processes)
-    if not (1 <= args.cases <= MAX_CASES and args.first_seed >= 0):
-        parser.error(f"--cases must lie in [1, {MAX_CASES}] and --first-seed must not be negative")
     if not 1.0 <= args.profile_error <= EXEC_FACTOR_LIMITS[1]:
         parser.error(f"--profile-error must lie in [1, {EXEC_FACTOR_LIMITS[1]:g}]")
     if not 0.0 <= args.noise <= MAX_NOISE_SIGMA:
         parser.error(f"--noise must lie in [0, {MAX_NOISE_SIGMA:g}]")
     only = tuple(args.workflows.split(",")) if args.workflows else None
-    if args.gpus is not None and not 1 <= args.gpus <= MAX_GPUS:
-        parser.error(f"--gpus must lie in [1, {MAX_GPUS}]")
     if (only or args.gpus is not None) and args.others_from:
         parser.error("--workflows and --gpus do not go with --others-from (its file ran every workflow)")
     try:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from esg_plugin.local.platform import free_port
 from esg_plugin.runtime import contract as C
+from esg_plugin.limits import flag
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template/esg-python3"
@@ -154,8 +155,8 @@ def p(values: list[float], q: float) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--requests", type=flag(int, 1, 10_000_000), default=2000)
+    parser.add_argument("--seconds", type=flag(float, 0.1, 86_400.0), default=5.0)
     parser.add_argument("--skip-torch", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp_name:

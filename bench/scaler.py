@@ -20,6 +20,7 @@ from pathlib import Path
 from esg_plugin.loaders import load_profiles
 from esg_plugin.runtime import contract as C
 from esg_plugin.scaler import DryRunActuator, Observation, Scaler, ScalerSettings, Topology, freeze_start_up_heap
+from esg_plugin.limits import flag
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS = ["decode", "ssd", "resnet50", "resnet18", "aggregate", "preprocess", "superres", "denoise", "caption",
@@ -52,7 +53,7 @@ class MovingSource:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--iterations", type=flag(int, 1, 1_000_000), default=100)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)

@@ -20,14 +20,16 @@ from esg_plugin.model import Stage, Workflow
 from esg_plugin.sim import SimConfig, make_policy, simulate
 from esg_plugin.sim.report import summarize
 from esg_plugin.sim.workload import Arrivals, Workload, WorkflowLoad
+from esg_plugin.limits import flag
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=3600.0)
-    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--duration", type=flag(float, 120.0, 1e6), default=3600.0,
+                        help="simulated seconds, the first 60 a warm-up")
+    parser.add_argument("--rate", type=flag(float, 1e-3, 1e5), default=100.0)
     parser.add_argument("--policy", default="esg")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)

@@ -42,10 +42,11 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from robustness import (  # noqa: E402  (a sibling bench script)
-    PEERS, check_processes, emit, judged, outdone_by, parse_seeds, policies_and_settings, run_case)
+    MAX_PROCESSES, PEERS, emit, judged, outdone_by, parse_seeds, policies_and_settings, run_case)
 
 from esg_plugin.sim import POLICY_NAMES  # noqa: E402
 from esg_plugin.sim.generate import FAMILIES  # noqa: E402
+from esg_plugin.limits import flag  # noqa: E402
 
 DRAW_STRIDE = 1_000_003
 """Draw k of case s is simulated at seed s + k × this (a prime far above any case seed in use)."""
@@ -125,16 +126,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-10"), metavar="RANGES",
                         help="the cases, e.g. 1-10,101-105")
     parser.add_argument("--family", choices=tuple(FAMILIES), default="standard")
-    parser.add_argument("--draws", type=int, default=3, help=f"arrival draws per case (1-{MAX_DRAWS}, default 3)")
+    parser.add_argument("--draws", type=flag(int, 1, MAX_DRAWS), default=3, help="arrival draws per case (default 3)")
     parser.add_argument("--policies", default=",".join(POLICY_NAMES[:1] + POLICY_NAMES[2:]))
     parser.add_argument("--settings", default=None, metavar="JSON",
                         help='ControlSettings fields for esg, e.g. \'{"fair_share": false}\'')
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--processes", type=flag(int, 1, MAX_PROCESSES), default=2)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    if not 1 <= args.draws <= MAX_DRAWS:
-        parser.error(f"--draws must lie in [1, {MAX_DRAWS}]")
-    check_processes(parser, args.processes)
     policies, overrides = policies_and_settings(parser, args.policies, args.settings)
     jobs = [(seed, sim_seed, policies, args.family, overrides)
             for seed in args.seeds for sim_seed in draw_seeds(seed, args.draws)]

@@ -49,6 +49,7 @@ from typing import Optional
 
 from esg_plugin.control import ControlError, ControlLaw, ControlSettings, Observation, WorkflowObservation
 from esg_plugin.sim.generate import random_workload
+from esg_plugin.limits import flag, flags
 
 LONG_S, SHORT_S, DURATION_S, SKIP_S, STEP_AT_S = 30.0, 5.0, 1200.0, 60.0, 300.0
 MAX_DURATION_S, MAX_RATE_RPS, MAX_RUNS, MAX_STEP = 86_400.0, 1_000.0, 1_000, 100.0
@@ -104,10 +105,10 @@ def run(rate_rps: float, seed: int, settings: ControlSettings, step: float = 1.0
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="1,2,6")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--step", type=float, default=1.0, help="multiply the rate by this at 300 s")
-    parser.add_argument("--misses", type=float, default=0.0, help="the share of answers late whatever the plan")
+    parser.add_argument("--rates", type=flags(float, 1e-3, MAX_RATE_RPS), default="1,2,6")
+    parser.add_argument("--runs", type=flag(int, 1, MAX_RUNS), default=5)
+    parser.add_argument("--step", type=flag(float, 1e-3, MAX_STEP), default=1.0, help="multiply the rate by this at 300 s")
+    parser.add_argument("--misses", type=flag(float, 0.0, 1.0), default=0.0, help="the share of answers late whatever the plan")
     parser.add_argument("--tick-s", type=float, default=5.0, help="seconds between ticks")
     parser.add_argument("--duration-s", type=float, default=DURATION_S, help="each stream's length")
     parser.add_argument("--skip-s", type=float, default=SKIP_S, help="ticks before this are not scored")
@@ -131,16 +132,6 @@ def main(argv=None) -> int:
         parser.error(f"need 0 < --tick-s <= --skip-s < --duration-s <= {MAX_DURATION_S:g} "
                      f"and 0 < --short-s <= {LONG_S:g}")
     try:
-        rates = [float(r) for r in args.rates.split(",")]
-    except ValueError as e:
-        parser.error(f"--rates: {e}")
-    if not all(0 < r <= MAX_RATE_RPS for r in rates):
-        parser.error(f"--rates must each lie in (0, {MAX_RATE_RPS:g}] rps")
-    if not 1 <= args.runs <= MAX_RUNS:
-        parser.error(f"--runs must lie in [1, {MAX_RUNS}]")
-    if not (0 < args.step <= MAX_STEP and 0 <= args.misses <= 1):
-        parser.error(f"need 0 < --step <= {MAX_STEP:g} and 0 <= --misses <= 1")
-    try:
         settings = ControlSettings(**(json.loads(args.settings) if args.settings else {}))
     except (ValueError, TypeError, ControlError) as e:
         parser.error(f"--settings: {e}")
@@ -151,8 +142,7 @@ def main(argv=None) -> int:
           f"{args.duration_s:g} s per rate (scored after {args.skip_s:g} s){stepped}, "
           f"a tick every {args.tick_s:g} s (rise_z {settings.rise_z:g})")
     within = lambda xs: sum(0.85 <= x <= 1.15 for x in xs) / len(xs)  # noqa: E731
-    if replayed is not None:
-        rates = [len(replayed) / args.duration_s]
+    rates = [len(replayed) / args.duration_s] if replayed is not None else args.rates
     for rate in rates:
         runs = [run(rate, seed, settings, args.step, args.tick_s, args.misses, args.duration_s, args.skip_s,
                     args.short_s, args.cumulative, replayed) for seed in range(1 if replayed else args.runs)]

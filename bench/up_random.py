@@ -57,6 +57,7 @@ from esg_plugin.model.config import DEFAULT_QUEUEING_MODEL, QUEUEING_MODELS  # n
 from esg_plugin.sim.generate import random_live_workload  # noqa: E402
 from esg_plugin.sim.workload import parse_arrivals  # noqa: E402
 from robustness import parse_seeds  # noqa: E402
+from esg_plugin.limits import flag  # noqa: E402
 
 DEFAULT_WORKLOAD = ROOT / "workloads/local.yaml"
 
@@ -137,9 +138,9 @@ def run(workload_file: Path, policy: str, out: Path, cpu_hogs: int,
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("1-4"), metavar="RANGES")
-    parser.add_argument("--scale", type=float, default=1.0, help="times the default workload's rates")
+    parser.add_argument("--scale", type=flag(float, 1e-3, 100.0), default=1.0, help="times the default workload's rates")
     parser.add_argument("--policies", default="esg,openfaas")
-    parser.add_argument("--cpu-hog", type=int, default=0, help="busy processes beside each run")
+    parser.add_argument("--cpu-hog", type=flag(int, 0, 64), default=0, help="busy processes beside each run")
     parser.add_argument("--out", type=Path, default=None, help="where the workloads and reports go")
     parser.add_argument("--queueing-model", default=DEFAULT_QUEUEING_MODEL, choices=QUEUEING_MODELS,
                         help="esg up's --queueing-model")

@@ -83,6 +83,17 @@ def flag(kind: type, low: Number, high: Number, low_open: bool = False) -> Calla
     return parse
 
 
+def flags(kind: type, low: Number, high: Number, low_open: bool = False) -> Callable[[str], list]:
+    """An argparse ``type=``: comma-separated numbers, each as :func:`flag` parses and checks it."""
+    one = flag(kind, low, high, low_open)
+
+    def parse(text: str) -> list:
+        return [one(part.strip()) for part in text.split(",")]
+
+    parse.__name__ = f"list of {kind.__name__}"
+    return parse
+
+
 def check_document(data: object, what: str) -> None:
     """LimitError if a parsed document nests deeper than MAX_NESTING or
     holds more than MAX_NODES values (an alias bomb expands here, bounded)."""

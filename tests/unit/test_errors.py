@@ -172,3 +172,24 @@ def test_a_number_an_object_says_is_believed_only_in_its_range(raw, whole, low, 
             said_number(raw, "the annotation x", low, high, whole)
     else:
         assert said_number(raw, "the annotation x", low, high, whole) == believed
+
+
+def test_a_command_lines_numbers_are_believed_only_in_their_range():
+    """``limits.flag`` and ``limits.flags`` (argparse types, the benches'
+    and the CLI's): a number, or comma-separated numbers, each finite and
+    within the flag's range, else argparse's error naming the range — a
+    bench's ``--runs 0`` or ``--rates -1`` used to end in a traceback or to
+    run on (``bench/tracking.py --rates -1`` looped for good)."""
+    import argparse
+
+    from esg_plugin.limits import flag, flags
+
+    runs, rate, rates = flag(int, 1, 10), flag(float, 1e-3, 100.0), flags(float, 0.0, 1.0)
+    assert (runs("3"), rate("2.5"), rates("0, 0.5,1")) == (3, 2.5, [0.0, 0.5, 1.0])
+    for parse, text in ((runs, "0"), (runs, "11"), (runs, "2.5"), (runs, "x"), (rate, "-5"), (rate, "nan"),
+                        (rate, "inf"), (rate, "1e9"), (rates, "0.5,2"), (rates, "0.5,,1"), (rates, "")):
+        with pytest.raises(argparse.ArgumentTypeError, match="must be|expected"):
+            parse(text)
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--rates", type=flags(float, 1e-3, 1000.0), default="1,2")
+    assert parser.parse_args([]).rates == [1.0, 2.0]  # a default given as text goes through the type too

@@ -1062,7 +1062,7 @@ def test_the_control_and_tracking_benches_refuse_bad_settings_with_one_line(monk
         with pytest.raises(SystemExit) as stop:
             control.main(argv)
         assert stop.value.code == 2
-        assert "must lie in" in capsys.readouterr().err.strip().splitlines()[-1], argv
+        assert "must be an integer in" in capsys.readouterr().err.strip().splitlines()[-1], argv
     for text in ("{bad", '{"no_such_setting": 1}', '{"margin_step": -1}'):
         with pytest.raises(SystemExit) as stop:
             tracking.main(["--settings", text])
