@@ -12,7 +12,8 @@ re-plans as many workflows as one tick may (``max_replans_per_tick``, 3: the
 worst case; a step on every workflow spreads over four ticks), and the whole
 run's median and p99, and how many ticks took longer than the goal: a
 step for 50 functions within 20 ms.
-``ESG_BENCH_SETTINGS`` (a Python dict of ControlSettings fields) overrides
+``ESG_BENCH_SETTINGS`` (a Python dict literal of ControlSettings fields,
+read as a literal, never run) overrides
 settings, e.g. ``"{'max_replans_per_tick': 10}"`` for all at once.
 ``--calibrated``: each observation also carries every function's observed
 over profiled execution time (a ratio that drifts between 1.05 and 1.35,
