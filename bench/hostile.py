@@ -64,7 +64,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=flag(int, 1, 1_000), default=24)
     ap.add_argument("--body-mb", type=flag(int, 1, 4_096), default=60)
-    ap.add_argument("--loris", type=flag(int, 0, 10_000), default=50, help="connections that send half a request head and stall")
+    ap.add_argument("--loris", type=flag(int, 0, 10_000), default=50,
+                    help="connections that send half a request head and stall")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="esg-hostile-"))
     folder = work / "fn"

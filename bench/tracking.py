@@ -48,8 +48,8 @@ import statistics
 from typing import Optional
 
 from esg_plugin.control import ControlError, ControlLaw, ControlSettings, Observation, WorkflowObservation
-from esg_plugin.sim.generate import random_workload
 from esg_plugin.limits import flag, flags
+from esg_plugin.sim.generate import random_workload
 
 LONG_S, SHORT_S, DURATION_S, SKIP_S, STEP_AT_S = 30.0, 5.0, 1200.0, 60.0, 300.0
 MAX_DURATION_S, MAX_RATE_RPS, MAX_RUNS, MAX_STEP = 86_400.0, 1_000.0, 1_000, 100.0
@@ -107,8 +107,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=flags(float, 1e-3, MAX_RATE_RPS), default="1,2,6")
     parser.add_argument("--runs", type=flag(int, 1, MAX_RUNS), default=5)
-    parser.add_argument("--step", type=flag(float, 1e-3, MAX_STEP), default=1.0, help="multiply the rate by this at 300 s")
-    parser.add_argument("--misses", type=flag(float, 0.0, 1.0), default=0.0, help="the share of answers late whatever the plan")
+    parser.add_argument("--step", type=flag(float, 1e-3, MAX_STEP), default=1.0,
+                        help="multiply the rate by this at 300 s")
+    parser.add_argument("--misses", type=flag(float, 0.0, 1.0), default=0.0,
+                        help="the share of answers late whatever the plan")
     parser.add_argument("--tick-s", type=float, default=5.0, help="seconds between ticks")
     parser.add_argument("--duration-s", type=float, default=DURATION_S, help="each stream's length")
     parser.add_argument("--skip-s", type=float, default=SKIP_S, help="ticks before this are not scored")

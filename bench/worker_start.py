@@ -91,7 +91,8 @@ def serving_times_ms(handler, events, runs: int, beside_nice: int | None) -> lis
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stages", default="resnet50,translator,ssd-mobilenetv2")
-    ap.add_argument("--runs", type=flag(int, 1, 100_000), default=40, help="ResNet-50 runs timed alone and beside starts")
+    ap.add_argument("--runs", type=flag(int, 1, 100_000), default=40,
+                    help="ResNet-50 runs timed alone and beside starts")
     ap.add_argument("--nice", type=flag(int, -20, 19), default=10, help="the nice value the starts run at")
     ap.add_argument("--busy", type=flag(int, 0, 64), default=0, help="processes serving ResNet-50 in a loop meanwhile")
     args = ap.parse_args()
