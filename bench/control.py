@@ -58,7 +58,7 @@ import time
 
 import numpy as np
 
-from esg_plugin.control import ControlError, ControlLaw, ControlSettings, Observation, WorkflowObservation
+from esg_plugin.control import ControlLaw, ControlSettings, Observation, WorkflowObservation
 from esg_plugin.model import ProfileSet, Stage, Workflow
 from esg_plugin.scaler import freeze_start_up_heap
 from esg_plugin.synthetic import BATCH_SIZES, GPU_SHARES, random_dag_edges, random_monotone_profile
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         return memory(flows, profiles, args.memory, args.seed)
     try:  # a dict literal, read as one (never run as code)
         settings = ControlSettings(**ast.literal_eval(os.environ.get("ESG_BENCH_SETTINGS", "{}")))
-    except (ValueError, SyntaxError, TypeError, ControlError) as e:
+    except (ValueError, SyntaxError, TypeError) as e:  # a ControlError is a ValueError
         parser.error(f"ESG_BENCH_SETTINGS: {e}")
     law = ControlLaw(flows, profiles, settings)
     state = law.new_state()

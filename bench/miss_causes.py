@@ -45,7 +45,8 @@ from esg_plugin.sim.report import met
 from esg_plugin.sim.workload import Arrivals
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from robustness import MAX_PROCESSES, PEERS, judged, parse_seeds  # noqa: E402  (a sibling bench script)
+from robustness import (  # noqa: E402  (a sibling bench script)
+    MAX_PROCESSES, PEERS, judged, parse_seeds, policies_and_settings)
 from esg_plugin.limits import flag  # noqa: E402
 
 CLASSES = ("rise", "fall", "bursty", "steady")
@@ -80,7 +81,7 @@ def run_case(seed: int, policies: list[str], settle_s: float, overrides: Optiona
     arrivals = {load.workflow.name: load.arrivals for load in case.workload.workflows}
     out = {"seed": seed, "description": case.description, "policies": {}}
     for name in policies:
-        settings = ControlSettings(capacity_gpus=float(case.workload.gpus), **(overrides or {}))
+        settings = ControlSettings(**{"capacity_gpus": float(case.workload.gpus), **(overrides or {})})
         policy = make_policy(name, workflows, case.profiles, settings=settings, gpus=case.workload.gpus)
         result = simulate(case.workload, case.profiles, policy, SimConfig(seed=seed))
         missed = dict.fromkeys(CLASSES, 0)
@@ -157,25 +158,17 @@ def main(argv=None) -> int:
     parser.add_argument("--processes", type=flag(int, 1, MAX_PROCESSES), default=2)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    policies = args.policies.split(",")
-    unknown = [p for p in policies if p not in POLICY_NAMES]
-    if unknown:
-        parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)})")
+    policies, overrides = policies_and_settings(parser, args.policies, args.settings, ablations=False)
     if not args.settle_s > 0 or (args.first_s is not None and not args.first_s > 0):
         parser.error("--settle-s and --first-s must be positive")
-    try:
-        overrides = json.loads(args.settings) if args.settings else None
-        ControlSettings(**(overrides or {}))
-    except (ValueError, TypeError) as err:
-        parser.error(f"--settings: {err}")
     started = time.perf_counter()
-    with ProcessPoolExecutor(max(1, args.processes)) as pool:
+    with ProcessPoolExecutor(args.processes) as pool:
         results = list(pool.map(run_case, args.seeds, [policies] * len(args.seeds),
                                 [args.settle_s] * len(args.seeds), [overrides] * len(args.seeds),
                                 [args.first_s] * len(args.seeds)))
     print(report(results, policies))
     print(f"({len(results)} cases x {len(policies)} policies in {time.perf_counter() - started:.0f} s, "
-          f"{max(1, args.processes)} processes)")
+          f"{args.processes} processes)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

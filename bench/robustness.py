@@ -86,7 +86,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Optional
 
-from esg_plugin.control import ABLATIONS, ControlError, ControlSettings
+from esg_plugin.control import ABLATIONS, ControlSettings
 from esg_plugin.limits import flag, is_number
 from esg_plugin.sim import POLICY_NAMES, SimConfig, make_policy, simulate
 from esg_plugin.sim.cluster import PLACEMENTS
@@ -179,20 +179,23 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def policies_and_settings(parser: argparse.ArgumentParser, policies: str, settings: Optional[str]):
+def policies_and_settings(parser: argparse.ArgumentParser, policies: str, settings: Optional[str],
+                          ablations: bool = True):
     """(the policies of a comma-separated list, the ControlSettings fields of
-    a JSON object or None), each checked: an unknown policy, or settings that
-    do not parse, name no setting or hold a value out of range, end the
-    command with argparse's one line and exit code 2."""
+    a JSON object or None), each checked: an unknown policy (with
+    ``ablations``, ``esg-no-MECHANISM`` is one), or settings that do not
+    parse, name no setting or hold a value out of range (a ControlError is
+    a ValueError), end the command with argparse's one line and exit code 2."""
     names = policies.split(",")
-    known = list(POLICY_NAMES) + [f"esg-no-{mechanism}" for mechanism in ABLATIONS]
+    known = list(POLICY_NAMES) + ([f"esg-no-{mechanism}" for mechanism in ABLATIONS] if ablations else [])
     unknown = [p for p in names if p not in known]
     if unknown:
-        parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)}, esg-no-MECHANISM)")
+        parser.error(f"unknown policies: {', '.join(unknown)} (known: {', '.join(POLICY_NAMES)}"
+                     + (", esg-no-MECHANISM)" if ablations else ")"))
     try:
         overrides = json.loads(settings) if settings else None
         ControlSettings(**(overrides or {}))
-    except (ValueError, TypeError, ControlError) as e:
+    except (ValueError, TypeError) as e:
         parser.error(f"--settings: {e}")
     return names, overrides
 
@@ -340,7 +343,7 @@ def main(argv=None) -> int:
     run = list(policies)  # what the simulator runs; the report's columns add the policies taken from the file
     policies += [name for name in others[seeds[0]] if name not in policies] if others else []
     started = time.perf_counter()
-    with ProcessPoolExecutor(max(1, args.processes)) as pool:
+    with ProcessPoolExecutor(args.processes) as pool:
         results = list(pool.map(run_case, seeds, [run] * len(seeds), [overrides] * len(seeds),
                                 [args.family] * len(seeds), [args.profile_error] * len(seeds),
                                 [args.noise] * len(seeds), [args.out] * len(seeds),

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     jobs = [(seed, sim_seed, policies, args.family, overrides)
             for seed in args.seeds for sim_seed in draw_seeds(seed, args.draws)]
     started = time.perf_counter()
-    with ProcessPoolExecutor(max(1, args.processes)) as pool:
+    with ProcessPoolExecutor(args.processes) as pool:
         runs = list(pool.map(run_draw, jobs))
     rows = [spread_of(runs[i:i + args.draws], policies) for i in range(0, len(runs), args.draws)]
     emit(report(rows, policies), f"{len(args.seeds)} cases x {args.draws} draws x {len(policies)} policies", started,

@@ -47,7 +47,7 @@ import random
 import statistics
 from typing import Optional
 
-from esg_plugin.control import ControlError, ControlLaw, ControlSettings, Observation, WorkflowObservation
+from esg_plugin.control import ControlLaw, ControlSettings, Observation, WorkflowObservation
 from esg_plugin.limits import flag, flags
 from esg_plugin.sim.generate import random_workload
 
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
                      f"and 0 < --short-s <= {LONG_S:g}")
     try:
         settings = ControlSettings(**(json.loads(args.settings) if args.settings else {}))
-    except (ValueError, TypeError, ControlError) as e:
+    except (ValueError, TypeError) as e:  # a ControlError is a ValueError
         parser.error(f"--settings: {e}")
     stepped = f", x{args.step:g} at {STEP_AT_S:g} s" if args.step != 1.0 else ""
     stepped += f", {args.misses:.0%} of answers late" if args.misses else ""
