@@ -702,10 +702,9 @@ class ControlLaw:
             shares = {stage: group.gpu_share for stage, group in running.items() if group is not None}
             restarted = [stage for stage, share in shares.items() if choices[stage].config.gpu_share != share]
             others = self.capacity.others_instances(workflow, state) if restarted else None
-            # the shares of a plan for the least rate (before any arrival, or with none) were chosen for no load
-            placeholder = ws.estimate_rps is not None and ws.estimate_rps <= self.settings.min_rate_rps * (1 + 1e-9)
-            if restarted and not placeholder and not self.capacity.packs(others, choices, running,
-                                                                         state.gpu_free_pct):
+            # (the shares of a plan for the least rate were chosen for no load: not worth keeping)
+            if restarted and not self._placeholder(ws) and not self.capacity.packs(others, choices, running,
+                                                                                   state.gpu_free_pct):
                 in_step = now_s < ws.panic_until_s
                 waiting_ms = math.inf if in_step else \
                     self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, {
@@ -842,8 +841,11 @@ class ControlLaw:
         stage's instances still start (:meth:`_still_starting`) and
         ``keep_starting`` holds), and the stages the plan keeps at the share
         their still starting instances run at (``keep_starting``): no later
-        search of the re-plan moves those."""
+        search of the re-plan moves those. None where the plan in force was
+        made for the least rate (``free_placeholder_shares``)."""
         down, up, starting, staying = {}, {}, {}, {}
+        if self.settings.free_placeholder_shares and self._placeholder(ws):
+            return down, up, starting, staying  # chosen for no load: nothing worth keeping
         for stage, option in choices.items():
             now = _running(workflow, ws, stage, current)
             if now is None:
@@ -861,6 +863,12 @@ class ControlLaw:
                   or now_s - ws.share_changed_s.get(stage, -math.inf) < self.settings.scale_down_delay_s):
                 down[stage] = now.gpu_share
         return down, up, starting, staying
+
+    def _placeholder(self, ws: WorkflowState) -> bool:
+        """Is the plan in force one made for the least rate
+        (``min_rate_rps``: before any arrival, or with none)? Its shares
+        were chosen for no load."""
+        return ws.estimate_rps is not None and ws.estimate_rps <= self.settings.min_rate_rps * (1 + 1e-9)
 
     def _starting_in_step(self, workflow: Workflow, ws: WorkflowState, stage: str, now_s: float,
                           state: ControlState) -> bool:
