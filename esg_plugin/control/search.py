@@ -23,6 +23,7 @@ import numpy as np
 
 from ..model import ModelError, ProfileSet, Workflow
 from ..model.plan import path_latency_ms
+from ..model.tail import plan_miss_share
 from ..planner import PlannerError, build_problem, get_policy, plan_with_fallback
 from ..planner.limits import NO_LIMITS, SearchLimits
 from .capacity import Capacity, ceiling_pct, held_gpus, no_room_shares
@@ -146,6 +147,18 @@ class Search:
             return None  # the margin's budget is out of reach
         problem, hopeless = None, False
         within = SearchLimits(cost_ceiling_pct=ceiling_pct(capacity))  # a search for a plan that cannot fit stops early
+        if s.path_tail and tail != planned and fitting_at_all and attempts[0] == (tail, first):
+            # ``path_tail``: the plan for a lower quantile of each stage's wait, where the waits along each
+            # path stay within what the path leaves for them for all but the tolerance's share of requests
+            for quantile in path_tail_quantiles(planned, tail):
+                if quantile not in built:
+                    built[quantile] = build(quantile, below)
+                lower = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * first)
+                choices, stats = solve(lower, within)
+                if choices is not None and self.capacity.packs(others, choices) and \
+                        plan_miss_share(workflow, choices, rate_rps, lower.budget_ms, arrival_cv2,
+                                        s.queueing_model) <= 1.0 - tail:
+                    return lower, choices, stats, True
         capped: dict = {}  # per quantile: the menus below the room left beside the others (None: none runs there)
         unpacked = None  # the first plan on time within the capacity in total that finds no GPU one by one
         unsearched = None  # the last attempt, when no plan of it could fit the capacity: searched only for its stats
@@ -217,6 +230,17 @@ class Search:
         on a time-shared node the executions' slowness is in part the
         plan's own contention, and admission answers a full node."""
         return self.settings.late_plans and self.settings.busy_capacity is None
+
+
+def path_tail_quantiles(planned, tail: float) -> tuple:
+    """``path_tail``'s quantiles of each stage's wait, lowest first: the
+    planned one (None: the mean), then those whose share of waits beyond
+    them is the tail's share times 2^k, k = 6 … 1 (at a tail of 99%:
+    0.36, 0.68, 0.84, 0.92, 0.96, 0.98) — each above the planned one and
+    below the tail."""
+    miss = 1.0 - tail
+    ladder = [1.0 - miss * 2 ** k for k in range(6, 0, -1) if miss * 2 ** k < 1.0]
+    return (planned,) + tuple(q for q in ladder if planned is None or q > planned)
 
 
 def problem_for(settings: ControlSettings, workflow: Workflow, profiles: ProfileSet, rate_rps: float, arrival_cv2,

@@ -15,7 +15,7 @@ from .errors import ControlError
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
              "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "latest", "waits",
              "calibration", "packing", "spare", "fair", "later", "reach", "handover", "restarts",
-             "room", "cold", "tail", "hold", "early", "placeholder")
+             "room", "cold", "tail", "hold", "early", "placeholder", "path")
 
 
 @dataclass(frozen=True)
@@ -608,6 +608,20 @@ class ControlSettings:
     the rule lost as much as it won (workloads of gamma streams all below
     10 rps: 97.12% → 96.97%, ``bench/pairs.py``); the wait feedback
     answers bursts. Ablation ``tail``."""
+    path_tail: bool = True
+    """With ``low_rate_tail``: before the plan at each stage's
+    ``1 − miss_tolerance`` quantile, the plans at lower quantiles are
+    tried, lowest first (the mean, then the quantiles whose share beyond
+    them is the tolerance's times 64, 32, … 2:
+    :func:`search.path_tail_quantiles`), and the first whose waits along
+    each path stay within what the path leaves for them for all but the
+    tolerance's share of requests, by the model (``model/tail.py``: the
+    stages' waits summed, not their quantiles), is taken. The sum of
+    seven stages' 99% quantiles is far above the 99% quantile of their
+    sum: random-4761, a 7-stage chain at 8.7 rps, held 2.62 GPUs where
+    infless and fast-gshare held 2.00, all at 100%; 2.20 with it. Off:
+    each stage at the tail's quantile (``docs/EVALUATION.md``, the
+    sixty-eighth session). Ablation ``path``."""
     queueing_model: str = DEFAULT_QUEUEING_MODEL
     """The queueing wait's model, one of ``QUEUEING_MODELS`` (``model/config.py``
     says each, and why the law plans with Allen–Cunneen). For comparisons."""
@@ -712,6 +726,8 @@ class ControlSettings:
             return replace(self, keep_starting=False)
         if mechanism == "hold":
             return replace(self, keep_starting_on_time=False)
+        if mechanism == "path":
+            return replace(self, path_tail=False)
         if mechanism == "placeholder":
             return replace(self, free_placeholder_shares=False)
         if mechanism == "early":

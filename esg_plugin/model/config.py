@@ -274,9 +274,16 @@ def _option_arrays(profile, stage_rate_rps, utilisation, arrival_cv2, utilisatio
     else:
         queue_ms = queueing_delays_ms(stage_rate_rps, fill, e, n, arrival_cv2, queue_quantile, queueing_model)
         if fanout > 1:
-            rounds = np.ceil(np.ceil(fanout / fill) / n)
-            queue_ms = queue_ms + (rounds - 1) * e
+            queue_ms = queue_ms + fanout_rounds_ms(fanout, fill, n, e)
     return OptionArrays(b, g, e, n, wait_ms, wait_ms + e + queue_ms, n * g, queue_ms)
+
+
+def fanout_rounds_ms(fanout: int, fill, n, e):
+    """The wait of a fan-out's last call for an instance: the ``fanout``
+    calls of one request arrive together, ``ceil(fanout / fill)`` batches
+    on ``n`` instances, so the last waits ``ceil(batches / n) − 1``
+    executions (0 for one call)."""
+    return (np.ceil(np.ceil(fanout / fill) / n) - 1) * e
 
 
 def _targets(utilisation: float, utilisations: Sequence[float]) -> list[float]:
@@ -439,6 +446,22 @@ def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: n
     """
     if quantile is not None and not 0 < quantile < 1:
         raise ModelError(f"the queueing quantile must lie in (0, 1), got {quantile!r}")
+    offered, stable, waiting, service = wait_parts(stage_rate_rps, b, e, n, arrival_cv2, model)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if quantile is not None:
+            waiting = np.log(np.maximum(waiting / (1.0 - quantile), 1.0))
+        delay = waiting * e / (n - offered) * service
+    return np.where(stable, delay, np.inf)
+
+
+def wait_parts(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: np.ndarray, arrival_cv2: float,
+               model: str = DEFAULT_QUEUEING_MODEL):
+    """The parts of :func:`queueing_delays_ms`'s wait, per configuration:
+    (the offered load in erlangs as the model takes it, whether the queue
+    is stable, the probability that a batch waits at all, the service
+    factor). A batch that waits, waits an exponential time of mean
+    ``e / (n − offered) × service`` (``model/tail.py`` sums such waits
+    along a path)."""
     if model not in QUEUEING_MODELS:
         raise ModelError(f"unknown queueing model {model!r}")
     offered = stage_rate_rps / b * e / 1000.0  # erlangs
@@ -449,12 +472,9 @@ def queueing_delays_ms(stage_rate_rps: float, b: np.ndarray, e: np.ndarray, n: n
     blocking = _erlang_b(offered, n)
     with np.errstate(divide="ignore", invalid="ignore"):
         waiting = blocking / (1.0 - offered / n * (1.0 - blocking))
-        if quantile is not None:
-            waiting = np.log(np.maximum(waiting / (1.0 - quantile), 1.0))
-        # deterministic service: (c_a² + 0) / (c_a² + 1) against the exponential's, or Allen–Cunneen's (c_a² + 0) / 2
-        service = batch_cv2 / (batch_cv2 + 1.0) if model == "renewal" else batch_cv2 / 2.0
-        delay = waiting * e / (n - offered) * service
-    return np.where(stable, delay, np.inf)
+    # deterministic service: (c_a² + 0) / (c_a² + 1) against the exponential's, or Allen–Cunneen's (c_a² + 0) / 2
+    service = batch_cv2 / (batch_cv2 + 1.0) if model == "renewal" else batch_cv2 / 2.0
+    return offered, stable, waiting, service
 
 
 def _erlang_b(offered: np.ndarray, n: np.ndarray) -> np.ndarray:
