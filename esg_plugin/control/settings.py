@@ -534,9 +534,9 @@ class ControlSettings:
     choice worth keeping; kept, they stayed as long as the rate did — no
     later re-plan is asked for at the same rate —, and the plan held more
     than the one for that rate: random-wide-3052 (a 5-stage chain, Poisson
-    176 rps) held the first plan's 10% instances, three replicas where one
-    30% instance would do, for the whole run: 2.40 GPUs where orion held
-    2.20, both at 100% (2.10 with the rule). Off: as before the
+    176 rps) held the first plan's shares, with more replicas of them,
+    for the whole run: 2.40 GPUs where orion held 2.20, both at 100%
+    (2.10 with the rule). Off: as before the
     sixty-eighth session. Ablation ``placeholder``."""
     keep_starting_on_time: bool = True
     """``keep_starting``: the plan at the shares of the instances still

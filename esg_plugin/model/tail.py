@@ -64,20 +64,22 @@ def plan_miss_share(workflow, choices, rate_rps: float, budget_ms: float, arriva
     its execution, its batch's fill, a fan-out's rounds — and the hops
     taken as they are): :func:`path_miss_share` of each path, summed over
     the paths (a request late on two is counted twice)."""
-    fixed_ms, waits = {}, {}
-    for st in workflow.stages:
-        option = choices[st.name]
-        fill = option.config.batch_size if option.wait_ms > 0 else 1  # a no-wait option plans one item a batch
-        offered, stable, waiting, service = wait_parts(rate_rps * st.fanout, np.array([float(fill)]),
-                                                       np.array([option.exec_ms]), np.array([option.replicas]),
-                                                       arrival_cv2, model)
-        # the option's latency less the wait it budgets for an instance (at whatever quantile), its
-        # fan-out's rounds kept: what is fixed of the stage's time
-        fixed_ms[st.name] = option.latency_ms - option.queue_ms + \
-            float(fanout_rounds_ms(st.fanout, fill, option.replicas, option.exec_ms))
-        waits[st.name] = (float(min(1.0, max(0.0, waiting[0]))),
-                          float(option.exec_ms / (option.replicas - offered[0]) * service[0])) if stable[0] \
-            else (1.0, np.inf)
+    stages = workflow.stages
+    options = [choices[st.name] for st in stages]
+    # a no-wait option plans one item a batch
+    fill = np.array([float(o.config.batch_size if o.wait_ms > 0 else 1) for o in options])
+    exec_ms = np.array([o.exec_ms for o in options])
+    replicas = np.array([o.replicas for o in options])
+    fanout = np.array([st.fanout for st in stages])
+    offered, stable, waiting, service = wait_parts(rate_rps * fanout, fill, exec_ms, replicas, arrival_cv2, model)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_ms = np.where(stable, exec_ms / (replicas - offered) * service, np.inf)
+    # each option's latency less the wait it budgets for an instance (at whatever quantile), its fan-out's
+    # rounds kept: what is fixed of the stage's time
+    fixed = np.array([o.latency_ms - o.queue_ms for o in options]) + fanout_rounds_ms(fanout, fill, replicas, exec_ms)
+    fixed_ms = dict(zip(workflow.stage_names, fixed.tolist()))
+    waits = {st.name: (float(np.clip(p, 0.0, 1.0)) if ok else 1.0, float(m))
+             for st, p, m, ok in zip(stages, waiting, mean_ms, stable)}
     share = 0.0
     for entry in workflow.entries:
         for exit_ in workflow.exits:

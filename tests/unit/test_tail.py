@@ -81,8 +81,7 @@ def test_a_long_chain_at_a_light_load_is_planned_for_its_paths_tail_not_each_sta
     """``path_tail``: random-4761, a chain of 7 stages at 8.7 rps (below
     ``low_rate_tail``'s line): each stage at its wait's 99% quantile held
     far more than the chain's tail needs; the plan at a lower quantile
-    whose path share is within the tolerance holds less, and its share is
-    within the tolerance by the model."""
+    whose path share is within the tolerance holds less."""
     case = random_workload(4761)
     wf = case.workload.workflows[0].workflow
     plans = {}
