@@ -5,7 +5,8 @@ the tolerance, counted over disjoint windows (:meth:`Feedback.missing`;
 whether they rise over the share seen before them,
 :meth:`Feedback.misses_above`); the margin raised on fresh misses and
 then, at the largest margin, the rate boosted (``capacity_feedback``),
-each given back a step after a clean stretch
+each given back a step after a clean stretch — a lowering of the margin
+that brings misses back undone, the next one held off twice as long
 (:meth:`Feedback.margin_and_boost`); the queue each stage's requests
 waited against the plan's model (:meth:`Feedback.queue_reading`, the
 factor on the arrivals' cv² that ``law.py`` tests with a search, and
@@ -124,6 +125,17 @@ class Feedback:
             ws.clean_since_s = None
             if ws.hopeless:
                 return None  # misses every plan gives: neither a margin nor capacity can meet the SLO
+            if fresh and now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and s.margin_rollback \
+                    and ws.margin_lowered_from is not None and ws.margin < ws.margin_lowered_from \
+                    and now_s - ws.margin_lowered_at_s <= s.scale_down_delay_s:
+                # the lowering brought these misses: back to the margin last seen clean, and the
+                # next lowering waits twice as long (``margin_rollback``)
+                ws.margin, ws.margin_lowered_from = ws.margin_lowered_from, None
+                ws.margin_rollbacks = min(ws.margin_rollbacks + 1, MAX_ROLLBACK_DOUBLINGS)
+                ws.margin_hold_until_s = now_s + s.scale_down_delay_s * 2 ** ws.margin_rollbacks
+                ws.last_margin_change_s = ws.last_raise_s = now_s
+                return f"misses after the margin was lowered: back to {ws.margin:.2f} (not lowered for " \
+                       f"{ws.margin_hold_until_s - now_s:.0f} s)"
             if fresh and now_s - ws.last_margin_change_s >= s.feedback_cooldown_s and ws.margin < s.max_margin:
                 ws.margin = on_margin_grid(min(s.max_margin, ws.margin + s.margin_step))
                 ws.last_margin_change_s = ws.last_raise_s = now_s
@@ -145,7 +157,12 @@ class Feedback:
             ws.clean_since_s = now_s
             ws.last_margin_change_s = now_s
             return f"no misses for {s.scale_down_delay_s:g} s: planning for {ws.boost:.2f} x the rate"
-        elif now_s - ws.clean_since_s >= s.scale_down_delay_s and ws.margin > s.slo_margin:
+        elif now_s - ws.clean_since_s >= s.scale_down_delay_s and ws.margin > s.slo_margin \
+                and (not s.margin_rollback or now_s >= ws.margin_hold_until_s):
+            if s.margin_rollback:
+                if ws.margin_lowered_from is not None and now_s - ws.margin_lowered_at_s >= s.scale_down_delay_s:
+                    ws.margin_rollbacks = 0  # the last lowering held: the back-off starts again
+                ws.margin_lowered_from, ws.margin_lowered_at_s = ws.margin, now_s
             ws.margin = max(s.slo_margin, on_margin_grid(ws.margin - s.margin_step * MARGIN_RELAX_FRACTION))
             ws.clean_since_s = now_s
             ws.last_margin_change_s = now_s

@@ -130,7 +130,10 @@ class ControlLaw:
         (``rollbacks``), for how many more seconds no scale-down is taken
         (``down_hold_s``, from ``now_s``: a time relative to the writer's
         clock, so that no two hosts' clocks are compared) and the rate
-        planned meanwhile (``down_hold_rps``) — what a
+        planned meanwhile (``down_hold_rps``); the margin's
+        (``margin_rollback``): lowerings undone in a row
+        (``margin_rollbacks``) and the seconds left before the next
+        (``margin_hold_s``) — what a
         law started afresh (a restarted scaler, a new leader) resumes from
         (:meth:`resume`; the scaler keeps it in its Lease's record)."""
         s = self.settings
@@ -141,6 +144,10 @@ class ControlLaw:
                 record.update(margin=ws.margin, boost=ws.boost, wait_factor=ws.wait_factor)
             if ws.rollbacks > 0:
                 record["rollbacks"] = ws.rollbacks
+            if ws.margin_rollbacks > 0:
+                record["margin_rollbacks"] = ws.margin_rollbacks
+            if ws.margin_hold_until_s > now_s:
+                record["margin_hold_s"] = round(ws.margin_hold_until_s - now_s, 3)
             if ws.down_hold_until_s > now_s:
                 record["down_hold_s"] = round(ws.down_hold_until_s - now_s, 3)
                 # the rate a resumed hold keeps, else the plan's (which the hold keeps from going down)
@@ -157,7 +164,8 @@ class ControlLaw:
         """``resume_learned``: start ``state`` (a new one) from what a law
         before it learned (:meth:`learned`): each workflow's margin, boost and
         queue factor, its rollbacks in a row, the seconds left of its hold
-        on scale-downs (counted from ``now_s``) and the rate it holds, each
+        on scale-downs (counted from ``now_s``) and the rate it holds, and
+        the margin's rollbacks in a row and hold, each
         believed only as a number in its range ([``slo_margin``,
         ``max_margin``], [1, ``max_boost``], [1, ``WAIT_FACTOR_MAX``], a
         whole number in [0, ``MAX_ROLLBACK_DOUBLINGS``], [0, the longest
@@ -174,7 +182,9 @@ class ControlLaw:
         ranges = {"margin": (s.slo_margin, s.max_margin), "boost": (1.0, s.max_boost),
                   "wait_factor": (1.0, WAIT_FACTOR_MAX), "rollbacks": (0, MAX_ROLLBACK_DOUBLINGS),
                   "down_hold_s": (0.0, s.scale_down_delay_s * 2 ** MAX_ROLLBACK_DOUBLINGS),
-                  "down_hold_rps": (0.0, MAX_RATE_RPS)}
+                  "down_hold_rps": (0.0, MAX_RATE_RPS), "margin_rollbacks": (0, MAX_ROLLBACK_DOUBLINGS),
+                  "margin_hold_s": (0.0, s.scale_down_delay_s * 2 ** MAX_ROLLBACK_DOUBLINGS)}
+        whole = ("rollbacks", "margin_rollbacks")
         refused = []
         for name, values in learned.items():
             if name not in self.workflows or not isinstance(values, Mapping):
@@ -186,16 +196,18 @@ class ControlLaw:
                 if value is None:
                     continue
                 if not (is_number(value) and low <= value <= high) \
-                        or (field == "rollbacks" and value != int(value)):
+                        or (field in whole and value != int(value)):
                     refused.append(f"{name}'s {field} {str(value)[:30]!r}: not a number in [{low:g}, {high:g}]"
-                                   + (" (a whole one)" if field == "rollbacks" else ""))
+                                   + (" (a whole one)" if field in whole else ""))
                     continue
                 if field == "margin":
                     ws.margin = on_margin_grid(float(value))
-                elif field == "rollbacks":
-                    ws.rollbacks = int(value)
+                elif field in whole:
+                    setattr(ws, field, int(value))
                 elif field == "down_hold_s":
                     ws.down_hold_until_s = now_s + float(value)
+                elif field == "margin_hold_s":
+                    ws.margin_hold_until_s = now_s + float(value)
                 elif field == "down_hold_rps":
                     ws.down_hold_rps = float(value) if value > 0 else None
                 else:

@@ -70,6 +70,14 @@ class WorkflowState:
     """The re-plan asked for is that one: it may hold less while requests
     miss (the boost gives back what another workflow's plan on time needs)."""
     clean_since_s: Optional[float] = None
+    margin_lowered_from: Optional[float] = None
+    """The margin before the last lowering, while that lowering is watched
+    for misses (``margin_rollback``)."""
+    margin_lowered_at_s: float = -math.inf
+    margin_rollbacks: int = 0
+    """Lowerings of the margin undone in a row; the next one waits 2^this × the delay."""
+    margin_hold_until_s: float = -math.inf
+    """No lowering of the margin before then (after one was undone)."""
     wait_factor: float = 1.0
     """What the arrivals' cv² is multiplied by for planning: the queue the
     stages' requests were seen to wait over the one the model gave

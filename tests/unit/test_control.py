@@ -852,6 +852,60 @@ def test_a_relaxed_margin_comes_back_to_its_floor_exactly(chain):
     assert sum("margin lowered" in r for r in reasons) == 4
 
 
+def test_a_lowered_margin_that_brings_misses_back_goes_back_and_the_next_lowering_waits_longer(chain):
+    """``margin_rollback``: misses within the delay after a clean stretch
+    lowered the margin take it back to where it was clean (not a step
+    above the lowered one), and the next lowering waits twice as long,
+    then four times; a lowering that holds for the delay ends the
+    back-off. Off: the margin saws a step up, half a step down."""
+    wf, profiles = chain
+
+    def run(**extra):
+        settings = ControlSettings(margin_step=0.1, feedback_cooldown_s=5.0, scale_down_delay_s=10.0,
+                                   feedback_window_s=10.0, warmup_s=0.0, **extra)
+        law = ControlLaw([wf], profiles, settings)
+        state = law.new_state()
+        ws = lambda: state.workflows["w"]  # noqa: E731
+        tick(law, state, 0.0, 50.0)
+        for t in (1, 6):  # fresh misses twice: 0.2
+            tick(law, state, float(t), 50.0, ok=90, late=10)
+        t, margins, reasons = 7, {}, {}
+        lowered = []
+        while t < 200:  # clean, but misses in the 3 s after each of the first two lowerings
+            missing = len(lowered) <= 2 and lowered and t - lowered[-1] < 3
+            decision = tick(law, state, float(t), 50.0, ok=90, late=10) if missing else \
+                tick(law, state, float(t), 50.0, ok=100)
+            reasons[t], margins[t] = decision.reasons["w"], ws().margin
+            if "margin lowered" in reasons[t]:
+                lowered.append(t)
+            if "misses after the margin" in reasons[t] and not learned:
+                learned.update(law.learned(state, t + 1.0))
+                fresh = law.new_state()
+                assert law.resume(fresh, learned, 50.0) == []
+                resumed.append(fresh.workflows["w"])
+            t += 1
+        return ws, margins, reasons, lowered
+
+    learned, resumed = {}, []
+    ws, margins, reasons, lowered = run()
+    # what was learned goes to a law started afresh: the back-off and the seconds left of its hold
+    assert learned["w"]["margin_rollbacks"] == 1 and learned["w"]["margin_hold_s"] == 19.0
+    assert (resumed[0].margin_rollbacks, resumed[0].margin_hold_until_s) == (1, 69.0)
+    first = lowered[0]
+    back = [t for t, r in reasons.items() if "misses after the margin was lowered" in r]
+    assert margins[first] == pytest.approx(0.15) and back[0] == first + 5  # at the cooldown after the lowering
+    assert margins[back[0]] == pytest.approx(0.2), "back to the margin seen clean, not 0.25"
+    assert "not lowered for 20 s" in reasons[back[0]]
+    assert lowered[1] >= back[0] + 20  # held twice the delay ...
+    assert "not lowered for 40 s" in reasons[back[1]] and lowered[2] >= back[1] + 40  # ... then four times
+    assert ws().margin == 0.0 and ws().margin_rollbacks == 0  # the later lowerings held: down to the floor
+    learned.clear()
+    _, off_margins, off_reasons, _ = run(margin_rollback=False)
+    assert not any("misses after the margin" in r for r in off_reasons.values())
+    assert max(margins.values()) == pytest.approx(0.2)
+    assert max(off_margins.values()) >= 0.25  # a step above each lowered margin
+
+
 def test_one_burst_of_misses_raises_the_margin_once(chain):
     """The misses that raised the margin are its reason: only misses seen
     after the raise raise it again, though they keep the workflow from calm."""
@@ -2096,10 +2150,12 @@ def _restarts_watched(seed: int, family: str, workflow: str, setting: str = "res
     shares, unplaced = {}, {}
     for on in (True, False):
         # the scenario as it was found: a cold start's misses raised the margin (``cold_start_misses`` off),
-        # and the first plan for arrivals kept the placeholder's shares (``free_placeholder_shares`` off)
+        # the first plan for arrivals kept the placeholder's shares (``free_placeholder_shares`` off), and
+        # misses after a lowering raised the margin a step (``margin_rollback`` off)
         policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
                              settings=ControlSettings(capacity_gpus=16.0, cold_start_misses=False,
-                                                      free_placeholder_shares=False, **{setting: on}),
+                                                      free_placeholder_shares=False, margin_rollback=False,
+                                                      **{setting: on}),
                              gpus=workload.gpus)
         step, decide = policy.law.step, policy.decide
 
@@ -2770,13 +2826,16 @@ def test_a_law_started_afresh_resumes_what_the_last_one_learned_and_believes_it_
     assert (kept.margin, kept.boost, kept.wait_factor) == (was.margin, was.boost, was.wait_factor)
     hostile = law.new_state()
     refused = law.resume(hostile, {"w": {"margin": 5.0, "boost": float("nan"), "wait_factor": True,
-                                         "rollbacks": 1.5, "down_hold_s": 1e9, "down_hold_rps": -3.0},
+                                         "rollbacks": 1.5, "down_hold_s": 1e9, "down_hold_rps": -3.0,
+                                         "margin_rollbacks": 0.5, "margin_hold_s": -1.0},
                                    "nobody": {"margin": 0.1}, "w2": 3}, 20.0)
-    assert len(refused) == 8, refused
+    assert len(refused) == 10, refused
+    assert "w's margin_rollbacks '0.5': not a number in [0, 3] (a whole one)" in refused
     assert "w's rollbacks '1.5': not a number in [0, 3] (a whole one)" in refused
     h = hostile.workflows["w"]
     assert (h.margin, h.boost, h.wait_factor, h.rollbacks, h.down_hold_until_s, h.down_hold_rps) == \
         (0.0, 1.0, 1.0, 0, -math.inf, None)
+    assert (h.margin_rollbacks, h.margin_hold_until_s) == (0, -math.inf)
     assert law.resume(law.new_state(), [1, 2], 20.0) == ["a record of what was learned must be a mapping, got list"]
     off = ControlLaw([wf], profiles, ControlSettings(resume_learned=False))
     untouched = off.new_state()

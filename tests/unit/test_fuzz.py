@@ -196,7 +196,7 @@ def test_a_hostile_lease_record_is_never_believed_out_of_range():
     law = ControlLaw([workflow], example_profiles(), ControlSettings())
     s = law.settings
     record = {"w": {"margin": 0.3, "boost": 1.44, "wait_factor": 2.0, "rollbacks": 2, "down_hold_s": 60.0,
-                    "down_hold_rps": 120.0}}
+                    "down_hold_rps": 120.0, "margin_rollbacks": 1, "margin_hold_s": 20.0}}
     lease = Lease(None, None, "openfaas-fn", "esg-scaler", 15.0, candidate="fuzz")
     failures, runs = [], CASES or 2000
     for i in range(runs):
@@ -217,7 +217,9 @@ def test_a_hostile_lease_record_is_never_believed_out_of_range():
         if not (s.slo_margin <= ws.margin <= s.max_margin and 1.0 <= ws.boost <= s.max_boost
                 and 1.0 <= ws.wait_factor <= WAIT_FACTOR_MAX and 0 <= ws.rollbacks <= MAX_ROLLBACK_DOUBLINGS
                 and isinstance(ws.rollbacks, int) and ws.down_hold_until_s <= 100.0 + 240.0
-                and (ws.down_hold_rps is None or 0 < ws.down_hold_rps <= MAX_RATE_RPS)):
+                and (ws.down_hold_rps is None or 0 < ws.down_hold_rps <= MAX_RATE_RPS)
+                and 0 <= ws.margin_rollbacks <= MAX_ROLLBACK_DOUBLINGS and isinstance(ws.margin_rollbacks, int)
+                and ws.margin_hold_until_s <= 100.0 + 240.0):
             failures.append(f"{what}: believed {ws}")
     report("lease record", runs, failures)
     assert not failures
