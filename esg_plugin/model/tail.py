@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import networkx as nx
 import numpy as np
 
 from .config import fanout_rounds_ms, wait_parts
@@ -81,9 +80,7 @@ def plan_miss_share(workflow, choices, rate_rps: float, budget_ms: float, arriva
     waits = {st.name: (float(np.clip(p, 0.0, 1.0)) if ok else 1.0, float(m))
              for st, p, m, ok in zip(stages, waiting, mean_ms, stable)}
     share = 0.0
-    for entry in workflow.entries:
-        for exit_ in workflow.exits:
-            for path in nx.all_simple_paths(workflow.graph, entry, exit_) if entry != exit_ else [[entry]]:
-                path_fixed_ms = sum(fixed_ms[s] for s in path) + workflow.hop_ms * (len(path) - 1)
-                share += path_miss_share([waits[s] for s in path], budget_ms - path_fixed_ms)
+    for path in workflow.paths():
+        path_fixed_ms = sum(fixed_ms[s] for s in path) + workflow.hop_ms * (len(path) - 1)
+        share += path_miss_share([waits[s] for s in path], budget_ms - path_fixed_ms)
     return min(1.0, share)

@@ -8,6 +8,7 @@ job of :mod:`esg_plugin.loaders`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -111,6 +112,11 @@ class Workflow:
     def exits(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.stages if self.graph.out_degree(s.name) == 0)
 
+    def paths(self) -> tuple[tuple[str, ...], ...]:
+        """Every entry-to-exit path, each a tuple of stage names (kept per
+        workflow: its graph does not change)."""
+        return _paths(self)
+
     def topological_order(self) -> list[str]:
         """Stages in a deterministic topological order (file order breaks ties)."""
         return list(self.order)
@@ -163,6 +169,16 @@ class Workflow:
                 entry["fanout"] = s.fanout
             out["stages"].append(entry)
         return out
+
+
+PATH_CACHE_WORKFLOWS = 256
+"""Workflows whose paths are kept (:meth:`Workflow.paths`)."""
+
+
+@functools.lru_cache(maxsize=PATH_CACHE_WORKFLOWS)
+def _paths(workflow: Workflow) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(path) for entry in workflow.entries for exit_ in workflow.exits
+                 for path in (nx.all_simple_paths(workflow.graph, entry, exit_) if entry != exit_ else [[entry]]))
 
 
 def _number(value: Any, what: str) -> float:

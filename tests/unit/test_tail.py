@@ -60,9 +60,9 @@ def test_a_wait_that_cannot_be_believed_is_refused_and_the_edges_are_plain():
 
 def test_a_plans_share_counts_every_path_of_a_dag():
     """A DAG's requests wait along each entry-to-exit path: the share of a
-    diamond's plan is at least each path's alone, and the waits are the
-    model's (``wait_parts``): a stage's mean wait as ``queueing_delays_ms``
-    gives it."""
+    diamond's plan (every stage at one option, its queueing wait the mean
+    ``queueing_delays_ms`` gives) is its two paths' shares summed, each
+    path's that of a chain of the same three stages."""
     from esg_plugin.model import Config, Stage, StageOption, Workflow
 
     wf = Workflow.build("w", 60.0, [Stage("a", "f"), Stage("b", "f", ("a",)), Stage("c", "f", ("a",)),

@@ -134,3 +134,12 @@ def test_downstream_of_keeps_only_later_stages():
         wf.downstream_of("d")
     with pytest.raises(ModelError, match="has no stage 'zz'"):
         wf.downstream_of("zz")
+
+
+def test_paths_are_every_entry_to_exit_path():
+    diamond = Workflow.build("w", 50.0, [Stage("a", "f"), Stage("b", "f", ("a",)), Stage("c", "f", ("a",)),
+                                         Stage("d", "f", ("b", "c"))])
+    assert sorted(diamond.paths()) == [("a", "b", "d"), ("a", "c", "d")]
+    assert Workflow.build("one", 5.0, [Stage("x", "f")]).paths() == (("x",),)
+    two_entries = Workflow.build("w2", 50.0, [Stage("a", "f"), Stage("b", "f"), Stage("c", "f", ("a", "b"))])
+    assert sorted(two_entries.paths()) == [("a", "c"), ("b", "c")]
