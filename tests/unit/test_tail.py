@@ -91,3 +91,43 @@ def test_a_long_chain_at_a_light_load_is_planned_for_its_paths_tail_not_each_sta
         decision = law.step(Observation(0.0, {wf.name: WorkflowObservation(8.7, 8.7, 30.0)}), state, 0.0)
         plans[on] = decision.plans[wf.name]
     assert plans[True].cost < plans[False].cost
+
+
+def test_the_waits_tail_decays_at_the_root_of_lundbergs_equation():
+    """Poisson arrivals at one instance at half its throughput (M/D/1,
+    ρ = 0.5, e = 1 ms): θ = λ(e^θ − 1), θ ≈ 1.2564 per ms — 1.26 × the
+    rate Allen–Cunneen's mean wait implies, 2(1 − ρ)/(e cv²); burstier
+    gaps decay slower, two instances at the same load each (pooled: e/2 a
+    batch) faster; near saturation θ → the heavy-traffic rate; a stage
+    that cannot keep up has none."""
+    from esg_plugin.model.tail import wait_decay_per_ms
+
+    one = lambda rate, cv2=1.0, n=1, fill=1.0, e=1.0: float(wait_decay_per_ms(
+        np.array([rate]), np.array([fill]), np.array([e]), np.array([n]), cv2)[0])
+    theta = one(500.0)
+    assert theta == pytest.approx(0.5 * math.expm1(theta), rel=1e-9) and theta == pytest.approx(1.2564, abs=1e-3)
+    assert one(500.0, cv2=2.0) < theta < one(1000.0, n=2)
+    assert one(1000.0, n=2) == pytest.approx(2 * theta, rel=1e-9)  # the same root in e/2 a batch
+    assert one(990.0) == pytest.approx(2 * 0.01 / 1.0, rel=0.02)  # ρ = 0.99: the heavy-traffic rate
+    assert one(4000.0, fill=8.0) > theta  # 500 batches of 8 a second: their gaps (gamma of shape 8) vary less
+    with pytest.raises(ModelError):
+        one(1000.0)  # ρ = 1
+
+
+def test_a_steady_chain_at_a_high_rate_is_planned_for_its_paths_tail():
+    """``path_tail_all_rates``: random-4959, a 3-stage chain at Poisson
+    111 rps (above ``low_rate_tail``'s line, planned for 125): the plan
+    at the mean wait for the SLO runs single instances at 39%, 45% and
+    58% of their throughput (1.1 GPUs), whose waits along the chain
+    exceed its slack for more than the tolerance's share by the model;
+    with the setting the law takes a plan within it (1.4 GPUs), without
+    it the mean's."""
+    case = random_workload(4959)
+    wf = case.workload.workflows[0].workflow
+    plans = {}
+    for on in (True, False):
+        law = ControlLaw([wf], case.profiles, ControlSettings(path_tail_all_rates=on))
+        state = law.new_state()
+        decision = law.step(Observation(0.0, {wf.name: WorkflowObservation(111.0, 111.0, 30.0)}), state, 0.0)
+        plans[on] = decision.plans[wf.name]
+    assert plans[True].cost > plans[False].cost
