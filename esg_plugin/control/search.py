@@ -147,18 +147,17 @@ class Search:
             return None  # the margin's budget is out of reach
         problem, hopeless = None, False
         within = SearchLimits(cost_ceiling_pct=ceiling_pct(capacity))  # a search for a plan that cannot fit stops early
-        path = s.path_tail_quantile(rate_rps, arrival_cv2)
-        if path is not None and path != planned and fitting_at_all and attempts[0] == (tail, first):
-            # ``path_tail``: the plan for the lowest quantile of each stage's wait (from the mean) whose waits
-            # along each path stay within what the path leaves them for all but the tolerance's share of requests
-            for quantile in path_tail_quantiles(planned, path):
+        if s.path_tail and tail != planned and fitting_at_all and attempts[0] == (tail, first):
+            # ``path_tail``: the plan for a lower quantile of each stage's wait, where the waits along each
+            # path stay within what the path leaves for them for all but the tolerance's share of requests
+            for quantile in path_tail_quantiles(planned, tail):
                 if quantile not in built:
                     built[quantile] = build(quantile, below)
                 lower = dataclasses.replace(built[quantile], budget_ms=workflow.slo_ms * first)
                 choices, stats = solve(lower, within)
                 if choices is not None and self.capacity.packs(others, choices) and \
                         plan_miss_share(workflow, choices, rate_rps, lower.budget_ms, arrival_cv2,
-                                        s.queueing_model) <= 1.0 - path:
+                                        s.queueing_model) <= 1.0 - tail:
                     return lower, choices, stats, True
         capped: dict = {}  # per quantile: the menus below the room left beside the others (None: none runs there)
         unpacked = None  # the first plan on time within the capacity in total that finds no GPU one by one

@@ -15,7 +15,7 @@ from .errors import ControlError
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
              "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "latest", "waits",
              "calibration", "packing", "spare", "fair", "later", "reach", "handover", "restarts",
-             "room", "cold", "tail", "hold", "early", "placeholder", "path", "relax", "allrates")
+             "room", "cold", "tail", "hold", "early", "placeholder", "path", "relax")
 
 
 @dataclass(frozen=True)
@@ -637,21 +637,6 @@ class ControlSettings:
     infless and fast-gshare held 2.00, all at 100%; 2.20 with it. Off:
     each stage at the tail's quantile (``docs/EVALUATION.md``, the
     sixty-eighth session). Ablation ``path``."""
-    path_tail_all_rates: bool = True
-    """``path_tail``'s check at every rate of arrivals that are not bursty,
-    not only where ``low_rate_tail`` acts: the plan for the margin's
-    budget at the mean wait is taken where its waits along each path stay
-    within the tolerance by the model, else the first at a higher quantile
-    of each stage's wait that does (:meth:`path_tail_quantile`; where none
-    does, the mean's plan, as without). The misses of a plan whose
-    single instances run at half their throughput are the tail's, and the
-    margin's feedback only finds them by missing: random-4959, a 3-stage
-    chain at Poisson 111 rps, sawed between a plan of 1.3 GPUs that
-    missed 1–2% and one of 1.4 that missed none, 99.68% at 1.49 GPUs; with
-    it 99.89% at 1.40, nexus's plan. Tried in the sixty-ninth session with
-    the Allen–Cunneen tail (not kept: 3% more GPUs); kept in the
-    seventieth with the tail's decay rate (``model/tail.py``)
-    (``docs/EVALUATION.md``). Ablation ``allrates``."""
     queueing_model: str = DEFAULT_QUEUEING_MODEL
     """The queueing wait's model, one of ``QUEUEING_MODELS`` (``model/config.py``
     says each, and why the law plans with Allen–Cunneen). For comparisons."""
@@ -717,32 +702,10 @@ class ControlSettings:
         search falls back to ``queue_quantile`` where no plan meets the
         margin's budget with it)."""
         if self.low_rate_tail and self.miss_tolerance > 0 and arrival_cv2 is not None \
-                and arrival_cv2 <= self.pooled_max_cv2 and not self.feedback_sees_tolerance(rate_rps):
+                and arrival_cv2 <= self.pooled_max_cv2 \
+                and rate_rps * self.feedback_window_s * self.miss_tolerance < 1.0:
             return max(self.queue_quantile or 0.0, 1.0 - self.miss_tolerance)
         return self.queue_quantile
-
-    def feedback_sees_tolerance(self, rate_rps: float) -> bool:
-        """Does the miss feedback's window hold ``1 / miss_tolerance``
-        answers or more at ``rate_rps`` (10 rps at the defaults)?"""
-        return rate_rps * self.feedback_window_s * self.miss_tolerance >= 1.0
-
-    def path_tail_quantile(self, rate_rps: float, arrival_cv2: Optional[float]) -> Optional[float]:
-        """The tail ``path_tail``'s check holds a plan for ``rate_rps`` at
-        ``arrival_cv2`` to — the share of requests whose waits along some
-        path may exceed what the path leaves them is at most one less this
-        — or None where no plan is checked so: where :meth:`wait_quantile`
-        gives the low rate's tail, that; at a rate the miss feedback sees
-        the tolerance at, of arrivals not bursty, ``1 − miss_tolerance``
-        with ``path_tail_all_rates``."""
-        if not self.path_tail:
-            return None
-        tail = self.wait_quantile(rate_rps, arrival_cv2)
-        if tail != self.queue_quantile:
-            return tail
-        if self.path_tail_all_rates and self.miss_tolerance > 0 and arrival_cv2 is not None \
-                and arrival_cv2 <= self.pooled_max_cv2 and self.feedback_sees_tolerance(rate_rps):
-            return max(self.queue_quantile or 0.0, 1.0 - self.miss_tolerance)
-        return None
 
     def without(self, mechanism: Optional[str]) -> "ControlSettings":
         """These settings with one mechanism of :data:`ABLATIONS` switched off."""
@@ -818,6 +781,4 @@ class ControlSettings:
             return replace(self, restart_room=False)
         if mechanism == "relax":
             return replace(self, margin_rollback=False)
-        if mechanism == "allrates":
-            return replace(self, path_tail_all_rates=False)
         raise ControlError(f"unknown mechanism {mechanism!r}; known: {', '.join(ABLATIONS)}")

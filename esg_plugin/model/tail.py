@@ -6,20 +6,9 @@ tail: a request rarely waits at any stage, and rarely at two, so the sum
 of the stages' 99% quantiles is far above the 99% quantile of the sum —
 and the sum of their means far below it. This module gives the share of
 requests whose waits along a path add up to more than the time the path
-leaves for waiting: at each stage a batch waits with the Erlang C
-probability (:func:`~esg_plugin.model.config.wait_parts`) and then an
-exponential time at the rate the wait's tail decays
-(:func:`wait_decay_per_ms`), the stages independently.
-
-The rate is the tail's own, not the one Allen–Cunneen's mean wait
-implies (a batch that waits, waits ``e / (n − offered) × cv² / 2`` on
-average): that mean is the heavy-traffic one, and below it the wait's
-tail falls faster — at a single instance with Poisson arrivals 1.26 ×
-faster at half its throughput, 1.5 × at a third, 2 × at a tenth — so
-that a tail priced from the mean put a plan nexus ran at 100% at 0.9%
-of misses (0.16% at the tail's rate), and checked at every rate it
-bought 0.05–0.1 point for 3% more GPUs (the sixty-ninth session's
-``path_tail_all``; ``docs/EVALUATION.md``, the seventieth session).
+leaves for waiting, under the model's own waits: at each stage a batch
+waits with the Erlang C probability and then an exponential time
+(:func:`~esg_plugin.model.config.wait_parts`), the stages independently.
 
 The sum's distribution is built on a grid of :data:`GRID_POINTS` steps
 up to the slack, each wait rounded *up* to the next step, so the share
@@ -65,46 +54,6 @@ def path_miss_share(waits: Sequence[tuple[float, float]], slack_ms: float) -> fl
     return float(min(1.0, max(0.0, 1.0 - within.sum())))
 
 
-DECAY_NEWTON_STEPS = 60
-"""Newton's steps to the decay rate's root: from above, each halves the distance at worst (the function
-is concave), and near the root the error squares."""
-
-
-def wait_decay_per_ms(stage_rate_rps, fill, exec_ms, replicas, arrival_cv2: float) -> np.ndarray:
-    """The rate θ (per ms) at which each stage's wait's tail decays,
-    ``P(wait > t) ∝ exp(−θ t)``: the positive root of Lundberg's equation
-    ``k ln(1 + θ / (k λ)) = θ e / n`` for batches of ``fill`` arriving at
-    λ = ``stage_rate_rps / fill`` (per ms) with gamma gaps of shape k =
-    ``fill / arrival_cv2`` (the sum of ``fill`` gaps of the arrivals'
-    cv²), served in ``exec_ms`` each by ``replicas`` instances pooled
-    (``exec_ms / replicas`` a batch: what the queue drains at once all
-    are busy). Deterministic service, as the planner's execution times
-    are. Every stage must keep up (its load below its instances);
-    Poisson arrivals at one instance give ``θ = λ (e^{θ e} − 1)``, the
-    M/D/1 wait's decay."""
-    rate = np.asarray(stage_rate_rps, dtype=float) / 1000.0
-    fill = np.asarray(fill, dtype=float)
-    per_batch_ms = np.asarray(exec_ms, dtype=float) / np.asarray(replicas, dtype=float)
-    arrivals = rate / fill  # batches per ms
-    if not (arrivals * per_batch_ms < 1.0).all():
-        raise ModelError("a stage's load is at or above its instances': its wait has no tail to decay")
-    shape = fill / max(float(arrival_cv2), 1e-6)  # (a cv² of 0, even gaps, taken as 1e-6)
-
-    def gap(theta):  # concave, 0 at 0, rising first (a stable queue), then falling for good
-        return shape * np.log1p(theta / (shape * arrivals)) - theta * per_batch_ms
-
-    theta = 1.0 / per_batch_ms
-    while True:  # above the root: where the gap is negative
-        above = gap(theta) < 0.0
-        if above.all():
-            break
-        theta = np.where(above, theta, theta * 2.0)
-    for _ in range(DECAY_NEWTON_STEPS):  # from above, Newton's steps fall to the root and stay above it
-        slope = shape / (shape * arrivals + theta) - per_batch_ms
-        theta = theta - gap(theta) / slope
-    return theta
-
-
 def plan_miss_share(workflow, choices, rate_rps: float, budget_ms: float, arrival_cv2: float,
                     model: str) -> float:
     """An upper bound of the share of requests that the plan ``choices``
@@ -121,10 +70,9 @@ def plan_miss_share(workflow, choices, rate_rps: float, budget_ms: float, arriva
     exec_ms = np.array([o.exec_ms for o in options])
     replicas = np.array([o.replicas for o in options])
     fanout = np.array([st.fanout for st in stages])
-    _, stable, waiting, _ = wait_parts(rate_rps * fanout, fill, exec_ms, replicas, arrival_cv2, model)
-    mean_ms = np.full(len(options), np.inf)  # a stage that cannot keep up: every request misses
-    mean_ms[stable] = 1.0 / wait_decay_per_ms(rate_rps * fanout[stable], fill[stable], exec_ms[stable],
-                                              replicas[stable], arrival_cv2)
+    offered, stable, waiting, service = wait_parts(rate_rps * fanout, fill, exec_ms, replicas, arrival_cv2, model)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_ms = np.where(stable, exec_ms / (replicas - offered) * service, np.inf)
     # each option's latency less the wait it budgets for an instance (at whatever quantile), its fan-out's
     # rounds kept: what is fixed of the stage's time
     fixed = np.array([o.latency_ms - o.queue_ms for o in options]) + fanout_rounds_ms(fanout, fill, replicas, exec_ms)

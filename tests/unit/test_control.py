@@ -1997,8 +1997,7 @@ def test_while_added_replicas_start_the_running_ones_keep_the_larger_batch_they_
 
     def run(ran: int, bridge: bool = True):
         law = ControlLaw([wf], ProfileSet("bridge", {"f": profile, "g": after_a}),
-                         ControlSettings(warmup_s=0.0, latest_rate=False, bridge_batching=bridge,
-                                         path_tail_all_rates=False))  # (the plan the numbers below are of)
+                         ControlSettings(warmup_s=0.0, latest_rate=False, bridge_batching=bridge))
         state = law.new_state()
         law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 2.0)}), state, 0.0)
         running = {("w", "a"): InstanceGroup(ran, 50, 1, 20.0)}  # b: as planned
@@ -2061,8 +2060,7 @@ def _scale_down_with_a_restart(first: str, second: str, slo_ms: float, handover:
     ``no_room_from_s`` the platform says one of b's instances finds no room."""
     wf = Workflow.build("w", slo_ms, [Stage("a", first), Stage("b", second, ("a",))], hop_ms=1.0)
     law = ControlLaw([wf], example_profiles(), ControlSettings(feedback_cooldown_s=5.0, scale_down_delay_s=20.0,
-                                                               handover=handover,
-                                                               path_tail_all_rates=False))  # (the plans it was read on)
+                                                               handover=handover))
     state = law.new_state()
     seen = {}
     for t in range(0, 80):
@@ -2153,12 +2151,10 @@ def _restarts_watched(seed: int, family: str, workflow: str, setting: str = "res
     for on in (True, False):
         # the scenario as it was found: a cold start's misses raised the margin (``cold_start_misses`` off),
         # the first plan for arrivals kept the placeholder's shares (``free_placeholder_shares`` off), and
-        # misses after a lowering raised the margin a step (``margin_rollback`` off), and the plans at a high
-        # rate were the mean wait's (``path_tail_all_rates`` off)
+        # misses after a lowering raised the margin a step (``margin_rollback`` off)
         policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
                              settings=ControlSettings(capacity_gpus=16.0, cold_start_misses=False,
                                                       free_placeholder_shares=False, margin_rollback=False,
-                                                      path_tail_all_rates=False,
                                                       **{setting: on}),
                              gpus=workload.gpus)
         step, decide = policy.law.step, policy.decide
@@ -2637,7 +2633,7 @@ def test_a_stage_the_cluster_has_no_room_for_is_planned_below_that_share(chain):
     def run(on=True, wait_ms=200.0, slo_ms=21.0):
         law = ControlLaw([dataclasses.replace(wf, slo_ms=slo_ms)], profiles,
                          ControlSettings(capacity_gpus=8.0, warmup_s=0.0, wait_calibration=False, below_no_room=on,
-                                         scale_down_delay_s=2.0, path_tail_all_rates=False))
+                                         scale_down_delay_s=2.0))
         state = law.new_state()
         out = [law.step(Observation(0.0, {"w": WorkflowObservation(100.0, 100.0, 2.0)}), state, 0.0)]
         for t in range(1, 30):
@@ -2714,7 +2710,7 @@ def test_a_plan_fits_only_where_its_instances_find_a_gpu_each():
 
     def held(on, slo_ms=20.0):
         y = Workflow.build("y", slo_ms, [Stage("s", "broad")], hop_ms=1.0)
-        law = ControlLaw([x, y], profiles, ControlSettings(capacity_gpus=2.0, packed_capacity=on, path_tail_all_rates=False))
+        law = ControlLaw([x, y], profiles, ControlSettings(capacity_gpus=2.0, packed_capacity=on))
         obs = {"x": WorkflowObservation(250.0, 250.0, 2.0), "y": WorkflowObservation(100.0, 100.0, 2.0)}
         decision = law.step(Observation(0.0, obs), law.new_state(), 0.0)
         counts: dict[int, int] = {}
@@ -2780,9 +2776,9 @@ def test_a_law_resumed_at_a_raised_margin_keeps_what_runs_where_it_meets_the_slo
     less at once: a restart's scale-down (found on random-extreme-1233,
     restarted at 150 s)."""
     wf, profiles = chain
-    before = ControlLaw([wf], profiles, ControlSettings(path_tail_all_rates=False))
+    before = ControlLaw([wf], profiles, ControlSettings())
     running = {key: groups[0] for key, groups in tick(before, before.new_state(), 0.0, 200.0, ok=400).desired.items()}
-    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=30.0, path_tail_all_rates=False))
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=30.0))
     state = law.new_state()
     assert law.resume(state, {"w": {"margin": law.settings.max_margin}}, 100.0) == []
     budget_ms = wf.slo_ms * (1 - law.settings.max_margin)
