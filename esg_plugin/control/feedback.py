@@ -131,8 +131,8 @@ class Feedback:
                 # the lowering brought these misses: back to the margin last seen clean, and the
                 # next lowering waits twice as long (``margin_rollback``)
                 ws.margin, ws.margin_lowered_from = ws.margin_lowered_from, None
-                ws.margin_rollbacks = min(ws.margin_rollbacks + 1, MAX_ROLLBACK_DOUBLINGS)
-                ws.margin_hold_until_s = now_s + s.scale_down_delay_s * 2 ** ws.margin_rollbacks
+                ws.margin_rollbacks, ws.margin_hold_until_s = back_off(ws.margin_rollbacks, now_s,
+                                                                       s.scale_down_delay_s)
                 ws.last_margin_change_s = ws.last_raise_s = now_s
                 return f"misses after the margin was lowered: back to {ws.margin:.2f} (not lowered for " \
                        f"{ws.margin_hold_until_s - now_s:.0f} s)"
@@ -202,8 +202,7 @@ class Feedback:
         if not fresh or (ws.rollbacks and now_s - ws.down_at_s < s.feedback_cooldown_s):
             return None  # as the margin's feedback: at most once per cooldown
         ws.last_raise_s = ws.down_at_s = now_s  # these misses are answered: only later ones count again
-        ws.rollbacks = min(ws.rollbacks + 1, MAX_ROLLBACK_DOUBLINGS)
-        ws.down_hold_until_s = now_s + s.scale_down_delay_s * 2 ** ws.rollbacks
+        ws.rollbacks, ws.down_hold_until_s = back_off(ws.rollbacks, now_s, s.scale_down_delay_s)
         halfway = on_rate_grid(math.sqrt(ws.down_from_rps * ws.planned_rps))
         return min(ws.down_from_rps, max(halfway, ws.planned_rps * RATE_GRID))
 
@@ -248,6 +247,20 @@ class Feedback:
         if ratio <= WAIT_RATIO_RAISE:
             return None
         return ratio, where, round(min(WAIT_FACTOR_MAX, ws.wait_factor * min(ratio, WAIT_FACTOR_STEP_MAX)), 9)
+
+
+def back_off(rollbacks: int, now_s: float, delay_s: float) -> tuple[int, float]:
+    """A change undone once more (a scale-down's ``rollback``, a lowering of
+    the margin's ``margin_rollback``): the undone in a row, one more (at most
+    ``MAX_ROLLBACK_DOUBLINGS``), and until when the next such change waits —
+    ``delay_s`` doubled that many times from ``now_s``."""
+    rollbacks = min(rollbacks + 1, MAX_ROLLBACK_DOUBLINGS)
+    return rollbacks, now_s + delay_s * 2 ** rollbacks
+
+
+def longest_hold_s(delay_s: float) -> float:
+    """The longest wait :func:`back_off` gives after ``delay_s``."""
+    return delay_s * 2 ** MAX_ROLLBACK_DOUBLINGS
 
 
 def stage_waits(obs: WorkflowObservation) -> dict[str, tuple[float, float]]:

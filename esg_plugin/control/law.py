@@ -81,7 +81,7 @@ from .calibration import Calibration
 from .capacity import Capacity, held_gpus, new_instances
 from .delay import DelayWindow
 from .errors import ControlError
-from .feedback import BOOST_STEP, MAX_ROLLBACK_DOUBLINGS, WAIT_FACTOR_MAX, Feedback, on_margin_grid
+from .feedback import BOOST_STEP, MAX_ROLLBACK_DOUBLINGS, WAIT_FACTOR_MAX, Feedback, longest_hold_s, on_margin_grid
 from .observation import MAX_RATE_RPS, Observation, WorkflowObservation, believed_room
 from .packing import room_after
 from .rate import WantedRate, excess_backlog, on_rate_grid, panic_record, resume_panic
@@ -181,9 +181,9 @@ class ControlLaw:
             return [f"a record of what was learned must be a mapping, got {type(learned).__name__}"]
         ranges = {"margin": (s.slo_margin, s.max_margin), "boost": (1.0, s.max_boost),
                   "wait_factor": (1.0, WAIT_FACTOR_MAX), "rollbacks": (0, MAX_ROLLBACK_DOUBLINGS),
-                  "down_hold_s": (0.0, s.scale_down_delay_s * 2 ** MAX_ROLLBACK_DOUBLINGS),
+                  "down_hold_s": (0.0, longest_hold_s(s.scale_down_delay_s)),
                   "down_hold_rps": (0.0, MAX_RATE_RPS), "margin_rollbacks": (0, MAX_ROLLBACK_DOUBLINGS),
-                  "margin_hold_s": (0.0, s.scale_down_delay_s * 2 ** MAX_ROLLBACK_DOUBLINGS)}
+                  "margin_hold_s": (0.0, longest_hold_s(s.scale_down_delay_s))}
         whole = ("rollbacks", "margin_rollbacks")
         refused = []
         for name, values in learned.items():
