@@ -246,6 +246,8 @@ def read_azure_row(path: Path, row: int, where: str) -> tuple[int, ...]:
         raise WorkloadError(f"{where}: no such trace file {path}") from None
     except OSError as err:
         raise WorkloadError(f"{where}: cannot read {path}: {err}") from None
+    except (csv.Error, UnicodeDecodeError) as err:  # a field over the csv module's limit, bytes that are no UTF-8
+        raise WorkloadError(f"{where}: {path} is not a CSV trace: {err}") from None
     raise WorkloadError(f"{where}: {path} has no data row {row}")
 
 

@@ -75,6 +75,8 @@ def test_table_json_and_outputs(tmp_path):
     (lambda t: ["--workload", _azure(t, "-5")], "minute 2: a count must lie in [0, 6e+07], got '-5'"),
     (lambda t: ["--workload", _azure(t, "nan")], "minute 2: a count must lie in [0, 6e+07], got 'nan'"),
     (lambda t: ["--workload", _azure(t, "many")], "row 0 has a non-numeric minute count"),
+    (lambda t: ["--workload", _azure(t, "9" * 200_000)], "is not a CSV trace: field larger than field limit"),
+    (lambda t: ["--workload", _azure(t, "\udcff\udcfe")], "is not a CSV trace: 'utf-8' codec can't decode"),
     (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--duration", -3], "--duration: must be a number in (0, 604800], got -3"),
     (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--duration", 1], "--duration must exceed"),
     (lambda t: ["--workload", WORKLOADS / "azure.yaml", "--placement", "worst-fit"], "'worst-fit'"),
@@ -95,8 +97,12 @@ def _write(tmp_path, name, text):
 
 def _azure(tmp_path, count: str):
     """A workload replaying a trace row whose second minute counts ``count``
-    (a broken row: before, "1e999" gave a traceback and exit 1)."""
-    _write(tmp_path, "trace.csv", "HashOwner,HashApp,HashFunction,Trigger,1,2,3\no,a,f,http,60," + count + ",60\n")
+    (a broken row: before, "1e999" gave a traceback and exit 1; a field over
+    the csv module's limit, or bytes that are no UTF-8, gave one until the
+    seventy-first session — found by ``make fuzz`` at ``FUZZ_SEED=71
+    FUZZ_CASES=20000``)."""
+    (tmp_path / "trace.csv").write_text("HashOwner,HashApp,HashFunction,Trigger,1,2,3\no,a,f,http,60," + count + ",60\n",
+                                        encoding="utf-8", errors="surrogateescape")  # a count may be bytes that are no UTF-8
     return _write(tmp_path, "w.yaml", "gpus: 1\nduration_s: 120\nworkflows:\n"
                   f"  - workflow: {WORKLOADS.parent / 'workflows/image.yaml'}\n"
                   "    arrivals: {kind: azure2019, file: trace.csv, row: 0}\n")
