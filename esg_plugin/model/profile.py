@@ -9,7 +9,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 
-from ..limits import is_number
+from ..limits import MAX_BATCH_SIZE, is_number
 from .errors import ModelError
 
 
@@ -113,10 +113,10 @@ def _increasing_ints(value: Any, what: str, low: int, high: Optional[int] = None
         raise ModelError(f"{what} must be a non-empty list of integers")
     for v in value:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ModelError(f"{what} must hold integers, got {v!r}")
+            raise ModelError(f"{what} must hold integers, got {repr(v)[:40]}")
         if v < low or (high is not None and v > high):
             bounds = f"{low}..{high}" if high is not None else f">= {low}"
-            raise ModelError(f"{what} must lie in {bounds}, got {v}")
+            raise ModelError(f"{what} must lie in {bounds}, got {str(v)[:40]}")
     if any(b <= a for a, b in zip(value, value[1:])):
         raise ModelError(f"{what} must be strictly increasing, got {value}")
     return tuple(value)
@@ -135,7 +135,7 @@ def parse_function_profile(name: str, data: Any) -> FunctionProfile:
     for key in ("batch_sizes", "gpu_shares", "latency_ms"):
         if key not in data:
             raise ModelError(f"{where} is missing '{key}'")
-    batch_sizes = _increasing_ints(data["batch_sizes"], f"{where}: batch_sizes", 1)
+    batch_sizes = _increasing_ints(data["batch_sizes"], f"{where}: batch_sizes", 1, MAX_BATCH_SIZE)
     shares = _increasing_ints(data["gpu_shares"], f"{where}: gpu_shares", 1, 100)
     rows = data["latency_ms"]
     if not isinstance(rows, list) or len(rows) != len(batch_sizes):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 from ..errors import ESGError
+from ..limits import MAX_BATCH_SIZE
 from ..runtime import contract as C
 from ..runtime.gpu import cpu_allotment
 from ..runtime.settings import SHARE_MECHANISMS
@@ -210,11 +211,12 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] = lambda li
 
 
 def _validate(request: ProfileRequest) -> None:
-    for what, values, low, high in (("batch sizes", request.batch_sizes, 1, None), ("shares", request.shares, 1, 100)):
+    for what, values, low, high in (("batch sizes", request.batch_sizes, 1, MAX_BATCH_SIZE),
+                                    ("shares", request.shares, 1, 100)):
         if not values:
             raise ProfileError(f"no {what} given")
-        if any(v < low or (high is not None and v > high) for v in values):
-            raise ProfileError(f"{what} must lie in {low}..{high or 'any'}, got {list(values)}")
+        if any(v < low or v > high for v in values):
+            raise ProfileError(f"{what} must lie in {low}..{high}, got {str(list(values))[:80]}")
         if any(b <= a for a, b in zip(values, values[1:])):
             raise ProfileError(f"{what} must be strictly increasing, got {list(values)}")
     if request.repetitions < 1 or request.warmup < 0:

@@ -48,6 +48,9 @@ def test_two_functions_two_batch_sizes_two_shares(tmp_path):
     (["--functions", "functions", "--names", "gpt5"], "unknown function(s) gpt5"),
     (["--functions", "functions", "--names", "resnet18", "--batch-sizes", "4,2"], "strictly increasing"),
     (["--functions", "functions", "--names", "resnet18", "--shares", "0,100"], "shares must lie in 1..100"),
+    # a batch no runtime runs was profiled, and the worker died without a word
+    (["--functions", "functions", "--names", "resnet18", "--batch-sizes", "1,100000000"],
+     "batch sizes must lie in 1..4096"),
     (["--functions", "functions", "--batch-sizes", "one"], "expected comma-separated integers"),
     (["--functions", "functions", "--share-mechanism", "vgpu"], "invalid choice: 'vgpu'"),
 ])

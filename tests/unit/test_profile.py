@@ -52,7 +52,11 @@ def with_change(path, value):
     "field, value, message",
     [
         ("batch_sizes", [1, 1, 4], "strictly increasing"),
-        ("batch_sizes", [0, 2, 4], "must lie in >= 1"),
+        ("batch_sizes", [0, 2, 4], "must lie in 1..4096"),
+        ("batch_sizes", [1, 2, 4097], "must lie in 1..4096"),
+        # an integer past a C long was taken, and planning it ended in an OverflowError (found by
+        # make fuzz at FUZZ_SEED=73 FUZZ_CASES=20000)
+        ("batch_sizes", [1, 2, 10**400], "must lie in 1..4096"),
         ("batch_sizes", [1, 2.5, 4], "must hold integers"),
         ("gpu_shares", [50, 150], "must lie in 1..100"),
         ("gpu_shares", [100, 50], "strictly increasing"),
@@ -99,3 +103,10 @@ def test_the_shipped_gpu_profile_was_measured_through_the_functions_and_falls_wi
         p = profiles[name]
         assert p.gpu_shares[0] == 10 and p.gpu_shares[-1] == 100
         assert p.latency_ms[-1][0] > 1.3 * p.latency_ms[-1][-1], name
+
+
+def test_the_largest_batch_size_a_profile_holds_is_the_largest_the_runtime_runs():
+    # the runtime is copied alone into the function template, so it keeps its own copy of the bound
+    from esg_plugin.limits import MAX_BATCH_SIZE
+    from esg_plugin.runtime.settings import MAX_BATCH_SIZE_LIMIT
+    assert MAX_BATCH_SIZE == MAX_BATCH_SIZE_LIMIT
