@@ -91,7 +91,7 @@ def test_bad_input_exits_2_with_one_line(make_args, expected, tmp_path):
 
 def _write(tmp_path, name, text):
     path = tmp_path / name
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8", errors="surrogateescape")  # lone surrogates: bytes that are no UTF-8
     return path
 
 
@@ -101,8 +101,7 @@ def _azure(tmp_path, count: str):
     the csv module's limit, or bytes that are no UTF-8, gave one until the
     seventy-first session — found by ``make fuzz`` at ``FUZZ_SEED=71
     FUZZ_CASES=20000``)."""
-    (tmp_path / "trace.csv").write_text("HashOwner,HashApp,HashFunction,Trigger,1,2,3\no,a,f,http,60," + count + ",60\n",
-                                        encoding="utf-8", errors="surrogateescape")  # a count may be bytes that are no UTF-8
+    _write(tmp_path, "trace.csv", "HashOwner,HashApp,HashFunction,Trigger,1,2,3\no,a,f,http,60," + count + ",60\n")
     return _write(tmp_path, "w.yaml", "gpus: 1\nduration_s: 120\nworkflows:\n"
                   f"  - workflow: {WORKLOADS.parent / 'workflows/image.yaml'}\n"
                   "    arrivals: {kind: azure2019, file: trace.csv, row: 0}\n")
