@@ -1,9 +1,12 @@
 """Feedback: what the answers say about the plan, and the law's answers to it.
 
 The misses (late, 504 or 429 answers) over the feedback window, against
-the tolerance, counted over disjoint windows (:meth:`Feedback.missing`;
-whether they rise over the share seen before them,
-:meth:`Feedback.misses_above`); the margin raised on fresh misses and
+the tolerance, summed over the ticks' windows in it (:meth:`Feedback.missing`:
+where the windows overlap, an answer counts in each — the simulator's 2-s
+windows a tick a second count it twice, ``esg scaler``'s window is its
+interval; ``docs/control.md``, "Known limits"); whether they rise over
+the share seen before them, counted over disjoint windows
+(:meth:`Feedback.misses_above`); the margin raised on fresh misses and
 then, at the largest margin, the rate boosted (``capacity_feedback``),
 each given back a step after a clean stretch — a lowering of the margin
 that brings misses back undone, the next one held off twice as long
@@ -31,7 +34,8 @@ MARGIN_RELAX_FRACTION = 0.5
 BOOST_STEP = 1.2
 """Each answer of ``capacity_feedback`` plans for this factor more (a clean stretch takes one back)."""
 MIN_MISSES = 3
-"""Fewer misses than this over the feedback window are noise, not a signal."""
+"""Fewer misses than this over the feedback window are noise, not a signal
+(summed over the ticks' windows: where they overlap, fewer answers)."""
 WAIT_RATIO_RAISE = 1.5
 """``wait_calibration``: a stage's requests waited, on average over the
 feedback window, more than this many times what the plan's model gives
@@ -68,8 +72,9 @@ class Feedback:
 
     def missing(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> tuple[bool, bool]:
         """(missing, fresh): is the share of misses over the feedback window
-        above the tolerance, and is it so over what was observed after the
-        margin was last raised alone, and after the workflow's last cold
+        (summed over the ticks' windows in it, which may overlap) above the
+        tolerance, and is it so over what was observed after the margin was
+        last raised alone, and after the workflow's last cold
         start (``WorkflowState.cold_until_s``)? The misses that raised the
         margin, or a cold start's, are no evidence that it is too low; they
         still keep the workflow from relaxing for the window (and from calm
