@@ -10,6 +10,7 @@ description of the failure (so a run reports every failure, not the first).
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import math
@@ -70,7 +71,7 @@ def mutate(rng: random.Random, doc: Any) -> Any:
         path = rng.choice(paths)
         kind = rng.random()
         if kind < 0.6:
-            doc = _set(doc, path, rng.choice(HOSTILE_VALUES))
+            doc = _set(doc, path, copy.deepcopy(rng.choice(HOSTILE_VALUES)))  # never the shared one itself
         elif kind < 0.8 and path:
             doc = _set(doc, path, None, delete=True)
         elif kind < 0.9:

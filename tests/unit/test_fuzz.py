@@ -1,11 +1,14 @@
 """Seeded fuzzing of the surfaces hostile input reaches (issue 14): the
-command line, the function runtime's HTTP surface, the scaler's metrics.
+command line, the function runtime's HTTP surface, the scaler's metrics,
+the router, gateway and runtime over sockets, the Lease's record, and what
+the Kubernetes API says of the GPUs and of a function.
 FUZZ_CASES sets the cases per surface (default: a few hundred, for `make
 test`; `make fuzz` runs thousands and prints the figures)."""
 
 import json
 import os
 import random
+import re
 import sys
 import types
 
@@ -222,4 +225,86 @@ def test_a_hostile_lease_record_is_never_believed_out_of_range():
                 and ws.margin_hold_until_s <= 100.0 + 240.0):
             failures.append(f"{what}: believed {ws}")
     report("lease record", runs, failures)
+    assert not failures
+
+
+def test_a_hostile_gpu_record_or_object_is_never_believed_out_of_range():
+    """What the Kubernetes API says of the GPUs and of a function — HAMi's
+    node registrations and pod allocations (annotations anyone who can
+    annotate writes), a Deployment's replicas, batch settings and share —
+    real records mutated (hostile values, deletions, deep nesting, fields
+    cut or swapped) or text that is not a record, read as the actuators
+    read them: a refusal (``Unreadable``) or values in range, never
+    another exception."""
+    from esg_plugin.limits import MAX_BATCH_SIZE, MAX_REPLICAS
+    from esg_plugin.model import FunctionState
+    from esg_plugin.runtime import contract as C
+    from esg_plugin.runtime.settings import MAX_WAIT_MS_LIMIT
+    from esg_plugin.scaler.actuators.base import said_state
+    from esg_plugin.scaler.actuators.errors import Unreadable
+    from esg_plugin.scaler.actuators.gpu_room import CORES, NODE_REGISTER, POD_ALLOCATED, free_pct
+
+    rng = random.Random(SEED)
+    listed = [{"id": "GPU-0", "count": 10, "devmem": 81920, "devcore": 100, "health": True, "type": "H100"},
+              {"id": "GPU-1", "count": 4, "devmem": 32768, "devcore": 300, "health": True}]
+    colon = "GPU-2,10,32768,100,NVIDIA-V100,0,true:GPU-3,10,81920,100,NVIDIA-H100,1,true,0,hami-core:"
+    allocation = "GPU-0,NVIDIA,3000,30:GPU-2,NVIDIA,1000,50:;GPU-3,NVIDIA,1,100:;"
+    # each range's edges and just past them: replicas, batch size, batch wait (ms), share (%)
+    EDGES = [3, "4", 2.0, "12.5", 0, 1, 100, 101, "101", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1, MAX_REPLICAS,
+             MAX_REPLICAS + 1, MAX_WAIT_MS_LIMIT, MAX_WAIT_MS_LIMIT + 0.5, -0.5, "0x10", " 7 "]
+
+    def hostile_text(text: str) -> str:
+        """``text`` with a field (between , : ;) replaced by a hostile value's text, cut, or doubled."""
+        if rng.random() < 0.2:
+            return fuzzing.raw_hostile_text(rng)
+        parts = re.split(r"([,:;])", text)
+        i = rng.randrange(len(parts))
+        kind = rng.random()
+        if kind < 0.6:
+            parts[i] = str(rng.choice(fuzzing.HOSTILE_VALUES))
+        elif kind < 0.8:
+            del parts[i]
+        else:
+            parts.insert(i, parts[i] * rng.choice([2, 1000]))
+        return "".join(parts)
+
+    def node() -> object:
+        if rng.random() < 0.5:
+            return {NODE_REGISTER: fuzzing.dump(rng, fuzzing.mutate(rng, listed), "json")}
+        return {NODE_REGISTER: hostile_text(colon)} if rng.random() < 0.9 else rng.choice([None, {}, {"x": "y"}])
+
+    failures, runs = [], CASES or 2000
+    for i in range(runs):
+        nodes = [node() for _ in range(rng.randint(1, 3))]
+        pods = [(rng.choice(["Running", "Pending", "Succeeded", None, "x" * 100]),
+                 {POD_ALLOCATED: hostile_text(allocation) if rng.random() < 0.7 else allocation})
+                for _ in range(rng.randint(0, 3))]
+        memory = rng.choice([None, 16000, 1, 10**12])
+        what = f"case {i}: nodes {str(nodes)[:80]!r} pods {str(pods)[:60]!r}"
+        try:
+            room = free_pct(nodes, pods, memory)
+        except Unreadable:
+            room = None
+        except Exception as err:  # noqa: BLE001
+            failures.append(f"{what}: {type(err).__name__}: {err}")
+            continue
+        if room is not None and not (isinstance(room, tuple) and all(
+                isinstance(pct, int) and not isinstance(pct, bool) and 0 <= pct <= 100 for pct in room)):
+            failures.append(f"{what}: believed {room!r}")
+        # a function's object: what each place it is said says
+        said = [rng.choice(fuzzing.HOSTILE_VALUES + EDGES) for _ in range(5)]
+        as_text = [str(v) if rng.random() < 0.5 else v for v in said]
+        try:
+            state = said_state(("spec.replicas", as_text[0]), ("batch", as_text[1]), ("wait", as_text[2]),
+                               rng.choice(["env", "hami"]), {CORES: as_text[3]}, {C.ENV_GPU_SHARE_PCT: as_text[4]})
+        except Unreadable:
+            continue
+        except Exception as err:  # noqa: BLE001
+            failures.append(f"case {i}: {as_text!r}: {type(err).__name__}: {err}")
+            continue
+        if not (isinstance(state, FunctionState) and 0 <= state.replicas <= MAX_REPLICAS
+                and 1 <= state.batch_size <= MAX_BATCH_SIZE and 0 <= state.max_wait_ms <= MAX_WAIT_MS_LIMIT
+                and 1 <= state.gpu_share <= 100):
+            failures.append(f"case {i}: {as_text!r}: believed {state}")
+    report("GPU records and function objects", runs, failures)
     assert not failures
