@@ -233,7 +233,7 @@ def test_a_hostile_gpu_record_or_object_is_never_believed_out_of_range():
     node registrations and pod allocations (annotations anyone who can
     annotate writes), a Deployment's replicas, batch settings and share —
     real records mutated (hostile values, deletions, deep nesting, fields
-    cut or swapped) or text that is not a record, read as the actuators
+    replaced, cut or repeated) or text that is not a record, read as the actuators
     read them: a refusal (``Unreadable``) or values in range, never
     another exception."""
     from esg_plugin.limits import MAX_BATCH_SIZE, MAX_REPLICAS
@@ -250,7 +250,7 @@ def test_a_hostile_gpu_record_or_object_is_never_believed_out_of_range():
     colon = "GPU-2,10,32768,100,NVIDIA-V100,0,true:GPU-3,10,81920,100,NVIDIA-H100,1,true,0,hami-core:"
     allocation = "GPU-0,NVIDIA,3000,30:GPU-2,NVIDIA,1000,50:;GPU-3,NVIDIA,1,100:;"
     # each range's edges and just past them: replicas, batch size, batch wait (ms), share (%)
-    EDGES = [3, "4", 2.0, "12.5", 0, 1, 100, 101, "101", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1, MAX_REPLICAS,
+    edges = [3, "4", 2.0, "12.5", 0, 1, 100, 101, "101", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1, MAX_REPLICAS,
              MAX_REPLICAS + 1, MAX_WAIT_MS_LIMIT, MAX_WAIT_MS_LIMIT + 0.5, -0.5, "0x10", " 7 "]
 
     def hostile_text(text: str) -> str:
@@ -292,7 +292,7 @@ def test_a_hostile_gpu_record_or_object_is_never_believed_out_of_range():
                 isinstance(pct, int) and not isinstance(pct, bool) and 0 <= pct <= 100 for pct in room)):
             failures.append(f"{what}: believed {room!r}")
         # a function's object: what each place it is said says
-        said = [rng.choice(fuzzing.HOSTILE_VALUES + EDGES) for _ in range(5)]
+        said = [rng.choice(fuzzing.HOSTILE_VALUES + edges) for _ in range(5)]
         as_text = [str(v) if rng.random() < 0.5 else v for v in said]
         try:
             state = said_state(("spec.replicas", as_text[0]), ("batch", as_text[1]), ("wait", as_text[2]),
