@@ -24,10 +24,6 @@ MIN_RATE_RPS = 1e-6
 """The least rate a plan is made for (one request in eleven days); below, a typo."""
 MAX_REPLICAS = 10_000
 """Replicas of one function."""
-MAX_BATCH_SIZE = 4096
-"""A batch size of a profile: the largest batch the function runtime runs
-(``runtime/settings.py``'s ``MAX_BATCH_SIZE_LIMIT``, its own copy: the
-runtime is copied alone into the function template)."""
 MAX_SEED = 2**32 - 1
 """Random seeds lie in 0..MAX_SEED (numpy's range)."""
 MAX_DURATION_S = 7 * 24 * 3600.0

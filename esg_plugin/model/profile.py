@@ -9,7 +9,8 @@ from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 
-from ..limits import MAX_BATCH_SIZE, is_number
+from ..limits import is_number
+from ..runtime.contract import MAX_BATCH_SIZE
 from .errors import ModelError
 
 
@@ -108,15 +109,14 @@ class ProfileSet:
         return out
 
 
-def _increasing_ints(value: Any, what: str, low: int, high: Optional[int] = None) -> tuple[int, ...]:
+def _increasing_ints(value: Any, what: str, low: int, high: int) -> tuple[int, ...]:
     if not isinstance(value, list) or not value:
         raise ModelError(f"{what} must be a non-empty list of integers")
     for v in value:
         if isinstance(v, bool) or not isinstance(v, int):
             raise ModelError(f"{what} must hold integers, got {repr(v)[:40]}")
-        if v < low or (high is not None and v > high):
-            bounds = f"{low}..{high}" if high is not None else f">= {low}"
-            raise ModelError(f"{what} must lie in {bounds}, got {str(v)[:40]}")
+        if not low <= v <= high:
+            raise ModelError(f"{what} must lie in {low}..{high}, got {str(v)[:40]}")
     if any(b <= a for a, b in zip(value, value[1:])):
         raise ModelError(f"{what} must be strictly increasing, got {value}")
     return tuple(value)

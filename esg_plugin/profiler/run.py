@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 from ..errors import ESGError
-from ..limits import MAX_BATCH_SIZE
 from ..runtime import contract as C
 from ..runtime.gpu import cpu_allotment
 from ..runtime.settings import SHARE_MECHANISMS
@@ -211,7 +210,7 @@ def profile(request: ProfileRequest, progress: Callable[[str], None] = lambda li
 
 
 def _validate(request: ProfileRequest) -> None:
-    for what, values, low, high in (("batch sizes", request.batch_sizes, 1, MAX_BATCH_SIZE),
+    for what, values, low, high in (("batch sizes", request.batch_sizes, 1, C.MAX_BATCH_SIZE),
                                     ("shares", request.shares, 1, 100)):
         if not values:
             raise ProfileError(f"no {what} given")

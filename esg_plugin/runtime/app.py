@@ -43,7 +43,7 @@ from .batcher import BatchSizeMismatch, Batcher, Broken, Closed, DeadlineExceede
 from .metrics import RuntimeMetrics
 from .v2 import (HEADER as V2_HEADER, InferRequest, ProtocolError, encode_response, metadata, model_path,
                  parse_infer, server_metadata)
-from .settings import MAX_BATCH_SIZE_LIMIT, MAX_WAIT_MS_LIMIT, BatchConfig, LiveConfig, RuntimeSettings, valid_wait_ms
+from .settings import MAX_WAIT_MS_LIMIT, BatchConfig, LiveConfig, RuntimeSettings, valid_wait_ms
 
 MAX_CONFIG_BYTES = 64 * 1024
 """The largest PUT /_esg/config body."""
@@ -484,8 +484,8 @@ class RuntimeApp:
         batch = doc.get(C.CONFIG_MAX_BATCH_SIZE, live.max_batch_size)
         wait = doc.get(C.CONFIG_MAX_WAIT_MS, live.max_wait_ms)
         share = doc.get(C.CONFIG_GPU_SHARE_PCT)
-        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH_SIZE_LIMIT:
-            return self._error(400, f"{C.CONFIG_MAX_BATCH_SIZE} must be an integer in 1..{MAX_BATCH_SIZE_LIMIT}, got {batch!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= C.MAX_BATCH_SIZE:
+            return self._error(400, f"{C.CONFIG_MAX_BATCH_SIZE} must be an integer in 1..{C.MAX_BATCH_SIZE}, got {batch!r}")
         if not valid_wait_ms(wait):
             return self._error(400, f"{C.CONFIG_MAX_WAIT_MS} must be a number in 0..{MAX_WAIT_MS_LIMIT:g}, got {wait!r}")
         if share is not None and (isinstance(share, bool) or not isinstance(share, int) or not 1 <= share <= 100):

@@ -21,6 +21,9 @@ caller reads (``client.py``): an answer longer than any next stage would take is
 ENV_HOST = "ESG_HOST"
 ENV_PORT = "ESG_PORT"
 ENV_MAX_BATCH_SIZE = "ESG_MAX_BATCH_SIZE"
+MAX_BATCH_SIZE = 4096
+"""The largest batch the runtime runs (``ESG_MAX_BATCH_SIZE``, ``PUT /_esg/config``):
+the most a plan may ask of it, and so the largest batch size a profile may hold."""
 ENV_MAX_WAIT_MS = "ESG_MAX_WAIT_MS"
 ENV_MAX_QUEUE = "ESG_MAX_QUEUE"
 ENV_GPU_SHARE_PCT = "ESG_GPU_SHARE"

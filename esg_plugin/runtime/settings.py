@@ -20,7 +20,6 @@ MAX_WAIT_MS_LIMIT = 60_000.0
 """The longest batch-fill wait the runtime takes (ESG_MAX_WAIT_MS and PUT
 /_esg/config): a minute; a larger value is an error, not a wait (1e13 ms
 overflowed the batching thread's timer and killed it)."""
-MAX_BATCH_SIZE_LIMIT = 4096
 SHARE_MECHANISMS = ("auto", "mps", "green-context")
 """How a GPU share limits the kernels (runtime/gpu.py): ``auto`` takes MPS
 when an MPS server is running, else a green context of the share's SMs."""
@@ -97,7 +96,7 @@ class RuntimeSettings:
             share_mechanism=share_mechanism(env),
             host=env.get(C.ENV_HOST, "127.0.0.1") or "127.0.0.1",
             port=integer(C.ENV_PORT, 5000, 0, 65535),
-            max_batch_size=integer(C.ENV_MAX_BATCH_SIZE, 1, 1, MAX_BATCH_SIZE_LIMIT),
+            max_batch_size=integer(C.ENV_MAX_BATCH_SIZE, 1, 1, C.MAX_BATCH_SIZE),
             max_wait_ms=max_wait_ms,
             max_queue=integer(C.ENV_MAX_QUEUE, 1024, 1, 1_000_000),
             gpu_share_pct=integer(C.ENV_GPU_SHARE_PCT, 100, 1, 100),

@@ -236,7 +236,7 @@ def test_a_hostile_gpu_record_or_object_is_never_believed_out_of_range():
     replaced, cut or repeated) or text that is not a record, read as the actuators
     read them: a refusal (``Unreadable``) or values in range, never
     another exception."""
-    from esg_plugin.limits import MAX_BATCH_SIZE, MAX_REPLICAS
+    from esg_plugin.limits import MAX_REPLICAS
     from esg_plugin.model import FunctionState
     from esg_plugin.runtime import contract as C
     from esg_plugin.runtime.settings import MAX_WAIT_MS_LIMIT
@@ -250,7 +250,7 @@ def test_a_hostile_gpu_record_or_object_is_never_believed_out_of_range():
     colon = "GPU-2,10,32768,100,NVIDIA-V100,0,true:GPU-3,10,81920,100,NVIDIA-H100,1,true,0,hami-core:"
     allocation = "GPU-0,NVIDIA,3000,30:GPU-2,NVIDIA,1000,50:;GPU-3,NVIDIA,1,100:;"
     # each range's edges and just past them: replicas, batch size, batch wait (ms), share (%)
-    edges = [3, "4", 2.0, "12.5", 0, 1, 100, 101, "101", MAX_BATCH_SIZE, MAX_BATCH_SIZE + 1, MAX_REPLICAS,
+    edges = [3, "4", 2.0, "12.5", 0, 1, 100, 101, "101", C.MAX_BATCH_SIZE, C.MAX_BATCH_SIZE + 1, MAX_REPLICAS,
              MAX_REPLICAS + 1, MAX_WAIT_MS_LIMIT, MAX_WAIT_MS_LIMIT + 0.5, -0.5, "0x10", " 7 "]
 
     def hostile_text(text: str) -> str:
@@ -303,7 +303,7 @@ def test_a_hostile_gpu_record_or_object_is_never_believed_out_of_range():
             failures.append(f"case {i}: {as_text!r}: {type(err).__name__}: {err}")
             continue
         if not (isinstance(state, FunctionState) and 0 <= state.replicas <= MAX_REPLICAS
-                and 1 <= state.batch_size <= MAX_BATCH_SIZE and 0 <= state.max_wait_ms <= MAX_WAIT_MS_LIMIT
+                and 1 <= state.batch_size <= C.MAX_BATCH_SIZE and 0 <= state.max_wait_ms <= MAX_WAIT_MS_LIMIT
                 and 1 <= state.gpu_share <= 100):
             failures.append(f"case {i}: {as_text!r}: believed {state}")
     report("GPU records and function objects", runs, failures)

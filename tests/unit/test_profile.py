@@ -104,9 +104,3 @@ def test_the_shipped_gpu_profile_was_measured_through_the_functions_and_falls_wi
         assert p.gpu_shares[0] == 10 and p.gpu_shares[-1] == 100
         assert p.latency_ms[-1][0] > 1.3 * p.latency_ms[-1][-1], name
 
-
-def test_the_largest_batch_size_a_profile_holds_is_the_largest_the_runtime_runs():
-    # the runtime is copied alone into the function template, so it keeps its own copy of the bound
-    from esg_plugin.limits import MAX_BATCH_SIZE
-    from esg_plugin.runtime.settings import MAX_BATCH_SIZE_LIMIT
-    assert MAX_BATCH_SIZE == MAX_BATCH_SIZE_LIMIT

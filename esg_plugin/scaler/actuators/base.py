@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional
 from ...limits import MAX_REPLICAS
 from ...model import FunctionState
 from ...runtime import contract as C
-from ...runtime.settings import MAX_BATCH_SIZE_LIMIT, MAX_WAIT_MS_LIMIT
+from ...runtime.settings import MAX_WAIT_MS_LIMIT
 from . import gpu_room
 from .errors import ApiError, NotAsked, NotFound, TimedOut, Unavailable, Unreadable, api_error
 from .said import said_number
@@ -75,7 +75,7 @@ def said_state(replicas: tuple[str, object], batch_size: tuple[str, object], max
     else:
         share = said_number(env.get(C.ENV_GPU_SHARE_PCT, 100), f"the env {C.ENV_GPU_SHARE_PCT}", 1, 100)
     return FunctionState(int(said_number(replicas[1], replicas[0], 0, MAX_REPLICAS)),
-                         int(said_number(batch_size[1], batch_size[0], 1, MAX_BATCH_SIZE_LIMIT)),
+                         int(said_number(batch_size[1], batch_size[0], 1, C.MAX_BATCH_SIZE)),
                          said_number(max_wait_ms[1], max_wait_ms[0], 0, MAX_WAIT_MS_LIMIT, whole=False), int(share))
 
 
