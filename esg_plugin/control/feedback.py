@@ -1,10 +1,10 @@
 """Feedback: what the answers say about the plan, and the law's answers to it.
 
 The misses (late, 504 or 429 answers) over the feedback window, against
-the tolerance, summed over the ticks' windows in it (:meth:`Feedback.missing`:
-where the windows overlap, an answer counts in each — the simulator's 2-s
-windows a tick a second count it twice, ``esg scaler``'s window is its
-interval; ``docs/control.md``, "Known limits"); whether they rise over
+the tolerance, each answer counted once however the ticks' windows overlap
+(:meth:`Feedback.missing`, :func:`once`: the simulator's 2-s windows a tick
+a second and ``esg scaler``'s windows as long as its interval act on the
+same misses); whether they rise over
 the share seen before them, counted over disjoint windows
 (:meth:`Feedback.misses_above`); the margin raised on fresh misses and
 then, at the largest margin, the rate boosted (``capacity_feedback``),
@@ -33,9 +33,12 @@ MARGIN_RELAX_FRACTION = 0.5
 """A clean stretch lowers the margin by this part of ``margin_step``."""
 BOOST_STEP = 1.2
 """Each answer of ``capacity_feedback`` plans for this factor more (a clean stretch takes one back)."""
-MIN_MISSES = 3
-"""Fewer misses than this over the feedback window are noise, not a signal
-(summed over the ticks' windows: where they overlap, fewer answers)."""
+MIN_MISSES = 1.5
+"""Fewer misses than this over the feedback window are noise, not a signal:
+one miss is, a second is not. Counted once (:func:`once`): a miss in the
+newest part of a window that the next tick's window overlaps is a part of
+one until that window sees it too (half of one, where each window is twice
+the tick), so the second miss counts from the tick that first sees it."""
 WAIT_RATIO_RAISE = 1.5
 """``wait_calibration``: a stage's requests waited, on average over the
 feedback window, more than this many times what the plan's model gives
@@ -72,7 +75,7 @@ class Feedback:
 
     def missing(self, ws: WorkflowState, obs: WorkflowObservation, now_s: float) -> tuple[bool, bool]:
         """(missing, fresh): is the share of misses over the feedback window
-        (summed over the ticks' windows in it, which may overlap) above the
+        (each answer counted once, :func:`once`) above the
         tolerance, and is it so over what was observed after the margin was
         last raised alone, and after the workflow's last cold
         start (``WorkflowState.cold_until_s``)? The misses that raised the
@@ -81,7 +84,8 @@ class Feedback:
         while they rise)."""
         s = self.settings
         history = ws.answers  # the feedback window, and the scale-down delay before it
-        history.append((now_s, now_s - obs.short_window_s, obs.answers, obs.late + obs.rejected))
+        history.append((now_s, now_s - obs.short_window_s, obs.answers, obs.late + obs.rejected,
+                        new_part(history[-1][0] if history else None, now_s, obs.short_window_s)))
         while history and history[0][0] <= now_s - s.feedback_window_s - s.scale_down_delay_s:
             history.popleft()
         window = [entry for entry in history if entry[0] > now_s - s.feedback_window_s]
@@ -110,7 +114,7 @@ class Feedback:
         return misses > expected + MISS_RISE_Z * math.sqrt(max(expected * (1.0 - share), 1.0))
 
     def _over_tolerance(self, entries) -> bool:
-        answers, misses = totals(entries)
+        answers, misses = once(entries)
         return misses >= MIN_MISSES and misses > self.settings.miss_tolerance * answers
 
     def margin_and_boost(self, ws: WorkflowState, missing: bool, fresh: bool, now_s: float,
@@ -292,5 +296,27 @@ def on_margin_grid(margin: float) -> float:
 
 
 def totals(entries) -> tuple[int, int]:
-    """(answers, misses) over ticks' (time, window start, answers, misses)."""
+    """(answers, misses) over ticks' (time, window start, answers, misses,
+    new part): every window whole (of windows that do not overlap:
+    :func:`~.rate.disjoint`)."""
     return sum(e[2] for e in entries), sum(e[3] for e in entries)
+
+
+def once(entries) -> tuple[float, float]:
+    """(answers, misses) over ticks' (time, window start, answers, misses,
+    new part), each answer counted once however the windows overlap: each
+    window's counts times the part of it the tick before did not see
+    (:func:`new_part`; the counts taken as spread evenly over the window).
+    Where each window is the time since the last tick, the counts as they
+    are; where each is twice that (the simulator's), half of each."""
+    return sum(e[2] * e[4] for e in entries), sum(e[3] * e[4] for e in entries)
+
+
+def new_part(last_tick_s: Optional[float], now_s: float, window_s: float) -> float:
+    """The part of a tick's window (``window_s`` up to ``now_s``) after
+    the last tick (at ``last_tick_s``, None for none): what the last
+    tick's window did not hold, if it ended there. 1 for the first tick,
+    or a window no longer than the time since the last."""
+    if last_tick_s is None or not window_s > 0:
+        return 1.0
+    return min(1.0, max(0.0, (now_s - last_tick_s) / window_s))

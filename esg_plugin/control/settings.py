@@ -609,7 +609,7 @@ class ControlSettings:
     not its mean (:meth:`wait_quantile`), where a plan meets the margin's
     budget so (else as without: the mean). There the feedback cannot see
     the tolerance — one miss in its window is already above it, and it
-    acts only on ``MIN_MISSES`` (3) in the window, so misses of 1–2% spread
+    acts only on ``MIN_MISSES`` (a second miss) in the window, so misses of 1–2% spread
     thin go unseen and only a cluster raises the margin — and what it
     raises, the margin, does not reach the misses the mean hides: at a light load a request rarely
     waits, so the mean wait is almost nothing, but one that arrives while

@@ -120,7 +120,8 @@ class WorkflowState:
     hop_ms: Optional[float] = None
     """The hop between stages as last measured (``measured_hops``)."""
     answers: deque = field(default_factory=deque)
-    """(time_s, start of its short window in s, answers, misses) of each tick
+    """(time_s, start of its short window in s, answers, misses, the part of
+    the window after the tick before: ``feedback.new_part``) of each tick
     of the last ``feedback_window_s`` and the ``scale_down_delay_s`` before it."""
     last_raise_s: float = -math.inf
     """When the margin was last raised: the misses that raised it are spent."""

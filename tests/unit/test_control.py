@@ -522,6 +522,32 @@ def test_misses_are_counted_over_disjoint_windows_where_the_ticks_windows_overla
     assert disjoint([]) == []
 
 
+@pytest.mark.parametrize("interval_s, window_s", [(1.0, 2.0), (5.0, 5.0), (2.0, 6.0)])
+def test_the_miss_feedback_acts_on_the_same_misses_whatever_the_windows_overlap(chain, interval_s, window_s):
+    """The simulator ticks every second over 2-s windows, ``esg scaler``
+    every interval over as long a window (or a longer one): each answer is
+    counted once either way, so one miss among 10 rps raises no margin and
+    a second, 3 s later, raises it."""
+    wf, profiles = chain
+
+    def margin_after(miss_times_s):
+        law = ControlLaw([wf], profiles, ControlSettings(warmup_s=0.0))
+        state = law.new_state()
+        answered = [k / 10.0 for k in range(1, 241)]  # 10 rps over 24 s
+        t = interval_s
+        while t <= 24.0:
+            inside = [a for a in answered if t - window_s < a <= t]
+            late = sum(1 for m in miss_times_s if t - window_s < m <= t)
+            obs = WorkflowObservation(10.0, 10.0, window_s, ok=len(inside) - late, late=late)
+            law.step(Observation(t, {"w": obs}), state, t)
+            t += interval_s
+        return state.workflows["w"].margin
+
+    assert margin_after([]) == 0.0
+    assert margin_after([3.55]) == 0.0
+    assert margin_after([3.55, 6.55]) == pytest.approx(0.1)
+
+
 def scaled_down(chain):
     """A law (no margin feedback, a 10-s delay) whose plan for 200 rps came
     down after the load fell to 20: (law, state, the rate planned before)."""
