@@ -631,11 +631,13 @@ class ControlLaw:
                    for st in workflow.stages}  # what runs while the restarted stages' new ones start
             down = [stage for stage in restarted if choices[stage].config.gpu_share < running[stage].gpu_share]
             up = [stage for stage in restarted if stage not in down]
-            if self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, mix, problem.queue_quantile) \
-                    > workflow.slo_ms:
+            # where every stage restarts there is no other to keep, and the order below still matters
+            others = [stage for stage in ran if stage not in restarted and ran[stage]]
+            if others and self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2, mix,
+                                          problem.queue_quantile) > workflow.slo_ms:
                 # the new plan's other stages beside the restarted ones' old instances miss by the model:
                 # the old plan runs whole until the new one can — the others as they ran until the restarted serve
-                keep, wait = [stage for stage in ran if stage not in restarted], restarted
+                keep, wait = others, restarted
             elif down and up and self._groups_ms(workflow, profiles, problem.rate_rps, arrival_cv2,
                                                  {**mix, **{stage: planned.get(stage) for stage in down}},
                                                  problem.queue_quantile) > workflow.slo_ms:

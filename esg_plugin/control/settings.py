@@ -455,7 +455,8 @@ class ControlSettings:
     misses by the model, the stages moved down run as they ran until those
     moved up serve, and restart then (wide-1390: a 50% stage serving
     before its neighbour's 90% one shed every request for 1.3 s; since the
-    forty-ninth session). Ablation ``handover``."""
+    forty-ninth session) — also where every stage restarts (random-5264;
+    since the seventy-third). Ablation ``handover``."""
     restart_room: bool = True
     """Where the GPUs are counted, a re-plan that moves stages to another
     share (a restart: the old instances serve until the new ones do, both

@@ -2166,6 +2166,38 @@ def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_
     assert (shares[False, replan]["s1"], shares[False, replan]["s2"]) == (50, 90)  # without: both at once
 
 
+def test_where_every_stage_restarts_the_one_moved_to_a_smaller_share_still_waits_for_the_larger():
+    """``handover`` where a re-plan restarts every stage (random-5264, a
+    chain of 2 at 1.83 × its fastest latency, 17.6 ms, as a step's panic
+    ends): s0 goes up from 50% to 90% (a 2.9-s cold start), s1 down from
+    70% to 10% (0.7 s). No stage is left to keep as it ran, but the order
+    still matters: the new s1 (14.5 ms) beside the old s0 (3.3 ms) misses
+    by the model, so s1 runs as it ran while s0's new instance starts.
+    Before the seventy-third session nothing was held there (the rule for
+    the order was not reached), and the new s1 served first. Without
+    ``handover``, both at once."""
+    case = random_workload(5264)
+    workload = case.workload
+    shares = {}
+    for on in (True, False):
+        policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
+                             settings=ControlSettings(capacity_gpus=16.0, handover=on), gpus=workload.gpus)
+        step = policy.law.step
+
+        def watched(observation, state, now_s, current=None, _step=step, _on=on):
+            decision = _step(observation, state, now_s, current)
+            shares[_on, now_s] = {stage: groups[0].gpu_share for (_, stage), groups in decision.desired.items()}
+            return decision
+
+        policy.law.step = watched
+        simulate(workload, case.profiles, policy, SimConfig(seed=5264))
+    replan = next(t for (on, t), now in sorted(shares.items())
+                  if on and t > 150 and now["s0"] != shares[on, t - 1]["s0"])
+    assert shares[True, replan - 1] == {"s0": 50, "s1": 70}
+    assert shares[True, replan] == {"s0": 90, "s1": 70}  # s0 up at once, s1 held
+    assert shares[False, replan] == {"s0": 90, "s1": 10}  # without: both at once
+
+
 def _restarts_watched(seed: int, family: str, workflow: str, setting: str = "restart_room"):
     """A generated workload simulated with ``setting`` (``restart_room``)
     on and off: per (on, tick), each of ``workflow``'s stages' desired
