@@ -74,7 +74,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from ..limits import is_number
 from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow, group_of
-from ..model.config import Config, evaluate
+from ..model.config import Config, evaluate, fanout_rounds_ms
 from ..model.plan import choices_latency_ms, path_latency_ms
 from ..planner import PlannerError, deployment_for, get_policy
 from .calibration import Calibration
@@ -830,7 +830,8 @@ class ControlLaw:
         """The end-to-end latency the model gives a group per stage, priced
         with ``profiles`` (∞ where a stage has none, or cannot keep up), each
         stage's wait at its ``quantile`` (None: the mean) — a plan's
-        (``Problem.queue_quantile``) where it is compared with one."""
+        (``Problem.queue_quantile``) where it is compared with one —, and a
+        fan-out's calls waiting for each other as the planner counts them."""
         stage_ms = {}
         for st in workflow.stages:
             group = groups[st.name]
@@ -843,6 +844,11 @@ class ControlLaw:
                               queueing_model=self.settings.queueing_model, queue_quantile=quantile)
             # the batcher's timeout bounds the fill wait (0: a batch leaves with what is queued)
             stage_ms[st.name] = option.latency_ms - option.wait_ms + min(option.wait_ms, group.max_wait_ms)
+            if arrival_cv2 is not None and st.fanout > 1:
+                # a request's calls arrive together and wait for each other, as the planner's options count
+                # them (a batch without a fill wait planned as holding one)
+                fill = group.batch_size if group.max_wait_ms > 0 else 1
+                stage_ms[st.name] += float(fanout_rounds_ms(st.fanout, fill, group.count, exec_ms))
         return path_latency_ms(workflow, stage_ms)
 
     def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup],

@@ -189,10 +189,15 @@ def test_of_two_scaler_processes_one_acts_and_the_other_takes_over_at_once_when_
                 procs.append(proc)
                 urls.append(re.search(r"on (http://[^ ]+)", proc.stderr.readline()).group(1))
             leases = lambda: [plan(url)["lease"] for url in urls]  # noqa: E731
-            wait_for(lambda: sorted(lease["leading"] for lease in leases()) == [False, True], "one leader")
+
+            def one_leader_seen_by_both():  # the other says who holds the lease once it has read it
+                seen = leases()
+                return sorted(lease["leading"] for lease in seen) == [False, True] \
+                    and seen[0]["holder"] is not None and seen[0]["holder"] == seen[1]["holder"]
+
+            wait_for(one_leader_seen_by_both, "one leader, the other standing by for it")
             leader = next(i for i, lease in enumerate(leases()) if lease["leading"])
             other = 1 - leader
-            assert leases()[other]["holder"] == leases()[leader]["holder"]
             procs[leader].send_signal(signal.SIGTERM)
             assert procs[leader].wait(timeout=60) == 0
             wait_for(lambda: plan(urls[other])["lease"]["leading"], "the other leads")  # given up: not expired

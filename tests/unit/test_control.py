@@ -2198,6 +2198,38 @@ def test_where_every_stage_restarts_the_one_moved_to_a_smaller_share_still_waits
     assert shares[False, replan] == {"s0": 90, "s1": 10}  # without: both at once
 
 
+def test_the_law_prices_what_runs_with_a_fan_outs_calls_waiting_for_each_other_as_it_plans():
+    """A request's ``fanout`` calls of a stage arrive together: on one
+    instance the third waits two executions. The planner's options count
+    that (``model/config.py``, ``fanout_rounds_ms``); the law's price of
+    groups that run (``_groups_ms``: a handover's mix, the plan that runs
+    against a new one) counts it too, the same figure. Found on
+    random-extreme-2742, where it priced a mix 75.5 ms against the SLO's
+    81.2 that ran its fan-out stage's two calls on one instance, 19.6 ms
+    each: every request was late there."""
+    import numpy as np
+    from esg_plugin.model import option_arrays
+    profiles = example_profiles()
+    wf = Workflow.build("w", 500.0, [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",), fanout=3)], hop_ms=1.0)
+    law = ControlLaw([wf], profiles, ControlSettings())
+    rate_rps, cv2 = 0.5, 1.0
+
+    def price(count):
+        return law._groups_ms(wf, profiles, rate_rps, cv2,
+                              {"a": InstanceGroup(1, 100, 1, 0.0), "b": InstanceGroup(1, 100, count, 0.0)})
+
+    exec_ms = profiles["resnet50"].latency(1, 100)
+    assert price(1) - price(3) == pytest.approx(2 * exec_ms, abs=0.1)
+    assert price(2) - price(3) == pytest.approx(exec_ms, abs=0.1)
+
+    def planned_ms(function, fanout):  # the planner's option at batch 1, a whole GPU, one instance
+        arrays = option_arrays(profiles[function], rate_rps * fanout, arrival_cv2=cv2, fanout=fanout)
+        row = np.flatnonzero((arrays.batch_size == 1) & (arrays.gpu_share == 100) & (arrays.replicas == 1))[0]
+        return float(arrays.latency_ms[row])
+
+    assert price(1) == pytest.approx(planned_ms("resnet18", 1) + 1.0 + planned_ms("resnet50", 3))
+
+
 def _restarts_watched(seed: int, family: str, workflow: str, setting: str = "restart_room"):
     """A generated workload simulated with ``setting`` (``restart_room``)
     on and off: per (on, tick), each of ``workflow``'s stages' desired
