@@ -2130,23 +2130,15 @@ def test_a_re_plan_that_holds_less_keeps_the_other_stages_as_they_ran_until_the_
     assert now["a"][0].count == plan["a"].replicas
 
 
-def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_a_larger_one():
-    """``handover``, with two restarts: a lowered margin's re-plan moves
-    s1 to a smaller share and s2 to a larger one (random-wide-1390, a chain
-    of 3 at 1.83 × its fastest latency, 8.7 ms). Each stage's new instances
-    serve once ready, one stage at a time; the new s1 beside the old s2
-    misses by the model, so s1 runs as it ran until s2's new instances
-    serve, and restarts then. Without ``handover``, both at once."""
-    case = random_workload(1390, family="wide")
+def _shares_with_and_without_handover(seed: int, family: str, **settings) -> dict:
+    """A generated workload simulated with ``handover`` on and off (and
+    ``settings``): per (on, tick), each stage's desired share."""
+    case = random_workload(seed, family=family)
     workload = case.workload
     shares = {}
     for on in (True, False):
-        # the scenario as it was found: a cold start's misses raised the margin (``cold_start_misses`` off),
-        # the waits were planned at their mean (``low_rate_tail`` off), and the first plan for arrivals kept
-        # the placeholder's shares (``free_placeholder_shares`` off)
         policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
-                             settings=ControlSettings(capacity_gpus=16.0, handover=on, cold_start_misses=False,
-                                                      low_rate_tail=False, free_placeholder_shares=False),
+                             settings=ControlSettings(capacity_gpus=16.0, handover=on, **settings),
                              gpus=workload.gpus)
         step = policy.law.step
 
@@ -2156,7 +2148,22 @@ def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_
             return decision
 
         policy.law.step = watched
-        simulate(workload, case.profiles, policy, SimConfig(seed=1390))
+        simulate(workload, case.profiles, policy, SimConfig(seed=seed))
+    return shares
+
+
+def test_a_stage_restarted_to_a_smaller_share_waits_for_the_stages_restarted_to_a_larger_one():
+    """``handover``, with two restarts: a lowered margin's re-plan moves
+    s1 to a smaller share and s2 to a larger one (random-wide-1390, a chain
+    of 3 at 1.83 × its fastest latency, 8.7 ms). Each stage's new instances
+    serve once ready, one stage at a time; the new s1 beside the old s2
+    misses by the model, so s1 runs as it ran until s2's new instances
+    serve, and restarts then. Without ``handover``, both at once."""
+    # the scenario as it was found: a cold start's misses raised the margin (``cold_start_misses`` off),
+    # the waits were planned at their mean (``low_rate_tail`` off), and the first plan for arrivals kept
+    # the placeholder's shares (``free_placeholder_shares`` off)
+    shares = _shares_with_and_without_handover(1390, "wide", cold_start_misses=False, low_rate_tail=False,
+                                               free_placeholder_shares=False)
     replan = next(t for (on, t), now in sorted(shares.items())
                   if on and t > 200 and now["s2"] != shares[on, t - 1]["s2"])
     before, during = shares[True, replan - 1], shares[True, replan]
@@ -2176,21 +2183,7 @@ def test_where_every_stage_restarts_the_one_moved_to_a_smaller_share_still_waits
     Before the seventy-third session nothing was held there (the rule for
     the order was not reached), and the new s1 served first. Without
     ``handover``, both at once."""
-    case = random_workload(5264)
-    workload = case.workload
-    shares = {}
-    for on in (True, False):
-        policy = make_policy("esg", [load.workflow for load in workload.workflows], case.profiles,
-                             settings=ControlSettings(capacity_gpus=16.0, handover=on), gpus=workload.gpus)
-        step = policy.law.step
-
-        def watched(observation, state, now_s, current=None, _step=step, _on=on):
-            decision = _step(observation, state, now_s, current)
-            shares[_on, now_s] = {stage: groups[0].gpu_share for (_, stage), groups in decision.desired.items()}
-            return decision
-
-        policy.law.step = watched
-        simulate(workload, case.profiles, policy, SimConfig(seed=5264))
+    shares = _shares_with_and_without_handover(5264, "standard")
     replan = next(t for (on, t), now in sorted(shares.items())
                   if on and t > 150 and now["s0"] != shares[on, t - 1]["s0"])
     assert shares[True, replan - 1] == {"s0": 50, "s1": 70}
