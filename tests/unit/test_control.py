@@ -2197,9 +2197,10 @@ def test_the_law_prices_what_runs_with_a_fan_outs_calls_waiting_for_each_other_a
     that (``model/config.py``, ``fanout_rounds_ms``); the law's price of
     groups that run (``_groups_ms``: a handover's mix, the plan that runs
     against a new one) counts it too, the same figure. Found on
-    random-extreme-2742, where it priced a mix 75.5 ms against the SLO's
-    81.2 that ran its fan-out stage's two calls on one instance, 19.6 ms
-    each: every request was late there."""
+    random-extreme-2742 (with ``docs/evaluation/tried/handover-any-hold.patch``),
+    where it priced a mix 75.5 ms against the SLO's 81.2 that ran its
+    fan-out stage's two calls on one instance, 19.6 ms each: every
+    request was late there."""
     import numpy as np
     from esg_plugin.model import option_arrays
     profiles = example_profiles()
