@@ -602,6 +602,8 @@ class ControlLaw:
         ws.on_time_gpus = None
         ws.busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
+        exec_after = _after(workflow, {name: option.exec_ms for name, option in choices.items()})
+        path_exec_ms = max(option.exec_ms + exec_after[name] for name, option in choices.items())
         for stage, option in choices.items():
             before = running[stage]
             if before is not None and before.gpu_share != option.config.gpu_share:
@@ -620,6 +622,11 @@ class ControlLaw:
                 rest_ms = ws.plan.latency_ms - option.latency_ms  # the longest path through the stage, less it
                 if batch_ms is not None and batch_ms + rest_ms <= workflow.slo_ms:
                     ws.bridge_batch[stage] = batch
+                elif self.settings.bridge_carry and (carry := _carrying_batch(
+                        profiles, workflow.stage(stage).function, before, option.config.batch_size, batch,
+                        problem.rate_rps * workflow.stage(stage).fanout,
+                        workflow.slo_ms - (path_exec_ms - option.exec_ms))) is not None:
+                    ws.bridge_batch[stage] = carry
                 else:
                     ws.bridge_batch.pop(stage, None)
                 ws.bridge_from_s[stage] = now_s
@@ -1045,6 +1052,24 @@ def _running(workflow: Workflow, ws: WorkflowState, stage: str,
     if now is None and ws.groups.get(stage):
         now = ws.groups[stage][0]
     return now
+
+
+def _carrying_batch(profiles: ProfileSet, function: str, running: InstanceGroup, planned_batch: int,
+                    ran_batch: int, stage_rate_rps: float, within_ms: float) -> Optional[int]:
+    """Where the ``running`` instances cannot serve ``stage_rate_rps``
+    alone at the planned batch size, the smallest batch size of the
+    profile above it and up to ``ran_batch`` at which they can, whose
+    execution takes at most ``within_ms`` (the SLO less the other stages'
+    executions on the plan's longest path: a batch beyond it misses
+    whatever waits) (``bridge_carry``); None where they can at the planned
+    one, or at none of those."""
+    def serves(batch: int) -> bool:
+        exec_ms = _running_exec_ms(profiles, function, running._replace(batch_size=batch))
+        return exec_ms is not None and running.count * batch * 1000.0 / exec_ms >= stage_rate_rps \
+            and (batch == planned_batch or exec_ms <= within_ms)
+    if serves(planned_batch):
+        return None
+    return next((b for b in profiles[function].batch_sizes if planned_batch < b <= ran_batch and serves(b)), None)
 
 
 def _running_exec_ms(profiles: ProfileSet, function: str, group: Optional[InstanceGroup]) -> Optional[float]:

@@ -13,7 +13,7 @@ from .errors import ControlError
 
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
-             "degraded", "late", "rollback", "starting", "bridge", "burst", "newest", "latest", "waits",
+             "degraded", "late", "rollback", "starting", "bridge", "carry", "burst", "newest", "latest", "waits",
              "calibration", "packing", "spare", "fair", "later", "reach", "handover", "restarts",
              "room", "cold", "tail", "hold", "early", "placeholder", "path", "relax")
 
@@ -393,6 +393,13 @@ class ControlSettings:
     plan — and as planned once the start is over. A batch size changes live (the runtime's ``/_esg/config``), so
     this costs no restart; under Knative a batch size is the revision's
     env, and every change a new revision: the scaler turns it off there."""
+    bridge_carry: bool = True
+    """Where the running ones' batch size before the re-plan does not fit
+    the SLO beside the rest of the plan (``bridge_batching``) and they
+    cannot serve the stage's rate alone at the planned batch size, they run
+    at the smallest batch size up to that one at which they can, while
+    the replicas added beside them start: late by the model, but a queue
+    that grows for a whole cold start misses more (``docs/control.md``)."""
     burst_batching: bool = True
     """A group planned without a batching wait runs at its larger batch
     size, with no wait, where that batch serves at least
@@ -750,6 +757,8 @@ class ControlSettings:
             return replace(self, boost_waits_for_start=False)
         if mechanism == "bridge":
             return replace(self, bridge_batching=False)
+        if mechanism == "carry":
+            return replace(self, bridge_carry=False)
         if mechanism == "burst":
             return replace(self, burst_batching=False)
         if mechanism == "newest":

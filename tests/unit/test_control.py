@@ -2043,6 +2043,50 @@ def test_while_added_replicas_start_the_running_ones_keep_the_larger_batch_they_
     assert during.batch_size == planned.batch_size
 
 
+def test_where_the_batch_they_ran_at_is_late_the_running_ones_still_take_one_large_enough_to_keep_up():
+    """A re-plan that adds replicas at the share a stage runs at and lowers
+    its batch size: where the batch size the running ones ran at, with the
+    rest of the new plan, is beyond the SLO by the model, and they cannot
+    serve the stage's rate alone at the planned batch size, they take the
+    smallest batch size up to the one they ran at that serves it while the
+    added replicas start — late by the model, but the queue of a stage that
+    cannot keep up grows for a whole cold start. Read from extreme-2826: a
+    scale-down moved a stage from batches of 16 (27.9 ms) on one instance
+    to batches of 1 (9.9 ms) on three, whose cold start is 13 s; the one
+    running served 100 of the 180 rps and the stage shed for 11 s
+    (98.01% at 1,735 GPU-seconds; with the rule 100% at 1,345)."""
+    from esg_plugin.control.law import _after
+    from esg_plugin.model import FunctionProfile, InstanceGroup
+    profile = FunctionProfile("f", (1, 8, 16), (50,), ((10.0,), (50.0,), (55.0,)), cold_start_ms=2000.0)
+    batching = FunctionProfile("g", (4,), (50,), ((5.0,),), cold_start_ms=2000.0)  # waits to fill its batch
+    wf = Workflow.build("w", 70.0, [Stage("a", "f"), Stage("b", "g", ("a",))], hop_ms=1.0)
+
+    def run(carry: bool):
+        law = ControlLaw([wf], ProfileSet("carry", {"f": profile, "g": batching}),
+                         ControlSettings(warmup_s=0.0, latest_rate=False, bridge_carry=carry))
+        state = law.new_state()
+        law.step(Observation(0.0, {"w": WorkflowObservation(20, 20, 2.0)}), state, 0.0)
+        running = {("w", "a"): InstanceGroup(16, 50, 1, 20.0)}
+        step = law.step(Observation(10.0, {"w": WorkflowObservation(21, 150, 2.0)}), state, 10.0, running)
+        later = law.step(Observation(12.5, {"w": WorkflowObservation(22, 150, 2.0)}), state, 12.5)
+        return step.desired[("w", "a")][0], later.desired[("w", "a")][0], step.plans["w"]
+
+    during, after, plan = run(carry=True)
+    planned = plan.stages["a"]
+    assert during.count > 1 and planned.batch_size == 1  # replicas added at batch 1
+    assert profile.latency(16, 50) + plan.latency_ms - planned.latency_ms > wf.slo_ms  # 16 is late by the model
+    assert 1000.0 / profile.latency(1, 50) < plan.rate_rps  # one instance at batch 1 cannot keep up
+    executions = {name: option.exec_ms for name, option in plan.stages.items()}
+    others_ms = max(executions[n] + _after(wf, executions)[n] for n in executions) - planned.exec_ms
+    serving = [b for b in (8, 16) if b * 1000.0 / profile.latency(b, 50) >= plan.rate_rps
+               and profile.latency(b, 50) <= wf.slo_ms - others_ms]
+    assert serving and (during.batch_size, during.max_wait_ms) == (serving[0], 0.0)
+    assert (after.batch_size, after.count) == (planned.batch_size, planned.replicas)  # the start over: as planned
+    during, _, plan = run(carry=False)
+    assert during.batch_size == plan.stages["a"].batch_size
+    assert ControlSettings().without("carry").bridge_carry is False
+
+
 def test_the_running_replicas_carry_the_step_until_the_platform_says_the_added_ones_are_in_service():
     """A real start (a pod scheduled, a model loaded) often takes longer
     than the profile's cold start: where the platform reports the stage's
