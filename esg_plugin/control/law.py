@@ -73,7 +73,7 @@ import math
 from typing import Callable, Mapping, Optional, Sequence
 
 from ..limits import is_number
-from ..model import InstanceGroup, ModelError, Plan, ProfileSet, StageOption, Workflow, group_of
+from ..model import InstanceGroup, ModelError, Plan, ProfileSet, Stage, StageOption, Workflow, group_of
 from ..model.config import Config, evaluate, fanout_rounds_ms
 from ..model.plan import choices_latency_ms, path_latency_ms
 from ..planner import PlannerError, deployment_for, get_policy
@@ -656,8 +656,7 @@ class ControlLaw:
         ws.handover_restarts = tuple(wait)
         if self.settings.bridge_batching or self.settings.burst_batching:
             ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
-        ws.downstream_ms = _after(workflow, {name: option.latency_ms for name, option in choices.items()})
-        ws.downstream_exec_ms = _after(workflow, {name: option.exec_ms for name, option in choices.items()})
+        _record_downstream(workflow, ws, choices)
 
     def _planned(self, workflow: Workflow, ws: WorkflowState, state: ControlState, profiles: ProfileSet,
                  rate_rps: float, arrival_cv2: Optional[float], current: Mapping[StageKey, InstanceGroup],
@@ -811,14 +810,9 @@ class ControlLaw:
                 break
         if low <= want_rps * (1 + 1e-9):
             return False  # the first plan is for more than what runs serves: made as any first plan
-        choices = {}
-        for st in workflow.stages:
-            group = groups[st.name]
-            option = evaluate(Config(group.batch_size, group.gpu_share), exec_ms[st.name], low * st.fanout,
-                              arrival_cv2=arrival_cv2, replicas=group.count, queueing_model=self.settings.queueing_model)
-            wait_ms = min(option.wait_ms, group.max_wait_ms)  # the batcher's timeout bounds the fill wait
-            choices[st.name] = option._replace(wait_ms=wait_ms,
-                                               latency_ms=option.latency_ms - option.wait_ms + wait_ms)
+        # each stage as the bisection priced it, so that its latencies are the ones it met the budget with
+        choices = {st.name: self._group_option(st, profiles, groups[st.name], low, arrival_cv2,
+                                               self.settings.queue_quantile) for st in workflow.stages}
         ws.planned_rps, ws.estimate_rps = low, min(offered_rps, low)
         ws.factors = {st.function: state.exec_factor.get(st.function, 1.0) for st in workflow.stages}
         ws.late_by = budget_ms / workflow.slo_ms
@@ -826,6 +820,7 @@ class ControlLaw:
         ws.busy = ws.demand = plan_busy(workflow, want_rps, choices, state.cpu_factor)
         ws.plan = Plan.build(workflow, self.policy, low, choices, slo_ms=budget_ms)
         ws.groups = {st.name: [groups[st.name]] for st in workflow.stages}
+        _record_downstream(workflow, ws, choices)
         ws.pending = None  # a first plan deferred at an earlier tick is this one
         ws.adopted = True
         ws.adopted_said = f"first plan: what runs, kept — it serves {low:.2f} rps by the model, more than {said}; " \
@@ -841,22 +836,34 @@ class ControlLaw:
         fan-out's calls waiting for each other as the planner counts them."""
         stage_ms = {}
         for st in workflow.stages:
-            group = groups[st.name]
-            exec_ms = _running_exec_ms(profiles, st.function, group)
-            stage_rps = rate_rps * st.fanout
-            if exec_ms is None or group.count < 1 or stage_rps * exec_ms >= 1000.0 * group.batch_size * group.count:
+            option = self._group_option(st, profiles, groups[st.name], rate_rps, arrival_cv2, quantile)
+            if option is None:
                 return math.inf
-            option = evaluate(Config(group.batch_size, group.gpu_share), exec_ms, stage_rps,
-                              arrival_cv2=arrival_cv2, replicas=group.count,
-                              queueing_model=self.settings.queueing_model, queue_quantile=quantile)
-            # the batcher's timeout bounds the fill wait (0: a batch leaves with what is queued)
-            stage_ms[st.name] = option.latency_ms - option.wait_ms + min(option.wait_ms, group.max_wait_ms)
-            if arrival_cv2 is not None and st.fanout > 1:
-                # a request's calls arrive together and wait for each other, as the planner's options count
-                # them (a batch without a fill wait planned as holding one)
-                fill = group.batch_size if group.max_wait_ms > 0 else 1
-                stage_ms[st.name] += float(fanout_rounds_ms(st.fanout, fill, group.count, exec_ms))
+            stage_ms[st.name] = option.latency_ms
         return path_latency_ms(workflow, stage_ms)
+
+    def _group_option(self, st: Stage, profiles: ProfileSet, group: Optional[InstanceGroup], rate_rps: float,
+                      arrival_cv2: Optional[float], quantile: Optional[float]) -> Optional[StageOption]:
+        """A running group of stage ``st`` as the model gives it at the
+        workflow's ``rate_rps``, priced with ``profiles``: its wait at
+        ``quantile`` (None: the mean), the fill wait bounded by the
+        batcher's timeout (0: a batch leaves with what is queued), and a
+        fan-out's calls waiting for each other as the planner's options
+        count them (a batch without a fill wait planned as holding one).
+        None where it has no instance, none its profile knows, or cannot
+        keep up."""
+        exec_ms = _running_exec_ms(profiles, st.function, group)
+        stage_rps = rate_rps * st.fanout
+        if exec_ms is None or group.count < 1 or stage_rps * exec_ms >= 1000.0 * group.batch_size * group.count:
+            return None
+        option = evaluate(Config(group.batch_size, group.gpu_share), exec_ms, stage_rps, arrival_cv2=arrival_cv2,
+                          replicas=group.count, queueing_model=self.settings.queueing_model, queue_quantile=quantile)
+        wait_ms = min(option.wait_ms, group.max_wait_ms)
+        queue_ms = option.queue_ms
+        if arrival_cv2 is not None and st.fanout > 1:
+            fill = group.batch_size if group.max_wait_ms > 0 else 1
+            queue_ms += float(fanout_rounds_ms(st.fanout, fill, group.count, exec_ms))
+        return option._replace(wait_ms=wait_ms, queue_ms=queue_ms, latency_ms=wait_ms + exec_ms + queue_ms)
 
     def _pins(self, workflow: Workflow, ws: WorkflowState, choices, current: Mapping[StageKey, InstanceGroup],
               now_s: float, state: ControlState) -> tuple[dict, dict, dict, dict]:
@@ -1081,6 +1088,15 @@ def _running_exec_ms(profiles: ProfileSet, function: str, group: Optional[Instan
         return profiles[function].latency(group.batch_size, group.gpu_share)
     except ModelError:
         return None
+
+
+def _record_downstream(workflow: Workflow, ws: WorkflowState, choices: Mapping[str, StageOption]) -> None:
+    """What the plan ``choices`` leaves after each stage — its latency and
+    its executions on the longest path — for the stages' deadlines (a
+    request that cannot meet its SLO after them is shed: the runtime's
+    504, the simulator's shed)."""
+    ws.downstream_ms = _after(workflow, {name: option.latency_ms for name, option in choices.items()})
+    ws.downstream_exec_ms = _after(workflow, {name: option.exec_ms for name, option in choices.items()})
 
 
 def _after(workflow: Workflow, stage_ms: Mapping[str, float]) -> dict[str, float]:

@@ -2895,6 +2895,37 @@ def test_a_restarted_law_keeps_what_runs_until_the_scale_down_delay_and_scales_u
         assert "first plan for" in d.reasons["w"]
 
 
+def test_what_runs_kept_gives_each_stage_what_the_plan_leaves_after_it_as_a_plan_does():
+    """``adopt_running``: what runs, kept as a restarted law's first plan,
+    also says what it leaves after each stage — its latency and its
+    executions on the longest path, as any plan of the law says them — so
+    that a stage sheds a request that can no longer meet its SLO after it
+    (the runtime's 504, the simulator's shed) from the first tick; before,
+    nothing: a restart left every request to run to the last stage. Its
+    stages are priced as the bisection that chose its rate priced them: a
+    fan-out's calls waiting for each other included."""
+    from esg_plugin.control.law import _after
+    profiles = example_profiles()
+    wf = Workflow.build("w", 400.0, [Stage("a", "resnet18"), Stage("b", "resnet50", ("a",), fanout=3),
+                                     Stage("c", "resnet18", ("b",))], hop_ms=1.0)
+    running = {("w", "a"): InstanceGroup(1, 50, 1, 0.0), ("w", "b"): InstanceGroup(1, 100, 1, 0.0),
+               ("w", "c"): InstanceGroup(1, 50, 1, 0.0)}
+    law = ControlLaw([wf], profiles, ControlSettings(scale_down_delay_s=30.0, warmup_s=30.0))
+    state = law.new_state()
+    d = law.step(Observation(100.0, {"w": WorkflowObservation(2.0, 2.0, 2.0, ok=4)}), state, 100.0, running)
+    assert "what runs, kept" in d.reasons["w"]
+    plan = d.plans["w"]
+    latencies = {name: stage.latency_ms for name, stage in plan.stages.items()}
+    assert d.downstream_ms[("w", "a")] == pytest.approx(_after(wf, latencies)["a"]) and latencies["b"] > 0.0
+    assert d.downstream_ms[("w", "c")] == 0.0
+    executions = {name: stage.exec_ms for name, stage in plan.stages.items()}
+    assert d.downstream_exec_ms[("w", "a")] == pytest.approx(_after(wf, executions)["a"])
+    groups = {stage: group for (_, stage), group in running.items()}
+    priced = law._groups_ms(wf, profiles, plan.rate_rps, 1.0, groups, law.settings.queue_quantile)  # Poisson
+    assert plan.latency_ms == pytest.approx(priced)  # b's third call waits two executions, as priced
+    assert plan.stages["b"].latency_ms > 3 * plan.stages["b"].exec_ms
+
+
 def test_a_law_resumed_at_a_raised_margin_keeps_what_runs_where_it_meets_the_slo_itself(chain):
     """``adopt_running`` with ``resume_learned``: a law resumed at the
     largest margin finds what runs meeting that margin's budget at no rate
