@@ -602,8 +602,8 @@ class ControlLaw:
         ws.on_time_gpus = None
         ws.busy = plan_busy(workflow, problem.rate_rps, choices, state.cpu_factor)
         ws.plan = Plan.build(workflow, self.policy, problem.rate_rps, choices, stats, slo_ms=problem.budget_ms)
-        exec_after = _after(workflow, {name: option.exec_ms for name, option in choices.items()})
-        path_exec_ms = max(option.exec_ms + exec_after[name] for name, option in choices.items())
+        _record_downstream(workflow, ws, choices)
+        path_exec_ms = max(option.exec_ms + ws.downstream_exec_ms[name] for name, option in choices.items())
         for stage, option in choices.items():
             before = running[stage]
             if before is not None and before.gpu_share != option.config.gpu_share:
@@ -656,7 +656,6 @@ class ControlLaw:
         ws.handover_restarts = tuple(wait)
         if self.settings.bridge_batching or self.settings.burst_batching:
             ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
-        _record_downstream(workflow, ws, choices)
 
     def _planned(self, workflow: Workflow, ws: WorkflowState, state: ControlState, profiles: ProfileSet,
                  rate_rps: float, arrival_cv2: Optional[float], current: Mapping[StageKey, InstanceGroup],
