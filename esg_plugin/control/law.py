@@ -588,6 +588,8 @@ class ControlLaw:
             and ws.plan is not None and held_gpus(choices) < ws.plan.cost - 1e-9 and rate_rps <= ws.planned_rps + 1e-9
         ran = {stage: self._batches_now(workflow, ws, stage, groups, now_s, state)
                for stage, groups in ws.groups.items()} if handing else {}  # as each stage runs now
+        carried = None if handing else self._carried_handover(workflow, ws, state, choices, rate_rps, now_s)
+        handover_rps = ws.planned_rps if handing else ws.handover_rps
         ws.planned_rps = rate_rps
         ws.estimate_rps = rate_rps / self.rates.headroom(cv2) if offered_rps is None else offered_rps
         ws.fits = fits
@@ -654,8 +656,32 @@ class ControlLaw:
                 keep, wait = down, up
         ws.handover = {stage: ran[stage] for stage in keep if ran.get(stage)}
         ws.handover_restarts = tuple(wait)
+        ws.handover_rps = handover_rps
+        if carried is not None:
+            ws.handover, ws.handover_restarts = carried
         if self.settings.bridge_batching or self.settings.burst_batching:
             ws.larger = _larger_batches(workflow, ws.groups, choices, profiles, ws.plan.latency_ms)
+
+    def _carried_handover(self, workflow: Workflow, ws: WorkflowState, state: ControlState, choices,
+                          rate_rps: float, now_s: float):
+        """``handover_carry``: the handover under way, kept by a re-plan
+        that is no handover itself — (its groups, the stages it waits for) —
+        where the stages it waits for restart to the same share in the new
+        plan, still start, and the new plan is for no more load than the kept
+        stages ran for; else None. Without it a re-plan within the restart
+        (a rollback's misses, say) moved the kept stages at once, beside the
+        restarted stages' old instances."""
+        if not (self.settings.handover_carry and ws.handover and ws.handover_restarts) \
+                or rate_rps > ws.handover_rps + 1e-9:
+            return None
+        for stage in ws.handover_restarts:
+            planned = ws.groups.get(stage)
+            if not planned or choices[stage].config.gpu_share != planned[0].gpu_share:
+                return None  # a restart waited for is called off or moved elsewhere
+        if not any(self._still_starting(workflow, name, ws.started_s.get(name), now_s, state)
+                   for name in ws.handover_restarts):
+            return None
+        return dict(ws.handover), ws.handover_restarts
 
     def _planned(self, workflow: Workflow, ws: WorkflowState, state: ControlState, profiles: ProfileSet,
                  rate_rps: float, arrival_cv2: Optional[float], current: Mapping[StageKey, InstanceGroup],

@@ -14,7 +14,7 @@ from .errors import ControlError
 #: Mechanisms an ablation can switch off, one at a time (``docs/control.md``).
 ABLATIONS = ("utilisation", "step", "settle", "exit", "rise", "pooled", "backlog", "feedback", "capacity", "ontime",
              "degraded", "late", "rollback", "starting", "bridge", "carry", "burst", "newest", "latest", "waits",
-             "calibration", "packing", "spare", "fair", "later", "reach", "handover", "restarts",
+             "calibration", "packing", "spare", "fair", "later", "reach", "handover", "carryover", "restarts",
              "room", "cold", "tail", "hold", "early", "placeholder", "path", "relax")
 
 
@@ -464,6 +464,16 @@ class ControlSettings:
     before its neighbour's 90% one shed every request for 1.3 s; since the
     forty-ninth session) — also where every stage restarts (random-5264;
     since the seventy-third). Ablation ``handover``."""
+    handover_carry: bool = True
+    """A re-plan while a handover is under way that is no handover itself
+    (a rollback's for more after the misses of a second, say) keeps it:
+    the kept stages run as they ran until the restarted stages' new
+    instances serve, where those restart to the same share in the new plan
+    and the new plan is for no more load than the kept stages ran for.
+    Without it such a re-plan moved the kept stages at once, beside the
+    restarted stages' old instances (random-5264: s1 moved from 70% to 20%
+    while s0's 90% instance still started, and requests were shed for
+    2 s). Since the seventy-fifth session. Ablation ``carryover``."""
     restart_room: bool = True
     """Where the GPUs are counted, a re-plan that moves stages to another
     share (a restart: the old instances serve until the new ones do, both
@@ -787,6 +797,8 @@ class ControlSettings:
             return replace(self, margin_in_reach=False)
         if mechanism == "handover":
             return replace(self, handover=False)
+        if mechanism == "carryover":
+            return replace(self, handover_carry=False)
         if mechanism == "restarts":
             return replace(self, restart_room=False)
         if mechanism == "relax":

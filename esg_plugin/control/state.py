@@ -176,6 +176,8 @@ class WorkflowState:
     their new instances serve (``handover``)."""
     handover_restarts: tuple[str, ...] = ()
     """The stages that re-plan moved to another share."""
+    handover_rps: float = 0.0
+    """The rate planned before that re-plan: the load the groups kept ran for."""
     calm: bool = True
     """No excess backlog, no misses (on a time-shared node: none above the
     share seen before, ``steady_misses``), no panic at the last tick: only

@@ -2235,6 +2235,27 @@ def test_where_every_stage_restarts_the_one_moved_to_a_smaller_share_still_waits
     assert shares[False, replan] == {"s0": 90, "s1": 10}  # without: both at once
 
 
+def test_a_re_plan_while_a_handover_is_under_way_keeps_it_until_the_restarted_stage_serves():
+    """``handover_carry`` (random-5264, as in the test above): a second
+    after the re-plan that moved s0 to 90% and held s1 at its 70% while
+    s0's new instance starts (2.9 s), the misses of that second re-plan
+    for more (a rollback), with s0 still at 90% and s1 at 20%. The kept
+    s1 runs as it ran until s0's new instance serves, then moves. Without
+    it the rollback dropped the handover: s1 moved to 20% at once, beside
+    the old s0, and requests were shed for 2 s."""
+    carried = _shares_with_and_without_handover(5264, "standard")
+    dropped = _shares_with_and_without_handover(5264, "standard", handover_carry=False)
+    replan = next(t for (on, t), now in sorted(carried.items())
+                  if on and t > 150 and now["s0"] != carried[on, t - 1]["s0"])
+    assert carried[True, replan] == dropped[True, replan] == {"s0": 90, "s1": 70}  # the handover
+    assert dropped[True, replan + 1] == {"s0": 90, "s1": 20}  # the rollback's plan at once
+    assert carried[True, replan + 1] == {"s0": 90, "s1": 70}  # kept while s0's instance starts
+    moved = next(t for (on, t), now in sorted(carried.items()) if on and t > replan and now["s1"] != 70)
+    assert carried[True, moved] == {"s0": 90, "s1": 20}
+    assert moved - replan <= 5  # once s0's new instance serves (a 2.9-s cold start), not for good
+    assert ControlSettings().without("carryover").handover_carry is False
+
+
 def test_the_law_prices_what_runs_with_a_fan_outs_calls_waiting_for_each_other_as_it_plans():
     """A request's ``fanout`` calls of a stage arrive together: on one
     instance the third waits two executions. The planner's options count
