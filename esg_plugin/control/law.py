@@ -589,7 +589,8 @@ class ControlLaw:
         ran = {stage: self._batches_now(workflow, ws, stage, groups, now_s, state)
                for stage, groups in ws.groups.items()} if handing else {}  # as each stage runs now
         carried = None if handing else self._carried_handover(workflow, ws, state, choices, rate_rps, now_s)
-        handover_rps = ws.planned_rps if handing else ws.handover_rps
+        if handing:
+            ws.handover_rps = ws.planned_rps  # the load the groups a handover keeps ran for
         ws.planned_rps = rate_rps
         ws.estimate_rps = rate_rps / self.rates.headroom(cv2) if offered_rps is None else offered_rps
         ws.fits = fits
@@ -656,7 +657,6 @@ class ControlLaw:
                 keep, wait = down, up
         ws.handover = {stage: ran[stage] for stage in keep if ran.get(stage)}
         ws.handover_restarts = tuple(wait)
-        ws.handover_rps = handover_rps
         if carried is not None:
             ws.handover, ws.handover_restarts = carried
         if self.settings.bridge_batching or self.settings.burst_batching:
@@ -678,10 +678,14 @@ class ControlLaw:
             planned = ws.groups.get(stage)
             if not planned or choices[stage].config.gpu_share != planned[0].gpu_share:
                 return None  # a restart waited for is called off or moved elsewhere
-        if not any(self._still_starting(workflow, name, ws.started_s.get(name), now_s, state)
-                   for name in ws.handover_restarts):
+        if not self._handover_under_way(workflow, ws, now_s, state):
             return None
         return dict(ws.handover), ws.handover_restarts
+
+    def _handover_under_way(self, workflow: Workflow, ws: WorkflowState, now_s: float, state: ControlState) -> bool:
+        """Does some stage the handover waits for (``handover_restarts``) still start?"""
+        return any(self._still_starting(workflow, name, ws.started_s.get(name), now_s, state)
+                   for name in ws.handover_restarts)
 
     def _planned(self, workflow: Workflow, ws: WorkflowState, state: ControlState, profiles: ProfileSet,
                  rate_rps: float, arrival_cv2: Optional[float], current: Mapping[StageKey, InstanceGroup],
@@ -1000,7 +1004,7 @@ class ControlLaw:
         s = self.settings
         restarts = ws.handover_restarts if stage in ws.handover else ()
         if restarts:
-            if not any(self._still_starting(workflow, name, ws.started_s.get(name), now_s, state) for name in restarts):
+            if not self._handover_under_way(workflow, ws, now_s, state):
                 ws.handover, ws.handover_restarts = {}, ()  # over: a later start of those stages brings none back
             elif not any(state.unplaced.get((workflow.name, name), 0) > 0 for name in restarts):
                 return ws.handover[stage]  # not where a restarted stage finds no room: what the others ran may be it
